@@ -1,0 +1,36 @@
+"""User-facing errors and the wrapper that turns them into one line and a non-zero exit."""
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+
+class PipelineError(Exception):
+    """A mistake in the user's params or data: reported in one line, never a traceback."""
+
+
+class ConfigError(PipelineError):
+    """A key in params.yaml is unknown, mistyped or out of range."""
+
+
+class DataError(PipelineError):
+    """An input file is missing, unreadable or does not hold what was expected."""
+
+
+EXIT_USER_ERROR = 2
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's `main`; a PipelineError becomes `error: ...` on stderr and exit 2.
+
+    Stages import TensorFlow inside `main`, after params are validated, so a bad
+    params.yaml fails in a second; its C++ start-up chatter is silenced unless asked for.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        main()
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

@@ -1,0 +1,152 @@
+"""The latent Parquet dataset: schema, streaming writer, validating reader.
+
+    data/latents/split=train/part-0.parquet
+    data/latents/split=test/part-0.parquet
+
+Columns: id int64, label int32 (null where the source has none), z_mean and z_log_var
+as fixed_size_list<float32>[d]; `split` is the hive partition key. File metadata holds
+the schema version, latent_dim, dataset fingerprint, model sha256, params, versions.
+"""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from pipeline.errors import DataError
+from pipeline.io import atomic_dir
+
+SCHEMA_VERSION = "1"
+METADATA_PREFIX = "vae_pipeline."
+COLUMNS = {
+    "id": "stable row id from prepare: the example's index in the source",
+    "label": "class label; null where the source has none",
+    "z_mean": "mu_phi(x), mean of q(z|x): the representation",
+    "z_log_var": "log sigma_phi(x)^2, log-variance of q(z|x)",
+}
+# ~64k rows a group: large enough for fast scans, small enough to stream in memory.
+ROW_GROUP_SIZE = 65_536
+
+
+def latent_schema(latent_dim: int, metadata: dict | None = None) -> pa.Schema:
+    vector = pa.list_(pa.float32(), latent_dim)
+    fields = [
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("label", pa.int32(), nullable=True),
+        pa.field("z_mean", vector, nullable=False),
+        pa.field("z_log_var", vector, nullable=False),
+    ]
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "latent_dim": str(latent_dim),
+        "columns": json.dumps(COLUMNS),
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
+    }
+    return pa.schema(fields, metadata={METADATA_PREFIX + k: v for k, v in meta.items()})
+
+
+@dataclass(frozen=True)
+class LatentBatch:
+    """Rows of one split: ids (n,), labels (n,) with -1 for none, z_mean and z_log_var (n, d)."""
+
+    split: str
+    ids: np.ndarray
+    labels: np.ndarray
+    z_mean: np.ndarray
+    z_log_var: np.ndarray
+
+
+def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:
+    d = batch.z_mean.shape[1]
+
+    def vectors(values):
+        flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
+        return pa.FixedSizeListArray.from_arrays(flat, d)
+
+    labels = pa.array(batch.labels.astype(np.int32), mask=batch.labels < 0)
+    columns = [pa.array(batch.ids.astype(np.int64)), labels, vectors(batch.z_mean), vectors(batch.z_log_var)]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def write_latents(out_dir: str | Path, batches: Iterable[LatentBatch], latent_dim: int, metadata: dict) -> int:
+    """Stream batches into one Parquet file per split; replace out_dir atomically.
+
+    Memory holds one batch at a time. Returns the number of rows written.
+    """
+    schema = latent_schema(latent_dim, metadata)
+    writers: dict[str, pq.ParquetWriter] = {}
+    rows = 0
+    with atomic_dir(out_dir) as tmp:
+        try:
+            for batch in batches:
+                if batch.split not in writers:
+                    (tmp / f"split={batch.split}").mkdir()
+                    writers[batch.split] = pq.ParquetWriter(
+                        tmp / f"split={batch.split}" / "part-0.parquet", schema, compression="zstd")
+                writers[batch.split].write_batch(to_record_batch(batch, schema), row_group_size=ROW_GROUP_SIZE)
+                rows += len(batch.ids)
+        finally:
+            for writer in writers.values():
+                writer.close()
+    return rows
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The pipeline's key-value metadata of one latent Parquet file (values parsed)."""
+    raw = pq.read_schema(path).metadata or {}
+    out = {}
+    for key, value in raw.items():
+        key = key.decode()
+        if key.startswith(METADATA_PREFIX):
+            text = value.decode()
+            try:
+                out[key[len(METADATA_PREFIX):]] = json.loads(text)
+            except ValueError:
+                out[key[len(METADATA_PREFIX):]] = text
+    return out
+
+
+def load_latents(path: str | Path = "data/latents", split: str | None = None,
+                 latent_dim: int | None = None) -> pa.Table:
+    """Read the latent dataset (one split or all) as a pyarrow Table with a `split` column.
+
+    Checks the schema version, the columns and, when given, the latent dimension; a
+    mismatch raises DataError naming the file. `.to_pandas()` gives a DataFrame and
+    `latents_to_numpy` gives arrays.
+    """
+    path = Path(path)
+    files = sorted(path.glob("split=*/*.parquet"))
+    if not files:
+        raise DataError(f"{path}: no latent Parquet files (expected split=<name>/*.parquet)")
+    for file in files:
+        _check_file(file, latent_dim)
+    dataset = pads.dataset(path, format="parquet", partitioning="hive")
+    table = dataset.to_table(filter=(pads.field("split") == split) if split else None)
+    if split and table.num_rows == 0:
+        raise DataError(f"{path}: no rows for split {split!r}")
+    return table
+
+
+def _check_file(file: Path, latent_dim: int | None) -> None:
+    meta = read_metadata(file)
+    version = str(meta.get("schema_version"))
+    if version != SCHEMA_VERSION:
+        raise DataError(f"{file}: latent schema version {version!r}, expected {SCHEMA_VERSION!r}")
+    schema = pq.read_schema(file)
+    if schema.names != list(COLUMNS):
+        raise DataError(f"{file}: columns {schema.names}, expected {list(COLUMNS)}")
+    d = schema.field("z_mean").type.list_size
+    if latent_dim is not None and d != latent_dim:
+        raise DataError(f"{file}: latent_dim {d}, expected {latent_dim} (re-run encode for this model)")
+
+
+def latents_to_numpy(table: pa.Table, column: str = "z_mean") -> np.ndarray:
+    """A fixed_size_list column as a (n, d) float32 array, without copying row by row."""
+    chunked = table.column(column).combine_chunks()
+    d = chunked.type.list_size
+    return chunked.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)

@@ -1,0 +1,70 @@
+"""The article's quantities as pure keras.ops functions, in nats per example.
+
+Names follow the article: S = log 1/p(x) (surprisal), U = SUBO (upper bound on S),
+D = KL(q(z|x) ‖ p(z)), E = U − S (the gap, = KL(q(z|x) ‖ p(z|x)) ≥ 0).
+Shapes: B examples, d latent dimensions, m or K samples per example.
+"""
+
+import math
+
+from keras import ops
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def kl_to_prior(z_mean, z_log_var):
+    """D = KL(N(μ, diag σ²) ‖ N(0, I)) in closed form.
+
+    z_mean, z_log_var: (..., d). Returns (...,):  ½ Σ_j (μ_j² + σ_j² − 1 − log σ_j²).
+    """
+    return 0.5 * ops.sum(ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
+
+
+def gaussian_log_density(z, mean, log_var):
+    """log N(z; mean, diag exp(log_var)), summed over the last axis.
+
+    z: (..., d), mean and log_var broadcastable to z. Returns (...,).
+    """
+    return -0.5 * ops.sum(LOG_2PI + log_var + ops.square(z - mean) * ops.exp(-log_var), axis=-1)
+
+
+def standard_normal_log_density(z):
+    """log N(z; 0, I) = log p(z), the prior. z: (..., d). Returns (...,)."""
+    return -0.5 * ops.sum(LOG_2PI + ops.square(z), axis=-1)
+
+
+def reparameterize(z_mean, z_log_var, epsilon):
+    """z = μ + σ ε: a sample of q(z|x) that gradients can pass through.
+
+    z_mean, z_log_var: (B, d); epsilon: (m, B, d) standard normal. Returns (m, B, d).
+    """
+    return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+
+def subo(kl, reconstruction):
+    """Û = D + (1/m) Σ_k log 1/p(x | z_k).
+
+    kl: (B,) closed-form D; reconstruction: (m, B) surprisal of x under each z_k.
+    Returns (B,). An unbiased estimate of U for any m ≥ 1.
+    """
+    return kl + ops.mean(reconstruction, axis=0)
+
+
+def log_importance_weights(reconstruction, z, z_mean, z_log_var):
+    """log w_k = log p(x, z_k) − log q(z_k | x) for z_k ~ q(z|x).
+
+    reconstruction: (K, B) = log 1/p(x | z_k); z: (K, B, d); z_mean, z_log_var: (B, d).
+    Returns (K, B).
+    """
+    log_joint = -reconstruction + standard_normal_log_density(z)
+    return log_joint - gaussian_log_density(z, z_mean, z_log_var)
+
+
+def importance_weighted_surprisal(log_weights):
+    """S_K = −log (1/K) Σ_k w_k, computed with log-sum-exp.
+
+    log_weights: (K, B). Returns (B,). E[S_K] ≥ S, decreasing towards S as K grows;
+    S_1 is a single-sample estimate of U.
+    """
+    k = ops.shape(log_weights)[0]
+    return math.log(k) - ops.logsumexp(log_weights, axis=0)

@@ -1,0 +1,19 @@
+"""DVC stage evaluate: probes, PCA baseline, SUBO / S_K figures and UMAP into data/evaluation."""
+
+import json
+
+from pipeline.config import load_params
+from pipeline.errors import run_stage
+
+
+def main() -> None:
+    params = load_params("params.yaml")
+    from pipeline.evaluate import evaluate
+
+    metrics = evaluate(params, prepared_dir="data/prepared", model_path="data/model/model.keras",
+                       latents_dir="data/latents", out_dir="data/evaluation")
+    print(json.dumps({"probe": metrics["probe"]["accuracy"], "subo": metrics["subo"]}, indent=1))
+
+
+if __name__ == "__main__":
+    run_stage(main)

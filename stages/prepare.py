@@ -1,0 +1,16 @@
+"""DVC stage prepare: load the source named in params.yaml, validate, split, write data/prepared."""
+
+from pipeline.config import load_params
+from pipeline.errors import run_stage
+
+
+def main() -> None:
+    from pipeline.data import prepare
+
+    params = load_params("params.yaml")
+    manifest = prepare(params.data, seed=params.seed, out_dir="data/prepared")
+    print(f"prepared {manifest['source']}: {manifest['counts']} examples of shape {manifest['example_shape']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
