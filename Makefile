@@ -17,7 +17,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ""
 
-install: $(STAMP)
+install:  # always (re)installs, e.g. `make install EXTRAS=dev,gpu`
+	rm -f $(STAMP)
+	$(MAKE) $(STAMP) EXTRAS=$(EXTRAS)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -36,7 +36,7 @@ class DataConfig:
 class ModelConfig:
     architecture: Literal["mlp"] = "mlp"
     latent_dim: int = bounded(8, lo=1)
-    hidden: tuple[int, ...] = (256, 128)
+    hidden: tuple[int, ...] = bounded((256, 128), lo=1)
     # bernoulli for data in [0, 1]; gaussian with a fixed sigma keeps S bounded below.
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
     sigma: float = bounded(1.0, lo=0, lo_open=True)
@@ -143,7 +143,7 @@ def _check(hint, value, bounds, key: str, source: str):
     if origin is tuple:
         item = get_args(hint)[0]
         if not isinstance(value, (list, tuple)):
-            raise _error(source, key, f"a list of {_describe(item, bounds)}", value)
+            raise _error(source, key, f"a list of {_describe(item, bounds, plural=True)}", value)
         return tuple(_check(item, v, bounds, f"{key}[{i}]", source) for i, v in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
@@ -173,8 +173,8 @@ def _in_bounds(value, bounds) -> bool:
     return True
 
 
-def _describe(hint, bounds) -> str:
-    noun = "an integer" if hint is int else "a number"
+def _describe(hint, bounds, plural: bool = False) -> str:
+    noun = ("integers" if plural else "an integer") if hint is int else ("numbers" if plural else "a number")
     lo, hi = bounds.get("lo"), bounds.get("hi")
     if lo is not None and hi is not None:
         left, right = "(" if bounds["lo_open"] else "[", ")" if bounds["hi_open"] else "]"

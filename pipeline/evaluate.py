@@ -90,7 +90,9 @@ def subo_estimates(vae, x: np.ndarray, samples: int, batch_size: int = 100) -> d
 def umap_embedding(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
     import umap
 
-    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(z) - 1), min_dist=min_dist, random_state=seed)
+    # A random_state makes UMAP reproducible and single-threaded (n_jobs=1 says so).
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(z) - 1), min_dist=min_dist,
+                        random_state=seed, n_jobs=1)
     return reducer.fit_transform(z)
 
 

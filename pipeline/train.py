@@ -82,6 +82,7 @@ def train(params: Params, prepared_dir: str | Path, model_dir: str | Path) -> di
             make_dataset(x[fit_rows], params.train.batch_size, params.seed),
             validation_data=make_dataset(x[val_rows], params.train.batch_size, None) if len(val_rows) else None,
             epochs=params.train.epochs,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
             callbacks=[LiveLogger(live, len(fit_rows))],
             verbose=1 if sys.stdout.isatty() else 2,
         )

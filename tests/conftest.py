@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny configuration and one in-process run of the whole pipeline.
+
+TensorFlow and UMAP are slow to import, so the stage functions run once per session in
+this process (`pipeline_run`) and the tests that need outputs share them.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipeline.config import parse_params  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "seed": 0,
+    "model": {"latent_dim": 4, "hidden": [64]},
+    "train": {"epochs": 6, "batch_size": 64, "learning_rate": 0.003},
+    "encode": {"batch_size": 256},
+    "evaluate": {"importance_samples": 20, "surprisal_examples": 120,
+                 "umap": {"n_neighbors": 10, "max_points": 200}},
+}
+
+
+def tiny_params(**overrides):
+    raw = {key: dict(value) if isinstance(value, dict) else value for key, value in TINY.items()}
+    for dotted, value in overrides.items():
+        block, key = dotted.split(".")
+        raw.setdefault(block, {})[key] = value
+    return parse_params(raw)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """prepare -> train -> encode -> evaluate on digits with TINY params, in this process."""
+    from pipeline.data import prepare
+    from pipeline.encode import encode
+    from pipeline.evaluate import evaluate
+    from pipeline.train import train
+
+    root = tmp_path_factory.mktemp("run")
+    params = tiny_params()
+    paths = {"prepared": root / "prepared", "model_dir": root / "model",
+             "model": root / "model" / "model.keras", "latents": root / "latents",
+             "evaluation": root / "evaluation"}
+    manifest = prepare(params.data, seed=params.seed, out_dir=paths["prepared"])
+    history = train(params, paths["prepared"], paths["model_dir"])
+    rows = encode(params, paths["prepared"], paths["model"], paths["latents"])
+    metrics = evaluate(params, paths["prepared"], paths["model"], paths["latents"], paths["evaluation"])
+    return {"params": params, "paths": paths, "manifest": manifest, "history": history,
+            "rows": rows, "metrics": metrics}
+
+
+def copy_project(dest: Path) -> Path:
+    """The project's git-tracked files copied to dest (no data, no .venv)."""
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest

@@ -1,0 +1,95 @@
+"""The real thing: `dvc repro` in a copy of the repository, then a no-op, an experiment, a bad param."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.io import sha256_file
+
+from .conftest import TINY, copy_project
+
+BIN = Path(sys.executable).parent
+
+
+def run(args, cwd, check=True):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def edit_params(repo: Path, **changes) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *blocks, key = dotted.split(".")
+        target = params
+        for block in blocks:
+            target = target[block]
+        target[key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A committed copy of the project with tiny training settings, after one `dvc repro`."""
+    repo = copy_project(tmp_path_factory.mktemp("e2e"))
+    edit_params(repo, **{"train.epochs": 3, "model.hidden": TINY["model"]["hidden"],
+                         "evaluate.importance_samples": 10, "evaluate.surprisal_examples": 100})
+    run(["git", "init", "-q"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "init", "--allow-empty"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny params"], repo)
+    first = run(["dvc", "repro"], repo)
+    return repo, first
+
+
+def test_dvc_repro_writes_every_output(repo):
+    repo, first = repo
+    for stage in ("prepare", "train", "encode", "evaluate"):
+        assert f"Running stage '{stage}'" in first.stdout
+    for path in ("data/prepared/manifest.json", "data/model/model.keras", "data/model/encoder.keras",
+                 "data/model/live/metrics.json", "data/latents/split=train/part-0.parquet",
+                 "data/latents/split=test/part-0.parquet", "data/evaluation/metrics.json",
+                 "data/evaluation/umap.png", "data/evaluation/umap.csv"):
+        assert (repo / path).is_file(), path
+    metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
+    assert metrics["subo"]["U"] >= metrics["subo"]["reconstruction"] >= 0
+    shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
+    assert "probe.accuracy.latent" in shown or '"latent"' in shown
+
+
+def test_second_repro_runs_nothing(repo):
+    repo, _ = repo
+    again = run(["dvc", "repro"], repo)
+    assert "Running stage" not in again.stdout
+    assert "up to date" in again.stdout
+
+
+def test_bad_param_stops_with_one_line_and_keeps_outputs(repo):
+    repo, _ = repo
+    before = sha256_file(repo / "data/model/model.keras")
+    original = (repo / "params.yaml").read_text()
+    edit_params(repo, **{"model.latent_dim": -3})
+    try:
+        failed = run(["dvc", "repro"], repo, check=False)
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert failed.returncode != 0
+    assert "error: params.yaml: model.latent_dim must be an integer >= 1. Got -3 instead." in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert sha256_file(repo / "data/model/model.keras") == before
+
+
+def test_experiment_changes_latent_dim(repo):
+    repo, _ = repo
+    run(["dvc", "exp", "run", "-S", "model.latent_dim=4", "--name", "latent4"], repo)
+    table = run(["dvc", "exp", "show", "--json"], repo).stdout
+    assert "latent4" in table
+    metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
+    assert metrics["probe"]["dim"]["latent"] == 4

@@ -1,0 +1,112 @@
+"""The latent Parquet contract, read back by real consumers."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.data import load_split
+from pipeline.errors import DataError
+from pipeline.latents import (SCHEMA_VERSION, LatentBatch, latent_schema, latents_to_numpy, load_latents,
+                              read_metadata, write_latents)
+
+
+def test_schema_and_metadata_of_the_written_files(pipeline_run):
+    paths, manifest = pipeline_run["paths"], pipeline_run["manifest"]
+    files = sorted(p.relative_to(paths["latents"]).as_posix() for p in paths["latents"].rglob("*.parquet"))
+    assert files == ["split=test/part-0.parquet", "split=train/part-0.parquet"]
+    schema = pq.read_schema(paths["latents"] / files[0])
+    assert schema.field("id").type == pa.int64()
+    assert schema.field("label").type == pa.int32() and schema.field("label").nullable
+    assert schema.field("z_mean").type == pa.list_(pa.float32(), 4)
+    assert schema.field("z_log_var").type == pa.list_(pa.float32(), 4)
+    meta = read_metadata(paths["latents"] / files[0])
+    assert meta["schema_version"] == int(SCHEMA_VERSION) and meta["latent_dim"] == 4
+    assert meta["dataset_fingerprint"] == manifest["fingerprint"]
+    assert len(meta["model_sha256"]) == 64
+    assert meta["params"]["model"]["latent_dim"] == 4
+    assert meta["versions"]["keras"] and set(meta["columns"]) == {"id", "label", "z_mean", "z_log_var"}
+    assert pq.ParquetFile(paths["latents"] / files[0]).metadata.row_group(0).column(2).compression == "ZSTD"
+
+
+def test_every_example_is_encoded_once_with_its_label(pipeline_run):
+    paths, manifest = pipeline_run["paths"], pipeline_run["manifest"]
+    table = load_latents(paths["latents"])
+    assert pipeline_run["rows"] == table.num_rows == 1797
+    assert sorted(table.column("id").to_pylist()) == list(range(1797))
+    test = load_latents(paths["latents"], split="test")
+    assert test.num_rows == manifest["counts"]["test"]
+    prepared = load_split(paths["prepared"], "test")
+    order = np.argsort(test.column("id").to_numpy())
+    np.testing.assert_array_equal(test.column("label").to_numpy()[order], prepared.y[np.argsort(prepared.id)])
+
+
+def test_pandas_polars_duckdb_and_arrow_read_the_same_vectors(pipeline_run):
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    root = pipeline_run["paths"]["latents"]
+    z = latents_to_numpy(load_latents(root, split="test").sort_by("id"))
+    frame = pd.read_parquet(root, filters=[("split", "==", "test")]).sort_values("id")
+    np.testing.assert_array_equal(np.stack(frame["z_mean"].to_numpy()), z)
+    lazy = pl.scan_parquet(f"{root}/**/*.parquet", hive_partitioning=True)
+    pl_test = lazy.filter(pl.col("split") == "test").sort("id").collect()
+    assert pl_test.schema["z_mean"] == pl.Array(pl.Float32, 4)
+    np.testing.assert_array_equal(pl_test["z_mean"].to_numpy(), z)
+    rows = duckdb.sql(f"""
+        SELECT id, z_mean::FLOAT[4] AS z FROM read_parquet('{root}/**/*.parquet', hive_partitioning = true)
+        WHERE split = 'test' ORDER BY id""").fetchall()
+    np.testing.assert_allclose(np.array([r[1] for r in rows]), z)
+    nearest = duckdb.sql(f"""
+        WITH t AS (SELECT id, z_mean::FLOAT[4] AS z FROM read_parquet('{root}/**/*.parquet', hive_partitioning = true))
+        SELECT b.id FROM t a, t b WHERE a.id = {rows[0][0]} AND b.id <> a.id
+        ORDER BY array_cosine_similarity(a.z, b.z) DESC LIMIT 1""").fetchall()[0][0]
+    z_all = latents_to_numpy(load_latents(root).sort_by("id"))
+    cos = z_all @ z_all[rows[0][0]] / (np.linalg.norm(z_all, axis=1) * np.linalg.norm(z_all[rows[0][0]]))
+    cos[rows[0][0]] = -np.inf
+    assert nearest == int(np.argmax(cos))
+
+
+def _batch(split, n, d, start=0):
+    rng = np.random.default_rng(start)
+    labels = np.arange(n) % 3
+    labels[0] = -1  # no label
+    return LatentBatch(split, np.arange(start, start + n), labels,
+                       rng.normal(size=(n, d)), rng.normal(size=(n, d)))
+
+
+def test_missing_labels_are_null_and_batches_stream(tmp_path):
+    rows = write_latents(tmp_path / "l", (_batch("train", 10, 3, s) for s in (0, 10, 20)), 3, {"note": "x"})
+    table = load_latents(tmp_path / "l")
+    assert rows == table.num_rows == 30
+    assert table.column("label").null_count == 3
+    assert read_metadata(next((tmp_path / "l").rglob("*.parquet")))["note"] == "x"
+
+
+def test_reader_rejects_other_dimensions_and_schema_versions(tmp_path):
+    write_latents(tmp_path / "l", [_batch("test", 5, 3)], 3, {})
+    with pytest.raises(DataError, match="latent_dim 3, expected 8"):
+        load_latents(tmp_path / "l", latent_dim=8)
+    other = tmp_path / "other" / "split=test"
+    other.mkdir(parents=True)
+    table = pa.table({"id": [1], "label": [2]})
+    pq.write_table(table.replace_schema_metadata({"vae_pipeline.schema_version": "0"}), other / "p.parquet")
+    with pytest.raises(DataError, match="schema version '0', expected '1'"):
+        load_latents(tmp_path / "other")
+    with pytest.raises(DataError, match="no latent Parquet files"):
+        load_latents(tmp_path / "nothing")
+    assert latent_schema(3).field("z_mean").type.list_size == 3
+
+
+def test_a_failing_write_keeps_the_previous_latents(tmp_path):
+    write_latents(tmp_path / "l", [_batch("train", 5, 3)], 3, {})
+
+    def failing():
+        yield _batch("train", 5, 3, 100)
+        raise RuntimeError("killed midway")
+
+    with pytest.raises(RuntimeError):
+        write_latents(tmp_path / "l", failing(), 3, {})
+    assert sorted(load_latents(tmp_path / "l").column("id").to_pylist()) == [0, 1, 2, 3, 4]
+    assert [p.name for p in tmp_path.iterdir()] == ["l"]

@@ -1,0 +1,173 @@
+"""The article's quantities checked against cases with known answers.
+
+The linear-Gaussian model p(z) = N(0, I), p(x|z) = N(Wz + b, σ²I) has an exact
+p(x) = N(b, WWᵀ + σ²I) and an exact Gaussian posterior p(z|x), so U − S = KL(q ‖ p(z|x))
+can be checked for any Gaussian q, and S_K can be compared with the true S.
+"""
+
+import numpy as np
+import pytest
+from keras import ops
+from scipy import stats
+
+from pipeline import subo
+from pipeline.likelihoods import Bernoulli, Gaussian, make_likelihood
+
+RNG = np.random.default_rng(0)
+
+
+def np_(x):
+    return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
+
+
+def gaussian_kl(m0, c0, m1, c1):
+    """KL(N(m0, c0) ‖ N(m1, c1)) for full covariances, in float64."""
+    c1_inv = np.linalg.inv(c1)
+    diff = m1 - m0
+    return 0.5 * (np.trace(c1_inv @ c0) + diff @ c1_inv @ diff - len(m0)
+                  + np.linalg.slogdet(c1)[1] - np.linalg.slogdet(c0)[1])
+
+
+class LinearGaussian:
+    """p(z) = N(0, I_d), p(x|z) = N(Wz + b, σ²I_n), W with orthogonal columns.
+
+    Orthogonal columns make the exact posterior diagonal, so a diagonal q can equal it.
+    """
+
+    def __init__(self, n=5, d=2, sigma=0.5, seed=1):
+        rng = np.random.default_rng(seed)
+        q, _ = np.linalg.qr(rng.normal(size=(n, d)))
+        self.W = q * np.array([2.0, 0.7])[:d]  # (n, d)
+        self.b = rng.normal(size=n)
+        self.sigma = sigma
+        self.x = self.b + self.W @ rng.normal(size=d) + sigma * rng.normal(size=n)  # (n,)
+
+    def surprisal(self):
+        """S = log 1/p(x), exact."""
+        cov = self.W @ self.W.T + self.sigma**2 * np.eye(len(self.b))
+        return -stats.multivariate_normal(self.b, cov).logpdf(self.x)
+
+    def posterior(self):
+        """Mean and (diagonal) covariance of p(z|x)."""
+        precision = np.eye(self.W.shape[1]) + self.W.T @ self.W / self.sigma**2
+        cov = np.linalg.inv(precision)
+        return cov @ self.W.T @ (self.x - self.b) / self.sigma**2, cov
+
+    def subo_exact(self, q_mean, q_var):
+        """U = D + E_q[log 1/p(x|z)] in closed form for q = N(q_mean, diag q_var)."""
+        n = len(self.x)
+        residual = self.x - self.W @ q_mean - self.b
+        expected = (residual @ residual + np.trace(self.W @ np.diag(q_var) @ self.W.T)) / (2 * self.sigma**2)
+        kl = float(np_(subo.kl_to_prior(q_mean[None], np.log(q_var)[None]))[0])
+        return kl + expected + n * np.log(self.sigma * np.sqrt(2 * np.pi))
+
+    def sample_terms(self, q_mean, q_var, samples, rng):
+        """The pipeline's reconstruction (m, 1) and log-weights (m, 1) for z_k ~ q."""
+        z_mean, z_log_var = q_mean[None], np.log(q_var)[None]  # (1, d)
+        eps = rng.normal(size=(samples, 1, len(q_mean)))
+        z = np_(subo.reparameterize(z_mean, z_log_var, eps))  # (m, 1, d)
+        decoded = z @ self.W.T + self.b  # (m, 1, n)
+        reconstruction = np_(Gaussian(self.sigma).surprisal(self.x[None], decoded))  # (m, 1)
+        log_w = np_(subo.log_importance_weights(reconstruction, z, z_mean, z_log_var))
+        return reconstruction, log_w, z_mean, z_log_var
+
+
+def test_kl_to_prior_matches_monte_carlo():
+    mean, log_var = np.array([0.5, -1.0, 2.0]), np.array([0.1, -0.5, 0.3])
+    z = mean + np.exp(0.5 * log_var) * RNG.normal(size=(400_000, 3))
+    samples = np_(subo.gaussian_log_density(z, mean, log_var)) - np_(subo.standard_normal_log_density(z))
+    closed = float(np_(subo.kl_to_prior(mean[None], log_var[None]))[0])
+    assert abs(samples.mean() - closed) < 4 * samples.std() / np.sqrt(len(samples))
+    assert closed == pytest.approx(0.5 * np.sum(mean**2 + np.exp(log_var) - 1 - log_var))
+
+
+def test_kl_to_prior_is_zero_at_the_prior_and_positive_elsewhere():
+    assert np_(subo.kl_to_prior(np.zeros((2, 4)), np.zeros((2, 4)))) == pytest.approx([0, 0])
+    assert (np_(subo.kl_to_prior(RNG.normal(size=(5, 4)), RNG.normal(size=(5, 4)))) > 0).all()
+
+
+def test_gaussian_log_density_matches_scipy():
+    z, mean, log_var = RNG.normal(size=(6, 3)), RNG.normal(size=3), RNG.normal(size=3)
+    expected = stats.norm(mean, np.exp(0.5 * log_var)).logpdf(z).sum(axis=1)
+    np.testing.assert_allclose(np_(subo.gaussian_log_density(z, mean, log_var)), expected, rtol=1e-10)
+
+
+def test_bernoulli_surprisal_matches_direct_computation():
+    x = np.concatenate([RNG.uniform(size=(4, 7)), np.zeros((1, 7)), np.ones((1, 7))]).reshape(6, 7, 1)
+    logits = RNG.normal(scale=3, size=(2, 6, 7, 1))  # two samples per example
+    p = 1 / (1 + np.exp(-logits))
+    direct = -(x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=(2, 3))  # (2, 6)
+    np.testing.assert_allclose(np_(Bernoulli().surprisal(x, logits)), direct, rtol=1e-10)
+
+
+def test_bernoulli_surprisal_is_stable_for_extreme_logits():
+    x = np.array([[1.0, 0.0]])
+    out = np_(Bernoulli().surprisal(x, np.array([[-200.0, 200.0]])))
+    assert np.isfinite(out).all() and out[0] == pytest.approx(400.0)
+
+
+def test_gaussian_surprisal_matches_scipy():
+    x, mean = RNG.normal(size=(3, 5)), RNG.normal(size=(4, 3, 5))
+    expected = -stats.norm(mean, 0.3).logpdf(x).sum(axis=-1)
+    np.testing.assert_allclose(np_(Gaussian(0.3).surprisal(x, mean)), expected, rtol=1e-10)
+
+
+def test_make_likelihood_rejects_unknown_and_bad_sigma():
+    assert make_likelihood("gaussian", 2.0).sigma == 2.0
+    with pytest.raises(ValueError, match="likelihood must be"):
+        make_likelihood("poisson")
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        Gaussian(0.0)
+
+
+def test_subo_minus_surprisal_is_kl_to_the_exact_posterior():
+    model = LinearGaussian()
+    post_mean, post_cov = model.posterior()
+    for _ in range(3):
+        q_mean, q_var = RNG.normal(size=2), RNG.uniform(0.1, 2.0, size=2)
+        gap = model.subo_exact(q_mean, q_var) - model.surprisal()
+        assert gap == pytest.approx(gaussian_kl(q_mean, np.diag(q_var), post_mean, post_cov), rel=1e-8)
+        assert gap > 0
+
+
+def test_monte_carlo_subo_is_unbiased():
+    model = LinearGaussian()
+    q_mean, q_var = np.array([0.3, -0.2]), np.array([0.5, 1.5])
+    reconstruction, _, z_mean, z_log_var = model.sample_terms(q_mean, q_var, 200_000, RNG)
+    per_sample = np_(subo.kl_to_prior(z_mean, z_log_var)) + reconstruction[:, 0]
+    estimate = float(np_(subo.subo(subo.kl_to_prior(z_mean, z_log_var), reconstruction))[0])
+    assert estimate == pytest.approx(per_sample.mean())
+    assert abs(estimate - model.subo_exact(q_mean, q_var)) < 4 * per_sample.std() / np.sqrt(len(per_sample))
+
+
+def test_exact_posterior_closes_the_gap():
+    model = LinearGaussian()
+    post_mean, post_cov = model.posterior()
+    q_var = np.diag(post_cov)
+    assert model.subo_exact(post_mean, q_var) == pytest.approx(model.surprisal(), abs=1e-9)  # E = 0
+    reconstruction, log_w, z_mean, z_log_var = model.sample_terms(post_mean, q_var, 50, RNG)
+    # every sample's log p(x, z)/q(z|x) is log p(x): each one-sample U estimate equals S
+    np.testing.assert_allclose(-log_w[:, 0], model.surprisal(), rtol=1e-9)
+    for k in (1, 7, 50):
+        assert float(np_(subo.importance_weighted_surprisal(log_w[:k]))[0]) == pytest.approx(model.surprisal())
+
+
+def test_importance_weighted_surprisal_tightens_towards_s():
+    model = LinearGaussian()
+    q_mean, q_var = np.array([0.8, -0.6]), np.array([0.3, 2.0])  # a poor q: a large gap
+    s, u = model.surprisal(), model.subo_exact(q_mean, q_var)
+    repeats, ks = 400, (1, 10, 100, 1000)
+    _, log_w, _, _ = model.sample_terms(q_mean, q_var, repeats * ks[-1], RNG)
+    log_w = log_w.reshape(repeats, ks[-1]).T  # (K, repeats): each column an independent run
+    estimates = [np_(subo.importance_weighted_surprisal(log_w[:k])) for k in ks]  # each (repeats,)
+    means = [e.mean() for e in estimates]
+    assert abs(means[0] - u) < 4 * estimates[0].std() / np.sqrt(repeats)  # S_1 estimates U
+    assert all(a > b for a, b in zip(means, means[1:]))  # decreasing in K
+    assert means[-1] >= s - 1e-3  # still an upper bound on average
+    assert means[-1] - s < 0.1 * (u - s)  # and close to S
+
+
+def test_importance_weighted_surprisal_is_log_sum_exp_stable():
+    log_w = np.array([[-1000.0], [-1001.0]])
+    expected = np.log(2) - np.logaddexp(-1000.0, -1001.0)
+    assert float(np_(subo.importance_weighted_surprisal(log_w))[0]) == pytest.approx(expected)
