@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev
+# dvc.yaml runs `python stages/...`: that must be the environment's python.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: repro test test-all install clean
 
