@@ -26,7 +26,8 @@ def bounded(default, *, lo=None, hi=None, lo_open=False, hi_open=False):
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["digits"] = "digits"
+    source: Literal["digits", "fashion_mnist", "mnist"] = "digits"
+    path: str | None = None  # a local directory of the source's files (IDX sources)
     test_fraction: float = bounded(0.2, lo=0, hi=1, lo_open=True, hi_open=True)
     # Held out of train, seeded, for validation metrics and early diagnosis of overfitting.
     validation_fraction: float = bounded(0.1, lo=0, hi=1, hi_open=True)
@@ -34,9 +35,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: Literal["mlp"] = "mlp"
+    architecture: Literal["mlp", "conv"] = "mlp"  # conv needs H×W×C images
     latent_dim: int = bounded(8, lo=1)
-    hidden: tuple[int, ...] = bounded((256, 128), lo=1)
+    hidden: tuple[int, ...] = bounded((256, 128), lo=1)  # Dense widths (after the convs for conv)
+    filters: tuple[int, ...] = bounded((32, 64), lo=1)  # conv only: Conv2D filters per layer
     # bernoulli for data in [0, 1]; gaussian with a fixed sigma keeps S bounded below.
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
     sigma: float = bounded(1.0, lo=0, lo_open=True)
@@ -44,8 +46,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    mc_samples: int = bounded(1, lo=1)  # m, reparameterized samples per example
+    mc_samples: int = bounded(1, lo=1)  # m, samples of q(z|x) per example in Û
     beta: float = bounded(1.0, lo=0)  # weight on D in the training objective only
+    kl_warmup_epochs: int = bounded(0, lo=0)  # ramp the weight on D from 0 to beta
+    free_bits: float = bounded(0.0, lo=0)  # λ nats per latent dimension below which D_j is free
+    gradient_estimator: Literal["reparameterized", "score_function"] = "reparameterized"
+    score_baseline: bool = True  # score_function only: subtract a running mean of the surprisal
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class TrainConfig:
     epochs: int = bounded(30, lo=1)
     batch_size: int = bounded(128, lo=1)
     learning_rate: float = bounded(1e-3, lo=0, lo_open=True)
+    phi_steps: int = bounded(1, lo=1)  # encoder steps per decoder step; 1 = joint updates
 
 
 @dataclass(frozen=True)
@@ -68,10 +75,17 @@ class UmapConfig:
 
 
 @dataclass(frozen=True)
+class GradientVarianceConfig:
+    repeats: int = bounded(50, lo=2)  # R gradient draws per estimator on one fixed batch
+    batch_size: int = bounded(64, lo=1)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     # K for S_K; S_1, S_10, ... up to K are reported from the same K samples.
     importance_samples: int = bounded(100, lo=1)
-    surprisal_examples: int = bounded(1000, lo=1)  # test examples used for U, D, S_K
+    surprisal_examples: int = bounded(1000, lo=1)  # validation and test examples for U, D, S_K
+    gradient_variance: GradientVarianceConfig = GradientVarianceConfig()
     umap: UmapConfig = UmapConfig()
 
 

@@ -10,7 +10,9 @@ Prepared layout (written atomically as one directory):
 `.npy` files are memory-mapped on read, so later stages stream them in batches.
 """
 
+import gzip
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,16 @@ SPLITS = ("train", "test")
 ARRAYS = ("x", "y", "id")
 NO_LABEL = -1
 
+# IDX sources: the file names of the standard releases and their class names.
+IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+IDX_SOURCES = {
+    "fashion_mnist": ("fashion-mnist", ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+    "mnist": ("mnist", tuple(str(i) for i in range(10))),
+}
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -34,6 +46,7 @@ class Dataset:
     label_names: tuple[str, ...]
     source: str
     path: str | None = None
+    is_test: np.ndarray | None = None  # (n,) bool where the source fixes its own test split
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,60 @@ def load_source(config: DataConfig) -> Dataset:
     """Load the dataset named by `data.source`."""
     if config.source == "digits":
         return _load_digits()
+    if config.source in IDX_SOURCES:
+        return _load_idx_source(config.source, config.path)
     raise DataError(f"data.source: unsupported source {config.source!r}")  # config validates first
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzip-compressed) as an array, checking magic and length."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path}: cannot read IDX file ({error})") from None
+    if len(raw) < 4 or raw[0:2] != b"\0\0" or raw[2] not in IDX_DTYPES or raw[3] == 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
+    ndim, dtype = raw[3], np.dtype(IDX_DTYPES[raw[2]])
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset, expected = 4 + 4 * ndim, int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - offset != expected:
+        raise DataError(f"{path}: truncated or padded IDX file: header says {shape} "
+                        f"({expected} bytes of data), file holds {len(raw) - offset}")
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
+
+
+def idx_candidates(name: str, path: str | None) -> list[Path]:
+    """Where an IDX source may live: data.path, else the Keras cache, else Debian's datasets."""
+    if path:
+        return [Path(path)]
+    folder = IDX_SOURCES[name][0]
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    return [keras_home / "datasets" / folder, Path("/usr/share/datasets") / folder]
+
+
+def _load_idx_source(name: str, path: str | None) -> Dataset:
+    candidates = idx_candidates(name, path)
+    found = next((c for c in candidates if all((c / f).is_file() for pair in IDX_FILES.values() for f in pair)), None)
+    if found is None:
+        looked = ", ".join(str(c) for c in candidates)
+        raise DataError(f"data.source {name!r}: IDX files {', '.join(IDX_FILES['train'] + IDX_FILES['test'])} "
+                        f"not found; looked in {looked} (set data.path, or on Debian: "
+                        f"apt-get install dataset-{IDX_SOURCES[name][0]})")
+    parts = {}
+    for split, (images, labels) in IDX_FILES.items():
+        x, y = read_idx(found / images), read_idx(found / labels)
+        if len(x) != len(y):
+            raise DataError(f"{found / images}: {len(x)} images but {found / labels} has {len(y)} labels")
+        parts[split] = (x, y)
+    x = np.concatenate([parts["train"][0], parts["test"][0]])
+    y = np.concatenate([parts["train"][1], parts["test"][1]]).astype(np.int32)
+    is_test = np.arange(len(x)) >= len(parts["train"][0])
+    return Dataset(x=(x / 255.0).astype(np.float32)[..., None], y=y, label_names=IDX_SOURCES[name][1],
+                   source=name, path=str(found), is_test=is_test)
 
 
 def _load_digits() -> Dataset:
@@ -91,11 +157,21 @@ def split_indices(y: np.ndarray, fraction: float, seed: int, what: str) -> tuple
     return np.sort(kept), np.sort(held)
 
 
+def validation_rows(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) row indices of the prepared train split, the same in every stage."""
+    if fraction == 0:
+        return np.arange(len(y)), np.arange(0)
+    return split_indices(y, fraction, seed, "validation")
+
+
 def prepare(config: DataConfig, seed: int, out_dir: str | Path) -> dict:
     """Load, validate and split the source; write arrays and manifest.json atomically."""
     dataset = load_source(config)
     validate(dataset)
-    train_rows, test_rows = split_indices(dataset.y, config.test_fraction, seed, "test")
+    if dataset.is_test is not None:  # the source's own split
+        train_rows, test_rows = np.flatnonzero(~dataset.is_test), np.flatnonzero(dataset.is_test)
+    else:
+        train_rows, test_rows = split_indices(dataset.y, config.test_fraction, seed, "test")
     with atomic_dir(out_dir) as tmp:
         files = {}
         for split, rows in zip(SPLITS, (train_rows, test_rows)):
@@ -122,7 +198,9 @@ def _manifest(dataset: Dataset, config: DataConfig, seed: int, rows: dict, files
         "counts": counts,
         "counts_per_class": per_class,
         "label_names": list(dataset.label_names),
-        "preprocessing": {"scaling": "[0, 1]", "test_fraction": config.test_fraction, "seed": seed},
+        "preprocessing": {"scaling": "[0, 1]", "seed": seed,
+                          "test_split": "the source's own" if dataset.is_test is not None
+                          else f"seeded stratified, fraction {config.test_fraction}"},
         "sha256": files,
         "fingerprint": fingerprint,
     }

@@ -9,7 +9,8 @@ import numpy as np
 
 from pipeline import subo
 from pipeline.config import Params
-from pipeline.data import load_split, read_manifest
+from pipeline.data import load_split, read_manifest, validation_rows
+from pipeline.diagnostics import phi_gradient_variance
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, write_json
 from pipeline.latents import latents_to_numpy, load_latents, read_metadata
@@ -134,22 +135,35 @@ def evaluate(params: Params, prepared_dir, model_path, latents_dir, out_dir) -> 
     with timed("linear probes"):
         probe = probe_scores(z_train, y_train, z_test, y_test, flat(raw_train), flat(raw_test), params.seed)
     with timed("SUBO and importance-weighted surprisal"):
-        rng = np.random.default_rng(params.seed)
-        n = min(params.evaluate.surprisal_examples, len(raw_test))
-        rows = np.sort(rng.choice(len(raw_test), size=n, replace=False))
-        figures = subo_estimates(vae, np.asarray(raw_test.x)[rows], params.evaluate.importance_samples)
+        _, val_rows = validation_rows(raw_train.y, params.data.validation_fraction, params.seed)
+        figures = {split: subo_estimates(vae, _subset(x, params.evaluate.surprisal_examples, params.seed),
+                                         params.evaluate.importance_samples)
+                   for split, x in (("validation", np.asarray(raw_train.x)[val_rows]), ("test", raw_test.x))
+                   if len(x)}
+    with timed("gradient variance"):
+        cfg = params.evaluate.gradient_variance
+        batch = _subset(raw_test.x, cfg.batch_size, params.seed)
+        variance = phi_gradient_variance(vae, batch, cfg.repeats)
     with timed("UMAP"):
         umap_metrics = _umap_outputs(params, z_test, y_test, manifest, out_dir)
 
-    metrics = {"probe": probe, "subo": figures, "umap": umap_metrics}
+    metrics = {"probe": probe, "subo": figures, "gradient_variance": variance, "umap": umap_metrics}
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 
+def seeded_rows(length: int, n: int, seed: int) -> np.ndarray:
+    """At most n distinct row indices out of `length`, chosen with a seed, sorted."""
+    return np.sort(np.random.default_rng(seed).choice(length, size=min(n, length), replace=False))
+
+
+def _subset(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    return np.asarray(x[seeded_rows(len(x), n, seed)])
+
+
 def _umap_outputs(params: Params, z: np.ndarray, labels: np.ndarray, manifest: dict, out_dir: Path) -> dict:
     cfg = params.evaluate.umap
-    rng = np.random.default_rng(params.seed)
-    rows = np.sort(rng.choice(len(z), size=min(cfg.max_points, len(z)), replace=False))
+    rows = seeded_rows(len(z), cfg.max_points, params.seed)
     coords = umap_embedding(z[rows], cfg.n_neighbors, cfg.min_dist, params.seed)
     title = f"UMAP of test z_mean: {manifest['source']}, latent_dim={z.shape[1]}"
     plot_scatter(coords, labels[rows], manifest["label_names"], title, out_dir / "umap.png")

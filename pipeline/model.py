@@ -45,14 +45,35 @@ class Sampler(layers.Layer):
         return {**super().get_config(), "samples": self.samples, "seed": self.seed}
 
 
-def build_encoder(input_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int) -> keras.Model:
-    """MLP encoder x -> (z_mean, z_log_var), each (B, latent_dim).
+def conv_strides(size: int, layers_: int) -> list[int]:
+    """Stride 2 while the spatial size halves exactly, then 1: 28 -> 14 -> 7, 8 -> 4 -> 2.
 
-    The heads read the last wide hidden layer directly: a narrow ReLU bottleneck before
-    them (as in the canonical Keras example) kills units and collapses the posterior.
+    The decoder mirrors the same strides, so its output has exactly the input's size.
     """
-    x = keras.Input(shape=input_shape, name="x")
-    h = layers.Flatten()(x)
+    strides = []
+    for _ in range(layers_):
+        stride = 2 if size % 2 == 0 and size >= 4 else 1
+        strides.append(stride)
+        size //= stride
+    return strides
+
+
+def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", filters=()) -> keras.Model:
+    """Encoder x -> (z_mean, z_log_var), each (B, latent_dim).
+
+    mlp: Flatten, Dense(relu) for each of `hidden`. conv (H×W×C images): Conv2D(relu) for
+    each of `filters` with strides from `conv_strides`, then the Dense layers. The heads
+    read the last wide layer directly: a narrow ReLU bottleneck before them (as in the
+    canonical Keras example) kills units and collapses the posterior.
+    """
+    x = keras.Input(shape=tuple(input_shape), name="x")
+    h = x
+    if architecture == "conv":
+        _check_image(input_shape)
+        strides = zip(filters, conv_strides(input_shape[0], len(filters)), conv_strides(input_shape[1], len(filters)))
+        for i, (n, sh, sw) in enumerate(strides):
+            h = layers.Conv2D(n, 3, strides=(sh, sw), padding="same", activation="relu", name=f"conv_{i}")(h)
+    h = layers.Flatten()(h)
     for i, units in enumerate(hidden):
         h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
@@ -60,14 +81,35 @@ def build_encoder(input_shape: tuple[int, ...], hidden: tuple[int, ...], latent_
     return keras.Model(x, [z_mean, z_log_var], name="encoder")
 
 
-def build_decoder(latent_dim: int, hidden: tuple[int, ...], output_shape: tuple[int, ...]) -> keras.Model:
-    """MLP decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape)."""
+def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", filters=()) -> keras.Model:
+    """Decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape).
+
+    Mirrors the encoder: Dense layers in reverse, then (conv) Conv2DTranspose layers
+    undoing the encoder's strides and a final stride-1 layer to the channel count.
+    """
     z = keras.Input(shape=(latent_dim,), name="z")
     h = z
     for i, units in enumerate(reversed(hidden)):
         h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
-    h = layers.Dense(math.prod(output_shape), name="params")(h)
-    return keras.Model(z, layers.Reshape(output_shape)(h), name="decoder")
+    if architecture == "conv":
+        _check_image(output_shape)
+        height, width, channels = output_shape
+        sh, sw = conv_strides(height, len(filters)), conv_strides(width, len(filters))
+        small = (height // math.prod(sh), width // math.prod(sw), filters[-1])
+        h = layers.Dense(math.prod(small), activation="relu", name="project")(h)
+        h = layers.Reshape(small)(h)
+        for i, (n, a, b) in enumerate(zip(reversed(filters), reversed(sh), reversed(sw))):
+            h = layers.Conv2DTranspose(n, 3, strides=(a, b), padding="same", activation="relu", name=f"deconv_{i}")(h)
+        h = layers.Conv2DTranspose(channels, 3, padding="same", name="params")(h)
+    else:
+        h = layers.Dense(math.prod(output_shape), name="params")(h)
+        h = layers.Reshape(tuple(output_shape))(h)
+    return keras.Model(z, h, name="decoder")
+
+
+def _check_image(shape) -> None:
+    if len(shape) != 3:
+        raise ValueError(f"architecture 'conv' needs H×W×C images. Got examples of shape {tuple(shape)} instead.")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -76,19 +118,33 @@ class VAE(keras.Model):
 
     Logged metrics (nats per example): U (the SUBO, always with weight 1 on D), D, and
     reconstruction = (1/m) Σ_k log 1/p(x|z_k). The optimised objective is
-    β·D + reconstruction, which is U when β = 1.
+    w·D' + reconstruction, where w is β (ramped up from 0 during KL warm-up) and D' is D
+    with free bits; it is U when β = 1 and there is no warm-up and no free bits.
+
+    gradient_estimator picks the φ-gradient estimator (see `subo.phi_surrogate`);
+    phi_steps > 1 alternates k encoder (φ) steps with one decoder (θ) step per batch.
     """
 
-    def __init__(self, encoder, decoder, likelihood="bernoulli", sigma=1.0,
-                 mc_samples=1, beta=1.0, seed=None, **kwargs):
+    def __init__(self, encoder, decoder, likelihood="bernoulli", sigma=1.0, mc_samples=1, beta=1.0,
+                 free_bits=0.0, gradient_estimator="reparameterized", score_baseline=True,
+                 phi_steps=1, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = make_likelihood(likelihood, sigma)
         self.mc_samples = mc_samples
         self.beta = float(beta)
+        self.free_bits = float(free_bits)
+        self.gradient_estimator = gradient_estimator
+        self.score_baseline = score_baseline
+        self.phi_steps = phi_steps
         self.seed = seed
         self.sampler = Sampler(samples=mc_samples, seed=seed, name="sampler")
+        # Weight on D in the objective; the KL warm-up callback ramps it from 0 to β.
+        self.kl_weight = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.beta),
+                                         trainable=False, name="kl_weight")
+        # Running mean of the reconstruction surprisal: the score-function baseline b.
+        self.baseline = self.add_weight(shape=(), initializer="zeros", trainable=False, name="baseline")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("U", "D", "reconstruction")}
 
     @property
@@ -110,22 +166,55 @@ class VAE(keras.Model):
         params = self.decoder(ops.reshape(z, (-1, self.latent_dim)))
         return ops.reshape(params, (*lead, *self.decoder.outputs[0].shape[1:]))
 
+    def reconstruction_surprisal(self, x, z):
+        """log 1/p_θ(x | z) for x (B, *F) and z (m, B, d): returns (m, B)."""
+        return self.likelihood.surprisal(x, self.decode(z))
+
     def sample_posterior(self, x, samples: int, training=False):
         """Draw z_k ~ q(z|x). Returns z (m, B, d), reconstruction (m, B), z_mean, z_log_var."""
         z_mean, z_log_var = self.encoder(x, training=training)
         z = self.sampler([z_mean, z_log_var], samples=samples)
-        reconstruction = self.likelihood.surprisal(x, self.decode(z))
-        return z, reconstruction, z_mean, z_log_var
+        return z, self.reconstruction_surprisal(x, z), z_mean, z_log_var
+
+    def objective(self, x, estimator: str | None = None, training=False):
+        """The training objective (a scalar) and the per-example terms U, D, reconstruction."""
+        z_mean, z_log_var = self.encoder(x, training=training)
+        z = self.sampler([z_mean, z_log_var])
+        surrogate, reconstruction = subo.phi_surrogate(
+            estimator or self.gradient_estimator, self.reconstruction_surprisal, x, z, z_mean, z_log_var,
+            baseline=self.baseline if self.score_baseline else 0.0)
+        kl_per_dim = subo.kl_to_prior_per_dim(z_mean, z_log_var)
+        objective = self.kl_weight * subo.free_bits_kl(kl_per_dim, self.free_bits) + ops.mean(surrogate)
+        kl = ops.sum(kl_per_dim, axis=-1)
+        terms = {"U": subo.subo(kl, reconstruction), "D": kl, "reconstruction": ops.mean(reconstruction, axis=0)}
+        return objective, terms
 
     def subo_terms(self, x, training=False) -> dict:
-        """Per-example D, reconstruction and Û with m = mc_samples. Each (B,)."""
-        _, reconstruction, z_mean, z_log_var = self.sample_posterior(x, self.mc_samples, training)
-        kl = subo.kl_to_prior(z_mean, z_log_var)
-        return {"U": subo.subo(kl, reconstruction), "D": kl,
-                "reconstruction": ops.mean(reconstruction, axis=0)}
+        """Per-example U, D and reconstruction with m = mc_samples. Each (B,)."""
+        return self.objective(x, training=training)[1]
 
-    def _objective(self, terms):
-        return ops.mean(self.beta * terms["D"] + terms["reconstruction"])
+    def _step(self, x, variables):
+        with tf.GradientTape() as tape:
+            objective, terms = self.objective(x, training=True)
+        self.optimizer.apply(tape.gradient(objective, variables), variables)
+        return terms
+
+    def train_step(self, data):
+        x = data[0] if isinstance(data, tuple) else data
+        if not self.optimizer.built:  # φ and θ steps update subsets: build on all of them
+            self.optimizer.build(self.trainable_weights)
+        if self.phi_steps == 1:
+            terms = self._step(x, self.trainable_weights)
+        else:  # the article's "aggressive φ": k proxy steps, then one model step
+            for _ in range(self.phi_steps):
+                self._step(x, self.encoder.trainable_weights)
+            terms = self._step(x, self.decoder.trainable_weights)
+        self.baseline.assign(0.9 * self.baseline + 0.1 * ops.mean(terms["reconstruction"]))
+        return self._update_trackers(terms)
+
+    def test_step(self, data):
+        x = data[0] if isinstance(data, tuple) else data
+        return self._update_trackers(self.subo_terms(x))
 
     def _update_trackers(self, terms) -> dict:
         for name, tracker in self.trackers.items():
@@ -136,19 +225,6 @@ class VAE(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def train_step(self, data):
-        x = data[0] if isinstance(data, tuple) else data
-        with tf.GradientTape() as tape:
-            terms = self.subo_terms(x, training=True)
-            objective = self._objective(terms)
-        gradients = tape.gradient(objective, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
-        return self._update_trackers(terms)
-
-    def test_step(self, data):
-        x = data[0] if isinstance(data, tuple) else data
-        return self._update_trackers(self.subo_terms(x, training=False))
-
     def get_config(self) -> dict:
         return {
             **super().get_config(),
@@ -157,6 +233,10 @@ class VAE(keras.Model):
             **self.likelihood.get_config(),
             "mc_samples": self.mc_samples,
             "beta": self.beta,
+            "free_bits": self.free_bits,
+            "gradient_estimator": self.gradient_estimator,
+            "score_baseline": self.score_baseline,
+            "phi_steps": self.phi_steps,
             "seed": self.seed,
         }
 
@@ -168,11 +248,25 @@ class VAE(keras.Model):
         return cls(**config)
 
 
-def build_vae(example_shape, *, latent_dim, hidden, likelihood, sigma, mc_samples, beta, seed) -> VAE:
-    """A fresh, built VAE for examples of `example_shape`."""
-    encoder = build_encoder(tuple(example_shape), tuple(hidden), latent_dim)
-    decoder = build_decoder(latent_dim, tuple(hidden), tuple(example_shape))
-    vae = VAE(encoder, decoder, likelihood=likelihood, sigma=sigma,
-              mc_samples=mc_samples, beta=beta, seed=seed, name="vae")
+class KLWarmup(keras.callbacks.Callback):
+    """Ramp the weight on D linearly from 0 to β over the first `epochs` epochs."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        ramp = min(1.0, epoch / self.epochs) if self.epochs else 1.0
+        self.model.kl_weight.assign(self.model.beta * ramp)
+
+
+def build_vae(example_shape, model, loss, phi_steps: int = 1, seed: int | None = None) -> VAE:
+    """A fresh, built VAE for examples of `example_shape`, from the model and loss configs."""
+    shape = tuple(example_shape)
+    arch = {"hidden": tuple(model.hidden), "architecture": model.architecture, "filters": tuple(model.filters)}
+    vae = VAE(build_encoder(shape, model.latent_dim, **arch), build_decoder(model.latent_dim, shape, **arch),
+              likelihood=model.likelihood, sigma=model.sigma, mc_samples=loss.mc_samples, beta=loss.beta,
+              free_bits=loss.free_bits, gradient_estimator=loss.gradient_estimator,
+              score_baseline=loss.score_baseline, phi_steps=phi_steps, seed=seed, name="vae")
     vae.build(None)
     return vae

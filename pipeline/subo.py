@@ -12,12 +12,27 @@ from keras import ops
 LOG_2PI = math.log(2 * math.pi)
 
 
-def kl_to_prior(z_mean, z_log_var):
-    """D = KL(N(μ, diag σ²) ‖ N(0, I)) in closed form.
+def kl_to_prior_per_dim(z_mean, z_log_var):
+    """D_j = ½ (μ_j² + σ_j² − 1 − log σ_j²), the KL of each latent dimension.
 
-    z_mean, z_log_var: (..., d). Returns (...,):  ½ Σ_j (μ_j² + σ_j² − 1 − log σ_j²).
+    z_mean, z_log_var: (..., d). Returns (..., d).
     """
-    return 0.5 * ops.sum(ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
+    return 0.5 * (ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var)
+
+
+def kl_to_prior(z_mean, z_log_var):
+    """D = KL(N(μ, diag σ²) ‖ N(0, I)) = Σ_j D_j in closed form. (..., d) -> (...,)."""
+    return ops.sum(kl_to_prior_per_dim(z_mean, z_log_var), axis=-1)
+
+
+def free_bits_kl(kl_per_dim, free_bits: float):
+    """Σ_j max(λ, mean over the batch of D_j): the D term of the free-bits objective.
+
+    kl_per_dim: (B, d). Returns a scalar. Dimensions already below λ nats get no gradient
+    pushing them further towards the prior, which keeps latent units from collapsing.
+    With λ = 0 this is the batch mean of D.
+    """
+    return ops.sum(ops.maximum(ops.mean(kl_per_dim, axis=0), free_bits))
 
 
 def gaussian_log_density(z, mean, log_var):
@@ -58,6 +73,30 @@ def log_importance_weights(reconstruction, z, z_mean, z_log_var):
     """
     log_joint = -reconstruction + standard_normal_log_density(z)
     return log_joint - gaussian_log_density(z, z_mean, z_log_var)
+
+
+def phi_surrogate(estimator: str, reconstruction_of, x, z, z_mean, z_log_var, baseline=0.0):
+    """A per-sample surrogate whose gradient estimates ∇ E_q[log 1/p(x|z)].
+
+    reconstruction_of(x, z) -> (m, B) is log 1/p(x|z); z: (m, B, d) = μ + σ ε.
+    Returns (surrogate, reconstruction), each (m, B); reconstruction is the plain value.
+
+    - reparameterized: gradients flow through z = μ + σ ε (the article's "reparametrization
+      trick"); the surrogate is the reconstruction itself.
+    - score_function: z is held fixed and the φ-gradient is (f(z) − b) ∇_φ log q(z|x)
+      (the "log-derivative trick"), with f = log 1/p(x|z) and a baseline b that does not
+      depend on z, so the estimate stays unbiased; θ still gets ∇_θ f(z).
+    """
+    if estimator == "reparameterized":
+        reconstruction = reconstruction_of(x, z)
+        return reconstruction, reconstruction
+    if estimator == "score_function":
+        z = ops.stop_gradient(z)
+        reconstruction = reconstruction_of(x, z)  # θ-gradient only
+        log_q = gaussian_log_density(z, z_mean, z_log_var)  # φ-gradient only
+        signal = ops.stop_gradient(reconstruction - baseline)
+        return reconstruction + signal * log_q, reconstruction
+    raise ValueError(f"estimator must be 'reparameterized' or 'score_function'. Got {estimator!r} instead.")
 
 
 def importance_weighted_surprisal(log_weights):

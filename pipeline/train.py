@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.config import Params
-from pipeline.data import load_split, read_manifest, split_indices
+from pipeline.data import load_split, read_manifest, validation_rows
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
-from pipeline.model import build_vae
+from pipeline.model import KLWarmup, build_vae
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,17 @@ def train(params: Params, prepared_dir: str | Path, model_dir: str | Path) -> di
     manifest = read_manifest(prepared_dir)
     split = load_split(prepared_dir, "train")
     x = np.asarray(split.x)
-    fit_rows, val_rows = _validation_rows(split.y, params.data.validation_fraction, params.seed)
+    fit_rows, val_rows = validation_rows(split.y, params.data.validation_fraction, params.seed)
 
+    if params.loss.kl_warmup_epochs > params.train.epochs:
+        log.warning("loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
+                    "never reaches loss.beta", params.loss.kl_warmup_epochs, params.train.epochs)
+    if params.model.architecture == "conv" and len(manifest["example_shape"]) != 3:
+        raise PipelineError(f"model.architecture 'conv' needs H×W×C images, but {prepared_dir} holds "
+                            f"examples of shape {manifest['example_shape']}; use 'mlp'")
     with distribution_strategy().scope():
-        vae = build_vae(manifest["example_shape"], latent_dim=params.model.latent_dim,
-                        hidden=params.model.hidden, likelihood=params.model.likelihood,
-                        sigma=params.model.sigma, mc_samples=params.loss.mc_samples,
-                        beta=params.loss.beta, seed=params.seed)
+        vae = build_vae(manifest["example_shape"], params.model, params.loss,
+                        phi_steps=params.train.phi_steps, seed=params.seed)
         vae.compile(optimizer=keras.optimizers.Adam(params.train.learning_rate))
 
     model_dir = Path(model_dir)
@@ -83,7 +87,7 @@ def train(params: Params, prepared_dir: str | Path, model_dir: str | Path) -> di
             validation_data=make_dataset(x[val_rows], params.train.batch_size, None) if len(val_rows) else None,
             epochs=params.train.epochs,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
-            callbacks=[LiveLogger(live, len(fit_rows))],
+            callbacks=[KLWarmup(params.loss.kl_warmup_epochs), LiveLogger(live, len(fit_rows))],
             verbose=1 if sys.stdout.isatty() else 2,
         )
     with atomic_path(model_dir / "model.keras") as tmp:
@@ -91,9 +95,3 @@ def train(params: Params, prepared_dir: str | Path, model_dir: str | Path) -> di
     with atomic_path(model_dir / "encoder.keras") as tmp:
         vae.encoder.save(tmp)
     return {key: float(values[-1]) for key, values in history.history.items()}
-
-
-def _validation_rows(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if fraction == 0:
-        return np.arange(len(y)), np.arange(0)
-    return split_indices(y, fraction, seed, "validation")

@@ -12,7 +12,8 @@ def main() -> None:
 
     metrics = evaluate(params, prepared_dir="data/prepared", model_path="data/model/model.keras",
                        latents_dir="data/latents", out_dir="data/evaluation")
-    print(json.dumps({"probe": metrics["probe"]["accuracy"], "subo": metrics["subo"]}, indent=1))
+    summary = {key: metrics[key] for key in ("subo", "gradient_variance")}
+    print(json.dumps({"probe": metrics["probe"]["accuracy"], **summary}, indent=1))
 
 
 if __name__ == "__main__":

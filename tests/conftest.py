@@ -22,6 +22,7 @@ TINY = {
     "train": {"epochs": 6, "batch_size": 64, "learning_rate": 0.003},
     "encode": {"batch_size": 256},
     "evaluate": {"importance_samples": 20, "surprisal_examples": 120,
+                 "gradient_variance": {"repeats": 8, "batch_size": 32},
                  "umap": {"n_neighbors": 10, "max_points": 200}},
 }
 

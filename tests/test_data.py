@@ -65,3 +65,55 @@ def test_failed_prepare_keeps_the_previous_output(tmp_path, monkeypatch):
 def test_missing_prepared_data_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="run the prepare stage first"):
         load_split(tmp_path, "train")
+
+
+def write_idx(path, array: np.ndarray, code=0x08) -> None:
+    import gzip
+
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(">u1" if code == 0x08 else array.dtype).tobytes())
+
+
+@pytest.fixture()
+def idx_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 20)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return tmp_path
+
+
+def test_idx_source_keeps_its_own_test_split(idx_dir, tmp_path):
+    from pipeline.data import read_idx
+
+    manifest = prepare(DataConfig(source="fashion_mnist", path=str(idx_dir)), seed=0, out_dir=tmp_path / "p")
+    assert manifest["counts"] == {"train": 40, "test": 20}
+    assert manifest["example_shape"] == [28, 28, 1] and manifest["path"] == str(idx_dir)
+    assert manifest["label_names"][9] == "Ankle boot"
+    test = load_split(tmp_path / "p", "test")
+    pixels = read_idx(idx_dir / "t10k-images-idx3-ubyte.gz")
+    np.testing.assert_allclose(test.x[..., 0], pixels / 255.0, rtol=1e-6)
+    assert test.id.tolist() == list(range(40, 60))
+
+
+def test_idx_errors_name_the_file(idx_dir, tmp_path):
+    from pipeline.data import read_idx
+
+    bad = tmp_path / "bad.gz"
+    write_idx(bad, np.zeros((2, 3)), code=0x07)
+    with pytest.raises(DataError, match=r"bad\.gz: not an IDX file \(bad magic number 00000702\)"):
+        read_idx(bad)
+    import gzip
+
+    raw = gzip.open(idx_dir / "train-labels-idx1-ubyte.gz").read()
+    with gzip.open(tmp_path / "short.gz", "wb") as f:
+        f.write(raw[:-3])
+    with pytest.raises(DataError, match="short.gz: truncated or padded IDX file"):
+        read_idx(tmp_path / "short.gz")
+
+
+def test_missing_idx_source_says_where_it_looked(tmp_path):
+    with pytest.raises(DataError, match=f"looked in {tmp_path / 'nowhere'}"):
+        prepare(DataConfig(source="mnist", path=str(tmp_path / "nowhere")), seed=0, out_dir=tmp_path / "p")
+    assert not (tmp_path / "p").exists()

@@ -59,7 +59,7 @@ def test_dvc_repro_writes_every_output(repo):
                  "data/evaluation/umap.png", "data/evaluation/umap.csv"):
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
-    assert metrics["subo"]["U"] >= metrics["subo"]["reconstruction"] >= 0
+    assert metrics["subo"]["test"]["U"] >= metrics["subo"]["test"]["reconstruction"] >= 0
     shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "probe.accuracy.latent" in shown or '"latent"' in shown
 

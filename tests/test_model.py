@@ -10,6 +10,8 @@ import pytest
 from pipeline.data import load_split
 from pipeline.model import Sampler, build_vae
 
+from .conftest import tiny_params
+
 
 def test_sampler_is_seeded_and_serialisable():
     mean, log_var = np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32)
@@ -35,8 +37,9 @@ def test_sampler_draws_from_q():
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_subo_terms_shapes_and_bound(likelihood):
-    vae = build_vae((8, 8, 1), latent_dim=3, hidden=(16,), likelihood=likelihood, sigma=0.5,
-                    mc_samples=5, beta=1.0, seed=0)
+    params = tiny_params(**{"model.latent_dim": 3, "model.hidden": [16], "model.likelihood": likelihood,
+                            "model.sigma": 0.5, "loss.mc_samples": 5})
+    vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)
     x = np.random.default_rng(0).uniform(size=(7, 8, 8, 1)).astype(np.float32)
     terms = {k: keras.ops.convert_to_numpy(v) for k, v in vae.subo_terms(x).items()}
     assert {k: v.shape for k, v in terms.items()} == {"U": (7,), "D": (7,), "reconstruction": (7,)}
@@ -79,3 +82,93 @@ print("ok", type(vae).__name__)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok VAE"
+
+
+@pytest.mark.parametrize("size, strides", [(28, [2, 2]), (8, [2, 2]), (7, [1, 1]), (6, [2, 1]), (32, [2, 2, 2])])
+def test_conv_strides_follow_the_input_size(size, strides):
+    from pipeline.model import conv_strides
+
+    assert conv_strides(size, len(strides)) == strides
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (8, 8, 1), (12, 10, 3), (7, 9, 2)])
+def test_conv_decoder_mirrors_the_encoder(shape):
+    params = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 5})
+    vae = build_vae(shape, params.model, params.loss, seed=0)
+    x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
+    z_mean, z_log_var = vae.encoder.predict_on_batch(x)
+    assert z_mean.shape == z_log_var.shape == (3, 5)
+    assert tuple(vae.decoder.outputs[0].shape[1:]) == shape
+    assert keras.ops.convert_to_numpy(vae.subo_terms(x)["U"]).shape == (3,)
+
+
+def test_conv_on_28x28_matches_the_usual_32_64_filter_layout():
+    params = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 16, "model.filters": [32, 64]})
+    vae = build_vae((28, 28, 1), params.model, params.loss, seed=0)
+    assert vae.encoder.get_layer("conv_0").output.shape[1:] == (14, 14, 32)
+    assert vae.encoder.get_layer("conv_1").output.shape[1:] == (7, 7, 64)
+    assert vae.decoder.get_layer("deconv_1").output.shape[1:] == (28, 28, 32)
+
+
+def test_conv_needs_images():
+    params = tiny_params(**{"model.architecture": "conv"})
+    with pytest.raises(ValueError, match="needs H×W×C images"):
+        build_vae((64,), params.model, params.loss, seed=0)
+
+
+def test_kl_warmup_ramps_the_weight_on_d():
+    from pipeline.model import KLWarmup
+
+    params = tiny_params(**{"loss.beta": 2.0})
+    vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)
+    warmup = KLWarmup(epochs=4)
+    warmup.set_model(vae)
+    weights = []
+    for epoch in range(6):
+        warmup.on_epoch_begin(epoch)
+        weights.append(float(vae.kl_weight.numpy()))
+    assert weights == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
+
+
+def test_free_bits_changes_the_objective_not_the_reported_u():
+    x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype(np.float32)
+    objectives, reported = [], []
+    for free_bits in (0.0, 50.0):
+        params = tiny_params(**{"loss.free_bits": free_bits})
+        vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)
+        keras.utils.set_random_seed(0)
+        vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)  # same weights, same draws
+        objective, terms = vae.objective(x)
+        objectives.append(float(objective))
+        reported.append(float(keras.ops.mean(terms["U"])))
+    assert reported[0] == pytest.approx(reported[1], rel=1e-6)
+    d = 4  # tiny latent_dim: every dimension sits below 50 nats, so D' = 4 × 50
+    recon = reported[1] - float(keras.ops.mean(terms["D"]))
+    assert objectives[1] == pytest.approx(d * 50.0 + recon, rel=1e-5)
+
+
+def _fit_once(**overrides):
+    params = tiny_params(**overrides)
+    keras.utils.set_random_seed(0)
+    vae = build_vae((8, 8, 1), params.model, params.loss, phi_steps=params.train.phi_steps, seed=0)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = np.random.default_rng(0).uniform(size=(64, 8, 8, 1)).astype(np.float32)
+    return vae, x
+
+
+def test_phi_steps_update_encoder_then_decoder():
+    vae, x = _fit_once(**{"train.phi_steps": 3})
+    vae.fit(x, batch_size=64, epochs=1, verbose=0)  # builds the optimizer on every variable
+    assert int(vae.optimizer.iterations.numpy()) == 4  # 3 φ steps + 1 θ step for one batch
+    decoder_before = [w.numpy().copy() for w in vae.decoder.weights]
+    encoder_before = [w.numpy().copy() for w in vae.encoder.weights]
+    vae._step(x, vae.encoder.trainable_weights)  # a φ step leaves θ alone
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(decoder_before, vae.decoder.weights))
+    assert not all(np.array_equal(a, b.numpy()) for a, b in zip(encoder_before, vae.encoder.weights))
+
+
+def test_score_function_training_runs_and_tracks_a_baseline():
+    vae, x = _fit_once(**{"loss.gradient_estimator": "score_function"})
+    history = vae.fit(x, batch_size=16, epochs=3, verbose=0).history
+    assert np.isfinite(history["U"]).all()
+    assert float(vae.baseline.numpy()) > 0  # a running mean of the reconstruction surprisal

@@ -22,7 +22,9 @@ def test_metrics_file_structure_and_ranges(pipeline_run):
     assert probe["dim"] == {"latent": 4, "pca": 4, "raw": 64}
     assert all(0 <= a <= 1 for a in probe["accuracy"].values())
     assert probe["accuracy"]["latent"] > 3 * probe["majority_class_accuracy"]  # well above chance
-    figures = metrics["subo"]
+    assert set(metrics["subo"]) == {"validation", "test"}
+    assert metrics["subo"]["validation"]["examples"] == 120  # capped by surprisal_examples (144 held out)
+    figures = metrics["subo"]["test"]
     assert figures["examples"] == 120
     assert figures["U"] == pytest.approx(figures["D"] + figures["reconstruction"])
     assert figures["U"] >= figures["reconstruction"] >= 0 and figures["D"] >= 0
@@ -30,6 +32,10 @@ def test_metrics_file_structure_and_ranges(pipeline_run):
     s = list(figures["S_K"].values())
     assert s[0] > s[1] > s[2] and figures["U"] > s[2]
     assert all(figures["E_K"][k] == pytest.approx(figures["U"] - figures["S_K"][k]) for k in figures["S_K"])
+    variance = metrics["gradient_variance"]
+    assert variance["score_function"] > variance["reparameterized"] > 0
+    assert variance["ratio"] == pytest.approx(variance["score_function"] / variance["reparameterized"])
+    assert (variance["repeats"], variance["batch_size"]) == (8, 32)
     assert metrics["umap"]["points"] == 200
 
 

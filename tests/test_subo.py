@@ -171,3 +171,64 @@ def test_importance_weighted_surprisal_is_log_sum_exp_stable():
     log_w = np.array([[-1000.0], [-1001.0]])
     expected = np.log(2) - np.logaddexp(-1000.0, -1001.0)
     assert float(np_(subo.importance_weighted_surprisal(log_w))[0]) == pytest.approx(expected)
+
+
+def test_free_bits_kl_floors_each_dimension_at_lambda():
+    kl = np.array([[0.1, 2.0, 0.0], [0.3, 4.0, 0.0]])  # (B, d): batch means 0.2, 3.0, 0.0
+    assert float(np_(subo.free_bits_kl(kl, 0.0))) == pytest.approx(3.2)  # the batch mean of D
+    assert float(np_(subo.free_bits_kl(kl, 0.5))) == pytest.approx(0.5 + 3.0 + 0.5)
+
+
+ESTIMATORS = [("reparameterized", False), ("score_function", False), ("score_function", True)]
+
+
+@pytest.fixture(scope="module")
+def gradient_draws():
+    """R independent draws of ∇_φ Û per estimator, and the analytic ∇_φ U, on the linear-Gaussian model.
+
+    Each of the R rows holds its own copy of φ = (μ, log σ²) and its own ε, so one tape
+    gives R per-draw gradients. The baseline, where used, is the exact E_q[log 1/p(x|z)].
+    """
+    import tensorflow as tf
+
+    model, repeats = LinearGaussian(), 20_000
+    q_mean, q_var = np.array([0.3, -0.2]), np.array([0.5, 1.5])
+    x = np.tile(model.x, (repeats, 1))  # (R, n)
+    eps = np.random.default_rng(5).normal(size=(1, repeats, 2))  # (m=1, R, d)
+    likelihood = Gaussian(model.sigma)
+    expected_reconstruction = model.subo_exact(q_mean, q_var) - float(np_(subo.kl_to_prior(q_mean, np.log(q_var))))
+
+    def reconstruction_of(x, z):
+        return likelihood.surprisal(x, z @ model.W.T + model.b)  # (1, R)
+
+    draws = {}
+    for estimator, with_baseline in ESTIMATORS:
+        mean = tf.Variable(np.tile(q_mean, (repeats, 1)))  # (R, d)
+        log_var = tf.Variable(np.tile(np.log(q_var), (repeats, 1)))
+        with tf.GradientTape() as tape:
+            z = subo.reparameterize(mean, log_var, eps)
+            surrogate, _ = subo.phi_surrogate(estimator, reconstruction_of, x, z, mean, log_var,
+                                              baseline=expected_reconstruction if with_baseline else 0.0)
+            objective = tf.reduce_sum(subo.kl_to_prior(mean, log_var) + surrogate[0])
+        gradients = tape.gradient(objective, [mean, log_var])
+        draws[estimator, with_baseline] = np.concatenate([g.numpy() for g in gradients], axis=1)  # (R, 2d)
+
+    residual = model.x - model.W @ q_mean - model.b
+    analytic = np.concatenate([q_mean - model.W.T @ residual / model.sigma**2,
+                               0.5 * (q_var - 1) + q_var * (model.W**2).sum(axis=0) / (2 * model.sigma**2)])
+    return draws, analytic
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_phi_gradient_estimators_are_unbiased(gradient_draws, estimator):
+    draws, analytic = gradient_draws
+    standard_error = draws[estimator].std(axis=0) / np.sqrt(len(draws[estimator]))
+    assert np.all(np.abs(draws[estimator].mean(axis=0) - analytic) < 3 * standard_error)
+
+
+def test_score_function_variance_is_the_larger(gradient_draws):
+    variance = {key: d.var(axis=0) for key, d in gradient_draws[0].items()}
+    reparameterized, plain, with_baseline = (variance[key] for key in ESTIMATORS)
+    assert np.all(plain > 3 * reparameterized)
+    assert np.all(with_baseline > reparameterized)
+    assert np.all(with_baseline < plain)  # the baseline reduces variance, as REINFORCE's does
