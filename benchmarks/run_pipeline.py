@@ -20,6 +20,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import logging  # noqa: E402
+
 from pipeline.config import parse_params  # noqa: E402
 
 
@@ -39,7 +41,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="dotted.key=value")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: a temporary one)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="STAGE",
+                        help="run only these stages, reusing --out for the others' outputs")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
     params = overridden_params(args.overrides)
     out = args.out or Path(tempfile.mkdtemp(prefix="vae-bench-"))
 
@@ -58,6 +63,8 @@ def main() -> None:
     ]
     results = {}
     for name, step in steps:
+        if args.only and name not in args.only:
+            continue
         start = time.perf_counter()
         results[name] = step()
         seconds[name] = round(time.perf_counter() - start, 1)
@@ -68,7 +75,7 @@ def main() -> None:
         "seconds": seconds,
         "train_samples_per_second": round(live["train"]["samples_per_second"]),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "metrics": results["evaluate"],
+        "metrics": results.get("evaluate"),
         "outputs": str(out),
     }
     print(json.dumps(report, indent=1))

@@ -25,9 +25,37 @@ def bounded(default, *, lo=None, hi=None, lo_open=False, hi_open=False):
 
 
 @dataclass(frozen=True)
+class NpzConfig:
+    x_key: str = "x"
+    y_key: str | None = "y"  # null: no labels
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    label_column: str | None = "label"  # null: no labels
+    feature_columns: tuple[str, ...] | None = None  # null: every column but the label
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    size: tuple[int, ...] | None = field(default=None, metadata={"lo": 1, "length": 2})  # [H, W]
+    color: Literal["grey", "rgb"] = "grey"
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: Literal["digits", "fashion_mnist", "mnist"] = "digits"
-    path: str | None = None  # a local directory of the source's files (IDX sources)
+    source: Literal["digits", "fashion_mnist", "mnist", "idx", "npz", "table", "image_folder"] = "digits"
+    # The local file or directory a source reads; a DVC dependency of prepare.
+    path: str = "data/raw"
+    npz: NpzConfig = NpzConfig()
+    table: TableConfig = TableConfig()
+    images: ImagesConfig = ImagesConfig()
+    # unit: to [0, 1] (pixels by their range, other features by train min/max);
+    # standardize: zero mean, unit variance per feature on train (for a gaussian likelihood).
+    scaling: Literal["unit", "standardize", "none"] = "unit"
+    binarize: Literal["none", "static", "dynamic"] = "none"  # dynamic: resampled every epoch
+    binarize_threshold: float = bounded(0.5, lo=0, hi=1, lo_open=True, hi_open=True)  # static only
+    max_examples: int | None = bounded(None, lo=2)  # a seeded, stratified subsample
     test_fraction: float = bounded(0.2, lo=0, hi=1, lo_open=True, hi_open=True)
     # Held out of train, seeded, for validation metrics and early diagnosis of overfitting.
     validation_fraction: float = bounded(0.1, lo=0, hi=1, hi_open=True)
@@ -69,6 +97,7 @@ class EncodeConfig:
 
 @dataclass(frozen=True)
 class UmapConfig:
+    split: Literal["train", "test"] = "test"
     n_neighbors: int = bounded(15, lo=2)
     min_dist: float = bounded(0.1, lo=0)
     max_points: int = bounded(10_000, lo=10)
@@ -81,11 +110,21 @@ class GradientVarianceConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    c_grid: tuple[float, ...] = bounded((0.01, 0.1, 1.0, 10.0), lo=0, lo_open=True)  # logistic C
+    validation_fraction: float = bounded(0.2, lo=0, hi=1, lo_open=True, hi_open=True)  # of train, to pick C
+    # A seeded, stratified cap on the train rows every probe sees (raw 784-d inputs are slow).
+    max_train_examples: int = bounded(20_000, lo=10)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     # K for S_K; S_1, S_10, ... up to K are reported from the same K samples.
     importance_samples: int = bounded(100, lo=1)
     surprisal_examples: int = bounded(1000, lo=1)  # validation and test examples for U, D, S_K
     gradient_variance: GradientVarianceConfig = GradientVarianceConfig()
+    probe: ProbeConfig = ProbeConfig()
+    knn_k: int = bounded(5, lo=1)
     umap: UmapConfig = UmapConfig()
 
 
@@ -156,8 +195,10 @@ def _check(hint, value, bounds, key: str, source: str):
         return None if value is None else _check(inner, value, bounds, key, source)
     if origin is tuple:
         item = get_args(hint)[0]
-        if not isinstance(value, (list, tuple)):
-            raise _error(source, key, f"a list of {_describe(item, bounds, plural=True)}", value)
+        length = bounds.get("length")
+        if not isinstance(value, (list, tuple)) or (length is not None and len(value) != length):
+            count = f"{length} " if length else ""
+            raise _error(source, key, f"a list of {count}{_describe(item, bounds, plural=True)}", value)
         return tuple(_check(item, v, bounds, f"{key}[{i}]", source) for i, v in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
@@ -180,9 +221,9 @@ def _check(hint, value, bounds, key: str, source: str):
 
 def _in_bounds(value, bounds) -> bool:
     lo, hi = bounds.get("lo"), bounds.get("hi")
-    if lo is not None and (value <= lo if bounds["lo_open"] else value < lo):
+    if lo is not None and (value <= lo if bounds.get("lo_open") else value < lo):
         return False
-    if hi is not None and (value >= hi if bounds["hi_open"] else value > hi):
+    if hi is not None and (value >= hi if bounds.get("hi_open") else value > hi):
         return False
     return True
 
@@ -190,13 +231,14 @@ def _in_bounds(value, bounds) -> bool:
 def _describe(hint, bounds, plural: bool = False) -> str:
     noun = ("integers" if plural else "an integer") if hint is int else ("numbers" if plural else "a number")
     lo, hi = bounds.get("lo"), bounds.get("hi")
+    lo_open, hi_open = bounds.get("lo_open", False), bounds.get("hi_open", False)
     if lo is not None and hi is not None:
-        left, right = "(" if bounds["lo_open"] else "[", ")" if bounds["hi_open"] else "]"
+        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
         return f"{noun} in {left}{lo}, {hi}{right}"
     if lo is not None:
-        return f"{noun} {'>' if bounds['lo_open'] else '>='} {lo}"
+        return f"{noun} {'>' if lo_open else '>='} {lo}"
     if hi is not None:
-        return f"{noun} {'<' if bounds['hi_open'] else '<='} {hi}"
+        return f"{noun} {'<' if hi_open else '<='} {hi}"
     return noun
 
 

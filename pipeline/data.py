@@ -1,18 +1,19 @@
-"""Data sources, validation, the seeded splits, and the prepared-array format.
+"""prepare: validate a source, subsample, split, scale, and write the prepared arrays.
 
 Prepared layout (written atomically as one directory):
 
     data/prepared/manifest.json
-    data/prepared/{train,test}/x.npy    float32, (n, *example_shape), values in [0, 1]
-    data/prepared/{train,test}/y.npy    int32 (n,), -1 where a source has no label
-    data/prepared/{train,test}/id.npy   int64 (n,), index of the example in the source
+    data/prepared/preprocessing.npz      offset and scale: x' = (x - offset) / scale
+    data/prepared/{train,test}/x.npy     float32, (n, *example_shape)
+    data/prepared/{train,test}/y.npy     int32 (n,), -1 where a source has no label
+    data/prepared/{train,test}/id.npy    int64 (n,), index of the example in the source
 
-`.npy` files are memory-mapped on read, so later stages stream them in batches.
+`.npy` files are memory-mapped on read, so later stages stream them in batches. The
+preprocessing is stored so that new data can be encoded exactly as the training data was.
 """
 
-import gzip
 import hashlib
-import os
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,32 +22,12 @@ import numpy as np
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, sha256_file, write_json
+from pipeline.sources import NO_LABEL, Dataset, load_source
 
 SPLITS = ("train", "test")
 ARRAYS = ("x", "y", "id")
-NO_LABEL = -1
-
-# IDX sources: the file names of the standard releases and their class names.
-IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
-IDX_SOURCES = {
-    "fashion_mnist": ("fashion-mnist", ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
-    "mnist": ("mnist", tuple(str(i) for i in range(10))),
-}
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Examples of one source: x is (n, *example_shape) float32, y is (n,) int32."""
-
-    x: np.ndarray
-    y: np.ndarray
-    label_names: tuple[str, ...]
-    source: str
-    path: str | None = None
-    is_test: np.ndarray | None = None  # (n,) bool where the source fixes its own test split
+# Integer pixels with a known range; other integer data is scaled by train min/max.
+PIXEL_RANGES = {"digits": 16.0, "fashion_mnist": 255.0, "mnist": 255.0, "image_folder": 255.0}
 
 
 @dataclass(frozen=True)
@@ -61,73 +42,51 @@ class Split:
         return len(self.id)
 
 
-def load_source(config: DataConfig) -> Dataset:
-    """Load the dataset named by `data.source`."""
-    if config.source == "digits":
-        return _load_digits()
-    if config.source in IDX_SOURCES:
-        return _load_idx_source(config.source, config.path)
-    raise DataError(f"data.source: unsupported source {config.source!r}")  # config validates first
+@dataclass(frozen=True)
+class Preprocessor:
+    """x' = (x - offset) / scale, then clipping to [0, 1] (unit) and thresholding (static).
 
+    offset and scale broadcast against one example; they are fitted on the train split only.
+    """
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (optionally gzip-compressed) as an array, checking magic and length."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError) as error:
-        raise DataError(f"{path}: cannot read IDX file ({error})") from None
-    if len(raw) < 4 or raw[0:2] != b"\0\0" or raw[2] not in IDX_DTYPES or raw[3] == 0:
-        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
-    ndim, dtype = raw[3], np.dtype(IDX_DTYPES[raw[2]])
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    offset, expected = 4 + 4 * ndim, int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - offset != expected:
-        raise DataError(f"{path}: truncated or padded IDX file: header says {shape} "
-                        f"({expected} bytes of data), file holds {len(raw) - offset}")
-    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
+    scaling: str
+    offset: np.ndarray
+    scale: np.ndarray
+    threshold: float | None = None  # set for static binarization
 
+    @classmethod
+    def fit(cls, x: np.ndarray, source: str, scaling: str, threshold: float | None) -> "Preprocessor":
+        features = x.reshape(len(x), -1).astype(np.float64)
+        if scaling == "none":
+            offset, scale = np.zeros(1), np.ones(1)
+        elif scaling == "unit" and (source in PIXEL_RANGES or x.dtype == np.uint8):
+            offset, scale = np.zeros(1), np.array([PIXEL_RANGES.get(source, 255.0)])
+        elif scaling == "unit":
+            offset, scale = features.min(axis=0), np.ptp(features, axis=0)
+        else:  # standardize
+            offset, scale = features.mean(axis=0), features.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)  # constant features map to 0
+        shape = (1,) if offset.size == 1 else x.shape[1:]
+        return cls(scaling, offset.reshape(shape).astype(np.float32), scale.reshape(shape).astype(np.float32),
+                   threshold)
 
-def idx_candidates(name: str, path: str | None) -> list[Path]:
-    """Where an IDX source may live: data.path, else the Keras cache, else Debian's datasets."""
-    if path:
-        return [Path(path)]
-    folder = IDX_SOURCES[name][0]
-    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return [keras_home / "datasets" / folder, Path("/usr/share/datasets") / folder]
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = (np.asarray(x, np.float32) - self.offset) / self.scale
+        if self.scaling == "unit":
+            out = np.clip(out, 0.0, 1.0)  # test values outside the train range
+        if self.threshold is not None:
+            out = (out > self.threshold).astype(np.float32)
+        return out
 
+    def save(self, path: Path) -> None:
+        np.savez(path, offset=self.offset, scale=self.scale, scaling=self.scaling,
+                 threshold=np.nan if self.threshold is None else self.threshold)
 
-def _load_idx_source(name: str, path: str | None) -> Dataset:
-    candidates = idx_candidates(name, path)
-    found = next((c for c in candidates if all((c / f).is_file() for pair in IDX_FILES.values() for f in pair)), None)
-    if found is None:
-        looked = ", ".join(str(c) for c in candidates)
-        raise DataError(f"data.source {name!r}: IDX files {', '.join(IDX_FILES['train'] + IDX_FILES['test'])} "
-                        f"not found; looked in {looked} (set data.path, or on Debian: "
-                        f"apt-get install dataset-{IDX_SOURCES[name][0]})")
-    parts = {}
-    for split, (images, labels) in IDX_FILES.items():
-        x, y = read_idx(found / images), read_idx(found / labels)
-        if len(x) != len(y):
-            raise DataError(f"{found / images}: {len(x)} images but {found / labels} has {len(y)} labels")
-        parts[split] = (x, y)
-    x = np.concatenate([parts["train"][0], parts["test"][0]])
-    y = np.concatenate([parts["train"][1], parts["test"][1]]).astype(np.int32)
-    is_test = np.arange(len(x)) >= len(parts["train"][0])
-    return Dataset(x=(x / 255.0).astype(np.float32)[..., None], y=y, label_names=IDX_SOURCES[name][1],
-                   source=name, path=str(found), is_test=is_test)
-
-
-def _load_digits() -> Dataset:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()  # bundled with scikit-learn: no download
-    x = (digits.images / 16.0).astype(np.float32)[..., None]  # (1797, 8, 8, 1), [0, 1]
-    names = tuple(str(n) for n in digits.target_names)
-    return Dataset(x=x, y=digits.target.astype(np.int32), label_names=names, source="digits")
+    @classmethod
+    def load(cls, path: Path) -> "Preprocessor":
+        with np.load(path) as f:
+            threshold = float(f["threshold"])
+            return cls(str(f["scaling"]), f["offset"], f["scale"], None if np.isnan(threshold) else threshold)
 
 
 def validate(dataset: Dataset) -> None:
@@ -137,15 +96,16 @@ def validate(dataset: Dataset) -> None:
         raise DataError(f"{where}: the dataset is empty")
     if len(dataset.x) != len(dataset.y):
         raise DataError(f"{where}: {len(dataset.x)} inputs but {len(dataset.y)} labels")
-    if not np.isfinite(dataset.x).all():
-        raise DataError(f"{where}: inputs contain NaN or infinite values")
-    lo, hi = float(dataset.x.min()), float(dataset.x.max())
-    if lo < 0 or hi > 1:
-        raise DataError(f"{where}: inputs must be scaled to [0, 1]; got values in [{lo}, {hi}]")
+    if np.issubdtype(dataset.x.dtype, np.floating) and not np.isfinite(dataset.x).all():
+        bad = int((~np.isfinite(dataset.x)).reshape(len(dataset.x), -1).any(axis=1).sum())
+        raise DataError(f"{where}: inputs contain NaN or infinite values ({bad} examples)")
 
 
-def split_indices(y: np.ndarray, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of row indices, stratified by label, into (kept, held_out)."""
+def split_indices(y: np.ndarray, fraction: float | int, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of row indices, stratified by label when there are labels, into (kept, held_out).
+
+    fraction: the share held out, or (an int) the number of rows held out.
+    """
     from sklearn.model_selection import train_test_split
 
     rows = np.arange(len(y))
@@ -153,7 +113,8 @@ def split_indices(y: np.ndarray, fraction: float, seed: int, what: str) -> tuple
     try:
         kept, held = train_test_split(rows, test_size=fraction, random_state=seed, stratify=stratify)
     except ValueError as error:  # too few rows of a class, or of the whole set, to split
-        raise DataError(f"cannot make the {what} split with fraction {fraction}: {error}") from None
+        raise DataError(f"cannot make the {what} split ({fraction} of {len(y)} examples held out): "
+                        f"{error}") from None
     return np.sort(kept), np.sort(held)
 
 
@@ -164,51 +125,85 @@ def validation_rows(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarr
     return split_indices(y, fraction, seed, "validation")
 
 
+def binarize_sample(x: np.ndarray, seed: int) -> np.ndarray:
+    """One seeded draw x_b ~ Bernoulli(x): the fixed evaluation copy under dynamic binarization."""
+    return (np.random.default_rng(seed).uniform(size=x.shape) < x).astype(np.float32)
+
+
 def prepare(config: DataConfig, seed: int, out_dir: str | Path) -> dict:
-    """Load, validate and split the source; write arrays and manifest.json atomically."""
+    """Load, validate, subsample, split and scale the source; write everything atomically."""
     dataset = load_source(config)
     validate(dataset)
-    if dataset.is_test is not None:  # the source's own split
-        train_rows, test_rows = np.flatnonzero(~dataset.is_test), np.flatnonzero(dataset.is_test)
-    else:
-        train_rows, test_rows = split_indices(dataset.y, config.test_fraction, seed, "test")
+    rows = np.arange(len(dataset.x))
+    if config.max_examples and config.max_examples < len(rows):
+        rows, _ = split_indices(dataset.y, len(rows) - config.max_examples, seed, "max_examples")
+    train_rows, test_rows = _train_test_rows(dataset, rows, config.test_fraction, seed)
+    _check_classes(dataset, {"train": train_rows, "test": test_rows})
+    threshold = config.binarize_threshold if config.binarize == "static" else None
+    preprocess = Preprocessor.fit(dataset.x[train_rows], dataset.source, config.scaling, threshold)
     with atomic_dir(out_dir) as tmp:
-        files = {}
-        for split, rows in zip(SPLITS, (train_rows, test_rows)):
+        files, value_range = {}, [np.inf, -np.inf]
+        for split, split_rows in (("train", train_rows), ("test", test_rows)):
             (tmp / split).mkdir()
-            arrays = {"x": dataset.x[rows], "y": dataset.y[rows], "id": rows.astype(np.int64)}
+            x = preprocess(dataset.x[split_rows])
+            value_range = [min(value_range[0], float(x.min())), max(value_range[1], float(x.max()))]
+            arrays = {"x": x, "y": dataset.y[split_rows], "id": split_rows.astype(np.int64)}
             for name, array in arrays.items():
                 np.save(tmp / split / f"{name}.npy", np.ascontiguousarray(array))
                 files[f"{split}/{name}.npy"] = sha256_file(tmp / split / f"{name}.npy")
-        manifest = _manifest(dataset, config, seed, {"train": train_rows, "test": test_rows}, files)
+        preprocess.save(tmp / "preprocessing.npz")
+        manifest = _manifest(dataset, config, seed, {"train": train_rows, "test": test_rows}, files, value_range)
         write_json(tmp / "manifest.json", manifest)
     return manifest
 
 
-def _manifest(dataset: Dataset, config: DataConfig, seed: int, rows: dict, files: dict) -> dict:
+def _train_test_rows(dataset: Dataset, rows: np.ndarray, fraction: float, seed: int):
+    if dataset.is_test is not None:  # the source's own split
+        return rows[~dataset.is_test[rows]], rows[dataset.is_test[rows]]
+    kept, held = split_indices(dataset.y[rows], fraction, seed, "test")
+    return rows[kept], rows[held]
+
+
+def _check_classes(dataset: Dataset, splits: dict) -> None:
+    if not dataset.labelled:
+        return
+    for split, rows in splits.items():
+        classes = np.unique(dataset.y[rows])
+        if len(rows) and classes.size < 2:
+            raise DataError(f"{dataset.path or dataset.source}: the {split} split holds only class "
+                            f"{dataset.label_names[classes[0]]!r}; probes need at least two "
+                            "(use more examples or another data.test_fraction)")
+
+
+def _manifest(dataset: Dataset, config: DataConfig, seed: int, rows: dict, files: dict, value_range) -> dict:
     counts = {split: int(len(r)) for split, r in rows.items()}
     per_class = {split: np.bincount(dataset.y[r], minlength=len(dataset.label_names)).tolist()
-                 for split, r in rows.items()}
+                 for split, r in rows.items()} if dataset.labelled else None
     fingerprint = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
     return {
         "source": dataset.source,
-        "path": dataset.path,
+        "path": str(Path(dataset.path).resolve()) if dataset.path and Path(dataset.path).exists() else dataset.path,
         "example_shape": list(dataset.x.shape[1:]),
-        "dtypes": {"x": "float32", "y": "int32", "id": "int64"},
+        "dtypes": {"x": "float32", "y": "int32", "id": "int64", "source_x": str(dataset.x.dtype)},
         "counts": counts,
         "counts_per_class": per_class,
         "label_names": list(dataset.label_names),
-        "preprocessing": {"scaling": "[0, 1]", "seed": seed,
-                          "test_split": "the source's own" if dataset.is_test is not None
-                          else f"seeded stratified, fraction {config.test_fraction}"},
+        "value_range": value_range,
+        "preprocessing": {
+            "scaling": config.scaling,
+            "binarize": config.binarize,
+            "binarize_threshold": config.binarize_threshold if config.binarize == "static" else None,
+            "max_examples": config.max_examples,
+            "test_split": ("the source's own" if dataset.is_test is not None
+                           else f"seeded stratified, fraction {config.test_fraction}"),
+            "seed": seed,
+        },
         "sha256": files,
         "fingerprint": fingerprint,
     }
 
 
 def read_manifest(prepared_dir: str | Path) -> dict:
-    import json
-
     path = Path(prepared_dir) / "manifest.json"
     try:
         return json.loads(path.read_text())

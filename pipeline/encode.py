@@ -1,6 +1,14 @@
-"""Encode every prepared example with a trained model's q_φ(z|x) and write latent Parquet."""
+"""Encode examples with a trained model's q_φ(z|x) and write latent Parquet.
 
+Two entry points: `encode`, the DVC stage (every prepared example), and the command line
+for new data in another project, through the same readers and preprocessing as prepare:
+
+    python -m pipeline.encode --model data/model/model.keras --input new.npz --output out/
+"""
+
+import argparse
 import importlib.metadata
+import json
 import platform
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,12 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Params, as_dict
-from pipeline.data import SPLITS, load_split, read_manifest
-from pipeline.errors import DataError
+from pipeline.data import SPLITS, Preprocessor, load_split, read_manifest
+from pipeline.errors import DataError, run_stage
 from pipeline.io import sha256_file
 from pipeline.latents import LatentBatch, write_latents
+from pipeline.sources import NO_LABEL, Dataset, read_idx_dir, read_image_folder, read_npz, read_table
 
 PACKAGES = ("vae-pipeline", "tensorflow", "keras", "numpy", "pyarrow")
+# Written by the train stage beside model.keras: how its inputs were preprocessed.
+PREPROCESSING_FILE, DATA_MANIFEST_FILE = "preprocessing.npz", "data_manifest.json"
 
 
 def load_vae(model_path: str | Path):
@@ -34,15 +45,15 @@ def load_vae(model_path: str | Path):
     return model
 
 
-def encoded_batches(encoder, prepared_dir: str | Path, batch_size: int) -> Iterator[LatentBatch]:
-    """Stream (split, rows) through the encoder, one batch in memory at a time."""
-    for split in SPLITS:
-        data = load_split(prepared_dir, split)
-        for start in range(0, len(data), batch_size):
-            rows = slice(start, start + batch_size)
-            z_mean, z_log_var = encoder.predict_on_batch(np.asarray(data.x[rows]))
-            yield LatentBatch(split, np.asarray(data.id[rows]), np.asarray(data.y[rows]),
-                              np.asarray(z_mean), np.asarray(z_log_var))
+def encoded_batches(encoder, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray,
+                    batch_size: int, preprocess=None) -> Iterator[LatentBatch]:
+    """Stream rows through the encoder, one batch in memory at a time."""
+    for start in range(0, len(ids), batch_size):
+        rows = slice(start, start + batch_size)
+        xb = np.asarray(x[rows])
+        z_mean, z_log_var = encoder.predict_on_batch(preprocess(xb) if preprocess else xb)
+        yield LatentBatch(split, np.asarray(ids[rows]), np.asarray(y[rows]), np.asarray(z_mean),
+                          np.asarray(z_log_var))
 
 
 def package_versions() -> dict:
@@ -55,14 +66,18 @@ def package_versions() -> dict:
     return versions
 
 
+def _check_shape(vae, shape, model_path, where) -> None:
+    model_shape = list(vae.encoder.inputs[0].shape[1:])
+    if model_shape != list(shape):
+        raise DataError(f"{model_path}: model takes examples of shape {model_shape}, but {where} holds "
+                        f"{list(shape)}; retrain the model or resize the input")
+
+
 def encode(params: Params, prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path) -> int:
-    """Write data/latents for the train and test splits; returns the number of rows."""
+    """The encode stage: latents of the train and test splits; returns the number of rows."""
     manifest = read_manifest(prepared_dir)
     vae = load_vae(model_path)
-    model_shape = list(vae.encoder.inputs[0].shape[1:])
-    if model_shape != manifest["example_shape"]:
-        raise DataError(f"{model_path}: model takes examples of shape {model_shape}, but "
-                        f"{prepared_dir} holds {manifest['example_shape']}; retrain the model")
+    _check_shape(vae, manifest["example_shape"], model_path, prepared_dir)
     metadata = {
         "dataset_fingerprint": manifest["fingerprint"],
         "dataset_source": manifest["source"],
@@ -71,5 +86,82 @@ def encode(params: Params, prepared_dir: str | Path, model_path: str | Path, out
         "params": as_dict(params),
         "versions": package_versions(),
     }
-    batches = encoded_batches(vae.encoder, prepared_dir, params.encode.batch_size)
+
+    def batches():
+        for split in SPLITS:
+            data = load_split(prepared_dir, split)
+            yield from encoded_batches(vae.encoder, split, data.x, data.y, data.id, params.encode.batch_size)
+
+    return write_latents(out_dir, batches(), vae.latent_dim, metadata)
+
+
+def read_input(path: Path, example_shape, x_key="x", y_key=None, label_column=None) -> Dataset:
+    """New data through prepare's readers, the reader chosen from what `path` is."""
+    if path.is_file() and path.suffix == ".npz":
+        return read_npz(path, x_key, y_key)
+    if path.is_file():
+        return read_table(path, label_column, None)
+    if path.is_dir() and any("idx" in p.name.lower() for p in path.iterdir()):
+        return read_idx_dir(path)
+    if path.is_dir():
+        color = "grey" if example_shape[-1] == 1 else "rgb"
+        return read_image_folder(path, tuple(example_shape[:2]), color)
+    raise DataError(f"{path}: not found (expected an .npz, a .csv/.parquet table, a directory of IDX files "
+                    "or a folder of class subfolders of images)")
+
+
+def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = 1024,
+                    split: str = "new", **reader_options) -> int:
+    """Encode `input_path` with a trained model, preprocessed as its training data was."""
+    vae = load_vae(model_path)
+    trained_on = _training_manifest(model_path)
+    shape = trained_on["example_shape"] if trained_on else list(vae.encoder.inputs[0].shape[1:])
+    dataset = read_input(input_path, shape, **reader_options)
+    _check_shape(vae, dataset.x.shape[1:], model_path, input_path)
+    preprocess = Preprocessor.load(model_path.parent / PREPROCESSING_FILE) if trained_on else None
+    y = _to_training_labels(dataset, trained_on["label_names"] if trained_on else list(dataset.label_names))
+    metadata = {
+        "dataset_source": f"{dataset.source}: {input_path}",
+        "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
+        "label_names": trained_on["label_names"] if trained_on else list(dataset.label_names),
+        "model_sha256": sha256_file(model_path),
+        "versions": package_versions(),
+    }
+    batches = encoded_batches(vae.encoder, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
+                              batch_size, preprocess)
     return write_latents(out_dir, batches, vae.latent_dim, metadata)
+
+
+def _training_manifest(model_path: Path) -> dict | None:
+    path = model_path.parent / DATA_MANIFEST_FILE
+    return json.loads(path.read_text()) if path.is_file() and (model_path.parent / PREPROCESSING_FILE).is_file() else None
+
+
+def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:
+    """The new data's labels as indices into the training label names (NO_LABEL when unknown)."""
+    if not len(dataset.label_names):
+        return dataset.y
+    index = {name: i for i, name in enumerate(training_names)}
+    lookup = np.array([index.get(name, NO_LABEL) for name in dataset.label_names], np.int32)
+    return np.where(dataset.y == NO_LABEL, NO_LABEL, lookup[dataset.y])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.encode", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a trained model.keras")
+    parser.add_argument("--input", type=Path, required=True,
+                        help="an .npz, a .csv/.parquet table, a directory of IDX files or of class folders")
+    parser.add_argument("--output", type=Path, required=True, help="directory for the latent Parquet dataset")
+    parser.add_argument("--split", default="new", help="partition name for these rows (default: new)")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--x-key", default="x", help="npz: array of inputs")
+    parser.add_argument("--y-key", default=None, help="npz: array of labels (optional)")
+    parser.add_argument("--label-column", default=None, help="table: label column (optional)")
+    args = parser.parse_args(argv)
+    rows = encode_new_data(args.model, args.input, args.output, args.batch_size, args.split,
+                           x_key=args.x_key, y_key=args.y_key, label_column=args.label_column)
+    print(f"encoded {rows} rows of {args.input} into {args.output}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

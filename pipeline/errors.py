@@ -28,7 +28,7 @@ def run_stage(main: Callable[[], None]) -> None:
     params.yaml fails in a second; its C++ start-up chatter is silenced unless asked for.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
     try:
         main()
     except PipelineError as error:

@@ -1,7 +1,8 @@
 """Atomic outputs: write beside the target under a temporary name, then rename into place.
 
 A stage that fails or is killed midway leaves the previous output untouched and no
-half-written file or directory under the final name.
+half-written file or directory under the final name; the next run of the same output
+clears the hidden temporaries a killed run left behind.
 """
 
 import contextlib
@@ -19,6 +20,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary file path beside `target`; rename it onto `target` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target.parent.glob(f".{target.stem}.*.tmp{target.suffix}"))
     # The temporary name keeps the suffix: Keras only saves to paths ending in ".keras".
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
     os.close(fd)
@@ -34,13 +36,18 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory; on success it replaces `target` whole.
 
-    The old directory is moved aside before the new one is renamed in, so at every
-    moment `target` is either the complete old output or the complete new one.
+    The old directory is moved aside just before the new one is renamed in, so `target`
+    is always the complete old output or the complete new one, except for the instant
+    between the two renames; a run killed there leaves the old one aside, and the next
+    run puts it back before anything else.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     old = target.parent / f".{target.name}.old"
+    if old.exists() and not target.exists():  # a run killed between the two renames
+        os.replace(old, target)
+    _remove_stale(target.parent.glob(f".{target.name}.*.tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp
         shutil.rmtree(old, ignore_errors=True)
@@ -50,6 +57,12 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale(paths) -> None:
+    """Temporaries left by a killed run of the same output (runs of one output never overlap)."""
+    for path in paths:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -12,8 +12,9 @@ def main() -> None:
 
     metrics = evaluate(params, prepared_dir="data/prepared", model_path="data/model/model.keras",
                        latents_dir="data/latents", out_dir="data/evaluation")
-    summary = {key: metrics[key] for key in ("subo", "gradient_variance")}
-    print(json.dumps({"probe": metrics["probe"]["accuracy"], **summary}, indent=1))
+    summary = {key: metrics[key] for key in ("probe", "knn", "subo", "gradient_variance") if key in metrics}
+    print(json.dumps(summary, indent=1))
+    print("report: data/evaluation/report.md")
 
 
 if __name__ == "__main__":

@@ -50,10 +50,11 @@ def test_same_seed_same_split_other_seed_other_split(tmp_path, prepared):
 
 def test_failed_prepare_keeps_the_previous_output(tmp_path, monkeypatch):
     import pipeline.data as data
+    from pipeline.sources import Dataset
 
     out = tmp_path / "prepared"
     good = prepare(DataConfig(), seed=0, out_dir=out)
-    broken = data.Dataset(x=np.full((10, 2), np.nan, dtype=np.float32), y=np.zeros(10, np.int32),
+    broken = Dataset(x=np.full((10, 2), np.nan, dtype=np.float32), y=np.zeros(10, np.int32),
                           label_names=("a",), source="digits")
     monkeypatch.setattr(data, "load_source", lambda config: broken)
     with pytest.raises(DataError, match="NaN or infinite"):
@@ -85,12 +86,13 @@ def idx_dir(tmp_path):
 
 
 def test_idx_source_keeps_its_own_test_split(idx_dir, tmp_path):
-    from pipeline.data import read_idx
+    from pipeline.sources import read_idx
 
     manifest = prepare(DataConfig(source="fashion_mnist", path=str(idx_dir)), seed=0, out_dir=tmp_path / "p")
     assert manifest["counts"] == {"train": 40, "test": 20}
     assert manifest["example_shape"] == [28, 28, 1] and manifest["path"] == str(idx_dir)
     assert manifest["label_names"][9] == "Ankle boot"
+    assert manifest["preprocessing"]["test_split"] == "the source's own"
     test = load_split(tmp_path / "p", "test")
     pixels = read_idx(idx_dir / "t10k-images-idx3-ubyte.gz")
     np.testing.assert_allclose(test.x[..., 0], pixels / 255.0, rtol=1e-6)
@@ -98,7 +100,7 @@ def test_idx_source_keeps_its_own_test_split(idx_dir, tmp_path):
 
 
 def test_idx_errors_name_the_file(idx_dir, tmp_path):
-    from pipeline.data import read_idx
+    from pipeline.sources import read_idx
 
     bad = tmp_path / "bad.gz"
     write_idx(bad, np.zeros((2, 3)), code=0x07)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ import pytest
 import yaml
 
 from pipeline.io import sha256_file
+from pipeline.latents import load_latents
 
-from .conftest import TINY, copy_project
+from .conftest import ROOT, TINY, copy_project
 
 BIN = Path(sys.executable).parent
 
@@ -56,12 +58,13 @@ def test_dvc_repro_writes_every_output(repo):
     for path in ("data/prepared/manifest.json", "data/model/model.keras", "data/model/encoder.keras",
                  "data/model/live/metrics.json", "data/latents/split=train/part-0.parquet",
                  "data/latents/split=test/part-0.parquet", "data/evaluation/metrics.json",
-                 "data/evaluation/umap.png", "data/evaluation/umap.csv"):
+                 "data/evaluation/images/umap.png", "data/evaluation/umap.csv", "data/evaluation/confusion.csv",
+                 "data/evaluation/report.md", "data/evaluation/images/reconstructions.png"):
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
     assert metrics["subo"]["test"]["U"] >= metrics["subo"]["test"]["reconstruction"] >= 0
     shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
-    assert "probe.accuracy.latent" in shown or '"latent"' in shown
+    assert '"accuracy"' in shown and '"baselines"' in shown
 
 
 def test_second_repro_runs_nothing(repo):
@@ -86,10 +89,44 @@ def test_bad_param_stops_with_one_line_and_keeps_outputs(repo):
     assert sha256_file(repo / "data/model/model.keras") == before
 
 
+def readme_python_snippets() -> list[str]:
+    """The python blocks of the README's "Using the latents in another project" section."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Using the latents in another project")[1].split("\n## ")[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_snippets_run_on_the_outputs(repo):
+    repo, _ = repo
+    snippets = readme_python_snippets()
+    assert len(snippets) >= 5
+    for snippet in snippets:
+        result = run([sys.executable, "-c", snippet], repo)
+        assert result.stdout.strip(), snippet
+
+
+def test_dvc_import_and_get_from_another_repository(repo, tmp_path):
+    repo, _ = repo
+    run(["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")], repo)
+    run(["dvc", "push"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "outputs"], repo)
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    run(["git", "init", "-q"], consumer)
+    run(["dvc", "init", "-q"], consumer)
+    run(["dvc", "import", str(repo), "data/latents", "-o", "latents"], consumer)
+    assert (consumer / "latents.dvc").is_file()
+    imported = load_latents(consumer / "latents", latent_dim=8)
+    assert imported.num_rows == 1797
+    run(["dvc", "get", str(repo), "data/latents", "-o", str(tmp_path / "copy")], tmp_path)
+    assert load_latents(tmp_path / "copy", split="test").num_rows == 360
+
+
 def test_experiment_changes_latent_dim(repo):
     repo, _ = repo
     run(["dvc", "exp", "run", "-S", "model.latent_dim=4", "--name", "latent4"], repo)
     table = run(["dvc", "exp", "show", "--json"], repo).stdout
     assert "latent4" in table
     metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
-    assert metrics["probe"]["dim"]["latent"] == 4
+    assert metrics["probe"]["dim"] == 4

@@ -17,11 +17,18 @@ def test_metrics_file_structure_and_ranges(pipeline_run):
     metrics = pipeline_run["metrics"]
     out = pipeline_run["paths"]["evaluation"]
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    probe = metrics["probe"]
-    assert set(probe["accuracy"]) == {"latent", "pca", "raw"}
-    assert probe["dim"] == {"latent": 4, "pca": 4, "raw": 64}
-    assert all(0 <= a <= 1 for a in probe["accuracy"].values())
-    assert probe["accuracy"]["latent"] > 3 * probe["majority_class_accuracy"]  # well above chance
+    probe, baselines = metrics["probe"], metrics["baselines"]
+    assert probe["dim"] == 4 and probe["train_examples"] == 1437
+    assert probe["C"] in (0.01, 0.1, 1.0, 10.0) and 0 <= probe["validation_accuracy"] <= 1
+    assert 0 <= probe["macro_f1"] <= probe["accuracy"] + 0.05 and probe["accuracy"] <= 1
+    assert probe["accuracy"] > 3 * baselines["majority_class_accuracy"]  # well above chance
+    assert (baselines["pca"]["dim"], baselines["raw"]["dim"]) == (4, 64)
+    for name in ("pca", "raw"):
+        b = baselines[name]
+        assert b["latent_minus_baseline"] == pytest.approx(probe["accuracy"] - b["linear"]["accuracy"])
+        assert b["latent_beats_baseline"] == (b["latent_minus_baseline"] > 0)
+        assert 0 <= b["knn"] <= 1
+    assert metrics["knn"]["k"] == 5 and 0.3 < metrics["knn"]["accuracy"] <= 1
     assert set(metrics["subo"]) == {"validation", "test"}
     assert metrics["subo"]["validation"]["examples"] == 120  # capped by surprisal_examples (144 held out)
     figures = metrics["subo"]["test"]
@@ -36,15 +43,36 @@ def test_metrics_file_structure_and_ranges(pipeline_run):
     assert variance["score_function"] > variance["reparameterized"] > 0
     assert variance["ratio"] == pytest.approx(variance["score_function"] / variance["reparameterized"])
     assert (variance["repeats"], variance["batch_size"]) == (8, 32)
-    assert metrics["umap"]["points"] == 200
+    assert metrics["umap"] == {"split": "test", "points": 200, "n_neighbors": 10, "min_dist": 0.1, "seed": 0}
+    assert metrics["generative"]["images"] and len(metrics["generative"]["mean_kl_per_dim"]) == 4
 
 
-def test_umap_outputs(pipeline_run):
+def test_pictures_plots_and_report(pipeline_run):
     out = pipeline_run["paths"]["evaluation"]
-    assert (out / "umap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = np.loadtxt(out / "umap.csv", delimiter=",", skiprows=1)
-    assert table.shape == (200, 3) and np.isfinite(table).all()
-    assert set(table[:, 2].astype(int)) <= set(range(10))
+    for name in ("umap", "reconstructions", "samples", "traversals"):
+        assert (out / "images" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    coords = np.loadtxt(out / "umap.csv", delimiter=",", skiprows=1, usecols=(0, 1))
+    assert coords.shape == (200, 2) and np.isfinite(coords).all()
+    labels = np.loadtxt(out / "umap.csv", delimiter=",", skiprows=1, usecols=2, dtype=str)
+    assert set(labels) <= {str(i) for i in range(10)}
+    confusion = np.loadtxt(out / "confusion.csv", delimiter=",", skiprows=1, dtype=str)
+    assert confusion.shape == (360, 2)
+    assert np.mean(confusion[:, 0] == confusion[:, 1]) == pytest.approx(pipeline_run["metrics"]["probe"]["accuracy"])
+    report = (out / "report.md").read_text()
+    assert "## Probes" in report and "![reconstructions](images/reconstructions.png)" in report
+
+
+def test_probes_use_one_protocol_for_every_feature_set():
+    """Same rows, same C search: identical features must give identical scores under any name."""
+    from pipeline.probes import ProbeProtocol, probe_suite
+
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    x = rng.normal(size=(300, 5)) + 2 * y[:, None]
+    protocol = ProbeProtocol((0.1, 1.0), 0.25, 200, 3, seed=0)
+    results, _ = probe_suite({"a": (x[:240], x[240:]), "b": (x[:240], x[240:])}, y[:240], y[240:], protocol)
+    assert results["a"] == results["b"] and results["train_examples"] == 200
+    assert results["a"]["linear"]["accuracy"] > 0.8
 
 
 def test_sample_counts():

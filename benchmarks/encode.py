@@ -1,0 +1,80 @@
+"""Encode throughput and peak memory for 10k, 100k and 1M synthetic rows.
+
+    python benchmarks/encode.py [--rows 10000 100000 1000000] [--batch-size 1024]
+
+Each size runs in a fresh process: synthetic digits-shaped inputs (8x8x1 float32) are
+written to a memory-mapped .npy, then streamed through the default encoder (params.yaml's
+model block, untrained weights: the cost does not depend on their values) into the latent
+Parquet writer, exactly as the encode stage does. Prints rows/s and the process's peak
+resident memory above its level just before encoding (TensorFlow and the model loaded).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def one_run(rows: int, batch_size: int) -> dict:
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from pipeline.config import load_params
+    from pipeline.encode import encoded_batches
+    from pipeline.latents import write_latents
+    from pipeline.model import build_vae
+
+    params = load_params(ROOT / "params.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        x = np.lib.format.open_memmap(Path(tmp) / "x.npy", mode="w+", dtype=np.float32, shape=(rows, 8, 8, 1))
+        rng = np.random.default_rng(0)
+        for start in range(0, rows, 100_000):  # written in chunks: the inputs never sit in memory
+            x[start:start + 100_000] = rng.uniform(size=x[start:start + 100_000].shape)
+        x.flush()
+        x = np.load(Path(tmp) / "x.npy", mmap_mode="r")
+        vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)
+        y, ids = np.zeros(rows, np.int32), np.arange(rows, dtype=np.int64)
+        vae.encoder.predict_on_batch(np.asarray(x[:batch_size]))  # compile outside the timing
+        before = peak_rss_mib()
+        start = time.perf_counter()
+        written = write_latents(Path(tmp) / "latents", encoded_batches(vae.encoder, "train", x, y, ids, batch_size),
+                                vae.latent_dim, {})
+        seconds = time.perf_counter() - start
+        size = sum(p.stat().st_size for p in (Path(tmp) / "latents").rglob("*.parquet"))
+    return {"rows": written, "seconds": round(seconds, 2), "rows_per_second": round(written / seconds),
+            "peak_rss_mib": round(peak_rss_mib()), "peak_growth_mib": round(peak_rss_mib() - before),
+            "parquet_mib": round(size / 2**20, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size here
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_run(args.one, args.batch_size)))
+        return
+    print(f"{'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak RSS MiB':>13} {'growth MiB':>11} {'parquet MiB':>12}")
+    for rows in args.rows:
+        out = subprocess.run([sys.executable, __file__, "--one", str(rows), "--batch-size", str(args.batch_size)],
+                             capture_output=True, text=True, check=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{r['rows']:>10,} {r['seconds']:>8} {r['rows_per_second']:>10,} {r['peak_rss_mib']:>13} "
+              f"{r['peak_growth_mib']:>11} {r['parquet_mib']:>12}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Probes: how much label information do features carry, measured the same way for all.
+
+Every feature set (latents, raw inputs, PCA of the inputs) goes through the same protocol:
+a seeded, stratified subsample of train (at most `max_train` rows), a held-out part of it
+to choose the logistic regression's C over a log grid, a refit on the whole subsample,
+and one score on test. The kNN probe uses the same rows.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ProbeProtocol:
+    c_grid: tuple[float, ...]
+    validation_fraction: float
+    max_train: int
+    knn_k: int
+    seed: int
+
+
+def _rows(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """At most n rows of y, stratified and seeded, sorted."""
+    from sklearn.model_selection import train_test_split
+
+    if n >= len(y):
+        return np.arange(len(y))
+    kept, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=y)
+    return np.sort(kept)
+
+
+def _logistic(c: float, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000, random_state=seed))
+
+
+def linear_probe(train_x, train_y, test_x, test_y, protocol: ProbeProtocol) -> tuple[dict, np.ndarray]:
+    """StandardScaler + LogisticRegression, C chosen on a held-out part of train.
+
+    Returns the scores (test accuracy and macro-F1, the chosen C and its validation
+    accuracy) and the test predictions.
+    """
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import train_test_split
+
+    fit, held = train_test_split(np.arange(len(train_y)), test_size=protocol.validation_fraction,
+                                 random_state=protocol.seed, stratify=train_y)
+    validation = {c: _logistic(c, protocol.seed).fit(train_x[fit], train_y[fit]).score(train_x[held], train_y[held])
+                  for c in protocol.c_grid}
+    best = max(protocol.c_grid, key=lambda c: (validation[c], -c))  # ties: the stronger regularisation
+    predicted = _logistic(best, protocol.seed).fit(train_x, train_y).predict(test_x)
+    scores = {"accuracy": float(np.mean(predicted == test_y)),
+              "macro_f1": float(f1_score(test_y, predicted, average="macro")),
+              "C": best, "validation_accuracy": float(validation[best])}
+    return scores, predicted
+
+
+def knn_probe(train_x, train_y, test_x, test_y, k: int) -> float:
+    """Test accuracy of k-nearest-neighbour voting on standardised features."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(k, len(train_y))))
+    return float(model.fit(train_x, train_y).score(test_x, test_y))
+
+
+def probe_suite(features: dict, train_y, test_y, protocol: ProbeProtocol) -> tuple[dict, np.ndarray]:
+    """Linear and kNN probes on each feature set {name: (train_x, test_x)} with one protocol.
+
+    Returns {name: {"linear": {...}, "knn": accuracy, "dim": d}} and the test predictions
+    of the first feature set's linear probe.
+    """
+    rows = _rows(train_y, protocol.max_train, protocol.seed)
+    results, first_predictions = {}, None
+    for name, (train_x, test_x) in features.items():
+        linear, predicted = linear_probe(train_x[rows], train_y[rows], test_x, test_y, protocol)
+        results[name] = {"linear": linear, "knn": knn_probe(train_x[rows], train_y[rows], test_x, test_y,
+                                                            protocol.knn_k),
+                         "dim": int(train_x.shape[1])}
+        first_predictions = predicted if first_predictions is None else first_predictions
+    return {"train_examples": int(len(rows)), **results}, first_predictions

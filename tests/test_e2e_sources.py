@@ -1,0 +1,51 @@
+"""`dvc repro` end to end on a user's own CSV table and PNG folder, swapped in through params.yaml."""
+
+import json
+
+import pyarrow.dataset as pads
+import pytest
+
+from .conftest import copy_project
+from .test_e2e import edit_params, run
+from .test_sources import make_image_folder, make_table
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = copy_project(tmp_path_factory.mktemp("sources"))
+    edit_params(repo, **{"train.epochs": 2, "model.hidden": [32], "model.latent_dim": 2,
+                         "evaluate.importance_samples": 5, "evaluate.surprisal_examples": 50,
+                         "evaluate.gradient_variance": {"repeats": 3, "batch_size": 16}})
+    make_table(repo / "data/raw/table.csv", n=240)
+    make_image_folder(repo / "data/raw/shapes", sizes=((12, 12), (16, 10)), per_class=40)
+    run(["git", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], repo)
+    return repo
+
+
+@pytest.mark.parametrize("params, rows, shape", [
+    ({"data.source": "table", "data.path": "data/raw/table.csv"}, 240, [3]),
+    ({"data.source": "image_folder", "data.path": "data/raw/shapes", "data.images": {"size": [8, 8], "color": "grey"},
+      "model.architecture": "conv", "model.filters": [4, 8]}, 80, [8, 8, 1]),
+])
+def test_repro_on_own_data(repo, params, rows, shape):
+    edit_params(repo, **params)
+    result = run(["dvc", "repro"], repo)
+    assert "Running stage 'evaluate'" in result.stdout
+    manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
+    assert manifest["source"] == params["data.source"] and manifest["example_shape"] == shape
+    latents = pads.dataset(repo / "data/latents", format="parquet", partitioning="hive").to_table()
+    assert latents.num_rows == rows
+    metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
+    assert 0 <= metrics["probe"]["accuracy"] <= 1
+    assert "Running stage" not in run(["dvc", "repro"], repo).stdout
+
+
+def test_editing_the_data_reruns_prepare(repo):
+    edit_params(repo, **{"data.source": "table", "data.path": "data/raw/table.csv", "model.architecture": "mlp"})
+    run(["dvc", "repro"], repo)
+    make_table(repo / "data/raw/table.csv", n=210)
+    result = run(["dvc", "repro"], repo)
+    assert "Running stage 'prepare'" in result.stdout
+    assert json.loads((repo / "data/prepared/manifest.json").read_text())["counts"] == {"train": 168, "test": 42}

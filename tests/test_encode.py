@@ -1,0 +1,101 @@
+"""Encoding as a data product: new data from another project, and a killed encode."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.data import Preprocessor, load_split
+from pipeline.encode import encode_new_data
+from pipeline.errors import DataError
+from pipeline.latents import latents_to_numpy, load_latents, read_metadata, write_latents
+
+from .test_latents import _batch
+from .test_sources import make_image_folder
+
+
+def test_encode_new_npz_matches_the_stage(pipeline_run, tmp_path):
+    """Raw digits through the CLI path equal the encode stage's latents of the same rows."""
+    from pipeline.sources import read_digits
+
+    paths = pipeline_run["paths"]
+    test = load_split(paths["prepared"], "test")
+    digits = read_digits()
+    np.savez(tmp_path / "new.npz", x=digits.x[test.id], y=digits.y[test.id])
+    rows = encode_new_data(paths["model"], tmp_path / "new.npz", tmp_path / "out", y_key="y")
+    assert rows == len(test)
+    new = load_latents(tmp_path / "out", split="new", latent_dim=4)
+    stage = load_latents(paths["latents"], split="test").sort_by("id")
+    np.testing.assert_allclose(latents_to_numpy(new), latents_to_numpy(stage), rtol=1e-5, atol=1e-6)
+    assert new.column("label").to_pylist() == stage.column("label").to_pylist()
+    meta = read_metadata(next((tmp_path / "out").rglob("*.parquet")))
+    assert meta["label_names"] == [str(i) for i in range(10)] and "new.npz" in meta["dataset_source"]
+
+
+def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path):
+    paths = pipeline_run["paths"]
+    make_image_folder(tmp_path / "imgs", sizes=((30, 20),), per_class=3)
+    result = subprocess.run([sys.executable, "-m", "pipeline.encode", "--model", str(paths["model"]),
+                             "--input", str(tmp_path / "imgs"), "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "encoded 6 rows" in result.stdout
+    table = load_latents(tmp_path / "out")
+    assert table.num_rows == 6 and table.column("label").null_count == 6  # classes unknown to the model
+    np.savez(tmp_path / "wide.npz", x=np.zeros((3, 9, 9, 1)))
+    result = subprocess.run([sys.executable, "-m", "pipeline.encode", "--model", str(paths["model"]),
+                             "--input", str(tmp_path / "wide.npz"), "--output", str(tmp_path / "o2")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("model takes examples of shape [8, 8, 1], but "
+                                          f"{tmp_path / 'wide.npz'} holds [9, 9, 1]; retrain the model or resize the input")
+
+
+def test_new_data_is_preprocessed_like_the_training_data(pipeline_run):
+    paths = pipeline_run["paths"]
+    pre = Preprocessor.load(paths["model_dir"] / "preprocessing.npz")
+    assert pre.scaling == "unit" and float(pre.scale.ravel()[0]) == 16.0  # digits pixels are 0..16
+
+
+def test_missing_input_is_a_clear_error(pipeline_run, tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        encode_new_data(pipeline_run["paths"]["model"], tmp_path / "none.npz", tmp_path / "o")
+
+
+KILL_SCRIPT = """
+import sys
+import numpy as np
+from pipeline.latents import LatentBatch, write_latents
+
+def batches():
+    rng = np.random.default_rng(0)
+    for start in range(0, 10_000_000, 20_000):
+        print(start, flush=True)
+        yield LatentBatch("train", np.arange(start, start + 20_000), np.zeros(20_000, np.int64),
+                          rng.normal(size=(20_000, 8)), rng.normal(size=(20_000, 8)))
+
+write_latents(sys.argv[1], batches(), 8, {})
+"""
+
+
+def test_killed_encode_leaves_the_previous_latents(tmp_path):
+    out = tmp_path / "latents"
+    write_latents(out, [_batch("train", 7, 8), _batch("test", 3, 8)], 8, {"run": "previous"})
+    before = {p: p.read_bytes() for p in out.rglob("*.parquet")}
+    process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(out)], stdout=subprocess.PIPE, text=True)
+    for _ in range(10):  # let it write several row groups into its temporary directory
+        process.stdout.readline()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert {p: p.read_bytes() for p in out.rglob("*.parquet")} == before
+    assert load_latents(out).num_rows == 10
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "latents"]
+    assert leftovers and all(p.name.startswith(".latents.") and p.name.endswith(".tmp") for p in leftovers)
+    # the next successful write replaces the output and clears what the killed run left
+    write_latents(out, [_batch("train", 4, 8)], 8, {})
+    assert load_latents(out).num_rows == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["latents"]

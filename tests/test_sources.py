@@ -1,0 +1,190 @@
+"""Every data.source on small files made here; every error names the file and keeps old outputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.config import parse_params
+from pipeline.data import Preprocessor, load_split, prepare
+from pipeline.errors import DataError
+
+from .test_data import write_idx
+
+
+def data_config(**data):
+    return parse_params({"data": data}).data
+
+
+def make_table(path, n=60, label="label", extra=None):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    columns = {"a": rng.normal(size=n), "b": rng.uniform(5, 10, size=n), "c": rng.integers(0, 4, size=n)}
+    if label:
+        columns[label] = np.array(["cat", "dog", "eel"])[np.arange(n) % 3]
+    columns.update(extra or {})
+    table = pa.table(columns)
+    if path.suffix == ".parquet":
+        pq.write_table(table, path)
+    else:
+        pacsv.write_csv(table, path)
+    return table
+
+
+def make_image_folder(root, sizes=((10, 12),), per_class=6, mode="L"):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("circle", "square")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            h, w = sizes[i % len(sizes)]
+            shape = (h, w) if mode == "L" else (h, w, 3)
+            pixels = rng.integers(0, 256, size=shape, dtype=np.uint8) // (c + 1)
+            Image.fromarray(pixels, mode).save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+def test_table_csv_and_parquet(tmp_path):
+    for suffix in (".csv", ".parquet"):
+        path = tmp_path / f"t{suffix}"
+        table = make_table(path)
+        manifest = prepare(data_config(source="table", path=str(path)), seed=0, out_dir=tmp_path / f"p{suffix}")
+        assert manifest["example_shape"] == [3] and manifest["label_names"] == ["cat", "dog", "eel"]
+        assert sum(manifest["counts"].values()) == 60
+        train = load_split(tmp_path / f"p{suffix}", "train")
+        assert train.x.min() == 0.0 and train.x.max() == 1.0  # min/max of train per feature
+        row = int(train.id[0])
+        expected_a = (table["a"][row].as_py() - min(table["a"].to_numpy()[train.id]))
+        assert train.x[0, 0] == pytest.approx(expected_a / np.ptp(table["a"].to_numpy()[train.id]), rel=1e-5)
+        assert ["cat", "dog", "eel"][train.y[0]] == table["label"][row].as_py()
+
+
+def test_table_feature_columns_and_no_labels(tmp_path):
+    path = tmp_path / "t.csv"
+    make_table(path, label=None)
+    manifest = prepare(data_config(source="table", path=str(path), table={"label_column": None,
+                                                                           "feature_columns": ["b", "a"]}),
+                       seed=0, out_dir=tmp_path / "p")
+    assert manifest["example_shape"] == [2] and manifest["label_names"] == []
+    assert set(load_split(tmp_path / "p", "test").y) == {-1}
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: make_table(p, extra={"name": np.array(["x"] * 60)}), "feature columns must be numeric; not numeric: ['name']"),
+    (lambda p: make_table(p, label="kind"), "no column 'label'; columns are ['a', 'b', 'c', 'kind']"),
+    (lambda p: make_table(p, extra={"d": np.where(np.arange(60) == 3, np.nan, 1.0)}), "feature columns have missing values: ['d']"),
+    (lambda p: p.write_text("a,b\n1,2\n3\n"), "cannot read table"),
+])
+def test_table_errors(tmp_path, setup, message):
+    path = tmp_path / "t.csv"
+    setup(path)
+    with pytest.raises(DataError) as info:
+        prepare(data_config(source="table", path=str(path)), seed=0, out_dir=tmp_path / "p")
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_npz_with_keys_and_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", inputs=rng.uniform(size=(50, 4, 4)), target=np.arange(50) % 2)
+    cfg = data_config(source="npz", path=str(tmp_path / "d.npz"), npz={"x_key": "inputs", "y_key": "target"})
+    manifest = prepare(cfg, seed=0, out_dir=tmp_path / "p")
+    assert manifest["example_shape"] == [4, 4] and manifest["counts"] == {"train": 40, "test": 10}
+    with pytest.raises(DataError, match=r"no array named 'input'; it holds \['inputs', 'target'\] \(did you mean 'inputs'\?\)"):
+        prepare(data_config(source="npz", path=str(tmp_path / "d.npz"), npz={"x_key": "input"}), 0, tmp_path / "q")
+    np.savez(tmp_path / "m.npz", x=np.zeros((5, 2)), y=np.zeros(4))
+    with pytest.raises(DataError, match="5 inputs in 'x' but 4 labels in 'y'"):
+        prepare(data_config(source="npz", path=str(tmp_path / "m.npz")), 0, tmp_path / "q")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(DataError, match="broken.npz: cannot read npz file"):
+        prepare(data_config(source="npz", path=str(tmp_path / "broken.npz")), 0, tmp_path / "q")
+    np.savez(tmp_path / "inf.npz", x=np.where(np.arange(30).reshape(10, 3) == 4, np.inf, 0.5), y=np.arange(10) % 2)
+    with pytest.raises(DataError, match=r"inf.npz: inputs contain NaN or infinite values \(1 examples\)"):
+        prepare(data_config(source="npz", path=str(tmp_path / "inf.npz")), 0, tmp_path / "q")
+    np.savez(tmp_path / "e.npz", x=np.zeros((0, 3)), y=np.zeros(0))
+    with pytest.raises(DataError, match="the dataset is empty"):
+        prepare(data_config(source="npz", path=str(tmp_path / "e.npz")), 0, tmp_path / "q")
+
+
+def test_image_folder_resize_grey_and_rgb(tmp_path):
+    make_image_folder(tmp_path / "imgs", sizes=((10, 12), (20, 9)))
+    cfg = data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": [8, 6]})
+    manifest = prepare(cfg, seed=0, out_dir=tmp_path / "p")
+    assert manifest["example_shape"] == [8, 6, 1] and manifest["label_names"] == ["circle", "square"]
+    cfg = data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": [8, 6], "color": "rgb"})
+    assert prepare(cfg, seed=0, out_dir=tmp_path / "q")["example_shape"] == [8, 6, 3]
+
+
+def test_image_folder_of_mixed_sizes_needs_a_resize(tmp_path):
+    make_image_folder(tmp_path / "imgs", sizes=((10, 12), (20, 9)))
+    with pytest.raises(DataError, match=r"1\.png: image of size \(20, 9\) but .*0\.jpg is \(10, 12\); set data.images.size"):
+        prepare(data_config(source="image_folder", path=str(tmp_path / "imgs")), seed=0, out_dir=tmp_path / "p")
+    (tmp_path / "imgs" / "circle" / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="bad.png: cannot read image"):
+        prepare(data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": [4, 4]}),
+                seed=0, out_dir=tmp_path / "p")
+
+
+def test_idx_directory_with_and_without_a_test_part(tmp_path):
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, size=(30, 5, 5)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(30) % 3)
+    manifest = prepare(data_config(source="idx", path=str(tmp_path)), seed=0, out_dir=tmp_path / "p")
+    assert manifest["counts"] == {"train": 24, "test": 6} and manifest["example_shape"] == [5, 5, 1]
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, size=(9, 5, 5)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(9) % 3)
+    manifest = prepare(data_config(source="idx", path=str(tmp_path)), seed=0, out_dir=tmp_path / "p")
+    assert manifest["counts"] == {"train": 30, "test": 9}
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(8) % 3)
+    with pytest.raises(DataError, match="9 images but .*t10k-labels-idx1-ubyte.gz has 8 labels"):
+        prepare(data_config(source="idx", path=str(tmp_path)), seed=0, out_dir=tmp_path / "p")
+
+
+def test_standardize_binarize_and_subsample(tmp_path):
+    manifest = prepare(data_config(scaling="standardize"), seed=0, out_dir=tmp_path / "s")
+    train = load_split(tmp_path / "s", "train").x.reshape(1437, -1)
+    used = train.std(axis=0) > 0
+    np.testing.assert_allclose(train[:, used].mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(train[:, used].std(axis=0), 1, atol=1e-3)
+    assert manifest["value_range"][0] < 0
+    prepare(data_config(binarize="static", binarize_threshold=0.3), seed=0, out_dir=tmp_path / "b")
+    assert set(np.unique(load_split(tmp_path / "b", "train").x)) == {0.0, 1.0}
+    manifest = prepare(data_config(max_examples=500), seed=0, out_dir=tmp_path / "m")
+    assert sum(manifest["counts"].values()) == 500
+    assert min(manifest["counts_per_class"]["train"]) >= 35  # stratified
+
+
+def test_preprocessor_round_trips_through_its_file(tmp_path):
+    prepare(data_config(scaling="standardize"), seed=0, out_dir=tmp_path / "s")
+    pre = Preprocessor.load(tmp_path / "s" / "preprocessing.npz")
+    from pipeline.sources import read_digits
+
+    digits = read_digits()
+    split = load_split(tmp_path / "s", "test")
+    np.testing.assert_allclose(pre(digits.x[split.id]), split.x, rtol=1e-6)
+
+
+def test_a_split_left_with_one_class_is_an_error(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(size=(20, 3)), y=np.r_[np.zeros(19), 1])
+    with pytest.raises(DataError, match="the test split holds only class '0.0'|cannot make the test split"):
+        prepare(data_config(source="npz", path=str(tmp_path / "d.npz")), seed=0, out_dir=tmp_path / "p")
+
+
+def test_a_bad_source_keeps_the_previous_prepared_data(tmp_path):
+    out = tmp_path / "prepared"
+    good = prepare(data_config(), seed=0, out_dir=out)
+    with pytest.raises(DataError, match="not found"):
+        prepare(data_config(source="npz", path=str(tmp_path / "missing.npz")), seed=0, out_dir=out)
+    assert json.loads((out / "manifest.json").read_text()) == good
+
+
+def test_misspelt_source_suggests_the_closest():
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'image_folder'"):
+        data_config(source="image_folders")
+    with pytest.raises(ConfigError, match=r"data.images.size must be a list of 2 integers >= 1. Got \[28\] instead."):
+        data_config(images={"size": [28]})
