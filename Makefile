@@ -8,7 +8,10 @@ EXTRAS ?= dev
 # dvc.yaml runs `python stages/...`: that must be the environment's python.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: repro test test-all install clean
+PLOTS_TEMPLATE := .dvc/tmp/plots-offline.html
+NODE_MODULES := .dvc/tmp/vega/node_modules
+
+.PHONY: repro test test-all install clean plots
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
@@ -28,6 +31,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
+
+# `dvc plots show` as one HTML page that renders offline (scripts inlined, not from a CDN).
+plots: $(STAMP) $(PLOTS_TEMPLATE)
+	$(BIN)/dvc plots show --html-template $(PLOTS_TEMPLATE) -o dvc_plots
+
+$(PLOTS_TEMPLATE):
+	npm install --silent --no-save --no-audit --no-fund --prefix .dvc/tmp/vega vega@5 vega-lite@5 vega-embed@6
+	$(BIN)/python -m pipeline.plots $(NODE_MODULES) $(PLOTS_TEMPLATE)
 
 clean:
 	rm -rf $(VENV)

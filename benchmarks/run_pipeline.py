@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=None, metavar="STAGE",
                         help="run only these stages, reusing --out for the others' outputs")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        force=True)
+    logging.getLogger("pipeline").setLevel(logging.INFO)
     params = overridden_params(args.overrides)
     out = args.out or Path(tempfile.mkdtemp(prefix="vae-bench-"))
 

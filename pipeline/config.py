@@ -85,9 +85,18 @@ class LossConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = bounded(30, lo=1)
-    batch_size: int = bounded(128, lo=1)
+    batch_size: int = bounded(128, lo=1)  # global: split across replicas
     learning_rate: float = bounded(1e-3, lo=0, lo_open=True)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 over all epochs
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    clipnorm: float | None = bounded(None, lo=0, lo_open=True)  # per-gradient norm clipping
+    early_stopping_patience: int | None = bounded(None, lo=1)  # epochs without a better val U
     phi_steps: int = bounded(1, lo=1)  # encoder steps per decoder step; 1 = joint updates
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    deterministic: bool = False  # TensorFlow op determinism: identical runs, somewhat slower
+    steps_per_execution: int = bounded(1, lo=1)  # train steps per compiled call
+    jit_compile: bool = False  # XLA-compile the train step
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ def run_stage(main: Callable[[], None]) -> None:
     params.yaml fails in a second; its C++ start-up chatter is silenced unless asked for.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        force=True)
+    logging.getLogger("pipeline").setLevel(logging.INFO)  # our progress; others' warnings only
     try:
         main()
     except PipelineError as error:

@@ -76,8 +76,9 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
     h = layers.Flatten()(h)
     for i, units in enumerate(hidden):
         h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
-    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+    # Heads in float32 under mixed precision: the SUBO is computed in float32.
+    z_mean = layers.Dense(latent_dim, name="z_mean", dtype="float32")(h)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype="float32")(h)
     return keras.Model(x, [z_mean, z_log_var], name="encoder")
 
 
@@ -100,10 +101,10 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
         h = layers.Reshape(small)(h)
         for i, (n, a, b) in enumerate(zip(reversed(filters), reversed(sh), reversed(sw))):
             h = layers.Conv2DTranspose(n, 3, strides=(a, b), padding="same", activation="relu", name=f"deconv_{i}")(h)
-        h = layers.Conv2DTranspose(channels, 3, padding="same", name="params")(h)
+        h = layers.Conv2DTranspose(channels, 3, padding="same", name="params", dtype="float32")(h)
     else:
-        h = layers.Dense(math.prod(output_shape), name="params")(h)
-        h = layers.Reshape(tuple(output_shape))(h)
+        h = layers.Dense(math.prod(output_shape), name="params", dtype="float32")(h)
+        h = layers.Reshape(tuple(output_shape), dtype="float32")(h)
     return keras.Model(z, h, name="decoder")
 
 
@@ -142,9 +143,10 @@ class VAE(keras.Model):
         self.sampler = Sampler(samples=mc_samples, seed=seed, name="sampler")
         # Weight on D in the objective; the KL warm-up callback ramps it from 0 to β.
         self.kl_weight = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.beta),
-                                         trainable=False, name="kl_weight")
+                                         trainable=False, name="kl_weight", dtype="float32")
         # Running mean of the reconstruction surprisal: the score-function baseline b.
-        self.baseline = self.add_weight(shape=(), initializer="zeros", trainable=False, name="baseline")
+        self.baseline = self.add_weight(shape=(), initializer="zeros", trainable=False, name="baseline",
+                                        dtype="float32", aggregation="mean")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("U", "D", "reconstruction")}
 
     @property
@@ -194,9 +196,13 @@ class VAE(keras.Model):
         return self.objective(x, training=training)[1]
 
     def _step(self, x, variables):
+        # Replicas' gradients are summed, so each replica's mean is divided by their number;
+        # scale_loss is mixed_float16's loss scaling (a no-op otherwise).
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             objective, terms = self.objective(x, training=True)
-        self.optimizer.apply(tape.gradient(objective, variables), variables)
+            scaled = self.optimizer.scale_loss(objective / replicas)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
         return terms
 
     def train_step(self, data):
@@ -219,7 +225,12 @@ class VAE(keras.Model):
     def _update_trackers(self, terms) -> dict:
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces step outputs across workers with reduce(MEAN, axis=0), which
+            # needs an axis: give each scalar one, which that reduction then removes.
+            results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
+        return results
 
     @property
     def metrics(self):

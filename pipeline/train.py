@@ -1,13 +1,19 @@
 """Fit the VAE on the prepared train split and save it.
 
-Outputs: model.keras (the whole VAE, optimizer included), encoder.keras (built-in layers
-only, loads with plain Keras), the data's preprocessing and manifest (for encoding new
-data), and dvclive per-epoch metrics for train and validation.
+Outputs under model_dir: model.keras (the whole VAE, optimizer included), encoder.keras
+(built-in layers only, loads with plain Keras), the data's preprocessing and manifest (for
+encoding new data), and dvclive per-epoch metrics. While training, backup/ holds the last
+completed epoch (weights and optimizer state): a killed run resumes from it.
 """
 
+import hashlib
+import json
 import logging
+import math
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,18 +21,33 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.config import Params
+from pipeline.config import Params, as_dict
 from pipeline.data import binarize_sample, load_split, read_manifest, validation_rows
-from pipeline.errors import PipelineError
 from pipeline.encode import DATA_MANIFEST_FILE, PREPROCESSING_FILE
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, write_json
 from pipeline.model import KLWarmup, build_vae
 
 log = logging.getLogger(__name__)
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+              "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
+
+
+class NonFiniteObjective(RuntimeError):
+    pass
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raise as soon as U is NaN or infinite (Keras' TerminateOnNaN watches a `loss` we do not log)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get("U")
+        if value is not None and not math.isfinite(float(value)):
+            raise NonFiniteObjective(f"U became {float(value)} at batch {batch}")
 
 
 class LiveLogger(keras.callbacks.Callback):
-    """Log every epoch's metrics to dvclive as train/<name> and validation/<name>."""
+    """Per epoch to dvclive: train/<metric>, validation/<metric>, learning rate, samples/s."""
 
     def __init__(self, live, examples_per_epoch: int):
         super().__init__()
@@ -38,9 +59,12 @@ class LiveLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
+        self.live.step = epoch  # one row per epoch, also when a resumed run repeats one
         for key, value in (logs or {}).items():
             split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
             self.live.log_metric(f"{split}/{name}", float(value))
+        rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)  # a variable under tf.distribute
+        self.live.log_metric("train/learning_rate", float(rate))
         self.live.log_metric("train/samples_per_second", self.examples_per_epoch / seconds)
         self.live.next_step()
 
@@ -60,46 +84,126 @@ def make_dataset(x: np.ndarray, batch_size: int, seed: int | None, binarize: boo
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def distribution_strategy() -> tf.distribute.Strategy:
-    """Every visible GPU through MirroredStrategy; the default strategy otherwise."""
-    gpus = tf.config.list_physical_devices("GPU")
-    log.info("devices: %s", ", ".join(d.name for d in gpus) or "CPU only")
-    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+def distribution_strategy(kind: str) -> tf.distribute.Strategy:
+    """auto: every visible GPU (MirroredStrategy when there are several); multi_worker: TF_CONFIG.
+
+    Created before any other TensorFlow work, as MultiWorkerMirroredStrategy requires.
+    """
+    if kind == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise PipelineError("train.distribution 'multi_worker' needs the TF_CONFIG environment variable "
+                                "(cluster and task of this worker); see README 'Several machines'")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "mirrored" or (kind == "auto" and len(tf.config.list_physical_devices("GPU")) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
+                                             and resolver.task_id == 0)
+
+
+def make_optimizer(params: Params, updates_per_epoch: int) -> keras.optimizers.Optimizer:
+    cfg = params.train
+    rate = cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=cfg.epochs * updates_per_epoch)
+    return OPTIMIZERS[cfg.optimizer](learning_rate=rate, **({"clipnorm": cfg.clipnorm} if cfg.clipnorm else {}))
 
 
 def train(params: Params, prepared_dir: str | Path, model_dir: str | Path) -> dict:
-    """Train on data/prepared; write model.keras, encoder.keras and live/ under model_dir."""
-    from dvclive import Live
-
+    """Train on data/prepared; write the model files and live/ under model_dir."""
     if keras.backend.backend() != "tensorflow":
         raise PipelineError(f"KERAS_BACKEND must be 'tensorflow'. Got {keras.backend.backend()!r} instead.")
+    cfg, model_dir = params.train, Path(model_dir)
+    strategy = distribution_strategy(cfg.distribution)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(params.seed)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(cfg.precision)
+    try:
+        return _train(params, prepared_dir, model_dir, strategy)
+    finally:  # the policy is process-wide: leave it as it was
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(params: Params, prepared_dir, model_dir: Path, strategy) -> dict:
+    from dvclive import Live
+
+    cfg = params.train
+    devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "CPU")]
+    log.info("devices: %s; replicas in sync: %d (%s); precision policy: %s", ", ".join(devices),
+             strategy.num_replicas_in_sync, type(strategy).__name__, cfg.precision)
+
     manifest = read_manifest(prepared_dir)
+    _check_model_fits_data(params, manifest, prepared_dir)
+    if params.loss.kl_warmup_epochs > cfg.epochs:
+        log.warning("loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
+                    "never reaches loss.beta", params.loss.kl_warmup_epochs, cfg.epochs)
+    fit_data, validation_data, n_fit = _datasets(params, prepared_dir)
+    updates = math.ceil(n_fit / cfg.batch_size) * (1 if cfg.phi_steps == 1 else cfg.phi_steps + 1)
+
+    with strategy.scope():
+        vae = build_vae(manifest["example_shape"], params.model, params.loss, phi_steps=cfg.phi_steps,
+                        seed=params.seed)
+        vae.compile(optimizer=make_optimizer(params, updates), steps_per_execution=cfg.steps_per_execution,
+                    jit_compile=cfg.jit_compile)
+
+    chief = is_chief(strategy)
+    backup = model_dir / "backup" if chief else Path(tempfile.mkdtemp(prefix="vae-worker-backup-"))
+    resuming = _prepare_backup(backup, _run_fingerprint(params, manifest))
+    callbacks = _callbacks(params, backup, has_validation=validation_data is not None)
+    live_dir = model_dir / "live" if chief else backup / "live"
+    with Live(str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None) as live:
+        if resuming:
+            done = json.loads((backup / "training_metadata.json").read_text())["epoch"]
+            log.info("resuming from %s at epoch %d of %d", backup, done + 1, cfg.epochs)
+        try:
+            history = vae.fit(
+                fit_data, validation_data=validation_data, epochs=cfg.epochs,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded
+                callbacks=[*callbacks, LiveLogger(live, n_fit)],
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
+        except NonFiniteObjective as error:
+            raise PipelineError(f"training diverged: {error}; the last good epoch is kept in {backup} "
+                                "(lower train.learning_rate or set train.clipnorm, then re-run)") from None
+    _save_outputs(vae, prepared_dir, manifest, model_dir if chief else Path(tempfile.mkdtemp()))
+    shutil.rmtree(backup, ignore_errors=True)  # finished: nothing left to resume
+    return {key: float(values[-1]) for key, values in history.history.items()}
+
+
+def _datasets(params: Params, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int]:
+    """The fit and validation parts of the prepared train split, and the fit part's size."""
     split = load_split(prepared_dir, "train")
     x = np.asarray(split.x)
     fit_rows, val_rows = validation_rows(split.y, params.data.validation_fraction, params.seed)
-
-    if params.loss.kl_warmup_epochs > params.train.epochs:
-        log.warning("loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
-                    "never reaches loss.beta", params.loss.kl_warmup_epochs, params.train.epochs)
-    _check_model_fits_data(params, manifest, prepared_dir)
-    with distribution_strategy().scope():
-        vae = build_vae(manifest["example_shape"], params.model, params.loss,
-                        phi_steps=params.train.phi_steps, seed=params.seed)
-        vae.compile(optimizer=keras.optimizers.Adam(params.train.learning_rate))
-
-    model_dir = Path(model_dir)
     dynamic = params.data.binarize == "dynamic"
+    fit = make_dataset(x[fit_rows], params.train.batch_size, params.seed, binarize=dynamic)
+    if not len(val_rows):
+        return fit, None, len(fit_rows)
+    # Validation inputs are binarized once, with a seed, so every epoch scores the same data.
     x_val = binarize_sample(x[val_rows], params.seed) if dynamic else x[val_rows]
-    with Live(str(model_dir / "live"), save_dvc_exp=False, dvcyaml=None) as live:
-        history = vae.fit(
-            make_dataset(x[fit_rows], params.train.batch_size, params.seed, binarize=dynamic),
-            validation_data=make_dataset(x_val, params.train.batch_size, None) if len(val_rows) else None,
-            epochs=params.train.epochs,
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            callbacks=[KLWarmup(params.loss.kl_warmup_epochs), LiveLogger(live, len(fit_rows))],
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
+    return fit, make_dataset(x_val, params.train.batch_size, None), len(fit_rows)
+
+
+def _callbacks(params: Params, backup: Path, has_validation: bool) -> list:
+    callbacks = [KLWarmup(params.loss.kl_warmup_epochs), StopOnNonFinite(),
+                 # double_checkpoint: a kill while saving leaves the previous epoch's copy
+                 keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False, double_checkpoint=True)]
+    if params.train.early_stopping_patience and has_validation:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_U", mode="min", restore_best_weights=True,
+                                                       patience=params.train.early_stopping_patience))
+    return callbacks
+
+
+def _save_outputs(vae, prepared_dir, manifest: dict, model_dir: Path) -> None:
     with atomic_path(model_dir / "model.keras") as tmp:
         vae.save(tmp)
     with atomic_path(model_dir / "encoder.keras") as tmp:
@@ -108,7 +212,25 @@ def train(params: Params, prepared_dir: str | Path, model_dir: str | Path) -> di
     with atomic_path(model_dir / PREPROCESSING_FILE) as tmp:
         shutil.copyfile(Path(prepared_dir) / "preprocessing.npz", tmp)
     write_json(model_dir / DATA_MANIFEST_FILE, manifest)
-    return {key: float(values[-1]) for key, values in history.history.items()}
+
+
+def _run_fingerprint(params: Params, manifest: dict) -> str:
+    """What a backup must match to be resumed: the data and every param training reads."""
+    keys = {k: v for k, v in as_dict(params).items() if k in ("seed", "model", "loss", "train")}
+    keys["data"] = {k: as_dict(params)["data"][k] for k in ("validation_fraction", "binarize")}
+    text = json.dumps({"params": keys, "data": manifest["fingerprint"]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _prepare_backup(backup: Path, fingerprint: str) -> bool:
+    """True when backup/ holds a completed epoch of this very run; otherwise start it afresh."""
+    stamp = backup / "run_fingerprint.txt"
+    resumable = (backup / "training_metadata.json").is_file() and stamp.is_file() and stamp.read_text() == fingerprint
+    if not resumable:
+        shutil.rmtree(backup, ignore_errors=True)
+        backup.mkdir(parents=True)
+        stamp.write_text(fingerprint)
+    return resumable
 
 
 def _check_model_fits_data(params: Params, manifest: dict, prepared_dir) -> None:

@@ -1,0 +1,205 @@
+"""Training as a production tool: replicas, workers, resume after SIGKILL, NaN guard, determinism.
+
+Each scenario runs in its own process (TensorFlow's device layout, determinism and
+strategies are process-wide) on the digits data prepared once for the module.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from .conftest import ROOT, TINY
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A directory with params.yaml and data/prepared (digits), where stages run as in DVC."""
+    from pipeline.config import parse_params
+    from pipeline.data import prepare
+
+    root = tmp_path_factory.mktemp("train")
+    prepare(parse_params(TINY).data, seed=0, out_dir=root / "data" / "prepared")
+    return root
+
+
+def write_params(root: Path, **train) -> None:
+    params = {**TINY, "train": {**TINY["train"], **train}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def run_train(root: Path, env=None, **popen):
+    return subprocess.Popen([sys.executable, str(ROOT / "stages" / "train.py")], cwd=root, env=env or ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def live_steps(root: Path) -> list[int]:
+    path = root / "data/model/live/plots/metrics/train/U.tsv"
+    if not path.is_file():
+        return []
+    return [int(line.split("\t")[0]) for line in path.read_text().splitlines()[1:] if line.strip()]
+
+
+def test_resume_after_sigkill_continues_at_the_next_epoch(project, tmp_path):
+    root = tmp_path
+    shutil.copytree(project / "data" / "prepared", root / "data" / "prepared")
+    write_params(root, epochs=4, batch_size=4)  # ~360 steps an epoch: time to kill mid-epoch
+    process = run_train(root)
+    deadline = time.time() + 300
+    while len(live_steps(root)) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert live_steps(root) == [0, 1]
+    assert json.loads((root / "data/model/backup/training_metadata.json").read_text())["epoch"] == 2
+    assert not (root / "data/model/model.keras").exists()
+
+    second = run_train(root)
+    _, stderr = second.communicate(timeout=600)
+    assert second.returncode == 0, stderr[-3000:]
+    assert "at epoch 3 of 4" in stderr
+    assert live_steps(root) == [0, 1, 2, 3]
+    assert not (root / "data/model/backup").exists()  # finished: nothing left to resume
+    check = subprocess.run([sys.executable, "-c", f"""
+import keras, pipeline.model
+vae = keras.saving.load_model({str(root / 'data/model/model.keras')!r})
+print(int(vae.optimizer.iterations.numpy()))"""], capture_output=True, text=True, env=ENV)
+    steps_per_epoch = int(np.ceil(1293 / 4))  # 90% of the 1,437 train digits, batch 4
+    assert int(check.stdout.strip()) == 4 * steps_per_epoch  # optimizer state was restored too
+
+
+def test_nan_stops_with_a_message_and_keeps_the_backup(project, tmp_path):
+    shutil.copytree(project / "data" / "prepared", tmp_path / "data" / "prepared")
+    write_params(tmp_path, optimizer="sgd", learning_rate=1e12, epochs=2)
+    process = run_train(tmp_path)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged: U became nan") or "U became inf" in last
+    assert "is kept in data/model/backup" in last
+    assert (tmp_path / "data/model/backup/run_fingerprint.txt").is_file()
+    assert not (tmp_path / "data/model/model.keras").exists()
+
+
+DETERMINISM = """
+import json, sys
+from pipeline.config import parse_params
+from pipeline.train import train
+params = parse_params(json.loads(sys.argv[1]))
+print(json.dumps([train(params, sys.argv[2], sys.argv[3] + str(i)) for i in range(2)]))
+"""
+
+
+def test_deterministic_runs_give_identical_metrics(project, tmp_path):
+    params = {**TINY, "train": {**TINY["train"], "epochs": 2, "deterministic": True},
+              "data": {"binarize": "dynamic"}}
+    out = subprocess.run([sys.executable, "-c", DETERMINISM, json.dumps(params), str(project / "data/prepared"),
+                          str(tmp_path / "run")], capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0, out.stderr[-3000:]
+    first, second = json.loads(out.stdout.strip().splitlines()[-1])
+    assert first == second and np.isfinite(first["U"])
+
+
+MIRRORED = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from pipeline.config import parse_params
+from pipeline.model import build_vae
+
+params = parse_params(json.loads(sys.argv[1]))
+x = np.random.default_rng(0).uniform(size=(512, 8, 8, 1)).astype("float32")
+
+def one_step(strategy):
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)
+        vae.compile(optimizer=keras.optimizers.SGD(0.01))
+    before = [w.numpy().copy() for w in vae.trainable_weights]
+    history = vae.fit(x, batch_size=512, epochs=1, verbose=0, shuffle=False).history
+    delta = np.concatenate([(w.numpy() - b).ravel() for w, b in zip(vae.trainable_weights, before)])
+    return history["U"][0], float(np.linalg.norm(delta)), strategy.num_replicas_in_sync
+
+print(json.dumps([one_step(tf.distribute.get_strategy()),
+                  one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]))
+"""
+
+
+def test_two_replicas_take_the_same_step_as_one():
+    out = subprocess.run([sys.executable, "-c", MIRRORED, json.dumps({**TINY, "loss": {"mc_samples": 8}})],
+                         capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (u1, step1, n1), (u2, step2, n2) = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (n1, n2) == (1, 2)
+    assert u2 == pytest.approx(u1, rel=0.02)  # the same objective, up to sampling noise
+    assert step2 == pytest.approx(step1, rel=0.1)  # gradients averaged over replicas, not summed
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_complete_an_epoch(project, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    workers = []
+    for index in range(2):
+        root = tmp_path / f"worker{index}"
+        shutil.copytree(project / "data" / "prepared", root / "data" / "prepared")
+        write_params(root, epochs=1, distribution="multi_worker")
+        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append((root, run_train(root, env=env)))
+    for root, process in workers:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+        assert "replicas in sync: 2 (CollectiveAllReduceStrategy)" in stderr  # = MultiWorkerMirrored
+    chief, other = workers[0][0], workers[1][0]
+    assert (chief / "data/model/model.keras").is_file() and live_steps(chief) == [0]
+    assert not (other / "data/model/model.keras").exists()  # only the chief writes outputs
+
+
+def test_multi_worker_without_tf_config_is_a_clear_error(project, tmp_path):
+    shutil.copytree(project / "data" / "prepared", tmp_path / "data" / "prepared")
+    write_params(tmp_path, distribution="multi_worker")
+    env = {k: v for k, v in ENV.items() if k != "TF_CONFIG"}
+    _, stderr = run_train(tmp_path, env=env).communicate(timeout=300)
+    assert stderr.strip().splitlines()[-1].startswith("error: train.distribution 'multi_worker' needs the TF_CONFIG")
+
+
+def test_bf16_cosine_and_clipping_in_process(pipeline_run, tmp_path):
+    import keras
+
+    from pipeline.train import train
+
+    from .conftest import tiny_params
+
+    params = tiny_params(**{"train.precision": "mixed_bfloat16", "train.lr_schedule": "cosine",
+                            "train.clipnorm": 1.0, "train.epochs": 3, "train.steps_per_execution": 4})
+    history = train(params, pipeline_run["paths"]["prepared"], tmp_path)
+    assert np.isfinite(history["U"]) and keras.mixed_precision.global_policy().name == "float32"
+    rates = np.loadtxt(tmp_path / "live/plots/metrics/train/learning_rate.tsv", skiprows=1, usecols=1)
+    assert rates[0] > rates[1] > rates[2] == pytest.approx(0, abs=1e-9)  # cosine decay to 0 over the run
+    vae = keras.saving.load_model(tmp_path / "model.keras")
+    assert vae.decoder.get_layer("hidden_0").dtype_policy.name == "mixed_bfloat16"
+    z_mean, _ = vae.encoder.predict_on_batch(np.zeros((2, 8, 8, 1), np.float32))
+    assert z_mean.dtype == np.float32  # heads, and so the SUBO, stay float32
