@@ -1,11 +1,13 @@
-"""`dvc repro` end to end on a user's own CSV table and PNG folder, swapped in through params.yaml."""
+"""`dvc repro` end to end on a user's own CSV table, npz, IDX directory and PNG folder, via params.yaml."""
 
 import json
 
+import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
 from .conftest import copy_project
+from .test_data import write_idx
 from .test_e2e import edit_params, run
 from .test_sources import make_image_folder, make_table
 
@@ -18,6 +20,11 @@ def repo(tmp_path_factory):
                          "evaluate.gradient_variance": {"repeats": 3, "batch_size": 16}})
     make_table(repo / "data/raw/table.csv", n=240)
     make_image_folder(repo / "data/raw/shapes", sizes=((12, 12), (16, 10)), per_class=40)
+    rng = np.random.default_rng(0)
+    np.savez(repo / "data/raw/arrays.npz", x=rng.normal(size=(150, 6)), y=np.arange(150) % 3)
+    (repo / "data/raw/idx").mkdir()
+    write_idx(repo / "data/raw/idx/train-images-idx3-ubyte.gz", rng.integers(0, 256, size=(160, 10, 10)))
+    write_idx(repo / "data/raw/idx/train-labels-idx1-ubyte.gz", np.arange(160) % 4)
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], repo)
@@ -26,6 +33,8 @@ def repo(tmp_path_factory):
 
 @pytest.mark.parametrize("params, rows, shape", [
     ({"data.source": "table", "data.path": "data/raw/table.csv"}, 240, [3]),
+    ({"data.source": "npz", "data.path": "data/raw/arrays.npz"}, 150, [6]),
+    ({"data.source": "idx", "data.path": "data/raw/idx"}, 160, [10, 10, 1]),
     ({"data.source": "image_folder", "data.path": "data/raw/shapes", "data.images": {"size": [8, 8], "color": "grey"},
       "model.architecture": "conv", "model.filters": [4, 8]}, 80, [8, 8, 1]),
 ])
