@@ -66,8 +66,12 @@ def package_versions() -> dict:
     return versions
 
 
+def _input_shape(vae) -> list[int]:
+    return list(vae.encoder.inputs[0].shape[1:])
+
+
 def _check_shape(vae, shape, model_path, where) -> None:
-    model_shape = list(vae.encoder.inputs[0].shape[1:])
+    model_shape = _input_shape(vae)
     if model_shape != list(shape):
         raise DataError(f"{model_path}: model takes examples of shape {model_shape}, but {where} holds "
                         f"{list(shape)}; retrain the model or resize the input")
@@ -115,15 +119,16 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     """Encode `input_path` with a trained model, preprocessed as its training data was."""
     vae = load_vae(model_path)
     trained_on = _training_manifest(model_path)
-    shape = trained_on["example_shape"] if trained_on else list(vae.encoder.inputs[0].shape[1:])
+    shape = trained_on["example_shape"] if trained_on else _input_shape(vae)
     dataset = read_input(input_path, shape, **reader_options)
     _check_shape(vae, dataset.x.shape[1:], model_path, input_path)
     preprocess = Preprocessor.load(model_path.parent / PREPROCESSING_FILE) if trained_on else None
-    y = _to_training_labels(dataset, trained_on["label_names"] if trained_on else list(dataset.label_names))
+    label_names = trained_on["label_names"] if trained_on else list(dataset.label_names)
+    y = _to_training_labels(dataset, label_names)
     metadata = {
         "dataset_source": f"{dataset.source}: {input_path}",
         "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
-        "label_names": trained_on["label_names"] if trained_on else list(dataset.label_names),
+        "label_names": label_names,
         "model_sha256": sha256_file(model_path),
         "versions": package_versions(),
     }

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.data import split_indices
+
 
 @dataclass(frozen=True)
 class ProbeProtocol:
@@ -18,16 +20,6 @@ class ProbeProtocol:
     max_train: int
     knn_k: int
     seed: int
-
-
-def _rows(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """At most n rows of y, stratified and seeded, sorted."""
-    from sklearn.model_selection import train_test_split
-
-    if n >= len(y):
-        return np.arange(len(y))
-    kept, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=y)
-    return np.sort(kept)
 
 
 def _logistic(c: float, seed: int):
@@ -45,10 +37,8 @@ def linear_probe(train_x, train_y, test_x, test_y, protocol: ProbeProtocol) -> t
     accuracy) and the test predictions.
     """
     from sklearn.metrics import f1_score
-    from sklearn.model_selection import train_test_split
 
-    fit, held = train_test_split(np.arange(len(train_y)), test_size=protocol.validation_fraction,
-                                 random_state=protocol.seed, stratify=train_y)
+    fit, held = split_indices(train_y, protocol.validation_fraction, protocol.seed, "probe validation")
     validation = {c: _logistic(c, protocol.seed).fit(train_x[fit], train_y[fit]).score(train_x[held], train_y[held])
                   for c in protocol.c_grid}
     best = max(protocol.c_grid, key=lambda c: (validation[c], -c))  # ties: the stronger regularisation
@@ -75,7 +65,9 @@ def probe_suite(features: dict, train_y, test_y, protocol: ProbeProtocol) -> tup
     Returns {name: {"linear": {...}, "knn": accuracy, "dim": d}} and the test predictions
     of the first feature set's linear probe.
     """
-    rows = _rows(train_y, protocol.max_train, protocol.seed)
+    rows = np.arange(len(train_y))
+    if protocol.max_train < len(rows):  # the same seeded, stratified subsample as data.max_examples
+        rows, _ = split_indices(train_y, len(rows) - protocol.max_train, protocol.seed, "probe subsample")
     results, first_predictions = {}, None
     for name, (train_x, test_x) in features.items():
         linear, predicted = linear_probe(train_x[rows], train_y[rows], test_x, test_y, protocol)
