@@ -11,10 +11,18 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 PLOTS_TEMPLATE := .dvc/tmp/plots-offline.html
 NODE_MODULES := .dvc/tmp/vega/node_modules
 
-.PHONY: repro test test-all install clean plots
+.PHONY: repro test test-all install clean plots git-clone
 
-repro: $(STAMP)
+repro: git-clone $(STAMP)
 	$(BIN)/dvc repro
+
+# DVC keeps the pipeline's state (dvc.lock, experiments) in git: outside a clone it fails
+# with a bare "not a git repository". Say what to do instead, before installing anything.
+git-clone:
+	@git rev-parse --is-inside-work-tree >/dev/null 2>&1 || { \
+	  echo "error: $(CURDIR) is not a git repository; this project runs as a git clone (DVC records" \
+	       "the pipeline in git). Use 'git clone <url>', or for a copy without history run:" \
+	       "git init && git add -A && git commit -m 'start'" >&2; exit 2; }
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -8,6 +8,7 @@ never the raw dict.
 
 import dataclasses
 import difflib
+import logging
 import math
 import types
 from dataclasses import dataclass, field
@@ -17,6 +18,11 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+# The largest integer any knob takes: counts and seeds go to TensorFlow and numpy as int32.
+INT_MAX = 2**31 - 1
+DEFAULT_DATA_PATH = "data/raw"
 
 
 def bounded(default, *, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -33,7 +39,8 @@ class NpzConfig:
 @dataclass(frozen=True)
 class TableConfig:
     label_column: str | None = "label"  # null: no labels
-    feature_columns: tuple[str, ...] | None = None  # null: every column but the label
+    # null: every column but the label
+    feature_columns: tuple[str, ...] | None = field(default=None, metadata={"min_length": 1, "noun": "column names"})
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class ImagesConfig:
 class DataConfig:
     source: Literal["digits", "fashion_mnist", "mnist", "idx", "npz", "table", "image_folder"] = "digits"
     # The local file or directory a source reads; a DVC dependency of prepare.
-    path: str = "data/raw"
+    path: str = DEFAULT_DATA_PATH
     npz: NpzConfig = NpzConfig()
     table: TableConfig = TableConfig()
     images: ImagesConfig = ImagesConfig()
@@ -66,7 +73,7 @@ class ModelConfig:
     architecture: Literal["mlp", "conv"] = "mlp"  # conv needs H×W×C images
     latent_dim: int = bounded(8, lo=1)
     hidden: tuple[int, ...] = bounded((256, 128), lo=1)  # Dense widths (after the convs for conv)
-    filters: tuple[int, ...] = bounded((32, 64), lo=1)  # conv only: Conv2D filters per layer
+    filters: tuple[int, ...] = bounded((32, 64), lo=1)  # conv only: Conv2D filters per layer (at least one)
     # bernoulli for data in [0, 1]; gaussian with a fixed sigma keeps S bounded below.
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
     sigma: float = bounded(1.0, lo=0, lo_open=True)
@@ -84,8 +91,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = bounded(30, lo=1)
-    batch_size: int = bounded(128, lo=1)  # global: split across replicas
+    epochs: int = bounded(60, lo=1)
+    batch_size: int = bounded(64, lo=1)  # global: split across replicas
     learning_rate: float = bounded(1e-3, lo=0, lo_open=True)
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 over all epochs
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
@@ -120,7 +127,8 @@ class GradientVarianceConfig:
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    c_grid: tuple[float, ...] = bounded((0.01, 0.1, 1.0, 10.0), lo=0, lo_open=True)  # logistic C
+    c_grid: tuple[float, ...] = field(default=(0.01, 0.1, 1.0, 10.0),  # logistic regression C
+                                      metadata={"lo": 0, "lo_open": True, "min_length": 1})
     validation_fraction: float = bounded(0.2, lo=0, hi=1, lo_open=True, hi_open=True)  # of train, to pick C
     # A seeded, stratified cap on the train rows every probe sees (raw 784-d inputs are slow).
     max_train_examples: int = bounded(20_000, lo=10)
@@ -149,24 +157,75 @@ class Params:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raise ConfigError naming the first bad key."""
+    """Read and validate params.yaml; raise ConfigError naming the first bad key.
+
+    Keys the file leaves out take the code's defaults (the shipped params.yaml lists the
+    same values); the keys filled in are logged, so a lost block does not go unnoticed.
+    """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (expected the pipeline's params.yaml)") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({_one_line(error)})") from None
-    return parse_params(raw or {}, source=str(path))
+    except ConfigError as error:  # a duplicate key
+        raise ConfigError(f"{path}: {error}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; expected the pipeline's params "
+                          "(restore the shipped file with `git checkout params.yaml`)")
+    params = parse_params(raw, source=str(path))
+    missing = missing_keys(raw)
+    if missing:
+        log.warning("%s does not set %s; using the defaults", path,
+                    ", ".join(f"{key}={value!r}" for key, value in missing.items()))
+    return params
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
-    return _build(Params, raw, key="", source=source)
+    params = _build(Params, raw, key="", source=source)
+    _check_combinations(params, source)
+    return params
 
 
 def as_dict(params: Params) -> dict:
     """The params as plain nested dicts (for metadata and logs)."""
     return dataclasses.asdict(params)
+
+
+def missing_keys(raw: dict, cls=Params, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: default} for every leaf key that `raw` leaves out."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        key = _dotted(prefix, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):
+            sub = raw.get(f.name) if isinstance(raw, dict) else None
+            out.update(missing_keys(sub if isinstance(sub, dict) else {}, type(default), key))
+        elif not isinstance(raw, dict) or f.name not in raw:
+            out[key] = list(default) if isinstance(default, tuple) else default
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
+                                  f"(first on line {seen[key] + 1}); keep one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_combinations(params: Params, source: str) -> None:
+    """Values that are valid alone but not together."""
+    if params.model.architecture == "conv" and not params.model.filters:
+        raise ConfigError(f"{source}: model.filters must list at least one Conv2D width when "
+                          "model.architecture is 'conv'. Got [] instead.")
 
 
 def _build(cls, raw: Any, key: str, source: str):
@@ -204,10 +263,12 @@ def _check(hint, value, bounds, key: str, source: str):
         return None if value is None else _check(inner, value, bounds, key, source)
     if origin is tuple:
         item = get_args(hint)[0]
-        length = bounds.get("length")
-        if not isinstance(value, (list, tuple)) or (length is not None and len(value) != length):
+        length, min_length = bounds.get("length"), bounds.get("min_length", 0)
+        if (not isinstance(value, (list, tuple)) or (length is not None and len(value) != length)
+                or len(value) < min_length):
             count = f"{length} " if length else ""
-            raise _error(source, key, f"a list of {count}{_describe(item, bounds, plural=True)}", value)
+            size = "a non-empty list" if min_length else "a list"
+            raise _error(source, key, f"{size} of {count}{_describe(item, bounds, plural=True)}", value)
         return tuple(_check(item, v, bounds, f"{key}[{i}]", source) for i, v in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
@@ -225,6 +286,8 @@ def _check(hint, value, bounds, key: str, source: str):
         raise TypeError(f"unsupported config type {hint!r} for {key}")
     if not ok or not _in_bounds(value, bounds):
         raise _error(source, key, _describe(hint, bounds), value)
+    if hint is int and abs(value) > INT_MAX:
+        raise _error(source, key, f"{_describe(hint, bounds)} and at most {INT_MAX}", value)
     return hint(value)
 
 
@@ -238,6 +301,8 @@ def _in_bounds(value, bounds) -> bool:
 
 
 def _describe(hint, bounds, plural: bool = False) -> str:
+    if hint is str:
+        return bounds.get("noun", "strings" if plural else "a string")
     noun = ("integers" if plural else "an integer") if hint is int else ("numbers" if plural else "a number")
     lo, hi = bounds.get("lo"), bounds.get("hi")
     lo_open, hi_open = bounds.get("lo_open", False), bounds.get("hi_open", False)

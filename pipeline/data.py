@@ -184,6 +184,8 @@ def _manifest(dataset: Dataset, config: DataConfig, seed: int, rows: dict, files
         "source": dataset.source,
         "path": str(Path(dataset.path).resolve()) if dataset.path and Path(dataset.path).exists() else dataset.path,
         "example_shape": list(dataset.x.shape[1:]),
+        # Tables: the feature columns by name, so new data is matched by name, not position.
+        "feature_names": list(dataset.feature_names) if dataset.feature_names else None,
         "dtypes": {"x": "float32", "y": "int32", "id": "int64", "source_x": str(dataset.x.dtype)},
         "counts": counts,
         "counts_per_class": per_class,

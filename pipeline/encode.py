@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Params, as_dict
+from pipeline.config import DataConfig, ImagesConfig, NpzConfig, Params, TableConfig, as_dict
 from pipeline.data import SPLITS, Preprocessor, load_split, read_manifest
 from pipeline.errors import DataError, run_stage
 from pipeline.io import sha256_file
-from pipeline.latents import LatentBatch, write_latents
-from pipeline.sources import NO_LABEL, Dataset, read_idx_dir, read_image_folder, read_npz, read_table
+from pipeline.latents import LatentBatch, write_latents, write_partition
+from pipeline.sources import NO_LABEL, Dataset, load_source
 
 PACKAGES = ("vae-pipeline", "tensorflow", "keras", "numpy", "pyarrow")
 # Written by the train stage beside model.keras: how its inputs were preprocessed.
@@ -99,31 +99,44 @@ def encode(params: Params, prepared_dir: str | Path, model_path: str | Path, out
     return write_latents(out_dir, batches(), vae.latent_dim, metadata)
 
 
-def read_input(path: Path, example_shape, x_key="x", y_key=None, label_column=None) -> Dataset:
-    """New data through prepare's readers, the reader chosen from what `path` is."""
-    if path.is_file() and path.suffix == ".npz":
-        return read_npz(path, x_key, y_key)
+def input_config(path: Path, trained_on: dict, x_key: str = "x", y_key: str | None = None,
+                 label_column: str | None = None) -> DataConfig:
+    """How to read new data at `path` with prepare's readers, as the model's training data was read.
+
+    The source follows from what `path` is; a table's features are the training columns,
+    matched by name; images are resized to the training size.
+    """
+    shape, features = trained_on["example_shape"], trained_on.get("feature_names")
     if path.is_file():
-        return read_table(path, label_column, None)
-    if path.is_dir() and any("idx" in p.name.lower() for p in path.iterdir()):
-        return read_idx_dir(path)
-    if path.is_dir():
-        color = "grey" if example_shape[-1] == 1 else "rgb"
-        return read_image_folder(path, tuple(example_shape[:2]), color)
-    raise DataError(f"{path}: not found (expected an .npz, a .csv/.parquet table, a directory of IDX files "
-                    "or a folder of class subfolders of images)")
+        source = "npz" if path.suffix == ".npz" else "table"
+    elif path.is_dir():
+        source = "idx" if any("idx" in p.name.lower() for p in path.iterdir()) else "image_folder"
+    else:
+        raise DataError(f"{path}: not found (expected an .npz, a .csv/.parquet table, a directory of IDX files "
+                        "or a folder of class subfolders of images)")
+    if source == "image_folder" and len(shape) != 3:
+        raise DataError(f"{path}: a folder of images, but the model was trained on examples of shape {shape}"
+                        f"{' (table rows)' if features else ''}; give it data of that shape")
+    size = tuple(shape[:2]) if len(shape) == 3 else None
+    return DataConfig(source=source, path=str(path), npz=NpzConfig(x_key, y_key),
+                      table=TableConfig(label_column, tuple(features) if features else None),
+                      images=ImagesConfig(size=size, color="rgb" if shape[-1] == 3 else "grey"))
 
 
 def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = 1024,
-                    split: str = "new", **reader_options) -> int:
-    """Encode `input_path` with a trained model, preprocessed as its training data was."""
+                    split: str = "new", overwrite: bool = False, **reader_options) -> int:
+    """Encode `input_path` with a trained model, preprocessed as its training data was.
+
+    Writes only the partition out_dir/split=<split>; an existing one is replaced only
+    with `overwrite`, and no other partition is touched.
+    """
     vae = load_vae(model_path)
-    trained_on = _training_manifest(model_path)
-    shape = trained_on["example_shape"] if trained_on else _input_shape(vae)
-    dataset = read_input(input_path, shape, **reader_options)
+    trained_on = _training_manifest(model_path) or {"example_shape": _input_shape(vae)}
+    dataset = load_source(input_config(input_path, trained_on, **reader_options))
     _check_shape(vae, dataset.x.shape[1:], model_path, input_path)
-    preprocess = Preprocessor.load(model_path.parent / PREPROCESSING_FILE) if trained_on else None
-    label_names = trained_on["label_names"] if trained_on else list(dataset.label_names)
+    preprocess_file = model_path.parent / PREPROCESSING_FILE
+    preprocess = Preprocessor.load(preprocess_file) if preprocess_file.is_file() else None
+    label_names = trained_on.get("label_names", list(dataset.label_names))
     y = _to_training_labels(dataset, label_names)
     metadata = {
         "dataset_source": f"{dataset.source}: {input_path}",
@@ -134,12 +147,12 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     }
     batches = encoded_batches(vae.encoder, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
                               batch_size, preprocess)
-    return write_latents(out_dir, batches, vae.latent_dim, metadata)
+    return write_partition(out_dir, split, batches, vae.latent_dim, metadata, overwrite=overwrite)
 
 
 def _training_manifest(model_path: Path) -> dict | None:
     path = model_path.parent / DATA_MANIFEST_FILE
-    return json.loads(path.read_text()) if path.is_file() and (model_path.parent / PREPROCESSING_FILE).is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:
@@ -151,6 +164,12 @@ def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarr
     return np.where(dataset.y == NO_LABEL, NO_LABEL, lookup[dataset.y])
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1. Got {text!r} instead.")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.encode", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="a trained model.keras")
@@ -158,14 +177,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="an .npz, a .csv/.parquet table, a directory of IDX files or of class folders")
     parser.add_argument("--output", type=Path, required=True, help="directory for the latent Parquet dataset")
     parser.add_argument("--split", default="new", help="partition name for these rows (default: new)")
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing partition of that name")
+    parser.add_argument("--batch-size", type=_positive_int, default=1024)
     parser.add_argument("--x-key", default="x", help="npz: array of inputs")
     parser.add_argument("--y-key", default=None, help="npz: array of labels (optional)")
     parser.add_argument("--label-column", default=None, help="table: label column (optional)")
     args = parser.parse_args(argv)
-    rows = encode_new_data(args.model, args.input, args.output, args.batch_size, args.split,
+    rows = encode_new_data(args.model, args.input, args.output, args.batch_size, args.split, args.overwrite,
                            x_key=args.x_key, y_key=args.y_key, label_column=args.label_column)
-    print(f"encoded {rows} rows of {args.input} into {args.output}")
+    print(f"encoded {rows} rows of {args.input} into {args.output / f'split={args.split}'}")
 
 
 if __name__ == "__main__":

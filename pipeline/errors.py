@@ -25,14 +25,18 @@ def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's `main`; a PipelineError becomes `error: ...` on stderr and exit 2.
 
     Stages import TensorFlow inside `main`, after params are validated, so a bad
-    params.yaml fails in a second; its C++ start-up chatter is silenced unless asked for.
+    params.yaml fails in a second; its C++ start-up chatter is silenced unless asked for
+    (TF_CPP_MIN_LOG_LEVEL, VAE_PIPELINE_TF_LOGS=1: see pipeline.console).
     """
+    from pipeline.console import quiet_native_startup
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         force=True)
     logging.getLogger("pipeline").setLevel(logging.INFO)  # our progress; others' warnings only
     try:
-        main()
+        with quiet_native_startup():
+            main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

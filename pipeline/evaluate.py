@@ -14,8 +14,8 @@ from pipeline.diagnostics import phi_gradient_variance
 from pipeline.figures import generative_figures, plot_scatter
 from pipeline.probes import ProbeProtocol, probe_suite
 from pipeline.report import write_report
-from pipeline.errors import DataError
-from pipeline.io import atomic_path, write_json
+from pipeline.errors import ConfigError, DataError
+from pipeline.io import atomic_path, staged_outputs, write_json
 from pipeline.latents import latents_to_numpy, load_latents, read_metadata
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,14 @@ def umap_embedding(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int) 
 
 
 def evaluate(params: Params, prepared_dir, model_path, latents_dir, out_dir) -> dict:
-    """Write metrics.json, plots data, images and report.md under out_dir; return the metrics."""
+    """Write metrics.json, plots data, images and report.md under out_dir; return the metrics.
+
+    Everything is written to a staging directory first and moved into out_dir only when
+    the whole evaluation has succeeded: a failure leaves every previous output as it was.
+    """
     from pipeline.encode import load_vae
 
-    out_dir, cfg = Path(out_dir), params.evaluate
+    cfg = params.evaluate
     manifest = read_manifest(prepared_dir)
     vae = load_vae(model_path)
     latents = {split: load_latents(latents_dir, split, latent_dim=vae.latent_dim) for split in ("train", "test")}
@@ -89,8 +93,16 @@ def evaluate(params: Params, prepared_dir, model_path, latents_dir, out_dir) -> 
     raw = {split: load_split(prepared_dir, split) for split in ("train", "test")}
     _check_rows(latents, raw, latents_dir)
     labelled = len(manifest["label_names"]) > 1 and min(y["train"].min(), y["test"].min()) >= 0
-    metrics = {}
+    if labelled:
+        _check_knn_k(cfg.knn_k, min(len(y["train"]), cfg.probe.max_train_examples))
+    with staged_outputs(out_dir) as staging:
+        metrics = _evaluate(params, vae, manifest, z, y, raw, labelled, staging)
+    return metrics
 
+
+def _evaluate(params: Params, vae, manifest: dict, z: dict, y: dict, raw: dict, labelled: bool,
+              out_dir: Path) -> dict:
+    cfg, metrics = params.evaluate, {}
     if labelled:
         with timed("probes (linear with C chosen on validation, kNN) on latents, PCA and raw inputs"):
             metrics.update(_probes(params, z, y, raw, manifest, out_dir))
@@ -113,6 +125,13 @@ def evaluate(params: Params, prepared_dir, model_path, latents_dir, out_dir) -> 
     write_json(out_dir / "metrics.json", metrics)
     write_report(metrics, manifest, vae.latent_dim, out_dir)
     return metrics
+
+
+def _check_knn_k(k: int, rows: int) -> None:
+    """k neighbours out of `rows` probe rows: k >= rows votes the majority class for every point."""
+    if k >= rows:
+        raise ConfigError(f"params.yaml: evaluate.knn_k must be smaller than the kNN probe's training rows "
+                          f"({rows} here). Got {k} instead.")
 
 
 def _probes(params: Params, z: dict, y: dict, raw: dict, manifest: dict, out_dir: Path) -> dict:

@@ -34,29 +34,70 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary directory; on success it replaces `target` whole.
-
-    The old directory is moved aside just before the new one is renamed in, so `target`
-    is always the complete old output or the complete new one, except for the instant
-    between the two renames; a run killed there leaves the old one aside, and the next
-    run puts it back before anything else.
-    """
+    """Yield an empty temporary directory; on success it replaces `target` whole (`replace_dir`)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.parent / f".{target.name}.old"
-    if old.exists() and not target.exists():  # a run killed between the two renames
-        os.replace(old, target)
+    _restore_aside(target)
     _remove_stale(target.parent.glob(f".{target.name}.*.tmp"))
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(source: str | Path, target: str | Path) -> None:
+    """Move the finished directory `source` onto `target` (same file system), replacing it whole.
+
+    The old directory is moved aside just before the new one is renamed in, so `target`
+    is always the complete old output or the complete new one, except for the instant
+    between the two renames; a run killed there leaves the old one aside, and the next
+    write of `target` puts it back before anything else.
+    """
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _restore_aside(target)
+    old = _aside(target)
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_outputs(target: str | Path) -> Iterator[Path]:
+    """Yield an empty staging directory; on success each of its entries replaces its namesake in `target`.
+
+    For a stage with several outputs in one directory: nothing under `target` changes
+    until the whole stage has succeeded, and entries the stage did not write stay as they
+    are. Files are renamed in one by one, subdirectories whole (`replace_dir`).
+    """
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target.glob(".staging.*.tmp"))
+    staging = Path(tempfile.mkdtemp(dir=target, prefix=".staging.", suffix=".tmp"))
+    try:
+        yield staging
+        for entry in sorted(staging.iterdir()):
+            if entry.is_dir():
+                replace_dir(entry, target / entry.name)
+            else:
+                os.replace(entry, target / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _aside(target: Path) -> Path:
+    return target.parent / f".{target.name}.old"
+
+
+def _restore_aside(target: Path) -> None:
+    """Undo a run killed between the two renames of `replace_dir`."""
+    old = _aside(target)
+    if old.exists() and not target.exists():
+        os.replace(old, target)
 
 
 def _remove_stale(paths) -> None:

@@ -9,6 +9,7 @@ the schema version, latent_dim, dataset fingerprint, model sha256, params, versi
 """
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ COLUMNS = {
 # is ~8 MiB uncompressed: large enough for fast sequential scans and useful min/max
 # statistics on id, small enough that the writer buffers only one group in memory.
 ROW_GROUP_SIZE = 65_536
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def latent_schema(latent_dim: int, metadata: dict | None = None) -> pa.Schema:
@@ -76,26 +78,57 @@ def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def write_latents(out_dir: str | Path, batches: Iterable[LatentBatch], latent_dim: int, metadata: dict) -> int:
-    """Stream batches into one Parquet file per split; replace out_dir atomically.
+    """The encode stage's whole dataset: one Parquet file per split; replaces out_dir atomically.
 
     Batches are buffered up to ROW_GROUP_SIZE rows and written as one row group, so
     memory holds at most one row group whatever the number of rows. Returns the rows written.
     """
-    schema = latent_schema(latent_dim, metadata)
+    with atomic_dir(out_dir) as tmp:
+        return _write(batches, latent_schema(latent_dim, metadata),
+                      lambda split: tmp / f"split={split}" / "part-0.parquet")
+
+
+def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBatch], latent_dim: int,
+                    metadata: dict, overwrite: bool = False) -> int:
+    """Add one split's partition to a latent dataset, leaving every other partition untouched.
+
+    An existing partition of that name is replaced only with `overwrite`; partitions of
+    another latent size are refused, since the dataset must read back as one table.
+    """
+    if not SPLIT_NAME.fullmatch(split):
+        raise DataError(f"split name must be letters, digits, '_', '-' or '.'. Got {split!r} instead.")
+    out_dir = Path(out_dir)
+    target = out_dir / f"split={split}"
+    if target.exists() and not overwrite:
+        raise DataError(f"{target}: partition exists; pass --overwrite to replace it, or choose another --split")
+    for file in sorted(out_dir.glob("split=*/*.parquet")):
+        if file.parent != target:
+            _check_file(file, latent_dim)
+
+    def path_of(batch_split: str) -> Path:
+        if batch_split != split:  # pragma: no cover - the caller builds every batch with `split`
+            raise ValueError(f"batch of split {batch_split!r} written to partition {split!r}")
+        return tmp / "part-0.parquet"
+
+    with atomic_dir(target) as tmp:
+        return _write(batches, latent_schema(latent_dim, metadata), path_of)
+
+
+def _write(batches: Iterable[LatentBatch], schema: pa.Schema, path_of) -> int:
+    """Stream batches into one file per split, at path_of(split); returns the rows written."""
     writers: dict[str, _SplitWriter] = {}
     rows = 0
-    with atomic_dir(out_dir) as tmp:
-        try:
-            for batch in batches:
-                if batch.split not in writers:
-                    writers[batch.split] = _SplitWriter(tmp / f"split={batch.split}" / "part-0.parquet", schema)
-                writers[batch.split].add(to_record_batch(batch, schema))
-                rows += len(batch.ids)
-            for writer in writers.values():
-                writer.flush()
-        finally:
-            for writer in writers.values():
-                writer.close()
+    try:
+        for batch in batches:
+            if batch.split not in writers:
+                writers[batch.split] = _SplitWriter(path_of(batch.split), schema)
+            writers[batch.split].add(to_record_batch(batch, schema))
+            rows += len(batch.ids)
+        for writer in writers.values():
+            writer.flush()
+    finally:
+        for writer in writers.values():
+            writer.close()
     return rows
 
 
@@ -103,7 +136,7 @@ class _SplitWriter:
     """One split's ParquetWriter with a buffer of record batches for the next row group."""
 
     def __init__(self, path: Path, schema: pa.Schema):
-        path.parent.mkdir(parents=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = pq.ParquetWriter(path, schema, compression="zstd")
         self.schema = schema
         self.buffer: list[pa.RecordBatch] = []

@@ -55,7 +55,7 @@ def knn_probe(train_x, train_y, test_x, test_y, k: int) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(k, len(train_y))))
+    model = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=k))
     return float(model.fit(train_x, train_y).score(test_x, test_y))
 
 

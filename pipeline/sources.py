@@ -7,14 +7,17 @@ same readers serve prepare and `python -m pipeline.encode` on new data.
 
 import difflib
 import gzip
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import DEFAULT_DATA_PATH
 from pipeline.errors import DataError
 
+log = logging.getLogger(__name__)
 NO_LABEL = -1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -43,6 +46,7 @@ class Dataset:
     source: str
     path: str | None = None
     is_test: np.ndarray | None = None
+    feature_names: tuple[str, ...] | None = None  # tables: the columns of x, in order
 
     @property
     def labelled(self) -> bool:
@@ -125,7 +129,13 @@ def _from_parts(parts: dict, source: str, path, names: tuple[str, ...] | None = 
 
 
 def idx_release_candidates(name: str, path: str | None) -> list[Path]:
-    """Where a release's IDX files may be: data.path, the Keras cache, Debian's datasets."""
+    """Where a release's IDX files may be: data.path, the Keras cache, Debian's datasets.
+
+    A data.path other than the default is the only place looked: a user who points at a
+    folder means that folder, not a system copy found elsewhere.
+    """
+    if path and path != DEFAULT_DATA_PATH:
+        return [Path(path)]
     folder = IDX_RELEASES[name][0]
     keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     return [*([Path(path)] if path else []), keras_home / "datasets" / folder, Path("/usr/share/datasets") / folder]
@@ -136,6 +146,11 @@ def read_idx_release(name: str, path: str | None) -> Dataset:
     candidates = idx_release_candidates(name, path)
     files = [f for pair in IDX_RELEASE_FILES.values() for f in pair]
     found = next((c for c in candidates if all((c / f).is_file() for f in files)), None)
+    if found is None and len(candidates) == 1:  # an explicit data.path
+        missing = [f for f in files if not (candidates[0] / f).is_file()]
+        raise DataError(f"{candidates[0]}: data.source {name!r} needs {', '.join(files)} here (from data.path); "
+                        f"missing: {', '.join(missing)}. Leave data.path at {DEFAULT_DATA_PATH!r} to use a "
+                        "system copy instead")
     if found is not None:
         parts = {split: _idx_pair(found / images, found / labels)
                  for split, (images, labels) in IDX_RELEASE_FILES.items()}
@@ -219,6 +234,10 @@ def read_table(path: Path, label_column: str | None, feature_columns: tuple[str,
         raise DataError(f"{path}: no column {wanted[0]!r}; columns are {names}"
                         + (f" (did you mean '{close[0]}'?)" if close else ""))
     features = list(feature_columns) if feature_columns else [c for c in names if c != label_column]
+    ignored = [c for c in names if c not in features and c != label_column]
+    if ignored:
+        log.warning("%s: ignoring columns %s: neither feature columns nor the label column "
+                    "(data.table.label_column, or --label-column for the encode command)", path, ignored)
     bad = [c for c in features if not (pa.types.is_integer(table.schema.field(c).type)
                                        or pa.types.is_floating(table.schema.field(c).type))]
     if bad:
@@ -237,7 +256,7 @@ def read_table(path: Path, label_column: str | None, feature_columns: tuple[str,
             raise DataError(f"{path}: label column {label_column!r} has {labels.null_count} missing values")
         raw_y = np.asarray(labels.to_pylist())
     y, label_names = encode_labels(raw_y, len(x))
-    return Dataset(x=x, y=y, label_names=label_names, source="table", path=str(path))
+    return Dataset(x=x, y=y, label_names=label_names, source="table", path=str(path), feature_names=tuple(features))
 
 
 def _read_arrow_table(path: Path):

@@ -2,8 +2,9 @@
 
 Outputs under model_dir: model.keras (the whole VAE, optimizer included), encoder.keras
 (built-in layers only, loads with plain Keras), the data's preprocessing and manifest (for
-encoding new data), and dvclive per-epoch metrics. While training, backup/ holds the last
-completed epoch (weights and optimizer state): a killed run resumes from it.
+encoding new data), and live/ (dvclive per-epoch metrics). While training, backup/ holds
+the last completed epoch (weights, optimizer state and the curves so far, backup/live):
+a killed run resumes from it, and only a finished run replaces the previous outputs.
 """
 
 import hashlib
@@ -25,7 +26,7 @@ from pipeline.config import Params, as_dict
 from pipeline.data import binarize_sample, load_split, read_manifest, validation_rows
 from pipeline.encode import DATA_MANIFEST_FILE, PREPROCESSING_FILE
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, replace_dir, write_json
 from pipeline.model import KLWarmup, build_vae
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,9 @@ def _train(params: Params, prepared_dir, model_dir: Path, strategy) -> dict:
     backup = model_dir / "backup" if chief else Path(tempfile.mkdtemp(prefix="vae-worker-backup-"))
     resuming = _prepare_backup(backup, _run_fingerprint(params, manifest))
     callbacks = _callbacks(params, backup, has_validation=validation_data is not None)
-    live_dir = model_dir / "live" if chief else backup / "live"
-    with Live(str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None) as live:
+    # The curves grow beside the backup and are published with the model: a failed run
+    # leaves the previous live/ as it was, a resumed one keeps every earlier epoch's row.
+    with Live(str(backup / "live"), resume=resuming, save_dvc_exp=False, dvcyaml=None) as live:
         if resuming:
             done = json.loads((backup / "training_metadata.json").read_text())["epoch"]
             log.info("resuming from %s at epoch %d of %d", backup, done + 1, cfg.epochs)
@@ -174,7 +176,9 @@ def _train(params: Params, prepared_dir, model_dir: Path, strategy) -> dict:
         except NonFiniteObjective as error:
             raise PipelineError(f"training diverged: {error}; the last good epoch is kept in {backup} "
                                 "(lower train.learning_rate or set train.clipnorm, then re-run)") from None
-    _save_outputs(vae, prepared_dir, manifest, model_dir if chief else Path(tempfile.mkdtemp()))
+    if chief:
+        _save_outputs(vae, prepared_dir, manifest, model_dir)
+        replace_dir(backup / "live", model_dir / "live")
     shutil.rmtree(backup, ignore_errors=True)  # finished: nothing left to resume
     return {key: float(values[-1]) for key, values in history.history.items()}
 
@@ -235,6 +239,10 @@ def _prepare_backup(backup: Path, fingerprint: str) -> bool:
 
 def _check_model_fits_data(params: Params, manifest: dict, prepared_dir) -> None:
     shape, (lo, hi) = manifest["example_shape"], manifest["value_range"]
+    values = math.prod(shape)
+    if params.model.latent_dim > values:
+        raise PipelineError(f"model.latent_dim must be at most the number of values per example "
+                            f"({values} for {prepared_dir}, shape {shape}). Got {params.model.latent_dim} instead.")
     if params.model.architecture == "conv" and len(shape) != 3:
         raise PipelineError(f"model.architecture 'conv' needs H×W×C images, but {prepared_dir} holds "
                             f"examples of shape {shape}; use 'mlp'")

@@ -115,7 +115,30 @@ def test_idx_errors_name_the_file(idx_dir, tmp_path):
         read_idx(tmp_path / "short.gz")
 
 
-def test_missing_idx_source_says_where_it_looked(tmp_path):
-    with pytest.raises(DataError, match=f"looked in {tmp_path / 'nowhere'}"):
-        prepare(DataConfig(source="mnist", path=str(tmp_path / "nowhere")), seed=0, out_dir=tmp_path / "p")
+def test_missing_idx_source_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.chdir(tmp_path)  # the default data.path, data/raw, is empty here
+    with pytest.raises(DataError, match=f"looked in data/raw, {tmp_path / 'keras'}"):
+        prepare(DataConfig(source="mnist"), seed=0, out_dir=tmp_path / "p")
     assert not (tmp_path / "p").exists()
+
+
+def test_an_explicit_path_without_the_release_files_is_an_error_not_a_fallback(idx_dir, tmp_path, monkeypatch):
+    """Issue 12.5: a set data.path is the only place looked, even when a system copy exists."""
+    import shutil
+
+    system_copy = tmp_path / "keras" / "datasets" / "fashion-mnist"
+    shutil.copytree(idx_dir, system_copy, ignore=shutil.ignore_patterns("keras"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(idx_dir / "train-images-idx3-ubyte.gz", mine)
+    with pytest.raises(DataError) as info:
+        prepare(DataConfig(source="fashion_mnist", path=str(mine)), seed=0, out_dir=tmp_path / "p")
+    message = str(info.value)
+    assert message.startswith(f"{mine}: ") and "from data.path" in message
+    assert "missing: train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz." in message
+    assert not (tmp_path / "p").exists()
+    monkeypatch.chdir(tmp_path)  # left at the default, the system copy is used
+    manifest = prepare(DataConfig(source="fashion_mnist"), seed=0, out_dir=tmp_path / "p")
+    assert manifest["path"] == str(system_copy) and manifest["counts"] == {"train": 40, "test": 20}
