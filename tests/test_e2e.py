@@ -89,6 +89,34 @@ def test_bad_param_stops_with_one_line_and_keeps_outputs(repo):
     assert sha256_file(repo / "data/model/model.keras") == before
 
 
+def outputs(repo: Path) -> dict:
+    """Every file the stages wrote, with its bytes."""
+    return {p: p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file() and "raw" not in p.parts}
+
+
+@pytest.mark.parametrize("stage, changes, message", [
+    # issue 12: the prepare split fails after reading the data
+    ("prepare", {"data.max_examples": 5}, "error: cannot make the max_examples split"),
+    ("train", {"model.latent_dim": 65}, "error: model.latent_dim must be at most the number of values per example"),
+    ("encode", {"encode.batch_size": 0}, "error: params.yaml: encode.batch_size must be an integer >= 1."),
+    ("evaluate", {"evaluate.knn_k": 0}, "error: params.yaml: evaluate.knn_k must be an integer >= 1."),
+    ("evaluate", {"evaluate.knn_k": 100_000}, "error: params.yaml: evaluate.knn_k must be smaller than"),
+])
+def test_a_failing_stage_leaves_every_output_byte_identical(repo, stage, changes, message):
+    repo, _ = repo
+    before = outputs(repo)
+    original = (repo / "params.yaml").read_text()
+    edit_params(repo, **changes)
+    try:
+        failed = run(["dvc", "repro"], repo, check=False)
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert failed.returncode != 0
+    assert f"Running stage '{stage}'" in failed.stdout
+    assert message in failed.stderr and "Traceback" not in failed.stderr
+    assert outputs(repo) == before
+
+
 def readme_python_snippets() -> list[str]:
     """The python blocks of the README's "Using the latents in another project" section."""
     readme = (ROOT / "README.md").read_text()

@@ -44,8 +44,8 @@ def run_train(root: Path, env=None, **popen):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def live_steps(root: Path) -> list[int]:
-    path = root / "data/model/live/plots/metrics/train/U.tsv"
+def live_steps(root: Path, live: str = "data/model/live") -> list[int]:
+    path = root / live / "plots/metrics/train/U.tsv"
     if not path.is_file():
         return []
     return [int(line.split("\t")[0]) for line in path.read_text().splitlines()[1:] if line.strip()]
@@ -54,22 +54,26 @@ def live_steps(root: Path) -> list[int]:
 def test_resume_after_sigkill_continues_at_the_next_epoch(project, tmp_path):
     root = tmp_path
     shutil.copytree(project / "data" / "prepared", root / "data" / "prepared")
+    previous = root / "data/model/live/plots/metrics/train/U.tsv"  # a previous run's curve
+    previous.parent.mkdir(parents=True)
+    previous.write_text("step\tU\n0\t99.0\n")
     write_params(root, epochs=4, batch_size=4)  # ~360 steps an epoch: time to kill mid-epoch
     process = run_train(root)
     deadline = time.time() + 300
-    while len(live_steps(root)) < 2 and time.time() < deadline and process.poll() is None:
+    while len(live_steps(root, "data/model/backup/live")) < 2 and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert live_steps(root) == [0, 1]
+    assert live_steps(root, "data/model/backup/live") == [0, 1]
     assert json.loads((root / "data/model/backup/training_metadata.json").read_text())["epoch"] == 2
     assert not (root / "data/model/model.keras").exists()
+    assert previous.read_text() == "step\tU\n0\t99.0\n"  # untouched until a run finishes
 
     second = run_train(root)
     _, stderr = second.communicate(timeout=600)
     assert second.returncode == 0, stderr[-3000:]
     assert "at epoch 3 of 4" in stderr
-    assert live_steps(root) == [0, 1, 2, 3]
+    assert live_steps(root) == [0, 1, 2, 3]  # issue 12.2: the rows from before the kill survive
     assert not (root / "data/model/backup").exists()  # finished: nothing left to resume
     check = subprocess.run([sys.executable, "-c", f"""
 import keras, pipeline.model
