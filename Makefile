@@ -46,7 +46,7 @@ plots: $(STAMP) $(PLOTS_TEMPLATE)
 
 $(PLOTS_TEMPLATE):
 	npm install --silent --no-save --no-audit --no-fund --prefix .dvc/tmp/vega vega@5 vega-lite@5 vega-embed@6
-	$(BIN)/python -m pipeline.plots $(NODE_MODULES) $(PLOTS_TEMPLATE)
+	$(BIN)/vae-pipeline plots-template $(NODE_MODULES) $(PLOTS_TEMPLATE)
 
 clean:
 	rm -rf $(VENV)

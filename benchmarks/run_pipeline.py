@@ -22,18 +22,14 @@ sys.path.insert(0, str(ROOT))
 
 import logging  # noqa: E402
 
-from pipeline.config import parse_params  # noqa: E402
+from pipeline.config import parse_params, set_dotted  # noqa: E402
 
 
 def overridden_params(overrides: list[str]):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     for item in overrides:
         key, _, value = item.partition("=")
-        *blocks, last = key.split(".")
-        target = raw
-        for block in blocks:
-            target = target.setdefault(block, {})
-        target[last] = yaml.safe_load(value)
+        set_dotted(raw, key, yaml.safe_load(value))
     return parse_params(raw, source="params.yaml + overrides")
 
 
@@ -51,17 +47,16 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="vae-bench-"))
 
     from pipeline.data import prepare
-    from pipeline.encode import encode
-    from pipeline.evaluate import evaluate
-    from pipeline.train import train
+    from pipeline.runner import encode, evaluate_all, train
 
     seconds = {}
     steps = [
         ("prepare", lambda: prepare(params.data, seed=params.seed, out_dir=out / "prepared")),
-        ("train", lambda: train(params, out / "prepared", out / "model")),
-        ("encode", lambda: encode(params, out / "prepared", out / "model" / "model.keras", out / "latents")),
-        ("evaluate", lambda: evaluate(params, out / "prepared", out / "model" / "model.keras",
-                                      out / "latents", out / "evaluation")),
+        ("train", lambda: train(params, prepared_dir=out / "prepared", model_dir=out / "model")),
+        ("encode", lambda: encode(params, prepared_dir=out / "prepared", model_path=out / "model" / "model.keras",
+                                  out_dir=out / "latents")),
+        ("evaluate", lambda: evaluate_all(params, prepared_dir=out / "prepared", model_path=out / "model" / "model.keras",
+                                          latents_dir=out / "latents", out_dir=out / "evaluation")),
     ]
     results = {}
     for name, step in steps:

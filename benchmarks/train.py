@@ -151,7 +151,7 @@ def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
     keras.mixed_precision.set_global_policy(args.precision)
     try:
         vae = build_vae((28, 28, 1), params.model, params.loss, seed=0)
-        vae.compile(optimizer=make_optimizer(params, int(np.ceil(len(x_train) / 128))),
+        vae.compile(optimizer=make_optimizer(params.train, int(np.ceil(len(x_train) / 128))),
                     steps_per_execution=args.steps_per_execution, jit_compile=args.jit)
         timer = EpochTimer()
         vae.fit(make_dataset(x_train, 128, seed=0), epochs=epochs, callbacks=[timer], verbose=2)

@@ -193,6 +193,33 @@ def as_dict(params: Params) -> dict:
     return dataclasses.asdict(params)
 
 
+def leaf_keys(cls=Params, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys of every knob under a config class, in file order ("model.latent_dim", ...)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default):
+            keys += leaf_keys(type(f.default), f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return tuple(keys)
+
+
+def lookup(params: Params, key: str) -> Any:
+    """The value of a dotted key, e.g. lookup(params, "train.epochs")."""
+    value = params
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set raw["a"]["b"] = value for key "a.b" in a params mapping, creating blocks as needed."""
+    *blocks, last = key.split(".")
+    for block in blocks:
+        raw = raw.setdefault(block, {})
+    raw[last] = value
+
+
 def missing_keys(raw: dict, cls=Params, prefix: str = "") -> dict[str, Any]:
     """{dotted key: default} for every leaf key that `raw` leaves out."""
     out = {}

@@ -1,4 +1,4 @@
-"""Stage output without TensorFlow's start-up chatter.
+"""What a stage prints: one line per user error, progress, no TensorFlow start-up chatter.
 
 On a machine without a GPU, TensorFlow's C++ runtime prints lines such as
 `E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)` before its own log-level
@@ -8,12 +8,17 @@ errors and Python tracebacks still show. Set VAE_PIPELINE_TF_LOGS=1 to see every
 """
 
 import contextlib
+import logging
 import os
 import re
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
+from pipeline.errors import PipelineError
+
+EXIT_USER_ERROR = 2
 SHOW_ALL = "VAE_PIPELINE_TF_LOGS"
 KNOWN_NOISE = re.compile("|".join([
     r"All log messages before absl::InitializeLog\(\) is called",
@@ -26,6 +31,25 @@ KNOWN_NOISE = re.compile("|".join([
     r"This TensorFlow binary is optimized to use available CPU instructions",
     r"rebuild TensorFlow with the appropriate compiler flags",
 ]).encode())
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's `main`; a PipelineError becomes `error: ...` on stderr and exit 2.
+
+    Stages import TensorFlow inside `main`, after params are validated, so a bad
+    params.yaml fails in a second; its C++ start-up chatter is silenced unless asked for
+    (TF_CPP_MIN_LOG_LEVEL, or VAE_PIPELINE_TF_LOGS=1 to show it).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        force=True)
+    logging.getLogger("pipeline").setLevel(logging.INFO)  # our progress; others' warnings only
+    try:
+        with quiet_native_startup():
+            main()
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
 
 
 @contextlib.contextmanager
@@ -55,3 +79,13 @@ def _pump(read_end: int, out: int) -> None:
         for line in pipe:
             if not KNOWN_NOISE.search(line):
                 os.write(out, line)
+
+
+@contextlib.contextmanager
+def timed(part: str) -> Iterator[None]:
+    """Log the start and the duration of a part of a stage."""
+    log = logging.getLogger("pipeline")
+    start = time.perf_counter()
+    log.info("%s ...", part)
+    yield
+    log.info("%s done in %.1f s", part, time.perf_counter() - start)

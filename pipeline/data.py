@@ -130,6 +130,16 @@ def binarize_sample(x: np.ndarray, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).uniform(size=x.shape) < x).astype(np.float32)
 
 
+def fixed_inputs(x: np.ndarray, rows: np.ndarray, binarize: str, seed: int) -> np.ndarray:
+    """x[rows] as every score sees it (validation while training, U and S_K in evaluate).
+
+    Under dynamic binarization training resamples x_b ~ Bernoulli(x) every epoch; scores
+    use one seeded draw instead, so every epoch and every stage scores the same data.
+    """
+    subset = np.asarray(x[rows])
+    return binarize_sample(subset, seed) if binarize == "dynamic" else subset
+
+
 def prepare(config: DataConfig, seed: int, out_dir: str | Path) -> dict:
     """Load, validate, subsample, split and scale the source; write everything atomically."""
     dataset = load_source(config)
@@ -230,3 +240,17 @@ def load_split(prepared_dir: str | Path, split: str) -> Split:
         raise DataError(f"{Path(prepared_dir) / split}: arrays do not match manifest.json "
                         f"(expected x of shape {expected}, got {arrays['x'].shape})")
     return Split(**arrays)
+
+
+def load_splits(prepared_dir: str | Path) -> dict[str, Split]:
+    return {split: load_split(prepared_dir, split) for split in SPLITS}
+
+
+def is_labelled(manifest: dict, splits: dict[str, Split]) -> bool:
+    """Two classes or more and a label on every example: what the probes need."""
+    return len(manifest["label_names"]) > 1 and all(int(np.min(s.y)) >= 0 for s in splits.values() if len(s))
+
+
+def seeded_rows(length: int, n: int, seed: int) -> np.ndarray:
+    """At most n distinct row indices out of `length`, chosen with a seed, sorted."""
+    return np.sort(np.random.default_rng(seed).choice(length, size=min(n, length), replace=False))

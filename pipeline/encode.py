@@ -1,48 +1,26 @@
 """Encode examples with a trained model's q_φ(z|x) and write latent Parquet.
 
-Two entry points: `encode`, the DVC stage (every prepared example), and the command line
-for new data in another project, through the same readers and preprocessing as prepare:
-
-    python -m pipeline.encode --model data/model/model.keras --input new.npz --output out/
+Two entry points: `encode`, the DVC stage (every prepared example), and `encode_new_data`
+for new data in another project (the `vae-pipeline encode` command), through the same
+readers and preprocessing as prepare.
 """
 
-import argparse
 import importlib.metadata
-import json
 import platform
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import DataConfig, ImagesConfig, NpzConfig, Params, TableConfig, as_dict
-from pipeline.data import SPLITS, Preprocessor, load_split, read_manifest
-from pipeline.errors import DataError, run_stage
+from pipeline.bundle import Bundle, load_bundle
+from pipeline.config import DataConfig, ImagesConfig, NpzConfig, TableConfig
+from pipeline.data import SPLITS, load_split, read_manifest
+from pipeline.errors import DataError
 from pipeline.io import sha256_file
 from pipeline.latents import LatentBatch, write_latents, write_partition
 from pipeline.sources import NO_LABEL, Dataset, load_source
 
 PACKAGES = ("vae-pipeline", "tensorflow", "keras", "numpy", "pyarrow")
-# Written by the train stage beside model.keras: how its inputs were preprocessed.
-PREPROCESSING_FILE, DATA_MANIFEST_FILE = "preprocessing.npz", "data_manifest.json"
-
-
-def load_vae(model_path: str | Path):
-    """Load model.keras, naming the file when it is missing or not a VAE of this package."""
-    import keras
-
-    import pipeline.model  # noqa: F401  (registers the custom layers)
-
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise DataError(f"{model_path}: model file not found; run the train stage first")
-    try:
-        model = keras.saving.load_model(model_path)
-    except (OSError, ValueError, TypeError) as error:
-        raise DataError(f"{model_path}: cannot load Keras model ({error})") from None
-    if not isinstance(model, pipeline.model.VAE):
-        raise DataError(f"{model_path}: expected a saved VAE, got {type(model).__name__}")
-    return model
 
 
 def encoded_batches(encoder, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray,
@@ -66,35 +44,36 @@ def package_versions() -> dict:
     return versions
 
 
-def _input_shape(vae) -> list[int]:
-    return list(vae.encoder.inputs[0].shape[1:])
-
-
-def _check_shape(vae, shape, model_path, where) -> None:
-    model_shape = _input_shape(vae)
+def _check_shape(bundle: Bundle, shape, where) -> None:
+    model_shape = bundle.example_shape
     if model_shape != list(shape):
-        raise DataError(f"{model_path}: model takes examples of shape {model_shape}, but {where} holds "
+        raise DataError(f"{bundle.model_path}: model takes examples of shape {model_shape}, but {where} holds "
                         f"{list(shape)}; retrain the model or resize the input")
 
 
-def encode(params: Params, prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path) -> int:
-    """The encode stage: latents of the train and test splits; returns the number of rows."""
+def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path, batch_size: int,
+           run_params: dict) -> int:
+    """The encode stage: latents of the train and test splits; returns the number of rows.
+
+    run_params (the whole params.yaml) goes into the files' metadata as provenance.
+    """
     manifest = read_manifest(prepared_dir)
-    vae = load_vae(model_path)
-    _check_shape(vae, manifest["example_shape"], model_path, prepared_dir)
+    bundle = load_bundle(model_path)
+    vae = bundle.vae
+    _check_shape(bundle, manifest["example_shape"], prepared_dir)
     metadata = {
         "dataset_fingerprint": manifest["fingerprint"],
         "dataset_source": manifest["source"],
         "label_names": manifest["label_names"],
         "model_sha256": sha256_file(model_path),
-        "params": as_dict(params),
+        "params": run_params,
         "versions": package_versions(),
     }
 
     def batches():
         for split in SPLITS:
             data = load_split(prepared_dir, split)
-            yield from encoded_batches(vae.encoder, split, data.x, data.y, data.id, params.encode.batch_size)
+            yield from encoded_batches(vae.encoder, split, data.x, data.y, data.id, batch_size)
 
     return write_latents(out_dir, batches(), vae.latent_dim, metadata)
 
@@ -130,12 +109,11 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     Writes only the partition out_dir/split=<split>; an existing one is replaced only
     with `overwrite`, and no other partition is touched.
     """
-    vae = load_vae(model_path)
-    trained_on = _training_manifest(model_path) or {"example_shape": _input_shape(vae)}
+    bundle = load_bundle(model_path)
+    vae, preprocess = bundle.vae, bundle.preprocess
+    trained_on = bundle.manifest or {"example_shape": bundle.example_shape}
     dataset = load_source(input_config(input_path, trained_on, **reader_options))
-    _check_shape(vae, dataset.x.shape[1:], model_path, input_path)
-    preprocess_file = model_path.parent / PREPROCESSING_FILE
-    preprocess = Preprocessor.load(preprocess_file) if preprocess_file.is_file() else None
+    _check_shape(bundle, dataset.x.shape[1:], input_path)
     label_names = trained_on.get("label_names", list(dataset.label_names))
     y = _to_training_labels(dataset, label_names)
     metadata = {
@@ -150,11 +128,6 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     return write_partition(out_dir, split, batches, vae.latent_dim, metadata, overwrite=overwrite)
 
 
-def _training_manifest(model_path: Path) -> dict | None:
-    path = model_path.parent / DATA_MANIFEST_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:
     """The new data's labels as indices into the training label names (NO_LABEL when unknown)."""
     if not len(dataset.label_names):
@@ -163,30 +136,3 @@ def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarr
     lookup = np.array([index.get(name, NO_LABEL) for name in dataset.label_names], np.int32)
     return np.where(dataset.y == NO_LABEL, NO_LABEL, lookup[dataset.y])
 
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1. Got {text!r} instead.")
-    return int(text)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.encode", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="a trained model.keras")
-    parser.add_argument("--input", type=Path, required=True,
-                        help="an .npz, a .csv/.parquet table, a directory of IDX files or of class folders")
-    parser.add_argument("--output", type=Path, required=True, help="directory for the latent Parquet dataset")
-    parser.add_argument("--split", default="new", help="partition name for these rows (default: new)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing partition of that name")
-    parser.add_argument("--batch-size", type=_positive_int, default=1024)
-    parser.add_argument("--x-key", default="x", help="npz: array of inputs")
-    parser.add_argument("--y-key", default=None, help="npz: array of labels (optional)")
-    parser.add_argument("--label-column", default=None, help="table: label column (optional)")
-    args = parser.parse_args(argv)
-    rows = encode_new_data(args.model, args.input, args.output, args.batch_size, args.split, args.overwrite,
-                           x_key=args.x_key, y_key=args.y_key, label_column=args.label_column)
-    print(f"encoded {rows} rows of {args.input} into {args.output / f'split={args.split}'}")
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -1,10 +1,9 @@
-"""Pictures of the model: scatter plots, reconstructions, prior samples, latent traversals."""
+"""Plotting primitives: labelled scatter plots and grids of images, written atomically."""
 
 from pathlib import Path
 
 import numpy as np
 
-from pipeline import subo
 from pipeline.io import atomic_path
 
 
@@ -42,6 +41,19 @@ def plot_scatter(coords: np.ndarray, labels: np.ndarray, label_names, title: str
     _save(fig, path)
 
 
+def bar_chart(values: np.ndarray, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """One bar per entry of values, labelled by index."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(values) + 1.5), 3.2), dpi=110)
+    ax.bar(np.arange(len(values)), values, color="tab:blue")
+    ax.set_xticks(np.arange(len(values)))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def image_grid(rows: list[np.ndarray], row_titles: list[str], title: str, path: Path) -> None:
     """Rows of images, each (n, H, W, C) with C in {1, 3}; values shown on [0, 1]."""
     plt = _pyplot()
@@ -58,34 +70,3 @@ def image_grid(rows: list[np.ndarray], row_titles: list[str], title: str, path: 
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)
-
-
-def _decoded_means(vae, z: np.ndarray) -> np.ndarray:
-    return np.asarray(vae.likelihood.mean(vae.decode(z[None]))[0])  # (n, *F)
-
-
-def generative_figures(vae, x: np.ndarray, out_dir: Path, seed: int, title: str, n: int = 10) -> dict:
-    """reconstructions.png, samples.png and traversals.png for image data; returns what was drawn.
-
-    Reconstructions decode z = μ_φ(x); samples decode z ~ N(0, I); traversals move one
-    latent dimension from −3 to 3 (others 0) along the dimensions with the largest mean D_j.
-    """
-    z_mean, z_log_var = (np.asarray(a) for a in vae.encoder.predict_on_batch(x))
-    image_grid([x[:n], _decoded_means(vae, z_mean[:n])], ["inputs", "reconstructions (z = μ)"],
-               f"{title}: inputs and reconstructions", out_dir / "reconstructions.png")
-    prior = np.random.default_rng(seed).standard_normal((3 * n, vae.latent_dim)).astype(np.float32)
-    samples = _decoded_means(vae, prior)
-    image_grid([samples[i * n:(i + 1) * n] for i in range(3)], ["z ~ N(0, I)", "", ""],
-               f"{title}: samples from the prior (decoder means)", out_dir / "samples.png")
-    kl_per_dim = np.asarray(subo.kl_to_prior_per_dim(z_mean, z_log_var)).mean(axis=0)  # (d,)
-    top = np.argsort(kl_per_dim)[::-1][:min(5, vae.latent_dim)]
-    steps = np.linspace(-3, 3, n, dtype=np.float32)
-    rows = []
-    for j in top:
-        z = np.zeros((n, vae.latent_dim), np.float32)
-        z[:, j] = steps
-        rows.append(_decoded_means(vae, z))
-    image_grid(rows, [f"z[{j}], mean D_j = {kl_per_dim[j]:.2f} nats" for j in top],
-               f"{title}: traversals from -3 to 3", out_dir / "traversals.png")
-    return {"traversed_dims": [int(j) for j in top],
-            "mean_kl_per_dim": [round(float(v), 4) for v in kl_per_dim]}

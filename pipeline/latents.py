@@ -212,3 +212,20 @@ def latents_to_numpy(table: pa.Table, column: str = "z_mean") -> np.ndarray:
     chunked = table.column(column).combine_chunks()
     d = chunked.type.list_size
     return chunked.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
+
+
+def load_z_mean(path: str | Path, ids: dict[str, np.ndarray], fingerprint: str,
+                latent_dim: int | None = None) -> dict[str, np.ndarray]:
+    """z_mean (n, d) of each split in `ids`, checked to be those rows of the dataset `fingerprint`, in order."""
+    out = {}
+    for split, expected in ids.items():
+        table = load_latents(path, split, latent_dim=latent_dim)
+        for file in sorted(Path(path).glob(f"split={split}/*.parquet")):
+            found = read_metadata(file).get("dataset_fingerprint")
+            if found != fingerprint:
+                raise DataError(f"{file}: latents were encoded from another dataset (fingerprint {found}, "
+                                f"prepared data has {fingerprint}); re-run encode")
+        if not np.array_equal(table.column("id").to_numpy(), np.asarray(expected)):
+            raise DataError(f"{path}: split={split} does not hold the prepared {split} examples in order; re-run encode")
+        out[split] = latents_to_numpy(table)
+    return out

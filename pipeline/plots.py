@@ -3,12 +3,11 @@
 DVC's own page loads those scripts from a CDN, so it renders blank without a network.
 `make plots` installs the three npm packages into .dvc/tmp and runs
 
-    python -m pipeline.plots .dvc/tmp/vega/node_modules .dvc/tmp/plots-offline.html
+    vae-pipeline plots-template .dvc/tmp/vega/node_modules .dvc/tmp/plots-offline.html
 
 to build a template for `dvc plots show --html-template`.
 """
 
-import sys
 from pathlib import Path
 
 from pipeline.io import atomic_path
@@ -40,12 +39,6 @@ def offline_template(node_modules: Path) -> str:
     return PAGE.format(inline="\n".join(parts))
 
 
-def main(argv: list[str]) -> None:
-    node_modules, out = Path(argv[0]), Path(argv[1])
+def write_offline_template(node_modules: Path, out: Path) -> None:
     with atomic_path(out) as tmp:
-        tmp.write_text(offline_template(node_modules), encoding="utf-8")
-    print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+        tmp.write_text(offline_template(Path(node_modules)), encoding="utf-8")

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config import ProbeConfig
 from pipeline.data import split_indices
+from pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,19 @@ class ProbeProtocol:
     max_train: int
     knn_k: int
     seed: int
+
+    @classmethod
+    def of(cls, probe: ProbeConfig, knn_k: int, seed: int) -> "ProbeProtocol":
+        """The protocol that evaluate.probe, evaluate.knn_k and the seed describe."""
+        return cls(c_grid=probe.c_grid, validation_fraction=probe.validation_fraction,
+                   max_train=probe.max_train_examples, knn_k=knn_k, seed=seed)
+
+
+def check_knn_k(k: int, rows: int) -> None:
+    """k neighbours out of `rows` probe rows: k >= rows votes the majority class for every point."""
+    if k >= rows:
+        raise ConfigError(f"params.yaml: evaluate.knn_k must be smaller than the kNN probe's training rows "
+                          f"({rows} here). Got {k} instead.")
 
 
 def _logistic(c: float, seed: int):

@@ -1,8 +1,31 @@
-"""report.md: the evaluation's metrics and pictures on one page."""
+"""The evaluation in one place: metrics.json for `dvc metrics show`, report.md, a short summary.
 
+The evaluation stages each write their own part (baselines.json, latent_metrics.json,
+umap.json, pictures.json); this module only reads and arranges them, so the report is
+rebuilt in a second whenever one part changes.
+"""
+
+import json
 from pathlib import Path
 
-from pipeline.io import atomic_path
+from pipeline.errors import DataError
+from pipeline.io import staged_outputs, write_json
+
+PARTS = {"baselines": "baselines", "latent_metrics": "evaluate", "umap": "umap", "pictures": "pictures"}  # -> stage
+
+
+def combine(parts: dict) -> dict:
+    """The metrics of every part, with each baseline set beside the latents."""
+    latent, base = parts["latent_metrics"], dict(parts["baselines"])
+    metrics = {key: value for key, value in latent.items() if key != "latent_dim"}
+    if "probe" in latent and base.get("labelled"):
+        baselines = {}
+        for name in ("pca", "raw"):
+            difference = latent["probe"]["accuracy"] - base[name]["linear"]["accuracy"]
+            baselines[name] = {**base[name], "latent_minus_baseline": difference,
+                               "latent_beats_baseline": bool(difference > 0)}
+        metrics["baselines"] = {**baselines, "majority_class_accuracy": base["majority_class_accuracy"]}
+    return {**metrics, "umap": parts["umap"], "generative": parts["pictures"]}
 
 
 def _row(*cells) -> str:
@@ -13,43 +36,68 @@ def _num(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def report_text(metrics: dict, manifest: dict, latent_dim: int) -> str:
-    lines = [f"# Evaluation: {manifest['source']}, latent_dim = {latent_dim}", "",
-             f"{manifest['counts']['train']} train / {manifest['counts']['test']} test examples of shape "
-             f"{manifest['example_shape']}; values are nats per example.", ""]
-    if "probe" in metrics:
-        base = metrics["baselines"]
-        lines += ["## Probes (same protocol for every feature set)", "",
-                  _row("features", "dim", "linear accuracy", "macro-F1", "C", "kNN accuracy"),
-                  _row("---", "---", "---", "---", "---", "---"),
-                  _row("latents z_mean", metrics["probe"]["dim"], _num(metrics["probe"]["accuracy"]),
-                       _num(metrics["probe"]["macro_f1"]), metrics["probe"]["C"], _num(metrics["knn"]["accuracy"]))]
-        for name, label in (("pca", "PCA of inputs"), ("raw", "raw inputs")):
-            b = base[name]
-            lines.append(_row(label, b["dim"], _num(b["linear"]["accuracy"]), _num(b["linear"]["macro_f1"]),
-                              b["linear"]["C"], _num(b["knn"])))
-        lines += ["", f"Majority class: {_num(base['majority_class_accuracy'])}. "
-                      f"Latents minus PCA: {base['pca']['latent_minus_baseline']:+.3f}; "
-                      f"minus raw: {base['raw']['latent_minus_baseline']:+.3f}.", ""]
-    lines += ["## SUBO, surprisal and gap", "", _row("split", "examples", "U", "D", "reconstruction",
-                                                    *[f"S_{k}" for k in metrics["subo"]["test"]["S_K"]],
-                                                    *[f"E_{k}" for k in metrics["subo"]["test"]["E_K"]]),
-              _row(*["---"] * (5 + 2 * len(metrics["subo"]["test"]["S_K"])))]
+def probe_table(metrics: dict) -> list[str]:
+    if "probe" not in metrics:
+        return ["No probes: the data has no labels (or one class).", ""]
+    base, probe = metrics["baselines"], metrics["probe"]
+    lines = [_row("features", "dim", "linear accuracy", "macro-F1", "C", "kNN accuracy"), _row(*["---"] * 6),
+             _row("latents z_mean", probe["dim"], _num(probe["accuracy"]), _num(probe["macro_f1"]), probe["C"],
+                  _num(metrics["knn"]["accuracy"]))]
+    for name, label in (("pca", "PCA of inputs"), ("raw", "raw inputs")):
+        b = base[name]
+        lines.append(_row(label, b["dim"], _num(b["linear"]["accuracy"]), _num(b["linear"]["macro_f1"]),
+                          b["linear"]["C"], _num(b["knn"])))
+    return lines + ["", f"Majority class: {_num(base['majority_class_accuracy'])}. "
+                        f"Latents minus PCA: {base['pca']['latent_minus_baseline']:+.3f}; "
+                        f"minus raw: {base['raw']['latent_minus_baseline']:+.3f}.", ""]
+
+
+def subo_table(metrics: dict) -> list[str]:
+    ks = list(metrics["subo"]["test"]["S_K"])
+    lines = [_row("split", "examples", "U", "D", "reconstruction", *[f"S_{k}" for k in ks], *[f"E_{k}" for k in ks]),
+             _row(*["---"] * (5 + 2 * len(ks)))]
     for split, f in metrics["subo"].items():
         lines.append(_row(split, f["examples"], _num(f["U"], 2), _num(f["D"], 2), _num(f["reconstruction"], 2),
                           *[_num(v, 2) for v in f["S_K"].values()], *[_num(v, 2) for v in f["E_K"].values()]))
+    return lines + [""]
+
+
+def report_text(metrics: dict, dataset: dict, latent_dim: int) -> str:
+    lines = [f"# Evaluation: {dataset['source']}, latent_dim = {latent_dim}", "",
+             f"{dataset['counts']['train']} train / {dataset['counts']['test']} test examples of shape "
+             f"{dataset['example_shape']}; values are nats per example.", "",
+             "## Probes (same protocol for every feature set)", "", *probe_table(metrics),
+             "## SUBO, surprisal and gap", "", *subo_table(metrics)]
     g = metrics["gradient_variance"]
-    lines += ["", f"φ-gradient variance on one batch of {g['batch_size']} ({g['repeats']} draws): "
-                  f"reparameterized {g['reparameterized']:.4g}, score function {g['score_function']:.4g}, "
-                  f"ratio {g['ratio']:.1f}.", "", "## Pictures", "", "![UMAP](images/umap.png)", ""]
+    lines += [f"φ-gradient variance on one batch of {g['batch_size']} ({g['repeats']} draws): "
+              f"reparameterized {g['reparameterized']:.4g}, score function {g['score_function']:.4g}, "
+              f"ratio {g['ratio']:.1f}.", "", "## Pictures", "", "![UMAP](umap/umap.png)", "",
+              "![mean D_j per latent dimension](pictures/kl_per_dim.png)", ""]
     if latent_dim == 2:
-        lines += ["![latents](images/latents.png)", ""]
+        lines += ["![latents](umap/latents.png)", ""]
     if metrics["generative"]["images"]:
-        lines += ["![reconstructions](images/reconstructions.png)", "", "![samples](images/samples.png)", "",
-                  "![traversals](images/traversals.png)", ""]
+        lines += [f"![{name}](pictures/{name}.png)\n" for name in ("reconstructions", "samples", "traversals")]
     return "\n".join(lines)
 
 
-def write_report(metrics: dict, manifest: dict, latent_dim: int, out_dir: Path) -> None:
-    with atomic_path(Path(out_dir) / "report.md") as tmp:
-        tmp.write_text(report_text(metrics, manifest, latent_dim))
+def write_report(out_dir: str | Path) -> tuple[dict, str]:
+    """metrics.json and report.md from the parts under out_dir; returns the metrics and the text."""
+    out_dir = Path(out_dir)
+    parts = {}
+    for name, stage in PARTS.items():
+        path = out_dir / f"{name}.json"
+        try:
+            parts[name] = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: not found; run the {stage} stage first (dvc repro {stage})") from None
+    metrics = combine(parts)
+    text = report_text(metrics, parts["baselines"]["dataset"], parts["latent_metrics"]["latent_dim"])
+    with staged_outputs(out_dir) as staging:
+        write_json(staging / "metrics.json", metrics)
+        (staging / "report.md").write_text(text)
+    return metrics, text
+
+
+def summary(metrics: dict) -> str:
+    """What the report stage prints: the probe and SUBO tables."""
+    return "\n".join(["Probes:", *probe_table(metrics), "SUBO (nats per example):", *subo_table(metrics)])

@@ -2,7 +2,7 @@
 
 Each reader returns a `Dataset` whose x keeps the source's own dtype (uint8 pixels, float
 features). Problems with a file raise DataError naming the file and what was wrong. The
-same readers serve prepare and `python -m pipeline.encode` on new data.
+same readers serve prepare and `vae-pipeline encode` on new data.
 """
 
 import difflib

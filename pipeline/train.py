@@ -7,6 +7,7 @@ the last completed epoch (weights, optimizer state and the curves so far, backup
 a killed run resumes from it, and only a finished run replaces the previous outputs.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,20 +17,25 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.config import Params, as_dict
-from pipeline.data import binarize_sample, load_split, read_manifest, validation_rows
-from pipeline.encode import DATA_MANIFEST_FILE, PREPROCESSING_FILE
+from pipeline.config import LossConfig, ModelConfig, TrainConfig, leaf_keys
+from pipeline.data import fixed_inputs, load_split, read_manifest, validation_rows
+from pipeline.bundle import save_bundle
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, replace_dir, write_json
+from pipeline.io import replace_dir
 from pipeline.model import KLWarmup, build_vae
 
 log = logging.getLogger(__name__)
+# Every knob `train` takes, as params.yaml keys: dvc.yaml's train stage lists exactly these
+# (tests/test_dvc_yaml.py), and a backup is resumed only by a run that agrees on all of them.
+TRAIN_PARAMS = ("seed", "data.validation_fraction", "data.binarize", *leaf_keys(ModelConfig, "model."),
+                *leaf_keys(LossConfig, "loss."), *leaf_keys(TrainConfig, "train."))
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
               "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
 
@@ -109,57 +115,68 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
                                              and resolver.task_id == 0)
 
 
-def make_optimizer(params: Params, updates_per_epoch: int) -> keras.optimizers.Optimizer:
-    cfg = params.train
+def make_optimizer(cfg: TrainConfig, updates_per_epoch: int) -> keras.optimizers.Optimizer:
     rate = cfg.learning_rate
     if cfg.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=cfg.epochs * updates_per_epoch)
     return OPTIMIZERS[cfg.optimizer](learning_rate=rate, **({"clipnorm": cfg.clipnorm} if cfg.clipnorm else {}))
 
 
-def train(params: Params, prepared_dir: str | Path, model_dir: str | Path) -> dict:
-    """Train on data/prepared; write the model files and live/ under model_dir."""
+@dataclass(frozen=True)
+class _Run:
+    """What one training run reads: the arguments of `train`, minus the paths."""
+
+    model: ModelConfig
+    loss: LossConfig
+    cfg: TrainConfig
+    validation_fraction: float
+    binarize: str
+    seed: int
+
+
+def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig, loss: LossConfig,
+          training: TrainConfig, validation_fraction: float, binarize: str, seed: int) -> dict:
+    """Train on data/prepared; write the model bundle and live/ under model_dir; return the last epoch's logs."""
     if keras.backend.backend() != "tensorflow":
         raise PipelineError(f"KERAS_BACKEND must be 'tensorflow'. Got {keras.backend.backend()!r} instead.")
-    cfg, model_dir = params.train, Path(model_dir)
-    strategy = distribution_strategy(cfg.distribution)
-    if cfg.deterministic:
+    run = _Run(model, loss, training, validation_fraction, binarize, seed)
+    strategy = distribution_strategy(training.distribution)
+    if training.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(params.seed)
+    keras.utils.set_random_seed(seed)
     previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(cfg.precision)
+    keras.mixed_precision.set_global_policy(training.precision)
     try:
-        return _train(params, prepared_dir, model_dir, strategy)
+        return _train(run, prepared_dir, Path(model_dir), strategy)
     finally:  # the policy is process-wide: leave it as it was
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(params: Params, prepared_dir, model_dir: Path, strategy) -> dict:
+def _train(run: _Run, prepared_dir, model_dir: Path, strategy) -> dict:
     from dvclive import Live
 
-    cfg = params.train
+    cfg = run.cfg
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "CPU")]
     log.info("devices: %s; replicas in sync: %d (%s); precision policy: %s", ", ".join(devices),
              strategy.num_replicas_in_sync, type(strategy).__name__, cfg.precision)
 
     manifest = read_manifest(prepared_dir)
-    _check_model_fits_data(params, manifest, prepared_dir)
-    if params.loss.kl_warmup_epochs > cfg.epochs:
+    _check_model_fits_data(run.model, manifest, prepared_dir)
+    if run.loss.kl_warmup_epochs > cfg.epochs:
         log.warning("loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
-                    "never reaches loss.beta", params.loss.kl_warmup_epochs, cfg.epochs)
-    fit_data, validation_data, n_fit = _datasets(params, prepared_dir)
+                    "never reaches loss.beta", run.loss.kl_warmup_epochs, cfg.epochs)
+    fit_data, validation_data, n_fit = _datasets(run, prepared_dir)
     updates = math.ceil(n_fit / cfg.batch_size) * (1 if cfg.phi_steps == 1 else cfg.phi_steps + 1)
 
     with strategy.scope():
-        vae = build_vae(manifest["example_shape"], params.model, params.loss, phi_steps=cfg.phi_steps,
-                        seed=params.seed)
-        vae.compile(optimizer=make_optimizer(params, updates), steps_per_execution=cfg.steps_per_execution,
+        vae = build_vae(manifest["example_shape"], run.model, run.loss, phi_steps=cfg.phi_steps, seed=run.seed)
+        vae.compile(optimizer=make_optimizer(cfg, updates), steps_per_execution=cfg.steps_per_execution,
                     jit_compile=cfg.jit_compile)
 
     chief = is_chief(strategy)
     backup = model_dir / "backup" if chief else Path(tempfile.mkdtemp(prefix="vae-worker-backup-"))
-    resuming = _prepare_backup(backup, _run_fingerprint(params, manifest))
-    callbacks = _callbacks(params, backup, has_validation=validation_data is not None)
+    resuming = _prepare_backup(backup, _run_fingerprint(run, manifest))
+    callbacks = _callbacks(run, backup, has_validation=validation_data is not None)
     # The curves grow beside the backup and are published with the model: a failed run
     # leaves the previous live/ as it was, a resumed one keeps every earlier epoch's row.
     with Live(str(backup / "live"), resume=resuming, save_dvc_exp=False, dvcyaml=None) as live:
@@ -177,52 +194,37 @@ def _train(params: Params, prepared_dir, model_dir: Path, strategy) -> dict:
             raise PipelineError(f"training diverged: {error}; the last good epoch is kept in {backup} "
                                 "(lower train.learning_rate or set train.clipnorm, then re-run)") from None
     if chief:
-        _save_outputs(vae, prepared_dir, manifest, model_dir)
+        save_bundle(vae, model_dir, Path(prepared_dir) / "preprocessing.npz", manifest)
         replace_dir(backup / "live", model_dir / "live")
     shutil.rmtree(backup, ignore_errors=True)  # finished: nothing left to resume
     return {key: float(values[-1]) for key, values in history.history.items()}
 
 
-def _datasets(params: Params, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int]:
+def _datasets(run: _Run, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int]:
     """The fit and validation parts of the prepared train split, and the fit part's size."""
     split = load_split(prepared_dir, "train")
     x = np.asarray(split.x)
-    fit_rows, val_rows = validation_rows(split.y, params.data.validation_fraction, params.seed)
-    dynamic = params.data.binarize == "dynamic"
-    fit = make_dataset(x[fit_rows], params.train.batch_size, params.seed, binarize=dynamic)
+    fit_rows, val_rows = validation_rows(split.y, run.validation_fraction, run.seed)
+    fit = make_dataset(x[fit_rows], run.cfg.batch_size, run.seed, binarize=run.binarize == "dynamic")
     if not len(val_rows):
         return fit, None, len(fit_rows)
-    # Validation inputs are binarized once, with a seed, so every epoch scores the same data.
-    x_val = binarize_sample(x[val_rows], params.seed) if dynamic else x[val_rows]
-    return fit, make_dataset(x_val, params.train.batch_size, None), len(fit_rows)
+    x_val = fixed_inputs(x, val_rows, run.binarize, run.seed)
+    return fit, make_dataset(x_val, run.cfg.batch_size, None), len(fit_rows)
 
 
-def _callbacks(params: Params, backup: Path, has_validation: bool) -> list:
-    callbacks = [KLWarmup(params.loss.kl_warmup_epochs), StopOnNonFinite(),
+def _callbacks(run: _Run, backup: Path, has_validation: bool) -> list:
+    callbacks = [KLWarmup(run.loss.kl_warmup_epochs), StopOnNonFinite(),
                  # double_checkpoint: a kill while saving leaves the previous epoch's copy
                  keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False, double_checkpoint=True)]
-    if params.train.early_stopping_patience and has_validation:
+    if run.cfg.early_stopping_patience and has_validation:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_U", mode="min", restore_best_weights=True,
-                                                       patience=params.train.early_stopping_patience))
+                                                       patience=run.cfg.early_stopping_patience))
     return callbacks
 
 
-def _save_outputs(vae, prepared_dir, manifest: dict, model_dir: Path) -> None:
-    with atomic_path(model_dir / "model.keras") as tmp:
-        vae.save(tmp)
-    with atomic_path(model_dir / "encoder.keras") as tmp:
-        vae.encoder.save(tmp)
-    # What `python -m pipeline.encode` needs to preprocess new data as this model's was.
-    with atomic_path(model_dir / PREPROCESSING_FILE) as tmp:
-        shutil.copyfile(Path(prepared_dir) / "preprocessing.npz", tmp)
-    write_json(model_dir / DATA_MANIFEST_FILE, manifest)
-
-
-def _run_fingerprint(params: Params, manifest: dict) -> str:
-    """What a backup must match to be resumed: the data and every param training reads."""
-    keys = {k: v for k, v in as_dict(params).items() if k in ("seed", "model", "loss", "train")}
-    keys["data"] = {k: as_dict(params)["data"][k] for k in ("validation_fraction", "binarize")}
-    text = json.dumps({"params": keys, "data": manifest["fingerprint"]}, sort_keys=True)
+def _run_fingerprint(run: _Run, manifest: dict) -> str:
+    """What a backup must match to be resumed: the data and every input of the run."""
+    text = json.dumps({"run": dataclasses.asdict(run), "data": manifest["fingerprint"]}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -237,16 +239,16 @@ def _prepare_backup(backup: Path, fingerprint: str) -> bool:
     return resumable
 
 
-def _check_model_fits_data(params: Params, manifest: dict, prepared_dir) -> None:
+def _check_model_fits_data(model: ModelConfig, manifest: dict, prepared_dir) -> None:
     shape, (lo, hi) = manifest["example_shape"], manifest["value_range"]
     values = math.prod(shape)
-    if params.model.latent_dim > values:
+    if model.latent_dim > values:
         raise PipelineError(f"model.latent_dim must be at most the number of values per example "
-                            f"({values} for {prepared_dir}, shape {shape}). Got {params.model.latent_dim} instead.")
-    if params.model.architecture == "conv" and len(shape) != 3:
+                            f"({values} for {prepared_dir}, shape {shape}). Got {model.latent_dim} instead.")
+    if model.architecture == "conv" and len(shape) != 3:
         raise PipelineError(f"model.architecture 'conv' needs H×W×C images, but {prepared_dir} holds "
                             f"examples of shape {shape}; use 'mlp'")
-    if params.model.likelihood == "bernoulli" and (lo < 0 or hi > 1):
+    if model.likelihood == "bernoulli" and (lo < 0 or hi > 1):
         raise PipelineError(f"model.likelihood 'bernoulli' needs inputs in [0, 1], but {prepared_dir} holds "
                             f"values in [{lo:.3g}, {hi:.3g}] (data.scaling "
                             f"{manifest['preprocessing']['scaling']!r}); use model.likelihood: gaussian "

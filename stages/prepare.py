@@ -1,7 +1,7 @@
 """DVC stage prepare: load the source named in params.yaml, validate, split, write data/prepared."""
 
 from pipeline.config import load_params
-from pipeline.errors import run_stage
+from pipeline.console import run_stage
 
 
 def main() -> None:

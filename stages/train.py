@@ -1,14 +1,16 @@
 """DVC stage train: fit the VAE by minimising the SUBO; write data/model."""
 
 from pipeline.config import load_params
-from pipeline.errors import run_stage
+from pipeline.console import run_stage
 
 
 def main() -> None:
     params = load_params("params.yaml")
     from pipeline.train import train
 
-    final = train(params, prepared_dir="data/prepared", model_dir="data/model")
+    final = train(prepared_dir="data/prepared", model_dir="data/model", model=params.model, loss=params.loss,
+                  training=params.train, validation_fraction=params.data.validation_fraction,
+                  binarize=params.data.binarize, seed=params.seed)
     print("final epoch: " + ", ".join(f"{k}={v:.3f}" for k, v in final.items()))
 
 

@@ -39,9 +39,7 @@ def tiny_params(**overrides):
 def pipeline_run(tmp_path_factory):
     """prepare -> train -> encode -> evaluate on digits with TINY params, in this process."""
     from pipeline.data import prepare
-    from pipeline.encode import encode
-    from pipeline.evaluate import evaluate
-    from pipeline.train import train
+    from pipeline.runner import encode, evaluate_all, train
 
     root = tmp_path_factory.mktemp("run")
     params = tiny_params()
@@ -49,9 +47,10 @@ def pipeline_run(tmp_path_factory):
              "model": root / "model" / "model.keras", "latents": root / "latents",
              "evaluation": root / "evaluation"}
     manifest = prepare(params.data, seed=params.seed, out_dir=paths["prepared"])
-    history = train(params, paths["prepared"], paths["model_dir"])
-    rows = encode(params, paths["prepared"], paths["model"], paths["latents"])
-    metrics = evaluate(params, paths["prepared"], paths["model"], paths["latents"], paths["evaluation"])
+    history = train(params, prepared_dir=paths["prepared"], model_dir=paths["model_dir"])
+    rows = encode(params, prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=paths["latents"])
+    metrics = evaluate_all(params, prepared_dir=paths["prepared"], model_path=paths["model"],
+                           latents_dir=paths["latents"], out_dir=paths["evaluation"])
     return {"params": params, "paths": paths, "manifest": manifest, "history": history,
             "rows": rows, "metrics": metrics}
 

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def test_encode_new_npz_matches_the_stage(pipeline_run, tmp_path):
 def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
     make_image_folder(tmp_path / "imgs", sizes=((30, 20),), per_class=3)
-    result = subprocess.run([sys.executable, "-m", "pipeline.encode", "--model", str(paths["model"]),
+    result = subprocess.run([str(Path(sys.executable).parent / "vae-pipeline"), "encode", "--model", str(paths["model"]),
                              "--input", str(tmp_path / "imgs"), "--output", str(tmp_path / "out")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -46,7 +47,7 @@ def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path)
     table = load_latents(tmp_path / "out")
     assert table.num_rows == 6 and table.column("label").null_count == 6  # classes unknown to the model
     np.savez(tmp_path / "wide.npz", x=np.zeros((3, 9, 9, 1)))
-    result = subprocess.run([sys.executable, "-m", "pipeline.encode", "--model", str(paths["model"]),
+    result = subprocess.run([str(Path(sys.executable).parent / "vae-pipeline"), "encode", "--model", str(paths["model"]),
                              "--input", str(tmp_path / "wide.npz"), "--output", str(tmp_path / "o2")],
                             capture_output=True, text=True)
     assert result.returncode == 2

@@ -58,20 +58,22 @@ def test_staged_outputs_publish_only_on_success(tmp_path):
     assert sorted(str(p) for p in tree_bytes(out)) == ["images/b.png", "keep.txt", "metrics.json"]
 
 
-def test_evaluate_failing_halfway_keeps_every_output(pipeline_run, tmp_path, monkeypatch):
-    import pipeline.evaluate as evaluation
+def test_evaluation_failing_halfway_keeps_every_output(pipeline_run, tmp_path, monkeypatch):
+    import pipeline.evaluate
+    from pipeline.runner import evaluate_all
 
     paths = pipeline_run["paths"]
     out = tmp_path / "evaluation"
     shutil.copytree(paths["evaluation"], out)
     before = tree_bytes(out)
 
-    def broken_umap(*args, **kwargs):  # after the probes and the SUBO figures are written
-        raise DataError("UMAP failed")
+    def broken(*args, **kwargs):  # after the probes and the SUBO figures are computed
+        raise DataError("gradient variance failed")
 
-    monkeypatch.setattr(evaluation, "umap_embedding", broken_umap)
-    with pytest.raises(DataError, match="UMAP failed"):
-        evaluation.evaluate(pipeline_run["params"], paths["prepared"], paths["model"], paths["latents"], out)
+    monkeypatch.setattr(pipeline.evaluate, "phi_gradient_variance", broken)
+    with pytest.raises(DataError, match="gradient variance failed"):
+        evaluate_all(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model"],
+                     latents_dir=paths["latents"], out_dir=out)
     assert tree_bytes(out) == before
 
 
@@ -119,7 +121,7 @@ def test_encode_command_refuses_a_partition_of_another_latent_size(pipeline_run,
 def table_model(tmp_path_factory):
     """A model trained one epoch on a 3-feature CSV; returns (root, model path, csv)."""
     from pipeline.data import prepare
-    from pipeline.train import train
+    from pipeline.runner import train
 
     root = tmp_path_factory.mktemp("table")
     table = make_table(root / "rows.csv", n=90)
@@ -127,7 +129,7 @@ def table_model(tmp_path_factory):
                             "data.scaling": "standardize", "model.likelihood": "gaussian",
                             "model.latent_dim": 2, "train.epochs": 1})
     prepare(params.data, seed=0, out_dir=root / "prepared")
-    train(params, root / "prepared", root / "model")
+    train(params, prepared_dir=root / "prepared", model_dir=root / "model")
     return root, root / "model" / "model.keras", table
 
 
@@ -221,22 +223,24 @@ def test_values_that_used_to_end_in_a_traceback(raw, message):
 
 
 def test_knn_k_beyond_the_probe_rows_is_refused_before_writing(pipeline_run, tmp_path):
-    from pipeline.evaluate import evaluate
+    from pipeline.runner import evaluate_all
 
     paths = pipeline_run["paths"]
     params = tiny_params(**{"evaluate.knn_k": 1437})
     with pytest.raises(ConfigError, match=r"evaluate.knn_k must be smaller than the kNN probe's training rows "
                                           r"\(1437 here\). Got 1437 instead."):
-        evaluate(params, paths["prepared"], paths["model"], paths["latents"], tmp_path / "ev")
+        evaluate_all(params, prepared_dir=paths["prepared"], model_path=paths["model"], latents_dir=paths["latents"],
+                     out_dir=tmp_path / "ev")
     assert not (tmp_path / "ev").exists()
 
 
 def test_a_latent_larger_than_the_input_is_refused_before_writing(pipeline_run, tmp_path):
-    from pipeline.train import train
+    from pipeline.runner import train
 
     with pytest.raises(PipelineError, match=r"model.latent_dim must be at most the number of values per example "
                                             r"\(64 for .*, shape \[8, 8, 1\]\). Got 100000 instead."):
-        train(tiny_params(**{"model.latent_dim": 100_000}), pipeline_run["paths"]["prepared"], tmp_path / "m")
+        train(tiny_params(**{"model.latent_dim": 100_000}), prepared_dir=pipeline_run["paths"]["prepared"],
+              model_dir=tmp_path / "m")
     assert not (tmp_path / "m").exists()
 
 
@@ -244,7 +248,7 @@ def test_a_latent_larger_than_the_input_is_refused_before_writing(pipeline_run, 
 
 NOISY_STAGE = """
 import os, sys
-from pipeline.errors import run_stage
+from pipeline.console import run_stage
 
 def main():
     import tensorflow as tf

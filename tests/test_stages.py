@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.encode import encode
 from pipeline.errors import DataError
-from pipeline.evaluate import evaluate, sample_counts
+from pipeline.evaluate import sample_counts
+from pipeline.runner import encode, evaluate_all
 from pipeline.latents import write_latents
 
 from .test_latents import _batch
@@ -49,8 +49,8 @@ def test_metrics_file_structure_and_ranges(pipeline_run):
 
 def test_pictures_plots_and_report(pipeline_run):
     out = pipeline_run["paths"]["evaluation"]
-    for name in ("umap", "reconstructions", "samples", "traversals"):
-        assert (out / "images" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    for name in ("umap/umap", "pictures/reconstructions", "pictures/samples", "pictures/traversals"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     coords = np.loadtxt(out / "umap.csv", delimiter=",", skiprows=1, usecols=(0, 1))
     assert coords.shape == (200, 2) and np.isfinite(coords).all()
     labels = np.loadtxt(out / "umap.csv", delimiter=",", skiprows=1, usecols=2, dtype=str)
@@ -59,7 +59,10 @@ def test_pictures_plots_and_report(pipeline_run):
     assert confusion.shape == (360, 2)
     assert np.mean(confusion[:, 0] == confusion[:, 1]) == pytest.approx(pipeline_run["metrics"]["probe"]["accuracy"])
     report = (out / "report.md").read_text()
-    assert "## Probes" in report and "![reconstructions](images/reconstructions.png)" in report
+    assert "## Probes" in report and "![reconstructions](pictures/reconstructions.png)" in report
+    assert sorted(p.name for p in out.iterdir()) == [
+        "baselines.json", "confusion.csv", "latent_metrics.json", "metrics.json", "pictures", "pictures.json",
+        "report.md", "umap", "umap.csv", "umap.json"]
 
 
 def test_probes_use_one_protocol_for_every_feature_set():
@@ -85,8 +88,9 @@ def test_evaluate_rejects_latents_of_another_dimension(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
     write_latents(tmp_path / "latents", [_batch("train", 5, 3), _batch("test", 5, 3)], 3, {})
     with pytest.raises(DataError, match="latent_dim 3, expected 4"):
-        evaluate(pipeline_run["params"], paths["prepared"], paths["model"], tmp_path / "latents", tmp_path / "ev")
-    assert not (tmp_path / "ev").exists()
+        evaluate_all(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model"],
+                     latents_dir=tmp_path / "latents", out_dir=tmp_path / "ev")
+    assert not (tmp_path / "ev" / "latent_metrics.json").exists()
 
 
 def test_evaluate_rejects_latents_of_another_dataset(pipeline_run, tmp_path):
@@ -94,13 +98,16 @@ def test_evaluate_rejects_latents_of_another_dataset(pipeline_run, tmp_path):
     write_latents(tmp_path / "latents", [_batch("train", 5, 4), _batch("test", 5, 4)], 4,
                   {"dataset_fingerprint": "0" * 64})
     with pytest.raises(DataError, match="encoded from another dataset"):
-        evaluate(pipeline_run["params"], paths["prepared"], paths["model"], tmp_path / "latents", tmp_path / "ev")
+        evaluate_all(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model"],
+                     latents_dir=tmp_path / "latents", out_dir=tmp_path / "ev")
 
 
 def test_encode_names_a_missing_or_foreign_model(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
     with pytest.raises(DataError, match="model file not found"):
-        encode(pipeline_run["params"], paths["prepared"], tmp_path / "none.keras", tmp_path / "l")
+        encode(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=tmp_path / "none.keras",
+               out_dir=tmp_path / "l")
     with pytest.raises(DataError, match="expected a saved VAE, got Functional"):
-        encode(pipeline_run["params"], paths["prepared"], paths["model_dir"] / "encoder.keras", tmp_path / "l")
+        encode(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model_dir"] / "encoder.keras",
+               out_dir=tmp_path / "l")
     assert not (tmp_path / "l").exists()

@@ -99,9 +99,9 @@ def test_nan_stops_with_a_message_and_keeps_the_backup(project, tmp_path):
 DETERMINISM = """
 import json, sys
 from pipeline.config import parse_params
-from pipeline.train import train
+from pipeline.runner import train
 params = parse_params(json.loads(sys.argv[1]))
-print(json.dumps([train(params, sys.argv[2], sys.argv[3] + str(i)) for i in range(2)]))
+print(json.dumps([train(params, prepared_dir=sys.argv[2], model_dir=sys.argv[3] + str(i)) for i in range(2)]))
 """
 
 
@@ -193,13 +193,13 @@ def test_multi_worker_without_tf_config_is_a_clear_error(project, tmp_path):
 def test_bf16_cosine_and_clipping_in_process(pipeline_run, tmp_path):
     import keras
 
-    from pipeline.train import train
+    from pipeline.runner import train
 
     from .conftest import tiny_params
 
     params = tiny_params(**{"train.precision": "mixed_bfloat16", "train.lr_schedule": "cosine",
                             "train.clipnorm": 1.0, "train.epochs": 3, "train.steps_per_execution": 4})
-    history = train(params, pipeline_run["paths"]["prepared"], tmp_path)
+    history = train(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path)
     assert np.isfinite(history["U"]) and keras.mixed_precision.global_policy().name == "float32"
     rates = np.loadtxt(tmp_path / "live/plots/metrics/train/learning_rate.tsv", skiprows=1, usecols=1)
     assert rates[0] > rates[1] > rates[2] == pytest.approx(0, abs=1e-9)  # cosine decay to 0 over the run

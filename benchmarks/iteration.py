@@ -1,0 +1,96 @@
+"""How long a user waits for the evaluation after changing a knob, through real DVC.
+
+    python benchmarks/iteration.py [--epochs 2] [--keep DIR] [override ...]
+
+Copies the project (git-tracked files) into a temporary git repository, sets the
+README's Fashion-MNIST recipe (plus overrides: dotted.key=value), runs `dvc repro` once,
+then for each scenario changes one knob, brings train/encode up to date first (their
+time is not the evaluation's), and times the `dvc repro` that follows; it prints which
+stages ran and each stage's seconds. Needs Fashion-MNIST's IDX files where
+`data.source: fashion_mnist` finds them (Debian: apt-get install dataset-fashion-mnist).
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import set_dotted  # noqa: E402
+
+RECIPE = {"data.source": "fashion_mnist", "model.architecture": "conv", "model.latent_dim": 16,
+          "model.hidden": [], "train.batch_size": 128}
+SCENARIOS = [  # (what a user changes, the change)
+    ("a training knob (train.learning_rate)", {"train.learning_rate": 0.0015}),
+    ("a UMAP knob (evaluate.umap.n_neighbors)", {"evaluate.umap.n_neighbors": 20}),
+]
+
+
+def sh(args, cwd, check=True) -> tuple[str, float]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    start = time.perf_counter()
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if check and result.returncode:
+        raise SystemExit(f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result.stdout + result.stderr, seconds
+
+
+def set_params(repo: Path, changes: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        set_dotted(params, dotted, value)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def timed_repro(repo: Path) -> dict:
+    """`dvc repro`, stage by stage, so each one's wall time is known."""
+    stages = re.findall(r"Running stage '(\w+)'", sh(["dvc", "repro", "--dry"], repo)[0])
+    seconds = {stage: round(sh(["dvc", "repro", "--single-item", stage], repo)[1], 1) for stage in stages}
+    return {"stages": seconds, "total_s": round(sum(seconds.values()), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value (YAML values)")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs (not what is measured)")
+    parser.add_argument("--keep", type=Path, default=None, help="work in this directory and keep it")
+    args = parser.parse_args()
+    repo = args.keep or Path(tempfile.mkdtemp(prefix="vae-iteration-"))
+    repo.mkdir(parents=True, exist_ok=True)
+    files = sh(["git", "ls-files"], ROOT)[0].split()
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith("data/"):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    (repo / "data" / "raw").mkdir(parents=True, exist_ok=True)
+    overrides = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.overrides)}
+    set_params(repo, {**RECIPE, "train.epochs": args.epochs, **overrides})
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "benchmark"]):
+        sh(command, repo)
+    first = timed_repro(repo)
+    print(json.dumps({"first repro": first}), flush=True)
+    results = {"first repro": first}
+    for what, change in SCENARIOS:
+        set_params(repo, change)
+        sh(["dvc", "repro", "encode"], repo)  # train and encode: not the evaluation's time
+        results[what] = timed_repro(repo)
+        print(json.dumps({what: results[what]}), flush=True)
+    print(json.dumps({"repo": str(repo), **results}, indent=1))
+    if args.keep is None:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

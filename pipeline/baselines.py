@@ -1,0 +1,34 @@
+"""The baselines stage: the same probes on the raw inputs and on a PCA of them.
+
+They depend on the prepared data and the probe protocol alone (and on the latent size,
+which sets the PCA's), so DVC keeps them while models change.
+"""
+
+import numpy as np
+
+from pipeline.console import timed
+from pipeline.data import is_labelled, load_splits, read_manifest
+from pipeline.io import staged_outputs, write_json
+from pipeline.probes import ProbeProtocol, check_knn_k, probe_suite
+
+
+def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> dict:
+    """baselines.json: linear and kNN probes on the raw inputs and on their d-dimensional PCA."""
+    from sklearn.decomposition import PCA
+
+    manifest, data = read_manifest(prepared_dir), load_splits(prepared_dir)
+    dataset = {key: manifest[key] for key in ("source", "counts", "example_shape", "label_names")}
+    result: dict = {"dataset": dataset, "labelled": is_labelled(manifest, data)}
+    if result["labelled"]:
+        check_knn_k(protocol.knn_k, min(len(data["train"]), protocol.max_train))
+        flat = {split: np.asarray(d.x, np.float32).reshape(len(d), -1) for split, d in data.items()}
+        pca = PCA(n_components=min(dim, flat["train"].shape[1]), random_state=protocol.seed).fit(flat["train"])
+        features = {"pca": (pca.transform(flat["train"]), pca.transform(flat["test"])),
+                    "raw": (flat["train"], flat["test"])}
+        with timed("probes on the raw inputs and their PCA"):
+            scores, _ = probe_suite(features, data["train"].y, data["test"].y, protocol)
+        test_y = np.asarray(data["test"].y)
+        result.update(scores, majority_class_accuracy=float(np.bincount(test_y).max() / len(test_y)))
+    with staged_outputs(out_dir) as staging:
+        write_json(staging / "baselines.json", result)
+    return result

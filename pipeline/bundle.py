@@ -1,0 +1,86 @@
+"""The trained model directory: the one place that knows its files.
+
+    data/model/model.keras          the whole VAE, optimizer state included
+    data/model/encoder.keras        built-in Keras layers only: loads with plain Keras
+    data/model/preprocessing.npz    how the training inputs were scaled (data.Preprocessor)
+    data/model/data_manifest.json   the training data's manifest: shape, labels, feature names
+
+train saves it; encode, evaluate and the encode command load it, so no stage module
+needs another for a file name or a loader.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.data import Preprocessor
+from pipeline.errors import DataError
+from pipeline.io import atomic_path, write_json
+
+MODEL_FILE = "model.keras"
+ENCODER_FILE = "encoder.keras"
+PREPROCESSING_FILE = "preprocessing.npz"
+DATA_MANIFEST_FILE = "data_manifest.json"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded model directory. manifest and preprocess are None for a bare model.keras."""
+
+    vae: object  # pipeline.model.VAE
+    model_path: Path
+    manifest: dict | None
+    preprocess: Preprocessor | None
+
+    @property
+    def example_shape(self) -> list[int]:
+        return list(self.vae.encoder.inputs[0].shape[1:])
+
+
+def save_bundle(vae, model_dir: str | Path, preprocessing: Path, manifest: dict) -> None:
+    """Write the model, its encoder, and the data description new data is encoded with.
+
+    model.keras goes last: it is what the encode stage depends on, so a run killed
+    midway leaves at worst side files newer than the model, never a model without them.
+    """
+    model_dir = Path(model_dir)
+    with atomic_path(model_dir / ENCODER_FILE) as tmp:
+        vae.encoder.save(tmp)
+    with atomic_path(model_dir / PREPROCESSING_FILE) as tmp:
+        tmp.write_bytes(Path(preprocessing).read_bytes())
+    write_json(model_dir / DATA_MANIFEST_FILE, manifest)
+    with atomic_path(model_dir / MODEL_FILE) as tmp:
+        vae.save(tmp)
+
+
+def load_vae(model_path: str | Path):
+    """Load model.keras, naming the file when it is missing or not a VAE of this package."""
+    import keras
+
+    import pipeline.model  # registers the custom layers
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise DataError(f"{model_path}: model file not found; run the train stage first")
+    try:
+        model = keras.saving.load_model(model_path)
+    except (OSError, ValueError, TypeError) as error:
+        raise DataError(f"{model_path}: cannot load Keras model ({' '.join(str(error).split())})") from None
+    if not isinstance(model, pipeline.model.VAE):
+        raise DataError(f"{model_path}: expected a saved VAE, got {type(model).__name__}")
+    return model
+
+
+def load_bundle(model_path: str | Path) -> Bundle:
+    """model.keras and, when they are beside it, its preprocessing and data manifest."""
+    model_path = Path(model_path)
+    vae = load_vae(model_path)
+    manifest_path, preprocessing_path = model_path.parent / DATA_MANIFEST_FILE, model_path.parent / PREPROCESSING_FILE
+    manifest = None
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError as error:
+            raise DataError(f"{manifest_path}: not valid JSON ({error})") from None
+    preprocess = Preprocessor.load(preprocessing_path) if preprocessing_path.is_file() else None
+    return Bundle(vae, model_path, manifest, preprocess)

@@ -1,0 +1,68 @@
+"""`vae-pipeline`, the user's command: the only module of the library that parses arguments.
+
+    vae-pipeline encode --model data/model/model.keras --input new.csv --output out/
+    vae-pipeline plots-template NODE_MODULES OUT.html
+
+`python -m pipeline.cli ...` is the same command without the installed script.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.console import run_stage
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1. Got {text!r} instead.")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vae-pipeline", description="Use a trained VAE pipeline's outputs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    encode = commands.add_parser("encode", help="encode new data with a trained model into latent Parquet",
+                                 description="Encode new data with a trained model, preprocessed as its training "
+                                             "data was; writes only the partition <output>/split=<split>.")
+    encode.add_argument("--model", type=Path, required=True, help="a trained model.keras")
+    encode.add_argument("--input", type=Path, required=True,
+                        help="an .npz, a .csv/.parquet table, a directory of IDX files or of class folders")
+    encode.add_argument("--output", type=Path, required=True, help="directory of the latent Parquet dataset")
+    encode.add_argument("--split", default="new", help="partition name for these rows (default: new)")
+    encode.add_argument("--overwrite", action="store_true", help="replace an existing partition of that name")
+    encode.add_argument("--batch-size", type=_positive_int, default=1024)
+    encode.add_argument("--x-key", default="x", help="npz: array of inputs")
+    encode.add_argument("--y-key", default=None, help="npz: array of labels (optional)")
+    encode.add_argument("--label-column", default=None, help="table: label column (optional)")
+
+    plots = commands.add_parser("plots-template", help="an offline page for `dvc plots show --html-template`")
+    plots.add_argument("node_modules", type=Path, help="where npm installed vega, vega-lite and vega-embed")
+    plots.add_argument("out", type=Path, help="the HTML template to write")
+    return parser
+
+
+def _encode(args) -> None:
+    from pipeline.encode import encode_new_data
+
+    rows = encode_new_data(args.model, args.input, args.output, batch_size=args.batch_size, split=args.split,
+                           overwrite=args.overwrite, x_key=args.x_key, y_key=args.y_key,
+                           label_column=args.label_column)
+    print(f"encoded {rows} rows of {args.input} into {args.output / f'split={args.split}'}")
+
+
+def _plots_template(args) -> None:
+    from pipeline.plots import write_offline_template
+
+    write_offline_template(args.node_modules, args.out)
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    run_stage(lambda: {"encode": _encode, "plots-template": _plots_template}[args.command](args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The umap stage: a 2-D picture of the latents; re-runs alone when evaluate.umap.* changes."""
+
+import sys
+
+import numpy as np
+
+from pipeline.config import UmapConfig
+from pipeline.console import timed
+from pipeline.data import load_splits, read_manifest, seeded_rows
+from pipeline.figures import plot_scatter
+from pipeline.io import staged_outputs, write_json
+from pipeline.latents import load_z_mean
+
+
+def umap_embedding(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
+    umap = _import_umap()
+    # A random_state makes UMAP reproducible and single-threaded (n_jobs=1 says so).
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(z) - 1), min_dist=min_dist,
+                        random_state=seed, n_jobs=1)
+    return reducer.fit_transform(z)
+
+
+def _import_umap():
+    """umap-learn, without the TensorFlow import it makes for ParametricUMAP (unused here).
+
+    That import is 4 s of a stage that needs no TensorFlow; a failed import is what
+    umap-learn itself expects when TensorFlow is absent. Left alone when it is loaded.
+    """
+    if "tensorflow" in sys.modules:
+        import umap
+        return umap
+    sys.modules["tensorflow"] = None  # makes `import tensorflow` raise ImportError
+    try:
+        import umap
+    finally:
+        del sys.modules["tensorflow"]
+    return umap
+
+
+def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int) -> dict:
+    """umap.csv (coordinates and labels), umap/umap.png (and umap/latents.png when d = 2), umap.json."""
+    manifest, data = read_manifest(prepared_dir), load_splits(prepared_dir)
+    z = load_z_mean(latents_dir, {umap.split: data[umap.split].id}, manifest["fingerprint"])[umap.split]
+    labels = np.asarray(data[umap.split].y)
+    rows = seeded_rows(len(z), umap.max_points, seed)
+    names = manifest["label_names"]
+    with timed("UMAP"):
+        coords = umap_embedding(z[rows], umap.n_neighbors, umap.min_dist, seed)
+    what = f"{umap.split} z_mean: {manifest['source']}, latent_dim={z.shape[1]}, {len(rows)} points"
+    info = {"split": umap.split, "points": len(rows), "n_neighbors": umap.n_neighbors, "min_dist": umap.min_dist,
+            "seed": seed}
+    with staged_outputs(out_dir) as staging:
+        (staging / "umap").mkdir()
+        plot_scatter(coords, labels[rows], names, f"UMAP of {what}", staging / "umap" / "umap.png")
+        if z.shape[1] == 2:
+            plot_scatter(z[rows], labels[rows], names, f"Latents ({what})", staging / "umap" / "latents.png")
+        label_text = np.array(names)[labels[rows]] if names else np.full(len(rows), "")
+        table = np.column_stack([np.char.mod("%.5f", coords), label_text])
+        np.savetxt(staging / "umap.csv", table, fmt="%s", delimiter=",", header="x,y,label", comments="")
+        write_json(staging / "umap.json", info)
+    return info

@@ -1,0 +1,15 @@
+"""DVC stage report: the evaluation parts as one metrics.json and report.md, and a short summary."""
+
+from pipeline.console import run_stage
+
+
+def main() -> None:
+    from pipeline.report import summary, write_report
+
+    metrics, _ = write_report("data/evaluation")
+    print(summary(metrics))
+    print("report: data/evaluation/report.md")
+
+
+if __name__ == "__main__":
+    run_stage(main)

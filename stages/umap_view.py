@@ -1,0 +1,20 @@
+"""DVC stage umap: a UMAP picture of the latents (re-runs alone when evaluate.umap.* changes).
+
+Named umap_view.py, not umap.py: a script's folder comes first on sys.path, and `import umap`
+would find the script instead of umap-learn.
+"""
+
+from pipeline.config import load_params
+from pipeline.console import run_stage
+
+
+def main() -> None:
+    params = load_params("params.yaml")
+    from pipeline.umap_view import umap_view
+
+    umap_view(prepared_dir="data/prepared", latents_dir="data/latents", out_dir="data/evaluation",
+              umap=params.evaluate.umap, seed=params.seed)
+
+
+if __name__ == "__main__":
+    run_stage(main)
