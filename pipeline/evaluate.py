@@ -1,8 +1,9 @@
 """The evaluate stage: are the latents any good, and how tight is the bound?
 
 Probes on z_mean with the baselines' protocol (pipeline.baselines), U, D, S_K and E_K on
-validation and test examples, and the φ-gradient variance of both estimators. Everything
-is written through `staged_outputs`: nothing under out_dir changes unless all succeeds.
+validation and test examples, the φ-gradient variance of both estimators, and pictures of
+the model. Everything is written through `staged_outputs`: nothing under out_dir changes
+unless all succeeds.
 """
 
 import numpy as np
@@ -15,6 +16,7 @@ from pipeline.data import fixed_inputs, is_labelled, load_splits, read_manifest,
 from pipeline.diagnostics import phi_gradient_variance
 from pipeline.io import staged_outputs, write_json
 from pipeline.latents import load_z_mean
+from pipeline.pictures import draw_pictures
 from pipeline.probes import ProbeProtocol, check_knn_k, probe_suite
 
 
@@ -58,7 +60,9 @@ def subo_estimates(vae, x: np.ndarray, samples: int, decodes_per_batch: int = 40
 def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeProtocol, importance_samples: int,
              surprisal_examples: int, gradient_variance: GradientVarianceConfig, validation_fraction: float,
              binarize: str, seed: int) -> dict:
-    """latent_metrics.json and confusion.csv: probes on z_mean, the SUBO figures, the φ-gradient variance."""
+    """latent_metrics.json, confusion.csv and pictures/: probes on z_mean, the SUBO figures, the
+    φ-gradient variance, and pictures of the model (pipeline.pictures) from the test examples
+    the SUBO figures use."""
     manifest, data = read_manifest(prepared_dir), load_splits(prepared_dir)
     vae = load_vae(model_path)
     z = load_z_mean(latents_dir, {split: d.id for split, d in data.items()}, manifest["fingerprint"], vae.latent_dim)
@@ -74,13 +78,17 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     with timed("SUBO and importance-weighted surprisal"):
         _, val_rows = validation_rows(data["train"].y, validation_fraction, seed)
         parts = {"validation": (data["train"].x, val_rows), "test": (data["test"].x, np.arange(len(data["test"])))}
-        metrics["subo"] = {split: subo_estimates(vae, _scored(x, rows, surprisal_examples, binarize, seed),
-                                                 importance_samples)
-                           for split, (x, rows) in parts.items() if len(rows)}
+        scored = {split: _scored(x, rows, surprisal_examples, binarize, seed) for split, (x, rows) in parts.items()}
+        metrics["subo"] = {split: subo_estimates(vae, x, importance_samples) for split, x in scored.items() if len(x)}
     with timed("gradient variance"):
         batch = _scored(data["test"].x, np.arange(len(data["test"])), gradient_variance.batch_size, binarize, seed)
         metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)
-    with staged_outputs(out_dir) as staging:
+    with staged_outputs(out_dir) as staging, timed("pictures"):
+        (staging / "pictures").mkdir()
+        shape = manifest["example_shape"]
+        metrics["generative"] = draw_pictures(vae, scored["test"], staging / "pictures", seed=seed,
+                                              title=f"{manifest['source']}, latent_dim={vae.latent_dim}",
+                                              images=len(shape) == 3 and shape[-1] in (1, 3))
         write_json(staging / "latent_metrics.json", metrics)
         (staging / "confusion.csv").write_text(confusion)
     return metrics

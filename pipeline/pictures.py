@@ -1,15 +1,12 @@
-"""The pictures stage: what the model draws, for image data."""
+"""Pictures of a trained model: its KL to the prior per latent dimension, and for image
+data, reconstructions, samples from the prior and latent traversals."""
 
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import subo
-from pipeline.bundle import load_vae
-from pipeline.console import timed
-from pipeline.data import fixed_inputs, load_split, read_manifest, seeded_rows
 from pipeline.figures import bar_chart, image_grid
-from pipeline.io import staged_outputs, write_json
 
 
 def _decoded_means(vae, z: np.ndarray) -> np.ndarray:
@@ -51,25 +48,13 @@ def generative_figures(vae, x: np.ndarray, kl_per_dim: np.ndarray, out_dir: Path
     return [int(j) for j in top]
 
 
-def pictures(*, prepared_dir, model_path, out_dir, binarize: str, seed: int, examples: int = 1000) -> dict:
-    """pictures/: mean D_j per latent dimension (any data), and for images reconstructions,
-    prior samples and traversals; pictures.json. D_j is averaged over `examples` test rows."""
-    manifest = read_manifest(prepared_dir)
-    shape = manifest["example_shape"]
-    vae = load_vae(model_path)
-    test = load_split(prepared_dir, "test")
-    x = fixed_inputs(test.x, seeded_rows(len(test), examples, seed), binarize, seed)
-    title = f"{manifest['source']}, latent_dim={vae.latent_dim}"
-    info: dict = {"images": len(shape) == 3 and shape[-1] in (1, 3), "examples": len(x)}
-    with staged_outputs(out_dir) as staging:
-        folder = staging / "pictures"
-        folder.mkdir()
-        kl = mean_kl_per_dim(vae, x)
-        info["mean_kl_per_dim"] = [round(float(v), 4) for v in kl]
-        bar_chart(kl, "latent dimension j", "mean D_j (nats)", f"{title}: KL to the prior per dimension",
-                  folder / "kl_per_dim.png")
-        if info["images"]:
-            with timed("reconstructions, samples and traversals"):
-                info["traversed_dims"] = generative_figures(vae, x, kl, folder, seed, title)
-        write_json(staging / "pictures.json", info)
+def draw_pictures(vae, x: np.ndarray, folder: Path, title: str, seed: int, images: bool) -> dict:
+    """Into folder: kl_per_dim.png (mean D_j over the rows of x, any data), and for images
+    reconstructions, prior samples and traversals. Returns what was drawn."""
+    kl = mean_kl_per_dim(vae, x)
+    bar_chart(kl, "latent dimension j", "mean D_j (nats)", f"{title}: KL to the prior per dimension",
+              folder / "kl_per_dim.png")
+    info = {"images": images, "examples": len(x), "mean_kl_per_dim": [round(float(v), 4) for v in kl]}
+    if images:
+        info["traversed_dims"] = generative_figures(vae, x, kl, folder, seed, title)
     return info

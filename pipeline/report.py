@@ -1,7 +1,7 @@
 """The evaluation in one place: metrics.json for `dvc metrics show`, report.md, a short summary.
 
 The evaluation stages each write their own part (baselines.json, latent_metrics.json,
-umap.json, pictures.json); this module only reads and arranges them, so the report is
+umap.json); this module only reads and arranges them, so the report is
 rebuilt in a second whenever one part changes.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from pipeline.errors import DataError
 from pipeline.io import staged_outputs, write_json
 
-PARTS = {"baselines": "baselines", "latent_metrics": "evaluate", "umap": "umap", "pictures": "pictures"}  # -> stage
+PARTS = {"baselines": "baselines", "latent_metrics": "evaluate", "umap": "umap"}  # part -> the stage writing it
 
 
 def combine(parts: dict) -> dict:
@@ -25,7 +25,7 @@ def combine(parts: dict) -> dict:
             baselines[name] = {**base[name], "latent_minus_baseline": difference,
                                "latent_beats_baseline": bool(difference > 0)}
         metrics["baselines"] = {**baselines, "majority_class_accuracy": base["majority_class_accuracy"]}
-    return {**metrics, "umap": parts["umap"], "generative": parts["pictures"]}
+    return {**metrics, "umap": parts["umap"]}
 
 
 def _row(*cells) -> str:

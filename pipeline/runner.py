@@ -26,7 +26,6 @@ def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_d
     """Every evaluation stage, then the report; returns the combined metrics."""
     from pipeline.baselines import baselines
     from pipeline.evaluate import evaluate
-    from pipeline.pictures import pictures
     from pipeline.probes import ProbeProtocol
     from pipeline.report import write_report
     from pipeline.umap_view import umap_view
@@ -39,6 +38,4 @@ def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_d
              gradient_variance=cfg.gradient_variance, validation_fraction=params.data.validation_fraction,
              binarize=params.data.binarize, seed=seed)
     umap_view(prepared_dir=prepared_dir, latents_dir=latents_dir, out_dir=out_dir, umap=cfg.umap, seed=seed)
-    pictures(prepared_dir=prepared_dir, model_path=model_path, out_dir=out_dir, binarize=params.data.binarize,
-             seed=seed)
     return write_report(out_dir)[0]

@@ -78,8 +78,9 @@ def _leaves(tree: dict, prefix: str = ""):
 LAYERS = [
     {"cli"},
     {"runner"},
-    {"train", "encode", "baselines", "evaluate", "umap_view", "pictures"},
-    {"bundle", "probes", "figures", "diagnostics", "report", "plots"},
+    {"train", "encode", "baselines", "evaluate", "umap_view"},
+    {"bundle", "probes", "pictures", "diagnostics", "report", "plots"},
+    {"figures"},
     {"data"},
     {"model", "sources", "latents"},
     {"config", "subo", "likelihoods"},

@@ -61,7 +61,7 @@ def test_pictures_plots_and_report(pipeline_run):
     report = (out / "report.md").read_text()
     assert "## Probes" in report and "![reconstructions](pictures/reconstructions.png)" in report
     assert sorted(p.name for p in out.iterdir()) == [
-        "baselines.json", "confusion.csv", "latent_metrics.json", "metrics.json", "pictures", "pictures.json",
+        "baselines.json", "confusion.csv", "latent_metrics.json", "metrics.json", "pictures",
         "report.md", "umap", "umap.csv", "umap.json"]
 
 
