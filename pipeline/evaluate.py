@@ -6,6 +6,8 @@ the model. Everything is written through `staged_outputs`: nothing under out_dir
 unless all succeeds.
 """
 
+import logging
+
 import numpy as np
 
 from pipeline import subo
@@ -13,11 +15,13 @@ from pipeline.bundle import load_vae
 from pipeline.config import GradientVarianceConfig
 from pipeline.console import timed
 from pipeline.data import fixed_inputs, is_labelled, load_splits, read_manifest, seeded_rows, validation_rows
-from pipeline.diagnostics import phi_gradient_variance
+from pipeline.diagnostics import active_units, collapse_warning, phi_gradient_variance
 from pipeline.io import staged_outputs, write_json
 from pipeline.latents import load_z_mean
 from pipeline.pictures import draw_pictures
 from pipeline.probes import ProbeProtocol, check_knn_k, probe_suite
+
+log = logging.getLogger(__name__)
 
 
 def sample_counts(k: int) -> list[int]:
@@ -69,7 +73,9 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     labelled = is_labelled(manifest, data)
     if labelled:
         check_knn_k(protocol.knn_k, min(len(data["train"]), protocol.max_train))
-    metrics: dict = {"latent_dim": vae.latent_dim}
+    metrics: dict = {"latent_dim": vae.latent_dim, "active_units": active_units(z["test"])}
+    if warning := collapse_warning(metrics["active_units"]):
+        log.warning("%s", warning)
     confusion = "actual,predicted\n"  # header only without labels: DVC still expects the file
     if labelled:
         with timed("probes on the latents"):

@@ -10,6 +10,7 @@ to build a template for `dvc plots show --html-template`.
 
 from pathlib import Path
 
+from pipeline.errors import DataError
 from pipeline.io import atomic_path
 
 SCRIPTS = ("vega/build/vega.min.js", "vega-lite/build/vega-lite.min.js", "vega-embed/build/vega-embed.min.js")
@@ -32,9 +33,13 @@ def offline_template(node_modules: Path) -> str:
     """The page with each script's text inside its own <script> element."""
     parts = []
     for script in SCRIPTS:
-        text = (node_modules / script).read_text(encoding="utf-8")
+        try:
+            text = (node_modules / script).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise DataError(f"{node_modules / script}: not found; `make plots` installs vega, vega-lite "
+                            "and vega-embed there with npm") from None
         if "</script" in text:  # would end the element early
-            raise ValueError(f"{node_modules / script}: contains '</script' and cannot be inlined")
+            raise DataError(f"{node_modules / script}: contains '</script' and cannot be inlined")
         parts.append(f"<script>\n{text}\n</script>")
     return PAGE.format(inline="\n".join(parts))
 

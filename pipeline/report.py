@@ -17,7 +17,7 @@ PARTS = {"baselines": "baselines", "latent_metrics": "evaluate", "umap": "umap"}
 def combine(parts: dict) -> dict:
     """The metrics of every part, with each baseline set beside the latents."""
     latent, base = parts["latent_metrics"], dict(parts["baselines"])
-    metrics = {key: value for key, value in latent.items() if key != "latent_dim"}
+    metrics = {key: value for key, value in latent.items() if key != "latent_dim"}  # active_units included
     if "probe" in latent and base.get("labelled"):
         baselines = {}
         for name in ("pca", "raw"):
@@ -62,12 +62,18 @@ def subo_table(metrics: dict) -> list[str]:
     return lines + [""]
 
 
+def active_units_lines(active: dict) -> list[str]:
+    dims = ", ".join(f"{v:.3g}" for v in active["variance_of_mean"])
+    return [f"Active latent units: **{active['count']} of {active['of']}** (Var_x E_q[z_j] > {active['threshold']}, "
+            f"test examples; per dimension: {dims}). Mean D_j per dimension: pictures/kl_per_dim.png.", ""]
+
+
 def report_text(metrics: dict, dataset: dict, latent_dim: int) -> str:
     lines = [f"# Evaluation: {dataset['source']}, latent_dim = {latent_dim}", "",
              f"{dataset['counts']['train']} train / {dataset['counts']['test']} test examples of shape "
              f"{dataset['example_shape']}; values are nats per example.", "",
              "## Probes (same protocol for every feature set)", "", *probe_table(metrics),
-             "## SUBO, surprisal and gap", "", *subo_table(metrics)]
+             "## SUBO, surprisal and gap", "", *subo_table(metrics), *active_units_lines(metrics["active_units"])]
     g = metrics["gradient_variance"]
     lines += [f"φ-gradient variance on one batch of {g['batch_size']} ({g['repeats']} draws): "
               f"reparameterized {g['reparameterized']:.4g}, score function {g['score_function']:.4g}, "
@@ -100,4 +106,5 @@ def write_report(out_dir: str | Path) -> tuple[dict, str]:
 
 def summary(metrics: dict) -> str:
     """What the report stage prints: the probe and SUBO tables."""
-    return "\n".join(["Probes:", *probe_table(metrics), "SUBO (nats per example):", *subo_table(metrics)])
+    return "\n".join(["Probes:", *probe_table(metrics), "SUBO (nats per example):", *subo_table(metrics),
+                      *active_units_lines(metrics["active_units"])])

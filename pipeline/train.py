@@ -24,9 +24,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipeline.bundle import save_bundle
 from pipeline.config import LossConfig, ModelConfig, TrainConfig, leaf_keys
 from pipeline.data import fixed_inputs, load_split, read_manifest, validation_rows
-from pipeline.bundle import save_bundle
+from pipeline.diagnostics import active_units, collapse_warning
 from pipeline.errors import PipelineError
 from pipeline.io import replace_dir
 from pipeline.model import KLWarmup, build_vae
@@ -193,11 +194,22 @@ def _train(run: _Run, prepared_dir, model_dir: Path, strategy) -> dict:
         except NonFiniteObjective as error:
             raise PipelineError(f"training diverged: {error}; the last good epoch is kept in {backup} "
                                 "(lower train.learning_rate or set train.clipnorm, then re-run)") from None
+    if validation_data is not None:
+        _report_activity(vae, validation_data)
     if chief:
         save_bundle(vae, model_dir, Path(prepared_dir) / "preprocessing.npz", manifest)
         replace_dir(backup / "live", model_dir / "live")
     shutil.rmtree(backup, ignore_errors=True)  # finished: nothing left to resume
     return {key: float(values[-1]) for key, values in history.history.items()}
+
+
+def _report_activity(vae, validation_data: tf.data.Dataset) -> None:
+    """Log the active latent units on the validation examples; warn on collapse."""
+    z_mean, _ = vae.encoder.predict(validation_data, verbose=0)
+    active = active_units(z_mean)
+    log.info("active latent units on validation examples: %d of %d", active["count"], active["of"])
+    if warning := collapse_warning(active):
+        log.warning("%s", warning)
 
 
 def _datasets(run: _Run, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int]:

@@ -45,6 +45,10 @@ def test_metrics_file_structure_and_ranges(pipeline_run):
     assert (variance["repeats"], variance["batch_size"]) == (8, 32)
     assert metrics["umap"] == {"split": "test", "points": 200, "n_neighbors": 10, "min_dist": 0.1, "seed": 0}
     assert metrics["generative"]["images"] and len(metrics["generative"]["mean_kl_per_dim"]) == 4
+    active = metrics["active_units"]
+    assert active["of"] == 4 and active["count"] == sum(v > 0.01 for v in active["variance_of_mean"]) >= 1
+    report = (out / "report.md").read_text()
+    assert f"Active latent units: **{active['count']} of 4**" in report
 
 
 def test_pictures_plots_and_report(pipeline_run):
