@@ -196,8 +196,10 @@ def _train(run: _Run, prepared_dir, model_dir: Path, strategy) -> dict:
                                 "(lower train.learning_rate or set train.clipnorm, then re-run)") from None
     if validation_data is not None:
         _report_activity(vae, validation_data)
+    # Every worker saves (saving a distributed model is collective); only the chief's copy is kept.
+    save_bundle(vae, model_dir if chief else Path(tempfile.mkdtemp()), Path(prepared_dir) / "preprocessing.npz",
+                manifest)
     if chief:
-        save_bundle(vae, model_dir, Path(prepared_dir) / "preprocessing.npz", manifest)
         replace_dir(backup / "live", model_dir / "live")
     shutil.rmtree(backup, ignore_errors=True)  # finished: nothing left to resume
     return {key: float(values[-1]) for key, values in history.history.items()}
