@@ -20,7 +20,7 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
     dataset = {key: manifest[key] for key in ("source", "counts", "example_shape", "label_names")}
     result: dict = {"dataset": dataset, "labelled": is_labelled(manifest, data)}
     if result["labelled"]:
-        check_knn_k(protocol.knn_k, min(len(data["train"]), protocol.max_train))
+        check_knn_k(protocol, len(data["train"]))
         flat = {split: np.asarray(d.x, np.float32).reshape(len(d), -1) for split, d in data.items()}
         pca = PCA(n_components=min(dim, flat["train"].shape[1]), random_state=protocol.seed).fit(flat["train"])
         features = {"pca": (pca.transform(flat["train"]), pca.transform(flat["test"])),

@@ -220,18 +220,24 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
     raw[last] = value
 
 
-def missing_keys(raw: dict, cls=Params, prefix: str = "") -> dict[str, Any]:
+def missing_keys(raw: dict) -> dict[str, Any]:
     """{dotted key: default} for every leaf key that `raw` leaves out."""
+    defaults = Params()
     out = {}
-    for f in dataclasses.fields(cls):
-        key = _dotted(prefix, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if dataclasses.is_dataclass(default):
-            sub = raw.get(f.name) if isinstance(raw, dict) else None
-            out.update(missing_keys(sub if isinstance(sub, dict) else {}, type(default), key))
-        elif not isinstance(raw, dict) or f.name not in raw:
+    for key in leaf_keys():
+        if not _given(raw, key):
+            default = lookup(defaults, key)
             out[key] = list(default) if isinstance(default, tuple) else default
     return out
+
+
+def _given(raw: dict, key: str) -> bool:
+    """Whether raw sets the dotted key (to any value, null included)."""
+    for part in key.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return False
+        raw = raw[part]
+    return True
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

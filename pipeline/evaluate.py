@@ -72,7 +72,7 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     z = load_z_mean(latents_dir, {split: d.id for split, d in data.items()}, manifest["fingerprint"], vae.latent_dim)
     labelled = is_labelled(manifest, data)
     if labelled:
-        check_knn_k(protocol.knn_k, min(len(data["train"]), protocol.max_train))
+        check_knn_k(protocol, len(data["train"]))
     metrics: dict = {"latent_dim": vae.latent_dim, "active_units": active_units(z["test"])}
     if warning := collapse_warning(metrics["active_units"]):
         log.warning("%s", warning)

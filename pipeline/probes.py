@@ -30,11 +30,12 @@ class ProbeProtocol:
                    max_train=probe.max_train_examples, knn_k=knn_k, seed=seed)
 
 
-def check_knn_k(k: int, rows: int) -> None:
-    """k neighbours out of `rows` probe rows: k >= rows votes the majority class for every point."""
-    if k >= rows:
+def check_knn_k(protocol: ProbeProtocol, train_rows: int) -> None:
+    """k neighbours out of the probe's training rows: k >= rows votes the majority class for every point."""
+    rows = min(train_rows, protocol.max_train)
+    if protocol.knn_k >= rows:
         raise ConfigError(f"params.yaml: evaluate.knn_k must be smaller than the kNN probe's training rows "
-                          f"({rows} here). Got {k} instead.")
+                          f"({rows} here). Got {protocol.knn_k} instead.")
 
 
 def _logistic(c: float, seed: int):

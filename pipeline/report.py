@@ -16,7 +16,7 @@ PARTS = {"baselines": "baselines", "latent_metrics": "evaluate", "umap": "umap"}
 
 def combine(parts: dict) -> dict:
     """The metrics of every part, with each baseline set beside the latents."""
-    latent, base = parts["latent_metrics"], dict(parts["baselines"])
+    latent, base = parts["latent_metrics"], parts["baselines"]
     metrics = {key: value for key, value in latent.items() if key != "latent_dim"}  # active_units included
     if "probe" in latent and base.get("labelled"):
         baselines = {}

@@ -146,7 +146,7 @@ def read_idx_release(name: str, path: str | None) -> Dataset:
     candidates = idx_release_candidates(name, path)
     files = [f for pair in IDX_RELEASE_FILES.values() for f in pair]
     found = next((c for c in candidates if all((c / f).is_file() for f in files)), None)
-    if found is None and len(candidates) == 1:  # an explicit data.path
+    if found is None and path and path != DEFAULT_DATA_PATH:  # an explicit data.path: looked there only
         missing = [f for f in files if not (candidates[0] / f).is_file()]
         raise DataError(f"{candidates[0]}: data.source {name!r} needs {', '.join(files)} here (from data.path); "
                         f"missing: {', '.join(missing)}. Leave data.path at {DEFAULT_DATA_PATH!r} to use a "

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import Params, as_dict, load_params, parse_params
+from pipeline.config import Params, as_dict, leaf_keys, load_params, parse_params
 from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.io import staged_outputs
 
@@ -286,18 +286,7 @@ def test_make_repro_outside_git_says_what_to_do(tmp_path):
 
 # --- 10. fuzz: every key, every kind of wrong value --------------------------------------
 
-def _leaf_keys(cls=Params, prefix=""):
-    import dataclasses
-
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(f.default):
-            yield from _leaf_keys(type(f.default), key + ".")
-        else:
-            yield key
-
-
-LEAF_KEYS = sorted(_leaf_keys())
+LEAF_KEYS = sorted(leaf_keys())
 
 
 def _with(dotted: str, value) -> dict:
