@@ -21,7 +21,8 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
     result: dict = {"dataset": dataset, "labelled": is_labelled(manifest, data)}
     if result["labelled"]:
         check_knn_k(protocol, len(data["train"]))
-        flat = {split: np.asarray(d.x, np.float32).reshape(len(d), -1) for split, d in data.items()}
+        # float64: PCA in float32 loses enough precision to move the probe (digits PCA-8: 0.897 vs 0.903).
+        flat = {split: np.asarray(d.x, np.float64).reshape(len(d), -1) for split, d in data.items()}
         pca = PCA(n_components=min(dim, flat["train"].shape[1]), random_state=protocol.seed).fit(flat["train"])
         features = {"pca": (pca.transform(flat["train"]), pca.transform(flat["test"])),
                     "raw": (flat["train"], flat["test"])}
