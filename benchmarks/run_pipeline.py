@@ -46,12 +46,11 @@ def main() -> None:
     params = overridden_params(args.overrides)
     out = args.out or Path(tempfile.mkdtemp(prefix="vae-bench-"))
 
-    from pipeline.data import prepare
-    from pipeline.runner import encode, evaluate_all, train
+    from pipeline.runner import encode, evaluate_all, prepare, train
 
     seconds = {}
     steps = [
-        ("prepare", lambda: prepare(params.data, seed=params.seed, out_dir=out / "prepared")),
+        ("prepare", lambda: prepare(params, out_dir=out / "prepared")),
         ("train", lambda: train(params, prepared_dir=out / "prepared", model_dir=out / "model")),
         ("encode", lambda: encode(params, prepared_dir=out / "prepared", model_path=out / "model" / "model.keras",
                                   out_dir=out / "latents")),

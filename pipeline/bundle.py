@@ -4,6 +4,7 @@
     data/model/encoder.keras        built-in Keras layers only: loads with plain Keras
     data/model/preprocessing.npz    how the training inputs were scaled (data.Preprocessor)
     data/model/data_manifest.json   the training data's manifest: shape, labels, feature names
+    data/model/choices.json         the value of every `auto` knob and the rule that chose it
 
 train saves it; encode, evaluate and the encode command load it, so no stage module
 needs another for a file name or a loader.
@@ -21,23 +22,25 @@ MODEL_FILE = "model.keras"
 ENCODER_FILE = "encoder.keras"
 PREPROCESSING_FILE = "preprocessing.npz"
 DATA_MANIFEST_FILE = "data_manifest.json"
+CHOICES_FILE = "choices.json"
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """A loaded model directory. manifest and preprocess are None for a bare model.keras."""
+    """A loaded model directory. manifest, preprocess and choices are None for a bare model.keras."""
 
     vae: object  # pipeline.model.VAE
     model_path: Path
     manifest: dict | None
     preprocess: Preprocessor | None
+    choices: dict | None = None
 
     @property
     def example_shape(self) -> list[int]:
         return list(self.vae.encoder.inputs[0].shape[1:])
 
 
-def save_bundle(vae, model_dir: str | Path, preprocessing: Path, manifest: dict) -> None:
+def save_bundle(vae, model_dir: str | Path, preprocessing: Path, manifest: dict, choices: dict) -> None:
     """Write the model, its encoder, and the data description new data is encoded with.
 
     model.keras goes last: it is what the encode stage depends on, so a run killed
@@ -49,6 +52,7 @@ def save_bundle(vae, model_dir: str | Path, preprocessing: Path, manifest: dict)
     with atomic_path(model_dir / PREPROCESSING_FILE) as tmp:
         tmp.write_bytes(Path(preprocessing).read_bytes())
     write_json(model_dir / DATA_MANIFEST_FILE, manifest)
+    write_json(model_dir / CHOICES_FILE, choices)
     with atomic_path(model_dir / MODEL_FILE) as tmp:
         vae.save(tmp)
 
@@ -72,15 +76,20 @@ def load_vae(model_path: str | Path):
 
 
 def load_bundle(model_path: str | Path) -> Bundle:
-    """model.keras and, when they are beside it, its preprocessing and data manifest."""
+    """model.keras and, when they are beside it, its preprocessing, data manifest and choices."""
     model_path = Path(model_path)
     vae = load_vae(model_path)
-    manifest_path, preprocessing_path = model_path.parent / DATA_MANIFEST_FILE, model_path.parent / PREPROCESSING_FILE
-    manifest = None
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except ValueError as error:
-            raise DataError(f"{manifest_path}: not valid JSON ({error})") from None
+    preprocessing_path = model_path.parent / PREPROCESSING_FILE
     preprocess = Preprocessor.load(preprocessing_path) if preprocessing_path.is_file() else None
-    return Bundle(vae, model_path, manifest, preprocess)
+    return Bundle(vae, model_path, _json_beside(model_path, DATA_MANIFEST_FILE), preprocess,
+                  _json_beside(model_path, CHOICES_FILE))
+
+
+def _json_beside(model_path: Path, name: str) -> dict | None:
+    path = model_path.parent / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 # The largest integer any knob takes: counts and seeds go to TensorFlow and numpy as int32.
 INT_MAX = 2**31 - 1
 DEFAULT_DATA_PATH = "data/raw"
+# The value of a knob resolved from the data or the hardware (pipeline.auto says how).
+AUTO = "auto"
+Auto = Literal["auto"]
 
 
 def bounded(default, *, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -59,7 +62,7 @@ class DataConfig:
     images: ImagesConfig = ImagesConfig()
     # unit: to [0, 1] (pixels by their range, other features by train min/max);
     # standardize: zero mean, unit variance per feature on train (for a gaussian likelihood).
-    scaling: Literal["unit", "standardize", "none"] = "unit"
+    scaling: Literal["auto", "unit", "standardize", "none"] = AUTO
     binarize: Literal["none", "static", "dynamic"] = "none"  # dynamic: resampled every epoch
     binarize_threshold: float = bounded(0.5, lo=0, hi=1, lo_open=True, hi_open=True)  # static only
     max_examples: int | None = bounded(None, lo=2)  # a seeded, stratified subsample
@@ -70,34 +73,38 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: Literal["mlp", "conv"] = "mlp"  # conv needs H×W×C images
+    architecture: Literal["auto", "mlp", "conv"] = AUTO  # conv needs H×W×C images
     latent_dim: int = bounded(8, lo=1)
-    hidden: tuple[int, ...] = bounded((256, 128), lo=1)  # Dense widths (after the convs for conv)
-    filters: tuple[int, ...] = bounded((32, 64), lo=1)  # conv only: Conv2D filters per layer (at least one)
-    # bernoulli for data in [0, 1]; gaussian with a fixed sigma keeps S bounded below.
-    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
-    sigma: float = bounded(1.0, lo=0, lo_open=True)
+    hidden: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # Dense widths (after the convs for conv)
+    filters: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # conv only: Conv2D filters per layer
+    # bernoulli for data in [0, 1]; gaussian for real values. Both keep S bounded below.
+    likelihood: Literal["auto", "bernoulli", "gaussian"] = AUTO
+    # gaussian only: a fixed σ, or "learned": one trainable σ per feature, at least sigma_floor
+    sigma: float | Literal["learned"] = bounded("learned", lo=0, lo_open=True)
+    sigma_floor: float = bounded(0.05, lo=0, lo_open=True)
 
 
 @dataclass(frozen=True)
 class LossConfig:
     mc_samples: int = bounded(1, lo=1)  # m, samples of q(z|x) per example in Û
     beta: float = bounded(1.0, lo=0)  # weight on D in the training objective only
-    kl_warmup_epochs: int = bounded(0, lo=0)  # ramp the weight on D from 0 to beta
-    free_bits: float = bounded(0.0, lo=0)  # λ nats per latent dimension below which D_j is free
+    # ramp the weight on D from 0 to beta; auto: the first tenth of the epochs (pipeline.auto)
+    kl_warmup_epochs: int | Auto = bounded(AUTO, lo=0)
+    # λ nats per latent dimension below which D_j is free: keeps units from collapsing
+    free_bits: float = bounded(0.25, lo=0)
     gradient_estimator: Literal["reparameterized", "score_function"] = "reparameterized"
     score_baseline: bool = True  # score_function only: subtract a running mean of the surprisal
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = bounded(60, lo=1)
+    epochs: int | Auto = bounded(AUTO, lo=1)  # auto: from the number of examples (pipeline.auto)
     batch_size: int = bounded(64, lo=1)  # global: split across replicas
     learning_rate: float = bounded(1e-3, lo=0, lo_open=True)
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 over all epochs
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
     clipnorm: float | None = bounded(None, lo=0, lo_open=True)  # per-gradient norm clipping
-    early_stopping_patience: int | None = bounded(None, lo=1)  # epochs without a better val U
+    early_stopping_patience: int | None = bounded(10, lo=1)  # epochs without a better val U
     phi_steps: int = bounded(1, lo=1)  # encoder steps per decoder step; 1 = joint updates
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
@@ -291,9 +298,19 @@ def _check(hint, value, bounds, key: str, source: str):
             hint_text = f" (did you mean '{close[0]}'?)" if close else ""
             raise _error(source, key, "one of " + ", ".join(map(repr, choices)), value, hint_text)
         return value
-    if origin in (Union, types.UnionType) and type(None) in get_args(hint):
-        inner = next(a for a in get_args(hint) if a is not type(None))
-        return None if value is None else _check(inner, value, bounds, key, source)
+    if origin in (Union, types.UnionType):  # X | None, X | Literal["auto"], X | Literal["learned"]
+        args = get_args(hint)
+        words = tuple(v for a in args if get_origin(a) is Literal for v in get_args(a))
+        if (value is None and type(None) in args) or (isinstance(value, str) and value in words):
+            return value
+        inner = next(a for a in args if a is not type(None) and get_origin(a) is not Literal)
+        try:
+            return _check(inner, value, bounds, key, source)
+        except ConfigError as error:  # name the words too, when the message is about this key
+            if not words:
+                raise
+            own = f"{source}: {key} must be "
+            raise ConfigError(str(error).replace(own, own + " or ".join(map(repr, words)) + " or ", 1)) from None
     if origin is tuple:
         item = get_args(hint)[0]
         length, min_length = bounds.get("length"), bounds.get("min_length", 0)

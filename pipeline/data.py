@@ -14,20 +14,22 @@ preprocessing is stored so that new data can be encoded exactly as the training 
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.auto import pixel_levels, resolve_scaling
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, sha256_file, write_json
 from pipeline.sources import NO_LABEL, Dataset, load_source
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "test")
 ARRAYS = ("x", "y", "id")
-# Integer pixels with a known range; other integer data is scaled by train min/max.
-PIXEL_RANGES = {"digits": 16.0, "fashion_mnist": 255.0, "mnist": 255.0, "image_folder": 255.0}
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,13 @@ class Preprocessor:
     threshold: float | None = None  # set for static binarization
 
     @classmethod
-    def fit(cls, x: np.ndarray, source: str, scaling: str, threshold: float | None) -> "Preprocessor":
+    def fit(cls, x: np.ndarray, levels: float | None, scaling: str, threshold: float | None) -> "Preprocessor":
+        """levels: the top of the pixel scale (pixels are divided by it), None for other data."""
         features = x.reshape(len(x), -1).astype(np.float64)
         if scaling == "none":
             offset, scale = np.zeros(1), np.ones(1)
-        elif scaling == "unit" and (source in PIXEL_RANGES or x.dtype == np.uint8):
-            offset, scale = np.zeros(1), np.array([PIXEL_RANGES.get(source, 255.0)])
+        elif scaling == "unit" and levels is not None:
+            offset, scale = np.zeros(1), np.array([levels])
         elif scaling == "unit":
             offset, scale = features.min(axis=0), np.ptp(features, axis=0)
         else:  # standardize
@@ -140,17 +143,23 @@ def fixed_inputs(x: np.ndarray, rows: np.ndarray, binarize: str, seed: int) -> n
     return binarize_sample(subset, seed) if binarize == "dynamic" else subset
 
 
-def prepare(config: DataConfig, seed: int, out_dir: str | Path) -> dict:
-    """Load, validate, subsample, split and scale the source; write everything atomically."""
+def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str = "auto") -> dict:
+    """Load, validate, subsample, split and scale the source; write everything atomically.
+
+    likelihood: model.likelihood, which an `auto` data.scaling follows when it is explicit.
+    """
     dataset = load_source(config)
     validate(dataset)
+    levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
+    scaling, why = resolve_scaling(config.scaling, likelihood, levels)
+    log.info("data.scaling=%s (%s)", scaling, why)
     rows = np.arange(len(dataset.x))
     if config.max_examples and config.max_examples < len(rows):
         rows, _ = split_indices(dataset.y, len(rows) - config.max_examples, seed, "max_examples")
     train_rows, test_rows = _train_test_rows(dataset, rows, config.test_fraction, seed)
     _check_classes(dataset, {"train": train_rows, "test": test_rows})
     threshold = config.binarize_threshold if config.binarize == "static" else None
-    preprocess = Preprocessor.fit(dataset.x[train_rows], dataset.source, config.scaling, threshold)
+    preprocess = Preprocessor.fit(dataset.x[train_rows], levels, scaling, threshold)
     with atomic_dir(out_dir) as tmp:
         files, value_range = {}, [np.inf, -np.inf]
         for split, split_rows in (("train", train_rows), ("test", test_rows)):
@@ -162,7 +171,8 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path) -> dict:
                 np.save(tmp / split / f"{name}.npy", np.ascontiguousarray(array))
                 files[f"{split}/{name}.npy"] = sha256_file(tmp / split / f"{name}.npy")
         preprocess.save(tmp / "preprocessing.npz")
-        manifest = _manifest(dataset, config, seed, {"train": train_rows, "test": test_rows}, files, value_range)
+        manifest = _manifest(dataset, config, seed, {"train": train_rows, "test": test_rows}, files, value_range,
+                             levels, {"data.scaling": {"value": scaling, "why": why}})
         write_json(tmp / "manifest.json", manifest)
     return manifest
 
@@ -185,7 +195,8 @@ def _check_classes(dataset: Dataset, splits: dict) -> None:
                             "(use more examples or another data.test_fraction)")
 
 
-def _manifest(dataset: Dataset, config: DataConfig, seed: int, rows: dict, files: dict, value_range) -> dict:
+def _manifest(dataset: Dataset, config: DataConfig, seed: int, rows: dict, files: dict, value_range,
+              levels: float | None, choices: dict) -> dict:
     counts = {split: int(len(r)) for split, r in rows.items()}
     per_class = {split: np.bincount(dataset.y[r], minlength=len(dataset.label_names)).tolist()
                  for split, r in rows.items()} if dataset.labelled else None
@@ -200,9 +211,11 @@ def _manifest(dataset: Dataset, config: DataConfig, seed: int, rows: dict, files
         "counts": counts,
         "counts_per_class": per_class,
         "label_names": list(dataset.label_names),
-        "value_range": value_range,
+        "value_range": value_range,  # of the prepared (scaled) values
+        "pixel_levels": levels,  # the top of the pixel scale; null for real-valued data
+        "choices": choices,  # auto choices made here, with the rule (pipeline.auto)
         "preprocessing": {
-            "scaling": config.scaling,
+            "scaling": choices["data.scaling"]["value"],
             "binarize": config.binarize,
             "binarize_threshold": config.binarize_threshold if config.binarize == "static" else None,
             "max_examples": config.max_examples,

@@ -66,6 +66,7 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
         "dataset_source": manifest["source"],
         "label_names": manifest["label_names"],
         "model_sha256": sha256_file(model_path),
+        "choices": bundle.choices,  # every auto knob's value and rule
         "params": run_params,
         "versions": package_versions(),
     }
@@ -121,6 +122,7 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
         "label_names": label_names,
         "model_sha256": sha256_file(model_path),
+        "choices": bundle.choices,
         "versions": package_versions(),
     }
     batches = encoded_batches(vae.encoder, split, dataset.x, y, np.arange(len(y), dtype=np.int64),

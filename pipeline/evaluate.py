@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from pipeline import subo
-from pipeline.bundle import load_vae
+from pipeline.bundle import load_bundle
 from pipeline.config import GradientVarianceConfig
 from pipeline.console import timed
 from pipeline.data import fixed_inputs, is_labelled, load_splits, read_manifest, seeded_rows, validation_rows
@@ -68,12 +68,14 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     φ-gradient variance, and pictures of the model (pipeline.pictures) from the test examples
     the SUBO figures use."""
     manifest, data = read_manifest(prepared_dir), load_splits(prepared_dir)
-    vae = load_vae(model_path)
+    bundle = load_bundle(model_path)
+    vae = bundle.vae
     z = load_z_mean(latents_dir, {split: d.id for split, d in data.items()}, manifest["fingerprint"], vae.latent_dim)
     labelled = is_labelled(manifest, data)
     if labelled:
         check_knn_k(protocol, len(data["train"]))
-    metrics: dict = {"latent_dim": vae.latent_dim, "active_units": active_units(z["test"])}
+    metrics: dict = {"latent_dim": vae.latent_dim, "choices": bundle.choices or {},
+                     "active_units": active_units(z["test"])}
     if warning := collapse_warning(metrics["active_units"]):
         log.warning("%s", warning)
     confusion = "actual,predicted\n"  # header only without labels: DVC still expects the file

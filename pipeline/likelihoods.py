@@ -2,13 +2,16 @@
 
 Training, evaluation and sampling all go through these objects, so the branch on the
 likelihood family is written once. Both families keep the surprisal S bounded below
-(article, "Probability Density"): Bernoulli is a probability mass; the Gaussian has a
-fixed σ rather than a learned one.
+(article, "Probability Density"): Bernoulli is a probability mass; the Gaussian's σ is
+fixed, or learned per feature but never below a floor (see model.LearnedSigma), since a
+density whose σ may shrink to 0 has no lower bound on S.
 """
 
 import math
 
 from keras import ops
+
+LOG_2PI = math.log(2 * math.pi)
 
 
 class Bernoulli:
@@ -33,32 +36,40 @@ class Bernoulli:
 
 
 class Gaussian:
-    """p(x | z) = N(x; mean, σ² I) with σ fixed (not learned)."""
+    """p(x | z) = N(x; mean, diag σ²), σ fixed or given per feature.
+
+    sigma: a number > 0, or a callable returning σ for each feature (a tensor of one
+    example's shape, e.g. a learned σ); `get_config` records the latter as "learned".
+    """
 
     name = "gaussian"
 
-    def __init__(self, sigma: float = 1.0):
-        if not sigma > 0:
+    def __init__(self, sigma=1.0):
+        if not callable(sigma) and not sigma > 0:
             raise ValueError(f"sigma must be > 0. Got {sigma!r} instead.")
-        self.sigma = float(sigma)
+        self.sigma = sigma if callable(sigma) else float(sigma)
 
     def surprisal(self, x, mean):
-        """log 1/p(x | z) = Σ_i [(x_i - mean_i)² / 2σ² + log(σ √(2π))]; shapes as Bernoulli."""
-        x_shape = ops.shape(x)
-        n_features = math.prod(x_shape[1:])
-        squared = ops.sum(ops.square(x - mean), axis=_feature_axes(x))
-        constant = n_features * (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
-        return 0.5 * squared / self.sigma**2 + constant
+        """log 1/p(x | z) = Σ_i [(x_i - mean_i)² / 2σ_i² + log σ_i + ½ log 2π]; shapes as Bernoulli."""
+        sigma = self.sigma() if callable(self.sigma) else self.sigma
+        axes = _feature_axes(x)
+        squared = ops.sum(ops.square((x - mean) / sigma), axis=axes)
+        features = ops.shape(x)[1:]
+        if callable(self.sigma):
+            log_sigma = ops.sum(ops.broadcast_to(ops.log(sigma), features))
+        else:  # in float64 arithmetic, as the squared term may be
+            log_sigma = math.prod(features) * math.log(sigma)
+        return 0.5 * squared + log_sigma + math.prod(features) * 0.5 * LOG_2PI
 
     def mean(self, params):
         return params
 
     def get_config(self) -> dict:
-        return {"likelihood": self.name, "sigma": self.sigma}
+        return {"likelihood": self.name, "sigma": "learned" if callable(self.sigma) else self.sigma}
 
 
-def make_likelihood(likelihood: str, sigma: float = 1.0):
-    """The likelihood object for `model.likelihood` (and `model.sigma` for gaussian)."""
+def make_likelihood(likelihood: str, sigma=1.0):
+    """The likelihood object for `model.likelihood` (and σ, a number or a callable, for gaussian)."""
     if likelihood == Bernoulli.name:
         return Bernoulli()
     if likelihood == Gaussian.name:

@@ -5,6 +5,7 @@ Every class here is registered serialisable: after `import pipeline.model`,
 plain functional model of built-in layers, so `encoder.keras` loads with Keras only.
 """
 
+import dataclasses
 import math
 
 import keras
@@ -43,6 +44,36 @@ class Sampler(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "samples": self.samples, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LearnedSigma(layers.Layer):
+    """The Gaussian likelihood's σ, one per feature: σ_i = floor + softplus(ρ_i), ρ trainable.
+
+    The floor keeps S bounded below (a density whose σ may shrink to 0 can make log 1/p(x|z)
+    as negative as it likes on one well-predicted feature); softplus keeps the gradient
+    smooth above it. Starts at σ = 1, the scale of standardized features.
+    """
+
+    def __init__(self, shape, floor: float, **kwargs):
+        super().__init__(**kwargs)
+        if not floor > 0:
+            raise ValueError(f"sigma_floor must be > 0. Got {floor!r} instead.")
+        self.shape, self.floor = tuple(shape), float(floor)
+        start = max(1.0 - self.floor, 1e-3)
+        self.rho = self.add_weight(shape=self.shape, name="rho", dtype="float32",
+                                   initializer=keras.initializers.Constant(math.log(math.expm1(start))))
+        self.built = True
+
+    def value(self):
+        """σ for every feature, of one example's shape."""
+        return self.floor + ops.softplus(self.rho)
+
+    def call(self, inputs=None):
+        return self.value()
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "shape": list(self.shape), "floor": self.floor}
 
 
 def conv_strides(size: int, layers_: int) -> list[int]:
@@ -126,12 +157,17 @@ class VAE(keras.Model):
     phi_steps > 1 alternates k encoder (φ) steps with one decoder (θ) step per batch.
     """
 
-    def __init__(self, encoder, decoder, likelihood="bernoulli", sigma=1.0, mc_samples=1, beta=1.0,
-                 free_bits=0.0, gradient_estimator="reparameterized", score_baseline=True,
+    def __init__(self, encoder, decoder, likelihood="bernoulli", sigma=1.0, sigma_floor=0.05, mc_samples=1,
+                 beta=1.0, free_bits=0.0, gradient_estimator="reparameterized", score_baseline=True,
                  phi_steps=1, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
+        self.sigma_floor = float(sigma_floor)
+        self.learned_sigma = None  # the gaussian's trainable σ when sigma is "learned"
+        if likelihood == "gaussian" and sigma == "learned":
+            self.learned_sigma = LearnedSigma(decoder.outputs[0].shape[1:], self.sigma_floor, name="sigma")
+            sigma = self.learned_sigma.value
         self.likelihood = make_likelihood(likelihood, sigma)
         self.mc_samples = mc_samples
         self.beta = float(beta)
@@ -148,6 +184,11 @@ class VAE(keras.Model):
         self.baseline = self.add_weight(shape=(), initializer="zeros", trainable=False, name="baseline",
                                         dtype="float32", aggregation="mean")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("U", "D", "reconstruction")}
+
+    @property
+    def theta_weights(self) -> list:
+        """The model's parameters θ: the decoder's, and a learned σ."""
+        return self.decoder.trainable_weights + (self.learned_sigma.trainable_weights if self.learned_sigma else [])
 
     @property
     def latent_dim(self) -> int:
@@ -214,7 +255,7 @@ class VAE(keras.Model):
         else:  # the article's "aggressive φ": k proxy steps, then one model step
             for _ in range(self.phi_steps):
                 self._step(x, self.encoder.trainable_weights)
-            terms = self._step(x, self.decoder.trainable_weights)
+            terms = self._step(x, self.theta_weights)
         self.baseline.assign(0.9 * self.baseline + 0.1 * ops.mean(terms["reconstruction"]))
         return self._update_trackers(terms)
 
@@ -242,6 +283,7 @@ class VAE(keras.Model):
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             **self.likelihood.get_config(),
+            "sigma_floor": self.sigma_floor,
             "mc_samples": self.mc_samples,
             "beta": self.beta,
             "free_bits": self.free_bits,
@@ -272,11 +314,18 @@ class KLWarmup(keras.callbacks.Callback):
 
 
 def build_vae(example_shape, model, loss, phi_steps: int = 1, seed: int | None = None) -> VAE:
-    """A fresh, built VAE for examples of `example_shape`, from the model and loss configs."""
+    """A fresh, built VAE for examples of `example_shape`, from the model and loss configs.
+
+    `model` must be resolved (pipeline.auto.resolve_model): no `auto` left in it.
+    """
+    unresolved = [f.name for f in dataclasses.fields(model) if getattr(model, f.name) == "auto"]
+    if unresolved:
+        raise ValueError(f"resolve model.{', model.'.join(unresolved)} first (pipeline.auto.resolve_model)")
     shape = tuple(example_shape)
     arch = {"hidden": tuple(model.hidden), "architecture": model.architecture, "filters": tuple(model.filters)}
     vae = VAE(build_encoder(shape, model.latent_dim, **arch), build_decoder(model.latent_dim, shape, **arch),
-              likelihood=model.likelihood, sigma=model.sigma, mc_samples=loss.mc_samples, beta=loss.beta,
+              likelihood=model.likelihood, sigma=model.sigma, sigma_floor=model.sigma_floor,
+              mc_samples=loss.mc_samples, beta=loss.beta,
               free_bits=loss.free_bits, gradient_estimator=loss.gradient_estimator,
               score_baseline=loss.score_baseline, phi_steps=phi_steps, seed=seed, name="vae")
     vae.build(None)

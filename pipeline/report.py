@@ -17,7 +17,8 @@ PARTS = {"baselines": "baselines", "latent_metrics": "evaluate", "umap": "umap"}
 def combine(parts: dict) -> dict:
     """The metrics of every part, with each baseline set beside the latents."""
     latent, base = parts["latent_metrics"], parts["baselines"]
-    metrics = {key: value for key, value in latent.items() if key != "latent_dim"}  # active_units included
+    # active_units included; the choices are text, for the report rather than `dvc metrics`
+    metrics = {key: value for key, value in latent.items() if key not in ("latent_dim", "choices")}
     if "probe" in latent and base.get("labelled"):
         baselines = {}
         for name in ("pca", "raw"):
@@ -68,10 +69,18 @@ def active_units_lines(active: dict) -> list[str]:
             f"test examples; per dimension: {dims}). Mean D_j per dimension: pictures/kl_per_dim.png.", ""]
 
 
-def report_text(metrics: dict, dataset: dict, latent_dim: int) -> str:
+def choices_table(choices: dict) -> list[str]:
+    """The knobs that are `auto` by default: what each became, and why."""
+    lines = [_row("knob", "value", "why"), _row(*["---"] * 3)]
+    lines += [_row(f"`{key}`", f"`{item['value']}`", item["why"]) for key, item in choices.items()]
+    return lines + [""]
+
+
+def report_text(metrics: dict, dataset: dict, latent_dim: int, choices: dict) -> str:
     lines = [f"# Evaluation: {dataset['source']}, latent_dim = {latent_dim}", "",
              f"{dataset['counts']['train']} train / {dataset['counts']['test']} test examples of shape "
              f"{dataset['example_shape']}; values are nats per example.", "",
+             "## Choices made from the data", "", *choices_table(choices),
              "## Probes (same protocol for every feature set)", "", *probe_table(metrics),
              "## SUBO, surprisal and gap", "", *subo_table(metrics), *active_units_lines(metrics["active_units"])]
     g = metrics["gradient_variance"]
@@ -97,7 +106,8 @@ def write_report(out_dir: str | Path) -> tuple[dict, str]:
         except FileNotFoundError:
             raise DataError(f"{path}: not found; run the {stage} stage first (dvc repro {stage})") from None
     metrics = combine(parts)
-    text = report_text(metrics, parts["baselines"]["dataset"], parts["latent_metrics"]["latent_dim"])
+    latent = parts["latent_metrics"]
+    text = report_text(metrics, parts["baselines"]["dataset"], latent["latent_dim"], latent.get("choices", {}))
     with staged_outputs(out_dir) as staging:
         write_json(staging / "metrics.json", metrics)
         (staging / "report.md").write_text(text)

@@ -7,6 +7,12 @@ under DVC.
 from pipeline.config import Params, as_dict
 
 
+def prepare(params: Params, *, out_dir) -> dict:
+    from pipeline.data import prepare as prepare_data
+
+    return prepare_data(params.data, seed=params.seed, out_dir=out_dir, likelihood=params.model.likelihood)
+
+
 def train(params: Params, *, prepared_dir, model_dir) -> dict:
     from pipeline.train import train as fit
 

@@ -47,6 +47,9 @@ class Dataset:
     path: str | None = None
     is_test: np.ndarray | None = None
     feature_names: tuple[str, ...] | None = None  # tables: the columns of x, in order
+    # Images whose pixel scale the reader knows tops out below 255 (digits: 0..16).
+    # uint8 arrays are pixels on 0..255 without saying so (pipeline.auto.pixel_levels).
+    declared_levels: float | None = None
 
     @property
     def labelled(self) -> bool:
@@ -81,7 +84,7 @@ def read_digits() -> Dataset:
     digits = load_digits()  # bundled with scikit-learn: no download
     x = digits.images.astype(np.uint8)[..., None]  # (1797, 8, 8, 1), values 0..16
     return Dataset(x=x, y=digits.target.astype(np.int32), source="digits",
-                   label_names=tuple(str(n) for n in digits.target_names))
+                   label_names=tuple(str(n) for n in digits.target_names), declared_levels=16.0)
 
 
 # --- IDX -------------------------------------------------------------------------------

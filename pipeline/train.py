@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipeline import auto
 from pipeline.bundle import save_bundle
 from pipeline.config import LossConfig, ModelConfig, TrainConfig, leaf_keys
 from pipeline.data import fixed_inputs, load_split, read_manifest, validation_rows
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 # (tests/test_dvc_yaml.py), and a backup is resumed only by a run that agrees on all of them.
 TRAIN_PARAMS = ("seed", "data.validation_fraction", "data.binarize", *leaf_keys(ModelConfig, "model."),
                 *leaf_keys(LossConfig, "loss."), *leaf_keys(TrainConfig, "train."))
+# An epoch is one pass over the fit examples, but at least this many updates: on a table of
+# a hundred rows one pass is two updates, and per-epoch work (validation, backup, logging,
+# early stopping's patience) would then dominate and stop training after a few dozen updates.
+MIN_UPDATES_PER_EPOCH = 50
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
               "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
 
@@ -77,14 +82,18 @@ class LiveLogger(keras.callbacks.Callback):
         self.live.next_step()
 
 
-def make_dataset(x: np.ndarray, batch_size: int, seed: int | None, binarize: bool = False) -> tf.data.Dataset:
-    """Batches of x; reshuffled every epoch in a seeded order when `seed` is given.
+def make_dataset(x: np.ndarray, batch_size: int, seed: int | None, binarize: bool = False,
+                 repeat: bool = False) -> tf.data.Dataset:
+    """Batches of x; reshuffled every pass in a seeded order when `seed` is given.
 
     binarize: draw x_b ~ Bernoulli(x) afresh for every batch (dynamic binarization).
+    repeat: endless passes (fit with steps_per_epoch), batches running across them.
     """
     ds = tf.data.Dataset.from_tensor_slices(x)
     if seed is not None:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
     ds = ds.batch(batch_size)
     if binarize:
         ds = ds.map(lambda b: tf.cast(tf.random.uniform(tf.shape(b), seed=seed) < b, b.dtype),
@@ -156,28 +165,32 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
 def _train(run: _Run, prepared_dir, model_dir: Path, strategy) -> dict:
     from dvclive import Live
 
-    cfg = run.cfg
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "CPU")]
     log.info("devices: %s; replicas in sync: %d (%s); precision policy: %s", ", ".join(devices),
-             strategy.num_replicas_in_sync, type(strategy).__name__, cfg.precision)
+             strategy.num_replicas_in_sync, type(strategy).__name__, run.cfg.precision)
 
     manifest = read_manifest(prepared_dir)
-    _check_model_fits_data(run.model, manifest, prepared_dir)
-    if run.loss.kl_warmup_epochs > cfg.epochs:
+    fit_data, validation_data, steps = _datasets(run, prepared_dir)
+    model, model_choices = auto.resolve_model(run.model, manifest)
+    cfg, epoch_choice = auto.resolve_epochs(run.cfg, steps)
+    loss, warmup_choice = auto.resolve_warmup(run.loss, cfg.epochs)
+    choices = {**manifest.get("choices", {}), **model_choices, **epoch_choice, **warmup_choice}
+    log.info("choices: %s", auto.summary(choices))
+    _check_model_fits_data(model, manifest, prepared_dir)
+    if loss.kl_warmup_epochs > cfg.epochs:
         log.warning("loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
-                    "never reaches loss.beta", run.loss.kl_warmup_epochs, cfg.epochs)
-    fit_data, validation_data, n_fit = _datasets(run, prepared_dir)
-    updates = math.ceil(n_fit / cfg.batch_size) * (1 if cfg.phi_steps == 1 else cfg.phi_steps + 1)
+                    "never reaches loss.beta", loss.kl_warmup_epochs, cfg.epochs)
+    updates = steps * (1 if cfg.phi_steps == 1 else cfg.phi_steps + 1)
 
     with strategy.scope():
-        vae = build_vae(manifest["example_shape"], run.model, run.loss, phi_steps=cfg.phi_steps, seed=run.seed)
+        vae = build_vae(manifest["example_shape"], model, loss, phi_steps=cfg.phi_steps, seed=run.seed)
         vae.compile(optimizer=make_optimizer(cfg, updates), steps_per_execution=cfg.steps_per_execution,
                     jit_compile=cfg.jit_compile)
 
     chief = is_chief(strategy)
     backup = model_dir / "backup" if chief else Path(tempfile.mkdtemp(prefix="vae-worker-backup-"))
-    resuming = _prepare_backup(backup, _run_fingerprint(run, manifest))
-    callbacks = _callbacks(run, backup, has_validation=validation_data is not None)
+    resuming = _prepare_backup(backup, _run_fingerprint(run, manifest, choices))
+    callbacks = _callbacks(loss, cfg, backup, has_validation=validation_data is not None)
     # The curves grow beside the backup and are published with the model: a failed run
     # leaves the previous live/ as it was, a resumed one keeps every earlier epoch's row.
     with Live(str(backup / "live"), resume=resuming, save_dvc_exp=False, dvcyaml=None) as live:
@@ -186,9 +199,9 @@ def _train(run: _Run, prepared_dir, model_dir: Path, strategy) -> dict:
             log.info("resuming from %s at epoch %d of %d", backup, done + 1, cfg.epochs)
         try:
             history = vae.fit(
-                fit_data, validation_data=validation_data, epochs=cfg.epochs,
+                fit_data, validation_data=validation_data, epochs=cfg.epochs, steps_per_epoch=steps,
                 shuffle=False,  # the tf.data pipeline shuffles, seeded
-                callbacks=[*callbacks, LiveLogger(live, n_fit)],
+                callbacks=[*callbacks, LiveLogger(live, steps * cfg.batch_size)],
                 verbose=1 if sys.stdout.isatty() else 2,
             )
         except NonFiniteObjective as error:
@@ -198,7 +211,7 @@ def _train(run: _Run, prepared_dir, model_dir: Path, strategy) -> dict:
         _report_activity(vae, validation_data)
     # Every worker saves (saving a distributed model is collective); only the chief's copy is kept.
     save_bundle(vae, model_dir if chief else Path(tempfile.mkdtemp()), Path(prepared_dir) / "preprocessing.npz",
-                manifest)
+                manifest, choices)
     if chief:
         replace_dir(backup / "live", model_dir / "live")
     shutil.rmtree(backup, ignore_errors=True)  # finished: nothing left to resume
@@ -215,30 +228,36 @@ def _report_activity(vae, validation_data: tf.data.Dataset) -> None:
 
 
 def _datasets(run: _Run, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int]:
-    """The fit and validation parts of the prepared train split, and the fit part's size."""
+    """The fit and validation parts of the prepared train split, and the updates per epoch."""
     split = load_split(prepared_dir, "train")
     x = np.asarray(split.x)
     fit_rows, val_rows = validation_rows(split.y, run.validation_fraction, run.seed)
-    fit = make_dataset(x[fit_rows], run.cfg.batch_size, run.seed, binarize=run.binarize == "dynamic")
+    # Endless, so that an epoch may be more than a pass; batches run across passes.
+    fit = make_dataset(x[fit_rows], run.cfg.batch_size, run.seed, binarize=run.binarize == "dynamic", repeat=True)
+    steps = max(math.ceil(len(fit_rows) / run.cfg.batch_size), MIN_UPDATES_PER_EPOCH)
     if not len(val_rows):
-        return fit, None, len(fit_rows)
+        return fit, None, steps
     x_val = fixed_inputs(x, val_rows, run.binarize, run.seed)
-    return fit, make_dataset(x_val, run.cfg.batch_size, None), len(fit_rows)
+    return fit, make_dataset(x_val, run.cfg.batch_size, None), steps
 
 
-def _callbacks(run: _Run, backup: Path, has_validation: bool) -> list:
-    callbacks = [KLWarmup(run.loss.kl_warmup_epochs), StopOnNonFinite(),
+def _callbacks(loss: LossConfig, cfg: TrainConfig, backup: Path, has_validation: bool) -> list:
+    callbacks = [KLWarmup(loss.kl_warmup_epochs), StopOnNonFinite(),
                  # double_checkpoint: a kill while saving leaves the previous epoch's copy
                  keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False, double_checkpoint=True)]
-    if run.cfg.early_stopping_patience and has_validation:
+    if cfg.early_stopping_patience and has_validation:
+        # Not during the KL warm-up: U (weight 1 on D) is not what those epochs minimise.
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_U", mode="min", restore_best_weights=True,
-                                                       patience=run.cfg.early_stopping_patience))
+                                                       patience=cfg.early_stopping_patience,
+                                                       start_from_epoch=loss.kl_warmup_epochs))
     return callbacks
 
 
-def _run_fingerprint(run: _Run, manifest: dict) -> str:
-    """What a backup must match to be resumed: the data and every input of the run."""
-    text = json.dumps({"run": dataclasses.asdict(run), "data": manifest["fingerprint"]}, sort_keys=True)
+def _run_fingerprint(run: _Run, manifest: dict, choices: dict) -> str:
+    """What a backup must match to be resumed: the data, every input of the run, and what
+    its `auto` knobs became (rules may change between versions of this code)."""
+    text = json.dumps({"run": dataclasses.asdict(run), "data": manifest["fingerprint"], "choices": choices},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

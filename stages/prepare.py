@@ -8,7 +8,7 @@ def main() -> None:
     from pipeline.data import prepare
 
     params = load_params("params.yaml")
-    manifest = prepare(params.data, seed=params.seed, out_dir="data/prepared")
+    manifest = prepare(params.data, seed=params.seed, out_dir="data/prepared", likelihood=params.model.likelihood)
     print(f"prepared {manifest['source']}: {manifest['counts']} examples of shape {manifest['example_shape']}")
 
 

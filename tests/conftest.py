@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "seed": 0,
-    "model": {"latent_dim": 4, "hidden": [64]},
+    # explicit, so that tests may build the model without a manifest (test_auto covers `auto`)
+    "model": {"latent_dim": 4, "hidden": [64], "architecture": "mlp", "filters": [32, 64], "likelihood": "bernoulli"},
     "train": {"epochs": 6, "batch_size": 64, "learning_rate": 0.003},
     "encode": {"batch_size": 256},
     "evaluate": {"importance_samples": 20, "surprisal_examples": 120,

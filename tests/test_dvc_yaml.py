@@ -76,6 +76,7 @@ LAYERS = [
     {"figures"},
     {"data"},
     {"model", "sources", "latents"},
+    {"auto"},
     {"config", "subo", "likelihoods"},
     {"console"},
     {"io", "errors"},

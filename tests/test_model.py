@@ -172,3 +172,58 @@ def test_score_function_training_runs_and_tracks_a_baseline():
     history = vae.fit(x, batch_size=16, epochs=3, verbose=0).history
     assert np.isfinite(history["U"]).all()
     assert float(vae.baseline.numpy()) > 0  # a running mean of the reconstruction surprisal
+
+
+def test_learned_sigma_starts_at_one_and_never_goes_below_the_floor():
+    from pipeline.model import LearnedSigma
+
+    sigma = LearnedSigma((3, 2), floor=0.05)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sigma.value()), np.ones((3, 2)), rtol=1e-6)
+    sigma.rho.assign(np.full((3, 2), -50.0, np.float32))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sigma.value()), 0.05, rtol=1e-6)
+    # so S is bounded below: even a perfect mean costs at least n (log floor + ½ log 2π)
+    from pipeline.likelihoods import Gaussian
+
+    x = np.zeros((1, 3, 2), np.float32)
+    bound = 6 * (np.log(0.05) + 0.5 * np.log(2 * np.pi))
+    assert float(Gaussian(sigma.value).surprisal(x, x)[0]) == pytest.approx(bound, rel=1e-5)
+
+
+def test_learned_sigma_converges_to_each_features_residual_scale():
+    """argmin_σ E[(x − m)²/2σ² + log σ] = RMS residual, or the floor when that is smaller."""
+    from pipeline.likelihoods import Gaussian
+    from pipeline.model import LearnedSigma
+
+    residual_scale = np.array([0.01, 0.3, 1.0, 2.5], np.float32)  # the first lies below the floor
+    x = (np.random.default_rng(0).normal(size=(4096, 4)) * residual_scale).astype(np.float32)
+    sigma = LearnedSigma((4,), floor=0.05)
+    likelihood, optimizer = Gaussian(sigma.value), keras.optimizers.Adam(0.05)
+    import tensorflow as tf
+
+    for _ in range(600):
+        with tf.GradientTape() as tape:
+            loss = keras.ops.mean(likelihood.surprisal(x, np.zeros_like(x)))
+        optimizer.apply(tape.gradient(loss, sigma.trainable_weights), sigma.trainable_weights)
+    expected = np.maximum(np.sqrt((x**2).mean(axis=0)), 0.05)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sigma.value()), expected, rtol=0.03)
+
+
+def test_a_learned_sigma_is_part_of_theta_and_survives_saving(tmp_path):
+    params = tiny_params(**{"model.likelihood": "gaussian", "model.sigma": "learned", "model.sigma_floor": 0.1,
+                            "train.phi_steps": 2})
+    vae = build_vae((6,), params.model, params.loss, phi_steps=2, seed=0)
+    rho = vae.learned_sigma.rho
+    assert any(w is rho for w in vae.theta_weights) and not any(w is rho for w in vae.encoder.weights)
+    vae.learned_sigma.rho.assign(np.linspace(-2, 2, 6).astype(np.float32))
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    before = keras.ops.convert_to_numpy(vae.learned_sigma.value()).copy()
+    vae.fit(x, batch_size=32, epochs=1, verbose=0)  # the θ step moves σ too
+    after = keras.ops.convert_to_numpy(vae.learned_sigma.value())
+    assert not np.allclose(before, after)
+    vae.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.get_config()["sigma"] == "learned" and loaded.sigma_floor == 0.1
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.learned_sigma.value()), after)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.subo_terms(x)["D"]),
+                               keras.ops.convert_to_numpy(vae.subo_terms(x)["D"]), rtol=1e-5)

@@ -195,8 +195,8 @@ def test_a_missing_block_is_filled_in_and_said(tmp_path, caplog):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped))
     with caplog.at_level(logging.WARNING, logger="pipeline"):
         params = load_params(tmp_path / "params.yaml")
-    assert params.train.epochs == 60 and params.train.batch_size == 64
-    assert "does not set train.epochs=60, train.batch_size=64," in caplog.text
+    assert params.train.epochs == "auto" and params.train.batch_size == 64
+    assert "does not set train.epochs='auto', train.batch_size=64," in caplog.text
 
 
 def test_a_key_given_twice_is_an_error(tmp_path):
@@ -214,7 +214,7 @@ def test_a_key_given_twice_is_an_error(tmp_path):
      "model.filters must list at least one Conv2D width when model.architecture is 'conv'. Got [] instead."),
     ({"data": {"table": {"feature_columns": "a"}}},
      "data.table.feature_columns must be a non-empty list of column names. Got 'a' instead."),
-    ({"train": {"epochs": 10**12}}, "train.epochs must be an integer >= 1 and at most 2147483647."),
+    ({"train": {"epochs": 10**12}}, "train.epochs must be 'auto' or an integer >= 1 and at most 2147483647."),
 ])
 def test_values_that_used_to_end_in_a_traceback(raw, message):
     with pytest.raises(ConfigError, match="^params.yaml: ") as info:

@@ -52,7 +52,8 @@ def test_table_csv_and_parquet(tmp_path):
     for suffix in (".csv", ".parquet"):
         path = tmp_path / f"t{suffix}"
         table = make_table(path)
-        manifest = prepare(data_config(source="table", path=str(path)), seed=0, out_dir=tmp_path / f"p{suffix}")
+        manifest = prepare(data_config(source="table", path=str(path), scaling="unit"), seed=0,
+                           out_dir=tmp_path / f"p{suffix}")
         assert manifest["example_shape"] == [3] and manifest["label_names"] == ["cat", "dog", "eel"]
         assert sum(manifest["counts"].values()) == 60
         train = load_split(tmp_path / f"p{suffix}", "train")

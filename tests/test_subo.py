@@ -29,37 +29,42 @@ def gaussian_kl(m0, c0, m1, c1):
 
 
 class LinearGaussian:
-    """p(z) = N(0, I_d), p(x|z) = N(Wz + b, σ²I_n), W with orthogonal columns.
+    """p(z) = N(0, I_d), p(x|z) = N(Wz + b, diag σ²), σ one number or one per feature.
 
-    Orthogonal columns make the exact posterior diagonal, so a diagonal q can equal it.
+    W = diag(σ/σ_min) Q Λ with orthonormal Q keeps the exact posterior diagonal (its
+    precision is I + WᵀΣ⁻¹W = I + Λ²/σ_min²), so a diagonal q can equal it.
     """
 
     def __init__(self, n=5, d=2, sigma=0.5, seed=1):
         rng = np.random.default_rng(seed)
         q, _ = np.linalg.qr(rng.normal(size=(n, d)))
-        self.W = q * np.array([2.0, 0.7])[:d]  # (n, d)
+        self.sigma = sigma  # as the likelihood takes it
+        self.sigmas = np.broadcast_to(np.asarray(sigma, float), (n,)).copy()  # σ_i per feature
+        self.W = (self.sigmas / self.sigmas.min())[:, None] * q * np.array([2.0, 0.7])[:d]  # (n, d)
         self.b = rng.normal(size=n)
-        self.sigma = sigma
-        self.x = self.b + self.W @ rng.normal(size=d) + sigma * rng.normal(size=n)  # (n,)
+        self.x = self.b + self.W @ rng.normal(size=d) + self.sigmas * rng.normal(size=n)  # (n,)
+
+    def likelihood(self) -> Gaussian:
+        return Gaussian(self.sigma) if np.isscalar(self.sigma) else Gaussian(lambda: self.sigmas)
 
     def surprisal(self):
         """S = log 1/p(x), exact."""
-        cov = self.W @ self.W.T + self.sigma**2 * np.eye(len(self.b))
+        cov = self.W @ self.W.T + np.diag(self.sigmas**2)
         return -stats.multivariate_normal(self.b, cov).logpdf(self.x)
 
     def posterior(self):
         """Mean and (diagonal) covariance of p(z|x)."""
-        precision = np.eye(self.W.shape[1]) + self.W.T @ self.W / self.sigma**2
-        cov = np.linalg.inv(precision)
-        return cov @ self.W.T @ (self.x - self.b) / self.sigma**2, cov
+        noise_precision = np.diag(self.sigmas**-2.0)
+        cov = np.linalg.inv(np.eye(self.W.shape[1]) + self.W.T @ noise_precision @ self.W)
+        return cov @ self.W.T @ noise_precision @ (self.x - self.b), cov
 
     def subo_exact(self, q_mean, q_var):
         """U = D + E_q[log 1/p(x|z)] in closed form for q = N(q_mean, diag q_var)."""
-        n = len(self.x)
         residual = self.x - self.W @ q_mean - self.b
-        expected = (residual @ residual + np.trace(self.W @ np.diag(q_var) @ self.W.T)) / (2 * self.sigma**2)
+        spread = np.diag(self.W @ np.diag(q_var) @ self.W.T)
+        expected = np.sum((residual**2 + spread) / (2 * self.sigmas**2))
         kl = float(np_(subo.kl_to_prior(q_mean[None], np.log(q_var)[None]))[0])
-        return kl + expected + n * np.log(self.sigma * np.sqrt(2 * np.pi))
+        return kl + expected + np.sum(np.log(self.sigmas * np.sqrt(2 * np.pi)))
 
     def sample_terms(self, q_mean, q_var, samples, rng):
         """The pipeline's reconstruction (m, 1) and log-weights (m, 1) for z_k ~ q."""
@@ -67,9 +72,13 @@ class LinearGaussian:
         eps = rng.normal(size=(samples, 1, len(q_mean)))
         z = np_(subo.reparameterize(z_mean, z_log_var, eps))  # (m, 1, d)
         decoded = z @ self.W.T + self.b  # (m, 1, n)
-        reconstruction = np_(Gaussian(self.sigma).surprisal(self.x[None], decoded))  # (m, 1)
+        reconstruction = np_(self.likelihood().surprisal(self.x[None], decoded))  # (m, 1)
         log_w = np_(subo.log_importance_weights(reconstruction, z, z_mean, z_log_var))
         return reconstruction, log_w, z_mean, z_log_var
+
+
+# One σ for every feature, and one per feature (what model.sigma: learned gives).
+SIGMAS = pytest.mark.parametrize("sigma", [0.5, np.array([0.3, 0.5, 0.8, 1.2, 0.4])], ids=["fixed", "per_feature"])
 
 
 def test_kl_to_prior_matches_monte_carlo():
@@ -112,6 +121,15 @@ def test_gaussian_surprisal_matches_scipy():
     np.testing.assert_allclose(np_(Gaussian(0.3).surprisal(x, mean)), expected, rtol=1e-10)
 
 
+def test_gaussian_surprisal_with_a_sigma_per_feature_matches_scipy():
+    sigmas = RNG.uniform(0.1, 2.0, size=(5, 2))
+    x, mean = RNG.normal(size=(3, 5, 2)), RNG.normal(size=(4, 3, 5, 2))
+    expected = -stats.norm(mean, sigmas).logpdf(x).sum(axis=(-2, -1))
+    likelihood = Gaussian(lambda: sigmas)
+    np.testing.assert_allclose(np_(likelihood.surprisal(x, mean)), expected, rtol=1e-10)
+    assert likelihood.get_config() == {"likelihood": "gaussian", "sigma": "learned"}
+
+
 def test_make_likelihood_rejects_unknown_and_bad_sigma():
     assert make_likelihood("gaussian", 2.0).sigma == 2.0
     with pytest.raises(ValueError, match="likelihood must be"):
@@ -120,8 +138,9 @@ def test_make_likelihood_rejects_unknown_and_bad_sigma():
         Gaussian(0.0)
 
 
-def test_subo_minus_surprisal_is_kl_to_the_exact_posterior():
-    model = LinearGaussian()
+@SIGMAS
+def test_subo_minus_surprisal_is_kl_to_the_exact_posterior(sigma):
+    model = LinearGaussian(sigma=sigma)
     post_mean, post_cov = model.posterior()
     for _ in range(3):
         q_mean, q_var = RNG.normal(size=2), RNG.uniform(0.1, 2.0, size=2)
@@ -130,8 +149,9 @@ def test_subo_minus_surprisal_is_kl_to_the_exact_posterior():
         assert gap > 0
 
 
-def test_monte_carlo_subo_is_unbiased():
-    model = LinearGaussian()
+@SIGMAS
+def test_monte_carlo_subo_is_unbiased(sigma):
+    model = LinearGaussian(sigma=sigma)
     q_mean, q_var = np.array([0.3, -0.2]), np.array([0.5, 1.5])
     reconstruction, _, z_mean, z_log_var = model.sample_terms(q_mean, q_var, 200_000, RNG)
     per_sample = np_(subo.kl_to_prior(z_mean, z_log_var)) + reconstruction[:, 0]
@@ -140,8 +160,9 @@ def test_monte_carlo_subo_is_unbiased():
     assert abs(estimate - model.subo_exact(q_mean, q_var)) < 4 * per_sample.std() / np.sqrt(len(per_sample))
 
 
-def test_exact_posterior_closes_the_gap():
-    model = LinearGaussian()
+@SIGMAS
+def test_exact_posterior_closes_the_gap(sigma):
+    model = LinearGaussian(sigma=sigma)
     post_mean, post_cov = model.posterior()
     q_var = np.diag(post_cov)
     assert model.subo_exact(post_mean, q_var) == pytest.approx(model.surprisal(), abs=1e-9)  # E = 0
@@ -152,8 +173,9 @@ def test_exact_posterior_closes_the_gap():
         assert float(np_(subo.importance_weighted_surprisal(log_w[:k]))[0]) == pytest.approx(model.surprisal())
 
 
-def test_importance_weighted_surprisal_tightens_towards_s():
-    model = LinearGaussian()
+@SIGMAS
+def test_importance_weighted_surprisal_tightens_towards_s(sigma):
+    model = LinearGaussian(sigma=sigma)
     q_mean, q_var = np.array([0.8, -0.6]), np.array([0.3, 2.0])  # a poor q: a large gap
     s, u = model.surprisal(), model.subo_exact(q_mean, q_var)
     repeats, ks = 400, (1, 10, 100, 1000)

@@ -207,3 +207,15 @@ def test_bf16_cosine_and_clipping_in_process(pipeline_run, tmp_path):
     assert vae.decoder.get_layer("hidden_0").dtype_policy.name == "mixed_bfloat16"
     z_mean, _ = vae.encoder.predict_on_batch(np.zeros((2, 8, 8, 1), np.float32))
     assert z_mean.dtype == np.float32  # heads, and so the SUBO, stay float32
+
+
+def test_a_backup_is_resumed_only_when_the_auto_knobs_resolve_alike():
+    """The same params may resolve differently under another version of the rules."""
+    from pipeline.config import parse_params
+    from pipeline.train import _Run, _run_fingerprint
+
+    params = parse_params(TINY)
+    run, manifest = _Run(params.model, params.loss, params.train, 0.1, "none", 0), {"fingerprint": "data"}
+    one, two = {"model.filters": {"value": [32], "why": "rule"}}, {"model.filters": {"value": [32, 64], "why": "rule"}}
+    assert _run_fingerprint(run, manifest, one) == _run_fingerprint(run, manifest, dict(one))
+    assert _run_fingerprint(run, manifest, one) != _run_fingerprint(run, manifest, two)
