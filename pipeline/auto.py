@@ -84,9 +84,13 @@ def resolve_model(model: ModelConfig, manifest: dict) -> tuple[ModelConfig, dict
         else ("gaussian", f"prepared values span [{lo:.3g}, {hi:.3g}], beyond [0, 1]")))
     is_image = len(shape) == 3 and min(shape[:2]) >= CONV_MIN_SIDE
     filters_given = model.filters if model.filters != AUTO else None
-    architecture = choose("architecture", model.architecture, *(
-        ("conv", f"H×W×C examples {shape}, both sides at least {CONV_MIN_SIDE}")
-        if is_image and filters_given != () else ("mlp", f"examples of shape {shape} are not images to convolve")))
+    if is_image and filters_given != ():
+        arch = ("conv", f"H×W×C examples {shape}, both sides at least {CONV_MIN_SIDE}")
+    elif len(shape) == 3:
+        arch = ("mlp", f"images of {shape}: a side under {CONV_MIN_SIDE}, or model.filters []")
+    else:
+        arch = ("mlp", f"examples of shape {shape} are not H×W×C images")
+    architecture = choose("architecture", model.architecture, *arch)
     filters = choose("filters", model.filters, *(
         (conv_filters(min(shape[:2])), "one stride-2 layer per halving of the shorter side, widths 32·2^i")
         if architecture == "conv" else ((), "no conv layers in an mlp")))

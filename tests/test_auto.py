@@ -52,8 +52,9 @@ def test_rgb_images_of_32x32_get_three_conv_layers():
 
 
 def test_small_images_get_an_mlp_sized_from_the_input():
-    model, _ = resolve((8, 8, 1))  # digits: 64 values
+    model, choices = resolve((8, 8, 1))  # digits: 64 values
     assert (model.likelihood, model.architecture, model.hidden) == ("bernoulli", "mlp", (256, 128))
+    assert "a side under 16" in choices["model.architecture"]["why"]
 
 
 @pytest.mark.parametrize("features, hidden", [(13, (64, 32)), (40, (128, 64)), (784, (512, 256))])
