@@ -27,6 +27,12 @@ The rules, and why:
 - train.epochs: enough epochs for about EPOCH_BUDGET_UPDATES optimizer updates, within
   [MIN_EPOCHS, MAX_EPOCHS]; early stopping on the validation U ends the run sooner when
   the model stops improving (train.early_stopping_patience).
+- train.precision: mixed_bfloat16 where the hardware computes bf16 natively (a CPU with
+  AVX512_BF16 or AMX-BF16, GPUs of compute capability 8.0 or more), mixed_float16 on older
+  GPUs with tensor cores (7.0 or more), float32 otherwise: on a CPU without native bf16
+  it is emulated and about 11× slower. The SUBO itself is always computed in float32.
+- train.steps_per_execution: STEPS_PER_EXECUTION train steps per compiled call, fewer
+  when an epoch is shorter, 1 under multi_worker; an epoch is rounded up to whole calls.
 - loss.kl_warmup_epochs: the first tenth of the epochs (at least one). With the weight
   on D at 0 the encoder first learns to carry information, which the decoder then uses;
   started at full weight, small real-valued datasets collapsed (D ≈ 0) in the benchmark.
@@ -40,6 +46,10 @@ from pipeline.config import AUTO, LossConfig, ModelConfig, TrainConfig
 EPOCH_BUDGET_UPDATES = 10_000
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
 CONV_MIN_SIDE = 16
+# Train steps per compiled call: the per-call overhead (~1 ms on a CPU) then costs a few
+# percent of a step of the smallest models here instead of doubling it.
+STEPS_PER_EXECUTION = 32
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 GIVEN = "set in params.yaml"
 
 
@@ -136,6 +146,44 @@ def resolve_warmup(loss: LossConfig, epochs: int) -> tuple[LossConfig, dict[str,
     warmup = math.ceil(epochs / 10)
     return (dataclasses.replace(loss, kl_warmup_epochs=warmup),
             {"loss.kl_warmup_epochs": {"value": warmup, "why": f"the first tenth of {epochs} epochs"}})
+
+
+def resolve_precision(precision: str, cpu_flags: set[str], gpu_capabilities: list[tuple[int, int]]
+                      ) -> tuple[str, dict[str, dict]]:
+    """train.precision from the hardware: GPUs' compute capabilities, else the CPU's flags."""
+    if precision != AUTO:
+        return precision, {"train.precision": {"value": precision, "why": GIVEN}}
+    if gpu_capabilities:
+        oldest = min(gpu_capabilities)
+        if oldest >= (8, 0):
+            value, why = "mixed_bfloat16", f"GPUs of compute capability {oldest[0]}.{oldest[1]}+ compute bf16"
+        elif oldest >= (7, 0):
+            value, why = "mixed_float16", f"GPUs of compute capability {oldest[0]}.{oldest[1]}: float16 tensor cores"
+        else:
+            value, why = "float32", f"GPUs of compute capability {oldest[0]}.{oldest[1]}: no tensor cores"
+    else:
+        native = sorted(set(NATIVE_BF16_CPU_FLAGS) & set(cpu_flags))
+        value, why = (("mixed_bfloat16", f"the CPU computes bf16 natively ({', '.join(native)})") if native
+                      else ("float32", "the CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag): emulated, slow"))
+    return value, {"train.precision": {"value": value, "why": why}}
+
+
+def resolve_steps_per_execution(training: TrainConfig, updates: int) -> tuple[TrainConfig, int, dict[str, dict]]:
+    """(train config, updates per epoch rounded up to whole calls, the choice).
+
+    Under multi_worker it is 1: Keras' multi-step loop fails there (an unfed placeholder
+    inside the loop, TensorFlow 2.21 / Keras 3.15).
+    """
+    steps = training.steps_per_execution
+    why = GIVEN
+    if steps == AUTO and training.distribution == "multi_worker":
+        steps, why = 1, "one step per call: Keras' multi-step loop fails under multi_worker"
+    elif steps == AUTO:
+        steps = min(STEPS_PER_EXECUTION, updates)
+        why = f"{STEPS_PER_EXECUTION} steps per call (fewer when an epoch is shorter)"
+    updates = math.ceil(updates / steps) * steps  # Keras runs whole calls
+    return (dataclasses.replace(training, steps_per_execution=steps), updates,
+            {"train.steps_per_execution": {"value": steps, "why": why}})
 
 
 def summary(choices: dict[str, dict]) -> str:

@@ -106,10 +106,15 @@ class TrainConfig:
     clipnorm: float | None = bounded(None, lo=0, lo_open=True)  # per-gradient norm clipping
     early_stopping_patience: int | None = bounded(10, lo=1)  # epochs without a better val U
     phi_steps: int = bounded(1, lo=1)  # encoder steps per decoder step; 1 = joint updates
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    # auto: mixed_bfloat16 on native-bf16 CPUs and bf16 GPUs, mixed_float16 on older tensor-core GPUs
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = AUTO
     distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
     deterministic: bool = False  # TensorFlow op determinism: identical runs, somewhat slower
-    steps_per_execution: int = bounded(1, lo=1)  # train steps per compiled call
+    steps_per_execution: int | Auto = bounded(AUTO, lo=1)  # train steps per compiled call
+    # Each epoch, U, S_K and E_K = U − S_K on this many fixed validation examples (0: off),
+    # K = bound_samples: how tight the bound is during optimisation (dvclive bound/*).
+    bound_examples: int = bounded(128, lo=0)
+    bound_samples: int = bounded(100, lo=1)
     jit_compile: bool = False  # XLA-compile the train step
 
 
@@ -266,6 +271,10 @@ def _check_combinations(params: Params, source: str) -> None:
     if params.model.architecture == "conv" and not params.model.filters:
         raise ConfigError(f"{source}: model.filters must list at least one Conv2D width when "
                           "model.architecture is 'conv'. Got [] instead.")
+    steps, distribution = params.train.steps_per_execution, params.train.distribution
+    if distribution == "multi_worker" and steps not in (AUTO, 1):
+        raise ConfigError(f"{source}: train.steps_per_execution must be 1 or 'auto' when train.distribution is "
+                          f"'multi_worker' (Keras' multi-step loop fails there). Got {steps} instead.")
 
 
 def _build(cls, raw: Any, key: str, source: str):

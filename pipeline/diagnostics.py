@@ -1,7 +1,10 @@
-"""Diagnostics of a trained model: is the posterior collapsed, and why is the
-reparameterized estimator better (the article asks; this makes it a number)."""
+"""Diagnostics of a model: how tight is the bound (U, S_K, E_K), is the posterior
+collapsed, and why is the reparameterized estimator better (the article asks; this makes
+it a number). Train uses them every epoch, evaluate on the final model."""
 
 import numpy as np
+
+from pipeline import subo
 
 # Burda et al. (2016, "Importance Weighted Autoencoders"): unit j is active when
 # Var_x(E_q[z_j | x]) > 0.01. It is the metric's definition, not a knob.
@@ -49,3 +52,52 @@ def phi_gradient_variance(vae, x: np.ndarray, repeats: int) -> dict:
         out[estimator] = float(draws.var(axis=0, ddof=1).mean())  # draws: (R, parameters)
     out["ratio"] = out["score_function"] / out["reparameterized"]
     return {**out, "repeats": repeats, "batch_size": len(x)}
+
+
+def sample_counts(k: int) -> list[int]:
+    """1, 10, 100, ... up to k, and k itself: the K values S_K is reported for."""
+    counts = [10**i for i in range(int(np.log10(k)) + 1) if 10**i <= k]
+    return counts if counts[-1] == k else [*counts, k]
+
+
+class BoundEstimator:
+    """Mean U, D, reconstruction, S_K and E_K = U − S_K (nats per example) of a model on x.
+
+    U uses the closed-form D and the mean reconstruction surprisal over the same K
+    samples z_k ~ q(z|x) that the importance-weighted S_K uses (S_k takes the first k).
+    Batches hold about `decodes_per_batch` decoded samples (K per example); the graph is
+    traced once per estimator, so train can score every epoch with one.
+    """
+
+    def __init__(self, vae, samples: int, decodes_per_batch: int = 4096):
+        import tensorflow as tf
+
+        self.ks = sample_counts(samples)
+        self.batch_size = max(1, decodes_per_batch // samples)
+
+        @tf.function(reduce_retracing=True)
+        def per_example(xb):
+            z, reconstruction, z_mean, z_log_var = vae.sample_posterior(xb, samples)
+            log_w = subo.log_importance_weights(reconstruction, z, z_mean, z_log_var)  # (K, B)
+            s_k = [subo.importance_weighted_surprisal(log_w[:k]) for k in self.ks]
+            return subo.kl_to_prior(z_mean, z_log_var), tf.reduce_mean(reconstruction, axis=0), tf.stack(s_k)
+
+        self.per_example = per_example
+
+    def __call__(self, x: np.ndarray) -> dict:
+        parts = [self.per_example(np.asarray(x[start:start + self.batch_size]))
+                 for start in range(0, len(x), self.batch_size)]
+        kl, reconstruction, s_k = (np.concatenate([p[i].numpy() for p in parts], axis=-1) for i in range(3))
+        u = float(np.mean(kl + reconstruction))
+        s_means = {str(k): float(v) for k, v in zip(self.ks, s_k.mean(axis=1))}
+        return {
+            "examples": len(x),
+            "U": u, "D": float(kl.mean()), "reconstruction": float(reconstruction.mean()),
+            "S_K": s_means,
+            "E_K": {k: u - v for k, v in s_means.items()},
+        }
+
+
+def subo_estimates(vae, x: np.ndarray, samples: int) -> dict:
+    """BoundEstimator(vae, samples)(x): the figures once."""
+    return BoundEstimator(vae, samples)(x)

@@ -10,55 +10,17 @@ import logging
 
 import numpy as np
 
-from pipeline import subo
 from pipeline.bundle import load_bundle
 from pipeline.config import GradientVarianceConfig
 from pipeline.console import timed
 from pipeline.data import fixed_inputs, is_labelled, load_splits, read_manifest, seeded_rows, validation_rows
-from pipeline.diagnostics import active_units, collapse_warning, phi_gradient_variance
+from pipeline.diagnostics import active_units, collapse_warning, phi_gradient_variance, subo_estimates
 from pipeline.io import staged_outputs, write_json
 from pipeline.latents import load_z_mean
 from pipeline.pictures import draw_pictures
 from pipeline.probes import ProbeProtocol, check_knn_k, probe_suite
 
 log = logging.getLogger(__name__)
-
-
-def sample_counts(k: int) -> list[int]:
-    """1, 10, 100, ... up to k, and k itself: the K values S_K is reported for."""
-    counts = [10**i for i in range(int(np.log10(k)) + 1) if 10**i <= k]
-    return counts if counts[-1] == k else [*counts, k]
-
-
-def subo_estimates(vae, x: np.ndarray, samples: int, decodes_per_batch: int = 4096) -> dict:
-    """Mean U, D, reconstruction, S_K and E_K = U − S_K (nats per example) over x.
-
-    U uses the closed-form D and the mean reconstruction surprisal over the same K
-    samples z_k ~ q(z|x) that the importance-weighted S_K uses (S_k takes the first k).
-    Batches hold about `decodes_per_batch` decoded samples (K per example), compiled once.
-    """
-    import tensorflow as tf
-
-    ks = sample_counts(samples)
-
-    @tf.function(reduce_retracing=True)
-    def per_example(xb):
-        z, reconstruction, z_mean, z_log_var = vae.sample_posterior(xb, samples)
-        log_w = subo.log_importance_weights(reconstruction, z, z_mean, z_log_var)  # (K, B)
-        s_k = [subo.importance_weighted_surprisal(log_w[:k]) for k in ks]
-        return subo.kl_to_prior(z_mean, z_log_var), tf.reduce_mean(reconstruction, axis=0), tf.stack(s_k)
-
-    batch_size = max(1, decodes_per_batch // samples)
-    parts = [per_example(np.asarray(x[start:start + batch_size])) for start in range(0, len(x), batch_size)]
-    kl, reconstruction, s_k = (np.concatenate([p[i].numpy() for p in parts], axis=-1) for i in range(3))
-    u = float(np.mean(kl + reconstruction))
-    s_means = {str(k): float(v) for k, v in zip(ks, s_k.mean(axis=1))}
-    return {
-        "examples": len(x),
-        "U": u, "D": float(kl.mean()), "reconstruction": float(reconstruction.mean()),
-        "S_K": s_means,
-        "E_K": {k: u - v for k, v in s_means.items()},
-    }
 
 
 def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeProtocol, importance_samples: int,

@@ -176,7 +176,8 @@ class VAE(keras.Model):
         self.score_baseline = score_baseline
         self.phi_steps = phi_steps
         self.seed = seed
-        self.sampler = Sampler(samples=mc_samples, seed=seed, name="sampler")
+        # float32 under mixed precision too: z feeds log q(z|x) and log p(z) in S_K.
+        self.sampler = Sampler(samples=mc_samples, seed=seed, name="sampler", dtype="float32")
         # Weight on D in the objective; the KL warm-up callback ramps it from 0 to β.
         self.kl_weight = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.beta),
                                          trainable=False, name="kl_weight", dtype="float32")

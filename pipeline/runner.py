@@ -13,12 +13,12 @@ def prepare(params: Params, *, out_dir) -> dict:
     return prepare_data(params.data, seed=params.seed, out_dir=out_dir, likelihood=params.model.likelihood)
 
 
-def train(params: Params, *, prepared_dir, model_dir) -> dict:
+def train(params: Params, *, prepared_dir, model_dir, callbacks: tuple = ()) -> dict:
     from pipeline.train import train as fit
 
     return fit(prepared_dir=prepared_dir, model_dir=model_dir, model=params.model, loss=params.loss,
                training=params.train, validation_fraction=params.data.validation_fraction,
-               binarize=params.data.binarize, seed=params.seed)
+               binarize=params.data.binarize, seed=params.seed, callbacks=callbacks)
 
 
 def encode(params: Params, *, prepared_dir, model_path, out_dir) -> int:

@@ -27,8 +27,8 @@ import tensorflow as tf
 from pipeline import auto
 from pipeline.bundle import save_bundle
 from pipeline.config import LossConfig, ModelConfig, TrainConfig, leaf_keys
-from pipeline.data import fixed_inputs, load_split, read_manifest, validation_rows
-from pipeline.diagnostics import active_units, collapse_warning
+from pipeline.data import fixed_inputs, load_split, read_manifest, seeded_rows, validation_rows
+from pipeline.diagnostics import BoundEstimator, active_units, collapse_warning
 from pipeline.errors import PipelineError
 from pipeline.io import replace_dir
 from pipeline.model import KLWarmup, build_vae
@@ -60,12 +60,22 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class LiveLogger(keras.callbacks.Callback):
-    """Per epoch to dvclive: train/<metric>, validation/<metric>, learning rate, samples/s."""
+    """Per epoch to dvclive: train/<metric>, validation/<metric>, learning rate, samples/s,
+    and bound/U, bound/S_K, bound/E_K on fixed validation examples when `bound_x` is given.
 
-    def __init__(self, live, examples_per_epoch: int):
+    The bound figures answer the article's "we don't know how good our upper bound is
+    during optimization": S_K (K = `bound_samples`) estimates S from above, E_K = U − S_K
+    the gap, on the same examples and samples.
+    """
+
+    def __init__(self, live, examples_per_epoch: int, bound_x: np.ndarray | None = None, bound_samples: int = 1):
         super().__init__()
         self.live = live
         self.examples_per_epoch = examples_per_epoch
+        self.bound_x, self.bound_samples = bound_x, bound_samples
+
+    def on_train_begin(self, logs=None):
+        self.bound = BoundEstimator(self.model, self.bound_samples) if self.bound_x is not None else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -79,6 +89,11 @@ class LiveLogger(keras.callbacks.Callback):
         rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)  # a variable under tf.distribute
         self.live.log_metric("train/learning_rate", float(rate))
         self.live.log_metric("train/samples_per_second", self.examples_per_epoch / seconds)
+        if self.bound is not None:
+            figures = self.bound(self.bound_x)
+            k = str(self.bound_samples)
+            for name, value in (("U", figures["U"]), ("S_K", figures["S_K"][k]), ("E_K", figures["E_K"][k])):
+                self.live.log_metric(f"bound/{name}", value)
         self.live.next_step()
 
 
@@ -145,8 +160,12 @@ class _Run:
 
 
 def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig, loss: LossConfig,
-          training: TrainConfig, validation_fraction: float, binarize: str, seed: int) -> dict:
-    """Train on data/prepared; write the model bundle and live/ under model_dir; return the last epoch's logs."""
+          training: TrainConfig, validation_fraction: float, binarize: str, seed: int,
+          callbacks: tuple = ()) -> dict:
+    """Train on data/prepared; write the model bundle and live/ under model_dir; return the last epoch's logs.
+
+    callbacks: extra Keras callbacks (benchmarks use one to score the test split every epoch).
+    """
     if keras.backend.backend() != "tensorflow":
         raise PipelineError(f"KERAS_BACKEND must be 'tensorflow'. Got {keras.backend.backend()!r} instead.")
     run = _Run(model, loss, training, validation_fraction, binarize, seed)
@@ -154,27 +173,52 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     if training.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
+    precision, precision_choice = auto.resolve_precision(training.precision, cpu_flags(), gpu_capabilities())
     previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(training.precision)
+    keras.mixed_precision.set_global_policy(precision)
     try:
-        return _train(run, prepared_dir, Path(model_dir), strategy)
+        return _train(run, prepared_dir, Path(model_dir), strategy, precision_choice, list(callbacks))
     finally:  # the policy is process-wide: leave it as it was
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(run: _Run, prepared_dir, model_dir: Path, strategy) -> dict:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """The CUDA compute capability of every visible GPU."""
+    found = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability:
+            found.append(tuple(capability))
+    return found
+
+
+def _train(run: _Run, prepared_dir, model_dir: Path, strategy, precision_choice: dict, extra: list) -> dict:
     from dvclive import Live
 
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "CPU")]
     log.info("devices: %s; replicas in sync: %d (%s); precision policy: %s", ", ".join(devices),
-             strategy.num_replicas_in_sync, type(strategy).__name__, run.cfg.precision)
+             strategy.num_replicas_in_sync, type(strategy).__name__, keras.mixed_precision.global_policy().name)
 
     manifest = read_manifest(prepared_dir)
-    fit_data, validation_data, steps = _datasets(run, prepared_dir)
+    fit_data, validation_data, steps, bound_x = _datasets(run, prepared_dir)
     model, model_choices = auto.resolve_model(run.model, manifest)
     cfg, epoch_choice = auto.resolve_epochs(run.cfg, steps)
+    cfg, steps, execution_choice = auto.resolve_steps_per_execution(cfg, steps)
     loss, warmup_choice = auto.resolve_warmup(run.loss, cfg.epochs)
-    choices = {**manifest.get("choices", {}), **model_choices, **epoch_choice, **warmup_choice}
+    choices = {**manifest.get("choices", {}), **model_choices, **epoch_choice, **warmup_choice,
+               **precision_choice, **execution_choice}
     log.info("choices: %s", auto.summary(choices))
     _check_model_fits_data(model, manifest, prepared_dir)
     if loss.kl_warmup_epochs > cfg.epochs:
@@ -201,7 +245,7 @@ def _train(run: _Run, prepared_dir, model_dir: Path, strategy) -> dict:
             history = vae.fit(
                 fit_data, validation_data=validation_data, epochs=cfg.epochs, steps_per_epoch=steps,
                 shuffle=False,  # the tf.data pipeline shuffles, seeded
-                callbacks=[*callbacks, LiveLogger(live, steps * cfg.batch_size)],
+                callbacks=[*callbacks, LiveLogger(live, steps * cfg.batch_size, bound_x, cfg.bound_samples), *extra],
                 verbose=1 if sys.stdout.isatty() else 2,
             )
         except NonFiniteObjective as error:
@@ -227,8 +271,9 @@ def _report_activity(vae, validation_data: tf.data.Dataset) -> None:
         log.warning("%s", warning)
 
 
-def _datasets(run: _Run, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int]:
-    """The fit and validation parts of the prepared train split, and the updates per epoch."""
+def _datasets(run: _Run, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int, np.ndarray | None]:
+    """The fit and validation parts of the prepared train split, the updates per epoch, and
+    the fixed validation examples scored for S_K each epoch (None when there are none)."""
     split = load_split(prepared_dir, "train")
     x = np.asarray(split.x)
     fit_rows, val_rows = validation_rows(split.y, run.validation_fraction, run.seed)
@@ -236,9 +281,10 @@ def _datasets(run: _Run, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset
     fit = make_dataset(x[fit_rows], run.cfg.batch_size, run.seed, binarize=run.binarize == "dynamic", repeat=True)
     steps = max(math.ceil(len(fit_rows) / run.cfg.batch_size), MIN_UPDATES_PER_EPOCH)
     if not len(val_rows):
-        return fit, None, steps
+        return fit, None, steps, None
     x_val = fixed_inputs(x, val_rows, run.binarize, run.seed)
-    return fit, make_dataset(x_val, run.cfg.batch_size, None), steps
+    bound_x = x_val[seeded_rows(len(x_val), run.cfg.bound_examples, run.seed)] if run.cfg.bound_examples else None
+    return fit, make_dataset(x_val, run.cfg.batch_size, None), steps, bound_x
 
 
 def _callbacks(loss: LossConfig, cfg: TrainConfig, backup: Path, has_validation: bool) -> list:

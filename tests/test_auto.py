@@ -139,3 +139,40 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
     z = load_z_mean(tmp_path / "latents", {"test": np.load(tmp_path / "prepared" / "test" / "id.npy")},
                     manifest["fingerprint"], 8)
     assert active_units(z["test"])["count"] >= 2
+
+
+@pytest.mark.parametrize("flags, gpus, expected", [
+    ({"avx2", "avx512f", "avx512_bf16"}, [], "mixed_bfloat16"),  # native bf16 CPU
+    ({"avx2", "amx_bf16", "amx_tile"}, [], "mixed_bfloat16"),
+    ({"avx2", "avx512f"}, [], "float32"),  # bf16 would be emulated, ~11× slower
+    (set(), [(8, 0), (9, 0)], "mixed_bfloat16"),
+    ({"avx512_bf16"}, [(7, 5)], "mixed_float16"),  # the GPUs decide, not the CPU
+    (set(), [(6, 1)], "float32"),
+])
+def test_precision_follows_the_hardware(flags, gpus, expected):
+    value, choice = auto.resolve_precision(AUTO, flags, gpus)
+    assert value == expected and choice["train.precision"]["value"] == expected
+    assert auto.resolve_precision("float32", {"avx512_bf16"}, [])[0] == "float32"  # explicit wins
+
+
+def test_steps_per_execution_and_whole_calls_per_epoch():
+    training = Params().train
+    cfg, updates, choice = auto.resolve_steps_per_execution(training, 844)
+    assert (cfg.steps_per_execution, updates) == (32, 864)  # Keras runs whole calls: 27 × 32
+    assert auto.resolve_steps_per_execution(training, 20)[:2][1] == 20
+    multi_worker = parse_params({"train": {"distribution": "multi_worker"}}).train
+    assert auto.resolve_steps_per_execution(multi_worker, 844)[:2][1] == 844  # one step per call there
+    given = parse_params({"train": {"steps_per_execution": 4}}).train
+    assert auto.resolve_steps_per_execution(given, 50)[1:] == (52, {"train.steps_per_execution": {
+        "value": 4, "why": auto.GIVEN}})
+
+
+def test_each_epoch_logs_u_s_k_and_e_k_on_fixed_validation_examples(pipeline_run):
+    """The article's "we don't know how good our bound is during optimization", as curves."""
+    live = pipeline_run["paths"]["model_dir"] / "live" / "plots" / "metrics" / "bound"
+    curves = {name: np.loadtxt(live / f"{name}.tsv", delimiter="\t", skiprows=1, usecols=1)
+              for name in ("U", "S_K", "E_K")}
+    assert all(len(c) == pipeline_run["params"].train.epochs and np.isfinite(c).all() for c in curves.values())
+    np.testing.assert_allclose(curves["E_K"], curves["U"] - curves["S_K"], rtol=1e-5, atol=1e-4)
+    assert curves["S_K"].mean() <= curves["U"].mean()  # S_K bounds S from above, tighter than U on average
+    assert curves["U"][-1] < curves["U"][0]

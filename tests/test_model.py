@@ -227,3 +227,19 @@ def test_a_learned_sigma_is_part_of_theta_and_survives_saving(tmp_path):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.learned_sigma.value()), after)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.subo_terms(x)["D"]),
                                keras.ops.convert_to_numpy(vae.subo_terms(x)["D"]), rtol=1e-5)
+
+
+def test_a_mixed_precision_model_scores_s_k_in_float32():
+    """z feeds log q(z|x) and log p(z): the sampler stays float32 under a bf16 policy."""
+    from pipeline.diagnostics import subo_estimates
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        vae = build_vae((8, 8, 1), tiny_params().model, tiny_params().loss, seed=0)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert vae.encoder.get_layer("hidden_0").compute_dtype == "bfloat16" and vae.sampler.compute_dtype == "float32"
+    x = np.random.default_rng(0).uniform(size=(12, 8, 8, 1)).astype(np.float32)
+    figures = subo_estimates(vae, x, samples=10)
+    assert np.isfinite(figures["U"]) and figures["S_K"]["10"] <= figures["U"] + 1.0

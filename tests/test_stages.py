@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import DataError
-from pipeline.evaluate import sample_counts
+from pipeline.diagnostics import sample_counts
 from pipeline.runner import encode, evaluate_all
 from pipeline.latents import write_latents
 

@@ -1,0 +1,176 @@
+"""The pipeline with its shipped defaults against the canonical Keras VAE example ("KE").
+
+    python benchmarks/anchors.py                 # KE, pipeline, KE, pipeline: ~20 min on 2 cores
+    python benchmarks/anchors.py --repeats 3 --ke-epochs 10
+
+On Fashion-MNIST (Debian's dataset-fashion-mnist). KE is the example's conv model and
+train step (benchmarks/train.py), batch 128, `--ke-epochs` epochs. The pipeline is
+`pipeline.train.train` with the shipped params.yaml and only `data.source: fashion_mnist`
+set: every `auto` knob (architecture, epochs, precision, steps per execution, ...) is
+resolved as `dvc repro` would on this machine. Each run is its own process (clean peak
+memory), the contenders interleaved, KE first.
+
+Printed: the CPU flags that decided the precision; per run the median training samples/s
+(epochs after the first: tracing excluded), peak resident memory, and the time to
+quality: training wall seconds (test scoring excluded) until the test U (one z per image,
+nats) first reaches KE's 10-epoch 298.5 and pythae's 258.8; then medians and the ratio.
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+THRESHOLDS = {"KE 10 epochs": 298.5, "pythae 10 epochs": 258.8}
+
+
+def epoch_scorer(score, batch_size: int):
+    """A Keras callback: training seconds per epoch, then test U (its time not counted)."""
+    import keras
+
+    class Scorer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.rows, self.seconds = [], 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            took = time.perf_counter() - self.start
+            self.seconds += took
+            samples = self.params["steps"] * batch_size
+            self.rows.append({"epoch": epoch + 1, "seconds": round(self.seconds, 2),
+                              "samples_per_second": samples / took, "test_U": score(self.model)})
+            print(json.dumps(self.rows[-1]), flush=True)
+
+    return Scorer()
+
+
+def run_ke(work: Path, epochs: int) -> dict:
+    import keras
+
+    from benchmarks.train import fashion_mnist, reference_vae, test_u
+
+    x_train, x_test = fashion_mnist()
+    keras.utils.set_random_seed(0)
+    model = reference_vae()
+
+    def score(m):
+        def logits(z):
+            p = np.clip(np.asarray(m.decoder.predict_on_batch(z), np.float64), 1e-7, 1 - 1e-7)
+            return (np.log(p) - np.log1p(-p)).astype(np.float32)
+        return test_u(lambda xb: m.encoder.predict_on_batch(xb)[:2], logits, x_test)
+
+    scorer = epoch_scorer(score, 128)
+    model.fit(x_train, epochs=epochs, batch_size=128, callbacks=[scorer], verbose=0)
+    return {"choices": {"batch_size": 128, "latent_dim": 16, "precision": "float32", "steps_per_execution": 1},
+            "epochs": scorer.rows}
+
+
+def run_pipeline(work: Path, overrides: list[str]) -> dict:
+    from keras import ops
+
+    from pipeline import runner
+    from pipeline.config import parse_params, set_dotted
+    from pipeline.data import load_split
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    set_dotted(raw, "data.source", "fashion_mnist")
+    for key, _, value in (item.partition("=") for item in overrides):
+        set_dotted(raw, key, yaml.safe_load(value))
+    params = parse_params(raw, source="params.yaml + data.source")
+    x_test = np.asarray(load_split(work / "prepared", "test").x)
+
+    def score(vae):
+        total = sum(float(ops.sum(vae.subo_terms(x_test[i:i + 1000])["U"])) for i in range(0, len(x_test), 1000))
+        return total / len(x_test)
+
+    model_dir = Path(tempfile.mkdtemp(prefix="anchors-model-"))
+    scorer = epoch_scorer(score, params.train.batch_size)
+    runner.train(params, prepared_dir=work / "prepared", model_dir=model_dir, callbacks=(scorer,))
+    choices = json.loads((model_dir / "choices.json").read_text())
+    return {"choices": {key: item["value"] for key, item in choices.items()}, "epochs": scorer.rows}
+
+
+def child(kind: str, work: Path, ke_epochs: int, overrides: list[str]) -> None:
+    result = run_ke(work, ke_epochs) if kind == "ke" else run_pipeline(work, overrides)
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def summarise(kind: str, result: dict) -> dict:
+    epochs = result["epochs"]
+    rates = [e["samples_per_second"] for e in epochs[1:]] or [epochs[0]["samples_per_second"]]
+    reach = {name: next((e["seconds"] for e in epochs if e["test_U"] <= u), None) for name, u in THRESHOLDS.items()}
+    return {"kind": kind, "samples_per_second": statistics.median(rates), "peak_rss_mib": result["peak_rss_mib"],
+            "final_test_U": epochs[-1]["test_U"], "epochs": len(epochs), "seconds": epochs[-1]["seconds"],
+            "seconds_to": reach, "choices": result["choices"], "per_epoch": epochs}
+
+
+def cpu_flags_line() -> str:
+    from pipeline.train import cpu_flags
+
+    flags = cpu_flags()
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return "CPU flags: " + (" ".join(shown) or "(none of avx2/avx512f/avx512_bf16/amx)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--ke-epochs", type=int, default=10)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/vae-anchors"))
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="change the pipeline's knobs (to study an alternative; not the shipped defaults)")
+    parser.add_argument("--child", choices=["ke", "pipeline"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.work, args.ke_epochs, args.set)
+
+    print(cpu_flags_line(), flush=True)
+    if not (args.work / "prepared" / "manifest.json").is_file():
+        from pipeline import runner
+        from pipeline.config import parse_params
+
+        runner.prepare(parse_params({"data": {"source": "fashion_mnist"}}), out_dir=args.work / "prepared")
+    runs = []
+    for repeat in range(args.repeats):
+        for kind in ("ke", "pipeline"):
+            out = subprocess.run([sys.executable, __file__, "--child", kind, "--work", str(args.work),
+                                  "--ke-epochs", str(args.ke_epochs), *(["--set", *args.set] if args.set else [])],
+                                 capture_output=True, text=True)
+            line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if out.returncode or line is None:
+                sys.exit(f"{kind} run failed:\n{out.stderr[-3000:]}")
+            runs.append(summarise(kind, json.loads(line[7:])))
+            print(json.dumps({k: v for k, v in runs[-1].items() if k != "per_epoch"}), flush=True)
+    median = {kind: statistics.median(r["samples_per_second"] for r in runs if r["kind"] == kind)
+              for kind in ("ke", "pipeline")}
+    print(f"\nmedian samples/s: KE {median['ke']:,.0f}, pipeline {median['pipeline']:,.0f}, "
+          f"ratio {median['pipeline'] / median['ke']:.2f}")
+    for name in THRESHOLDS:
+        times = {kind: [r["seconds_to"][name] for r in runs if r["kind"] == kind] for kind in ("ke", "pipeline")}
+        print(f"seconds to test U <= {THRESHOLDS[name]} ({name}): KE {times['ke']}, pipeline {times['pipeline']}")
+    ke_total = statistics.median(r["seconds"] for r in runs if r["kind"] == "ke")
+    reached = [r["seconds_to"]["KE 10 epochs"] for r in runs if r["kind"] == "pipeline"]
+    if all(t is not None for t in reached):
+        print(f"pipeline's median time to KE's 10-epoch U / KE's median {args.ke_epochs}-epoch time: "
+              f"{statistics.median(reached):.0f} s / {ke_total:.0f} s = {statistics.median(reached) / ke_total:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1))
+
+
+if __name__ == "__main__":
+    main()
