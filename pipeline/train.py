@@ -75,7 +75,9 @@ class LiveLogger(keras.callbacks.Callback):
         self.bound_x, self.bound_samples = bound_x, bound_samples
 
     def on_train_begin(self, logs=None):
-        self.bound = BoundEstimator(self.model, self.bound_samples) if self.bound_x is not None else None
+        # Smaller batches than evaluate's: this runs beside training, whose memory is held.
+        self.bound = (BoundEstimator(self.model, self.bound_samples, decodes_per_batch=1024)
+                      if self.bound_x is not None else None)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
