@@ -19,6 +19,7 @@ nats) first reaches KE's 10-epoch 298.5 and pythae's 258.8; then medians and the
 import argparse
 import json
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def epoch_scorer(score, batch_size: int):
     return Scorer()
 
 
-def run_ke(work: Path, epochs: int) -> dict:
+def run_ke(epochs: int) -> dict:
     import keras
 
     from benchmarks.train import fashion_mnist, reference_vae, test_u
@@ -100,11 +101,12 @@ def run_pipeline(work: Path, overrides: list[str]) -> dict:
     scorer = epoch_scorer(score, params.train.batch_size)
     runner.train(params, prepared_dir=work / "prepared", model_dir=model_dir, callbacks=(scorer,))
     choices = json.loads((model_dir / "choices.json").read_text())
+    shutil.rmtree(model_dir)
     return {"choices": {key: item["value"] for key, item in choices.items()}, "epochs": scorer.rows}
 
 
 def child(kind: str, work: Path, ke_epochs: int, overrides: list[str]) -> None:
-    result = run_ke(work, ke_epochs) if kind == "ke" else run_pipeline(work, overrides)
+    result = run_ke(ke_epochs) if kind == "ke" else run_pipeline(work, overrides)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print("RESULT " + json.dumps(result), flush=True)
 
