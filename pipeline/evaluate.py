@@ -49,7 +49,8 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
         _, val_rows = validation_rows(data["train"].y, validation_fraction, seed)
         parts = {"validation": (data["train"].x, val_rows), "test": (data["test"].x, np.arange(len(data["test"])))}
         scored = {split: _scored(x, rows, surprisal_examples, binarize, seed) for split, (x, rows) in parts.items()}
-        metrics["subo"] = {split: subo_estimates(vae, x, importance_samples) for split, x in scored.items() if len(x)}
+        metrics["subo"] = {split: subo_estimates(vae, x, importance_samples, seed=seed)
+                           for split, x in scored.items() if len(x)}
     with timed("gradient variance"):
         batch = _scored(data["test"].x, np.arange(len(data["test"])), gradient_variance.batch_size, binarize, seed)
         metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)

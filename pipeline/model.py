@@ -33,10 +33,11 @@ class Sampler(layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs, samples: int | None = None):
+    def call(self, inputs, samples: int | None = None, seed_generator=None):
+        """seed_generator: draw from another seed stream than training's (diagnostics)."""
         z_mean, z_log_var = inputs
         shape = (samples or self.samples, *ops.shape(z_mean))
-        epsilon = keras.random.normal(shape, dtype=z_mean.dtype, seed=self.seed_generator)
+        epsilon = keras.random.normal(shape, dtype=z_mean.dtype, seed=seed_generator or self.seed_generator)
         return subo.reparameterize(z_mean, z_log_var, epsilon)
 
     def compute_output_shape(self, input_shape):
@@ -214,10 +215,14 @@ class VAE(keras.Model):
         """log 1/p_θ(x | z) for x (B, *F) and z (m, B, d): returns (m, B)."""
         return self.likelihood.surprisal(x, self.decode(z))
 
-    def sample_posterior(self, x, samples: int, training=False):
-        """Draw z_k ~ q(z|x). Returns z (m, B, d), reconstruction (m, B), z_mean, z_log_var."""
+    def sample_posterior(self, x, samples: int, training=False, seed_generator=None):
+        """Draw z_k ~ q(z|x). Returns z (m, B, d), reconstruction (m, B), z_mean, z_log_var.
+
+        seed_generator: a keras.random.SeedGenerator of its own, so that scoring the model
+        (S_K every epoch) does not move the seed stream that training draws from.
+        """
         z_mean, z_log_var = self.encoder(x, training=training)
-        z = self.sampler([z_mean, z_log_var], samples=samples)
+        z = self.sampler([z_mean, z_log_var], samples=samples, seed_generator=seed_generator)
         return z, self.reconstruction_surprisal(x, z), z_mean, z_log_var
 
     def objective(self, x, estimator: str | None = None, training=False):

@@ -101,19 +101,22 @@ DETERMINISM = """
 import json, sys
 from pipeline.config import parse_params
 from pipeline.runner import train
-params = parse_params(json.loads(sys.argv[1]))
-print(json.dumps([train(params, prepared_dir=sys.argv[2], model_dir=sys.argv[3] + str(i)) for i in range(2)]))
+runs = [parse_params(raw) for raw in json.loads(sys.argv[1])]
+print(json.dumps([train(params, prepared_dir=sys.argv[2], model_dir=sys.argv[3] + str(i)) for i, params in enumerate(runs)]))
 """
 
 
 def test_deterministic_runs_give_identical_metrics(project, tmp_path):
+    """Also with the per-epoch S_K turned off: scoring draws from its own seed stream."""
     params = {**TINY, "train": {**TINY["train"], "epochs": 2, "deterministic": True},
               "data": {"binarize": "dynamic"}}
-    out = subprocess.run([sys.executable, "-c", DETERMINISM, json.dumps(params), str(project / "data/prepared"),
-                          str(tmp_path / "run")], capture_output=True, text=True, env=ENV)
+    no_bound = {**params, "train": {**params["train"], "bound_examples": 0}}
+    out = subprocess.run([sys.executable, "-c", DETERMINISM, json.dumps([params, params, no_bound]),
+                          str(project / "data/prepared"), str(tmp_path / "run")], capture_output=True, text=True,
+                         env=ENV)
     assert out.returncode == 0, out.stderr[-3000:]
-    first, second = json.loads(out.stdout.strip().splitlines()[-1])
-    assert first == second and np.isfinite(first["U"])
+    first, second, third = json.loads(out.stdout.strip().splitlines()[-1])
+    assert first == second == third and np.isfinite(first["U"])
 
 
 MIRRORED = """
