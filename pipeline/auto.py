@@ -93,8 +93,7 @@ def resolve_model(model: ModelConfig, manifest: dict) -> tuple[ModelConfig, dict
         ("bernoulli", "prepared values lie in [0, 1]") if 0 <= lo and hi <= 1
         else ("gaussian", f"prepared values span [{lo:.3g}, {hi:.3g}], beyond [0, 1]")))
     is_image = len(shape) == 3 and min(shape[:2]) >= CONV_MIN_SIDE
-    filters_given = model.filters if model.filters != AUTO else None
-    if is_image and filters_given != ():
+    if is_image and model.filters != ():  # an explicit [] asks for no conv layers
         arch = ("conv", f"H×W×C examples {shape}, both sides at least {CONV_MIN_SIDE}")
     elif len(shape) == 3:
         arch = ("mlp", f"images of {shape}: a side under {CONV_MIN_SIDE}, or model.filters []")
@@ -108,7 +107,8 @@ def resolve_model(model: ModelConfig, manifest: dict) -> tuple[ModelConfig, dict
         ((), "the heads read the flattened conv features") if architecture == "conv"
         else (mlp_hidden(math.prod(shape)), "4× the input width as a power of two in [64, 512], then half")))
     if likelihood == "gaussian":
-        choices["model.sigma"] = {"value": model.sigma, "why": "default" if model.sigma == "learned" else GIVEN}
+        why = f"one σ per feature, trained with θ, at least model.sigma_floor {model.sigma_floor:g}"
+        choices["model.sigma"] = {"value": model.sigma, "why": why if model.sigma == "learned" else GIVEN}
     resolved = dataclasses.replace(model, likelihood=likelihood, architecture=architecture,
                                    filters=tuple(filters), hidden=tuple(hidden))
     return resolved, choices

@@ -51,14 +51,14 @@ class Gaussian:
 
     def surprisal(self, x, mean):
         """log 1/p(x | z) = Σ_i [(x_i - mean_i)² / 2σ_i² + log σ_i + ½ log 2π]; shapes as Bernoulli."""
-        sigma = self.sigma() if callable(self.sigma) else self.sigma
-        axes = _feature_axes(x)
-        squared = ops.sum(ops.square((x - mean) / sigma), axis=axes)
         features = ops.shape(x)[1:]
         if callable(self.sigma):
+            sigma = self.sigma()
             log_sigma = ops.sum(ops.broadcast_to(ops.log(sigma), features))
         else:  # in float64 arithmetic, as the squared term may be
+            sigma = self.sigma
             log_sigma = math.prod(features) * math.log(sigma)
+        squared = ops.sum(ops.square((x - mean) / sigma), axis=_feature_axes(x))
         return 0.5 * squared + log_sigma + math.prod(features) * 0.5 * LOG_2PI
 
     def mean(self, params):

@@ -70,9 +70,6 @@ class LearnedSigma(layers.Layer):
         """σ for every feature, of one example's shape."""
         return self.floor + ops.softplus(self.rho)
 
-    def call(self, inputs=None):
-        return self.value()
-
     def get_config(self) -> dict:
         return {**super().get_config(), "shape": list(self.shape), "floor": self.floor}
 
