@@ -143,7 +143,8 @@ def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
     from pipeline.model import build_vae
     from pipeline.train import make_dataset, make_optimizer
 
-    params = parse_params({"model": {"architecture": "conv", "latent_dim": 16, "hidden": [], "filters": [32, 64]},
+    params = parse_params({"model": {"architecture": "conv", "latent_dim": 16, "hidden": [], "filters": [32, 64],
+                                     "likelihood": "bernoulli"},
                            "train": {"epochs": epochs, "batch_size": 128, "precision": args.precision,
                                      "jit_compile": args.jit, "steps_per_execution": args.steps_per_execution}})
     keras.utils.set_random_seed(0)
