@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -82,15 +81,12 @@ def run_ke(epochs: int) -> dict:
 def run_pipeline(work: Path, overrides: list[str]) -> dict:
     from keras import ops
 
+    from benchmarks.run_pipeline import overridden_params, parse_overrides
     from pipeline import runner
-    from pipeline.config import parse_params, set_dotted
     from pipeline.data import load_split
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    set_dotted(raw, "data.source", "fashion_mnist")
-    for key, _, value in (item.partition("=") for item in overrides):
-        set_dotted(raw, key, yaml.safe_load(value))
-    params = parse_params(raw, source="params.yaml + data.source")
+    params = overridden_params({"data.source": "fashion_mnist", **parse_overrides(overrides)},
+                               source="params.yaml + data.source")
     x_test = np.asarray(load_split(work / "prepared", "test").x)
 
     def score(vae):

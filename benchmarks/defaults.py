@@ -27,12 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import parse_params, set_dotted  # noqa: E402
+from benchmarks.run_pipeline import overridden_params, parse_overrides  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -114,10 +113,7 @@ def run(name: str, work: Path, overrides: dict) -> dict:
 
     kind, keys = DATASETS[name]
     data_keys = keys(work)
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in {**data_keys, **overrides}.items():
-        set_dotted(raw, key, value)
-    params = parse_params(raw, source="params.yaml + data keys")
+    params = overridden_params({**data_keys, **overrides}, source="params.yaml + data keys")
     out = work / name
     start = time.perf_counter()
     runner.prepare(params, out_dir=out / "prepared")
@@ -173,8 +169,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.only:
-        overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
-        rows.append(run(name, args.work, overrides))
+        rows.append(run(name, args.work, parse_overrides(args.set)))
         print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
     if args.json:

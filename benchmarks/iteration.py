@@ -27,6 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.run_pipeline import parse_overrides  # noqa: E402
 from pipeline.config import set_dotted  # noqa: E402
 
 RECIPE = {"data.source": "fashion_mnist", "model.architecture": "conv", "model.latent_dim": 16,
@@ -90,8 +91,7 @@ def main() -> None:
     if reuse:  # the code is new, the params and outputs are the earlier run's
         (repo / "params.yaml").write_text(params)
     else:
-        overrides = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.overrides)}
-        set_params(repo, {**RECIPE, "train.epochs": args.epochs, **overrides})
+        set_params(repo, {**RECIPE, "train.epochs": args.epochs, **parse_overrides(args.overrides)})
         for command in (["git", "init", "-q"], ["git", "add", "-A"],
                         ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "benchmark"]):
             sh(command, repo)

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,20 +54,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
+    from benchmarks.run_pipeline import overridden_params
     from pipeline import runner
-    from pipeline.config import parse_params, set_dotted
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in {"data.source": "fashion_mnist", "data.max_examples": args.max_examples or None,
-                       "train.epochs": args.epochs, "train.early_stopping_patience": None}.items():
-        set_dotted(raw, key, value)
-    runner.prepare(parse_params(raw), out_dir=args.work / "prepared")
+    study = {"data.source": "fashion_mnist", "data.max_examples": args.max_examples or None,
+             "train.epochs": args.epochs, "train.early_stopping_patience": None}
+    runner.prepare(overridden_params(study), out_dir=args.work / "prepared")
     results = {}
     for k in args.steps:
-        set_dotted(raw, "train.phi_steps", k)
         timer = epoch_timer()
-        runner.train(parse_params(raw), prepared_dir=args.work / "prepared", model_dir=args.work / f"phi{k}",
-                     callbacks=(timer,))
+        runner.train(overridden_params({**study, "train.phi_steps": k}), prepared_dir=args.work / "prepared",
+                     model_dir=args.work / f"phi{k}", callbacks=(timer,))
         results[k] = {**{name: c.tolist() for name, c in curves(args.work / f"phi{k}").items()},
                       "seconds": timer.ends}
         print(json.dumps({"phi_steps": k, "final": {n: v[-1] for n, v in results[k].items()}}), flush=True)

@@ -25,12 +25,17 @@ import logging  # noqa: E402
 from pipeline.config import parse_params, set_dotted  # noqa: E402
 
 
-def overridden_params(overrides: list[str]):
+def parse_overrides(items: list[str]) -> dict:
+    """["dotted.key=value", ...] as {dotted key: value}, values parsed as YAML."""
+    return {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in items)}
+
+
+def overridden_params(overrides: dict, source: str = "params.yaml + overrides"):
+    """The shipped params.yaml with {dotted key: value} set, validated."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for item in overrides:
-        key, _, value = item.partition("=")
-        set_dotted(raw, key, yaml.safe_load(value))
-    return parse_params(raw, source="params.yaml + overrides")
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    return parse_params(raw, source=source)
 
 
 def main() -> None:
@@ -43,7 +48,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         force=True)
     logging.getLogger("pipeline").setLevel(logging.INFO)
-    params = overridden_params(args.overrides)
+    params = overridden_params(parse_overrides(args.overrides))
     out = args.out or Path(tempfile.mkdtemp(prefix="vae-bench-"))
 
     from pipeline.runner import encode, evaluate_all, prepare, train
