@@ -159,9 +159,9 @@ def test_steps_per_execution_and_whole_calls_per_epoch():
     training = Params().train
     cfg, updates, choice = auto.resolve_steps_per_execution(training, 844)
     assert (cfg.steps_per_execution, updates) == (32, 864)  # Keras runs whole calls: 27 × 32
-    assert auto.resolve_steps_per_execution(training, 20)[:2][1] == 20
+    assert auto.resolve_steps_per_execution(training, 20)[1] == 20
     multi_worker = parse_params({"train": {"distribution": "multi_worker"}}).train
-    assert auto.resolve_steps_per_execution(multi_worker, 844)[:2][1] == 844  # one step per call there
+    assert auto.resolve_steps_per_execution(multi_worker, 844)[1] == 844  # one step per call there
     given = parse_params({"train": {"steps_per_execution": 4}}).train
     assert auto.resolve_steps_per_execution(given, 50)[1:] == (52, {"train.steps_per_execution": {
         "value": 4, "why": auto.GIVEN}})
