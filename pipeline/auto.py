@@ -50,6 +50,8 @@ CONV_MIN_SIDE = 16
 # percent of a step of the smallest models here instead of doubling it.
 STEPS_PER_EXECUTION = 32
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# train.input auto: the fit rows are copied into memory up to this many bytes (stored dtype).
+IN_MEMORY_BYTES = 1 << 30
 GIVEN = "set in params.yaml"
 
 
@@ -184,6 +186,20 @@ def resolve_steps_per_execution(training: TrainConfig, updates: int) -> tuple[Tr
     updates = math.ceil(updates / steps) * steps  # Keras runs whole calls
     return (dataclasses.replace(training, steps_per_execution=steps), updates,
             {"train.steps_per_execution": {"value": steps, "why": why}})
+
+
+def resolve_input(choice: str, stored_bytes: int) -> tuple[str, dict[str, dict]]:
+    """memory when the rows' stored values take at most IN_MEMORY_BYTES, else mmap.
+
+    Both read a batch by row and preprocess it the same way; memory saves the page-cache
+    lookups, mmap keeps memory flat whatever the size of the data.
+    """
+    why = GIVEN
+    if choice == AUTO:
+        choice = "memory" if stored_bytes <= IN_MEMORY_BYTES else "mmap"
+        why = (f"the fit rows take {stored_bytes / 2**20:,.0f} MiB: "
+               f"{'at most' if choice == 'memory' else 'over'} {IN_MEMORY_BYTES / 2**30:g} GiB")
+    return choice, {"train.input": {"value": choice, "why": why}}
 
 
 def summary(choices: dict[str, dict]) -> str:

@@ -9,11 +9,14 @@ import numpy as np
 from pipeline.console import timed
 from pipeline.data import is_labelled, load_splits, read_manifest
 from pipeline.io import staged_outputs, write_json
-from pipeline.probes import ProbeProtocol, check_knn_k, probe_suite
+from pipeline.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
 
 
 def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> dict:
-    """baselines.json: linear and kNN probes on the raw inputs and on their d-dimensional PCA."""
+    """baselines.json: linear and kNN probes on the raw inputs and on their d-dimensional PCA.
+
+    Only the probes' rows are read; the PCA is fitted on the probes' train rows.
+    """
     from sklearn.decomposition import PCA
 
     manifest, data = read_manifest(prepared_dir), load_splits(prepared_dir)
@@ -21,13 +24,15 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
     result: dict = {"dataset": dataset, "labelled": is_labelled(manifest, data)}
     if result["labelled"]:
         check_knn_k(protocol, len(data["train"]))
+        rows = dict(zip(("train", "test"), probe_rows(data["train"].y, data["test"].y, protocol)))
         # float64: PCA in float32 loses enough precision to move the probe (digits PCA-8: 0.897 vs 0.903).
-        flat = {split: np.asarray(d.x, np.float64).reshape(len(d), -1) for split, d in data.items()}
+        flat = {split: data[split].inputs(r).astype(np.float64).reshape(len(r), -1) for split, r in rows.items()}
         pca = PCA(n_components=min(dim, flat["train"].shape[1]), random_state=protocol.seed).fit(flat["train"])
         features = {"pca": (pca.transform(flat["train"]), pca.transform(flat["test"])),
                     "raw": (flat["train"], flat["test"])}
+        labels = {split: np.asarray(data[split].y[r]) for split, r in rows.items()}
         with timed("probes on the raw inputs and their PCA"):
-            scores, _ = probe_suite(features, data["train"].y, data["test"].y, protocol)
+            scores, _ = probe_suite(features, labels["train"], labels["test"], protocol)
         test_y = np.asarray(data["test"].y)
         result.update(scores, majority_class_accuracy=float(np.bincount(test_y).max() / len(test_y)))
     with staged_outputs(out_dir) as staging:

@@ -4,17 +4,22 @@ Prepared layout (written atomically as one directory):
 
     data/prepared/manifest.json
     data/prepared/preprocessing.npz      offset and scale: x' = (x - offset) / scale
-    data/prepared/{train,test}/x.npy     float32, (n, *example_shape)
+    data/prepared/{train,test}/x.npy     the stored values, (n, *example_shape): uint8 pixels
+                                         stay uint8, everything else is float32
     data/prepared/{train,test}/y.npy     int32 (n,), -1 where a source has no label
     data/prepared/{train,test}/id.npy    int64 (n,), index of the example in the source
 
-`.npy` files are memory-mapped on read, so later stages stream them in batches. The
-preprocessing is stored so that new data can be encoded exactly as the training data was.
+The preprocessing (scaling, static binarization) is applied per batch by the one
+`Preprocessor` every reader of the data uses (`Split.inputs`), so pixels take a byte each
+on disk and in the page cache, and new data is encoded exactly as the training data was.
+`.npy` files are memory-mapped on read; prepare itself works chunk by chunk, so no stage
+holds a whole split in memory.
 """
 
 import hashlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,24 +29,18 @@ from pipeline.auto import pixel_levels, resolve_scaling
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, sha256_file, write_json
-from pipeline.sources import NO_LABEL, Dataset, load_source
+from pipeline.sources import NO_LABEL, Dataset, chunk_rows, load_source
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 ARRAYS = ("x", "y", "id")
-
-
-@dataclass(frozen=True)
-class Split:
-    """One prepared split: arrays are memory-mapped, rows aligned."""
-
-    x: np.ndarray
-    y: np.ndarray
-    id: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.id)
+PREPROCESSING_FILE = "preprocessing.npz"
+# The prepared format's version: 2 stores raw values and applies the preprocessing per batch.
+LAYOUT = 2
+# Scaling statistics are summed over blocks of this many rows whatever the chunk size of
+# prepare, so that chunking changes nothing in the prepared data, not even a rounding.
+STATS_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -57,28 +56,34 @@ class Preprocessor:
     threshold: float | None = None  # set for static binarization
 
     @classmethod
-    def fit(cls, x: np.ndarray, levels: float | None, scaling: str, threshold: float | None) -> "Preprocessor":
-        """levels: the top of the pixel scale (pixels are divided by it), None for other data."""
-        features = x.reshape(len(x), -1).astype(np.float64)
+    def fit(cls, x: np.ndarray, rows: np.ndarray, levels: float | None, scaling: str,
+            threshold: float | None) -> "Preprocessor":
+        """Statistics of x[rows] (the train split), read STATS_ROWS rows at a time.
+
+        levels: the top of the pixel scale (pixels are divided by it), None for other data.
+        """
         if scaling == "none":
             offset, scale = np.zeros(1), np.ones(1)
         elif scaling == "unit" and levels is not None:
             offset, scale = np.zeros(1), np.array([levels])
-        elif scaling == "unit":
-            offset, scale = features.min(axis=0), np.ptp(features, axis=0)
-        else:  # standardize
-            offset, scale = features.mean(axis=0), features.std(axis=0)
+        else:
+            stats = _FeatureStats()
+            for start in range(0, len(rows), STATS_ROWS):
+                stats.add(np.asarray(x[rows[start:start + STATS_ROWS]], np.float64).reshape(-1, stats.width(x)))
+            offset, scale = (stats.low, stats.high - stats.low) if scaling == "unit" else (stats.mean, stats.std)
         scale = np.where(scale > 0, scale, 1.0)  # constant features map to 0
         shape = (1,) if offset.size == 1 else x.shape[1:]
         return cls(scaling, offset.reshape(shape).astype(np.float32), scale.reshape(shape).astype(np.float32),
                    threshold)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = (np.asarray(x, np.float32) - self.offset) / self.scale
+        out = np.array(x, np.float32)  # a copy; the rest works in place: one float32 array per call
+        out -= self.offset
+        out /= self.scale
         if self.scaling == "unit":
-            out = np.clip(out, 0.0, 1.0)  # test values outside the train range
+            np.clip(out, 0.0, 1.0, out=out)  # test values outside the train range
         if self.threshold is not None:
-            out = (out > self.threshold).astype(np.float32)
+            np.greater(out, self.threshold, out=out)
         return out
 
     def save(self, path: Path) -> None:
@@ -87,21 +92,73 @@ class Preprocessor:
 
     @classmethod
     def load(cls, path: Path) -> "Preprocessor":
-        with np.load(path) as f:
+        try:
+            f = np.load(path)
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path}: cannot read the preprocessing ({error})") from None
+        with f:
             threshold = float(f["threshold"])
             return cls(str(f["scaling"]), f["offset"], f["scale"], None if np.isnan(threshold) else threshold)
 
 
-def validate(dataset: Dataset) -> None:
-    """Raise DataError if the examples cannot be modelled as they are."""
-    where = dataset.path or dataset.source
-    if len(dataset.x) == 0:
+class _FeatureStats:
+    """Per-feature min, max, mean and standard deviation, merged block by block (Chan et al.)."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2, self.low, self.high = 0, 0.0, 0.0, np.inf, -np.inf
+
+    @staticmethod
+    def width(x: np.ndarray) -> int:
+        return int(np.prod(x.shape[1:]))
+
+    def add(self, block: np.ndarray) -> None:
+        n, mean = len(block), block.mean(axis=0)
+        m2, delta, total = ((block - mean) ** 2).sum(axis=0), mean - self.mean, self.n + len(block)
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + m2 + delta ** 2 * self.n * n / total
+        self.n = total
+        self.low, self.high = np.minimum(self.low, block.min(axis=0)), np.maximum(self.high, block.max(axis=0))
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.m2 / self.n)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One prepared split: arrays are memory-mapped, rows aligned; x holds the stored values."""
+
+    x: np.ndarray
+    y: np.ndarray
+    id: np.ndarray
+    preprocess: Preprocessor
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+    def inputs(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The model's inputs for those rows: the stored values, preprocessed (float32)."""
+        return self.preprocess(self.x[rows])
+
+
+def stored_dtype(source_dtype: np.dtype) -> np.dtype:
+    """uint8 pixels are kept as they are; every other source is stored as float32."""
+    return np.dtype(np.uint8) if source_dtype == np.uint8 else np.dtype(np.float32)
+
+
+def validate(dataset: Dataset, step: int | None = None) -> None:
+    """Raise DataError if the examples cannot be modelled as they are (read `step` rows at a time)."""
+    where, x = dataset.path or dataset.source, dataset.x
+    if len(x) == 0:
         raise DataError(f"{where}: the dataset is empty")
-    if len(dataset.x) != len(dataset.y):
-        raise DataError(f"{where}: {len(dataset.x)} inputs but {len(dataset.y)} labels")
-    if np.issubdtype(dataset.x.dtype, np.floating) and not np.isfinite(dataset.x).all():
-        bad = int((~np.isfinite(dataset.x)).reshape(len(dataset.x), -1).any(axis=1).sum())
-        raise DataError(f"{where}: inputs contain NaN or infinite values ({bad} examples)")
+    if len(x) != len(dataset.y):
+        raise DataError(f"{where}: {len(x)} inputs but {len(dataset.y)} labels")
+    if np.issubdtype(x.dtype, np.floating):
+        step = step or chunk_rows(x[0].nbytes)
+        bad = sum(int((~np.isfinite(x[i:i + step])).reshape(-1, _FeatureStats.width(x)).any(axis=1).sum())
+                  for i in range(0, len(x), step))
+        if bad:
+            raise DataError(f"{where}: inputs contain NaN or infinite values ({bad} examples)")
 
 
 def split_indices(y: np.ndarray, fraction: float | int, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -133,48 +190,70 @@ def binarize_sample(x: np.ndarray, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).uniform(size=x.shape) < x).astype(np.float32)
 
 
-def fixed_inputs(x: np.ndarray, rows: np.ndarray, binarize: str, seed: int) -> np.ndarray:
-    """x[rows] as every score sees it (validation while training, U and S_K in evaluate).
+def fixed_inputs(split: Split, rows: np.ndarray, binarize: str, seed: int) -> np.ndarray:
+    """The inputs of split rows `rows` as the scores of evaluate see them (a few thousand at most).
 
     Under dynamic binarization training resamples x_b ~ Bernoulli(x) every epoch; scores
-    use one seeded draw instead, so every epoch and every stage scores the same data.
+    use one seeded draw instead, so that every model is scored on the same data.
     """
-    subset = np.asarray(x[rows])
+    subset = split.inputs(rows)
     return binarize_sample(subset, seed) if binarize == "dynamic" else subset
 
 
-def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str = "auto") -> dict:
-    """Load, validate, subsample, split and scale the source; write everything atomically.
+def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str = "auto",
+            step: int | None = None) -> dict:
+    """Load, validate, subsample, split and fit the scaling of the source; write everything atomically.
 
     likelihood: model.likelihood, which an `auto` data.scaling follows when it is explicit.
+    step: rows per chunk (default: about 64 MiB); the result does not depend on it.
     """
-    dataset = load_source(config)
-    validate(dataset)
-    levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
-    scaling, why = resolve_scaling(config.scaling, likelihood, levels)
-    log.info("data.scaling=%s (%s)", scaling, why)
-    rows = np.arange(len(dataset.x))
-    if config.max_examples and config.max_examples < len(rows):
-        rows, _ = split_indices(dataset.y, len(rows) - config.max_examples, seed, "max_examples")
-    train_rows, test_rows = _train_test_rows(dataset, rows, config.test_fraction, seed)
-    _check_classes(dataset, {"train": train_rows, "test": test_rows})
-    threshold = config.binarize_threshold if config.binarize == "static" else None
-    preprocess = Preprocessor.fit(dataset.x[train_rows], levels, scaling, threshold)
     with atomic_dir(out_dir) as tmp:
+        (tmp / ".scratch").mkdir()  # sources that must be decoded are decoded here, memory-mapped
+        dataset = load_source(config, scratch=tmp / ".scratch")
+        step = step or chunk_rows(dataset.x[0].nbytes if len(dataset.x) else 1)
+        validate(dataset, step)
+        levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
+        scaling, why = resolve_scaling(config.scaling, likelihood, levels)
+        log.info("data.scaling=%s (%s)", scaling, why)
+        rows = np.arange(len(dataset.x))
+        if config.max_examples and config.max_examples < len(rows):
+            rows, _ = split_indices(dataset.y, len(rows) - config.max_examples, seed, "max_examples")
+        split_rows = dict(zip(SPLITS, _train_test_rows(dataset, rows, config.test_fraction, seed)))
+        _check_classes(dataset, split_rows)
+        threshold = config.binarize_threshold if config.binarize == "static" else None
+        preprocess = Preprocessor.fit(dataset.x, split_rows["train"], levels, scaling, threshold)
         files, value_range = {}, [np.inf, -np.inf]
-        for split, split_rows in (("train", train_rows), ("test", test_rows)):
+        for split, chosen in split_rows.items():
             (tmp / split).mkdir()
-            x = preprocess(dataset.x[split_rows])
-            value_range = [min(value_range[0], float(x.min())), max(value_range[1], float(x.max()))]
-            arrays = {"x": x, "y": dataset.y[split_rows], "id": split_rows.astype(np.int64)}
-            for name, array in arrays.items():
-                np.save(tmp / split / f"{name}.npy", np.ascontiguousarray(array))
+            low, high = _write_rows(dataset.x, chosen, preprocess, tmp / split / "x.npy", step)
+            value_range = [min(value_range[0], low), max(value_range[1], high)]
+            np.save(tmp / split / "y.npy", dataset.y[chosen])
+            np.save(tmp / split / "id.npy", chosen.astype(np.int64))
+            for name in ARRAYS:
                 files[f"{split}/{name}.npy"] = sha256_file(tmp / split / f"{name}.npy")
-        preprocess.save(tmp / "preprocessing.npz")
-        manifest = _manifest(dataset, config, seed, {"train": train_rows, "test": test_rows}, files, value_range,
-                             levels, {"data.scaling": {"value": scaling, "why": why}})
+        manifest = _manifest(dataset, config, seed, split_rows, files, value_range, levels,
+                             {"data.scaling": {"value": scaling, "why": why}})
+        del dataset  # its memory maps point into the scratch directory
+        shutil.rmtree(tmp / ".scratch")
+        preprocess.save(tmp / PREPROCESSING_FILE)
         write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+def _write_rows(x: np.ndarray, rows: np.ndarray, preprocess: Preprocessor, path: Path,
+                step: int) -> tuple[float, float]:
+    """x[rows] in its stored dtype to a new .npy, `step` rows at a time; the (min, max) of
+    those rows once preprocessed."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=stored_dtype(x.dtype), shape=(len(rows), *x.shape[1:]))
+    low, high = np.inf, -np.inf
+    for start in range(0, len(rows), step):
+        chunk = np.asarray(x[rows[start:start + step]])
+        out[start:start + len(chunk)] = chunk
+        scaled = preprocess(chunk)
+        low, high = min(low, float(scaled.min())), max(high, float(scaled.max()))
+    out.flush()
+    del out
+    return low, high
 
 
 def _train_test_rows(dataset: Dataset, rows: np.ndarray, fraction: float, seed: int):
@@ -202,12 +281,13 @@ def _manifest(dataset: Dataset, config: DataConfig, seed: int, rows: dict, files
                  for split, r in rows.items()} if dataset.labelled else None
     fingerprint = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
     return {
+        "layout": LAYOUT,
         "source": dataset.source,
         "path": str(Path(dataset.path).resolve()) if dataset.path and Path(dataset.path).exists() else dataset.path,
         "example_shape": list(dataset.x.shape[1:]),
         # Tables: the feature columns by name, so new data is matched by name, not position.
         "feature_names": list(dataset.feature_names) if dataset.feature_names else None,
-        "dtypes": {"x": "float32", "y": "int32", "id": "int64", "source_x": str(dataset.x.dtype)},
+        "dtypes": {"x": str(stored_dtype(dataset.x.dtype)), "y": "int32", "id": "int64", "source_x": str(dataset.x.dtype)},
         "counts": counts,
         "counts_per_class": per_class,
         "label_names": list(dataset.label_names),
@@ -249,10 +329,12 @@ def load_split(prepared_dir: str | Path, split: str) -> Split:
         except (OSError, ValueError) as error:
             raise DataError(f"{path}: cannot read prepared array ({error})") from None
     expected = (manifest["counts"][split], *manifest["example_shape"])
-    if arrays["x"].shape != expected or not len(arrays["y"]) == len(arrays["id"]) == expected[0]:
-        raise DataError(f"{Path(prepared_dir) / split}: arrays do not match manifest.json "
-                        f"(expected x of shape {expected}, got {arrays['x'].shape})")
-    return Split(**arrays)
+    if (manifest.get("layout") != LAYOUT or arrays["x"].shape != expected or str(arrays["x"].dtype) !=
+            manifest["dtypes"]["x"] or not len(arrays["y"]) == len(arrays["id"]) == expected[0]):
+        raise DataError(f"{Path(prepared_dir) / split}: arrays do not match manifest.json (expected x of shape "
+                        f"{expected}, got {arrays['x'].shape} {arrays['x'].dtype}, layout {manifest.get('layout')} "
+                        f"for {LAYOUT}); re-run the prepare stage (dvc repro prepare)")
+    return Split(**arrays, preprocess=Preprocessor.load(Path(prepared_dir) / PREPROCESSING_FILE))
 
 
 def load_splits(prepared_dir: str | Path) -> dict[str, Split]:

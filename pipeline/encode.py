@@ -5,8 +5,11 @@ for new data in another project (the `vae-pipeline encode` command), through the
 readers and preprocessing as prepare.
 """
 
+import functools
 import importlib.metadata
+import multiprocessing
 import platform
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +19,8 @@ from pipeline.bundle import Bundle, load_bundle
 from pipeline.config import DataConfig, ImagesConfig, NpzConfig, TableConfig
 from pipeline.data import SPLITS, load_split, read_manifest
 from pipeline.errors import DataError
-from pipeline.io import sha256_file
-from pipeline.latents import LatentBatch, write_latents, write_partition
+from pipeline.io import atomic_dir, scratch_dir, sha256_file
+from pipeline.latents import LatentBatch, write_part, write_partition
 from pipeline.sources import NO_LABEL, Dataset, load_source
 
 PACKAGES = ("vae-pipeline", "tensorflow", "keras", "numpy", "pyarrow")
@@ -52,14 +55,15 @@ def _check_shape(bundle: Bundle, shape, where) -> None:
 
 
 def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path, batch_size: int,
-           run_params: dict) -> int:
+           run_params: dict, workers: int = 1) -> int:
     """The encode stage: latents of the train and test splits; returns the number of rows.
 
+    workers > 1: that many processes, worker k encoding the k-th contiguous share of each
+    split's rows into part-<k>.parquet; together one dataset, replaced atomically.
     run_params (the whole params.yaml) goes into the files' metadata as provenance.
     """
     manifest = read_manifest(prepared_dir)
     bundle = load_bundle(model_path)
-    vae = bundle.vae
     _check_shape(bundle, manifest["example_shape"], prepared_dir)
     metadata = {
         "dataset_fingerprint": manifest["fingerprint"],
@@ -70,13 +74,29 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
         "params": run_params,
         "versions": package_versions(),
     }
+    share = functools.partial(encode_share, prepared_dir, model_path, batch_size=batch_size, metadata=metadata,
+                              workers=workers)
+    with atomic_dir(out_dir) as tmp:
+        if workers == 1:
+            return share(tmp, 0, vae=bundle.vae)
+        # spawn: a forked child would inherit this process's TensorFlow threads mid-flight.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return sum(pool.map(share, [tmp] * workers, range(workers)))
+
+
+def encode_share(prepared_dir, model_path, directory: Path, worker: int, *, batch_size: int, metadata: dict,
+                 workers: int, vae=None) -> int:
+    """Worker `worker` of `workers`: its share of every split into directory/split=<s>/part-<worker>.parquet."""
+    vae = vae or load_bundle(model_path).vae
 
     def batches():
         for split in SPLITS:
             data = load_split(prepared_dir, split)
-            yield from encoded_batches(vae.encoder, split, data.x, data.y, data.id, batch_size)
+            rows = slice(worker * len(data) // workers, (worker + 1) * len(data) // workers)
+            yield from encoded_batches(vae.encoder, split, data.x[rows], data.y[rows], data.id[rows], batch_size,
+                                       data.preprocess)
 
-    return write_latents(out_dir, batches(), vae.latent_dim, metadata)
+    return write_part(directory, batches(), vae.latent_dim, metadata, part=worker)
 
 
 def input_config(path: Path, trained_on: dict, x_key: str = "x", y_key: str | None = None,
@@ -113,21 +133,22 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     bundle = load_bundle(model_path)
     vae, preprocess = bundle.vae, bundle.preprocess
     trained_on = bundle.manifest or {"example_shape": bundle.example_shape}
-    dataset = load_source(input_config(input_path, trained_on, **reader_options))
-    _check_shape(bundle, dataset.x.shape[1:], input_path)
-    label_names = trained_on.get("label_names", list(dataset.label_names))
-    y = _to_training_labels(dataset, label_names)
-    metadata = {
-        "dataset_source": f"{dataset.source}: {input_path}",
-        "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
-        "label_names": label_names,
-        "model_sha256": sha256_file(model_path),
-        "choices": bundle.choices,
-        "versions": package_versions(),
-    }
-    batches = encoded_batches(vae.encoder, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
-                              batch_size, preprocess)
-    return write_partition(out_dir, split, batches, vae.latent_dim, metadata, overwrite=overwrite)
+    with scratch_dir(out_dir) as scratch:  # for sources that must be decoded (images, gzip IDX)
+        dataset = load_source(input_config(input_path, trained_on, **reader_options), scratch)
+        _check_shape(bundle, dataset.x.shape[1:], input_path)
+        label_names = trained_on.get("label_names", list(dataset.label_names))
+        y = _to_training_labels(dataset, label_names)
+        metadata = {
+            "dataset_source": f"{dataset.source}: {input_path}",
+            "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
+            "label_names": label_names,
+            "model_sha256": sha256_file(model_path),
+            "choices": bundle.choices,
+            "versions": package_versions(),
+        }
+        batches = encoded_batches(vae.encoder, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
+                                  batch_size, preprocess)
+        return write_partition(out_dir, split, batches, vae.latent_dim, metadata, overwrite=overwrite)
 
 
 def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:

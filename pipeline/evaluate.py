@@ -13,12 +13,12 @@ import numpy as np
 from pipeline.bundle import load_bundle
 from pipeline.config import GradientVarianceConfig
 from pipeline.console import timed
-from pipeline.data import fixed_inputs, is_labelled, load_splits, read_manifest, seeded_rows, validation_rows
+from pipeline.data import Split, fixed_inputs, is_labelled, load_splits, read_manifest, seeded_rows, validation_rows
 from pipeline.diagnostics import active_units, collapse_warning, phi_gradient_variance, subo_estimates
 from pipeline.io import staged_outputs, write_json
 from pipeline.latents import load_z_mean
 from pipeline.pictures import draw_pictures
-from pipeline.probes import ProbeProtocol, check_knn_k, probe_suite
+from pipeline.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,13 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
         metrics.update(probes)
     with timed("SUBO and importance-weighted surprisal"):
         _, val_rows = validation_rows(data["train"].y, validation_fraction, seed)
-        parts = {"validation": (data["train"].x, val_rows), "test": (data["test"].x, np.arange(len(data["test"])))}
-        scored = {split: _scored(x, rows, surprisal_examples, binarize, seed) for split, (x, rows) in parts.items()}
+        parts = {"validation": (data["train"], val_rows), "test": (data["test"], np.arange(len(data["test"])))}
+        scored = {split: _scored(data_split, rows, surprisal_examples, binarize, seed)
+                  for split, (data_split, rows) in parts.items()}
         metrics["subo"] = {split: subo_estimates(vae, x, importance_samples, seed=seed)
                            for split, x in scored.items() if len(x)}
     with timed("gradient variance"):
-        batch = _scored(data["test"].x, np.arange(len(data["test"])), gradient_variance.batch_size, binarize, seed)
+        batch = _scored(data["test"], np.arange(len(data["test"])), gradient_variance.batch_size, binarize, seed)
         metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)
     with staged_outputs(out_dir) as staging, timed("pictures"):
         (staging / "pictures").mkdir()
@@ -67,15 +68,19 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
 
 def _latent_probes(z: dict, data: dict, label_names: list[str], protocol: ProbeProtocol) -> tuple[dict, str]:
     """metrics["probe"] and ["knn"], and the linear probe's test predictions as confusion.csv text."""
-    scores, predicted = probe_suite({"latent": (z["train"], z["test"])}, data["train"].y, data["test"].y, protocol)
+    rows = dict(zip(("train", "test"), probe_rows(data["train"].y, data["test"].y, protocol)))
+    labels = {split: np.asarray(data[split].y[r]) for split, r in rows.items()}
+    scores, predicted = probe_suite({"latent": (z["train"][rows["train"]], z["test"][rows["test"]])},
+                                    labels["train"], labels["test"], protocol)
     latent = scores["latent"]
     names = np.array(label_names)
-    pairs = zip(names[np.asarray(data["test"].y)], names[predicted])
-    return ({"probe": {**latent["linear"], "dim": latent["dim"], "train_examples": scores["train_examples"]},
+    pairs = zip(names[labels["test"]], names[predicted])
+    return ({"probe": {**latent["linear"], "dim": latent["dim"], "train_examples": scores["train_examples"],
+                       "test_examples": scores["test_examples"]},
              "knn": {"accuracy": latent["knn"], "k": protocol.knn_k}},
             "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in pairs))
 
 
-def _scored(x: np.ndarray, rows: np.ndarray, n: int, binarize: str, seed: int) -> np.ndarray:
+def _scored(split: Split, rows: np.ndarray, n: int, binarize: str, seed: int) -> np.ndarray:
     """A seeded subset of at most n of `rows`, as the scores see it (`data.fixed_inputs`)."""
-    return fixed_inputs(x, rows[seeded_rows(len(rows), n, seed)], binarize, seed)
+    return fixed_inputs(split, rows[seeded_rows(len(rows), n, seed)], binarize, seed)

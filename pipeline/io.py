@@ -89,6 +89,19 @@ def staged_outputs(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def scratch_dir(near: str | Path) -> Iterator[Path]:
+    """A temporary directory beside `near`, removed afterwards: on the disk the outputs go to,
+    not in /tmp, which may be held in memory."""
+    parent = Path(near).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=f".{Path(near).name}.scratch."))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _aside(target: Path) -> Path:
     return target.parent / f".{target.name}.old"
 

@@ -1,6 +1,6 @@
 """The latent Parquet dataset: schema, streaming writer, validating reader.
 
-    data/latents/split=train/part-0.parquet
+    data/latents/split=train/part-0.parquet   (part-1, ... when several workers encode)
     data/latents/split=test/part-0.parquet
 
 Columns: id int64, label int32 (null where the source has none), z_mean and z_log_var
@@ -78,14 +78,21 @@ def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def write_latents(out_dir: str | Path, batches: Iterable[LatentBatch], latent_dim: int, metadata: dict) -> int:
-    """The encode stage's whole dataset: one Parquet file per split; replaces out_dir atomically.
+    """A whole latent dataset from one writer: one Parquet file per split; replaces out_dir atomically.
 
     Batches are buffered up to ROW_GROUP_SIZE rows and written as one row group, so
     memory holds at most one row group whatever the number of rows. Returns the rows written.
     """
     with atomic_dir(out_dir) as tmp:
-        return _write(batches, latent_schema(latent_dim, metadata),
-                      lambda split: tmp / f"split={split}" / "part-0.parquet")
+        return write_part(tmp, batches, latent_dim, metadata, part=0)
+
+
+def write_part(directory: str | Path, batches: Iterable[LatentBatch], latent_dim: int, metadata: dict,
+               part: int) -> int:
+    """One writer's share of a dataset being built in `directory` (the caller makes it atomic):
+    split=<split>/part-<part>.parquet for every split of `batches`. Returns the rows written."""
+    return _write(batches, latent_schema(latent_dim, metadata),
+                  lambda split: Path(directory) / f"split={split}" / f"part-{part}.parquet")
 
 
 def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBatch], latent_dim: int,
@@ -225,6 +232,7 @@ def load_z_mean(path: str | Path, ids: dict[str, np.ndarray], fingerprint: str,
             if found != fingerprint:
                 raise DataError(f"{file}: latents were encoded from another dataset (fingerprint {found}, "
                                 f"prepared data has {fingerprint}); re-run encode")
+        table = table.sort_by("id")  # part files of several workers; prepared ids are ascending
         if not np.array_equal(table.column("id").to_numpy(), np.asarray(expected)):
             raise DataError(f"{path}: split={split} does not hold the prepared {split} examples in order; re-run encode")
         out[split] = latents_to_numpy(table)

@@ -3,7 +3,9 @@
 Every feature set (latents, raw inputs, PCA of the inputs) goes through the same protocol:
 a seeded, stratified subsample of train (at most `max_train` rows), a held-out part of it
 to choose the logistic regression's C over a log grid, a refit on the whole subsample,
-and one score on test. The kNN probe uses the same rows.
+and one score on a seeded, stratified subsample of test (at most `max_test` rows). The kNN
+probe uses the same rows. Callers gather features for `probe_rows` only, so no probe
+reads a whole split.
 """
 
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ class ProbeProtocol:
     c_grid: tuple[float, ...]
     validation_fraction: float
     max_train: int
+    max_test: int
     knn_k: int
     seed: int
 
@@ -27,7 +30,7 @@ class ProbeProtocol:
     def of(cls, probe: ProbeConfig, knn_k: int, seed: int) -> "ProbeProtocol":
         """The protocol that evaluate.probe, evaluate.knn_k and the seed describe."""
         return cls(c_grid=probe.c_grid, validation_fraction=probe.validation_fraction,
-                   max_train=probe.max_train_examples, knn_k=knn_k, seed=seed)
+                   max_train=probe.max_train_examples, max_test=probe.max_test_examples, knn_k=knn_k, seed=seed)
 
 
 def check_knn_k(protocol: ProbeProtocol, train_rows: int) -> None:
@@ -75,20 +78,26 @@ def knn_probe(train_x, train_y, test_x, test_y, k: int) -> float:
     return float(model.fit(train_x, train_y).score(test_x, test_y))
 
 
+def probe_rows(train_y: np.ndarray, test_y: np.ndarray, protocol: ProbeProtocol) -> tuple[np.ndarray, np.ndarray]:
+    """The train and test rows every probe uses: seeded, stratified subsamples (as data.max_examples)."""
+    def capped(y, cap, what):
+        rows = np.arange(len(y))
+        return split_indices(np.asarray(y), len(y) - cap, protocol.seed, what)[0] if cap < len(y) else rows
+
+    return (capped(train_y, protocol.max_train, "probe subsample"),
+            capped(test_y, protocol.max_test, "probe test subsample"))
+
+
 def probe_suite(features: dict, train_y, test_y, protocol: ProbeProtocol) -> tuple[dict, np.ndarray]:
     """Linear and kNN probes on each feature set {name: (train_x, test_x)} with one protocol.
 
-    Returns {name: {"linear": {...}, "knn": accuracy, "dim": d}} and the test predictions
-    of the first feature set's linear probe.
+    The features and labels are those of `probe_rows`. Returns {name: {"linear": {...},
+    "knn": accuracy, "dim": d}} and the test predictions of the first feature set's linear probe.
     """
-    rows = np.arange(len(train_y))
-    if protocol.max_train < len(rows):  # the same seeded, stratified subsample as data.max_examples
-        rows, _ = split_indices(train_y, len(rows) - protocol.max_train, protocol.seed, "probe subsample")
     results, first_predictions = {}, None
     for name, (train_x, test_x) in features.items():
-        linear, predicted = linear_probe(train_x[rows], train_y[rows], test_x, test_y, protocol)
-        results[name] = {"linear": linear, "knn": knn_probe(train_x[rows], train_y[rows], test_x, test_y,
-                                                            protocol.knn_k),
+        linear, predicted = linear_probe(train_x, train_y, test_x, test_y, protocol)
+        results[name] = {"linear": linear, "knn": knn_probe(train_x, train_y, test_x, test_y, protocol.knn_k),
                          "dim": int(train_x.shape[1])}
         first_predictions = predicted if first_predictions is None else first_predictions
-    return {"train_examples": int(len(rows)), **results}, first_predictions
+    return {"train_examples": int(len(train_y)), "test_examples": int(len(test_y)), **results}, first_predictions

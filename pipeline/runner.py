@@ -25,7 +25,7 @@ def encode(params: Params, *, prepared_dir, model_path, out_dir) -> int:
     from pipeline.encode import encode as encode_all
 
     return encode_all(prepared_dir=prepared_dir, model_path=model_path, out_dir=out_dir,
-                      batch_size=params.encode.batch_size, run_params=as_dict(params))
+                      batch_size=params.encode.batch_size, run_params=as_dict(params), workers=params.encode.workers)
 
 
 def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_dir) -> dict:

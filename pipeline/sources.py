@@ -3,12 +3,20 @@
 Each reader returns a `Dataset` whose x keeps the source's own dtype (uint8 pixels, float
 features). Problems with a file raise DataError naming the file and what was wrong. The
 same readers serve prepare and `vae-pipeline encode` on new data.
+
+Memory does not grow with the data: uncompressed sources (`.npz` written by `np.savez`,
+plain IDX files) are memory-mapped where they lie, and sources that must be decoded
+(gzip IDX, images, Parquet) are decoded chunk by chunk into a memory-mapped array in a
+`scratch` directory. Without one (small data, tests) the arrays are in memory.
 """
 
 import difflib
+import functools
 import gzip
 import logging
 import os
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +28,11 @@ from pipeline.errors import DataError
 log = logging.getLogger(__name__)
 NO_LABEL = -1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+# Rows are read, decoded and copied in chunks of about this many bytes (of the source's
+# dtype; a uint8 chunk becomes four times this as float32 inputs).
+CHUNK_BYTES = 16 << 20
+# Image folders with at least this many files are decoded by worker processes (one per core).
+PARALLEL_DECODE_FILES = 4096
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 # The standard MNIST-style releases: file names and class names.
 IDX_RELEASE_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -56,18 +69,33 @@ class Dataset:
         return bool(len(self.y)) and bool((self.y != NO_LABEL).all())
 
 
-def load_source(config) -> Dataset:
-    """Read the dataset that `config` (a DataConfig) names."""
+def load_source(config, scratch: Path | None = None) -> Dataset:
+    """Read the dataset that `config` (a DataConfig) names.
+
+    scratch: a directory for decoded arrays (memory-mapped); None keeps them in memory.
+    """
     readers = {"digits": lambda: read_digits(),
-               "fashion_mnist": lambda: read_idx_release(config.source, config.path),
-               "mnist": lambda: read_idx_release(config.source, config.path),
-               "idx": lambda: read_idx_dir(_existing(config.path, "data.path")),
+               "fashion_mnist": lambda: read_idx_release(config.source, config.path, scratch),
+               "mnist": lambda: read_idx_release(config.source, config.path, scratch),
+               "idx": lambda: read_idx_dir(_existing(config.path, "data.path"), scratch),
                "npz": lambda: read_npz(_existing(config.path, "data.path"), config.npz.x_key, config.npz.y_key),
                "table": lambda: read_table(_existing(config.path, "data.path"), config.table.label_column,
-                                           config.table.feature_columns),
+                                           config.table.feature_columns, scratch),
                "image_folder": lambda: read_image_folder(_existing(config.path, "data.path"),
-                                                         config.images.size, config.images.color)}
+                                                         config.images.size, config.images.color, scratch)}
     return readers[config.source]()
+
+
+def allocate(scratch: Path | None, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An array to decode into: a memory-mapped scratch/<name>.npy, or memory without scratch."""
+    if scratch is None:
+        return np.empty(shape, dtype)
+    return np.lib.format.open_memmap(Path(scratch) / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+
+
+def chunk_rows(row_bytes: int) -> int:
+    """Rows per chunk of about CHUNK_BYTES."""
+    return max(1, CHUNK_BYTES // max(1, row_bytes))
 
 
 def encode_labels(raw: np.ndarray | None, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -89,45 +117,91 @@ def read_digits() -> Dataset:
 
 # --- IDX -------------------------------------------------------------------------------
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzip-compressed when named *.gz) as an array, checking magic and length."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+def _idx_header(path: Path, f) -> tuple[tuple[int, ...], np.dtype]:
+    head = f.read(4)
+    if len(head) < 4 or head[0:2] != b"\0\0" or head[2] not in IDX_DTYPES or head[3] == 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number {head.hex()})")
+    dims = f.read(4 * head[3])
+    if len(dims) < 4 * head[3]:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(head[3]))
+    return shape, np.dtype(IDX_DTYPES[head[2]])
+
+
+def idx_shape(path: Path) -> tuple[int, ...]:
+    """The array shape an IDX file's header declares (reads the header only)."""
+    with _open_idx(path) as f:
+        return _idx_header(path, f)[0]
+
+
+def _open_idx(path: Path):
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
+        return (gzip.open if Path(path).suffix == ".gz" else open)(path, "rb")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+
+
+def read_idx(path: Path, out: np.ndarray | None = None) -> np.ndarray:
+    """An IDX file (gzip-compressed when named *.gz) as an array, checking magic and length.
+
+    Read chunk by chunk into `out` (an array of the declared shape, e.g. a memory map) when
+    given, so that only one chunk of the file is in memory at a time.
+    """
+    path = Path(path)
+    try:
+        with _open_idx(path) as f:
+            shape, dtype = _idx_header(path, f)
+            if out is None:
+                out = np.empty(shape, dtype.newbyteorder("="))
+            row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+            step, expected, held = chunk_rows(row_bytes), shape[0] * row_bytes, 0
+            for start in range(0, shape[0], step):
+                raw = f.read(min(step, shape[0] - start) * row_bytes)
+                held += len(raw)
+                if len(raw) < min(step, shape[0] - start) * row_bytes:
+                    break
+                out[start:start + step] = np.frombuffer(raw, dtype).reshape(-1, *shape[1:])
+            while block := f.read(1 << 20):  # padding: count it for the message
+                held += len(block)
     except (OSError, EOFError) as error:
         raise DataError(f"{path}: cannot read IDX file ({error})") from None
-    if len(raw) < 4 or raw[0:2] != b"\0\0" or raw[2] not in IDX_DTYPES or raw[3] == 0:
-        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
-    ndim, dtype = raw[3], np.dtype(IDX_DTYPES[raw[2]])
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    offset, expected = 4 + 4 * ndim, int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - offset != expected:
+    if held != expected:
         raise DataError(f"{path}: truncated or padded IDX file: header says {shape} "
-                        f"({expected} bytes of data), file holds {len(raw) - offset}")
-    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
+                        f"({expected} bytes of data), file holds {held}")
+    return out
 
 
-def _idx_pair(images: Path, labels: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
-    x = read_idx(images)
-    y = read_idx(labels) if labels else None
-    if y is not None and len(x) != len(y):
-        raise DataError(f"{images}: {len(x)} images but {labels} has {len(y)} labels")
-    return (x[..., None] if x.ndim == 3 else x), y
+def _idx_parts(files: dict, source: str, path, scratch: Path | None,
+               names: tuple[str, ...] | None = None) -> Dataset:
+    """{split: (images, labels or None)} IDX files as one Dataset; is_test marks the 'test' part.
 
-
-def _from_parts(parts: dict, source: str, path, names: tuple[str, ...] | None = None) -> Dataset:
-    """Concatenate {split: (x, y)} into one Dataset; is_test marks the 'test' part."""
-    x = np.concatenate([parts[s][0] for s in parts])
-    has_labels = all(parts[s][1] is not None for s in parts)
-    raw_y = np.concatenate([parts[s][1] for s in parts]) if has_labels else None
-    y, found_names = encode_labels(raw_y, len(x))
+    The images of every part are decoded into one array (a scratch memory map when given).
+    """
+    shapes = {split: idx_shape(images) for split, (images, _) in files.items()}
+    rows = {split: shape[0] for split, shape in shapes.items()}
+    first = next(iter(shapes.values()))
+    for split, shape in shapes.items():
+        if shape[1:] != first[1:]:
+            raise DataError(f"{files[split][0]}: images of shape {list(shape[1:])}, but "
+                            f"{next(iter(files.values()))[0]} holds {list(first[1:])}")
+    first_file = next(iter(files.values()))[0]
+    with _open_idx(first_file) as f:
+        dtype = _idx_header(first_file, f)[1].newbyteorder("=")
+    x = allocate(scratch, "idx_x", (sum(rows.values()), *first[1:]), dtype)
+    raw_y, start = [], 0
+    for split, (images, labels) in files.items():
+        read_idx(images, out=x[start:start + rows[split]])
+        start += rows[split]
+        y = read_idx(labels) if labels else None
+        if y is not None and len(y) != rows[split]:
+            raise DataError(f"{images}: {rows[split]} images but {labels} has {len(y)} labels")
+        raw_y.append(y)
+    x = x[..., None] if x.ndim == 3 else x
+    has_labels = all(y is not None for y in raw_y)
+    y, found_names = encode_labels(np.concatenate(raw_y) if has_labels else None, len(x))
     if names is not None and has_labels:  # a known release: keep its class names and indices
-        y, found_names = raw_y.astype(np.int32), names
-    is_test = np.concatenate([np.full(len(parts[s][0]), s == "test") for s in parts]) if "test" in parts else None
+        y, found_names = np.concatenate(raw_y).astype(np.int32), names
+    is_test = np.repeat([s == "test" for s in rows], list(rows.values())) if "test" in rows else None
     return Dataset(x=x, y=y, label_names=found_names, source=source, path=str(path), is_test=is_test)
 
 
@@ -144,7 +218,7 @@ def idx_release_candidates(name: str, path: str | None) -> list[Path]:
     return [*([Path(path)] if path else []), keras_home / "datasets" / folder, Path("/usr/share/datasets") / folder]
 
 
-def read_idx_release(name: str, path: str | None) -> Dataset:
+def read_idx_release(name: str, path: str | None, scratch: Path | None = None) -> Dataset:
     """fashion_mnist / mnist from local IDX files, else Keras' download, else a clear error."""
     candidates = idx_release_candidates(name, path)
     files = [f for pair in IDX_RELEASE_FILES.values() for f in pair]
@@ -155,18 +229,17 @@ def read_idx_release(name: str, path: str | None) -> Dataset:
                         f"missing: {', '.join(missing)}. Leave data.path at {DEFAULT_DATA_PATH!r} to use a "
                         "system copy instead")
     if found is not None:
-        parts = {split: _idx_pair(found / images, found / labels)
-                 for split, (images, labels) in IDX_RELEASE_FILES.items()}
-    else:
-        found, parts = f"keras.datasets.{name}", _keras_load(name)
-    if parts is None:
+        parts = {split: (found / images, found / labels) for split, (images, labels) in IDX_RELEASE_FILES.items()}
+        return _idx_parts(parts, name, found, scratch, names=IDX_RELEASES[name][1])
+    loaded = _keras_load(name)
+    if loaded is None:
         raise DataError(f"data.source {name!r}: IDX files ({', '.join(files)}) not found; looked in "
                         f"{', '.join(map(str, candidates))}, and Keras could not download them "
                         f"(set data.path, or on Debian: apt-get install dataset-{IDX_RELEASES[name][0]})")
-    return _from_parts(parts, name, found, names=IDX_RELEASES[name][1])
+    return loaded
 
 
-def _keras_load(name: str) -> dict | None:
+def _keras_load(name: str) -> Dataset | None:
     """The release through Keras' loader (downloads when a network is there); None offline."""
     import keras
 
@@ -174,10 +247,13 @@ def _keras_load(name: str) -> dict | None:
         (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
     except Exception:  # noqa: BLE001 - any download failure means "not available here"
         return None
-    return {"train": (x_train[..., None], y_train), "test": (x_test[..., None], y_test)}
+    return Dataset(x=np.concatenate([x_train, x_test])[..., None],
+                   y=np.concatenate([y_train, y_test]).astype(np.int32), label_names=IDX_RELEASES[name][1],
+                   source=name, path=f"keras.datasets.{name}",
+                   is_test=np.repeat([False, True], [len(x_train), len(x_test)]))
 
 
-def read_idx_dir(path: Path) -> Dataset:
+def read_idx_dir(path: Path, scratch: Path | None = None) -> Dataset:
     """A directory of IDX files: images and labels for train, optionally test (t10k / test).
 
     Files are matched by name: 'image' or 'label', and 'test' or 't10k' for the test part.
@@ -196,25 +272,25 @@ def read_idx_dir(path: Path) -> Dataset:
         found[split, kind] = file
     if ("train", "images") not in found:
         raise DataError(f"{path}: no IDX images file (expected a name like train-images-idx3-ubyte.gz)")
-    parts = {split: _idx_pair(found[split, "images"], found.get((split, "labels")))
+    parts = {split: (found[split, "images"], found.get((split, "labels")))
              for split in ("train", "test") if (split, "images") in found}
-    return _from_parts(parts, "idx", path)
+    return _idx_parts(parts, "idx", path, scratch)
 
 
 # --- npz, table, image folder ----------------------------------------------------------
 
 def read_npz(path: Path, x_key: str, y_key: str | None) -> Dataset:
-    import zipfile
-
+    """Arrays of an .npz; members stored uncompressed (np.savez) are memory-mapped, not loaded."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
-            if x_key not in keys or (y_key is not None and y_key not in keys):
-                missing = x_key if x_key not in keys else y_key
-                close = difflib.get_close_matches(missing, keys, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise DataError(f"{path}: no array named {missing!r}; it holds {keys}{hint}")
-            x, raw_y = archive[x_key], (archive[y_key] if y_key else None)
+        if x_key not in keys or (y_key is not None and y_key not in keys):
+            missing = x_key if x_key not in keys else y_key
+            close = difflib.get_close_matches(missing, keys, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise DataError(f"{path}: no array named {missing!r}; it holds {keys}{hint}")
+        x = npz_member(path, x_key)
+        raw_y = np.asarray(npz_member(path, y_key)) if y_key else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: cannot read npz file ({error})") from None
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
@@ -225,12 +301,41 @@ def read_npz(path: Path, x_key: str, y_key: str | None) -> Dataset:
     return Dataset(x=x, y=y, label_names=names, source="npz", path=str(path))
 
 
-def read_table(path: Path, label_column: str | None, feature_columns: tuple[str, ...] | None) -> Dataset:
-    """A CSV or Parquet file: numeric feature columns plus an optional label column."""
+def npz_member(path: Path, key: str) -> np.ndarray:
+    """One array of an .npz: a read-only memory map when stored uncompressed, else loaded."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{key}.npy")
+        if info.compress_type == zipfile.ZIP_STORED:
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(member)
+                header = member.tell()
+            if not dtype.hasobject:
+                with open(path, "rb") as f:  # the member's data starts after its local file header
+                    f.seek(info.header_offset + 26)
+                    name_length, extra_length = np.frombuffer(f.read(4), "<u2")
+                start = info.header_offset + 30 + int(name_length) + int(extra_length) + header
+                return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape,
+                                 order="F" if fortran else "C")
+    log.info("%s: array %r is compressed; it is loaded into memory (np.savez, not savez_compressed, "
+             "lets it be memory-mapped)", path, key)
+    with np.load(path, allow_pickle=False) as archive:
+        return archive[key]
+
+
+def read_table(path: Path, label_column: str | None, feature_columns: tuple[str, ...] | None,
+               scratch: Path | None = None) -> Dataset:
+    """A CSV or Parquet file: numeric feature columns plus an optional label column.
+
+    Parquet is read in record batches into x (a scratch memory map when given); a CSV is
+    parsed whole by pyarrow (its row count is unknown until then) and copied the same way.
+    """
     import pyarrow as pa
 
-    table = _read_arrow_table(path)
-    names = table.column_names
+    schema, num_rows, batches = _arrow_batches(path)
+    names = schema.names
     wanted = [c for c in ([label_column] if label_column else []) + list(feature_columns or []) if c not in names]
     if wanted:
         close = difflib.get_close_matches(wanted[0], names, n=1)
@@ -241,47 +346,62 @@ def read_table(path: Path, label_column: str | None, feature_columns: tuple[str,
     if ignored:
         log.warning("%s: ignoring columns %s: neither feature columns nor the label column "
                     "(data.table.label_column, or --label-column for the encode command)", path, ignored)
-    bad = [c for c in features if not (pa.types.is_integer(table.schema.field(c).type)
-                                       or pa.types.is_floating(table.schema.field(c).type))]
+    bad = [c for c in features if not (pa.types.is_integer(schema.field(c).type)
+                                       or pa.types.is_floating(schema.field(c).type))]
     if bad:
         raise DataError(f"{path}: feature columns must be numeric; not numeric: {bad} "
                         "(set data.table.feature_columns or data.table.label_column)")
     if not features:
         raise DataError(f"{path}: no feature columns")
-    nulls = [c for c in features if table.column(c).null_count]
-    if nulls:
-        raise DataError(f"{path}: feature columns have missing values: {nulls}")
-    x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in features]).astype(np.float64)
+    x = allocate(scratch, "table_x", (num_rows, len(features)), np.float64)
+    labels, nulls, start = [], {}, 0
+    for batch in batches([*features, *([label_column] if label_column else [])]):
+        for c in features:
+            nulls[c] = nulls.get(c, 0) + batch.column(c).null_count
+        x[start:start + batch.num_rows] = np.column_stack(
+            [batch.column(c).to_numpy(zero_copy_only=False) for c in features])
+        if label_column:
+            labels.append(batch.column(label_column))
+        start += batch.num_rows
+    if missing := [c for c, n in nulls.items() if n]:
+        raise DataError(f"{path}: feature columns have missing values: {missing}")
     raw_y = None
     if label_column:
-        labels = table.column(label_column)
-        if labels.null_count:
-            raise DataError(f"{path}: label column {label_column!r} has {labels.null_count} missing values")
-        raw_y = np.asarray(labels.to_pylist())
+        column = pa.chunked_array(labels, schema.field(label_column).type)
+        if column.null_count:
+            raise DataError(f"{path}: label column {label_column!r} has {column.null_count} missing values")
+        raw_y = np.asarray(column.to_pylist())
     y, label_names = encode_labels(raw_y, len(x))
     return Dataset(x=x, y=y, label_names=label_names, source="table", path=str(path), feature_names=tuple(features))
 
 
-def _read_arrow_table(path: Path):
+def _arrow_batches(path: Path):
+    """(schema, rows, batches(columns)) of a Parquet or CSV file; batches yields record batches."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() in {".parquet", ".pq"}:
-            return pq.read_table(path)
-        if path.suffix.lower() in {".csv", ".tsv", ".txt"}:
-            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-            return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+        if suffix in {".parquet", ".pq"}:
+            file = pq.ParquetFile(path)
+            return (file.schema_arrow, file.metadata.num_rows,
+                    lambda columns: file.iter_batches(batch_size=65_536, columns=columns))
+        if suffix in {".csv", ".tsv", ".txt"}:
+            options = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
+            table = pacsv.read_csv(path, parse_options=options)
+            return table.schema, table.num_rows, lambda columns: table.select(columns).to_batches()
     except (pa.ArrowInvalid, OSError) as error:
         raise DataError(f"{path}: cannot read table ({' '.join(str(error).split())})") from None
     raise DataError(f"{path}: a table must be .csv, .tsv or .parquet. Got {path.suffix or 'no suffix'!r} instead.")
 
 
-def read_image_folder(path: Path, size: tuple[int, int] | None, color: str) -> Dataset:
-    """One subfolder per class of PNG/JPEG files -> uint8 (n, H, W, 1 or 3)."""
-    from PIL import Image, UnidentifiedImageError
+def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scratch: Path | None = None) -> Dataset:
+    """One subfolder per class of PNG/JPEG files -> uint8 (n, H, W, 1 or 3).
 
+    Decoded into a preallocated array (a scratch memory map when given), in chunks; large
+    folders by worker processes, one per core.
+    """
     if not path.is_dir():
         raise DataError(f"{path}: data.source 'image_folder' needs a directory with one subfolder per class")
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
@@ -289,8 +409,40 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str) -> D
              if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"{path}: no PNG or JPEG files in class subfolders")
-    images, first = [], None
-    for file, _ in files:
+    paths = [f for f, _ in files]
+    reference = (paths[0], decode_images(paths[:1], size, color)[0].shape)
+    x = allocate(scratch, "images_x", (len(paths), *reference[1]), np.uint8)
+    # Chunks of at most 1,024 images: small enough to keep every worker busy to the end.
+    step = min(chunk_rows(x[0].nbytes), 1024)
+    chunks = [paths[start:start + step] for start in range(0, len(paths), step)]
+    decode = functools.partial(decode_images, size=size, color=color, reference=reference)
+    workers = os.cpu_count() or 1
+    if len(paths) >= PARALLEL_DECODE_FILES and workers > 1:
+        import multiprocessing
+
+        # spawn, not fork: the calling process may hold TensorFlow's threads (the encode command).
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            _fill(x, pool.map(decode, chunks), step)
+    else:
+        _fill(x, map(decode, chunks), step)
+    x = x[..., None] if x.ndim == 3 else x
+    y = np.array([label for _, label in files], np.int32)
+    return Dataset(x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path))
+
+
+def _fill(x: np.ndarray, chunks, step: int) -> None:
+    for i, chunk in enumerate(chunks):
+        x[i * step:i * step + len(chunk)] = chunk
+
+
+def decode_images(paths: list[Path], size: tuple[int, int] | None, color: str,
+                  reference: tuple[Path, tuple] | None = None) -> np.ndarray:
+    """uint8 (n, H, W) or (n, H, W, 3) of image files, each of the shape of `reference`
+    ((file, shape); the first of `paths` when None)."""
+    from PIL import Image, UnidentifiedImageError
+
+    out = None
+    for i, file in enumerate(paths):
         try:
             with Image.open(file) as image:
                 image = image.convert("L" if color == "grey" else "RGB")
@@ -299,16 +451,14 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str) -> D
                 pixels = np.asarray(image, dtype=np.uint8)
         except (OSError, UnidentifiedImageError) as error:
             raise DataError(f"{file}: cannot read image ({error})") from None
-        if first is None:
-            first = (file, pixels.shape)
-        elif pixels.shape != first[1]:
-            raise DataError(f"{file}: image of size {pixels.shape[:2]} but {first[0]} is {first[1][:2]}; "
+        reference = reference or (file, pixels.shape)
+        if pixels.shape != reference[1]:
+            raise DataError(f"{file}: image of size {pixels.shape[:2]} but {reference[0]} is {reference[1][:2]}; "
                             "set data.images.size to resize them all")
-        images.append(pixels)
-    x = np.stack(images)
-    x = x[..., None] if x.ndim == 3 else x
-    y = np.array([label for _, label in files], np.int32)
-    return Dataset(x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path))
+        if out is None:
+            out = np.empty((len(paths), *pixels.shape), np.uint8)
+        out[i] = pixels
+    return out
 
 
 def _existing(path: str | None, key: str) -> Path:

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import auto
+from pipeline import auto, feed
 from pipeline.bundle import save_bundle
 from pipeline.config import LossConfig, ModelConfig, TrainConfig, leaf_keys
 from pipeline.data import fixed_inputs, load_split, read_manifest, seeded_rows, validation_rows
@@ -97,25 +97,6 @@ class LiveLogger(keras.callbacks.Callback):
             for name, value in (("U", figures["U"]), ("S_K", figures["S_K"][k]), ("E_K", figures["E_K"][k])):
                 self.live.log_metric(f"bound/{name}", value)
         self.live.next_step()
-
-
-def make_dataset(x: np.ndarray, batch_size: int, seed: int | None, binarize: bool = False,
-                 repeat: bool = False) -> tf.data.Dataset:
-    """Batches of x; reshuffled every pass in a seeded order when `seed` is given.
-
-    binarize: draw x_b ~ Bernoulli(x) afresh for every batch (dynamic binarization).
-    repeat: endless passes (fit with steps_per_epoch), batches running across them.
-    """
-    ds = tf.data.Dataset.from_tensor_slices(x)
-    if seed is not None:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size)
-    if binarize:
-        ds = ds.map(lambda b: tf.cast(tf.random.uniform(tf.shape(b), seed=seed) < b, b.dtype),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def distribution_strategy(kind: str) -> tf.distribute.Strategy:
@@ -214,13 +195,13 @@ def _train(run: _Run, prepared_dir, model_dir: Path, strategy, precision_choice:
              strategy.num_replicas_in_sync, type(strategy).__name__, keras.mixed_precision.global_policy().name)
 
     manifest = read_manifest(prepared_dir)
-    fit_data, validation_data, steps, bound_x = _datasets(run, prepared_dir)
+    fit_data, validation_data, steps, bound_x, input_choice = _datasets(run, prepared_dir)
     model, model_choices = auto.resolve_model(run.model, manifest)
     cfg, epoch_choice = auto.resolve_epochs(run.cfg, steps)
     cfg, steps, execution_choice = auto.resolve_steps_per_execution(cfg, steps)
     loss, warmup_choice = auto.resolve_warmup(run.loss, cfg.epochs)
     choices = {**manifest.get("choices", {}), **model_choices, **epoch_choice, **warmup_choice,
-               **precision_choice, **execution_choice}
+               **precision_choice, **execution_choice, **input_choice}
     log.info("choices: %s", auto.summary(choices))
     _check_model_fits_data(model, manifest, prepared_dir)
     if loss.kl_warmup_epochs > cfg.epochs:
@@ -273,20 +254,23 @@ def _report_activity(vae, validation_data: tf.data.Dataset) -> None:
         log.warning("%s", warning)
 
 
-def _datasets(run: _Run, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int, np.ndarray | None]:
-    """The fit and validation parts of the prepared train split, the updates per epoch, and
-    the fixed validation examples scored for S_K each epoch (None when there are none)."""
+def _datasets(run: _Run, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int, np.ndarray | None,
+                                               dict]:
+    """The fit and validation parts of the prepared train split, the updates per epoch, the
+    fixed validation examples scored for S_K each epoch (None when there are none), and
+    the train.input choice."""
     split = load_split(prepared_dir, "train")
-    x = np.asarray(split.x)
     fit_rows, val_rows = validation_rows(split.y, run.validation_fraction, run.seed)
+    source, choice = auto.resolve_input(run.cfg.input, len(fit_rows) * split.x[:1].nbytes)
+    read = {"seed": run.seed, "in_memory": source == "memory", "binarize": run.binarize}
     # Endless, so that an epoch may be more than a pass; batches run across passes.
-    fit = make_dataset(x[fit_rows], run.cfg.batch_size, run.seed, binarize=run.binarize == "dynamic", repeat=True)
+    fit = feed.batches(split, fit_rows, run.cfg.batch_size, shuffle=True, **read)
     steps = max(math.ceil(len(fit_rows) / run.cfg.batch_size), MIN_UPDATES_PER_EPOCH)
     if not len(val_rows):
-        return fit, None, steps, None
-    x_val = fixed_inputs(x, val_rows, run.binarize, run.seed)
-    bound_x = x_val[seeded_rows(len(x_val), run.cfg.bound_examples, run.seed)] if run.cfg.bound_examples else None
-    return fit, make_dataset(x_val, run.cfg.batch_size, None), steps, bound_x
+        return fit, None, steps, None, choice
+    bound_rows = val_rows[seeded_rows(len(val_rows), run.cfg.bound_examples, run.seed)]
+    bound_x = fixed_inputs(split, bound_rows, run.binarize, run.seed) if run.cfg.bound_examples else None
+    return fit, feed.batches(split, val_rows, run.cfg.batch_size, **read), steps, bound_x, choice
 
 
 def _callbacks(loss: LossConfig, cfg: TrainConfig, backup: Path, has_validation: bool) -> list:

@@ -9,7 +9,7 @@ def main() -> None:
     from pipeline.encode import encode
 
     rows = encode(prepared_dir="data/prepared", model_path="data/model/model.keras", out_dir="data/latents",
-                  batch_size=params.encode.batch_size, run_params=as_dict(params))
+                  batch_size=params.encode.batch_size, run_params=as_dict(params), workers=params.encode.workers)
     print(f"encoded {rows} rows into data/latents")
 
 

@@ -32,7 +32,9 @@ def test_manifest_describes_the_arrays(prepared):
 def test_splits_are_scaled_disjoint_complete_and_stratified(prepared):
     out, manifest = prepared
     train, test = load_split(out, "train"), load_split(out, "test")
-    assert train.x.dtype == np.float32 and train.x.min() >= 0 and train.x.max() == 1
+    assert train.x.dtype == np.uint8 and train.x.max() == 16  # stored as the source's pixels
+    inputs = train.inputs()
+    assert inputs.dtype == np.float32 and inputs.min() >= 0 and inputs.max() == 1
     assert set(train.id).isdisjoint(test.id)
     assert sorted([*train.id, *test.id]) == list(range(1797))
     share = np.bincount(test.y) / np.bincount(np.concatenate([train.y, test.y]))
@@ -56,7 +58,7 @@ def test_failed_prepare_keeps_the_previous_output(tmp_path, monkeypatch):
     good = prepare(DataConfig(), seed=0, out_dir=out)
     broken = Dataset(x=np.full((10, 2), np.nan, dtype=np.float32), y=np.zeros(10, np.int32),
                           label_names=("a",), source="digits")
-    monkeypatch.setattr(data, "load_source", lambda config: broken)
+    monkeypatch.setattr(data, "load_source", lambda config, scratch=None: broken)
     with pytest.raises(DataError, match="NaN or infinite"):
         prepare(DataConfig(), seed=0, out_dir=out)
     assert json.loads((out / "manifest.json").read_text()) == good
@@ -95,7 +97,8 @@ def test_idx_source_keeps_its_own_test_split(idx_dir, tmp_path):
     assert manifest["preprocessing"]["test_split"] == "the source's own"
     test = load_split(tmp_path / "p", "test")
     pixels = read_idx(idx_dir / "t10k-images-idx3-ubyte.gz")
-    np.testing.assert_allclose(test.x[..., 0], pixels / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(test.x[..., 0], pixels)
+    np.testing.assert_allclose(test.inputs()[..., 0], pixels / 255.0, rtol=1e-6)
     assert test.id.tolist() == list(range(40, 60))
 
 

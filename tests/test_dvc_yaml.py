@@ -72,7 +72,7 @@ LAYERS = [
     {"cli"},
     {"runner"},
     {"train", "encode", "baselines", "evaluate", "umap_view"},
-    {"bundle", "probes", "pictures", "diagnostics", "report", "plots"},
+    {"bundle", "probes", "pictures", "diagnostics", "report", "plots", "feed"},
     {"figures"},
     {"data"},
     {"model", "sources", "latents"},

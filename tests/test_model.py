@@ -58,7 +58,7 @@ def test_training_lowers_u_and_reports_parts(pipeline_run):
 
 def test_model_round_trip_gives_identical_encodings(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
-    x = np.asarray(load_split(paths["prepared"], "test").x[:50])
+    x = load_split(paths["prepared"], "test").inputs(slice(50))
     vae = keras.saving.load_model(paths["model"])
     z_mean, z_log_var = vae.encoder.predict_on_batch(x)
     vae.save(tmp_path / "again.keras")

@@ -57,10 +57,11 @@ def test_table_csv_and_parquet(tmp_path):
         assert manifest["example_shape"] == [3] and manifest["label_names"] == ["cat", "dog", "eel"]
         assert sum(manifest["counts"].values()) == 60
         train = load_split(tmp_path / f"p{suffix}", "train")
-        assert train.x.min() == 0.0 and train.x.max() == 1.0  # min/max of train per feature
+        inputs = train.inputs()
+        assert inputs.min() == 0.0 and inputs.max() == 1.0  # min/max of train per feature
         row = int(train.id[0])
         expected_a = (table["a"][row].as_py() - min(table["a"].to_numpy()[train.id]))
-        assert train.x[0, 0] == pytest.approx(expected_a / np.ptp(table["a"].to_numpy()[train.id]), rel=1e-5)
+        assert inputs[0, 0] == pytest.approx(expected_a / np.ptp(table["a"].to_numpy()[train.id]), rel=1e-5)
         assert ["cat", "dog", "eel"][train.y[0]] == table["label"][row].as_py()
 
 
@@ -146,13 +147,13 @@ def test_idx_directory_with_and_without_a_test_part(tmp_path):
 
 def test_standardize_binarize_and_subsample(tmp_path):
     manifest = prepare(data_config(scaling="standardize"), seed=0, out_dir=tmp_path / "s")
-    train = load_split(tmp_path / "s", "train").x.reshape(1437, -1)
+    train = load_split(tmp_path / "s", "train").inputs().reshape(1437, -1)
     used = train.std(axis=0) > 0
     np.testing.assert_allclose(train[:, used].mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(train[:, used].std(axis=0), 1, atol=1e-3)
     assert manifest["value_range"][0] < 0
     prepare(data_config(binarize="static", binarize_threshold=0.3), seed=0, out_dir=tmp_path / "b")
-    assert set(np.unique(load_split(tmp_path / "b", "train").x)) == {0.0, 1.0}
+    assert set(np.unique(load_split(tmp_path / "b", "train").inputs())) == {0.0, 1.0}
     manifest = prepare(data_config(max_examples=500), seed=0, out_dir=tmp_path / "m")
     assert sum(manifest["counts"].values()) == 500
     assert min(manifest["counts_per_class"]["train"]) >= 35  # stratified
@@ -165,7 +166,8 @@ def test_preprocessor_round_trips_through_its_file(tmp_path):
 
     digits = read_digits()
     split = load_split(tmp_path / "s", "test")
-    np.testing.assert_allclose(pre(digits.x[split.id]), split.x, rtol=1e-6)
+    np.testing.assert_array_equal(split.x, digits.x[split.id].astype(np.float32))  # stored: the raw values
+    np.testing.assert_array_equal(pre(digits.x[split.id]), split.inputs())
 
 
 def test_a_split_left_with_one_class_is_an_error(tmp_path):
@@ -189,3 +191,67 @@ def test_misspelt_source_suggests_the_closest():
         data_config(source="image_folders")
     with pytest.raises(ConfigError, match=r"data.images.size must be a list of 2 integers >= 1. Got \[28\] instead."):
         data_config(images={"size": [28]})
+
+
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("source", ["digits", "npz", "idx", "image_folder", "table"])
+def test_chunk_size_changes_nothing_in_the_prepared_data(tmp_path, source):
+    """Streaming prepare: a chunk of 7 rows and one chunk give byte-identical outputs."""
+    import pipeline.sources as sources
+
+    rng = np.random.default_rng(1)
+    setup = {"digits": {"scaling": "standardize"}}
+    if source == "npz":  # real values, standardized: statistics merged chunk by chunk
+        np.savez(tmp_path / "v.npz", x=rng.normal(3, 2, size=(300, 5)), y=np.arange(300) % 3)
+        setup["npz"] = {"path": str(tmp_path / "v.npz")}
+    elif source == "idx":  # gzip IDX decoded into a scratch memory map, train and test parts
+        for split, n in (("train", 90), ("t10k", 30)):
+            write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 6, 5)))
+            write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 3)
+        setup["idx"] = {"path": str(tmp_path)}
+    elif source == "image_folder":
+        make_image_folder(tmp_path / "imgs", per_class=20)
+        setup["image_folder"] = {"path": str(tmp_path / "imgs"), "binarize": "static"}
+    elif source == "table":
+        make_table(tmp_path / "t.parquet", n=200)
+        setup["table"] = {"path": str(tmp_path / "t.parquet"), "scaling": "unit"}
+    cfg = data_config(source=source, **setup[source])
+    one = prepare(cfg, seed=0, out_dir=tmp_path / "one", step=10**9)
+    sources_chunk = sources.CHUNK_BYTES
+    try:
+        sources.CHUNK_BYTES = 1  # readers decode a row at a time too
+        tiny = prepare(cfg, seed=0, out_dir=tmp_path / "tiny", step=7)
+    finally:
+        sources.CHUNK_BYTES = sources_chunk
+    assert one == tiny and one["fingerprint"] == tiny["fingerprint"]
+    assert _files(tmp_path / "one") == _files(tmp_path / "tiny")
+    assert not list(tmp_path.glob("**/.scratch"))  # the decoded copies are gone
+
+
+def test_uncompressed_npz_is_memory_mapped_and_compressed_is_read(tmp_path):
+    from pipeline.sources import read_npz
+
+    x = np.random.default_rng(0).integers(0, 256, size=(50, 4, 4), dtype=np.uint8)
+    np.savez(tmp_path / "plain.npz", x=x, y=np.arange(50) % 2)
+    np.savez_compressed(tmp_path / "packed.npz", x=x, y=np.arange(50) % 2)
+    plain, packed = read_npz(tmp_path / "plain.npz", "x", "y"), read_npz(tmp_path / "packed.npz", "x", "y")
+    assert isinstance(plain.x, np.memmap) and not isinstance(packed.x, np.memmap)
+    np.testing.assert_array_equal(plain.x, x)
+    np.testing.assert_array_equal(packed.x, x)
+    assert plain.y.tolist() == packed.y.tolist() == (np.arange(50) % 2).tolist()
+
+
+def test_worker_processes_decode_an_image_folder_as_one_process_does(tmp_path, monkeypatch):
+    import pipeline.sources as sources
+
+    make_image_folder(tmp_path / "imgs", per_class=30, mode="RGB")
+    serial = sources.read_image_folder(tmp_path / "imgs", (8, 8), "rgb")
+    monkeypatch.setattr(sources, "PARALLEL_DECODE_FILES", 1)
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 8 * 8 * 3 * 7)  # 7 images a chunk: several chunks per worker
+    parallel = sources.read_image_folder(tmp_path / "imgs", (8, 8), "rgb", scratch=tmp_path)
+    assert isinstance(parallel.x, np.memmap)
+    np.testing.assert_array_equal(parallel.x, serial.x)
+    assert parallel.y.tolist() == serial.y.tolist()

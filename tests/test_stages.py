@@ -71,14 +71,17 @@ def test_pictures_plots_and_report(pipeline_run):
 
 def test_probes_use_one_protocol_for_every_feature_set():
     """Same rows, same C search: identical features must give identical scores under any name."""
-    from pipeline.probes import ProbeProtocol, probe_suite
+    from pipeline.probes import ProbeProtocol, probe_rows, probe_suite
 
     rng = np.random.default_rng(0)
     y = np.arange(300) % 3
     x = rng.normal(size=(300, 5)) + 2 * y[:, None]
-    protocol = ProbeProtocol((0.1, 1.0), 0.25, 200, 3, seed=0)
-    results, _ = probe_suite({"a": (x[:240], x[240:]), "b": (x[:240], x[240:])}, y[:240], y[240:], protocol)
-    assert results["a"] == results["b"] and results["train_examples"] == 200
+    protocol = ProbeProtocol((0.1, 1.0), 0.25, max_train=201, max_test=30, knn_k=3, seed=0)
+    train, test = probe_rows(y[:240], y[240:], protocol)  # seeded, stratified caps
+    assert np.bincount(y[train]).tolist() == [67, 67, 67] and np.bincount(y[240:][test]).tolist() == [10, 10, 10]
+    features = (x[:240][train], x[240:][test])
+    results, _ = probe_suite({"a": features, "b": features}, y[train], y[240:][test], protocol)
+    assert results["a"] == results["b"] and (results["train_examples"], results["test_examples"]) == (201, 30)
     assert results["a"]["linear"]["accuracy"] > 0.8
 
 

@@ -1,0 +1,231 @@
+"""Memory and speed of prepare, train and encode as the data grows (issue: data of any size).
+
+    python benchmarks/scale.py --rows 100000 1000000 10000000 --json /tmp/scale.json
+    python benchmarks/scale.py --rows 1000000 --compare-input      # mmap vs memory vs the old path
+    python benchmarks/scale.py --images 100000                      # prepare on a folder of PNGs
+
+For each size it writes a synthetic npz of N 28×28 uint8 images (stored uncompressed, so
+prepare memory-maps it), then runs prepare, one epoch of train (MLP, batch 256) and
+encode, each in its own process. The parent samples the child's /proc/<pid>/status every
+50 ms and prints the peak of anonymous memory (RssAnon: what the process itself
+allocated) and of file-backed memory (RssFile: pages of memory-mapped files, which the
+kernel can drop and re-read), with rows/s and training samples/s.
+
+--compare-input trains the same epoch three ways, interleaved and repeated: batches read
+from the memory-mapped file (train.input: mmap), from an in-memory copy of the uint8 rows
+(train.input: memory), and the input pipeline before streaming ("old": the fit rows
+scaled to float32 in memory and fed by from_tensor_slices and a full shuffle buffer).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run_pipeline import overridden_params  # noqa: E402
+
+SIDE, CLASSES = 28, 10
+BASE = {"data.source": "npz", "model.architecture": "mlp", "train.epochs": 1, "train.batch_size": 256,
+        "train.early_stopping_patience": None}
+
+
+def write_npz(path: Path, rows: int, seed: int = 0, chunk: int = 100_000) -> None:
+    """An uncompressed npz of x (rows, 28, 28) uint8 and y (rows,) int64, written chunk by chunk.
+
+    Each class is a smooth random prototype; an example is its prototype plus noise.
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(0, 1, SIDE)
+    prototypes = np.stack([
+        np.clip(sum(np.outer(np.sin(2 * np.pi * (a * grid + b)), np.cos(2 * np.pi * (c * grid + d)))
+                    for a, b, c, d in rng.uniform(0, 2, size=(3, 4))), -1, 1)
+        for _ in range(CLASSES)]) * 100 + 128
+    labels = np.arange(rows) % CLASSES
+    rng.shuffle(labels)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as f:
+            header = {"descr": "|u1", "fortran_order": False, "shape": (rows, SIDE, SIDE)}
+            np.lib.format.write_array_header_1_0(f, header)
+            for start in range(0, rows, chunk):
+                y = labels[start:start + chunk]
+                noise = rng.normal(0, 30, size=(len(y), SIDE, SIDE))
+                f.write(np.clip(prototypes[y] + noise, 0, 255).astype(np.uint8).tobytes())
+        with archive.open("y.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, labels)
+
+
+def write_png_folder(folder: Path, images: int, seed: int = 0) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in range(CLASSES):
+        (folder / f"class{c}").mkdir(parents=True, exist_ok=True)
+    for i in range(images):
+        pixels = rng.integers(0, 256, size=(SIDE, SIDE), dtype=np.uint8)
+        Image.fromarray(pixels, "L").save(folder / f"class{i % CLASSES}" / f"{i}.png")
+
+
+def measure(command: list[str]) -> dict:
+    """Run a child; its last stdout line is JSON. Adds peak RssAnon / RssFile / VmRSS in MiB."""
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    peak = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
+    status = Path(f"/proc/{child.pid}/status")
+    while child.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in peak:
+                    peak[key] = max(peak[key], int(value.split()[0]) // 1024)
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    out = child.stdout.read().strip().splitlines()
+    if child.returncode != 0 or not out:
+        raise SystemExit(f"{' '.join(command)} failed with exit code {child.returncode}")
+    return {**json.loads(out[-1]), "peak_anon_mib": peak["RssAnon"], "peak_file_mib": peak["RssFile"],
+            "peak_rss_mib": peak["VmRSS"]}
+
+
+def child(stage: str, work: Path, overrides: dict, mode: str) -> dict:
+    """One stage in this process; returns its figures."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    params = overridden_params(overrides)
+    from pipeline import runner
+
+    start = time.perf_counter()
+    if stage == "prepare":
+        manifest = runner.prepare(params, out_dir=work / "prepared")
+        rows = sum(manifest["counts"].values())
+        return {"rows": rows, "seconds": time.perf_counter() - start, "rows_per_s": rows / (time.perf_counter() - start)}
+    if stage == "train":
+        if mode == "old":
+            _use_the_old_input()
+        timer = _epoch_timer(params.train.batch_size)
+        runner.train(params, prepared_dir=work / "prepared", model_dir=work / "model", callbacks=(timer,))
+        return {"seconds": time.perf_counter() - start, "samples_per_s": timer.rate}
+    rows = runner.encode(params, prepared_dir=work / "prepared", model_path=work / "model" / "model.keras",
+                         out_dir=work / "latents")
+    return {"rows": rows, "seconds": time.perf_counter() - start, "rows_per_s": rows / (time.perf_counter() - start)}
+
+
+def _epoch_timer(batch_size: int):
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        """Samples per second of the training steps alone: epoch start to the validation pass."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_test_begin(self, logs=None):
+            self.rate = self.params["steps"] * batch_size / (time.perf_counter() - self.start)
+
+    return Timer()
+
+
+def _use_the_old_input() -> None:
+    """The input before streaming: the rows scaled to float32 in memory, from_tensor_slices, a full shuffle."""
+    import tensorflow as tf
+
+    import pipeline.feed
+
+    def batches(split, rows, batch_size, *, seed, shuffle=False, in_memory=False, binarize="none"):
+        ds = tf.data.Dataset.from_tensor_slices(split.inputs(np.asarray(rows)))
+        if shuffle:
+            ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).repeat()
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    pipeline.feed.batches = batches
+
+
+def cpu_flags() -> str:
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return " ".join(f for f in wanted if f in flags.split())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="*", default=[])
+    parser.add_argument("--images", type=int, default=0, help="also prepare a folder of this many PNGs")
+    parser.add_argument("--compare-input", action="store_true", help="mmap vs memory vs old input, at --rows")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=ROOT / ".scale", help="data goes here (not /tmp: memory)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--child", nargs=3, metavar=("STAGE", "WORK", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        stage, work, mode = args.child
+        print(json.dumps(child(stage, Path(work), json.loads(args.overrides), mode)))
+        return
+
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; CPU flags: {cpu_flags()}")
+    results = []
+    for rows in args.rows:
+        work = args.work / f"rows-{rows}"
+        work.mkdir(parents=True, exist_ok=True)
+        source = work / "data.npz"
+        if not source.exists():
+            started = time.perf_counter()
+            write_npz(source, rows)
+            print(f"{rows:,} rows: wrote {source} ({source.stat().st_size / 2**30:.2f} GiB) "
+                  f"in {time.perf_counter() - started:.0f} s", flush=True)
+        overrides = {**BASE, "data.path": str(source)}
+
+        def run(stage, mode="mmap", overrides=overrides):
+            extra = {"train.input": mode} if mode in ("mmap", "memory") else {}
+            return measure([sys.executable, __file__, "--child", stage, str(work), mode,
+                            "--overrides", json.dumps({**overrides, **extra})])
+
+        if args.compare_input:
+            figures = {mode: [] for mode in ("mmap", "memory", "old")}
+            run("prepare")
+            for _ in range(args.repeats):
+                for mode in figures:
+                    figures[mode].append(run("train", mode))
+                    print(f"{rows:,} rows, train input {mode}: {figures[mode][-1]['samples_per_s']:,.0f} samples/s, "
+                          f"peak anon {figures[mode][-1]['peak_anon_mib']:,} MiB", flush=True)
+            medians = {mode: statistics.median(r["samples_per_s"] for r in runs) for mode, runs in figures.items()}
+            print(f"median samples/s: " + ", ".join(f"{m} {v:,.0f}" for m, v in medians.items())
+                  + f"; mmap / memory {medians['mmap'] / medians['memory']:.3f}, mmap / old {medians['mmap'] / medians['old']:.3f}")
+            results.append({"rows": rows, "compare_input": figures, "medians": medians})
+            continue
+        row = {"rows": rows}
+        for stage in ("prepare", "train", "encode"):
+            row[stage] = run(stage)
+            r = row[stage]
+            speed = f"{r['samples_per_s']:,.0f} samples/s" if stage == "train" else f"{r['rows_per_s']:,.0f} rows/s"
+            print(f"{rows:>11,} rows  {stage:<8} peak anon {r['peak_anon_mib']:>6,} MiB  file {r['peak_file_mib']:>6,} MiB"
+                  f"  rss {r['peak_rss_mib']:>6,} MiB  {r['seconds']:>7.1f} s  {speed}", flush=True)
+        results.append(row)
+    if args.images:
+        folder = args.work / f"images-{args.images}"
+        if not folder.exists():
+            write_png_folder(folder, args.images)
+        work = args.work / f"images-{args.images}-out"
+        r = measure([sys.executable, __file__, "--child", "prepare", str(work), "mmap", "--overrides",
+                     json.dumps({"data.source": "image_folder", "data.path": str(folder)})])
+        print(f"{args.images:,} PNGs: prepare {r['seconds']:.1f} s, {r['rows_per_s']:,.0f} images/s, "
+              f"peak anon {r['peak_anon_mib']:,} MiB", flush=True)
+        results.append({"images": args.images, "prepare": r})
+    if args.json:
+        args.json.write_text(json.dumps({"cpu_flags": cpu_flags(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
