@@ -29,7 +29,8 @@ from pipeline.auto import pixel_levels, resolve_scaling
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, sha256_file, write_json
-from pipeline.sources import NO_LABEL, Dataset, chunk_rows, load_source
+from pipeline.sources import Dataset, chunk_rows, load_source
+from pipeline.splits import HoldOut
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,13 @@ class Preprocessor:
     threshold: float | None = None  # set for static binarization
 
     @classmethod
-    def fit(cls, x: np.ndarray, rows: np.ndarray, levels: float | None, scaling: str,
+    def fit(cls, chunks, shape: tuple[int, ...], levels: float | None, scaling: str,
             threshold: float | None) -> "Preprocessor":
-        """Statistics of x[rows] (the train split), read STATS_ROWS rows at a time.
+        """Statistics of the train rows, given as consecutive chunks of examples of `shape`.
 
-        levels: the top of the pixel scale (pixels are divided by it), None for other data.
+        They are summed over blocks of STATS_ROWS rows whatever the chunks, so that the
+        chunk size changes nothing. levels: the top of the pixel scale (pixels are divided
+        by it), None for other data.
         """
         if scaling == "none":
             offset, scale = np.zeros(1), np.ones(1)
@@ -68,11 +71,11 @@ class Preprocessor:
             offset, scale = np.zeros(1), np.array([levels])
         else:
             stats = _FeatureStats()
-            for start in range(0, len(rows), STATS_ROWS):
-                stats.add(np.asarray(x[rows[start:start + STATS_ROWS]], np.float64).reshape(-1, stats.width(x)))
+            for block in _reblock(chunks, STATS_ROWS):
+                stats.add(np.asarray(block, np.float64).reshape(len(block), -1))
             offset, scale = (stats.low, stats.high - stats.low) if scaling == "unit" else (stats.mean, stats.std)
         scale = np.where(scale > 0, scale, 1.0)  # constant features map to 0
-        shape = (1,) if offset.size == 1 else x.shape[1:]
+        shape = (1,) if offset.size == 1 else tuple(shape)
         return cls(scaling, offset.reshape(shape).astype(np.float32), scale.reshape(shape).astype(np.float32),
                    threshold)
 
@@ -101,15 +104,25 @@ class Preprocessor:
             return cls(str(f["scaling"]), f["offset"], f["scale"], None if np.isnan(threshold) else threshold)
 
 
+def _reblock(chunks, n: int):
+    """The rows of `chunks` again, as blocks of exactly n rows (the last one shorter)."""
+    pending, held = [], 0
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        while held >= n:
+            rows = np.concatenate(pending)
+            yield rows[:n]
+            pending, held = [rows[n:]], held - n
+    if held:
+        yield np.concatenate(pending)
+
+
 class _FeatureStats:
     """Per-feature min, max, mean and standard deviation, merged block by block (Chan et al.)."""
 
     def __init__(self):
         self.n, self.mean, self.m2, self.low, self.high = 0, 0.0, 0.0, np.inf, -np.inf
-
-    @staticmethod
-    def width(x: np.ndarray) -> int:
-        return int(np.prod(x.shape[1:]))
 
     def add(self, block: np.ndarray) -> None:
         n, mean = len(block), block.mean(axis=0)
@@ -155,34 +168,19 @@ def validate(dataset: Dataset, step: int | None = None) -> None:
         raise DataError(f"{where}: {len(x)} inputs but {len(dataset.y)} labels")
     if np.issubdtype(x.dtype, np.floating):
         step = step or chunk_rows(x[0].nbytes)
-        bad = sum(int((~np.isfinite(x[i:i + step])).reshape(-1, _FeatureStats.width(x)).any(axis=1).sum())
+        bad = sum(int((~np.isfinite(x[i:i + step])).reshape(min(step, len(x) - i), -1).any(axis=1).sum())
                   for i in range(0, len(x), step))
         if bad:
             raise DataError(f"{where}: inputs contain NaN or infinite values ({bad} examples)")
 
 
-def split_indices(y: np.ndarray, fraction: float | int, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of row indices, stratified by label when there are labels, into (kept, held_out).
-
-    fraction: the share held out, or (an int) the number of rows held out.
-    """
-    from sklearn.model_selection import train_test_split
-
-    rows = np.arange(len(y))
-    stratify = y if (y != NO_LABEL).all() and np.unique(y).size > 1 else None
-    try:
-        kept, held = train_test_split(rows, test_size=fraction, random_state=seed, stratify=stratify)
-    except ValueError as error:  # too few rows of a class, or of the whole set, to split
-        raise DataError(f"cannot make the {what} split ({fraction} of {len(y)} examples held out): "
-                        f"{error}") from None
-    return np.sort(kept), np.sort(held)
-
-
-def validation_rows(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit, validation) row indices of the prepared train split, the same in every stage."""
+def validation_rows(y: np.ndarray, fraction: float, seed: int, scratch: Path | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) row indices of the prepared train split, the same in every stage;
+    memory-mapped in `scratch` when given."""
     if fraction == 0:
         return np.arange(len(y)), np.arange(0)
-    return split_indices(y, fraction, seed, "validation")
+    return HoldOut.fit(y, fraction, seed, "validation").indices(y, scratch)
 
 
 def binarize_sample(x: np.ndarray, seed: int) -> np.ndarray:
@@ -204,8 +202,9 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
             step: int | None = None) -> dict:
     """Load, validate, subsample, split and fit the scaling of the source; write everything atomically.
 
+    Works through the source `step` rows at a time (default: about 16 MiB of them) and
+    holds no array of the source's length; the result does not depend on `step`.
     likelihood: model.likelihood, which an `auto` data.scaling follows when it is explicit.
-    step: rows per chunk (default: about 64 MiB); the result does not depend on it.
     """
     with atomic_dir(out_dir) as tmp:
         (tmp / ".scratch").mkdir()  # sources that must be decoded are decoded here, memory-mapped
@@ -215,70 +214,105 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
         levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
         scaling, why = resolve_scaling(config.scaling, likelihood, levels)
         log.info("data.scaling=%s (%s)", scaling, why)
-        rows = np.arange(len(dataset.x))
-        if config.max_examples and config.max_examples < len(rows):
-            rows, _ = split_indices(dataset.y, len(rows) - config.max_examples, seed, "max_examples")
-        split_rows = dict(zip(SPLITS, _train_test_rows(dataset, rows, config.test_fraction, seed)))
-        _check_classes(dataset, split_rows)
+        assign = _Assignment(dataset, config, seed)
+        counts = _count(dataset, assign, step)
+        _check_classes(dataset, counts)
         threshold = config.binarize_threshold if config.binarize == "static" else None
-        preprocess = Preprocessor.fit(dataset.x, split_rows["train"], levels, scaling, threshold)
-        files, value_range = {}, [np.inf, -np.inf]
-        for split, chosen in split_rows.items():
-            (tmp / split).mkdir()
-            low, high = _write_rows(dataset.x, chosen, preprocess, tmp / split / "x.npy", step)
-            value_range = [min(value_range[0], low), max(value_range[1], high)]
-            np.save(tmp / split / "y.npy", dataset.y[chosen])
-            np.save(tmp / split / "id.npy", chosen.astype(np.int64))
-            for name in ARRAYS:
-                files[f"{split}/{name}.npy"] = sha256_file(tmp / split / f"{name}.npy")
-        manifest = _manifest(dataset, config, seed, split_rows, files, value_range, levels,
+        train_x = (x[mask["train"]] for x, _, _, mask in _chunks(dataset, assign, step))
+        preprocess = Preprocessor.fit(train_x, dataset.x.shape[1:], levels, scaling, threshold)
+        writers = {split: _SplitWriter(tmp / split, int(counts[split].sum()), dataset.x) for split in SPLITS}
+        for x, y, rows, mask in _chunks(dataset, assign, step):
+            for split, writer in writers.items():
+                writer.add(x[mask[split]], y[mask[split]], rows[mask[split]], preprocess)
+        files = {f"{split}/{name}": digest for split, w in writers.items() for name, digest in w.close().items()}
+        value_range = [min(w.low for w in writers.values()), max(w.high for w in writers.values())]
+        manifest = _manifest(dataset, config, seed, counts, files, value_range, levels,
                              {"data.scaling": {"value": scaling, "why": why}})
-        del dataset  # its memory maps point into the scratch directory
+        del dataset, writers  # memory maps into the scratch directory and the outputs
         shutil.rmtree(tmp / ".scratch")
         preprocess.save(tmp / PREPROCESSING_FILE)
         write_json(tmp / "manifest.json", manifest)
     return manifest
 
 
-def _write_rows(x: np.ndarray, rows: np.ndarray, preprocess: Preprocessor, path: Path,
-                step: int) -> tuple[float, float]:
-    """x[rows] in its stored dtype to a new .npy, `step` rows at a time; the (min, max) of
-    those rows once preprocessed."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=stored_dtype(x.dtype), shape=(len(rows), *x.shape[1:]))
-    low, high = np.inf, -np.inf
-    for start in range(0, len(rows), step):
-        chunk = np.asarray(x[rows[start:start + step]])
-        out[start:start + len(chunk)] = chunk
-        scaled = preprocess(chunk)
-        low, high = min(low, float(scaled.min())), max(high, float(scaled.max()))
-    out.flush()
-    del out
-    return low, high
+class _Assignment:
+    """Which split each source row goes to (or none, under data.max_examples), chunk by chunk."""
+
+    def __init__(self, dataset: Dataset, config: DataConfig, seed: int):
+        n = len(dataset.y)
+        self.subsample = (HoldOut.fit(dataset.y, n - config.max_examples, seed, "max_examples")
+                          if config.max_examples and config.max_examples < n else None)
+        self.is_test = dataset.is_test  # the source's own split, when it has one
+        self.test = (HoldOut.fit(dataset.y, config.test_fraction, seed, "test", within=self.subsample)
+                     if self.is_test is None else None)
+
+    def masks(self, rows: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        kept = ~self.subsample.held(rows, y) if self.subsample is not None else np.ones(len(rows), bool)
+        test = (np.asarray(self.is_test[rows]) & kept) if self.test is None else self.test.held(rows, y)
+        return {"train": kept & ~test, "test": test}
 
 
-def _train_test_rows(dataset: Dataset, rows: np.ndarray, fraction: float, seed: int):
-    if dataset.is_test is not None:  # the source's own split
-        return rows[~dataset.is_test[rows]], rows[dataset.is_test[rows]]
-    kept, held = split_indices(dataset.y[rows], fraction, seed, "test")
-    return rows[kept], rows[held]
+def _chunks(dataset: Dataset, assign: _Assignment, step: int):
+    """(x, y, rows, {split: mask}) for every `step` rows of the source."""
+    for start in range(0, len(dataset.y), step):
+        rows = np.arange(start, min(start + step, len(dataset.y)))
+        y = np.asarray(dataset.y[start:start + step])
+        yield np.asarray(dataset.x[start:start + step]), y, rows, assign.masks(rows, y)
 
 
-def _check_classes(dataset: Dataset, splits: dict) -> None:
+def _count(dataset: Dataset, assign: _Assignment, step: int) -> dict[str, np.ndarray]:
+    """Examples per class (one count when unlabelled) of each split."""
+    labelled = dataset.labelled
+    classes = max(len(dataset.label_names), 1) if labelled else 1
+    counts = {split: np.zeros(classes, np.int64) for split in SPLITS}
+    for start in range(0, len(dataset.y), step):
+        rows = np.arange(start, min(start + step, len(dataset.y)))
+        y = np.asarray(dataset.y[start:start + step])
+        for split, mask in assign.masks(rows, y).items():
+            counts[split] += np.bincount(y[mask] if labelled else np.zeros(mask.sum(), np.int64), minlength=classes)
+    return counts
+
+
+class _SplitWriter:
+    """One split's x, y and id .npy files, filled chunk by chunk; tracks the preprocessed range."""
+
+    def __init__(self, folder: Path, n: int, x: np.ndarray):
+        folder.mkdir()
+        self.folder, self.at, self.low, self.high = folder, 0, np.inf, -np.inf
+        self.arrays = {"x": np.lib.format.open_memmap(folder / "x.npy", "w+", stored_dtype(x.dtype), (n, *x.shape[1:])),
+                       "y": np.lib.format.open_memmap(folder / "y.npy", "w+", np.int32, (n,)),
+                       "id": np.lib.format.open_memmap(folder / "id.npy", "w+", np.int64, (n,))}
+
+    def add(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray, preprocess: Preprocessor) -> None:
+        if len(rows):
+            for name, values in (("x", x), ("y", y), ("id", rows)):
+                self.arrays[name][self.at:self.at + len(rows)] = values
+            scaled = preprocess(x)
+            self.low, self.high = min(self.low, float(scaled.min())), max(self.high, float(scaled.max()))
+            self.at += len(rows)
+
+    def close(self) -> dict[str, str]:
+        """Flush the files; their sha256 by name."""
+        for array in self.arrays.values():
+            array.flush()
+        self.arrays.clear()
+        return {f"{name}.npy": sha256_file(self.folder / f"{name}.npy") for name in ARRAYS}
+
+
+def _check_classes(dataset: Dataset, counts: dict[str, np.ndarray]) -> None:
     if not dataset.labelled:
         return
-    for split, rows in splits.items():
-        classes = np.unique(dataset.y[rows])
-        if len(rows) and classes.size < 2:
+    for split, per_class in counts.items():
+        present = np.flatnonzero(per_class)
+        if per_class.sum() and present.size < 2:
             raise DataError(f"{dataset.path or dataset.source}: the {split} split holds only class "
-                            f"{dataset.label_names[classes[0]]!r}; probes need at least two "
+                            f"{dataset.label_names[present[0]]!r}; probes need at least two "
                             "(use more examples or another data.test_fraction)")
 
 
-def _manifest(dataset: Dataset, config: DataConfig, seed: int, rows: dict, files: dict, value_range,
+def _manifest(dataset: Dataset, config: DataConfig, seed: int, per_class: dict, files: dict, value_range,
               levels: float | None, choices: dict) -> dict:
-    counts = {split: int(len(r)) for split, r in rows.items()}
-    per_class = {split: np.bincount(dataset.y[r], minlength=len(dataset.label_names)).tolist()
-                 for split, r in rows.items()} if dataset.labelled else None
+    counts = {split: int(c.sum()) for split, c in per_class.items()}
     fingerprint = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
     return {
         "layout": LAYOUT,
@@ -289,7 +323,7 @@ def _manifest(dataset: Dataset, config: DataConfig, seed: int, rows: dict, files
         "feature_names": list(dataset.feature_names) if dataset.feature_names else None,
         "dtypes": {"x": str(stored_dtype(dataset.x.dtype)), "y": "int32", "id": "int64", "source_x": str(dataset.x.dtype)},
         "counts": counts,
-        "counts_per_class": per_class,
+        "counts_per_class": {split: c.tolist() for split, c in per_class.items()} if dataset.labelled else None,
         "label_names": list(dataset.label_names),
         "value_range": value_range,  # of the prepared (scaled) values
         "pixel_levels": levels,  # the top of the pixel scale; null for real-valued data

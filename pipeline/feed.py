@@ -27,7 +27,7 @@ def batches(split: Split, rows: np.ndarray, batch_size: int, *, seed: int, shuff
     binarize: "dynamic" draws x_b ~ Bernoulli(x) afresh for every batch when shuffled, and
     one seeded draw per batch otherwise (validation scores the same data every epoch).
     """
-    rows = np.asarray(rows, np.int64)
+    rows = np.asarray(rows, np.int64)  # no copy of a memory-mapped int64 index
     source = np.asarray(split.x[rows]) if in_memory else split.x
     lookup = None if in_memory else rows
     shape = [None, *split.x.shape[1:]]

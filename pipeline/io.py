@@ -102,6 +102,16 @@ def scratch_dir(near: str | Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def allocate(scratch: Path | None, name: str, shape: tuple[int, ...], dtype):
+    """A new array to fill: a memory-mapped scratch/<name>.npy (file-backed pages the kernel
+    can drop), or plain memory when scratch is None."""
+    import numpy as np
+
+    if scratch is None:
+        return np.empty(shape, dtype)
+    return np.lib.format.open_memmap(Path(scratch) / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+
+
 def _aside(target: Path) -> Path:
     return target.parent / f".{target.name}.old"
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import ProbeConfig
-from pipeline.data import split_indices
 from pipeline.errors import ConfigError
+from pipeline.splits import HoldOut
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def linear_probe(train_x, train_y, test_x, test_y, protocol: ProbeProtocol) -> t
     """
     from sklearn.metrics import f1_score
 
-    fit, held = split_indices(train_y, protocol.validation_fraction, protocol.seed, "probe validation")
+    fit, held = HoldOut.fit(train_y, protocol.validation_fraction, protocol.seed, "probe validation").indices(train_y)
     validation = {c: _logistic(c, protocol.seed).fit(train_x[fit], train_y[fit]).score(train_x[held], train_y[held])
                   for c in protocol.c_grid}
     best = max(protocol.c_grid, key=lambda c: (validation[c], -c))  # ties: the stronger regularisation
@@ -82,7 +82,7 @@ def probe_rows(train_y: np.ndarray, test_y: np.ndarray, protocol: ProbeProtocol)
     """The train and test rows every probe uses: seeded, stratified subsamples (as data.max_examples)."""
     def capped(y, cap, what):
         rows = np.arange(len(y))
-        return split_indices(np.asarray(y), len(y) - cap, protocol.seed, what)[0] if cap < len(y) else rows
+        return HoldOut.fit(y, len(y) - cap, protocol.seed, what).indices(y)[0] if cap < len(y) else rows
 
     return (capped(train_y, protocol.max_train, "probe subsample"),
             capped(test_y, protocol.max_test, "probe test subsample"))

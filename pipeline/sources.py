@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline.config import DEFAULT_DATA_PATH
 from pipeline.errors import DataError
+from pipeline.io import allocate
 
 log = logging.getLogger(__name__)
 NO_LABEL = -1
@@ -78,7 +79,8 @@ def load_source(config, scratch: Path | None = None) -> Dataset:
                "fashion_mnist": lambda: read_idx_release(config.source, config.path, scratch),
                "mnist": lambda: read_idx_release(config.source, config.path, scratch),
                "idx": lambda: read_idx_dir(_existing(config.path, "data.path"), scratch),
-               "npz": lambda: read_npz(_existing(config.path, "data.path"), config.npz.x_key, config.npz.y_key),
+               "npz": lambda: read_npz(_existing(config.path, "data.path"), config.npz.x_key, config.npz.y_key,
+                                       scratch),
                "table": lambda: read_table(_existing(config.path, "data.path"), config.table.label_column,
                                            config.table.feature_columns, scratch),
                "image_folder": lambda: read_image_folder(_existing(config.path, "data.path"),
@@ -86,24 +88,27 @@ def load_source(config, scratch: Path | None = None) -> Dataset:
     return readers[config.source]()
 
 
-def allocate(scratch: Path | None, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An array to decode into: a memory-mapped scratch/<name>.npy, or memory without scratch."""
-    if scratch is None:
-        return np.empty(shape, dtype)
-    return np.lib.format.open_memmap(Path(scratch) / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-
-
 def chunk_rows(row_bytes: int) -> int:
     """Rows per chunk of about CHUNK_BYTES."""
     return max(1, CHUNK_BYTES // max(1, row_bytes))
 
 
-def encode_labels(raw: np.ndarray | None, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Class indices 0..k-1 (sorted by value) and their names; NO_LABEL for all when raw is None."""
+def encode_labels(raw: np.ndarray | None, n: int, scratch: Path | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Class indices 0..k-1 (sorted by value) and their names; NO_LABEL for all when raw is None.
+
+    Works through `raw` a chunk at a time (it may be a memory map); the indices go to a
+    scratch memory map when given.
+    """
+    y = allocate(scratch, "labels", (n,), np.int32)
     if raw is None:
-        return np.full(n, NO_LABEL, np.int32), ()
-    names, y = np.unique(np.asarray(raw), return_inverse=True)
-    return y.astype(np.int32).reshape(-1), tuple(str(v) for v in names)
+        y[:] = NO_LABEL
+        return y, ()
+    step = 1 << 20
+    names = np.unique(np.concatenate([np.unique(np.asarray(raw[i:i + step]).reshape(-1)) for i in range(0, n, step)]
+                                     or [np.zeros(0)]))
+    for i in range(0, n, step):
+        y[i:i + step] = np.searchsorted(names, np.asarray(raw[i:i + step]).reshape(-1))
+    return y, tuple(str(v) for v in names)
 
 
 def read_digits() -> Dataset:
@@ -279,7 +284,7 @@ def read_idx_dir(path: Path, scratch: Path | None = None) -> Dataset:
 
 # --- npz, table, image folder ----------------------------------------------------------
 
-def read_npz(path: Path, x_key: str, y_key: str | None) -> Dataset:
+def read_npz(path: Path, x_key: str, y_key: str | None, scratch: Path | None = None) -> Dataset:
     """Arrays of an .npz; members stored uncompressed (np.savez) are memory-mapped, not loaded."""
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -290,14 +295,14 @@ def read_npz(path: Path, x_key: str, y_key: str | None) -> Dataset:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise DataError(f"{path}: no array named {missing!r}; it holds {keys}{hint}")
         x = npz_member(path, x_key)
-        raw_y = np.asarray(npz_member(path, y_key)) if y_key else None
+        raw_y = npz_member(path, y_key) if y_key else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: cannot read npz file ({error})") from None
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"{path}: array {x_key!r} must be real numbers. Got dtype {x.dtype} instead.")
     if raw_y is not None and len(raw_y) != len(x):
         raise DataError(f"{path}: {len(x)} inputs in {x_key!r} but {len(raw_y)} labels in {y_key!r}")
-    y, names = encode_labels(raw_y, len(x))
+    y, names = encode_labels(raw_y, len(x), scratch)
     return Dataset(x=x, y=y, label_names=names, source="npz", path=str(path))
 
 

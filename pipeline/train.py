@@ -30,7 +30,7 @@ from pipeline.config import LossConfig, ModelConfig, TrainConfig, leaf_keys
 from pipeline.data import fixed_inputs, load_split, read_manifest, seeded_rows, validation_rows
 from pipeline.diagnostics import BoundEstimator, active_units, collapse_warning
 from pipeline.errors import PipelineError
-from pipeline.io import replace_dir
+from pipeline.io import replace_dir, scratch_dir
 from pipeline.model import KLWarmup, build_vae
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,9 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
-        return _train(run, prepared_dir, Path(model_dir), strategy, precision_choice, list(callbacks))
+        # The fit and validation row indices, memory-mapped: memory stays flat whatever the rows.
+        with scratch_dir(model_dir) as scratch:
+            return _train(run, prepared_dir, Path(model_dir), strategy, precision_choice, list(callbacks), scratch)
     finally:  # the policy is process-wide: leave it as it was
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -187,7 +189,8 @@ def gpu_capabilities() -> list[tuple[int, int]]:
     return found
 
 
-def _train(run: _Run, prepared_dir, model_dir: Path, strategy, precision_choice: dict, extra: list) -> dict:
+def _train(run: _Run, prepared_dir, model_dir: Path, strategy, precision_choice: dict, extra: list,
+           scratch: Path) -> dict:
     from dvclive import Live
 
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "CPU")]
@@ -195,7 +198,7 @@ def _train(run: _Run, prepared_dir, model_dir: Path, strategy, precision_choice:
              strategy.num_replicas_in_sync, type(strategy).__name__, keras.mixed_precision.global_policy().name)
 
     manifest = read_manifest(prepared_dir)
-    fit_data, validation_data, steps, bound_x, input_choice = _datasets(run, prepared_dir)
+    fit_data, validation_data, steps, bound_x, input_choice = _datasets(run, prepared_dir, scratch)
     model, model_choices = auto.resolve_model(run.model, manifest)
     cfg, epoch_choice = auto.resolve_epochs(run.cfg, steps)
     cfg, steps, execution_choice = auto.resolve_steps_per_execution(cfg, steps)
@@ -254,13 +257,13 @@ def _report_activity(vae, validation_data: tf.data.Dataset) -> None:
         log.warning("%s", warning)
 
 
-def _datasets(run: _Run, prepared_dir) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int, np.ndarray | None,
+def _datasets(run: _Run, prepared_dir, scratch: Path) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int, np.ndarray | None,
                                                dict]:
     """The fit and validation parts of the prepared train split, the updates per epoch, the
     fixed validation examples scored for S_K each epoch (None when there are none), and
     the train.input choice."""
     split = load_split(prepared_dir, "train")
-    fit_rows, val_rows = validation_rows(split.y, run.validation_fraction, run.seed)
+    fit_rows, val_rows = validation_rows(split.y, run.validation_fraction, run.seed, scratch)
     source, choice = auto.resolve_input(run.cfg.input, len(fit_rows) * split.x[:1].nbytes)
     read = {"seed": run.seed, "in_memory": source == "memory", "binarize": run.binarize}
     # Endless, so that an epoch may be more than a pass; batches run across passes.

@@ -145,3 +145,42 @@ def test_an_explicit_path_without_the_release_files_is_an_error_not_a_fallback(i
     monkeypatch.chdir(tmp_path)  # left at the default, the system copy is used
     manifest = prepare(DataConfig(source="fashion_mnist"), seed=0, out_dir=tmp_path / "p")
     assert manifest["path"] == str(system_copy) and manifest["counts"] == {"train": 40, "test": 20}
+
+
+def test_hold_out_is_exact_stratified_seeded_and_chunk_free(tmp_path, monkeypatch):
+    import pipeline.splits as splits
+    from pipeline.splits import HoldOut
+
+    y = np.repeat(np.arange(3), [500, 300, 200]).astype(np.int32)
+    np.random.default_rng(0).shuffle(y)
+    rule = HoldOut.fit(y, 0.25, seed=0, what="test")
+    kept, held = rule.indices(y)
+    assert len(held) == 250 and np.bincount(y[held]).tolist() == [125, 75, 50]  # a quarter of each class
+    assert sorted([*kept, *held]) == list(range(1000))
+    assert np.array_equal(rule.held(np.arange(1000), y).nonzero()[0], held)  # row by row, the same rows
+    again = HoldOut.fit(y, 0.25, seed=0, what="test").indices(y)[1]
+    other = HoldOut.fit(y, 0.25, seed=1, what="test").indices(y)[1]
+    assert np.array_equal(held, again) and not np.array_equal(held, other)
+    # Rows of one class are chosen at random: held rows spread over the whole array.
+    assert 300 < np.median(held) < 700
+    monkeypatch.setattr(splits, "STEP", 7)  # chunk by chunk: the same split, into memory maps
+    small = HoldOut.fit(y, 0.25, seed=0, what="test")
+    kept_mm, held_mm = small.indices(y, scratch=tmp_path)
+    assert isinstance(held_mm, np.memmap) and np.array_equal(held_mm, held) and np.array_equal(kept_mm, kept)
+    # `within`: a split of what another keeps (data.max_examples, then test)
+    first = HoldOut.fit(y, 400, seed=0, what="max_examples")
+    second = HoldOut.fit(y, 0.5, seed=0, what="test", within=first)
+    kept2, held2 = second.indices(y)
+    assert len(kept2) == len(held2) == 300 and not set(held2) & set(first.indices(y)[1])
+
+
+@pytest.mark.parametrize("y, held, message", [
+    (np.array([0, 0, 1, 1, 1, 2]), 0.5, "least populated class has 1 example"),
+    (np.arange(10) % 5, 2, "at least one example of each of the 5 classes"),
+    (np.full(4, -1), 4, "both sides need at least one example"),
+])
+def test_hold_out_that_cannot_be_made_says_why(y, held, message):
+    from pipeline.splits import HoldOut
+
+    with pytest.raises(DataError, match=f"cannot make the test split .*{message}"):
+        HoldOut.fit(y, held, seed=0, what="test")

@@ -75,7 +75,7 @@ LAYERS = [
     {"bundle", "probes", "pictures", "diagnostics", "report", "plots", "feed"},
     {"figures"},
     {"data"},
-    {"model", "sources", "latents"},
+    {"model", "sources", "latents", "splits"},
     {"auto"},
     {"config", "subo", "likelihoods"},
     {"console"},
