@@ -82,6 +82,9 @@ class ModelConfig:
     # gaussian only: a fixed σ, or "learned": one trainable σ per feature, at least sigma_floor
     sigma: float | Literal["learned"] = bounded("learned", lo=0, lo_open=True)
     sigma_floor: float = bounded(0.05, lo=0, lo_open=True)
+    activation: Literal["relu", "silu", "gelu"] = "relu"  # of every hidden and conv layer
+    # conv only: residual blocks (two 3×3 convs and a skip) at each resolution, both networks
+    residual_blocks: int = bounded(0, lo=0)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ class LossConfig:
     # λ nats per latent dimension below which D_j is free: keeps units from collapsing
     free_bits: float = bounded(0.25, lo=0)
     gradient_estimator: Literal["reparameterized", "score_function"] = "reparameterized"
+    # subo: minimise Û (the article's proxy); iwae: minimise S_K with K = mc_samples
+    # (Burda et al.), a tighter bound; its D term has no warm-up or free bits
+    objective: Literal["subo", "iwae"] = "subo"
     score_baseline: bool = True  # score_function only: subtract a running mean of the surprisal
 
 
@@ -101,7 +107,8 @@ class TrainConfig:
     epochs: int | Auto = bounded(AUTO, lo=1)  # auto: from the number of examples (pipeline.auto)
     batch_size: int = bounded(64, lo=1)  # global: split across replicas
     learning_rate: float = bounded(1e-3, lo=0, lo_open=True)
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 over all epochs
+    # cosine decays to 0 over all epochs; warmup_cosine first ramps up over the first epoch
+    lr_schedule: Literal["constant", "cosine", "warmup_cosine"] = "constant"
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
     clipnorm: float | None = bounded(None, lo=0, lo_open=True)  # per-gradient norm clipping
     early_stopping_patience: int | None = bounded(10, lo=1)  # epochs without a better val U
@@ -281,6 +288,9 @@ def _check_combinations(params: Params, source: str) -> None:
     if distribution == "multi_worker" and steps not in (AUTO, 1):
         raise ConfigError(f"{source}: train.steps_per_execution must be 1 or 'auto' when train.distribution is "
                           f"'multi_worker' (Keras' multi-step loop fails there). Got {steps} instead.")
+    if params.loss.objective == "iwae" and params.loss.gradient_estimator != "reparameterized":
+        raise ConfigError(f"{source}: loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'. "
+                          f"Got {params.loss.gradient_estimator!r} instead.")
 
 
 def _build(cls, raw: Any, key: str, source: str):

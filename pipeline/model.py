@@ -87,13 +87,24 @@ def conv_strides(size: int, layers_: int) -> list[int]:
     return strides
 
 
-def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", filters=()) -> keras.Model:
+def residual_block(h, activation: str, name: str):
+    """h + Conv(act(Conv(act(h)))): two stride-1 3×3 convs beside an identity path (pre-activation)."""
+    n = h.shape[-1]
+    r = layers.Activation(activation)(h)
+    r = layers.Conv2D(n, 3, padding="same", activation=activation, name=f"{name}_a")(r)
+    r = layers.Conv2D(n, 3, padding="same", name=f"{name}_b")(r)
+    return layers.Add(name=name)([h, r])
+
+
+def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", filters=(), activation="relu",
+                  residual_blocks: int = 0) -> keras.Model:
     """Encoder x -> (z_mean, z_log_var), each (B, latent_dim).
 
-    mlp: Flatten, Dense(relu) for each of `hidden`. conv (H×W×C images): Conv2D(relu) for
-    each of `filters` with strides from `conv_strides`, then the Dense layers. The heads
-    read the last wide layer directly: a narrow ReLU bottleneck before them (as in the
-    canonical Keras example) kills units and collapses the posterior.
+    mlp: Flatten, Dense for each of `hidden`. conv (H×W×C images): a Conv2D for each of
+    `filters` with strides from `conv_strides`, each followed by `residual_blocks`
+    residual blocks, then the Dense layers. The heads read the last wide layer directly: a
+    narrow ReLU bottleneck before them (as in the canonical Keras example) kills units and
+    collapses the posterior.
     """
     x = keras.Input(shape=tuple(input_shape), name="x")
     h = x
@@ -101,35 +112,42 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
         _check_image(input_shape)
         strides = zip(filters, conv_strides(input_shape[0], len(filters)), conv_strides(input_shape[1], len(filters)))
         for i, (n, sh, sw) in enumerate(strides):
-            h = layers.Conv2D(n, 3, strides=(sh, sw), padding="same", activation="relu", name=f"conv_{i}")(h)
+            h = layers.Conv2D(n, 3, strides=(sh, sw), padding="same", activation=activation, name=f"conv_{i}")(h)
+            for j in range(residual_blocks):
+                h = residual_block(h, activation, f"conv_{i}_res_{j}")
     h = layers.Flatten()(h)
     for i, units in enumerate(hidden):
-        h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
+        h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
     # Heads in float32 under mixed precision: the SUBO is computed in float32.
     z_mean = layers.Dense(latent_dim, name="z_mean", dtype="float32")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype="float32")(h)
     return keras.Model(x, [z_mean, z_log_var], name="encoder")
 
 
-def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", filters=()) -> keras.Model:
+def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", filters=(), activation="relu",
+                  residual_blocks: int = 0) -> keras.Model:
     """Decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape).
 
-    Mirrors the encoder: Dense layers in reverse, then (conv) Conv2DTranspose layers
-    undoing the encoder's strides and a final stride-1 layer to the channel count.
+    Mirrors the encoder: Dense layers in reverse, then (conv) residual blocks and a
+    Conv2DTranspose undoing each of the encoder's strides, and a final stride-1 layer to
+    the channel count.
     """
     z = keras.Input(shape=(latent_dim,), name="z")
     h = z
     for i, units in enumerate(reversed(hidden)):
-        h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
+        h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
     if architecture == "conv":
         _check_image(output_shape)
         height, width, channels = output_shape
         sh, sw = conv_strides(height, len(filters)), conv_strides(width, len(filters))
         small = (height // math.prod(sh), width // math.prod(sw), filters[-1])
-        h = layers.Dense(math.prod(small), activation="relu", name="project")(h)
+        h = layers.Dense(math.prod(small), activation=activation, name="project")(h)
         h = layers.Reshape(small)(h)
         for i, (n, a, b) in enumerate(zip(reversed(filters), reversed(sh), reversed(sw))):
-            h = layers.Conv2DTranspose(n, 3, strides=(a, b), padding="same", activation="relu", name=f"deconv_{i}")(h)
+            for j in range(residual_blocks):
+                h = residual_block(h, activation, f"deconv_{i}_res_{j}")
+            h = layers.Conv2DTranspose(n, 3, strides=(a, b), padding="same", activation=activation,
+                                       name=f"deconv_{i}")(h)
         h = layers.Conv2DTranspose(channels, 3, padding="same", name="params", dtype="float32")(h)
     else:
         h = layers.Dense(math.prod(output_shape), name="params", dtype="float32")(h)
@@ -157,7 +175,7 @@ class VAE(keras.Model):
 
     def __init__(self, encoder, decoder, likelihood="bernoulli", sigma=1.0, sigma_floor=0.05, mc_samples=1,
                  beta=1.0, free_bits=0.0, gradient_estimator="reparameterized", score_baseline=True,
-                 phi_steps=1, seed=None, **kwargs):
+                 phi_steps=1, seed=None, objective="subo", **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -174,6 +192,7 @@ class VAE(keras.Model):
         self.score_baseline = score_baseline
         self.phi_steps = phi_steps
         self.seed = seed
+        self.objective_name = objective
         # float32 under mixed precision too: z feeds log q(z|x) and log p(z) in S_K.
         self.sampler = Sampler(samples=mc_samples, seed=seed, name="sampler", dtype="float32")
         # Weight on D in the objective; the KL warm-up callback ramps it from 0 to β.
@@ -223,14 +242,22 @@ class VAE(keras.Model):
         return z, self.reconstruction_surprisal(x, z), z_mean, z_log_var
 
     def objective(self, x, estimator: str | None = None, training=False):
-        """The training objective (a scalar) and the per-example terms U, D, reconstruction."""
+        """The training objective (a scalar) and the per-example terms U, D, reconstruction.
+
+        subo: w·D' + the reconstruction surrogate (see the class docstring). iwae: the batch
+        mean of S_K over the same m = K samples, reparameterized (Burda et al.).
+        """
         z_mean, z_log_var = self.encoder(x, training=training)
         z = self.sampler([z_mean, z_log_var])
         surrogate, reconstruction = subo.phi_surrogate(
             estimator or self.gradient_estimator, self.reconstruction_surprisal, x, z, z_mean, z_log_var,
             baseline=self.baseline if self.score_baseline else 0.0)
         kl_per_dim = subo.kl_to_prior_per_dim(z_mean, z_log_var)
-        objective = self.kl_weight * subo.free_bits_kl(kl_per_dim, self.free_bits) + ops.mean(surrogate)
+        if self.objective_name == "iwae":
+            log_weights = subo.log_importance_weights(reconstruction, z, z_mean, z_log_var)
+            objective = ops.mean(subo.importance_weighted_surprisal(log_weights))
+        else:
+            objective = self.kl_weight * subo.free_bits_kl(kl_per_dim, self.free_bits) + ops.mean(surrogate)
         kl = ops.sum(kl_per_dim, axis=-1)
         terms = {"U": subo.subo(kl, reconstruction), "D": kl, "reconstruction": ops.mean(reconstruction, axis=0)}
         return objective, terms
@@ -294,6 +321,7 @@ class VAE(keras.Model):
             "score_baseline": self.score_baseline,
             "phi_steps": self.phi_steps,
             "seed": self.seed,
+            "objective": self.objective_name,
         }
 
     @classmethod
@@ -325,11 +353,13 @@ def build_vae(example_shape, model, loss, phi_steps: int = 1, seed: int | None =
     if unresolved:
         raise ValueError(f"resolve model.{', model.'.join(unresolved)} first (pipeline.auto.resolve_model)")
     shape = tuple(example_shape)
-    arch = {"hidden": tuple(model.hidden), "architecture": model.architecture, "filters": tuple(model.filters)}
+    arch = {"hidden": tuple(model.hidden), "architecture": model.architecture, "filters": tuple(model.filters),
+            "activation": model.activation, "residual_blocks": model.residual_blocks}
     vae = VAE(build_encoder(shape, model.latent_dim, **arch), build_decoder(model.latent_dim, shape, **arch),
               likelihood=model.likelihood, sigma=model.sigma, sigma_floor=model.sigma_floor,
               mc_samples=loss.mc_samples, beta=loss.beta,
               free_bits=loss.free_bits, gradient_estimator=loss.gradient_estimator,
-              score_baseline=loss.score_baseline, phi_steps=phi_steps, seed=seed, name="vae")
+              score_baseline=loss.score_baseline, phi_steps=phi_steps, seed=seed, objective=loss.objective,
+              name="vae")
     vae.build(None)
     return vae

@@ -124,10 +124,21 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def make_optimizer(cfg: TrainConfig, updates_per_epoch: int) -> keras.optimizers.Optimizer:
-    rate = cfg.learning_rate
+    return OPTIMIZERS[cfg.optimizer](learning_rate=learning_rate(cfg, updates_per_epoch),
+                                     **({"clipnorm": cfg.clipnorm} if cfg.clipnorm else {}))
+
+
+def learning_rate(cfg: TrainConfig, updates_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """train.learning_rate under train.lr_schedule (cosine: to 0 over all epochs; warmup_cosine:
+    a linear ramp from 0 over the first epoch, then cosine)."""
+    total = cfg.epochs * updates_per_epoch
     if cfg.lr_schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=cfg.epochs * updates_per_epoch)
-    return OPTIMIZERS[cfg.optimizer](learning_rate=rate, **({"clipnorm": cfg.clipnorm} if cfg.clipnorm else {}))
+        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
+    if cfg.lr_schedule == "warmup_cosine":
+        warmup = min(updates_per_epoch, total - 1)
+        return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=total - warmup,
+                                                      warmup_target=cfg.learning_rate, warmup_steps=warmup)
+    return cfg.learning_rate
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ def test_shipped_params_are_valid_and_complete():
     ({"model": {"sigma_floor": 0}}, "model.sigma_floor must be a number > 0. Got 0 instead."),
     ({"train": {"distribution": "multi_worker", "steps_per_execution": 8}},
      "train.steps_per_execution must be 1 or 'auto' when train.distribution is 'multi_worker'"),
+    ({"loss": {"objective": "iwae", "gradient_estimator": "score_function"}},
+     "loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'"),
     ({"model": {"likelihood": "bernouli"}}, "did you mean 'bernoulli'?"),
     ({"modle": {}}, "unknown key 'modle' (did you mean 'model'?)"),
     ({"train": {"epoch": 3}}, "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),

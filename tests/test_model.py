@@ -243,3 +243,49 @@ def test_a_mixed_precision_model_scores_s_k_in_float32():
     x = np.random.default_rng(0).uniform(size=(12, 8, 8, 1)).astype(np.float32)
     figures = subo_estimates(vae, x, samples=10)
     assert np.isfinite(figures["U"]) and figures["S_K"]["10"] <= figures["U"] + 1.0
+
+
+def test_residual_blocks_and_activation_build_train_and_survive_saving(tmp_path):
+    params = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 4, "model.filters": [8, 16],
+                            "model.residual_blocks": 2, "model.activation": "silu"})
+    vae = build_vae((16, 16, 1), params.model, params.loss, seed=0)
+    names = [layer.name for layer in vae.encoder.layers]
+    assert [n for n in names if n.endswith("_res_0") or n.endswith("_res_1")] == [
+        "conv_0_res_0", "conv_0_res_1", "conv_1_res_0", "conv_1_res_1"]  # the skip additions
+    assert vae.encoder.get_layer("conv_1_res_1").output.shape[1:] == (4, 4, 16)  # stride 1: size kept
+    assert vae.decoder.get_layer("deconv_0_res_0").output.shape[1:] == (4, 4, 16)
+    assert vae.encoder.get_layer("conv_0").get_config()["activation"] == "silu"
+    x = (np.random.default_rng(0).uniform(size=(16, 16, 16, 1)) > 0.5).astype(np.float32)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    vae.fit(x, batch_size=8, epochs=1, verbose=0)
+    vae.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.encoder.predict_on_batch(x)[0], vae.encoder.predict_on_batch(x)[0], rtol=1e-5)
+
+
+def test_the_iwae_objective_is_s_k_and_sits_below_u(pipeline_run):
+    """loss.objective iwae minimises S_K (K = mc_samples): on a trained model its value is S_50."""
+    from pipeline.bundle import load_vae
+    from pipeline.diagnostics import subo_estimates
+
+    trained = load_vae(pipeline_run["paths"]["model"])
+    x = load_split(pipeline_run["paths"]["prepared"], "test").inputs(slice(200))
+    params = tiny_params(**{"loss.objective": "iwae", "loss.mc_samples": 50})
+    model, _ = __import__("pipeline.auto", fromlist=["resolve_model"]).resolve_model(
+        params.model, {"example_shape": [8, 8, 1], "value_range": [0.0, 1.0]})
+    iwae = build_vae((8, 8, 1), model, params.loss, seed=1)
+    iwae.set_weights(trained.get_weights())
+    objective, terms = iwae.objective(x)
+    reference = subo_estimates(trained, x, 50, seed=0)
+    assert float(objective) == pytest.approx(reference["S_K"]["50"], abs=0.3)  # MC noise of two draws
+    assert float(objective) < float(np.mean(keras.ops.convert_to_numpy(terms["U"]))) - 0.2  # E[S_K] <= U
+
+
+def test_warmup_cosine_ramps_up_over_the_first_epoch_then_decays():
+    from pipeline.train import learning_rate
+
+    params = tiny_params(**{"train.lr_schedule": "warmup_cosine", "train.epochs": 4, "train.learning_rate": 0.01})
+    schedule = learning_rate(params.train, updates_per_epoch=10)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 25, 40)]
+    assert rates[0] == 0 and rates[1] == pytest.approx(0.005) and rates[2] == pytest.approx(0.01)
+    assert rates[2] > rates[3] > rates[4] == pytest.approx(0, abs=1e-9)
