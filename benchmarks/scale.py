@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=0, help="also prepare a folder of this many PNGs")
     parser.add_argument("--compare-input", action="store_true", help="mmap vs memory vs old input, at --rows")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--stages", nargs="+", default=["prepare", "train", "encode"],
+                        help="the stages to run (later ones reuse the outputs already under --work)")
     parser.add_argument("--work", type=Path, default=ROOT / ".scale", help="data goes here (not /tmp: memory)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", nargs=3, metavar=("STAGE", "WORK", "MODE"), help=argparse.SUPPRESS)
@@ -206,7 +208,7 @@ def main() -> None:
             results.append({"rows": rows, "compare_input": figures, "medians": medians})
             continue
         row = {"rows": rows}
-        for stage in ("prepare", "train", "encode"):
+        for stage in args.stages:
             row[stage] = run(stage)
             r = row[stage]
             speed = f"{r['samples_per_s']:,.0f} samples/s" if stage == "train" else f"{r['rows_per_s']:,.0f} rows/s"

@@ -15,6 +15,9 @@ from pipeline.data import Split
 
 # Positions are permuted this many at a time (vectorised index_shuffle).
 SHUFFLE_BLOCK = 65_536
+# Batches read ahead of the training step: enough to hide a read, and a fixed number, so
+# that memory does not depend on how long tf.data's autotuner has been growing its buffer.
+PREFETCH_BATCHES = 8
 
 
 def batches(split: Split, rows: np.ndarray, batch_size: int, *, seed: int, shuffle: bool = False,
@@ -49,7 +52,7 @@ def batches(split: Split, rows: np.ndarray, batch_size: int, *, seed: int, shuff
     elif binarize == "dynamic":
         ds = ds.enumerate().map(lambda i, b: tf.cast(
             tf.random.stateless_uniform(tf.shape(b), seed=tf.stack([tf.constant(seed, tf.int64), i])) < b, b.dtype))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(PREFETCH_BATCHES)
 
 
 def _positions(n: int, batch_size: int, seed: int | None) -> tf.data.Dataset:

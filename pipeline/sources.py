@@ -133,10 +133,10 @@ def _idx_header(path: Path, f) -> tuple[tuple[int, ...], np.dtype]:
     return shape, np.dtype(IDX_DTYPES[head[2]])
 
 
-def idx_shape(path: Path) -> tuple[int, ...]:
-    """The array shape an IDX file's header declares (reads the header only)."""
+def idx_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The array shape and dtype an IDX file's header declares (reads the header only)."""
     with _open_idx(path) as f:
-        return _idx_header(path, f)[0]
+        return _idx_header(path, f)
 
 
 def _open_idx(path: Path):
@@ -182,17 +182,14 @@ def _idx_parts(files: dict, source: str, path, scratch: Path | None,
 
     The images of every part are decoded into one array (a scratch memory map when given).
     """
-    shapes = {split: idx_shape(images) for split, (images, _) in files.items()}
-    rows = {split: shape[0] for split, shape in shapes.items()}
-    first = next(iter(shapes.values()))
-    for split, shape in shapes.items():
+    headers = {split: idx_header(images) for split, (images, _) in files.items()}
+    rows = {split: shape[0] for split, (shape, _) in headers.items()}
+    first_file, (first, dtype) = next(iter(files.values()))[0], next(iter(headers.values()))
+    for split, (shape, _) in headers.items():
         if shape[1:] != first[1:]:
             raise DataError(f"{files[split][0]}: images of shape {list(shape[1:])}, but "
-                            f"{next(iter(files.values()))[0]} holds {list(first[1:])}")
-    first_file = next(iter(files.values()))[0]
-    with _open_idx(first_file) as f:
-        dtype = _idx_header(first_file, f)[1].newbyteorder("=")
-    x = allocate(scratch, "idx_x", (sum(rows.values()), *first[1:]), dtype)
+                            f"{first_file} holds {list(first[1:])}")
+    x = allocate(scratch, "idx_x", (sum(rows.values()), *first[1:]), dtype.newbyteorder("="))
     raw_y, start = [], 0
     for split, (images, labels) in files.items():
         read_idx(images, out=x[start:start + rows[split]])

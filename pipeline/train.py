@@ -42,6 +42,9 @@ TRAIN_PARAMS = ("seed", "data.validation_fraction", "data.binarize", *leaf_keys(
 # a hundred rows one pass is two updates, and per-epoch work (validation, backup, logging,
 # early stopping's patience) would then dominate and stop training after a few dozen updates.
 MIN_UPDATES_PER_EPOCH = 50
+# After training, latent activity is measured on at most about this many validation examples
+# (a variance per latent dimension: more would only cost memory on large data).
+ACTIVITY_EXAMPLES = 10_000
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
               "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
 
@@ -249,7 +252,7 @@ def _train(run: _Run, prepared_dir, model_dir: Path, strategy, precision_choice:
             raise PipelineError(f"training diverged: {error}; the last good epoch is kept in {backup} "
                                 "(lower train.learning_rate or set train.clipnorm, then re-run)") from None
     if validation_data is not None:
-        _report_activity(vae, validation_data)
+        _report_activity(vae, validation_data.take(math.ceil(ACTIVITY_EXAMPLES / run.cfg.batch_size)))
     # Every worker saves (saving a distributed model is collective); only the chief's copy is kept.
     save_bundle(vae, model_dir if chief else Path(tempfile.mkdtemp()), Path(prepared_dir) / "preprocessing.npz",
                 manifest, choices)
@@ -260,7 +263,7 @@ def _train(run: _Run, prepared_dir, model_dir: Path, strategy, precision_choice:
 
 
 def _report_activity(vae, validation_data: tf.data.Dataset) -> None:
-    """Log the active latent units on the validation examples; warn on collapse."""
+    """Log the active latent units on (the first batches of) the validation examples; warn on collapse."""
     z_mean, _ = vae.encoder.predict(validation_data, verbose=0)
     active = active_units(z_mean)
     log.info("active latent units on validation examples: %d of %d", active["count"], active["of"])

@@ -1,0 +1,80 @@
+"""Quality at a fixed budget: which knobs move U, S_100 and the probes (issue: anchors).
+
+    python benchmarks/quality.py --variant base --variant silu model.activation=silu \\
+        --variant res1 model.residual_blocks=1 --json /tmp/quality.json
+
+The budget is the issue's: Fashion-MNIST, latent 16, 10 epochs, batch 128, Bernoulli on
+grey levels, the shipped defaults otherwise. Fashion-MNIST is prepared once; each
+variant then trains, encodes and evaluates (latent probes, U, S_K; no baselines, no UMAP)
+in this process, one after another, and the script prints one row per variant: test U,
+S_100, E_100, linear probe, kNN, seconds of training and seconds per epoch. Targets: U ≤ 235,
+S_100 ≤ 232, linear probe ≥ 0.835, kNN ≥ 0.86.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run_pipeline import overridden_params, parse_overrides  # noqa: E402
+
+BUDGET = {"data.source": "fashion_mnist", "model.latent_dim": 16, "train.epochs": 10, "train.batch_size": 128,
+          "model.likelihood": "bernoulli"}
+
+
+def run_variant(name: str, overrides: dict, prepared: Path, out: Path) -> dict:
+    from pipeline.evaluate import evaluate
+    from pipeline.probes import ProbeProtocol
+    from pipeline.runner import encode, train
+
+    params = overridden_params({**BUDGET, **overrides})
+    start = time.perf_counter()
+    history = train(params, prepared_dir=prepared, model_dir=out / "model")
+    seconds = time.perf_counter() - start
+    encode(params, prepared_dir=prepared, model_path=out / "model" / "model.keras", out_dir=out / "latents")
+    cfg = params.evaluate
+    metrics = evaluate(prepared_dir=prepared, model_path=out / "model" / "model.keras", latents_dir=out / "latents",
+                       out_dir=out / "evaluation", protocol=ProbeProtocol.of(cfg.probe, knn_k=cfg.knn_k, seed=params.seed),
+                       importance_samples=cfg.importance_samples, surprisal_examples=cfg.surprisal_examples,
+                       gradient_variance=cfg.gradient_variance, validation_fraction=params.data.validation_fraction,
+                       binarize=params.data.binarize, seed=params.seed)
+    test = metrics["subo"]["test"]
+    k = str(cfg.importance_samples)
+    epochs = len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
+    return {"variant": name, "overrides": overrides, "test_U": test["U"], "test_S_100": test["S_K"][k],
+            "test_E_100": test["E_K"][k], "probe": metrics["probe"]["accuracy"], "knn": metrics["knn"]["accuracy"],
+            "active": metrics["active_units"]["count"], "train_seconds": round(seconds), "epochs": epochs,
+            "seconds_per_epoch": round(seconds / max(epochs, 1), 1), "last_val_U": history.get("val_U")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
+                        help="a name and its overrides (dotted params.yaml keys)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, force=True)
+    from pipeline.runner import prepare
+
+    root = Path(tempfile.mkdtemp(prefix="vae-quality-"))
+    prepare(overridden_params(BUDGET), out_dir=root / "prepared")
+    rows = []
+    for name, *overrides in args.variant:
+        rows.append(run_variant(name, parse_overrides(overrides), root / "prepared", root / name))
+        r = rows[-1]
+        print(f"{name:<16} U {r['test_U']:.2f}  S_100 {r['test_S_100']:.2f}  E_100 {r['test_E_100']:.2f}  "
+              f"probe {r['probe']:.3f}  kNN {r['knn']:.3f}  active {r['active']}  "
+              f"train {r['train_seconds']} s ({r['seconds_per_epoch']} s/epoch)", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
