@@ -9,8 +9,8 @@ import functools
 import importlib.metadata
 import multiprocessing
 import platform
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np

@@ -223,3 +223,49 @@ def test_a_backup_is_resumed_only_when_the_auto_knobs_resolve_alike():
     one, two = {"model.filters": {"value": [32], "why": "rule"}}, {"model.filters": {"value": [32, 64], "why": "rule"}}
     assert _run_fingerprint(run, manifest, one) == _run_fingerprint(run, manifest, dict(one))
     assert _run_fingerprint(run, manifest, one) != _run_fingerprint(run, manifest, two)
+
+
+def _id_split(tmp_path, n: int):
+    """A split whose single feature is the row index: batches show which rows they read."""
+    from pipeline.data import Preprocessor, Split
+
+    np.save(tmp_path / "x.npy", np.arange(n, dtype=np.float32)[:, None])
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    none = Preprocessor("none", np.zeros(1, np.float32), np.ones(1, np.float32))
+    return Split(x=x, y=np.zeros(n, np.int32), id=np.arange(n), preprocess=none)
+
+
+def test_fit_batches_are_a_fresh_seeded_permutation_of_the_rows_every_pass(tmp_path):
+    from pipeline.feed import batches
+
+    split = _id_split(tmp_path, 200)
+    rows = np.arange(3, 103, 2)  # 50 fit rows
+
+    def stream(seed, batch=10, in_memory=False):
+        ds = batches(split, rows, batch, seed=seed, shuffle=True, in_memory=in_memory)
+        return np.concatenate([b.numpy()[:, 0] for b in ds.take(150 // batch)]).astype(int)
+
+    first = stream(0)
+    passes = [first[i * 50:(i + 1) * 50] for i in range(3)]
+    for one in passes:  # every pass reads each fit row once (each batch in sorted row order)
+        assert sorted(one) == rows.tolist()
+    assert passes[0].tolist() != passes[1].tolist()  # reshuffled every pass
+    assert first.tolist() == stream(0).tolist() == stream(0, in_memory=True).tolist()  # seeded; memory = mmap
+    assert first.tolist() != stream(1).tolist()
+    across = stream(0, batch=15)  # batches running across passes: still each row once a pass
+    assert np.array_equal(np.bincount(across, minlength=200)[rows], np.full(50, 3))
+    in_order = np.concatenate([b.numpy()[:, 0] for b in batches(split, rows, 10, seed=0)])
+    assert in_order.astype(int).tolist() == rows.tolist()  # validation: one pass in row order
+
+
+def test_validation_batches_binarize_the_same_way_every_epoch(tmp_path):
+    from pipeline.data import Preprocessor, Split
+    from pipeline.feed import batches
+
+    np.save(tmp_path / "x.npy", np.full((40, 3), 0.5, np.float32))
+    split = Split(np.load(tmp_path / "x.npy", mmap_mode="r"), np.zeros(40, np.int32), np.arange(40),
+                  Preprocessor("none", np.zeros(1, np.float32), np.ones(1, np.float32)))
+    ds = batches(split, np.arange(40), 16, seed=0, binarize="dynamic")
+    once, twice = (np.concatenate([b.numpy() for b in ds]) for _ in range(2))
+    assert set(np.unique(once)) == {0.0, 1.0} and np.array_equal(once, twice)
+    assert 0.3 < once.mean() < 0.7
