@@ -14,6 +14,7 @@ import difflib
 import functools
 import gzip
 import logging
+import multiprocessing
 import os
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -420,8 +421,6 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scra
     decode = functools.partial(decode_images, size=size, color=color, reference=reference)
     workers = os.cpu_count() or 1
     if len(paths) >= PARALLEL_DECODE_FILES and workers > 1:
-        import multiprocessing
-
         # spawn, not fork: the calling process may hold TensorFlow's threads (the encode command).
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             _fill(x, pool.map(decode, chunks), step)
