@@ -252,12 +252,18 @@ class _Assignment:
         return {"train": kept & ~test, "test": test}
 
 
-def _chunks(dataset: Dataset, assign: _Assignment, step: int):
-    """(x, y, rows, {split: mask}) for every `step` rows of the source."""
+def _assigned(dataset: Dataset, assign: _Assignment, step: int):
+    """(rows, y, {split: mask}) for every `step` rows of the source: the labels alone."""
     for start in range(0, len(dataset.y), step):
         rows = np.arange(start, min(start + step, len(dataset.y)))
         y = np.asarray(dataset.y[start:start + step])
-        yield np.asarray(dataset.x[start:start + step]), y, rows, assign.masks(rows, y)
+        yield rows, y, assign.masks(rows, y)
+
+
+def _chunks(dataset: Dataset, assign: _Assignment, step: int):
+    """(x, y, rows, {split: mask}) for every `step` rows of the source."""
+    for rows, y, masks in _assigned(dataset, assign, step):
+        yield np.asarray(dataset.x[rows[0]:rows[-1] + 1]), y, rows, masks
 
 
 def _count(dataset: Dataset, assign: _Assignment, step: int) -> dict[str, np.ndarray]:
@@ -265,10 +271,8 @@ def _count(dataset: Dataset, assign: _Assignment, step: int) -> dict[str, np.nda
     labelled = dataset.labelled
     classes = max(len(dataset.label_names), 1) if labelled else 1
     counts = {split: np.zeros(classes, np.int64) for split in SPLITS}
-    for start in range(0, len(dataset.y), step):
-        rows = np.arange(start, min(start + step, len(dataset.y)))
-        y = np.asarray(dataset.y[start:start + step])
-        for split, mask in assign.masks(rows, y).items():
+    for _, y, masks in _assigned(dataset, assign, step):
+        for split, mask in masks.items():
             counts[split] += np.bincount(y[mask] if labelled else np.zeros(mask.sum(), np.int64), minlength=classes)
     return counts
 

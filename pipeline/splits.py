@@ -79,8 +79,7 @@ class HoldOut:
 
     def held(self, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Whether each of `rows` (indices into the fitted array; y: their labels) is held out."""
-        c = self._class(y)
-        out = (self._keys(rows) <= self.cutoff[c]) & (self.counts[c] > 0)
+        out = self._held_alone(rows, y)
         return out & ~self.within.held(rows, y) if self.within is not None else out
 
     def indices(self, y: np.ndarray, scratch=None) -> tuple[np.ndarray, np.ndarray]:
@@ -90,11 +89,16 @@ class HoldOut:
         held = allocate(scratch, f"held-{self.purpose}", (int(self.counts.sum()),), np.int64)
         at = [0, 0]
         for rows, labels in self._eligible(y):
-            mask = self.held(rows, labels)
+            mask = self._held_alone(rows, labels)  # the rows are eligible already
             for i, (out, chosen) in enumerate(((kept, rows[~mask]), (held, rows[mask]))):
                 out[at[i]:at[i] + len(chosen)] = chosen
                 at[i] += len(chosen)
         return kept, held
+
+    def _held_alone(self, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """This split's own rule, leaving `within` aside."""
+        c = self._class(y)
+        return (self._keys(rows) <= self.cutoff[c]) & (self.counts[c] > 0)
 
     def _keys(self, rows: np.ndarray) -> np.ndarray:
         return row_keys(rows, self.seed, self.purpose)
