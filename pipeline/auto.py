@@ -34,8 +34,9 @@ The rules, and why:
 - train.steps_per_execution: STEPS_PER_EXECUTION train steps per compiled call, fewer
   when an epoch is shorter, 1 under multi_worker; an epoch is rounded up to whole calls.
 - loss.kl_warmup_epochs: the first tenth of the epochs (at least one). With the weight
-  on D at 0 the encoder first learns to carry information, which the decoder then uses;
-  started at full weight, small real-valued datasets collapsed (D ≈ 0) in the benchmark.
+  on D rising from 0 the encoder first learns to carry information, which the decoder
+  then uses; started at full weight, small real-valued datasets collapsed (D ≈ 0) in
+  the benchmark.
 """
 
 import dataclasses

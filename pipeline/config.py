@@ -85,6 +85,9 @@ class ModelConfig:
     activation: Literal["relu", "silu", "gelu"] = "relu"  # of every hidden and conv layer
     # conv only: residual blocks (two 3×3 convs and a skip) at each resolution, both networks
     residual_blocks: int = bounded(0, lo=0)
+    # conv only: "strided": the last upsampling outputs the likelihood parameters (the
+    # encoder's mirror); "full": a stride-1 layer at full resolution (filters[0] wide) before it
+    decoder_top: Literal["strided", "full"] = "strided"
 
 
 @dataclass(frozen=True)

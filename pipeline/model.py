@@ -125,12 +125,14 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
 
 
 def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", filters=(), activation="relu",
-                  residual_blocks: int = 0) -> keras.Model:
+                  residual_blocks: int = 0, decoder_top: str = "full") -> keras.Model:
     """Decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape).
 
     Mirrors the encoder: Dense layers in reverse, then (conv) residual blocks and a
-    Conv2DTranspose undoing each of the encoder's strides, and a final stride-1 layer to
-    the channel count.
+    Conv2DTranspose undoing each of the encoder's strides. decoder_top "full": those keep
+    the encoder's widths in reverse and a final stride-1 layer maps to the channel count;
+    "strided": the exact mirror (widths shifted by one, so the last upsampling outputs the
+    parameters), with no layer at full resolution, where most of the compute is.
     """
     z = keras.Input(shape=(latent_dim,), name="z")
     h = z
@@ -143,16 +145,26 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
         small = (height // math.prod(sh), width // math.prod(sw), filters[-1])
         h = layers.Dense(math.prod(small), activation=activation, name="project")(h)
         h = layers.Reshape(small)(h)
-        for i, (n, a, b) in enumerate(zip(reversed(filters), reversed(sh), reversed(sw))):
+        widths = list(reversed(filters))
+        if decoder_top == "strided":
+            widths = [*widths[1:], None]  # None: the output layer
+        for i, (n, a, b) in enumerate(zip(widths, reversed(sh), reversed(sw))):
             for j in range(residual_blocks):
                 h = residual_block(h, activation, f"deconv_{i}_res_{j}")
-            h = layers.Conv2DTranspose(n, 3, strides=(a, b), padding="same", activation=activation,
-                                       name=f"deconv_{i}")(h)
-        h = layers.Conv2DTranspose(channels, 3, padding="same", name="params", dtype="float32")(h)
+            h = (_params_layer(channels, (a, b)) if n is None else
+                 layers.Conv2DTranspose(n, 3, strides=(a, b), padding="same", activation=activation,
+                                        name=f"deconv_{i}"))(h)
+        if decoder_top == "full":
+            h = _params_layer(channels, (1, 1))(h)
     else:
         h = layers.Dense(math.prod(output_shape), name="params", dtype="float32")(h)
         h = layers.Reshape(tuple(output_shape), dtype="float32")(h)
     return keras.Model(z, h, name="decoder")
+
+
+def _params_layer(channels: int, strides) -> layers.Layer:
+    # float32 under mixed precision: the likelihood, and so the SUBO, is computed in float32.
+    return layers.Conv2DTranspose(channels, 3, strides=strides, padding="same", name="params", dtype="float32")
 
 
 def _check_image(shape) -> None:
@@ -333,14 +345,22 @@ class VAE(keras.Model):
 
 
 class KLWarmup(keras.callbacks.Callback):
-    """Ramp the weight on D linearly from 0 to β over the first `epochs` epochs."""
+    """Ramp the weight on D linearly from 0 to β over the first `epochs` epochs, update by
+    update (by compiled call under steps_per_execution): a weight held at 0 for a whole
+    epoch lets D grow to thousands of nats, which the next epoch must first undo."""
 
     def __init__(self, epochs: int):
         super().__init__()
         self.epochs = epochs
+        self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        ramp = min(1.0, epoch / self.epochs) if self.epochs else 1.0
+        self.epoch = epoch
+        self.on_train_batch_begin(0)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = (self.params or {}).get("steps") or 1
+        ramp = min(1.0, (self.epoch + batch / steps) / self.epochs) if self.epochs else 1.0
         self.model.kl_weight.assign(self.model.beta * ramp)
 
 
@@ -355,7 +375,8 @@ def build_vae(example_shape, model, loss, phi_steps: int = 1, seed: int | None =
     shape = tuple(example_shape)
     arch = {"hidden": tuple(model.hidden), "architecture": model.architecture, "filters": tuple(model.filters),
             "activation": model.activation, "residual_blocks": model.residual_blocks}
-    vae = VAE(build_encoder(shape, model.latent_dim, **arch), build_decoder(model.latent_dim, shape, **arch),
+    vae = VAE(build_encoder(shape, model.latent_dim, **arch),
+              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top),
               likelihood=model.likelihood, sigma=model.sigma, sigma_floor=model.sigma_floor,
               mc_samples=loss.mc_samples, beta=loss.beta,
               free_bits=loss.free_bits, gradient_estimator=loss.gradient_estimator,

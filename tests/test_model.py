@@ -107,7 +107,8 @@ def test_conv_on_28x28_matches_the_usual_32_64_filter_layout():
     vae = build_vae((28, 28, 1), params.model, params.loss, seed=0)
     assert vae.encoder.get_layer("conv_0").output.shape[1:] == (14, 14, 32)
     assert vae.encoder.get_layer("conv_1").output.shape[1:] == (7, 7, 64)
-    assert vae.decoder.get_layer("deconv_1").output.shape[1:] == (28, 28, 32)
+    assert vae.decoder.get_layer("deconv_0").output.shape[1:] == (14, 14, 32)  # the mirror (decoder_top strided)
+    assert vae.decoder.get_layer("params").output.shape[1:] == (28, 28, 1)
 
 
 def test_conv_needs_images():
@@ -123,11 +124,14 @@ def test_kl_warmup_ramps_the_weight_on_d():
     vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)
     warmup = KLWarmup(epochs=4)
     warmup.set_model(vae)
+    warmup.set_params({"steps": 10})
     weights = []
     for epoch in range(6):
         warmup.on_epoch_begin(epoch)
         weights.append(float(vae.kl_weight.numpy()))
-    assert weights == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
+        warmup.on_train_batch_begin(5)  # half-way through the epoch
+        weights.append(float(vae.kl_weight.numpy()))
+    assert weights == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.0, 2.0, 2.0]
 
 
 def test_free_bits_changes_the_objective_not_the_reported_u():
@@ -261,6 +265,28 @@ def test_residual_blocks_and_activation_build_train_and_survive_saving(tmp_path)
     vae.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(loaded.encoder.predict_on_batch(x)[0], vae.encoder.predict_on_batch(x)[0], rtol=1e-5)
+
+
+def test_strided_decoder_top_is_the_encoders_mirror_with_no_full_resolution_layer(tmp_path):
+    params = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 4, "model.filters": [8, 16],
+                            "model.decoder_top": "strided"})
+    vae = build_vae((16, 12, 1), params.model, params.loss, seed=0)
+    convs = [layer for layer in vae.decoder.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
+    # 4×3×16 -> 8×6×8 -> 16×12×1: widths 16, 8, 1 reversed from the encoder's 1, 8, 16
+    assert [(c.name, c.output.shape[1:]) for c in convs] == [("deconv_0", (8, 6, 8)), ("params", (16, 12, 1))]
+    assert convs[-1].strides == (2, 2) and convs[-1].dtype_policy.compute_dtype == "float32"
+    full = build_vae((16, 12, 1), tiny_params(**{"model.architecture": "conv", "model.latent_dim": 4,
+                                                 "model.filters": [8, 16], "model.decoder_top": "full"}).model,
+                     params.loss, seed=0)
+    assert [c.output.shape[1:] for c in full.decoder.layers if isinstance(c, keras.layers.Conv2DTranspose)] == [
+        (8, 6, 16), (16, 12, 8), (16, 12, 1)]
+    x = (np.random.default_rng(0).uniform(size=(16, 16, 12, 1)) > 0.5).astype(np.float32)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    vae.fit(x, batch_size=8, epochs=1, verbose=0)
+    vae.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    z = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_allclose(loaded.decoder.predict_on_batch(z), vae.decoder.predict_on_batch(z), rtol=1e-5)
 
 
 def test_the_iwae_objective_is_s_k_and_sits_below_u(pipeline_run):
