@@ -125,7 +125,7 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
 
 
 def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", filters=(), activation="relu",
-                  residual_blocks: int = 0, decoder_top: str = "full") -> keras.Model:
+                  residual_blocks: int = 0, decoder_top: str = "strided") -> keras.Model:
     """Decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape).
 
     Mirrors the encoder: Dense layers in reverse, then (conv) residual blocks and a
