@@ -140,7 +140,7 @@ def summarise(kind: str, result: dict) -> dict:
 
 
 def cpu_flags_line() -> str:
-    from pipeline.train import cpu_flags
+    from pipeline.hardware import cpu_flags
 
     flags = cpu_flags()
     shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]

@@ -29,12 +29,13 @@ def contenders(precision: str) -> dict:
     from benchmarks.train import reference_vae
     from pipeline.config import parse_params
     from pipeline.model import build_vae
+    from pipeline.resolve import resolve_model
     from pipeline.train import make_optimizer
 
     def pipeline_vae(top: str):
         params = parse_params({"model": {"architecture": "conv", "latent_dim": 16, "hidden": [], "filters": [32, 64],
                                          "likelihood": "bernoulli", "decoder_top": top}})
-        vae = build_vae((28, 28, 1), params.model, params.loss, seed=0)
+        vae = build_vae((28, 28, 1), resolve_model(params.model, [28, 28, 1], [0.0, 1.0])[0], params.loss, seed=0)
         vae.compile(optimizer=make_optimizer(params.train, 1000))
         return vae
 
@@ -55,8 +56,8 @@ def main() -> None:
     import tensorflow as tf
 
     from benchmarks.anchors import cpu_flags_line
-    from pipeline.auto import resolve_precision
-    from pipeline.train import cpu_flags, gpu_capabilities
+    from pipeline.hardware import cpu_flags, gpu_capabilities
+    from pipeline.resolve import resolve_precision
 
     precision, _ = resolve_precision("auto", cpu_flags(), gpu_capabilities())
     print(cpu_flags_line(), f"-> {precision}", flush=True)

@@ -40,7 +40,7 @@ def write_rgb_folder(out: Path, n: int = 5000, seed: int = 0) -> Path:
     """n Fashion-MNIST train images as 28×28 RGB PNGs in class folders, each a random colour."""
     from PIL import Image
 
-    from pipeline.sources import IDX_RELEASES, read_idx
+    from pipeline.idx import IDX_RELEASES, read_idx
 
     folder = out / "rgb_folder"
     if folder.is_dir():

@@ -30,11 +30,10 @@ def one_run(rows: int, batch_size: int) -> dict:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from pipeline.auto import resolve_model
     from pipeline.config import load_params
-    from pipeline.encode import encoded_batches
-    from pipeline.latents import write_latents
+    from pipeline.latents import encoded_batches, write_latents
     from pipeline.model import build_vae
+    from pipeline.resolve import resolve_model
 
     params = load_params(ROOT / "params.yaml")
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +44,7 @@ def one_run(rows: int, batch_size: int) -> dict:
         x.flush()
         x = np.load(Path(tmp) / "x.npy", mmap_mode="r")
         # The model `auto` builds for digits-shaped pixels in [0, 1].
-        model, _ = resolve_model(params.model, {"example_shape": [8, 8, 1], "value_range": [0.0, 1.0]})
+        model, _ = resolve_model(params.model, [8, 8, 1], [0.0, 1.0])
         vae = build_vae((8, 8, 1), model, params.loss, seed=0)
         y, ids = np.zeros(rows, np.int32), np.arange(rows, dtype=np.int64)
         vae.encoder.predict_on_batch(np.asarray(x[:batch_size]))  # compile outside the timing

@@ -7,7 +7,7 @@ With k = phi_steps > 1 every batch takes k encoder (φ) steps, then one decoder 
 Everything else is the shipped params.yaml with data.source fashion_mnist (and
 data.max_examples, a seeded stratified subsample, to keep the run short). Each setting
 trains from the same initialisation and data order; the per-epoch U, S_K and E_K = U − S_K
-(K = train.bound_samples) on fixed validation examples come from the dvclive curves that
+(K = train.importance_samples) on fixed validation examples come from the dvclive curves that
 train writes (bound/*). Prints one table per epoch and writes a figure of the curves
 against epoch and against wall time.
 """

@@ -109,7 +109,7 @@ def child(stage: str, work: Path, overrides: dict, mode: str) -> dict:
     start = time.perf_counter()
     if stage == "prepare":
         manifest = runner.prepare(params, out_dir=work / "prepared")
-        rows = sum(manifest["counts"].values())
+        rows = sum(manifest.counts.values())
         return {"rows": rows, "seconds": time.perf_counter() - start, "rows_per_s": rows / (time.perf_counter() - start)}
     if stage == "train":
         if mode == "old":

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
-    from pipeline.sources import read_idx_release
+    from pipeline.idx import read_idx_release
 
     data = read_idx_release("fashion_mnist", None)
     x = (data.x / 255.0).astype(np.float32)
@@ -141,6 +141,7 @@ def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
 
     from pipeline.config import parse_params
     from pipeline.model import build_vae
+    from pipeline.resolve import resolve_model
     import tensorflow as tf
 
     from pipeline.train import make_optimizer
@@ -153,7 +154,7 @@ def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(args.precision)
     try:
-        vae = build_vae((28, 28, 1), params.model, params.loss, seed=0)
+        vae = build_vae((28, 28, 1), resolve_model(params.model, [28, 28, 1], [0.0, 1.0])[0], params.loss, seed=0)
         vae.compile(optimizer=make_optimizer(params.train, int(np.ceil(len(x_train) / 128))),
                     steps_per_execution=args.steps_per_execution, jit_compile=args.jit)
         timer = EpochTimer()

@@ -7,9 +7,16 @@ which sets the PCA's), so DVC keeps them while models change.
 import numpy as np
 
 from pipeline.console import timed
-from pipeline.data import is_labelled, load_splits, read_manifest
+from pipeline.config import Params
+from pipeline.data import is_labelled, load_splits
 from pipeline.io import staged_outputs, write_json
 from pipeline.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
+
+
+def run(params: Params, *, prepared_dir, out_dir) -> dict:
+    """The stage's recipe: the params it reads, passed on (stages/baselines.py and pipeline.runner)."""
+    protocol = ProbeProtocol.of(params.evaluate.probe, knn_k=params.evaluate.knn_k, seed=params.seed)
+    return baselines(prepared_dir=prepared_dir, out_dir=out_dir, dim=params.model.latent_dim, protocol=protocol)
 
 
 def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> dict:
@@ -19,8 +26,8 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
     """
     from sklearn.decomposition import PCA
 
-    manifest, data = read_manifest(prepared_dir), load_splits(prepared_dir)
-    dataset = {key: manifest[key] for key in ("source", "counts", "example_shape", "label_names")}
+    manifest, data = load_splits(prepared_dir)
+    dataset = {key: getattr(manifest, key) for key in ("source", "counts", "example_shape", "label_names")}
     result: dict = {"dataset": dataset, "labelled": is_labelled(manifest, data)}
     if result["labelled"]:
         check_knn_k(protocol, len(data["train"]))

@@ -5,6 +5,7 @@
     data/model/preprocessing.npz    how the training inputs were scaled (data.Preprocessor)
     data/model/data_manifest.json   the training data's manifest: shape, labels, feature names
     data/model/choices.json         the value of every `auto` knob and the rule that chose it
+    data/model/run.json             the run's resolved params (model, loss, train, seed...)
 
 train saves it; encode, evaluate and the encode command load it, so no stage module
 needs another for a file name or a loader.
@@ -14,33 +15,42 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.data import Preprocessor
+from pipeline.data import PREPROCESSING_FILE, Preprocessor
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, write_json
+from pipeline.manifest import Manifest
 
 MODEL_FILE = "model.keras"
 ENCODER_FILE = "encoder.keras"
-PREPROCESSING_FILE = "preprocessing.npz"
 DATA_MANIFEST_FILE = "data_manifest.json"
 CHOICES_FILE = "choices.json"
+RUN_FILE = "run.json"
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """A loaded model directory. manifest, preprocess and choices are None for a bare model.keras."""
+    """A loaded model directory. manifest, preprocess, choices and run are None for a bare model.keras."""
 
     vae: object  # pipeline.model.VAE
     model_path: Path
-    manifest: dict | None
+    manifest: Manifest | None
     preprocess: Preprocessor | None
     choices: dict | None = None
+    run: dict | None = None  # pipeline.resolve.Run.as_params()
 
     @property
     def example_shape(self) -> list[int]:
         return list(self.vae.encoder.inputs[0].shape[1:])
 
+    def check_shape(self, shape, where) -> None:
+        """Raise DataError unless examples of `shape` (from `where`) fit the model."""
+        if self.example_shape != list(shape):
+            raise DataError(f"{self.model_path}: model takes examples of shape {self.example_shape}, but {where} "
+                            f"holds {list(shape)}; retrain the model or resize the input")
 
-def save_bundle(vae, model_dir: str | Path, preprocessing: Path, manifest: dict, choices: dict) -> None:
+
+def save_bundle(vae, model_dir: str | Path, preprocessing: Path, manifest: Manifest, choices: dict,
+                run: dict) -> None:
     """Write the model, its encoder, and the data description new data is encoded with.
 
     model.keras goes last: it is what the encode stage depends on, so a run killed
@@ -51,8 +61,9 @@ def save_bundle(vae, model_dir: str | Path, preprocessing: Path, manifest: dict,
         vae.encoder.save(tmp)
     with atomic_path(model_dir / PREPROCESSING_FILE) as tmp:
         tmp.write_bytes(Path(preprocessing).read_bytes())
-    write_json(model_dir / DATA_MANIFEST_FILE, manifest)
+    manifest.write(model_dir / DATA_MANIFEST_FILE)
     write_json(model_dir / CHOICES_FILE, choices)
+    write_json(model_dir / RUN_FILE, run)
     with atomic_path(model_dir / MODEL_FILE) as tmp:
         vae.save(tmp)
 
@@ -76,13 +87,15 @@ def load_vae(model_path: str | Path):
 
 
 def load_bundle(model_path: str | Path) -> Bundle:
-    """model.keras and, when they are beside it, its preprocessing, data manifest and choices."""
+    """model.keras and, when they are beside it, its preprocessing, data manifest, choices and run."""
     model_path = Path(model_path)
     vae = load_vae(model_path)
     preprocessing_path = model_path.parent / PREPROCESSING_FILE
     preprocess = Preprocessor.load(preprocessing_path) if preprocessing_path.is_file() else None
-    return Bundle(vae, model_path, _json_beside(model_path, DATA_MANIFEST_FILE), preprocess,
-                  _json_beside(model_path, CHOICES_FILE))
+    manifest_path = model_path.parent / DATA_MANIFEST_FILE
+    manifest = Manifest.read(manifest_path) if manifest_path.is_file() else None
+    return Bundle(vae, model_path, manifest, preprocess, _json_beside(model_path, CHOICES_FILE),
+                  _json_beside(model_path, RUN_FILE))
 
 
 def _json_beside(model_path: Path, name: str) -> dict | None:

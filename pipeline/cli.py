@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _encode(args) -> None:
-    from pipeline.encode import encode_new_data
+    from pipeline.encode_new import encode_new_data
 
     rows = encode_new_data(args.model, args.input, args.output, batch_size=args.batch_size, split=args.split,
                            overwrite=args.overwrite, x_key=args.x_key, y_key=args.y_key,

@@ -7,30 +7,24 @@ never the raw dict.
 """
 
 import dataclasses
-import difflib
 import logging
-import math
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.schema import UniqueKeyLoader, bounded, build, one_line
 
 log = logging.getLogger(__name__)
-# The largest integer any knob takes: counts and seeds go to TensorFlow and numpy as int32.
-INT_MAX = 2**31 - 1
 DEFAULT_DATA_PATH = "data/raw"
-# The value of a knob resolved from the data or the hardware (pipeline.auto says how).
+# The value of a knob resolved from the data (pipeline.auto, at prepare) or from the data and
+# the hardware (pipeline.resolve, at train).
 AUTO = "auto"
 Auto = Literal["auto"]
-
-
-def bounded(default, *, lo=None, hi=None, lo_open=False, hi_open=False):
-    """A dataclass field whose numeric value must lie in [lo, hi] (or the open ends)."""
-    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open})
+# The rule recorded for a value that params.yaml sets explicitly.
+GIVEN = "set in params.yaml"
 
 
 @dataclass(frozen=True)
@@ -91,10 +85,27 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ResolvedModel:
+    """A ModelConfig with every `auto` resolved (`pipeline.resolve.resolve_model`): what
+    `pipeline.model.build_vae` takes, so nothing that builds a model can see "auto"."""
+
+    architecture: Literal["mlp", "conv"]
+    latent_dim: int
+    hidden: tuple[int, ...]
+    filters: tuple[int, ...]
+    likelihood: Literal["bernoulli", "gaussian"]
+    sigma: float | Literal["learned"]
+    sigma_floor: float
+    activation: Literal["relu", "silu", "gelu"]
+    residual_blocks: int
+    decoder_top: Literal["strided", "full"]
+
+
+@dataclass(frozen=True)
 class LossConfig:
     mc_samples: int = bounded(1, lo=1)  # m, samples of q(z|x) per example in Û
     beta: float = bounded(1.0, lo=0)  # weight on D in the training objective only
-    # ramp the weight on D from 0 to beta; auto: the first tenth of the epochs (pipeline.auto)
+    # ramp the weight on D from 0 to beta; auto: the first tenth of the epochs (pipeline.resolve)
     kl_warmup_epochs: int | Auto = bounded(AUTO, lo=0)
     # λ nats per latent dimension below which D_j is free: keeps units from collapsing
     free_bits: float = bounded(0.25, lo=0)
@@ -107,7 +118,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int | Auto = bounded(AUTO, lo=1)  # auto: from the number of examples (pipeline.auto)
+    epochs: int | Auto = bounded(AUTO, lo=1)  # auto: from the number of examples (pipeline.resolve)
     batch_size: int = bounded(64, lo=1)  # global: split across replicas
     learning_rate: float = bounded(1e-3, lo=0, lo_open=True)
     # cosine decays to 0 over all epochs; warmup_cosine first ramps up over the first epoch
@@ -122,9 +133,9 @@ class TrainConfig:
     deterministic: bool = False  # TensorFlow op determinism: identical runs, somewhat slower
     steps_per_execution: int | Auto = bounded(AUTO, lo=1)  # train steps per compiled call
     # Each epoch, U, S_K and E_K = U − S_K on this many fixed validation examples (0: off),
-    # K = bound_samples: how tight the bound is during optimisation (dvclive bound/*).
+    # K = importance_samples: how tight the bound is during optimisation (dvclive bound/*).
     bound_examples: int = bounded(128, lo=0)
-    bound_samples: int = bounded(100, lo=1)
+    importance_samples: int = bounded(100, lo=1)
     jit_compile: bool = False  # XLA-compile the train step
     # Where batches are read from: memory (the fit rows copied in once) or mmap (read by row
     # from the memory-mapped prepared file every time); auto: memory up to 1 GiB of them.
@@ -192,11 +203,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (expected the pipeline's params.yaml)") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({_one_line(error)})") from None
+        raise ConfigError(f"{path}: not valid YAML ({one_line(error)})") from None
     except ConfigError as error:  # a duplicate key
         raise ConfigError(f"{path}: {error}") from None
     if raw is None:
@@ -211,7 +222,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
-    params = _build(Params, raw, key="", source=source)
+    params = build(Params, raw, key="", source=source)
     _check_combinations(params, source)
     return params
 
@@ -268,20 +279,6 @@ def _given(raw: dict, key: str) -> bool:
     return True
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
-                                  f"(first on line {seen[key] + 1}); keep one")
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
 def _check_combinations(params: Params, source: str) -> None:
     """Values that are valid alone but not together."""
     if params.model.architecture == "conv" and not params.model.filters:
@@ -294,113 +291,3 @@ def _check_combinations(params: Params, source: str) -> None:
     if params.loss.objective == "iwae" and params.loss.gradient_estimator != "reparameterized":
         raise ConfigError(f"{source}: loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'. "
                           f"Got {params.loss.gradient_estimator!r} instead.")
-
-
-def _build(cls, raw: Any, key: str, source: str):
-    if not isinstance(raw, dict):
-        raise _error(source, key or "the top level", "a mapping of keys to values", raw)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in raw:
-        if name not in fields:
-            close = difflib.get_close_matches(str(name), fields, n=1)
-            hint = f" (did you mean '{_dotted(key, close[0])}'?)" if close else ""
-            raise ConfigError(f"{source}: unknown key '{_dotted(key, name)}'{hint}; "
-                              f"valid keys here: {', '.join(fields)}")
-    hints = get_type_hints(cls)
-    values = {}
-    for name, spec in fields.items():
-        if name in raw:
-            values[name] = _check(hints[name], raw[name], spec.metadata, _dotted(key, name), source)
-    return cls(**values)
-
-
-def _check(hint, value, bounds, key: str, source: str):
-    """Return `value` converted to `hint`, or raise ConfigError."""
-    origin = get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key, source)
-    if origin is Literal:
-        choices = get_args(hint)
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint_text = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _error(source, key, "one of " + ", ".join(map(repr, choices)), value, hint_text)
-        return value
-    if origin in (Union, types.UnionType):  # X | None, X | Literal["auto"], X | Literal["learned"]
-        args = get_args(hint)
-        words = tuple(v for a in args if get_origin(a) is Literal for v in get_args(a))
-        if (value is None and type(None) in args) or (isinstance(value, str) and value in words):
-            return value
-        inner = next(a for a in args if a is not type(None) and get_origin(a) is not Literal)
-        try:
-            return _check(inner, value, bounds, key, source)
-        except ConfigError as error:  # name the words too, when the message is about this key
-            if not words:
-                raise
-            own = f"{source}: {key} must be "
-            raise ConfigError(str(error).replace(own, own + " or ".join(map(repr, words)) + " or ", 1)) from None
-    if origin is tuple:
-        item = get_args(hint)[0]
-        length, min_length = bounds.get("length"), bounds.get("min_length", 0)
-        if (not isinstance(value, (list, tuple)) or (length is not None and len(value) != length)
-                or len(value) < min_length):
-            count = f"{length} " if length else ""
-            size = "a non-empty list" if min_length else "a list"
-            raise _error(source, key, f"{size} of {count}{_describe(item, bounds, plural=True)}", value)
-        return tuple(_check(item, v, bounds, f"{key}[{i}]", source) for i, v in enumerate(value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _error(source, key, "true or false", value)
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise _error(source, key, "a string", value)
-        return value
-    if hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    else:  # pragma: no cover - a new field type needs a branch above
-        raise TypeError(f"unsupported config type {hint!r} for {key}")
-    if not ok or not _in_bounds(value, bounds):
-        raise _error(source, key, _describe(hint, bounds), value)
-    if hint is int and abs(value) > INT_MAX:
-        raise _error(source, key, f"{_describe(hint, bounds)} and at most {INT_MAX}", value)
-    return hint(value)
-
-
-def _in_bounds(value, bounds) -> bool:
-    lo, hi = bounds.get("lo"), bounds.get("hi")
-    if lo is not None and (value <= lo if bounds.get("lo_open") else value < lo):
-        return False
-    if hi is not None and (value >= hi if bounds.get("hi_open") else value > hi):
-        return False
-    return True
-
-
-def _describe(hint, bounds, plural: bool = False) -> str:
-    if hint is str:
-        return bounds.get("noun", "strings" if plural else "a string")
-    noun = ("integers" if plural else "an integer") if hint is int else ("numbers" if plural else "a number")
-    lo, hi = bounds.get("lo"), bounds.get("hi")
-    lo_open, hi_open = bounds.get("lo_open", False), bounds.get("hi_open", False)
-    if lo is not None and hi is not None:
-        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
-        return f"{noun} in {left}{lo}, {hi}{right}"
-    if lo is not None:
-        return f"{noun} {'>' if lo_open else '>='} {lo}"
-    if hi is not None:
-        return f"{noun} {'<' if hi_open else '<='} {hi}"
-    return noun
-
-
-def _error(source: str, key: str, expected: str, value, hint: str = "") -> ConfigError:
-    return ConfigError(f"{source}: {key} must be {expected}. Got {value!r} instead.{hint}")
-
-
-def _dotted(prefix: str, name) -> str:
-    return f"{prefix}.{name}" if prefix else str(name)
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())

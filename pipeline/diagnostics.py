@@ -69,18 +69,18 @@ class BoundEstimator:
     traced once per estimator, so train can score every epoch with one.
     """
 
-    def __init__(self, vae, samples: int, decodes_per_batch: int = 4096, seed: int | None = 0):
+    def __init__(self, vae, importance_samples: int, decodes_per_batch: int = 4096, seed: int | None = 0):
         import keras
         import tensorflow as tf
 
-        self.ks = sample_counts(samples)
-        self.batch_size = max(1, decodes_per_batch // samples)
+        self.ks = sample_counts(importance_samples)
+        self.batch_size = max(1, decodes_per_batch // importance_samples)
         # Its own seed stream: scoring during training leaves training's draws as they were.
         seed_generator = keras.random.SeedGenerator(seed)
 
         @tf.function(reduce_retracing=True)
         def per_example(xb):
-            z, reconstruction, z_mean, z_log_var = vae.sample_posterior(xb, samples, seed_generator=seed_generator)
+            z, reconstruction, z_mean, z_log_var = vae.sample_posterior(xb, importance_samples, seed_generator=seed_generator)
             log_w = subo.log_importance_weights(reconstruction, z, z_mean, z_log_var)  # (K, B)
             s_k = [subo.importance_weighted_surprisal(log_w[:k]) for k in self.ks]
             return subo.kl_to_prior(z_mean, z_log_var), tf.reduce_mean(reconstruction, axis=0), tf.stack(s_k)
@@ -101,6 +101,6 @@ class BoundEstimator:
         }
 
 
-def subo_estimates(vae, x: np.ndarray, samples: int, seed: int | None = 0) -> dict:
-    """BoundEstimator(vae, samples, seed=seed)(x): the figures once."""
-    return BoundEstimator(vae, samples, seed=seed)(x)
+def subo_estimates(vae, x: np.ndarray, importance_samples: int, seed: int | None = 0) -> dict:
+    """BoundEstimator(vae, importance_samples, seed=seed)(x): the figures once."""
+    return BoundEstimator(vae, importance_samples, seed=seed)(x)

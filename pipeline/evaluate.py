@@ -11,9 +11,9 @@ import logging
 import numpy as np
 
 from pipeline.bundle import load_bundle
-from pipeline.config import GradientVarianceConfig
+from pipeline.config import GradientVarianceConfig, Params
 from pipeline.console import timed
-from pipeline.data import Split, fixed_inputs, is_labelled, load_splits, read_manifest, seeded_rows, validation_rows
+from pipeline.data import Split, fixed_inputs, is_labelled, load_splits, seeded_rows, validation_rows
 from pipeline.diagnostics import active_units, collapse_warning, phi_gradient_variance, subo_estimates
 from pipeline.io import staged_outputs, write_json
 from pipeline.latents import load_z_mean
@@ -23,16 +23,27 @@ from pipeline.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
 log = logging.getLogger(__name__)
 
 
+def run(params: Params, *, prepared_dir, model_path, latents_dir, out_dir) -> dict:
+    """The stage's recipe: the params it reads, passed on (stages/evaluate.py and pipeline.runner)."""
+    cfg = params.evaluate
+    protocol = ProbeProtocol.of(cfg.probe, knn_k=cfg.knn_k, seed=params.seed)
+    return evaluate(prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir,
+                    protocol=protocol, importance_samples=cfg.importance_samples,
+                    surprisal_examples=cfg.surprisal_examples, gradient_variance=cfg.gradient_variance,
+                    validation_fraction=params.data.validation_fraction, binarize=params.data.binarize,
+                    seed=params.seed)
+
+
 def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeProtocol, importance_samples: int,
              surprisal_examples: int, gradient_variance: GradientVarianceConfig, validation_fraction: float,
              binarize: str, seed: int) -> dict:
     """latent_metrics.json, confusion.csv and pictures/: probes on z_mean, the SUBO figures, the
     φ-gradient variance, and pictures of the model (pipeline.pictures) from the test examples
     the SUBO figures use."""
-    manifest, data = read_manifest(prepared_dir), load_splits(prepared_dir)
+    manifest, data = load_splits(prepared_dir)
     bundle = load_bundle(model_path)
     vae = bundle.vae
-    z = load_z_mean(latents_dir, {split: d.id for split, d in data.items()}, manifest["fingerprint"], vae.latent_dim)
+    z = load_z_mean(latents_dir, {split: d.id for split, d in data.items()}, manifest.fingerprint, vae.latent_dim)
     labelled = is_labelled(manifest, data)
     if labelled:
         check_knn_k(protocol, len(data["train"]))
@@ -43,7 +54,7 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     confusion = "actual,predicted\n"  # header only without labels: DVC still expects the file
     if labelled:
         with timed("probes on the latents"):
-            probes, confusion = _latent_probes(z, data, manifest["label_names"], protocol)
+            probes, confusion = _latent_probes(z, data, manifest.label_names, protocol)
         metrics.update(probes)
     with timed("SUBO and importance-weighted surprisal"):
         _, val_rows = validation_rows(data["train"].y, validation_fraction, seed)
@@ -57,9 +68,9 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
         metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)
     with staged_outputs(out_dir) as staging, timed("pictures"):
         (staging / "pictures").mkdir()
-        shape = manifest["example_shape"]
+        shape = manifest.example_shape
         metrics["generative"] = draw_pictures(vae, scored["test"], staging / "pictures", seed=seed,
-                                              title=f"{manifest['source']}, latent_dim={vae.latent_dim}",
+                                              title=f"{manifest.source}, latent_dim={vae.latent_dim}",
                                               images=len(shape) == 3 and shape[-1] in (1, 3))
         write_json(staging / "latent_metrics.json", metrics)
         (staging / "confusion.csv").write_text(confusion)

@@ -11,7 +11,7 @@ the pipeline, so the stored uint8 pixels become float32 inputs one batch at a ti
 import numpy as np
 import tensorflow as tf
 
-from pipeline.data import Split
+from pipeline.data import Split, binarization_draw
 
 # Positions are permuted this many at a time (vectorised index_shuffle).
 SHUFFLE_BLOCK = 65_536
@@ -27,17 +27,20 @@ def batches(split: Split, rows: np.ndarray, batch_size: int, *, seed: int, shuff
     shuffle: endless passes, each a fresh permutation seeded by `seed`, batches running
     across passes (fit with steps_per_epoch); else one pass in row order.
     in_memory: copy the rows' stored values into memory first, instead of reading the file.
-    binarize: "dynamic" draws x_b ~ Bernoulli(x) afresh for every batch when shuffled, and
-    one seeded draw per batch otherwise (validation scores the same data every epoch).
+    binarize: "dynamic" draws x_b ~ Bernoulli(x) afresh for every batch when shuffled;
+    otherwise (validation) each row gets the one fixed `data.binarization_draw` that every
+    score uses, so validation scores the same data every epoch, as evaluate does.
     """
     rows = np.asarray(rows, np.int64)  # no copy of a memory-mapped int64 index
     source = np.asarray(split.x[rows]) if in_memory else split.x
     lookup = None if in_memory else rows
     shape = [None, *split.x.shape[1:]]
+    fixed_draw = binarize == "dynamic" and not shuffle
 
     def read(positions: np.ndarray) -> np.ndarray:
         positions = np.sort(positions)
-        return split.preprocess(source[positions if lookup is None else lookup[positions]])
+        x = split.preprocess(source[positions if lookup is None else lookup[positions]])
+        return binarization_draw(x, rows[positions], seed) if fixed_draw else x
 
     def load(positions):
         x = tf.numpy_function(read, [positions], tf.float32, stateful=False)
@@ -49,9 +52,6 @@ def batches(split: Split, rows: np.ndarray, batch_size: int, *, seed: int, shuff
     if binarize == "dynamic" and shuffle:
         ds = ds.map(lambda b: tf.cast(tf.random.uniform(tf.shape(b), seed=seed) < b, b.dtype),
                     num_parallel_calls=tf.data.AUTOTUNE)
-    elif binarize == "dynamic":
-        ds = ds.enumerate().map(lambda i, b: tf.cast(
-            tf.random.stateless_uniform(tf.shape(b), seed=tf.stack([tf.constant(seed, tf.int64), i])) < b, b.dtype))
     return ds.prefetch(PREFETCH_BATCHES)
 
 

@@ -8,9 +8,11 @@ as fixed_size_list<float32>[d]; `split` is the hive partition key. File metadata
 the schema version, latent_dim, dataset fingerprint, model sha256, params, versions.
 """
 
+import importlib.metadata
 import json
+import platform
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,8 @@ COLUMNS = {
 # statistics on id, small enough that the writer buffers only one group in memory.
 ROW_GROUP_SIZE = 65_536
 SPLIT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# Whose versions every file records (metadata "versions").
+PACKAGES = ("vae-pipeline", "tensorflow", "keras", "numpy", "pyarrow")
 
 
 def latent_schema(latent_dim: int, metadata: dict | None = None) -> pa.Schema:
@@ -63,6 +67,27 @@ class LatentBatch:
     labels: np.ndarray
     z_mean: np.ndarray
     z_log_var: np.ndarray
+
+
+def encoded_batches(encoder, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray,
+                    batch_size: int, preprocess=None) -> Iterator[LatentBatch]:
+    """Stream rows through a Keras encoder (x -> z_mean, z_log_var), one batch in memory at a time."""
+    for start in range(0, len(ids), batch_size):
+        rows = slice(start, start + batch_size)
+        xb = np.asarray(x[rows])
+        z_mean, z_log_var = encoder.predict_on_batch(preprocess(xb) if preprocess else xb)
+        yield LatentBatch(split, np.asarray(ids[rows]), np.asarray(y[rows]), np.asarray(z_mean),
+                          np.asarray(z_log_var))
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -11,7 +11,7 @@ import math
 
 from keras import ops
 
-LOG_2PI = math.log(2 * math.pi)
+from pipeline.subo import LOG_2PI
 
 
 class Bernoulli:

@@ -1,11 +1,10 @@
-"""The VAE: encoder q_φ(z|x), decoder p_θ(x|z), and the SUBO training step.
+"""The VAE: p_θ(x|z) N(z; 0, I) with proxy q_φ(z|x), its sampler, and the SUBO training step.
 
 Every class here is registered serialisable: after `import pipeline.model`,
 `keras.saving.load_model("model.keras")` needs no custom_objects. The encoder alone is a
 plain functional model of built-in layers, so `encoder.keras` loads with Keras only.
 """
 
-import dataclasses
 import math
 
 import keras
@@ -13,7 +12,9 @@ import tensorflow as tf
 from keras import layers, ops
 
 from pipeline import subo
+from pipeline.config import LossConfig, ResolvedModel
 from pipeline.likelihoods import make_likelihood
+from pipeline.networks import build_decoder, build_encoder
 
 PACKAGE = "vae_pipeline"
 
@@ -72,104 +73,6 @@ class LearnedSigma(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "shape": list(self.shape), "floor": self.floor}
-
-
-def conv_strides(size: int, layers_: int) -> list[int]:
-    """Stride 2 while the spatial size halves exactly, then 1: 28 -> 14 -> 7, 8 -> 4 -> 2.
-
-    The decoder mirrors the same strides, so its output has exactly the input's size.
-    """
-    strides = []
-    for _ in range(layers_):
-        stride = 2 if size % 2 == 0 and size >= 4 else 1
-        strides.append(stride)
-        size //= stride
-    return strides
-
-
-def residual_block(h, activation: str, name: str):
-    """h + Conv(act(Conv(act(h)))): two stride-1 3×3 convs beside an identity path (pre-activation)."""
-    n = h.shape[-1]
-    r = layers.Activation(activation)(h)
-    r = layers.Conv2D(n, 3, padding="same", activation=activation, name=f"{name}_a")(r)
-    r = layers.Conv2D(n, 3, padding="same", name=f"{name}_b")(r)
-    return layers.Add(name=name)([h, r])
-
-
-def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", filters=(), activation="relu",
-                  residual_blocks: int = 0) -> keras.Model:
-    """Encoder x -> (z_mean, z_log_var), each (B, latent_dim).
-
-    mlp: Flatten, Dense for each of `hidden`. conv (H×W×C images): a Conv2D for each of
-    `filters` with strides from `conv_strides`, each followed by `residual_blocks`
-    residual blocks, then the Dense layers. The heads read the last wide layer directly: a
-    narrow ReLU bottleneck before them (as in the canonical Keras example) kills units and
-    collapses the posterior.
-    """
-    x = keras.Input(shape=tuple(input_shape), name="x")
-    h = x
-    if architecture == "conv":
-        _check_image(input_shape)
-        strides = zip(filters, conv_strides(input_shape[0], len(filters)), conv_strides(input_shape[1], len(filters)))
-        for i, (n, sh, sw) in enumerate(strides):
-            h = layers.Conv2D(n, 3, strides=(sh, sw), padding="same", activation=activation, name=f"conv_{i}")(h)
-            for j in range(residual_blocks):
-                h = residual_block(h, activation, f"conv_{i}_res_{j}")
-    h = layers.Flatten()(h)
-    for i, units in enumerate(hidden):
-        h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
-    # Heads in float32 under mixed precision: the SUBO is computed in float32.
-    z_mean = layers.Dense(latent_dim, name="z_mean", dtype="float32")(h)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype="float32")(h)
-    return keras.Model(x, [z_mean, z_log_var], name="encoder")
-
-
-def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", filters=(), activation="relu",
-                  residual_blocks: int = 0, decoder_top: str = "strided") -> keras.Model:
-    """Decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape).
-
-    Mirrors the encoder: Dense layers in reverse, then (conv) residual blocks and a
-    Conv2DTranspose undoing each of the encoder's strides. decoder_top "full": those keep
-    the encoder's widths in reverse and a final stride-1 layer maps to the channel count;
-    "strided": the exact mirror (widths shifted by one, so the last upsampling outputs the
-    parameters), with no layer at full resolution, where most of the compute is.
-    """
-    z = keras.Input(shape=(latent_dim,), name="z")
-    h = z
-    for i, units in enumerate(reversed(hidden)):
-        h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
-    if architecture == "conv":
-        _check_image(output_shape)
-        height, width, channels = output_shape
-        sh, sw = conv_strides(height, len(filters)), conv_strides(width, len(filters))
-        small = (height // math.prod(sh), width // math.prod(sw), filters[-1])
-        h = layers.Dense(math.prod(small), activation=activation, name="project")(h)
-        h = layers.Reshape(small)(h)
-        widths = list(reversed(filters))
-        if decoder_top == "strided":
-            widths = [*widths[1:], None]  # None: the output layer
-        for i, (n, a, b) in enumerate(zip(widths, reversed(sh), reversed(sw))):
-            for j in range(residual_blocks):
-                h = residual_block(h, activation, f"deconv_{i}_res_{j}")
-            h = (_params_layer(channels, (a, b)) if n is None else
-                 layers.Conv2DTranspose(n, 3, strides=(a, b), padding="same", activation=activation,
-                                        name=f"deconv_{i}"))(h)
-        if decoder_top == "full":
-            h = _params_layer(channels, (1, 1))(h)
-    else:
-        h = layers.Dense(math.prod(output_shape), name="params", dtype="float32")(h)
-        h = layers.Reshape(tuple(output_shape), dtype="float32")(h)
-    return keras.Model(z, h, name="decoder")
-
-
-def _params_layer(channels: int, strides) -> layers.Layer:
-    # float32 under mixed precision: the likelihood, and so the SUBO, is computed in float32.
-    return layers.Conv2DTranspose(channels, 3, strides=strides, padding="same", name="params", dtype="float32")
-
-
-def _check_image(shape) -> None:
-    if len(shape) != 3:
-        raise ValueError(f"architecture 'conv' needs H×W×C images. Got examples of shape {tuple(shape)} instead.")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -344,36 +247,15 @@ class VAE(keras.Model):
         return cls(**config)
 
 
-class KLWarmup(keras.callbacks.Callback):
-    """Ramp the weight on D linearly from 0 to β over the first `epochs` epochs, update by
-    update (by compiled call under steps_per_execution): a weight held at 0 for a whole
-    epoch lets D grow to thousands of nats, which the next epoch must first undo."""
-
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs = epochs
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.on_train_batch_begin(0)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        steps = (self.params or {}).get("steps") or 1
-        ramp = min(1.0, (self.epoch + batch / steps) / self.epochs) if self.epochs else 1.0
-        self.model.kl_weight.assign(self.model.beta * ramp)
-
-
-def build_vae(example_shape, model, loss, phi_steps: int = 1, seed: int | None = None) -> VAE:
-    """A fresh, built VAE for examples of `example_shape`, from the model and loss configs.
-
-    `model` must be resolved (pipeline.auto.resolve_model): no `auto` left in it.
-    """
-    unresolved = [f.name for f in dataclasses.fields(model) if getattr(model, f.name) == "auto"]
-    if unresolved:
-        raise ValueError(f"resolve model.{', model.'.join(unresolved)} first (pipeline.auto.resolve_model)")
+def build_vae(example_shape, model: ResolvedModel, loss: LossConfig, phi_steps: int = 1,
+              seed: int | None = None) -> VAE:
+    """A fresh, built VAE for examples of `example_shape`, from a resolved model config
+    (`pipeline.resolve.resolve_model`) and the loss config."""
+    if not isinstance(model, ResolvedModel):
+        raise TypeError(f"model must be a ResolvedModel (pipeline.resolve.resolve_model). "
+                        f"Got {type(model).__name__} instead.")
     shape = tuple(example_shape)
-    arch = {"hidden": tuple(model.hidden), "architecture": model.architecture, "filters": tuple(model.filters),
+    arch = {"hidden": model.hidden, "architecture": model.architecture, "filters": model.filters,
             "activation": model.activation, "residual_blocks": model.residual_blocks}
     vae = VAE(build_encoder(shape, model.latent_dim, **arch),
               build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top),

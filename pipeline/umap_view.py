@@ -5,9 +5,9 @@ import warnings
 
 import numpy as np
 
-from pipeline.config import UmapConfig
+from pipeline.config import Params, UmapConfig
 from pipeline.console import timed
-from pipeline.data import load_splits, read_manifest, seeded_rows
+from pipeline.data import load_splits, seeded_rows
 from pipeline.figures import plot_scatter
 from pipeline.io import staged_outputs, write_json
 from pipeline.latents import load_z_mean
@@ -47,16 +47,22 @@ def _import_umap():
     return umap
 
 
+def run(params: Params, *, prepared_dir, latents_dir, out_dir) -> dict:
+    """The stage's recipe: the params it reads, passed on (stages/umap_view.py and pipeline.runner)."""
+    return umap_view(prepared_dir=prepared_dir, latents_dir=latents_dir, out_dir=out_dir, umap=params.evaluate.umap,
+                     seed=params.seed)
+
+
 def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int) -> dict:
     """umap.csv (coordinates and labels), umap/umap.png (and umap/latents.png when d = 2), umap.json."""
-    manifest, data = read_manifest(prepared_dir), load_splits(prepared_dir)
-    z = load_z_mean(latents_dir, {umap.split: data[umap.split].id}, manifest["fingerprint"])[umap.split]
+    manifest, data = load_splits(prepared_dir)
+    z = load_z_mean(latents_dir, {umap.split: data[umap.split].id}, manifest.fingerprint)[umap.split]
     labels = np.asarray(data[umap.split].y)
     rows = seeded_rows(len(z), umap.max_points, seed)
-    names = manifest["label_names"]
+    names = manifest.label_names
     with timed("UMAP"):
         coords = umap_embedding(z[rows], umap.n_neighbors, umap.min_dist, seed)
-    what = f"{umap.split} z_mean: {manifest['source']}, latent_dim={z.shape[1]}, {len(rows)} points"
+    what = f"{umap.split} z_mean: {manifest.source}, latent_dim={z.shape[1]}, {len(rows)} points"
     info = {"split": umap.split, "points": len(rows), "n_neighbors": umap.n_neighbors, "min_dist": umap.min_dist,
             "seed": seed}
     with staged_outputs(out_dir) as staging:

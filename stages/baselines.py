@@ -6,12 +6,9 @@ from pipeline.console import run_stage
 
 def main() -> None:
     params = load_params("params.yaml")
-    from pipeline.baselines import baselines
-    from pipeline.probes import ProbeProtocol
+    from pipeline.baselines import run
 
-    protocol = ProbeProtocol.of(params.evaluate.probe, knn_k=params.evaluate.knn_k, seed=params.seed)
-    baselines(prepared_dir="data/prepared", out_dir="data/evaluation", dim=params.model.latent_dim,
-              protocol=protocol)
+    run(params, prepared_dir="data/prepared", out_dir="data/evaluation")
 
 
 if __name__ == "__main__":

@@ -6,15 +6,10 @@ from pipeline.console import run_stage
 
 def main() -> None:
     params = load_params("params.yaml")
-    from pipeline.evaluate import evaluate
-    from pipeline.probes import ProbeProtocol
+    from pipeline.evaluate import run
 
-    cfg = params.evaluate
-    protocol = ProbeProtocol.of(params.evaluate.probe, knn_k=params.evaluate.knn_k, seed=params.seed)
-    evaluate(prepared_dir="data/prepared", model_path="data/model/model.keras", latents_dir="data/latents",
-             out_dir="data/evaluation", protocol=protocol, importance_samples=cfg.importance_samples,
-             surprisal_examples=cfg.surprisal_examples, gradient_variance=cfg.gradient_variance,
-             validation_fraction=params.data.validation_fraction, binarize=params.data.binarize, seed=params.seed)
+    run(params, prepared_dir="data/prepared", model_path="data/model/model.keras", latents_dir="data/latents",
+        out_dir="data/evaluation")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,10 @@ from pipeline.console import run_stage
 
 
 def main() -> None:
-    from pipeline.data import prepare
+    from pipeline.prepare import run
 
-    params = load_params("params.yaml")
-    manifest = prepare(params.data, seed=params.seed, out_dir="data/prepared", likelihood=params.model.likelihood)
-    print(f"prepared {manifest['source']}: {manifest['counts']} examples of shape {manifest['example_shape']}")
+    manifest = run(load_params("params.yaml"), out_dir="data/prepared")
+    print(f"prepared {manifest.source}: {manifest.counts} examples of shape {manifest.example_shape}")
 
 
 if __name__ == "__main__":

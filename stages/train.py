@@ -6,11 +6,9 @@ from pipeline.console import run_stage
 
 def main() -> None:
     params = load_params("params.yaml")
-    from pipeline.train import train
+    from pipeline.train import run
 
-    final = train(prepared_dir="data/prepared", model_dir="data/model", model=params.model, loss=params.loss,
-                  training=params.train, validation_fraction=params.data.validation_fraction,
-                  binarize=params.data.binarize, seed=params.seed)
+    final = run(params, prepared_dir="data/prepared", model_dir="data/model")
     print("final epoch: " + ", ".join(f"{k}={v:.3f}" for k, v in final.items()))
 
 

@@ -10,10 +10,9 @@ from pipeline.console import run_stage
 
 def main() -> None:
     params = load_params("params.yaml")
-    from pipeline.umap_view import umap_view
+    from pipeline.umap_view import run
 
-    umap_view(prepared_dir="data/prepared", latents_dir="data/latents", out_dir="data/evaluation",
-              umap=params.evaluate.umap, seed=params.seed)
+    run(params, prepared_dir="data/prepared", latents_dir="data/latents", out_dir="data/evaluation")
 
 
 if __name__ == "__main__":

@@ -36,10 +36,17 @@ def tiny_params(**overrides):
     return parse_params(raw)
 
 
+def resolved(model, shape=(8, 8, 1)):
+    """A ModelConfig resolved for examples of `shape` with values in [0, 1] (what build_vae takes)."""
+    from pipeline.resolve import resolve_model
+
+    return resolve_model(model, shape, [0.0, 1.0])[0]
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
     """prepare -> train -> encode -> evaluate on digits with TINY params, in this process."""
-    from pipeline.data import prepare
+    from pipeline.prepare import prepare
     from pipeline.runner import encode, evaluate_all, train
 
     root = tmp_path_factory.mktemp("run")

@@ -6,19 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import auto
-from pipeline.config import AUTO, Params, parse_params
+from pipeline import auto, resolve
+from pipeline.config import AUTO, GIVEN, Params, parse_params
 
 from .conftest import tiny_params
 
 
-def manifest(shape, value_range=(0.0, 1.0)):
-    return {"example_shape": list(shape), "value_range": list(value_range)}
-
-
-def resolve(shape, value_range=(0.0, 1.0), **model):
-    resolved, choices = auto.resolve_model(parse_params({"model": model}).model, manifest(shape, value_range))
-    return resolved, choices
+def resolve_for(shape, value_range=(0.0, 1.0), **model):
+    return resolve.resolve_model(parse_params({"model": model}).model, shape, list(value_range))
 
 
 @pytest.mark.parametrize("dtype, declared, levels", [("uint8", None, 255.0), ("uint8", 16, 16.0),
@@ -37,56 +32,56 @@ def test_pixel_levels_come_from_the_dtype_or_the_reader(dtype, declared, levels)
 def test_scaling(scaling, likelihood, levels, expected):
     value, why = auto.resolve_scaling(scaling, likelihood, levels)
     assert value == expected
-    assert (why == auto.GIVEN) == (scaling != AUTO)
+    assert (why == GIVEN) == (scaling != AUTO)
 
 
 def test_grey_images_of_28x28_get_a_bernoulli_conv_model():
-    model, choices = resolve((28, 28, 1))
+    model, choices = resolve_for((28, 28, 1))
     assert (model.likelihood, model.architecture, model.filters, model.hidden) == ("bernoulli", "conv", (32, 64), ())
-    assert all(item["why"] != auto.GIVEN for item in choices.values())
+    assert all(item["why"] != GIVEN for item in choices.values())
 
 
 def test_rgb_images_of_32x32_get_three_conv_layers():
-    model, _ = resolve((32, 32, 3))
+    model, _ = resolve_for((32, 32, 3))
     assert (model.architecture, model.filters) == ("conv", (32, 64, 128))
 
 
 def test_small_images_get_an_mlp_sized_from_the_input():
-    model, choices = resolve((8, 8, 1))  # digits: 64 values
+    model, choices = resolve_for((8, 8, 1))  # digits: 64 values
     assert (model.likelihood, model.architecture, model.hidden) == ("bernoulli", "mlp", (256, 128))
     assert "a side under 16" in choices["model.architecture"]["why"]
 
 
 @pytest.mark.parametrize("features, hidden", [(13, (64, 32)), (40, (128, 64)), (784, (512, 256))])
 def test_real_valued_vectors_get_a_learned_sigma_gaussian_mlp(features, hidden):
-    model, choices = resolve((features,), value_range=(-3.2, 4.1))
+    model, choices = resolve_for((features,), value_range=(-3.2, 4.1))
     assert (model.likelihood, model.architecture, model.hidden, model.sigma) == ("gaussian", "mlp", hidden, "learned")
     assert choices["model.likelihood"]["why"].startswith("prepared values span [-3.2, 4.1]")
 
 
 def test_explicit_values_win_and_are_marked_given():
-    model, choices = resolve((28, 28, 1), architecture="mlp", hidden=[32], likelihood="gaussian", sigma=0.5)
+    model, choices = resolve_for((28, 28, 1), architecture="mlp", hidden=[32], likelihood="gaussian", sigma=0.5)
     assert (model.architecture, model.hidden, model.likelihood, model.sigma) == ("mlp", (32,), "gaussian", 0.5)
-    assert {k: v["why"] for k, v in choices.items() if v["why"] == auto.GIVEN}.keys() == {
+    assert {k: v["why"] for k, v in choices.items() if v["why"] == GIVEN}.keys() == {
         "model.architecture", "model.hidden", "model.likelihood", "model.sigma"}
-    model, _ = resolve((28, 28, 1), filters=[])  # no conv layers asked for: an mlp
+    model, _ = resolve_for((28, 28, 1), filters=[])  # no conv layers asked for: an mlp
     assert model.architecture == "mlp"
 
 
 def test_epochs_follow_the_updates_per_epoch_within_bounds():
     training = Params().train
-    assert auto.resolve_epochs(training, 844)[0].epochs == 12  # Fashion-MNIST, batch 64: ~10k updates
-    assert auto.resolve_epochs(training, 50)[0].epochs == auto.MAX_EPOCHS
-    assert auto.resolve_epochs(training, 100_000)[0].epochs == auto.MIN_EPOCHS
+    assert resolve.resolve_epochs(training, 844)[0].epochs == 12  # Fashion-MNIST, batch 64: ~10k updates
+    assert resolve.resolve_epochs(training, 50)[0].epochs == resolve.MAX_EPOCHS
+    assert resolve.resolve_epochs(training, 100_000)[0].epochs == resolve.MIN_EPOCHS
     given = tiny_params().train
-    assert auto.resolve_epochs(given, 844)[0].epochs == given.epochs
-    loss, choice = auto.resolve_warmup(Params().loss, 12)
+    assert resolve.resolve_epochs(given, 844)[0].epochs == given.epochs
+    loss, choice = resolve.resolve_warmup(Params().loss, 12)
     assert loss.kl_warmup_epochs == 2 and choice["loss.kl_warmup_epochs"]["why"] == "the first tenth of 12 epochs"
 
 
 def test_summary_is_one_line_marking_auto_values():
-    _, choices = resolve((8, 8, 1), latent_dim=3, hidden=[16])
-    line = auto.summary(choices)
+    _, choices = resolve_for((8, 8, 1), latent_dim=3, hidden=[16])
+    line = resolve.summary(choices)
     assert "\n" not in line
     assert line.endswith("model.hidden=[16]") and "model.architecture=mlp (auto)," in line
 
@@ -96,10 +91,10 @@ def test_the_choices_travel_from_prepare_to_the_report(pipeline_run):
     from pipeline.latents import read_metadata
 
     paths = pipeline_run["paths"]
-    assert pipeline_run["manifest"]["choices"]["data.scaling"]["value"] == "unit"
-    assert pipeline_run["manifest"]["pixel_levels"] == 16.0
+    assert pipeline_run["manifest"].choices["data.scaling"]["value"] == "unit"
+    assert pipeline_run["manifest"].pixel_levels == 16.0
     saved = json.loads((paths["model_dir"] / "choices.json").read_text())
-    assert saved["data.scaling"]["value"] == "unit" and saved["model.architecture"]["why"] == auto.GIVEN
+    assert saved["data.scaling"]["value"] == "unit" and saved["model.architecture"]["why"] == GIVEN
     assert saved["loss.kl_warmup_epochs"] == {"value": 1, "why": "the first tenth of 6 epochs"}
     part = next(paths["latents"].glob("split=train/*.parquet"))
     assert read_metadata(part)["choices"] == saved
@@ -150,21 +145,21 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
     (set(), [(6, 1)], "float32"),
 ])
 def test_precision_follows_the_hardware(flags, gpus, expected):
-    value, choice = auto.resolve_precision(AUTO, flags, gpus)
+    value, choice = resolve.resolve_precision(AUTO, flags, gpus)
     assert value == expected and choice["train.precision"]["value"] == expected
-    assert auto.resolve_precision("float32", {"avx512_bf16"}, [])[0] == "float32"  # explicit wins
+    assert resolve.resolve_precision("float32", {"avx512_bf16"}, [])[0] == "float32"  # explicit wins
 
 
 def test_steps_per_execution_and_whole_calls_per_epoch():
     training = Params().train
-    cfg, updates, choice = auto.resolve_steps_per_execution(training, 844)
+    cfg, updates, choice = resolve.resolve_steps_per_execution(training, 844)
     assert (cfg.steps_per_execution, updates) == (32, 864)  # Keras runs whole calls: 27 × 32
-    assert auto.resolve_steps_per_execution(training, 20)[1] == 20
+    assert resolve.resolve_steps_per_execution(training, 20)[1] == 20
     multi_worker = parse_params({"train": {"distribution": "multi_worker"}}).train
-    assert auto.resolve_steps_per_execution(multi_worker, 844)[1] == 844  # one step per call there
+    assert resolve.resolve_steps_per_execution(multi_worker, 844)[1] == 844  # one step per call there
     given = parse_params({"train": {"steps_per_execution": 4}}).train
-    assert auto.resolve_steps_per_execution(given, 50)[1:] == (52, {"train.steps_per_execution": {
-        "value": 4, "why": auto.GIVEN}})
+    assert resolve.resolve_steps_per_execution(given, 50)[1:] == (52, {"train.steps_per_execution": {
+        "value": 4, "why": GIVEN}})
 
 
 def test_each_epoch_logs_u_s_k_and_e_k_on_fixed_validation_examples(pipeline_run):

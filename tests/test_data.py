@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import DataConfig
-from pipeline.data import load_split, prepare, read_manifest
+from pipeline.data import load_split
+from pipeline.manifest import Manifest
+from pipeline.prepare import prepare
 from pipeline.errors import DataError
 from pipeline.io import sha256_file
 
@@ -19,14 +21,14 @@ def prepared(tmp_path_factory):
 
 def test_manifest_describes_the_arrays(prepared):
     out, manifest = prepared
-    assert manifest == read_manifest(out)
-    assert manifest["source"] == "digits"
-    assert manifest["example_shape"] == [8, 8, 1]
-    assert manifest["counts"] == {"train": 1347, "test": 450}
-    assert manifest["label_names"] == [str(i) for i in range(10)]
-    for name, digest in manifest["sha256"].items():
+    assert manifest == Manifest.read(out)
+    assert manifest.source == "digits"
+    assert manifest.example_shape == [8, 8, 1]
+    assert manifest.counts == {"train": 1347, "test": 450}
+    assert manifest.label_names == [str(i) for i in range(10)]
+    for name, digest in manifest.sha256.items():
         assert sha256_file(out / name) == digest
-    assert len(manifest["fingerprint"]) == 64
+    assert len(manifest.fingerprint) == 64
 
 
 def test_splits_are_scaled_disjoint_complete_and_stratified(prepared):
@@ -39,29 +41,29 @@ def test_splits_are_scaled_disjoint_complete_and_stratified(prepared):
     assert sorted([*train.id, *test.id]) == list(range(1797))
     share = np.bincount(test.y) / np.bincount(np.concatenate([train.y, test.y]))
     assert np.all(np.abs(share - 0.25) < 0.02)
-    assert np.bincount(test.y).tolist() == manifest["counts_per_class"]["test"]
+    assert np.bincount(test.y).tolist() == manifest.counts_per_class["test"]
 
 
 def test_same_seed_same_split_other_seed_other_split(tmp_path, prepared):
     out, manifest = prepared
     again = prepare(DataConfig(test_fraction=0.25), seed=3, out_dir=tmp_path / "a")
     other = prepare(DataConfig(test_fraction=0.25), seed=4, out_dir=tmp_path / "b")
-    assert again["fingerprint"] == manifest["fingerprint"]
-    assert other["fingerprint"] != manifest["fingerprint"]
+    assert again.fingerprint == manifest.fingerprint
+    assert other.fingerprint != manifest.fingerprint
 
 
 def test_failed_prepare_keeps_the_previous_output(tmp_path, monkeypatch):
-    import pipeline.data as data
-    from pipeline.sources import Dataset
+    import pipeline.prepare as prepare_module
+    from pipeline.dataset import Dataset
 
     out = tmp_path / "prepared"
     good = prepare(DataConfig(), seed=0, out_dir=out)
     broken = Dataset(x=np.full((10, 2), np.nan, dtype=np.float32), y=np.zeros(10, np.int32),
                           label_names=("a",), source="digits")
-    monkeypatch.setattr(data, "load_source", lambda config, scratch=None: broken)
+    monkeypatch.setattr(prepare_module, "load_source", lambda config, scratch=None: broken)
     with pytest.raises(DataError, match="NaN or infinite"):
         prepare(DataConfig(), seed=0, out_dir=out)
-    assert json.loads((out / "manifest.json").read_text()) == good
+    assert json.loads((out / "manifest.json").read_text()) == good.to_dict()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no temporary left behind
 
 
@@ -88,13 +90,13 @@ def idx_dir(tmp_path):
 
 
 def test_idx_source_keeps_its_own_test_split(idx_dir, tmp_path):
-    from pipeline.sources import read_idx
+    from pipeline.idx import read_idx
 
     manifest = prepare(DataConfig(source="fashion_mnist", path=str(idx_dir)), seed=0, out_dir=tmp_path / "p")
-    assert manifest["counts"] == {"train": 40, "test": 20}
-    assert manifest["example_shape"] == [28, 28, 1] and manifest["path"] == str(idx_dir)
-    assert manifest["label_names"][9] == "Ankle boot"
-    assert manifest["preprocessing"]["test_split"] == "the source's own"
+    assert manifest.counts == {"train": 40, "test": 20}
+    assert manifest.example_shape == [28, 28, 1] and manifest.path == str(idx_dir)
+    assert manifest.label_names[9] == "Ankle boot"
+    assert manifest.preprocessing["test_split"] == "the source's own"
     test = load_split(tmp_path / "p", "test")
     pixels = read_idx(idx_dir / "t10k-images-idx3-ubyte.gz")
     np.testing.assert_array_equal(test.x[..., 0], pixels)
@@ -103,7 +105,7 @@ def test_idx_source_keeps_its_own_test_split(idx_dir, tmp_path):
 
 
 def test_idx_errors_name_the_file(idx_dir, tmp_path):
-    from pipeline.sources import read_idx
+    from pipeline.idx import read_idx
 
     bad = tmp_path / "bad.gz"
     write_idx(bad, np.zeros((2, 3)), code=0x07)
@@ -144,7 +146,7 @@ def test_an_explicit_path_without_the_release_files_is_an_error_not_a_fallback(i
     assert not (tmp_path / "p").exists()
     monkeypatch.chdir(tmp_path)  # left at the default, the system copy is used
     manifest = prepare(DataConfig(source="fashion_mnist"), seed=0, out_dir=tmp_path / "p")
-    assert manifest["path"] == str(system_copy) and manifest["counts"] == {"train": 40, "test": 20}
+    assert manifest.path == str(system_copy) and manifest.counts == {"train": 40, "test": 20}
 
 
 def test_hold_out_is_exact_stratified_seeded_and_chunk_free(tmp_path, monkeypatch):

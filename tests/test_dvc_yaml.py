@@ -48,6 +48,18 @@ def test_deps_list_every_module_the_stage_imports(name):
     assert listed <= import_closure(ROOT / script), f"{name} lists modules it never imports"
 
 
+def test_only_prepare_depends_on_the_source_readers_and_the_data_rules():
+    """Editing a reader or a prepare-time auto rule re-runs prepare, and nothing downstream."""
+    readers = {"pipeline/sources.py", "pipeline/auto.py", "pipeline/dataset.py", "pipeline/idx.py",
+               "pipeline/tables.py", "pipeline/images.py"}
+    for name, stage in STAGES.items():
+        closure = import_closure(ROOT / stage["cmd"].split()[-1])
+        if name == "prepare":
+            assert readers <= closure
+        else:
+            assert not closure & readers, f"{name} depends on {sorted(closure & readers)}"
+
+
 def test_the_closure_follows_lazy_and_package_imports(tmp_path):
     closure = import_closure(ROOT / "stages" / "evaluate.py")
     assert {"pipeline/subo.py", "pipeline/bundle.py", "pipeline/model.py", "pipeline/likelihoods.py"} <= closure
@@ -71,14 +83,16 @@ def test_params_are_dotted_leaf_keys_and_the_resume_fingerprint_uses_train_s():
 LAYERS = [
     {"cli"},
     {"runner"},
-    {"train", "encode", "baselines", "evaluate", "umap_view"},
+    {"prepare", "train", "encode", "encode_new", "baselines", "evaluate", "umap_view"},
+    {"callbacks"},
     {"bundle", "probes", "pictures", "diagnostics", "report", "plots", "feed"},
     {"figures"},
     {"data"},
-    {"model", "sources", "latents", "splits"},
-    {"auto"},
-    {"config", "subo", "likelihoods"},
-    {"console"},
+    {"model", "sources", "latents", "splits", "hardware"},
+    {"networks", "idx", "tables", "images", "resolve", "auto"},
+    {"dataset", "manifest", "likelihoods"},
+    {"config", "subo"},
+    {"schema", "console"},
     {"io", "errors"},
 ]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.data import Preprocessor, load_split
-from pipeline.encode import encode_new_data
+from pipeline.encode_new import encode_new_data
 from pipeline.errors import DataError
 from pipeline.latents import latents_to_numpy, load_latents, read_metadata, write_latents
 
@@ -41,7 +41,7 @@ def test_encode_workers_write_one_part_each_that_read_back_as_the_one_writer_dat
 
     paths, params = pipeline_run["paths"], pipeline_run["params"]
     rows = encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "l",
-                  batch_size=100, run_params={}, workers=2)
+                  batch_size=100, workers=2)
     assert rows == pipeline_run["rows"]
     assert sorted(str(p.relative_to(tmp_path / "l")) for p in (tmp_path / "l").rglob("*.parquet")) == [
         "split=test/part-0.parquet", "split=test/part-1.parquet",

@@ -22,7 +22,7 @@ def test_schema_and_metadata_of_the_written_files(pipeline_run):
     assert schema.field("z_log_var").type == pa.list_(pa.float32(), 4)
     meta = read_metadata(paths["latents"] / files[0])
     assert meta["schema_version"] == int(SCHEMA_VERSION) and meta["latent_dim"] == 4
-    assert meta["dataset_fingerprint"] == manifest["fingerprint"]
+    assert meta["dataset_fingerprint"] == manifest.fingerprint
     assert len(meta["model_sha256"]) == 64
     assert meta["params"]["model"]["latent_dim"] == 4
     assert meta["versions"]["keras"] and set(meta["columns"]) == {"id", "label", "z_mean", "z_log_var"}
@@ -35,7 +35,7 @@ def test_every_example_is_encoded_once_with_its_label(pipeline_run):
     assert pipeline_run["rows"] == table.num_rows == 1797
     assert sorted(table.column("id").to_pylist()) == list(range(1797))
     test = load_latents(paths["latents"], split="test")
-    assert test.num_rows == manifest["counts"]["test"]
+    assert test.num_rows == manifest.counts["test"]
     prepared = load_split(paths["prepared"], "test")
     order = np.argsort(test.column("id").to_numpy())
     np.testing.assert_array_equal(test.column("label").to_numpy()[order], prepared.y[np.argsort(prepared.id)])

@@ -10,7 +10,7 @@ import pytest
 from pipeline.data import load_split
 from pipeline.model import Sampler, build_vae
 
-from .conftest import tiny_params
+from .conftest import resolved, tiny_params
 
 
 def test_sampler_is_seeded_and_serialisable():
@@ -39,7 +39,7 @@ def test_sampler_draws_from_q():
 def test_subo_terms_shapes_and_bound(likelihood):
     params = tiny_params(**{"model.latent_dim": 3, "model.hidden": [16], "model.likelihood": likelihood,
                             "model.sigma": 0.5, "loss.mc_samples": 5})
-    vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)
+    vae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0)
     x = np.random.default_rng(0).uniform(size=(7, 8, 8, 1)).astype(np.float32)
     terms = {k: keras.ops.convert_to_numpy(v) for k, v in vae.subo_terms(x).items()}
     assert {k: v.shape for k, v in terms.items()} == {"U": (7,), "D": (7,), "reconstruction": (7,)}
@@ -86,7 +86,7 @@ print("ok", type(vae).__name__)
 
 @pytest.mark.parametrize("size, strides", [(28, [2, 2]), (8, [2, 2]), (7, [1, 1]), (6, [2, 1]), (32, [2, 2, 2])])
 def test_conv_strides_follow_the_input_size(size, strides):
-    from pipeline.model import conv_strides
+    from pipeline.networks import conv_strides
 
     assert conv_strides(size, len(strides)) == strides
 
@@ -94,7 +94,7 @@ def test_conv_strides_follow_the_input_size(size, strides):
 @pytest.mark.parametrize("shape", [(28, 28, 1), (8, 8, 1), (12, 10, 3), (7, 9, 2)])
 def test_conv_decoder_mirrors_the_encoder(shape):
     params = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 5})
-    vae = build_vae(shape, params.model, params.loss, seed=0)
+    vae = build_vae(shape, resolved(params.model, shape), params.loss, seed=0)
     x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
     z_mean, z_log_var = vae.encoder.predict_on_batch(x)
     assert z_mean.shape == z_log_var.shape == (3, 5)
@@ -104,7 +104,7 @@ def test_conv_decoder_mirrors_the_encoder(shape):
 
 def test_conv_on_28x28_matches_the_usual_32_64_filter_layout():
     params = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 16, "model.filters": [32, 64]})
-    vae = build_vae((28, 28, 1), params.model, params.loss, seed=0)
+    vae = build_vae((28, 28, 1), resolved(params.model, (28, 28, 1)), params.loss, seed=0)
     assert vae.encoder.get_layer("conv_0").output.shape[1:] == (14, 14, 32)
     assert vae.encoder.get_layer("conv_1").output.shape[1:] == (7, 7, 64)
     assert vae.decoder.get_layer("deconv_0").output.shape[1:] == (14, 14, 32)  # the mirror (decoder_top strided)
@@ -114,14 +114,14 @@ def test_conv_on_28x28_matches_the_usual_32_64_filter_layout():
 def test_conv_needs_images():
     params = tiny_params(**{"model.architecture": "conv"})
     with pytest.raises(ValueError, match="needs H×W×C images"):
-        build_vae((64,), params.model, params.loss, seed=0)
+        build_vae((64,), resolved(params.model, (64,)), params.loss, seed=0)
 
 
 def test_kl_warmup_ramps_the_weight_on_d():
-    from pipeline.model import KLWarmup
+    from pipeline.callbacks import KLWarmup
 
     params = tiny_params(**{"loss.beta": 2.0})
-    vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)
+    vae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0)
     warmup = KLWarmup(epochs=4)
     warmup.set_model(vae)
     warmup.set_params({"steps": 10})
@@ -139,9 +139,9 @@ def test_free_bits_changes_the_objective_not_the_reported_u():
     objectives, reported = [], []
     for free_bits in (0.0, 50.0):
         params = tiny_params(**{"loss.free_bits": free_bits})
-        vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)
+        vae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0)
         keras.utils.set_random_seed(0)
-        vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)  # same weights, same draws
+        vae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0)  # same weights, same draws
         objective, terms = vae.objective(x)
         objectives.append(float(objective))
         reported.append(float(keras.ops.mean(terms["U"])))
@@ -154,7 +154,7 @@ def test_free_bits_changes_the_objective_not_the_reported_u():
 def _fit_once(**overrides):
     params = tiny_params(**overrides)
     keras.utils.set_random_seed(0)
-    vae = build_vae((8, 8, 1), params.model, params.loss, phi_steps=params.train.phi_steps, seed=0)
+    vae = build_vae((8, 8, 1), resolved(params.model), params.loss, phi_steps=params.train.phi_steps, seed=0)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = np.random.default_rng(0).uniform(size=(64, 8, 8, 1)).astype(np.float32)
     return vae, x
@@ -215,7 +215,7 @@ def test_learned_sigma_converges_to_each_features_residual_scale():
 def test_a_learned_sigma_is_part_of_theta_and_survives_saving(tmp_path):
     params = tiny_params(**{"model.likelihood": "gaussian", "model.sigma": "learned", "model.sigma_floor": 0.1,
                             "train.phi_steps": 2})
-    vae = build_vae((6,), params.model, params.loss, phi_steps=2, seed=0)
+    vae = build_vae((6,), resolved(params.model, (6,)), params.loss, phi_steps=2, seed=0)
     rho = vae.learned_sigma.rho
     assert any(w is rho for w in vae.theta_weights) and not any(w is rho for w in vae.encoder.weights)
     vae.learned_sigma.rho.assign(np.linspace(-2, 2, 6).astype(np.float32))
@@ -240,19 +240,19 @@ def test_a_mixed_precision_model_scores_s_k_in_float32():
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        vae = build_vae((8, 8, 1), tiny_params().model, tiny_params().loss, seed=0)
+        vae = build_vae((8, 8, 1), resolved(tiny_params().model, (8, 8, 1)), tiny_params().loss, seed=0)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     assert vae.encoder.get_layer("hidden_0").compute_dtype == "bfloat16" and vae.sampler.compute_dtype == "float32"
     x = np.random.default_rng(0).uniform(size=(12, 8, 8, 1)).astype(np.float32)
-    figures = subo_estimates(vae, x, samples=10)
+    figures = subo_estimates(vae, x, importance_samples=10)
     assert np.isfinite(figures["U"]) and figures["S_K"]["10"] <= figures["U"] + 1.0
 
 
 def test_residual_blocks_and_activation_build_train_and_survive_saving(tmp_path):
     params = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 4, "model.filters": [8, 16],
                             "model.residual_blocks": 2, "model.activation": "silu"})
-    vae = build_vae((16, 16, 1), params.model, params.loss, seed=0)
+    vae = build_vae((16, 16, 1), resolved(params.model, (16, 16, 1)), params.loss, seed=0)
     names = [layer.name for layer in vae.encoder.layers]
     assert [n for n in names if n.endswith("_res_0") or n.endswith("_res_1")] == [
         "conv_0_res_0", "conv_0_res_1", "conv_1_res_0", "conv_1_res_1"]  # the skip additions
@@ -270,14 +270,14 @@ def test_residual_blocks_and_activation_build_train_and_survive_saving(tmp_path)
 def test_strided_decoder_top_is_the_encoders_mirror_with_no_full_resolution_layer(tmp_path):
     params = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 4, "model.filters": [8, 16],
                             "model.decoder_top": "strided"})
-    vae = build_vae((16, 12, 1), params.model, params.loss, seed=0)
+    vae = build_vae((16, 12, 1), resolved(params.model, (16, 12, 1)), params.loss, seed=0)
     convs = [layer for layer in vae.decoder.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
     # 4×3×16 -> 8×6×8 -> 16×12×1: widths 16, 8, 1 reversed from the encoder's 1, 8, 16
     assert [(c.name, c.output.shape[1:]) for c in convs] == [("deconv_0", (8, 6, 8)), ("params", (16, 12, 1))]
     assert convs[-1].strides == (2, 2) and convs[-1].dtype_policy.compute_dtype == "float32"
-    full = build_vae((16, 12, 1), tiny_params(**{"model.architecture": "conv", "model.latent_dim": 4,
-                                                 "model.filters": [8, 16], "model.decoder_top": "full"}).model,
-                     params.loss, seed=0)
+    full_top = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 4, "model.filters": [8, 16],
+                              "model.decoder_top": "full"})
+    full = build_vae((16, 12, 1), resolved(full_top.model, (16, 12, 1)), params.loss, seed=0)
     assert [c.output.shape[1:] for c in full.decoder.layers if isinstance(c, keras.layers.Conv2DTranspose)] == [
         (8, 6, 16), (16, 12, 8), (16, 12, 1)]
     x = (np.random.default_rng(0).uniform(size=(16, 16, 12, 1)) > 0.5).astype(np.float32)
@@ -297,9 +297,7 @@ def test_the_iwae_objective_is_s_k_and_sits_below_u(pipeline_run):
     trained = load_vae(pipeline_run["paths"]["model"])
     x = load_split(pipeline_run["paths"]["prepared"], "test").inputs(slice(200))
     params = tiny_params(**{"loss.objective": "iwae", "loss.mc_samples": 50})
-    model, _ = __import__("pipeline.auto", fromlist=["resolve_model"]).resolve_model(
-        params.model, {"example_shape": [8, 8, 1], "value_range": [0.0, 1.0]})
-    iwae = build_vae((8, 8, 1), model, params.loss, seed=1)
+    iwae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=1)
     iwae.set_weights(trained.get_weights())
     objective, terms = iwae.objective(x)
     reference = subo_estimates(trained, x, 50, seed=0)

@@ -80,7 +80,7 @@ def test_evaluation_failing_halfway_keeps_every_output(pipeline_run, tmp_path, m
 # --- 3. the encode command writes only its own partition --------------------------------
 
 def test_encode_command_adds_a_partition_and_never_deletes_another(pipeline_run, tmp_path):
-    from pipeline.encode import encode_new_data
+    from pipeline.encode_new import encode_new_data
     from pipeline.latents import load_latents
 
     paths = pipeline_run["paths"]
@@ -103,7 +103,7 @@ def test_encode_command_adds_a_partition_and_never_deletes_another(pipeline_run,
 
 
 def test_encode_command_refuses_a_partition_of_another_latent_size(pipeline_run, tmp_path):
-    from pipeline.encode import encode_new_data
+    from pipeline.encode_new import encode_new_data
     from pipeline.latents import write_latents
 
     from .test_latents import _batch
@@ -120,7 +120,7 @@ def test_encode_command_refuses_a_partition_of_another_latent_size(pipeline_run,
 @pytest.fixture(scope="module")
 def table_model(tmp_path_factory):
     """A model trained one epoch on a 3-feature CSV; returns (root, model path, csv)."""
-    from pipeline.data import prepare
+    from pipeline.prepare import prepare
     from pipeline.runner import train
 
     root = tmp_path_factory.mktemp("table")
@@ -136,7 +136,7 @@ def table_model(tmp_path_factory):
 def test_table_columns_are_matched_by_name(table_model, tmp_path):
     import pyarrow.csv as pacsv
 
-    from pipeline.encode import encode_new_data
+    from pipeline.encode_new import encode_new_data
     from pipeline.latents import latents_to_numpy, load_latents
 
     root, model, table = table_model
@@ -151,7 +151,7 @@ def test_table_columns_are_matched_by_name(table_model, tmp_path):
 def test_a_missing_column_is_named_and_an_unnamed_label_is_pointed_out(table_model, tmp_path, caplog):
     import pyarrow.csv as pacsv
 
-    from pipeline.encode import encode_new_data
+    from pipeline.encode_new import encode_new_data
 
     root, model, table = table_model
     pacsv.write_csv(table.select(["a", "c", "label"]), tmp_path / "no_b.csv")
@@ -163,7 +163,7 @@ def test_a_missing_column_is_named_and_an_unnamed_label_is_pointed_out(table_mod
 
 
 def test_an_image_folder_for_a_table_model_is_a_clear_error(table_model, tmp_path):
-    from pipeline.encode import encode_new_data
+    from pipeline.encode_new import encode_new_data
 
     _, model, _ = table_model
     make_image_folder(tmp_path / "imgs", per_class=2)
@@ -377,7 +377,7 @@ def _broken_sources(tmp_path: Path):
 
 
 def test_broken_inputs_of_every_source_end_in_one_line(tmp_path):
-    from pipeline.data import prepare
+    from pipeline.prepare import prepare
 
     cases = _broken_sources(tmp_path)
     assert len(cases) == 15

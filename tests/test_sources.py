@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import parse_params
-from pipeline.data import Preprocessor, load_split, prepare
+from pipeline.data import Preprocessor, load_split
+from pipeline.prepare import prepare
 from pipeline.errors import DataError
 
 from .test_data import write_idx
@@ -54,8 +55,8 @@ def test_table_csv_and_parquet(tmp_path):
         table = make_table(path)
         manifest = prepare(data_config(source="table", path=str(path), scaling="unit"), seed=0,
                            out_dir=tmp_path / f"p{suffix}")
-        assert manifest["example_shape"] == [3] and manifest["label_names"] == ["cat", "dog", "eel"]
-        assert sum(manifest["counts"].values()) == 60
+        assert manifest.example_shape == [3] and manifest.label_names == ["cat", "dog", "eel"]
+        assert sum(manifest.counts.values()) == 60
         train = load_split(tmp_path / f"p{suffix}", "train")
         inputs = train.inputs()
         assert inputs.min() == 0.0 and inputs.max() == 1.0  # min/max of train per feature
@@ -71,7 +72,7 @@ def test_table_feature_columns_and_no_labels(tmp_path):
     manifest = prepare(data_config(source="table", path=str(path), table={"label_column": None,
                                                                            "feature_columns": ["b", "a"]}),
                        seed=0, out_dir=tmp_path / "p")
-    assert manifest["example_shape"] == [2] and manifest["label_names"] == []
+    assert manifest.example_shape == [2] and manifest.label_names == []
     assert set(load_split(tmp_path / "p", "test").y) == {-1}
 
 
@@ -94,7 +95,7 @@ def test_npz_with_keys_and_errors(tmp_path):
     np.savez(tmp_path / "d.npz", inputs=rng.uniform(size=(50, 4, 4)), target=np.arange(50) % 2)
     cfg = data_config(source="npz", path=str(tmp_path / "d.npz"), npz={"x_key": "inputs", "y_key": "target"})
     manifest = prepare(cfg, seed=0, out_dir=tmp_path / "p")
-    assert manifest["example_shape"] == [4, 4] and manifest["counts"] == {"train": 40, "test": 10}
+    assert manifest.example_shape == [4, 4] and manifest.counts == {"train": 40, "test": 10}
     with pytest.raises(DataError, match=r"no array named 'input'; it holds \['inputs', 'target'\] \(did you mean 'inputs'\?\)"):
         prepare(data_config(source="npz", path=str(tmp_path / "d.npz"), npz={"x_key": "input"}), 0, tmp_path / "q")
     np.savez(tmp_path / "m.npz", x=np.zeros((5, 2)), y=np.zeros(4))
@@ -115,9 +116,9 @@ def test_image_folder_resize_grey_and_rgb(tmp_path):
     make_image_folder(tmp_path / "imgs", sizes=((10, 12), (20, 9)))
     cfg = data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": [8, 6]})
     manifest = prepare(cfg, seed=0, out_dir=tmp_path / "p")
-    assert manifest["example_shape"] == [8, 6, 1] and manifest["label_names"] == ["circle", "square"]
+    assert manifest.example_shape == [8, 6, 1] and manifest.label_names == ["circle", "square"]
     cfg = data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": [8, 6], "color": "rgb"})
-    assert prepare(cfg, seed=0, out_dir=tmp_path / "q")["example_shape"] == [8, 6, 3]
+    assert prepare(cfg, seed=0, out_dir=tmp_path / "q").example_shape == [8, 6, 3]
 
 
 def test_image_folder_of_mixed_sizes_needs_a_resize(tmp_path):
@@ -135,11 +136,11 @@ def test_idx_directory_with_and_without_a_test_part(tmp_path):
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, size=(30, 5, 5)))
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(30) % 3)
     manifest = prepare(data_config(source="idx", path=str(tmp_path)), seed=0, out_dir=tmp_path / "p")
-    assert manifest["counts"] == {"train": 24, "test": 6} and manifest["example_shape"] == [5, 5, 1]
+    assert manifest.counts == {"train": 24, "test": 6} and manifest.example_shape == [5, 5, 1]
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, size=(9, 5, 5)))
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(9) % 3)
     manifest = prepare(data_config(source="idx", path=str(tmp_path)), seed=0, out_dir=tmp_path / "p")
-    assert manifest["counts"] == {"train": 30, "test": 9}
+    assert manifest.counts == {"train": 30, "test": 9}
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(8) % 3)
     with pytest.raises(DataError, match="9 images but .*t10k-labels-idx1-ubyte.gz has 8 labels"):
         prepare(data_config(source="idx", path=str(tmp_path)), seed=0, out_dir=tmp_path / "p")
@@ -151,12 +152,12 @@ def test_standardize_binarize_and_subsample(tmp_path):
     used = train.std(axis=0) > 0
     np.testing.assert_allclose(train[:, used].mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(train[:, used].std(axis=0), 1, atol=1e-3)
-    assert manifest["value_range"][0] < 0
+    assert manifest.value_range[0] < 0
     prepare(data_config(binarize="static", binarize_threshold=0.3), seed=0, out_dir=tmp_path / "b")
     assert set(np.unique(load_split(tmp_path / "b", "train").inputs())) == {0.0, 1.0}
     manifest = prepare(data_config(max_examples=500), seed=0, out_dir=tmp_path / "m")
-    assert sum(manifest["counts"].values()) == 500
-    assert min(manifest["counts_per_class"]["train"]) >= 35  # stratified
+    assert sum(manifest.counts.values()) == 500
+    assert min(manifest.counts_per_class["train"]) >= 35  # stratified
 
 
 def test_preprocessor_round_trips_through_its_file(tmp_path):
@@ -181,7 +182,7 @@ def test_a_bad_source_keeps_the_previous_prepared_data(tmp_path):
     good = prepare(data_config(), seed=0, out_dir=out)
     with pytest.raises(DataError, match="not found"):
         prepare(data_config(source="npz", path=str(tmp_path / "missing.npz")), seed=0, out_dir=out)
-    assert json.loads((out / "manifest.json").read_text()) == good
+    assert json.loads((out / "manifest.json").read_text()) == good.to_dict()
 
 
 def test_misspelt_source_suggests_the_closest():
@@ -200,7 +201,7 @@ def _files(folder):
 @pytest.mark.parametrize("source", ["digits", "npz", "idx", "image_folder", "table"])
 def test_chunk_size_changes_nothing_in_the_prepared_data(tmp_path, source):
     """Streaming prepare: a chunk of 7 rows and one chunk give byte-identical outputs."""
-    import pipeline.sources as sources
+    import pipeline.dataset as dataset
 
     rng = np.random.default_rng(1)
     setup = {"digits": {"scaling": "standardize"}}
@@ -220,13 +221,13 @@ def test_chunk_size_changes_nothing_in_the_prepared_data(tmp_path, source):
         setup["table"] = {"path": str(tmp_path / "t.parquet"), "scaling": "unit"}
     cfg = data_config(source=source, **setup[source])
     one = prepare(cfg, seed=0, out_dir=tmp_path / "one", step=10**9)
-    sources_chunk = sources.CHUNK_BYTES
+    chunk_bytes = dataset.CHUNK_BYTES
     try:
-        sources.CHUNK_BYTES = 1  # readers decode a row at a time too
+        dataset.CHUNK_BYTES = 1  # readers decode a row at a time too
         tiny = prepare(cfg, seed=0, out_dir=tmp_path / "tiny", step=7)
     finally:
-        sources.CHUNK_BYTES = sources_chunk
-    assert one == tiny and one["fingerprint"] == tiny["fingerprint"]
+        dataset.CHUNK_BYTES = chunk_bytes
+    assert one == tiny and one.fingerprint == tiny.fingerprint
     assert _files(tmp_path / "one") == _files(tmp_path / "tiny")
     assert not list(tmp_path.glob("**/.scratch"))  # the decoded copies are gone
 
@@ -245,13 +246,33 @@ def test_uncompressed_npz_is_memory_mapped_and_compressed_is_read(tmp_path):
 
 
 def test_worker_processes_decode_an_image_folder_as_one_process_does(tmp_path, monkeypatch):
-    import pipeline.sources as sources
+    import pipeline.dataset as dataset
+    import pipeline.images as images
 
     make_image_folder(tmp_path / "imgs", per_class=30, mode="RGB")
-    serial = sources.read_image_folder(tmp_path / "imgs", (8, 8), "rgb")
-    monkeypatch.setattr(sources, "PARALLEL_DECODE_FILES", 1)
-    monkeypatch.setattr(sources, "CHUNK_BYTES", 8 * 8 * 3 * 7)  # 7 images a chunk: several chunks per worker
-    parallel = sources.read_image_folder(tmp_path / "imgs", (8, 8), "rgb", scratch=tmp_path)
+    serial = images.read_image_folder(tmp_path / "imgs", (8, 8), "rgb")
+    monkeypatch.setattr(images, "PARALLEL_DECODE_FILES", 1)
+    monkeypatch.setattr(dataset, "CHUNK_BYTES", 8 * 8 * 3 * 7)  # 7 images a chunk: several chunks per worker
+    parallel = images.read_image_folder(tmp_path / "imgs", (8, 8), "rgb", scratch=tmp_path)
     assert isinstance(parallel.x, np.memmap)
     np.testing.assert_array_equal(parallel.x, serial.x)
     assert parallel.y.tolist() == serial.y.tolist()
+
+
+def test_one_rule_tells_the_source_of_a_path_and_a_mismatch_is_named(tmp_path):
+    from pipeline.sources import source_of
+
+    make_table(tmp_path / "t.csv")
+    np.savez(tmp_path / "a.npz", x=np.zeros((4, 2)))
+    make_image_folder(tmp_path / "imgs", per_class=2)
+    (tmp_path / "idx").mkdir()
+    write_idx(tmp_path / "idx" / "train-images-idx3-ubyte.gz", np.zeros((3, 2, 2), np.uint8))
+    (tmp_path / "notes.md").write_text("x")
+    assert [source_of(tmp_path / p) for p in ("t.csv", "a.npz", "imgs", "idx")] == ["table", "npz", "image_folder",
+                                                                                   "idx"]
+    with pytest.raises(DataError, match=r"notes.md: unknown kind of file '.md'"):
+        source_of(tmp_path / "notes.md")
+    with pytest.raises(DataError, match=r"t.csv: data.source is 'npz', but data.path holds a .csv/.tsv/.parquet "
+                                        r"table; set data.source: table"):
+        prepare(data_config(source="npz", path=str(tmp_path / "t.csv")), seed=0, out_dir=tmp_path / "p")
+    assert not (tmp_path / "p").exists()

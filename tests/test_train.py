@@ -27,7 +27,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 def project(tmp_path_factory):
     """A directory with params.yaml and data/prepared (digits), where stages run as in DVC."""
     from pipeline.config import parse_params
-    from pipeline.data import prepare
+    from pipeline.prepare import prepare
 
     root = tmp_path_factory.mktemp("train")
     prepare(parse_params(TINY).data, seed=0, out_dir=root / "data" / "prepared")
@@ -128,14 +128,16 @@ tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU"
 import keras
 from pipeline.config import parse_params
 from pipeline.model import build_vae
+from pipeline.resolve import resolve_model
 
 params = parse_params(json.loads(sys.argv[1]))
+model = resolve_model(params.model, (8, 8, 1), [0.0, 1.0])[0]
 x = np.random.default_rng(0).uniform(size=(512, 8, 8, 1)).astype("float32")
 
 def one_step(strategy):
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        vae = build_vae((8, 8, 1), params.model, params.loss, seed=0)
+        vae = build_vae((8, 8, 1), model, params.loss, seed=0)
         vae.compile(optimizer=keras.optimizers.SGD(0.01))
     before = [w.numpy().copy() for w in vae.trainable_weights]
     history = vae.fit(x, batch_size=512, epochs=1, verbose=0, shuffle=False).history
@@ -215,11 +217,15 @@ def test_bf16_cosine_and_clipping_in_process(pipeline_run, tmp_path):
 
 def test_a_backup_is_resumed_only_when_the_auto_knobs_resolve_alike():
     """The same params may resolve differently under another version of the rules."""
+    from types import SimpleNamespace
+
     from pipeline.config import parse_params
-    from pipeline.train import _Run, _run_fingerprint
+    from pipeline.resolve import Run, resolve_model
+    from pipeline.train import _run_fingerprint
 
     params = parse_params(TINY)
-    run, manifest = _Run(params.model, params.loss, params.train, 0.1, "none", 0), {"fingerprint": "data"}
+    model = resolve_model(params.model, (8, 8, 1), [0.0, 1.0])[0]
+    run, manifest = Run(model, params.loss, params.train, 100, 0.1, "none", 0), SimpleNamespace(fingerprint="data")
     one, two = {"model.filters": {"value": [32], "why": "rule"}}, {"model.filters": {"value": [32, 64], "why": "rule"}}
     assert _run_fingerprint(run, manifest, one) == _run_fingerprint(run, manifest, dict(one))
     assert _run_fingerprint(run, manifest, one) != _run_fingerprint(run, manifest, two)
@@ -269,3 +275,22 @@ def test_validation_batches_binarize_the_same_way_every_epoch(tmp_path):
     once, twice = (np.concatenate([b.numpy() for b in ds]) for _ in range(2))
     assert set(np.unique(once)) == {0.0, 1.0} and np.array_equal(once, twice)
     assert 0.3 < once.mean() < 0.7
+
+
+def test_validation_and_evaluate_see_the_same_binarization_draw_of_a_row(tmp_path):
+    """One draw per (seed, row): training's validation batches, of any size, and the rows
+    evaluate scores (data.fixed_inputs) get the same x_b for the same row."""
+    from pipeline.data import Preprocessor, Split, fixed_inputs
+    from pipeline.feed import batches
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(size=(50, 4)).astype(np.float32))
+    split = Split(np.load(tmp_path / "x.npy", mmap_mode="r"), np.zeros(50, np.int32), np.arange(50),
+                  Preprocessor("none", np.zeros(1, np.float32), np.ones(1, np.float32)))
+    val_rows = np.arange(5, 45, 2)
+    by_7 = np.concatenate([b.numpy() for b in batches(split, val_rows, 7, seed=3, binarize="dynamic")])
+    by_16 = np.concatenate([b.numpy() for b in batches(split, val_rows, 16, seed=3, binarize="dynamic")])
+    scored = fixed_inputs(split, val_rows[[3, 11, 17]], "dynamic", seed=3)
+    assert set(np.unique(by_7)) == {0.0, 1.0} and np.array_equal(by_7, by_16)
+    np.testing.assert_array_equal(scored, by_7[[3, 11, 17]])
+    assert not np.array_equal(fixed_inputs(split, val_rows, "dynamic", seed=4), by_7)  # the seed matters
+    assert abs(by_7.mean() - np.asarray(split.x[val_rows]).mean()) < 0.1  # x_b ~ Bernoulli(x)

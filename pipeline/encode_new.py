@@ -1,0 +1,73 @@
+"""`vae-pipeline encode`: new data in another project, encoded with a trained model bundle.
+
+The data is read by prepare's readers (the source follows from what the path is:
+`pipeline.sources.source_of`) and preprocessed as the training data was; only the
+partition out_dir/split=<split> is written.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.bundle import load_bundle
+from pipeline.config import DataConfig, ImagesConfig, NpzConfig, TableConfig
+from pipeline.dataset import NO_LABEL, Dataset
+from pipeline.errors import DataError
+from pipeline.io import scratch_dir, sha256_file
+from pipeline.latents import encoded_batches, package_versions, write_partition
+from pipeline.sources import load_source, source_of
+
+
+def input_config(path: Path, example_shape: list[int], feature_names: list[str] | None = None, x_key: str = "x",
+                 y_key: str | None = None, label_column: str | None = None) -> DataConfig:
+    """How to read new data at `path` with prepare's readers, as the model's training data was read.
+
+    A table's features are the training columns, matched by name; images are resized to
+    the training size.
+    """
+    source = source_of(path)
+    if source == "image_folder" and len(example_shape) != 3:
+        raise DataError(f"{path}: a folder of images, but the model was trained on examples of shape "
+                        f"{example_shape}{' (table rows)' if feature_names else ''}; give it data of that shape")
+    size = tuple(example_shape[:2]) if len(example_shape) == 3 else None
+    return DataConfig(source=source, path=str(path), npz=NpzConfig(x_key, y_key),
+                      table=TableConfig(label_column, tuple(feature_names) if feature_names else None),
+                      images=ImagesConfig(size=size, color="rgb" if example_shape[-1] == 3 else "grey"))
+
+
+def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = 1024,
+                    split: str = "new", overwrite: bool = False, **reader_options) -> int:
+    """Encode `input_path` with a trained model, preprocessed as its training data was.
+
+    Writes only the partition out_dir/split=<split>; an existing one is replaced only
+    with `overwrite`, and no other partition is touched.
+    """
+    bundle = load_bundle(model_path)
+    trained_on = bundle.manifest
+    feature_names = trained_on.feature_names if trained_on else None
+    with scratch_dir(out_dir) as scratch:  # for sources that must be decoded (images, gzip IDX)
+        config = input_config(input_path, bundle.example_shape, feature_names, **reader_options)
+        dataset = load_source(config, scratch)
+        bundle.check_shape(dataset.x.shape[1:], input_path)
+        label_names = trained_on.label_names if trained_on else list(dataset.label_names)
+        y = _to_training_labels(dataset, label_names)
+        metadata = {
+            "dataset_source": f"{dataset.source}: {input_path}",
+            "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
+            "label_names": label_names,
+            "model_sha256": sha256_file(model_path),
+            "choices": bundle.choices,
+            "versions": package_versions(),
+        }
+        batches = encoded_batches(bundle.vae.encoder, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
+                                  batch_size, bundle.preprocess)
+        return write_partition(out_dir, split, batches, bundle.vae.latent_dim, metadata, overwrite=overwrite)
+
+
+def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:
+    """The new data's labels as indices into the training label names (NO_LABEL when unknown)."""
+    if not len(dataset.label_names):
+        return dataset.y
+    index = {name: i for i, name in enumerate(training_names)}
+    lookup = np.array([index.get(name, NO_LABEL) for name in dataset.label_names], np.int32)
+    return np.where(dataset.y == NO_LABEL, NO_LABEL, lookup[dataset.y])
