@@ -19,6 +19,41 @@ def run(params: Params, *, prepared_dir, out_dir) -> dict:
     return baselines(prepared_dir=prepared_dir, out_dir=out_dir, dim=params.model.latent_dim, protocol=protocol)
 
 
+def as_the_encoder_sees(train: np.ndarray, test: np.ndarray, manifest, preprocess) -> tuple[np.ndarray, np.ndarray]:
+    """The baselines' view of a table or count matrix, with the information the encoder has:
+    counts as log1p; every missing cell imputed from the train rows, with the mean of a
+    real or count column and the mode of a binary or categorical one (its one-hot); and one
+    missing indicator per column with missing cells."""
+    source = preprocess.source if preprocess.source is not None else np.arange(train.shape[1])
+    kinds = [c.type for c in manifest.columns] if manifest.columns else ["count"] * train.shape[1]
+    parts, flags = [train.copy(), test.copy()], []
+    for c, kind in enumerate(kinds):
+        features = np.flatnonzero(source == c)
+        if kind == "count":
+            for part in parts:
+                part[:, features] = np.log1p(part[:, features])
+        observed = np.isfinite(parts[0][:, features[0]])
+        fill = _fill_value(kind, parts[0][observed][:, features])
+        for part in parts:
+            missing = np.isnan(part[:, features[0]])
+            part[np.ix_(missing, features)] = fill
+            if manifest.columns and manifest.columns[c].missing > 0:
+                flags.append(missing)
+    return tuple(np.column_stack([part, *flags[i::2]]) for i, part in enumerate(parts))
+
+
+def _fill_value(kind: str, observed: np.ndarray) -> np.ndarray:
+    """The mean (real, count) or the mode (binary; categorical, as its one-hot) of a column's
+    observed train values (n, width)."""
+    if not len(observed):
+        return np.zeros(observed.shape[1])
+    if kind == "categorical":
+        return np.eye(observed.shape[1])[np.bincount(observed.argmax(axis=1), minlength=observed.shape[1]).argmax()]
+    if kind == "binary":
+        return np.array([np.bincount(observed[:, 0].astype(int), minlength=2).argmax()], float)
+    return observed.mean(axis=0)
+
+
 def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> dict:
     """baselines.json: linear and kNN probes on the raw inputs and on their d-dimensional PCA.
 
@@ -34,6 +69,8 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
         rows = dict(zip(("train", "test"), probe_rows(data["train"].y, data["test"].y, protocol)))
         # float64: PCA in float32 loses enough precision to move the probe (digits PCA-8: 0.897 vs 0.903).
         flat = {split: data[split].inputs(r).astype(np.float64).reshape(len(r), -1) for split, r in rows.items()}
+        if manifest.columns is not None or manifest.value_type == "count":
+            flat = dict(zip(flat, as_the_encoder_sees(flat["train"], flat["test"], manifest, data["train"].preprocess)))
         pca = PCA(n_components=min(dim, flat["train"].shape[1]), random_state=protocol.seed).fit(flat["train"])
         features = {"pca": (pca.transform(flat["train"]), pca.transform(flat["test"])),
                     "raw": (flat["train"], flat["test"])}

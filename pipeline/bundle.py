@@ -39,13 +39,14 @@ class Bundle:
     run: dict | None = None  # pipeline.resolve.Run.as_params()
 
     @property
-    def example_shape(self) -> list[int]:
-        return list(self.vae.encoder.inputs[0].shape[1:])
+    def input_shape(self) -> list[int]:
+        """One preprocessed example as the model reads it (the decoder's output shape)."""
+        return list(self.vae.decoder.outputs[0].shape[1:])
 
     def check_shape(self, shape, where) -> None:
-        """Raise DataError unless examples of `shape` (from `where`) fit the model."""
-        if self.example_shape != list(shape):
-            raise DataError(f"{self.model_path}: model takes examples of shape {self.example_shape}, but {where} "
+        """Raise DataError unless preprocessed examples of `shape` (from `where`) fit the model."""
+        if self.input_shape != list(shape):
+            raise DataError(f"{self.model_path}: model takes examples of shape {self.input_shape}, but {where} "
                             f"holds {list(shape)}; retrain the model or resize the input")
 
 

@@ -38,12 +38,14 @@ class TableConfig:
     label_column: str | None = "label"  # null: no labels
     # null: every column but the label
     feature_columns: tuple[str, ...] | None = field(default=None, metadata={"min_length": 1, "noun": "column names"})
+    # {column: type} overriding the typing rule (pipeline.auto.column_type) for those columns
+    column_types: dict[str, Literal["real", "binary", "categorical", "count"]] | None = None
 
 
 @dataclass(frozen=True)
 class ImagesConfig:
     size: tuple[int, ...] | None = field(default=None, metadata={"lo": 1, "length": 2})  # [H, W]
-    color: Literal["grey", "rgb"] = "grey"
+    color: Literal["auto", "grey", "rgb"] = AUTO  # auto: rgb when any image has colour
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ class ModelConfig:
     hidden: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # Dense widths (after the convs for conv)
     filters: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # conv only: Conv2D filters per layer
     # bernoulli for data in [0, 1]; gaussian for real values. Both keep S bounded below.
-    likelihood: Literal["auto", "bernoulli", "gaussian"] = AUTO
+    likelihood: Literal["auto", "bernoulli", "gaussian", "columns"] = AUTO
+    # count columns and count matrices: negative_binomial (a learned dispersion per feature) or poisson
+    count_likelihood: Literal["negative_binomial", "poisson"] = "negative_binomial"
     # gaussian only: a fixed σ, or "learned": one trainable σ per feature, at least sigma_floor
     sigma: float | Literal["learned"] = bounded("learned", lo=0, lo_open=True)
     sigma_floor: float = bounded(0.05, lo=0, lo_open=True)
@@ -93,12 +97,20 @@ class ResolvedModel:
     latent_dim: int
     hidden: tuple[int, ...]
     filters: tuple[int, ...]
-    likelihood: Literal["bernoulli", "gaussian"]
+    # columns: one family per column group (tables and count matrices, see `groups`)
+    likelihood: Literal["bernoulli", "gaussian", "columns"]
+    count_likelihood: Literal["negative_binomial", "poisson"]
     sigma: float | Literal["learned"]
     sigma_floor: float
     activation: Literal["relu", "silu", "gelu"]
     residual_blocks: int
     decoder_top: Literal["strided", "full"]
+    # likelihood "columns": (family, first feature, width) per group, the features whose
+    # encoder input is log1p (counts), and the first feature of every column whose missing
+    # cells the encoder is told of (a mask input per column; empty when nothing is missing)
+    groups: tuple[tuple[str, int, int], ...] = ()
+    log1p_features: tuple[int, ...] = ()
+    mask_features: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

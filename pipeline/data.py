@@ -27,26 +27,49 @@ class Preprocessor:
 
     offset and scale broadcast against one example; prepare fits them on the train split only
     (`pipeline.prepare.fit_preprocessor`).
+
+    Tables (`source` set): x holds one code per column (pipeline.tables) and x' one value
+    per model feature: feature i reads column source[i]; a categorical column's features
+    are its one-hot (feature i is 1 where the code is level[i]); offset and scale are
+    those of the real columns (0 and 1 elsewhere), and only real features (`real`) are
+    clipped. A missing cell (NaN) stays NaN in every feature of its column.
     """
 
     scaling: str
     offset: np.ndarray
     scale: np.ndarray
     threshold: float | None = None  # set for static binarization
+    source: np.ndarray | None = None  # (F,) int: the column of each feature
+    level: np.ndarray | None = None  # (F,) float: the level a one-hot feature stands for, -1 elsewhere
+    real: np.ndarray | None = None  # (F,) bool: the features of real columns
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = np.array(x, np.float32)  # a copy; the rest works in place: one float32 array per call
+        if self.source is None:
+            out = np.array(x, np.float32)  # a copy; the rest works in place: one float32 array per call
+        else:
+            out = np.asarray(x, np.float32)[:, self.source]  # (n, F), a new array
+            hot = self.level >= 0
+            codes = out[:, hot]
+            out[:, hot] = np.where(np.isnan(codes), np.nan, codes == self.level[hot])
         out -= self.offset
         out /= self.scale
-        if self.scaling == "unit":
-            np.clip(out, 0.0, 1.0, out=out)  # test values outside the train range
+        if self.scaling == "unit":  # test values outside the train range
+            clipped = out if self.real is None else out[:, self.real]
+            np.clip(clipped, 0.0, 1.0, out=clipped)
+            if self.real is not None:
+                out[:, self.real] = clipped
         if self.threshold is not None:
             np.greater(out, self.threshold, out=out)
         return out
 
+    def output_shape(self, stored_shape) -> list[int]:
+        """The shape of one preprocessed example, given the stored one."""
+        return list(stored_shape) if self.source is None else [len(self.source)]
+
     def save(self, path: Path) -> None:
+        table = {} if self.source is None else {"source": self.source, "level": self.level, "real": self.real}
         np.savez(path, offset=self.offset, scale=self.scale, scaling=self.scaling,
-                 threshold=np.nan if self.threshold is None else self.threshold)
+                 threshold=np.nan if self.threshold is None else self.threshold, **table)
 
     @classmethod
     def load(cls, path: Path) -> "Preprocessor":
@@ -56,7 +79,9 @@ class Preprocessor:
             raise DataError(f"{path}: cannot read the preprocessing ({error})") from None
         with f:
             threshold = float(f["threshold"])
-            return cls(str(f["scaling"]), f["offset"], f["scale"], None if np.isnan(threshold) else threshold)
+            table = {name: f[name] for name in ("source", "level", "real") if name in f.files}
+            return cls(str(f["scaling"]), f["offset"], f["scale"], None if np.isnan(threshold) else threshold,
+                       **table)
 
 
 @dataclass(frozen=True)

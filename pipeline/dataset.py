@@ -5,12 +5,13 @@ Readers work in chunks of about CHUNK_BYTES and decode into `scratch` memory map
 (`pipeline.io.allocate`), so memory does not grow with the data.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.io import allocate
+from pipeline.manifest import Column
 
 NO_LABEL = -1
 # Rows are read, decoded and copied in chunks of about this many bytes (of the source's
@@ -37,6 +38,10 @@ class Dataset:
     # Images whose pixel scale the reader knows tops out below 255 (digits: 0..16).
     # uint8 arrays are pixels on 0..255 without saying so (pipeline.auto.pixel_levels).
     declared_levels: float | None = None
+    # Tables: each column's type and levels; x holds codes (values or level indices), NaN where missing.
+    columns: tuple[Column, ...] | None = None
+    # `auto` choices the reader made (e.g. data.images.color), with their rules.
+    choices: dict = field(default_factory=dict)
 
     @property
     def labelled(self) -> bool:

@@ -34,7 +34,7 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
     """
     manifest = Manifest.read(prepared_dir)
     bundle = load_bundle(model_path)
-    bundle.check_shape(manifest.example_shape, prepared_dir)
+    bundle.check_shape(manifest.input_shape, prepared_dir)
     metadata = {
         "dataset_fingerprint": manifest.fingerprint,
         "dataset_source": manifest.source,
@@ -64,7 +64,7 @@ def encode_share(prepared_dir, model_path, directory: Path, worker: int, *, batc
         for split in SPLITS:
             data = load_split(prepared_dir, split)
             rows = slice(worker * len(data) // workers, (worker + 1) * len(data) // workers)
-            yield from encoded_batches(vae.encoder, split, data.x[rows], data.y[rows], data.id[rows], batch_size,
+            yield from encoded_batches(vae.predict_posterior, split, data.x[rows], data.y[rows], data.id[rows], batch_size,
                                        data.preprocess)
 
     return write_part(directory, batches(), vae.latent_dim, metadata, part=worker)

@@ -46,9 +46,11 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     trained_on = bundle.manifest
     feature_names = trained_on.feature_names if trained_on else None
     with scratch_dir(out_dir) as scratch:  # for sources that must be decoded (images, gzip IDX)
-        config = input_config(input_path, bundle.example_shape, feature_names, **reader_options)
-        dataset = load_source(config, scratch)
-        bundle.check_shape(dataset.x.shape[1:], input_path)
+        config = input_config(input_path, bundle.input_shape, feature_names, **reader_options)
+        # A table's columns are coded as in training: the same levels, an unseen one an error.
+        dataset = load_source(config, scratch, trained_on.columns if trained_on else None)
+        stored = dataset.x.shape[1:]
+        bundle.check_shape(bundle.preprocess.output_shape(stored) if bundle.preprocess else stored, input_path)
         label_names = trained_on.label_names if trained_on else list(dataset.label_names)
         y = _to_training_labels(dataset, label_names)
         metadata = {
@@ -59,7 +61,7 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
             "choices": bundle.choices,
             "versions": package_versions(),
         }
-        batches = encoded_batches(bundle.vae.encoder, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
+        batches = encoded_batches(bundle.vae.predict_posterior, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
                                   batch_size, bundle.preprocess)
         return write_partition(out_dir, split, batches, bundle.vae.latent_dim, metadata, overwrite=overwrite)
 

@@ -34,7 +34,7 @@ def batches(split: Split, rows: np.ndarray, batch_size: int, *, seed: int, shuff
     rows = np.asarray(rows, np.int64)  # no copy of a memory-mapped int64 index
     source = np.asarray(split.x[rows]) if in_memory else split.x
     lookup = None if in_memory else rows
-    shape = [None, *split.x.shape[1:]]
+    shape = [None, *split.preprocess.output_shape(split.x.shape[1:])]
     fixed_draw = binarize == "dynamic" and not shuffle
 
     def read(positions: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scra
     """One subfolder per class of PNG/JPEG files -> uint8 (n, H, W, 1 or 3).
 
     Decoded into a preallocated array (a scratch memory map when given), in chunks; large
-    folders by worker processes, one per core.
+    folders by worker processes, one per core. color "auto": decoded as RGB, and kept so
+    when any pixel of any image has colour (channels that differ), else grey.
     """
     if not path.is_dir():
         raise DataError(f"{path}: data.source 'image_folder' needs a directory with one subfolder per class")
@@ -31,12 +32,13 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scra
     if not files:
         raise DataError(f"{path}: no PNG or JPEG files in class subfolders")
     paths = [f for f, _ in files]
-    reference = (paths[0], decode_images(paths[:1], size, color)[0].shape)
+    decoded = "rgb" if color == "auto" else color
+    reference = (paths[0], decode_images(paths[:1], size, decoded)[0].shape)
     x = allocate(scratch, "images_x", (len(paths), *reference[1]), np.uint8)
     # Chunks of at most 1,024 images: small enough to keep every worker busy to the end.
     step = min(chunk_rows(x[0].nbytes), 1024)
     chunks = [paths[start:start + step] for start in range(0, len(paths), step)]
-    decode = functools.partial(decode_images, size=size, color=color, reference=reference)
+    decode = functools.partial(decode_images, size=size, color=decoded, reference=reference)
     workers = os.cpu_count() or 1
     if len(paths) >= PARALLEL_DECODE_FILES and workers > 1:
         # spawn, not fork: the calling process may hold TensorFlow's threads (the encode command).
@@ -44,9 +46,25 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scra
             _fill(x, pool.map(decode, chunks), step)
     else:
         _fill(x, map(decode, chunks), step)
+    choices = {}
+    if color == "auto":
+        x, choices["data.images.color"] = _colour_or_grey(x, step, scratch)
     x = x[..., None] if x.ndim == 3 else x
     y = np.array([label for _, label in files], np.int32)
-    return Dataset(x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path))
+    return Dataset(x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path), choices=choices)
+
+
+def _colour_or_grey(x: np.ndarray, step: int, scratch: Path | None) -> tuple[np.ndarray, dict]:
+    """RGB images as they are when any pixel has colour; else their one grey channel (R = G = B)."""
+    for start in range(0, len(x), step):
+        chunk = x[start:start + step]
+        coloured = np.flatnonzero((chunk.max(axis=-1) != chunk.min(axis=-1)).reshape(len(chunk), -1).any(axis=1))
+        if len(coloured):
+            return x, {"value": "rgb", "why": f"image {start + int(coloured[0])} (in file order) has colour"}
+    grey = allocate(scratch, "images_grey", x.shape[:-1], np.uint8)
+    for start in range(0, len(x), step):
+        grey[start:start + step] = x[start:start + step, ..., 0]
+    return grey, {"value": "grey", "why": "every pixel of every image has R = G = B"}
 
 
 def _fill(x: np.ndarray, chunks, step: int) -> None:

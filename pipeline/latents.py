@@ -69,13 +69,14 @@ class LatentBatch:
     z_log_var: np.ndarray
 
 
-def encoded_batches(encoder, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray,
+def encoded_batches(posterior, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray,
                     batch_size: int, preprocess=None) -> Iterator[LatentBatch]:
-    """Stream rows through a Keras encoder (x -> z_mean, z_log_var), one batch in memory at a time."""
+    """Stream rows through `posterior` (x -> z_mean, z_log_var, e.g. VAE.predict_posterior),
+    one batch in memory at a time."""
     for start in range(0, len(ids), batch_size):
         rows = slice(start, start + batch_size)
         xb = np.asarray(x[rows])
-        z_mean, z_log_var = encoder.predict_on_batch(preprocess(xb) if preprocess else xb)
+        z_mean, z_log_var = posterior(preprocess(xb) if preprocess else xb)
         yield LatentBatch(split, np.asarray(ids[rows]), np.asarray(y[rows]), np.asarray(z_mean),
                           np.asarray(z_log_var))
 

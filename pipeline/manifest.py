@@ -13,8 +13,30 @@ from pipeline.errors import DataError
 from pipeline.io import write_json
 
 FILE = "manifest.json"
-# The prepared format's version: 2 stores raw values and applies the preprocessing per batch.
-LAYOUT = 2
+# The prepared format's version: 2 stored raw values and applied the preprocessing per batch;
+LAYOUT = 3  # 3: tables store typed column codes (NaN where missing); input_shape, value_type
+
+
+@dataclass(frozen=True)
+class Column:
+    """One feature column of a table, typed at prepare (pipeline.auto.column_type).
+
+    type: real (Gaussian), binary (Bernoulli), categorical (softmax over `levels`) or
+    count (negative binomial or Poisson). levels: the values of a binary or categorical
+    column in code order (the stored code of a cell is its level's index). missing: the
+    fraction of rows without a value.
+    """
+
+    name: str
+    type: str
+    why: str
+    levels: list | None
+    missing: float
+
+    @property
+    def width(self) -> int:
+        """Model features: one per level of a categorical (its one-hot), else one."""
+        return len(self.levels) if self.type == "categorical" else 1
 
 
 @dataclass(frozen=True)
@@ -22,9 +44,13 @@ class Manifest:
     layout: int
     source: str
     path: str | None
-    example_shape: list[int]
+    example_shape: list[int]  # as stored: a table's codes have one value per column
+    input_shape: list[int]  # as the model reads it: a categorical column takes one feature per level
+    # How the values are modelled: pixels, real, count (arrays), or columns (a table; see `columns`)
+    value_type: str
     # Tables: the feature columns by name, so new data is matched by name, not position.
     feature_names: list[str] | None
+    columns: list[Column] | None  # tables: every feature column's type, levels and missing fraction
     dtypes: dict[str, str]  # x, y, id as stored, and source_x: the source's own dtype of x
     counts: dict[str, int]  # examples per split
     counts_per_class: dict[str, list[int]] | None  # None without labels
@@ -40,6 +66,11 @@ class Manifest:
     def scaling(self) -> str:
         return self.preprocessing["scaling"]
 
+    @property
+    def missing(self) -> bool:
+        """Whether any feature cell of the data is missing."""
+        return any(column.missing > 0 for column in self.columns or ())
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -53,7 +84,10 @@ class Manifest:
             layout = raw.get("layout") if isinstance(raw, dict) else None
             raise DataError(f"{where}: not a manifest of prepared data layout {LAYOUT} (layout {layout}); "
                             "re-run the prepare stage (dvc repro prepare)")
-        return cls(**{name: raw[name] for name in names})
+        values = {name: raw[name] for name in names}
+        if values["columns"] is not None:
+            values["columns"] = [Column(**column) for column in values["columns"]]
+        return cls(**values)
 
     @classmethod
     def read(cls, prepared_dir: str | Path) -> "Manifest":

@@ -8,6 +8,7 @@ plain functional model of built-in layers, so `encoder.keras` loads with Keras o
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
@@ -17,6 +18,8 @@ from pipeline.likelihoods import make_likelihood
 from pipeline.networks import build_decoder, build_encoder
 
 PACKAGE = "vae_pipeline"
+# The negative binomial's dispersion r stays above this: lgamma(r) is finite, S bounded.
+DISPERSION_FLOOR = 1e-3
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -54,7 +57,9 @@ class LearnedSigma(layers.Layer):
 
     The floor keeps S bounded below (a density whose σ may shrink to 0 can make log 1/p(x|z)
     as negative as it likes on one well-predicted feature); softplus keeps the gradient
-    smooth above it. Starts at σ = 1, the scale of standardized features.
+    smooth above it. Starts at σ = 1, the scale of standardized features. The negative
+    binomial's dispersion r is the same kind of parameter (positive, per feature; its floor
+    only keeps lgamma(r) finite).
     """
 
     def __init__(self, shape, floor: float, **kwargs):
@@ -76,6 +81,38 @@ class LearnedSigma(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class EncoderInput(layers.Layer):
+    """What the encoder reads of a table's features x (B, F), NaN where a cell is missing:
+    x with missing cells filled with 0, counts as log1p(x), and, when the training data had
+    missing cells, one observed flag (1/0) per column (the features `mask_features`), so
+    the encoder knows a 0 that was filled in from one that was seen. Returns (B, F + flags).
+    """
+
+    def __init__(self, log1p_features=(), mask_features=(), **kwargs):
+        super().__init__(**kwargs)
+        self.log1p_features = [int(i) for i in log1p_features]
+        self.mask_features = [int(i) for i in mask_features]
+
+    def call(self, x):
+        observed = ops.isfinite(x)
+        filled = ops.where(observed, x, ops.zeros_like(x))
+        if self.log1p_features:
+            counts = np.zeros(x.shape[-1], bool)
+            counts[self.log1p_features] = True
+            filled = ops.where(counts, ops.log1p(ops.maximum(filled, 0.0)), filled)
+        if not self.mask_features:
+            return filled
+        flags = ops.cast(ops.take(observed, self.mask_features, axis=-1), filled.dtype)
+        return ops.concatenate([filled, flags], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + len(self.mask_features))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "log1p_features": self.log1p_features, "mask_features": self.mask_features}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class VAE(keras.Model):
     """p_θ(x, z) = p_θ(x|z) N(z; 0, I) with proxy q_φ(z|x), trained by minimising Û.
 
@@ -86,20 +123,21 @@ class VAE(keras.Model):
 
     gradient_estimator picks the φ-gradient estimator (see `subo.phi_surrogate`);
     phi_steps > 1 alternates k encoder (φ) steps with one decoder (θ) step per batch.
+    likelihood "columns" (tables, count matrices): `groups` of features, each with its
+    family (pipeline.likelihoods.Columns); the encoder reads `EncoderInput(x)`.
     """
 
     def __init__(self, encoder, decoder, likelihood="bernoulli", sigma=1.0, sigma_floor=0.05, mc_samples=1,
                  beta=1.0, free_bits=0.0, gradient_estimator="reparameterized", score_baseline=True,
-                 phi_steps=1, seed=None, objective="subo", **kwargs):
+                 phi_steps=1, seed=None, objective="subo", groups=None, log1p_features=(), mask_features=(),
+                 **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.sigma_floor = float(sigma_floor)
-        self.learned_sigma = None  # the gaussian's trainable σ when sigma is "learned"
-        if likelihood == "gaussian" and sigma == "learned":
-            self.learned_sigma = LearnedSigma(decoder.outputs[0].shape[1:], self.sigma_floor, name="sigma")
-            sigma = self.learned_sigma.value
-        self.likelihood = make_likelihood(likelihood, sigma)
+        self.likelihood = self._likelihood(likelihood, sigma, groups)
+        self.encoder_input = (EncoderInput(log1p_features, mask_features, name="encoder_input")
+                              if likelihood == "columns" else None)
         self.mc_samples = mc_samples
         self.beta = float(beta)
         self.free_bits = float(free_bits)
@@ -118,10 +156,23 @@ class VAE(keras.Model):
                                         dtype="float32", aggregation="mean")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("U", "D", "reconstruction")}
 
+    def _likelihood(self, likelihood: str, sigma, groups):
+        """The likelihood object, with its learned per-feature σ and dispersion when it has them."""
+        families = {family for family, _, _ in groups or ()} if likelihood == "columns" else {likelihood}
+        features = self.decoder.outputs[0].shape[1:]
+        self.learned_sigma = self.dispersion = None  # trainable σ (sigma "learned") and NB dispersion r
+        if "gaussian" in families and sigma == "learned":
+            self.learned_sigma = LearnedSigma(features, self.sigma_floor, name="sigma")
+            sigma = self.learned_sigma.value
+        if "negative_binomial" in families:
+            self.dispersion = LearnedSigma(features, DISPERSION_FLOOR, name="dispersion")
+        return make_likelihood(likelihood, sigma, groups, self.dispersion.value if self.dispersion else None)
+
     @property
     def theta_weights(self) -> list:
-        """The model's parameters θ: the decoder's, and a learned σ."""
-        return self.decoder.trainable_weights + (self.learned_sigma.trainable_weights if self.learned_sigma else [])
+        """The model's parameters θ: the decoder's, and a learned σ and dispersion."""
+        return self.decoder.trainable_weights + [w for layer in (self.learned_sigma, self.dispersion) if layer
+                                                 for w in layer.trainable_weights]
 
     @property
     def latent_dim(self) -> int:
@@ -133,8 +184,18 @@ class VAE(keras.Model):
 
     def call(self, x, training=False):
         """The representation μ_φ(x): (B, latent_dim)."""
-        z_mean, _ = self.encoder(x, training=training)
+        z_mean, _ = self.posterior(x, training=training)
         return z_mean
+
+    def posterior(self, x, training=False):
+        """q_φ(z|x) as (z_mean, z_log_var), each (B, latent_dim)."""
+        return self.encoder(self.encoder_input(x) if self.encoder_input else x, training=training)
+
+    def predict_posterior(self, x: np.ndarray):
+        """`posterior` of one batch of numpy inputs, compiled (the encoder's predict_on_batch)."""
+        if self.encoder_input is not None:
+            x = ops.convert_to_numpy(self.encoder_input(x))
+        return self.encoder.predict_on_batch(x)
 
     def decode(self, z):
         """Likelihood parameters for z of shape (..., B, d): returns (..., B, *F)."""
@@ -152,7 +213,7 @@ class VAE(keras.Model):
         seed_generator: a keras.random.SeedGenerator of its own, so that scoring the model
         (S_K every epoch) does not move the seed stream that training draws from.
         """
-        z_mean, z_log_var = self.encoder(x, training=training)
+        z_mean, z_log_var = self.posterior(x, training=training)
         z = self.sampler([z_mean, z_log_var], samples=samples, seed_generator=seed_generator)
         return z, self.reconstruction_surprisal(x, z), z_mean, z_log_var
 
@@ -162,7 +223,7 @@ class VAE(keras.Model):
         subo: w·D' + the reconstruction surrogate (see the class docstring). iwae: the batch
         mean of S_K over the same m = K samples, reparameterized (Burda et al.).
         """
-        z_mean, z_log_var = self.encoder(x, training=training)
+        z_mean, z_log_var = self.posterior(x, training=training)
         z = self.sampler([z_mean, z_log_var])
         surrogate, reconstruction = subo.phi_surrogate(
             estimator or self.gradient_estimator, self.reconstruction_surprisal, x, z, z_mean, z_log_var,
@@ -228,6 +289,8 @@ class VAE(keras.Model):
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             **self.likelihood.get_config(),
+            **({"log1p_features": self.encoder_input.log1p_features,
+                "mask_features": self.encoder_input.mask_features} if self.encoder_input else {}),
             "sigma_floor": self.sigma_floor,
             "mc_samples": self.mc_samples,
             "beta": self.beta,
@@ -249,20 +312,23 @@ class VAE(keras.Model):
 
 def build_vae(example_shape, model: ResolvedModel, loss: LossConfig, phi_steps: int = 1,
               seed: int | None = None) -> VAE:
-    """A fresh, built VAE for examples of `example_shape`, from a resolved model config
-    (`pipeline.resolve.resolve_model`) and the loss config."""
+    """A fresh, built VAE for examples of `example_shape` (as the model reads them: the
+    prepared data's input_shape), from a resolved model config (`pipeline.resolve.resolve_model`)
+    and the loss config. A table's encoder also reads one observed flag per masked column."""
     if not isinstance(model, ResolvedModel):
         raise TypeError(f"model must be a ResolvedModel (pipeline.resolve.resolve_model). "
                         f"Got {type(model).__name__} instead.")
     shape = tuple(example_shape)
     arch = {"hidden": model.hidden, "architecture": model.architecture, "filters": model.filters,
             "activation": model.activation, "residual_blocks": model.residual_blocks}
-    vae = VAE(build_encoder(shape, model.latent_dim, **arch),
+    encoder_shape = (shape[0] + len(model.mask_features),) if model.mask_features else shape
+    vae = VAE(build_encoder(encoder_shape, model.latent_dim, **arch),
               build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top),
               likelihood=model.likelihood, sigma=model.sigma, sigma_floor=model.sigma_floor,
               mc_samples=loss.mc_samples, beta=loss.beta,
               free_bits=loss.free_bits, gradient_estimator=loss.gradient_estimator,
               score_baseline=loss.score_baseline, phi_steps=phi_steps, seed=seed, objective=loss.objective,
-              name="vae")
+              groups=[list(g) for g in model.groups] or None, log1p_features=model.log1p_features,
+              mask_features=model.mask_features, name="vae")
     vae.build(None)
     return vae

@@ -17,7 +17,7 @@ def mean_kl_per_dim(vae, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Mean D_j over the rows of x, per latent dimension j: (d,). Near 0 means a collapsed unit."""
     parts = []
     for start in range(0, len(x), batch_size):
-        z_mean, z_log_var = vae.encoder.predict_on_batch(np.asarray(x[start:start + batch_size]))
+        z_mean, z_log_var = vae.predict_posterior(np.asarray(x[start:start + batch_size]))
         parts.append(np.asarray(subo.kl_to_prior_per_dim(z_mean, z_log_var)))  # (B, d)
     return np.concatenate(parts).mean(axis=0)
 
@@ -29,7 +29,7 @@ def generative_figures(vae, x: np.ndarray, kl_per_dim: np.ndarray, out_dir: Path
     Reconstructions decode z = μ_φ(x); samples decode z ~ N(0, I); traversals move one
     latent dimension from −3 to 3 (others 0) along the dimensions with the largest mean D_j.
     """
-    z_mean = np.asarray(vae.encoder.predict_on_batch(x[:n])[0])
+    z_mean = np.asarray(vae.predict_posterior(x[:n])[0])
     image_grid([x[:n], _decoded_means(vae, z_mean)], ["inputs", "reconstructions (z = μ)"],
                f"{title}: inputs and reconstructions", out_dir / "reconstructions.png")
     prior = np.random.default_rng(seed).standard_normal((3 * n, vae.latent_dim)).astype(np.float32)

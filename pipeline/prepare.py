@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.auto import pixel_levels, resolve_scaling
+from pipeline.auto import pixel_levels, resolve_scaling, value_type
 from pipeline.config import DataConfig, Params
 from pipeline.data import ARRAYS, PREPROCESSING_FILE, SPLITS, Preprocessor
 from pipeline.dataset import Dataset, chunk_rows
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, sha256_file
 from pipeline.manifest import FILE as MANIFEST_FILE
-from pipeline.manifest import LAYOUT, Manifest
+from pipeline.manifest import LAYOUT, Column, Manifest
 from pipeline.sources import load_source
 from pipeline.splits import HoldOut
 
@@ -54,24 +54,24 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
         (tmp / ".scratch").mkdir()  # sources that must be decoded are decoded here, memory-mapped
         dataset = load_source(config, scratch=tmp / ".scratch")
         step = step or chunk_rows(dataset.x[0].nbytes if len(dataset.x) else 1)
-        validate(dataset, step)
-        levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
-        scaling, why = resolve_scaling(config.scaling, likelihood, levels)
-        log.info("data.scaling=%s (%s)", scaling, why)
+        choices = _choices(dataset, config, likelihood, validate(dataset, step))
+        log.info("choices at prepare: %s", ", ".join(f"{key}={c['value']} ({c['why']})" for key, c in choices.items()))
         assign = _Assignment(dataset, config, seed)
         counts = _count(dataset, assign, step)
         _check_classes(dataset, counts)
         threshold = config.binarize_threshold if config.binarize == "static" else None
         train_x = (x[mask["train"]] for x, _, _, mask in _chunks(dataset, assign, step))
-        preprocess = fit_preprocessor(train_x, dataset.x.shape[1:], levels, scaling, threshold)
+        levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
+        preprocess = fit_preprocessor(train_x, dataset.x.shape[1:], levels, choices["data.scaling"]["value"], threshold,
+                                      dataset.columns)
         writers = {split: _SplitWriter(tmp / split, int(counts[split].sum()), dataset.x) for split in SPLITS}
         for x, y, rows, mask in _chunks(dataset, assign, step):
             for split, writer in writers.items():
                 writer.add(x[mask[split]], y[mask[split]], rows[mask[split]], preprocess)
         files = {f"{split}/{name}": digest for split, w in writers.items() for name, digest in w.close().items()}
         value_range = [min(w.low for w in writers.values()), max(w.high for w in writers.values())]
-        manifest = _manifest(dataset, config, seed, counts, files, value_range, levels,
-                             {"data.scaling": {"value": scaling, "why": why}})
+        manifest = _manifest(dataset, config, seed, counts, files, value_range, levels, choices,
+                             preprocess.output_shape(dataset.x.shape[1:]))
         del dataset, writers  # memory maps into the scratch directory and the outputs
         shutil.rmtree(tmp / ".scratch")
         preprocess.save(tmp / PREPROCESSING_FILE)
@@ -79,19 +79,45 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
     return manifest
 
 
-def validate(dataset: Dataset, step: int | None = None) -> None:
-    """Raise DataError if the examples cannot be modelled as they are (read `step` rows at a time)."""
+def validate(dataset: Dataset, step: int | None = None) -> tuple[float, float, bool]:
+    """Raise DataError if the examples cannot be modelled as they are (read `step` rows at a time).
+
+    Returns the values' (low, high, all whole numbers) for the value type rule (not read for
+    pixels, or for tables, whose reader types each column and marks missing cells NaN).
+    """
     where, x = dataset.path or dataset.source, dataset.x
     if len(x) == 0:
         raise DataError(f"{where}: the dataset is empty")
     if len(x) != len(dataset.y):
         raise DataError(f"{where}: {len(x)} inputs but {len(dataset.y)} labels")
-    if np.issubdtype(x.dtype, np.floating):
-        step = step or chunk_rows(x[0].nbytes)
-        bad = sum(int((~np.isfinite(x[i:i + step])).reshape(min(step, len(x) - i), -1).any(axis=1).sum())
-                  for i in range(0, len(x), step))
-        if bad:
-            raise DataError(f"{where}: inputs contain NaN or infinite values ({bad} examples)")
+    if x.dtype == np.uint8 or dataset.columns is not None:
+        return 0.0, 255.0, True
+    step = step or chunk_rows(x[0].nbytes)
+    low, high, integral, bad = np.inf, -np.inf, True, 0
+    for i in range(0, len(x), step):
+        chunk = np.asarray(x[i:i + step], np.float64).reshape(min(step, len(x) - i), -1)
+        finite = np.isfinite(chunk)
+        bad += int((~finite).any(axis=1).sum())
+        if not bad:
+            low, high = min(low, chunk.min()), max(high, chunk.max())
+            integral = integral and bool((chunk == np.round(chunk)).all())
+    if bad:
+        raise DataError(f"{where}: inputs contain NaN or infinite values ({bad} examples); a table marks "
+                        "missing cells instead (data.source: table)")
+    return float(low), float(high), integral
+
+
+def _choices(dataset: Dataset, config: DataConfig, likelihood: str, stats: tuple[float, float, bool]) -> dict:
+    """prepare's auto choices with their rules: the reader's, the value type, the scaling, column types."""
+    levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
+    kind, kind_why = value_type(dataset.x.ndim, levels, *stats, table=dataset.columns is not None)
+    if config.binarize != "none" and kind not in ("pixels", "real"):
+        raise DataError(f"{dataset.path or dataset.source}: data.binarize {config.binarize!r} applies to pixels "
+                        f"and real values; these values are {kind}. Set data.binarize: none")
+    scaling, why = resolve_scaling(config.scaling, likelihood, levels, kind)
+    columns = {f"data.table.column_types.{c.name}": {"value": c.type, "why": c.why} for c in dataset.columns or ()}
+    return {**dataset.choices, "data.value_type": {"value": kind, "why": kind_why},
+            "data.scaling": {"value": scaling, "why": why}, **columns}
 
 
 def stored_dtype(source_dtype: np.dtype) -> np.dtype:
@@ -100,13 +126,15 @@ def stored_dtype(source_dtype: np.dtype) -> np.dtype:
 
 
 def fit_preprocessor(chunks, shape: tuple[int, ...], levels: float | None, scaling: str,
-                     threshold: float | None) -> Preprocessor:
+                     threshold: float | None, columns: tuple[Column, ...] | None = None) -> Preprocessor:
     """The Preprocessor of the train rows, given as consecutive chunks of examples of `shape`.
 
     Statistics are summed over blocks of STATS_ROWS rows whatever the chunks, so that the
     chunk size changes nothing. levels: the top of the pixel scale (pixels are divided by
-    it), None for other data.
+    it), None for other data. columns: a table's typed columns (x holds their codes).
     """
+    if columns is not None:
+        return _table_preprocessor(chunks, scaling, columns)
     if scaling == "none":
         offset, scale = np.zeros(1), np.ones(1)
     elif scaling == "unit" and levels is not None:
@@ -120,6 +148,27 @@ def fit_preprocessor(chunks, shape: tuple[int, ...], levels: float | None, scali
     shape = (1,) if offset.size == 1 else tuple(shape)
     return Preprocessor(scaling, offset.reshape(shape).astype(np.float32), scale.reshape(shape).astype(np.float32),
                         threshold)
+
+
+def _table_preprocessor(chunks, scaling: str, columns: tuple[Column, ...]) -> Preprocessor:
+    """Scaling fitted on the real columns' observed values; one-hot features for categoricals."""
+    stats = _FeatureStats()
+    if scaling != "none" and any(c.type == "real" for c in columns):
+        for block in _reblock(chunks, STATS_ROWS):
+            stats.add(np.asarray(block, np.float64))
+    source, level, real, offset, scale = [], [], [], [], []
+    for i, column in enumerate(columns):
+        is_real = column.type == "real" and scaling != "none"
+        low_or_mean = (stats.low if scaling == "unit" else stats.mean)[i] if is_real else 0.0
+        spread = (stats.high - stats.low if scaling == "unit" else stats.std)[i] if is_real else 1.0
+        for j in range(column.width):
+            source.append(i)
+            level.append(j if column.type == "categorical" else -1)
+            real.append(column.type == "real")
+            offset.append(low_or_mean)
+            scale.append(spread if spread > 0 else 1.0)
+    return Preprocessor(scaling, np.array(offset, np.float32), np.array(scale, np.float32), None,
+                        np.array(source, np.int64), np.array(level, np.float32), np.array(real, bool))
 
 
 def _reblock(chunks, n: int):
@@ -143,16 +192,20 @@ class _FeatureStats:
         self.n, self.mean, self.m2, self.low, self.high = 0, 0.0, 0.0, np.inf, -np.inf
 
     def add(self, block: np.ndarray) -> None:
-        n, mean = len(block), block.mean(axis=0)
-        m2, delta, total = ((block - mean) ** 2).sum(axis=0), mean - self.mean, self.n + len(block)
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta ** 2 * self.n * n / total
+        """Merge a block's rows; NaN (a missing cell) counts for nothing."""
+        finite = np.isfinite(block)
+        n = finite.sum(axis=0)
+        mean = np.nansum(block, axis=0) / np.maximum(n, 1)
+        m2, delta, total = np.nansum((block - mean) ** 2, axis=0), mean - self.mean, self.n + n
+        self.mean = self.mean + delta * n / np.maximum(total, 1)
+        self.m2 = self.m2 + m2 + delta ** 2 * self.n * n / np.maximum(total, 1)
         self.n = total
-        self.low, self.high = np.minimum(self.low, block.min(axis=0)), np.maximum(self.high, block.max(axis=0))
+        self.low = np.minimum(self.low, np.where(finite, block, np.inf).min(axis=0))
+        self.high = np.maximum(self.high, np.where(finite, block, -np.inf).max(axis=0))
 
     @property
     def std(self) -> np.ndarray:
-        return np.sqrt(self.m2 / self.n)
+        return np.sqrt(self.m2 / np.maximum(self.n, 1))
 
 
 class _Assignment:
@@ -211,8 +264,8 @@ class _SplitWriter:
         if len(rows):
             for name, values in (("x", x), ("y", y), ("id", rows)):
                 self.arrays[name][self.at:self.at + len(rows)] = values
-            scaled = preprocess(x)
-            self.low, self.high = min(self.low, float(scaled.min())), max(self.high, float(scaled.max()))
+            scaled = preprocess(x)  # NaN where a table's cell is missing
+            self.low, self.high = min(self.low, float(np.nanmin(scaled))), max(self.high, float(np.nanmax(scaled)))
             self.at += len(rows)
 
     def close(self) -> dict[str, str]:
@@ -235,14 +288,17 @@ def _check_classes(dataset: Dataset, counts: dict[str, np.ndarray]) -> None:
 
 
 def _manifest(dataset: Dataset, config: DataConfig, seed: int, per_class: dict, files: dict, value_range,
-              levels: float | None, choices: dict) -> Manifest:
+              levels: float | None, choices: dict, input_shape: list[int]) -> Manifest:
     fingerprint = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
     return Manifest(
         layout=LAYOUT,
         source=dataset.source,
         path=str(Path(dataset.path).resolve()) if dataset.path and Path(dataset.path).exists() else dataset.path,
         example_shape=list(dataset.x.shape[1:]),
+        input_shape=input_shape,
+        value_type=choices["data.value_type"]["value"],
         feature_names=list(dataset.feature_names) if dataset.feature_names else None,
+        columns=list(dataset.columns) if dataset.columns is not None else None,
         dtypes={"x": str(stored_dtype(dataset.x.dtype)), "y": "int32", "id": "int64", "source_x": str(dataset.x.dtype)},
         counts={split: int(c.sum()) for split, c in per_class.items()},
         counts_per_class={split: c.tolist() for split, c in per_class.items()} if dataset.labelled else None,

@@ -87,7 +87,8 @@ def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, man
 
     fit_rows: rows of the prepared train split that training reads.
     """
-    resolved, model_choices = resolve_model(model, manifest.example_shape, manifest.value_range)
+    resolved, model_choices = resolve_model(model, manifest.input_shape, manifest.value_range, manifest.value_type,
+                                            manifest.columns)
     updates = max(math.ceil(fit_rows / training.batch_size), MIN_UPDATES_PER_EPOCH)
     training, epoch_choice = resolve_epochs(training, updates)
     training, updates, execution_choice = resolve_steps_per_execution(training, updates)
@@ -102,9 +103,11 @@ def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, man
     return run, choices
 
 
-def resolve_model(model: ModelConfig, example_shape, value_range) -> tuple[ResolvedModel, dict[str, dict]]:
-    """The model config with every `auto` resolved from the prepared data's example shape
-    and value range (manifest.json), and the choices made."""
+def resolve_model(model: ModelConfig, example_shape, value_range, value_type: str = "real",
+                  columns=None) -> tuple[ResolvedModel, dict[str, dict]]:
+    """The model config with every `auto` resolved from the prepared data (manifest.json):
+    the shape the model reads (input_shape), the value range and type, a table's columns;
+    and the choices made."""
     shape, (lo, hi) = list(example_shape), value_range
     choices = {}
 
@@ -114,9 +117,18 @@ def resolve_model(model: ModelConfig, example_shape, value_range) -> tuple[Resol
                                    "why": GIVEN if given != AUTO else why}
         return resolved
 
-    likelihood = choose("likelihood", model.likelihood, *(
-        ("bernoulli", "prepared values lie in [0, 1]") if 0 <= lo and hi <= 1
-        else ("gaussian", f"prepared values span [{lo:.3g}, {hi:.3g}], beyond [0, 1]")))
+    plain = value_type == "columns" and all(c.type == "real" and not c.missing for c in columns or ())
+    if plain:  # as an array of real values: one Gaussian over every feature
+        rule = ("gaussian", "every column real, no cell missing: one gaussian over the standardized features")
+    elif value_type in ("columns", "count"):
+        rule = ("columns", "one family per column: gaussian (real), bernoulli (binary), categorical, "
+                           f"{model.count_likelihood} (count)" if value_type == "columns" else
+                           f"a count matrix: {model.count_likelihood} per feature")
+    elif 0 <= lo and hi <= 1:
+        rule = ("bernoulli", "prepared values lie in [0, 1]")
+    else:
+        rule = ("gaussian", f"prepared values span [{lo:.3g}, {hi:.3g}], beyond [0, 1]")
+    likelihood = choose("likelihood", model.likelihood, *rule)
     is_image = len(shape) == 3 and min(shape[:2]) >= CONV_MIN_SIDE
     if is_image and model.filters != ():  # an explicit [] asks for no conv layers
         arch = ("conv", f"H×W×C examples {shape}, both sides at least {CONV_MIN_SIDE}")
@@ -131,12 +143,38 @@ def resolve_model(model: ModelConfig, example_shape, value_range) -> tuple[Resol
     hidden = choose("hidden", model.hidden, *(
         ((), "the heads read the flattened conv features") if architecture == "conv"
         else (mlp_hidden(math.prod(shape)), "4× the input width as a power of two in [64, 512], then half")))
-    if likelihood == "gaussian":
+    layout = column_layout(value_type, columns, math.prod(shape), model.count_likelihood)
+    if likelihood == "gaussian" or any(family == "gaussian" for family, _, _ in layout["groups"]):
         why = f"one σ per feature, trained with θ, at least model.sigma_floor {model.sigma_floor:g}"
         choices["model.sigma"] = {"value": model.sigma, "why": why if model.sigma == "learned" else GIVEN}
     fields = {**dataclasses.asdict(model), "likelihood": likelihood, "architecture": architecture,
-              "filters": tuple(filters), "hidden": tuple(hidden)}
+              "filters": tuple(filters), "hidden": tuple(hidden), **(layout if likelihood == "columns" else {})}
     return ResolvedModel(**fields), choices
+
+
+FAMILY_OF_TYPE = {"real": "gaussian", "binary": "bernoulli", "categorical": "categorical"}
+
+
+def column_layout(value_type: str, columns, features: int, count_family: str) -> dict:
+    """The likelihood "columns" layout of a table or count matrix: groups (family, first
+    feature, width), runs of one family merged, a categorical column one group; the count
+    features (the encoder reads log1p); the first feature of every column, as mask
+    features, when any cell of the training data was missing."""
+    if value_type == "count":
+        return {"groups": ((count_family, 0, features),), "log1p_features": tuple(range(features)),
+                "mask_features": ()}
+    groups, log1p, starts, at = [], [], [], 0
+    for column in columns or ():
+        family = FAMILY_OF_TYPE.get(column.type, count_family)
+        if groups and family == groups[-1][0] != "categorical":
+            groups[-1] = (family, groups[-1][1], groups[-1][2] + 1)
+        else:
+            groups.append((family, at, column.width))
+        log1p += [at] if column.type == "count" else []
+        starts.append(at)
+        at += column.width
+    missing = any(column.missing > 0 for column in columns or ())
+    return {"groups": tuple(groups), "log1p_features": tuple(log1p), "mask_features": tuple(starts) if missing else ()}
 
 
 def conv_filters(side: int) -> tuple[int, ...]:
@@ -233,7 +271,7 @@ def summary(choices: dict[str, dict]) -> str:
 
 def check_model_fits_data(model: ResolvedModel, manifest: Manifest, where) -> None:
     """Raise PipelineError for an explicit model choice the prepared data (at `where`) cannot take."""
-    shape, (lo, hi) = manifest.example_shape, manifest.value_range
+    shape, (lo, hi) = manifest.input_shape, manifest.value_range
     values = math.prod(shape)
     if model.latent_dim > values:
         raise PipelineError(f"model.latent_dim must be at most the number of values per example "
@@ -241,6 +279,14 @@ def check_model_fits_data(model: ResolvedModel, manifest: Manifest, where) -> No
     if model.architecture == "conv" and len(shape) != 3:
         raise PipelineError(f"model.architecture 'conv' needs H×W×C images, but {where} holds "
                             f"examples of shape {shape}; use 'mlp'")
+    plain = manifest.columns is not None and all(c.type == "real" and not c.missing for c in manifest.columns)
+    if model.likelihood != "columns" and manifest.value_type in ("columns", "count") and not plain:
+        raise PipelineError(f"model.likelihood {model.likelihood!r} models every feature alike, but {where} holds "
+                            f"{'a table of typed columns' if manifest.value_type == 'columns' else 'counts'}; "
+                            "leave model.likelihood at auto (one likelihood per column type)")
+    if model.likelihood == "columns" and manifest.value_type not in ("columns", "count"):
+        raise PipelineError(f"model.likelihood 'columns' needs a table or a count matrix; {where} holds "
+                            f"{manifest.value_type} values")
     if model.likelihood == "bernoulli" and (lo < 0 or hi > 1):
         raise PipelineError(f"model.likelihood 'bernoulli' needs inputs in [0, 1], but {where} holds "
                             f"values in [{lo:.3g}, {hi:.3g}] (data.scaling {manifest.scaling!r}); "

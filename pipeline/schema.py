@@ -74,6 +74,8 @@ def _check(hint, value, bounds, key: str, source: str):
         return _check_union(get_args(hint), value, bounds, key, source)
     if origin is tuple:
         return _check_tuple(get_args(hint)[0], value, bounds, key, source)
+    if origin is dict:
+        return _check_mapping(get_args(hint)[1], value, bounds, key, source)
     if hint in (bool, str):
         if not isinstance(value, hint):
             raise _error(source, key, "true or false" if hint is bool else "a string", value)
@@ -104,6 +106,13 @@ def _check_tuple(item, value, bounds, key: str, source: str) -> tuple:
         size = "a non-empty list" if min_length else "a list"
         raise _error(source, key, f"{size} of {count}{_describe(item, bounds, plural=True)}", value)
     return tuple(_check(item, v, bounds, f"{key}[{i}]", source) for i, v in enumerate(value))
+
+
+def _check_mapping(item, value, bounds, key: str, source: str) -> dict:
+    """{name: value} with string names (e.g. data.table.column_types)."""
+    if not isinstance(value, dict) or not all(isinstance(name, str) for name in value):
+        raise _error(source, key, "a mapping of names to values", value)
+    return {name: _check(item, v, bounds, f"{key}.{name}", source) for name, v in value.items()}
 
 
 def _check_number(hint, value, bounds, key: str, source: str):

@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 FILE_SOURCES = ("idx", "npz", "table", "image_folder")
 
 
-def load_source(config, scratch: Path | None = None) -> Dataset:
+def load_source(config, scratch: Path | None = None, columns=None) -> Dataset:
     """Read the dataset that `config` (a DataConfig) names.
 
     scratch: a directory for decoded arrays (memory-mapped); None keeps them in memory.
+    columns: a table's typed columns from a trained model (new data is coded alike).
     """
     path = _source_path(config) if config.source in FILE_SOURCES else None
     readers = {"digits": lambda: read_digits(),
@@ -39,7 +40,8 @@ def load_source(config, scratch: Path | None = None) -> Dataset:
                "mnist": lambda: read_idx_release(config.source, config.path, scratch),
                "idx": lambda: read_idx_dir(path, scratch),
                "npz": lambda: read_npz(path, config.npz.x_key, config.npz.y_key, scratch),
-               "table": lambda: read_table(path, config.table.label_column, config.table.feature_columns, scratch),
+               "table": lambda: read_table(path, config.table.label_column, config.table.feature_columns, scratch,
+                                           config.table.column_types, columns),
                "image_folder": lambda: read_image_folder(path, config.images.size, config.images.color, scratch)}
     return readers[config.source]()
 
@@ -100,6 +102,8 @@ def read_npz(path: Path, x_key: str, y_key: str | None, scratch: Path | None = N
             missing = x_key if x_key not in keys else y_key
             close = difflib.get_close_matches(missing, keys, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
+            if missing == y_key and not close:
+                hint = "; data without labels takes data.npz.y_key: null"
             raise DataError(f"{path}: no array named {missing!r}; it holds {keys}{hint}")
         x = npz_member(path, x_key)
         raw_y = npz_member(path, y_key) if y_key else None

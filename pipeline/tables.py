@@ -1,4 +1,12 @@
-"""Tables: a CSV or Parquet file of numeric feature columns and an optional label column."""
+"""Tables: a CSV or Parquet file of typed feature columns and an optional label column.
+
+Two passes over the file's record batches: the first profiles every feature column (its
+kind, distinct values, range, missing cells) for the typing rule (`pipeline.auto.column_type`,
+or the columns of a trained model when encoding new data); the second writes each row's
+codes into x (a scratch memory map when given): real and count values as they are,
+binary and categorical columns as the index of their level; NaN where a cell is missing
+(null, NaN or an empty string). Memory holds one record batch and the profiles.
+"""
 
 import difflib
 import logging
@@ -6,62 +14,154 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.auto import MAX_LEVELS, ColumnProfile, column_type
 from pipeline.dataset import Dataset, encode_labels
 from pipeline.errors import DataError
 from pipeline.io import allocate
+from pipeline.manifest import Column
 
 log = logging.getLogger(__name__)
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
 def read_table(path: Path, label_column: str | None, feature_columns: tuple[str, ...] | None,
-               scratch: Path | None = None) -> Dataset:
-    """A CSV or Parquet file: numeric feature columns plus an optional label column.
+               scratch: Path | None = None, column_types: dict | None = None,
+               trained: tuple[Column, ...] | None = None) -> Dataset:
+    """A CSV or Parquet file: typed feature columns plus an optional label column.
 
-    Parquet is read in record batches into x (a scratch memory map when given); a CSV is
-    parsed whole by pyarrow (its row count is unknown until then) and copied the same way.
+    column_types: overrides of the typing rule by column name (data.table.column_types).
+    trained: the columns of a trained model (new data is coded as its training data was).
     """
     import pyarrow as pa
 
     schema, num_rows, batches = _arrow_batches(path)
-    names = schema.names
+    features = _feature_names(path, schema.names, label_column, feature_columns)
+    profiles = {name: ColumnProfile(name, _kind(path, name, schema.field(name).type)) for name in features}
+    for batch in batches(features):
+        for name, profile in profiles.items():
+            _profile(profile, batch.column(name))
+    columns = trained or tuple(_typed(profile, (column_types or {}).get(profile.name), path)
+                               for profile in profiles.values())
+    x = allocate(scratch, "table_x", (num_rows, len(features)), np.float32)
+    start = 0
+    for batch in batches(features):
+        codes = np.column_stack([_codes(path, column, batch.column(column.name)) for column in columns])
+        empty = np.flatnonzero(np.isnan(codes).all(axis=1))
+        if len(empty):
+            raise DataError(f"{path}: row {start + int(empty[0])} has no value in any feature column "
+                            f"({len(empty)} such rows in this block); remove those rows")
+        x[start:start + batch.num_rows] = codes
+        start += batch.num_rows
+    y, label_names = encode_labels(_labels(path, schema, batches, label_column), num_rows)
+    return Dataset(x=x, y=y, label_names=label_names, source="table", path=str(path), feature_names=tuple(features),
+                   columns=columns)
+
+
+def _feature_names(path: Path, names: list[str], label_column, feature_columns) -> list[str]:
     wanted = [c for c in ([label_column] if label_column else []) + list(feature_columns or []) if c not in names]
     if wanted:
         close = difflib.get_close_matches(wanted[0], names, n=1)
-        raise DataError(f"{path}: no column {wanted[0]!r}; columns are {names}"
-                        + (f" (did you mean '{close[0]}'?)" if close else ""))
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        if wanted[0] == label_column:
+            hint += "; a table without labels takes data.table.label_column: null"
+        raise DataError(f"{path}: no column {wanted[0]!r}; columns are {names}{hint}")
     features = list(feature_columns) if feature_columns else [c for c in names if c != label_column]
     ignored = [c for c in names if c not in features and c != label_column]
     if ignored:
         log.warning("%s: ignoring columns %s: neither feature columns nor the label column "
                     "(data.table.label_column, or --label-column for the encode command)", path, ignored)
-    bad = [c for c in features if not (pa.types.is_integer(schema.field(c).type)
-                                       or pa.types.is_floating(schema.field(c).type))]
-    if bad:
-        raise DataError(f"{path}: feature columns must be numeric; not numeric: {bad} "
-                        "(set data.table.feature_columns or data.table.label_column)")
     if not features:
         raise DataError(f"{path}: no feature columns")
-    x = allocate(scratch, "table_x", (num_rows, len(features)), np.float64)
-    labels, nulls, start = [], {}, 0
-    for batch in batches([*features, *([label_column] if label_column else [])]):
-        for c in features:
-            nulls[c] = nulls.get(c, 0) + batch.column(c).null_count
-        x[start:start + batch.num_rows] = np.column_stack(
-            [batch.column(c).to_numpy(zero_copy_only=False) for c in features])
-        if label_column:
-            labels.append(batch.column(label_column))
-        start += batch.num_rows
-    if missing := [c for c, n in nulls.items() if n]:
-        raise DataError(f"{path}: feature columns have missing values: {missing}")
-    raw_y = None
-    if label_column:
-        column = pa.chunked_array(labels, schema.field(label_column).type)
-        if column.null_count:
-            raise DataError(f"{path}: label column {label_column!r} has {column.null_count} missing values")
-        raw_y = np.asarray(column.to_pylist())
-    y, label_names = encode_labels(raw_y, len(x))
-    return Dataset(x=x, y=y, label_names=label_names, source="table", path=str(path), feature_names=tuple(features))
+    return features
+
+
+def _kind(path: Path, name: str, arrow_type) -> str:
+    import pyarrow as pa
+
+    for kind, test in (("boolean", pa.types.is_boolean), ("integer", pa.types.is_integer),
+                       ("float", pa.types.is_floating), ("string", _is_text),
+                       ("float", pa.types.is_null)):  # no value in the file: the typing rule names it
+        if test(arrow_type):
+            return kind
+    raise DataError(f"{path}: column {name!r} holds {arrow_type} values; feature columns must hold numbers, "
+                    "strings or booleans (leave it out with data.table.feature_columns)")
+
+
+def _is_text(arrow_type) -> bool:
+    import pyarrow as pa
+
+    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+            or (pa.types.is_dictionary(arrow_type) and pa.types.is_string(arrow_type.value_type)))
+
+
+def _present(array):
+    """The array with its missing cells (null, NaN, empty string) dropped."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    array = array.drop_null()
+    if pa.types.is_floating(array.type):
+        return array.filter(pc.invert(pc.is_nan(array)))
+    if _is_text(array.type):
+        return array.filter(pc.not_equal(array, ""))
+    return array
+
+
+def _profile(profile: ColumnProfile, array) -> None:
+    import pyarrow.compute as pc
+
+    present = _present(array)
+    profile.rows += len(array)
+    profile.missing += len(array) - len(present)
+    if len(profile.levels) <= MAX_LEVELS:
+        profile.levels.update(pc.unique(present).to_pylist()[:MAX_LEVELS + 1])
+    if profile.kind in ("integer", "float") and len(present):
+        values = present.to_numpy(zero_copy_only=False).astype(np.float64)
+        if not np.isfinite(values).all():
+            raise DataError(f"column {profile.name!r} holds infinite values")
+        profile.low, profile.high = min(profile.low, values.min()), max(profile.high, values.max())
+        profile.integral = profile.integral and bool((values == np.round(values)).all())
+
+
+def _typed(profile: ColumnProfile, given: str | None, path: Path) -> Column:
+    kind, why = column_type(profile, given, path)
+    levels = sorted(profile.levels, key=lambda v: (isinstance(v, str), v)) if kind in ("binary", "categorical") else None
+    return Column(name=profile.name, type=kind, why=why, levels=levels,
+                  missing=round(profile.missing / max(profile.rows, 1), 6))
+
+
+def _codes(path: Path, column: Column, array) -> np.ndarray:
+    """float32 codes of one column's cells: values, or level indices; NaN where missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    if _is_text(array.type):  # an empty string is a missing cell
+        array = pc.if_else(pc.equal(array, ""), pa.scalar(None, array.type), array)
+    if column.levels is None:
+        return array.to_numpy(zero_copy_only=False).astype(np.float32)
+    value_set = pa.array(column.levels).cast(array.type)
+    index = pc.index_in(array, value_set=value_set)
+    unseen = pc.and_(pc.is_null(index), pc.invert(pc.is_null(array, nan_is_null=True)))
+    if pc.any(unseen).as_py():
+        value = array.filter(unseen)[0].as_py()
+        raise DataError(f"{path}: column {column.name!r} holds {value!r}, a value its {column.type} levels "
+                        f"{column.levels[:20]} do not include (a level never seen in training)")
+    return index.to_numpy(zero_copy_only=False).astype(np.float32)  # null -> NaN
+
+
+def _labels(path: Path, schema, batches, label_column: str | None):
+    import pyarrow as pa
+
+    if not label_column:
+        return None
+    column = pa.chunked_array([b.column(0) for b in batches([label_column])], schema.field(label_column).type)
+    if column.null_count:
+        raise DataError(f"{path}: label column {label_column!r} has {column.null_count} missing values")
+    return np.asarray(column.to_pylist())
 
 
 def _arrow_batches(path: Path):

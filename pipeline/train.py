@@ -127,7 +127,7 @@ def _fit(run: Run, choices: dict, manifest: Manifest, inputs: _Inputs, prepared_
         log.warning("loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
                     "never reaches loss.beta", run.loss.kl_warmup_epochs, cfg.epochs)
     with strategy.scope():
-        vae = build_vae(manifest.example_shape, run.model, run.loss, phi_steps=cfg.phi_steps, seed=run.seed)
+        vae = build_vae(manifest.input_shape, run.model, run.loss, phi_steps=cfg.phi_steps, seed=run.seed)
         updates = run.updates_per_epoch * (1 if cfg.phi_steps == 1 else cfg.phi_steps + 1)
         vae.compile(optimizer=make_optimizer(cfg, updates), steps_per_execution=cfg.steps_per_execution,
                     jit_compile=cfg.jit_compile)
@@ -189,7 +189,7 @@ def learning_rate(cfg: TrainConfig, updates_per_epoch: int) -> float | keras.opt
 
 def _report_activity(vae, validation_data: tf.data.Dataset) -> None:
     """Log the active latent units on (the first batches of) the validation examples; warn on collapse."""
-    z_mean, _ = vae.encoder.predict(validation_data, verbose=0)
+    z_mean = np.concatenate([vae.predict_posterior(batch.numpy())[0] for batch in validation_data])
     active = active_units(z_mean)
     log.info("active latent units on validation examples: %d of %d", active["count"], active["of"])
     if warning := collapse_warning(active):

@@ -89,9 +89,9 @@ LAYERS = [
     {"figures"},
     {"data"},
     {"model", "sources", "latents", "splits", "hardware"},
-    {"networks", "idx", "tables", "images", "resolve", "auto"},
-    {"dataset", "manifest", "likelihoods"},
-    {"config", "subo"},
+    {"networks", "idx", "tables", "images", "resolve"},
+    {"dataset", "auto", "likelihoods"},
+    {"config", "subo", "manifest"},
     {"schema", "console"},
     {"io", "errors"},
 ]
