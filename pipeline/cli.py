@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("--output", type=Path, required=True, help="directory of the latent Parquet dataset")
     encode.add_argument("--split", default="new", help="partition name for these rows (default: new)")
     encode.add_argument("--overwrite", action="store_true", help="replace an existing partition of that name")
+    encode.add_argument("--impute", action="store_true",
+                        help="a table model: also write each row completed, its empty cells imputed by the model")
     encode.add_argument("--batch-size", type=_positive_int, default=1024)
     encode.add_argument("--x-key", default="x", help="npz: array of inputs")
     encode.add_argument("--y-key", default=None, help="npz: array of labels (optional)")
@@ -47,7 +49,7 @@ def _encode(args) -> None:
     from pipeline.encode_new import encode_new_data
 
     rows = encode_new_data(args.model, args.input, args.output, batch_size=args.batch_size, split=args.split,
-                           overwrite=args.overwrite, x_key=args.x_key, y_key=args.y_key,
+                           overwrite=args.overwrite, impute=args.impute, x_key=args.x_key, y_key=args.y_key,
                            label_column=args.label_column)
     print(f"encoded {rows} rows of {args.input} into {args.output / f'split={args.split}'}")
 

@@ -158,6 +158,8 @@ class TrainConfig:
 class EncodeConfig:
     batch_size: int = bounded(1024, lo=1)
     workers: int = bounded(1, lo=1)  # processes, each writing part-<k>.parquet of every split
+    # tables: each row also `completed` (missing cells imputed by the model) and `imputed` flags
+    impute: bool = False
 
 
 @dataclass(frozen=True)

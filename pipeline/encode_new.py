@@ -13,6 +13,7 @@ from pipeline.bundle import load_bundle
 from pipeline.config import DataConfig, ImagesConfig, NpzConfig, TableConfig
 from pipeline.dataset import NO_LABEL, Dataset
 from pipeline.errors import DataError
+from pipeline.imputation import Completer
 from pipeline.io import scratch_dir, sha256_file
 from pipeline.latents import encoded_batches, package_versions, write_partition
 from pipeline.sources import load_source, source_of
@@ -36,19 +37,25 @@ def input_config(path: Path, example_shape: list[int], feature_names: list[str] 
 
 
 def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = 1024,
-                    split: str = "new", overwrite: bool = False, **reader_options) -> int:
+                    split: str = "new", overwrite: bool = False, impute: bool = False, **reader_options) -> int:
     """Encode `input_path` with a trained model, preprocessed as its training data was.
 
     Writes only the partition out_dir/split=<split>; an existing one is replaced only
-    with `overwrite`, and no other partition is touched.
+    with `overwrite`, and no other partition is touched. impute (a table model): each row
+    also `completed`, its missing cells imputed, and `imputed` flags.
     """
     bundle = load_bundle(model_path)
     trained_on = bundle.manifest
+    columns = trained_on.columns if trained_on else None
+    if impute and columns is None:
+        raise DataError(f"{model_path}: --impute fills in a table's missing cells, but this model was not trained "
+                        "on a table (or its data_manifest.json is missing)")
+    completer = Completer(bundle.vae, columns, bundle.preprocess) if impute else None
     feature_names = trained_on.feature_names if trained_on else None
     with scratch_dir(out_dir) as scratch:  # for sources that must be decoded (images, gzip IDX)
         config = input_config(input_path, bundle.input_shape, feature_names, **reader_options)
         # A table's columns are coded as in training: the same levels, an unseen one an error.
-        dataset = load_source(config, scratch, trained_on.columns if trained_on else None)
+        dataset = load_source(config, scratch, columns)
         stored = dataset.x.shape[1:]
         bundle.check_shape(bundle.preprocess.output_shape(stored) if bundle.preprocess else stored, input_path)
         label_names = trained_on.label_names if trained_on else list(dataset.label_names)
@@ -62,8 +69,9 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
             "versions": package_versions(),
         }
         batches = encoded_batches(bundle.vae.predict_posterior, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
-                                  batch_size, bundle.preprocess)
-        return write_partition(out_dir, split, batches, bundle.vae.latent_dim, metadata, overwrite=overwrite)
+                                  batch_size, bundle.preprocess, completer)
+        return write_partition(out_dir, split, batches, bundle.vae.latent_dim, metadata, overwrite=overwrite,
+                               table=completer.table if completer else None)
 
 
 def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:

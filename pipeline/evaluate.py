@@ -15,6 +15,7 @@ from pipeline.config import GradientVarianceConfig, Params
 from pipeline.console import timed
 from pipeline.data import Split, fixed_inputs, is_labelled, load_splits, seeded_rows, validation_rows
 from pipeline.diagnostics import active_units, collapse_warning, phi_gradient_variance, subo_estimates
+from pipeline.imputation import column_quality, fill_values
 from pipeline.io import staged_outputs, write_json
 from pipeline.latents import load_z_mean
 from pipeline.pictures import draw_pictures
@@ -63,6 +64,9 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
                   for split, (data_split, rows) in parts.items()}
         metrics["subo"] = {split: subo_estimates(vae, x, importance_samples, seed=seed)
                            for split, x in scored.items() if len(x)}
+    if manifest.columns is not None:
+        with timed("per-column reconstruction and imputation"):
+            metrics["columns"] = _column_quality(vae, data, manifest, surprisal_examples, seed)
     with timed("gradient variance"):
         batch = _scored(data["test"], np.arange(len(data["test"])), gradient_variance.batch_size, binarize, seed)
         metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)
@@ -90,6 +94,13 @@ def _latent_probes(z: dict, data: dict, label_names: list[str], protocol: ProbeP
                        "test_examples": scores["test_examples"]},
              "knn": {"accuracy": latent["knn"], "k": protocol.knn_k}},
             "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in pairs))
+
+
+def _column_quality(vae, data: dict, manifest, examples: int, seed: int) -> dict:
+    """pipeline.imputation on the scored test rows, the mean/mode from (at most 10,000) train rows."""
+    train, test = data["train"], data["test"]
+    fill = fill_values(train, seeded_rows(len(train), 10_000, seed), manifest.columns)
+    return column_quality(vae, test, seeded_rows(len(test), examples, seed), manifest.columns, fill, seed)
 
 
 def _scored(split: Split, rows: np.ndarray, n: int, binarize: str, seed: int) -> np.ndarray:

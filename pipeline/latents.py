@@ -41,7 +41,10 @@ SPLIT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 PACKAGES = ("vae-pipeline", "tensorflow", "keras", "numpy", "pyarrow")
 
 
-def latent_schema(latent_dim: int, metadata: dict | None = None) -> pa.Schema:
+def latent_schema(latent_dim: int, metadata: dict | None = None, table: dict | None = None) -> pa.Schema:
+    """table: {column: its levels, or None for numbers} when the files also hold each row
+    `completed` (a struct of the table's columns, missing cells imputed) and `imputed` (a
+    struct of flags: which of them were)."""
     vector = pa.list_(pa.float32(), latent_dim)
     fields = [
         pa.field("id", pa.int64(), nullable=False),
@@ -49,6 +52,9 @@ def latent_schema(latent_dim: int, metadata: dict | None = None) -> pa.Schema:
         pa.field("z_mean", vector, nullable=False),
         pa.field("z_log_var", vector, nullable=False),
     ]
+    if table:
+        fields += [pa.field("completed", pa.struct([pa.field(n, _value_type(levels)) for n, levels in table.items()])),
+                   pa.field("imputed", pa.struct([pa.field(n, pa.bool_()) for n in table]))]
     meta = {
         "schema_version": SCHEMA_VERSION,
         "latent_dim": str(latent_dim),
@@ -58,27 +64,37 @@ def latent_schema(latent_dim: int, metadata: dict | None = None) -> pa.Schema:
     return pa.schema(fields, metadata={METADATA_PREFIX + k: v for k, v in meta.items()})
 
 
+def _value_type(levels: list | None) -> pa.DataType:
+    """A table column's values: its levels' type (strings, booleans, integers), else float64."""
+    return pa.float64() if levels is None else pa.array(levels).type
+
+
 @dataclass(frozen=True)
 class LatentBatch:
-    """Rows of one split: ids (n,), labels (n,) with -1 for none, z_mean and z_log_var (n, d)."""
+    """Rows of one split: ids (n,), labels (n,) with -1 for none, z_mean and z_log_var (n, d);
+    for a table with imputation, completed and imputed: {column: (n,) values, (n,) flags}."""
 
     split: str
     ids: np.ndarray
     labels: np.ndarray
     z_mean: np.ndarray
     z_log_var: np.ndarray
+    completed: dict | None = None
+    imputed: dict | None = None
 
 
 def encoded_batches(posterior, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray,
-                    batch_size: int, preprocess=None) -> Iterator[LatentBatch]:
+                    batch_size: int, preprocess=None, complete=None) -> Iterator[LatentBatch]:
     """Stream rows through `posterior` (x -> z_mean, z_log_var, e.g. VAE.predict_posterior),
-    one batch in memory at a time."""
+    one batch in memory at a time. complete(stored rows, z_mean) -> (completed, imputed):
+    the rows with their missing cells imputed (pipeline.imputation.Completer)."""
     for start in range(0, len(ids), batch_size):
         rows = slice(start, start + batch_size)
         xb = np.asarray(x[rows])
         z_mean, z_log_var = posterior(preprocess(xb) if preprocess else xb)
+        filled = complete(xb, np.asarray(z_mean)) if complete else (None, None)
         yield LatentBatch(split, np.asarray(ids[rows]), np.asarray(y[rows]), np.asarray(z_mean),
-                          np.asarray(z_log_var))
+                          np.asarray(z_log_var), *filled)
 
 
 def package_versions() -> dict:
@@ -100,6 +116,11 @@ def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:
 
     labels = pa.array(batch.labels.astype(np.int32), mask=batch.labels < 0)
     columns = [pa.array(batch.ids.astype(np.int64)), labels, vectors(batch.z_mean), vectors(batch.z_log_var)]
+    if "completed" in schema.names:
+        for name, values in (("completed", batch.completed), ("imputed", batch.imputed)):
+            struct = schema.field(name).type
+            columns.append(pa.StructArray.from_arrays([pa.array(values[f.name], f.type) for f in struct],
+                                                      fields=list(struct)))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
@@ -114,15 +135,16 @@ def write_latents(out_dir: str | Path, batches: Iterable[LatentBatch], latent_di
 
 
 def write_part(directory: str | Path, batches: Iterable[LatentBatch], latent_dim: int, metadata: dict,
-               part: int) -> int:
+               part: int, table: dict | None = None) -> int:
     """One writer's share of a dataset being built in `directory` (the caller makes it atomic):
-    split=<split>/part-<part>.parquet for every split of `batches`. Returns the rows written."""
-    return _write(batches, latent_schema(latent_dim, metadata),
+    split=<split>/part-<part>.parquet for every split of `batches`. Returns the rows written.
+    table: the columns of `completed` (see latent_schema)."""
+    return _write(batches, latent_schema(latent_dim, metadata, table),
                   lambda split: Path(directory) / f"split={split}" / f"part-{part}.parquet")
 
 
 def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBatch], latent_dim: int,
-                    metadata: dict, overwrite: bool = False) -> int:
+                    metadata: dict, overwrite: bool = False, table: dict | None = None) -> int:
     """Add one split's partition to a latent dataset, leaving every other partition untouched.
 
     An existing partition of that name is replaced only with `overwrite`; partitions of
@@ -144,7 +166,7 @@ def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBat
         return tmp / "part-0.parquet"
 
     with atomic_dir(target) as tmp:
-        return _write(batches, latent_schema(latent_dim, metadata), path_of)
+        return _write(batches, latent_schema(latent_dim, metadata, table), path_of)
 
 
 def _write(batches: Iterable[LatentBatch], schema: pa.Schema, path_of) -> int:

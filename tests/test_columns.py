@@ -308,7 +308,7 @@ def mixed_run(tmp_path_factory):
     make_mixed_table(root / "t.csv", n=400)
     params = parse_params({"data": {"source": "table", "path": str(root / "t.csv"),
                                     "table": {"label_column": "species"}},
-                           "train": {"epochs": 4}, "encode": {"batch_size": 128},
+                           "train": {"epochs": 30}, "encode": {"batch_size": 128},
                            "evaluate": {"importance_samples": 10, "gradient_variance": {"repeats": 4}}})
     paths = {"prepared": root / "prepared", "model": root / "model" / "model.keras", "latents": root / "latents"}
     runner.prepare(params, out_dir=paths["prepared"])
@@ -358,3 +358,72 @@ def test_new_rows_are_matched_by_name_and_an_unseen_category_is_named(mixed_run,
                                         r"levels \['Biscoe', 'Dream', 'Torgersen'\] do not include"):
         encode_new_data(mixed_run["paths"]["model"], tmp_path / "unseen.csv", tmp_path / "out2",
                         label_column="species")
+
+
+def test_imputation_beats_the_column_mean_and_mode_on_latent_driven_columns(mixed_run):
+    """Half of every test column's observed cells hidden: the model's posterior-mean imputation
+    against the train mean/mode. bill, mass, island and sex all follow the 2-d latent."""
+    import keras
+
+    import pipeline.model  # noqa: F401
+    from pipeline.data import load_splits
+    from pipeline.imputation import column_quality, fill_values
+
+    manifest, data = load_splits(mixed_run["paths"]["prepared"])
+    vae = keras.saving.load_model(mixed_run["paths"]["model"])
+    fill = fill_values(data["train"], np.arange(len(data["train"])), manifest.columns)
+    quality = column_quality(vae, data["test"], np.arange(len(data["test"])), manifest.columns, fill, seed=1,
+                             hide_fraction=0.5)
+    imputed = {name: c["imputation"] for name, c in quality.items()}
+    assert all(imputed[name]["cells"] >= 25 for name in ("bill", "mass", "island", "sex"))
+    for name in ("bill", "mass"):  # RMSE at most 0.8 of the mean's
+        assert imputed[name]["model"] <= 0.8 * imputed[name]["mean_or_mode"], (name, imputed[name])
+    for name in ("island", "sex"):  # accuracy at least 0.1 above the mode's
+        assert imputed[name]["model"] >= imputed[name]["mean_or_mode"] + 0.1, (name, imputed[name])
+    assert mixed_run["metrics"]["columns"]["island"]["imputation"]["cells"] > 0  # and in the evaluate stage
+
+
+def test_impute_writes_each_row_completed_beside_its_latents(mixed_run, tmp_path):
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    from pipeline.encode import encode
+    from pipeline.encode_new import encode_new_data
+
+    paths = mixed_run["paths"]
+    encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "stage", batch_size=64,
+           impute=True)
+    frame = pd.read_parquet(tmp_path / "stage").sort_values("id")
+    table = pd.read_csv(mixed_run["root"] / "t.csv").set_index(np.arange(400))
+    completed = pd.DataFrame(list(frame["completed"]), index=frame["id"].to_numpy())
+    imputed = pd.DataFrame(list(frame["imputed"]), index=frame["id"].to_numpy())
+    source = table.loc[completed.index]
+    for name in ("island", "sex", "bill", "eggs"):
+        missing = source[name].isna().to_numpy()
+        assert (imputed[name].to_numpy() == missing).all() and missing.any()
+        assert completed[name].notna().all()  # every cell filled
+        seen, given = completed[name][~missing], source[name][~missing]  # observed cells: kept as given
+        if name in ("bill", "eggs"):
+            np.testing.assert_allclose(seen.astype(float), given.astype(float), rtol=1e-5)
+        else:
+            assert (seen == given).all()
+    assert set(completed["island"]) <= {"Biscoe", "Dream", "Torgersen"}
+    assert pl.read_parquet(tmp_path / "stage" / "split=test" / "part-0.parquet")["completed"].struct.field("bill").null_count() == 0
+    assert duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/stage/**/*.parquet') "
+                      "where imputed.island").fetchall()[0][0] == int(table["island"].isna().sum())
+    rows = encode_new_data(paths["model"], mixed_run["root"] / "t.csv", tmp_path / "new", impute=True,
+                           label_column="species")
+    new = pd.read_parquet(tmp_path / "new" / "split=new")
+    assert rows == 400 and pd.DataFrame(list(new["imputed"]))["bill"].sum() == table["bill"].isna().sum()
+
+
+def test_impute_on_a_model_of_images_is_a_clear_error(pipeline_run, tmp_path):
+    from pipeline.encode import encode
+    from pipeline.errors import ConfigError
+
+    paths = pipeline_run["paths"]
+    with pytest.raises(ConfigError, match="encode.impute fills in a table's missing cells, but .* holds pixels"):
+        encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "l", batch_size=64,
+               impute=True)
+    assert not (tmp_path / "l").exists()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.data import load_split
-from pipeline.model import Sampler, build_vae
+from pipeline.layers import Sampler
+from pipeline.model import build_vae
 
 from .conftest import resolved, tiny_params
 
@@ -179,7 +180,7 @@ def test_score_function_training_runs_and_tracks_a_baseline():
 
 
 def test_learned_sigma_starts_at_one_and_never_goes_below_the_floor():
-    from pipeline.model import LearnedSigma
+    from pipeline.layers import LearnedSigma
 
     sigma = LearnedSigma((3, 2), floor=0.05)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(sigma.value()), np.ones((3, 2)), rtol=1e-6)
@@ -196,7 +197,7 @@ def test_learned_sigma_starts_at_one_and_never_goes_below_the_floor():
 def test_learned_sigma_converges_to_each_features_residual_scale():
     """argmin_σ E[(x − m)²/2σ² + log σ] = RMS residual, or the floor when that is smaller."""
     from pipeline.likelihoods import Gaussian
-    from pipeline.model import LearnedSigma
+    from pipeline.layers import LearnedSigma
 
     residual_scale = np.array([0.01, 0.3, 1.0, 2.5], np.float32)  # the first lies below the floor
     x = (np.random.default_rng(0).normal(size=(4096, 4)) * residual_scale).astype(np.float32)
