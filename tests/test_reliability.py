@@ -126,6 +126,7 @@ def table_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("table")
     table = make_table(root / "rows.csv", n=90)
     params = tiny_params(**{"data.source": "table", "data.path": str(root / "rows.csv"),
+                            "data.table": {"column_types": {"c": "real"}},  # whole numbers from 0: a count else
                             "data.scaling": "standardize", "model.likelihood": "gaussian",
                             "model.latent_dim": 2, "train.epochs": 1})
     prepare(params.data, seed=0, out_dir=root / "prepared")
@@ -352,8 +353,8 @@ def _broken_sources(tmp_path: Path):
     cases.append(({"source": "table", "path": str(tmp_path / "empty.csv")}, "empty csv"))
     (tmp_path / "ragged.csv").write_text("a,b,label\n1,2,x\n3,y\n")
     cases.append(({"source": "table", "path": str(tmp_path / "ragged.csv")}, "ragged csv"))
-    (tmp_path / "nan.csv").write_text("a,b,label\n1,nan,x\n3,4,y\n" * 10)
-    cases.append(({"source": "table", "path": str(tmp_path / "nan.csv")}, "NaN in csv"))
+    (tmp_path / "empty_column.csv").write_text("a,b,label\n" + "1,,x\n3,,y\n" * 10)
+    cases.append(({"source": "table", "path": str(tmp_path / "empty_column.csv")}, "an empty column in a csv"))
     for name, content in (("magic", b"\x01\x02\x03\x04" + bytes(100)), ("short", None)):
         folder = tmp_path / f"idx_{name}"
         folder.mkdir()
