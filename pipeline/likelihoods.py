@@ -7,7 +7,7 @@ the likelihood family is written once. Every family keeps the surprisal S bounde
 - Bernoulli, Categorical, NegativeBinomial and Poisson are probability masses: each
   factor is at most 1, so log 1/p(x | z) ≥ 0.
 - Gaussian is a density: its σ is fixed, or learned per feature but never below a floor
-  (model.sigma_floor, see model.LearnedSigma), so log 1/p ≥ log σ_floor + ½ log 2π per
+  (model.sigma_floor, see layers.LearnedSigma), so log 1/p ≥ log σ_floor + ½ log 2π per
   feature; a σ that may shrink to 0 would leave S without a lower bound.
 
 Tables and count matrices use `Columns`: p(x | z) = Π_c p_c(x_c | z), one family per
