@@ -70,7 +70,6 @@ def resolve_scaling(scaling: str, likelihood: str, levels: float | None, kind: s
 AUTO_MAX_LEVELS = 100
 # No categorical column, explicit or not, has more levels: its one-hot would dwarf the rest.
 MAX_LEVELS = 1000
-COLUMN_TYPES = ("real", "binary", "categorical", "count")
 
 
 @dataclass

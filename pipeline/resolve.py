@@ -117,8 +117,7 @@ def resolve_model(model: ModelConfig, example_shape, value_range, value_type: st
                                    "why": GIVEN if given != AUTO else why}
         return resolved
 
-    plain = value_type == "columns" and all(c.type == "real" and not c.missing for c in columns or ())
-    if plain:  # as an array of real values: one Gaussian over every feature
+    if value_type == "columns" and plain_table(columns):  # as an array of real values: one Gaussian
         rule = ("gaussian", "every column real, no cell missing: one gaussian over the standardized features")
     elif value_type in ("columns", "count"):
         rule = ("columns", "one family per column: gaussian (real), bernoulli (binary), categorical, "
@@ -153,6 +152,11 @@ def resolve_model(model: ModelConfig, example_shape, value_range, value_type: st
 
 
 FAMILY_OF_TYPE = {"real": "gaussian", "binary": "bernoulli", "categorical": "categorical"}
+
+
+def plain_table(columns) -> bool:
+    """Every column real and complete: the table is modelled as an array of real values."""
+    return all(c.type == "real" and not c.missing for c in columns or ())
 
 
 def column_layout(value_type: str, columns, features: int, count_family: str) -> dict:
@@ -279,8 +283,8 @@ def check_model_fits_data(model: ResolvedModel, manifest: Manifest, where) -> No
     if model.architecture == "conv" and len(shape) != 3:
         raise PipelineError(f"model.architecture 'conv' needs H×W×C images, but {where} holds "
                             f"examples of shape {shape}; use 'mlp'")
-    plain = manifest.columns is not None and all(c.type == "real" and not c.missing for c in manifest.columns)
-    if model.likelihood != "columns" and manifest.value_type in ("columns", "count") and not plain:
+    typed = manifest.value_type == "count" or (manifest.value_type == "columns" and not plain_table(manifest.columns))
+    if model.likelihood != "columns" and typed:
         raise PipelineError(f"model.likelihood {model.likelihood!r} models every feature alike, but {where} holds "
                             f"{'a table of typed columns' if manifest.value_type == 'columns' else 'counts'}; "
                             "leave model.likelihood at auto (one likelihood per column type)")

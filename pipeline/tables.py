@@ -32,14 +32,16 @@ def read_table(path: Path, label_column: str | None, feature_columns: tuple[str,
     column_types: overrides of the typing rule by column name (data.table.column_types).
     trained: the columns of a trained model (new data is coded as its training data was).
     """
-    import pyarrow as pa
-
     schema, num_rows, batches = _arrow_batches(path)
     features = _feature_names(path, schema.names, label_column, feature_columns)
+    unknown = sorted(set(column_types or {}) - set(features))
+    if unknown:
+        raise DataError(f"{path}: data.table.column_types names {unknown}, not feature columns; the feature "
+                        f"columns are {features}")
     profiles = {name: ColumnProfile(name, _kind(path, name, schema.field(name).type)) for name in features}
     for batch in batches(features):
         for name, profile in profiles.items():
-            _profile(profile, batch.column(name))
+            _profile(path, profile, batch.column(name))
     columns = trained or tuple(_typed(profile, (column_types or {}).get(profile.name), path)
                                for profile in profiles.values())
     x = allocate(scratch, "table_x", (num_rows, len(features)), np.float32)
@@ -109,7 +111,7 @@ def _present(array):
     return array
 
 
-def _profile(profile: ColumnProfile, array) -> None:
+def _profile(path: Path, profile: ColumnProfile, array) -> None:
     import pyarrow.compute as pc
 
     present = _present(array)
@@ -120,7 +122,7 @@ def _profile(profile: ColumnProfile, array) -> None:
     if profile.kind in ("integer", "float") and len(present):
         values = present.to_numpy(zero_copy_only=False).astype(np.float64)
         if not np.isfinite(values).all():
-            raise DataError(f"column {profile.name!r} holds infinite values")
+            raise DataError(f"{path}: column {profile.name!r} holds infinite values")
         profile.low, profile.high = min(profile.low, values.min()), max(profile.high, values.max())
         profile.integral = profile.integral and bool((values == np.round(values)).all())
 

@@ -221,7 +221,8 @@ def test_column_types_can_be_overridden_and_impossible_ones_are_named(tmp_path):
     for given, message in [({"island": "count"}, r"column_types.island is 'count', but count needs non-negative "
                                                  r"whole numbers; it holds string values"),
                            ({"bill": "binary"}, r"column_types.bill is 'binary', but binary needs at most two"),
-                           ({"sex": "real"}, r"column_types.sex is 'real', but real needs numbers")]:
+                           ({"sex": "real"}, r"column_types.sex is 'real', but real needs numbers"),
+                           ({"weight": "real"}, r"column_types names \['weight'\], not feature columns")]:
         with pytest.raises(DataError, match=message):
             prepare(table_config(tmp_path / "t.csv", column_types=given), seed=0, out_dir=tmp_path / "p")
     assert json.loads((tmp_path / "p" / "manifest.json").read_text()) == manifest.to_dict()  # kept
@@ -427,3 +428,17 @@ def test_impute_on_a_model_of_images_is_a_clear_error(pipeline_run, tmp_path):
         encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "l", batch_size=64,
                impute=True)
     assert not (tmp_path / "l").exists()
+
+
+def test_one_likelihood_for_every_feature_of_a_typed_table_is_refused(tmp_path):
+    from pipeline.errors import PipelineError
+    from pipeline.prepare import prepare
+    from pipeline.resolve import check_model_fits_data, resolve_model
+
+    make_mixed_table(tmp_path / "t.csv")
+    manifest = prepare(table_config(tmp_path / "t.csv"), seed=0, out_dir=tmp_path / "p")
+    given = parse_params({"model": {"likelihood": "gaussian"}}).model
+    model, _ = resolve_model(given, manifest.input_shape, manifest.value_range, manifest.value_type, manifest.columns)
+    with pytest.raises(PipelineError, match="model.likelihood 'gaussian' models every feature alike, but .* holds a "
+                                            "table of typed columns; leave model.likelihood at auto"):
+        check_model_fits_data(model, manifest, tmp_path / "p")
