@@ -44,6 +44,7 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     with `overwrite`, and no other partition is touched. impute (a table model): each row
     also `completed`, its missing cells imputed, and `imputed` flags.
     """
+    check_not_a_stage_output(Path(out_dir))
     bundle = load_bundle(model_path)
     trained_on = bundle.manifest
     columns = trained_on.columns if trained_on else None
@@ -72,6 +73,28 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
                                   batch_size, bundle.preprocess, completer)
         return write_partition(out_dir, split, batches, bundle.vae.latent_dim, metadata, overwrite=overwrite,
                                table=completer.table if completer else None)
+
+
+def check_not_a_stage_output(out_dir: Path) -> None:
+    """Raise DataError when out_dir is, or lies inside, an output of a stage of the nearest
+    dvc.yaml above it: the next `dvc repro` of that stage would replace the directory and
+    lose what the command wrote there."""
+    import yaml
+
+    target = out_dir.resolve()
+    for folder in (target, *target.parents):
+        spec = folder / "dvc.yaml"
+        if not spec.is_file():
+            continue
+        stages = (yaml.safe_load(spec.read_text()) or {}).get("stages", {})
+        for name, stage in stages.items():
+            for out in (*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])):
+                owned = (folder / (out if isinstance(out, str) else next(iter(out)))).resolve()
+                if owned == target or owned in target.parents:
+                    raise DataError(f"{out_dir}: inside {owned.relative_to(folder)}, an output of the {name!r} stage "
+                                    f"of {spec}; the next `dvc repro` of {name} would replace it and lose what is "
+                                    "written here. Give --output another directory (e.g. latents_new/)")
+        return
 
 
 def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:

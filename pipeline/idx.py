@@ -126,7 +126,8 @@ def idx_release_candidates(name: str, path: str | None) -> list[Path]:
 
 
 def read_idx_release(name: str, path: str | None, scratch: Path | None = None) -> Dataset:
-    """fashion_mnist / mnist from local IDX files, else Keras' download, else a clear error."""
+    """fashion_mnist / mnist from local IDX files, else a clear error (never a download: the
+    pipeline runs offline, and a run must not depend on the network)."""
     candidates = idx_release_candidates(name, path)
     files = [f for pair in IDX_RELEASE_FILES.values() for f in pair]
     found = next((c for c in candidates if all((c / f).is_file() for f in files)), None)
@@ -138,26 +139,11 @@ def read_idx_release(name: str, path: str | None, scratch: Path | None = None) -
     if found is not None:
         parts = {split: (found / images, found / labels) for split, (images, labels) in IDX_RELEASE_FILES.items()}
         return _idx_parts(parts, name, found, scratch, names=IDX_RELEASES[name][1])
-    loaded = _keras_load(name)
-    if loaded is None:
-        raise DataError(f"data.source {name!r}: IDX files ({', '.join(files)}) not found; looked in "
-                        f"{', '.join(map(str, candidates))}, and Keras could not download them "
-                        f"(set data.path, or on Debian: apt-get install dataset-{IDX_RELEASES[name][0]})")
-    return loaded
-
-
-def _keras_load(name: str) -> Dataset | None:
-    """The release through Keras' loader (downloads when a network is there); None offline."""
-    import keras
-
-    try:
-        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
-    except Exception:  # noqa: BLE001 - any download failure means "not available here"
-        return None
-    return Dataset(x=np.concatenate([x_train, x_test])[..., None],
-                   y=np.concatenate([y_train, y_test]).astype(np.int32), label_names=IDX_RELEASES[name][1],
-                   source=name, path=f"keras.datasets.{name}",
-                   is_test=np.repeat([False, True], [len(x_train), len(x_test)]))
+    package = IDX_RELEASES[name][0]
+    raise DataError(f"data.source {name!r}: IDX files ({', '.join(files)}) not found; looked in "
+                    f"{', '.join(map(str, candidates))}. Nothing is downloaded: on Debian, "
+                    f"apt-get install dataset-{package} (files under /usr/share/datasets/{package}), "
+                    "or point data.path at a folder holding them")
 
 
 def read_idx_dir(path: Path, scratch: Path | None = None) -> Dataset:

@@ -90,11 +90,14 @@ def staged_outputs(target: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def scratch_dir(near: str | Path) -> Iterator[Path]:
+def scratch_dir(near: str | Path, clear_stale: bool = False) -> Iterator[Path]:
     """A temporary directory beside `near`, removed afterwards: on the disk the outputs go to,
-    not in /tmp, which may be held in memory."""
+    not in /tmp, which may be held in memory. clear_stale: first remove the scratch a killed
+    run of the same output left (only where runs of that output never overlap: a stage)."""
     parent = Path(near).parent
     parent.mkdir(parents=True, exist_ok=True)
+    if clear_stale:
+        _remove_stale(parent.glob(f".{Path(near).name}.scratch.*"))
     path = Path(tempfile.mkdtemp(dir=parent, prefix=f".{Path(near).name}.scratch."))
     try:
         yield path

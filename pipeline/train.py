@@ -74,7 +74,7 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     manifest = Manifest.read(prepared_dir)
     split = load_split(prepared_dir, "train", manifest)
     # The fit and validation row indices, memory-mapped: memory stays flat whatever the rows.
-    with scratch_dir(model_dir) as scratch:
+    with scratch_dir(model_dir, clear_stale=True) as scratch:  # and what a killed run left
         fit_rows, val_rows = validation_rows(split.y, validation_fraction, seed, scratch)
         resolved, choices = resolve_run(model, loss, training, manifest, fit_rows=len(fit_rows),
                                         cpu_flags=cpu_flags(), gpu_capabilities=gpu_capabilities(),

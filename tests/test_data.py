@@ -120,10 +120,18 @@ def test_idx_errors_name_the_file(idx_dir, tmp_path):
         read_idx(tmp_path / "short.gz")
 
 
-def test_missing_idx_source_says_where_it_looked(tmp_path, monkeypatch):
+def test_missing_idx_source_says_where_it_looked_and_never_downloads(tmp_path, monkeypatch):
+    import keras
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the reader tried keras.datasets (a download)")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", no_download)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.chdir(tmp_path)  # the default data.path, data/raw, is empty here
-    with pytest.raises(DataError, match=f"looked in data/raw, {tmp_path / 'keras'}"):
+    with pytest.raises(DataError, match=f"looked in data/raw, {tmp_path / 'keras'}/datasets/mnist, "
+                                        r"/usr/share/datasets/mnist\. Nothing is downloaded: on Debian, apt-get "
+                                        r"install dataset-mnist .*or point data.path at a folder holding them"):
         prepare(DataConfig(source="mnist"), seed=0, out_dir=tmp_path / "p")
     assert not (tmp_path / "p").exists()
 

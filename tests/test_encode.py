@@ -117,3 +117,20 @@ def test_killed_encode_leaves_the_previous_latents(tmp_path):
     write_latents(out, [_batch("train", 4, 8)], 8, {})
     assert load_latents(out).num_rows == 4
     assert [p.name for p in tmp_path.iterdir()] == ["latents"]
+
+
+def test_the_encode_command_refuses_a_directory_the_pipeline_owns(tmp_path):
+    """`--output data/latents` in a project would be replaced by the next `dvc repro` of encode."""
+    import shutil
+
+    from .conftest import ROOT
+
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    for out, stage in (("data/latents", "encode"), ("data/latents/split=new", "encode"),
+                       ("data/evaluation/pictures/new", "evaluate")):
+        with pytest.raises(DataError, match=rf"an output of the '{stage}' stage of .*dvc.yaml; the next `dvc repro` "
+                                            rf"of {stage} would replace it"):
+            encode_new_data(tmp_path / "missing.keras", tmp_path / "new.npz", tmp_path / out)
+    with pytest.raises(DataError, match="model file not found"):  # elsewhere: on to the model
+        encode_new_data(tmp_path / "missing.keras", tmp_path / "new.npz", tmp_path / "latents_new")
+    assert not (tmp_path / "data").exists()

@@ -1,5 +1,7 @@
 """The latent Parquet contract, read back by real consumers."""
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -110,3 +112,20 @@ def test_a_failing_write_keeps_the_previous_latents(tmp_path):
         write_latents(tmp_path / "l", failing(), 3, {})
     assert sorted(load_latents(tmp_path / "l").column("id").to_pylist()) == [0, 1, 2, 3, 4]
     assert [p.name for p in tmp_path.iterdir()] == ["l"]
+
+
+def test_the_recorded_params_are_what_the_encode_stage_depends_on(pipeline_run):
+    """Provenance cannot drift: the latents record the encode stage's own params and the
+    model's run and choices, and dvc.yaml's encode stage depends on exactly those."""
+    import yaml
+
+    from .conftest import ROOT
+
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["encode"]
+    meta = read_metadata(next(pipeline_run["paths"]["latents"].rglob("*.parquet")))
+    recorded = {f"encode.{key}" for key in meta["params"]["encode"]}
+    assert recorded == set(stage["params"])
+    model_dir = pipeline_run["paths"]["model_dir"]
+    assert {k: v for k, v in meta["params"].items() if k != "encode"} == json.loads((model_dir / "run.json").read_text())
+    assert meta["choices"] == json.loads((model_dir / "choices.json").read_text())
+    assert {"data/model/run.json", "data/model/choices.json", "data/model/model.keras"} <= set(stage["deps"])

@@ -107,16 +107,19 @@ print(json.dumps([train(params, prepared_dir=sys.argv[2], model_dir=sys.argv[3] 
 
 
 def test_deterministic_runs_give_identical_metrics(project, tmp_path):
-    """Also with the per-epoch S_K turned off: scoring draws from its own seed stream."""
+    """Across two processes (as two `dvc repro` runs are), and also with the per-epoch S_K
+    turned off: scoring draws from its own seed stream."""
     params = {**TINY, "train": {**TINY["train"], "epochs": 2, "deterministic": True},
               "data": {"binarize": "dynamic"}}
     no_bound = {**params, "train": {**params["train"], "bound_examples": 0}}
-    out = subprocess.run([sys.executable, "-c", DETERMINISM, json.dumps([params, params, no_bound]),
-                          str(project / "data/prepared"), str(tmp_path / "run")], capture_output=True, text=True,
-                         env=ENV)
-    assert out.returncode == 0, out.stderr[-3000:]
-    first, second, third = json.loads(out.stdout.strip().splitlines()[-1])
-    assert first == second == third and np.isfinite(first["U"])
+    results = []
+    for i, runs in enumerate(([params, no_bound], [params])):
+        out = subprocess.run([sys.executable, "-c", DETERMINISM, json.dumps(runs), str(project / "data/prepared"),
+                              str(tmp_path / f"process{i}-run")], capture_output=True, text=True, env=ENV)
+        assert out.returncode == 0, out.stderr[-3000:]
+        results += json.loads(out.stdout.strip().splitlines()[-1])
+    first, without_bound, other_process = results
+    assert first == without_bound == other_process and np.isfinite(first["U"])
 
 
 MIRRORED = """
