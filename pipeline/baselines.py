@@ -9,6 +9,7 @@ import numpy as np
 from pipeline.console import timed
 from pipeline.config import Params
 from pipeline.data import is_labelled, load_splits
+from pipeline.imputation import column_fill
 from pipeline.io import staged_outputs, write_json
 from pipeline.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
 
@@ -33,25 +34,13 @@ def as_the_encoder_sees(train: np.ndarray, test: np.ndarray, manifest, preproces
             for part in parts:
                 part[:, features] = np.log1p(part[:, features])
         observed = np.isfinite(parts[0][:, features[0]])
-        fill = _fill_value(kind, parts[0][observed][:, features])
+        fill = column_fill(kind, parts[0][observed][:, features])
         for part in parts:
             missing = np.isnan(part[:, features[0]])
             part[np.ix_(missing, features)] = fill
             if manifest.columns and manifest.columns[c].missing > 0:
                 flags.append(missing)
     return tuple(np.column_stack([part, *flags[i::2]]) for i, part in enumerate(parts))
-
-
-def _fill_value(kind: str, observed: np.ndarray) -> np.ndarray:
-    """The mean (real, count) or the mode (binary; categorical, as its one-hot) of a column's
-    observed train values (n, width)."""
-    if not len(observed):
-        return np.zeros(observed.shape[1])
-    if kind == "categorical":
-        return np.eye(observed.shape[1])[np.bincount(observed.argmax(axis=1), minlength=observed.shape[1]).argmax()]
-    if kind == "binary":
-        return np.array([np.bincount(observed[:, 0].astype(int), minlength=2).argmax()], float)
-    return observed.mean(axis=0)
 
 
 def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> dict:

@@ -55,15 +55,21 @@ def fill_values(split: Split, rows: np.ndarray, columns: list[Column]) -> np.nda
     values, at = [], 0
     for column in columns:
         block = x[:, at:at + column.width]
-        seen = block[np.isfinite(block[:, 0])]
-        if column.type == "categorical":
-            values += list(np.eye(column.width)[np.bincount(seen.argmax(axis=1), minlength=column.width).argmax()])
-        elif column.type == "binary":
-            values.append(float(seen[:, 0].mean() >= 0.5))
-        else:
-            values.append(float(seen[:, 0].mean()))
+        values.append(column_fill(column.type, block[np.isfinite(block[:, 0])]))
         at += column.width
-    return np.array(values, np.float32)
+    return np.concatenate(values).astype(np.float32)
+
+
+def column_fill(kind: str, observed: np.ndarray) -> np.ndarray:
+    """The mean (real, count) or the mode (binary; categorical, as its one-hot; ties to the
+    lower level) of one column's observed values (n, width): (width,), zeros when n = 0."""
+    if not len(observed):
+        return np.zeros(observed.shape[1])
+    if kind == "categorical":
+        return np.eye(observed.shape[1])[np.bincount(observed.argmax(axis=1), minlength=observed.shape[1]).argmax()]
+    if kind == "binary":
+        return np.array([np.bincount(observed[:, 0].astype(int), minlength=2).argmax()], float)
+    return observed.mean(axis=0)
 
 
 def _hidden_cells(first_features: np.ndarray, seed: int, fraction: float) -> np.ndarray:
