@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.bundle import load_bundle
 from pipeline.config import Params
-from pipeline.data import SPLITS, load_split
+from pipeline.data import load_splits
 from pipeline.errors import ConfigError
 from pipeline.imputation import Completer
 from pipeline.io import atomic_dir, sha256_file
@@ -68,7 +68,7 @@ def encode_share(prepared_dir, model_path, directory: Path, worker: int, *, batc
     columns: a table's columns, to write each row completed (imputation); None: latents only.
     """
     vae = vae or load_bundle(model_path).vae
-    data = {split: load_split(prepared_dir, split) for split in SPLITS}
+    _, data = load_splits(prepared_dir)  # the manifest read once
     completer = Completer(vae, columns, data["train"].preprocess) if columns is not None else None
 
     def batches():

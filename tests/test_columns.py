@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-from keras import ops
 from scipy import special, stats
 
 from pipeline import subo
