@@ -1,12 +1,12 @@
-"""Memory and speed of prepare, train and encode as the data grows (issue: data of any size).
+"""Memory and speed of every stage as the data grows (issues: data of any size; nothing lost, proven).
 
     python benchmarks/scale.py --rows 100000 1000000 10000000 --json /tmp/scale.json
     python benchmarks/scale.py --rows 1000000 --compare-input      # mmap vs memory vs the old path
     python benchmarks/scale.py --images 100000                      # prepare on a folder of PNGs
 
 For each size it writes a synthetic npz of N 28×28 uint8 images (stored uncompressed, so
-prepare memory-maps it), then runs prepare, one epoch of train (MLP, batch 256) and
-encode, each in its own process. The parent samples the child's /proc/<pid>/status every
+prepare memory-maps it), then runs prepare, one epoch of train (MLP, batch 256), encode,
+baselines, evaluate, umap and report (the shipped evaluate.* caps), each in its own process. The parent samples the child's /proc/<pid>/status every
 50 ms and prints the peak of anonymous memory (RssAnon: what the process itself
 allocated) and of file-backed memory (RssFile: pages of memory-mapped files, which the
 kernel can drop and re-read), with rows/s and training samples/s.
@@ -107,19 +107,38 @@ def child(stage: str, work: Path, overrides: dict, mode: str) -> dict:
     from pipeline import runner
 
     start = time.perf_counter()
-    if stage == "prepare":
-        manifest = runner.prepare(params, out_dir=work / "prepared")
-        rows = sum(manifest.counts.values())
-        return {"rows": rows, "seconds": time.perf_counter() - start, "rows_per_s": rows / (time.perf_counter() - start)}
     if stage == "train":
         if mode == "old":
             _use_the_old_input()
         timer = _epoch_timer(params.train.batch_size)
         runner.train(params, prepared_dir=work / "prepared", model_dir=work / "model", callbacks=(timer,))
         return {"seconds": time.perf_counter() - start, "samples_per_s": timer.rate}
-    rows = runner.encode(params, prepared_dir=work / "prepared", model_path=work / "model" / "model.keras",
-                         out_dir=work / "latents")
-    return {"rows": rows, "seconds": time.perf_counter() - start, "rows_per_s": rows / (time.perf_counter() - start)}
+    _run_stage(stage, params, work)
+    seconds = time.perf_counter() - start
+    rows = sum(json.loads((work / "prepared" / "manifest.json").read_text())["counts"].values())
+    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}
+
+
+def _run_stage(stage: str, params, work: Path) -> None:
+    """The stage's recipe (its module's `run`, as stages/*.py call it) on the paths under work;
+    only that stage's module is imported, so the memory figures are the stage's own."""
+    import importlib
+
+    prepared, model, latents, evaluation = work / "prepared", work / "model/model.keras", work / "latents", \
+        work / "evaluation"
+    module = importlib.import_module(f"pipeline.{ {'umap': 'umap_view'}.get(stage, stage)}")
+    if stage == "prepare":
+        module.run(params, out_dir=prepared)
+    elif stage == "encode":
+        module.run(params, prepared_dir=prepared, model_path=model, out_dir=latents)
+    elif stage == "baselines":
+        module.run(params, prepared_dir=prepared, out_dir=evaluation)
+    elif stage == "evaluate":
+        module.run(params, prepared_dir=prepared, model_path=model, latents_dir=latents, out_dir=evaluation)
+    elif stage == "umap":
+        module.run(params, prepared_dir=prepared, latents_dir=latents, out_dir=evaluation)
+    else:
+        module.write_report(evaluation)
 
 
 def _epoch_timer(batch_size: int):
@@ -164,7 +183,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=0, help="also prepare a folder of this many PNGs")
     parser.add_argument("--compare-input", action="store_true", help="mmap vs memory vs old input, at --rows")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--stages", nargs="+", default=["prepare", "train", "encode"],
+    parser.add_argument("--stages", nargs="+", default=["prepare", "train", "encode", "baselines", "evaluate", "umap",
+                                                        "report"],
                         help="the stages to run (later ones reuse the outputs already under --work)")
     parser.add_argument("--work", type=Path, default=ROOT / ".scale", help="data goes here (not /tmp: memory)")
     parser.add_argument("--json", type=Path)

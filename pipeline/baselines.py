@@ -10,7 +10,7 @@ from pipeline.console import timed
 from pipeline.config import Params
 from pipeline.data import is_labelled, load_splits
 from pipeline.imputation import column_fill
-from pipeline.io import staged_outputs, write_json
+from pipeline.io import recover, staged_outputs, write_json
 from pipeline.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
 
 
@@ -50,6 +50,7 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
     """
     from sklearn.decomposition import PCA
 
+    recover(out_dir, "baselines")  # what a killed run of this stage left
     manifest, data = load_splits(prepared_dir)
     dataset = {key: getattr(manifest, key) for key in ("source", "counts", "example_shape", "label_names")}
     result: dict = {"dataset": dataset, "labelled": is_labelled(manifest, data)}
@@ -68,6 +69,6 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
             scores, _ = probe_suite(features, labels["train"], labels["test"], protocol)
         test_y = np.asarray(data["test"].y)
         result.update(scores, majority_class_accuracy=float(np.bincount(test_y).max() / len(test_y)))
-    with staged_outputs(out_dir) as staging:
+    with staged_outputs(out_dir, "baselines") as staging:
         write_json(staging / "baselines.json", result)
     return result

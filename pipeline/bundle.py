@@ -7,17 +7,19 @@
     data/model/choices.json         the value of every `auto` knob and the rule that chose it
     data/model/run.json             the run's resolved params (model, loss, train, seed...)
 
-train saves it; encode, evaluate and the encode command load it, so no stage module
-needs another for a file name or a loader.
+train saves it (into a staging directory it then publishes whole: pipeline.io); encode,
+evaluate and the encode command load it, so no stage module needs another for a file name
+or a loader.
 """
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.data import PREPROCESSING_FILE, Preprocessor
 from pipeline.errors import DataError
-from pipeline.io import atomic_path, write_json
+from pipeline.io import fault_point, write_json
 from pipeline.manifest import Manifest
 
 MODEL_FILE = "model.keras"
@@ -50,23 +52,18 @@ class Bundle:
                             f"holds {list(shape)}; retrain the model or resize the input")
 
 
-def save_bundle(vae, model_dir: str | Path, preprocessing: Path, manifest: Manifest, choices: dict,
+def save_bundle(vae, directory: str | Path, preprocessing: Path, manifest: Manifest, choices: dict,
                 run: dict) -> None:
-    """Write the model, its encoder, and the data description new data is encoded with.
-
-    model.keras goes last: it is what the encode stage depends on, so a run killed
-    midway leaves at worst side files newer than the model, never a model without them.
-    """
-    model_dir = Path(model_dir)
-    with atomic_path(model_dir / ENCODER_FILE) as tmp:
-        vae.encoder.save(tmp)
-    with atomic_path(model_dir / PREPROCESSING_FILE) as tmp:
-        tmp.write_bytes(Path(preprocessing).read_bytes())
-    manifest.write(model_dir / DATA_MANIFEST_FILE)
-    write_json(model_dir / CHOICES_FILE, choices)
-    write_json(model_dir / RUN_FILE, run)
-    with atomic_path(model_dir / MODEL_FILE) as tmp:
-        vae.save(tmp)
+    """Write the model, its encoder, and the data description new data is encoded with into
+    `directory`, an empty one: the caller publishes it (train stages it, pipeline.io)."""
+    directory = Path(directory)
+    vae.encoder.save(directory / ENCODER_FILE)
+    fault_point("bundle", directory / MODEL_FILE)  # inside the model save: the encoder written, the model not yet
+    shutil.copyfile(preprocessing, directory / PREPROCESSING_FILE)
+    manifest.write(directory / DATA_MANIFEST_FILE)
+    write_json(directory / CHOICES_FILE, choices)
+    write_json(directory / RUN_FILE, run)
+    vae.save(directory / MODEL_FILE)
 
 
 def load_vae(model_path: str | Path):

@@ -8,6 +8,7 @@ errors and Python tracebacks still show. Set VAE_PIPELINE_TF_LOGS=1 to see every
 """
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -19,6 +20,9 @@ from collections.abc import Callable, Iterator
 from pipeline.errors import PipelineError
 
 EXIT_USER_ERROR = 2
+EXIT_MACHINE_ERROR = 3
+# What the machine, not the code, gets wrong: one line, like a user error, not a traceback.
+MACHINE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 SHOW_ALL = "VAE_PIPELINE_TF_LOGS"
 KNOWN_NOISE = re.compile("|".join([
     r"All log messages before absl::InitializeLog\(\) is called",
@@ -50,6 +54,12 @@ def run_stage(main: Callable[[], None]) -> None:
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except OSError as error:
+        if error.errno not in MACHINE_ERRORS:
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror}{where}; the previous outputs are kept", file=sys.stderr)
+        sys.exit(EXIT_MACHINE_ERROR)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,31 @@ ACTIVITY_THRESHOLD = 0.01
 
 def active_units(z_mean: np.ndarray) -> dict:
     """Active latent units from μ_φ(x) = E_q[z | x] of many examples, z_mean (n, d)."""
-    variance = np.var(np.asarray(z_mean, np.float64), axis=0)  # (d,)
+    return active_units_of(np.var(np.asarray(z_mean, np.float64), axis=0))
+
+
+class Moments:
+    """Per-dimension mean and variance of rows seen a block at a time (Chan et al.'s merge):
+    active units over a split of any size, one row group in memory."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, block: np.ndarray) -> None:
+        block = np.asarray(block, np.float64)
+        n, mean = len(block), block.mean(axis=0)
+        m2, delta, total = ((block - mean) ** 2).sum(axis=0), mean - self.mean, self.n + len(block)
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + m2 + delta ** 2 * self.n * n / total
+        self.n = total
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.m2 / self.n
+
+
+def active_units_of(variance: np.ndarray) -> dict:
+    """Active units from Var_x E_q[z_j | x], (d,)."""
     return {"count": int((variance > ACTIVITY_THRESHOLD).sum()), "of": int(len(variance)),
             "threshold": ACTIVITY_THRESHOLD, "variance_of_mean": [round(float(v), 4) for v in variance]}
 

@@ -14,7 +14,7 @@ from pipeline.config import Params
 from pipeline.data import load_splits
 from pipeline.errors import ConfigError
 from pipeline.imputation import Completer
-from pipeline.io import atomic_dir, sha256_file
+from pipeline.io import atomic_dir, recover_dir, sha256_file
 from pipeline.latents import encoded_batches, package_versions, write_part
 from pipeline.manifest import Manifest
 
@@ -35,6 +35,7 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
     The files' metadata records what made them: the data's fingerprint, the model's sha256,
     its resolved run (model, loss and train config, seed) and this stage's own params.
     """
+    recover_dir(out_dir)  # what a killed run of this stage left
     manifest = Manifest.read(prepared_dir)
     bundle = load_bundle(model_path)
     bundle.check_shape(manifest.input_shape, prepared_dir)

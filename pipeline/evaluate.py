@@ -14,10 +14,10 @@ from pipeline.bundle import load_bundle
 from pipeline.config import GradientVarianceConfig, Params
 from pipeline.console import timed
 from pipeline.data import Split, fixed_inputs, is_labelled, load_splits, seeded_rows, validation_rows
-from pipeline.diagnostics import active_units, collapse_warning, phi_gradient_variance, subo_estimates
+from pipeline.diagnostics import Moments, active_units_of, collapse_warning, phi_gradient_variance, subo_estimates
 from pipeline.imputation import column_quality, fill_values
-from pipeline.io import staged_outputs, write_json
-from pipeline.latents import load_z_mean
+from pipeline.io import recover, staged_outputs, write_json
+from pipeline.latents import read_z_mean
 from pipeline.pictures import draw_pictures
 from pipeline.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
 
@@ -41,21 +41,27 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     """latent_metrics.json, confusion.csv and pictures/: probes on z_mean, the SUBO figures, the
     φ-gradient variance, and pictures of the model (pipeline.pictures) from the test examples
     the SUBO figures use."""
+    recover(out_dir, "evaluate")  # what a killed run of this stage left
     manifest, data = load_splits(prepared_dir)
     bundle = load_bundle(model_path)
     vae = bundle.vae
-    z = load_z_mean(latents_dir, {split: d.id for split, d in data.items()}, manifest.fingerprint, vae.latent_dim)
     labelled = is_labelled(manifest, data)
     if labelled:
         check_knn_k(protocol, len(data["train"]))
+    # The latents are read a row group at a time: only the probes' rows are kept.
+    rows = dict(zip(("train", "test"), probe_rows(data["train"].y, data["test"].y, protocol) if labelled else ([], [])))
+    test_moments = Moments()  # active units over every test row
+    z = {split: read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, rows[split], vae.latent_dim,
+                            visit=test_moments.add if split == "test" else None) for split in ("train", "test")}
     metrics: dict = {"latent_dim": vae.latent_dim, "choices": bundle.choices or {},
-                     "active_units": active_units(z["test"])}
+                     "active_units": active_units_of(test_moments.variance)}
     if warning := collapse_warning(metrics["active_units"]):
         log.warning("%s", warning)
     confusion = "actual,predicted\n"  # header only without labels: DVC still expects the file
     if labelled:
         with timed("probes on the latents"):
-            probes, confusion = _latent_probes(z, data, manifest.label_names, protocol)
+            probes, confusion = _latent_probes(z, {s: np.asarray(data[s].y[r]) for s, r in rows.items()},
+                                               manifest.label_names, protocol)
         metrics.update(probes)
     with timed("SUBO and importance-weighted surprisal"):
         _, val_rows = validation_rows(data["train"].y, validation_fraction, seed)
@@ -70,7 +76,7 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     with timed("gradient variance"):
         batch = _scored(data["test"], np.arange(len(data["test"])), gradient_variance.batch_size, binarize, seed)
         metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)
-    with staged_outputs(out_dir) as staging, timed("pictures"):
+    with staged_outputs(out_dir, "evaluate") as staging, timed("pictures"):
         (staging / "pictures").mkdir()
         shape = manifest.example_shape
         metrics["generative"] = draw_pictures(vae, scored["test"], staging / "pictures", seed=seed,
@@ -81,12 +87,10 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     return metrics
 
 
-def _latent_probes(z: dict, data: dict, label_names: list[str], protocol: ProbeProtocol) -> tuple[dict, str]:
-    """metrics["probe"] and ["knn"], and the linear probe's test predictions as confusion.csv text."""
-    rows = dict(zip(("train", "test"), probe_rows(data["train"].y, data["test"].y, protocol)))
-    labels = {split: np.asarray(data[split].y[r]) for split, r in rows.items()}
-    scores, predicted = probe_suite({"latent": (z["train"][rows["train"]], z["test"][rows["test"]])},
-                                    labels["train"], labels["test"], protocol)
+def _latent_probes(z: dict, labels: dict, label_names: list[str], protocol: ProbeProtocol) -> tuple[dict, str]:
+    """metrics["probe"] and ["knn"] from z_mean and the labels of the probes' rows (`probe_rows`),
+    and the linear probe's test predictions as confusion.csv text."""
+    scores, predicted = probe_suite({"latent": (z["train"], z["test"])}, labels["train"], labels["test"], protocol)
     latent = scores["latent"]
     names = np.array(label_names)
     pairs = zip(names[labels["test"]], names[predicted])

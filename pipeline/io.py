@@ -1,18 +1,62 @@
-"""Atomic outputs: write beside the target under a temporary name, then rename into place.
+"""Atomic outputs, and the publish protocol that makes a stage's outputs change all together or not at all.
 
-A stage that fails or is killed midway leaves the previous output untouched and no
-half-written file or directory under the final name; the next run of the same output
-clears the hidden temporaries a killed run left behind.
+One file: `atomic_path` writes beside the target under a temporary name and renames it
+into place; a rename within one directory is atomic.
+
+A stage's outputs (several files and directories under one `root`): `staged_outputs(root, name)`
+publishes them as one, by this protocol, which holds under SIGKILL at any instant:
+
+1. Stage. The stage writes its complete new outputs into root/.<name>.staging/new/; nothing
+   under a final name changes. A failure or a kill here leaves the previous outputs as
+   they were, and the staging is discarded (rolled back) before the next run stages.
+2. Commit. Every staged file is fsynced; then the journal root/.<name>.journal, listing every
+   rename, is written under a temporary name, fsynced and renamed into place. Its presence
+   is the commit point: from here on the new outputs will be published, by this run or,
+   after a kill, by the next one.
+3. Roll forward. For each entry the previous output, if any, is renamed aside into the
+   staging directory, then the new one onto its name. A step already done is skipped, so
+   replaying the journal from the start finishes a run killed at any point of it.
+4. Clean up. The staging directory (now holding the previous outputs) is removed, then
+   the journal.
+
+`recover(root, name)` rolls a journalled publication forward and discards an unjournalled
+staging. Every stage calls it for its outputs before it reads or computes anything, and
+every publication calls it before staging. So after a kill a stage's outputs are the
+previous run's whole, or the new run's whole, or, only between a kill during step 3 and
+the next run, a mix that a journal beside them marks and the next run completes. Every
+path of a publication lies directly under `root`, so each rename is within one directory.
+
+Fault points let the reliability tests stop a process with SIGKILL at an exact step (set
+VAE_PIPELINE_KILL_AT to a point's name) or fail it there as a full disk would
+(VAE_PIPELINE_DISK_FULL_AT). Here: staged, journaled, aside (a previous output
+moved aside, the new one not yet in), renamed (one output published), published (before
+clean-up); elsewhere: bundle (inside the model save), parquet (after the latents' first
+row group).
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+KILL_AT = "VAE_PIPELINE_KILL_AT"
+FULL_AT = "VAE_PIPELINE_DISK_FULL_AT"
+
+
+def fault_point(name: str, path: str | Path | None = None) -> None:
+    """For the reliability tests: SIGKILL this process here when VAE_PIPELINE_KILL_AT is `name`
+    (nothing after it runs, no clean-up), or fail as a write to `path` on a full disk would
+    (OSError ENOSPC) when VAE_PIPELINE_DISK_FULL_AT is `name`."""
+    if os.environ.get(KILL_AT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(FULL_AT) == name:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path) if path else None)
 
 
 @contextlib.contextmanager
@@ -33,60 +77,107 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary directory; on success it replaces `target` whole (`replace_dir`)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _restore_aside(target)
-    _remove_stale(target.parent.glob(f".{target.name}.*.tmp"))
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+def staged_outputs(root: str | Path, name: str) -> Iterator[Path]:
+    """Yield an empty staging directory; on success each of its entries replaces its namesake
+    under `root`, all of them or none (the protocol above). Entries the stage did not write
+    stay as they are. name: the publication's name, unique under root (the stage's)."""
+    publication = _Publication(Path(root), name)
+    publication.root.mkdir(parents=True, exist_ok=True)
+    publication.recover()
+    new = publication.staging / "new"
+    new.mkdir(parents=True)
     try:
-        yield tmp
-        replace_dir(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def replace_dir(source: str | Path, target: str | Path) -> None:
-    """Move the finished directory `source` onto `target` (same file system), replacing it whole.
-
-    The old directory is moved aside just before the new one is renamed in, so `target`
-    is always the complete old output or the complete new one, except for the instant
-    between the two renames; a run killed there leaves the old one aside, and the next
-    write of `target` puts it back before anything else.
-    """
-    source, target = Path(source), Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _restore_aside(target)
-    old = _aside(target)
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(source, target)
-    shutil.rmtree(old, ignore_errors=True)
+        yield new
+    except BaseException:
+        shutil.rmtree(publication.staging, ignore_errors=True)
+        raise
+    publication.commit(new)
 
 
 @contextlib.contextmanager
-def staged_outputs(target: str | Path) -> Iterator[Path]:
-    """Yield an empty staging directory; on success each of its entries replaces its namesake in `target`.
-
-    For a stage with several outputs in one directory: nothing under `target` changes
-    until the whole stage has succeeded, and entries the stage did not write stay as they
-    are. Files are renamed in one by one, subdirectories whole (`replace_dir`).
-    """
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield an empty directory; on success it replaces `target` whole (a publication named after it)."""
     target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    _remove_stale(target.glob(".staging.*.tmp"))
-    staging = Path(tempfile.mkdtemp(dir=target, prefix=".staging.", suffix=".tmp"))
+    with staged_outputs(target.parent, target.name) as new:
+        (new / target.name).mkdir()
+        yield new / target.name
+
+
+def recover(root: str | Path, name: str) -> None:
+    """Finish (journal present) or discard (no journal) the publication `name` a killed run left under root."""
+    _Publication(Path(root), name).recover()
+
+
+def recover_dir(target: str | Path) -> None:
+    """recover() for an `atomic_dir(target)` publication."""
+    recover(Path(target).parent, Path(target).name)
+
+
+class _Publication:
+    def __init__(self, root: Path, name: str):
+        self.root = root
+        self.staging = root / f".{name}.staging"
+        self.journal = root / f".{name}.journal"
+        self._journal_tmp = root / f".{name}.journal.tmp"
+
+    def recover(self) -> None:
+        if self.journal.exists():
+            self._roll_forward(json.loads(self.journal.read_text())["moves"])
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self._journal_tmp.unlink(missing_ok=True)
+
+    def commit(self, new: Path) -> None:
+        moves = [[str(entry.relative_to(self.root)), entry.name] for entry in sorted(new.iterdir())]
+        try:
+            _sync_tree(new)
+            fault_point("staged", self._journal_tmp)
+            with open(self._journal_tmp, "w") as f:
+                json.dump({"moves": moves}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(self._journal_tmp, self.journal)
+            _sync_dir(self.root)
+        except BaseException:  # not committed: roll back
+            self.recover()
+            raise
+        fault_point("journaled")
+        self._roll_forward(moves)
+
+    def _roll_forward(self, moves: list[list[str]]) -> None:
+        for i, (staged, target) in enumerate(moves):
+            staged, target = self.root / staged, self.root / target
+            if not os.path.lexists(staged):
+                continue  # published by the run this one finishes
+            if os.path.lexists(target):
+                os.replace(target, self.staging / f"previous-{i}")
+                fault_point("aside")  # the previous output moved aside, the new one not yet in
+            os.replace(staged, target)
+            fault_point("renamed")  # one output published, the others not yet
+        _sync_dir(self.root)
+        fault_point("published")
+        shutil.rmtree(self.staging)
+        self.journal.unlink()
+        _sync_dir(self.root)
+
+
+def _sync_tree(root: Path) -> None:
+    """fsync every file and directory under root: the data is on disk before the journal says it is ready."""
+    for directory, _, files in os.walk(root):
+        for file in files:
+            fd = os.open(os.path.join(directory, file), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _sync_dir(Path(directory))
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        yield staging
-        for entry in sorted(staging.iterdir()):
-            if entry.is_dir():
-                replace_dir(entry, target / entry.name)
-            else:
-                os.replace(entry, target / entry.name)
+        os.fsync(fd)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -113,17 +204,6 @@ def allocate(scratch: Path | None, name: str, shape: tuple[int, ...], dtype):
     if scratch is None:
         return np.empty(shape, dtype)
     return np.lib.format.open_memmap(Path(scratch) / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-
-
-def _aside(target: Path) -> Path:
-    return target.parent / f".{target.name}.old"
-
-
-def _restore_aside(target: Path) -> None:
-    """Undo a run killed between the two renames of `replace_dir`."""
-    old = _aside(target)
-    if old.exists() and not target.exists():
-        os.replace(old, target)
 
 
 def _remove_stale(paths) -> None:

@@ -12,7 +12,7 @@ import importlib.metadata
 import json
 import platform
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, fault_point, recover_dir
 
 SCHEMA_VERSION = "1"
 METADATA_PREFIX = "vae_pipeline."
@@ -36,6 +36,8 @@ COLUMNS = {
 # is ~8 MiB uncompressed: large enough for fast sequential scans and useful min/max
 # statistics on id, small enough that the writer buffers only one group in memory.
 ROW_GROUP_SIZE = 65_536
+# The columns encode.impute adds after COLUMNS (see latent_schema).
+IMPUTED_COLUMNS = ("completed", "imputed")
 SPLIT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Whose versions every file records (metadata "versions").
 PACKAGES = ("vae-pipeline", "tensorflow", "keras", "numpy", "pyarrow")
@@ -154,6 +156,7 @@ def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBat
         raise DataError(f"split name must be letters, digits, '_', '-' or '.'. Got {split!r} instead.")
     out_dir = Path(out_dir)
     target = out_dir / f"split={split}"
+    recover_dir(target)  # what a killed run of this command left
     if target.exists() and not overwrite:
         raise DataError(f"{target}: partition exists; pass --overwrite to replace it, or choose another --split")
     for file in sorted(out_dir.glob("split=*/*.parquet")):
@@ -192,6 +195,7 @@ class _SplitWriter:
 
     def __init__(self, path: Path, schema: pa.Schema):
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.writer = pq.ParquetWriter(path, schema, compression="zstd")
         self.schema = schema
         self.buffer: list[pa.RecordBatch] = []
@@ -208,6 +212,7 @@ class _SplitWriter:
             table = pa.Table.from_batches(self.buffer, schema=self.schema)
             self.writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
             self.buffer, self.buffered = [], 0
+            fault_point("parquet", self.path)  # in the middle of the writer: a row group out, the file not closed
 
     def close(self) -> None:
         self.writer.close()
@@ -255,8 +260,10 @@ def _check_file(file: Path, latent_dim: int | None) -> None:
     if version != SCHEMA_VERSION:
         raise DataError(f"{file}: latent schema version {version!r}, expected {SCHEMA_VERSION!r}")
     schema = pq.read_schema(file)
-    if schema.names != list(COLUMNS):
-        raise DataError(f"{file}: columns {schema.names}, expected {list(COLUMNS)}")
+    names = schema.names
+    if names[:len(COLUMNS)] != list(COLUMNS) or names[len(COLUMNS):] not in ([], list(IMPUTED_COLUMNS)):
+        raise DataError(f"{file}: columns {names}, expected {list(COLUMNS)}, then {list(IMPUTED_COLUMNS)} "
+                        "where encode imputed a table's cells")
     d = schema.field("z_mean").type.list_size
     if latent_dim is not None and d != latent_dim:
         raise DataError(f"{file}: latent_dim {d}, expected {latent_dim} (re-run encode for this model)")
@@ -269,19 +276,46 @@ def latents_to_numpy(table: pa.Table, column: str = "z_mean") -> np.ndarray:
     return chunked.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
 
 
-def load_z_mean(path: str | Path, ids: dict[str, np.ndarray], fingerprint: str,
-                latent_dim: int | None = None) -> dict[str, np.ndarray]:
-    """z_mean (n, d) of each split in `ids`, checked to be those rows of the dataset `fingerprint`, in order."""
-    out = {}
-    for split, expected in ids.items():
-        table = load_latents(path, split, latent_dim=latent_dim)
-        for file in sorted(Path(path).glob(f"split={split}/*.parquet")):
-            found = read_metadata(file).get("dataset_fingerprint")
-            if found != fingerprint:
-                raise DataError(f"{file}: latents were encoded from another dataset (fingerprint {found}, "
-                                f"prepared data has {fingerprint}); re-run encode")
-        table = table.sort_by("id")  # part files of several workers; prepared ids are ascending
-        if not np.array_equal(table.column("id").to_numpy(), np.asarray(expected)):
-            raise DataError(f"{path}: split={split} does not hold the prepared {split} examples in order; re-run encode")
-        out[split] = latents_to_numpy(table)
+def read_z_mean(path: str | Path, split: str, ids: np.ndarray, fingerprint: str, take: np.ndarray,
+                latent_dim: int | None = None, visit: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+    """z_mean of the rows `take` (positions in the split) of one split, read a row group at a time.
+
+    Memory holds one row group and the rows taken, however many rows the split has. On the
+    way it checks that the files hold the rows of the dataset `fingerprint` with exactly
+    the prepared `ids`, in order; visit(z) sees every group's z_mean (streaming statistics).
+    """
+    files = sorted(Path(path).glob(f"split={split}/*.parquet"), key=_part_number)
+    if not files:
+        raise DataError(f"{path}: no latent Parquet files for split {split!r} (expected split={split}/*.parquet)")
+    for file in files:
+        _check_file(file, latent_dim)
+        if (found := read_metadata(file).get("dataset_fingerprint")) != fingerprint:
+            raise DataError(f"{file}: latents were encoded from another dataset (fingerprint {found}, "
+                            f"prepared data has {fingerprint}); re-run encode")
+    take = np.asarray(take, np.int64)
+    order = np.argsort(take, kind="stable")
+    wanted = take[order]
+    out = np.empty((len(take), pq.read_schema(files[0]).field("z_mean").type.list_size), np.float32)
+    start = 0
+    for file in files:
+        for batch in pq.ParquetFile(file).iter_batches(ROW_GROUP_SIZE, columns=["id", "z_mean"]):
+            batch_ids = batch.column("id").to_numpy()
+            if not np.array_equal(batch_ids, ids[start:start + len(batch_ids)]):
+                raise DataError(f"{path}: split={split} does not hold the prepared {split} examples in order; "
+                                "re-run encode")
+            column = batch.column("z_mean")
+            z = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
+            if visit is not None:
+                visit(z)
+            lo, hi = np.searchsorted(wanted, [start, start + len(z)])
+            out[order[lo:hi]] = z[wanted[lo:hi] - start]
+            start += len(z)
+    if start != len(ids):
+        raise DataError(f"{path}: split={split} holds {start} rows, the prepared {split} split {len(ids)}; re-run encode")
     return out
+
+
+def _part_number(file: Path) -> int:
+    """part-<k>.parquet: worker k's contiguous share of the rows, so k orders the files."""
+    k = file.stem.removeprefix("part-")
+    return int(k) if k.isdigit() else -1

@@ -34,7 +34,7 @@ from pipeline.data import PREPROCESSING_FILE, Split, fixed_inputs, load_split, s
 from pipeline.diagnostics import active_units, collapse_warning
 from pipeline.errors import PipelineError
 from pipeline.hardware import cpu_flags, device_summary, distribution_strategy, gpu_capabilities, is_chief
-from pipeline.io import replace_dir, scratch_dir
+from pipeline.io import recover, scratch_dir, staged_outputs
 from pipeline.manifest import Manifest
 from pipeline.model import build_vae
 from pipeline.resolve import Run, check_model_fits_data, resolve_run, summary
@@ -67,6 +67,7 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     """
     if keras.backend.backend() != "tensorflow":
         raise PipelineError(f"KERAS_BACKEND must be 'tensorflow'. Got {keras.backend.backend()!r} instead.")
+    recover(model_dir, "train")  # what a killed run of this stage left
     strategy = distribution_strategy(training.distribution)
     if training.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -137,12 +138,14 @@ def _fit(run: Run, choices: dict, manifest: Manifest, inputs: _Inputs, prepared_
     history = _fit_logged(vae, run, inputs, backup, resuming, extra)
     if inputs.validation is not None:
         _report_activity(vae, inputs.validation.take(math.ceil(ACTIVITY_EXAMPLES / cfg.batch_size)))
-    # Every worker saves (saving a distributed model is collective); only the chief's copy is kept.
-    save_bundle(vae, model_dir if chief else Path(tempfile.mkdtemp()), prepared_dir / PREPROCESSING_FILE,
-                manifest, choices, run.as_params())
-    if chief:
-        replace_dir(backup / "live", model_dir / "live")
-    shutil.rmtree(backup, ignore_errors=True)  # finished: nothing left to resume
+    bundle = (prepared_dir / PREPROCESSING_FILE, manifest, choices, run.as_params())
+    if chief:  # the bundle and the curves replace the previous ones all together (pipeline.io)
+        with staged_outputs(model_dir, "train") as staging:
+            save_bundle(vae, staging, *bundle)
+            shutil.copytree(backup / "live", staging / "live")  # copied: a kill before the publish can resume
+    else:  # saving a distributed model is collective: every worker saves, only the chief's copy is kept
+        save_bundle(vae, Path(tempfile.mkdtemp()), *bundle)
+    shutil.rmtree(backup, ignore_errors=True)  # published: nothing left to resume
     return {key: float(values[-1]) for key, values in history.history.items()}
 
 

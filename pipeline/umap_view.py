@@ -9,8 +9,8 @@ from pipeline.config import Params, UmapConfig
 from pipeline.console import timed
 from pipeline.data import load_splits, seeded_rows
 from pipeline.figures import plot_scatter
-from pipeline.io import staged_outputs, write_json
-from pipeline.latents import load_z_mean
+from pipeline.io import recover, staged_outputs, write_json
+from pipeline.latents import read_z_mean
 
 
 def umap_embedding(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
@@ -55,22 +55,24 @@ def run(params: Params, *, prepared_dir, latents_dir, out_dir) -> dict:
 
 def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int) -> dict:
     """umap.csv (coordinates and labels), umap/umap.png (and umap/latents.png when d = 2), umap.json."""
+    recover(out_dir, "umap")  # what a killed run of this stage left
     manifest, data = load_splits(prepared_dir)
-    z = load_z_mean(latents_dir, {umap.split: data[umap.split].id}, manifest.fingerprint)[umap.split]
-    labels = np.asarray(data[umap.split].y)
-    rows = seeded_rows(len(z), umap.max_points, seed)
+    ids = data[umap.split].id
+    rows = seeded_rows(len(ids), umap.max_points, seed)
+    z = read_z_mean(latents_dir, umap.split, ids, manifest.fingerprint, rows)  # only the rows drawn are kept
+    labels = np.asarray(data[umap.split].y[rows])
     names = manifest.label_names
     with timed("UMAP"):
-        coords = umap_embedding(z[rows], umap.n_neighbors, umap.min_dist, seed)
+        coords = umap_embedding(z, umap.n_neighbors, umap.min_dist, seed)
     what = f"{umap.split} z_mean: {manifest.source}, latent_dim={z.shape[1]}, {len(rows)} points"
     info = {"split": umap.split, "points": len(rows), "n_neighbors": umap.n_neighbors, "min_dist": umap.min_dist,
             "seed": seed}
-    with staged_outputs(out_dir) as staging:
+    with staged_outputs(out_dir, "umap") as staging:
         (staging / "umap").mkdir()
-        plot_scatter(coords, labels[rows], names, f"UMAP of {what}", staging / "umap" / "umap.png")
+        plot_scatter(coords, labels, names, f"UMAP of {what}", staging / "umap" / "umap.png")
         if z.shape[1] == 2:
-            plot_scatter(z[rows], labels[rows], names, f"Latents ({what})", staging / "umap" / "latents.png")
-        label_text = np.array(names)[labels[rows]] if names else np.full(len(rows), "")
+            plot_scatter(z, labels, names, f"Latents ({what})", staging / "umap" / "latents.png")
+        label_text = np.array(names)[labels] if names else np.full(len(rows), "")
         table = np.column_stack([np.char.mod("%.5f", coords), label_text])
         np.savetxt(staging / "umap.csv", table, fmt="%s", delimiter=",", header="x,y,label", comments="")
         write_json(staging / "umap.json", info)

@@ -109,7 +109,7 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
 
     from pipeline import runner
     from pipeline.diagnostics import active_units
-    from pipeline.latents import load_z_mean
+    from pipeline.latents import read_z_mean
 
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=2.0, size=(3, 4))
@@ -131,9 +131,9 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
     live = json.loads((tmp_path / "model" / "live" / "metrics.json").read_text())
     assert live["validation"]["D"] > 1.0
     manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
-    z = load_z_mean(tmp_path / "latents", {"test": np.load(tmp_path / "prepared" / "test" / "id.npy")},
-                    manifest["fingerprint"], 8)
-    assert active_units(z["test"])["count"] >= 2
+    ids = np.load(tmp_path / "prepared" / "test" / "id.npy")
+    z = read_z_mean(tmp_path / "latents", "test", ids, manifest["fingerprint"], np.arange(len(ids)), 8)
+    assert active_units(z)["count"] >= 2
 
 
 @pytest.mark.parametrize("flags, gpus, expected", [

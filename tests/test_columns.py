@@ -390,6 +390,7 @@ def test_impute_writes_each_row_completed_beside_its_latents(mixed_run, tmp_path
 
     from pipeline.encode import encode
     from pipeline.encode_new import encode_new_data
+    from pipeline.latents import load_latents
 
     paths = mixed_run["paths"]
     encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "stage", batch_size=64,
@@ -412,6 +413,7 @@ def test_impute_writes_each_row_completed_beside_its_latents(mixed_run, tmp_path
     assert pl.read_parquet(tmp_path / "stage" / "split=test" / "part-0.parquet")["completed"].struct.field("bill").null_count() == 0
     assert duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/stage/**/*.parquet') "
                       "where imputed.island").fetchall()[0][0] == int(table["island"].isna().sum())
+    assert load_latents(tmp_path / "stage").num_rows == 400  # the evaluation stages read them as any latents
     rows = encode_new_data(paths["model"], mixed_run["root"] / "t.csv", tmp_path / "new", impute=True,
                            label_column="species")
     new = pd.read_parquet(tmp_path / "new" / "split=new")

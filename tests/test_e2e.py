@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline.config import set_dotted
-from pipeline.io import sha256_file
+from pipeline.io import FULL_AT, sha256_file
 from pipeline.latents import load_latents
 
 from .conftest import ROOT, TINY, copy_project
@@ -19,8 +20,8 @@ from .conftest import ROOT, TINY, copy_project
 BIN = Path(sys.executable).parent
 
 
-def run(args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+def run(args, cwd, check=True, **extra_env):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2", **extra_env}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -117,6 +118,27 @@ def test_a_failing_stage_leaves_every_output_byte_identical(repo, stage, changes
     assert f"Running stage '{stage}'" in failed.stdout
     assert message in failed.stderr and "Traceback" not in failed.stderr
     assert outputs(repo) == before
+
+
+@pytest.mark.parametrize("stage, point", [("train", "bundle"), ("encode", "parquet"), ("evaluate", "staged")])
+def test_a_stage_failing_after_its_work_leaves_every_output_byte_identical(repo, stage, point):
+    """A full disk found after the work is done: while the trained model is saved, inside the
+    Parquet writer with a row group written, and while evaluate's finished outputs are synced."""
+    repo, _ = repo
+    before = outputs(repo)
+    failed = run(["dvc", "repro", "--force", "--single-item", stage], repo, check=False, **{FULL_AT: point})
+    assert failed.returncode != 0 and f"Running stage '{stage}'" in failed.stdout
+    [line] = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]  # one line, then DVC's
+    assert line.startswith("error: No space left on device: ") and line.endswith("; the previous outputs are kept")
+    assert "Traceback" not in failed.stderr
+    after = outputs(repo)
+    if stage == "train":  # the finished training is kept for the next run to resume, not published
+        backup = repo / "data/model/backup"
+        assert (backup / "training_metadata.json").is_file()
+        after = {path: data for path, data in after.items() if backup not in path.parents}
+        shutil.rmtree(backup)
+    assert after == before
+    assert [p.name for p in (repo / "data").rglob(".*") if p.name != ".gitignore"] == []  # staging rolled back
 
 
 def test_each_knob_reruns_only_what_depends_on_it(repo):

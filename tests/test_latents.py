@@ -129,3 +129,31 @@ def test_the_recorded_params_are_what_the_encode_stage_depends_on(pipeline_run):
     assert {k: v for k, v in meta["params"].items() if k != "encode"} == json.loads((model_dir / "run.json").read_text())
     assert meta["choices"] == json.loads((model_dir / "choices.json").read_text())
     assert {"data/model/run.json", "data/model/choices.json", "data/model/model.keras"} <= set(stage["deps"])
+
+
+def test_read_z_mean_streams_row_groups_and_keeps_only_the_rows_taken(tmp_path):
+    """Eleven workers' parts (part-10 after part-9, not after part-1), 150,000 rows, so
+    three row groups in the largest part: the rows taken, in the order asked, and the
+    moments of every row, as from the whole array."""
+    from pipeline.diagnostics import Moments
+    from pipeline.latents import read_z_mean, write_part
+
+    n, d, workers = 150_000, 3, 11
+    bounds = [0, 140_000] + [140_000 + 1_000 * k for k in range(1, workers)]  # part-0: three row groups
+    full = []
+    for k in range(workers):
+        batch = _batch("test", bounds[k + 1] - bounds[k], d, start=bounds[k])
+        write_part(tmp_path, [batch], d, {"dataset_fingerprint": "f"}, part=k)
+        full.append(batch.z_mean)
+    full = np.concatenate(full).astype(np.float32)
+    take = np.array([149_999, 0, 70_000, 140_000, 5, 65_536, 65_535])
+    moments = Moments()
+    z = read_z_mean(tmp_path, "test", np.arange(n), "f", take, d, visit=moments.add)
+    assert np.array_equal(z, full[take])
+    assert np.allclose(moments.variance, np.var(full.astype(np.float64), axis=0), rtol=1e-12)
+    with pytest.raises(DataError, match="does not hold the prepared test examples in order"):
+        read_z_mean(tmp_path, "test", np.arange(1, n + 1), "f", take)
+    with pytest.raises(DataError, match="holds 150000 rows, the prepared test split 150001"):
+        read_z_mean(tmp_path, "test", np.arange(n + 1), "f", take)
+    with pytest.raises(DataError, match="encoded from another dataset"):
+        read_z_mean(tmp_path, "test", np.arange(n), "g", take)

@@ -17,7 +17,6 @@ import yaml
 
 from pipeline.config import Params, as_dict, leaf_keys, load_params, parse_params
 from pipeline.errors import ConfigError, DataError, PipelineError
-from pipeline.io import staged_outputs
 
 from .conftest import ROOT, TINY, tiny_params
 from .test_sources import make_image_folder, make_table
@@ -38,24 +37,6 @@ def test_every_dvc_output_is_persistent():
             for out in stage.get(kind, []):
                 path, options = next(iter(out.items())) if isinstance(out, dict) else (out, {})
                 assert options.get("persist") is True, f"{name}: {kind} {path} is not persist: true"
-
-
-def test_staged_outputs_publish_only_on_success(tmp_path):
-    out = tmp_path / "evaluation"
-    with staged_outputs(out) as staging:
-        (staging / "images").mkdir()
-        (staging / "images" / "a.png").write_bytes(b"old a")
-        (staging / "metrics.json").write_text("{}")
-    (out / "keep.txt").write_text("not written by the stage")
-    before = tree_bytes(out)
-    with pytest.raises(RuntimeError), staged_outputs(out) as staging:
-        (staging / "metrics.json").write_text('{"new": 1}')
-        raise RuntimeError("the stage fails halfway")
-    assert tree_bytes(out) == before and [p.name for p in out.iterdir() if p.name.startswith(".")] == []
-    with staged_outputs(out) as staging:
-        (staging / "images").mkdir()
-        (staging / "images" / "b.png").write_bytes(b"new b")
-    assert sorted(str(p) for p in tree_bytes(out)) == ["images/b.png", "keep.txt", "metrics.json"]
 
 
 def test_a_killed_runs_scratch_is_removed_by_the_next_run_of_the_stage(tmp_path):
@@ -401,3 +382,27 @@ def test_broken_inputs_of_every_source_end_in_one_line(tmp_path):
             prepare(parse_params({"data": overrides}).data, seed=0, out_dir=tmp_path / "prepared")
         assert "\n" not in str(info.value), what
         assert not (tmp_path / "prepared").exists(), what
+
+
+def test_a_source_found_corrupt_halfway_through_leaves_the_previous_prepared_data(tmp_path):
+    """The gzip stream of the train images ends in the middle: prepare has decoded about
+    1,500 rows when it finds out; the previous data/prepared stays byte-identical, no staging is left."""
+    from pipeline.prepare import prepare
+
+    from .test_sources import write_idx
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for split, rows in (("train", 3000), ("t10k", 500)):
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(rows, 28, 28)).astype(np.uint8))
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, size=rows).astype(np.uint8))
+    out = tmp_path / "data" / "prepared"
+    prepare(parse_params({"data": {"source": "idx", "path": str(folder)}}).data, seed=0, out_dir=out)
+    before = tree_bytes(out)
+    images = folder / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:images.stat().st_size // 2])
+    with pytest.raises(DataError, match=rf"^{images}: cannot read IDX file \(Compressed file ended"):
+        prepare(parse_params({"data": {"source": "idx", "path": str(folder)}}).data, seed=1, out_dir=out)
+    assert tree_bytes(out) == before
+    assert [p.name for p in out.parent.iterdir()] == ["prepared"]

@@ -51,12 +51,19 @@ def live_steps(root: Path, live: str = "data/model/live") -> list[int]:
     return [int(line.split("\t")[0]) for line in path.read_text().splitlines()[1:] if line.strip()]
 
 
-def test_resume_after_sigkill_continues_at_the_next_epoch(project, tmp_path):
+def model_files(root: Path) -> dict:
+    """The published model directory (the bundle and live/), not the resume backup."""
+    model = root / "data" / "model"
+    return {str(p.relative_to(model)): p.read_bytes() for p in sorted(model.rglob("*"))
+            if p.is_file() and "backup" not in p.relative_to(model).parts}
+
+
+def test_resume_after_sigkill_continues_at_the_next_epoch(project, pipeline_run, tmp_path):
     root = tmp_path
     shutil.copytree(project / "data" / "prepared", root / "data" / "prepared")
-    previous = root / "data/model/live/plots/metrics/train/U.tsv"  # a previous run's curve
-    previous.parent.mkdir(parents=True)
-    previous.write_text("step\tU\n0\t99.0\n")
+    shutil.copytree(pipeline_run["paths"]["model_dir"], root / "data" / "model")  # a previous run's bundle
+    previous_model = model_files(root)
+    assert "model.keras" in previous_model and "live/plots/metrics/train/U.tsv" in previous_model
     write_params(root, epochs=4, batch_size=4)  # ~360 steps an epoch: time to kill mid-epoch
     process = run_train(root)
     deadline = time.time() + 300
@@ -66,8 +73,7 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(project, tmp_path):
     process.wait()
     assert live_steps(root, "data/model/backup/live") == [0, 1]
     assert json.loads((root / "data/model/backup/training_metadata.json").read_text())["epoch"] == 2
-    assert not (root / "data/model/model.keras").exists()
-    assert previous.read_text() == "step\tU\n0\t99.0\n"  # untouched until a run finishes
+    assert model_files(root) == previous_model  # the previous bundle and curves intact after the kill
 
     second = run_train(root)
     _, stderr = second.communicate(timeout=600)
@@ -75,6 +81,7 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(project, tmp_path):
     assert "at epoch 3 of 4" in stderr
     assert live_steps(root) == [0, 1, 2, 3]  # issue 12.2: the rows from before the kill survive
     assert not (root / "data/model/backup").exists()  # finished: nothing left to resume
+    assert [p.name for p in (root / "data").rglob(".*")] == []  # nor the killed run's scratch or staging
     check = subprocess.run([sys.executable, "-c", f"""
 import keras, pipeline.model
 vae = keras.saving.load_model({str(root / 'data/model/model.keras')!r})

@@ -1,0 +1,149 @@
+"""SIGKILL real `dvc repro` runs at random instants; check that no stage is left mixed and no litter stays.
+
+    python benchmarks/kill_loop.py --kills 30 [--seed 0] [--workdir /tmp/kill-loop]
+
+A git+DVC copy of the project on digits with small, deterministic training
+(`train.deterministic: true`) is run to completion under two param sets, A and B (they
+differ in `seed`, which changes every stage's output), giving each stage's outputs
+under A and under B. Then, --kills times: switch params to the other set, start
+`dvc repro` in its own process group, SIGKILL the whole group at a uniformly random
+instant of a full run's duration, finish whatever journal the killed stage left
+(pipeline.io.recover, what that stage's next run does first) and check every stage's
+outputs: each must be exactly its A outputs or its B outputs, never a mix, and nothing
+hidden may be left under data/ but the train scratch and the train backup (kept for
+resume). Last, one `dvc repro` must finish, leave no temporaries, and a second must run
+nothing. Prints where each kill landed and what it found; exits 1 on any violation.
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.io import recover  # noqa: E402
+from tests.conftest import copy_project  # noqa: E402
+from tests.test_kill import PUBLICATIONS, outputs_of  # noqa: E402
+
+SMALL = {"train.epochs": 2, "model.hidden": [64], "train.deterministic": True, "evaluate.importance_samples": 10,
+         "evaluate.surprisal_examples": 100}
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+       "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def sh(args, cwd, check=True):
+    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if check and result.returncode:
+        raise SystemExit(f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result
+
+
+def set_params(repo: Path, seed: int) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in {**SMALL, "seed": seed}.items():
+        block = params
+        *parents, key = dotted.split(".")
+        for part in parents:
+            block = block[part]
+        block[key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def snapshot(repo: Path) -> dict:
+    return {stage: outputs_of(repo, stage) for stage in PUBLICATIONS}
+
+
+def litter(repo: Path) -> list[str]:
+    return sorted(str(p.relative_to(repo)) for p in (repo / "data").rglob(".*")
+                  if ".model.scratch." not in p.name and p.name != ".gitignore")
+
+
+def killed_repro(repo: Path, after_s: float) -> tuple[str, bool]:
+    """Start `dvc repro`, SIGKILL its process group after `after_s`; the stage it was in, and whether it had finished."""
+    process = subprocess.Popen(["dvc", "repro"], cwd=repo, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        process.wait(timeout=after_s)
+        finished = True
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        finished = False
+    out = process.stdout.read()
+    if finished and process.returncode:
+        raise SystemExit(f"dvc repro failed on its own:\n{out[-3000:]}")
+    running = re.findall(r"Running stage '(\w+)'", out)
+    return (running[-1] if running else "dvc start-up"), finished
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kills", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/kill-loop"))
+    args = parser.parse_args()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    repo = copy_project(args.workdir)
+    sh(["git", "init", "-q"], repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "-c", "user.email=k@k", "-c", "user.name=k", "commit", "-qm", "copy"], repo)
+    reference, duration = {}, {}
+    for seed in (1, 0):  # B then A: the loop starts from A's outputs
+        set_params(repo, seed)
+        start = time.perf_counter()
+        sh(["dvc", "repro"], repo)
+        duration[seed] = time.perf_counter() - start
+        reference[seed] = snapshot(repo)
+    mixed_reference = [s for s in PUBLICATIONS if reference[0][s] == reference[1][s]]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; full run "
+          f"{duration[1]:.0f} s (B), {duration[0]:.0f} s (A); stages equal under A and B: {mixed_reference or 'none'}")
+    rng = random.Random(args.seed)
+    landed, found, violations = Counter(), Counter(), []
+    seed = 0
+    for kill in range(args.kills):
+        seed = 1 - seed
+        set_params(repo, seed)
+        stage, finished = killed_repro(repo, rng.uniform(0, max(duration.values())))
+        landed["(finished)" if finished else stage] += 1
+        journals = sorted(p.name for p in (repo / "data").rglob(".*.journal"))
+        found["journal left"] += bool(journals)
+        for name, (base, publication) in PUBLICATIONS.items():
+            recover(repo / base, publication)
+        state = snapshot(repo)
+        for name in PUBLICATIONS:
+            is_a, is_b = state[name] == reference[0][name], state[name] == reference[1][name]
+            found[f"{name}: {'A' if is_a else 'B' if is_b else 'MIXED'}"] += 1
+            if not (is_a or is_b):
+                violations.append(f"kill {kill} in {stage}: {name} is neither A nor B")
+        if left := litter(repo):
+            violations.append(f"kill {kill} in {stage}: litter {left}")
+        print(f"kill {kill + 1}: in {stage}{' (run had finished)' if finished else ''}, journals {journals or 'none'}",
+              flush=True)
+    sh(["dvc", "repro"], repo)
+    if left := [p for p in litter(repo) if "backup" not in p] + [str(p) for p in (repo / "data").glob(".model.scratch.*")]:
+        violations.append(f"after the final dvc repro: litter {left}")
+    if "Running stage" in sh(["dvc", "repro"], repo).stdout:
+        violations.append("a second dvc repro ran a stage")
+    if snapshot(repo) != reference[seed]:
+        violations.append("the final outputs differ from a clean run's")
+    print("where the kills landed:", json.dumps(dict(sorted(landed.items()))))
+    print("what recovery found:", json.dumps(dict(sorted(found.items()))))
+    print("violations:", violations or "none")
+    sys.exit(1 if violations else 0)
+
+
+if __name__ == "__main__":
+    main()

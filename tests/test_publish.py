@@ -1,0 +1,101 @@
+"""The publish protocol (pipeline.io): a stage's outputs change all together or not at all,
+whatever instant a SIGKILL hits. The stages' own kill matrix is in test_kill.py."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.io import KILL_AT, recover, staged_outputs
+
+from .conftest import ROOT
+
+
+def tree_bytes(root: Path) -> dict:
+    """Every file under root with its bytes: "byte-identical" made checkable."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+OLD = {"metrics.json": b'{"run": "old"}', "pictures/a.png": b"old a", "pictures/b.png": b"old b",
+       "keep.txt": b"not an output of this stage"}
+NEW = {"metrics.json": b'{"run": "new"}', "pictures/a.png": b"new a", "confusion.csv": b"new csv",
+       "keep.txt": b"not an output of this stage"}
+
+# A publication of three entries: a file replaced, a directory replaced whole, a file with no previous version.
+PUBLISH = """
+import sys
+from pathlib import Path
+from pipeline.io import staged_outputs
+with staged_outputs(sys.argv[1], "evaluate") as new:
+    (new / "metrics.json").write_bytes(b'{"run": "new"}')
+    (new / "pictures").mkdir()
+    (new / "pictures" / "a.png").write_bytes(b"new a")
+    (new / "confusion.csv").write_bytes(b"new csv")
+"""
+
+
+def write_old(out: Path) -> None:
+    for name, data in OLD.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+
+
+def test_outputs_are_published_only_on_success(tmp_path):
+    out = tmp_path / "evaluation"
+    out.mkdir()
+    write_old(out)
+    with pytest.raises(RuntimeError), staged_outputs(out, "evaluate") as staging:
+        (staging / "metrics.json").write_text('{"new": 1}')
+        raise RuntimeError("the stage fails halfway")
+    assert tree_bytes(out) == OLD and sorted(p.name for p in out.iterdir()) == ["keep.txt", "metrics.json", "pictures"]
+    subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, check=True)
+    assert tree_bytes(out) == NEW  # pictures/ replaced whole: b.png is gone; keep.txt kept
+    assert sorted(p.name for p in out.iterdir()) == ["confusion.csv", "keep.txt", "metrics.json", "pictures"]
+
+
+@pytest.mark.parametrize("point, after", [("staged", OLD), ("journaled", NEW), ("aside", NEW), ("renamed", NEW),
+                                          ("published", NEW)])
+def test_a_kill_at_every_step_leaves_old_or_new_once_recovered(tmp_path, point, after):
+    out = tmp_path / "evaluation"
+    out.mkdir()
+    write_old(out)
+    killed = subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: point})
+    assert killed.returncode == -signal.SIGKILL
+    journal = (out / ".evaluate.journal").exists()
+    assert journal == (point != "staged")  # past the commit point exactly when the journal is there
+    if not journal:
+        assert {k: v for k, v in tree_bytes(out).items() if not k.startswith(".")} == OLD  # untouched
+    recover(out, "evaluate")  # what the next run of the stage does first
+    assert tree_bytes(out) == after
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no litter
+    recover(out, "evaluate")  # idempotent
+    assert tree_bytes(out) == after
+    subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, check=True)  # and the next run publishes
+    assert tree_bytes(out) == NEW
+
+
+def test_a_recovery_killed_midway_is_finished_by_the_next_one(tmp_path):
+    """Roll-forward is a replay: kill it again halfway and a third process still finishes it."""
+    out = tmp_path / "evaluation"
+    out.mkdir()
+    write_old(out)
+    subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: "journaled"})
+    again = subprocess.run([sys.executable, "-c", f"from pipeline.io import recover; recover({str(out)!r}, 'evaluate')"],
+                           cwd=ROOT, env={**os.environ, KILL_AT: "aside"})
+    assert again.returncode == -signal.SIGKILL and not (out / "metrics.json").exists()  # aside, mid-entry
+    recover(out, "evaluate")
+    assert tree_bytes(out) == NEW
+
+
+def test_two_stages_sharing_a_directory_do_not_touch_each_others_publication(tmp_path):
+    out = tmp_path / "evaluation"
+    out.mkdir()
+    subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: "journaled"})
+    with staged_outputs(out, "umap") as new:  # recovers only its own publication
+        (new / "umap.json").write_text("{}")
+    assert (out / ".evaluate.journal").exists() and not (out / "metrics.json").exists()
+    recover(out, "evaluate")
+    assert sorted(tree_bytes(out)) == ["confusion.csv", "metrics.json", "pictures/a.png", "umap.json"]
