@@ -13,6 +13,7 @@ from pipeline.bundle import load_bundle
 from pipeline.config import Params
 from pipeline.data import load_splits
 from pipeline.errors import ConfigError
+from pipeline.hardware import hide_gpus, share_gpus
 from pipeline.imputation import Completer
 from pipeline.io import atomic_dir, recover_dir, sha256_file
 from pipeline.latents import encoded_batches, package_versions, write_part
@@ -36,6 +37,9 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
     its resolved run (model, loss and train config, seed) and this stage's own params.
     """
     recover_dir(out_dir)  # what a killed run of this stage left
+    share_gpus()
+    if workers > 1:
+        hide_gpus()  # this process loads the model only to check it: the workers compute, on the GPUs
     manifest = Manifest.read(prepared_dir)
     bundle = load_bundle(model_path)
     bundle.check_shape(manifest.input_shape, prepared_dir)

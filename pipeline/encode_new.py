@@ -13,6 +13,7 @@ from pipeline.bundle import load_bundle
 from pipeline.config import DataConfig, ImagesConfig, NpzConfig, TableConfig
 from pipeline.dataset import NO_LABEL, Dataset
 from pipeline.errors import DataError
+from pipeline.hardware import share_gpus
 from pipeline.imputation import Completer
 from pipeline.io import scratch_dir, sha256_file
 from pipeline.latents import encoded_batches, package_versions, write_partition
@@ -45,6 +46,7 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     also `completed`, its missing cells imputed, and `imputed` flags.
     """
     check_not_a_stage_output(Path(out_dir))
+    share_gpus()
     bundle = load_bundle(model_path)
     trained_on = bundle.manifest
     columns = trained_on.columns if trained_on else None

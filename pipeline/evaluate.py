@@ -15,6 +15,7 @@ from pipeline.config import GradientVarianceConfig, Params
 from pipeline.console import timed
 from pipeline.data import Split, fixed_inputs, is_labelled, load_splits, seeded_rows, validation_rows
 from pipeline.diagnostics import Moments, active_units_of, collapse_warning, phi_gradient_variance, subo_estimates
+from pipeline.hardware import share_gpus
 from pipeline.imputation import column_quality, fill_values
 from pipeline.io import recover, staged_outputs, write_json
 from pipeline.latents import read_z_mean
@@ -42,6 +43,7 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     φ-gradient variance, and pictures of the model (pipeline.pictures) from the test examples
     the SUBO figures use."""
     recover(out_dir, "evaluate")  # what a killed run of this stage left
+    share_gpus()
     manifest, data = load_splits(prepared_dir)
     bundle = load_bundle(model_path)
     vae = bundle.vae

@@ -1,7 +1,8 @@
-"""Hardware facts and the distribution strategy: devices, CPU flags, GPU capabilities.
+"""Hardware facts and the distribution strategy: devices, CPU flags, GPU capabilities, GPU sharing.
 
 The one place that asks TensorFlow what the machine has; `pipeline.resolve` turns the
-facts into choices (train.precision), train uses the strategy.
+facts into choices (train.precision), train uses the strategy. Every stage that runs
+TensorFlow calls `share_gpus` before its first op.
 """
 
 import os
@@ -11,8 +12,37 @@ import tensorflow as tf
 from pipeline.errors import PipelineError
 
 
+# TensorFlow reads it when it first sets up a GPU: allocate as used, not the whole device.
+MEMORY_GROWTH = "TF_FORCE_GPU_ALLOW_GROWTH"
+
+
+def share_gpus() -> None:
+    """Memory growth on every GPU, set before this process's first TensorFlow op.
+
+    By default a TensorFlow process takes all of a GPU's memory, so a second process on
+    that GPU (an encode worker, a test's stage beside the test run itself) fails to
+    allocate. The environment variable also reaches every process this one starts.
+    """
+    os.environ.setdefault(MEMORY_GROWTH, "true")
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already set up in this process; the variable above applied then
+            pass
+
+
+def hide_gpus() -> None:
+    """Compute on the CPU only in this process (before its first op): a parent whose workers use the GPUs."""
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # already set up in this process (a test running stages in-process)
+        pass
+
+
 def distribution_strategy(kind: str) -> tf.distribute.Strategy:
     """auto: every visible GPU (MirroredStrategy when there are several); multi_worker: TF_CONFIG.
+    mirrored on a machine without GPUs: its logical CPU devices (one, unless configured:
+    tests configure two to run the replicated path).
 
     Created before any other TensorFlow work, as MultiWorkerMirroredStrategy requires.
     """
@@ -22,7 +52,9 @@ def distribution_strategy(kind: str) -> tf.distribute.Strategy:
                                 "(cluster and task of this worker); see README 'Several machines'")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "mirrored" or (kind == "auto" and len(tf.config.list_physical_devices("GPU")) > 1):
-        return tf.distribute.MirroredStrategy()
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
     return tf.distribute.get_strategy()
 
 

@@ -155,8 +155,8 @@ class _Publication:
             fault_point("renamed")  # one output published, the others not yet
         _sync_dir(self.root)
         fault_point("published")
-        shutil.rmtree(self.staging)
-        self.journal.unlink()
+        shutil.rmtree(self.staging, ignore_errors=True)  # a replay may find it gone already
+        self.journal.unlink(missing_ok=True)
         _sync_dir(self.root)
 
 

@@ -27,7 +27,8 @@ The rules, and why:
   GPUs with tensor cores (7.0 or more), float32 otherwise: on a CPU without native bf16
   it is emulated and about 11× slower. The SUBO itself is always computed in float32.
 - train.steps_per_execution: STEPS_PER_EXECUTION train steps per compiled call, fewer
-  when an epoch is shorter, 1 under multi_worker; an epoch is rounded up to whole calls.
+  when an epoch is shorter, 1 when training is replicated (several GPUs, multi_worker);
+  an epoch is rounded up to whole calls.
 - loss.kl_warmup_epochs: the first tenth of the epochs (at least one). With the weight
   on D rising from 0 the encoder first learns to carry information, which the decoder
   then uses; started at full weight, small real-valued datasets collapsed (D ≈ 0) in
@@ -41,7 +42,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline.config import AUTO, GIVEN, LossConfig, ModelConfig, ResolvedModel, TrainConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.manifest import Manifest
 
 EPOCH_BUDGET_UPDATES = 10_000
@@ -82,16 +83,18 @@ class Run:
 
 def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, manifest: Manifest, *,
                 fit_rows: int, cpu_flags: set[str], gpu_capabilities: list[tuple[int, int]],
-                validation_fraction: float, binarize: str, seed: int) -> tuple[Run, dict[str, dict]]:
+                validation_fraction: float, binarize: str, seed: int, replicas: int = 1
+                ) -> tuple[Run, dict[str, dict]]:
     """Every auto knob of a run, and the choices made (the manifest's first, in one dict).
 
-    fit_rows: rows of the prepared train split that training reads.
+    fit_rows: rows of the prepared train split that training reads; replicas: the
+    distribution strategy's replicas in sync.
     """
     resolved, model_choices = resolve_model(model, manifest.input_shape, manifest.value_range, manifest.value_type,
                                             manifest.columns)
     updates = max(math.ceil(fit_rows / training.batch_size), MIN_UPDATES_PER_EPOCH)
     training, epoch_choice = resolve_epochs(training, updates)
-    training, updates, execution_choice = resolve_steps_per_execution(training, updates)
+    training, updates, execution_choice = resolve_steps_per_execution(training, updates, replicas)
     loss, warmup_choice = resolve_warmup(loss, training.epochs)
     precision, precision_choice = resolve_precision(training.precision, cpu_flags, gpu_capabilities)
     row_bytes = math.prod(manifest.example_shape) * (1 if manifest.dtypes["x"] == "uint8" else 4)
@@ -235,16 +238,22 @@ def resolve_precision(precision: str, cpu_flags: set[str], gpu_capabilities: lis
     return value, {"train.precision": {"value": value, "why": why}}
 
 
-def resolve_steps_per_execution(training: TrainConfig, updates: int) -> tuple[TrainConfig, int, dict[str, dict]]:
+def resolve_steps_per_execution(training: TrainConfig, updates: int, replicas: int = 1
+                                ) -> tuple[TrainConfig, int, dict[str, dict]]:
     """(train config, updates per epoch rounded up to whole calls, the choice).
 
-    Under multi_worker it is 1: Keras' multi-step loop fails there (an unfed placeholder
-    inside the loop, TensorFlow 2.21 / Keras 3.15).
+    Replicated training (MirroredStrategy over several devices, multi_worker) takes one
+    step per call: Keras' multi-step loop fails there (an unfed placeholder inside the
+    loop, TensorFlow 2.21 / Keras 3.15, keras-team/keras#19246).
     """
     steps = training.steps_per_execution
     why = GIVEN
-    if steps == AUTO and training.distribution == "multi_worker":
-        steps, why = 1, "one step per call: Keras' multi-step loop fails under multi_worker"
+    replicated = replicas > 1 or training.distribution == "multi_worker"
+    if replicated and steps not in (AUTO, 1):
+        raise ConfigError(f"train.steps_per_execution must be 1 or 'auto' when training is replicated ({replicas} "
+                          f"replicas in sync; Keras' multi-step loop fails there). Got {steps} instead.")
+    if steps == AUTO and replicated:
+        steps, why = 1, f"one step per call: Keras' multi-step loop fails under replicated training ({replicas} replicas)"
     elif steps == AUTO:
         steps = min(STEPS_PER_EXECUTION, updates)
         why = f"{STEPS_PER_EXECUTION} steps per call (fewer when an epoch is shorter)"

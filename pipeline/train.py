@@ -33,7 +33,8 @@ from pipeline.config import LossConfig, ModelConfig, Params, TrainConfig, leaf_k
 from pipeline.data import PREPROCESSING_FILE, Split, fixed_inputs, load_split, seeded_rows, validation_rows
 from pipeline.diagnostics import active_units, collapse_warning
 from pipeline.errors import PipelineError
-from pipeline.hardware import cpu_flags, device_summary, distribution_strategy, gpu_capabilities, is_chief
+from pipeline.hardware import (cpu_flags, device_summary, distribution_strategy, gpu_capabilities, is_chief,
+                               share_gpus)
 from pipeline.io import recover, scratch_dir, staged_outputs
 from pipeline.manifest import Manifest
 from pipeline.model import build_vae
@@ -68,6 +69,7 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     if keras.backend.backend() != "tensorflow":
         raise PipelineError(f"KERAS_BACKEND must be 'tensorflow'. Got {keras.backend.backend()!r} instead.")
     recover(model_dir, "train")  # what a killed run of this stage left
+    share_gpus()
     strategy = distribution_strategy(training.distribution)
     if training.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -79,7 +81,8 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
         fit_rows, val_rows = validation_rows(split.y, validation_fraction, seed, scratch)
         resolved, choices = resolve_run(model, loss, training, manifest, fit_rows=len(fit_rows),
                                         cpu_flags=cpu_flags(), gpu_capabilities=gpu_capabilities(),
-                                        validation_fraction=validation_fraction, binarize=binarize, seed=seed)
+                                        validation_fraction=validation_fraction, binarize=binarize, seed=seed,
+                                        replicas=strategy.num_replicas_in_sync)
         check_model_fits_data(resolved.model, manifest, prepared_dir)
         log.info("%s; precision policy: %s", device_summary(strategy), resolved.train.precision)
         log.info("choices: %s", summary(choices))

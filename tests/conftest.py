@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# On a GPU host the test run holds a GPU while it starts stages in other processes: with
+# memory growth (pipeline.hardware.share_gpus) they share it instead of failing to allocate.
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 from pipeline.config import parse_params  # noqa: E402
 

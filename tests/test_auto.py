@@ -8,6 +8,7 @@ import pytest
 
 from pipeline import auto, resolve
 from pipeline.config import AUTO, GIVEN, Params, parse_params
+from pipeline.errors import ConfigError
 
 from .conftest import tiny_params
 
@@ -136,6 +137,7 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
     assert active_units(z)["count"] >= 2
 
 
+@pytest.mark.gpu_path
 @pytest.mark.parametrize("flags, gpus, expected", [
     ({"avx2", "avx512f", "avx512_bf16"}, [], "mixed_bfloat16"),  # native bf16 CPU
     ({"avx2", "amx_bf16", "amx_tile"}, [], "mixed_bfloat16"),
@@ -157,6 +159,9 @@ def test_steps_per_execution_and_whole_calls_per_epoch():
     assert resolve.resolve_steps_per_execution(training, 20)[1] == 20
     multi_worker = parse_params({"train": {"distribution": "multi_worker"}}).train
     assert resolve.resolve_steps_per_execution(multi_worker, 844)[1] == 844  # one step per call there
+    assert resolve.resolve_steps_per_execution(training, 844, replicas=2)[1] == 844  # and on two GPUs
+    with pytest.raises(ConfigError, match="must be 1 or 'auto' when training is replicated \\(2 replicas"):
+        resolve.resolve_steps_per_execution(parse_params({"train": {"steps_per_execution": 4}}).train, 50, replicas=2)
     given = parse_params({"train": {"steps_per_execution": 4}}).train
     assert resolve.resolve_steps_per_execution(given, 50)[1:] == (52, {"train.steps_per_execution": {
         "value": 4, "why": GIVEN}})

@@ -297,6 +297,33 @@ def test_a_count_matrix_resolves_to_counts_and_pixels_do_not(tmp_path):
     assert pixels.value_type == "pixels"
 
 
+def test_a_count_matrix_with_the_data_keys_only_learns_without_collapse(tmp_path):
+    """Counts of a low-rank negative binomial model, 3 classes, with only data.* set (and a
+    shorter training), through every stage: one likelihood per column, no collapse, and
+    latents that separate the classes."""
+    from pipeline import runner
+
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    log_mean = 1.0 + (rng.normal(size=(300, 2)) + np.array([[2, 0], [-1, 1.5], [-1, -1.5]])[y]) @ rng.normal(
+        scale=0.7, size=(2, 30))
+    np.savez(tmp_path / "counts.npz", x=rng.negative_binomial(2.0, 2.0 / (2.0 + np.exp(log_mean))), y=y)
+    params = parse_params({"data": {"source": "npz", "path": str(tmp_path / "counts.npz")},
+                           "train": {"epochs": 12}, "model": {"latent_dim": 4},
+                           "evaluate": {"importance_samples": 5, "surprisal_examples": 50,
+                                        "gradient_variance": {"repeats": 3, "batch_size": 16}}})
+    manifest = runner.prepare(params, out_dir=tmp_path / "prepared")
+    runner.train(params, prepared_dir=tmp_path / "prepared", model_dir=tmp_path / "model")
+    model = tmp_path / "model" / "model.keras"
+    runner.encode(params, prepared_dir=tmp_path / "prepared", model_path=model, out_dir=tmp_path / "latents")
+    metrics = runner.evaluate_all(params, prepared_dir=tmp_path / "prepared", model_path=model,
+                                  latents_dir=tmp_path / "latents", out_dir=tmp_path / "evaluation")
+    assert manifest.example_shape == [30]
+    assert json.loads((tmp_path / "model" / "choices.json").read_text())["model.likelihood"]["value"] == "columns"
+    assert metrics["active_units"]["count"] >= 2
+    assert metrics["probe"]["accuracy"] > metrics["baselines"]["majority_class_accuracy"] + 0.1
+
+
 # --- a mixed table through the pipeline ---------------------------------------------
 
 @pytest.fixture(scope="module")

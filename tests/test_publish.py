@@ -2,6 +2,7 @@
 whatever instant a SIGKILL hits. The stages' own kill matrix is in test_kill.py."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,6 +89,16 @@ def test_a_recovery_killed_midway_is_finished_by_the_next_one(tmp_path):
     assert again.returncode == -signal.SIGKILL and not (out / "metrics.json").exists()  # aside, mid-entry
     recover(out, "evaluate")
     assert tree_bytes(out) == NEW
+
+
+def test_a_run_killed_after_clearing_its_staging_but_not_its_journal_is_finished(tmp_path):
+    out = tmp_path / "evaluation"
+    out.mkdir()
+    write_old(out)
+    subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: "published"})
+    shutil.rmtree(out / ".evaluate.staging")  # the kill came between the clean-up's two steps
+    recover(out, "evaluate")
+    assert tree_bytes(out) == NEW and not (out / ".evaluate.journal").exists()
 
 
 def test_two_stages_sharing_a_directory_do_not_touch_each_others_publication(tmp_path):
