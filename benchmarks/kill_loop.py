@@ -11,10 +11,11 @@ instant of a full run's duration, finish whatever journal the killed stage left
 (pipeline.io.recover, what that stage's next run does first) and check every stage's
 outputs: each must be exactly its A outputs or its B outputs, never a mix (compared
 byte for byte but for what differs between two runs of the same params: the training
-speed curve, a .keras file's save date, and the model file's sha256 which that date
-changes, recorded in the latents' metadata), and nothing
-hidden may be left under data/ but the train scratch and the train backup (kept for
-resume). Last, one `dvc repro` must finish, leave no temporaries, and a second must run
+speed curve, a .keras file's save date and the Python object ids Keras writes into its
+config, and the model file's sha256 which those change, recorded in the latents'
+metadata), and nothing
+hidden may be left under data/ but the killed stage's scratch (its next run clears it)
+and the train backup (kept for resume). Last, one `dvc repro` must finish, leave no temporaries, and a second must run
 nothing. Prints where each kill landed and what it found; exits 1 on any violation.
 """
 
@@ -73,6 +74,11 @@ def comparable(path: str, data):
         table = pq.read_table(io.BytesIO(data))
         metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"vae_pipeline.model_sha256"}
         return table.replace_schema_metadata(None).to_pydict(), metadata
+    if path.endswith(".keras"):  # Keras writes id() of objects shared in the config: number them instead
+        ids = {}
+        config = re.sub(rb'"shared_object_id": (\d+)', lambda m: b"%d" % ids.setdefault(m.group(1), len(ids)),
+                        data["config.json"])
+        return {**data, "config.json": config}
     if path.endswith("live/metrics.json"):
         metrics = json.loads(data)
         metrics["train"].pop("samples_per_second", None)
@@ -91,7 +97,7 @@ def differing(state: dict, reference: dict) -> list[str]:
 
 def litter(repo: Path) -> list[str]:
     return sorted(str(p.relative_to(repo)) for p in (repo / "data").rglob(".*")
-                  if ".model.scratch." not in p.name and p.name != ".gitignore")
+                  if ".scratch." not in p.name and p.name != ".gitignore")
 
 
 def killed_repro(repo: Path, after_s: float) -> tuple[str, bool]:
@@ -158,7 +164,7 @@ def main() -> None:
         print(f"kill {kill + 1}: in {stage}{' (run had finished)' if finished else ''}, journals {journals or 'none'}",
               flush=True)
     sh(["dvc", "repro"], repo)
-    if left := [p for p in litter(repo) if "backup" not in p] + [str(p) for p in (repo / "data").glob(".model.scratch.*")]:
+    if left := [p for p in litter(repo) if "backup" not in p] + [str(p) for p in (repo / "data").glob(".*.scratch.*")]:
         violations.append(f"after the final dvc repro: litter {left}")
     if "Running stage" in sh(["dvc", "repro"], repo).stdout:
         violations.append("a second dvc repro ran a stage")

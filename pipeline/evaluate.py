@@ -17,7 +17,7 @@ from pipeline.data import Split, fixed_inputs, is_labelled, load_splits, seeded_
 from pipeline.diagnostics import Moments, active_units_of, collapse_warning, phi_gradient_variance, subo_estimates
 from pipeline.hardware import share_gpus
 from pipeline.imputation import column_quality, fill_values
-from pipeline.io import recover, staged_outputs, write_json
+from pipeline.io import recover, scratch_dir, staged_outputs, write_json
 from pipeline.latents import read_z_mean
 from pipeline.pictures import draw_pictures
 from pipeline.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
@@ -65,8 +65,9 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
             probes, confusion = _latent_probes(z, {s: np.asarray(data[s].y[r]) for s, r in rows.items()},
                                                manifest.label_names, protocol)
         metrics.update(probes)
-    with timed("SUBO and importance-weighted surprisal"):
-        _, val_rows = validation_rows(data["train"].y, validation_fraction, seed)
+    # The validation rows' index, memory-mapped: memory stays flat whatever the rows.
+    with timed("SUBO and importance-weighted surprisal"), scratch_dir(out_dir, clear_stale=True) as scratch:
+        _, val_rows = validation_rows(data["train"].y, validation_fraction, seed, scratch)
         parts = {"validation": (data["train"], val_rows), "test": (data["test"], np.arange(len(data["test"])))}
         scored = {split: _scored(data_split, rows, surprisal_examples, binarize, seed)
                   for split, (data_split, rows) in parts.items()}

@@ -81,8 +81,9 @@ def knn_probe(train_x, train_y, test_x, test_y, k: int) -> float:
 def probe_rows(train_y: np.ndarray, test_y: np.ndarray, protocol: ProbeProtocol) -> tuple[np.ndarray, np.ndarray]:
     """The train and test rows every probe uses: seeded, stratified subsamples (as data.max_examples)."""
     def capped(y, cap, what):
-        rows = np.arange(len(y))
-        return HoldOut.fit(y, len(y) - cap, protocol.seed, what).indices(y)[0] if cap < len(y) else rows
+        if cap >= len(y):
+            return np.arange(len(y))
+        return HoldOut.fit(y, len(y) - cap, protocol.seed, what).indices(y, held=False)[0]  # only the cap rows
 
     return (capped(train_y, protocol.max_train, "probe subsample"),
             capped(test_y, protocol.max_test, "probe test subsample"))

@@ -82,18 +82,22 @@ class HoldOut:
         out = self._held_alone(rows, y)
         return out & ~self.within.held(rows, y) if self.within is not None else out
 
-    def indices(self, y: np.ndarray, scratch=None) -> tuple[np.ndarray, np.ndarray]:
-        """(kept, held) row indices, ascending, built chunk by chunk (into scratch memory maps when given)."""
+    def indices(self, y: np.ndarray, scratch=None, held: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(kept, held) row indices, ascending, built chunk by chunk (into scratch memory maps when given).
+
+        held=False: the kept rows alone (held is None), for a small sample of many rows.
+        """
         eligible = len(y) - (int(self.within.counts.sum()) if self.within is not None else 0)
-        kept = allocate(scratch, f"kept-{self.purpose}", (eligible - int(self.counts.sum()),), np.int64)
-        held = allocate(scratch, f"held-{self.purpose}", (int(self.counts.sum()),), np.int64)
+        parts = [allocate(scratch, f"kept-{self.purpose}", (eligible - int(self.counts.sum()),), np.int64)]
+        if held:
+            parts.append(allocate(scratch, f"held-{self.purpose}", (int(self.counts.sum()),), np.int64))
         at = [0, 0]
         for rows, labels in self._eligible(y):
             mask = self._held_alone(rows, labels)  # the rows are eligible already
-            for i, (out, chosen) in enumerate(((kept, rows[~mask]), (held, rows[mask]))):
+            for i, (out, chosen) in enumerate(zip(parts, (rows[~mask], rows[mask]))):
                 out[at[i]:at[i] + len(chosen)] = chosen
                 at[i] += len(chosen)
-        return kept, held
+        return parts[0], parts[1] if held else None
 
     def _held_alone(self, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
         """This split's own rule, leaving `within` aside."""

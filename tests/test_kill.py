@@ -86,8 +86,8 @@ def project(pipeline_run, tmp_path_factory):
 
 
 def litter(root: Path) -> list[str]:
-    """Hidden temporaries under data/, but the train stage's scratch (cleared by its next run)."""
-    return [str(p.relative_to(root)) for p in (root / "data").rglob(".*") if ".model.scratch." not in p.name]
+    """Hidden temporaries under data/, but a killed stage's scratch (cleared by its next run)."""
+    return [str(p.relative_to(root)) for p in (root / "data").rglob(".*") if ".scratch." not in p.name]
 
 
 @pytest.mark.parametrize("stage, point", CASES, ids=[f"{s}@{p}" for s, p in CASES])
