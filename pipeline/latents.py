@@ -298,13 +298,14 @@ def read_z_mean(path: str | Path, split: str, ids: np.ndarray, fingerprint: str,
     out = np.empty((len(take), pq.read_schema(files[0]).field("z_mean").type.list_size), np.float32)
     start = 0
     for file in files:
-        for batch in pq.ParquetFile(file).iter_batches(ROW_GROUP_SIZE, columns=["id", "z_mean"]):
-            batch_ids = batch.column("id").to_numpy()
-            if not np.array_equal(batch_ids, ids[start:start + len(batch_ids)]):
+        parquet = pq.ParquetFile(file)
+        for group in range(parquet.num_row_groups):  # one at a time: iter_batches reads ahead, more as files grow
+            table = parquet.read_row_group(group, columns=["id", "z_mean"])
+            group_ids = table.column("id").to_numpy()
+            if not np.array_equal(group_ids, ids[start:start + len(group_ids)]):
                 raise DataError(f"{path}: split={split} does not hold the prepared {split} examples in order; "
                                 "re-run encode")
-            column = batch.column("z_mean")
-            z = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
+            z = latents_to_numpy(table)
             if visit is not None:
                 visit(z)
             lo, hi = np.searchsorted(wanted, [start, start + len(z)])
