@@ -68,7 +68,7 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     # The validation rows' index, memory-mapped: memory stays flat whatever the rows.
     with timed("SUBO and importance-weighted surprisal"), scratch_dir(out_dir, clear_stale=True) as scratch:
         _, val_rows = validation_rows(data["train"].y, validation_fraction, seed, scratch)
-        parts = {"validation": (data["train"], val_rows), "test": (data["test"], np.arange(len(data["test"])))}
+        parts = {"validation": (data["train"], val_rows), "test": (data["test"], None)}
         scored = {split: _scored(data_split, rows, surprisal_examples, binarize, seed)
                   for split, (data_split, rows) in parts.items()}
         metrics["subo"] = {split: subo_estimates(vae, x, importance_samples, seed=seed)
@@ -77,7 +77,7 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
         with timed("per-column reconstruction and imputation"):
             metrics["columns"] = _column_quality(vae, data, manifest, surprisal_examples, seed)
     with timed("gradient variance"):
-        batch = _scored(data["test"], np.arange(len(data["test"])), gradient_variance.batch_size, binarize, seed)
+        batch = _scored(data["test"], None, gradient_variance.batch_size, binarize, seed)
         metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)
     with staged_outputs(out_dir, "evaluate") as staging, timed("pictures"):
         (staging / "pictures").mkdir()
@@ -110,6 +110,7 @@ def _column_quality(vae, data: dict, manifest, examples: int, seed: int) -> dict
     return column_quality(vae, test, seeded_rows(len(test), examples, seed), manifest.columns, fill, seed)
 
 
-def _scored(split: Split, rows: np.ndarray, n: int, binarize: str, seed: int) -> np.ndarray:
-    """A seeded subset of at most n of `rows`, as the scores see it (`data.fixed_inputs`)."""
-    return fixed_inputs(split, rows[seeded_rows(len(rows), n, seed)], binarize, seed)
+def _scored(split: Split, rows: np.ndarray | None, n: int, binarize: str, seed: int) -> np.ndarray:
+    """A seeded subset of at most n of `rows` (None: of every row), as the scores see it (`data.fixed_inputs`)."""
+    chosen = seeded_rows(len(split) if rows is None else len(rows), n, seed)
+    return fixed_inputs(split, chosen if rows is None else rows[chosen], binarize, seed)
