@@ -7,7 +7,7 @@ A git+DVC copy of the project on digits with small, deterministic training
 differ in `seed`, which changes every stage's output), giving each stage's outputs
 under A and under B. Then, --kills times: switch params to the other set, start
 `dvc repro` in its own process group, SIGKILL the whole group at a uniformly random
-instant of a full run's duration, finish whatever journal the killed stage left
+instant of a full run's duration (a run that finishes first is not counted as a kill), finish whatever journal the killed stage left
 (pipeline.io.recover, what that stage's next run does first) and check every stage's
 outputs: each must be exactly its A outputs or its B outputs, never a mix (compared
 byte for byte but for what differs between two runs of the same params: the training
@@ -100,8 +100,10 @@ def litter(repo: Path) -> list[str]:
                   if ".scratch." not in p.name and p.name != ".gitignore")
 
 
-def killed_repro(repo: Path, after_s: float) -> tuple[str, bool]:
-    """Start `dvc repro`, SIGKILL its process group after `after_s`; the stage it was in, and whether it had finished."""
+def killed_repro(repo: Path, after_s: float) -> tuple[str, bool, float]:
+    """Start `dvc repro`, SIGKILL its process group after `after_s`: the stage it was in,
+    whether it had finished first, and how long it ran."""
+    start = time.perf_counter()
     process = subprocess.Popen(["dvc", "repro"], cwd=repo, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     try:
@@ -115,7 +117,7 @@ def killed_repro(repo: Path, after_s: float) -> tuple[str, bool]:
     if finished and process.returncode:
         raise SystemExit(f"dvc repro failed on its own:\n{out[-3000:]}")
     running = re.findall(r"Running stage '(\w+)'", out)
-    return (running[-1] if running else "dvc start-up"), finished
+    return (running[-1] if running else "dvc start-up"), finished, time.perf_counter() - start
 
 
 def main() -> None:
@@ -141,12 +143,16 @@ def main() -> None:
           f"{duration[1]:.0f} s (B), {duration[0]:.0f} s (A); stages equal under A and B: {mixed_reference or 'none'}")
     rng = random.Random(args.seed)
     landed, found, violations = Counter(), Counter(), []
-    seed = 0
-    for kill in range(args.kills):
+    seed, kill, window = 0, 0, min(duration.values())
+    while kill < args.kills:  # a run that finishes before its instant is not a kill: draw again
         seed = 1 - seed
         set_params(repo, seed)
-        stage, finished = killed_repro(repo, rng.uniform(0, max(duration.values())))
-        landed["(finished)" if finished else stage] += 1
+        stage, finished, ran = killed_repro(repo, rng.uniform(0, window))
+        landed["(finished first)" if finished else stage] += 1
+        if finished:  # the machine got faster: a full run's time now
+            window = ran
+        else:
+            kill += 1
         journals = sorted(p.name for p in (repo / "data").rglob(".*.journal"))
         found["journal left"] += bool(journals)
         for name, (base, publication) in PUBLICATIONS.items():
@@ -161,7 +167,7 @@ def main() -> None:
                                   f"{differing(state[name], reference[1][name])[:3]}")
         if left := litter(repo):
             violations.append(f"kill {kill} in {stage}: litter {left}")
-        print(f"kill {kill + 1}: in {stage}{' (run had finished)' if finished else ''}, journals {journals or 'none'}",
+        print(f"kill {kill}: in {stage}{' (run had finished first)' if finished else ''}, journals {journals or 'none'}",
               flush=True)
     sh(["dvc", "repro"], repo)
     if left := [p for p in litter(repo) if "backup" not in p] + [str(p) for p in (repo / "data").glob(".*.scratch.*")]:
