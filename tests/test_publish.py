@@ -44,6 +44,15 @@ def write_old(out: Path) -> None:
         (out / name).write_bytes(data)
 
 
+def killed_publish(tmp_path: Path, point: str, old: bool = True) -> tuple[Path, subprocess.CompletedProcess]:
+    """tmp_path/evaluation (with the previous outputs when `old`), and the PUBLISH run killed there at `point`."""
+    out = tmp_path / "evaluation"
+    out.mkdir()
+    if old:
+        write_old(out)
+    return out, subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: point})
+
+
 def test_outputs_are_published_only_on_success(tmp_path):
     out = tmp_path / "evaluation"
     out.mkdir()
@@ -60,10 +69,7 @@ def test_outputs_are_published_only_on_success(tmp_path):
 @pytest.mark.parametrize("point, after", [("staged", OLD), ("journaled", NEW), ("aside", NEW), ("renamed", NEW),
                                           ("published", NEW)])
 def test_a_kill_at_every_step_leaves_old_or_new_once_recovered(tmp_path, point, after):
-    out = tmp_path / "evaluation"
-    out.mkdir()
-    write_old(out)
-    killed = subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: point})
+    out, killed = killed_publish(tmp_path, point)
     assert killed.returncode == -signal.SIGKILL
     journal = (out / ".evaluate.journal").exists()
     assert journal == (point != "staged")  # past the commit point exactly when the journal is there
@@ -80,10 +86,7 @@ def test_a_kill_at_every_step_leaves_old_or_new_once_recovered(tmp_path, point, 
 
 def test_a_recovery_killed_midway_is_finished_by_the_next_one(tmp_path):
     """Roll-forward is a replay: kill it again halfway and a third process still finishes it."""
-    out = tmp_path / "evaluation"
-    out.mkdir()
-    write_old(out)
-    subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: "journaled"})
+    out, _ = killed_publish(tmp_path, "journaled")
     again = subprocess.run([sys.executable, "-c", f"from pipeline.io import recover; recover({str(out)!r}, 'evaluate')"],
                            cwd=ROOT, env={**os.environ, KILL_AT: "aside"})
     assert again.returncode == -signal.SIGKILL and not (out / "metrics.json").exists()  # aside, mid-entry
@@ -92,19 +95,14 @@ def test_a_recovery_killed_midway_is_finished_by_the_next_one(tmp_path):
 
 
 def test_a_run_killed_after_clearing_its_staging_but_not_its_journal_is_finished(tmp_path):
-    out = tmp_path / "evaluation"
-    out.mkdir()
-    write_old(out)
-    subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: "published"})
+    out, _ = killed_publish(tmp_path, "published")
     shutil.rmtree(out / ".evaluate.staging")  # the kill came between the clean-up's two steps
     recover(out, "evaluate")
     assert tree_bytes(out) == NEW and not (out / ".evaluate.journal").exists()
 
 
 def test_two_stages_sharing_a_directory_do_not_touch_each_others_publication(tmp_path):
-    out = tmp_path / "evaluation"
-    out.mkdir()
-    subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: "journaled"})
+    out, _ = killed_publish(tmp_path, "journaled", old=False)
     with staged_outputs(out, "umap") as new:  # recovers only its own publication
         (new / "umap.json").write_text("{}")
     assert (out / ".evaluate.journal").exists() and not (out / "metrics.json").exists()
