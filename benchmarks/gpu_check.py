@@ -47,19 +47,12 @@ def child(step: str, work: Path, overrides: dict) -> dict:
                              out_dir=work / "latents")
         return {"rows": rows, "rows_per_s": rows / (time.perf_counter() - start)}
     timer = _epoch_timer(params.train.batch_size)
-    rates = []
-
-    class Rates(type(timer)):
-        def on_test_begin(self, logs=None):
-            super().on_test_begin(logs)
-            rates.append(self.rate)
-
     model_dir = work / ("model" if step == "train" else "mirrored")
-    history = runner.train(params, prepared_dir=work / "prepared", model_dir=model_dir, callbacks=(Rates(),))
+    history = runner.train(params, prepared_dir=work / "prepared", model_dir=model_dir, callbacks=(timer,))
     choices = json.loads((model_dir / "choices.json").read_text())
     logical = tf.config.list_logical_devices("GPU")
     peak = tf.config.experimental.get_memory_info(logical[0].name)["peak"] if logical else 0
-    return {"samples_per_s_by_epoch": rates, "samples_per_s_median": statistics.median(rates),
+    return {"samples_per_s_by_epoch": timer.rates, "samples_per_s_median": statistics.median(timer.rates),
             "precision": choices["train.precision"], "steps_per_execution": choices["train.steps_per_execution"],
             "peak_gpu_mib": peak / 2**20, "logical_gpus": len(logical), "U": history["U"],
             "seconds": time.perf_counter() - start}

@@ -145,13 +145,18 @@ def _epoch_timer(batch_size: int):
     import keras
 
     class Timer(keras.callbacks.Callback):
-        """Samples per second of the training steps alone: epoch start to the validation pass."""
+        """Samples per second of the training steps alone: epoch start to the validation pass.
+        rate: the last epoch's; rates: every epoch's."""
+
+        def on_train_begin(self, logs=None):
+            self.rates = []
 
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
 
         def on_test_begin(self, logs=None):
             self.rate = self.params["steps"] * batch_size / (time.perf_counter() - self.start)
+            self.rates.append(self.rate)
 
     return Timer()
 
