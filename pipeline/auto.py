@@ -90,6 +90,15 @@ class ColumnProfile:
     high: float = -math.inf
     integral: bool = True
 
+    def merge(self, other: "ColumnProfile") -> None:
+        """Add what another part of the same column saw (parts profiled apart, in row order)."""
+        self.rows += other.rows
+        self.missing += other.missing
+        if len(self.levels) <= MAX_LEVELS:
+            self.levels.update(other.levels)
+        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+        self.integral = self.integral and other.integral
+
 
 def column_type(profile: ColumnProfile, given: str | None, where) -> tuple[str, str]:
     """(type, why) of a table column: the rule below, or the override, checked against the data.

@@ -152,12 +152,16 @@ class TrainConfig:
     # Where batches are read from: memory (the fit rows copied in once) or mmap (read by row
     # from the memory-mapped prepared file every time); auto: memory up to 1 GiB of them.
     input: Literal["auto", "memory", "mmap"] = AUTO
+    # Ray Train workers (cluster.engine: ray), one MultiWorkerMirroredStrategy replica each
+    workers: int = bounded(1, lo=1)
 
 
 @dataclass(frozen=True)
 class EncodeConfig:
     batch_size: int = bounded(1024, lo=1)
-    workers: int = bounded(1, lo=1)  # processes, each writing part-<k>.parquet of every split
+    # Ray actors encoding (cluster.engine: ray), each writing part files of its shards;
+    # auto: one per GPU of the cluster, else one per CPU but one (left to the reads)
+    workers: int | Auto = bounded(AUTO, lo=1)
     # tables: each row also `completed` (missing cells imputed by the model) and `imputed` flags
     impute: bool = False
 
@@ -199,6 +203,16 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    # local: this process (and tf.distribute over its GPUs); ray: prepare's reads, encode
+    # and training run on the Ray cluster at `address` (README "Running on a cluster")
+    engine: Literal["local", "ray"] = "local"
+    # auto: the cluster RAY_ADDRESS names, else a Ray started on this machine for the stage;
+    # or host:port of a running cluster's head (`ray start --head` prints it)
+    address: str = AUTO
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = bounded(0, lo=0)
     data: DataConfig = DataConfig()
@@ -207,6 +221,7 @@ class Params:
     train: TrainConfig = TrainConfig()
     encode: EncodeConfig = EncodeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -302,6 +317,17 @@ def _check_combinations(params: Params, source: str) -> None:
     if distribution == "multi_worker" and steps not in (AUTO, 1):
         raise ConfigError(f"{source}: train.steps_per_execution must be 1 or 'auto' when train.distribution is "
                           f"'multi_worker' (Keras' multi-step loop fails there). Got {steps} instead.")
+    if params.cluster.engine == "local":
+        for key, value in (("train.workers", params.train.workers), ("encode.workers", params.encode.workers)):
+            if value not in (AUTO, 1):
+                raise ConfigError(f"{source}: {key} {value} runs that many Ray workers: set cluster.engine: ray "
+                                  "(README \"Running on a cluster\"); the local engine is one process")
+    if params.train.workers > 1 and distribution not in (AUTO, "multi_worker"):
+        raise ConfigError(f"{source}: train.workers {params.train.workers} trains with MultiWorkerMirroredStrategy; "
+                          f"train.distribution must be 'auto' or 'multi_worker'. Got {distribution!r} instead.")
+    if params.train.workers > 1 and steps not in (AUTO, 1):
+        raise ConfigError(f"{source}: train.steps_per_execution must be 1 or 'auto' with train.workers > 1 "
+                          f"(Keras' multi-step loop fails across workers). Got {steps} instead.")
     if params.loss.objective == "iwae" and params.loss.gradient_estimator != "reparameterized":
         raise ConfigError(f"{source}: loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'. "
                           f"Got {params.loss.gradient_estimator!r} instead.")

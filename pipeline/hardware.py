@@ -39,6 +39,16 @@ def hide_gpus() -> None:
         pass
 
 
+def limit_threads(cpus: int) -> None:
+    """TensorFlow's op threads to this process's CPU share (before its first op): a Ray actor
+    granted one CPU beside others on its node would otherwise use every core."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(cpus, 1))
+        tf.config.threading.set_inter_op_parallelism_threads(max(cpus, 1))
+    except RuntimeError:  # already set up in this process
+        pass
+
+
 def distribution_strategy(kind: str) -> tf.distribute.Strategy:
     """auto: every visible GPU (MirroredStrategy when there are several); multi_worker: TF_CONFIG.
     mirrored on a machine without GPUs: its logical CPU devices (one, unless configured:

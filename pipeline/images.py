@@ -1,29 +1,32 @@
 """Image folders: one subfolder per class of PNG/JPEG files, decoded to uint8 pixels."""
 
 import functools
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.dataset import Dataset, chunk_rows
+from pipeline.engine import LocalEngine
 from pipeline.errors import DataError
 from pipeline.io import allocate
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-# Image folders with at least this many files are decoded by worker processes (one per core).
+# Image folders with at least this many files are decoded by worker processes (one per core)
+# under the local engine.
 PARALLEL_DECODE_FILES = 4096
 
 
-def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scratch: Path | None = None) -> Dataset:
+def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scratch: Path | None = None,
+                      engine=None) -> Dataset:
     """One subfolder per class of PNG/JPEG files -> uint8 (n, H, W, 1 or 3).
 
-    Decoded into a preallocated array (a scratch memory map when given), in chunks; large
-    folders by worker processes, one per core. color "auto": decoded as RGB, and kept so
-    when any pixel of any image has colour (channels that differ), else grey.
+    Decoded into a preallocated array (a scratch memory map when given), in chunks of files;
+    large folders by worker processes, one per core, or under `cluster.engine: ray` in Ray
+    tasks (pipeline.engine). color "auto": decoded as RGB, and kept so when any pixel of
+    any image has colour (channels that differ), else grey.
     """
+    engine = engine or LocalEngine()
     if not path.is_dir():
         raise DataError(f"{path}: data.source 'image_folder' needs a directory with one subfolder per class")
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
@@ -37,15 +40,11 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scra
     x = allocate(scratch, "images_x", (len(paths), *reference[1]), np.uint8)
     # Chunks of at most 1,024 images: small enough to keep every worker busy to the end.
     step = min(chunk_rows(x[0].nbytes), 1024)
-    chunks = [paths[start:start + step] for start in range(0, len(paths), step)]
+    root = engine.shared(path)  # where the cluster's tasks find the files
+    chunks = [[root / f.relative_to(path) for f in paths[start:start + step]] for start in range(0, len(paths), step)]
     decode = functools.partial(decode_images, size=size, color=decoded, reference=reference)
-    workers = os.cpu_count() or 1
-    if len(paths) >= PARALLEL_DECODE_FILES and workers > 1:
-        # spawn, not fork: the calling process may hold TensorFlow's threads (the encode command).
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            _fill(x, pool.map(decode, chunks), step)
-    else:
-        _fill(x, map(decode, chunks), step)
+    processes = (os.cpu_count() or 1) if len(paths) >= PARALLEL_DECODE_FILES else 1
+    _fill(x, engine.map(decode, chunks, processes=processes), step)
     choices = {}
     if color == "auto":
         x, choices["data.images.color"] = _colour_or_grey(x, step, scratch)

@@ -24,6 +24,7 @@ from pipeline.auto import pixel_levels, resolve_scaling, value_type
 from pipeline.config import DataConfig, Params
 from pipeline.data import ARRAYS, PREPROCESSING_FILE, SPLITS, Preprocessor
 from pipeline.dataset import Dataset, chunk_rows
+from pipeline.engine import open_engine
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, sha256_file
 from pipeline.manifest import FILE as MANIFEST_FILE
@@ -37,20 +38,23 @@ log = logging.getLogger(__name__)
 
 def run(params: Params, *, out_dir) -> Manifest:
     """The stage's recipe: the params it reads, passed on (stages/prepare.py and pipeline.runner)."""
-    return prepare(params.data, seed=params.seed, out_dir=out_dir, likelihood=params.model.likelihood)
+    with open_engine(params.cluster) as engine:
+        return prepare(params.data, seed=params.seed, out_dir=out_dir, likelihood=params.model.likelihood,
+                       engine=engine)
 
 
 def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str = "auto",
-            step: int | None = None) -> Manifest:
+            step: int | None = None, engine=None) -> Manifest:
     """Load, validate, subsample, split and fit the scaling of the source; write everything atomically.
 
     Works through the source `step` rows at a time (default: about 16 MiB of them); the
-    result does not depend on `step`. likelihood: model.likelihood, which an `auto`
+    result does not depend on `step`, nor on the engine that decodes and reads the source
+    (pipeline.engine; default here). likelihood: model.likelihood, which an `auto`
     data.scaling follows when it is explicit.
     """
     with atomic_dir(out_dir) as tmp:
         (tmp / ".scratch").mkdir()  # sources that must be decoded are decoded here, memory-mapped
-        dataset = load_source(config, scratch=tmp / ".scratch")
+        dataset = load_source(config, scratch=tmp / ".scratch", engine=engine)
         step = step or chunk_rows(dataset.x[0].nbytes if len(dataset.x) else 1)
         choices = _choices(dataset, config, likelihood, validate(dataset, step))
         log.info("choices at prepare: %s", ", ".join(f"{key}={c['value']} ({c['why']})" for key, c in choices.items()))

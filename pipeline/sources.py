@@ -28,11 +28,13 @@ log = logging.getLogger(__name__)
 FILE_SOURCES = ("idx", "npz", "table", "image_folder")
 
 
-def load_source(config, scratch: Path | None = None, columns=None) -> Dataset:
+def load_source(config, scratch: Path | None = None, columns=None, engine=None) -> Dataset:
     """Read the dataset that `config` (a DataConfig) names.
 
     scratch: a directory for decoded arrays (memory-mapped); None keeps them in memory.
     columns: a table's typed columns from a trained model (new data is coded alike).
+    engine: where image folders are decoded and Parquet tables read (pipeline.engine;
+    default here).
     """
     path = _source_path(config) if config.source in FILE_SOURCES else None
     readers = {"digits": lambda: read_digits(),
@@ -41,8 +43,9 @@ def load_source(config, scratch: Path | None = None, columns=None) -> Dataset:
                "idx": lambda: read_idx_dir(path, scratch),
                "npz": lambda: read_npz(path, config.npz.x_key, config.npz.y_key, scratch),
                "table": lambda: read_table(path, config.table.label_column, config.table.feature_columns, scratch,
-                                           config.table.column_types, columns),
-               "image_folder": lambda: read_image_folder(path, config.images.size, config.images.color, scratch)}
+                                           config.table.column_types, columns, engine),
+               "image_folder": lambda: read_image_folder(path, config.images.size, config.images.color, scratch,
+                                                           engine)}
     return readers[config.source]()
 
 

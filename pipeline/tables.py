@@ -1,62 +1,140 @@
 """Tables: a CSV or Parquet file of typed feature columns and an optional label column.
 
-Two passes over the file's record batches: the first profiles every feature column (its
+Two passes over the file, part by part (whole row groups of a Parquet file, which Ray
+tasks read themselves under `cluster.engine: ray`): the first profiles every feature column (its
 kind, distinct values, range, missing cells) for the typing rule (`pipeline.auto.column_type`,
 or the columns of a trained model when encoding new data); the second writes each row's
 codes into x (a scratch memory map when given): real and count values as they are,
 binary and categorical columns as the index of their level; NaN where a cell is missing
-(null, NaN or an empty string). Memory holds one record batch and the profiles.
+(null, NaN or an empty string). Memory holds one part's codes and the profiles.
 """
 
 import difflib
+import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.auto import MAX_LEVELS, ColumnProfile, column_type
 from pipeline.dataset import Dataset, encode_labels
+from pipeline.engine import LocalEngine
 from pipeline.errors import DataError
 from pipeline.io import allocate
 from pipeline.manifest import Column
 
 log = logging.getLogger(__name__)
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+# Rows per record batch read, and at least per part of a Parquet file (whole row groups).
+PART_ROWS = 65_536
 
 
 def read_table(path: Path, label_column: str | None, feature_columns: tuple[str, ...] | None,
                scratch: Path | None = None, column_types: dict | None = None,
-               trained: tuple[Column, ...] | None = None) -> Dataset:
+               trained: tuple[Column, ...] | None = None, engine=None) -> Dataset:
     """A CSV or Parquet file: typed feature columns plus an optional label column.
 
     column_types: overrides of the typing rule by column name (data.table.column_types).
     trained: the columns of a trained model (new data is coded as its training data was).
+    engine (pipeline.engine): where the parts of a Parquet file are profiled and coded
+    (under Ray, in tasks); a CSV file is parsed whole, here.
     """
+    engine = engine or LocalEngine()
     schema, num_rows, batches = _arrow_batches(path)
     features = _feature_names(path, schema.names, label_column, feature_columns)
     unknown = sorted(set(column_types or {}) - set(features))
     if unknown:
         raise DataError(f"{path}: data.table.column_types names {unknown}, not feature columns; the feature "
                         f"columns are {features}")
-    profiles = {name: ColumnProfile(name, _kind(path, name, schema.field(name).type)) for name in features}
-    for batch in batches(features):
+    kinds = {name: _kind(path, name, schema.field(name).type) for name in features}
+    parts = _parts(path, engine, batches)
+    if not all(isinstance(part, _RowGroups) for part in parts):
+        engine = LocalEngine()  # the parsed CSV is here already
+    profiles = {name: ColumnProfile(name, kind) for name, kind in kinds.items()}
+    for part_profiles in engine.map(functools.partial(_profile_part, kinds), parts):
         for name, profile in profiles.items():
-            _profile(path, profile, batch.column(name))
+            profile.merge(part_profiles[name])
     columns = trained or tuple(_typed(profile, (column_types or {}).get(profile.name), path)
                                for profile in profiles.values())
     x = allocate(scratch, "table_x", (num_rows, len(features)), np.float32)
-    start = 0
-    for batch in batches(features):
-        codes = np.column_stack([_codes(path, column, batch.column(column.name)) for column in columns])
-        empty = np.flatnonzero(np.isnan(codes).all(axis=1))
-        if len(empty):
-            raise DataError(f"{path}: row {start + int(empty[0])} has no value in any feature column "
-                            f"({len(empty)} such rows in this block); remove those rows")
-        x[start:start + batch.num_rows] = codes
-        start += batch.num_rows
+    for part, codes in zip(parts, engine.map(functools.partial(_code_part, columns), parts)):
+        x[part.start:part.start + len(codes)] = codes
     y, label_names = encode_labels(_labels(path, schema, batches, label_column), num_rows)
     return Dataset(x=x, y=y, label_names=label_names, source="table", path=str(path), feature_names=tuple(features),
                    columns=columns)
+
+
+@dataclass(frozen=True)
+class _RowGroups:
+    """Consecutive row groups of a Parquet file, from row `start`: a part a Ray task reads itself."""
+
+    path: Path
+    start: int
+    groups: tuple[int, ...]
+
+    def batches(self, columns: list[str]):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.path).iter_batches(batch_size=PART_ROWS, row_groups=list(self.groups),
+                                                      columns=columns)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A record batch of a parsed CSV file, from row `start`."""
+
+    path: Path
+    start: int
+    batch: object
+
+    def batches(self, columns: list[str]):
+        return [self.batch.select(columns)]
+
+
+def _parts(path: Path, engine, batches) -> list:
+    """The file in parts of about PART_ROWS rows or more (whole row groups), in row order."""
+    if path.suffix.lower() not in {".parquet", ".pq"}:
+        parts, start = [], 0
+        for batch in batches(None):
+            parts.append(_Batch(path, start, batch))
+            start += batch.num_rows
+        return parts
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).metadata
+    shared = engine.shared(path)
+    parts, start, groups, rows = [], 0, [], 0
+    for group in range(metadata.num_row_groups):
+        groups.append(group)
+        rows += metadata.row_group(group).num_rows
+        if rows >= PART_ROWS or group == metadata.num_row_groups - 1:
+            parts.append(_RowGroups(shared, start, tuple(groups)))
+            start, groups, rows = start + rows, [], 0
+    return parts
+
+
+def _profile_part(kinds: dict[str, str], part) -> dict[str, ColumnProfile]:
+    """One part's profile of every feature column."""
+    profiles = {name: ColumnProfile(name, kind) for name, kind in kinds.items()}
+    for batch in part.batches(list(kinds)):
+        for name, profile in profiles.items():
+            _profile(part.path, profile, batch.column(name))
+    return profiles
+
+
+def _code_part(columns: tuple[Column, ...], part) -> np.ndarray:
+    """(rows, features) float32 codes of one part; DataError on a row with nothing observed."""
+    blocks, start = [], part.start
+    for batch in part.batches([c.name for c in columns]):
+        codes = np.column_stack([_codes(part.path, column, batch.column(column.name)) for column in columns])
+        empty = np.flatnonzero(np.isnan(codes).all(axis=1))
+        if len(empty):
+            raise DataError(f"{part.path}: row {start + int(empty[0])} has no value in any feature column "
+                            f"({len(empty)} such rows in this block); remove those rows")
+        blocks.append(codes)
+        start += batch.num_rows
+    return np.concatenate(blocks) if blocks else np.empty((0, len(columns)), np.float32)
 
 
 def _feature_names(path: Path, names: list[str], label_column, feature_columns) -> list[str]:
@@ -177,11 +255,12 @@ def _arrow_batches(path: Path):
         if suffix in {".parquet", ".pq"}:
             file = pq.ParquetFile(path)
             return (file.schema_arrow, file.metadata.num_rows,
-                    lambda columns: file.iter_batches(batch_size=65_536, columns=columns))
+                    lambda columns: file.iter_batches(batch_size=PART_ROWS, columns=columns))
         if suffix in {".csv", ".tsv", ".txt"}:
             options = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
             table = pacsv.read_csv(path, parse_options=options)
-            return table.schema, table.num_rows, lambda columns: table.select(columns).to_batches()
+            return (table.schema, table.num_rows,
+                    lambda columns: (table if columns is None else table.select(columns)).to_batches())
     except (pa.ArrowInvalid, OSError) as error:
         raise DataError(f"{path}: cannot read table ({' '.join(str(error).split())})") from None
     raise DataError(f"{path}: a table must be .csv, .tsv or .parquet. Got {path.suffix or 'no suffix'!r} instead.")

@@ -29,12 +29,13 @@ import tensorflow as tf
 from pipeline import feed
 from pipeline.bundle import save_bundle
 from pipeline.callbacks import KLWarmup, LiveLogger, NonFiniteObjective, StopOnNonFinite
-from pipeline.config import LossConfig, ModelConfig, Params, TrainConfig, leaf_keys
+from pipeline.config import ClusterConfig, LossConfig, ModelConfig, Params, TrainConfig, leaf_keys
 from pipeline.data import PREPROCESSING_FILE, Split, fixed_inputs, load_split, seeded_rows, validation_rows
 from pipeline.diagnostics import active_units, collapse_warning
+from pipeline.engine import RayEngine, open_engine, require_shared
 from pipeline.errors import PipelineError
 from pipeline.hardware import (cpu_flags, device_summary, distribution_strategy, gpu_capabilities, is_chief,
-                               share_gpus)
+                               limit_threads, share_gpus)
 from pipeline.io import recover, scratch_dir, staged_outputs
 from pipeline.manifest import Manifest
 from pipeline.model import build_vae
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 # Every knob `train` takes, as params.yaml keys: dvc.yaml's train stage lists exactly these
 # (tests/test_dvc_yaml.py).
 TRAIN_PARAMS = ("seed", "data.validation_fraction", "data.binarize", *leaf_keys(ModelConfig, "model."),
-                *leaf_keys(LossConfig, "loss."), *leaf_keys(TrainConfig, "train."))
+                *leaf_keys(LossConfig, "loss."), *leaf_keys(TrainConfig, "train."), *leaf_keys(ClusterConfig, "cluster."))
 # After training, latent activity is measured on at most about this many validation examples
 # (a variance per latent dimension: more would only cost memory on large data).
 ACTIVITY_EXAMPLES = 10_000
@@ -54,9 +55,40 @@ OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
 
 def run(params: Params, *, prepared_dir, model_dir, callbacks: tuple = ()) -> dict:
     """The stage's recipe: the params it reads, passed on (stages/train.py and pipeline.runner)."""
-    return train(prepared_dir=prepared_dir, model_dir=model_dir, model=params.model, loss=params.loss,
-                 training=params.train, validation_fraction=params.data.validation_fraction,
-                 binarize=params.data.binarize, seed=params.seed, callbacks=callbacks)
+    arguments = {"prepared_dir": prepared_dir, "model_dir": model_dir, "model": params.model, "loss": params.loss,
+                 "training": params.train, "validation_fraction": params.data.validation_fraction,
+                 "binarize": params.data.binarize, "seed": params.seed}
+    if params.cluster.engine == "ray":
+        with open_engine(params.cluster) as engine:
+            return train_on_ray(engine, **arguments)
+    return train(**arguments, callbacks=callbacks)
+
+
+def train_on_ray(engine: RayEngine, *, prepared_dir, model_dir, training: TrainConfig, **arguments) -> dict:
+    """`train` on train.workers Ray Train workers, one MultiWorkerMirroredStrategy replica
+    each (Ray sets TF_CONFIG); the first worker is the chief and publishes the model, as
+    `train` does. The last epoch's logs."""
+    recover(model_dir, "train")  # here, once: the workers never recover (they would race)
+    if training.distribution == "auto":
+        training = dataclasses.replace(training, distribution="multi_worker")
+    with scratch_dir(model_dir, clear_stale=True) as storage:  # Ray Train's records and the logs, removed after
+        storage = engine.shared(storage)
+        config = {**arguments, "prepared_dir": str(engine.shared(prepared_dir)),
+                  "model_dir": str(engine.shared(model_dir)), "training": training}
+        engine.train(_train_worker, {"train": config, "logs": str(storage / "logs.json")}, training.workers, storage)
+        return json.loads((storage / "logs.json").read_text())
+
+
+def _train_worker(config: dict) -> None:
+    """One Ray Train worker: a fresh process on some node of the cluster."""
+    import ray
+    import ray.train
+
+    limit_threads(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    require_shared(config["train"]["prepared_dir"], "the prepared data")
+    logs = train(**config["train"])
+    if ray.train.get_context().get_world_rank() == 0:  # the chief: the one whose model is kept
+        Path(config["logs"]).write_text(json.dumps(logs))
 
 
 def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig, loss: LossConfig,
@@ -68,7 +100,9 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     """
     if keras.backend.backend() != "tensorflow":
         raise PipelineError(f"KERAS_BACKEND must be 'tensorflow'. Got {keras.backend.backend()!r} instead.")
-    recover(model_dir, "train")  # what a killed run of this stage left
+    multi_worker = training.distribution == "multi_worker"
+    if not multi_worker:  # the launcher recovers a multi-worker run (train_on_ray), once
+        recover(model_dir, "train")  # what a killed run of this stage left
     share_gpus()
     strategy = distribution_strategy(training.distribution)
     if training.deterministic:
@@ -77,7 +111,7 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     manifest = Manifest.read(prepared_dir)
     split = load_split(prepared_dir, "train", manifest)
     # The fit and validation row indices, memory-mapped: memory stays flat whatever the rows.
-    with scratch_dir(model_dir, clear_stale=True) as scratch:  # and what a killed run left
+    with scratch_dir(model_dir, clear_stale=not multi_worker) as scratch:  # and what a killed run left
         fit_rows, val_rows = validation_rows(split.y, validation_fraction, seed, scratch)
         resolved, choices = resolve_run(model, loss, training, manifest, fit_rows=len(fit_rows),
                                         cpu_flags=cpu_flags(), gpu_capabilities=gpu_capabilities(),

@@ -90,7 +90,7 @@ LAYERS = [
     {"data"},
     {"model", "sources", "latents", "splits", "hardware"},
     {"networks", "layers", "idx", "tables", "images", "resolve"},
-    {"dataset", "auto", "likelihoods"},
+    {"dataset", "auto", "likelihoods", "engine"},
     {"config", "subo", "manifest"},
     {"schema", "console"},
     {"io", "errors"},

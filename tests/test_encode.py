@@ -36,24 +36,6 @@ def test_encode_new_npz_matches_the_stage(pipeline_run, tmp_path):
     assert meta["label_names"] == [str(i) for i in range(10)] and "new.npz" in meta["dataset_source"]
 
 
-def test_encode_workers_write_one_part_each_that_read_back_as_the_one_writer_dataset(pipeline_run, tmp_path):
-    from pipeline.encode import encode
-
-    paths, params = pipeline_run["paths"], pipeline_run["params"]
-    rows = encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "l",
-                  batch_size=100, workers=2)
-    assert rows == pipeline_run["rows"]
-    assert sorted(str(p.relative_to(tmp_path / "l")) for p in (tmp_path / "l").rglob("*.parquet")) == [
-        "split=test/part-0.parquet", "split=test/part-1.parquet",
-        "split=train/part-0.parquet", "split=train/part-1.parquet"]
-    for split in ("train", "test"):
-        parts = load_latents(tmp_path / "l", split=split).sort_by("id")
-        one = load_latents(paths["latents"], split=split).sort_by("id")
-        assert parts.column("id").to_pylist() == one.column("id").to_pylist()
-        np.testing.assert_allclose(latents_to_numpy(parts), latents_to_numpy(one), rtol=1e-5, atol=1e-6)
-    assert params.encode.workers == 1  # the shipped default: one process
-
-
 def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
     make_image_folder(tmp_path / "imgs", sizes=((30, 20),), per_class=3)

@@ -123,10 +123,10 @@ def test_the_recorded_params_are_what_the_encode_stage_depends_on(pipeline_run):
 
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["encode"]
     meta = read_metadata(next(pipeline_run["paths"]["latents"].rglob("*.parquet")))
-    recorded = {f"encode.{key}" for key in meta["params"]["encode"]}
+    recorded = {f"{block}.{key}" for block in ("encode", "cluster") for key in meta["params"][block]}
     assert recorded == set(stage["params"])
     model_dir = pipeline_run["paths"]["model_dir"]
-    assert {k: v for k, v in meta["params"].items() if k != "encode"} == json.loads((model_dir / "run.json").read_text())
+    assert {k: v for k, v in meta["params"].items() if k not in ("encode", "cluster")} == json.loads((model_dir / "run.json").read_text())
     assert meta["choices"] == json.loads((model_dir / "choices.json").read_text())
     assert {"data/model/run.json", "data/model/choices.json", "data/model/model.keras"} <= set(stage["deps"])
 

@@ -1,0 +1,192 @@
+"""The Ray engine against the local one on this machine (issue: beyond one machine on Ray).
+
+    python benchmarks/ray_engine.py --rows 1000000 10000000 --repeats 2
+    python benchmarks/ray_engine.py --images 100000 --repeats 2
+
+--rows: for each size, a synthetic npz of N 28×28 uint8 images (benchmarks/scale.py's) is
+prepared and a model trained for one epoch (MLP, batch 256), once, locally; then encode
+runs with three engines, interleaved and repeated, each stage in its own process:
+  local      the one-process loop (cluster.engine: local)
+  ray-1      Ray started by the stage on this machine (one node, every core)
+  ray-2      two simulated nodes of one CPU each (ray.cluster_utils.Cluster, started here)
+It prints rows/s, the stage's seconds, its start-up cost (the same stage on 10,000 rows),
+the peak anonymous memory of the stage's process and of each encode actor.
+
+--images: prepare of a folder of N PNGs, local (a process per core) against ray-1.
+
+    python benchmarks/ray_engine.py --same-latents fashion_mnist
+
+--same-latents SOURCE: prepare SOURCE with both engines (the prepared files must be equal
+byte for byte), train one epoch on two Ray Train workers (ray-2), encode that model with
+both engines, and print the largest z_mean difference (ids must be equal, in order).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from scale import BASE, child, cpu_flags, measure, write_npz, write_png_folder  # noqa: E402
+
+ENGINES = ("local", "ray-1", "ray-2")
+SMALL = 10_000  # rows whose encode time is the engine's fixed cost
+
+
+class ActorMemory:
+    """Peak RssAnon (MiB) of every Ray worker process running encode, sampled every 100 ms."""
+
+    def __init__(self):
+        self.peaks: dict[int, int] = {}
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        while self.running:
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    if b"EncodeShards" not in (proc / "cmdline").read_bytes():
+                        continue
+                    for line in (proc / "status").read_text().splitlines():
+                        if line.startswith("RssAnon:"):
+                            pid = int(proc.name)
+                            self.peaks[pid] = max(self.peaks.get(pid, 0), int(line.split()[1]) // 1024)
+                except (OSError, ValueError):
+                    pass
+            time.sleep(0.1)
+
+    def stop(self) -> list[int]:
+        self.running = False
+        self.thread.join()
+        return sorted(self.peaks.values())
+
+
+def run_encode(work: Path, overrides: dict, engine: str, address: str | None) -> dict:
+    cluster = {"cluster.engine": "local"} if engine == "local" else {
+        "cluster.engine": "ray", "cluster.address": address or "auto"}
+    actors = ActorMemory()
+    figures = measure([sys.executable, __file__, "--child", "encode", str(work), "--overrides",
+                       json.dumps({**overrides, **cluster})])
+    return {**figures, "actor_peak_anon_mib": actors.stop()}
+
+
+def prepared_work(args, rows: int) -> tuple[Path, dict]:
+    """work/rows-N with prepared data and a model (made once), and its overrides."""
+    work = args.work / f"rows-{rows}"
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / "data.npz"
+    if not source.exists():
+        write_npz(source, rows)
+    overrides = {**BASE, "data.path": str(source)}
+    for stage, output in (("prepare", work / "prepared" / "manifest.json"), ("train", work / "model" / "model.keras")):
+        if not output.exists():
+            measure([sys.executable, __file__, "--child", stage, str(work), "--overrides", json.dumps(overrides)])
+    return work, overrides
+
+
+def same_latents(source: str, work: Path, address: str) -> None:
+    import filecmp
+
+    import numpy as np
+
+    from pipeline import encode, prepare, train
+    from pipeline.latents import latents_to_numpy, load_latents
+    from run_pipeline import overridden_params
+
+    ray = {"cluster.engine": "ray", "cluster.address": address}
+    local = overridden_params({"data.source": source})
+    remote = overridden_params({"data.source": source, "train.epochs": 1, "train.workers": 2, **ray})
+    for name, params in (("local", local), ("ray", remote)):
+        started = time.perf_counter()
+        prepare.run(params, out_dir=work / f"prepared-{name}")
+        print(f"{source}: prepare {name} {time.perf_counter() - started:.1f} s", flush=True)
+    compared = filecmp.dircmp(work / "prepared-local", work / "prepared-ray")
+    different = compared.diff_files + [f"{d}/{f}" for d, sub in compared.subdirs.items() for f in sub.diff_files]
+    print(f"{source}: prepared files that differ between the engines: {different or 'none'}", flush=True)
+    started = time.perf_counter()
+    train.run(remote, prepared_dir=work / "prepared-ray", model_dir=work / "model")
+    print(f"{source}: one epoch on two Ray Train workers: {time.perf_counter() - started:.1f} s", flush=True)
+    for name, params in (("local", local), ("ray", remote)):
+        started = time.perf_counter()
+        encode.run(params, prepared_dir=work / "prepared-ray", model_path=work / "model" / "model.keras",
+                   out_dir=work / f"latents-{name}")
+        print(f"{source}: encode {name} {time.perf_counter() - started:.1f} s", flush=True)
+    for split in ("train", "test"):
+        a, b = load_latents(work / "latents-local", split=split), load_latents(work / "latents-ray", split=split)
+        same_ids = a.column("id").to_pylist() == b.column("id").to_pylist()
+        gap = float(np.abs(latents_to_numpy(a) - latents_to_numpy(b)).max())
+        print(f"{source}: {split} {a.num_rows:,} rows, same ids in the same order: {same_ids}, "
+              f"largest |z_mean difference| {gap:.2e}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="*", default=[])
+    parser.add_argument("--images", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--same-latents", metavar="SOURCE", help="check Ray's outputs against local ones on SOURCE")
+    parser.add_argument("--work", type=Path, default=ROOT / ".scale", help="data goes here (not /tmp: memory)")
+    parser.add_argument("--child", nargs=2, metavar=("STAGE", "WORK"), help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], Path(args.child[1]), json.loads(args.overrides), "mmap")))
+        return
+
+    from ray.cluster_utils import Cluster
+
+    print(f"{os.cpu_count()} cores; CPU flags: {cpu_flags()}", flush=True)
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes.add_node(num_cpus=1)
+    addresses = {"local": None, "ray-1": None, "ray-2": nodes.address}
+    try:
+        if args.same_latents:
+            same_latents(args.same_latents, args.work / f"same-{args.same_latents}", nodes.address)
+        small, small_overrides = prepared_work(args, SMALL) if args.rows else (None, None)
+        for rows in args.rows:
+            work, overrides = prepared_work(args, rows)
+            figures = {engine: [] for engine in ENGINES}
+            startup = {engine: [] for engine in ENGINES}
+            for _ in range(args.repeats):
+                for engine in ENGINES:
+                    startup[engine].append(run_encode(small, small_overrides, engine, addresses[engine])["seconds"])
+                    r = run_encode(work, overrides, engine, addresses[engine])
+                    figures[engine].append(r)
+                    print(f"{rows:>11,} rows  {engine:<6} {r['rows_per_s']:>9,.0f} rows/s  {r['seconds']:>6.1f} s  "
+                          f"start-up {startup[engine][-1]:.1f} s  stage peak anon {r['peak_anon_mib']:,} MiB  "
+                          f"actors {r['actor_peak_anon_mib']} MiB", flush=True)
+            local = statistics.median(r["rows_per_s"] for r in figures["local"])
+            for engine in ENGINES:
+                rate = statistics.median(r["rows_per_s"] for r in figures[engine])
+                print(f"{rows:>11,} rows  {engine:<6} median {rate:,.0f} rows/s ({rate / local:.2f}× local), "
+                      f"median start-up {statistics.median(startup[engine]):.1f} s", flush=True)
+        if args.images:
+            folder = args.work / f"images-{args.images}"
+            if not folder.exists():
+                write_png_folder(folder, args.images)
+            rates = {"local": [], "ray-1": []}
+            for _ in range(args.repeats):
+                for engine in rates:
+                    cluster = {"cluster.engine": "local" if engine == "local" else "ray"}
+                    r = measure([sys.executable, __file__, "--child", "prepare", str(args.work / f"images-{engine}"),
+                                 "--overrides", json.dumps({"data.source": "image_folder", "data.path": str(folder),
+                                                            **cluster})])
+                    rates[engine].append(r["rows_per_s"])
+                    print(f"{args.images:,} PNGs  prepare {engine:<6} {r['rows_per_s']:,.0f} images/s  "
+                          f"{r['seconds']:.1f} s  peak anon {r['peak_anon_mib']:,} MiB", flush=True)
+            local = statistics.median(rates["local"])
+            print(f"{args.images:,} PNGs  median images/s: local {local:,.0f}, ray-1 "
+                  f"{statistics.median(rates['ray-1']):,.0f} ({statistics.median(rates['ray-1']) / local:.2f}× local)")
+    finally:
+        nodes.shutdown()
+
+
+if __name__ == "__main__":
+    main()

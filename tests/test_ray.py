@@ -1,0 +1,173 @@
+"""The Ray engine on a simulated two-node cluster (ray.cluster_utils.Cluster, one CPU per node).
+
+Each test connects to the one cluster the module starts (about 10 s), as a stage would:
+the outputs must be the local engine's (prepared bytes, latents), a killed actor must not
+cost a row, and an address where nothing answers must fail in seconds, in one line.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import ClusterConfig
+from pipeline.engine import CONNECT_TIMEOUT, open_engine, probe, require_shared
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.latents import latents_to_numpy, load_latents, read_metadata
+
+from .conftest import ROOT, copy_project, tiny_params
+from .test_columns import make_mixed_table, table_config
+from .test_sources import data_config, make_image_folder
+
+ray = pytest.importorskip("ray")  # the `cluster` extra, in `dev`
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes.add_node(num_cpus=1)
+    yield ClusterConfig(engine="ray", address=nodes.address)
+    nodes.shutdown()
+
+
+def _same_files(a: Path, b: Path) -> None:
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for name in files:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_encode_on_ray_gives_the_local_latents(cluster, pipeline_run, tmp_path):
+    from pipeline.encode import encode
+
+    paths = pipeline_run["paths"]
+    with open_engine(cluster) as engine:
+        assert (engine.nodes, engine.cpus, engine.gpus) == (2, 2, 0)
+        rows = encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "l",
+                      batch_size=100, engine=engine, shard_rows=300)
+    assert rows == pipeline_run["rows"]
+    counts = pipeline_run["manifest"].counts
+    for split in ("train", "test"):
+        parts = sorted((tmp_path / "l" / f"split={split}").iterdir())
+        assert [p.name for p in parts] == [f"part-{k}.parquet" for k in range(-(-counts[split] // 300))]
+        ray_latents, local = load_latents(tmp_path / "l", split=split), load_latents(paths["latents"], split=split)
+        assert ray_latents.column("id").to_pylist() == local.column("id").to_pylist()  # the same rows, in order
+        np.testing.assert_allclose(latents_to_numpy(ray_latents), latents_to_numpy(local), rtol=1e-5, atol=1e-6)
+    meta = read_metadata(parts[0])
+    assert meta["engine"]["engine"] == "ray" and meta["engine"]["nodes"] == 2
+    assert meta["params"]["encode"]["workers"] == 2  # auto: one actor per CPU
+    assert sorted(os.listdir(tmp_path)) == ["l"] and not list((tmp_path / "l").glob(".*"))  # no attempt left
+
+
+def test_a_killed_actor_is_replaced_and_no_row_is_lost(cluster, pipeline_run, tmp_path, monkeypatch):
+    """The first actor to write a row group is SIGKILLed mid-file; Ray restarts it and
+    retries the shard, and the latents are complete, in order, with no half file left."""
+    from pipeline.encode import encode
+
+    paths = pipeline_run["paths"]
+    monkeypatch.setenv("VAE_PIPELINE_KILL_AT", "parquet")
+    monkeypatch.setenv("VAE_PIPELINE_KILL_ONCE", str(tmp_path / "killed"))
+    with open_engine(cluster) as engine:
+        rows = encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "l",
+                      batch_size=100, engine=engine, shard_rows=400)
+    assert (tmp_path / "killed").exists()  # an actor did die
+    assert rows == pipeline_run["rows"]
+    for split in ("train", "test"):
+        got, local = load_latents(tmp_path / "l", split=split), load_latents(paths["latents"], split=split)
+        assert got.column("id").to_pylist() == local.column("id").to_pylist()
+        np.testing.assert_allclose(latents_to_numpy(got), latents_to_numpy(local), rtol=1e-5, atol=1e-6)
+    assert not list((tmp_path / "l").glob(".*"))
+
+
+def test_prepare_on_ray_is_byte_identical_for_images_and_a_parquet_table(cluster, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from pipeline import tables
+    from pipeline.prepare import prepare
+
+    images = make_image_folder(tmp_path / "imgs", per_class=12)
+    table = make_mixed_table(tmp_path / "t.parquet")
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=50)  # six row groups
+    monkeypatch.setattr(tables, "PART_ROWS", 100)  # three parts, three tasks per pass
+    configs = {"images": data_config(source="image_folder", path=str(images)),
+               "table": table_config(tmp_path / "t.parquet")}
+    with open_engine(cluster) as engine:
+        for name, config in configs.items():
+            prepare(config, seed=0, out_dir=tmp_path / f"ray-{name}", engine=engine)
+    for name, config in configs.items():
+        prepare(config, seed=0, out_dir=tmp_path / f"local-{name}")
+        _same_files(tmp_path / f"ray-{name}", tmp_path / f"local-{name}")
+
+
+def test_a_bad_image_in_a_ray_task_is_the_one_line_local_error(cluster, tmp_path):
+    from pipeline.prepare import prepare
+
+    images = make_image_folder(tmp_path / "imgs")
+    (images / "circle" / "9.png").write_bytes(b"not an image")
+    with open_engine(cluster) as engine, pytest.raises(PipelineError, match=r"9\.png: cannot read image"):
+        prepare(data_config(source="image_folder", path=str(images)), seed=0, out_dir=tmp_path / "p", engine=engine)
+    assert not (tmp_path / "p").exists()
+
+
+def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipeline_run, tmp_path):
+    """Ray Train starts two workers (TF_CONFIG set by Ray, MultiWorkerMirroredStrategy);
+    the chief publishes the bundle and live/, the launcher returns the chief's logs."""
+    from pipeline.bundle import load_bundle
+    from pipeline.train import run
+
+    params = tiny_params(**{"train.epochs": 1, "train.workers": 2, "cluster.engine": "ray",
+                            "cluster.address": cluster.address})
+    logs = run(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path / "model")
+    assert np.isfinite(logs["U"]) and "val_U" in logs
+    bundle = load_bundle(tmp_path / "model" / "model.keras")
+    assert bundle.run["train"]["distribution"] == "multi_worker" and bundle.run["train"]["workers"] == 2
+    assert (tmp_path / "model" / "live" / "metrics.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no scratch, no Ray records left
+    assert not (tmp_path / "model" / "backup").exists()
+
+
+def test_an_address_where_nothing_or_no_ray_answers_fails_within_seconds(cluster):
+    """ray.init waits for minutes there; the probe answers in at most CONNECT_TIMEOUT."""
+    probe(cluster.address, "set in params.yaml")  # a Ray head answers the gRPC preface
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(ConfigError, match=rf"cluster.address 127.0.0.1:{port} \(set in params.yaml\): no Ray "
+                                          r"cluster answers there \(Connection refused\)"):
+        probe(f"127.0.0.1:{port}", "set in params.yaml")
+    with socket.socket() as silent:  # accepts connections, never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        start = time.monotonic()
+        with pytest.raises(ConfigError, match=rf"no Ray cluster answers there \(no answer within {CONNECT_TIMEOUT:g} s\)"):
+            probe(f"ray://127.0.0.1:{silent.getsockname()[1]}", "RAY_ADDRESS")
+        assert time.monotonic() - start < CONNECT_TIMEOUT + 2
+
+
+def test_the_stage_names_the_unreachable_address_in_one_line(tmp_path):
+    project = copy_project(tmp_path / "p")
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9", "PYTHONPATH": str(ROOT)}
+    params = (project / "params.yaml").read_text().replace("engine: local", "engine: ray")
+    (project / "params.yaml").write_text(params)
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "stages/prepare.py"], cwd=project, env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and time.monotonic() - start < 30
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: cluster.address 127.0.0.1:9 (RAY_ADDRESS): no Ray cluster answers there (Connection refused); "
+        "start one with `ray start --head` on that machine, or set cluster.address: auto and unset RAY_ADDRESS "
+        "to run Ray on this machine")
+    assert not (project / "data" / "prepared").exists()
+
+
+def test_a_node_that_cannot_see_the_project_says_so(tmp_path):
+    assert require_shared(tmp_path, "the prepared data") == tmp_path
+    with pytest.raises(PipelineError, match=r"missing: the prepared data is not visible on Ray node .*storage every "
+                                            "node mounts at the same path"):
+        require_shared(tmp_path / "missing", "the prepared data")
