@@ -52,7 +52,7 @@ class ActorMemory:
         while self.running:
             for proc in Path("/proc").glob("[0-9]*"):
                 try:
-                    if b"EncodeShards" not in (proc / "cmdline").read_bytes():
+                    if not (proc / "cmdline").read_bytes().startswith(b"ray::_Actor"):
                         continue
                     for line in (proc / "status").read_text().splitlines():
                         if line.startswith("RssAnon:"):

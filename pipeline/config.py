@@ -160,7 +160,7 @@ class TrainConfig:
 class EncodeConfig:
     batch_size: int = bounded(1024, lo=1)
     # Ray actors encoding (cluster.engine: ray), each writing part files of its shards;
-    # auto: one per GPU of the cluster, else one per CPU but one (left to the reads)
+    # auto: one per GPU of the cluster, else one per CPU
     workers: int | Auto = bounded(AUTO, lo=1)
     # tables: each row also `completed` (missing cells imputed by the model) and `imputed` flags
     impute: bool = False

@@ -2,7 +2,7 @@
 
 The rows of each split are cut into shards, contiguous ranges encoded by `EncodeShards`:
 here, one shard per split in this process (`cluster.engine: local`); on Ray, shards of
-whole row groups spread over a pool of actors (Ray Data), each actor loading the model once
+whole row groups spread over a pool of Ray actors, each loading the model once
 and writing its shards with the same Parquet writer. Shard k of a split is
 split=<split>/part-<k>.parquet, so the parts in number order are the split's rows in order.
 
@@ -82,12 +82,11 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
                      "impute": impute}
         if engine.name == "ray":
             shards = plan_shards(manifest.counts, shard_rows or _shard_rows(manifest.counts, actors))
-            written = sum(row["rows"] for row in engine.map_actors(EncodeShards, shards, arguments=arguments,
-                                                                     actors=actors))
+            written = sum(engine.map_actors(EncodeShards, shards, arguments=arguments, actors=actors))
         else:
             shards = plan_shards(manifest.counts, max(max(manifest.counts.values()), 1))
             encoder = EncodeShards(**arguments, vae=bundle.vae)
-            written = sum(encoder(_batch_of(shard))["rows"][0] for shard in shards)
+            written = sum(map(encoder, shards))
         _check_complete(tmp, shards, written, manifest.counts)
     return written
 
@@ -113,10 +112,6 @@ def _shard_rows(counts: dict[str, int], actors: int) -> int:
     return ROW_GROUP_SIZE * max(math.ceil(groups / (SHARDS_PER_ACTOR * actors)), 1)
 
 
-def _batch_of(shard: dict) -> dict:
-    return {key: [value] for key, value in shard.items()}
-
-
 class EncodeShards:
     """Encodes shards of the prepared splits into directory/split=<s>/part-<k>.parquet.
 
@@ -140,20 +135,21 @@ class EncodeShards:
                           if impute else None)
         self.directory, self.batch_size, self.metadata = Path(directory), batch_size, metadata
 
-    def __call__(self, batch: dict) -> dict:
-        split, start, stop, part = (batch[key][0] for key in ("split", "start", "stop", "part"))
-        data, rows = self.splits[str(split)], slice(int(start), int(stop))
+    def __call__(self, shard: dict) -> int:
+        """Encode one shard (plan_shards); the rows written."""
+        split, start, stop, part = (shard[key] for key in ("split", "start", "stop", "part"))
+        data, rows = self.splits[split], slice(start, stop)
         attempt = self.directory / f".attempt-{uuid.uuid4().hex}"
-        written = write_part(attempt, encoded_batches(self.vae.predict_posterior, str(split), data.x[rows],
+        written = write_part(attempt, encoded_batches(self.vae.predict_posterior, split, data.x[rows],
                                                       data.y[rows], data.id[rows], self.batch_size,
                                                       data.preprocess, self.completer),
-                             self.vae.latent_dim, self.metadata, part=int(part),
+                             self.vae.latent_dim, self.metadata, part=part,
                              table=self.completer.table if self.completer else None)
         name = Path(f"split={split}") / f"part-{part}.parquet"
         (self.directory / name.parent).mkdir(exist_ok=True)
         (attempt / name).replace(self.directory / name)
         shutil.rmtree(attempt)
-        return {"rows": [written]}
+        return written
 
 
 def _check_complete(directory: Path, shards: list[dict], written: int, counts: dict[str, int]) -> None:

@@ -3,8 +3,8 @@
 The stage logic hands the engine its work and never the other way round:
 - `map(fn, items)`: fn over items, results in order (prepare's image decoding, table reads);
   local runs it here (or in a pool of processes when asked), Ray in tasks on the cluster;
-- `map_actors(cls, items)`: items through a pool of actors, each building `cls` once
-  (encode: the model loaded once per actor from its path; Ray Data `map_batches`);
+- `map_actors(cls, items)`: items through a pool of Ray actors, each building `cls` once
+  (encode: the model loaded once per actor from its path);
 - `train(fn, config, workers)`: fn on that many Ray Train workers, which set TF_CONFIG
   for MultiWorkerMirroredStrategy.
 
@@ -41,6 +41,8 @@ HTTP2_SETTINGS = 4
 # TensorFlow's log level and the pipeline's own fault points (tests kill an actor with them).
 FORWARDED_ENV = ("TF_FORCE_GPU_ALLOW_GROWTH", "KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")
 FORWARDED_PREFIX = "VAE_PIPELINE_"
+# Times Ray restarts an actor whose process died (and retries the item it was running).
+ACTOR_RESTARTS = 3
 
 
 class LocalEngine:
@@ -100,20 +102,31 @@ class RayEngine:
             for ref in pending:  # an error (or a consumer that stopped): nothing left running
                 ray.cancel(ref, force=True)
 
-    def map_actors(self, cls: type, items: list[dict], *, arguments: dict, actors: int) -> Iterator[dict]:
-        """Each item (a dict of scalars) through `cls(**arguments)(batch)` in a pool of
-        `actors` actors (one GPU each when the cluster has GPUs, else one CPU); yields the
-        rows the actors return, in no particular order. A killed actor is restarted and its
-        item retried by Ray Data."""
-        import ray.data
+    def map_actors(self, cls: type, items: list, *, arguments: dict, actors: int) -> Iterator:
+        """cls(**arguments)(item) for every item, in a pool of `actors` Ray actors (one GPU
+        each when the cluster has GPUs, else one CPU), each built once; results in no
+        particular order. An actor whose process dies is restarted and its item retried, up
+        to ACTOR_RESTARTS times; a PipelineError raised in an actor is raised here as itself,
+        any other failure as one PipelineError.
 
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
-        dataset = ray.data.from_items(items, override_num_blocks=len(items))
-        out = dataset.map_batches(cls, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
-                                  fn_constructor_kwargs=arguments, num_cpus=1, num_gpus=1 if self.gpus else 0)
-        yield from _unwrapped(out.iter_rows())
+        Plain actors rather than Ray Data's actor pool: Ray Data 2.60 failed short runs
+        with "actors died during initialization" when the last item finished while an
+        actor was still starting (2 of 3 runs at 10,000 rows in benchmarks/ray_engine.py).
+        """
+        import ray
+        from ray.util import ActorPool
+
+        actor = ray.remote(num_cpus=1, num_gpus=1 if self.gpus else 0, max_restarts=ACTOR_RESTARTS,
+                           max_task_retries=ACTOR_RESTARTS)(_Actor)
+        pool = ActorPool([actor.remote(cls, arguments) for _ in range(max(min(actors, len(items)), 1))])
+        try:
+            yield from pool.map_unordered(lambda handle, item: handle.run.remote(item), items)
+        except ray.exceptions.RayError as error:
+            cause = _cause(error)
+            if isinstance(cause, PipelineError):
+                raise cause from None
+            raise PipelineError(f"a Ray actor running {cls.__name__} failed ({_first_line(error)}), after "
+                                f"{ACTOR_RESTARTS} restarts at most; the previous outputs are kept") from None
 
     def train(self, fn: Callable[[dict], None], config: dict, workers: int, storage: Path) -> None:
         """fn(config) on `workers` Ray Train workers (one GPU each when the cluster has GPUs).
@@ -157,13 +170,13 @@ def open_engine(cluster: ClusterConfig) -> Iterator[LocalEngine | RayEngine]:
     env = {k: v for k, v in os.environ.items() if k in FORWARDED_ENV or k.startswith(FORWARDED_PREFIX)}
     # The code the cluster runs is this checkout's pipeline package, shipped with the job.
     runtime_env = {"env_vars": env, "py_modules": [str(Path(__file__).parent)]}
-    for name in ("ray", "ray.data", "ray.train"):
+    for name in ("ray", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
     ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING, configure_logging=False)
     try:
-        engine = RayEngine(cluster, address or "a Ray started here", why)
-        log.info("engine: ray at %s (%s): %d nodes, %d CPUs, %d GPUs", engine.address, why, engine.nodes,
+        engine = RayEngine(cluster, address or "this machine", why)
+        log.info("engine: ray at %s (%s): %d node(s), %d CPUs, %d GPUs", engine.address, why, engine.nodes,
                  engine.cpus, engine.gpus)
         yield engine
     finally:
@@ -176,7 +189,7 @@ def resolve_address(address: str, environ) -> tuple[str | None, str]:
         return address, GIVEN
     if environ.get("RAY_ADDRESS"):
         return environ["RAY_ADDRESS"], "RAY_ADDRESS"
-    return None, "cluster.address auto and no RAY_ADDRESS: a Ray on this machine for the stage"
+    return None, "started for this stage: cluster.address auto, RAY_ADDRESS unset"
 
 
 def probe(address: str, why: str) -> None:
@@ -219,6 +232,20 @@ def _call(fn: Callable, item):
     return fn(item)
 
 
+class _Actor:
+    """A Ray actor holding one cls(**arguments), built once in its process."""
+
+    def __init__(self, cls: type, arguments: dict):
+        self.function = cls(**arguments)
+
+    def run(self, item):
+        return self.function(item)
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
 def _get(ref):
     import ray
 
@@ -236,12 +263,17 @@ def _unwrapped(rows: Iterator) -> Iterator:
 
 
 def _cause(error: BaseException) -> BaseException:
-    """The user error a Ray error carries (a PipelineError raised in a task, an actor or a
-    training worker), found along its causes; else the error itself."""
-    seen, visited = error, set()
-    while seen is not None and id(seen) not in visited:
-        if isinstance(seen, PipelineError):
-            return seen
-        visited.add(id(seen))
-        seen = getattr(seen, "cause", None) or seen.__cause__
+    """The user error a Ray error carries (a PipelineError raised in a task, in an actor's
+    __init__ or call, or in a training worker), found along its causes (Ray keeps them in
+    `cause`, in `args` or as __cause__); else the error itself."""
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, PipelineError):
+            return current
+        seen.add(id(current))
+        pending += [getattr(current, "cause", None), current.__cause__,
+                    *(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))]
     return error

@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 # Every knob `train` takes, as params.yaml keys: dvc.yaml's train stage lists exactly these
 # (tests/test_dvc_yaml.py).
 TRAIN_PARAMS = ("seed", "data.validation_fraction", "data.binarize", *leaf_keys(ModelConfig, "model."),
-                *leaf_keys(LossConfig, "loss."), *leaf_keys(TrainConfig, "train."), *leaf_keys(ClusterConfig, "cluster."))
+                *leaf_keys(LossConfig, "loss."), *leaf_keys(TrainConfig, "train."),
+                *leaf_keys(ClusterConfig, "cluster."))
 # After training, latent activity is measured on at most about this many validation examples
 # (a variance per latent dimension: more would only cost memory on large data).
 ACTIVITY_EXAMPLES = 10_000
@@ -59,6 +60,8 @@ def run(params: Params, *, prepared_dir, model_dir, callbacks: tuple = ()) -> di
                  "training": params.train, "validation_fraction": params.data.validation_fraction,
                  "binarize": params.data.binarize, "seed": params.seed}
     if params.cluster.engine == "ray":
+        if callbacks:  # Keras callbacks made here do not travel to the workers
+            raise PipelineError("extra training callbacks run with cluster.engine: local only")
         with open_engine(params.cluster) as engine:
             return train_on_ray(engine, **arguments)
     return train(**arguments, callbacks=callbacks)

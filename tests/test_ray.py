@@ -116,6 +116,24 @@ def test_a_bad_image_in_a_ray_task_is_the_one_line_local_error(cluster, tmp_path
     assert not (tmp_path / "p").exists()
 
 
+def test_an_actor_that_cannot_start_stops_the_run_with_its_own_error(cluster):
+    """Ray reports an __init__ that raised as ActorDiedError(RayTaskError(...)); the stage
+    gets the PipelineError inside (one line), after each actor has tried, not a hang."""
+
+    def cannot_start():  # a class made here is shipped by value, as the stage's classes are by module
+        class CannotStart:
+            def __init__(self):
+                raise PipelineError("/shared/prepared: the prepared data is not visible on Ray node n2")
+
+            def __call__(self, batch):  # pragma: no cover - never built
+                return batch
+
+        return CannotStart
+
+    with open_engine(cluster) as engine, pytest.raises(PipelineError, match="not visible on Ray node n2"):
+        list(engine.map_actors(cannot_start(), [{"a": 1}, {"a": 2}], arguments={}, actors=2))
+
+
 def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipeline_run, tmp_path):
     """Ray Train starts two workers (TF_CONFIG set by Ray, MultiWorkerMirroredStrategy);
     the chief publishes the bundle and live/, the launcher returns the chief's logs."""
