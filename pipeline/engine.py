@@ -172,7 +172,9 @@ def open_engine(cluster: ClusterConfig) -> Iterator[LocalEngine | RayEngine]:
     runtime_env = {"env_vars": env, "py_modules": [str(Path(__file__).parent)]}
     for name in ("ray", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
+    # "local": a new Ray for this stage; with no address, ray.init joins any Ray already
+    # running on this machine (found through /tmp/ray), another project's or a test's.
+    ray.init(address=address or "local", runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING, configure_logging=False)
     try:
         engine = RayEngine(cluster, address or "this machine", why)

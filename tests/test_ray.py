@@ -151,6 +151,15 @@ def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipel
     assert not (tmp_path / "model" / "backup").exists()
 
 
+def test_auto_starts_a_ray_of_its_own_beside_one_already_running(cluster, monkeypatch):
+    """With no RAY_ADDRESS, the stage's Ray is new and this machine's, not the two-node
+    cluster the module runs (ray.init with no address would join that one)."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with open_engine(ClusterConfig(engine="ray")) as engine:
+        assert (engine.nodes, engine.cpus) == (1, os.cpu_count())
+        assert engine.describe()["address_from"] == "started for this stage: cluster.address auto, RAY_ADDRESS unset"
+
+
 def test_an_address_where_nothing_or_no_ray_answers_fails_within_seconds(cluster):
     """ray.init waits for minutes there; the probe answers in at most CONNECT_TIMEOUT."""
     probe(cluster.address, "set in params.yaml")  # a Ray head answers the gRPC preface
