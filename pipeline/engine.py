@@ -267,7 +267,7 @@ def _unwrapped(rows: Iterator) -> Iterator:
 def _cause(error: BaseException) -> BaseException:
     """The user error a Ray error carries (a PipelineError raised in a task, in an actor's
     __init__ or call, or in a training worker), found along its causes (Ray keeps them in
-    `cause`, in `args` or as __cause__); else the error itself."""
+    `cause`, in `args`, as __cause__ or, from Ray Train, by worker); else the error itself."""
     pending, seen = [error], set()
     while pending:
         current = pending.pop(0)
@@ -277,5 +277,6 @@ def _cause(error: BaseException) -> BaseException:
             return current
         seen.add(id(current))
         pending += [getattr(current, "cause", None), current.__cause__,
-                    *(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))]
+                    *(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)),
+                    *getattr(current, "worker_failures", {}).values()]
     return error

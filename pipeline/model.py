@@ -179,9 +179,11 @@ class VAE(keras.Model):
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name])
         results = {name: tracker.result() for name, tracker in self.trackers.items()}
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        strategy = tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.num_replicas_in_sync > 1:
             # Keras reduces step outputs across workers with reduce(MEAN, axis=0), which
-            # needs an axis: give each scalar one, which that reduction then removes.
+            # needs an axis: give each scalar one, which that reduction then removes (one
+            # worker alone is not reduced, and would keep the axis).
             results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
         return results
 

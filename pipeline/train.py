@@ -69,10 +69,11 @@ def run(params: Params, *, prepared_dir, model_dir, callbacks: tuple = ()) -> di
 
 def train_on_ray(engine: RayEngine, *, prepared_dir, model_dir, training: TrainConfig, **arguments) -> dict:
     """`train` on train.workers Ray Train workers, one MultiWorkerMirroredStrategy replica
-    each (Ray sets TF_CONFIG); the first worker is the chief and publishes the model, as
-    `train` does. The last epoch's logs."""
-    recover(model_dir, "train")  # here, once: the workers never recover (they would race)
-    if training.distribution == "auto":
+    each (Ray sets TF_CONFIG; one worker trains as `train` does here, on its node's GPUs);
+    the first worker is the chief and publishes the model, as `train` does. The last
+    epoch's logs."""
+    recover(model_dir, "train")  # here, once: the workers never clean up (they would race)
+    if training.distribution == "auto" and training.workers > 1:  # one worker alone needs no collective
         training = dataclasses.replace(training, distribution="multi_worker")
     with scratch_dir(model_dir, clear_stale=True) as storage:  # Ray Train's records and the logs, removed after
         storage = engine.shared(storage)
@@ -89,22 +90,25 @@ def _train_worker(config: dict) -> None:
 
     limit_threads(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
     require_shared(config["train"]["prepared_dir"], "the prepared data")
-    logs = train(**config["train"])
+    logs = train(**config["train"], launched=True)
     if ray.train.get_context().get_world_rank() == 0:  # the chief: the one whose model is kept
         Path(config["logs"]).write_text(json.dumps(logs))
 
 
 def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig, loss: LossConfig,
           training: TrainConfig, validation_fraction: float, binarize: str, seed: int,
-          callbacks: tuple = ()) -> dict:
+          callbacks: tuple = (), launched: bool = False) -> dict:
     """Train on data/prepared; write the model bundle and live/ under model_dir; return the last epoch's logs.
 
     callbacks: extra Keras callbacks (benchmarks use one to score the test split every epoch).
+    launched: this process is one of the workers a launcher started (train_on_ray), which
+    cleaned up what a killed run left; a worker must not (the others' scratch looks stale).
+    Workers started by hand under multi_worker leave it to the chief's publication.
     """
     if keras.backend.backend() != "tensorflow":
         raise PipelineError(f"KERAS_BACKEND must be 'tensorflow'. Got {keras.backend.backend()!r} instead.")
-    multi_worker = training.distribution == "multi_worker"
-    if not multi_worker:  # the launcher recovers a multi-worker run (train_on_ray), once
+    alone = not launched and training.distribution != "multi_worker"
+    if alone:
         recover(model_dir, "train")  # what a killed run of this stage left
     share_gpus()
     strategy = distribution_strategy(training.distribution)
@@ -114,7 +118,7 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     manifest = Manifest.read(prepared_dir)
     split = load_split(prepared_dir, "train", manifest)
     # The fit and validation row indices, memory-mapped: memory stays flat whatever the rows.
-    with scratch_dir(model_dir, clear_stale=not multi_worker) as scratch:  # and what a killed run left
+    with scratch_dir(model_dir, clear_stale=alone) as scratch:  # and what a killed run left
         fit_rows, val_rows = validation_rows(split.y, validation_fraction, seed, scratch)
         resolved, choices = resolve_run(model, loss, training, manifest, fit_rows=len(fit_rows),
                                         cpu_flags=cpu_flags(), gpu_capabilities=gpu_capabilities(),

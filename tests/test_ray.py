@@ -151,13 +151,26 @@ def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipel
     assert not (tmp_path / "model" / "backup").exists()
 
 
-def test_auto_starts_a_ray_of_its_own_beside_one_already_running(cluster, monkeypatch):
-    """With no RAY_ADDRESS, the stage's Ray is new and this machine's, not the two-node
-    cluster the module runs (ray.init with no address would join that one)."""
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    with open_engine(ClusterConfig(engine="ray")) as engine:
-        assert (engine.nodes, engine.cpus) == (1, os.cpu_count())
-        assert engine.describe()["address_from"] == "started for this stage: cluster.address auto, RAY_ADDRESS unset"
+def test_one_ray_train_worker_trains_as_the_local_stage_does(cluster, pipeline_run, tmp_path):
+    """train.workers 1 (the default): no collective, and the worker leaves the launcher's
+    scratch alone (it once took it for a killed run's and removed it)."""
+    from pipeline.bundle import load_bundle
+    from pipeline.train import run
+
+    params = tiny_params(**{"train.epochs": 1, "cluster.engine": "ray", "cluster.address": cluster.address})
+    logs = run(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path / "model")
+    assert np.isfinite(logs["U"])
+    assert load_bundle(tmp_path / "model" / "model.keras").run["train"]["distribution"] == "auto"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_training_worker_that_cannot_see_the_data_stops_the_stage_in_one_line(cluster, tmp_path):
+    from pipeline.train import run
+
+    params = tiny_params(**{"cluster.engine": "ray", "cluster.address": cluster.address})
+    with pytest.raises(PipelineError, match=r"missing: the prepared data is not visible on Ray node"):
+        run(params, prepared_dir=tmp_path / "missing", model_dir=tmp_path / "model")
+    assert not (tmp_path / "model").exists() or not any((tmp_path / "model").iterdir())
 
 
 def test_an_address_where_nothing_or_no_ray_answers_fails_within_seconds(cluster):
@@ -198,3 +211,14 @@ def test_a_node_that_cannot_see_the_project_says_so(tmp_path):
     with pytest.raises(PipelineError, match=r"missing: the prepared data is not visible on Ray node .*storage every "
                                             "node mounts at the same path"):
         require_shared(tmp_path / "missing", "the prepared data")
+
+
+def test_auto_starts_a_ray_of_its_own_beside_one_already_running(cluster, monkeypatch):
+    """With no RAY_ADDRESS, the stage's Ray is new and this machine's, not the two-node
+    cluster the module runs (ray.init with no address would join that one). Last in the
+    module: after a second Ray in this process, Ray Train 2.60's controller no longer
+    starts on the first one (a stage is a process of its own, so it never meets this)."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with open_engine(ClusterConfig(engine="ray")) as engine:
+        assert (engine.nodes, engine.cpus) == (1, os.cpu_count())
+        assert engine.describe()["address_from"] == "started for this stage: cluster.address auto, RAY_ADDRESS unset"
