@@ -60,7 +60,7 @@ def test_failed_prepare_keeps_the_previous_output(tmp_path, monkeypatch):
     good = prepare(DataConfig(), seed=0, out_dir=out)
     broken = Dataset(x=np.full((10, 2), np.nan, dtype=np.float32), y=np.zeros(10, np.int32),
                           label_names=("a",), source="digits")
-    monkeypatch.setattr(prepare_module, "load_source", lambda config, scratch=None: broken)
+    monkeypatch.setattr(prepare_module, "load_source", lambda config, scratch=None, engine=None: broken)
     with pytest.raises(DataError, match="NaN or infinite"):
         prepare(DataConfig(), seed=0, out_dir=out)
     assert json.loads((out / "manifest.json").read_text()) == good.to_dict()
