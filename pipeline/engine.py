@@ -257,13 +257,6 @@ def _get(ref):
         raise _cause(error) from None
 
 
-def _unwrapped(rows: Iterator) -> Iterator:
-    try:
-        yield from rows
-    except Exception as error:
-        raise _cause(error) from None
-
-
 def _cause(error: BaseException) -> BaseException:
     """The user error a Ray error carries (a PipelineError raised in a task, in an actor's
     __init__ or call, or in a training worker), found along its causes (Ray keeps them in
