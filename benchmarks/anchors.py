@@ -5,7 +5,7 @@
 
 On Fashion-MNIST (Debian's dataset-fashion-mnist). KE is the example's conv model and
 train step (benchmarks/train.py), batch 128, `--ke-epochs` epochs. The pipeline is
-`pipeline.train.train` with the shipped params.yaml and only `data.source: fashion_mnist`
+`pipeline.training.train.train` with the shipped params.yaml and only `data.source: fashion_mnist`
 set: every `auto` knob (architecture, epochs, precision, steps per execution, ...) is
 resolved as `dvc repro` would on this machine. Each run is its own process (clean peak
 memory), the contenders interleaved, KE first.
@@ -105,7 +105,7 @@ def run_pipeline(work: Path, overrides: list[str]) -> dict:
 
     from benchmarks.run_pipeline import overridden_params, parse_overrides
     from pipeline import runner
-    from pipeline.data import load_split
+    from pipeline.data.prepared import load_split
 
     params = overridden_params({"data.source": "fashion_mnist", **parse_overrides(overrides)},
                                source="params.yaml + data.source")
@@ -140,7 +140,7 @@ def summarise(kind: str, result: dict) -> dict:
 
 
 def cpu_flags_line() -> str:
-    from pipeline.hardware import cpu_flags
+    from pipeline.platform.hardware import cpu_flags
 
     flags = cpu_flags()
     shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
@@ -163,7 +163,7 @@ def main() -> None:
     print(cpu_flags_line(), flush=True)
     if not (args.work / "prepared" / "manifest.json").is_file():
         from pipeline import runner
-        from pipeline.config import parse_params
+        from pipeline.platform.config import parse_params
 
         runner.prepare(parse_params({"data": {"source": "fashion_mnist"}}), out_dir=args.work / "prepared")
     runs = []

@@ -27,10 +27,10 @@ def contenders(precision: str) -> dict:
     import tensorflow as tf
 
     from benchmarks.train import reference_vae
-    from pipeline.config import parse_params
-    from pipeline.model import build_vae
-    from pipeline.resolve import resolve_model
-    from pipeline.train import make_optimizer
+    from pipeline.model.resolve_model import resolve_model
+    from pipeline.model.vae import build_vae
+    from pipeline.platform.config import parse_params
+    from pipeline.training.train import make_optimizer
 
     def pipeline_vae(top: str):
         params = parse_params({"model": {"architecture": "conv", "latent_dim": 16, "hidden": [], "filters": [32, 64],
@@ -56,8 +56,8 @@ def main() -> None:
     import tensorflow as tf
 
     from benchmarks.anchors import cpu_flags_line
-    from pipeline.hardware import cpu_flags, gpu_capabilities
-    from pipeline.resolve import resolve_precision
+    from pipeline.platform.hardware import cpu_flags, gpu_capabilities
+    from pipeline.training.resolve_run import resolve_precision
 
     precision, _ = resolve_precision("auto", cpu_flags(), gpu_capabilities())
     print(cpu_flags_line(), f"-> {precision}", flush=True)

@@ -20,7 +20,7 @@ CSV with string labels; and data as it really is: the breast-cancer table with a
 `site` column and 10% of its cells emptied, a generated survey table (strings, booleans,
 a year, counts, real values, 5-15% empty cells) whose columns follow a 3-d latent, and a
 count matrix simulated from a low-rank negative binomial model (5,000 × 200). For the
-tables, the row also gives imputation against the column mean/mode (pipeline.imputation).
+tables, the row also gives imputation against the column mean/mode (pipeline.latents.imputation).
 """
 
 import argparse
@@ -44,7 +44,7 @@ def write_rgb_folder(out: Path, n: int = 5000, seed: int = 0) -> Path:
     """n Fashion-MNIST train images as 28×28 RGB PNGs in class folders, each a random colour."""
     from PIL import Image
 
-    from pipeline.idx import IDX_RELEASES, read_idx
+    from pipeline.data.readers.idx import IDX_RELEASES, read_idx
 
     folder = out / "rgb_folder"
     if folder.is_dir():

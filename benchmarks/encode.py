@@ -30,10 +30,10 @@ def one_run(rows: int, batch_size: int) -> dict:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from pipeline.config import load_params
-    from pipeline.latents import encoded_batches, write_latents
-    from pipeline.model import build_vae
-    from pipeline.resolve import resolve_model
+    from pipeline.latents.parquet import encoded_batches, write_latents
+    from pipeline.model.resolve_model import resolve_model
+    from pipeline.model.vae import build_vae
+    from pipeline.platform.config import load_params
 
     params = load_params(ROOT / "params.yaml")
     with tempfile.TemporaryDirectory() as tmp:

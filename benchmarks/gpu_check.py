@@ -34,8 +34,9 @@ def child(step: str, work: Path, overrides: dict) -> dict:
     if step == "mirrored" and gpus:
         tf.config.set_logical_device_configuration(
             gpus[0], [tf.config.LogicalDeviceConfiguration(memory_limit=LOGICAL_GPU_MIB)] * 2)
-    from pipeline import runner
     from scale import _epoch_timer
+
+    from pipeline import runner
 
     params = overridden_params(overrides)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The training input alone (pipeline.feed), against what a GPU would ask of it (issue 25).
+"""The training input alone (pipeline.training.feed), against what a GPU would ask of it (issue 25).
 
     python benchmarks/input.py [--rows 60000] [--sizes 28 64] [--batch-sizes 128 1024] [--repeats 3]
 
@@ -46,8 +46,8 @@ def prepared(work: Path, rows: int, side: int) -> Path:
 
 
 def samples_per_s(prepared_dir: Path, batch_size: int, mode: str, seconds: float = 2.0) -> float:
-    from pipeline import feed
-    from pipeline.data import load_split
+    from pipeline.data.prepared import load_split
+    from pipeline.training import feed
 
     split = load_split(prepared_dir, "train")
     rows = np.arange(len(split.y))
@@ -64,9 +64,9 @@ def train_flops_per_sample(side: int) -> tuple[float, str]:
     """Training FLOPs per example of the shipped defaults' model for side×side×1 pixels."""
     import keras
 
-    from pipeline.config import AUTO
-    from pipeline.model import build_vae
-    from pipeline.resolve import resolve_model
+    from pipeline.model.resolve_model import resolve_model
+    from pipeline.model.vae import build_vae
+    from pipeline.platform.choices import AUTO
 
     params = overridden_params({})
     model = resolve_model(params.model, (side, side, 1), [0.0, 1.0], "pixels")[0]

@@ -8,7 +8,7 @@ differ in `seed`, which changes every stage's output), giving each stage's outpu
 under A and under B. Then, --kills times: switch params to the other set, start
 `dvc repro` in its own process group, SIGKILL the whole group at a uniformly random
 instant of a full run's duration (a run that finishes first is not counted as a kill), finish whatever journal the killed stage left
-(pipeline.io.recover, what that stage's next run does first) and check every stage's
+(pipeline.platform.io.recover, what that stage's next run does first) and check every stage's
 outputs: each must be exactly its A outputs or its B outputs, never a mix (compared
 byte for byte but for what differs between two runs of the same params: the training
 speed curve, a .keras file's save date and the Python object ids Keras writes into its
@@ -41,7 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.io import recover  # noqa: E402
+from pipeline.platform.io import recover  # noqa: E402
 from tests.conftest import copy_project  # noqa: E402
 from tests.test_kill import PUBLICATIONS, outputs_of  # noqa: E402
 

@@ -30,8 +30,8 @@ BUDGET = {"data.source": "fashion_mnist", "model.latent_dim": 16, "train.epochs"
 
 
 def run_variant(name: str, overrides: dict, prepared: Path, out: Path) -> dict:
-    from pipeline.evaluate import evaluate
-    from pipeline.probes import ProbeProtocol
+    from pipeline.evaluation.evaluate import evaluate
+    from pipeline.evaluation.probes import ProbeProtocol
     from pipeline.runner import encode, train
 
     params = overridden_params({**BUDGET, **overrides})

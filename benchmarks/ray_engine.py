@@ -95,27 +95,29 @@ def same_latents(source: str, work: Path, address: str) -> None:
     import filecmp
 
     import numpy as np
-
-    from pipeline import encode, prepare, train
-    from pipeline.latents import latents_to_numpy, load_latents
     from run_pipeline import overridden_params
+
+    from pipeline.data import prepare
+    from pipeline.latents import encode
+    from pipeline.latents.reader import latents_to_numpy, load_latents
+    from pipeline.training import train
 
     ray = {"cluster.engine": "ray", "cluster.address": address}
     local = overridden_params({"data.source": source})
     remote = overridden_params({"data.source": source, "train.epochs": 1, "train.workers": 2, **ray})
     for name, params in (("local", local), ("ray", remote)):
         started = time.perf_counter()
-        prepare.run(params, out_dir=work / f"prepared-{name}")
+        prepare.from_params(params, out_dir=work / f"prepared-{name}")
         print(f"{source}: prepare {name} {time.perf_counter() - started:.1f} s", flush=True)
     compared = filecmp.dircmp(work / "prepared-local", work / "prepared-ray")
     different = compared.diff_files + [f"{d}/{f}" for d, sub in compared.subdirs.items() for f in sub.diff_files]
     print(f"{source}: prepared files that differ between the engines: {different or 'none'}", flush=True)
     started = time.perf_counter()
-    train.run(remote, prepared_dir=work / "prepared-ray", model_dir=work / "model")
+    train.from_params(remote, prepared_dir=work / "prepared-ray", model_dir=work / "model")
     print(f"{source}: one epoch on two Ray Train workers: {time.perf_counter() - started:.1f} s", flush=True)
     for name, params in (("local", local), ("ray", remote)):
         started = time.perf_counter()
-        encode.run(params, prepared_dir=work / "prepared-ray", model_path=work / "model" / "model.keras",
+        encode.from_params(params, prepared_dir=work / "prepared-ray", model_path=work / "model" / "model.keras",
                    out_dir=work / f"latents-{name}")
         print(f"{source}: encode {name} {time.perf_counter() - started:.1f} s", flush=True)
     for split in ("train", "test"):

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import logging  # noqa: E402
 
-from pipeline.config import parse_params, set_dotted  # noqa: E402
+from pipeline.platform.config import parse_params, set_dotted  # noqa: E402
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -128,15 +128,15 @@ def _run_stage(stage: str, params, work: Path) -> None:
         work / "evaluation"
     module = importlib.import_module(f"pipeline.{ {'umap': 'umap_view'}.get(stage, stage)}")
     if stage == "prepare":
-        module.run(params, out_dir=prepared)
+        module.from_params(params, out_dir=prepared)
     elif stage == "encode":
-        module.run(params, prepared_dir=prepared, model_path=model, out_dir=latents)
+        module.from_params(params, prepared_dir=prepared, model_path=model, out_dir=latents)
     elif stage == "baselines":
-        module.run(params, prepared_dir=prepared, out_dir=evaluation)
+        module.from_params(params, prepared_dir=prepared, out_dir=evaluation)
     elif stage == "evaluate":
-        module.run(params, prepared_dir=prepared, model_path=model, latents_dir=latents, out_dir=evaluation)
+        module.from_params(params, prepared_dir=prepared, model_path=model, latents_dir=latents, out_dir=evaluation)
     elif stage == "umap":
-        module.run(params, prepared_dir=prepared, latents_dir=latents, out_dir=evaluation)
+        module.from_params(params, prepared_dir=prepared, latents_dir=latents, out_dir=evaluation)
     else:
         module.write_report(evaluation)
 
@@ -165,7 +165,7 @@ def _use_the_old_input() -> None:
     """The input before streaming: the rows scaled to float32 in memory, from_tensor_slices, a full shuffle."""
     import tensorflow as tf
 
-    import pipeline.feed
+    import pipeline.training.feed
 
     def batches(split, rows, batch_size, *, seed, shuffle=False, in_memory=False, binarize="none"):
         ds = tf.data.Dataset.from_tensor_slices(split.inputs(np.asarray(rows)))
@@ -173,7 +173,7 @@ def _use_the_old_input() -> None:
             ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).repeat()
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
-    pipeline.feed.batches = batches
+    pipeline.training.feed.batches = batches
 
 
 def cpu_flags() -> str:
@@ -228,7 +228,7 @@ def main() -> None:
                     print(f"{rows:,} rows, train input {mode}: {figures[mode][-1]['samples_per_s']:,.0f} samples/s, "
                           f"peak anon {figures[mode][-1]['peak_anon_mib']:,} MiB", flush=True)
             medians = {mode: statistics.median(r["samples_per_s"] for r in runs) for mode, runs in figures.items()}
-            print(f"median samples/s: " + ", ".join(f"{m} {v:,.0f}" for m, v in medians.items())
+            print("median samples/s: " + ", ".join(f"{m} {v:,.0f}" for m, v in medians.items())
                   + f"; mmap / memory {medians['mmap'] / medians['memory']:.3f}, mmap / old {medians['mmap'] / medians['old']:.3f}")
             results.append({"rows": rows, "compare_input": figures, "medians": medians})
             continue

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
-    from pipeline.idx import read_idx_release
+    from pipeline.data.readers.idx import read_idx_release
 
     data = read_idx_release("fashion_mnist", None)
     x = (data.x / 255.0).astype(np.float32)
@@ -103,8 +103,8 @@ def reference_vae(latent_dim: int = 16):
 
 def test_u(encode, decode_logits, x: np.ndarray, seed: int = 0) -> float:
     """Mean Û = D + log 1/p(x|z), one z ~ q(z|x) per image, Bernoulli on logits."""
-    from pipeline import subo
-    from pipeline.likelihoods import Bernoulli
+    from pipeline.model import subo
+    from pipeline.model.likelihoods import Bernoulli
 
     rng, total = np.random.default_rng(seed), 0.0
     for start in range(0, len(x), 1000):
@@ -138,13 +138,12 @@ def run_reference(x_train, x_test, epochs: int) -> dict:
 
 def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
     import keras
-
-    from pipeline.config import parse_params
-    from pipeline.model import build_vae
-    from pipeline.resolve import resolve_model
     import tensorflow as tf
 
-    from pipeline.train import make_optimizer
+    from pipeline.model.resolve_model import resolve_model
+    from pipeline.model.vae import build_vae
+    from pipeline.platform.config import parse_params
+    from pipeline.training.train import make_optimizer
 
     params = parse_params({"model": {"architecture": "conv", "latent_dim": 16, "hidden": [], "filters": [32, 64],
                                      "likelihood": "bernoulli"},

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.console import run_stage
+from pipeline.platform.console import as_command
 
 
 def _positive_int(text: str) -> int:
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _encode(args) -> None:
-    from pipeline.encode_new import encode_new_data
+    from pipeline.latents.encode_command import encode_new_data
 
     rows = encode_new_data(args.model, args.input, args.output, batch_size=args.batch_size, split=args.split,
                            overwrite=args.overwrite, impute=args.impute, x_key=args.x_key, y_key=args.y_key,
@@ -55,7 +55,7 @@ def _encode(args) -> None:
 
 
 def _plots_template(args) -> None:
-    from pipeline.plots import write_offline_template
+    from pipeline.evaluation.plots_page import write_offline_template
 
     write_offline_template(args.node_modules, args.out)
     print(f"wrote {args.out}")
@@ -63,7 +63,7 @@ def _plots_template(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    run_stage(lambda: {"encode": _encode, "plots-template": _plots_template}[args.command](args))
+    as_command(lambda: {"encode": _encode, "plots-template": _plots_template}[args.command](args))
 
 
 if __name__ == "__main__":

@@ -4,33 +4,33 @@ Each stage's recipe (which params it reads) is written once, as `run` in its mod
 scripts in stages/ call the same functions, one process each, under DVC.
 """
 
-from pipeline.config import Params
+from pipeline.platform.config import Params
 
 
 def prepare(params: Params, *, out_dir):
-    from pipeline import prepare as stage
+    from pipeline.data import prepare as stage
 
-    return stage.run(params, out_dir=out_dir)
+    return stage.from_params(params, out_dir=out_dir)
 
 
 def train(params: Params, *, prepared_dir, model_dir, callbacks: tuple = ()) -> dict:
-    from pipeline import train as stage
+    from pipeline.training import train as stage
 
-    return stage.run(params, prepared_dir=prepared_dir, model_dir=model_dir, callbacks=callbacks)
+    return stage.from_params(params, prepared_dir=prepared_dir, model_dir=model_dir, callbacks=callbacks)
 
 
 def encode(params: Params, *, prepared_dir, model_path, out_dir) -> int:
-    from pipeline import encode as stage
+    from pipeline.latents import encode as stage
 
-    return stage.run(params, prepared_dir=prepared_dir, model_path=model_path, out_dir=out_dir)
+    return stage.from_params(params, prepared_dir=prepared_dir, model_path=model_path, out_dir=out_dir)
 
 
 def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_dir) -> dict:
     """Every evaluation stage, then the report; returns the combined metrics."""
-    from pipeline import baselines, evaluate, umap_view
-    from pipeline.report import write_report
+    from pipeline.evaluation import baselines, evaluate, umap_view
+    from pipeline.evaluation.report import write_report
 
-    baselines.run(params, prepared_dir=prepared_dir, out_dir=out_dir)
-    evaluate.run(params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir)
-    umap_view.run(params, prepared_dir=prepared_dir, latents_dir=latents_dir, out_dir=out_dir)
+    baselines.from_params(params, prepared_dir=prepared_dir, out_dir=out_dir)
+    evaluate.from_params(params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir)
+    umap_view.from_params(params, prepared_dir=prepared_dir, latents_dir=latents_dir, out_dir=out_dir)
     return write_report(out_dir)[0]

@@ -1,15 +1,15 @@
 """DVC stage baselines: probes on the raw inputs and on their PCA (the data alone decides them)."""
 
-from pipeline.config import load_params
-from pipeline.console import run_stage
+from pipeline.platform.config import load_params
+from pipeline.platform.console import as_command
 
 
 def main() -> None:
     params = load_params("params.yaml")
-    from pipeline.baselines import run
+    from pipeline.evaluation.baselines import from_params
 
-    run(params, prepared_dir="data/prepared", out_dir="data/evaluation")
+    from_params(params, prepared_dir="data/prepared", out_dir="data/evaluation")
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    as_command(main)

@@ -1,16 +1,16 @@
 """DVC stage encode: write the latent representation of every example to data/latents (Parquet)."""
 
-from pipeline.config import load_params
-from pipeline.console import run_stage
+from pipeline.platform.config import load_params
+from pipeline.platform.console import as_command
 
 
 def main() -> None:
     params = load_params("params.yaml")
-    from pipeline.encode import run
+    from pipeline.latents.encode import from_params
 
-    rows = run(params, prepared_dir="data/prepared", model_path="data/model/model.keras", out_dir="data/latents")
+    rows = from_params(params, prepared_dir="data/prepared", model_path="data/model/model.keras", out_dir="data/latents")
     print(f"encoded {rows} rows into data/latents")
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    as_command(main)

@@ -1,10 +1,10 @@
 """DVC stage report: the evaluation parts as one metrics.json and report.md, and a short summary."""
 
-from pipeline.console import run_stage
+from pipeline.platform.console import as_command
 
 
 def main() -> None:
-    from pipeline.report import summary, write_report
+    from pipeline.evaluation.report import summary, write_report
 
     metrics, _ = write_report("data/evaluation")
     print(summary(metrics))
@@ -12,4 +12,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    as_command(main)

@@ -4,16 +4,16 @@ Named umap_view.py, not umap.py: a script's folder comes first on sys.path, and 
 would find the script instead of umap-learn.
 """
 
-from pipeline.config import load_params
-from pipeline.console import run_stage
+from pipeline.platform.config import load_params
+from pipeline.platform.console import as_command
 
 
 def main() -> None:
     params = load_params("params.yaml")
-    from pipeline.umap_view import run
+    from pipeline.evaluation.umap_view import from_params
 
-    run(params, prepared_dir="data/prepared", latents_dir="data/latents", out_dir="data/evaluation")
+    from_params(params, prepared_dir="data/prepared", latents_dir="data/latents", out_dir="data/evaluation")
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    as_command(main)

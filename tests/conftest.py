@@ -12,10 +12,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # On a GPU host the test run holds a GPU while it starts stages in other processes: with
-# memory growth (pipeline.hardware.share_gpus) they share it instead of failing to allocate.
+# memory growth (pipeline.platform.hardware.share_gpus) they share it instead of failing to allocate.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
-from pipeline.config import parse_params  # noqa: E402
+from pipeline.platform.config import parse_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def tiny_params(**overrides):
 
 def resolved(model, shape=(8, 8, 1)):
     """A ModelConfig resolved for examples of `shape` with values in [0, 1] (what build_vae takes)."""
-    from pipeline.resolve import resolve_model
+    from pipeline.model.resolve_model import resolve_model
 
     return resolve_model(model, shape, [0.0, 1.0])[0]
 
@@ -49,7 +49,7 @@ def resolved(model, shape=(8, 8, 1)):
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
     """prepare -> train -> encode -> evaluate on digits with TINY params, in this process."""
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
     from pipeline.runner import encode, evaluate_all, train
 
     root = tmp_path_factory.mktemp("run")

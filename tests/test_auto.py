@@ -6,15 +6,18 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import auto, resolve
-from pipeline.config import AUTO, GIVEN, Params, parse_params
-from pipeline.errors import ConfigError
+from pipeline.data import resolve_data as auto
+from pipeline.platform.choices import AUTO, GIVEN, Choice, summary
+from pipeline.platform.config import LossConfig, TrainConfig, leaf_keys, lookup, parse_params
+from pipeline.platform.errors import ConfigError
+from pipeline.model import resolve_model
+from pipeline.training import resolve_run as resolve
 
 from .conftest import tiny_params
 
 
 def resolve_for(shape, value_range=(0.0, 1.0), **model):
-    return resolve.resolve_model(parse_params({"model": model}).model, shape, list(value_range))
+    return resolve_model.resolve_model(parse_params({"model": model}).model, shape, list(value_range))
 
 
 @pytest.mark.parametrize("dtype, declared, levels", [("uint8", None, 255.0), ("uint8", 16, 16.0),
@@ -39,7 +42,7 @@ def test_scaling(scaling, likelihood, levels, expected):
 def test_grey_images_of_28x28_get_a_bernoulli_conv_model():
     model, choices = resolve_for((28, 28, 1))
     assert (model.likelihood, model.architecture, model.filters, model.hidden) == ("bernoulli", "conv", (32, 64), ())
-    assert all(item["why"] != GIVEN for item in choices.values())
+    assert all(choice.is_auto for choice in choices.values())
 
 
 def test_rgb_images_of_32x32_get_three_conv_layers():
@@ -50,46 +53,43 @@ def test_rgb_images_of_32x32_get_three_conv_layers():
 def test_small_images_get_an_mlp_sized_from_the_input():
     model, choices = resolve_for((8, 8, 1))  # digits: 64 values
     assert (model.likelihood, model.architecture, model.hidden) == ("bernoulli", "mlp", (256, 128))
-    assert "a side under 16" in choices["model.architecture"]["why"]
+    assert "a side under 16" in choices["model.architecture"].why
 
 
 @pytest.mark.parametrize("features, hidden", [(13, (64, 32)), (40, (128, 64)), (784, (512, 256))])
 def test_real_valued_vectors_get_a_learned_sigma_gaussian_mlp(features, hidden):
     model, choices = resolve_for((features,), value_range=(-3.2, 4.1))
     assert (model.likelihood, model.architecture, model.hidden, model.sigma) == ("gaussian", "mlp", hidden, "learned")
-    assert choices["model.likelihood"]["why"].startswith("prepared values span [-3.2, 4.1]")
+    assert choices["model.likelihood"].why.startswith("prepared values span [-3.2, 4.1]")
 
 
 def test_explicit_values_win_and_are_marked_given():
     model, choices = resolve_for((28, 28, 1), architecture="mlp", hidden=[32], likelihood="gaussian", sigma=0.5)
     assert (model.architecture, model.hidden, model.likelihood, model.sigma) == ("mlp", (32,), "gaussian", 0.5)
-    assert {k: v["why"] for k, v in choices.items() if v["why"] == GIVEN}.keys() == {
+    assert {k for k, v in choices.items() if not v.is_auto} == {
         "model.architecture", "model.hidden", "model.likelihood", "model.sigma"}
     model, _ = resolve_for((28, 28, 1), filters=[])  # no conv layers asked for: an mlp
     assert model.architecture == "mlp"
 
 
 def test_epochs_follow_the_updates_per_epoch_within_bounds():
-    training = Params().train
-    assert resolve.resolve_epochs(training, 844)[0].epochs == 12  # Fashion-MNIST, batch 64: ~10k updates
-    assert resolve.resolve_epochs(training, 50)[0].epochs == resolve.MAX_EPOCHS
-    assert resolve.resolve_epochs(training, 100_000)[0].epochs == resolve.MIN_EPOCHS
-    given = tiny_params().train
-    assert resolve.resolve_epochs(given, 844)[0].epochs == given.epochs
-    loss, choice = resolve.resolve_warmup(Params().loss, 12)
-    assert loss.kl_warmup_epochs == 2 and choice["loss.kl_warmup_epochs"]["why"] == "the first tenth of 12 epochs"
+    assert resolve.resolve_epochs(AUTO, 844).value == 12  # Fashion-MNIST, batch 64: ~10k updates
+    assert resolve.resolve_epochs(AUTO, 50).value == resolve.MAX_EPOCHS
+    assert resolve.resolve_epochs(AUTO, 100_000).value == resolve.MIN_EPOCHS
+    assert resolve.resolve_epochs(7, 844) == Choice(7, GIVEN)
+    assert resolve.resolve_warmup(AUTO, 12) == Choice(2, "the first tenth of 12 epochs")
 
 
 def test_summary_is_one_line_marking_auto_values():
     _, choices = resolve_for((8, 8, 1), latent_dim=3, hidden=[16])
-    line = resolve.summary(choices)
+    line = summary(choices)
     assert "\n" not in line
     assert line.endswith("model.hidden=[16]") and "model.architecture=mlp (auto)," in line
 
 
 def test_the_choices_travel_from_prepare_to_the_report(pipeline_run):
     """TINY sets the model explicitly; data.scaling and the warm-up stay auto."""
-    from pipeline.latents import read_metadata
+    from pipeline.latents.parquet import read_metadata
 
     paths = pipeline_run["paths"]
     assert pipeline_run["manifest"].choices["data.scaling"]["value"] == "unit"
@@ -109,8 +109,8 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
     import pandas as pd
 
     from pipeline import runner
-    from pipeline.diagnostics import active_units
-    from pipeline.latents import read_z_mean
+    from pipeline.latents.reader import read_z_mean
+    from pipeline.model.diagnostics import active_units
 
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=2.0, size=(3, 4))
@@ -134,7 +134,7 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
     manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
     ids = np.load(tmp_path / "prepared" / "test" / "id.npy")
     z = read_z_mean(tmp_path / "latents", "test", ids, manifest["fingerprint"], np.arange(len(ids)), 8)
-    assert active_units(z)["count"] >= 2
+    assert active_units(z.var(axis=0))["count"] >= 2
 
 
 @pytest.mark.gpu_path
@@ -147,24 +147,42 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
     (set(), [(6, 1)], "float32"),
 ])
 def test_precision_follows_the_hardware(flags, gpus, expected):
-    value, choice = resolve.resolve_precision(AUTO, flags, gpus)
-    assert value == expected and choice["train.precision"]["value"] == expected
-    assert resolve.resolve_precision("float32", {"avx512_bf16"}, [])[0] == "float32"  # explicit wins
+    assert resolve.resolve_precision(AUTO, flags, gpus).value == expected
+    assert resolve.resolve_precision("float32", {"avx512_bf16"}, []) == Choice("float32", GIVEN)  # explicit wins
 
 
-def test_steps_per_execution_and_whole_calls_per_epoch():
-    training = Params().train
-    cfg, updates, choice = resolve.resolve_steps_per_execution(training, 844)
-    assert (cfg.steps_per_execution, updates) == (32, 864)  # Keras runs whole calls: 27 × 32
-    assert resolve.resolve_steps_per_execution(training, 20)[1] == 20
-    multi_worker = parse_params({"train": {"distribution": "multi_worker"}}).train
-    assert resolve.resolve_steps_per_execution(multi_worker, 844)[1] == 844  # one step per call there
-    assert resolve.resolve_steps_per_execution(training, 844, replicas=2)[1] == 844  # and on two GPUs
+def test_steps_per_execution_one_per_call_when_replicated():
+    assert resolve.resolve_steps_per_execution(AUTO, 844).value == 32
+    assert resolve.resolve_steps_per_execution(AUTO, 20).value == 20  # no more than an epoch
+    assert resolve.resolve_steps_per_execution(AUTO, 844, distribution="multi_worker").value == 1
+    assert resolve.resolve_steps_per_execution(AUTO, 844, replicas=2).value == 1  # and on two GPUs
     with pytest.raises(ConfigError, match="must be 1 or 'auto' when training is replicated \\(2 replicas"):
-        resolve.resolve_steps_per_execution(parse_params({"train": {"steps_per_execution": 4}}).train, 50, replicas=2)
-    given = parse_params({"train": {"steps_per_execution": 4}}).train
-    assert resolve.resolve_steps_per_execution(given, 50)[1:] == (52, {"train.steps_per_execution": {
-        "value": 4, "why": GIVEN}})
+        resolve.resolve_steps_per_execution(4, 50, replicas=2)
+    assert resolve.resolve_steps_per_execution(4, 50) == Choice(4, GIVEN)
+
+
+@pytest.mark.parametrize("given, gpus, workers, expected", [
+    (AUTO, 0, 1, "none"), (AUTO, 1, 1, "none"), (AUTO, 2, 1, "mirrored"), (AUTO, 0, 3, "multi_worker"),
+    ("mirrored", 0, 1, "mirrored"),
+])
+def test_distribution_from_the_gpus_and_the_workers(given, gpus, workers, expected):
+    choice = resolve.resolve_distribution(given, gpus, workers)
+    assert choice.value == expected and choice.is_auto == (given == AUTO)
+
+
+def test_one_resolution_records_every_auto_knob_of_train_and_rounds_epochs_to_whole_calls(tmp_path):
+    from pipeline.data.prepare import prepare
+
+    manifest = prepare(tiny_params().data, seed=0, out_dir=tmp_path / "p")
+    params = parse_params({})  # every train knob at its default: auto where it can be
+    run, choices = resolve.resolve_run(params.model, params.loss, params.train, manifest, fit_rows=844 * 64,
+                                       machine=resolve.Machine(), distribution=resolve.resolve_distribution(AUTO, 0, 1),
+                                       validation_fraction=0.1, binarize="none", seed=0)
+    auto_train = {key for key in leaf_keys(TrainConfig, "train.") if lookup(params, key) == AUTO}
+    auto_train |= {key for key in leaf_keys(LossConfig, "loss.") if lookup(params, key) == AUTO}
+    assert auto_train <= set(choices) and "train.distribution" in auto_train
+    assert (run.train.steps_per_execution, run.updates_per_epoch) == (32, 864)  # Keras runs whole calls: 27 × 32
+    assert AUTO not in {lookup(run, key) for key in auto_train}
 
 
 def test_each_epoch_logs_u_s_k_and_e_k_on_fixed_validation_examples(pipeline_run):

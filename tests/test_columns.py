@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from pipeline import subo
-from pipeline.config import parse_params
-from pipeline.errors import DataError
-from pipeline.likelihoods import Bernoulli, Categorical, Columns, Gaussian, NegativeBinomial, Poisson
+from pipeline.model import subo
+from pipeline.model.likelihoods import Bernoulli, Categorical, Columns, Gaussian, NegativeBinomial, Poisson
+from pipeline.platform.config import parse_params
+from pipeline.platform.errors import DataError
 
 from .test_subo import LinearGaussian, gaussian_kl, np_
 
@@ -174,8 +174,8 @@ MIXED_TYPES = {"island": "categorical", "sex": "binary", "bill": "real", "mass":
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_a_mixed_table_is_typed_coded_and_masked(tmp_path, suffix):
-    from pipeline.data import load_split
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
+    from pipeline.data.prepared import load_split
 
     make_mixed_table(tmp_path / f"t{suffix}")
     manifest = prepare(table_config(tmp_path / f"t{suffix}"), seed=0, out_dir=tmp_path / "p")
@@ -198,7 +198,7 @@ def test_a_mixed_table_is_typed_coded_and_masked(tmp_path, suffix):
 
 
 def test_chunking_changes_no_byte_of_a_mixed_table(tmp_path):
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
 
     from .test_sources import _files
 
@@ -209,7 +209,7 @@ def test_chunking_changes_no_byte_of_a_mixed_table(tmp_path):
 
 
 def test_column_types_can_be_overridden_and_impossible_ones_are_named(tmp_path):
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
 
     make_mixed_table(tmp_path / "t.csv")
     manifest = prepare(table_config(tmp_path / "t.csv", column_types={"eggs": "real", "year": "categorical"}),
@@ -230,7 +230,7 @@ def test_column_types_can_be_overridden_and_impossible_ones_are_named(tmp_path):
 def test_an_empty_column_or_row_and_an_identifier_column_are_named(tmp_path):
     import pandas as pd
 
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
 
     frame = pd.DataFrame({"a": [1.0, np.nan, 3.0, 4.0], "b": [np.nan] * 4, "label": ["x", "y", "x", "y"]})
     frame.to_csv(tmp_path / "empty_column.csv", index=False)
@@ -250,8 +250,8 @@ def test_an_empty_column_or_row_and_an_identifier_column_are_named(tmp_path):
 # --- colour, unlabelled arrays -------------------------------------------------------
 
 def test_colour_images_keep_their_colour_and_grey_ones_stay_grey_by_default(tmp_path):
-    from pipeline.data import load_split
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
+    from pipeline.data.prepared import load_split
 
     from .test_sources import make_image_folder
 
@@ -270,7 +270,7 @@ def test_colour_images_keep_their_colour_and_grey_ones_stay_grey_by_default(tmp_
 
 
 def test_an_unlabelled_npz_error_says_how_to_declare_it(tmp_path):
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
 
     np.savez(tmp_path / "x.npz", x=np.zeros((10, 3)))
     with pytest.raises(DataError, match=r"no array named 'y'; it holds \['x'\]; data without labels takes "
@@ -279,8 +279,8 @@ def test_an_unlabelled_npz_error_says_how_to_declare_it(tmp_path):
 
 
 def test_a_count_matrix_resolves_to_counts_and_pixels_do_not(tmp_path):
-    from pipeline.prepare import prepare
-    from pipeline.resolve import resolve_model
+    from pipeline.data.prepare import prepare
+    from pipeline.model.resolve_model import resolve_model
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "counts.npz", x=rng.poisson(3.0, size=(60, 5)), y=np.arange(60) % 2)
@@ -349,7 +349,7 @@ def mixed_run(tmp_path_factory):
 def test_a_mixed_table_trains_with_one_likelihood_per_column(mixed_run):
     import keras
 
-    import pipeline.model  # noqa: F401 - registers the layers
+    import pipeline.model.vae  # noqa: F401 - registers the layers
 
     choices = json.loads((mixed_run["root"] / "model" / "choices.json").read_text())
     assert choices["model.likelihood"]["value"] == "columns" and choices["data.table.column_types.eggs"]["value"] == "count"
@@ -367,8 +367,8 @@ def test_a_mixed_table_trains_with_one_likelihood_per_column(mixed_run):
 def test_new_rows_are_matched_by_name_and_an_unseen_category_is_named(mixed_run, tmp_path):
     import pandas as pd
 
-    from pipeline.encode_new import encode_new_data
-    from pipeline.latents import latents_to_numpy, load_latents
+    from pipeline.latents.encode_command import encode_new_data
+    from pipeline.latents.reader import latents_to_numpy, load_latents
 
     frame = pd.read_csv(mixed_run["root"] / "t.csv")
     reordered = frame[list(reversed(frame.columns))].head(50)
@@ -392,9 +392,9 @@ def test_imputation_beats_the_column_mean_and_mode_on_latent_driven_columns(mixe
     against the train mean/mode. bill, mass, island and sex all follow the 2-d latent."""
     import keras
 
-    import pipeline.model  # noqa: F401
-    from pipeline.data import load_splits
-    from pipeline.imputation import column_quality, fill_values
+    import pipeline.model.vae  # noqa: F401
+    from pipeline.data.prepared import load_splits
+    from pipeline.latents.imputation import column_quality, fill_values
 
     manifest, data = load_splits(mixed_run["paths"]["prepared"])
     vae = keras.saving.load_model(mixed_run["paths"]["model"])
@@ -415,9 +415,9 @@ def test_impute_writes_each_row_completed_beside_its_latents(mixed_run, tmp_path
     import pandas as pd
     import polars as pl
 
-    from pipeline.encode import encode
-    from pipeline.encode_new import encode_new_data
-    from pipeline.latents import load_latents
+    from pipeline.latents.encode import encode
+    from pipeline.latents.encode_command import encode_new_data
+    from pipeline.latents.reader import load_latents
 
     paths = mixed_run["paths"]
     encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "stage", batch_size=64,
@@ -448,8 +448,8 @@ def test_impute_writes_each_row_completed_beside_its_latents(mixed_run, tmp_path
 
 
 def test_impute_on_a_model_of_images_is_a_clear_error(pipeline_run, tmp_path):
-    from pipeline.encode import encode
-    from pipeline.errors import ConfigError
+    from pipeline.latents.encode import encode
+    from pipeline.platform.errors import ConfigError
 
     paths = pipeline_run["paths"]
     with pytest.raises(ConfigError, match="encode.impute fills in a table's missing cells, but .* holds pixels"):
@@ -459,9 +459,9 @@ def test_impute_on_a_model_of_images_is_a_clear_error(pipeline_run, tmp_path):
 
 
 def test_one_likelihood_for_every_feature_of_a_typed_table_is_refused(tmp_path):
-    from pipeline.errors import PipelineError
-    from pipeline.prepare import prepare
-    from pipeline.resolve import check_model_fits_data, resolve_model
+    from pipeline.data.prepare import prepare
+    from pipeline.model.resolve_model import check_model_fits_data, resolve_model
+    from pipeline.platform.errors import PipelineError
 
     make_mixed_table(tmp_path / "t.csv")
     manifest = prepare(table_config(tmp_path / "t.csv"), seed=0, out_dir=tmp_path / "p")

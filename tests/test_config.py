@@ -6,8 +6,8 @@ import sys
 import pytest
 import yaml
 
-from pipeline.config import Params, load_params, parse_params
-from pipeline.errors import ConfigError
+from pipeline.platform.config import Params, load_params, parse_params
+from pipeline.platform.errors import ConfigError
 
 from .conftest import ROOT
 
@@ -37,7 +37,7 @@ def test_shipped_params_are_valid_and_complete():
     ({"train": {"epochs": 0}}, "train.epochs must be 'auto' or an integer >= 1. Got 0 instead."),
     ({"model": {"sigma_floor": 0}}, "model.sigma_floor must be a number > 0. Got 0 instead."),
     ({"train": {"distribution": "multi_worker", "steps_per_execution": 8}},
-     "train.steps_per_execution must be 1 or 'auto' when train.distribution is 'multi_worker'"),
+     "train.steps_per_execution must be 1 or 'auto' when training is replicated (train.distribution 'multi_worker'"),
     ({"encode": {"workers": 4}}, "encode.workers 4 runs that many Ray workers: set cluster.engine: ray"),
     ({"train": {"workers": 2}}, "train.workers 2 runs that many Ray workers: set cluster.engine: ray"),
     ({"cluster": {"engine": "ray"}, "train": {"workers": 2, "distribution": "mirrored"}},

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config import DataConfig
-from pipeline.data import load_split
-from pipeline.manifest import Manifest
-from pipeline.prepare import prepare
-from pipeline.errors import DataError
-from pipeline.io import sha256_file
+from pipeline.data.manifest import Manifest
+from pipeline.data.prepare import prepare
+from pipeline.data.prepared import load_split
+from pipeline.platform.config import DataConfig
+from pipeline.platform.errors import DataError
+from pipeline.platform.io import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def test_same_seed_same_split_other_seed_other_split(tmp_path, prepared):
 
 
 def test_failed_prepare_keeps_the_previous_output(tmp_path, monkeypatch):
-    import pipeline.prepare as prepare_module
-    from pipeline.dataset import Dataset
+    import pipeline.data.prepare as prepare_module
+    from pipeline.data.readers.source_dataset import Dataset
 
     out = tmp_path / "prepared"
     good = prepare(DataConfig(), seed=0, out_dir=out)
@@ -90,7 +90,7 @@ def idx_dir(tmp_path):
 
 
 def test_idx_source_keeps_its_own_test_split(idx_dir, tmp_path):
-    from pipeline.idx import read_idx
+    from pipeline.data.readers.idx import read_idx
 
     manifest = prepare(DataConfig(source="fashion_mnist", path=str(idx_dir)), seed=0, out_dir=tmp_path / "p")
     assert manifest.counts == {"train": 40, "test": 20}
@@ -105,7 +105,7 @@ def test_idx_source_keeps_its_own_test_split(idx_dir, tmp_path):
 
 
 def test_idx_errors_name_the_file(idx_dir, tmp_path):
-    from pipeline.idx import read_idx
+    from pipeline.data.readers.idx import read_idx
 
     bad = tmp_path / "bad.gz"
     write_idx(bad, np.zeros((2, 3)), code=0x07)
@@ -158,8 +158,8 @@ def test_an_explicit_path_without_the_release_files_is_an_error_not_a_fallback(i
 
 
 def test_hold_out_is_exact_stratified_seeded_and_chunk_free(tmp_path, monkeypatch):
-    import pipeline.splits as splits
-    from pipeline.splits import HoldOut
+    import pipeline.data.splits as splits
+    from pipeline.data.splits import HoldOut
 
     y = np.repeat(np.arange(3), [500, 300, 200]).astype(np.int32)
     np.random.default_rng(0).shuffle(y)
@@ -190,7 +190,7 @@ def test_hold_out_is_exact_stratified_seeded_and_chunk_free(tmp_path, monkeypatc
     (np.full(4, -1), 4, "both sides need at least one example"),
 ])
 def test_hold_out_that_cannot_be_made_says_why(y, held, message):
-    from pipeline.splits import HoldOut
+    from pipeline.data.splits import HoldOut
 
     with pytest.raises(DataError, match=f"cannot make the test split .*{message}"):
         HoldOut.fit(y, held, seed=0, what="test")

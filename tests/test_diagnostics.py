@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.diagnostics import ACTIVITY_THRESHOLD, active_units, collapse_warning
+from pipeline.model.diagnostics import ACTIVITY_THRESHOLD, active_units, collapse_warning
 
 
 def test_active_units_count_dimensions_whose_mean_varies_over_x():
@@ -11,7 +11,7 @@ def test_active_units_count_dimensions_whose_mean_varies_over_x():
     z_mean = np.concatenate([rng.normal(0, 1.0, (2000, 3)),  # informative: Var ≈ 1
                              rng.normal(0, 0.05, (2000, 4)),  # Var ≈ 0.0025 < 0.01: collapsed
                              np.full((2000, 1), 0.7)], axis=1)  # constant
-    active = active_units(z_mean)
+    active = active_units(z_mean.var(axis=0))
     assert (active["count"], active["of"], active["threshold"]) == (3, 8, ACTIVITY_THRESHOLD)
     assert active["variance_of_mean"][:3] == pytest.approx([1.0] * 3, abs=0.1)
     assert active["variance_of_mean"][7] == 0.0

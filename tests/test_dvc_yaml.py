@@ -11,17 +11,25 @@ from .conftest import ROOT
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+def module_path(module: str) -> str | None:
+    """pipeline.a.b as a repository path: a module's file, or None (a package, or not ours)."""
+    path = module.replace(".", "/") + ".py"
+    return path if (ROOT / path).is_file() else None
+
+
 def pipeline_imports(path: Path) -> set[str]:
-    """The pipeline modules a file imports anywhere in it (function-level imports included)."""
+    """The pipeline modules a file imports anywhere in it (function-level imports included).
+
+    A package's __init__ holds only a docstring (test below), so it is not counted."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("pipeline.")}
-        elif isinstance(node, ast.ImportFrom) and node.module == "pipeline":
-            found |= {f"pipeline.{a.name}" for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "pipeline":
+            # `from pipeline.model import subo` imports a module; `from pipeline.model.vae import VAE` a name
+            found |= {f"{node.module}.{a.name}" for a in node.names if module_path(f"{node.module}.{a.name}")}
             found.add(node.module)
-    return {m for m in found if (ROOT / (m.replace(".", "/") + ".py")).is_file()}
+    return {m for m in found if module_path(m)}
 
 
 def import_closure(script: Path) -> set[str]:
@@ -29,7 +37,7 @@ def import_closure(script: Path) -> set[str]:
     todo, seen = [script], set()
     while todo:
         for module in pipeline_imports(todo.pop()):
-            path = module.replace(".", "/") + ".py"
+            path = module_path(module)
             if path not in seen:
                 seen.add(path)
                 todo.append(ROOT / path)
@@ -50,8 +58,8 @@ def test_deps_list_every_module_the_stage_imports(name):
 
 def test_only_prepare_depends_on_the_source_readers_and_the_data_rules():
     """Editing a reader or a prepare-time auto rule re-runs prepare, and nothing downstream."""
-    readers = {"pipeline/sources.py", "pipeline/auto.py", "pipeline/dataset.py", "pipeline/idx.py",
-               "pipeline/tables.py", "pipeline/images.py"}
+    readers = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline" / "data" / "readers").glob("[!_]*.py")}
+    readers.add("pipeline/data/resolve_data.py")
     for name, stage in STAGES.items():
         closure = import_closure(ROOT / stage["cmd"].split()[-1])
         if name == "prepare":
@@ -62,12 +70,13 @@ def test_only_prepare_depends_on_the_source_readers_and_the_data_rules():
 
 def test_the_closure_follows_lazy_and_package_imports(tmp_path):
     closure = import_closure(ROOT / "stages" / "evaluate.py")
-    assert {"pipeline/subo.py", "pipeline/bundle.py", "pipeline/model.py", "pipeline/likelihoods.py"} <= closure
+    assert {"pipeline/model/subo.py", "pipeline/model/bundle.py", "pipeline/model/vae.py",
+            "pipeline/model/likelihoods.py"} <= closure
 
 
 def test_params_are_dotted_leaf_keys_and_the_resume_fingerprint_uses_train_s():
-    from pipeline.config import leaf_keys, load_params
-    from pipeline.train import TRAIN_PARAMS
+    from pipeline.platform.config import leaf_keys, load_params
+    from pipeline.training.train import TRAIN_PARAMS
 
     leaves = set(leaf_keys())  # the shipped file lists exactly these (test_config)
     for name, stage in STAGES.items():
@@ -79,36 +88,59 @@ def test_params_are_dotted_leaf_keys_and_the_resume_fingerprint_uses_train_s():
 
 
 
-# Layers of pipeline/, top to bottom: a module imports only from layers below its own.
-LAYERS = [
-    {"cli"},
-    {"runner"},
-    {"prepare", "train", "encode", "encode_new", "baselines", "evaluate", "umap_view"},
-    {"callbacks"},
-    {"bundle", "probes", "pictures", "diagnostics", "report", "plots", "feed", "imputation", "scaling"},
-    {"figures"},
-    {"data"},
-    {"model", "sources", "latents", "splits", "hardware"},
-    {"networks", "layers", "idx", "tables", "images", "resolve"},
-    {"dataset", "auto", "likelihoods", "engine"},
-    {"config", "subo", "manifest"},
-    {"schema", "console"},
-    {"io", "errors"},
-]
+# The packages of pipeline/, top to bottom: a module imports only from its own package or
+# one below it (cli and runner, at the top, may import any).
+PACKAGES = ["evaluation", "latents", "training", "model", "data", "platform"]
+TOP_MODULES = {"__init__", "cli", "runner"}
 
 
-def test_every_module_has_a_layer_and_imports_only_downwards():
-    modules = {p.stem for p in (ROOT / "pipeline").glob("*.py") if p.stem != "__init__"}
-    layer_of = {m: i for i, layer in enumerate(LAYERS) for m in layer}
-    assert modules == set(layer_of), "a new module needs a place in LAYERS (and in the README layout)"
-    for module in modules:
-        for imported in pipeline_imports(ROOT / "pipeline" / f"{module}.py"):
-            name = imported.split(".")[1]
-            assert layer_of[name] > layer_of[module], f"pipeline/{module}.py imports {name} (not a lower layer)"
+def package_of(path: Path) -> str:
+    """The first-level package a file of pipeline/ belongs to ("" for a top module)."""
+    parts = path.relative_to(ROOT / "pipeline").parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def test_every_package_imports_only_itself_and_the_packages_below():
+    rank = {name: i for i, name in enumerate(PACKAGES)}
+    assert {p.stem for p in (ROOT / "pipeline").glob("*.py")} <= TOP_MODULES, \
+        "a new module belongs in a package (and in the README layout)"
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        own = package_of(path)
+        if not own:
+            continue
+        assert own in rank, f"pipeline/{own}/ needs a place in PACKAGES (and in the README layout)"
+        for imported in pipeline_imports(path):
+            other = imported.split(".")[1]
+            assert other in rank and rank[other] >= rank[own], \
+                f"{path.relative_to(ROOT)} imports {imported} (a package above {own})"
+
+
+def test_package_inits_hold_only_a_docstring():
+    for init in (ROOT / "pipeline").rglob("__init__.py"):
+        body = ast.parse(init.read_text()).body
+        code = [node for node in body[1:] if not (isinstance(node, ast.Assign) and init.parent.name == "pipeline")]
+        assert isinstance(body[0], ast.Expr) and not code, f"{init.relative_to(ROOT)}: docstring only"
+
+
+def test_the_tree_stays_readable():
+    """Few modules at the top, packages of at most 12 modules, modules of at most 320 lines,
+    functions of at most 50."""
+    packages = [p for p in (ROOT / "pipeline").iterdir() if (p / "__init__.py").is_file()]
+    assert len(list((ROOT / "pipeline").glob("*.py"))) <= 6 and len(packages) >= 4
+    for package in (ROOT / "pipeline").rglob("__init__.py"):
+        modules = [p for p in package.parent.glob("*.py") if p.name != "__init__.py"]
+        assert len(modules) <= 12, f"{package.parent.relative_to(ROOT)} holds {len(modules)} modules"
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        text = path.read_text()
+        assert text.count("\n") <= 320, f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 50, f"{path.relative_to(ROOT)}: {node.name} is {length} lines"
 
 
 def test_only_the_command_line_module_parses_arguments():
-    for path in (ROOT / "pipeline").glob("*.py"):
+    for path in (ROOT / "pipeline").rglob("*.py"):
         text = path.read_text()
         if path.stem != "cli":
             assert "argparse" not in text and "sys.argv" not in text, path.name

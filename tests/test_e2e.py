@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import set_dotted
-from pipeline.io import FULL_AT, sha256_file
-from pipeline.latents import load_latents
+from pipeline.latents.reader import load_latents
+from pipeline.platform.config import set_dotted
+from pipeline.platform.io import FULL_AT, sha256_file
 
 from .conftest import ROOT, TINY, copy_project
 

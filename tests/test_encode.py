@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data import Preprocessor, load_split
-from pipeline.encode_new import encode_new_data
-from pipeline.errors import DataError
-from pipeline.latents import latents_to_numpy, load_latents, read_metadata, write_latents
+from pipeline.data.prepared import Preprocessor, load_split
+from pipeline.latents.encode_command import encode_new_data
+from pipeline.latents.parquet import read_metadata, write_latents
+from pipeline.latents.reader import latents_to_numpy, load_latents
+from pipeline.platform.errors import DataError
 
 from .test_latents import _batch
 from .test_sources import make_image_folder
@@ -20,7 +21,7 @@ from .test_sources import make_image_folder
 
 def test_encode_new_npz_matches_the_stage(pipeline_run, tmp_path):
     """Raw digits through the CLI path equal the encode stage's latents of the same rows."""
-    from pipeline.sources import read_digits
+    from pipeline.data.readers.sources import read_digits
 
     paths = pipeline_run["paths"]
     test = load_split(paths["prepared"], "test")
@@ -69,7 +70,7 @@ def test_missing_input_is_a_clear_error(pipeline_run, tmp_path):
 KILL_SCRIPT = """
 import sys
 import numpy as np
-from pipeline.latents import LatentBatch, write_latents
+from pipeline.latents.parquet import LatentBatch, write_latents
 
 def batches():
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """The GPU code paths, run on CPU (marker `gpu_path`; `benchmarks/gpu_check.sh` runs them on
 a GPU): mixed_float16 with loss scaling, XLA, and MirroredStrategy, each through
-`pipeline.train` itself: the tf.data input, the callbacks, the per-epoch bound estimator,
+`pipeline.training.train` itself: the tf.data input, the callbacks, the per-epoch bound estimator,
 the bundle saved and loaded. The precision rule on GPU capabilities is in test_auto.py.
 """
 
@@ -30,8 +30,8 @@ def bound_figures(model_dir) -> dict:
 def test_mixed_float16_trains_with_loss_scaling_and_scores_in_float32(pipeline_run, tmp_path):
     import keras
 
-    from pipeline.bundle import load_bundle
-    from pipeline.diagnostics import subo_estimates
+    from pipeline.model.bundle import load_bundle
+    from pipeline.model.diagnostics import subo_estimates
     from pipeline.runner import train
 
     params = tiny_params(**{"train.precision": "mixed_float16", "train.epochs": 1})
@@ -49,7 +49,7 @@ def test_mixed_float16_trains_with_loss_scaling_and_scores_in_float32(pipeline_r
 
 
 def test_xla_compiled_training_through_pipeline_train(pipeline_run, tmp_path):
-    from pipeline.bundle import load_bundle
+    from pipeline.model.bundle import load_bundle
     from pipeline.runner import train
 
     params = tiny_params(**{"train.jit_compile": True, "train.epochs": 1})
@@ -67,8 +67,8 @@ import tensorflow as tf
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
-from pipeline.bundle import load_bundle
-from pipeline.config import parse_params
+from pipeline.model.bundle import load_bundle
+from pipeline.platform.config import parse_params
 from pipeline.runner import train
 
 logging.basicConfig(level=logging.INFO)

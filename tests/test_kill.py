@@ -1,5 +1,5 @@
 """The kill matrix: each stage, run as DVC runs it, SIGKILLed at a named step of its work or
-of its publish (pipeline.io), leaves its outputs entirely the previous run's or, once the
+of its publish (pipeline.platform.io), leaves its outputs entirely the previous run's or, once the
 journal it committed is rolled forward, entirely the new run's; no other stage's output
 changes, and no litter is left. The protocol's every step is killed in test_publish.py;
 here each stage is killed once or twice, where its own writing happens.
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.io import KILL_AT, recover
+from pipeline.platform.io import KILL_AT, recover
 
 from .conftest import ROOT, TINY
 

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data import load_split
-from pipeline.errors import DataError
-from pipeline.latents import (SCHEMA_VERSION, LatentBatch, latent_schema, latents_to_numpy, load_latents,
-                              read_metadata, write_latents)
+from pipeline.data.prepared import load_split
+from pipeline.latents.parquet import SCHEMA_VERSION, LatentBatch, latent_schema, read_metadata, write_latents
+from pipeline.latents.reader import latents_to_numpy, load_latents
+from pipeline.platform.errors import DataError
 
 
 def test_schema_and_metadata_of_the_written_files(pipeline_run):
@@ -135,8 +135,9 @@ def test_read_z_mean_streams_row_groups_and_keeps_only_the_rows_taken(tmp_path):
     """Eleven workers' parts (part-10 after part-9, not after part-1), 150,000 rows, so
     three row groups in the largest part: the rows taken, in the order asked, and the
     moments of every row, as from the whole array."""
-    from pipeline.diagnostics import Moments
-    from pipeline.latents import read_z_mean, write_part
+    from pipeline.latents.parquet import write_part
+    from pipeline.latents.reader import read_z_mean
+    from pipeline.model.diagnostics import Moments
 
     n, d, workers = 150_000, 3, 11
     bounds = [0, 140_000] + [140_000 + 1_000 * k for k in range(1, workers)]  # part-0: three row groups

@@ -7,9 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.data import load_split
-from pipeline.layers import Sampler
-from pipeline.model import build_vae
+from pipeline.data.prepared import load_split
+from pipeline.model import subo
+from pipeline.model.layers import Sampler
+from pipeline.model.subo import free_bits_kl
+from pipeline.model.vae import TrainingPlan, build_vae
 
 from .conftest import resolved, tiny_params
 
@@ -65,17 +67,17 @@ def test_model_round_trip_gives_identical_encodings(pipeline_run, tmp_path):
     vae.save(tmp_path / "again.keras")
     again = keras.saving.load_model(tmp_path / "again.keras")
     np.testing.assert_array_equal(again.encoder.predict_on_batch(x)[0], z_mean)
-    assert again.get_config()["mc_samples"] == vae.mc_samples and again.latent_dim == 4
+    assert again.config == vae.config and again.latent_dim == 4
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "z.npy", z_mean)
-    # A fresh process: encoder.keras with plain Keras, model.keras once pipeline.model is imported.
+    # A fresh process: encoder.keras with plain Keras, model.keras once pipeline.model.vae is imported.
     script = f"""
 import sys, numpy as np, keras
 x, z = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'z.npy')!r})
 encoder = keras.saving.load_model({str(paths['model_dir'] / 'encoder.keras')!r})
 assert 'pipeline' not in sys.modules
 np.testing.assert_array_equal(encoder.predict_on_batch(x)[0], z)
-import pipeline.model
+import pipeline.model.vae
 vae = keras.saving.load_model({str(paths['model'])!r})
 np.testing.assert_array_equal(vae.encoder.predict_on_batch(x)[0], z)
 print("ok", type(vae).__name__)
@@ -87,7 +89,7 @@ print("ok", type(vae).__name__)
 
 @pytest.mark.parametrize("size, strides", [(28, [2, 2]), (8, [2, 2]), (7, [1, 1]), (6, [2, 1]), (32, [2, 2, 2])])
 def test_conv_strides_follow_the_input_size(size, strides):
-    from pipeline.networks import conv_strides
+    from pipeline.model.networks import conv_strides
 
     assert conv_strides(size, len(strides)) == strides
 
@@ -119,20 +121,33 @@ def test_conv_needs_images():
 
 
 def test_kl_warmup_ramps_the_weight_on_d():
-    from pipeline.callbacks import KLWarmup
+    from pipeline.training.callbacks import KLWarmup
 
     params = tiny_params(**{"loss.beta": 2.0})
     vae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0)
-    warmup = KLWarmup(epochs=4)
+    warmup = KLWarmup(params.loss.beta, epochs=4)
     warmup.set_model(vae)
     warmup.set_params({"steps": 10})
     weights = []
     for epoch in range(6):
         warmup.on_epoch_begin(epoch)
-        weights.append(float(vae.kl_weight.numpy()))
+        weights.append(float(warmup.weight.numpy()))
         warmup.on_train_batch_begin(5)  # half-way through the epoch
-        weights.append(float(vae.kl_weight.numpy()))
+        weights.append(float(warmup.weight.numpy()))
     assert weights == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.0, 2.0, 2.0]
+    assert not any(w is warmup.weight for w in vae.weights)  # the schedule is the trainer's, not the model's
+    x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype(np.float32)
+    vae.plan = TrainingPlan(kl_weight=warmup.weight)  # what the train step reads
+    kl = keras.ops.mean(vae.subo_terms(x)["D"])
+    free = free_bits_kl(subo.kl_to_prior_per_dim(*vae.posterior(x)), params.loss.free_bits)
+    state = vae.sampler.seed_generator.state.numpy()
+
+    def objective(weight):  # the same draws of z for every weight
+        vae.sampler.seed_generator.state.assign(state)
+        return float(vae.objective(x, kl_weight=weight)[0])
+
+    assert objective(warmup.weight) - objective(0.0) == pytest.approx(2.0 * float(free), rel=1e-4)
+    assert float(kl) > 0
 
 
 def test_free_bits_changes_the_objective_not_the_reported_u():
@@ -155,8 +170,9 @@ def test_free_bits_changes_the_objective_not_the_reported_u():
 def _fit_once(**overrides):
     params = tiny_params(**overrides)
     keras.utils.set_random_seed(0)
-    vae = build_vae((8, 8, 1), resolved(params.model), params.loss, phi_steps=params.train.phi_steps, seed=0)
+    vae = build_vae((8, 8, 1), resolved(params.model), params.loss, seed=0)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    vae.plan = TrainingPlan(phi_steps=params.train.phi_steps)
     x = np.random.default_rng(0).uniform(size=(64, 8, 8, 1)).astype(np.float32)
     return vae, x
 
@@ -180,14 +196,14 @@ def test_score_function_training_runs_and_tracks_a_baseline():
 
 
 def test_learned_sigma_starts_at_one_and_never_goes_below_the_floor():
-    from pipeline.layers import LearnedSigma
+    from pipeline.model.layers import LearnedSigma
 
     sigma = LearnedSigma((3, 2), floor=0.05)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(sigma.value()), np.ones((3, 2)), rtol=1e-6)
     sigma.rho.assign(np.full((3, 2), -50.0, np.float32))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(sigma.value()), 0.05, rtol=1e-6)
     # so S is bounded below: even a perfect mean costs at least n (log floor + ½ log 2π)
-    from pipeline.likelihoods import Gaussian
+    from pipeline.model.likelihoods import Gaussian
 
     x = np.zeros((1, 3, 2), np.float32)
     bound = 6 * (np.log(0.05) + 0.5 * np.log(2 * np.pi))
@@ -196,8 +212,8 @@ def test_learned_sigma_starts_at_one_and_never_goes_below_the_floor():
 
 def test_learned_sigma_converges_to_each_features_residual_scale():
     """argmin_σ E[(x − m)²/2σ² + log σ] = RMS residual, or the floor when that is smaller."""
-    from pipeline.likelihoods import Gaussian
-    from pipeline.layers import LearnedSigma
+    from pipeline.model.layers import LearnedSigma
+    from pipeline.model.likelihoods import Gaussian
 
     residual_scale = np.array([0.01, 0.3, 1.0, 2.5], np.float32)  # the first lies below the floor
     x = (np.random.default_rng(0).normal(size=(4096, 4)) * residual_scale).astype(np.float32)
@@ -216,11 +232,12 @@ def test_learned_sigma_converges_to_each_features_residual_scale():
 def test_a_learned_sigma_is_part_of_theta_and_survives_saving(tmp_path):
     params = tiny_params(**{"model.likelihood": "gaussian", "model.sigma": "learned", "model.sigma_floor": 0.1,
                             "train.phi_steps": 2})
-    vae = build_vae((6,), resolved(params.model, (6,)), params.loss, phi_steps=2, seed=0)
+    vae = build_vae((6,), resolved(params.model, (6,)), params.loss, seed=0)
     rho = vae.learned_sigma.rho
     assert any(w is rho for w in vae.theta_weights) and not any(w is rho for w in vae.encoder.weights)
     vae.learned_sigma.rho.assign(np.linspace(-2, 2, 6).astype(np.float32))
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    vae.plan = TrainingPlan(phi_steps=2)
     x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
     before = keras.ops.convert_to_numpy(vae.learned_sigma.value()).copy()
     vae.fit(x, batch_size=32, epochs=1, verbose=0)  # the θ step moves σ too
@@ -228,7 +245,7 @@ def test_a_learned_sigma_is_part_of_theta_and_survives_saving(tmp_path):
     assert not np.allclose(before, after)
     vae.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
-    assert loaded.get_config()["sigma"] == "learned" and loaded.sigma_floor == 0.1
+    assert loaded.config.sigma == "learned" and loaded.config.sigma_floor == 0.1
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.learned_sigma.value()), after)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.subo_terms(x)["D"]),
                                keras.ops.convert_to_numpy(vae.subo_terms(x)["D"]), rtol=1e-5)
@@ -236,7 +253,7 @@ def test_a_learned_sigma_is_part_of_theta_and_survives_saving(tmp_path):
 
 def test_a_mixed_precision_model_scores_s_k_in_float32():
     """z feeds log q(z|x) and log p(z): the sampler stays float32 under a bf16 policy."""
-    from pipeline.diagnostics import subo_estimates
+    from pipeline.model.diagnostics import subo_estimates
 
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -292,8 +309,8 @@ def test_strided_decoder_top_is_the_encoders_mirror_with_no_full_resolution_laye
 
 def test_the_iwae_objective_is_s_k_and_sits_below_u(pipeline_run):
     """loss.objective iwae minimises S_K (K = mc_samples): on a trained model its value is S_50."""
-    from pipeline.bundle import load_vae
-    from pipeline.diagnostics import subo_estimates
+    from pipeline.model.bundle import load_vae
+    from pipeline.model.diagnostics import subo_estimates
 
     trained = load_vae(pipeline_run["paths"]["model"])
     x = load_split(pipeline_run["paths"]["prepared"], "test").inputs(slice(200))
@@ -307,7 +324,7 @@ def test_the_iwae_objective_is_s_k_and_sits_below_u(pipeline_run):
 
 
 def test_warmup_cosine_ramps_up_over_the_first_epoch_then_decays():
-    from pipeline.train import learning_rate
+    from pipeline.training.train import learning_rate
 
     params = tiny_params(**{"train.lr_schedule": "warmup_cosine", "train.epochs": 4, "train.learning_rate": 0.01})
     schedule = learning_rate(params.train, updates_per_epoch=10)

@@ -1,4 +1,4 @@
-"""The publish protocol (pipeline.io): a stage's outputs change all together or not at all,
+"""The publish protocol (pipeline.platform.io): a stage's outputs change all together or not at all,
 whatever instant a SIGKILL hits. The stages' own kill matrix is in test_kill.py."""
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.io import KILL_AT, recover, staged_outputs
+from pipeline.platform.io import KILL_AT, recover, staged_outputs
 
 from .conftest import ROOT
 
@@ -29,7 +29,7 @@ NEW = {"metrics.json": b'{"run": "new"}', "pictures/a.png": b"new a", "confusion
 PUBLISH = """
 import sys
 from pathlib import Path
-from pipeline.io import staged_outputs
+from pipeline.platform.io import staged_outputs
 with staged_outputs(sys.argv[1], "evaluate") as new:
     (new / "metrics.json").write_bytes(b'{"run": "new"}')
     (new / "pictures").mkdir()
@@ -87,7 +87,7 @@ def test_a_kill_at_every_step_leaves_old_or_new_once_recovered(tmp_path, point, 
 def test_a_recovery_killed_midway_is_finished_by_the_next_one(tmp_path):
     """Roll-forward is a replay: kill it again halfway and a third process still finishes it."""
     out, _ = killed_publish(tmp_path, "journaled")
-    again = subprocess.run([sys.executable, "-c", f"from pipeline.io import recover; recover({str(out)!r}, 'evaluate')"],
+    again = subprocess.run([sys.executable, "-c", f"from pipeline.platform.io import recover; recover({str(out)!r}, 'evaluate')"],
                            cwd=ROOT, env={**os.environ, KILL_AT: "aside"})
     assert again.returncode == -signal.SIGKILL and not (out / "metrics.json").exists()  # aside, mid-entry
     recover(out, "evaluate")

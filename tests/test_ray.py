@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import ClusterConfig
-from pipeline.engine import CONNECT_TIMEOUT, open_engine, probe, require_shared
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.latents import latents_to_numpy, load_latents, read_metadata
+from pipeline.latents.parquet import read_metadata
+from pipeline.latents.reader import latents_to_numpy, load_latents
+from pipeline.platform.config import ClusterConfig
+from pipeline.platform.engine import CONNECT_TIMEOUT, open_engine, probe, require_shared
+from pipeline.platform.errors import ConfigError, PipelineError
 
 from .conftest import ROOT, copy_project, tiny_params
 from .test_columns import make_mixed_table, table_config
@@ -45,7 +46,7 @@ def _same_files(a: Path, b: Path) -> None:
 
 
 def test_encode_on_ray_gives_the_local_latents(cluster, pipeline_run, tmp_path):
-    from pipeline.encode import encode
+    from pipeline.latents.encode import encode
 
     paths = pipeline_run["paths"]
     with open_engine(cluster) as engine:
@@ -69,7 +70,7 @@ def test_encode_on_ray_gives_the_local_latents(cluster, pipeline_run, tmp_path):
 def test_a_killed_actor_is_replaced_and_no_row_is_lost(cluster, pipeline_run, tmp_path, monkeypatch):
     """The first actor to write a row group is SIGKILLed mid-file; Ray restarts it and
     retries the shard, and the latents are complete, in order, with no half file left."""
-    from pipeline.encode import encode
+    from pipeline.latents.encode import encode
 
     paths = pipeline_run["paths"]
     monkeypatch.setenv("VAE_PIPELINE_KILL_AT", "parquet")
@@ -89,8 +90,8 @@ def test_a_killed_actor_is_replaced_and_no_row_is_lost(cluster, pipeline_run, tm
 def test_prepare_on_ray_is_byte_identical_for_images_and_a_parquet_table(cluster, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
-    from pipeline import tables
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
+    from pipeline.data.readers import tables
 
     images = make_image_folder(tmp_path / "imgs", per_class=12)
     table = make_mixed_table(tmp_path / "t.parquet")
@@ -107,7 +108,7 @@ def test_prepare_on_ray_is_byte_identical_for_images_and_a_parquet_table(cluster
 
 
 def test_a_bad_image_in_a_ray_task_is_the_one_line_local_error(cluster, tmp_path):
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
 
     images = make_image_folder(tmp_path / "imgs")
     (images / "circle" / "9.png").write_bytes(b"not an image")
@@ -137,15 +138,16 @@ def test_an_actor_that_cannot_start_stops_the_run_with_its_own_error(cluster):
 def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipeline_run, tmp_path):
     """Ray Train starts two workers (TF_CONFIG set by Ray, MultiWorkerMirroredStrategy);
     the chief publishes the bundle and live/, the launcher returns the chief's logs."""
-    from pipeline.bundle import load_bundle
-    from pipeline.train import run
+    from pipeline.model.bundle import load_bundle
+    from pipeline.training.train import from_params
 
     params = tiny_params(**{"train.epochs": 1, "train.workers": 2, "cluster.engine": "ray",
                             "cluster.address": cluster.address})
-    logs = run(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path / "model")
+    logs = from_params(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path / "model")
     assert np.isfinite(logs["U"]) and "val_U" in logs
     bundle = load_bundle(tmp_path / "model" / "model.keras")
     assert bundle.run["train"]["distribution"] == "multi_worker" and bundle.run["train"]["workers"] == 2
+    assert bundle.choices["train.distribution"]["why"].startswith("2 Ray Train workers")
     assert (tmp_path / "model" / "live" / "metrics.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no scratch, no Ray records left
     assert not (tmp_path / "model" / "backup").exists()
@@ -154,22 +156,24 @@ def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipel
 def test_one_ray_train_worker_trains_as_the_local_stage_does(cluster, pipeline_run, tmp_path):
     """train.workers 1 (the default): no collective, and the worker leaves the launcher's
     scratch alone (it once took it for a killed run's and removed it)."""
-    from pipeline.bundle import load_bundle
-    from pipeline.train import run
+    from pipeline.model.bundle import load_bundle
+    from pipeline.training.train import from_params
 
     params = tiny_params(**{"train.epochs": 1, "cluster.engine": "ray", "cluster.address": cluster.address})
-    logs = run(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path / "model")
+    logs = from_params(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path / "model")
     assert np.isfinite(logs["U"])
-    assert load_bundle(tmp_path / "model" / "model.keras").run["train"]["distribution"] == "auto"
+    bundle = load_bundle(tmp_path / "model" / "model.keras")
+    assert bundle.run["train"]["distribution"] == "none"  # resolved, and recorded with its rule
+    assert bundle.choices["train.distribution"] == {"value": "none", "why": "one device (the CPU): nothing to replicate"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_a_training_worker_that_cannot_see_the_data_stops_the_stage_in_one_line(cluster, tmp_path):
-    from pipeline.train import run
+    from pipeline.training.train import from_params
 
     params = tiny_params(**{"cluster.engine": "ray", "cluster.address": cluster.address})
     with pytest.raises(PipelineError, match=r"missing: the prepared data is not visible on Ray node"):
-        run(params, prepared_dir=tmp_path / "missing", model_dir=tmp_path / "model")
+        from_params(params, prepared_dir=tmp_path / "missing", model_dir=tmp_path / "model")
     assert not (tmp_path / "model").exists() or not any((tmp_path / "model").iterdir())
 
 

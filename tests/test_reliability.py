@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import Params, as_dict, leaf_keys, load_params, parse_params
-from pipeline.errors import ConfigError, DataError, PipelineError
+from pipeline.platform.config import Params, as_dict, leaf_keys, load_params, parse_params
+from pipeline.platform.errors import ConfigError, DataError, PipelineError
 
-from .conftest import ROOT, TINY, tiny_params
+from .conftest import ROOT, tiny_params
 from .test_sources import make_image_folder, make_table
 
 
@@ -40,7 +40,7 @@ def test_every_dvc_output_is_persistent():
 
 
 def test_a_killed_runs_scratch_is_removed_by_the_next_run_of_the_stage(tmp_path):
-    from pipeline.io import scratch_dir
+    from pipeline.platform.io import scratch_dir
 
     model_dir = tmp_path / "model"
     (tmp_path / ".model.scratch.killed").mkdir(parents=True)  # what a SIGKILL mid-train leaves
@@ -54,7 +54,7 @@ def test_a_killed_runs_scratch_is_removed_by_the_next_run_of_the_stage(tmp_path)
 
 
 def test_evaluation_failing_halfway_keeps_every_output(pipeline_run, tmp_path, monkeypatch):
-    import pipeline.evaluate
+    import pipeline.evaluation.evaluate
     from pipeline.runner import evaluate_all
 
     paths = pipeline_run["paths"]
@@ -65,7 +65,7 @@ def test_evaluation_failing_halfway_keeps_every_output(pipeline_run, tmp_path, m
     def broken(*args, **kwargs):  # after the probes and the SUBO figures are computed
         raise DataError("gradient variance failed")
 
-    monkeypatch.setattr(pipeline.evaluate, "phi_gradient_variance", broken)
+    monkeypatch.setattr(pipeline.evaluation.evaluate, "phi_gradient_variance", broken)
     with pytest.raises(DataError, match="gradient variance failed"):
         evaluate_all(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model"],
                      latents_dir=paths["latents"], out_dir=out)
@@ -75,8 +75,8 @@ def test_evaluation_failing_halfway_keeps_every_output(pipeline_run, tmp_path, m
 # --- 3. the encode command writes only its own partition --------------------------------
 
 def test_encode_command_adds_a_partition_and_never_deletes_another(pipeline_run, tmp_path):
-    from pipeline.encode_new import encode_new_data
-    from pipeline.latents import load_latents
+    from pipeline.latents.encode_command import encode_new_data
+    from pipeline.latents.reader import load_latents
 
     paths = pipeline_run["paths"]
     out = tmp_path / "latents"
@@ -98,8 +98,8 @@ def test_encode_command_adds_a_partition_and_never_deletes_another(pipeline_run,
 
 
 def test_encode_command_refuses_a_partition_of_another_latent_size(pipeline_run, tmp_path):
-    from pipeline.encode_new import encode_new_data
-    from pipeline.latents import write_latents
+    from pipeline.latents.encode_command import encode_new_data
+    from pipeline.latents.parquet import write_latents
 
     from .test_latents import _batch
 
@@ -115,7 +115,7 @@ def test_encode_command_refuses_a_partition_of_another_latent_size(pipeline_run,
 @pytest.fixture(scope="module")
 def table_model(tmp_path_factory):
     """A model trained one epoch on a 3-feature CSV; returns (root, model path, csv)."""
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
     from pipeline.runner import train
 
     root = tmp_path_factory.mktemp("table")
@@ -132,8 +132,8 @@ def table_model(tmp_path_factory):
 def test_table_columns_are_matched_by_name(table_model, tmp_path):
     import pyarrow.csv as pacsv
 
-    from pipeline.encode_new import encode_new_data
-    from pipeline.latents import latents_to_numpy, load_latents
+    from pipeline.latents.encode_command import encode_new_data
+    from pipeline.latents.reader import latents_to_numpy, load_latents
 
     root, model, table = table_model
     encode_new_data(model, root / "rows.csv", tmp_path / "a", label_column="label")
@@ -147,7 +147,7 @@ def test_table_columns_are_matched_by_name(table_model, tmp_path):
 def test_a_missing_column_is_named_and_an_unnamed_label_is_pointed_out(table_model, tmp_path, caplog):
     import pyarrow.csv as pacsv
 
-    from pipeline.encode_new import encode_new_data
+    from pipeline.latents.encode_command import encode_new_data
 
     root, model, table = table_model
     pacsv.write_csv(table.select(["a", "c", "label"]), tmp_path / "no_b.csv")
@@ -159,7 +159,7 @@ def test_a_missing_column_is_named_and_an_unnamed_label_is_pointed_out(table_mod
 
 
 def test_an_image_folder_for_a_table_model_is_a_clear_error(table_model, tmp_path):
-    from pipeline.encode_new import encode_new_data
+    from pipeline.latents.encode_command import encode_new_data
 
     _, model, _ = table_model
     make_image_folder(tmp_path / "imgs", per_class=2)
@@ -244,7 +244,7 @@ def test_a_latent_larger_than_the_input_is_refused_before_writing(pipeline_run, 
 
 NOISY_STAGE = """
 import os, sys
-from pipeline.console import run_stage
+from pipeline.platform.console import as_command
 
 def main():
     import tensorflow as tf
@@ -253,7 +253,7 @@ def main():
     os.write(2, b"E0000 00:00:1 real_op.cc:1] something that is really wrong\\n")
     print("a Python warning", file=sys.stderr)
 
-run_stage(main)
+as_command(main)
 """
 
 
@@ -373,7 +373,7 @@ def _broken_sources(tmp_path: Path):
 
 
 def test_broken_inputs_of_every_source_end_in_one_line(tmp_path):
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
 
     cases = _broken_sources(tmp_path)
     assert len(cases) == 15
@@ -387,7 +387,7 @@ def test_broken_inputs_of_every_source_end_in_one_line(tmp_path):
 def test_a_source_found_corrupt_halfway_through_leaves_the_previous_prepared_data(tmp_path):
     """The gzip stream of the train images ends in the middle: prepare has decoded about
     1,500 rows when it finds out; the previous data/prepared stays byte-identical, no staging is left."""
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
 
     from .test_sources import write_idx
 

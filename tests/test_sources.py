@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config import parse_params
-from pipeline.data import Preprocessor, load_split
-from pipeline.prepare import prepare
-from pipeline.errors import DataError
+from pipeline.data.prepare import prepare
+from pipeline.data.prepared import Preprocessor, load_split
+from pipeline.platform.config import parse_params
+from pipeline.platform.errors import DataError
 
 from .test_data import write_idx
 
@@ -164,7 +164,7 @@ def test_standardize_binarize_and_subsample(tmp_path):
 def test_preprocessor_round_trips_through_its_file(tmp_path):
     prepare(data_config(scaling="standardize"), seed=0, out_dir=tmp_path / "s")
     pre = Preprocessor.load(tmp_path / "s" / "preprocessing.npz")
-    from pipeline.sources import read_digits
+    from pipeline.data.readers.sources import read_digits
 
     digits = read_digits()
     split = load_split(tmp_path / "s", "test")
@@ -187,7 +187,7 @@ def test_a_bad_source_keeps_the_previous_prepared_data(tmp_path):
 
 
 def test_misspelt_source_suggests_the_closest():
-    from pipeline.errors import ConfigError
+    from pipeline.platform.errors import ConfigError
 
     with pytest.raises(ConfigError, match="did you mean 'image_folder'"):
         data_config(source="image_folders")
@@ -202,7 +202,7 @@ def _files(folder):
 @pytest.mark.parametrize("source", ["digits", "npz", "idx", "image_folder", "table"])
 def test_chunk_size_changes_nothing_in_the_prepared_data(tmp_path, source):
     """Streaming prepare: a chunk of 7 rows and one chunk give byte-identical outputs."""
-    import pipeline.dataset as dataset
+    import pipeline.data.readers.source_dataset as dataset
 
     rng = np.random.default_rng(1)
     setup = {"digits": {"scaling": "standardize"}}
@@ -234,7 +234,7 @@ def test_chunk_size_changes_nothing_in_the_prepared_data(tmp_path, source):
 
 
 def test_uncompressed_npz_is_memory_mapped_and_compressed_is_read(tmp_path):
-    from pipeline.sources import read_npz
+    from pipeline.data.readers.sources import read_npz
 
     x = np.random.default_rng(0).integers(0, 256, size=(50, 4, 4), dtype=np.uint8)
     np.savez(tmp_path / "plain.npz", x=x, y=np.arange(50) % 2)
@@ -247,8 +247,8 @@ def test_uncompressed_npz_is_memory_mapped_and_compressed_is_read(tmp_path):
 
 
 def test_worker_processes_decode_an_image_folder_as_one_process_does(tmp_path, monkeypatch):
-    import pipeline.dataset as dataset
-    import pipeline.images as images
+    import pipeline.data.readers.images as images
+    import pipeline.data.readers.source_dataset as dataset
 
     make_image_folder(tmp_path / "imgs", per_class=30, mode="RGB")
     serial = images.read_image_folder(tmp_path / "imgs", (8, 8), "rgb")
@@ -261,7 +261,7 @@ def test_worker_processes_decode_an_image_folder_as_one_process_does(tmp_path, m
 
 
 def test_one_rule_tells_the_source_of_a_path_and_a_mismatch_is_named(tmp_path):
-    from pipeline.sources import source_of
+    from pipeline.data.readers.sources import source_of
 
     make_table(tmp_path / "t.csv")
     np.savez(tmp_path / "a.npz", x=np.zeros((4, 2)))

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.errors import DataError
-from pipeline.diagnostics import sample_counts
+from pipeline.latents.parquet import write_latents
+from pipeline.model.diagnostics import sample_counts
+from pipeline.platform.errors import DataError
 from pipeline.runner import encode, evaluate_all
-from pipeline.latents import write_latents
 
 from .test_latents import _batch
 
@@ -71,7 +71,7 @@ def test_pictures_plots_and_report(pipeline_run):
 
 def test_probes_use_one_protocol_for_every_feature_set():
     """Same rows, same C search: identical features must give identical scores under any name."""
-    from pipeline.probes import ProbeProtocol, probe_rows, probe_suite
+    from pipeline.evaluation.probes import ProbeProtocol, probe_rows, probe_suite
 
     rng = np.random.default_rng(0)
     y = np.arange(300) % 3

@@ -10,8 +10,8 @@ import pytest
 from keras import ops
 from scipy import stats
 
-from pipeline import subo
-from pipeline.likelihoods import Bernoulli, Gaussian, make_likelihood
+from pipeline.model import subo
+from pipeline.model.likelihoods import Bernoulli, Gaussian, make_likelihood
 
 RNG = np.random.default_rng(0)
 

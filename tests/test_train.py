@@ -26,8 +26,8 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A directory with params.yaml and data/prepared (digits), where stages run as in DVC."""
-    from pipeline.config import parse_params
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
+    from pipeline.platform.config import parse_params
 
     root = tmp_path_factory.mktemp("train")
     prepare(parse_params(TINY).data, seed=0, out_dir=root / "data" / "prepared")
@@ -83,7 +83,7 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(project, pipeline_run,
     assert not (root / "data/model/backup").exists()  # finished: nothing left to resume
     assert [p.name for p in (root / "data").rglob(".*")] == []  # nor the killed run's scratch or staging
     check = subprocess.run([sys.executable, "-c", f"""
-import keras, pipeline.model
+import keras, pipeline.model.vae
 vae = keras.saving.load_model({str(root / 'data/model/model.keras')!r})
 print(int(vae.optimizer.iterations.numpy()))"""], capture_output=True, text=True, env=ENV)
     # 90% of the 1,437 train digits, batch 4: 324 steps, rounded up to whole calls of 32
@@ -106,7 +106,7 @@ def test_nan_stops_with_a_message_and_keeps_the_backup(project, tmp_path):
 
 DETERMINISM = """
 import json, sys
-from pipeline.config import parse_params
+from pipeline.platform.config import parse_params
 from pipeline.runner import train
 runs = [parse_params(raw) for raw in json.loads(sys.argv[1])]
 print(json.dumps([train(params, prepared_dir=sys.argv[2], model_dir=sys.argv[3] + str(i)) for i, params in enumerate(runs)]))
@@ -136,9 +136,9 @@ import tensorflow as tf
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from pipeline.config import parse_params
-from pipeline.model import build_vae
-from pipeline.resolve import resolve_model
+from pipeline.platform.config import parse_params
+from pipeline.model.vae import build_vae
+from pipeline.model.resolve_model import resolve_model
 
 params = parse_params(json.loads(sys.argv[1]))
 model = resolve_model(params.model, (8, 8, 1), [0.0, 1.0])[0]
@@ -232,21 +232,24 @@ def test_a_backup_is_resumed_only_when_the_auto_knobs_resolve_alike():
     """The same params may resolve differently under another version of the rules."""
     from types import SimpleNamespace
 
-    from pipeline.config import parse_params
-    from pipeline.resolve import Run, resolve_model
-    from pipeline.train import _run_fingerprint
+    from pipeline.model.resolve_model import resolve_model
+    from pipeline.platform.config import parse_params
+    from pipeline.platform.choices import Choice
+    from pipeline.training.resolve_run import TrainingRun
+    from pipeline.training.train import _run_fingerprint
 
     params = parse_params(TINY)
     model = resolve_model(params.model, (8, 8, 1), [0.0, 1.0])[0]
-    run, manifest = Run(model, params.loss, params.train, 100, 0.1, "none", 0), SimpleNamespace(fingerprint="data")
-    one, two = {"model.filters": {"value": [32], "why": "rule"}}, {"model.filters": {"value": [32, 64], "why": "rule"}}
+    run = TrainingRun(model, params.loss, params.train, 100, 0.1, "none", 0)
+    manifest = SimpleNamespace(fingerprint="data")
+    one, two = {"model.filters": Choice((32,), "rule")}, {"model.filters": Choice((32, 64), "rule")}
     assert _run_fingerprint(run, manifest, one) == _run_fingerprint(run, manifest, dict(one))
     assert _run_fingerprint(run, manifest, one) != _run_fingerprint(run, manifest, two)
 
 
 def _id_split(tmp_path, n: int):
     """A split whose single feature is the row index: batches show which rows they read."""
-    from pipeline.data import Preprocessor, Split
+    from pipeline.data.prepared import Preprocessor, Split
 
     np.save(tmp_path / "x.npy", np.arange(n, dtype=np.float32)[:, None])
     x = np.load(tmp_path / "x.npy", mmap_mode="r")
@@ -255,7 +258,7 @@ def _id_split(tmp_path, n: int):
 
 
 def test_fit_batches_are_a_fresh_seeded_permutation_of_the_rows_every_pass(tmp_path):
-    from pipeline.feed import batches
+    from pipeline.training.feed import batches
 
     split = _id_split(tmp_path, 200)
     rows = np.arange(3, 103, 2)  # 50 fit rows
@@ -278,8 +281,8 @@ def test_fit_batches_are_a_fresh_seeded_permutation_of_the_rows_every_pass(tmp_p
 
 
 def test_validation_batches_binarize_the_same_way_every_epoch(tmp_path):
-    from pipeline.data import Preprocessor, Split
-    from pipeline.feed import batches
+    from pipeline.data.prepared import Preprocessor, Split
+    from pipeline.training.feed import batches
 
     np.save(tmp_path / "x.npy", np.full((40, 3), 0.5, np.float32))
     split = Split(np.load(tmp_path / "x.npy", mmap_mode="r"), np.zeros(40, np.int32), np.arange(40),
@@ -293,8 +296,8 @@ def test_validation_batches_binarize_the_same_way_every_epoch(tmp_path):
 def test_validation_and_evaluate_see_the_same_binarization_draw_of_a_row(tmp_path):
     """One draw per (seed, row): training's validation batches, of any size, and the rows
     evaluate scores (data.fixed_inputs) get the same x_b for the same row."""
-    from pipeline.data import Preprocessor, Split, fixed_inputs
-    from pipeline.feed import batches
+    from pipeline.data.prepared import Preprocessor, Split, fixed_inputs
+    from pipeline.training.feed import batches
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(size=(50, 4)).astype(np.float32))
     split = Split(np.load(tmp_path / "x.npy", mmap_mode="r"), np.zeros(50, np.int32), np.arange(50),

@@ -1,0 +1,103 @@
+"""manifest.json, the description of the prepared data: one frozen type, read and written here.
+
+prepare writes it beside the arrays; train copies it into the model bundle (so new data is
+encoded as the training data was); every other stage reads it through `Manifest.read`.
+The JSON keeps the field order below, so the same data gives the same bytes.
+"""
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from pipeline.platform.errors import DataError
+from pipeline.platform.io import write_json
+
+FILE = "manifest.json"
+# The prepared format's version: 2 stored raw values and applied the preprocessing per batch;
+LAYOUT = 3  # 3: tables store typed column codes (NaN where missing); input_shape, value_type
+
+
+@dataclass(frozen=True)
+class Column:
+    """One feature column of a table, typed at prepare (pipeline.data.resolve_data.column_type).
+
+    type: real (Gaussian), binary (Bernoulli), categorical (softmax over `levels`) or
+    count (negative binomial or Poisson). levels: the values of a binary or categorical
+    column in code order (the stored code of a cell is its level's index). missing: the
+    fraction of rows without a value.
+    """
+
+    name: str
+    type: str
+    why: str
+    levels: list | None
+    missing: float
+
+    @property
+    def width(self) -> int:
+        """Model features: one per level of a categorical (its one-hot), else one."""
+        return len(self.levels) if self.type == "categorical" else 1
+
+
+@dataclass(frozen=True)
+class Manifest:
+    layout: int
+    source: str
+    path: str | None
+    example_shape: list[int]  # as stored: a table's codes have one value per column
+    input_shape: list[int]  # as the model reads it: a categorical column takes one feature per level
+    # How the values are modelled: pixels, real, count (arrays), or columns (a table; see `columns`)
+    value_type: str
+    # Tables: the feature columns by name, so new data is matched by name, not position.
+    feature_names: list[str] | None
+    columns: list[Column] | None  # tables: every feature column's type, levels and missing fraction
+    dtypes: dict[str, str]  # x, y, id as stored, and source_x: the source's own dtype of x
+    counts: dict[str, int]  # examples per split
+    counts_per_class: dict[str, list[int]] | None  # None without labels
+    label_names: list[str]
+    value_range: list[float]  # of the prepared (scaled) values
+    pixel_levels: float | None  # the top of the pixel scale; None for real-valued data
+    choices: dict[str, dict]  # auto choices made at prepare, with the rule (pipeline.data.resolve_data)
+    preprocessing: dict  # scaling, binarize, binarize_threshold, max_examples, test_split, seed
+    sha256: dict[str, str]  # of every prepared array, by "split/name.npy"
+    fingerprint: str  # sha256 of those digests: what the latents and the model's resume check
+
+    @property
+    def scaling(self) -> str:
+        return self.preprocessing["scaling"]
+
+    @property
+    def missing(self) -> bool:
+        """Whether any feature cell of the data is missing."""
+        return any(column.missing > 0 for column in self.columns or ())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def write(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str | Path = FILE) -> "Manifest":
+        names = [f.name for f in fields(cls)]
+        if not isinstance(raw, dict) or raw.get("layout") != LAYOUT or set(raw) != set(names):
+            layout = raw.get("layout") if isinstance(raw, dict) else None
+            raise DataError(f"{where}: not a manifest of prepared data layout {LAYOUT} (layout {layout}); "
+                            "re-run the prepare stage (dvc repro prepare)")
+        values = {name: raw[name] for name in names}
+        if values["columns"] is not None:
+            values["columns"] = [Column(**column) for column in values["columns"]]
+        return cls(**values)
+
+    @classmethod
+    def read(cls, prepared_dir: str | Path) -> "Manifest":
+        """The manifest of a prepared-data directory (or of a model bundle, given its file path)."""
+        path = Path(prepared_dir)
+        path = path if path.suffix == ".json" else path / FILE
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: not found; run the prepare stage first (dvc repro prepare)") from None
+        except ValueError as error:
+            raise DataError(f"{path}: not valid JSON ({error})") from None
+        return cls.from_dict(raw, path)

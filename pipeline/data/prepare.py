@@ -1,0 +1,239 @@
+"""The prepare stage: validate a source, subsample, split, fit the scaling, write the prepared arrays.
+
+Prepared layout (written atomically as one directory; `pipeline.data.prepared` reads it):
+
+    data/prepared/manifest.json          pipeline.data.manifest.Manifest
+    data/prepared/preprocessing.npz      offset and scale: x' = (x - offset) / scale
+    data/prepared/{train,test}/x.npy     the stored values, (n, *example_shape): uint8 pixels
+                                         stay uint8, everything else is float32
+    data/prepared/{train,test}/y.npy     int32 (n,), -1 where a source has no label
+    data/prepared/{train,test}/id.npy    int64 (n,), index of the example in the source
+
+prepare works through the source chunk by chunk and holds no array of the source's length,
+and the chunk size changes no byte of the result.
+"""
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.manifest import FILE as MANIFEST_FILE
+from pipeline.data.manifest import LAYOUT, Manifest
+from pipeline.data.prepared import ARRAYS, PREPROCESSING_FILE, SPLITS, Preprocessor
+from pipeline.data.readers.source_dataset import Dataset, chunk_rows
+from pipeline.data.readers.sources import load_source
+from pipeline.data.resolve_data import pixel_levels, resolve_scaling, value_type
+from pipeline.data.scaling import fit_preprocessor
+from pipeline.data.splits import HoldOut
+from pipeline.platform.config import DataConfig, Params
+from pipeline.platform.engine import open_engine
+from pipeline.platform.errors import DataError
+from pipeline.platform.io import atomic_dir, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def from_params(params: Params, *, out_dir) -> Manifest:
+    """The stage's recipe: the params it reads, passed on (stages/prepare.py and pipeline.runner)."""
+    with open_engine(params.cluster) as engine:
+        return prepare(params.data, seed=params.seed, out_dir=out_dir, likelihood=params.model.likelihood,
+                       engine=engine)
+
+
+def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str = "auto",
+            step: int | None = None, engine=None) -> Manifest:
+    """Load, validate, subsample, split and fit the scaling of the source; write everything atomically.
+
+    Works through the source `step` rows at a time (default: about 16 MiB of them); the
+    result does not depend on `step`, nor on the engine that decodes and reads the source
+    (pipeline.platform.engine; default here). likelihood: model.likelihood, which an `auto`
+    data.scaling follows when it is explicit.
+    """
+    with atomic_dir(out_dir) as tmp:
+        (tmp / ".scratch").mkdir()  # sources that must be decoded are decoded here, memory-mapped
+        dataset = load_source(config, scratch=tmp / ".scratch", engine=engine)
+        step = step or chunk_rows(dataset.x[0].nbytes if len(dataset.x) else 1)
+        choices = _choices(dataset, config, likelihood, validate(dataset, step))
+        log.info("choices at prepare: %s", ", ".join(f"{key}={c['value']} ({c['why']})" for key, c in choices.items()))
+        assign = _Assignment(dataset, config, seed)
+        counts = _count(dataset, assign, step)
+        _check_classes(dataset, counts)
+        threshold = config.binarize_threshold if config.binarize == "static" else None
+        train_x = (x[mask["train"]] for x, _, _, mask in _chunks(dataset, assign, step))
+        levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
+        preprocess = fit_preprocessor(train_x, dataset.x.shape[1:], levels, choices["data.scaling"]["value"], threshold,
+                                      dataset.columns)
+        writers = {split: _ArrayWriter(tmp / split, int(counts[split].sum()), dataset.x) for split in SPLITS}
+        for x, y, rows, mask in _chunks(dataset, assign, step):
+            for split, writer in writers.items():
+                writer.add(x[mask[split]], y[mask[split]], rows[mask[split]], preprocess)
+        files = {f"{split}/{name}": digest for split, w in writers.items() for name, digest in w.close().items()}
+        value_range = [min(w.low for w in writers.values()), max(w.high for w in writers.values())]
+        manifest = _manifest(dataset, config, seed, counts, files, value_range, levels, choices,
+                             preprocess.output_shape(dataset.x.shape[1:]))
+        del dataset, writers  # memory maps into the scratch directory and the outputs
+        shutil.rmtree(tmp / ".scratch")
+        preprocess.save(tmp / PREPROCESSING_FILE)
+        manifest.write(tmp / MANIFEST_FILE)
+    return manifest
+
+
+def validate(dataset: Dataset, step: int | None = None) -> tuple[float, float, bool]:
+    """Raise DataError if the examples cannot be modelled as they are (read `step` rows at a time).
+
+    Returns the values' (low, high, all whole numbers) for the value type rule (not read for
+    pixels, or for tables, whose reader types each column and marks missing cells NaN).
+    """
+    where, x = dataset.path or dataset.source, dataset.x
+    if len(x) == 0:
+        raise DataError(f"{where}: the dataset is empty")
+    if len(x) != len(dataset.y):
+        raise DataError(f"{where}: {len(x)} inputs but {len(dataset.y)} labels")
+    if x.dtype == np.uint8 or dataset.columns is not None:
+        return 0.0, 255.0, True
+    step = step or chunk_rows(x[0].nbytes)
+    low, high, integral, bad = np.inf, -np.inf, True, 0
+    for i in range(0, len(x), step):
+        chunk = np.asarray(x[i:i + step], np.float64).reshape(min(step, len(x) - i), -1)
+        finite = np.isfinite(chunk)
+        bad += int((~finite).any(axis=1).sum())
+        if not bad:
+            low, high = min(low, chunk.min()), max(high, chunk.max())
+            integral = integral and bool((chunk == np.round(chunk)).all())
+    if bad:
+        raise DataError(f"{where}: inputs contain NaN or infinite values ({bad} examples); a table marks "
+                        "missing cells instead (data.source: table)")
+    return float(low), float(high), integral
+
+
+def _choices(dataset: Dataset, config: DataConfig, likelihood: str, stats: tuple[float, float, bool]) -> dict:
+    """prepare's auto choices with their rules: the reader's, the value type, the scaling, column types."""
+    levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
+    kind, kind_why = value_type(dataset.x.ndim, levels, *stats, table=dataset.columns is not None)
+    if config.binarize != "none" and kind not in ("pixels", "real"):
+        raise DataError(f"{dataset.path or dataset.source}: data.binarize {config.binarize!r} applies to pixels "
+                        f"and real values; these values are {kind}. Set data.binarize: none")
+    scaling, why = resolve_scaling(config.scaling, likelihood, levels, kind)
+    columns = {f"data.table.column_types.{c.name}": {"value": c.type, "why": c.why} for c in dataset.columns or ()}
+    return {**dataset.choices, "data.value_type": {"value": kind, "why": kind_why},
+            "data.scaling": {"value": scaling, "why": why}, **columns}
+
+
+def stored_dtype(source_dtype: np.dtype) -> np.dtype:
+    """uint8 pixels are kept as they are; every other source is stored as float32."""
+    return np.dtype(np.uint8) if source_dtype == np.uint8 else np.dtype(np.float32)
+
+
+class _Assignment:
+    """Which split each source row goes to (or none, under data.max_examples), chunk by chunk."""
+
+    def __init__(self, dataset: Dataset, config: DataConfig, seed: int):
+        n = len(dataset.y)
+        self.subsample = (HoldOut.fit(dataset.y, n - config.max_examples, seed, "max_examples")
+                          if config.max_examples and config.max_examples < n else None)
+        self.is_test = dataset.is_test  # the source's own split, when it has one
+        self.test = (HoldOut.fit(dataset.y, config.test_fraction, seed, "test", within=self.subsample)
+                     if self.is_test is None else None)
+
+    def masks(self, rows: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        kept = ~self.subsample.held(rows, y) if self.subsample is not None else np.ones(len(rows), bool)
+        test = (np.asarray(self.is_test[rows]) & kept) if self.test is None else self.test.held(rows, y)
+        return {"train": kept & ~test, "test": test}
+
+
+def _assigned(dataset: Dataset, assign: _Assignment, step: int):
+    """(rows, y, {split: mask}) for every `step` rows of the source: the labels alone."""
+    for start in range(0, len(dataset.y), step):
+        rows = np.arange(start, min(start + step, len(dataset.y)))
+        y = np.asarray(dataset.y[start:start + step])
+        yield rows, y, assign.masks(rows, y)
+
+
+def _chunks(dataset: Dataset, assign: _Assignment, step: int):
+    """(x, y, rows, {split: mask}) for every `step` rows of the source."""
+    for rows, y, masks in _assigned(dataset, assign, step):
+        yield np.asarray(dataset.x[rows[0]:rows[-1] + 1]), y, rows, masks
+
+
+def _count(dataset: Dataset, assign: _Assignment, step: int) -> dict[str, np.ndarray]:
+    """Examples per class (one count when unlabelled) of each split."""
+    labelled = dataset.labelled
+    classes = max(len(dataset.label_names), 1) if labelled else 1
+    counts = {split: np.zeros(classes, np.int64) for split in SPLITS}
+    for _, y, masks in _assigned(dataset, assign, step):
+        for split, mask in masks.items():
+            counts[split] += np.bincount(y[mask] if labelled else np.zeros(mask.sum(), np.int64), minlength=classes)
+    return counts
+
+
+class _ArrayWriter:
+    """One split's x, y and id .npy files, filled chunk by chunk; tracks the preprocessed range."""
+
+    def __init__(self, folder: Path, n: int, x: np.ndarray):
+        folder.mkdir()
+        self.folder, self.at, self.low, self.high = folder, 0, np.inf, -np.inf
+        self.arrays = {"x": np.lib.format.open_memmap(folder / "x.npy", "w+", stored_dtype(x.dtype), (n, *x.shape[1:])),
+                       "y": np.lib.format.open_memmap(folder / "y.npy", "w+", np.int32, (n,)),
+                       "id": np.lib.format.open_memmap(folder / "id.npy", "w+", np.int64, (n,))}
+
+    def add(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray, preprocess: Preprocessor) -> None:
+        if len(rows):
+            for name, values in (("x", x), ("y", y), ("id", rows)):
+                self.arrays[name][self.at:self.at + len(rows)] = values
+            scaled = preprocess(x)  # NaN where a table's cell is missing
+            self.low, self.high = min(self.low, float(np.nanmin(scaled))), max(self.high, float(np.nanmax(scaled)))
+            self.at += len(rows)
+
+    def close(self) -> dict[str, str]:
+        """Flush the files; their sha256 by name."""
+        for array in self.arrays.values():
+            array.flush()
+        self.arrays.clear()
+        return {f"{name}.npy": sha256_file(self.folder / f"{name}.npy") for name in ARRAYS}
+
+
+def _check_classes(dataset: Dataset, counts: dict[str, np.ndarray]) -> None:
+    if not dataset.labelled:
+        return
+    for split, per_class in counts.items():
+        present = np.flatnonzero(per_class)
+        if per_class.sum() and present.size < 2:
+            raise DataError(f"{dataset.path or dataset.source}: the {split} split holds only class "
+                            f"{dataset.label_names[present[0]]!r}; probes need at least two "
+                            "(use more examples or another data.test_fraction)")
+
+
+def _manifest(dataset: Dataset, config: DataConfig, seed: int, per_class: dict, files: dict, value_range,
+              levels: float | None, choices: dict, input_shape: list[int]) -> Manifest:
+    fingerprint = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
+    return Manifest(
+        layout=LAYOUT,
+        source=dataset.source,
+        path=str(Path(dataset.path).resolve()) if dataset.path and Path(dataset.path).exists() else dataset.path,
+        example_shape=list(dataset.x.shape[1:]),
+        input_shape=input_shape,
+        value_type=choices["data.value_type"]["value"],
+        feature_names=list(dataset.feature_names) if dataset.feature_names else None,
+        columns=list(dataset.columns) if dataset.columns is not None else None,
+        dtypes={"x": str(stored_dtype(dataset.x.dtype)), "y": "int32", "id": "int64", "source_x": str(dataset.x.dtype)},
+        counts={split: int(c.sum()) for split, c in per_class.items()},
+        counts_per_class={split: c.tolist() for split, c in per_class.items()} if dataset.labelled else None,
+        label_names=list(dataset.label_names),
+        value_range=value_range,
+        pixel_levels=levels,
+        choices=choices,
+        preprocessing={
+            "scaling": choices["data.scaling"]["value"],
+            "binarize": config.binarize,
+            "binarize_threshold": config.binarize_threshold if config.binarize == "static" else None,
+            "max_examples": config.max_examples,
+            "test_split": ("the source's own" if dataset.is_test is not None
+                           else f"seeded stratified, fraction {config.test_fraction}"),
+            "seed": seed,
+        },
+        sha256=files,
+        fingerprint=fingerprint,
+    )

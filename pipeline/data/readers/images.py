@@ -1,0 +1,97 @@
+"""Image folders: one subfolder per class of PNG/JPEG files, decoded to uint8 pixels."""
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.readers.source_dataset import Dataset, chunk_rows
+from pipeline.platform.engine import LocalEngine
+from pipeline.platform.errors import DataError
+from pipeline.platform.io import allocate
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+# Image folders with at least this many files are decoded by worker processes (one per core)
+# under the local engine.
+PARALLEL_DECODE_FILES = 4096
+
+
+def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scratch: Path | None = None,
+                      engine=None) -> Dataset:
+    """One subfolder per class of PNG/JPEG files -> uint8 (n, H, W, 1 or 3).
+
+    Decoded into a preallocated array (a scratch memory map when given), in chunks of files;
+    large folders by worker processes, one per core, or under `cluster.engine: ray` in Ray
+    tasks (pipeline.platform.engine). color "auto": decoded as RGB, and kept so when any pixel of
+    any image has colour (channels that differ), else grey.
+    """
+    engine = engine or LocalEngine()
+    if not path.is_dir():
+        raise DataError(f"{path}: data.source 'image_folder' needs a directory with one subfolder per class")
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((path / c).iterdir())
+             if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"{path}: no PNG or JPEG files in class subfolders")
+    paths = [f for f, _ in files]
+    decoded = "rgb" if color == "auto" else color
+    reference = (paths[0], decode_images(paths[:1], size, decoded)[0].shape)
+    x = allocate(scratch, "images_x", (len(paths), *reference[1]), np.uint8)
+    # Chunks of at most 1,024 images: small enough to keep every worker busy to the end.
+    step = min(chunk_rows(x[0].nbytes), 1024)
+    root = engine.shared(path)  # where the cluster's tasks find the files
+    chunks = [[root / f.relative_to(path) for f in paths[start:start + step]] for start in range(0, len(paths), step)]
+    decode = functools.partial(decode_images, size=size, color=decoded, reference=reference)
+    processes = (os.cpu_count() or 1) if len(paths) >= PARALLEL_DECODE_FILES else 1
+    _fill(x, engine.map(decode, chunks, processes=processes), step)
+    choices = {}
+    if color == "auto":
+        x, choices["data.images.color"] = _colour_or_grey(x, step, scratch)
+    x = x[..., None] if x.ndim == 3 else x
+    y = np.array([label for _, label in files], np.int32)
+    return Dataset(x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path), choices=choices)
+
+
+def _colour_or_grey(x: np.ndarray, step: int, scratch: Path | None) -> tuple[np.ndarray, dict]:
+    """RGB images as they are when any pixel has colour; else their one grey channel (R = G = B)."""
+    for start in range(0, len(x), step):
+        chunk = x[start:start + step]
+        coloured = np.flatnonzero((chunk.max(axis=-1) != chunk.min(axis=-1)).reshape(len(chunk), -1).any(axis=1))
+        if len(coloured):
+            return x, {"value": "rgb", "why": f"image {start + int(coloured[0])} (in file order) has colour"}
+    grey = allocate(scratch, "images_grey", x.shape[:-1], np.uint8)
+    for start in range(0, len(x), step):
+        grey[start:start + step] = x[start:start + step, ..., 0]
+    return grey, {"value": "grey", "why": "every pixel of every image has R = G = B"}
+
+
+def _fill(x: np.ndarray, chunks, step: int) -> None:
+    for i, chunk in enumerate(chunks):
+        x[i * step:i * step + len(chunk)] = chunk
+
+
+def decode_images(paths: list[Path], size: tuple[int, int] | None, color: str,
+                  reference: tuple[Path, tuple] | None = None) -> np.ndarray:
+    """uint8 (n, H, W) or (n, H, W, 3) of image files, each of the shape of `reference`
+    ((file, shape); the first of `paths` when None)."""
+    from PIL import Image, UnidentifiedImageError
+
+    out = None
+    for i, file in enumerate(paths):
+        try:
+            with Image.open(file) as image:
+                image = image.convert("L" if color == "grey" else "RGB")
+                if size:
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL: (W, H)
+                pixels = np.asarray(image, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError) as error:
+            raise DataError(f"{file}: cannot read image ({error})") from None
+        reference = reference or (file, pixels.shape)
+        if pixels.shape != reference[1]:
+            raise DataError(f"{file}: image of size {pixels.shape[:2]} but {reference[0]} is {reference[1][:2]}; "
+                            "set data.images.size to resize them all")
+        if out is None:
+            out = np.empty((len(paths), *pixels.shape), np.uint8)
+        out[i] = pixels
+    return out

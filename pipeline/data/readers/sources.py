@@ -1,0 +1,153 @@
+"""Readers for every `data.source`, and the one rule that tells a path's source from what it is.
+
+Each reader returns a `Dataset` (pipeline.data.readers.source_dataset) whose x keeps the source's own dtype.
+Problems with a file raise DataError naming the file and what was wrong. The same readers
+serve prepare and `vae-pipeline encode` on new data.
+
+Memory does not grow with the data: uncompressed sources (`.npz` written by `np.savez`,
+plain IDX files) are memory-mapped where they lie, and sources that must be decoded
+(gzip IDX, images, Parquet) are decoded chunk by chunk into a memory-mapped array in a
+`scratch` directory. Without one (small data, tests) the arrays are in memory.
+"""
+
+import difflib
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.readers.idx import read_idx_dir, read_idx_release
+from pipeline.data.readers.images import read_image_folder
+from pipeline.data.readers.source_dataset import Dataset, encode_labels
+from pipeline.data.readers.tables import TABLE_SUFFIXES, read_table
+from pipeline.platform.errors import DataError
+
+log = logging.getLogger(__name__)
+# What data.source reads from a path: these read files of their own format from data.path.
+FILE_SOURCES = ("idx", "npz", "table", "image_folder")
+
+
+def load_source(config, scratch: Path | None = None, columns=None, engine=None) -> Dataset:
+    """Read the dataset that `config` (a DataConfig) names.
+
+    scratch: a directory for decoded arrays (memory-mapped); None keeps them in memory.
+    columns: a table's typed columns from a trained model (new data is coded alike).
+    engine: where image folders are decoded and Parquet tables read (pipeline.platform.engine;
+    default here).
+    """
+    path = _source_path(config) if config.source in FILE_SOURCES else None
+    readers = {"digits": lambda: read_digits(),
+               "fashion_mnist": lambda: read_idx_release(config.source, config.path, scratch),
+               "mnist": lambda: read_idx_release(config.source, config.path, scratch),
+               "idx": lambda: read_idx_dir(path, scratch),
+               "npz": lambda: read_npz(path, config.npz.x_key, config.npz.y_key, scratch),
+               "table": lambda: read_table(path, config.table.label_column, config.table.feature_columns, scratch,
+                                           config.table.column_types, columns, engine),
+               "image_folder": lambda: read_image_folder(path, config.images.size, config.images.color, scratch,
+                                                           engine)}
+    return readers[config.source]()
+
+
+def source_of(path: Path) -> str:
+    """The data.source that reads `path`, from what it is (see `_kind`); DataError when none does."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found (expected {', '.join(map(_described, FILE_SOURCES))})")
+    found = _kind(path)
+    if found is None:
+        raise DataError(f"{path}: unknown kind of file {path.suffix or '(no suffix)'!r} (expected "
+                        f"{', '.join(map(_described, FILE_SOURCES))})")
+    return found
+
+
+def _source_path(config) -> Path:
+    """data.path, checked to exist and to hold what data.source reads (by `_kind`'s rule)."""
+    path = _existing(config.path, "data.path")
+    found = _kind(path)
+    if found not in (None, config.source):
+        raise DataError(f"{path}: data.source is {config.source!r}, but data.path holds {_described(found)}; "
+                        f"set data.source: {found}, or point data.path at {_described(config.source)}")
+    return path
+
+
+def _kind(path: Path) -> str | None:
+    """The one rule: an .npz file is npz; a .csv/.tsv/.parquet file a table; a directory
+    with IDX files in it idx; any other directory an image folder (one subfolder per class)."""
+    if path.is_file():
+        suffix = path.suffix.lower()
+        return "npz" if suffix == ".npz" else "table" if suffix in TABLE_SUFFIXES else None
+    if path.is_dir():
+        return "idx" if any("idx" in p.name.lower() for p in path.iterdir()) else "image_folder"
+    return None
+
+
+def _described(source: str) -> str:
+    return {"npz": "an .npz file", "table": "a .csv/.tsv/.parquet table", "idx": "a directory of IDX files",
+            "image_folder": "a folder of class subfolders of images"}[source]
+
+
+def read_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()  # bundled with scikit-learn: no download
+    x = digits.images.astype(np.uint8)[..., None]  # (1797, 8, 8, 1), values 0..16
+    return Dataset(x=x, y=digits.target.astype(np.int32), source="digits",
+                   label_names=tuple(str(n) for n in digits.target_names), declared_levels=16.0)
+
+
+def read_npz(path: Path, x_key: str, y_key: str | None, scratch: Path | None = None) -> Dataset:
+    """Arrays of an .npz; members stored uncompressed (np.savez) are memory-mapped, not loaded."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+        if x_key not in keys or (y_key is not None and y_key not in keys):
+            missing = x_key if x_key not in keys else y_key
+            close = difflib.get_close_matches(missing, keys, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            if missing == y_key and not close:
+                hint = "; data without labels takes data.npz.y_key: null"
+            raise DataError(f"{path}: no array named {missing!r}; it holds {keys}{hint}")
+        x = npz_member(path, x_key)
+        raw_y = npz_member(path, y_key) if y_key else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: cannot read npz file ({error})") from None
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{path}: array {x_key!r} must be real numbers. Got dtype {x.dtype} instead.")
+    if raw_y is not None and len(raw_y) != len(x):
+        raise DataError(f"{path}: {len(x)} inputs in {x_key!r} but {len(raw_y)} labels in {y_key!r}")
+    y, names = encode_labels(raw_y, len(x), scratch)
+    return Dataset(x=x, y=y, label_names=names, source="npz", path=str(path))
+
+
+def npz_member(path: Path, key: str) -> np.ndarray:
+    """One array of an .npz: a read-only memory map when stored uncompressed, else loaded."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{key}.npy")
+        if info.compress_type == zipfile.ZIP_STORED:
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(member)
+                header = member.tell()
+            if not dtype.hasobject:
+                with open(path, "rb") as f:  # the member's data starts after its local file header
+                    f.seek(info.header_offset + 26)
+                    name_length, extra_length = np.frombuffer(f.read(4), "<u2")
+                start = info.header_offset + 30 + int(name_length) + int(extra_length) + header
+                return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape,
+                                 order="F" if fortran else "C")
+    log.info("%s: array %r is compressed; it is loaded into memory (np.savez, not savez_compressed, "
+             "lets it be memory-mapped)", path, key)
+    with np.load(path, allow_pickle=False) as archive:
+        return archive[key]
+
+
+def _existing(path: str | None, key: str) -> Path:
+    if not path:
+        raise DataError(f"{key}: this data.source reads local files; set {key}")
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found (from {key})")
+    return path

@@ -1,0 +1,145 @@
+"""prepare's `auto` choices, resolved from what the source reader saw of the values, never
+from a dataset's name. (Train's knobs are resolved in `pipeline.training.resolve_run`.)
+
+Every resolution returns the value and the rule that chose it: prepare logs them and
+records them in the manifest's `choices`, from where they reach the model bundle, the
+latents' metadata and the report. An explicit value in params.yaml always wins.
+
+The rules, and why:
+
+- data.scaling: pixel levels (uint8 arrays, or images whose reader knows the top level,
+  such as digits' 0..16) are divided by the top level into [0, 1], where a Bernoulli
+  likelihood on grey levels is the usual model. Any other values are standardized per
+  feature, because features of a table or vector come in unrelated units. An explicit
+  model.likelihood decides instead: bernoulli needs [0, 1] (unit), gaussian standardize.
+  Counts and table codes are not scaled (a table's real columns are, as above).
+- the value type of an array (npz, IDX): pixels as above; count when every value is a
+  whole number ≥ 0, with a zero among them and some above 1, in a 2-D array (rows of
+  counts, such as a gene expression or word count matrix: negative binomial); else real.
+- a table's column types: `column_type` below; data.table.column_types overrides any.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from pipeline.platform.choices import AUTO, GIVEN
+from pipeline.platform.errors import DataError
+
+
+def pixel_levels(dtype, declared: float | None) -> float | None:
+    """The top of the pixel scale, or None for real-valued data.
+
+    declared: what the source reader knows (e.g. 16 for scikit-learn's digits); otherwise
+    any uint8 array counts as pixels on 0..255.
+    """
+    if declared is not None:
+        return float(declared)
+    return 255.0 if str(dtype) == "uint8" else None
+
+
+def value_type(ndim: int, levels: float | None, low: float, high: float, integral: bool,
+               table: bool) -> tuple[str, str]:
+    """(value type, why) of the examples: pixels, count, real, or columns for a table."""
+    if table:
+        return "columns", "a table: one likelihood per column, by its type"
+    if levels is not None:
+        return "pixels", f"pixel levels 0..{levels:g}"
+    if ndim == 2 and integral and low == 0 and high > 1:
+        return "count", f"rows of whole numbers from 0 to {high:g}: counts"
+    return "real", "real values"
+
+
+def resolve_scaling(scaling: str, likelihood: str, levels: float | None, kind: str = "real") -> tuple[str, str]:
+    """(data.scaling, why) for prepare; kind: the value type."""
+    if scaling != AUTO:
+        return scaling, GIVEN
+    if kind == "count":
+        return "none", "counts are modelled as they are (the encoder reads log1p)"
+    if likelihood == "bernoulli":
+        return "unit", "model.likelihood bernoulli needs values in [0, 1]"
+    if likelihood == "gaussian":
+        return "standardize", "model.likelihood gaussian models standardized features"
+    if levels is not None:
+        return "unit", f"pixel levels 0..{levels:g}: divided by {levels:g} into [0, 1]"
+    if kind == "columns":
+        return "standardize", "a table's real columns: zero mean and unit variance each"
+    return "standardize", "real-valued features: zero mean and unit variance per feature"
+
+# A string or boolean column with at most this many distinct values is categorical by
+# default; more suggests an identifier or free text, which is an error naming the column.
+AUTO_MAX_LEVELS = 100
+# No categorical column, explicit or not, has more levels: its one-hot would dwarf the rest.
+MAX_LEVELS = 1000
+
+
+@dataclass
+class ColumnProfile:
+    """What one pass over a table column saw (pipeline.data.readers.tables): enough for the typing rule.
+
+    kind: string, boolean, integer or float (the Arrow type); levels: the distinct observed
+    values, kept up to MAX_LEVELS + 1; low/high: of numeric values; integral: every numeric
+    value is a whole number.
+    """
+
+    name: str
+    kind: str
+    rows: int = 0
+    missing: int = 0
+    levels: set = field(default_factory=set)
+    low: float = math.inf
+    high: float = -math.inf
+    integral: bool = True
+
+    def merge(self, other: "ColumnProfile") -> None:
+        """Add what another part of the same column saw (parts profiled apart, in row order)."""
+        self.rows += other.rows
+        self.missing += other.missing
+        if len(self.levels) <= MAX_LEVELS:
+            self.levels.update(other.levels)
+        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+        self.integral = self.integral and other.integral
+
+
+def column_type(profile: ColumnProfile, given: str | None, where) -> tuple[str, str]:
+    """(type, why) of a table column: the rule below, or the override, checked against the data.
+
+    - no value at all: an error; two distinct values (of any kind): binary (Bernoulli);
+    - strings and booleans: categorical (softmax over the levels), up to AUTO_MAX_LEVELS;
+    - integers, all non-negative, with a zero among them: count (negative binomial; the
+      encoder reads log1p); counts start at zero, while integers such as years do not;
+    - other numbers: real (Gaussian with a learned, floored σ, standardized).
+    """
+    name, observed, distinct = profile.name, profile.rows - profile.missing, len(profile.levels)
+    if observed == 0:
+        raise DataError(f"{where}: column {name!r} is entirely empty; leave it out (data.table.feature_columns)")
+    if given is not None:
+        return _check_given(profile, given, where), GIVEN
+    numeric = profile.kind in ("integer", "float")
+    if distinct == 2:
+        return "binary", f"two values: {', '.join(map(str, sorted(profile.levels, key=str)))}"
+    if not numeric:
+        if distinct > AUTO_MAX_LEVELS:
+            raise DataError(f"{where}: column {name!r} has more than {AUTO_MAX_LEVELS} distinct values "
+                            f"({profile.kind}): an identifier or free text? Leave it out (data.table.feature_columns) "
+                            f"or declare it (data.table.column_types: {{{name}: categorical}}, up to {MAX_LEVELS})")
+        return "categorical", f"{distinct} {profile.kind} levels"
+    if profile.kind == "integer" and profile.low == 0:
+        return "count", f"non-negative integers from 0 to {profile.high:g}"
+    return "real", f"numbers from {profile.low:.4g} to {profile.high:.4g}"
+
+
+def _check_given(profile: ColumnProfile, given: str, where) -> str:
+    name, distinct, numeric = profile.name, len(profile.levels), profile.kind in ("integer", "float")
+    problem = None
+    if given == "binary" and distinct > 2:
+        problem = f"binary needs at most two distinct values; it has {'more than ' if distinct > MAX_LEVELS else ''}{distinct}"
+    elif given == "categorical" and distinct > MAX_LEVELS:
+        problem = f"categorical allows at most {MAX_LEVELS} levels; it has more"
+    elif given == "count" and not (numeric and profile.integral and profile.low >= 0):
+        problem = (f"count needs non-negative whole numbers; it holds {profile.kind} values"
+                   + (f" from {profile.low:.4g} to {profile.high:.4g}" if numeric else ""))
+    elif given == "real" and not numeric:
+        problem = f"real needs numbers; it holds {profile.kind} values"
+    if problem:
+        raise DataError(f"{where}: data.table.column_types.{name} is {given!r}, but {problem}")
+    return given

@@ -1,0 +1,160 @@
+"""The evaluate stage: are the latents any good, and how tight is the bound?
+
+Probes on z_mean with the baselines' protocol (pipeline.evaluation.baselines), U, D, S_K and E_K on
+validation and test examples, the φ-gradient variance of both estimators, and pictures of
+the model. Everything is written through `staged_outputs`: nothing under out_dir changes
+unless all succeeds.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.data.prepared import Split, fixed_inputs, is_labelled, load_splits, seeded_rows, validation_rows
+from pipeline.evaluation.pictures import draw_pictures
+from pipeline.evaluation.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
+from pipeline.latents.imputation import column_quality, fill_values
+from pipeline.latents.reader import read_z_mean
+from pipeline.model.bundle import RUN_FILE, load_bundle
+from pipeline.model.diagnostics import (
+    Moments,
+    active_units,
+    collapse_warning,
+    phi_gradient_variance,
+    subo_estimates,
+)
+from pipeline.platform.config import GradientVarianceConfig, Params
+from pipeline.platform.console import timed
+from pipeline.platform.errors import DataError
+from pipeline.platform.hardware import share_gpus
+from pipeline.platform.io import recover, scratch_dir, staged_outputs, write_json
+
+log = logging.getLogger(__name__)
+
+
+def from_params(params: Params, *, prepared_dir, model_path, latents_dir, out_dir) -> dict:
+    """The stage's recipe: the params it reads, passed on (stages/evaluate.py and pipeline.runner).
+
+    params.seed seeds the probes, as it does the baselines' (the same protocol for both);
+    what training decided (its validation rows, binarization, seed) comes from the bundle.
+    """
+    cfg = params.evaluate
+    protocol = ProbeProtocol.of(cfg.probe, knn_k=cfg.knn_k, seed=params.seed)
+    return evaluate(prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir,
+                    protocol=protocol, importance_samples=cfg.importance_samples,
+                    surprisal_examples=cfg.surprisal_examples, gradient_variance=cfg.gradient_variance)
+
+
+def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeProtocol, importance_samples: int,
+             surprisal_examples: int, gradient_variance: GradientVarianceConfig) -> dict:
+    """latent_metrics.json, confusion.csv and pictures/ under out_dir, replaced together.
+
+    Args:
+        prepared_dir, model_path, latents_dir, out_dir: the stage's inputs and output.
+        protocol: the probes' protocol (pipeline.evaluation.probes).
+        importance_samples: K of S_K.
+        surprisal_examples: validation and test examples the SUBO figures score.
+        gradient_variance: the φ-gradient variance's draws and batch.
+
+    Returns:
+        The metrics: probes on z_mean, the SUBO figures, active units, the φ-gradient
+        variance, and pictures of the model from the test examples the SUBO figures use.
+    """
+    recover(out_dir, "evaluate")  # what a killed run of this stage left
+    share_gpus()
+    manifest, data = load_splits(prepared_dir)
+    bundle = load_bundle(model_path)
+    trained = TrainedOn.of(bundle)
+    vae = bundle.vae
+    metrics, confusion = _latent_metrics(vae, bundle.choices or {}, manifest, data, latents_dir, protocol)
+    with timed("SUBO and importance-weighted surprisal"), scratch_dir(out_dir, clear_stale=True) as scratch:
+        scored = trained.scored_inputs(data, surprisal_examples, scratch)
+        metrics["subo"] = {split: subo_estimates(vae, x, importance_samples, seed=trained.seed)
+                           for split, x in scored.items() if len(x)}
+    if manifest.columns is not None:
+        with timed("per-column reconstruction and imputation"):
+            metrics["columns"] = _column_quality(vae, data, manifest, surprisal_examples, trained.seed)
+    with timed("gradient variance"):
+        batch = trained.inputs(data["test"], None, gradient_variance.batch_size)
+        metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)
+    with staged_outputs(out_dir, "evaluate") as staging, timed("pictures"):
+        (staging / "pictures").mkdir()
+        shape = manifest.example_shape
+        metrics["generative"] = draw_pictures(vae, scored["test"], staging / "pictures", seed=trained.seed,
+                                              title=f"{manifest.source}, latent_dim={vae.latent_dim}",
+                                              images=len(shape) == 3 and shape[-1] in (1, 3))
+        write_json(staging / "latent_metrics.json", metrics)
+        (staging / "confusion.csv").write_text(confusion)
+    return metrics
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """What training decided about the data, read from the bundle's run record (run.json):
+    the validation rows, the binarization, the seed. Scores see the data as training did."""
+
+    validation_fraction: float
+    binarize: str
+    seed: int
+
+    @classmethod
+    def of(cls, bundle) -> "TrainedOn":
+        if bundle.run is None:
+            raise DataError(f"{bundle.model_path.parent / RUN_FILE}: not found; evaluate needs the training run's "
+                            "record beside the model (re-run the train stage)")
+        run = bundle.run
+        return cls(run["data"]["validation_fraction"], run["data"]["binarize"], run["seed"])
+
+    def inputs(self, split: Split, rows: np.ndarray | None, n: int) -> np.ndarray:
+        """A seeded subset of at most n of `rows` (None: of every row), as the scores see it."""
+        chosen = seeded_rows(len(split) if rows is None else len(rows), n, self.seed)
+        return fixed_inputs(split, chosen if rows is None else rows[chosen], self.binarize, self.seed)
+
+    def scored_inputs(self, data: dict, n: int, scratch) -> dict[str, np.ndarray]:
+        """At most n validation and n test examples: the rows the SUBO figures score."""
+        _, val_rows = validation_rows(data["train"].y, self.validation_fraction, self.seed, scratch)
+        return {"validation": self.inputs(data["train"], val_rows, n), "test": self.inputs(data["test"], None, n)}
+
+
+def _latent_metrics(vae, choices: dict, manifest, data: dict, latents_dir, protocol: ProbeProtocol
+                    ) -> tuple[dict, str]:
+    """Active units over every test row and, with labels, the probes on z_mean (read a row
+    group at a time, keeping only the probes' rows); and confusion.csv's text."""
+    labelled = is_labelled(manifest, data)
+    if labelled:
+        check_knn_k(protocol, len(data["train"]))
+    rows = dict(zip(("train", "test"), probe_rows(data["train"].y, data["test"].y, protocol) if labelled else ([], [])))
+    test_moments = Moments()
+    z = {split: read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, rows[split], vae.latent_dim,
+                            visit=test_moments.add if split == "test" else None) for split in ("train", "test")}
+    metrics: dict = {"latent_dim": vae.latent_dim, "choices": choices, "active_units": active_units(test_moments.variance)}
+    if warning := collapse_warning(metrics["active_units"]):
+        log.warning("%s", warning)
+    confusion = "actual,predicted\n"  # header only without labels: DVC still expects the file
+    if labelled:
+        with timed("probes on the latents"):
+            probes, confusion = _latent_probes(z, {s: np.asarray(data[s].y[r]) for s, r in rows.items()},
+                                               manifest.label_names, protocol)
+        metrics.update(probes)
+    return metrics, confusion
+
+
+def _latent_probes(z: dict, labels: dict, label_names: list[str], protocol: ProbeProtocol) -> tuple[dict, str]:
+    """metrics["probe"] and ["knn"] from z_mean and the labels of the probes' rows (`probe_rows`),
+    and the linear probe's test predictions as confusion.csv text."""
+    scores, predicted = probe_suite({"latent": (z["train"], z["test"])}, labels["train"], labels["test"], protocol)
+    latent = scores["latent"]
+    names = np.array(label_names)
+    pairs = zip(names[labels["test"]], names[predicted])
+    return ({"probe": {**latent["linear"], "dim": latent["dim"], "train_examples": scores["train_examples"],
+                       "test_examples": scores["test_examples"]},
+             "knn": {"accuracy": latent["knn"], "k": protocol.knn_k}},
+            "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in pairs))
+
+
+def _column_quality(vae, data: dict, manifest, examples: int, seed: int) -> dict:
+    """pipeline.latents.imputation on the scored test rows, the mean/mode from (at most 10,000) train rows."""
+    train, test = data["train"], data["test"]
+    fill = fill_values(train, seeded_rows(len(train), 10_000, seed), manifest.columns)
+    return column_quality(vae, test, seeded_rows(len(test), examples, seed), manifest.columns, fill, seed)

@@ -1,0 +1,60 @@
+"""Pictures of a trained model: its KL to the prior per latent dimension, and for image
+data, reconstructions, samples from the prior and latent traversals."""
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.evaluation.plotting import bar_chart, image_grid
+from pipeline.model import subo
+
+
+def _decoded_means(vae, z: np.ndarray) -> np.ndarray:
+    return np.asarray(vae.likelihood.mean(vae.decode(z[None]))[0])  # (n, *F)
+
+
+def mean_kl_per_dim(vae, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Mean D_j over the rows of x, per latent dimension j: (d,). Near 0 means a collapsed unit."""
+    parts = []
+    for start in range(0, len(x), batch_size):
+        z_mean, z_log_var = vae.predict_posterior(np.asarray(x[start:start + batch_size]))
+        parts.append(np.asarray(subo.kl_to_prior_per_dim(z_mean, z_log_var)))  # (B, d)
+    return np.concatenate(parts).mean(axis=0)
+
+
+def generative_figures(vae, x: np.ndarray, kl_per_dim: np.ndarray, out_dir: Path, seed: int, title: str,
+                       n: int = 10) -> list[int]:
+    """reconstructions.png, samples.png and traversals.png; returns the traversed dimensions.
+
+    Reconstructions decode z = μ_φ(x); samples decode z ~ N(0, I); traversals move one
+    latent dimension from −3 to 3 (others 0) along the dimensions with the largest mean D_j.
+    """
+    z_mean = np.asarray(vae.predict_posterior(x[:n])[0])
+    image_grid([x[:n], _decoded_means(vae, z_mean)], ["inputs", "reconstructions (z = μ)"],
+               f"{title}: inputs and reconstructions", out_dir / "reconstructions.png")
+    prior = np.random.default_rng(seed).standard_normal((3 * n, vae.latent_dim)).astype(np.float32)
+    samples = _decoded_means(vae, prior)
+    image_grid([samples[i * n:(i + 1) * n] for i in range(3)], ["z ~ N(0, I)", "", ""],
+               f"{title}: samples from the prior (decoder means)", out_dir / "samples.png")
+    top = np.argsort(kl_per_dim)[::-1][:min(5, vae.latent_dim)]
+    steps = np.linspace(-3, 3, n, dtype=np.float32)
+    rows = []
+    for j in top:
+        z = np.zeros((n, vae.latent_dim), np.float32)
+        z[:, j] = steps
+        rows.append(_decoded_means(vae, z))
+    image_grid(rows, [f"z[{j}], mean D_j = {kl_per_dim[j]:.2f} nats" for j in top],
+               f"{title}: traversals from -3 to 3", out_dir / "traversals.png")
+    return [int(j) for j in top]
+
+
+def draw_pictures(vae, x: np.ndarray, folder: Path, title: str, seed: int, images: bool) -> dict:
+    """Into folder: kl_per_dim.png (mean D_j over the rows of x, any data), and for images
+    reconstructions, prior samples and traversals. Returns what was drawn."""
+    kl = mean_kl_per_dim(vae, x)
+    bar_chart(kl, "latent dimension j", "mean D_j (nats)", f"{title}: KL to the prior per dimension",
+              folder / "kl_per_dim.png")
+    info = {"images": images, "examples": len(x), "mean_kl_per_dim": [round(float(v), 4) for v in kl]}
+    if images:
+        info["traversed_dims"] = generative_figures(vae, x, kl, folder, seed, title)
+    return info

@@ -1,0 +1,136 @@
+"""The evaluation in one place: metrics.json for `dvc metrics show`, report.md, a short summary.
+
+The evaluation stages each write their own part (baselines.json, latent_metrics.json,
+umap.json); this module only reads and arranges them, so the report is
+rebuilt in a second whenever one part changes.
+"""
+
+import json
+from pathlib import Path
+
+from pipeline.platform.errors import DataError
+from pipeline.platform.io import recover, staged_outputs, write_json
+
+PARTS = {"baselines": "baselines", "latent_metrics": "evaluate", "umap": "umap"}  # part -> the stage writing it
+
+
+def combine(parts: dict) -> dict:
+    """The metrics of every part, with each baseline set beside the latents."""
+    latent, base = parts["latent_metrics"], parts["baselines"]
+    # active_units included; the choices are text, for the report rather than `dvc metrics`
+    metrics = {key: value for key, value in latent.items() if key not in ("latent_dim", "choices")}
+    if "probe" in latent and base.get("labelled"):
+        baselines = {}
+        for name in ("pca", "raw"):
+            difference = latent["probe"]["accuracy"] - base[name]["linear"]["accuracy"]
+            baselines[name] = {**base[name], "latent_minus_baseline": difference,
+                               "latent_beats_baseline": bool(difference > 0)}
+        metrics["baselines"] = {**baselines, "majority_class_accuracy": base["majority_class_accuracy"]}
+    return {**metrics, "umap": parts["umap"]}
+
+
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _num(value, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def probe_table(metrics: dict) -> list[str]:
+    if "probe" not in metrics:
+        return ["No probes: the data has no labels (or one class).", ""]
+    base, probe = metrics["baselines"], metrics["probe"]
+    lines = [_row("features", "dim", "linear accuracy", "macro-F1", "C", "kNN accuracy"), _row(*["---"] * 6),
+             _row("latents z_mean", probe["dim"], _num(probe["accuracy"]), _num(probe["macro_f1"]), probe["C"],
+                  _num(metrics["knn"]["accuracy"]))]
+    for name, label in (("pca", "PCA of inputs"), ("raw", "raw inputs")):
+        b = base[name]
+        lines.append(_row(label, b["dim"], _num(b["linear"]["accuracy"]), _num(b["linear"]["macro_f1"]),
+                          b["linear"]["C"], _num(b["knn"])))
+    return lines + ["", f"Majority class: {_num(base['majority_class_accuracy'])}. "
+                        f"Latents minus PCA: {base['pca']['latent_minus_baseline']:+.3f}; "
+                        f"minus raw: {base['raw']['latent_minus_baseline']:+.3f}.", ""]
+
+
+def subo_table(metrics: dict) -> list[str]:
+    ks = list(metrics["subo"]["test"]["S_K"])
+    lines = [_row("split", "examples", "U", "D", "reconstruction", *[f"S_{k}" for k in ks], *[f"E_{k}" for k in ks]),
+             _row(*["---"] * (5 + 2 * len(ks)))]
+    for split, f in metrics["subo"].items():
+        lines.append(_row(split, f["examples"], _num(f["U"], 2), _num(f["D"], 2), _num(f["reconstruction"], 2),
+                          *[_num(v, 2) for v in f["S_K"].values()], *[_num(v, 2) for v in f["E_K"].values()]))
+    return lines + [""]
+
+
+def active_units_lines(active: dict) -> list[str]:
+    dims = ", ".join(f"{v:.3g}" for v in active["variance_of_mean"])
+    return [f"Active latent units: **{active['count']} of {active['of']}** (Var_x E_q[z_j] > {active['threshold']}, "
+            f"test examples; per dimension: {dims}). Mean D_j per dimension: pictures/kl_per_dim.png.", ""]
+
+
+def columns_table(columns: dict) -> list[str]:
+    """Per table column: reconstruction of the observed cells, imputation of hidden ones."""
+    lines = [_row("column", "type", "metric", "reconstruction", "imputed (model)", "imputed (mean/mode)", "cells"),
+             _row(*["---"] * 7)]
+    for name, c in columns.items():
+        i = c["imputation"]
+        lines.append(_row(f"`{name}`", c["type"], c["metric"], _num(c["reconstruction"]), _num(i["model"]),
+                          _num(i["mean_or_mode"]), i["cells"]))
+    return lines + ["", "RMSE in the column's units (counts as counts); accuracy for binary and categorical "
+                        "columns. Imputed: a seeded 10% of each column's observed test cells, hidden from the "
+                        "encoder and predicted back (pipeline.latents.imputation).", ""]
+
+
+def choices_table(choices: dict) -> list[str]:
+    """The knobs that are `auto` by default: what each became, and why."""
+    lines = [_row("knob", "value", "why"), _row(*["---"] * 3)]
+    lines += [_row(f"`{key}`", f"`{item['value']}`", item["why"]) for key, item in choices.items()]
+    return lines + [""]
+
+
+def report_text(metrics: dict, dataset: dict, latent_dim: int, choices: dict) -> str:
+    lines = [f"# Evaluation: {dataset['source']}, latent_dim = {latent_dim}", "",
+             f"{dataset['counts']['train']} train / {dataset['counts']['test']} test examples of shape "
+             f"{dataset['example_shape']}; values are nats per example.", "",
+             "## Choices made from the data", "", *choices_table(choices),
+             "## Probes (same protocol for every feature set)", "", *probe_table(metrics),
+             "## SUBO, surprisal and gap", "", *subo_table(metrics), *active_units_lines(metrics["active_units"])]
+    if "columns" in metrics:
+        lines += ["## Columns: reconstruction and imputation", "", *columns_table(metrics["columns"])]
+    g = metrics["gradient_variance"]
+    lines += [f"φ-gradient variance on one batch of {g['batch_size']} ({g['repeats']} draws): "
+              f"reparameterized {g['reparameterized']:.4g}, score function {g['score_function']:.4g}, "
+              f"ratio {g['ratio']:.1f}.", "", "## Pictures", "", "![UMAP](umap/umap.png)", "",
+              "![mean D_j per latent dimension](pictures/kl_per_dim.png)", ""]
+    if latent_dim == 2:
+        lines += ["![latents](umap/latents.png)", ""]
+    if metrics["generative"]["images"]:
+        lines += [f"![{name}](pictures/{name}.png)\n" for name in ("reconstructions", "samples", "traversals")]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: str | Path) -> tuple[dict, str]:
+    """metrics.json and report.md from the parts under out_dir; returns the metrics and the text."""
+    out_dir = Path(out_dir)
+    recover(out_dir, "report")  # what a killed run of this stage left
+    parts = {}
+    for name, stage in PARTS.items():
+        path = out_dir / f"{name}.json"
+        try:
+            parts[name] = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: not found; run the {stage} stage first (dvc repro {stage})") from None
+    metrics = combine(parts)
+    latent = parts["latent_metrics"]
+    text = report_text(metrics, parts["baselines"]["dataset"], latent["latent_dim"], latent.get("choices", {}))
+    with staged_outputs(out_dir, "report") as staging:
+        write_json(staging / "metrics.json", metrics)
+        (staging / "report.md").write_text(text)
+    return metrics, text
+
+
+def summary(metrics: dict) -> str:
+    """What the report stage prints: the probe and SUBO tables."""
+    return "\n".join(["Probes:", *probe_table(metrics), "SUBO (nats per example):", *subo_table(metrics),
+                      *active_units_lines(metrics["active_units"])])

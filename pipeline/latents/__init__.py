@@ -1,0 +1,3 @@
+"""The latents, the pipeline's data product: the Parquet contract, writer and readers
+(parquet), the encode stage (encode), the `vae-pipeline encode` command for new data
+(encode_command), and a table model's imputation of missing cells (imputation)."""

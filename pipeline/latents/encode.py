@@ -1,0 +1,165 @@
+"""The encode stage: the latents of every prepared example, as the Parquet dataset data/latents.
+
+The rows of each split are cut into shards, contiguous ranges encoded by `EncodeShards`:
+here, one shard per split in this process (`cluster.engine: local`); on Ray, shards of
+whole row groups spread over a pool of Ray actors, each loading the model once
+and writing its shards with the same Parquet writer. Shard k of a split is
+split=<split>/part-<k>.parquet, so the parts in number order are the split's rows in order.
+
+(New data in another project goes through `pipeline.latents.encode_command`, the `vae-pipeline encode`
+command.)
+"""
+
+import dataclasses
+import math
+import shutil
+import uuid
+from pathlib import Path
+
+from pipeline.data.manifest import Manifest
+from pipeline.data.prepared import load_splits
+from pipeline.latents.imputation import Completer
+from pipeline.latents.parquet import ROW_GROUP_SIZE, encoded_batches, package_versions, write_part
+from pipeline.model.bundle import load_bundle
+from pipeline.platform.choices import AUTO
+from pipeline.platform.config import Params
+from pipeline.platform.engine import LocalEngine, RayEngine, open_engine, require_shared
+from pipeline.platform.errors import ConfigError, DataError
+from pipeline.platform.hardware import hide_gpus, limit_threads, share_gpus
+from pipeline.platform.io import atomic_dir, recover_dir, sha256_file
+
+# Under Ray, each actor gets about this many shards of a split: small enough that a
+# retried shard (a killed actor) repeats little work, large enough to keep files few.
+SHARDS_PER_ACTOR = 4
+
+
+def from_params(params: Params, *, prepared_dir, model_path, out_dir) -> int:
+    """The stage's recipe: the params it reads, passed on (stages/encode.py and pipeline.runner)."""
+    with open_engine(params.cluster) as engine:
+        return encode(prepared_dir=prepared_dir, model_path=model_path, out_dir=out_dir,
+                      batch_size=params.encode.batch_size, workers=params.encode.workers,
+                      impute=params.encode.impute, engine=engine)
+
+
+def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path, batch_size: int,
+           workers: int | str = AUTO, impute: bool = False, engine: LocalEngine | RayEngine | None = None,
+           shard_rows: int | None = None) -> int:
+    """Latents of the train and test splits, replaced atomically; returns the number of rows.
+
+    engine: where the shards are encoded (default: this process); workers: Ray actors
+    (auto: one per GPU of the cluster, else one per CPU). shard_rows: rows per shard under
+    Ray (default: whole row groups, about SHARDS_PER_ACTOR shards per actor).
+    impute (a table): each row also `completed`, its missing cells imputed, and `imputed` flags.
+    The files' metadata records what made them: the data's fingerprint, the model's sha256,
+    its resolved run (model, loss and train config, seed), this stage's params and the engine.
+    """
+    engine = engine or LocalEngine()
+    recover_dir(out_dir)  # what a killed run of this stage left
+    share_gpus()
+    if engine.name == "ray":
+        hide_gpus()  # this process loads the model only to check it: the actors compute, on the GPUs
+    manifest = Manifest.read(prepared_dir)
+    bundle = load_bundle(model_path)
+    bundle.check_shape(manifest.input_shape, prepared_dir)
+    if impute and manifest.columns is None:
+        raise ConfigError(f"encode.impute fills in a table's missing cells, but {prepared_dir} holds "
+                          f"{manifest.value_type} values; set encode.impute: false")
+    actors = actors_of(workers, engine)
+    metadata = {
+        "dataset_fingerprint": manifest.fingerprint,
+        "dataset_source": manifest.source,
+        "label_names": manifest.label_names,
+        "model_sha256": sha256_file(model_path),
+        "choices": bundle.choices,  # every auto knob's value and rule
+        # The params that made these latents: the model's resolved run and this stage's own.
+        "params": {**(bundle.run or {}), "encode": {"batch_size": batch_size, "workers": actors, "impute": impute},
+                   "cluster": dataclasses.asdict(engine.cluster)},
+        "engine": engine.describe(),
+        "versions": package_versions(),
+    }
+    with atomic_dir(out_dir) as tmp:
+        arguments = {"prepared_dir": str(engine.shared(prepared_dir)), "model_path": str(engine.shared(model_path)),
+                     "directory": str(engine.shared(tmp)), "batch_size": batch_size, "metadata": metadata,
+                     "impute": impute}
+        if engine.name == "ray":
+            shards = plan_shards(manifest.counts, shard_rows or _shard_rows(manifest.counts, actors))
+            written = sum(engine.map_actors(EncodeShards, shards, arguments=arguments, actors=actors))
+        else:
+            shards = plan_shards(manifest.counts, max(max(manifest.counts.values()), 1))
+            encoder = EncodeShards(**arguments, vae=bundle.vae)
+            written = sum(map(encoder, shards))
+        _check_complete(tmp, shards, written, manifest.counts)
+    return written
+
+
+def actors_of(workers: int | str, engine: LocalEngine | RayEngine) -> int:
+    """encode.workers resolved: 1 here; on Ray, auto is one actor per GPU, else per CPU."""
+    if engine.name != "ray":
+        return 1
+    if workers != AUTO:
+        return int(workers)
+    return max(engine.gpus or engine.cpus, 1)
+
+
+def plan_shards(counts: dict[str, int], shard_rows: int) -> list[dict]:
+    """Every split's rows as contiguous shards of at most shard_rows: {split, start, stop, part}."""
+    return [{"split": split, "start": start, "stop": min(start + shard_rows, n), "part": k}
+            for split, n in counts.items() for k, start in enumerate(range(0, n, shard_rows))]
+
+
+def _shard_rows(counts: dict[str, int], actors: int) -> int:
+    """Whole row groups, about SHARDS_PER_ACTOR shards per actor for the largest split."""
+    groups = math.ceil(max(counts.values()) / ROW_GROUP_SIZE)
+    return ROW_GROUP_SIZE * max(math.ceil(groups / (SHARDS_PER_ACTOR * actors)), 1)
+
+
+class EncodeShards:
+    """Encodes shards of the prepared splits into directory/split=<s>/part-<k>.parquet.
+
+    Built once per process (a Ray actor loads the model and maps the prepared data here;
+    Keras models do not pickle). Each shard is written under a name of its own and renamed
+    into place when complete, so a shard retried after a killed actor replaces nothing half-done.
+    """
+
+    def __init__(self, prepared_dir: str, model_path: str, directory: str, batch_size: int, metadata: dict,
+                 impute: bool, vae=None):
+        if vae is None:  # a Ray actor: a fresh process
+            import ray
+
+            share_gpus()
+            limit_threads(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+            require_shared(prepared_dir, "the prepared data")
+            require_shared(directory, "encode's output directory")
+        self.vae = vae or load_bundle(require_shared(model_path, "the model")).vae
+        manifest, self.splits = load_splits(prepared_dir)
+        self.completer = (Completer(self.vae, manifest.columns, self.splits["train"].preprocess)
+                          if impute else None)
+        self.directory, self.batch_size, self.metadata = Path(directory), batch_size, metadata
+
+    def __call__(self, shard: dict) -> int:
+        """Encode one shard (plan_shards); the rows written."""
+        split, start, stop, part = (shard[key] for key in ("split", "start", "stop", "part"))
+        data, rows = self.splits[split], slice(start, stop)
+        attempt = self.directory / f".attempt-{uuid.uuid4().hex}"
+        written = write_part(attempt, encoded_batches(self.vae.predict_posterior, split, data.x[rows],
+                                                      data.y[rows], data.id[rows], self.batch_size,
+                                                      data.preprocess, self.completer),
+                             self.vae.latent_dim, self.metadata, part=part,
+                             table=self.completer.table if self.completer else None)
+        name = Path(f"split={split}") / f"part-{part}.parquet"
+        (self.directory / name.parent).mkdir(exist_ok=True)
+        (attempt / name).replace(self.directory / name)
+        shutil.rmtree(attempt)
+        return written
+
+
+def _check_complete(directory: Path, shards: list[dict], written: int, counts: dict[str, int]) -> None:
+    """Every shard's file is there and the rows add up; a killed actor's attempt is removed."""
+    for litter in directory.glob(".attempt-*"):
+        shutil.rmtree(litter)
+    missing = [f"split={s['split']}/part-{s['part']}" for s in shards
+               if not (directory / f"split={s['split']}" / f"part-{s['part']}.parquet").is_file()]
+    expected = sum(counts.values())
+    if missing or written != expected:
+        raise DataError(f"{directory}: encode wrote {written} of {expected} rows (missing parts: {missing or 'none'}); "
+                        "the previous latents are kept")

@@ -1,0 +1,108 @@
+"""`vae-pipeline encode`: new data in another project, encoded with a trained model bundle.
+
+The data is read by prepare's readers (the source follows from what the path is:
+`pipeline.data.readers.sources.source_of`) and preprocessed as the training data was; only the
+partition out_dir/split=<split> is written.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.readers.source_dataset import NO_LABEL, Dataset
+from pipeline.data.readers.sources import load_source, source_of
+from pipeline.latents.imputation import Completer
+from pipeline.latents.parquet import encoded_batches, package_versions, write_partition
+from pipeline.model.bundle import load_bundle
+from pipeline.platform.config import DataConfig, ImagesConfig, NpzConfig, TableConfig
+from pipeline.platform.errors import DataError
+from pipeline.platform.hardware import share_gpus
+from pipeline.platform.io import scratch_dir, sha256_file
+
+
+def input_config(path: Path, example_shape: list[int], feature_names: list[str] | None = None, x_key: str = "x",
+                 y_key: str | None = None, label_column: str | None = None) -> DataConfig:
+    """How to read new data at `path` with prepare's readers, as the model's training data was read.
+
+    A table's features are the training columns, matched by name; images are resized to
+    the training size.
+    """
+    source = source_of(path)
+    if source == "image_folder" and len(example_shape) != 3:
+        raise DataError(f"{path}: a folder of images, but the model was trained on examples of shape "
+                        f"{example_shape}{' (table rows)' if feature_names else ''}; give it data of that shape")
+    size = tuple(example_shape[:2]) if len(example_shape) == 3 else None
+    return DataConfig(source=source, path=str(path), npz=NpzConfig(x_key, y_key),
+                      table=TableConfig(label_column, tuple(feature_names) if feature_names else None),
+                      images=ImagesConfig(size=size, color="rgb" if example_shape[-1] == 3 else "grey"))
+
+
+def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = 1024,
+                    split: str = "new", overwrite: bool = False, impute: bool = False, **reader_options) -> int:
+    """Encode `input_path` with a trained model, preprocessed as its training data was.
+
+    Writes only the partition out_dir/split=<split>; an existing one is replaced only
+    with `overwrite`, and no other partition is touched. impute (a table model): each row
+    also `completed`, its missing cells imputed, and `imputed` flags.
+    """
+    check_not_a_stage_output(Path(out_dir))
+    share_gpus()
+    bundle = load_bundle(model_path)
+    trained_on = bundle.manifest
+    columns = trained_on.columns if trained_on else None
+    if impute and columns is None:
+        raise DataError(f"{model_path}: --impute fills in a table's missing cells, but this model was not trained "
+                        "on a table (or its data_manifest.json is missing)")
+    completer = Completer(bundle.vae, columns, bundle.preprocess) if impute else None
+    feature_names = trained_on.feature_names if trained_on else None
+    with scratch_dir(out_dir) as scratch:  # for sources that must be decoded (images, gzip IDX)
+        config = input_config(input_path, bundle.input_shape, feature_names, **reader_options)
+        # A table's columns are coded as in training: the same levels, an unseen one an error.
+        dataset = load_source(config, scratch, columns)
+        stored = dataset.x.shape[1:]
+        bundle.check_shape(bundle.preprocess.output_shape(stored) if bundle.preprocess else stored, input_path)
+        label_names = trained_on.label_names if trained_on else list(dataset.label_names)
+        y = _to_training_labels(dataset, label_names)
+        metadata = {
+            "dataset_source": f"{dataset.source}: {input_path}",
+            "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
+            "label_names": label_names,
+            "model_sha256": sha256_file(model_path),
+            "choices": bundle.choices,
+            "versions": package_versions(),
+        }
+        batches = encoded_batches(bundle.vae.predict_posterior, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
+                                  batch_size, bundle.preprocess, completer)
+        return write_partition(out_dir, split, batches, bundle.vae.latent_dim, metadata, overwrite=overwrite,
+                               table=completer.table if completer else None)
+
+
+def check_not_a_stage_output(out_dir: Path) -> None:
+    """Raise DataError when out_dir is, or lies inside, an output of a stage of the nearest
+    dvc.yaml above it: the next `dvc repro` of that stage would replace the directory and
+    lose what the command wrote there."""
+    import yaml
+
+    target = out_dir.resolve()
+    for folder in (target, *target.parents):
+        spec = folder / "dvc.yaml"
+        if not spec.is_file():
+            continue
+        stages = (yaml.safe_load(spec.read_text()) or {}).get("stages", {})
+        for name, stage in stages.items():
+            for out in (*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])):
+                owned = (folder / (out if isinstance(out, str) else next(iter(out)))).resolve()
+                if owned == target or owned in target.parents:
+                    raise DataError(f"{out_dir}: inside {owned.relative_to(folder)}, an output of the {name!r} stage "
+                                    f"of {spec}; the next `dvc repro` of {name} would replace it and lose what is "
+                                    "written here. Give --output another directory (e.g. latents_new/)")
+        return
+
+
+def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:
+    """The new data's labels as indices into the training label names (NO_LABEL when unknown)."""
+    if not len(dataset.label_names):
+        return dataset.y
+    index = {name: i for i, name in enumerate(training_names)}
+    lookup = np.array([index.get(name, NO_LABEL) for name in dataset.label_names], np.int32)
+    return np.where(dataset.y == NO_LABEL, NO_LABEL, lookup[dataset.y])

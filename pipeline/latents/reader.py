@@ -1,0 +1,87 @@
+"""The latent Parquet dataset, read back: metadata, whole tables with their schema checked,
+and the z_mean of chosen rows a row group at a time (pipeline.latents.parquet writes it)."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from pipeline.latents.parquet import check_file, read_metadata
+from pipeline.platform.errors import DataError
+
+
+def load_latents(path: str | Path = "data/latents", split: str | None = None,
+                 latent_dim: int | None = None) -> pa.Table:
+    """Read the latent dataset (one split or all) as a pyarrow Table with a `split` column.
+
+    Checks the schema version, the columns and, when given, the latent dimension; a
+    mismatch raises DataError naming the file. `.to_pandas()` gives a DataFrame and
+    `latents_to_numpy` gives arrays.
+    """
+    path = Path(path)
+    files = sorted(path.glob("split=*/*.parquet"))
+    if not files:
+        raise DataError(f"{path}: no latent Parquet files (expected split=<name>/*.parquet)")
+    for file in files:
+        check_file(file, latent_dim)
+    dataset = pads.dataset(path, format="parquet", partitioning="hive")
+    table = dataset.to_table(filter=(pads.field("split") == split) if split else None)
+    if split and table.num_rows == 0:
+        raise DataError(f"{path}: no rows for split {split!r}")
+    return table
+
+
+def latents_to_numpy(table: pa.Table, column: str = "z_mean") -> np.ndarray:
+    """A fixed_size_list column as a (n, d) float32 array, without copying row by row."""
+    chunked = table.column(column).combine_chunks()
+    d = chunked.type.list_size
+    return chunked.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
+
+
+def read_z_mean(path: str | Path, split: str, ids: np.ndarray, fingerprint: str, take: np.ndarray,
+                latent_dim: int | None = None, visit: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+    """z_mean of the rows `take` (positions in the split) of one split, read a row group at a time.
+
+    Memory holds one row group and the rows taken, however many rows the split has. On the
+    way it checks that the files hold the rows of the dataset `fingerprint` with exactly
+    the prepared `ids`, in order; visit(z) sees every group's z_mean (streaming statistics).
+    """
+    files = sorted(Path(path).glob(f"split={split}/*.parquet"), key=_part_number)
+    if not files:
+        raise DataError(f"{path}: no latent Parquet files for split {split!r} (expected split={split}/*.parquet)")
+    for file in files:
+        check_file(file, latent_dim)
+        if (found := read_metadata(file).get("dataset_fingerprint")) != fingerprint:
+            raise DataError(f"{file}: latents were encoded from another dataset (fingerprint {found}, "
+                            f"prepared data has {fingerprint}); re-run encode")
+    take = np.asarray(take, np.int64)
+    order = np.argsort(take, kind="stable")
+    wanted = take[order]
+    out = np.empty((len(take), pq.read_schema(files[0]).field("z_mean").type.list_size), np.float32)
+    start = 0
+    for file in files:
+        parquet = pq.ParquetFile(file)
+        for group in range(parquet.num_row_groups):  # one at a time: iter_batches reads ahead, more as files grow
+            table = parquet.read_row_group(group, columns=["id", "z_mean"])
+            group_ids = table.column("id").to_numpy()
+            if not np.array_equal(group_ids, ids[start:start + len(group_ids)]):
+                raise DataError(f"{path}: split={split} does not hold the prepared {split} examples in order; "
+                                "re-run encode")
+            z = latents_to_numpy(table)
+            if visit is not None:
+                visit(z)
+            lo, hi = np.searchsorted(wanted, [start, start + len(z)])
+            out[order[lo:hi]] = z[wanted[lo:hi] - start]
+            start += len(z)
+    if start != len(ids):
+        raise DataError(f"{path}: split={split} holds {start} rows, the prepared {split} split {len(ids)}; re-run encode")
+    return out
+
+
+def _part_number(file: Path) -> int:
+    """part-<k>.parquet: worker k's contiguous share of the rows, so k orders the files."""
+    k = file.stem.removeprefix("part-")
+    return int(k) if k.isdigit() else -1

@@ -1,0 +1,106 @@
+"""The trained model directory: the one place that knows its files.
+
+    data/model/model.keras          the whole VAE, optimizer state included
+    data/model/encoder.keras        built-in Keras layers only: loads with plain Keras
+    data/model/preprocessing.npz    how the training inputs were scaled (data.Preprocessor)
+    data/model/data_manifest.json   the training data's manifest: shape, labels, feature names
+    data/model/choices.json         the value of every `auto` knob and the rule that chose it
+    data/model/run.json             the run's resolved params (model, loss, train, seed...)
+
+train saves it (into a staging directory it then publishes whole: pipeline.platform.io); encode,
+evaluate and the encode command load it, so no stage module needs another for a file name
+or a loader.
+"""
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.data.manifest import Manifest
+from pipeline.data.prepared import PREPROCESSING_FILE, Preprocessor
+from pipeline.platform.errors import DataError
+from pipeline.platform.io import fault_point, write_json
+
+MODEL_FILE = "model.keras"
+ENCODER_FILE = "encoder.keras"
+DATA_MANIFEST_FILE = "data_manifest.json"
+CHOICES_FILE = "choices.json"
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded model directory. manifest, preprocess, choices and run are None for a bare model.keras."""
+
+    vae: object  # pipeline.model.vae.VAE
+    model_path: Path
+    manifest: Manifest | None
+    preprocess: Preprocessor | None
+    choices: dict | None = None
+    run: dict | None = None  # pipeline.training.resolve_run.Run.as_params()
+
+    @property
+    def input_shape(self) -> list[int]:
+        """One preprocessed example as the model reads it (the decoder's output shape)."""
+        return list(self.vae.decoder.outputs[0].shape[1:])
+
+    def check_shape(self, shape, where) -> None:
+        """Raise DataError unless preprocessed examples of `shape` (from `where`) fit the model."""
+        if self.input_shape != list(shape):
+            raise DataError(f"{self.model_path}: model takes examples of shape {self.input_shape}, but {where} "
+                            f"holds {list(shape)}; retrain the model or resize the input")
+
+
+def save_bundle(vae, directory: str | Path, preprocessing: Path, manifest: Manifest, choices: dict,
+                run: dict) -> None:
+    """Write the model, its encoder, and the data description new data is encoded with into
+    `directory`, an empty one: the caller publishes it (train stages it, pipeline.platform.io)."""
+    directory = Path(directory)
+    vae.encoder.save(directory / ENCODER_FILE)
+    fault_point("bundle", directory / MODEL_FILE)  # inside the model save: the encoder written, the model not yet
+    shutil.copyfile(preprocessing, directory / PREPROCESSING_FILE)
+    manifest.write(directory / DATA_MANIFEST_FILE)
+    write_json(directory / CHOICES_FILE, choices)
+    write_json(directory / RUN_FILE, run)
+    vae.save(directory / MODEL_FILE)
+
+
+def load_vae(model_path: str | Path):
+    """Load model.keras, naming the file when it is missing or not a VAE of this package."""
+    import keras
+
+    import pipeline.model.vae  # registers the custom layers
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise DataError(f"{model_path}: model file not found; run the train stage first")
+    try:
+        model = keras.saving.load_model(model_path)
+    except (OSError, ValueError, TypeError) as error:
+        raise DataError(f"{model_path}: cannot load Keras model ({' '.join(str(error).split())})") from None
+    if not isinstance(model, pipeline.model.vae.VAE):
+        raise DataError(f"{model_path}: expected a saved VAE, got {type(model).__name__}")
+    return model
+
+
+def load_bundle(model_path: str | Path) -> Bundle:
+    """model.keras and, when they are beside it, its preprocessing, data manifest, choices and run."""
+    model_path = Path(model_path)
+    vae = load_vae(model_path)
+    preprocessing_path = model_path.parent / PREPROCESSING_FILE
+    preprocess = Preprocessor.load(preprocessing_path) if preprocessing_path.is_file() else None
+    manifest_path = model_path.parent / DATA_MANIFEST_FILE
+    manifest = Manifest.read(manifest_path) if manifest_path.is_file() else None
+    return Bundle(vae, model_path, manifest, preprocess, _json_beside(model_path, CHOICES_FILE),
+                  _json_beside(model_path, RUN_FILE))
+
+
+def _json_beside(model_path: Path, name: str) -> dict | None:
+    path = model_path.parent / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None

@@ -1,0 +1,125 @@
+"""Diagnostics of a model: how tight is the bound (U, S_K, E_K), is the posterior
+collapsed, and why is the reparameterized estimator better (the article asks; this makes
+it a number). Train uses them every epoch, evaluate on the final model."""
+
+import numpy as np
+
+from pipeline.model import subo
+
+# Burda et al. (2016, "Importance Weighted Autoencoders"): unit j is active when
+# Var_x(E_q[z_j | x]) > 0.01. It is the metric's definition, not a knob.
+ACTIVITY_THRESHOLD = 0.01
+
+
+class Moments:
+    """Per-dimension mean and variance of rows seen a block at a time (Chan et al.'s merge):
+    active units over a split of any size, one row group in memory."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, block: np.ndarray) -> None:
+        block = np.asarray(block, np.float64)
+        n, mean = len(block), block.mean(axis=0)
+        m2, delta, total = ((block - mean) ** 2).sum(axis=0), mean - self.mean, self.n + len(block)
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + m2 + delta ** 2 * self.n * n / total
+        self.n = total
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.m2 / self.n
+
+
+def active_units(variance: np.ndarray) -> dict:
+    """Active units from Var_x E_q[z_j | x], (d,): of many examples' z_mean (n, d), np.var(z_mean, axis=0)."""
+    return {"count": int((variance > ACTIVITY_THRESHOLD).sum()), "of": int(len(variance)),
+            "threshold": ACTIVITY_THRESHOLD, "variance_of_mean": [round(float(v), 4) for v in variance]}
+
+
+def collapse_warning(active: dict) -> str | None:
+    """A warning naming the knobs when fewer than two units, or under a quarter of them, are active."""
+    count, total = active["count"], active["of"]
+    if count >= min(2, total) and 4 * count >= total:
+        return None
+    return (f"posterior collapse: only {count} of {total} latent units are active (Var_x E_q[z_j] > "
+            f"{active['threshold']}); the latents carry little about x. Try loss.kl_warmup_epochs, "
+            "loss.free_bits or a lower loss.beta, or a smaller model.latent_dim")
+
+
+def phi_gradient_variance(vae, x: np.ndarray, repeats: int) -> dict:
+    """Variance of the φ-gradient (encoder weights) of the training objective, per estimator.
+
+    On the fixed batch x, draw the gradient `repeats` times with fresh samples z ~ q(z|x)
+    under each estimator, take each parameter's variance across the draws, and average
+    over parameters. The model is not updated. Returns both means and their ratio
+    score_function / reparameterized (> 1 when the reparameterized estimator is the
+    lower-variance one).
+    """
+    import tensorflow as tf
+
+    out = {}
+    for estimator in ("reparameterized", "score_function"):
+
+        @tf.function
+        def gradient(x, estimator=estimator):
+            with tf.GradientTape() as tape:
+                objective, _ = vae.objective(x, estimator=estimator)
+            return tape.gradient(objective, vae.encoder.trainable_weights)
+
+        draws = np.stack([np.concatenate([g.numpy().ravel() for g in gradient(x)]) for _ in range(repeats)])
+        out[estimator] = float(draws.var(axis=0, ddof=1).mean())  # draws: (R, parameters)
+    out["ratio"] = out["score_function"] / out["reparameterized"]
+    return {**out, "repeats": repeats, "batch_size": len(x)}
+
+
+def sample_counts(k: int) -> list[int]:
+    """1, 10, 100, ... up to k, and k itself: the K values S_K is reported for."""
+    counts = [10**i for i in range(int(np.log10(k)) + 1) if 10**i <= k]
+    return counts if counts[-1] == k else [*counts, k]
+
+
+class BoundEstimator:
+    """Mean U, D, reconstruction, S_K and E_K = U − S_K (nats per example) of a model on x.
+
+    U uses the closed-form D and the mean reconstruction surprisal over the same K
+    samples z_k ~ q(z|x) that the importance-weighted S_K uses (S_k takes the first k).
+    Batches hold about `decodes_per_batch` decoded samples (K per example); the graph is
+    traced once per estimator, so train can score every epoch with one.
+    """
+
+    def __init__(self, vae, importance_samples: int, decodes_per_batch: int = 4096, seed: int | None = 0):
+        import keras
+        import tensorflow as tf
+
+        self.ks = sample_counts(importance_samples)
+        self.batch_size = max(1, decodes_per_batch // importance_samples)
+        # Its own seed stream: scoring during training leaves training's draws as they were.
+        seed_generator = keras.random.SeedGenerator(seed)
+
+        @tf.function(reduce_retracing=True)
+        def per_example(xb):
+            z, reconstruction, z_mean, z_log_var = vae.sample_posterior(xb, importance_samples, seed_generator=seed_generator)
+            log_w = subo.log_importance_weights(reconstruction, z, z_mean, z_log_var)  # (K, B)
+            s_k = [subo.importance_weighted_surprisal(log_w[:k]) for k in self.ks]
+            return subo.kl_to_prior(z_mean, z_log_var), tf.reduce_mean(reconstruction, axis=0), tf.stack(s_k)
+
+        self.per_example = per_example
+
+    def __call__(self, x: np.ndarray) -> dict:
+        parts = [self.per_example(np.asarray(x[start:start + self.batch_size]))
+                 for start in range(0, len(x), self.batch_size)]
+        kl, reconstruction, s_k = (np.concatenate([p[i].numpy() for p in parts], axis=-1) for i in range(3))
+        u = float(np.mean(kl + reconstruction))
+        s_means = {str(k): float(v) for k, v in zip(self.ks, s_k.mean(axis=1))}
+        return {
+            "examples": len(x),
+            "U": u, "D": float(kl.mean()), "reconstruction": float(reconstruction.mean()),
+            "S_K": s_means,
+            "E_K": {k: u - v for k, v in s_means.items()},
+        }
+
+
+def subo_estimates(vae, x: np.ndarray, importance_samples: int, seed: int | None = 0) -> dict:
+    """BoundEstimator(vae, importance_samples, seed=seed)(x): the figures once."""
+    return BoundEstimator(vae, importance_samples, seed=seed)(x)

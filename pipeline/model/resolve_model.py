@@ -1,0 +1,154 @@
+"""The model's `auto` knobs, resolved from the prepared data's manifest, never from a
+dataset's name; and the check that explicit ones fit the data.
+
+The rules, and why:
+
+- model.likelihood: bernoulli when every prepared value lies in [0, 1], else gaussian;
+  `columns` (one family per column) for typed tables and count matrices.
+- model.sigma "learned" (the default) gives the gaussian one σ per feature, floored.
+- model.architecture: conv for H×W×C examples with both sides at least 16 pixels; mlp
+  otherwise. A conv layer's locality prior pays once an image has more pixels than a
+  Dense layer can cheaply pair up; at 8×8 (64 values) one stride-2 layer leaves 4×4 and
+  the mlp measured better (benchmarks/README.md, "Defaults").
+- model.filters (conv): one stride-2 Conv2D per halving of the shorter side while it is
+  even and at least 8, at most three, widths 32, 64, 128: 28 → 14 → 7 gives [32, 64].
+- model.hidden: for conv none (the heads read the flattened conv features, which are
+  already wide); for mlp two Dense layers, the first four times the input width rounded
+  to a power of two within [64, 512], the second half as wide.
+"""
+
+import dataclasses
+import math
+
+from pipeline.data.manifest import Manifest
+from pipeline.model.vae_config import ResolvedModel
+from pipeline.platform.choices import GIVEN, Choice
+from pipeline.platform.config import ModelConfig
+from pipeline.platform.errors import PipelineError
+
+CONV_MIN_SIDE = 16
+FAMILY_OF_TYPE = {"real": "gaussian", "binary": "bernoulli", "categorical": "categorical"}
+
+
+def resolve_model(model: ModelConfig, example_shape, value_range, value_type: str = "real",
+                  columns=None) -> tuple[ResolvedModel, dict[str, Choice]]:
+    """Every `auto` of the model config, from what manifest.json says of the prepared data.
+
+    Args:
+        model: the model's params.
+        example_shape: one example as the model reads it (the manifest's input_shape).
+        value_range: (lowest, highest) prepared value.
+        value_type: pixels, real, count or columns (a table).
+        columns: a table's columns (manifest.columns), else None.
+
+    Returns:
+        The resolved model and the choices made, keyed "model.<knob>".
+    """
+    shape = list(example_shape)
+    likelihood = Choice.of(model.likelihood, *_likelihood_rule(model, value_range, value_type, columns))
+    architecture = Choice.of(model.architecture, *_architecture_rule(model, shape))
+    conv = architecture.value == "conv"
+    filters = Choice.of(model.filters, *(
+        (conv_filters(min(shape[:2])), "one stride-2 layer per halving of the shorter side, widths 32·2^i")
+        if conv else ((), "no conv layers in an mlp")))
+    hidden = Choice.of(model.hidden, *(
+        ((), "the heads read the flattened conv features") if conv
+        else (mlp_hidden(math.prod(shape)), "4× the input width as a power of two in [64, 512], then half")))
+    choices = {"model.likelihood": likelihood, "model.architecture": architecture, "model.filters": filters,
+               "model.hidden": hidden}
+    layout = column_layout(value_type, columns, math.prod(shape), model.count_likelihood)
+    if likelihood.value == "gaussian" or any(family == "gaussian" for family, _, _ in layout["groups"]):
+        why = f"one σ per feature, trained with θ, at least model.sigma_floor {model.sigma_floor:g}"
+        choices["model.sigma"] = Choice(model.sigma, why if model.sigma == "learned" else GIVEN)
+    fields = {**dataclasses.asdict(model), **{key[6:]: c.value for key, c in choices.items()},
+              "filters": tuple(filters.value), "hidden": tuple(hidden.value),
+              **(layout if likelihood.value == "columns" else {})}
+    return ResolvedModel(**fields), choices
+
+
+def _likelihood_rule(model: ModelConfig, value_range, value_type: str, columns) -> tuple[str, str]:
+    lo, hi = value_range
+    if value_type == "columns" and plain_table(columns):  # as an array of real values: one Gaussian
+        return "gaussian", "every column real, no cell missing: one gaussian over the standardized features"
+    if value_type == "columns":
+        return "columns", ("one family per column: gaussian (real), bernoulli (binary), categorical, "
+                           f"{model.count_likelihood} (count)")
+    if value_type == "count":
+        return "columns", f"a count matrix: {model.count_likelihood} per feature"
+    if 0 <= lo and hi <= 1:
+        return "bernoulli", "prepared values lie in [0, 1]"
+    return "gaussian", f"prepared values span [{lo:.3g}, {hi:.3g}], beyond [0, 1]"
+
+
+def _architecture_rule(model: ModelConfig, shape: list[int]) -> tuple[str, str]:
+    if len(shape) == 3 and min(shape[:2]) >= CONV_MIN_SIDE and model.filters != ():  # [] asks for no convs
+        return "conv", f"H×W×C examples {shape}, both sides at least {CONV_MIN_SIDE}"
+    if len(shape) == 3:
+        return "mlp", f"images of {shape}: a side under {CONV_MIN_SIDE}, or model.filters []"
+    return "mlp", f"examples of shape {shape} are not H×W×C images"
+
+
+def plain_table(columns) -> bool:
+    """Every column real and complete: the table is modelled as an array of real values."""
+    return all(c.type == "real" and not c.missing for c in columns or ())
+
+
+def column_layout(value_type: str, columns, features: int, count_family: str) -> dict:
+    """The likelihood "columns" layout of a table or count matrix: groups (family, first
+    feature, width), runs of one family merged, a categorical column one group; the count
+    features (the encoder reads log1p); the first feature of every column, as mask
+    features, when any cell of the training data was missing."""
+    if value_type == "count":
+        return {"groups": ((count_family, 0, features),), "log1p_features": tuple(range(features)),
+                "mask_features": ()}
+    groups, log1p, starts, at = [], [], [], 0
+    for column in columns or ():
+        family = FAMILY_OF_TYPE.get(column.type, count_family)
+        if groups and family == groups[-1][0] != "categorical":
+            groups[-1] = (family, groups[-1][1], groups[-1][2] + 1)
+        else:
+            groups.append((family, at, column.width))
+        log1p += [at] if column.type == "count" else []
+        starts.append(at)
+        at += column.width
+    missing = any(column.missing > 0 for column in columns or ())
+    return {"groups": tuple(groups), "log1p_features": tuple(log1p), "mask_features": tuple(starts) if missing else ()}
+
+
+def conv_filters(side: int) -> tuple[int, ...]:
+    """Conv2D widths: one stride-2 layer per halving while the side is even and >= 8, at most 3."""
+    widths = []
+    while side % 2 == 0 and side >= 8 and len(widths) < 3:
+        widths.append(32 * 2 ** len(widths))
+        side //= 2
+    return tuple(widths) or (32,)
+
+
+def mlp_hidden(features: int) -> tuple[int, int]:
+    """Two Dense widths sized from the input: 4·features as a power of two in [64, 512], then half."""
+    first = min(512, max(64, 2 ** round(math.log2(4 * features))))
+    return first, first // 2
+
+
+def check_model_fits_data(model: ResolvedModel, manifest: Manifest, where) -> None:
+    """Raise PipelineError for an explicit model choice the prepared data (at `where`) cannot take."""
+    shape, (lo, hi) = manifest.input_shape, manifest.value_range
+    values = math.prod(shape)
+    if model.latent_dim > values:
+        raise PipelineError(f"model.latent_dim must be at most the number of values per example "
+                            f"({values} for {where}, shape {shape}). Got {model.latent_dim} instead.")
+    if model.architecture == "conv" and len(shape) != 3:
+        raise PipelineError(f"model.architecture 'conv' needs H×W×C images, but {where} holds "
+                            f"examples of shape {shape}; use 'mlp'")
+    typed = manifest.value_type == "count" or (manifest.value_type == "columns" and not plain_table(manifest.columns))
+    if model.likelihood != "columns" and typed:
+        raise PipelineError(f"model.likelihood {model.likelihood!r} models every feature alike, but {where} holds "
+                            f"{'a table of typed columns' if manifest.value_type == 'columns' else 'counts'}; "
+                            "leave model.likelihood at auto (one likelihood per column type)")
+    if model.likelihood == "columns" and manifest.value_type not in ("columns", "count"):
+        raise PipelineError(f"model.likelihood 'columns' needs a table or a count matrix; {where} holds "
+                            f"{manifest.value_type} values")
+    if model.likelihood == "bernoulli" and (lo < 0 or hi > 1):
+        raise PipelineError(f"model.likelihood 'bernoulli' needs inputs in [0, 1], but {where} holds "
+                            f"values in [{lo:.3g}, {hi:.3g}] (data.scaling {manifest.scaling!r}); "
+                            "use model.likelihood: gaussian or data.scaling: unit")

@@ -1,0 +1,80 @@
+"""The two frozen configs a VAE is built from: the model resolved from the data
+(`ResolvedModel`, what `build_vae` takes) and the VAE's own (`VAEConfig`: its likelihood and
+the loss it minimises), which the saved model round-trips through get_config/from_config."""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.platform.config import LossConfig
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A ModelConfig with every `auto` resolved (`pipeline.model.resolve_model`): what
+    `pipeline.model.vae.build_vae` takes, so nothing that builds a model can see "auto"."""
+
+    architecture: Literal["mlp", "conv"]
+    latent_dim: int
+    hidden: tuple[int, ...]
+    filters: tuple[int, ...]
+    # columns: one family per column group (tables and count matrices, see `groups`)
+    likelihood: Literal["bernoulli", "gaussian", "columns"]
+    count_likelihood: Literal["negative_binomial", "poisson"]
+    sigma: float | Literal["learned"]
+    sigma_floor: float
+    activation: Literal["relu", "silu", "gelu"]
+    residual_blocks: int
+    decoder_top: Literal["strided", "full"]
+    # likelihood "columns": (family, first feature, width) per group, the features whose
+    # encoder input is log1p (counts), and the first feature of every column whose missing
+    # cells the encoder is told of (a mask input per column; empty when nothing is missing)
+    groups: tuple[tuple[str, int, int], ...] = ()
+    log1p_features: tuple[int, ...] = ()
+    mask_features: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """What a VAE is besides its networks: p_θ(x|z)'s family and the loss it minimises.
+
+    likelihood, sigma, sigma_floor, groups, log1p_features, mask_features: as in
+    ResolvedModel. mc_samples .. score_baseline: the loss (LossConfig, less the warm-up,
+    which the trainer schedules). seed: the sampler's seed stream.
+    """
+
+    likelihood: str = "bernoulli"
+    sigma: float | str = 1.0
+    sigma_floor: float = 0.05
+    groups: tuple[tuple[str, int, int], ...] = ()
+    log1p_features: tuple[int, ...] = ()
+    mask_features: tuple[int, ...] = ()
+    mc_samples: int = 1
+    beta: float = 1.0
+    free_bits: float = 0.0
+    gradient_estimator: Literal["reparameterized", "score_function"] = "reparameterized"
+    objective: Literal["subo", "iwae"] = "subo"
+    score_baseline: bool = True
+    seed: int | None = None
+
+    @classmethod
+    def of(cls, model: ResolvedModel, loss: LossConfig, seed: int | None) -> "VAEConfig":
+        """The VAE's part of a resolved model and a loss config."""
+        return cls(likelihood=model.likelihood, sigma=model.sigma, sigma_floor=model.sigma_floor,
+                   groups=model.groups, log1p_features=model.log1p_features, mask_features=model.mask_features,
+                   mc_samples=loss.mc_samples, beta=float(loss.beta), free_bits=float(loss.free_bits),
+                   gradient_estimator=loss.gradient_estimator, objective=loss.objective,
+                   score_baseline=loss.score_baseline, seed=seed)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "VAEConfig":
+        """From `as_dict` (JSON: lists where the fields hold tuples)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {key: value for key, value in config.items() if key in names}
+        for key in ("log1p_features", "mask_features"):
+            fields[key] = tuple(int(i) for i in fields.get(key, ()))
+        fields["groups"] = tuple((str(f), int(a), int(w)) for f, a, w in fields.get("groups") or ())
+        return cls(**fields)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)

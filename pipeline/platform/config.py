@@ -1,0 +1,310 @@
+"""params.yaml as typed, validated, frozen config objects.
+
+`load_params` reads the file once and checks every key before any work starts: an
+unknown key, a wrong type or an out-of-range value raises ConfigError naming the dotted
+key, what was expected and what was given. The rest of the code receives these objects,
+never the raw dict.
+"""
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.platform.choices import AUTO, Auto
+from pipeline.platform.config_checker import UniqueKeyLoader, bounded, build, one_line
+from pipeline.platform.errors import ConfigError
+
+log = logging.getLogger(__name__)
+DEFAULT_DATA_PATH = "data/raw"
+
+
+@dataclass(frozen=True)
+class NpzConfig:
+    x_key: str = "x"
+    y_key: str | None = "y"  # null: no labels
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    label_column: str | None = "label"  # null: no labels
+    # null: every column but the label
+    feature_columns: tuple[str, ...] | None = field(default=None, metadata={"min_length": 1, "noun": "column names"})
+    # {column: type} overriding the typing rule (pipeline.data.resolve_data.column_type) for those columns
+    column_types: dict[str, Literal["real", "binary", "categorical", "count"]] | None = None
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    size: tuple[int, ...] | None = field(default=None, metadata={"lo": 1, "length": 2})  # [H, W]
+    color: Literal["auto", "grey", "rgb"] = AUTO  # auto: rgb when any image has colour
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["digits", "fashion_mnist", "mnist", "idx", "npz", "table", "image_folder"] = "digits"
+    # The local file or directory a source reads; a DVC dependency of prepare.
+    path: str = DEFAULT_DATA_PATH
+    npz: NpzConfig = NpzConfig()
+    table: TableConfig = TableConfig()
+    images: ImagesConfig = ImagesConfig()
+    # unit: to [0, 1] (pixels by their range, other features by train min/max);
+    # standardize: zero mean, unit variance per feature on train (for a gaussian likelihood).
+    scaling: Literal["auto", "unit", "standardize", "none"] = AUTO
+    binarize: Literal["none", "static", "dynamic"] = "none"  # dynamic: resampled every epoch
+    binarize_threshold: float = bounded(0.5, lo=0, hi=1, lo_open=True, hi_open=True)  # static only
+    max_examples: int | None = bounded(None, lo=2)  # a seeded, stratified subsample
+    test_fraction: float = bounded(0.2, lo=0, hi=1, lo_open=True, hi_open=True)
+    # Held out of train, seeded, for validation metrics and early diagnosis of overfitting.
+    validation_fraction: float = bounded(0.1, lo=0, hi=1, hi_open=True)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: Literal["auto", "mlp", "conv"] = AUTO  # conv needs H×W×C images
+    latent_dim: int = bounded(8, lo=1)
+    hidden: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # Dense widths (after the convs for conv)
+    filters: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # conv only: Conv2D filters per layer
+    # bernoulli for data in [0, 1]; gaussian for real values. Both keep S bounded below.
+    likelihood: Literal["auto", "bernoulli", "gaussian", "columns"] = AUTO
+    # count columns and count matrices: negative_binomial (a learned dispersion per feature) or poisson
+    count_likelihood: Literal["negative_binomial", "poisson"] = "negative_binomial"
+    # gaussian only: a fixed σ, or "learned": one trainable σ per feature, at least sigma_floor
+    sigma: float | Literal["learned"] = bounded("learned", lo=0, lo_open=True)
+    sigma_floor: float = bounded(0.05, lo=0, lo_open=True)
+    activation: Literal["relu", "silu", "gelu"] = "relu"  # of every hidden and conv layer
+    # conv only: residual blocks (two 3×3 convs and a skip) at each resolution, both networks
+    residual_blocks: int = bounded(0, lo=0)
+    # conv only: "strided": the last upsampling outputs the likelihood parameters (the
+    # encoder's mirror); "full": a stride-1 layer at full resolution (filters[0] wide) before it
+    decoder_top: Literal["strided", "full"] = "strided"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    mc_samples: int = bounded(1, lo=1)  # m, samples of q(z|x) per example in Û
+    beta: float = bounded(1.0, lo=0)  # weight on D in the training objective only
+    # ramp the weight on D from 0 to beta; auto: the first tenth of the epochs (pipeline.training.resolve_run)
+    kl_warmup_epochs: int | Auto = bounded(AUTO, lo=0)
+    # λ nats per latent dimension below which D_j is free: keeps units from collapsing
+    free_bits: float = bounded(0.25, lo=0)
+    gradient_estimator: Literal["reparameterized", "score_function"] = "reparameterized"
+    # subo: minimise Û (the article's proxy); iwae: minimise S_K with K = mc_samples
+    # (Burda et al.), a tighter bound; its D term has no warm-up or free bits
+    objective: Literal["subo", "iwae"] = "subo"
+    score_baseline: bool = True  # score_function only: subtract a running mean of the surprisal
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int | Auto = bounded(AUTO, lo=1)  # auto: from the number of examples (pipeline.training.resolve_run)
+    batch_size: int = bounded(64, lo=1)  # global: split across replicas
+    learning_rate: float = bounded(1e-3, lo=0, lo_open=True)
+    # cosine decays to 0 over all epochs; warmup_cosine first ramps up over the first epoch
+    lr_schedule: Literal["constant", "cosine", "warmup_cosine"] = "constant"
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    clipnorm: float | None = bounded(None, lo=0, lo_open=True)  # per-gradient norm clipping
+    early_stopping_patience: int | None = bounded(10, lo=1)  # epochs without a better val U
+    phi_steps: int = bounded(1, lo=1)  # encoder steps per decoder step; 1 = joint updates
+    # auto: mixed_bfloat16 on native-bf16 CPUs and bf16 GPUs, mixed_float16 on older tensor-core GPUs
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = AUTO
+    distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    deterministic: bool = False  # TensorFlow op determinism: identical runs, somewhat slower
+    steps_per_execution: int | Auto = bounded(AUTO, lo=1)  # train steps per compiled call
+    # Each epoch, U, S_K and E_K = U − S_K on this many fixed validation examples (0: off),
+    # K = importance_samples: how tight the bound is during optimisation (dvclive bound/*).
+    bound_examples: int = bounded(128, lo=0)
+    importance_samples: int = bounded(100, lo=1)
+    jit_compile: bool = False  # XLA-compile the train step
+    # Where batches are read from: memory (the fit rows copied in once) or mmap (read by row
+    # from the memory-mapped prepared file every time); auto: memory up to 1 GiB of them.
+    input: Literal["auto", "memory", "mmap"] = AUTO
+    # Ray Train workers (cluster.engine: ray), one MultiWorkerMirroredStrategy replica each
+    workers: int = bounded(1, lo=1)
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    batch_size: int = bounded(1024, lo=1)
+    # Ray actors encoding (cluster.engine: ray), each writing part files of its shards;
+    # auto: one per GPU of the cluster, else one per CPU
+    workers: int | Auto = bounded(AUTO, lo=1)
+    # tables: each row also `completed` (missing cells imputed by the model) and `imputed` flags
+    impute: bool = False
+
+
+@dataclass(frozen=True)
+class UmapConfig:
+    split: Literal["train", "test"] = "test"
+    n_neighbors: int = bounded(15, lo=2)
+    min_dist: float = bounded(0.1, lo=0)
+    max_points: int = bounded(10_000, lo=10)
+
+
+@dataclass(frozen=True)
+class GradientVarianceConfig:
+    repeats: int = bounded(50, lo=2)  # R gradient draws per estimator on one fixed batch
+    batch_size: int = bounded(64, lo=1)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    c_grid: tuple[float, ...] = field(default=(0.01, 0.1, 1.0, 10.0),  # logistic regression C
+                                      metadata={"lo": 0, "lo_open": True, "min_length": 1})
+    validation_fraction: float = bounded(0.2, lo=0, hi=1, lo_open=True, hi_open=True)  # of train, to pick C
+    # A seeded, stratified cap on the train rows every probe sees (raw 784-d inputs are slow).
+    max_train_examples: int = bounded(20_000, lo=10)
+    # The same on test rows: a probe's score is a mean over them, ±0.005 at 10,000.
+    max_test_examples: int = bounded(10_000, lo=10)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    # K for S_K; S_1, S_10, ... up to K are reported from the same K samples.
+    importance_samples: int = bounded(100, lo=1)
+    surprisal_examples: int = bounded(1000, lo=1)  # validation and test examples for U, D, S_K
+    gradient_variance: GradientVarianceConfig = GradientVarianceConfig()
+    probe: ProbeConfig = ProbeConfig()
+    knn_k: int = bounded(5, lo=1)
+    umap: UmapConfig = UmapConfig()
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    # local: this process (and tf.distribute over its GPUs); ray: prepare's reads, encode
+    # and training run on the Ray cluster at `address` (README "Running on a cluster")
+    engine: Literal["local", "ray"] = "local"
+    # auto: the cluster RAY_ADDRESS names, else a Ray started on this machine for the stage;
+    # or host:port of a running cluster's head (`ray start --head` prints it)
+    address: str = AUTO
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = bounded(0, lo=0)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    encode: EncodeConfig = EncodeConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ConfigError naming the first bad key.
+
+    Keys the file leaves out take the code's defaults (the shipped params.yaml lists the
+    same values); the keys filled in are logged, so a lost block does not go unnoticed.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (expected the pipeline's params.yaml)") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({one_line(error)})") from None
+    except ConfigError as error:  # a duplicate key
+        raise ConfigError(f"{path}: {error}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; expected the pipeline's params "
+                          "(restore the shipped file with `git checkout params.yaml`)")
+    params = parse_params(raw, source=str(path))
+    missing = missing_keys(raw)
+    if missing:
+        log.warning("%s does not set %s; using the defaults", path,
+                    ", ".join(f"{key}={value!r}" for key, value in missing.items()))
+    return params
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    params = build(Params, raw, key="", source=source)
+    _check_combinations(params, source)
+    return params
+
+
+def as_dict(params: Params) -> dict:
+    """The params as plain nested dicts (for metadata and logs)."""
+    return dataclasses.asdict(params)
+
+
+def leaf_keys(cls=Params, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys of every knob under a config class, in file order ("model.latent_dim", ...)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default):
+            keys += leaf_keys(type(f.default), f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return tuple(keys)
+
+
+def lookup(params: Params, key: str) -> Any:
+    """The value of a dotted key, e.g. lookup(params, "train.epochs")."""
+    value = params
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set raw["a"]["b"] = value for key "a.b" in a params mapping, creating blocks as needed."""
+    *blocks, last = key.split(".")
+    for block in blocks:
+        raw = raw.setdefault(block, {})
+    raw[last] = value
+
+
+def missing_keys(raw: dict) -> dict[str, Any]:
+    """{dotted key: default} for every leaf key that `raw` leaves out."""
+    defaults = Params()
+    out = {}
+    for key in leaf_keys():
+        if not _given(raw, key):
+            default = lookup(defaults, key)
+            out[key] = list(default) if isinstance(default, tuple) else default
+    return out
+
+
+def _given(raw: dict, key: str) -> bool:
+    """Whether raw sets the dotted key (to any value, null included)."""
+    for part in key.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return False
+        raw = raw[part]
+    return True
+
+
+def _check_combinations(params: Params, source: str) -> None:
+    """Values that are valid alone but not together."""
+    if params.model.architecture == "conv" and not params.model.filters:
+        raise ConfigError(f"{source}: model.filters must list at least one Conv2D width when "
+                          "model.architecture is 'conv'. Got [] instead.")
+    steps, distribution, workers = (params.train.steps_per_execution, params.train.distribution,
+                                    params.train.workers)
+    check_replicated_steps(steps, "train.distribution 'multi_worker'" if distribution == "multi_worker" else
+                           f"train.workers {workers}" if workers > 1 else None, source)
+    if params.cluster.engine == "local":
+        for key, value in (("train.workers", params.train.workers), ("encode.workers", params.encode.workers)):
+            if value not in (AUTO, 1):
+                raise ConfigError(f"{source}: {key} {value} runs that many Ray workers: set cluster.engine: ray "
+                                  "(README \"Running on a cluster\"); the local engine is one process")
+    if params.train.workers > 1 and distribution not in (AUTO, "multi_worker"):
+        raise ConfigError(f"{source}: train.workers {params.train.workers} trains with MultiWorkerMirroredStrategy; "
+                          f"train.distribution must be 'auto' or 'multi_worker'. Got {distribution!r} instead.")
+    if params.loss.objective == "iwae" and params.loss.gradient_estimator != "reparameterized":
+        raise ConfigError(f"{source}: loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'. "
+                          f"Got {params.loss.gradient_estimator!r} instead.")
+
+
+def check_replicated_steps(steps: int | str, replicated: str | None, source: str) -> None:
+    """Raise ConfigError for train.steps_per_execution > 1 when training is replicated
+    (`replicated` says why; None: it is not). Keras' multi-step loop fails there: an unfed
+    placeholder inside the loop (TensorFlow 2.21 / Keras 3.15, keras-team/keras#19246)."""
+    if replicated and steps not in (AUTO, 1):
+        raise ConfigError(f"{source + ': ' if source else ''}train.steps_per_execution must be 1 or 'auto' when "
+                          "training is replicated "
+                          f"({replicated}; Keras' multi-step loop fails there). Got {steps} instead.")

@@ -1,0 +1,87 @@
+"""Keras callbacks of a training run: stop on a non-finite U, the per-epoch dvclive log
+(with the bound's tightness, S_K and E_K), and the KL warm-up."""
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from pipeline.model.diagnostics import BoundEstimator
+
+
+class NonFiniteObjective(RuntimeError):
+    pass
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raise as soon as U is NaN or infinite (Keras' TerminateOnNaN watches a `loss` we do not log)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get("U")
+        if value is not None and not math.isfinite(float(value)):
+            raise NonFiniteObjective(f"U became {float(value)} at batch {batch}")
+
+
+class LiveLogger(keras.callbacks.Callback):
+    """Per epoch to dvclive: train/<metric>, validation/<metric>, learning rate, samples/s,
+    and bound/U, bound/S_K, bound/E_K on fixed validation examples when `bound_x` is given.
+
+    The bound figures answer the article's "we don't know how good our upper bound is
+    during optimization": S_K (K = `importance_samples`) estimates S from above, E_K = U − S_K
+    the gap, on the same examples and samples.
+    """
+
+    def __init__(self, live, examples_per_epoch: int, bound_x: np.ndarray | None = None, importance_samples: int = 1):
+        super().__init__()
+        self.live = live
+        self.examples_per_epoch = examples_per_epoch
+        self.bound_x, self.importance_samples = bound_x, importance_samples
+
+    def on_train_begin(self, logs=None):
+        # Smaller batches than evaluate's: this runs beside training, whose memory is held.
+        self.bound = (BoundEstimator(self.model, self.importance_samples, decodes_per_batch=1024)
+                      if self.bound_x is not None else None)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        self.live.step = epoch  # one row per epoch, also when a resumed run repeats one
+        for key, value in (logs or {}).items():
+            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            self.live.log_metric(f"{split}/{name}", float(value))
+        rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)  # a variable under tf.distribute
+        self.live.log_metric("train/learning_rate", float(rate))
+        self.live.log_metric("train/samples_per_second", self.examples_per_epoch / seconds)
+        if self.bound is not None:
+            figures = self.bound(self.bound_x)
+            k = str(self.importance_samples)
+            for name, value in (("U", figures["U"]), ("S_K", figures["S_K"][k]), ("E_K", figures["E_K"][k])):
+                self.live.log_metric(f"bound/{name}", value)
+        self.live.next_step()
+
+
+class KLWarmup(keras.callbacks.Callback):
+    """The trainer's schedule of the weight on D: β·min(1, t / `epochs`), t in epochs, updated
+    by compiled call (update by update without steps_per_execution). A weight held at 0 for
+    a whole epoch lets D grow to thousands of nats, which the next epoch must first undo.
+
+    It owns `weight`, the scalar variable the VAE's train step reads through its
+    `TrainingPlan`; create it in the distribution strategy's scope.
+    """
+
+    def __init__(self, beta: float, epochs: int):
+        super().__init__()
+        self.beta, self.epochs, self.epoch = float(beta), epochs, 0
+        self.weight = keras.Variable(self.beta, dtype="float32", trainable=False, name="kl_weight")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.on_train_batch_begin(0)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = (self.params or {}).get("steps") or 1
+        ramp = min(1.0, (self.epoch + batch / steps) / self.epochs) if self.epochs else 1.0
+        self.weight.assign(self.beta * ramp)

@@ -1,0 +1,195 @@
+"""Train's `auto` knobs, resolved once before training starts (`resolve_run`, with the
+model's from `pipeline.model.resolve_model`), from the prepared data's manifest, the number
+of fit rows and the hardware; never from a dataset's name. Below that step every value is
+concrete (`TrainingRun`, `ResolvedModel`). `train.distribution` is resolved first, on its own
+(`resolve_distribution`): the strategy must exist before any other TensorFlow work.
+
+Every resolution returns the value and the rule that chose it: train logs them in one
+line and stores them in the model bundle (choices.json), from where they reach the
+latents' metadata and the report. An explicit value in params.yaml always wins.
+
+The rules, and why:
+
+- train.epochs: enough epochs for about EPOCH_BUDGET_UPDATES optimizer updates, within
+  [MIN_EPOCHS, MAX_EPOCHS]; early stopping on the validation U ends the run sooner when
+  the model stops improving (train.early_stopping_patience).
+- train.precision: mixed_bfloat16 where the hardware computes bf16 natively (a CPU with
+  AVX512_BF16 or AMX-BF16, GPUs of compute capability 8.0 or more), mixed_float16 on older
+  GPUs with tensor cores (7.0 or more), float32 otherwise: on a CPU without native bf16
+  it is emulated and about 11× slower. The SUBO itself is always computed in float32.
+- train.steps_per_execution: STEPS_PER_EXECUTION train steps per compiled call, fewer
+  when an epoch is shorter, 1 when training is replicated (several GPUs, multi_worker: the
+  config checker's rule);
+  an epoch is rounded up to whole calls.
+- loss.kl_warmup_epochs: the first tenth of the epochs (at least one). With the weight
+  on D rising from 0 the encoder first learns to carry information, which the decoder
+  then uses; started at full weight, small real-valued datasets collapsed (D ≈ 0) in
+  the benchmark.
+- train.distribution: multi_worker with several Ray Train workers (train.workers), mirrored
+  over several local GPUs, else none (one device).
+- train.input: memory when the fit rows' stored values take at most IN_MEMORY_BYTES,
+  else mmap (read by row from the memory-mapped file: memory stays flat).
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from pipeline.data.manifest import Manifest
+from pipeline.model.resolve_model import resolve_model
+from pipeline.model.vae_config import ResolvedModel
+from pipeline.platform.choices import AUTO, GIVEN, Choice, from_records
+from pipeline.platform.config import LossConfig, ModelConfig, TrainConfig, check_replicated_steps
+
+EPOCH_BUDGET_UPDATES = 10_000
+MIN_EPOCHS, MAX_EPOCHS = 10, 200
+# Train steps per compiled call: the per-call overhead (~1 ms on a CPU) then costs a few
+# percent of a step of the smallest models here instead of doubling it.
+STEPS_PER_EXECUTION = 32
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# train.input auto: the fit rows are copied into memory up to this many bytes (stored dtype).
+IN_MEMORY_BYTES = 1 << 30
+# An epoch is one pass over the fit examples, but at least this many updates: on a table of
+# a hundred rows one pass is two updates, and per-epoch work (validation, backup, logging,
+# early stopping's patience) would then dominate and stop training after a few dozen updates.
+MIN_UPDATES_PER_EPOCH = 50
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run with every `auto` resolved: what train builds, fits and fingerprints
+    (a backup is resumed only by a run equal in every field, and on the same data)."""
+
+    model: ResolvedModel
+    loss: LossConfig
+    train: TrainConfig  # precision, input, distribution... resolved too
+    updates_per_epoch: int  # whole compiled calls of train.steps_per_execution steps
+    validation_fraction: float
+    binarize: str
+    seed: int
+
+    def as_params(self) -> dict:
+        """The run's resolved params in params.yaml's shape (the bundle's run.json, which
+        evaluate and the encode command read: the truth downstream)."""
+        return {"seed": self.seed,
+                "data": {"validation_fraction": self.validation_fraction, "binarize": self.binarize},
+                "model": dataclasses.asdict(self.model), "loss": dataclasses.asdict(self.loss),
+                "train": dataclasses.asdict(self.train)}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the hardware offers a run (pipeline.platform.hardware reads it)."""
+
+    cpu_flags: frozenset[str] = frozenset()
+    gpu_capabilities: tuple[tuple[int, int], ...] = ()
+    replicas: int = 1  # the distribution strategy's replicas in sync
+
+
+def resolve_distribution(given: str, gpus: int, workers: int) -> Choice:
+    """train.distribution: multi_worker for several Ray Train workers, mirrored over several
+    GPUs, else none. Resolved before the rest: the strategy comes before other TensorFlow work."""
+    if workers > 1:
+        value, why = "multi_worker", f"{workers} Ray Train workers (train.workers), one replica each"
+    elif gpus > 1:
+        value, why = "mirrored", f"{gpus} GPUs on this machine, one replica each"
+    else:
+        value, why = "none", f"one device ({'one GPU' if gpus else 'the CPU'}): nothing to replicate"
+    return Choice.of(given, value, why)
+
+
+def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, manifest: Manifest, *,
+                fit_rows: int, machine: Machine, distribution: Choice, validation_fraction: float,
+                binarize: str, seed: int) -> tuple[TrainingRun, dict[str, Choice]]:
+    """Every `auto` knob of a run, once, and the choices made (the manifest's first).
+
+    Args:
+        model, loss, training: the params' blocks, `auto` where params.yaml leaves them so.
+        manifest: the prepared data's description.
+        fit_rows: rows of the prepared train split that training reads.
+        machine: the hardware's facts.
+        distribution: train.distribution as `resolve_distribution` chose it.
+        validation_fraction, binarize, seed: the data and seed params the run records.
+
+    Returns:
+        The resolved run and every choice, keyed by dotted params key.
+    """
+    resolved, model_choices = resolve_model(model, manifest.input_shape, manifest.value_range, manifest.value_type,
+                                            manifest.columns)
+    updates = max(math.ceil(fit_rows / training.batch_size), MIN_UPDATES_PER_EPOCH)
+    epochs = resolve_epochs(training.epochs, updates)
+    steps = resolve_steps_per_execution(training.steps_per_execution, updates, machine.replicas, distribution.value)
+    updates = math.ceil(updates / steps.value) * steps.value  # Keras runs whole calls
+    warmup = resolve_warmup(loss.kl_warmup_epochs, epochs.value)
+    precision = resolve_precision(training.precision, machine.cpu_flags, machine.gpu_capabilities)
+    row_bytes = math.prod(manifest.example_shape) * (1 if manifest.dtypes["x"] == "uint8" else 4)
+    source = resolve_input(training.input, fit_rows * row_bytes)
+    choices = {**from_records(manifest.choices), **model_choices, "train.epochs": epochs,
+               "loss.kl_warmup_epochs": warmup, "train.precision": precision, "train.steps_per_execution": steps,
+               "train.input": source, "train.distribution": distribution}
+    training = dataclasses.replace(training, epochs=epochs.value, steps_per_execution=steps.value,
+                                   precision=precision.value, input=source.value, distribution=distribution.value)
+    run = TrainingRun(resolved, dataclasses.replace(loss, kl_warmup_epochs=warmup.value), training, updates,
+                      validation_fraction, binarize, seed)
+    return run, choices
+
+
+def resolve_epochs(given: int | str, updates: int) -> Choice:
+    """train.epochs from the number of updates an epoch makes."""
+    epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(EPOCH_BUDGET_UPDATES / updates)))
+    return Choice.of(given, epochs, f"about {EPOCH_BUDGET_UPDATES} updates of {updates} per epoch, within "
+                                    f"[{MIN_EPOCHS}, {MAX_EPOCHS}]; early stopping may end sooner")
+
+
+def resolve_warmup(given: int | str, epochs: int) -> Choice:
+    """loss.kl_warmup_epochs: the first tenth of the (resolved) epochs."""
+    return Choice.of(given, math.ceil(epochs / 10), f"the first tenth of {epochs} epochs")
+
+
+def resolve_precision(given: str, cpu_flags, gpu_capabilities) -> Choice:
+    """train.precision from the hardware: GPUs' compute capabilities, else the CPU's flags."""
+    if given != AUTO:
+        return Choice(given, GIVEN)
+    if gpu_capabilities:
+        oldest = min(gpu_capabilities)
+        cc = f"GPUs of compute capability {oldest[0]}.{oldest[1]}"
+        if oldest >= (8, 0):
+            return Choice("mixed_bfloat16", f"{cc}+ compute bf16")
+        if oldest >= (7, 0):
+            return Choice("mixed_float16", f"{cc}: float16 tensor cores")
+        return Choice("float32", f"{cc}: no tensor cores")
+    native = sorted(set(NATIVE_BF16_CPU_FLAGS) & set(cpu_flags))
+    if native:
+        return Choice("mixed_bfloat16", f"the CPU computes bf16 natively ({', '.join(native)})")
+    return Choice("float32", "the CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag): emulated, slow")
+
+
+def resolve_steps_per_execution(given: int | str, updates: int, replicas: int = 1,
+                                distribution: str = "none") -> Choice:
+    """train.steps_per_execution: one step per call when training is replicated (Keras'
+    multi-step loop fails there: the config checker's rule), else up to STEPS_PER_EXECUTION.
+
+    Args:
+        given: the params' value.
+        updates: updates per epoch.
+        replicas: the strategy's replicas in sync.
+        distribution: train.distribution, resolved.
+    """
+    replicated = replicas > 1 or distribution == "multi_worker"
+    check_replicated_steps(given, f"{replicas} replicas in sync" if replicated else None, "")
+    if replicated:
+        return Choice.of(given, 1, f"one step per call: Keras' multi-step loop fails under replicated "
+                                   f"training ({replicas} replicas)")
+    return Choice.of(given, min(STEPS_PER_EXECUTION, updates),
+                     f"{STEPS_PER_EXECUTION} steps per call (fewer when an epoch is shorter)")
+
+
+def resolve_input(given: str, stored_bytes: int) -> Choice:
+    """memory when the rows' stored values take at most IN_MEMORY_BYTES, else mmap.
+
+    Both read a batch by row and preprocess it the same way; memory saves the page-cache
+    lookups, mmap keeps memory flat whatever the size of the data.
+    """
+    value = "memory" if stored_bytes <= IN_MEMORY_BYTES else "mmap"
+    return Choice.of(given, value, f"the fit rows take {stored_bytes / 2**20:,.0f} MiB: "
+                                   f"{'at most' if value == 'memory' else 'over'} {IN_MEMORY_BYTES / 2**30:g} GiB")
