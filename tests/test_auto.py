@@ -98,7 +98,8 @@ def test_the_choices_travel_from_prepare_to_the_report(pipeline_run):
     assert saved["data.scaling"]["value"] == "unit" and saved["model.architecture"]["why"] == GIVEN
     assert saved["loss.kl_warmup_epochs"] == {"value": 1, "why": "the first tenth of 6 epochs"}
     part = next(paths["latents"].glob("split=train/*.parquet"))
-    assert read_metadata(part)["choices"] == saved
+    assert read_metadata(part)["choices"] == {**saved, "encode.workers": {
+        "value": 1, "why": "the local engine encodes in this process"}}  # the model's choices and encode's own
     report = (paths["evaluation"] / "report.md").read_text()
     assert "## Choices made from the data" in report
     assert "| `data.scaling` | `unit` | pixel levels 0..16: divided by 16 into [0, 1] |" in report

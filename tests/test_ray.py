@@ -64,6 +64,7 @@ def test_encode_on_ray_gives_the_local_latents(cluster, pipeline_run, tmp_path):
     meta = read_metadata(parts[0])
     assert meta["engine"]["engine"] == "ray" and meta["engine"]["nodes"] == 2
     assert meta["params"]["encode"]["workers"] == 2  # auto: one actor per CPU
+    assert meta["choices"]["encode.workers"] == {"value": 2, "why": "one Ray actor per CPU of the cluster"}
     assert sorted(os.listdir(tmp_path)) == ["l"] and not list((tmp_path / "l").glob(".*"))  # no attempt left
 
 

@@ -21,7 +21,7 @@ from pipeline.data.prepared import load_splits
 from pipeline.latents.imputation import Completer
 from pipeline.latents.parquet import ROW_GROUP_SIZE, encoded_batches, package_versions, write_part
 from pipeline.model.bundle import load_bundle
-from pipeline.platform.choices import AUTO
+from pipeline.platform.choices import AUTO, Choice
 from pipeline.platform.config import Params
 from pipeline.platform.engine import LocalEngine, RayEngine, open_engine, require_shared
 from pipeline.platform.errors import ConfigError, DataError
@@ -44,14 +44,23 @@ def from_params(params: Params, *, prepared_dir, model_path, out_dir) -> int:
 def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path, batch_size: int,
            workers: int | str = AUTO, impute: bool = False, engine: LocalEngine | RayEngine | None = None,
            shard_rows: int | None = None) -> int:
-    """Latents of the train and test splits, replaced atomically; returns the number of rows.
+    """Latents of the train and test splits, replaced atomically.
 
-    engine: where the shards are encoded (default: this process); workers: Ray actors
-    (auto: one per GPU of the cluster, else one per CPU). shard_rows: rows per shard under
-    Ray (default: whole row groups, about SHARDS_PER_ACTOR shards per actor).
-    impute (a table): each row also `completed`, its missing cells imputed, and `imputed` flags.
     The files' metadata records what made them: the data's fingerprint, the model's sha256,
-    its resolved run (model, loss and train config, seed), this stage's params and the engine.
+    its resolved run (model, loss and train config, seed), every choice (the model's and
+    encode.workers), this stage's params and the engine.
+
+    Args:
+        prepared_dir, model_path, out_dir: the prepared data, the model, the dataset to write.
+        batch_size: examples per encoder call.
+        workers: encode.workers (`resolve_workers`).
+        impute: a table: each row also `completed`, its missing cells imputed, and `imputed` flags.
+        engine: where the shards are encoded (default: this process).
+        shard_rows: rows per shard under Ray (default: whole row groups, about
+            SHARDS_PER_ACTOR shards per actor).
+
+    Returns:
+        The number of rows written.
     """
     engine = engine or LocalEngine()
     recover_dir(out_dir)  # what a killed run of this stage left
@@ -64,13 +73,14 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
     if impute and manifest.columns is None:
         raise ConfigError(f"encode.impute fills in a table's missing cells, but {prepared_dir} holds "
                           f"{manifest.value_type} values; set encode.impute: false")
-    actors = actors_of(workers, engine)
+    workers = resolve_workers(workers, engine)
+    actors = workers.value
     metadata = {
         "dataset_fingerprint": manifest.fingerprint,
         "dataset_source": manifest.source,
         "label_names": manifest.label_names,
         "model_sha256": sha256_file(model_path),
-        "choices": bundle.choices,  # every auto knob's value and rule
+        "choices": {**(bundle.choices or {}), "encode.workers": workers.record()},  # every auto knob and its rule
         # The params that made these latents: the model's resolved run and this stage's own.
         "params": {**(bundle.run or {}), "encode": {"batch_size": batch_size, "workers": actors, "impute": impute},
                    "cluster": dataclasses.asdict(engine.cluster)},
@@ -92,13 +102,13 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
     return written
 
 
-def actors_of(workers: int | str, engine: LocalEngine | RayEngine) -> int:
-    """encode.workers resolved: 1 here; on Ray, auto is one actor per GPU, else per CPU."""
+def resolve_workers(workers: int | str, engine: LocalEngine | RayEngine) -> Choice:
+    """encode.workers: 1 on the local engine (the config checker refuses more); on Ray, auto
+    is one actor per GPU of the cluster, else one per CPU."""
     if engine.name != "ray":
-        return 1
-    if workers != AUTO:
-        return int(workers)
-    return max(engine.gpus or engine.cpus, 1)
+        return Choice.of(workers, 1, "the local engine encodes in this process")
+    device = "GPU" if engine.gpus else "CPU"
+    return Choice.of(workers, max(engine.gpus or engine.cpus, 1), f"one Ray actor per {device} of the cluster")
 
 
 def plan_shards(counts: dict[str, int], shard_rows: int) -> list[dict]:
