@@ -26,7 +26,13 @@ def encode(params: Params, *, prepared_dir, model_path, out_dir) -> int:
 
 
 def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_dir) -> dict:
-    """Every evaluation stage, then the report; returns the combined metrics."""
+    """Every evaluation stage, then the report; returns the combined metrics.
+
+    Args:
+        params: the run's params.
+        prepared_dir, model_path, latents_dir: the stages' inputs.
+        out_dir: data/evaluation.
+    """
     from pipeline.evaluation import baselines, evaluate, umap_view
     from pipeline.evaluation.report import write_report
 

@@ -51,6 +51,17 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
     result does not depend on `step`, nor on the engine that decodes and reads the source
     (pipeline.platform.engine; default here). likelihood: model.likelihood, which an `auto`
     data.scaling follows when it is explicit.
+
+    Args:
+        config: the data params.
+        seed: seeds the subsample and the splits.
+        out_dir: where the prepared data go (data/prepared), replaced whole.
+        likelihood: model.likelihood as given (an explicit one decides the scaling).
+        step: source rows per chunk (None: about 16 MiB of them).
+        engine: where image folders are decoded and tables read (None: this process).
+
+    Returns:
+        The manifest written.
     """
     with atomic_dir(out_dir) as tmp:
         (tmp / ".scratch").mkdir()  # sources that must be decoded are decoded here, memory-mapped

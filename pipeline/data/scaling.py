@@ -22,6 +22,17 @@ def fit_preprocessor(chunks, shape: tuple[int, ...], levels: float | None, scali
     Statistics are summed over blocks of STATS_ROWS rows whatever the chunks, so that the
     chunk size changes nothing. levels: the top of the pixel scale (pixels are divided by
     it), None for other data. columns: a table's typed columns (x holds their codes).
+
+    Args:
+        chunks: the train rows, as consecutive arrays of examples.
+        shape: one stored example's shape.
+        levels: the top of the pixel scale, or None.
+        scaling: data.scaling, resolved.
+        threshold: static binarization's threshold, or None.
+        columns: a table's columns, or None.
+
+    Returns:
+        The fitted Preprocessor.
     """
     if columns is not None:
         return _table_preprocessor(chunks, scaling, columns)

@@ -48,7 +48,15 @@ class HoldOut:
     @classmethod
     def fit(cls, y: np.ndarray, held: float | int, seed: int, what: str,
             within: "HoldOut | None" = None) -> "HoldOut":
-        """held: the share held out (ceil of it, as scikit-learn rounds), or a number of rows."""
+        """held: the share held out (ceil of it, as scikit-learn rounds), or a number of rows.
+
+        Args:
+            y: labels (stratifies the split).
+            held: the share held out (ceil of it, as scikit-learn rounds), or a number of rows.
+            seed: seeds the rows' keys.
+            what: what the split is for (keys differ per purpose).
+            within: stratify within these rows only, or None.
+        """
         labelled = len(y) and int(np.min(y)) >= 0
         classes = int(np.max(y)) + 1 if labelled else 1
         rule = cls(seed, PURPOSES[what], np.zeros(classes, np.uint64), np.zeros(classes, np.int64),

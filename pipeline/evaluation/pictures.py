@@ -28,6 +28,18 @@ def generative_figures(vae, x: np.ndarray, kl_per_dim: np.ndarray, out_dir: Path
 
     Reconstructions decode z = μ_φ(x); samples decode z ~ N(0, I); traversals move one
     latent dimension from −3 to 3 (others 0) along the dimensions with the largest mean D_j.
+
+    Args:
+        vae: the trained model.
+        x: image examples, (n, H, W, C).
+        kl_per_dim: mean D_j per latent dimension, (d,).
+        out_dir: where the PNG files go.
+        seed: seeds the prior samples.
+        title: the figures' title.
+        n: examples and samples per figure.
+
+    Returns:
+        The traversed latent dimensions.
     """
     z_mean = np.asarray(vae.predict_posterior(x[:n])[0])
     image_grid([x[:n], _decoded_means(vae, z_mean)], ["inputs", "reconstructions (z = μ)"],
@@ -50,7 +62,19 @@ def generative_figures(vae, x: np.ndarray, kl_per_dim: np.ndarray, out_dir: Path
 
 def draw_pictures(vae, x: np.ndarray, folder: Path, title: str, seed: int, images: bool) -> dict:
     """Into folder: kl_per_dim.png (mean D_j over the rows of x, any data), and for images
-    reconstructions, prior samples and traversals. Returns what was drawn."""
+    reconstructions, prior samples and traversals. Returns what was drawn.
+
+    Args:
+        vae: the trained model.
+        x: scored test examples.
+        folder: where the PNG files go.
+        title: the figures' title.
+        seed: seeds the prior samples.
+        images: whether x holds images (grey or RGB).
+
+    Returns:
+        What was drawn: {"images", "examples", "mean_kl_per_dim"} and, for images, "traversed_dims".
+    """
     kl = mean_kl_per_dim(vae, x)
     bar_chart(kl, "latent dimension j", "mean D_j (nats)", f"{title}: KL to the prior per dimension",
               folder / "kl_per_dim.png")

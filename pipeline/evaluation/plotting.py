@@ -23,7 +23,15 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_scatter(coords: np.ndarray, labels: np.ndarray, label_names, title: str, path: Path) -> None:
-    """2-D points coloured by label (one colour when there are no labels), with a legend."""
+    """2-D points coloured by label (one colour when there are no labels), with a legend.
+
+    Args:
+        coords: (n, 2) points.
+        labels: (n,) class indices, or None.
+        label_names: the classes' names.
+        title: the figure's title.
+        path: the PNG to write (atomically).
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
     cmap = plt.get_cmap("tab10" if len(label_names) <= 10 else "tab20")
@@ -42,7 +50,13 @@ def plot_scatter(coords: np.ndarray, labels: np.ndarray, label_names, title: str
 
 
 def bar_chart(values: np.ndarray, xlabel: str, ylabel: str, title: str, path: Path) -> None:
-    """One bar per entry of values, labelled by index."""
+    """One bar per entry of values, labelled by index.
+
+    Args:
+        values: one height per bar.
+        xlabel, ylabel, title: the figure's texts.
+        path: the PNG to write (atomically).
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(values) + 1.5), 3.2), dpi=110)
     ax.bar(np.arange(len(values)), values, color="tab:blue")

@@ -54,6 +54,11 @@ def linear_probe(train_x, train_y, test_x, test_y, protocol: ProbeProtocol) -> t
 
     Returns the scores (test accuracy and macro-F1, the chosen C and its validation
     accuracy) and the test predictions.
+
+    Args:
+        train_x, train_y: the probe's train features and labels.
+        test_x, test_y: its test features and labels.
+        protocol: the C grid, validation fraction and seed.
     """
     from sklearn.metrics import f1_score
 
@@ -69,7 +74,13 @@ def linear_probe(train_x, train_y, test_x, test_y, protocol: ProbeProtocol) -> t
 
 
 def knn_probe(train_x, train_y, test_x, test_y, k: int) -> float:
-    """Test accuracy of k-nearest-neighbour voting on standardised features."""
+    """Test accuracy of k-nearest-neighbour voting on standardised features.
+
+    Args:
+        train_x, train_y: the train features and labels.
+        test_x, test_y: the test features and labels.
+        k: neighbours per vote.
+    """
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

@@ -54,7 +54,18 @@ def from_params(params: Params, *, prepared_dir, latents_dir, out_dir) -> dict:
 
 
 def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int) -> dict:
-    """umap.csv (coordinates and labels), umap/umap.png (and umap/latents.png when d = 2), umap.json."""
+    """umap.csv (coordinates and labels), umap/umap.png (and umap/latents.png when d = 2), umap.json.
+
+    Args:
+        prepared_dir: the prepared data (labels, ids).
+        latents_dir: the latent dataset.
+        out_dir: data/evaluation.
+        umap: the evaluate.umap params.
+        seed: seeds the subsample and UMAP.
+
+    Returns:
+        umap.json's content.
+    """
     recover(out_dir, "umap")  # what a killed run of this stage left
     manifest, data = load_splits(prepared_dir)
     ids = data[umap.split].id

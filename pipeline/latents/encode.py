@@ -75,18 +75,8 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
                           f"{manifest.value_type} values; set encode.impute: false")
     workers = resolve_workers(workers, engine)
     actors = workers.value
-    metadata = {
-        "dataset_fingerprint": manifest.fingerprint,
-        "dataset_source": manifest.source,
-        "label_names": manifest.label_names,
-        "model_sha256": sha256_file(model_path),
-        "choices": {**(bundle.choices or {}), "encode.workers": workers.record()},  # every auto knob and its rule
-        # The params that made these latents: the model's resolved run and this stage's own.
-        "params": {**(bundle.run or {}), "encode": {"batch_size": batch_size, "workers": actors, "impute": impute},
-                   "cluster": dataclasses.asdict(engine.cluster)},
-        "engine": engine.describe(),
-        "versions": package_versions(),
-    }
+    metadata = _metadata(manifest, bundle, workers, engine,
+                         {"batch_size": batch_size, "workers": actors, "impute": impute})
     with atomic_dir(out_dir) as tmp:
         arguments = {"prepared_dir": str(engine.shared(prepared_dir)), "model_path": str(engine.shared(model_path)),
                      "directory": str(engine.shared(tmp)), "batch_size": batch_size, "metadata": metadata,
@@ -100,6 +90,22 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
             written = sum(map(encoder, shards))
         _check_complete(tmp, shards, written, manifest.counts)
     return written
+
+
+def _metadata(manifest: Manifest, bundle, workers: Choice, engine, encode_params: dict) -> dict:
+    """What made the latents, for every file's metadata: the data, the model, the choices
+    (the model's and encode.workers), the params (the model's resolved run and this stage's
+    own), the engine and the package versions."""
+    return {
+        "dataset_fingerprint": manifest.fingerprint,
+        "dataset_source": manifest.source,
+        "label_names": manifest.label_names,
+        "model_sha256": sha256_file(bundle.model_path),
+        "choices": {**(bundle.choices or {}), "encode.workers": workers.record()},
+        "params": {**(bundle.run or {}), "encode": encode_params, "cluster": dataclasses.asdict(engine.cluster)},
+        "engine": engine.describe(),
+        "versions": package_versions(),
+    }
 
 
 def resolve_workers(workers: int | str, engine: LocalEngine | RayEngine) -> Choice:

@@ -26,6 +26,16 @@ def input_config(path: Path, example_shape: list[int], feature_names: list[str] 
 
     A table's features are the training columns, matched by name; images are resized to
     the training size.
+
+    Args:
+        path: the new data's file or folder.
+        example_shape: one stored training example's shape.
+        feature_names: a table model's training columns, or None.
+        x_key, y_key: an npz's members.
+        label_column: a table's label column, or None.
+
+    Returns:
+        The DataConfig prepare's readers take.
     """
     source = source_of(path)
     if source == "image_folder" and len(example_shape) != 3:
@@ -41,9 +51,21 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
                     split: str = "new", overwrite: bool = False, impute: bool = False, **reader_options) -> int:
     """Encode `input_path` with a trained model, preprocessed as its training data was.
 
-    Writes only the partition out_dir/split=<split>; an existing one is replaced only
-    with `overwrite`, and no other partition is touched. impute (a table model): each row
-    also `completed`, its missing cells imputed, and `imputed` flags.
+    Writes only the partition out_dir/split=<split>; no other partition is touched.
+
+    Args:
+        model_path: a trained model.keras with its bundle beside it.
+        input_path: the new data.
+        out_dir: the latent dataset to add a partition to.
+        batch_size: examples per encoder call.
+        split: the partition's name.
+        overwrite: replace an existing partition of that name.
+        impute: a table model: each row also `completed`, its missing cells imputed, and
+            `imputed` flags.
+        **reader_options: how to read the input (x_key, y_key, label_column).
+
+    Returns:
+        The number of rows written.
     """
     check_not_a_stage_output(Path(out_dir))
     share_gpus()

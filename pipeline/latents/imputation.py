@@ -24,6 +24,15 @@ def column_quality(vae, split: Split, rows: np.ndarray, columns: list[Column], b
     """{column: {type, reconstruction, imputation: {model, mean_or_mode, cells}}} on split rows.
 
     baseline: the train rows' fill value of every model feature (`fill_values`).
+
+    Args:
+        vae: a table model.
+        split: the prepared split.
+        rows: the scored rows of it.
+        columns: the manifest's columns.
+        baseline: the train rows' fill value of every model feature (`fill_values`).
+        seed: seeds which observed cells are hidden.
+        hide_fraction: the share of each column's observed cells hidden and imputed.
     """
     x = split.inputs(rows)  # (n, F), NaN where missing
     starts = np.cumsum([0] + [c.width for c in columns])

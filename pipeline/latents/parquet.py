@@ -88,7 +88,20 @@ def encoded_batches(posterior, split: str, x: np.ndarray, y: np.ndarray, ids: np
                     batch_size: int, preprocess=None, complete=None) -> Iterator[LatentBatch]:
     """Stream rows through `posterior` (x -> z_mean, z_log_var, e.g. VAE.predict_posterior),
     one batch in memory at a time. complete(stored rows, z_mean) -> (completed, imputed):
-    the rows with their missing cells imputed (pipeline.latents.imputation.Completer)."""
+    the rows with their missing cells imputed (pipeline.latents.imputation.Completer).
+
+    Args:
+        posterior: x -> (z_mean, z_log_var), e.g. VAE.predict_posterior.
+        split: the rows' split name.
+        x, y, ids: the stored rows, their labels and ids.
+        batch_size: rows per call.
+        preprocess: stored rows -> the model's inputs.
+        complete: (stored rows, z_mean) -> (completed, imputed), or None
+            (pipeline.latents.imputation.Completer).
+
+    Yields:
+        One LatentBatch per batch of rows.
+    """
     for start in range(0, len(ids), batch_size):
         rows = slice(start, start + batch_size)
         xb = np.asarray(x[rows])
@@ -139,7 +152,19 @@ def write_part(directory: str | Path, batches: Iterable[LatentBatch], latent_dim
                part: int, table: dict | None = None) -> int:
     """One writer's share of a dataset being built in `directory` (the caller makes it atomic):
     split=<split>/part-<part>.parquet for every split of `batches`. Returns the rows written.
-    table: the columns of `completed` (see latent_schema)."""
+    table: the columns of `completed` (see latent_schema).
+
+    Args:
+        directory: the dataset being built.
+        batches: LatentBatch stream.
+        latent_dim: z's size.
+        metadata: the files' key-value metadata.
+        part: the part number k.
+        table: the columns of `completed` (see latent_schema), or None.
+
+    Returns:
+        The rows written.
+    """
     return _write(batches, latent_schema(latent_dim, metadata, table),
                   lambda split: Path(directory) / f"split={split}" / f"part-{part}.parquet")
 
@@ -150,6 +175,18 @@ def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBat
 
     An existing partition of that name is replaced only with `overwrite`; partitions of
     another latent size are refused, since the dataset must read back as one table.
+
+    Args:
+        out_dir: the latent dataset.
+        split: the partition's name.
+        batches: LatentBatch stream, every batch of `split`.
+        latent_dim: z's size.
+        metadata: the file's key-value metadata.
+        overwrite: replace an existing partition of that name.
+        table: the columns of `completed` (see latent_schema), or None.
+
+    Returns:
+        The rows written.
     """
     if not SPLIT_NAME.fullmatch(split):
         raise DataError(f"split name must be letters, digits, '_', '-' or '.'. Got {split!r} instead.")

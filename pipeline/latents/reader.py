@@ -48,6 +48,18 @@ def read_z_mean(path: str | Path, split: str, ids: np.ndarray, fingerprint: str,
     Memory holds one row group and the rows taken, however many rows the split has. On the
     way it checks that the files hold the rows of the dataset `fingerprint` with exactly
     the prepared `ids`, in order; visit(z) sees every group's z_mean (streaming statistics).
+
+    Args:
+        path: the latent dataset.
+        split: the split to read.
+        ids: the prepared split's ids, in order.
+        fingerprint: the prepared data's fingerprint.
+        take: positions in the split to keep, ascending.
+        latent_dim: z's size.
+        visit: called with every row group's z_mean, or None.
+
+    Returns:
+        z_mean of the rows taken, (len(take), latent_dim).
     """
     files = sorted(Path(path).glob(f"split={split}/*.parquet"), key=_part_number)
     if not files:

@@ -55,7 +55,16 @@ class Bundle:
 def save_bundle(vae, directory: str | Path, preprocessing: Path, manifest: Manifest, choices: dict,
                 run: dict) -> None:
     """Write the model, its encoder, and the data description new data is encoded with into
-    `directory`, an empty one: the caller publishes it (train stages it, pipeline.platform.io)."""
+    `directory`, an empty one: the caller publishes it (train stages it, pipeline.platform.io).
+
+    Args:
+        vae: the trained model.
+        directory: an empty directory.
+        preprocessing: the prepared data's preprocessing file.
+        manifest: the prepared data's manifest.
+        choices: every choice's record (choices.json).
+        run: the run's resolved params (run.json).
+    """
     directory = Path(directory)
     vae.encoder.save(directory / ENCODER_FILE)
     fault_point("bundle", directory / MODEL_FILE)  # inside the model save: the encoder written, the model not yet

@@ -38,6 +38,18 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
     residual blocks, then the Dense layers. The heads read the last wide layer directly: a
     narrow ReLU bottleneck before them (as in the canonical Keras example) kills units and
     collapses the posterior.
+
+    Args:
+        input_shape: one example as the encoder reads it.
+        latent_dim: d.
+        hidden: Dense widths.
+        architecture: mlp or conv.
+        filters: Conv2D widths (conv).
+        activation: of every hidden and conv layer.
+        residual_blocks: residual blocks per resolution (conv).
+
+    Returns:
+        A functional keras.Model of built-in layers.
     """
     x = keras.Input(shape=tuple(input_shape), name="x")
     h = x
@@ -66,6 +78,15 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
     the encoder's widths in reverse and a final stride-1 layer maps to the channel count;
     "strided": the exact mirror (widths shifted by one, so the last upsampling outputs the
     parameters), with no layer at full resolution, where most of the compute is.
+
+    Args:
+        latent_dim: d.
+        output_shape: one example's shape.
+        hidden, architecture, filters, activation, residual_blocks: as the encoder's.
+        decoder_top: strided or full (conv).
+
+    Returns:
+        A functional keras.Model.
     """
     z = keras.Input(shape=(latent_dim,), name="z")
     h = z

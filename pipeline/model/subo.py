@@ -86,6 +86,14 @@ def phi_surrogate(estimator: str, reconstruction_of, x, z, z_mean, z_log_var, ba
     - score_function: z is held fixed and the φ-gradient is (f(z) − b) ∇_φ log q(z|x)
       (the "log-derivative trick"), with f = log 1/p(x|z) and a baseline b that does not
       depend on z, so the estimate stays unbiased; θ still gets ∇_θ f(z).
+
+    Args:
+        estimator: reparameterized or score_function.
+        reconstruction_of: (x, z) -> log 1/p(x|z), (m, B).
+        x: the batch.
+        z: (m, B, d) = μ + σ ε.
+        z_mean, z_log_var: q's parameters, (B, d).
+        baseline: b, subtracted from the score function's weight.
     """
     if estimator == "reparameterized":
         reconstruction = reconstruction_of(x, z)

@@ -30,6 +30,18 @@ def batches(split: Split, rows: np.ndarray, batch_size: int, *, seed: int, shuff
     binarize: "dynamic" draws x_b ~ Bernoulli(x) afresh for every batch when shuffled;
     otherwise (validation) each row gets the one fixed `data.binarization_draw` that every
     score uses, so validation scores the same data every epoch, as evaluate does.
+
+    Args:
+        split: the prepared split.
+        rows: the rows to read.
+        batch_size: rows per batch.
+        seed: seeds the permutation and the dynamic binarization.
+        shuffle: endless seeded passes, or one pass in order.
+        in_memory: copy the rows first.
+        binarize: data.binarize.
+
+    Returns:
+        A tf.data.Dataset of float32 batches.
     """
     rows = np.asarray(rows, np.int64)  # no copy of a memory-mapped int64 index
     source = np.asarray(split.x[rows]) if in_memory else split.x

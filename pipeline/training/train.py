@@ -113,12 +113,22 @@ def _train_worker(config: dict) -> None:
 def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig, loss: LossConfig,
           training: TrainConfig, validation_fraction: float, binarize: str, seed: int,
           callbacks: tuple = (), launched: bool = False) -> dict:
-    """Train on data/prepared; write the model bundle and live/ under model_dir; return the last epoch's logs.
+    """Train on data/prepared; write the model bundle and live/ under model_dir.
 
-    callbacks: extra Keras callbacks (benchmarks use one to score the test split every epoch).
-    launched: this process is one of the workers a launcher started (train_on_ray), which
-    cleaned up what a killed run left; a worker must not (the others' scratch looks stale).
-    Workers started by hand under multi_worker leave it to the chief's publication.
+    A process a launcher started (train_on_ray) leaves clean-up to the launcher: the other
+    workers' scratch would look stale to it. Workers started by hand under multi_worker
+    leave it to the chief's publication.
+
+    Args:
+        prepared_dir: the prepared data.
+        model_dir: where the bundle and live/ go (data/model).
+        model, loss, training: the params' blocks.
+        validation_fraction, binarize, seed: the data and seed params training records.
+        callbacks: extra Keras callbacks (benchmarks use one to score the test split every epoch).
+        launched: this process is one of the workers a launcher started.
+
+    Returns:
+        The last epoch's logs.
     """
     if keras.backend.backend() != "tensorflow":
         raise PipelineError(f"KERAS_BACKEND must be 'tensorflow'. Got {keras.backend.backend()!r} instead.")

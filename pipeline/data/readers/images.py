@@ -25,6 +25,16 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scra
     large folders by worker processes, one per core, or under `cluster.engine: ray` in Ray
     tasks (pipeline.platform.engine). color "auto": decoded as RGB, and kept so when any pixel of
     any image has colour (channels that differ), else grey.
+
+    Args:
+        path: the folder of class folders.
+        size: [H, W] to resize every image to, or None (every image must share one size).
+        color: data.images.color: auto, grey or rgb.
+        scratch: a directory for the decoded array (a memory map), or None.
+        engine: where chunks of files are decoded (None: worker processes here).
+
+    Returns:
+        The Dataset, with the colour choice in its choices.
     """
     engine = engine or LocalEngine()
     if not path.is_dir():

@@ -31,10 +31,14 @@ FILE_SOURCES = ("idx", "npz", "table", "image_folder")
 def load_source(config, scratch: Path | None = None, columns=None, engine=None) -> Dataset:
     """Read the dataset that `config` (a DataConfig) names.
 
-    scratch: a directory for decoded arrays (memory-mapped); None keeps them in memory.
-    columns: a table's typed columns from a trained model (new data is coded alike).
-    engine: where image folders are decoded and Parquet tables read (pipeline.platform.engine;
-    default here).
+    Args:
+        config: the data params.
+        scratch: a directory for decoded arrays (memory-mapped); None keeps them in memory.
+        columns: a table's typed columns from a trained model (new data is coded alike).
+        engine: where image folders are decoded and Parquet tables read (None: here).
+
+    Returns:
+        The Dataset the source's reader returns.
     """
     path = _source_path(config) if config.source in FILE_SOURCES else None
     readers = {"digits": lambda: read_digits(),

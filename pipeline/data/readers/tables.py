@@ -39,6 +39,18 @@ def read_table(path: Path, label_column: str | None, feature_columns: tuple[str,
     trained: the columns of a trained model (new data is coded as its training data was).
     engine (pipeline.platform.engine): where the parts of a Parquet file are profiled and coded
     (under Ray, in tasks); a CSV file is parsed whole, here.
+
+    Args:
+        path: the .csv or .parquet file.
+        label_column: the label's column, or None.
+        feature_columns: the feature columns, or None for every other column.
+        scratch: a directory for the coded array (a memory map), or None.
+        column_types: {column: type} overrides (data.table.column_types).
+        trained: a trained model's columns, or None.
+        engine: where the parts of a Parquet file are read.
+
+    Returns:
+        The Dataset: one code per column and row, NaN where a cell is empty.
     """
     engine = engine or LocalEngine()
     schema, num_rows, batches = _arrow_batches(path)
