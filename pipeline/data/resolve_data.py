@@ -8,10 +8,11 @@ latents' metadata and the report. An explicit value in params.yaml always wins.
 The rules, and why:
 
 - data.scaling: pixel levels (uint8 arrays, or images whose reader knows the top level,
-  such as digits' 0..16) are divided by the top level into [0, 1], where a Bernoulli
-  likelihood on grey levels is the usual model. Any other values are standardized per
+  such as digits' 0..16) are divided by the top level into [0, 1], where the model's
+  discretized logistic puts a mass on each of the L levels. Any other values are standardized per
   feature, because features of a table or vector come in unrelated units. An explicit
-  model.likelihood decides instead: bernoulli needs [0, 1] (unit), gaussian standardize.
+  model.likelihood decides instead: bernoulli and discretized_logistic need [0, 1]
+  (unit), gaussian standardize.
   Counts and table codes are not scaled (a table's real columns are, as above).
 - the value type of an array (npz, IDX): pixels as above; count when every value is a
   whole number ≥ 0, with a zero among them and some above 1, in a 2-D array (rows of
@@ -55,8 +56,8 @@ def resolve_scaling(scaling: str, likelihood: str, levels: float | None, kind: s
         return scaling, GIVEN
     if kind == "count":
         return "none", "counts are modelled as they are (the encoder reads log1p)"
-    if likelihood == "bernoulli":
-        return "unit", "model.likelihood bernoulli needs values in [0, 1]"
+    if likelihood in ("bernoulli", "discretized_logistic"):
+        return "unit", f"model.likelihood {likelihood} needs values in [0, 1]"
     if likelihood == "gaussian":
         return "standardize", "model.likelihood gaussian models standardized features"
     if levels is not None:

@@ -7,6 +7,7 @@ unless all succeeds.
 """
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,10 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
         scored = trained.scored_inputs(data, surprisal_examples, scratch)
         metrics["subo"] = {split: subo_estimates(vae, x, importance_samples, seed=trained.seed)
                            for split, x in scored.items() if len(x)}
+    metrics["likelihood"] = likelihood_kind(vae.config, manifest)
+    if manifest.value_type == "pixels":  # the unit of the field's tables: nats / (D ln 2)
+        for figures in metrics["subo"].values():
+            figures["bits_per_dim"] = bits_per_dim(figures, math.prod(manifest.input_shape))
     if manifest.columns is not None:
         with timed("per-column reconstruction and imputation"):
             metrics["columns"] = _column_quality(vae, data, manifest, surprisal_examples, trained.seed)
@@ -87,6 +92,28 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
         write_json(staging / "latent_metrics.json", metrics)
         (staging / "confusion.csv").write_text(confusion)
     return metrics
+
+
+def likelihood_kind(config, manifest) -> dict:
+    """Which p_θ(x|z) the figures are of, and whether S is the surprisal of the data: a mass
+    on the values, a density with a floor, or a Bernoulli on grey levels (not a distribution)."""
+    family, binary = config.likelihood, manifest.preprocessing.get("binarize", "none") != "none"
+    if family == "bernoulli" and manifest.value_type == "pixels" and not binary:
+        kind = "not a distribution over the data (a Bernoulli on grey levels): S is not a surprisal"
+    elif family == "gaussian":
+        kind = "a density with a floor on σ: S is bounded below, not a surprisal of discrete values"
+    elif family == "columns":
+        kind = "a mass on the discrete columns times a floored density on the real ones"
+    else:
+        kind = f"a mass on the data's {config.levels or 2} levels: S is the surprisal of the data"
+    return {"family": family, "kind": kind, "levels": config.levels}
+
+
+def bits_per_dim(figures: dict, dims: int) -> dict:
+    """U, S_K and E_K of one split in bits per dimension: nats / (D ln 2)."""
+    scale = 1 / (dims * math.log(2))
+    return {"U": figures["U"] * scale, "S_K": {k: v * scale for k, v in figures["S_K"].items()},
+            "E_K": {k: v * scale for k, v in figures["E_K"].items()}}
 
 
 @dataclass(frozen=True)

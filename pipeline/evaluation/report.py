@@ -53,6 +53,20 @@ def probe_table(metrics: dict) -> list[str]:
                         f"minus raw: {base['raw']['latent_minus_baseline']:+.3f}.", ""]
 
 
+def likelihood_lines(metrics: dict) -> list[str]:
+    """Which likelihood, whether S is a surprisal, and (pixels) the figures in bits per dimension."""
+    likelihood = metrics.get("likelihood")
+    if not likelihood:
+        return []
+    lines = [f"Likelihood p(x|z): `{likelihood['family']}`, {likelihood['kind']}."]
+    test = metrics["subo"].get("test", {}).get("bits_per_dim")
+    if test:
+        k = list(test["S_K"])[-1]
+        lines[0] += (f" Test in bits per dimension: U {test['U']:.3f}, S_{k} {test['S_K'][k]:.3f}, "
+                     f"E_{k} {test['E_K'][k]:.3f}.")
+    return lines + [""]
+
+
 def subo_table(metrics: dict) -> list[str]:
     ks = list(metrics["subo"]["test"]["S_K"])
     lines = [_row("split", "examples", "U", "D", "reconstruction", *[f"S_{k}" for k in ks], *[f"E_{k}" for k in ks]),
@@ -95,7 +109,8 @@ def report_text(metrics: dict, dataset: dict, latent_dim: int, choices: dict) ->
              f"{dataset['example_shape']}; values are nats per example.", "",
              "## Choices made from the data", "", *choices_table(choices),
              "## Probes (same protocol for every feature set)", "", *probe_table(metrics),
-             "## SUBO, surprisal and gap", "", *subo_table(metrics), *active_units_lines(metrics["active_units"])]
+             "## SUBO, surprisal and gap", "", *subo_table(metrics), *likelihood_lines(metrics),
+             *active_units_lines(metrics["active_units"])]
     if "columns" in metrics:
         lines += ["## Columns: reconstruction and imputation", "", *columns_table(metrics["columns"])]
     g = metrics["gradient_variance"]
@@ -133,4 +148,5 @@ def write_report(out_dir: str | Path) -> tuple[dict, str]:
 def summary(metrics: dict) -> str:
     """What the report stage prints: the probe and SUBO tables."""
     return "\n".join(["Probes:", *probe_table(metrics), "SUBO (nats per example):", *subo_table(metrics),
+                      *likelihood_lines(metrics),
                       *active_units_lines(metrics["active_units"])])

@@ -4,8 +4,10 @@ Training, evaluation, sampling and pictures all go through these objects, so the
 the likelihood family is written once. Every family keeps the surprisal S bounded below
 (article, "Probability Density"):
 
-- Bernoulli, Categorical, NegativeBinomial and Poisson are probability masses: each
-  factor is at most 1, so log 1/p(x | z) ≥ 0.
+- Bernoulli, Categorical, NegativeBinomial, Poisson and DiscretizedLogistic are
+  probability masses: each factor is at most 1, so log 1/p(x | z) ≥ 0. Bernoulli is a
+  mass only on binary values: on grey levels in [0, 1] it sums to more than 1 over them
+  (Loaiza-Ganem & Cunningham 2019), so pixel levels get DiscretizedLogistic.
 - Gaussian is a density: its σ is fixed, or learned per feature but never below a floor
   (model.sigma_floor, see layers.LearnedSigma), so log 1/p ≥ log σ_floor + ½ log 2π per
   feature; a σ that may shrink to 0 would leave S without a lower bound.
@@ -93,6 +95,47 @@ class Gaussian:
 
     def get_config(self) -> dict:
         return {"likelihood": self.name, "sigma": "learned" if callable(self.sigma) else self.sigma}
+
+
+class DiscretizedLogistic:
+    """A mass on the L levels 0, 1/(L−1), ..., 1 of every feature (pixel levels scaled to
+    [0, 1]): P(x = k/(L−1)) = F(x + h) − F(x − h), h = 1/(2(L−1)), F the logistic CDF of
+    location μ (the decoder's output) and scale s, the outer bins open to ±∞. The bins
+    tile the line, so the L masses sum to exactly 1 and log 1/p(x | z) ≥ 0 (Salimans et
+    al. 2017, PixelCNN++).
+
+    scale: a number > 0, or a callable returning s per feature (a learned, floored scale).
+    """
+
+    name = "discretized_logistic"
+
+    def __init__(self, levels: int, scale=0.1):
+        if not (isinstance(levels, int) and levels >= 2):
+            raise ValueError(f"levels must be an integer >= 2. Got {levels!r} instead.")
+        self.levels, self.scale = levels, scale
+        self.half_bin = 0.5 / (levels - 1)
+
+    def per_feature(self, x, loc):
+        """log 1/P(x_i | z) per feature, in log space throughout (stable for any μ and s):
+        log(σ(a) − σ(b)) = −softplus(−a) − softplus(b) + log(1 − e^(b−a)), a = (x + h − μ)/s,
+        b = (x − h − μ)/s; the first level keeps only log σ(a), the last only log σ(−b)."""
+        scale = self.scale() if callable(self.scale) else self.scale
+        upper, lower = (x + self.half_bin - loc) / scale, (x - self.half_bin - loc) / scale
+        first, last = -ops.softplus(-upper), -ops.softplus(lower)  # log F(upper edge), log(1 − F(lower))
+        inner = first + last + ops.log(-ops.expm1(lower - upper))
+        log_p = ops.where(x < self.half_bin, first, ops.where(x > 1 - self.half_bin, last, inner))
+        return -log_p
+
+    def surprisal(self, x, loc):
+        """log 1/p(x | z), summed over the feature axes of x; shapes as Bernoulli."""
+        return ops.sum(self.per_feature(x, loc), axis=_feature_axes(x))
+
+    def mean(self, loc):
+        """The location, within the levels' range (the picture of E[x | z])."""
+        return ops.clip(loc, 0.0, 1.0)
+
+    def get_config(self) -> dict:
+        return {"likelihood": self.name, "levels": self.levels}
 
 
 class Categorical:
@@ -203,16 +246,26 @@ _COLUMN_FAMILIES = {"bernoulli": Bernoulli(), "categorical": Categorical(), "neg
                     "poisson": Poisson()}
 
 
-def make_likelihood(likelihood: str, sigma=1.0, groups=None, dispersion=None):
-    """The likelihood object for `model.likelihood` (σ, a number or a callable, for gaussian;
-    groups and a dispersion callable for columns)."""
+def make_likelihood(likelihood: str, sigma=1.0, groups=None, dispersion=None, levels: int | None = None):
+    """The likelihood object for `model.likelihood`.
+
+    Args:
+        likelihood: the family's name.
+        sigma: gaussian's σ, or discretized_logistic's scale: a number or a callable.
+        groups: columns' (family, first feature, width) groups.
+        dispersion: columns' negative binomial dispersion, a callable.
+        levels: discretized_logistic's number of levels L.
+    """
     if likelihood == Bernoulli.name:
         return Bernoulli()
+    if likelihood == DiscretizedLogistic.name:
+        return DiscretizedLogistic(levels, sigma)
     if likelihood == Gaussian.name:
         return Gaussian(sigma)
     if likelihood == Columns.name:
         return Columns(groups or [], sigma, dispersion)
-    raise ValueError(f"likelihood must be 'bernoulli', 'gaussian' or 'columns'. Got {likelihood!r} instead.")
+    raise ValueError(f"likelihood must be 'bernoulli', 'discretized_logistic', 'gaussian' or 'columns'. "
+                     f"Got {likelihood!r} instead.")
 
 
 def _feature_axes(x) -> tuple[int, ...]:

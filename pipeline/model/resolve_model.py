@@ -3,8 +3,12 @@ dataset's name; and the check that explicit ones fit the data.
 
 The rules, and why:
 
-- model.likelihood: bernoulli when every prepared value lies in [0, 1], else gaussian;
-  `columns` (one family per column) for typed tables and count matrices.
+- model.likelihood: on pixel levels scaled to [0, 1], a mass on the data's own L levels:
+  discretized_logistic, or bernoulli when the pixels are binary (data.binarize), the one
+  case where a Bernoulli is a mass on them; `columns` (one family per column) for typed
+  tables and count matrices; else bernoulli when every prepared value lies in [0, 1],
+  gaussian otherwise. A Bernoulli forced on grey levels is allowed, with a warning: S is
+  then not the surprisal of anything (Loaiza-Ganem & Cunningham 2019).
 - model.sigma "learned" (the default) gives the gaussian one σ per feature, floored.
 - model.architecture: conv for H×W×C examples with both sides at least 16 pixels; mlp
   otherwise. A conv layer's locality prior pays once an image has more pixels than a
@@ -18,6 +22,7 @@ The rules, and why:
 """
 
 import dataclasses
+import logging
 import math
 
 from pipeline.data.manifest import Manifest
@@ -26,12 +31,23 @@ from pipeline.platform.choices import GIVEN, Choice
 from pipeline.platform.config import ModelConfig
 from pipeline.platform.errors import PipelineError
 
+log = logging.getLogger(__name__)
 CONV_MIN_SIDE = 16
 FAMILY_OF_TYPE = {"real": "gaussian", "binary": "bernoulli", "categorical": "categorical"}
 
 
+def levels_of(manifest: Manifest) -> int | None:
+    """L, the levels a prepared pixel takes: 2 when binarized, the pixel scale's top + 1 when
+    the levels were divided into [0, 1] (data.scaling unit), else None (not levels)."""
+    if manifest.value_type != "pixels" or manifest.pixel_levels is None:
+        return None
+    if manifest.preprocessing.get("binarize", "none") != "none":
+        return 2
+    return int(round(manifest.pixel_levels)) + 1 if manifest.scaling == "unit" else None
+
+
 def resolve_model(model: ModelConfig, example_shape, value_range, value_type: str = "real",
-                  columns=None) -> tuple[ResolvedModel, dict[str, Choice]]:
+                  columns=None, levels: int | None = None) -> tuple[ResolvedModel, dict[str, Choice]]:
     """Every `auto` of the model config, from what manifest.json says of the prepared data.
 
     Args:
@@ -40,12 +56,17 @@ def resolve_model(model: ModelConfig, example_shape, value_range, value_type: st
         value_range: (lowest, highest) prepared value.
         value_type: pixels, real, count or columns (a table).
         columns: a table's columns (manifest.columns), else None.
+        levels: L, the levels of a pixel (`levels_of`), else None.
 
     Returns:
         The resolved model and the choices made, keyed "model.<knob>".
     """
     shape = list(example_shape)
-    likelihood = Choice.of(model.likelihood, *_likelihood_rule(model, value_range, value_type, columns))
+    likelihood = Choice.of(model.likelihood, *_likelihood_rule(model, value_range, value_type, columns, levels))
+    if likelihood.value == "bernoulli" and levels and levels > 2:
+        log.warning("model.likelihood bernoulli on pixels of %d levels: a Bernoulli on grey levels is not a "
+                    "distribution over them, so S, S_K and E_K are not surprisals; leave model.likelihood at auto "
+                    "(discretized_logistic) for a mass on the levels", levels)
     architecture = Choice.of(model.architecture, *_architecture_rule(model, shape))
     conv = architecture.value == "conv"
     filters = Choice.of(model.filters, *(
@@ -62,12 +83,17 @@ def resolve_model(model: ModelConfig, example_shape, value_range, value_type: st
         choices["model.sigma"] = Choice(model.sigma, why if model.sigma == "learned" else GIVEN)
     fields = {**dataclasses.asdict(model), **{key[6:]: c.value for key, c in choices.items()},
               "filters": tuple(filters.value), "hidden": tuple(hidden.value),
-              **(layout if likelihood.value == "columns" else {})}
+              **(layout if likelihood.value == "columns" else {}),
+              "levels": levels if likelihood.value == "discretized_logistic" else None}
     return ResolvedModel(**fields), choices
 
 
-def _likelihood_rule(model: ModelConfig, value_range, value_type: str, columns) -> tuple[str, str]:
+def _likelihood_rule(model: ModelConfig, value_range, value_type: str, columns, levels) -> tuple[str, str]:
     lo, hi = value_range
+    if levels == 2:
+        return "bernoulli", "binary pixels (data.binarize): a Bernoulli is a mass on the two levels"
+    if levels:
+        return "discretized_logistic", f"pixel levels 0..{levels - 1} scaled to [0, 1]: a mass on the {levels} levels"
     if value_type == "columns" and plain_table(columns):  # as an array of real values: one Gaussian
         return "gaussian", "every column real, no cell missing: one gaussian over the standardized features"
     if value_type == "columns":
@@ -148,6 +174,10 @@ def check_model_fits_data(model: ResolvedModel, manifest: Manifest, where) -> No
     if model.likelihood == "columns" and manifest.value_type not in ("columns", "count"):
         raise PipelineError(f"model.likelihood 'columns' needs a table or a count matrix; {where} holds "
                             f"{manifest.value_type} values")
+    if model.likelihood == "discretized_logistic" and not model.levels:
+        raise PipelineError(f"model.likelihood 'discretized_logistic' is a mass on pixel levels, but {where} holds "
+                            f"{manifest.value_type} values (data.scaling {manifest.scaling!r}); use pixel data "
+                            "scaled to [0, 1] (data.scaling: unit) or leave model.likelihood at auto")
     if model.likelihood == "bernoulli" and (lo < 0 or hi > 1):
         raise PipelineError(f"model.likelihood 'bernoulli' needs inputs in [0, 1], but {where} holds "
                             f"values in [{lo:.3g}, {hi:.3g}] (data.scaling {manifest.scaling!r}); "

@@ -15,7 +15,8 @@ import tensorflow as tf
 from keras import ops
 
 from pipeline.model import subo
-from pipeline.model.layers import DISPERSION_FLOOR, PACKAGE, EncoderInput, LearnedSigma, Sampler
+from pipeline.model.layers import (DISPERSION_FLOOR, LOGISTIC_SCALE_FLOOR, PACKAGE, EncoderInput, LearnedSigma,
+                                   Sampler)
 from pipeline.model.likelihoods import make_likelihood
 from pipeline.model.networks import build_decoder, build_encoder
 from pipeline.model.vae_config import ResolvedModel, VAEConfig
@@ -78,9 +79,13 @@ class VAE(keras.Model):
         if "gaussian" in families and sigma == "learned":
             self.learned_sigma = LearnedSigma(features, config.sigma_floor, name="sigma")
             sigma = self.learned_sigma.value
+        if likelihood == "discretized_logistic":  # its scale s, one per feature, as a learned σ
+            self.learned_sigma = LearnedSigma(features, LOGISTIC_SCALE_FLOOR, initial=0.1, name="scale")
+            sigma = self.learned_sigma.value
         if "negative_binomial" in families:
             self.dispersion = LearnedSigma(features, DISPERSION_FLOOR, name="dispersion")
-        return make_likelihood(likelihood, sigma, groups, self.dispersion.value if self.dispersion else None)
+        return make_likelihood(likelihood, sigma, groups, self.dispersion.value if self.dispersion else None,
+                               config.levels)
 
     @property
     def theta_weights(self) -> list:

@@ -68,8 +68,9 @@ class ModelConfig:
     latent_dim: int = bounded(8, lo=1)
     hidden: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # Dense widths (after the convs for conv)
     filters: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # conv only: Conv2D filters per layer
-    # bernoulli for data in [0, 1]; gaussian for real values. Both keep S bounded below.
-    likelihood: Literal["auto", "bernoulli", "gaussian", "columns"] = AUTO
+    # discretized_logistic: a mass on pixel levels; bernoulli: binary data (a mass only there);
+    # gaussian: real values (σ floored); columns: one family per table column. All keep S ≥ a bound.
+    likelihood: Literal["auto", "bernoulli", "discretized_logistic", "gaussian", "columns"] = AUTO
     # count columns and count matrices: negative_binomial (a learned dispersion per feature) or poisson
     count_likelihood: Literal["negative_binomial", "poisson"] = "negative_binomial"
     # gaussian only: a fixed σ, or "learned": one trainable σ per feature, at least sigma_floor
