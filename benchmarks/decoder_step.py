@@ -59,7 +59,7 @@ def main() -> None:
     from pipeline.platform.hardware import cpu_flags, gpu_capabilities
     from pipeline.training.resolve_run import resolve_precision
 
-    precision, _ = resolve_precision("auto", cpu_flags(), gpu_capabilities())
+    precision = resolve_precision("auto", cpu_flags(), gpu_capabilities()).value
     print(cpu_flags_line(), f"-> {precision}", flush=True)
     x = tf.cast(tf.random.stateless_uniform((BATCH, 28, 28, 1), seed=[0, 0]) < 0.5, tf.float32)
     steps = contenders(precision)
