@@ -1,6 +1,6 @@
 """The stages in one process, for tests, benchmarks and notebooks.
 
-Each stage's recipe (which params it reads) is written once, as `run` in its module; the
+Each stage's recipe (which params it reads) is written once, as `from_params` in its module; the
 scripts in stages/ call the same functions, one process each, under DVC.
 """
 
