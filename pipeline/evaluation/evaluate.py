@@ -25,6 +25,7 @@ from pipeline.model.diagnostics import (
     phi_gradient_variance,
     subo_estimates,
 )
+from pipeline.model.resolve_model import levels_of
 from pipeline.platform.config import GradientVarianceConfig, Params
 from pipeline.platform.console import timed
 from pipeline.platform.errors import DataError
@@ -97,8 +98,8 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
 def likelihood_kind(config, manifest) -> dict:
     """Which p_θ(x|z) the figures are of, and whether S is the surprisal of the data: a mass
     on the values, a density with a floor, or a Bernoulli on grey levels (not a distribution)."""
-    family, binary = config.likelihood, manifest.preprocessing.get("binarize", "none") != "none"
-    if family == "bernoulli" and manifest.value_type == "pixels" and not binary:
+    family, levels = config.likelihood, levels_of(manifest)
+    if family == "bernoulli" and levels and levels > 2:  # the rule resolve_model warns on
         kind = "not a distribution over the data (a Bernoulli on grey levels): S is not a surprisal"
     elif family == "gaussian":
         kind = "a density with a floor on σ: S is bounded below, not a surprisal of discrete values"
