@@ -114,7 +114,8 @@ class MaskedLinearGaussian(LinearGaussian):
         z_mean, z_log_var = q_mean[None], np.log(q_var)[None]
         z = np_(subo.reparameterize(z_mean, z_log_var, RNG.normal(size=(samples, 1, len(q_mean)))))
         reconstruction = np_(self.likelihood().surprisal(self.x_holed[None], z @ self.W.T + self.b))
-        log_w = np_(subo.log_importance_weights(reconstruction, z, z_mean, z_log_var))
+        log_w = np_(subo.log_importance_weights(reconstruction, subo.standard_normal_log_density(z),
+                                                  subo.gaussian_log_density(z, z_mean, z_log_var)))
         return log_w[:, 0], np_(subo.kl_to_prior(z_mean, z_log_var))[0] + reconstruction[:, 0]
 
 

@@ -10,23 +10,48 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from pipeline.model.likelihoods import Bernoulli, DiscretizedLogistic
+from pipeline.model.likelihoods import Bernoulli, DiscretizedLogistic, LevelCategorical
 
 
 def _np(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def _params(loc, scale, likelihood):
+    """The decoder's (μ, ρ) for location loc and scale s: ρ inverts `log_scale`."""
+    log_min, log_initial = likelihood.LOG_MIN_SCALE, likelihood.LOG_INITIAL_SCALE
+    raw = np.log(np.expm1(np.log(np.asarray(scale, np.float64)) - log_min)) - (log_initial - log_min)
+    loc, raw = np.broadcast_arrays(np.asarray(loc, np.float64), raw)
+    return np.stack([loc, raw], axis=-1).astype(np.float32)
+
+
 @pytest.mark.parametrize("levels", [2, 17, 256])
-@pytest.mark.parametrize("loc, scale", [(0.5, 0.1), (-3.0, 0.01), (4.0, 2.0), (0.37, 1e-4), (0.0, 50.0),
-                                        (1.0, 1e-3), (0.5, 1e-4)])
+@pytest.mark.parametrize("loc, scale", [(0.5, 0.1), (-3.0, 0.01), (4.0, 2.0), (0.37, 1.2e-4), (0.0, 50.0),
+                                        (1.0, 1e-3), (0.5, 1.2e-4)])
 def test_the_masses_of_every_level_sum_to_one(levels, loc, scale):
     """Extreme locations (far outside [0, 1]) and scales (narrower than a bin, wider than the range)."""
-    likelihood = DiscretizedLogistic(levels, scale)
+    likelihood = DiscretizedLogistic(levels)
     x = (np.arange(levels) / (levels - 1)).astype(np.float32)[:, None]  # every level of one feature
-    surprisal = _np(likelihood.surprisal(x, np.full_like(x, loc)))
+    surprisal = _np(likelihood.surprisal(x, _params(np.full_like(x, loc), scale, likelihood)))
     assert np.all(np.isfinite(surprisal)) and np.all(surprisal >= 0)
     assert np.exp(-surprisal.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("levels", [2, 17, 256])
+@pytest.mark.parametrize("spread", [0.0, 1.0, 30.0, 300.0])
+def test_the_level_categorical_sums_to_one_and_is_the_softmax(levels, spread):
+    """Random logits from flat to extreme (a margin of hundreds of nats)."""
+    logits = (np.random.default_rng(levels).standard_normal((1, 1, levels)) * spread).astype(np.float32)
+    likelihood = LevelCategorical(levels)
+    x = (np.arange(levels) / (levels - 1)).astype(np.float32)[:, None]  # every level of one feature
+    surprisal = _np(likelihood.surprisal(x, np.broadcast_to(logits[0], (levels, 1, levels))))
+    assert np.all(np.isfinite(surprisal)) and np.all(surprisal >= 0)
+    assert np.exp(-surprisal.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-5)
+    direct = logits[0, 0] - np.log(np.exp(logits[0, 0].astype(np.float64) - logits.max()).sum()) - logits.max()
+    np.testing.assert_allclose(-surprisal, direct, rtol=1e-5, atol=1e-4)
+    mean = _np(likelihood.mean(logits))[0, 0]
+    probabilities = np.exp(direct)
+    assert mean == pytest.approx((probabilities * np.arange(levels) / (levels - 1)).sum(), abs=1e-5)
 
 
 def test_the_mass_of_a_level_is_the_logistic_cdf_across_its_bin():
@@ -35,20 +60,29 @@ def test_the_mass_of_a_level_is_the_logistic_cdf_across_its_bin():
     x = np.array([[0.0], [3 / 16], [0.4375], [1.0]], np.float32)
     cdf = lambda v: expit((v - loc) / scale)  # noqa: E731
     expected = [cdf(h), cdf(3 / 16 + h) - cdf(3 / 16 - h), cdf(0.4375 + h) - cdf(0.4375 - h), 1 - cdf(1 - h)]
-    surprisal = _np(DiscretizedLogistic(levels, scale).surprisal(x, np.full_like(x, loc)))
-    np.testing.assert_allclose(np.exp(-surprisal), expected, rtol=1e-5)
+    likelihood = DiscretizedLogistic(levels)
+    surprisal = _np(likelihood.surprisal(x, _params(np.full_like(x, loc), scale, likelihood)))
+    np.testing.assert_allclose(np.exp(-surprisal), expected, rtol=1e-4)
 
 
-def test_a_learned_scale_and_per_feature_surprisals_sum_over_features():
+def test_a_scale_per_value_and_per_feature_surprisals_sum_over_features():
     x = np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32)  # (B=1, 2, 2): levels of L = 5
+    likelihood = DiscretizedLogistic(5)
     scale = np.array([[0.1, 0.2], [0.05, 0.3]], np.float32)
-    likelihood = DiscretizedLogistic(5, lambda: scale)
-    loc = np.zeros((3, 1, 2, 2), np.float32) + 0.3  # three samples of z: (m, B, 2, 2)
-    total = _np(likelihood.surprisal(x, loc))
+    params = _params(np.zeros((3, 1, 2, 2)) + [0.3, 0.6], scale, likelihood)  # three samples of z: (m, B, 2, 2, 2)
+    total = _np(likelihood.surprisal(x, params))
     assert total.shape == (3, 1)
-    parts = sum(_np(DiscretizedLogistic(5, float(scale[i, j])).per_feature(x[:, i, j], loc[:, :, i, j]))
+    parts = sum(-_np(likelihood.log_mass(x[:, i, j], params[:, :, i, j, 0], np.log(scale[i, j])))
                 for i in range(2) for j in range(2))
     np.testing.assert_allclose(total, parts, rtol=1e-5)
+    np.testing.assert_allclose(_np(likelihood.mean(params))[0, 0], [[0.3, 0.6], [0.3, 0.6]], rtol=1e-6)
+
+
+def test_the_scale_never_goes_below_its_floor_and_starts_near_a_tenth():
+    likelihood = DiscretizedLogistic(256)
+    scale = np.exp(_np(likelihood.log_scale(np.array([-1e4, -50.0, 0.0], np.float32))))
+    np.testing.assert_allclose(scale[:2], 1e-4, rtol=1e-5)
+    assert 0.1 <= scale[2] < 0.1001
 
 
 def test_a_bernoulli_on_grey_levels_is_not_a_mass_but_on_two_levels_it_is():
@@ -62,7 +96,8 @@ def test_a_bernoulli_on_grey_levels_is_not_a_mass_but_on_two_levels_it_is():
 def test_the_scale_can_make_a_level_certain():
     """S ≥ 0 and reaches 0: a well-predicted pixel costs nothing (no floor below zero)."""
     x = np.array([[7 / 16]], np.float32)
-    surprisal = _np(DiscretizedLogistic(17, 1e-4).surprisal(x, x))
+    likelihood = DiscretizedLogistic(17)
+    surprisal = _np(likelihood.surprisal(x, _params(x, 1.2e-4, likelihood)))
     assert 0 <= surprisal[0] < 1e-6 and math.isfinite(surprisal[0])
 
 
@@ -73,7 +108,11 @@ def test_pixel_levels_get_a_mass_and_binary_pixels_a_bernoulli(caplog):
     auto = parse_params({}).model
     model, choices = resolve_model(auto, (28, 28, 1), [0.0, 1.0], "pixels", levels=256)
     assert (model.likelihood, model.levels) == ("discretized_logistic", 256)
-    assert choices["model.likelihood"].why == "pixel levels 0..255 scaled to [0, 1]: a mass on the 256 levels"
+    assert choices["model.likelihood"].why.startswith("pixel levels 0..255 scaled to [0, 1]: a mass on the 256 levels "
+                                                      "(256 × 784 logits would exceed 65536 outputs)")
+    model, choices = resolve_model(auto, (8, 8, 1), [0.0, 1.0], "pixels", levels=17)
+    assert (model.likelihood, model.levels) == ("level_categorical", 17)
+    assert "a categorical on the 17 levels (17 × 64 outputs" in choices["model.likelihood"].why
     model, choices = resolve_model(auto, (28, 28, 1), [0.0, 1.0], "pixels", levels=2)
     assert model.likelihood == "bernoulli" and "binary pixels" in choices["model.likelihood"].why
     forced = parse_params({"model": {"likelihood": "bernoulli"}}).model
@@ -105,3 +144,32 @@ def test_the_report_says_which_likelihood_and_gives_bits_per_dimension(pipeline_
     report = (pipeline_run["paths"]["evaluation"] / "report.md").read_text()
     assert "Likelihood p(x|z): `bernoulli`, not a distribution over the data" in report
     assert f"U {bits['U']:.3f}, S_20 {bits['S_K']['20']:.3f}" in report
+
+
+def test_three_fixed_patterns_reach_the_surprisal_of_choosing_among_them(tmp_path):
+    """The issue's case with only the data keys set: three fixed 8×8 uint8 patterns (many grey
+    levels), one per class. S = ln 3 ≈ 1.1 nats for a model that has learned them; a Bernoulli
+    on grey levels cannot go below the pixels' binary entropies (about 30 nats here)."""
+    import yaml
+
+    from pipeline import runner
+    from pipeline.data.prepare import prepare
+    from pipeline.data.prepared import load_split
+    from pipeline.model.bundle import load_bundle
+    from pipeline.model.diagnostics import subo_estimates
+    from pipeline.platform.config import parse_params
+
+    rng = np.random.default_rng(0)
+    patterns = rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    y = np.repeat(np.arange(3), 300)
+    np.savez(tmp_path / "patterns.npz", x=patterns[y], y=y)
+    raw = yaml.safe_load(open("params.yaml"))
+    raw["data"].update(source="npz", path=str(tmp_path / "patterns.npz"))
+    raw["train"]["bound_examples"] = 0  # the per-epoch bound is a monitor: the model trains the same without it
+    params = parse_params(raw)
+    prepare(params.data, seed=params.seed, out_dir=tmp_path / "prepared")
+    runner.train(params, prepared_dir=tmp_path / "prepared", model_dir=tmp_path / "model")
+    bundle = load_bundle(tmp_path / "model" / "model.keras")
+    assert bundle.choices["model.likelihood"]["value"] == "level_categorical"
+    figures = subo_estimates(bundle.vae, load_split(tmp_path / "prepared", "test").inputs(slice(None)), 100)
+    assert 0 <= figures["S_K"]["100"] <= 8, figures

@@ -73,7 +73,8 @@ class LinearGaussian:
         z = np_(subo.reparameterize(z_mean, z_log_var, eps))  # (m, 1, d)
         decoded = z @ self.W.T + self.b  # (m, 1, n)
         reconstruction = np_(self.likelihood().surprisal(self.x[None], decoded))  # (m, 1)
-        log_w = np_(subo.log_importance_weights(reconstruction, z, z_mean, z_log_var))
+        log_w = np_(subo.log_importance_weights(reconstruction, subo.standard_normal_log_density(z),
+                                                  subo.gaussian_log_density(z, z_mean, z_log_var)))
         return reconstruction, log_w, z_mean, z_log_var
 
 

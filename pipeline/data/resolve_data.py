@@ -11,7 +11,7 @@ The rules, and why:
   such as digits' 0..16) are divided by the top level into [0, 1], where the model's
   discretized logistic puts a mass on each of the L levels. Any other values are standardized per
   feature, because features of a table or vector come in unrelated units. An explicit
-  model.likelihood decides instead: bernoulli and discretized_logistic need [0, 1]
+  model.likelihood decides instead: bernoulli and the level masses need [0, 1]
   (unit), gaussian standardize.
   Counts and table codes are not scaled (a table's real columns are, as above).
 - the value type of an array (npz, IDX): pixels as above; count when every value is a
@@ -56,7 +56,7 @@ def resolve_scaling(scaling: str, likelihood: str, levels: float | None, kind: s
         return scaling, GIVEN
     if kind == "count":
         return "none", "counts are modelled as they are (the encoder reads log1p)"
-    if likelihood in ("bernoulli", "discretized_logistic"):
+    if likelihood in ("bernoulli", "level_categorical", "discretized_logistic"):
         return "unit", f"model.likelihood {likelihood} needs values in [0, 1]"
     if likelihood == "gaussian":
         return "standardize", "model.likelihood gaussian models standardized features"

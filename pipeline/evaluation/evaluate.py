@@ -81,9 +81,13 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     if manifest.columns is not None:
         with timed("per-column reconstruction and imputation"):
             metrics["columns"] = _column_quality(vae, data, manifest, surprisal_examples, trained.seed)
-    with timed("gradient variance"):
-        batch = trained.inputs(data["test"], None, gradient_variance.batch_size)
-        metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)
+    if vae.closed_form_kl:
+        with timed("gradient variance"):
+            batch = trained.inputs(data["test"], None, gradient_variance.batch_size)
+            metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)
+    else:
+        metrics["gradient_variance"] = {"skipped": "the score-function estimator needs a Gaussian proxy and the "
+                                                   "standard prior (D in closed form)"}
     with staged_outputs(out_dir, "evaluate") as staging, timed("pictures"):
         (staging / "pictures").mkdir()
         shape = manifest.example_shape

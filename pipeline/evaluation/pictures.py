@@ -1,5 +1,6 @@
-"""Pictures of a trained model: its KL to the prior per latent dimension, and for image
-data, reconstructions, samples from the prior and latent traversals."""
+"""Pictures of a trained model: its KL to the prior per latent dimension (where D has
+that closed form), and for image data, reconstructions, samples from the prior and latent
+traversals."""
 
 from pathlib import Path
 
@@ -22,17 +23,17 @@ def mean_kl_per_dim(vae, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     return np.concatenate(parts).mean(axis=0)
 
 
-def generative_figures(vae, x: np.ndarray, kl_per_dim: np.ndarray, out_dir: Path, seed: int, title: str,
+def generative_figures(vae, x: np.ndarray, use: tuple[str, np.ndarray], out_dir: Path, seed: int, title: str,
                        n: int = 10) -> list[int]:
     """reconstructions.png, samples.png and traversals.png; returns the traversed dimensions.
 
-    Reconstructions decode z = μ_φ(x); samples decode z ~ N(0, I); traversals move one
-    latent dimension from −3 to 3 (others 0) along the dimensions with the largest mean D_j.
+    Reconstructions decode z = μ_φ(x); samples decode z ~ p(z); traversals move one
+    latent dimension from −3 to 3 (others 0) along the most used dimensions.
 
     Args:
         vae: the trained model.
         x: image examples, (n, H, W, C).
-        kl_per_dim: mean D_j per latent dimension, (d,).
+        use: (what it is, its value per latent dimension (d,)): mean D_j, or Var_x z_mean_j.
         out_dir: where the PNG files go.
         seed: seeds the prior samples.
         title: the figures' title.
@@ -44,25 +45,26 @@ def generative_figures(vae, x: np.ndarray, kl_per_dim: np.ndarray, out_dir: Path
     z_mean = np.asarray(vae.predict_posterior(x[:n])[0])
     image_grid([x[:n], _decoded_means(vae, z_mean)], ["inputs", "reconstructions (z = μ)"],
                f"{title}: inputs and reconstructions", out_dir / "reconstructions.png")
-    prior = np.random.default_rng(seed).standard_normal((3 * n, vae.latent_dim)).astype(np.float32)
-    samples = _decoded_means(vae, prior)
-    image_grid([samples[i * n:(i + 1) * n] for i in range(3)], ["z ~ N(0, I)", "", ""],
+    samples = _decoded_means(vae, vae.sample_prior(3 * n, seed))
+    image_grid([samples[i * n:(i + 1) * n] for i in range(3)], ["z ~ p(z)", "", ""],
                f"{title}: samples from the prior (decoder means)", out_dir / "samples.png")
-    top = np.argsort(kl_per_dim)[::-1][:min(5, vae.latent_dim)]
+    measure, per_dim = use
+    top = np.argsort(per_dim)[::-1][:min(5, vae.latent_dim)]
     steps = np.linspace(-3, 3, n, dtype=np.float32)
     rows = []
     for j in top:
         z = np.zeros((n, vae.latent_dim), np.float32)
         z[:, j] = steps
         rows.append(_decoded_means(vae, z))
-    image_grid(rows, [f"z[{j}], mean D_j = {kl_per_dim[j]:.2f} nats" for j in top],
+    image_grid(rows, [f"z[{j}], {measure} = {per_dim[j]:.2f}" for j in top],
                f"{title}: traversals from -3 to 3", out_dir / "traversals.png")
     return [int(j) for j in top]
 
 
 def draw_pictures(vae, x: np.ndarray, folder: Path, title: str, seed: int, images: bool) -> dict:
-    """Into folder: kl_per_dim.png (mean D_j over the rows of x, any data), and for images
-    reconstructions, prior samples and traversals. Returns what was drawn.
+    """Into folder: kl_per_dim.png (mean D_j over the rows of x, any data, where D has its
+    closed form), and for images reconstructions, prior samples and traversals. Returns
+    what was drawn.
 
     Args:
         vae: the trained model.
@@ -73,12 +75,19 @@ def draw_pictures(vae, x: np.ndarray, folder: Path, title: str, seed: int, image
         images: whether x holds images (grey or RGB).
 
     Returns:
-        What was drawn: {"images", "examples", "mean_kl_per_dim"} and, for images, "traversed_dims".
+        What was drawn: {"images", "examples"}, "mean_kl_per_dim" (closed-form D) or
+        "variance_of_mean_per_dim" (a flow or VampPrior: D_j does not exist), and for images
+        "traversed_dims".
     """
-    kl = mean_kl_per_dim(vae, x)
-    bar_chart(kl, "latent dimension j", "mean D_j (nats)", f"{title}: KL to the prior per dimension",
-              folder / "kl_per_dim.png")
-    info = {"images": images, "examples": len(x), "mean_kl_per_dim": [round(float(v), 4) for v in kl]}
+    info = {"images": images, "examples": len(x)}
+    if vae.closed_form_kl:
+        use = ("mean D_j", mean_kl_per_dim(vae, x))
+        bar_chart(use[1], "latent dimension j", "mean D_j (nats)", f"{title}: KL to the prior per dimension",
+                  folder / "kl_per_dim.png")
+        info["mean_kl_per_dim"] = [round(float(v), 4) for v in use[1]]
+    else:  # D = E_q[log q − log p] does not split by dimension: rank the units by their use instead
+        use = ("Var_x z_mean_j", np.var(np.asarray(vae.predict_posterior(np.asarray(x[:1024]))[0]), axis=0))
+        info["variance_of_mean_per_dim"] = [round(float(v), 4) for v in use[1]]
     if images:
-        info["traversed_dims"] = generative_figures(vae, x, kl, folder, seed, title)
+        info["traversed_dims"] = generative_figures(vae, x, use, folder, seed, title)
     return info

@@ -77,10 +77,28 @@ def subo_table(metrics: dict) -> list[str]:
     return lines + [""]
 
 
-def active_units_lines(active: dict) -> list[str]:
+def active_units_lines(active: dict, kl_picture: bool) -> list[str]:
     dims = ", ".join(f"{v:.3g}" for v in active["variance_of_mean"])
     return [f"Active latent units: **{active['count']} of {active['of']}** (Var_x E_q[z_j] > {active['threshold']}, "
-            f"test examples; per dimension: {dims}). Mean D_j per dimension: pictures/kl_per_dim.png.", ""]
+            f"test examples; per dimension: {dims})."
+            + (" Mean D_j per dimension: pictures/kl_per_dim.png." if kl_picture else ""), ""]
+
+
+def d_estimate_lines(metrics: dict) -> list[str]:
+    """How D was computed, where it has no closed form (a flow proxy or a VampPrior)."""
+    estimate = metrics["subo"]["test"].get("D_estimate", "closed form")
+    if estimate == "closed form":
+        return []
+    return [f"D = KL(q(z|x) ‖ p(z)) has no closed form for this proxy and prior: {estimate}, so U and E_K "
+            "carry its Monte Carlo error.", ""]
+
+
+def gradient_variance_lines(g: dict) -> list[str]:
+    if "skipped" in g:
+        return [f"φ-gradient variance: not measured ({g['skipped']}).", ""]
+    return [f"φ-gradient variance on one batch of {g['batch_size']} ({g['repeats']} draws): "
+            f"reparameterized {g['reparameterized']:.4g}, score function {g['score_function']:.4g}, "
+            f"ratio {g['ratio']:.1f}.", ""]
 
 
 def columns_table(columns: dict) -> list[str]:
@@ -104,20 +122,18 @@ def choices_table(choices: dict) -> list[str]:
 
 
 def report_text(metrics: dict, dataset: dict, latent_dim: int, choices: dict) -> str:
+    kl_picture = "mean_kl_per_dim" in metrics["generative"]
     lines = [f"# Evaluation: {dataset['source']}, latent_dim = {latent_dim}", "",
              f"{dataset['counts']['train']} train / {dataset['counts']['test']} test examples of shape "
              f"{dataset['example_shape']}; values are nats per example.", "",
              "## Choices made from the data", "", *choices_table(choices),
              "## Probes (same protocol for every feature set)", "", *probe_table(metrics),
              "## SUBO, surprisal and gap", "", *subo_table(metrics), *likelihood_lines(metrics),
-             *active_units_lines(metrics["active_units"])]
+             *d_estimate_lines(metrics), *active_units_lines(metrics["active_units"], kl_picture)]
     if "columns" in metrics:
         lines += ["## Columns: reconstruction and imputation", "", *columns_table(metrics["columns"])]
-    g = metrics["gradient_variance"]
-    lines += [f"φ-gradient variance on one batch of {g['batch_size']} ({g['repeats']} draws): "
-              f"reparameterized {g['reparameterized']:.4g}, score function {g['score_function']:.4g}, "
-              f"ratio {g['ratio']:.1f}.", "", "## Pictures", "", "![UMAP](umap/umap.png)", "",
-              "![mean D_j per latent dimension](pictures/kl_per_dim.png)", ""]
+    lines += [*gradient_variance_lines(metrics["gradient_variance"]), "## Pictures", "", "![UMAP](umap/umap.png)", "",
+              *(["![mean D_j per latent dimension](pictures/kl_per_dim.png)", ""] if kl_picture else [])]
     if latent_dim == 2:
         lines += ["![latents](umap/latents.png)", ""]
     if metrics["generative"]["images"]:

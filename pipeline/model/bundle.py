@@ -42,8 +42,8 @@ class Bundle:
 
     @property
     def input_shape(self) -> list[int]:
-        """One preprocessed example as the model reads it (the decoder's output shape)."""
-        return list(self.vae.decoder.outputs[0].shape[1:])
+        """One preprocessed example as the model reads it."""
+        return list(self.vae.example_shape)
 
     def check_shape(self, shape, where) -> None:
         """Raise DataError unless preprocessed examples of `shape` (from `where`) fit the model."""

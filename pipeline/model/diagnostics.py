@@ -2,6 +2,8 @@
 collapsed, and why is the reparameterized estimator better (the article asks; this makes
 it a number). Train uses them every epoch, evaluate on the final model."""
 
+import math
+
 import numpy as np
 
 from pipeline.model import subo
@@ -9,6 +11,8 @@ from pipeline.model import subo
 # Burda et al. (2016, "Importance Weighted Autoencoders"): unit j is active when
 # Var_x(E_q[z_j | x]) > 0.01. It is the metric's definition, not a knob.
 ACTIVITY_THRESHOLD = 0.01
+# The most decoder outputs one scoring batch holds (floats): 128 MiB.
+PARAMS_PER_BATCH = 2 ** 25
 
 
 class Moments:
@@ -65,7 +69,7 @@ def phi_gradient_variance(vae, x: np.ndarray, repeats: int) -> dict:
         def gradient(x, estimator=estimator):
             with tf.GradientTape() as tape:
                 objective, _ = vae.objective(x, estimator=estimator)
-            return tape.gradient(objective, vae.encoder.trainable_weights)
+            return tape.gradient(objective, vae.phi_weights)
 
         draws = np.stack([np.concatenate([g.numpy().ravel() for g in gradient(x)]) for _ in range(repeats)])
         out[estimator] = float(draws.var(axis=0, ddof=1).mean())  # draws: (R, parameters)
@@ -82,10 +86,13 @@ def sample_counts(k: int) -> list[int]:
 class BoundEstimator:
     """Mean U, D, reconstruction, S_K and E_K = U − S_K (nats per example) of a model on x.
 
-    U uses the closed-form D and the mean reconstruction surprisal over the same K
-    samples z_k ~ q(z|x) that the importance-weighted S_K uses (S_k takes the first k).
-    Batches hold about `decodes_per_batch` decoded samples (K per example); the graph is
-    traced once per estimator, so train can score every epoch with one.
+    U uses D (closed form, or where it has none the Monte Carlo mean of log q − log p over
+    the K samples; "D_estimate" says which) and the mean reconstruction surprisal over the
+    same K samples z_k ~ q(z|x) that the importance-weighted S_K uses (S_k takes the first k).
+    Batches hold about `decodes_per_batch` decoded samples (K per example), fewer when a
+    decode has many outputs (L logits per pixel), so one batch's parameters stay within
+    PARAMS_PER_BATCH floats; the graph is traced once per estimator, so train can score
+    every epoch with one.
     """
 
     def __init__(self, vae, importance_samples: int, decodes_per_batch: int = 4096, seed: int | None = 0):
@@ -93,18 +100,23 @@ class BoundEstimator:
         import tensorflow as tf
 
         self.ks = sample_counts(importance_samples)
+        outputs = math.prod(vae.decoder.outputs[0].shape[1:])
+        decodes_per_batch = min(decodes_per_batch, PARAMS_PER_BATCH // outputs)
         self.batch_size = max(1, decodes_per_batch // importance_samples)
         # Its own seed stream: scoring during training leaves training's draws as they were.
         seed_generator = keras.random.SeedGenerator(seed)
 
         @tf.function(reduce_retracing=True)
         def per_example(xb):
-            z, reconstruction, z_mean, z_log_var = vae.sample_posterior(xb, importance_samples, seed_generator=seed_generator)
-            log_w = subo.log_importance_weights(reconstruction, z, z_mean, z_log_var)  # (K, B)
+            terms = vae.sample_posterior(xb, importance_samples, seed_generator=seed_generator)
+            reconstruction = terms["reconstruction"]
+            log_w = subo.log_importance_weights(reconstruction, terms["log_prior"], terms["log_q"])  # (K, B)
             s_k = [subo.importance_weighted_surprisal(log_w[:k]) for k in self.ks]
-            return subo.kl_to_prior(z_mean, z_log_var), tf.reduce_mean(reconstruction, axis=0), tf.stack(s_k)
+            return terms["kl"], tf.reduce_mean(reconstruction, axis=0), tf.stack(s_k)
 
         self.per_example = per_example
+        self.d_estimate = ("closed form" if vae.closed_form_kl else
+                           f"Monte Carlo: mean of log q(z|x) − log p(z) over K = {importance_samples} samples")
 
     def __call__(self, x: np.ndarray) -> dict:
         parts = [self.per_example(np.asarray(x[start:start + self.batch_size]))
@@ -114,8 +126,8 @@ class BoundEstimator:
         s_means = {str(k): float(v) for k, v in zip(self.ks, s_k.mean(axis=1))}
         return {
             "examples": len(x),
-            "U": u, "D": float(kl.mean()), "reconstruction": float(reconstruction.mean()),
-            "S_K": s_means,
+            "U": u, "D": float(kl.mean()), "D_estimate": self.d_estimate,
+            "reconstruction": float(reconstruction.mean()), "S_K": s_means,
             "E_K": {k: u - v for k, v in s_means.items()},
         }
 

@@ -13,9 +13,6 @@ from pipeline.model import subo
 PACKAGE = "vae_pipeline"
 # The negative binomial's dispersion r stays above this: lgamma(r) is finite, S bounded.
 DISPERSION_FLOOR = 1e-3
-# The discretized logistic's scale s (pixels in [0, 1]) stays above this: far below a bin of
-# 256 levels (1/255), it only keeps the bins' log-differences finite.
-LOGISTIC_SCALE_FLOOR = 1e-4
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -55,16 +52,15 @@ class LearnedSigma(layers.Layer):
     as negative as it likes on one well-predicted feature); softplus keeps the gradient
     smooth above it. Starts at σ = 1, the scale of standardized features. The negative
     binomial's dispersion r is the same kind of parameter (positive, per feature; its floor
-    only keeps lgamma(r) finite), and so is the discretized logistic's scale (started at
-    `initial`, 0.1 of the [0, 1] pixel range).
+    only keeps lgamma(r) finite).
     """
 
-    def __init__(self, shape, floor: float, initial: float = 1.0, **kwargs):
+    def __init__(self, shape, floor: float, **kwargs):
         super().__init__(**kwargs)
         if not floor > 0:
             raise ValueError(f"sigma_floor must be > 0. Got {floor!r} instead.")
-        self.shape, self.floor, self.initial = tuple(shape), float(floor), float(initial)
-        start = max(self.initial - self.floor, 1e-3)
+        self.shape, self.floor = tuple(shape), float(floor)
+        start = max(1.0 - self.floor, 1e-3)
         self.rho = self.add_weight(shape=self.shape, name="rho", dtype="float32",
                                    initializer=keras.initializers.Constant(math.log(math.expm1(start))))
         self.built = True
@@ -74,7 +70,7 @@ class LearnedSigma(layers.Layer):
         return self.floor + ops.softplus(self.rho)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "shape": list(self.shape), "floor": self.floor, "initial": self.initial}
+        return {**super().get_config(), "shape": list(self.shape), "floor": self.floor}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

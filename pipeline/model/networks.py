@@ -30,8 +30,9 @@ def residual_block(h, activation: str, name: str):
 
 
 def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", filters=(), activation="relu",
-                  residual_blocks: int = 0) -> keras.Model:
-    """Encoder x -> (z_mean, z_log_var), each (B, latent_dim).
+                  residual_blocks: int = 0, context: int = 0) -> keras.Model:
+    """Encoder x -> (z_mean, z_log_var), each (B, latent_dim), and a context (B, context)
+    for a flow proxy when context > 0.
 
     mlp: Flatten, Dense for each of `hidden`. conv (H×W×C images): a Conv2D for each of
     `filters` with strides from `conv_strides`, each followed by `residual_blocks`
@@ -47,6 +48,7 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
         filters: Conv2D widths (conv).
         activation: of every hidden and conv layer.
         residual_blocks: residual blocks per resolution (conv).
+        context: the width of a third output the flow's steps read (0: none).
 
     Returns:
         A functional keras.Model of built-in layers.
@@ -66,12 +68,16 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
     # Heads in float32 under mixed precision: the SUBO is computed in float32.
     z_mean = layers.Dense(latent_dim, name="z_mean", dtype="float32")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype="float32")(h)
-    return keras.Model(x, [z_mean, z_log_var], name="encoder")
+    outputs = [z_mean, z_log_var]
+    if context:
+        outputs.append(layers.Dense(context, activation=activation, name="context", dtype="float32")(h))
+    return keras.Model(x, outputs, name="encoder")
 
 
 def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", filters=(), activation="relu",
-                  residual_blocks: int = 0, decoder_top: str = "strided") -> keras.Model:
-    """Decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape).
+                  residual_blocks: int = 0, decoder_top: str = "strided", params_per_value: int = 1) -> keras.Model:
+    """Decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape), or
+    (B, *output_shape, k) with k = params_per_value > 1 (e.g. a location and a scale).
 
     Mirrors the encoder: Dense layers in reverse, then (conv) residual blocks and a
     Conv2DTranspose undoing each of the encoder's strides. decoder_top "full": those keep
@@ -84,6 +90,7 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
         output_shape: one example's shape.
         hidden, architecture, filters, activation, residual_blocks: as the encoder's.
         decoder_top: strided or full (conv).
+        params_per_value: k, the likelihood's parameters for each value of x.
 
     Returns:
         A functional keras.Model.
@@ -95,6 +102,7 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
     if architecture == "conv":
         _check_image(output_shape)
         height, width, channels = output_shape
+        channels *= params_per_value
         sh, sw = conv_strides(height, len(filters)), conv_strides(width, len(filters))
         small = (height // math.prod(sh), width // math.prod(sw), filters[-1])
         h = layers.Dense(math.prod(small), activation=activation, name="project")(h)
@@ -111,8 +119,10 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
         if decoder_top == "full":
             h = _params_layer(channels, (1, 1))(h)
     else:
-        h = layers.Dense(math.prod(output_shape), name="params", dtype="float32")(h)
-        h = layers.Reshape(tuple(output_shape), dtype="float32")(h)
+        h = layers.Dense(math.prod(output_shape) * params_per_value, name="params", dtype="float32")(h)
+    if architecture != "conv" or params_per_value > 1:
+        extra = (params_per_value,) if params_per_value > 1 else ()
+        h = layers.Reshape((*output_shape, *extra), name="params_shape", dtype="float32")(h)
     return keras.Model(z, h, name="decoder")
 
 

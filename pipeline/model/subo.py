@@ -28,9 +28,11 @@ def kl_to_prior(z_mean, z_log_var):
 def free_bits_kl(kl_per_dim, free_bits: float):
     """Σ_j max(λ, mean over the batch of D_j): the D term of the free-bits objective.
 
-    kl_per_dim: (B, d). Returns a scalar. Dimensions already below λ nats get no gradient
-    pushing them further towards the prior, which keeps latent units from collapsing.
-    With λ = 0 this is the batch mean of D.
+    kl_per_dim: (B, d), or (B, 1) holding the whole D where it has no per-dimension form
+    (pass λ·d then: one budget for all units, as Kingma et al. 2016 did per group).
+    Returns a scalar. Dimensions already below λ nats get no gradient pushing them further
+    towards the prior, which keeps latent units from collapsing. With λ = 0 this is the
+    batch mean of D.
     """
     return ops.sum(ops.maximum(ops.mean(kl_per_dim, axis=0), free_bits))
 
@@ -65,14 +67,28 @@ def subo(kl, reconstruction):
     return kl + ops.mean(reconstruction, axis=0)
 
 
-def log_importance_weights(reconstruction, z, z_mean, z_log_var):
+def mixture_log_density(z, means, log_vars):
+    """log (1/C) Σ_c N(z; mean_c, diag exp(log_var_c)): a mixture of C equal Gaussians.
+
+    z: (..., d); means, log_vars: (C, d). Returns (...,). The VampPrior's log p(z).
+    """
+    components = gaussian_log_density(z[..., None, :], means, log_vars)  # (..., C)
+    return ops.logsumexp(components, axis=-1) - math.log(means.shape[0])
+
+
+def log_importance_weights(reconstruction, log_prior, log_q):
     """log w_k = log p(x, z_k) − log q(z_k | x) for z_k ~ q(z|x).
 
-    reconstruction: (K, B) = log 1/p(x | z_k); z: (K, B, d); z_mean, z_log_var: (B, d).
-    Returns (K, B).
+    reconstruction: (K, B) = log 1/p(x | z_k); log_prior: log p(z_k), (K, B); log_q:
+    log q(z_k | x), (K, B). Returns (K, B).
     """
-    log_joint = -reconstruction + standard_normal_log_density(z)
-    return log_joint - gaussian_log_density(z, z_mean, z_log_var)
+    return -reconstruction + log_prior - log_q
+
+
+def monte_carlo_kl(log_q, log_prior):
+    """D̂ = (1/m) Σ_k [log q(z_k|x) − log p(z_k)], z_k ~ q(z|x): unbiased for D where it has
+    no closed form (a flow proxy, a learned prior). log_q, log_prior: (m, B). Returns (B,)."""
+    return ops.mean(log_q - log_prior, axis=0)
 
 
 def phi_surrogate(estimator: str, reconstruction_of, x, z, z_mean, z_log_var, baseline=0.0):

@@ -1,4 +1,4 @@
-"""The VAE: p_θ(x|z) N(z; 0, I) with proxy q_φ(z|x), and the SUBO training step.
+"""The VAE: p_θ(x|z) p(z) with proxy q_φ(z|x), and the SUBO training step.
 
 The VAE and its layers (pipeline.model.layers) are registered serialisable: after
 `import pipeline.model.vae`, `keras.saving.load_model("model.keras")` needs no custom_objects.
@@ -15,10 +15,10 @@ import tensorflow as tf
 from keras import ops
 
 from pipeline.model import subo
-from pipeline.model.layers import (DISPERSION_FLOOR, LOGISTIC_SCALE_FLOOR, PACKAGE, EncoderInput, LearnedSigma,
-                                   Sampler)
-from pipeline.model.likelihoods import make_likelihood
+from pipeline.model.layers import DISPERSION_FLOOR, PACKAGE, EncoderInput, LearnedSigma, Sampler
+from pipeline.model.likelihoods import make_likelihood, params_per_value
 from pipeline.model.networks import build_decoder, build_encoder
+from pipeline.model.posterior import Flow, flow_width
 from pipeline.model.vae_config import ResolvedModel, VAEConfig
 from pipeline.platform.config import LossConfig
 from pipeline.platform.hardware import step_outputs
@@ -36,7 +36,12 @@ class TrainingPlan:
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class VAE(keras.Model):
-    """p_θ(x, z) = p_θ(x|z) N(z; 0, I) with proxy q_φ(z|x), trained by minimising Û.
+    """p_θ(x, z) = p_θ(x|z) p(z) with proxy q_φ(z|x), trained by minimising Û.
+
+    p(z) is N(0, I) or a VampPrior (`pseudo_inputs`); q is the encoder's diagonal Gaussian,
+    or that followed by an inverse-autoregressive `flow`. D has its closed form only for the
+    Gaussian proxy and N(0, I); otherwise it is the Monte Carlo mean of log q − log p over
+    the same samples (unbiased, so Û and S_K stay exactly what they are).
 
     Built from its two networks and one `VAEConfig` (the likelihood and the loss); what
     changes during training (the KL warm-up's weight, φ steps) comes from the trainer's
@@ -58,6 +63,15 @@ class VAE(keras.Model):
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = self._likelihood(self.config)
+        self.flow = self.pseudo_inputs = None
+        if self.config.posterior == "flow":
+            width = flow_width(self.latent_dim)
+            self.flow = Flow(self.latent_dim, self.config.flow_steps, width, name="flow")
+            self.flow.build(((None, self.latent_dim), (None, width)))
+        if self.config.prior == "vamp":  # u_c in the encoder's input space; `start_prior_at` puts them on data
+            shape = (self.config.prior_components, *self.encoder.inputs[0].shape[1:])
+            self.pseudo_inputs = self.add_weight(shape=shape, initializer=keras.initializers.RandomNormal(0.5, 0.1),
+                                                 name="pseudo_inputs", dtype="float32")
         self.encoder_input = (EncoderInput(self.config.log1p_features, self.config.mask_features,
                                            name="encoder_input") if self.config.likelihood == "columns" else None)
         # float32 under mixed precision too: z feeds log q(z|x) and log p(z) in S_K.
@@ -74,13 +88,10 @@ class VAE(keras.Model):
         """The likelihood object, with its learned per-feature σ and dispersion when it has them."""
         likelihood, sigma, groups = config.likelihood, config.sigma, [list(g) for g in config.groups] or None
         families = {family for family, _, _ in groups or ()} if likelihood == "columns" else {likelihood}
-        features = self.decoder.outputs[0].shape[1:]
+        features = self.example_shape
         self.learned_sigma = self.dispersion = None  # trainable σ (sigma "learned") and NB dispersion r
         if "gaussian" in families and sigma == "learned":
             self.learned_sigma = LearnedSigma(features, config.sigma_floor, name="sigma")
-            sigma = self.learned_sigma.value
-        if likelihood == "discretized_logistic":  # its scale s, one per feature, as a learned σ
-            self.learned_sigma = LearnedSigma(features, LOGISTIC_SCALE_FLOOR, initial=0.1, name="scale")
             sigma = self.learned_sigma.value
         if "negative_binomial" in families:
             self.dispersion = LearnedSigma(features, DISPERSION_FLOOR, name="dispersion")
@@ -89,9 +100,30 @@ class VAE(keras.Model):
 
     @property
     def theta_weights(self) -> list:
-        """The model's parameters θ: the decoder's, and a learned σ and dispersion."""
-        return self.decoder.trainable_weights + [w for layer in (self.learned_sigma, self.dispersion) if layer
-                                                 for w in layer.trainable_weights]
+        """The model's parameters θ: the decoder's, a learned σ and dispersion, the VampPrior's pseudo-inputs."""
+        return (self.decoder.trainable_weights + [w for layer in (self.learned_sigma, self.dispersion) if layer
+                                                  for w in layer.trainable_weights]
+                + ([self.pseudo_inputs] if self.pseudo_inputs is not None else []))
+
+    @property
+    def phi_weights(self) -> list:
+        """The proxy's parameters φ: the encoder's and the flow's."""
+        return self.encoder.trainable_weights + (self.flow.trainable_weights if self.flow is not None else [])
+
+    def start_prior_at(self, x: np.ndarray) -> None:
+        """Put the VampPrior's pseudo-inputs on training rows x (prior_components of them,
+        repeated when fewer): the prior starts as the proxy's mixture over real examples."""
+        if self.pseudo_inputs is None:
+            return
+        rows = np.resize(np.arange(len(x)), self.config.prior_components)
+        x = np.asarray(x)[rows]
+        self.pseudo_inputs.assign(ops.convert_to_numpy(self.encoder_input(x)) if self.encoder_input else x)
+
+    @property
+    def example_shape(self) -> tuple:
+        """One example of x (the decoder's output, less a trailing axis of parameters per value)."""
+        shape = tuple(self.decoder.outputs[0].shape[1:])
+        return shape[:-1] if params_per_value(self.config.likelihood, self.config.levels) > 1 else shape
 
     @property
     def latent_dim(self) -> int:
@@ -106,18 +138,32 @@ class VAE(keras.Model):
         z_mean, _ = self.posterior(x, training=training)
         return z_mean
 
+    def _encode(self, x, training=False):
+        """The encoder's outputs: q_0's z_mean and z_log_var, and the flow's context (or None)."""
+        outputs = self.encoder(self.encoder_input(x) if self.encoder_input else x, training=training)
+        return outputs[0], outputs[1], outputs[2] if self.flow is not None else None
+
     def posterior(self, x, training=False):
-        """q_φ(z|x) as (z_mean, z_log_var), each (B, latent_dim)."""
-        return self.encoder(self.encoder_input(x) if self.encoder_input else x, training=training)
+        """q_φ(z|x) summarised as (z_mean, z_log_var), each (B, latent_dim): the Gaussian's,
+        or under a flow the flow's image of the base mean (its z at ε = 0) and the base's
+        log-variance (the spread before the flow)."""
+        z_mean, z_log_var, context = self._encode(x, training=training)
+        if self.flow is not None:
+            z_mean = self.flow([z_mean, context])[0]
+        return z_mean, z_log_var
 
     def predict_posterior(self, x: np.ndarray):
         """`posterior` of one batch of numpy inputs, compiled (the encoder's predict_on_batch)."""
         if self.encoder_input is not None:
             x = ops.convert_to_numpy(self.encoder_input(x))
-        return self.encoder.predict_on_batch(x)
+        outputs = self.encoder.predict_on_batch(x)
+        if self.flow is None:
+            return outputs
+        z_mean, z_log_var, context = outputs
+        return ops.convert_to_numpy(self.flow([z_mean, context])[0]), z_log_var
 
     def decode(self, z):
-        """Likelihood parameters for z of shape (..., B, d): returns (..., B, *F)."""
+        """Likelihood parameters for z of shape (..., B, d): returns (..., B, *F) (or (..., B, *F, k))."""
         lead = ops.shape(z)[:-1]
         params = self.decoder(ops.reshape(z, (-1, self.latent_dim)))
         return ops.reshape(params, (*lead, *self.decoder.outputs[0].shape[1:]))
@@ -126,39 +172,79 @@ class VAE(keras.Model):
         """log 1/p_θ(x | z) for x (B, *F) and z (m, B, d): returns (m, B)."""
         return self.likelihood.surprisal(x, self.decode(z))
 
-    def sample_posterior(self, x, samples: int, training=False, seed_generator=None):
-        """Draw z_k ~ q(z|x). Returns z (m, B, d), reconstruction (m, B), z_mean, z_log_var.
+    @property
+    def closed_form_kl(self) -> bool:
+        """D has its closed form: a Gaussian proxy and the standard prior."""
+        return self.flow is None and self.pseudo_inputs is None
 
-        seed_generator: a keras.random.SeedGenerator of its own, so that scoring the model
-        (S_K every epoch) does not move the seed stream that training draws from.
+    def log_prior(self, z):
+        """log p(z): the standard normal, or the VampPrior's mixture of the proxy's Gaussians
+        at the pseudo-inputs. z: (..., d). Returns (...,)."""
+        if self.pseudo_inputs is None:
+            return subo.standard_normal_log_density(z)
+        means, log_vars = self.encoder(self.pseudo_inputs)[:2]
+        return subo.mixture_log_density(z, means, log_vars)
+
+    def sample_prior(self, n: int, seed: int) -> np.ndarray:
+        """n draws of z ~ p(z), (n, d): N(0, I), or a VampPrior component chosen uniformly, then its Gaussian."""
+        rng = np.random.default_rng(seed)
+        noise = rng.standard_normal((n, self.latent_dim)).astype(np.float32)
+        if self.pseudo_inputs is None:
+            return noise
+        means, log_vars = (np.asarray(v) for v in self.encoder.predict_on_batch(
+            ops.convert_to_numpy(self.pseudo_inputs))[:2])
+        chosen = rng.integers(0, len(means), n)
+        return means[chosen] + np.exp(0.5 * log_vars[chosen]) * noise
+
+    def sample_posterior(self, x, samples: int | None = None, training=False, seed_generator=None,
+                         estimator: str = "reparameterized") -> dict:
+        """Draw z_k ~ q(z|x) with what the bound needs of them, each (m, B) unless stated:
+        z (m, B, d), reconstruction = log 1/p(x|z_k), surrogate (its φ-gradient is the
+        estimator's, subo.phi_surrogate), log_q, log_prior, kl = D (B,) (closed form, or the
+        Monte Carlo mean over the m samples), kl_per_dim (B, d) (closed form) or None.
+
+        samples: m (None: mc_samples). seed_generator: a keras.random.SeedGenerator of its
+        own, so that scoring the model (S_K every epoch) leaves training's seed stream alone.
         """
-        z_mean, z_log_var = self.posterior(x, training=training)
+        z_mean, z_log_var, context = self._encode(x, training=training)
         z = self.sampler([z_mean, z_log_var], samples=samples, seed_generator=seed_generator)
-        return z, self.reconstruction_surprisal(x, z), z_mean, z_log_var
+        log_q = subo.gaussian_log_density(z, z_mean, z_log_var)
+        if self.flow is None:
+            surrogate, reconstruction = subo.phi_surrogate(
+                estimator, self.reconstruction_surprisal, x, z, z_mean, z_log_var,
+                baseline=self.baseline if self.config.score_baseline else 0.0)
+        else:  # log q(z_K|x) = log q_0(z_0|x) − Σ log |det ∂z_k/∂z_k−1|
+            z, log_det = self.flow([z, context])
+            log_q = log_q - log_det
+            surrogate = reconstruction = self.reconstruction_surprisal(x, z)
+        log_prior = self.log_prior(z)
+        kl_per_dim = subo.kl_to_prior_per_dim(z_mean, z_log_var) if self.closed_form_kl else None
+        kl = ops.sum(kl_per_dim, axis=-1) if self.closed_form_kl else subo.monte_carlo_kl(log_q, log_prior)
+        return {"z": z, "reconstruction": reconstruction, "surrogate": surrogate, "log_q": log_q,
+                "log_prior": log_prior, "kl": kl, "kl_per_dim": kl_per_dim}
 
     def objective(self, x, estimator: str | None = None, training=False, kl_weight=None):
         """The training objective (a scalar) and the per-example terms U, D, reconstruction.
 
         subo: w·D' + the reconstruction surrogate (see the class docstring), w = kl_weight
-        (None: β). iwae: the batch mean of S_K over the same m = K samples, reparameterized
-        (Burda et al.).
+        (None: β); D' has free bits per dimension, or one budget of λ·d for the whole D
+        where D has no closed form. iwae: the batch mean of S_K over the same m = K samples,
+        reparameterized (Burda et al.).
         """
         config = self.config
-        z_mean, z_log_var = self.posterior(x, training=training)
-        z = self.sampler([z_mean, z_log_var])
-        surrogate, reconstruction = subo.phi_surrogate(
-            estimator or config.gradient_estimator, self.reconstruction_surprisal, x, z, z_mean, z_log_var,
-            baseline=self.baseline if config.score_baseline else 0.0)
-        kl_per_dim = subo.kl_to_prior_per_dim(z_mean, z_log_var)
+        terms = self.sample_posterior(x, training=training, estimator=estimator or config.gradient_estimator)
+        reconstruction, kl = terms["reconstruction"], terms["kl"]
         if config.objective == "iwae":
-            log_weights = subo.log_importance_weights(reconstruction, z, z_mean, z_log_var)
+            log_weights = subo.log_importance_weights(reconstruction, terms["log_prior"], terms["log_q"])
             objective = ops.mean(subo.importance_weighted_surprisal(log_weights))
         else:
             weight = config.beta if kl_weight is None else kl_weight
-            objective = weight * subo.free_bits_kl(kl_per_dim, config.free_bits) + ops.mean(surrogate)
-        kl = ops.sum(kl_per_dim, axis=-1)
-        terms = {"U": subo.subo(kl, reconstruction), "D": kl, "reconstruction": ops.mean(reconstruction, axis=0)}
-        return objective, terms
+            per_dim = terms["kl_per_dim"]
+            free = (subo.free_bits_kl(per_dim, config.free_bits) if per_dim is not None
+                    else subo.free_bits_kl(kl[:, None], config.free_bits * self.latent_dim))
+            objective = weight * free + ops.mean(terms["surrogate"])
+        return objective, {"U": subo.subo(kl, reconstruction), "D": kl,
+                           "reconstruction": ops.mean(reconstruction, axis=0)}
 
     def subo_terms(self, x, training=False) -> dict:
         """Per-example U, D and reconstruction with m = mc_samples. Each (B,)."""
@@ -182,7 +268,7 @@ class VAE(keras.Model):
             terms = self._step(x, self.trainable_weights)
         else:  # the article's "aggressive φ": k proxy steps, then one model step
             for _ in range(self.plan.phi_steps):
-                self._step(x, self.encoder.trainable_weights)
+                self._step(x, self.phi_weights)
             terms = self._step(x, self.theta_weights)
         self.baseline.assign(0.9 * self.baseline + 0.1 * ops.mean(terms["reconstruction"]))
         return self._update_trackers(terms)
@@ -238,8 +324,10 @@ def build_vae(example_shape, model: ResolvedModel, loss: LossConfig, seed: int |
     arch = {"hidden": model.hidden, "architecture": model.architecture, "filters": model.filters,
             "activation": model.activation, "residual_blocks": model.residual_blocks}
     encoder_shape = (shape[0] + len(model.mask_features),) if model.mask_features else shape
-    vae = VAE(build_encoder(encoder_shape, model.latent_dim, **arch),
-              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top),
+    context = flow_width(model.latent_dim) if model.posterior == "flow" else 0
+    vae = VAE(build_encoder(encoder_shape, model.latent_dim, **arch, context=context),
+              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top,
+                            params_per_value=params_per_value(model.likelihood, model.levels)),
               VAEConfig.of(model, loss, seed), name="vae")
     vae.build(None)
     return vae

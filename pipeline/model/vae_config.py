@@ -19,7 +19,7 @@ class ResolvedModel:
     hidden: tuple[int, ...]
     filters: tuple[int, ...]
     # columns: one family per column group (tables and count matrices, see `groups`)
-    likelihood: Literal["bernoulli", "discretized_logistic", "gaussian", "columns"]
+    likelihood: Literal["bernoulli", "level_categorical", "discretized_logistic", "gaussian", "columns"]
     count_likelihood: Literal["negative_binomial", "poisson"]
     sigma: float | Literal["learned"]
     sigma_floor: float
@@ -32,16 +32,20 @@ class ResolvedModel:
     groups: tuple[tuple[str, int, int], ...] = ()
     log1p_features: tuple[int, ...] = ()
     mask_features: tuple[int, ...] = ()
-    levels: int | None = None  # discretized_logistic: L, the levels of each pixel (0..L−1)
+    levels: int | None = None  # level_categorical, discretized_logistic: L, the levels of each pixel (0..L−1)
+    posterior: Literal["gaussian", "flow"] = "gaussian"
+    flow_steps: int = 2
+    prior: Literal["standard", "vamp"] = "standard"
+    prior_components: int = 50
 
 
 @dataclass(frozen=True)
 class VAEConfig:
     """What a VAE is besides its networks: p_θ(x|z)'s family and the loss it minimises.
 
-    likelihood, sigma, sigma_floor, groups, log1p_features, mask_features, levels: as in
-    ResolvedModel. mc_samples .. score_baseline: the loss (LossConfig, less the warm-up,
-    which the trainer schedules). seed: the sampler's seed stream.
+    likelihood .. levels, posterior .. prior_components: as in ResolvedModel. mc_samples ..
+    score_baseline: the loss (LossConfig, less the warm-up, which the trainer schedules).
+    seed: the sampler's seed stream.
     """
 
     likelihood: str = "bernoulli"
@@ -51,6 +55,10 @@ class VAEConfig:
     log1p_features: tuple[int, ...] = ()
     mask_features: tuple[int, ...] = ()
     levels: int | None = None
+    posterior: str = "gaussian"
+    flow_steps: int = 2
+    prior: str = "standard"
+    prior_components: int = 50
     mc_samples: int = 1
     beta: float = 1.0
     free_bits: float = 0.0
@@ -64,7 +72,8 @@ class VAEConfig:
         """The VAE's part of a resolved model and a loss config."""
         return cls(likelihood=model.likelihood, sigma=model.sigma, sigma_floor=model.sigma_floor,
                    groups=model.groups, log1p_features=model.log1p_features, mask_features=model.mask_features,
-                   levels=model.levels, mc_samples=loss.mc_samples, beta=float(loss.beta),
+                   levels=model.levels, posterior=model.posterior, flow_steps=model.flow_steps, prior=model.prior,
+                   prior_components=model.prior_components, mc_samples=loss.mc_samples, beta=float(loss.beta),
                    free_bits=float(loss.free_bits), gradient_estimator=loss.gradient_estimator, objective=loss.objective,
                    score_baseline=loss.score_baseline, seed=seed)
 

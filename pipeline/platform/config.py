@@ -68,9 +68,9 @@ class ModelConfig:
     latent_dim: int = bounded(8, lo=1)
     hidden: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # Dense widths (after the convs for conv)
     filters: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # conv only: Conv2D filters per layer
-    # discretized_logistic: a mass on pixel levels; bernoulli: binary data (a mass only there);
+    # level_categorical, discretized_logistic: masses on pixel levels; bernoulli: binary data (a mass only there);
     # gaussian: real values (σ floored); columns: one family per table column. All keep S ≥ a bound.
-    likelihood: Literal["auto", "bernoulli", "discretized_logistic", "gaussian", "columns"] = AUTO
+    likelihood: Literal["auto", "bernoulli", "level_categorical", "discretized_logistic", "gaussian", "columns"] = AUTO
     # count columns and count matrices: negative_binomial (a learned dispersion per feature) or poisson
     count_likelihood: Literal["negative_binomial", "poisson"] = "negative_binomial"
     # gaussian only: a fixed σ, or "learned": one trainable σ per feature, at least sigma_floor
@@ -82,6 +82,14 @@ class ModelConfig:
     # conv only: "strided": the last upsampling outputs the likelihood parameters (the
     # encoder's mirror); "full": a stride-1 layer at full resolution (filters[0] wide) before it
     decoder_top: Literal["strided", "full"] = "strided"
+    # the proxy q(z|x): gaussian (diagonal) | flow: the Gaussian, then flow_steps inverse-
+    # autoregressive steps conditioned on x (Kingma et al. 2016); log q stays exact
+    posterior: Literal["gaussian", "flow"] = "gaussian"
+    flow_steps: int = bounded(2, lo=1)
+    # the prior p(z): standard N(0, I) | vamp: the mean of the proxy's Gaussians at
+    # prior_components learned pseudo-inputs (Tomczak & Welling 2018)
+    prior: Literal["standard", "vamp"] = "standard"
+    prior_components: int = bounded(50, lo=1)
 
 
 @dataclass(frozen=True)
@@ -296,6 +304,10 @@ def _check_combinations(params: Params, source: str) -> None:
     if params.train.workers > 1 and distribution not in (AUTO, "multi_worker"):
         raise ConfigError(f"{source}: train.workers {params.train.workers} trains with MultiWorkerMirroredStrategy; "
                           f"train.distribution must be 'auto' or 'multi_worker'. Got {distribution!r} instead.")
+    model = params.model
+    if params.loss.gradient_estimator == "score_function" and (model.posterior, model.prior) != ("gaussian", "standard"):
+        raise ConfigError(f"{source}: loss.gradient_estimator 'score_function' needs model.posterior 'gaussian' and "
+                          f"model.prior 'standard' (it holds z fixed, so D must have its closed form). Got posterior {model.posterior!r}, prior {model.prior!r} instead.")
     if params.loss.objective == "iwae" and params.loss.gradient_estimator != "reparameterized":
         raise ConfigError(f"{source}: loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'. "
                           f"Got {params.loss.gradient_estimator!r} instead.")

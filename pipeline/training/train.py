@@ -205,6 +205,9 @@ def _fit(run: TrainingRun, choices: dict, manifest: Manifest, inputs: _Inputs, p
         vae.compile(optimizer=make_optimizer(cfg, updates), steps_per_execution=cfg.steps_per_execution,
                     jit_compile=cfg.jit_compile)
         vae.plan = TrainingPlan(warmup.weight, cfg.phi_steps)
+        if vae.pseudo_inputs is not None:  # a VampPrior starts on training rows
+            batches = math.ceil(run.model.prior_components / cfg.batch_size)
+            vae.start_prior_at(np.concatenate([b.numpy() for b in inputs.fit.take(batches)]))
     chief = is_chief(strategy)
     backup = model_dir / "backup" if chief else Path(tempfile.mkdtemp(prefix="vae-worker-backup-"))
     resuming = _prepare_backup(backup, _run_fingerprint(run, manifest, choices))
