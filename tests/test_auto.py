@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from pipeline.data import resolve_data as auto
+from pipeline.model import resolve_model
 from pipeline.platform.choices import AUTO, GIVEN, Choice, summary
 from pipeline.platform.config import LossConfig, TrainConfig, leaf_keys, lookup, parse_params
 from pipeline.platform.errors import ConfigError
-from pipeline.model import resolve_model
 from pipeline.training import resolve_run as resolve
 
 from .conftest import tiny_params

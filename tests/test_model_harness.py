@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.model.vae import VAE, TrainingPlan, build_vae
-from pipeline.model.vae_config import ResolvedModel
+from pipeline.model.vae import VAE, build_vae
+from pipeline.model.vae_config import ResolvedModel, TrainingPlan
 from pipeline.platform.config import LossConfig
 
 BASE = ResolvedModel(architecture="mlp", latent_dim=3, hidden=(16,), filters=(), likelihood="bernoulli",

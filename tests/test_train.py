@@ -233,8 +233,8 @@ def test_a_backup_is_resumed_only_when_the_auto_knobs_resolve_alike():
     from types import SimpleNamespace
 
     from pipeline.model.resolve_model import resolve_model
-    from pipeline.platform.config import parse_params
     from pipeline.platform.choices import Choice
+    from pipeline.platform.config import parse_params
     from pipeline.training.resolve_run import TrainingRun
     from pipeline.training.train import _run_fingerprint
 

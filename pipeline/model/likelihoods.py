@@ -4,10 +4,11 @@ Training, evaluation, sampling and pictures all go through these objects, so the
 the likelihood family is written once. Every family keeps the surprisal S bounded below
 (article, "Probability Density"):
 
-- Bernoulli, Categorical, NegativeBinomial, Poisson and DiscretizedLogistic are
-  probability masses: each factor is at most 1, so log 1/p(x | z) ≥ 0. Bernoulli is a
-  mass only on binary values: on grey levels in [0, 1] it sums to more than 1 over them
-  (Loaiza-Ganem & Cunningham 2019), so pixel levels get DiscretizedLogistic.
+- Bernoulli, Categorical, NegativeBinomial, Poisson and the masses on pixel levels
+  (LevelCategorical, DiscretizedLogistic: pipeline.model.pixel_levels) are probability
+  masses: each factor is at most 1, so log 1/p(x | z) ≥ 0. Bernoulli is a mass only on
+  binary values: on grey levels in [0, 1] it sums to more than 1 over them
+  (Loaiza-Ganem & Cunningham 2019), so pixel levels get one of the level masses.
 - Gaussian is a density: its σ is fixed, or learned per feature but never below a floor
   (model.sigma_floor, see layers.LearnedSigma), so log 1/p ≥ log σ_floor + ½ log 2π per
   feature; a σ that may shrink to 0 would leave S without a lower bound.
@@ -21,6 +22,7 @@ import math
 
 from keras import ops
 
+from pipeline.model.pixel_levels import DiscretizedLogistic, LevelCategorical, feature_axes
 from pipeline.model.subo import LOG_2PI
 
 
@@ -46,7 +48,7 @@ class Bernoulli:
 
         x: (B, *F); logits: (..., B, *F) with any leading sample axes. Returns (..., B).
         """
-        return ops.sum(self.per_feature(x, logits), axis=_feature_axes(x))
+        return ops.sum(self.per_feature(x, logits), axis=feature_axes(x))
 
     def mean(self, logits):
         return ops.sigmoid(logits)
@@ -84,7 +86,7 @@ class Gaussian:
         else:  # in float64 arithmetic, as the squared term may be
             sigma = self.sigma
             log_sigma = math.prod(features) * math.log(sigma)
-        squared = ops.sum(ops.square((x - mean) / sigma), axis=_feature_axes(x))
+        squared = ops.sum(ops.square((x - mean) / sigma), axis=feature_axes(x))
         return 0.5 * squared + log_sigma + math.prod(features) * 0.5 * LOG_2PI
 
     def _sigma(self):
@@ -95,96 +97,6 @@ class Gaussian:
 
     def get_config(self) -> dict:
         return {"likelihood": self.name, "sigma": "learned" if callable(self.sigma) else self.sigma}
-
-
-class DiscretizedLogistic:
-    """A mass on the L levels 0, 1/(L−1), ..., 1 of every feature (pixel levels scaled to
-    [0, 1]): P(x = k/(L−1)) = F(x + h) − F(x − h), h = 1/(2(L−1)), F the logistic CDF of
-    location μ and scale s, the outer bins open to ±∞. The bins tile the line, so the L
-    masses sum to exactly 1 and log 1/p(x | z) ≥ 0 (Salimans et al. 2017, PixelCNN++).
-
-    The decoder gives two parameters per value, μ and the scale's raw value ρ (params of
-    shape (..., *F, 2)): a scale that depends on z lets a pixel the latent determines put
-    its whole mass on one level, which a scale shared by all examples cannot (on three
-    fixed patterns it left S at 14 nats instead of near ln 3). log s = smooth max(ρ + log
-    s₀, log s_min): s starts near s₀ = 0.1 of the range and never goes below s_min = 1e-4,
-    far below a bin of 256 levels, which only keeps the bins' log-differences finite.
-    """
-
-    name = "discretized_logistic"
-    params_per_value = 2
-    LOG_INITIAL_SCALE, LOG_MIN_SCALE = math.log(0.1), math.log(1e-4)
-
-    def __init__(self, levels: int):
-        if not (isinstance(levels, int) and levels >= 2):
-            raise ValueError(f"levels must be an integer >= 2. Got {levels!r} instead.")
-        self.levels = levels
-        self.half_bin = 0.5 / (levels - 1)
-
-    def log_scale(self, raw):
-        """log s from the decoder's ρ: log s_min + softplus(ρ + log s₀ − log s_min)."""
-        return self.LOG_MIN_SCALE + ops.softplus(raw + (self.LOG_INITIAL_SCALE - self.LOG_MIN_SCALE))
-
-    def log_mass(self, x, loc, log_scale):
-        """log P(x_i | μ, s) per feature, in log space throughout (stable for any μ and s):
-        log(σ(a) − σ(b)) = −softplus(−a) − softplus(b) + log(1 − e^(b−a)), a = (x + h − μ)/s,
-        b = (x − h − μ)/s; the first level keeps only log σ(a), the last only log σ(−b)."""
-        inverse_scale = ops.exp(-log_scale)
-        upper, lower = (x + self.half_bin - loc) * inverse_scale, (x - self.half_bin - loc) * inverse_scale
-        first, last = -ops.softplus(-upper), -ops.softplus(lower)  # log F(upper edge), log(1 − F(lower))
-        inner = first + last + ops.log(-ops.expm1(lower - upper))
-        return ops.where(x < self.half_bin, first, ops.where(x > 1 - self.half_bin, last, inner))
-
-    def per_feature(self, x, params):
-        """log 1/P(x_i | z) per feature; params (..., *F, 2) = (μ, ρ)."""
-        return -self.log_mass(x, params[..., 0], self.log_scale(params[..., 1]))
-
-    def surprisal(self, x, params):
-        """log 1/p(x | z), summed over the feature axes of x: x (B, *F), params (..., B, *F, 2)."""
-        return ops.sum(self.per_feature(x, params), axis=_feature_axes(x))
-
-    def mean(self, params):
-        """The location, within the levels' range (the picture of E[x | z])."""
-        return ops.clip(params[..., 0], 0.0, 1.0)
-
-    def get_config(self) -> dict:
-        return {"likelihood": self.name, "levels": self.levels}
-
-
-class LevelCategorical:
-    """An L-way categorical on the levels 0, 1/(L−1), ..., 1 of every feature: P(x = k/(L−1)) =
-    softmax(logits)_k, the decoder giving L logits per value (params (..., *F, L)). The most
-    flexible mass on the levels, and the easiest to make certain: a level needs only a logit
-    margin over the others, where a logistic needs its location within half a bin, which a
-    decoder must hold over all of q(z|x) (on three fixed patterns, 256 levels: S_100 2.0
-    nats against 91 for the discretized logistic, benchmarks/README.md). It costs L outputs
-    per value, so `auto` picks it only while L·D stays small.
-    """
-
-    name = "level_categorical"
-
-    def __init__(self, levels: int):
-        if not (isinstance(levels, int) and levels >= 2):
-            raise ValueError(f"levels must be an integer >= 2. Got {levels!r} instead.")
-        self.levels = levels
-
-    def per_feature(self, x, logits):
-        """log 1/P(x_i | z) = logsumexp(l) − l_k, k the level of x_i; x (B, *F), logits (..., B, *F, L)."""
-        level = ops.cast(ops.round(x * (self.levels - 1)), "int32")
-        chosen = ops.sum(ops.one_hot(level, self.levels, dtype=logits.dtype) * logits, axis=-1)
-        return ops.logsumexp(logits, axis=-1) - chosen
-
-    def surprisal(self, x, logits):
-        """log 1/p(x | z), summed over the feature axes of x: (..., B)."""
-        return ops.sum(self.per_feature(x, logits), axis=_feature_axes(x))
-
-    def mean(self, logits):
-        """E[x | z] = Σ_k P(k) k/(L−1), within [0, 1]."""
-        values = ops.cast(ops.arange(self.levels), logits.dtype) / (self.levels - 1)
-        return ops.sum(ops.softmax(logits, axis=-1) * values, axis=-1)
-
-    def get_config(self) -> dict:
-        return {"likelihood": self.name, "levels": self.levels}
 
 
 class Categorical:
@@ -326,8 +238,3 @@ def params_per_value(likelihood: str, levels: int | None = None) -> int:
     if likelihood == LevelCategorical.name:
         return levels
     return DiscretizedLogistic.params_per_value if likelihood == DiscretizedLogistic.name else 1
-
-
-def _feature_axes(x) -> tuple[int, ...]:
-    """The trailing axes of x after its batch axis, as negative indices."""
-    return tuple(range(-(len(ops.shape(x)) - 1), 0))

@@ -7,7 +7,6 @@ loads with Keras only.
 """
 
 import dataclasses
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -19,19 +18,9 @@ from pipeline.model.layers import DISPERSION_FLOOR, PACKAGE, EncoderInput, Learn
 from pipeline.model.likelihoods import make_likelihood, params_per_value
 from pipeline.model.networks import build_decoder, build_encoder
 from pipeline.model.posterior import Flow, flow_width
-from pipeline.model.vae_config import ResolvedModel, VAEConfig
+from pipeline.model.vae_config import ResolvedModel, TrainingPlan, VAEConfig
 from pipeline.platform.config import LossConfig
 from pipeline.platform.hardware import step_outputs
-
-
-@dataclass(frozen=True)
-class TrainingPlan:
-    """What the training side decides for each train step, read by `VAE.train_step`:
-    the weight on D' in the objective (a number, or a scalar variable the trainer's schedule
-    moves; None: the config's β) and the φ steps per θ step (the article's "aggressive φ")."""
-
-    kl_weight: object = None
-    phi_steps: int = 1
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -88,13 +77,12 @@ class VAE(keras.Model):
         """The likelihood object, with its learned per-feature σ and dispersion when it has them."""
         likelihood, sigma, groups = config.likelihood, config.sigma, [list(g) for g in config.groups] or None
         families = {family for family, _, _ in groups or ()} if likelihood == "columns" else {likelihood}
-        features = self.example_shape
         self.learned_sigma = self.dispersion = None  # trainable σ (sigma "learned") and NB dispersion r
         if "gaussian" in families and sigma == "learned":
-            self.learned_sigma = LearnedSigma(features, config.sigma_floor, name="sigma")
+            self.learned_sigma = LearnedSigma(self.example_shape, config.sigma_floor, name="sigma")
             sigma = self.learned_sigma.value
         if "negative_binomial" in families:
-            self.dispersion = LearnedSigma(features, DISPERSION_FLOOR, name="dispersion")
+            self.dispersion = LearnedSigma(self.example_shape, DISPERSION_FLOOR, name="dispersion")
         return make_likelihood(likelihood, sigma, groups, self.dispersion.value if self.dispersion else None,
                                config.levels)
 
@@ -113,11 +101,9 @@ class VAE(keras.Model):
     def start_prior_at(self, x: np.ndarray) -> None:
         """Put the VampPrior's pseudo-inputs on training rows x (prior_components of them,
         repeated when fewer): the prior starts as the proxy's mixture over real examples."""
-        if self.pseudo_inputs is None:
-            return
-        rows = np.resize(np.arange(len(x)), self.config.prior_components)
-        x = np.asarray(x)[rows]
-        self.pseudo_inputs.assign(ops.convert_to_numpy(self.encoder_input(x)) if self.encoder_input else x)
+        if self.pseudo_inputs is not None:
+            x = np.asarray(x)[np.resize(np.arange(len(x)), self.config.prior_components)]
+            self.pseudo_inputs.assign(ops.convert_to_numpy(self.encoder_input(x)) if self.encoder_input else x)
 
     @property
     def example_shape(self) -> tuple:

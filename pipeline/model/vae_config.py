@@ -1,6 +1,7 @@
-"""The two frozen configs a VAE is built from: the model resolved from the data
-(`ResolvedModel`, what `build_vae` takes) and the VAE's own (`VAEConfig`: its likelihood and
-the loss it minimises), which the saved model round-trips through get_config/from_config."""
+"""The frozen configs a VAE is built from: the model resolved from the data
+(`ResolvedModel`, what `build_vae` takes) and the VAE's own (`VAEConfig`: its likelihood,
+proxy, prior and the loss it minimises), which the saved model round-trips through
+get_config/from_config; and the trainer's `TrainingPlan` the train step reads."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -89,3 +90,13 @@ class VAEConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What the training side decides for each train step, read by `VAE.train_step`:
+    the weight on D' in the objective (a number, or a scalar variable the trainer's schedule
+    moves; None: the config's β) and the φ steps per θ step (the article's "aggressive φ")."""
+
+    kl_weight: object = None
+    phi_steps: int = 1

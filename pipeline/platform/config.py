@@ -51,14 +51,12 @@ class DataConfig:
     npz: NpzConfig = NpzConfig()
     table: TableConfig = TableConfig()
     images: ImagesConfig = ImagesConfig()
-    # unit: to [0, 1] (pixels by their range, other features by train min/max);
-    # standardize: zero mean, unit variance per feature on train (for a gaussian likelihood).
+    # unit: to [0, 1] (pixels by their range, others by train min/max); standardize: per feature on train
     scaling: Literal["auto", "unit", "standardize", "none"] = AUTO
     binarize: Literal["none", "static", "dynamic"] = "none"  # dynamic: resampled every epoch
     binarize_threshold: float = bounded(0.5, lo=0, hi=1, lo_open=True, hi_open=True)  # static only
     max_examples: int | None = bounded(None, lo=2)  # a seeded, stratified subsample
     test_fraction: float = bounded(0.2, lo=0, hi=1, lo_open=True, hi_open=True)
-    # Held out of train, seeded, for validation metrics and early diagnosis of overfitting.
     validation_fraction: float = bounded(0.1, lo=0, hi=1, hi_open=True)
 
 
@@ -82,12 +80,10 @@ class ModelConfig:
     # conv only: "strided": the last upsampling outputs the likelihood parameters (the
     # encoder's mirror); "full": a stride-1 layer at full resolution (filters[0] wide) before it
     decoder_top: Literal["strided", "full"] = "strided"
-    # the proxy q(z|x): gaussian (diagonal) | flow: the Gaussian, then flow_steps inverse-
-    # autoregressive steps conditioned on x (Kingma et al. 2016); log q stays exact
+    # q(z|x): gaussian | flow: then flow_steps IAF steps (Kingma et al. 2016), log q exact
     posterior: Literal["gaussian", "flow"] = "gaussian"
     flow_steps: int = bounded(2, lo=1)
-    # the prior p(z): standard N(0, I) | vamp: the mean of the proxy's Gaussians at
-    # prior_components learned pseudo-inputs (Tomczak & Welling 2018)
+    # p(z): standard N(0, I) | vamp: the proxy at prior_components pseudo-inputs (Tomczak & Welling 2018)
     prior: Literal["standard", "vamp"] = "standard"
     prior_components: int = bounded(50, lo=1)
 
@@ -304,10 +300,10 @@ def _check_combinations(params: Params, source: str) -> None:
     if params.train.workers > 1 and distribution not in (AUTO, "multi_worker"):
         raise ConfigError(f"{source}: train.workers {params.train.workers} trains with MultiWorkerMirroredStrategy; "
                           f"train.distribution must be 'auto' or 'multi_worker'. Got {distribution!r} instead.")
-    model = params.model
-    if params.loss.gradient_estimator == "score_function" and (model.posterior, model.prior) != ("gaussian", "standard"):
+    proxy = (params.model.posterior, params.model.prior)
+    if params.loss.gradient_estimator == "score_function" and proxy != ("gaussian", "standard"):
         raise ConfigError(f"{source}: loss.gradient_estimator 'score_function' needs model.posterior 'gaussian' and "
-                          f"model.prior 'standard' (it holds z fixed, so D must have its closed form). Got posterior {model.posterior!r}, prior {model.prior!r} instead.")
+                          f"model.prior 'standard' (it holds z fixed, so D must have its closed form). Got {proxy}.")
     if params.loss.objective == "iwae" and params.loss.gradient_estimator != "reparameterized":
         raise ConfigError(f"{source}: loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'. "
                           f"Got {params.loss.gradient_estimator!r} instead.")

@@ -38,7 +38,8 @@ from pipeline.data.prepared import (
 from pipeline.model.bundle import save_bundle
 from pipeline.model.diagnostics import active_units, collapse_warning
 from pipeline.model.resolve_model import check_model_fits_data
-from pipeline.model.vae import TrainingPlan, build_vae
+from pipeline.model.vae import build_vae
+from pipeline.model.vae_config import TrainingPlan
 from pipeline.platform.choices import records, summary
 from pipeline.platform.config import ClusterConfig, LossConfig, ModelConfig, Params, TrainConfig, leaf_keys
 from pipeline.platform.engine import RayEngine, open_engine, require_shared
