@@ -164,5 +164,5 @@ def write_report(out_dir: str | Path) -> tuple[dict, str]:
 def summary(metrics: dict) -> str:
     """What the report stage prints: the probe and SUBO tables."""
     return "\n".join(["Probes:", *probe_table(metrics), "SUBO (nats per example):", *subo_table(metrics),
-                      *likelihood_lines(metrics),
-                      *active_units_lines(metrics["active_units"])])
+                      *likelihood_lines(metrics), *d_estimate_lines(metrics),
+                      *active_units_lines(metrics["active_units"], "mean_kl_per_dim" in metrics["generative"])])
