@@ -38,20 +38,29 @@ def test_the_masses_of_every_level_sum_to_one(levels, loc, scale):
 
 
 @pytest.mark.parametrize("levels", [2, 17, 256])
-@pytest.mark.parametrize("spread", [0.0, 1.0, 30.0, 300.0])
-def test_the_level_categorical_sums_to_one_and_is_the_softmax(levels, spread):
-    """Random logits from flat to extreme (a margin of hundreds of nats)."""
-    logits = (np.random.default_rng(levels).standard_normal((1, 1, levels)) * spread).astype(np.float32)
+@pytest.mark.parametrize("loc, scale, spread", [(0.5, 0.1, 0.0), (0.3, 0.05, 1.0), (-2.0, 1.2e-4, 30.0),
+                                                 (3.0, 20.0, 300.0)])
+def test_the_level_categorical_sums_to_one_and_is_the_tilted_logistic(levels, loc, scale, spread):
+    """P(k) ∝ DiscretizedLogistic(k; μ, s) e^(r_k), for locations and scales from ordinary to
+    extreme and residuals from none to margins of hundreds of nats."""
     likelihood = LevelCategorical(levels)
+    residuals = np.random.default_rng(levels).standard_normal(levels) * spread
+    params = np.concatenate([_params(np.float32(loc), scale, likelihood.logistic), residuals]).astype(np.float32)
     x = (np.arange(levels) / (levels - 1)).astype(np.float32)[:, None]  # every level of one feature
-    surprisal = _np(likelihood.surprisal(x, np.broadcast_to(logits[0], (levels, 1, levels))))
+    surprisal = _np(likelihood.surprisal(x, np.broadcast_to(params, (levels, 1, levels + 2))))
     assert np.all(np.isfinite(surprisal)) and np.all(surprisal >= 0)
     assert np.exp(-surprisal.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-5)
-    direct = logits[0, 0] - np.log(np.exp(logits[0, 0].astype(np.float64) - logits.max()).sum()) - logits.max()
-    np.testing.assert_allclose(-surprisal, direct, rtol=1e-5, atol=1e-4)
-    mean = _np(likelihood.mean(logits))[0, 0]
-    probabilities = np.exp(direct)
-    assert mean == pytest.approx((probabilities * np.arange(levels) / (levels - 1)).sum(), abs=1e-5)
+    h, edges = 0.5 / (levels - 1), np.arange(levels) / (levels - 1)
+    cdf = lambda v: expit((v - loc) / scale)  # noqa: E731
+    upper, lower = np.append(cdf(edges[:-1] + h), 1.0), np.insert(cdf(edges[1:] - h), 0, 0.0)
+    with np.errstate(divide="ignore"):
+        logits = np.log(upper - lower) + residuals
+    keep = np.isfinite(logits)  # masses below float64's reach: compare where they exist
+    direct = logits - np.log(np.exp(logits[keep] - logits[keep].max()).sum()) - logits[keep].max()
+    np.testing.assert_allclose(-surprisal[keep], direct[keep], rtol=1e-4, atol=2e-3)
+    probabilities = np.exp(-surprisal.astype(np.float64))
+    mean = _np(likelihood.mean(params[None, None]))[0, 0]
+    assert mean == pytest.approx((probabilities * edges).sum(), abs=1e-4)
 
 
 def test_the_mass_of_a_level_is_the_logistic_cdf_across_its_bin():
@@ -112,7 +121,7 @@ def test_pixel_levels_get_a_mass_and_binary_pixels_a_bernoulli(caplog):
                                                       "(256 × 784 logits would exceed 65536 outputs)")
     model, choices = resolve_model(auto, (8, 8, 1), [0.0, 1.0], "pixels", levels=17)
     assert (model.likelihood, model.levels) == ("level_categorical", 17)
-    assert "a categorical on the 17 levels (17 × 64 outputs" in choices["model.likelihood"].why
+    assert "a categorical on the 17 levels (17 × 64 logits" in choices["model.likelihood"].why
     model, choices = resolve_model(auto, (28, 28, 1), [0.0, 1.0], "pixels", levels=2)
     assert model.likelihood == "bernoulli" and "binary pixels" in choices["model.likelihood"].why
     forced = parse_params({"model": {"likelihood": "bernoulli"}}).model

@@ -233,8 +233,8 @@ def make_likelihood(likelihood: str, sigma=1.0, groups=None, dispersion=None, le
 
 
 def params_per_value(likelihood: str, levels: int | None = None) -> int:
-    """How many decoder outputs each value of x gets: L logits for the level categorical,
-    2 (μ, ρ) for the discretized logistic, else 1."""
+    """How many decoder outputs each value of x gets: L + 2 (μ, ρ, L residual logits) for the
+    level categorical, 2 (μ, ρ) for the discretized logistic, else 1."""
     if likelihood == LevelCategorical.name:
-        return levels
+        return levels + 2
     return DiscretizedLogistic.params_per_value if likelihood == DiscretizedLogistic.name else 1

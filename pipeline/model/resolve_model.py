@@ -5,10 +5,11 @@ The rules, and why:
 
 - model.likelihood: on pixel levels scaled to [0, 1], a mass on the data's own L levels:
   bernoulli when the pixels are binary (data.binarize), the one case where a Bernoulli is a
-  mass on them; level_categorical (L logits per value) while L·D ≤ 65,536 outputs, as it
-  fits deterministic structure far better (three fixed 8×8 patterns of 256 levels: S_100
-  2.0 nats against 91 for the logistic, benchmarks/README.md); discretized_logistic (two
-  outputs per value) beyond, where L logits per value would dominate the model's cost; `columns` (one family per column) for typed
+  mass on them; level_categorical (a logistic's log-masses plus L residual logits per
+  value) while L·D ≤ 65,536 outputs, as it fits deterministic structure far better (three
+  fixed 8×8 patterns of 256 levels: S_100 near 2 nats against 91 for the logistic alone,
+  benchmarks/README.md); discretized_logistic (two outputs per value) beyond, where L
+  logits per value would dominate the model's cost; `columns` (one family per column) for typed
   tables and count matrices; else bernoulli when every prepared value lies in [0, 1],
   gaussian otherwise. A Bernoulli forced on grey levels is allowed, with a warning: S is
   then not the surprisal of anything (Loaiza-Ganem & Cunningham 2019).
@@ -102,7 +103,7 @@ def _likelihood_rule(model: ModelConfig, values: int, value_range, value_type: s
         return "bernoulli", "binary pixels (data.binarize): a Bernoulli is a mass on the two levels"
     if levels and levels * values <= LEVEL_CATEGORICAL_MAX_OUTPUTS:
         return "level_categorical", (f"pixel levels 0..{levels - 1} scaled to [0, 1]: a categorical on the {levels} "
-                                     f"levels ({levels} × {values} outputs, at most {LEVEL_CATEGORICAL_MAX_OUTPUTS})")
+                                     f"levels ({levels} × {values} logits, at most {LEVEL_CATEGORICAL_MAX_OUTPUTS})")
     if levels:
         return "discretized_logistic", (f"pixel levels 0..{levels - 1} scaled to [0, 1]: a mass on the {levels} "
                                         f"levels ({levels} × {values} logits would exceed "
