@@ -2,12 +2,12 @@
 levels), 700 examples each, with only the data keys set: a model that has learned the three
 patterns should reach S ≈ ln 3 ≈ 1.1 nats per image. A Bernoulli on grey levels cannot go
 below the pixels' binary entropies however well it learns; the auto likelihood (a mass on
-the 256 levels) can.
+the 256 levels: level_categorical at 8×8) can.
 
     python benchmarks/three_patterns.py [--repeats 2] [--work DIR]
 
 Contenders, interleaved per repeat: the shipped params with only data.source/data.path set
-(auto: discretized_logistic), and the same with model.likelihood: bernoulli forced. Prints
+(auto: level_categorical), and the same with model.likelihood: bernoulli forced. Prints
 test U, S_100 and E_100 in nats and bits per dimension, the epochs run and the seconds.
 """
 
