@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 PLOTS_TEMPLATE := .dvc/tmp/plots-offline.html
 NODE_MODULES := .dvc/tmp/vega/node_modules
 
-.PHONY: repro test test-all install clean plots git-clone
+.PHONY: repro test test-all install clean plots git-clone peers-env
 
 repro: git-clone $(STAMP)
 	$(BIN)/dvc repro
@@ -47,6 +47,13 @@ plots: $(STAMP) $(PLOTS_TEMPLATE)
 $(PLOTS_TEMPLATE):
 	npm install --silent --no-save --no-audit --no-fund --prefix .dvc/tmp/vega vega@5 vega-lite@5 vega-embed@6
 	$(BIN)/vae-pipeline plots-template $(NODE_MODULES) $(PLOTS_TEMPLATE)
+
+# benchmarks/peers.py's second environment: pythae on a CPU build of PyTorch. Benchmark-only:
+# nothing in `make repro` or `make test` needs it. torch 2.13.0 is the CPU build pip finds on
+# these machines' disk; elsewhere pip may fetch a CUDA build.
+peers-env:
+	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 pythae==0.1.2
 
 clean:
 	rm -rf $(VENV)
