@@ -156,8 +156,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     npz, data = shared_data(work, args.test_examples)
     data["npz"] = npz
-    contenders = ([("ours", n) for n in OURS] if args.only != "pythae" else []) + \
-                 ([("pythae", n) for n in PYTHAE] if args.only != "ours" else [])
+    contenders = ([("pythae", n) for n in PYTHAE] if args.only != "ours" else []) + \
+                 ([("ours", n) for n in OURS] if args.only != "pythae" else [])
     rows = {c: [] for c in contenders}
     for _ in range(args.repeats):
         for side, name in contenders:  # interleaved

@@ -42,28 +42,30 @@ def test_the_flow_log_determinant_is_the_change_of_variables():
     """log q(z_K) = log q_0(z_0) − log |det ∂z_K/∂z_0|, with the Jacobian taken numerically;
     the Jacobian is triangular up to the steps' orders, so the flow is invertible."""
     d = 4
+    keras.utils.set_random_seed(0)
     flow = Flow(d, steps=3, hidden=32)
     flow.build(((None, d), (None, 8)))
     rng = np.random.default_rng(0)
-    for step in flow.steps:  # move the steps away from their near-identity start
-        for w in step.trainable_weights:
-            w.assign(w.numpy() + rng.normal(0, 0.5, w.shape).astype(np.float32))
+    for step in flow.steps:  # move the steps away from their near-identity start, gates well inside (0, 1):
+        for w in step.trainable_weights:  # a float32 Jacobian of a near-singular map loses log |det|
+            w.assign(w.numpy() + rng.normal(0, 0.2, w.shape).astype(np.float32))
     z0 = tf.constant(rng.normal(size=(6, d)).astype(np.float32))
     context = tf.constant(rng.normal(size=(6, 8)).astype(np.float32))
     with tf.GradientTape() as tape:
         tape.watch(z0)
         z, log_det = flow([z0, context])
     jacobian = tape.batch_jacobian(z, z0).numpy().astype(np.float64)  # (6, d, d)
-    np.testing.assert_allclose(_np(log_det), np.linalg.slogdet(jacobian)[1], rtol=1e-4)  # float32 Jacobian
+    assert np.all(_np(log_det) > -12)  # the case stays where float32 can check it
+    np.testing.assert_allclose(_np(log_det), np.linalg.slogdet(jacobian)[1], rtol=1e-4)
     assert np.all(np.abs(np.linalg.det(jacobian)) > 0)
 
 
 def _linear_gaussian(posterior: str, W, b, sigma, x, steps: int, seed=0):
     """A VAE whose decoder is p(x|z) = N(Wz + b, σ²I) held fixed; its proxy trained alone on x."""
+    keras.utils.set_random_seed(seed)
     vae = _vae((len(b),), {"hidden": [], "latent_dim": W.shape[1], "likelihood": "gaussian", "sigma": sigma,
                            "posterior": posterior}, {"free_bits": 0.0})
     vae.decoder.get_layer("params").set_weights([W.T.astype(np.float32), b.astype(np.float32)])
-    keras.utils.set_random_seed(seed)
     optimizer = keras.optimizers.Adam(3e-3)
     batch = np.repeat(x[None].astype(np.float32), 256, axis=0)
     weights = vae.phi_weights
@@ -99,6 +101,7 @@ def test_a_flow_closes_the_gap_a_diagonal_gaussian_must_leave():
 
 def _vamp_1d(components=3, seed=0):
     """latent_dim 1, p(x|z) = N(wz + b, σ²), a VampPrior of 3 components at random pseudo-inputs."""
+    keras.utils.set_random_seed(seed)
     vae = _vae((2,), {"hidden": [8], "latent_dim": 1, "likelihood": "gaussian", "sigma": 0.7, "prior": "vamp",
                       "prior_components": components})
     rng = np.random.default_rng(seed)
@@ -130,6 +133,9 @@ def test_under_a_vamp_prior_s_k_is_an_upper_bound_that_falls_towards_s():
     from pipeline.model.diagnostics import subo_estimates
 
     vae = _vamp_1d()
+    layer = vae.decoder.get_layer("params")  # a sharper p(x|z): a posterior the untrained proxy misses
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * 6.0, bias])
     x = np.array([[0.4, -1.0]], np.float32)
     grid = np.linspace(-15, 15, 60_001)
     decoded = _np(vae.decoder(grid[:, None].astype(np.float32)))  # (G, 2)
@@ -137,8 +143,9 @@ def test_under_a_vamp_prior_s_k_is_an_upper_bound_that_falls_towards_s():
     surprisal = -np.log(np.trapezoid(likelihood * _grid_prior(vae, grid), grid))
     figures = subo_estimates(vae, np.repeat(x, 400, axis=0), 100, seed=0)
     s = [figures["S_K"][k] for k in ("1", "10", "100")]
-    assert s[0] >= s[1] >= s[2] >= surprisal - 0.01, (s, surprisal)
-    assert s[2] - surprisal < 0.5 * (s[0] - surprisal) + 0.01
+    assert s[0] - surprisal > 1.0, (s, surprisal)  # the case has a gap
+    assert s[0] >= s[1] - 0.01 and s[1] >= s[2] - 0.01 and s[2] >= surprisal - 0.01, (s, surprisal)
+    assert s[2] - surprisal < 0.5 * (s[0] - surprisal), (s, surprisal)
     assert figures["D_estimate"].startswith("Monte Carlo")
 
 
