@@ -38,6 +38,7 @@ class Bernoulli:
     """p(x | z) = Π Bernoulli(x_i; sigmoid(logits_i)); x may be any value in [0, 1]."""
 
     name = "bernoulli"
+    params_per_value = 1  # decoder outputs per value of x
 
     def per_feature(self, x, logits):
         """log 1/p(x_i | z) per feature: softplus(l) - x·l = -[x log σ(l) + (1 - x) log(1 - σ(l))]."""
@@ -65,6 +66,7 @@ class Gaussian:
     """
 
     name = "gaussian"
+    params_per_value = 1
 
     def __init__(self, sigma=1.0):
         if not callable(sigma) and not sigma > 0:
@@ -155,6 +157,7 @@ class Columns:
     """
 
     name = "columns"
+    params_per_value = 1
 
     def __init__(self, groups, sigma=1.0, dispersion=None):
         self.groups = [(str(family), int(start), int(width)) for family, start, width in groups]
@@ -231,10 +234,3 @@ def make_likelihood(likelihood: str, sigma=1.0, groups=None, dispersion=None, le
                      f"'columns'. "
                      f"Got {likelihood!r} instead.")
 
-
-def params_per_value(likelihood: str, levels: int | None = None) -> int:
-    """How many decoder outputs each value of x gets: L + 2 (μ, ρ, L residual logits) for the
-    level categorical, 2 (μ, ρ) for the discretized logistic, else 1."""
-    if likelihood == LevelCategorical.name:
-        return levels + 2
-    return DiscretizedLogistic.params_per_value if likelihood == DiscretizedLogistic.name else 1

@@ -81,8 +81,11 @@ class LevelCategorical:
 
     def __init__(self, levels: int):
         self.logistic = DiscretizedLogistic(levels)
-        self.levels = levels
         self.params_per_value = levels + 2
+
+    @property
+    def levels(self) -> int:
+        return self.logistic.levels
 
     def logits(self, params):
         """The L logits of each value: log DiscretizedLogistic(k; μ, s) + r_k. (..., L + 2) -> (..., L)."""

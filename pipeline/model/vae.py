@@ -15,7 +15,7 @@ from keras import ops
 
 from pipeline.model import subo
 from pipeline.model.layers import DISPERSION_FLOOR, PACKAGE, EncoderInput, LearnedSigma, Sampler
-from pipeline.model.likelihoods import make_likelihood, params_per_value
+from pipeline.model.likelihoods import make_likelihood
 from pipeline.model.networks import build_decoder, build_encoder
 from pipeline.model.posterior import Flow, flow_width
 from pipeline.model.vae_config import ResolvedModel, TrainingPlan, VAEConfig
@@ -78,11 +78,12 @@ class VAE(keras.Model):
         likelihood, sigma, groups = config.likelihood, config.sigma, [list(g) for g in config.groups] or None
         families = {family for family, _, _ in groups or ()} if likelihood == "columns" else {likelihood}
         self.learned_sigma = self.dispersion = None  # trainable σ (sigma "learned") and NB dispersion r
+        shape = tuple(self.decoder.outputs[0].shape[1:])  # these families take one parameter per value
         if "gaussian" in families and sigma == "learned":
-            self.learned_sigma = LearnedSigma(self.example_shape, config.sigma_floor, name="sigma")
+            self.learned_sigma = LearnedSigma(shape, config.sigma_floor, name="sigma")
             sigma = self.learned_sigma.value
         if "negative_binomial" in families:
-            self.dispersion = LearnedSigma(self.example_shape, DISPERSION_FLOOR, name="dispersion")
+            self.dispersion = LearnedSigma(shape, DISPERSION_FLOOR, name="dispersion")
         return make_likelihood(likelihood, sigma, groups, self.dispersion.value if self.dispersion else None,
                                config.levels)
 
@@ -109,7 +110,7 @@ class VAE(keras.Model):
     def example_shape(self) -> tuple:
         """One example of x (the decoder's output, less a trailing axis of parameters per value)."""
         shape = tuple(self.decoder.outputs[0].shape[1:])
-        return shape[:-1] if params_per_value(self.config.likelihood, self.config.levels) > 1 else shape
+        return shape[:-1] if self.likelihood.params_per_value > 1 else shape
 
     @property
     def latent_dim(self) -> int:
@@ -311,9 +312,10 @@ def build_vae(example_shape, model: ResolvedModel, loss: LossConfig, seed: int |
             "activation": model.activation, "residual_blocks": model.residual_blocks}
     encoder_shape = (shape[0] + len(model.mask_features),) if model.mask_features else shape
     context = flow_width(model.latent_dim) if model.posterior == "flow" else 0
+    per_value = make_likelihood(model.likelihood, levels=model.levels).params_per_value
     vae = VAE(build_encoder(encoder_shape, model.latent_dim, **arch, context=context),
               build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top,
-                            params_per_value=params_per_value(model.likelihood, model.levels)),
+                            params_per_value=per_value),
               VAEConfig.of(model, loss, seed), name="vae")
     vae.build(None)
     return vae

@@ -75,8 +75,8 @@ class VAEConfig:
                    groups=model.groups, log1p_features=model.log1p_features, mask_features=model.mask_features,
                    levels=model.levels, posterior=model.posterior, flow_steps=model.flow_steps, prior=model.prior,
                    prior_components=model.prior_components, mc_samples=loss.mc_samples, beta=float(loss.beta),
-                   free_bits=float(loss.free_bits), gradient_estimator=loss.gradient_estimator, objective=loss.objective,
-                   score_baseline=loss.score_baseline, seed=seed)
+                   free_bits=float(loss.free_bits), gradient_estimator=loss.gradient_estimator,
+                   objective=loss.objective, score_baseline=loss.score_baseline, seed=seed)
 
     @classmethod
     def from_dict(cls, config: dict) -> "VAEConfig":
