@@ -1,10 +1,11 @@
 """Peers on the same data, in one run: pythae's VAE, IWAE, VAMP and VAE_IAF (its own
 implementations) beside this project's gaussian, flow and vamp variants, on dynamically
 binarized Fashion-MNIST (a true Bernoulli mass, so every S is a real negative
-log-likelihood), latent 16, 10 epochs, batch 128, learning rate 1e-3, contenders interleaved.
+log-likelihood), latent 16, 10 epochs, batch 128, learning rate 1e-3, contenders interleaved, one round per training seed
+(initialisation, batch order, sampling; the data and the scored binarization stay fixed).
 
     make peers-env                      # once: .venv-peers with torch (CPU) and pythae, benchmark-only
-    .venv/bin/python benchmarks/peers.py [--repeats 1] [--only ours|pythae] [--test-examples 1000]
+    .venv/bin/python benchmarks/peers.py [--seeds 0 1 2] [--only ours|pythae] [--test-examples 1000]
 
 Reported per contender: test S_1000 on the same binarized test images (the same
 importance-sampling estimator: −log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = 1000; ours through
@@ -36,7 +37,7 @@ PYTHAE = ("VAE", "IWAE", "VAMP", "VAE_IAF")
 IMPORTANCE_SAMPLES = 1000
 
 
-def pythae_worker(model_name: str, data_path: Path, out_path: Path) -> None:
+def pythae_worker(model_name: str, data_path: Path, out_path: Path, seed: int) -> None:
     """In .venv-peers: train one pythae model on the npz's images, score and embed."""
     import torch
     from pythae import models
@@ -50,7 +51,7 @@ def pythae_worker(model_name: str, data_path: Path, out_path: Path) -> None:
         def __getitem__(self, index):
             return DatasetOutput(data=torch.bernoulli(self.data[index]), labels=self.labels[index])
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     data = np.load(data_path)
     grey = torch.from_numpy(data["train"]).reshape(-1, 1, 28, 28)
     common = {"input_dim": (1, 28, 28), "latent_dim": BUDGET["latent_dim"], "reconstruction_loss": "bce"}
@@ -104,13 +105,13 @@ def _ours_overrides(variant: dict) -> dict:
             "train.early_stopping_patience": BUDGET["epochs"], **variant}
 
 
-def run_ours(name: str, work: Path, data: dict) -> tuple[dict, dict]:
+def run_ours(name: str, work: Path, data: dict, seed: int) -> tuple[dict, dict]:
     from benchmarks.run_pipeline import overridden_params
     from pipeline.model.bundle import load_bundle
     from pipeline.model.diagnostics import subo_estimates
     from pipeline.runner import train
 
-    params = overridden_params(_ours_overrides(OURS[name]))
+    params = overridden_params({**_ours_overrides(OURS[name]), "seed": seed})
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"ours-{name}-"))
     start = time.perf_counter()
     train(params, prepared_dir=work / "prepared", model_dir=out)
@@ -125,9 +126,10 @@ def run_ours(name: str, work: Path, data: dict) -> tuple[dict, dict]:
             "seconds_per_epoch": seconds / BUDGET["epochs"]}, embed
 
 
-def run_pythae(name: str, work: Path, data: dict) -> tuple[dict, dict]:
+def run_pythae(name: str, work: Path, data: dict, seed: int) -> tuple[dict, dict]:
     out = work / f"pythae-{name}.npz"
-    subprocess.run([str(PEERS_PYTHON), __file__, "--pythae-worker", name, str(data["npz"]), str(out)], check=True)
+    subprocess.run([str(PEERS_PYTHON), __file__, "--pythae-worker", name, str(data["npz"]), str(out), str(seed)],
+                   check=True)
     result = np.load(out)
     return json.loads(str(result["meta"])), {"train": result["train"], "test": result["test"]}
 
@@ -143,9 +145,9 @@ def probes(embed: dict, data: dict) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--pythae-worker":
-        return pythae_worker(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+        return pythae_worker(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one interleaved round per training seed")
     parser.add_argument("--only", choices=("ours", "pythae"), default=None)
     parser.add_argument("--test-examples", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=None)
@@ -159,10 +161,10 @@ def main() -> None:
     contenders = ([("pythae", n) for n in PYTHAE] if args.only != "ours" else []) + \
                  ([("ours", n) for n in OURS] if args.only != "pythae" else [])
     rows = {c: [] for c in contenders}
-    for _ in range(args.repeats):
+    for seed in args.seeds:
         for side, name in contenders:  # interleaved
-            figures, embed = (run_ours if side == "ours" else run_pythae)(name, work, data)
-            row = {"contender": f"{side}:{name}", **figures, **probes(embed, data)}
+            figures, embed = (run_ours if side == "ours" else run_pythae)(name, work, data, seed)
+            row = {"contender": f"{side}:{name}", "seed": seed, **figures, **probes(embed, data)}
             rows[(side, name)].append(row)
             print(json.dumps(row), flush=True)
     for (side, name), runs in rows.items():

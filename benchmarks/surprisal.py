@@ -2,11 +2,12 @@
 S_100 with the shipped likelihood, and the richer proxy and prior against the Gaussian
 proxy and standard prior at the same budget.
 
-    python benchmarks/surprisal.py [--repeats 1] [--contenders gaussian flow vamp] [--max-examples N]
+    python benchmarks/surprisal.py [--seeds 0 1 2] [--contenders gaussian flow vamp] [--max-examples N]
 
 Budget (the anchors'): conv, latent 16, heads on the conv features, 10 epochs, batch 128,
 every other key as shipped (model.likelihood auto). Fashion-MNIST is prepared once;
-contenders run interleaved per repeat, each trained, encoded and evaluated in-process
+contenders run interleaved, one round per seed (the training seed: initialisation, batch
+order, sampling; the split stays seed 0's), each trained, encoded and evaluated in-process
 (latent probes, U / S_K / E_K on 1,000 validation and 1,000 test examples). Prints one
 JSON line per run and medians per contender: test U, S_100, E_100 in nats and bits per
 dimension, seconds per epoch, linear and kNN probe accuracy.
@@ -36,11 +37,12 @@ CONTENDERS = {
 }
 
 
-def one_run(name: str, prepared: Path, work: Path, max_examples: int | None) -> dict:
+def one_run(name: str, prepared: Path, work: Path, max_examples: int | None, seed: int) -> dict:
     from pipeline.evaluation import evaluate
     from pipeline.runner import encode, train
 
-    overrides = {**BUDGET, **CONTENDERS[name], **({"data.max_examples": max_examples} if max_examples else {})}
+    overrides = {**BUDGET, **CONTENDERS[name], "seed": seed,
+                 **({"data.max_examples": max_examples} if max_examples else {})}
     params = overridden_params(overrides)
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"{name}-"))
     start = time.perf_counter()
@@ -52,16 +54,17 @@ def one_run(name: str, prepared: Path, work: Path, max_examples: int | None) -> 
                                    out_dir=out / "evaluation")
     test = metrics["subo"]["test"]
     epochs = len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
-    return {"contender": name, "likelihood": metrics["likelihood"]["family"], "U": test["U"], "D": test["D"],
-            "S_100": test["S_K"]["100"], "E_100": test["E_K"]["100"], "bits_U": test["bits_per_dim"]["U"],
-            "bits_S_100": test["bits_per_dim"]["S_K"]["100"], "D_estimate": test["D_estimate"],
+    return {"contender": name, "seed": seed, "likelihood": metrics["likelihood"]["family"], "U": test["U"],
+            "D": test["D"], "S_100": test["S_K"]["100"], "E_100": test["E_K"]["100"],
+            "bits_U": test["bits_per_dim"]["U"], "bits_S_100": test["bits_per_dim"]["S_K"]["100"],
+            "D_estimate": test["D_estimate"],
             "seconds_per_epoch": train_seconds / epochs, "epochs": epochs,
             "linear": metrics["probe"]["accuracy"], "knn": metrics["knn"]["accuracy"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one interleaved round per training seed")
     parser.add_argument("--contenders", nargs="+", default=["gaussian", "flow", "vamp"], choices=list(CONTENDERS))
     parser.add_argument("--max-examples", type=int, default=None, help="a stratified subsample, for a quick look")
     parser.add_argument("--work", type=Path, default=None)
@@ -73,9 +76,9 @@ def main() -> None:
     base = {**BUDGET, **({"data.max_examples": args.max_examples} if args.max_examples else {})}
     prepare(overridden_params(base), out_dir=work / "prepared")
     rows = {name: [] for name in args.contenders}
-    for _ in range(args.repeats):
+    for seed in args.seeds:
         for name in args.contenders:  # interleaved
-            rows[name].append(one_run(name, work / "prepared", work, args.max_examples))
+            rows[name].append(one_run(name, work / "prepared", work, args.max_examples, seed))
             print(json.dumps(rows[name][-1]), flush=True)
     for name, runs in rows.items():
         med = {k: statistics.median(r[k] for r in runs) for k in
