@@ -314,8 +314,7 @@ def build_vae(example_shape, model: ResolvedModel, loss: LossConfig, seed: int |
     context = flow_width(model.latent_dim) if model.posterior == "flow" else 0
     per_value = make_likelihood(model.likelihood, levels=model.levels).params_per_value
     vae = VAE(build_encoder(encoder_shape, model.latent_dim, **arch, context=context),
-              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top,
-                            params_per_value=per_value),
+              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value),
               VAEConfig.of(model, loss, seed), name="vae")
     vae.build(None)
     return vae
