@@ -23,11 +23,13 @@ sys.path.insert(0, str(ROOT))
 import logging  # noqa: E402
 
 from pipeline.platform.config import parse_params, set_dotted  # noqa: E402
+from pipeline.platform.config_checker import UniqueKeyLoader  # noqa: E402
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """["dotted.key=value", ...] as {dotted key: value}, values parsed as YAML."""
-    return {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in items)}
+    """["dotted.key=value", ...] as {dotted key: value}, values parsed as params.yaml's are."""
+    return {key: yaml.load(value, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+            for key, _, value in (item.partition("=") for item in items)}
 
 
 def overridden_params(overrides: dict, source: str = "params.yaml + overrides"):

@@ -1,7 +1,10 @@
 """params.yaml is validated once, with one readable message per mistake."""
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -62,6 +65,39 @@ def test_missing_keys_take_defaults_and_ints_become_floats():
     params = parse_params({"loss": {"beta": 2}})
     assert params.loss.beta == 2.0 and isinstance(params.loss.beta, float)
     assert params.model == Params().model
+
+
+def test_numbers_read_as_people_write_them(tmp_path):
+    """YAML 1.2 numbers: PyYAML alone (YAML 1.1) reads 1e-3 and 5e4 as strings."""
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  learning_rate: 1e-3\n  epochs: 2E1\ndata:\n  max_examples: 5e3\n"
+                    "loss:\n  beta: .5\n  free_bits: 1_0e-1\n")
+    params = load_params(path)
+    assert params.train.learning_rate == 0.001 and params.data.max_examples == 5000
+    assert params.train.epochs == 20 and isinstance(params.train.epochs, int)
+    assert (params.loss.beta, params.loss.free_bits) == (0.5, 1.0)
+    path.write_text("model:\n  latent_dim: 25e-1\n")  # a float that is not a count stays refused
+    with pytest.raises(ConfigError, match=r"model.latent_dim must be an integer >= 1. Got 2.5 instead"):
+        load_params(path)
+    path.write_text("train:\n  learning_rate: '1e-3'\n")  # quoted: a string, as the user asked
+    with pytest.raises(ConfigError, match="train.learning_rate must be a number > 0. Got '1e-3' instead"):
+        load_params(path)
+
+
+def test_dvc_exp_run_set_param_reaches_the_stages_as_a_number(tmp_path):
+    """`dvc exp run -S train.learning_rate=1e-3`: DVC parses the value as YAML 1.2 and writes
+    0.001 into params.yaml, which the stages read as that number."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    reader = "from pipeline.platform.config import load_params; print(load_params().train.learning_rate)"
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"read": {
+        "cmd": f"{sys.executable} -c '{reader}' > rate.txt", "params": ["train.learning_rate"],
+        "outs": ["rate.txt"]}}}))
+    dvc, env = [str(Path(sys.executable).parent / "dvc")], {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command in (["git", "init", "-q"], dvc + ["init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start"],
+                    dvc + ["exp", "run", "-q", "-S", "train.learning_rate=1e-3"]):
+        subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, env=env)
+    assert (tmp_path / "rate.txt").read_text().strip() == "0.001"
 
 
 def test_invalid_yaml_and_missing_file(tmp_path):

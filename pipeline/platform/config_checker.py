@@ -9,6 +9,7 @@ ConfigError naming the dotted key, what was expected and what was given.
 import dataclasses
 import difflib
 import math
+import re
 import types
 from dataclasses import field
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -27,7 +28,9 @@ def bounded(default, *, lo=None, hi=None, lo_open=False, hi_open=False):
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+    """A SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last) and
+    reads numbers as YAML 1.2 does: PyYAML follows YAML 1.1, where a float needs a dot, so
+    `1e-3` and `5e4`, as people write a learning rate or a count, would be strings."""
 
     def construct_mapping(self, node, deep=False):
         seen = {}
@@ -38,6 +41,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
                                   f"(first on line {seen[key] + 1}); keep one")
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2's core-schema float, added after YAML 1.1's: what 1.1 reads as a float it still does.
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."))
 
 
 def build(cls, raw: Any, key: str, source: str):
@@ -116,6 +126,8 @@ def _check_mapping(item, value, bounds, key: str, source: str) -> dict:
 
 
 def _check_number(hint, value, bounds, key: str, source: str):
+    if hint is int and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 5e4 (a YAML 1.2 float) for a count
     if hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
