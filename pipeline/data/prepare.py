@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.data.manifest import FILE as MANIFEST_FILE
 from pipeline.data.manifest import LAYOUT, Manifest
 from pipeline.data.prepared import ARRAYS, PREPROCESSING_FILE, SPLITS, Preprocessor
-from pipeline.data.readers.source_dataset import Dataset, chunk_rows
+from pipeline.data.readers.source_dataset import Dataset, check_float32, chunk_rows
 from pipeline.data.readers.sources import load_source
 from pipeline.data.resolve_data import pixel_levels, resolve_scaling, value_type
 from pipeline.data.scaling import fit_preprocessor
@@ -117,6 +117,7 @@ def validate(dataset: Dataset, step: int | None = None) -> tuple[float, float, b
     if bad:
         raise DataError(f"{where}: inputs contain NaN or infinite values ({bad} examples); a table marks "
                         "missing cells instead (data.source: table)")
+    check_float32(where, low, high, integral)
     return float(low), float(high), integral
 
 

@@ -6,12 +6,14 @@ cache and Debian's /usr/share/datasets.
 """
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.readers.source_dataset import Dataset, chunk_rows, encode_labels
+from pipeline.data.readers.source_dataset import DEFLATE_MAX_RATIO, Dataset, chunk_rows, encode_labels
 from pipeline.platform.config import DEFAULT_DATA_PATH
 from pipeline.platform.errors import DataError
 from pipeline.platform.io import allocate
@@ -35,18 +37,34 @@ def _idx_header(path: Path, f) -> tuple[tuple[int, ...], np.dtype]:
     if len(dims) < 4 * head[3]:
         raise DataError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(head[3]))
-    return shape, np.dtype(IDX_DTYPES[head[2]])
+    dtype = np.dtype(IDX_DTYPES[head[2]])
+    # Checked before anything of that shape is allocated: a header can declare any size.
+    declared, stored = 4 + len(dims) + math.prod(shape) * dtype.itemsize, os.path.getsize(path)
+    if _compressed(path) and declared > DEFLATE_MAX_RATIO * stored + 1024:
+        raise DataError(f"{path}: IDX header declares {list(shape)} ({declared:,} bytes), more than "
+                        f"{stored:,} gzip-compressed bytes can hold; the file is corrupt")
+    if not _compressed(path) and declared != stored:
+        raise DataError(f"{path}: truncated or padded IDX file: header says {list(shape)} ({declared:,} bytes "
+                        f"with the header), file holds {stored:,}")
+    return shape, dtype
 
 
 def idx_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """The array shape and dtype an IDX file's header declares (reads the header only)."""
-    with _open_idx(path) as f:
-        return _idx_header(path, f)
+    try:
+        with _open_idx(path) as f:
+            return _idx_header(path, f)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: cannot read IDX file ({error})") from None
+
+
+def _compressed(path: Path) -> bool:
+    return Path(path).suffix == ".gz"
 
 
 def _open_idx(path: Path):
     try:
-        return (gzip.open if Path(path).suffix == ".gz" else open)(path, "rb")
+        return (gzip.open if _compressed(path) else open)(path, "rb")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
 
@@ -73,7 +91,7 @@ def read_idx(path: Path, out: np.ndarray | None = None) -> np.ndarray:
                 out[start:start + step] = np.frombuffer(raw, dtype).reshape(-1, *shape[1:])
             while block := f.read(1 << 20):  # padding: count it for the message
                 held += len(block)
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:  # gzip's BadGzipFile is an OSError; a bad stream, zlib's
         raise DataError(f"{path}: cannot read IDX file ({error})") from None
     if held != expected:
         raise DataError(f"{path}: truncated or padded IDX file: header says {shape} "

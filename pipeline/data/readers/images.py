@@ -15,6 +15,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 # Image folders with at least this many files are decoded by worker processes (one per core)
 # under the local engine.
 PARALLEL_DECODE_FILES = 4096
+# The most pixels one image may have (8192 × 8192, 192 MiB as RGB), checked from its header
+# before it is decoded: a small file can declare a huge image (a decompression bomb).
+MAX_IMAGE_PIXELS = 8192 * 8192
 
 
 def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scratch: Path | None = None,
@@ -85,18 +88,30 @@ def decode_images(paths: list[Path], size: tuple[int, int] | None, color: str,
                   reference: tuple[Path, tuple] | None = None) -> np.ndarray:
     """uint8 (n, H, W) or (n, H, W, 3) of image files, each of the shape of `reference`
     ((file, shape); the first of `paths` when None)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     out = None
     for i, file in enumerate(paths):
         try:
             with Image.open(file) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{file}: image of {width} × {height} pixels, more than the "
+                                    f"{MAX_IMAGE_PIXELS:,} pixels an image may have; shrink it before training")
                 image = image.convert("L" if color == "grey" else "RGB")
                 if size:
                     image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL: (W, H)
                 pixels = np.asarray(image, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError) as error:
-            raise DataError(f"{file}: cannot read image ({error})") from None
+        except DataError:
+            raise
+        except Image.DecompressionBombError as error:  # PIL's own limit, met before the header's size is ours
+            raise DataError(f"{file}: image of more than the {MAX_IMAGE_PIXELS:,} pixels an image may have "
+                            f"({error})") from None
+        # A hostile or broken file can make any of PIL's decoders raise almost anything
+        # (OSError, ValueError, SyntaxError, struct.error, zlib.error, DecompressionBombError):
+        # every one is this file's problem, said in one line.
+        except Exception as error:  # noqa: BLE001
+            raise DataError(f"{file}: cannot read image ({type(error).__name__}: {error})") from None
         reference = reference or (file, pixels.shape)
         if pixels.shape != reference[1]:
             raise DataError(f"{file}: image of size {pixels.shape[:2]} but {reference[0]} is {reference[1][:2]}; "

@@ -5,18 +5,27 @@ Readers work in chunks of about CHUNK_BYTES and decode into `scratch` memory map
 (`pipeline.platform.io.allocate`), so memory does not grow with the data.
 """
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.manifest import Column
+from pipeline.platform.errors import DataError
 from pipeline.platform.io import allocate
+
+log = logging.getLogger(__name__)
 
 NO_LABEL = -1
 # Rows are read, decoded and copied in chunks of about this many bytes (of the source's
 # dtype; a uint8 chunk becomes four times this as float32 inputs).
 CHUNK_BYTES = 16 << 20
+# The model computes in float32: its largest value, and the integers it holds exactly (2^24).
+FLOAT32_MAX, FLOAT32_EXACT_INTEGERS = float(np.finfo(np.float32).max), 2**24
+# Deflate (zip, gzip) cannot expand data by more than about 1032 times: a header declaring
+# more than that for its compressed bytes is impossible, and refused before anything is allocated.
+DEFLATE_MAX_RATIO = 1032
 
 
 @dataclass(frozen=True)
@@ -69,3 +78,16 @@ def encode_labels(raw: np.ndarray | None, n: int, scratch: Path | None = None) -
     for i in range(0, n, step):
         y[i:i + step] = np.searchsorted(names, np.asarray(raw[i:i + step]).reshape(-1))
     return y, tuple(str(v) for v in names)
+
+
+def check_float32(where: str, low: float, high: float, integral: bool) -> None:
+    """Refuse values beyond float32's range (they would become ±inf in the model); warn when
+    integers are beyond 2^24, which float32 rounds to a neighbour (16,777,217 -> 16,777,216)."""
+    largest = max(abs(low), abs(high))
+    if largest > FLOAT32_MAX:
+        raise DataError(f"{where}: values up to {largest:.3g} are beyond float32's range (±{FLOAT32_MAX:.3g}), "
+                        "in which the model computes; rescale them (e.g. divide by a power of ten)")
+    if integral and largest > FLOAT32_EXACT_INTEGERS:
+        log.warning("%s: integers up to %d are beyond 2^24 = 16,777,216; float32, in which the model "
+                    "computes, rounds them to the nearest value it holds (relative error below 6e-8)",
+                    where, largest)

@@ -12,14 +12,16 @@ plain IDX files) are memory-mapped where they lie, and sources that must be deco
 
 import difflib
 import logging
+import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.readers.idx import read_idx_dir, read_idx_release
 from pipeline.data.readers.images import read_image_folder
-from pipeline.data.readers.source_dataset import Dataset, encode_labels
+from pipeline.data.readers.source_dataset import DEFLATE_MAX_RATIO, Dataset, encode_labels
 from pipeline.data.readers.tables import TABLE_SUFFIXES, read_table
 from pipeline.platform.errors import DataError
 
@@ -114,8 +116,10 @@ def read_npz(path: Path, x_key: str, y_key: str | None, scratch: Path | None = N
             raise DataError(f"{path}: no array named {missing!r}; it holds {keys}{hint}")
         x = npz_member(path, x_key)
         raw_y = npz_member(path, y_key) if y_key else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: cannot read npz file ({error})") from None
+    # zlib: a corrupt deflate stream; NotImplementedError / RuntimeError: an unknown
+    # compression method / an encrypted member.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as error:
+        raise DataError(f"{path}: cannot read npz file ({type(error).__name__}: {error})") from None
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"{path}: array {x_key!r} must be real numbers. Got dtype {x.dtype} instead.")
     if raw_y is not None and len(raw_y) != len(x):
@@ -125,23 +129,30 @@ def read_npz(path: Path, x_key: str, y_key: str | None, scratch: Path | None = N
 
 
 def npz_member(path: Path, key: str) -> np.ndarray:
-    """One array of an .npz: a read-only memory map when stored uncompressed, else loaded."""
+    """One array of an .npz: a read-only memory map when stored uncompressed, else loaded.
+
+    The member's .npy header is checked against the member's size before anything of its
+    declared shape is mapped or allocated: a header can declare any shape.
+    """
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(f"{key}.npy")
-        if info.compress_type == zipfile.ZIP_STORED:
-            with archive.open(info) as member:
-                version = np.lib.format.read_magic(member)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read_header(member)
-                header = member.tell()
-            if not dtype.hasobject:
-                with open(path, "rb") as f:  # the member's data starts after its local file header
-                    f.seek(info.header_offset + 26)
-                    name_length, extra_length = np.frombuffer(f.read(4), "<u2")
-                start = info.header_offset + 30 + int(name_length) + int(extra_length) + header
-                return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape,
-                                 order="F" if fortran else "C")
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(member)
+            header = member.tell()
+        declared = header + math.prod(shape) * dtype.itemsize
+        if not dtype.hasobject and (declared != info.file_size
+                                    or declared > DEFLATE_MAX_RATIO * info.compress_size + 1024):
+            raise DataError(f"{path}: array {key!r} declares shape {list(shape)} of {dtype} ({declared:,} bytes "
+                            f"with its header), but the member holds {info.file_size:,}; the file is corrupt")
+        if info.compress_type == zipfile.ZIP_STORED and not dtype.hasobject:
+            with open(path, "rb") as f:  # the member's data starts after its local file header
+                f.seek(info.header_offset + 26)
+                name_length, extra_length = np.frombuffer(f.read(4), "<u2")
+            start = info.header_offset + 30 + int(name_length) + int(extra_length) + header
+            return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape, order="F" if fortran else "C")
     log.info("%s: array %r is compressed; it is loaded into memory (np.savez, not savez_compressed, "
              "lets it be memory-mapped)", path, key)
     with np.load(path, allow_pickle=False) as archive:

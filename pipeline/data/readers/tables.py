@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.manifest import Column
-from pipeline.data.readers.source_dataset import Dataset, encode_labels
+from pipeline.data.readers.source_dataset import Dataset, check_float32, encode_labels
 from pipeline.data.resolve_data import MAX_LEVELS, ColumnProfile, column_type
 from pipeline.platform.engine import LocalEngine
 from pipeline.platform.errors import DataError
@@ -220,6 +220,8 @@ def _profile(path: Path, profile: ColumnProfile, array) -> None:
 def _typed(profile: ColumnProfile, given: str | None, path: Path) -> Column:
     kind, why = column_type(profile, given, path)
     levels = sorted(profile.levels, key=lambda v: (isinstance(v, str), v)) if kind in ("binary", "categorical") else None
+    if levels is None and profile.rows > profile.missing:  # values go to the model as they are
+        check_float32(f"{path}: column {profile.name!r}", profile.low, profile.high, profile.integral)
     return Column(name=profile.name, type=kind, why=why, levels=levels,
                   missing=round(profile.missing / max(profile.rows, 1), 6))
 

@@ -1,0 +1,125 @@
+"""Hostile and malformed files: every reader either reads a file correctly or refuses it in
+one line naming it, before allocating what a lying header declares."""
+
+import gzip
+import io
+import logging
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.data.prepare import validate
+from pipeline.data.readers.idx import read_idx_dir
+from pipeline.data.readers.images import read_image_folder
+from pipeline.data.readers.sources import read_npz
+from pipeline.data.readers.tables import read_table
+from pipeline.platform.errors import DataError
+
+
+def one_line(info) -> str:
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
+    header = bytes([0, 0, code, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(">u1" if code == 0x08 else ">f8").tobytes()
+
+
+def write_idx_dir(folder, images: bytes, labels: bytes | None = None, gz: bool = True):
+    folder.mkdir(exist_ok=True)
+    suffix = ".gz" if gz else ""
+    (folder / f"train-images-idx3-ubyte{suffix}").write_bytes(gzip.compress(images) if gz else images)
+    if labels is not None:
+        (folder / f"train-labels-idx1-ubyte{suffix}").write_bytes(gzip.compress(labels) if gz else labels)
+    return folder
+
+
+def test_an_idx_header_declaring_more_than_the_file_can_hold_is_refused_before_allocation(tmp_path):
+    # 2^32 − 1 images of 65,535 × 65,535 pixels: no machine could allocate it; the header is 20 bytes
+    header = bytes([0, 0, 0x08, 3]) + b"\xff\xff\xff\xff" + b"\x00\x00\xff\xff" * 2
+    with pytest.raises(DataError) as info:
+        read_idx_dir(write_idx_dir(tmp_path / "gz", header + b"\0" * 100))
+    assert "declares [4294967295, 65535, 65535]" in one_line(info)
+    assert "more than" in str(info.value) and "gzip-compressed bytes can hold" in str(info.value)
+    with pytest.raises(DataError) as info:
+        read_idx_dir(write_idx_dir(tmp_path / "plain", header + b"\0" * 100, gz=False))
+    assert "truncated or padded IDX file" in one_line(info) and "train-images-idx3-ubyte" in str(info.value)
+
+
+def test_a_corrupt_gzip_idx_is_one_line(tmp_path):
+    good = gzip.compress(idx_bytes(np.arange(6 * 28 * 28, dtype=np.uint8).reshape(6, 28, 28)))
+    corrupt = bytearray(good)
+    corrupt[len(good) // 2: len(good) // 2 + 8] = b"\xff" * 8  # inside the deflate stream, not a truncation
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(bytes(corrupt))
+    with pytest.raises(DataError) as info:
+        read_idx_dir(folder)
+    assert one_line(info).startswith(f"{folder / 'train-images-idx3-ubyte.gz'}: cannot read IDX file")
+
+
+def _png(width: int, height: int) -> bytes:
+    """A 1 × 1 PNG whose header (IHDR) then declares width × height: what a bomb's header says."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"IHDR")
+    data[start + 4:start + 12] = struct.pack(">II", width, height)
+    data[start + 17:start + 21] = struct.pack(">I", zlib.crc32(bytes(data[start:start + 17])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("side", [9000, 20000])  # beyond our limit; beyond PIL's own (which raises its error)
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path, side):
+    folder = tmp_path / "images" / "a"
+    folder.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(folder / "ok.png")
+    (folder / "z_bomb.png").write_bytes(_png(side, side))
+    with pytest.raises(DataError) as info:
+        read_image_folder(tmp_path / "images", None, "grey")
+    message = one_line(info)
+    assert message.startswith(str(folder / "z_bomb.png"))
+    assert "more than the 67,108,864 pixels an image may have" in message
+
+
+def _npz_with_header(path, shape, data: bytes, compression=zipfile.ZIP_STORED):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        archive.writestr("x.npy", header.getvalue() + data)
+    return path
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_an_npz_header_that_disagrees_with_its_member_is_refused(tmp_path, compression):
+    path = _npz_with_header(tmp_path / "lying.npz", (1_000_000, 1000), np.zeros(40, np.float32).tobytes(),
+                            compression)
+    with pytest.raises(DataError) as info:
+        read_npz(path, "x", None)
+    assert "array 'x' declares shape [1000000, 1000]" in one_line(info) and "corrupt" in str(info.value)
+
+
+def test_values_beyond_float32_are_refused_and_large_integers_named(tmp_path, caplog):
+    x = np.ones((10, 4))
+    x[3, 2] = 1e39  # finite as float64, inf as float32
+    np.savez(tmp_path / "big.npz", x=x, y=np.arange(10) % 2)
+    with pytest.raises(DataError) as info:
+        validate(read_npz(tmp_path / "big.npz", "x", "y"))
+    assert "values up to 1e+39 are beyond float32's range" in one_line(info)
+    x[3, 2] = 2**24 + 1  # a whole number float32 rounds
+    np.savez(tmp_path / "ids.npz", x=x, y=np.arange(10) % 2)
+    with caplog.at_level(logging.WARNING):
+        validate(read_npz(tmp_path / "ids.npz", "x", "y"))
+    assert "integers up to 16777217 are beyond 2^24" in caplog.text
+
+    (tmp_path / "table.csv").write_text("a,b,label\n" + "".join(f"{i},{1e39 if i == 5 else i},{i % 2}\n"
+                                                               for i in range(30)))
+    with pytest.raises(DataError) as info:
+        read_table(tmp_path / "table.csv", "label", None)
+    assert "column 'b': values up to 1e+39 are beyond float32's range" in one_line(info)
