@@ -67,6 +67,33 @@ def test_missing_input_is_a_clear_error(pipeline_run, tmp_path):
         encode_new_data(pipeline_run["paths"]["model"], tmp_path / "none.npz", tmp_path / "o")
 
 
+def test_the_encode_command_checks_its_input_as_prepare_does(pipeline_run, tmp_path):
+    """All-NaN inputs, values off the pixel scale the model was trained on: refused, nothing written."""
+    model = pipeline_run["paths"]["model"]
+    np.savez(tmp_path / "nan.npz", x=np.full((5, 8, 8, 1), np.nan))
+    with pytest.raises(DataError, match=r"nan.npz: inputs contain NaN or infinite values \(5 examples\)"):
+        encode_new_data(model, tmp_path / "nan.npz", tmp_path / "out")
+    np.savez(tmp_path / "big.npz", x=np.full((5, 8, 8, 1), 200.0))
+    with pytest.raises(DataError, match="trained on pixels from 0 to 16; these values run from 200 to 200"):
+        encode_new_data(model, tmp_path / "big.npz", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_without_its_bundle_is_refused(pipeline_run, tmp_path):
+    """model.keras copied alone: new data would go in unscaled, table columns matched by position."""
+    import shutil
+
+    (tmp_path / "bare").mkdir()
+    shutil.copy(pipeline_run["paths"]["model"], tmp_path / "bare" / "model.keras")
+    np.savez(tmp_path / "new.npz", x=np.zeros((5, 8, 8, 1)))
+    with pytest.raises(DataError, match="preprocessing.npz and data_manifest.json not found beside it"):
+        encode_new_data(tmp_path / "bare" / "model.keras", tmp_path / "new.npz", tmp_path / "out")
+    shutil.copy(pipeline_run["paths"]["model"], tmp_path / "bare" / "model.h5")
+    with pytest.raises(DataError, match=r"only Keras' .keras format is loaded \(it is loaded in safe_mode\)"):
+        encode_new_data(tmp_path / "bare" / "model.h5", tmp_path / "new.npz", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 KILL_SCRIPT = """
 import sys
 import numpy as np
@@ -112,10 +139,13 @@ def test_the_encode_command_refuses_a_directory_the_pipeline_owns(tmp_path):
 
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     for out, stage in (("data/latents", "encode"), ("data/latents/split=new", "encode"),
-                       ("data/evaluation/pictures/new", "evaluate")):
-        with pytest.raises(DataError, match=rf"an output of the '{stage}' stage of .*dvc.yaml; the next `dvc repro` "
-                                            rf"of {stage} would replace it"):
+                       ("data/evaluation/pictures/new", "evaluate"), ("data/model/live/x", "train"),
+                       ("data/model/backup/x", "train"), ("data/evaluation/new", "baselines")):
+        with pytest.raises(DataError, match=rf"which the '{stage}' stage of .*dvc.yaml writes; the next `dvc repro` "
+                                            rf"of {stage} may replace it"):
             encode_new_data(tmp_path / "missing.keras", tmp_path / "new.npz", tmp_path / out)
+    with pytest.raises(DataError, match="a publication's temporary directory"):
+        encode_new_data(tmp_path / "missing.keras", tmp_path / "new.npz", tmp_path / ".latents.staging" / "new")
     with pytest.raises(DataError, match="model file not found"):  # elsewhere: on to the model
         encode_new_data(tmp_path / "missing.keras", tmp_path / "new.npz", tmp_path / "latents_new")
     assert not (tmp_path / "data").exists()

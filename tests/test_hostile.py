@@ -3,12 +3,17 @@ one line naming it, before allocating what a lying header declares."""
 
 import gzip
 import io
+import json
 import logging
+import os
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -17,6 +22,7 @@ from pipeline.data.readers.idx import read_idx_dir
 from pipeline.data.readers.images import read_image_folder
 from pipeline.data.readers.sources import read_npz
 from pipeline.data.readers.tables import read_table
+from pipeline.latents.parquet import LatentBatch, write_partition
 from pipeline.platform.errors import DataError
 
 
@@ -123,3 +129,98 @@ def test_values_beyond_float32_are_refused_and_large_integers_named(tmp_path, ca
     with pytest.raises(DataError) as info:
         read_table(tmp_path / "table.csv", "label", None)
     assert "column 'b': values up to 1e+39 are beyond float32's range" in one_line(info)
+
+
+# --- the publish protocol trusts nothing it reads ---------------------------------------------
+
+def _plant(root, name: str, moves) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f".{name}.journal").write_text(moves if isinstance(moves, str) else json.dumps({"moves": moves}))
+
+
+@pytest.mark.parametrize("moves", [
+    [["../victim.txt", "x"]],  # a staged path outside the publication's staging
+    [[".split=new.staging/new/x", "../victim.txt"]],  # a target outside root
+    [[".split=new.staging/new/victim.txt", "victim.txt"], ["../../victim.txt", "y"]],
+    '{"moves": [["a", "b"]',  # not JSON
+    '{"renames": []}', '{"moves": [["only one"]]}',
+])
+def test_a_planted_or_corrupt_journal_changes_no_file(tmp_path, moves):
+    """A neighbour plants a journal in a shared --output naming a file outside it: refused in one
+    line, every file byte-identical, the journal left for the user to look at."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    out = tmp_path / "shared" / "out"
+    _plant(out, "split=new", moves)
+    (out / ".split=new.staging" / "new").mkdir(parents=True)
+    (out / ".split=new.staging" / "new" / "x").write_text("planted")
+    before = snapshot(tmp_path)
+    with pytest.raises(DataError) as info:
+        write_latents_partition(out)
+    assert "not a journal this pipeline wrote" in one_line(info) and "nothing was changed" in str(info.value)
+    assert snapshot(tmp_path) == before
+
+
+def test_symbolic_links_in_a_publication_are_refused_not_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".split=new.staging").symlink_to(elsewhere)  # staging through a link
+    before = snapshot(tmp_path)
+    with pytest.raises(DataError, match="a symbolic link where a publication keeps its own temporary files"):
+        write_latents_partition(out)
+    assert snapshot(tmp_path) == before
+    (out / ".split=new.staging").unlink()
+    (out / "split=new").symlink_to(elsewhere, target_is_directory=True)  # the output itself a link
+    before = snapshot(tmp_path)
+    with pytest.raises(DataError, match="split=new: a symbolic link to a directory; publishing would replace"):
+        write_latents_partition(out, overwrite=True)
+    assert snapshot(tmp_path) == before and not list(out.glob(".split=new.*"))
+
+
+CONCURRENT_WRITER = """
+import sys, time
+import numpy as np
+from pipeline.latents.parquet import LatentBatch, write_partition
+from pipeline.platform.errors import DataError
+
+def batches(seed):
+    rng = np.random.default_rng(seed)
+    for start in range(0, 600, 100):
+        time.sleep(0.1)  # slow enough that the two commands overlap
+        yield LatentBatch("new", np.arange(start, start + 100), np.zeros(100, np.int64),
+                          rng.normal(size=(100, 4)), rng.normal(size=(100, 4)))
+
+try:
+    print(write_partition(sys.argv[1], "new", batches(int(sys.argv[2])), 4, {"writer": sys.argv[2]}), flush=True)
+except DataError as error:
+    print("refused:", error, flush=True)
+"""
+
+
+def test_two_concurrent_encodes_into_one_output_take_turns(tmp_path):
+    """Same output, same split, started together: one publishes a complete partition, the other
+    waits for it and then refuses to overwrite; no staging of either is lost or mixed."""
+    out = tmp_path / "latents_new"
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(out), str(seed)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    outputs = sorted(stdout.strip() for stdout, _ in results)
+    assert outputs[0] == "600" and outputs[1].startswith("refused:") and "partition exists" in outputs[1]
+    assert any("another command is writing or reading here; waiting" in stderr for _, stderr in results)
+    table = pq.read_table(out / "split=new" / "part-0.parquet")
+    assert table.num_rows == 600 and table["id"].to_pylist() == list(range(600))
+    assert sorted(p.name for p in out.iterdir()) == ["split=new"]
+
+
+def write_latents_partition(out, overwrite: bool = False) -> int:
+    batch = LatentBatch("new", np.arange(3), np.zeros(3, np.int64), np.zeros((3, 2)), np.zeros((3, 2)))
+    return write_partition(out, "new", [batch], 2, {}, overwrite=overwrite)
+
+
+def snapshot(root) -> dict:
+    """Every path under root (links as links) with its bytes or link target."""
+    return {str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}

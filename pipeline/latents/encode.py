@@ -26,7 +26,7 @@ from pipeline.platform.config import Params
 from pipeline.platform.engine import LocalEngine, RayEngine, open_engine, require_shared
 from pipeline.platform.errors import ConfigError, DataError
 from pipeline.platform.hardware import hide_gpus, limit_threads, share_gpus
-from pipeline.platform.io import atomic_dir, recover_dir, sha256_file
+from pipeline.platform.io import atomic_dir, recover_dir
 
 # Under Ray, each actor gets about this many shards of a split: small enough that a
 # retried shard (a killed actor) repeats little work, large enough to keep files few.
@@ -100,7 +100,7 @@ def _metadata(manifest: Manifest, bundle, workers: Choice, engine, encode_params
         "dataset_fingerprint": manifest.fingerprint,
         "dataset_source": manifest.source,
         "label_names": manifest.label_names,
-        "model_sha256": sha256_file(bundle.model_path),
+        "model_sha256": bundle.model_sha256,
         "choices": {**(bundle.choices or {}), "encode.workers": workers.record()},
         "params": {**(bundle.run or {}), "encode": encode_params, "cluster": dataclasses.asdict(engine.cluster)},
         "engine": engine.describe(),

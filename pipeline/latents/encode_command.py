@@ -5,19 +5,25 @@ The data is read by prepare's readers (the source follows from what the path is:
 partition out_dir/split=<split> is written.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.manifest import Manifest
+from pipeline.data.prepare import validate
 from pipeline.data.readers.source_dataset import NO_LABEL, Dataset
 from pipeline.data.readers.sources import load_source, source_of
 from pipeline.latents.imputation import Completer
 from pipeline.latents.parquet import encoded_batches, package_versions, write_partition
-from pipeline.model.bundle import load_bundle
+from pipeline.model.bundle import load_bundle, require_complete
 from pipeline.platform.config import DataConfig, ImagesConfig, NpzConfig, TableConfig
 from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
 from pipeline.platform.io import scratch_dir, sha256_file
+
+# A publication's staging and journal, and a scratch directory (pipeline.platform.io).
+TEMPORARY = re.compile(r"\..+\.(staging|journal|journal\.tmp|scratch\..+)")
 
 
 def input_config(path: Path, example_shape: list[int], feature_names: list[str] | None = None, x_key: str = "x",
@@ -53,8 +59,11 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
 
     Writes only the partition out_dir/split=<split>; no other partition is touched.
 
+    The input is checked as prepare checks training data, and against the model's training
+    data: shape, and counts or pixel levels where it was.
+
     Args:
-        model_path: a trained model.keras with its bundle beside it.
+        model_path: a trained model.keras with its bundle beside it (refused without it).
         input_path: the new data.
         out_dir: the latent dataset to add a partition to.
         batch_size: examples per encoder call.
@@ -70,26 +79,23 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     check_not_a_stage_output(Path(out_dir))
     share_gpus()
     bundle = load_bundle(model_path)
-    trained_on = bundle.manifest
-    columns = trained_on.columns if trained_on else None
+    require_complete(bundle)
+    trained_on, columns = bundle.manifest, bundle.manifest.columns
     if impute and columns is None:
         raise DataError(f"{model_path}: --impute fills in a table's missing cells, but this model was not trained "
-                        "on a table (or its data_manifest.json is missing)")
+                        "on a table")
     completer = Completer(bundle.vae, columns, bundle.preprocess) if impute else None
-    feature_names = trained_on.feature_names if trained_on else None
     with scratch_dir(out_dir) as scratch:  # for sources that must be decoded (images, gzip IDX)
-        config = input_config(input_path, bundle.input_shape, feature_names, **reader_options)
-        # A table's columns are coded as in training: the same levels, an unseen one an error.
-        dataset = load_source(config, scratch, columns)
-        stored = dataset.x.shape[1:]
-        bundle.check_shape(bundle.preprocess.output_shape(stored) if bundle.preprocess else stored, input_path)
-        label_names = trained_on.label_names if trained_on else list(dataset.label_names)
-        y = _to_training_labels(dataset, label_names)
+        config = input_config(input_path, bundle.input_shape, trained_on.feature_names, **reader_options)
+        dataset = load_source(config, scratch, columns)  # a table's columns coded as in training
+        bundle.check_shape(bundle.preprocess.output_shape(dataset.x.shape[1:]), input_path)
+        _check_values(dataset, trained_on, input_path)
+        y = _to_training_labels(dataset, trained_on.label_names)
         metadata = {
             "dataset_source": f"{dataset.source}: {input_path}",
             "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
-            "label_names": label_names,
-            "model_sha256": sha256_file(model_path),
+            "label_names": trained_on.label_names,
+            "model_sha256": bundle.model_sha256,
             "choices": bundle.choices,
             "versions": package_versions(),
         }
@@ -100,25 +106,50 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
 
 
 def check_not_a_stage_output(out_dir: Path) -> None:
-    """Raise DataError when out_dir is, or lies inside, an output of a stage of the nearest
-    dvc.yaml above it: the next `dvc repro` of that stage would replace the directory and
-    lose what the command wrote there."""
+    """Raise DataError when out_dir is, or lies inside, what a stage of the nearest dvc.yaml
+    above it replaces: an output, or a folder holding outputs below the top one (data/model
+    holds model.keras and live/, backup/ and the publication's staging beside them), or a
+    publication's temporary directory anywhere. The next `dvc repro` of that stage would
+    replace it and lose what the command wrote there."""
     import yaml
 
     target = out_dir.resolve()
+    temporary = next((part for part in target.parts if TEMPORARY.fullmatch(part)), None)
+    if temporary:
+        raise DataError(f"{out_dir}: inside {temporary}, a publication's temporary directory, which the next "
+                        "run removes. Give --output another directory (e.g. latents_new/)")
     for folder in (target, *target.parents):
         spec = folder / "dvc.yaml"
         if not spec.is_file():
             continue
         stages = (yaml.safe_load(spec.read_text()) or {}).get("stages", {})
-        for name, stage in stages.items():
-            for out in (*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])):
-                owned = (folder / (out if isinstance(out, str) else next(iter(out)))).resolve()
-                if owned == target or owned in target.parents:
-                    raise DataError(f"{out_dir}: inside {owned.relative_to(folder)}, an output of the {name!r} stage "
-                                    f"of {spec}; the next `dvc repro` of {name} would replace it and lose what is "
-                                    "written here. Give --output another directory (e.g. latents_new/)")
+        owners = [((folder / replaced).resolve(), name) for name, stage in stages.items()
+                  for out in (*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", []))
+                  for owned in [Path(out if isinstance(out, str) else next(iter(out)))]
+                  for replaced in [owned, *list(owned.parents)[:-2]]]  # the output, its folders but the top one
+        inside = [(path, name) for path, name in owners if path == target or path in target.parents]
+        if inside:
+            path, name = max(inside, key=lambda owner: len(owner[0].parts))  # the most specific
+            raise DataError(f"{out_dir}: inside {path.relative_to(folder)}, which the {name!r} stage of {spec} "
+                            f"writes; the next `dvc repro` of {name} may replace it and lose what is written "
+                            "here. Give --output another directory (e.g. latents_new/)")
         return
+
+
+def _check_values(dataset: Dataset, trained_on: Manifest, where: Path) -> None:
+    """Raise DataError unless the values are ones the model can read: finite, within float32
+    (prepare's checks), whole and non-negative for a count model, on the pixel scale for a
+    pixel model."""
+    low, high, integral = validate(dataset)
+    if dataset.x.dtype == np.uint8 or dataset.columns is not None:
+        return  # uint8 pixels are on their scale; a table's reader checked each column against training
+    if trained_on.value_type == "count" and (low < 0 or not integral):
+        raise DataError(f"{where}: the model was trained on counts (whole numbers >= 0); these values run from "
+                        f"{low:g} to {high:g}{'' if integral else ', not all whole'}")
+    top = trained_on.pixel_levels
+    if trained_on.value_type == "pixels" and top is not None and (low < 0 or high > top):
+        raise DataError(f"{where}: the model was trained on pixels from 0 to {top:g}; these values run from "
+                        f"{low:g} to {high:g}")
 
 
 def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline.platform.errors import DataError
 from pipeline.platform.io import atomic_dir, fault_point, recover_dir
+from pipeline.platform.locks import directory_lock
 
 SCHEMA_VERSION = "1"
 METADATA_PREFIX = "vae_pipeline."
@@ -192,20 +193,22 @@ def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBat
         raise DataError(f"split name must be letters, digits, '_', '-' or '.'. Got {split!r} instead.")
     out_dir = Path(out_dir)
     target = out_dir / f"split={split}"
-    recover_dir(target)  # what a killed run of this command left
-    if target.exists() and not overwrite:
-        raise DataError(f"{target}: partition exists; pass --overwrite to replace it, or choose another --split")
-    for file in sorted(out_dir.glob("split=*/*.parquet")):
-        if file.parent != target:
-            check_file(file, latent_dim)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with directory_lock(out_dir):  # from the first check to the publish: a second command waits
+        recover_dir(target)  # what a killed run of this command left
+        if target.exists() and not overwrite:
+            raise DataError(f"{target}: partition exists; pass --overwrite to replace it, or choose another --split")
+        for file in sorted(out_dir.glob("split=*/*.parquet")):
+            if file.parent != target:
+                check_file(file, latent_dim)
 
-    def path_of(batch_split: str) -> Path:
-        if batch_split != split:  # pragma: no cover - the caller builds every batch with `split`
-            raise ValueError(f"batch of split {batch_split!r} written to partition {split!r}")
-        return tmp / "part-0.parquet"
+        def path_of(batch_split: str) -> Path:
+            if batch_split != split:  # pragma: no cover - the caller builds every batch with `split`
+                raise ValueError(f"batch of split {batch_split!r} written to partition {split!r}")
+            return tmp / "part-0.parquet"
 
-    with atomic_dir(target) as tmp:
-        return _write(batches, latent_schema(latent_dim, metadata, table), path_of)
+        with atomic_dir(target) as tmp:
+            return _write(batches, latent_schema(latent_dim, metadata, table), path_of)
 
 
 def _write(batches: Iterable[LatentBatch], schema: pa.Schema, path_of) -> int:

@@ -9,7 +9,15 @@
 
 train saves it (into a staging directory it then publishes whole: pipeline.platform.io); encode,
 evaluate and the encode command load it, so no stage module needs another for a file name
-or a loader.
+or a loader. A bundle is read, and its model hashed, under the directory's shared lock
+(pipeline.platform.locks): a train stage publishing a new one waits, so a reader never
+mixes two.
+
+A model file is code-adjacent: Keras rebuilds its layers from the file's config. Only the
+`.keras` format is loaded, always with Keras' safe_mode (no Python lambdas deserialized),
+and only layers Keras ships or this package registers are built; weights are data. That is
+where safe loading ends: a model from someone you do not trust can still make the encoder
+compute anything its architecture allows, so treat its outputs as that person's.
 """
 
 import json
@@ -20,7 +28,8 @@ from pathlib import Path
 from pipeline.data.manifest import Manifest
 from pipeline.data.prepared import PREPROCESSING_FILE, Preprocessor
 from pipeline.platform.errors import DataError
-from pipeline.platform.io import fault_point, write_json
+from pipeline.platform.io import fault_point, sha256_file, write_json
+from pipeline.platform.locks import directory_lock
 
 MODEL_FILE = "model.keras"
 ENCODER_FILE = "encoder.keras"
@@ -39,6 +48,7 @@ class Bundle:
     preprocess: Preprocessor | None
     choices: dict | None = None
     run: dict | None = None  # pipeline.training.resolve_run.Run.as_params()
+    model_sha256: str | None = None  # of the model file read, hashed under the same lock
 
     @property
     def input_shape(self) -> list[int]:
@@ -84,8 +94,11 @@ def load_vae(model_path: str | Path):
     model_path = Path(model_path)
     if not model_path.is_file():
         raise DataError(f"{model_path}: model file not found; run the train stage first")
+    if model_path.suffix != ".keras":
+        raise DataError(f"{model_path}: only Keras' .keras format is loaded (it is loaded in safe_mode); "
+                        f"got a {model_path.suffix or 'suffix-less'} file")
     try:
-        model = keras.saving.load_model(model_path)
+        model = keras.saving.load_model(model_path, safe_mode=True)
     except (OSError, ValueError, TypeError) as error:
         raise DataError(f"{model_path}: cannot load Keras model ({' '.join(str(error).split())})") from None
     if not isinstance(model, pipeline.model.vae.VAE):
@@ -96,13 +109,24 @@ def load_vae(model_path: str | Path):
 def load_bundle(model_path: str | Path) -> Bundle:
     """model.keras and, when they are beside it, its preprocessing, data manifest, choices and run."""
     model_path = Path(model_path)
-    vae = load_vae(model_path)
-    preprocessing_path = model_path.parent / PREPROCESSING_FILE
-    preprocess = Preprocessor.load(preprocessing_path) if preprocessing_path.is_file() else None
-    manifest_path = model_path.parent / DATA_MANIFEST_FILE
-    manifest = Manifest.read(manifest_path) if manifest_path.is_file() else None
-    return Bundle(vae, model_path, manifest, preprocess, _json_beside(model_path, CHOICES_FILE),
-                  _json_beside(model_path, RUN_FILE))
+    with directory_lock(model_path.parent, shared=True):
+        vae = load_vae(model_path)
+        preprocessing_path = model_path.parent / PREPROCESSING_FILE
+        preprocess = Preprocessor.load(preprocessing_path) if preprocessing_path.is_file() else None
+        manifest_path = model_path.parent / DATA_MANIFEST_FILE
+        manifest = Manifest.read(manifest_path) if manifest_path.is_file() else None
+        return Bundle(vae, model_path, manifest, preprocess, _json_beside(model_path, CHOICES_FILE),
+                      _json_beside(model_path, RUN_FILE), sha256_file(model_path))
+
+
+def require_complete(bundle: Bundle) -> None:
+    """Raise DataError unless the model's preprocessing and data manifest are beside it: without
+    them new data would go in unscaled and a table's columns be matched by position."""
+    missing = [name for name, part in ((PREPROCESSING_FILE, bundle.preprocess), (DATA_MANIFEST_FILE, bundle.manifest))
+               if part is None]
+    if missing:
+        raise DataError(f"{bundle.model_path}: {' and '.join(missing)} not found beside it; a model is used with "
+                        "the files train writes beside it (copy the whole model directory)")
 
 
 def _json_beside(model_path: Path, name: str) -> dict | None:

@@ -26,6 +26,12 @@ previous run's whole, or the new run's whole, or, only between a kill during ste
 the next run, a mix that a journal beside them marks and the next run completes. Every
 path of a publication lies directly under `root`, so each rename is within one directory.
 
+A publication holds root's lock (pipeline.platform.locks) from its recovery to its commit,
+so two commands publishing under one root take turns. Nothing read back is trusted: a
+journal must list renames from this publication's staging onto single names directly under
+root (a planted one cannot move a file elsewhere), and a symbolic link where the staging,
+the journal or a directory output would go is refused, never followed or replaced.
+
 Fault points let the reliability tests stop a process with SIGKILL at an exact step (set
 VAE_PIPELINE_KILL_AT to a point's name) or fail it there as a full disk would
 (VAE_PIPELINE_DISK_FULL_AT). Here: staged, journaled, aside (a previous output
@@ -44,6 +50,9 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from pipeline.platform.errors import DataError
+from pipeline.platform.locks import directory_lock
 
 KILL_AT = "VAE_PIPELINE_KILL_AT"
 FULL_AT = "VAE_PIPELINE_DISK_FULL_AT"
@@ -95,18 +104,21 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def staged_outputs(root: str | Path, name: str) -> Iterator[Path]:
     """Yield an empty staging directory; on success each of its entries replaces its namesake
     under `root`, all of them or none (the protocol above). Entries the stage did not write
-    stay as they are. name: the publication's name, unique under root (the stage's)."""
+    stay as they are. name: the publication's name, unique under root (the stage's). Holds
+    root's lock throughout: a second publication under root waits, and never finds (and
+    discards) this one's staging."""
     publication = _Publication(Path(root), name)
     publication.root.mkdir(parents=True, exist_ok=True)
-    publication.recover()
-    new = publication.staging / "new"
-    new.mkdir(parents=True)
-    try:
-        yield new
-    except BaseException:
-        shutil.rmtree(publication.staging, ignore_errors=True)
-        raise
-    publication.commit(new)
+    with directory_lock(publication.root):
+        publication.recover()
+        new = publication.staging / "new"
+        new.mkdir(parents=True)
+        try:
+            yield new
+        except BaseException:
+            shutil.rmtree(publication.staging, ignore_errors=True)
+            raise
+        publication.commit(new)
 
 
 @contextlib.contextmanager
@@ -136,27 +148,58 @@ class _Publication:
         self._journal_tmp = root / f".{name}.journal.tmp"
 
     def recover(self) -> None:
-        if self.journal.exists():
-            self._roll_forward(json.loads(self.journal.read_text())["moves"])
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self._journal_tmp.unlink(missing_ok=True)
+        if not self.root.is_dir():
+            return
+        with directory_lock(self.root):
+            self._refuse_links(self.staging, self.journal, self._journal_tmp)
+            if self.journal.exists():
+                self._roll_forward(self._moves())
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self._journal_tmp.unlink(missing_ok=True)
 
     def commit(self, new: Path) -> None:
-        moves = [[str(entry.relative_to(self.root)), entry.name] for entry in sorted(new.iterdir())]
+        with directory_lock(self.root):
+            moves = [[str(entry.relative_to(self.root)), entry.name] for entry in sorted(new.iterdir())]
+            try:
+                for _, target in moves:
+                    if (self.root / target).is_symlink() and (self.root / target).is_dir():
+                        raise DataError(f"{self.root / target}: a symbolic link to a directory; publishing would "
+                                        "replace the link, not write where it points. Link a parent directory instead")
+                _sync_tree(new)
+                fault_point("staged", self._journal_tmp)
+                with open(self._journal_tmp, "x") as f:  # "x": never through a link planted since
+                    json.dump({"moves": moves}, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(self._journal_tmp, self.journal)
+                _sync_dir(self.root)
+            except BaseException:  # not committed: roll back
+                self.recover()
+                raise
+            fault_point("journaled")
+            self._roll_forward(moves)
+
+    def _moves(self) -> list[list[str]]:
+        """The journal's renames, each from this publication's staging/new onto the same single name under root."""
         try:
-            _sync_tree(new)
-            fault_point("staged", self._journal_tmp)
-            with open(self._journal_tmp, "w") as f:
-                json.dump({"moves": moves}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(self._journal_tmp, self.journal)
-            _sync_dir(self.root)
-        except BaseException:  # not committed: roll back
-            self.recover()
-            raise
-        fault_point("journaled")
-        self._roll_forward(moves)
+            moves = json.loads(self.journal.read_text())["moves"]
+            valid = isinstance(moves, list) and all(
+                isinstance(m, list) and len(m) == 2 and all(isinstance(p, str) for p in m)
+                and "/" not in m[1] and m[1] not in ("", ".", "..") and m[0] == f"{self.staging.name}/new/{m[1]}"
+                for m in moves)
+            problem = None if valid else "a rename that leaves this publication's staging or root"
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            problem = f"{type(error).__name__}: {error}"
+        if problem:
+            raise DataError(f"{self.journal}: not a journal this pipeline wrote ({problem}); nothing was changed. "
+                            f"If no command is writing to {self.root}, remove it and {self.staging}, then run again")
+        return moves
+
+    def _refuse_links(self, *paths: Path) -> None:
+        for path in paths:
+            if path.is_symlink():
+                raise DataError(f"{path}: a symbolic link where a publication keeps its own temporary files; "
+                                "nothing was changed. Remove the link, then run again")
 
     def _roll_forward(self, moves: list[list[str]]) -> None:
         for i, (staged, target) in enumerate(moves):
