@@ -96,7 +96,7 @@ def outputs(repo: Path) -> dict:
 
 @pytest.mark.parametrize("stage, changes, message", [
     # issue 12: the prepare split fails after reading the data
-    ("prepare", {"data.max_examples": 5}, "error: cannot make the max_examples split"),
+    ("prepare", {"data.max_examples": 5}, "error: digits: cannot make the max_examples split"),
     ("train", {"model.latent_dim": 65}, "error: model.latent_dim must be at most the number of values per example"),
     ("encode", {"encode.batch_size": 0}, "error: params.yaml: encode.batch_size must be an integer >= 1."),
     ("baselines", {"evaluate.knn_k": 0}, "error: params.yaml: evaluate.knn_k must be an integer >= 1."),

@@ -69,7 +69,10 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
         step = step or chunk_rows(dataset.x[0].nbytes if len(dataset.x) else 1)
         choices = _choices(dataset, config, likelihood, validate(dataset, step))
         log.info("choices at prepare: %s", ", ".join(f"{key}={c['value']} ({c['why']})" for key, c in choices.items()))
-        assign = _Assignment(dataset, config, seed)
+        try:
+            assign = _Assignment(dataset, config, seed)
+        except DataError as error:  # name the data the split failed on
+            raise DataError(f"{dataset.path or dataset.source}: {error}") from None
         counts = _count(dataset, assign, step)
         _check_classes(dataset, counts)
         threshold = config.binarize_threshold if config.binarize == "static" else None

@@ -9,6 +9,7 @@ binary and categorical columns as the index of their level; NaN where a cell is 
 (null, NaN or an empty string). Memory holds one part's codes and the profiles.
 """
 
+import contextlib
 import difflib
 import functools
 import logging
@@ -52,7 +53,22 @@ def read_table(path: Path, label_column: str | None, feature_columns: tuple[str,
     Returns:
         The Dataset: one code per column and row, NaN where a cell is empty.
     """
-    engine = engine or LocalEngine()
+    with table_errors(path):  # a corrupt file can fail anywhere in Arrow, not only at its header
+        return _read(path, label_column, feature_columns, scratch, column_types, trained, engine or LocalEngine())
+
+
+@contextlib.contextmanager
+def table_errors(path: Path):
+    """Arrow's errors on reading `path` (bad bytes, a corrupt page, an undecodable value) as one line."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as error:  # the last: names in Parquet metadata
+        raise DataError(f"{path}: cannot read table ({type(error).__name__}: {' '.join(str(error).split())})") from None
+
+
+def _read(path: Path, label_column, feature_columns, scratch, column_types, trained, engine) -> Dataset:
     schema, num_rows, batches = _arrow_batches(path)
     features = _feature_names(path, schema.names, label_column, feature_columns)
     unknown = sorted(set(column_types or {}) - set(features))
@@ -260,21 +276,17 @@ def _labels(path: Path, schema, batches, label_column: str | None):
 
 def _arrow_batches(path: Path):
     """(schema, rows, batches(columns)) of a Parquet or CSV file; batches yields record batches."""
-    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     suffix = path.suffix.lower()
-    try:
-        if suffix in {".parquet", ".pq"}:
-            file = pq.ParquetFile(path)
-            return (file.schema_arrow, file.metadata.num_rows,
-                    lambda columns: file.iter_batches(batch_size=PART_ROWS, columns=columns))
-        if suffix in {".csv", ".tsv", ".txt"}:
-            options = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
-            table = pacsv.read_csv(path, parse_options=options)
-            return (table.schema, table.num_rows,
-                    lambda columns: (table if columns is None else table.select(columns)).to_batches())
-    except (pa.ArrowInvalid, OSError) as error:
-        raise DataError(f"{path}: cannot read table ({' '.join(str(error).split())})") from None
+    if suffix in {".parquet", ".pq"}:
+        file = pq.ParquetFile(path)
+        return (file.schema_arrow, file.metadata.num_rows,
+                lambda columns: file.iter_batches(batch_size=PART_ROWS, columns=columns))
+    if suffix in {".csv", ".tsv", ".txt"}:
+        options = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
+        table = pacsv.read_csv(path, parse_options=options)
+        return (table.schema, table.num_rows,
+                lambda columns: (table if columns is None else table.select(columns)).to_batches())
     raise DataError(f"{path}: a table must be .csv, .tsv or .parquet. Got {path.suffix or 'no suffix'!r} instead.")

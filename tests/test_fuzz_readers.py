@@ -1,0 +1,148 @@
+"""Hostile-input fuzz over the file readers (hypothesis): random bytes, truncations, byte flips
+and header edits of PNG, IDX (plain and gzip), npz (stored and compressed), CSV and Parquet.
+Each mutated file goes through prepare, as `dvc repro` would read it, and must be either read
+or refused with a one-line DataError naming it: never a traceback, never a hang, never a
+previous output changed.
+
+`make test` tries FUZZ_EXAMPLES cases per format; benchmarks/fuzz_readers.py runs the same
+check for longer (benchmarks/README.md has the count tried).
+"""
+
+import gzip
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.data.prepare import prepare
+from pipeline.platform.config import DataConfig, NpzConfig
+from pipeline.platform.errors import DataError
+
+FUZZ_EXAMPLES = int(os.environ.get("VAE_PIPELINE_FUZZ_EXAMPLES", "25"))
+# make test replays the same cases every run; the benchmark draws new ones (VAE_PIPELINE_FUZZ_RANDOM=1)
+DERANDOMIZE = os.environ.get("VAE_PIPELINE_FUZZ_RANDOM") != "1"
+CASE_SECONDS = 20  # a case slower than this is a hang
+
+
+def _idx(array: np.ndarray) -> bytes:
+    return bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+
+
+def seed_sources(root: Path) -> dict[str, tuple[Path, DataConfig]]:
+    """One small valid file per format, with the DataConfig that reads it: (the file to mutate, config)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (40, 4, 4), dtype=np.uint8), np.repeat([0, 1], 20).astype(np.uint8)
+    sources = {}
+    for name, gz in (("idx_gz", True), ("idx", False)):
+        folder = root / name
+        folder.mkdir()
+        suffix, pack = (".gz", gzip.compress) if gz else ("", bytes)
+        (folder / f"train-images-idx3-ubyte{suffix}").write_bytes(pack(_idx(x)))
+        (folder / f"train-labels-idx1-ubyte{suffix}").write_bytes(pack(_idx(y)))
+        sources[name] = (folder / f"train-images-idx3-ubyte{suffix}", DataConfig(source="idx", path=str(folder)))
+    for name, save in (("npz", np.savez), ("npz_compressed", np.savez_compressed)):
+        save(root / f"{name}.npz", x=x.reshape(40, -1).astype(np.float32), y=y)
+        sources[name] = (root / f"{name}.npz", DataConfig(source="npz", path=str(root / f"{name}.npz"),
+                                                          npz=NpzConfig("x", "y")))
+    import pandas as pd
+
+    table = pd.DataFrame({"a": rng.normal(size=40), "b": rng.integers(0, 5, 40), "c": rng.choice(["u", "v"], 40),
+                          "label": y})
+    table.to_csv(root / "table.csv", index=False)
+    table.to_parquet(root / "table.parquet")
+    for name in ("csv", "parquet"):
+        sources[name] = (root / f"table.{name}", DataConfig(source="table", path=str(root / f"table.{name}")))
+    from PIL import Image
+
+    for label in (0, 1):
+        (root / "images" / str(label)).mkdir(parents=True)
+        for i in np.flatnonzero(y == label):
+            Image.fromarray(x[i] * 0 + np.uint8(i * 5)).save(root / "images" / str(label) / f"{i:02d}.png")
+    sources["png"] = (root / "images" / "0" / "00.png", DataConfig(source="image_folder", path=str(root / "images")))
+    return sources
+
+
+@st.composite
+def mutations(draw, size: int):
+    """What to do to a file of `size` bytes: truncate, flip bytes, edit its header, or replace it."""
+    kind = draw(st.sampled_from(["truncate", "flip", "header", "random"]))
+    if kind == "truncate":
+        return kind, draw(st.integers(0, max(0, size - 1)))
+    if kind == "random":
+        return kind, draw(st.binary(max_size=512))
+    span = min(size, 64) if kind == "header" else size
+    edits = draw(st.lists(st.tuples(st.integers(0, max(0, span - 1)), st.integers(0, 255)), min_size=1, max_size=8))
+    return kind, edits
+
+
+def mutate(data: bytes, mutation) -> bytes:
+    kind, arg = mutation
+    if kind == "truncate":
+        return data[:arg]
+    if kind == "random":
+        return arg
+    out = bytearray(data)
+    for position, value in arg:
+        if position < len(out):
+            out[position] = value
+    return bytes(out)
+
+
+def check_case(source: Path, config: DataConfig, out: Path) -> str:
+    """prepare on the (mutated) source: 'read' or 'refused'; asserts the contract otherwise."""
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    start = time.perf_counter()
+    try:
+        prepare(config, seed=0, out_dir=out)
+        result = "read"
+    except DataError as error:
+        message = str(error)
+        assert "\n" not in message and message, message
+        assert str(Path(config.path)) in message or str(source) in message, message
+        assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+        result = "refused"
+    assert time.perf_counter() - start < CASE_SECONDS
+    return result
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
+    sources = seed_sources(root / "seeds")
+    previous = root / "previous"
+    prepare(sources["npz"][1], seed=0, out_dir=previous)  # a previous output every case must leave alone
+    return sources, previous
+
+
+@pytest.mark.parametrize("fmt", ["png", "idx_gz", "idx", "npz", "npz_compressed", "csv", "parquet"])
+def test_every_reader_reads_or_refuses_a_hostile_file_in_one_line(seeds, fmt):
+    sources, previous = seeds
+    file, config = sources[fmt]
+    original = file.read_bytes()
+    seen = {"read": 0, "refused": 0}
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(mutation=mutations(len(original)))
+    def case(mutation):
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            source_root = Path(config.path)
+            copy = work / source_root.name
+            (shutil.copytree if source_root.is_dir() else shutil.copy)(source_root, copy)
+            target = copy / file.relative_to(source_root) if source_root.is_dir() else copy
+            target.write_bytes(mutate(original, mutation))
+            out = work / "prepared"
+            shutil.copytree(previous, out)
+            seen[check_case(target, DataConfig(**{**config.__dict__, "path": str(copy)}), out)] += 1
+
+    case()
+    print(f"fuzz {fmt}: {seen['read']} read, {seen['refused']} refused in one line")
+    assert seen["refused"] > 0  # the mutations do reach the readers' checks
