@@ -224,3 +224,23 @@ def snapshot(root) -> dict:
     """Every path under root (links as links) with its bytes or link target."""
     return {str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
             for p in sorted(root.rglob("*"))}
+
+
+def test_label_names_with_commas_and_quotes_survive_the_csv_outputs():
+    """confusion.csv (and umap.csv, through the same writer) read back with any CSV reader."""
+    import csv
+
+    from pipeline.evaluation.evaluate import _latent_probes
+    from pipeline.evaluation.probes import ProbeProtocol
+    from pipeline.platform.config import Params
+
+    rng = np.random.default_rng(0)
+    names = ["a, b", 'say "c"', "plain"]
+    labels = {split: np.arange(n) % 3 for split, n in (("train", 90), ("test", 30))}
+    z = {split: rng.normal(size=(len(y), 2)) + y[:, None] * 4 for split, y in labels.items()}
+    protocol = ProbeProtocol.of(Params().evaluate.probe, knn_k=3, seed=0)
+    _, confusion = _latent_probes(z, labels, names, protocol)
+    rows = list(csv.reader(io.StringIO(confusion)))
+    assert rows[0] == ["actual", "predicted"] and len(rows) == 31
+    assert [row[0] for row in rows[1:]] == [names[y] for y in labels["test"]]
+    assert {row[1] for row in rows[1:]} <= set(names)

@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.data.prepared import Split, fixed_inputs, is_labelled, load_splits, seeded_rows, validation_rows
 from pipeline.evaluation.pictures import draw_pictures
+from pipeline.evaluation.plotting import csv_text
 from pipeline.evaluation.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
 from pipeline.latents.imputation import column_quality, fill_values
 from pipeline.latents.reader import read_z_mean
@@ -182,7 +183,7 @@ def _latent_probes(z: dict, labels: dict, label_names: list[str], protocol: Prob
     return ({"probe": {**latent["linear"], "dim": latent["dim"], "train_examples": scores["train_examples"],
                        "test_examples": scores["test_examples"]},
              "knn": {"accuracy": latent["knn"], "k": protocol.knn_k}},
-            "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in pairs))
+            csv_text(["actual", "predicted"], pairs))
 
 
 def _column_quality(vae, data: dict, manifest, examples: int, seed: int) -> dict:

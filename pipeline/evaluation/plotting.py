@@ -1,5 +1,8 @@
-"""Plotting primitives: labelled scatter plots and grids of images, written atomically."""
+"""Plotting primitives: labelled scatter plots and grids of images, written atomically, and
+the CSV tables DVC's plots read."""
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +87,12 @@ def image_grid(rows: list[np.ndarray], row_titles: list[str], title: str, path: 
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)
+
+
+def csv_text(header: list[str], rows) -> str:
+    """A CSV table, fields quoted where they must be (a label name with a comma or a quote)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from pipeline.data.prepared import load_splits, seeded_rows
-from pipeline.evaluation.plotting import plot_scatter
+from pipeline.evaluation.plotting import csv_text, plot_scatter
 from pipeline.latents.reader import read_z_mean
 from pipeline.platform.config import Params, UmapConfig
 from pipeline.platform.console import timed
@@ -84,7 +84,7 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
         if z.shape[1] == 2:
             plot_scatter(z, labels, names, f"Latents ({what})", staging / "umap" / "latents.png")
         label_text = np.array(names)[labels] if names else np.full(len(rows), "")
-        table = np.column_stack([np.char.mod("%.5f", coords), label_text])
-        np.savetxt(staging / "umap.csv", table, fmt="%s", delimiter=",", header="x,y,label", comments="")
+        rows = zip(np.char.mod("%.5f", coords[:, 0]), np.char.mod("%.5f", coords[:, 1]), label_text)
+        (staging / "umap.csv").write_text(csv_text(["x", "y", "label"], rows))
         write_json(staging / "umap.json", info)
     return info
