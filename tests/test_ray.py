@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -136,6 +137,23 @@ def test_an_actor_that_cannot_start_stops_the_run_with_its_own_error(cluster):
         list(engine.map_actors(cannot_start(), [{"a": 1}, {"a": 2}], arguments={}, actors=2))
 
 
+def test_a_failing_task_reports_its_cause_and_a_hung_one_times_out(cluster, caplog):
+    """Not Ray's wrapper header but the worker's own error, its report in the log; a task over
+    cluster.task_timeout stops the stage in one line instead of hanging it."""
+    import dataclasses
+
+    with open_engine(cluster) as engine, pytest.raises(ValueError) as info:
+        list(engine.map(int, ["1", "not a number"]))
+    assert str(info.value).startswith("invalid literal for int() with base 10: 'not a number'")
+    assert "the Ray worker's report" in caplog.text
+    start = time.perf_counter()
+    with open_engine(dataclasses.replace(cluster, task_timeout=2)) as engine, \
+            pytest.raises(PipelineError, match=r"a Ray task running sleep took longer than cluster.task_timeout "
+                                               r"\(2 s\); stopped"):
+        list(engine.map(time.sleep, [60]))
+    assert time.perf_counter() - start < 30
+
+
 def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipeline_run, tmp_path):
     """Ray Train starts two workers (TF_CONFIG set by Ray, MultiWorkerMirroredStrategy);
     the chief publishes the bundle and live/, the launcher returns the chief's logs."""
@@ -144,8 +162,10 @@ def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipel
 
     params = tiny_params(**{"train.epochs": 1, "train.workers": 2, "cluster.engine": "ray",
                             "cluster.address": cluster.address})
+    worker_temporaries = set(Path(tempfile.gettempdir()).glob("vae-worker-*"))
     logs = from_params(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path / "model")
     assert np.isfinite(logs["U"]) and "val_U" in logs
+    assert set(Path(tempfile.gettempdir()).glob("vae-worker-*")) == worker_temporaries  # the other worker's removed
     bundle = load_bundle(tmp_path / "model" / "model.keras")
     assert bundle.run["train"]["distribution"] == "multi_worker" and bundle.run["train"]["workers"] == 2
     assert bundle.choices["train.distribution"]["why"].startswith("2 Ray Train workers")

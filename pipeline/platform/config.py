@@ -179,12 +179,13 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    # local: this process (and tf.distribute over its GPUs); ray: prepare's reads, encode
-    # and training run on the Ray cluster at `address` (README "Running on a cluster")
+    # local: this process (and its GPUs); ray: prepare's reads, encode, training on the cluster at `address`
     engine: Literal["local", "ray"] = "local"
     # auto: the cluster RAY_ADDRESS names, else a Ray started on this machine for the stage;
     # or host:port of a running cluster's head (`ray start --head` prints it)
     address: str = AUTO
+    task_timeout: int = bounded(3600, lo=1)  # seconds per Ray task or actor call: a hung worker stops the stage
+    train_timeout: int | None = bounded(None, lo=1)  # seconds for Ray training in all; null: no limit
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ import os
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 
 from pipeline.platform.choices import AUTO, GIVEN
@@ -86,7 +87,8 @@ class RayEngine:
     def map(self, fn: Callable, items: Iterable, processes: int | None = None) -> Iterator:
         """fn(item) in Ray tasks (one CPU each), yielded in the items' order; at most two
         tasks per CPU in flight, so the results waiting here stay few. A task whose worker
-        dies is retried by Ray; a PipelineError raised in a task is raised here as itself."""
+        dies is retried by Ray; a PipelineError raised in a task is raised here as itself, any
+        other error as its cause; a task over cluster.task_timeout stops the stage."""
         import ray
 
         task = ray.remote(num_cpus=1, max_retries=3)(_call)
@@ -96,9 +98,9 @@ class RayEngine:
             for item in items:
                 pending.append(task.remote(fn_ref, item))
                 if len(pending) >= 2 * max(self.cpus, 1):
-                    yield _get(pending.popleft())
+                    yield _get(pending.popleft(), self.cluster.task_timeout, fn)
             while pending:
-                yield _get(pending.popleft())
+                yield _get(pending.popleft(), self.cluster.task_timeout, fn)
         finally:
             for ref in pending:  # an error (or a consumer that stopped): nothing left running
                 ray.cancel(ref, force=True)
@@ -120,13 +122,21 @@ class RayEngine:
         actor = ray.remote(num_cpus=1, num_gpus=1 if self.gpus else 0, max_restarts=ACTOR_RESTARTS,
                            max_task_retries=ACTOR_RESTARTS)(_Actor)
         pool = ActorPool([actor.remote(cls, arguments) for _ in range(max(min(actors, len(items)), 1))])
+        for item in items:
+            pool.submit(lambda handle, item: handle.run.remote(item), item)
         try:
-            yield from pool.map_unordered(lambda handle, item: handle.run.remote(item), items)
+            while pool.has_next():
+                yield pool.get_next_unordered(timeout=self.cluster.task_timeout)
+        except TimeoutError:
+            raise PipelineError(f"a Ray actor running {cls.__name__} took longer than cluster.task_timeout "
+                                f"({self.cluster.task_timeout} s) on one item; stopped, the previous outputs are "
+                                "kept") from None
         except ray.exceptions.RayError as error:
             cause = _cause(error)
             if isinstance(cause, PipelineError):
                 raise cause from None
-            raise PipelineError(f"a Ray actor running {cls.__name__} failed ({_first_line(error)}), after "
+            _log_remote(error)
+            raise PipelineError(f"a Ray actor running {cls.__name__} failed ({_first_line(cause)}), after "
                                 f"{ACTOR_RESTARTS} restarts at most; the previous outputs are kept") from None
 
     def train(self, fn: Callable[[dict], None], config: dict, workers: int, storage: Path) -> None:
@@ -139,10 +149,21 @@ class RayEngine:
         trainer = TensorflowTrainer(fn, train_loop_config=config,
                                     scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.gpus > 0),
                                     run_config=RunConfig(storage_path=str(storage), name="train"))
-        try:
-            trainer.fit()
-        except Exception as error:  # Ray wraps what a worker raised, a user error included
-            raise _cause(error) from None
+        with ThreadPoolExecutor(1) as waiter:  # fit() has no timeout of its own
+            result = waiter.submit(trainer.fit)
+            try:
+                result.result(timeout=self.cluster.train_timeout)
+            except FuturesTimeout:
+                import ray
+
+                ray.shutdown()  # stops the workers; fit() then returns with an error, ignored
+                raise PipelineError(f"Ray training took longer than cluster.train_timeout "
+                                    f"({self.cluster.train_timeout} s); stopped, the previous model is kept") from None
+            except Exception as error:  # Ray wraps what a worker raised, a user error included
+                cause = _cause(error)
+                if not isinstance(cause, PipelineError):
+                    _log_remote(error)
+                raise cause from None
 
     def shared(self, path: str | Path) -> Path:
         """The absolute path the cluster's processes use (they do not share this working directory)."""
@@ -247,23 +268,40 @@ class _Actor:
 
 
 def _first_line(error: BaseException) -> str:
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    line = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__
 
 
-def _get(ref):
+def _get(ref, timeout: int, fn: Callable):
     import ray
 
     try:
-        return ray.get(ref)
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)  # the hung task's worker, freed for what runs next
+        raise PipelineError(f"a Ray task running {getattr(fn, '__name__', fn)} took longer than "
+                            f"cluster.task_timeout ({timeout} s); stopped, the previous outputs are kept") from None
     except ray.exceptions.RayError as error:
-        raise _cause(error) from None
+        cause = _cause(error)
+        if not isinstance(cause, PipelineError):
+            _log_remote(error)
+        raise cause from None
+
+
+def _log_remote(error: BaseException) -> None:
+    """What the worker printed about a failure that is not the user's (Ray's error text holds
+    the remote traceback): to the stage's log, since the workers' own output is not shown."""
+    log.error("the Ray worker's report:\n%s", error)
 
 
 def _cause(error: BaseException) -> BaseException:
     """The user error a Ray error carries (a PipelineError raised in a task, in an actor's
     __init__ or call, or in a training worker), found along its causes (Ray keeps them in
-    `cause`, in `args`, as __cause__ or, from Ray Train, by worker); else the error itself."""
-    pending, seen = [error], set()
+    `cause`, in `args`, as __cause__ or, from Ray Train, by worker); else the innermost
+    error that is not Ray's own wrapper (the worker's exception, not its header)."""
+    import ray
+
+    pending, seen, innermost = [error], set(), error
     while pending:
         current = pending.pop(0)
         if current is None or id(current) in seen:
@@ -271,7 +309,9 @@ def _cause(error: BaseException) -> BaseException:
         if isinstance(current, PipelineError):
             return current
         seen.add(id(current))
+        if not isinstance(current, ray.exceptions.RayError) and current is not error:
+            innermost = current
         pending += [getattr(current, "cause", None), current.__cause__,
                     *(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)),
                     *getattr(current, "worker_failures", {}).values()]
-    return error
+    return innermost

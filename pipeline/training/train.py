@@ -41,7 +41,7 @@ from pipeline.model.resolve_model import check_model_fits_data
 from pipeline.model.vae import build_vae
 from pipeline.model.vae_config import TrainingPlan
 from pipeline.platform.choices import records, summary
-from pipeline.platform.config import ClusterConfig, LossConfig, ModelConfig, Params, TrainConfig, leaf_keys
+from pipeline.platform.config import LossConfig, ModelConfig, Params, TrainConfig, leaf_keys
 from pipeline.platform.engine import RayEngine, open_engine, require_shared
 from pipeline.platform.errors import PipelineError
 from pipeline.platform.hardware import (
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 # (tests/test_dvc_yaml.py).
 TRAIN_PARAMS = ("seed", "data.validation_fraction", "data.binarize", *leaf_keys(ModelConfig, "model."),
                 *leaf_keys(LossConfig, "loss."), *leaf_keys(TrainConfig, "train."),
-                *leaf_keys(ClusterConfig, "cluster."))
+                "cluster.engine", "cluster.address")  # not the timeouts: they change no result
 # After training, latent activity is measured on at most about this many validation examples
 # (a variance per latent dimension: more would only cost memory on large data).
 ACTIVITY_EXAMPLES = 10_000
@@ -210,20 +210,27 @@ def _fit(run: TrainingRun, choices: dict, manifest: Manifest, inputs: _Inputs, p
             batches = math.ceil(run.model.prior_components / cfg.batch_size)
             vae.start_prior_at(np.concatenate([b.numpy() for b in inputs.fit.take(batches)]))
     chief = is_chief(strategy)
-    backup = model_dir / "backup" if chief else Path(tempfile.mkdtemp(prefix="vae-worker-backup-"))
-    resuming = _prepare_backup(backup, _run_fingerprint(run, manifest, choices))
-    history = _fit_logged(vae, run, inputs, backup, resuming, [warmup, *extra])
-    if inputs.validation is not None:
-        _report_activity(vae, inputs.validation.take(math.ceil(ACTIVITY_EXAMPLES / cfg.batch_size)))
-    bundle = (prepared_dir / PREPROCESSING_FILE, manifest, records(choices), run.as_params())
-    if chief:  # the bundle and the curves replace the previous ones all together (pipeline.platform.io)
-        with staged_outputs(model_dir, "train") as staging:
-            save_bundle(vae, staging, *bundle)
-            shutil.copytree(backup / "live", staging / "live")  # copied: a kill before the publish can resume
-    else:  # saving a distributed model is collective: every worker saves, only the chief's copy is kept
-        save_bundle(vae, Path(tempfile.mkdtemp()), *bundle)
-    shutil.rmtree(backup, ignore_errors=True)  # published: nothing left to resume
+    # Another worker's backup and bundle are its own temporaries, removed however it ends.
+    with contextlib.ExitStack() as temporaries:
+        backup = model_dir / "backup" if chief else _temporary(temporaries, "vae-worker-backup-")
+        resuming = _prepare_backup(backup, _run_fingerprint(run, manifest, choices))
+        history = _fit_logged(vae, run, inputs, backup, resuming, [warmup, *extra])
+        if inputs.validation is not None:
+            _report_activity(vae, inputs.validation.take(math.ceil(ACTIVITY_EXAMPLES / cfg.batch_size)))
+        bundle = (prepared_dir / PREPROCESSING_FILE, manifest, records(choices), run.as_params())
+        if chief:  # the bundle and the curves replace the previous ones all together (pipeline.platform.io)
+            with staged_outputs(model_dir, "train") as staging:
+                save_bundle(vae, staging, *bundle)
+                shutil.copytree(backup / "live", staging / "live")  # copied: a kill before the publish can resume
+            shutil.rmtree(backup, ignore_errors=True)  # published: nothing left to resume
+        else:  # saving a distributed model is collective: every worker saves, only the chief's copy is kept
+            save_bundle(vae, _temporary(temporaries, "vae-worker-bundle-"), *bundle)
     return {key: float(values[-1]) for key, values in history.history.items()}
+
+
+def _temporary(stack: contextlib.ExitStack, prefix: str) -> Path:
+    """A temporary directory that `stack` removes when it closes."""
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
 
 
 def _fit_logged(vae, run: TrainingRun, inputs: _Inputs, backup: Path, resuming: bool, extra: list):
