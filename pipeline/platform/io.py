@@ -42,6 +42,7 @@ row group).
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -65,10 +66,17 @@ def fault_point(name: str, path: str | Path | None = None) -> None:
     """For the reliability tests: SIGKILL this process here when VAE_PIPELINE_KILL_AT is `name`
     (nothing after it runs, no clean-up), or fail as a write to `path` on a full disk would
     (OSError ENOSPC) when VAE_PIPELINE_DISK_FULL_AT is `name`."""
-    if os.environ.get(KILL_AT) == name and _first_to_die():
+    kill_at, full_at = _faults()
+    if kill_at == name and _first_to_die():
         os.kill(os.getpid(), signal.SIGKILL)
-    if os.environ.get(FULL_AT) == name:
+    if full_at == name:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path) if path else None)
+
+
+@functools.cache
+def _faults() -> tuple[str | None, str | None]:
+    """The fault points asked for, read once per process (the tests set them when they start one)."""
+    return os.environ.get(KILL_AT), os.environ.get(FULL_AT)
 
 
 def _first_to_die() -> bool:
