@@ -196,6 +196,7 @@ def test_a_flow_and_vamp_run_end_to_end_and_the_encode_command_reads_it(tmp_path
     from pipeline.data.prepared import load_split
     from pipeline.data.readers.sources import read_digits
     from pipeline.latents.encode_command import encode_new_data
+    from pipeline.latents.parquet import read_metadata
     from pipeline.latents.reader import latents_to_numpy, load_latents
     from pipeline.model.bundle import load_bundle
     from pipeline.runner import encode, evaluate_all, train
@@ -221,6 +222,10 @@ def test_a_flow_and_vamp_run_end_to_end_and_the_encode_command_reads_it(tmp_path
     encode_new_data(model_dir / "model.keras", tmp_path / "new.npz", tmp_path / "out", y_key="y")
     new = load_latents(tmp_path / "out", split="new", latent_dim=4)
     np.testing.assert_allclose(latents_to_numpy(new), latents_to_numpy(stage), rtol=1e-5, atol=1e-6)
+    for files in (latents, tmp_path / "out"):  # the files say what z_mean is under a flow
+        columns = read_metadata(next(files.rglob("*.parquet")))["columns"]
+        assert columns["z_mean"].startswith("the flow's image of the base mean") and "base Gaussian" in \
+            columns["z_log_var"]
     subo_test = metrics["subo"]["test"]
     assert subo_test["D_estimate"].startswith("Monte Carlo") and subo_test["S_K"]["20"] <= subo_test["S_K"]["1"]
     assert "skipped" in metrics["gradient_variance"] and "variance_of_mean_per_dim" in metrics["generative"]

@@ -10,7 +10,6 @@ split=<split>/part-<k>.parquet, so the parts in number order are the split's row
 command.)
 """
 
-import dataclasses
 import math
 import shutil
 import uuid
@@ -19,7 +18,7 @@ from pathlib import Path
 from pipeline.data.manifest import Manifest
 from pipeline.data.prepared import load_splits
 from pipeline.latents.imputation import Completer
-from pipeline.latents.parquet import ROW_GROUP_SIZE, encoded_batches, package_versions, write_part
+from pipeline.latents.parquet import ROW_GROUP_SIZE, describe_columns, encoded_batches, package_versions, write_part
 from pipeline.model.bundle import load_bundle
 from pipeline.platform.choices import AUTO, Choice
 from pipeline.platform.config import Params
@@ -101,8 +100,10 @@ def _metadata(manifest: Manifest, bundle, workers: Choice, engine, encode_params
         "dataset_source": manifest.source,
         "label_names": manifest.label_names,
         "model_sha256": bundle.model_sha256,
+        "columns": describe_columns(bundle.vae.config.posterior),
         "choices": {**(bundle.choices or {}), "encode.workers": workers.record()},
-        "params": {**(bundle.run or {}), "encode": encode_params, "cluster": dataclasses.asdict(engine.cluster)},
+        "params": {**(bundle.run or {}), "encode": encode_params,  # the cluster keys a result can depend on
+                   "cluster": {"engine": engine.cluster.engine, "address": engine.cluster.address}},
         "engine": engine.describe(),
         "versions": package_versions(),
     }

@@ -15,7 +15,7 @@ from pipeline.data.prepare import validate
 from pipeline.data.readers.source_dataset import NO_LABEL, Dataset
 from pipeline.data.readers.sources import load_source, source_of
 from pipeline.latents.imputation import Completer
-from pipeline.latents.parquet import encoded_batches, package_versions, write_partition
+from pipeline.latents.parquet import describe_columns, encoded_batches, package_versions, write_partition
 from pipeline.model.bundle import load_bundle, require_complete
 from pipeline.platform.config import DataConfig, ImagesConfig, NpzConfig, TableConfig
 from pipeline.platform.errors import DataError
@@ -96,6 +96,7 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
             "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
             "label_names": trained_on.label_names,
             "model_sha256": bundle.model_sha256,
+            "columns": describe_columns(bundle.vae.config.posterior),
             "choices": bundle.choices,
             "versions": package_versions(),
         }

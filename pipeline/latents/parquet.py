@@ -32,6 +32,11 @@ COLUMNS = {
     "z_mean": "mu_phi(x), mean of q(z|x): the representation",
     "z_log_var": "log sigma_phi(x)^2, log-variance of q(z|x)",
 }
+# Under model.posterior flow, q(z|x) is not Gaussian: what the two columns hold then.
+FLOW_COLUMNS = {
+    "z_mean": "the flow's image of the base mean of q(z|x), z at epsilon = 0: the representation",
+    "z_log_var": "log-variance of the flow's base Gaussian (q(z|x) itself is not Gaussian)",
+}
 # Rows per row group. Readers scan and skip whole row groups; 64Ki rows of a 16-d latent
 # is ~8 MiB uncompressed: large enough for fast sequential scans and useful min/max
 # statistics on id, small enough that the writer buffers only one group in memory.
@@ -41,6 +46,11 @@ IMPUTED_COLUMNS = ("completed", "imputed")
 SPLIT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Whose versions every file records (metadata "versions").
 PACKAGES = ("vae-pipeline", "tensorflow", "keras", "numpy", "pyarrow")
+
+
+def describe_columns(posterior: str) -> dict:
+    """The files' column descriptions for a model's `model.posterior`."""
+    return {**COLUMNS, **(FLOW_COLUMNS if posterior == "flow" else {})}
 
 
 def latent_schema(latent_dim: int, metadata: dict | None = None, table: dict | None = None) -> pa.Schema:
