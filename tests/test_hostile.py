@@ -244,3 +244,16 @@ def test_label_names_with_commas_and_quotes_survive_the_csv_outputs():
     assert rows[0] == ["actual", "predicted"] and len(rows) == 31
     assert [row[0] for row in rows[1:]] == [names[y] for y in labels["test"]]
     assert {row[1] for row in rows[1:]} <= set(names)
+
+
+def test_what_the_long_fuzz_found_is_refused_in_one_line(tmp_path):
+    """Two cases benchmarks/fuzz_readers.py found: an IDX header with a dimension of 0, and a
+    CSV whose header names one column twice (Arrow then cannot say which one is meant)."""
+    header = bytes([0, 0, 0x08, 3]) + (4).to_bytes(4, "big") + (4).to_bytes(4, "big") + (0).to_bytes(4, "big")
+    with pytest.raises(DataError) as info:
+        read_idx_dir(write_idx_dir(tmp_path / "idx", header, gz=False))
+    assert "declares examples of shape [4, 0], with a dimension of 0" in one_line(info)
+    (tmp_path / "twice.csv").write_text("b,b,label\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError) as info:
+        read_table(tmp_path / "twice.csv", "label", None)
+    assert "column names ['b'] are given more than once" in one_line(info)

@@ -38,6 +38,8 @@ def _idx_header(path: Path, f) -> tuple[tuple[int, ...], np.dtype]:
         raise DataError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(head[3]))
     dtype = np.dtype(IDX_DTYPES[head[2]])
+    if 0 in shape[1:]:
+        raise DataError(f"{path}: IDX header declares examples of shape {list(shape[1:])}, with a dimension of 0")
     # Checked before anything of that shape is allocated: a header can declare any size.
     declared, stored = 4 + len(dims) + math.prod(shape) * dtype.itemsize, os.path.getsize(path)
     if _compressed(path) and declared > DEFLATE_MAX_RATIO * stored + 1024:

@@ -9,6 +9,7 @@ binary and categorical columns as the index of their level; NaN where a cell is 
 (null, NaN or an empty string). Memory holds one part's codes and the profiles.
 """
 
+import collections
 import contextlib
 import difflib
 import functools
@@ -166,6 +167,9 @@ def _code_part(columns: tuple[Column, ...], part) -> np.ndarray:
 
 
 def _feature_names(path: Path, names: list[str], label_column, feature_columns) -> list[str]:
+    repeated = sorted(name for name, count in collections.Counter(names).items() if count > 1)
+    if repeated:
+        raise DataError(f"{path}: column names {repeated} are given more than once; each column needs its own name")
     wanted = [c for c in ([label_column] if label_column else []) + list(feature_columns or []) if c not in names]
     if wanted:
         close = difflib.get_close_matches(wanted[0], names, n=1)
