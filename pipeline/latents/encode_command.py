@@ -95,8 +95,7 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
             "dataset_source": f"{dataset.source}: {input_path}",
             "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
             "label_names": trained_on.label_names,
-            "model_sha256": bundle.model_sha256,
-            "columns": describe_columns(bundle.vae.config.posterior),
+            "model_sha256": bundle.model_sha256, "columns": describe_columns(bundle.vae.config.posterior),
             "choices": bundle.choices,
             "versions": package_versions(),
         }
