@@ -5,8 +5,7 @@ The stage logic hands the engine its work and never the other way round:
   local runs it here (or in a pool of processes when asked), Ray in tasks on the cluster;
 - `map_actors(cls, items)`: items through a pool of Ray actors, each building `cls` once
   (encode: the model loaded once per actor from its path);
-- `train(fn, config, workers)`: fn on that many Ray Train workers, which set TF_CONFIG
-  for MultiWorkerMirroredStrategy.
+- `train(fn, config, workers)`: fn on that many Ray Train workers (TF_CONFIG set by Ray).
 
 Ray is imported only under the Ray engine (the `cluster` extra). What Ray runs reads and
 writes files by absolute path: the prepared data and the outputs must be on storage every
@@ -20,10 +19,10 @@ import logging
 import multiprocessing
 import os
 import socket
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FuturesTimeout
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pipeline.platform.choices import AUTO, GIVEN
@@ -141,29 +140,27 @@ class RayEngine:
 
     def train(self, fn: Callable[[dict], None], config: dict, workers: int, storage: Path) -> None:
         """fn(config) on `workers` Ray Train workers (one GPU each when the cluster has GPUs).
-        storage: Ray Train's own run records (no checkpoints: the training saves its model
-        itself), on storage every node reads."""
+        storage: Ray Train's own run records (no checkpoints), on storage every node reads."""
+        import ray
         from ray.train import RunConfig, ScalingConfig
         from ray.train.tensorflow import TensorflowTrainer
 
         trainer = TensorflowTrainer(fn, train_loop_config=config,
                                     scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.gpus > 0),
                                     run_config=RunConfig(storage_path=str(storage), name="train"))
-        with ThreadPoolExecutor(1) as waiter:  # fit() has no timeout of its own
-            result = waiter.submit(trainer.fit)
-            try:
-                result.result(timeout=self.cluster.train_timeout)
-            except FuturesTimeout:
-                import ray
-
-                ray.shutdown()  # stops the workers; fit() then returns with an error, ignored
-                raise PipelineError(f"Ray training took longer than cluster.train_timeout "
-                                    f"({self.cluster.train_timeout} s); stopped, the previous model is kept") from None
-            except Exception as error:  # Ray wraps what a worker raised, a user error included
-                cause = _cause(error)
-                if not isinstance(cause, PipelineError):
-                    _log_remote(error)
-                raise cause from None
+        outcome: list = []  # fit() has no timeout: it runs in a daemon thread, which cannot outlive the stage
+        fitting = threading.Thread(target=lambda: outcome.append(_outcome(trainer.fit)), daemon=True)
+        fitting.start()
+        fitting.join(self.cluster.train_timeout)
+        if fitting.is_alive():
+            ray.shutdown()  # stops the workers
+            raise PipelineError(f"Ray training took longer than cluster.train_timeout "
+                                f"({self.cluster.train_timeout} s); stopped, the previous model is kept")
+        if isinstance(outcome[0], Exception):  # Ray wraps what a worker raised, a user error included
+            cause = _cause(outcome[0])
+            if not isinstance(cause, PipelineError):
+                _log_remote(outcome[0])
+            raise cause from None
 
     def shared(self, path: str | Path) -> Path:
         """The absolute path the cluster's processes use (they do not share this working directory)."""
@@ -288,9 +285,15 @@ def _get(ref, timeout: int, fn: Callable):
         raise cause from None
 
 
+def _outcome(fn: Callable):
+    try:  # fn()'s result, or the exception it raised, for the caller to raise
+        return fn()
+    except Exception as error:  # noqa: BLE001
+        return error
+
+
 def _log_remote(error: BaseException) -> None:
-    """What the worker printed about a failure that is not the user's (Ray's error text holds
-    the remote traceback): to the stage's log, since the workers' own output is not shown."""
+    """Ray's error text (it holds the worker's traceback) to the stage's log, where the workers' output is not."""
     log.error("the Ray worker's report:\n%s", error)
 
 
