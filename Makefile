@@ -1,9 +1,10 @@
 # `make repro` and `make test` are the README's two commands: each sets up .venv on
-# first use (and again only when pyproject.toml changes), then does its job.
+# first use (and again only when pyproject.toml changes), then does its job. `make repro`
+# installs only what the pipeline needs; `make test` adds the `dev` extra (pytest, Ray,
+# pandas, polars, duckdb, hypothesis).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 EXTRAS ?= dev
 # dvc.yaml runs `python stages/...`: that must be the environment's python.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -11,9 +12,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 PLOTS_TEMPLATE := .dvc/tmp/plots-offline.html
 NODE_MODULES := .dvc/tmp/vega/node_modules
 
-.PHONY: repro test test-all install clean plots git-clone peers-env
+.PHONY: repro test test-all install clean plots docs git-clone peers-env
 
-repro: git-clone $(STAMP)
+repro: git-clone $(VENV)/.installed-base
 	$(BIN)/dvc repro
 
 # DVC keeps the pipeline's state (dvc.lock, experiments) in git: outside a clone it fails
@@ -24,24 +25,29 @@ git-clone:
 	       "the pipeline in git). Use 'git clone <url>', or for a copy without history run:" \
 	       "git init && git add -A && git commit -m 'start'" >&2; exit 2; }
 
-test: $(STAMP)
+test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
-test-all: $(STAMP)
+test-all: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m ""
 
-install:  # always (re)installs, e.g. `make install EXTRAS=dev,gpu`
-	rm -f $(STAMP)
-	$(MAKE) $(STAMP) EXTRAS=$(EXTRAS)
+# docs/reference/ from the code (tests/test_docs.py fails when it is stale)
+docs: $(VENV)/.installed-base
+	$(BIN)/python -m pipeline.reference
 
-$(STAMP): pyproject.toml
+install:  # always (re)installs, e.g. `make install EXTRAS=dev,gpu`
+	rm -f $(VENV)/.installed-*
+	$(MAKE) $(VENV)/.installed-$(EXTRAS)
+
+# .installed-base: the package alone; .installed-<extras>: with those extras (dev, cluster, gpu, ...)
+$(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".$(if $(filter base,$*),,[$*])"
+	touch $@
 
 # `dvc plots show` as one HTML page that renders offline (scripts inlined, not from a CDN).
-plots: $(STAMP) $(PLOTS_TEMPLATE)
+plots: $(VENV)/.installed-base $(PLOTS_TEMPLATE)
 	$(BIN)/dvc plots show --html-template $(PLOTS_TEMPLATE) -o dvc_plots
 
 $(PLOTS_TEMPLATE):

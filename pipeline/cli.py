@@ -19,11 +19,17 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vae-pipeline", description="Use a trained VAE pipeline's outputs.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def parser(width: int | None = None) -> argparse.ArgumentParser:
+    """The command's parser; `width` fixes the help's line width (the generated reference's)."""
+    def formatter(prog):
+        return argparse.HelpFormatter(prog, width=width) if width else argparse.HelpFormatter(prog)
 
-    encode = commands.add_parser("encode", help="encode new data with a trained model into latent Parquet",
+    root = argparse.ArgumentParser(prog="vae-pipeline", description="Use a trained VAE pipeline's outputs.",
+                                   formatter_class=formatter)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    encode = commands.add_parser("encode", formatter_class=formatter,
+                                 help="encode new data with a trained model into latent Parquet",
                                  description="Encode new data with a trained model, preprocessed as its training "
                                              "data was; writes only the partition <output>/split=<split>.")
     encode.add_argument("--model", type=Path, required=True, help="a trained model.keras")
@@ -34,15 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("--overwrite", action="store_true", help="replace an existing partition of that name")
     encode.add_argument("--impute", action="store_true",
                         help="a table model: also write each row completed, its empty cells imputed by the model")
-    encode.add_argument("--batch-size", type=_positive_int, default=1024)
+    encode.add_argument("--batch-size", type=_positive_int, default=1024,
+                        help="rows per call of the encoder (memory, not results)")
     encode.add_argument("--x-key", default="x", help="npz: array of inputs")
     encode.add_argument("--y-key", default=None, help="npz: array of labels (optional)")
     encode.add_argument("--label-column", default=None, help="table: label column (optional)")
 
-    plots = commands.add_parser("plots-template", help="an offline page for `dvc plots show --html-template`")
+    plots = commands.add_parser("plots-template", formatter_class=formatter,
+                                help="an offline page for `dvc plots show --html-template`")
     plots.add_argument("node_modules", type=Path, help="where npm installed vega, vega-lite and vega-embed")
     plots.add_argument("out", type=Path, help="the HTML template to write")
-    return parser
+    return root
 
 
 def _encode(args) -> None:
@@ -62,7 +70,7 @@ def _plots_template(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     as_command(lambda: {"encode": _encode, "plots-template": _plots_template}[args.command](args))
 
 

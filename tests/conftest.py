@@ -6,16 +6,19 @@ this process (`pipeline_run`) and the tests that need outputs share them.
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # On a GPU host the test run holds a GPU while it starts stages in other processes: with
 # memory growth (pipeline.platform.hardware.share_gpus) they share it instead of failing to allocate.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
-from pipeline.platform.config import parse_params  # noqa: E402
+from pipeline.platform.config import parse_params, set_dotted  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,3 +80,36 @@ def copy_project(dest: Path) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
     return dest
+
+
+@pytest.fixture(scope="session")
+def dvc_repo(tmp_path_factory):
+    """A committed copy of the project with tiny training settings, after one `dvc repro`:
+    (its path, that run's CompletedProcess)."""
+    repo = copy_project(tmp_path_factory.mktemp("e2e"))
+    edit_params(repo, **{"train.epochs": 3, "model.hidden": TINY["model"]["hidden"],
+                         "evaluate.importance_samples": 10, "evaluate.surprisal_examples": 100})
+    run(["git", "init", "-q"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "init", "--allow-empty"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny params"], repo)
+    first = run(["dvc", "repro"], repo)
+    return repo, first
+
+
+BIN = Path(sys.executable).parent
+
+
+def run(args, cwd, check=True, **extra_env):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2", **extra_env}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def edit_params(repo: Path, **changes) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        set_dotted(params, dotted, value)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -1,52 +1,23 @@
 """The real thing: `dvc repro` in a copy of the repository, then a no-op, an experiment, a bad param."""
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline.evaluation.report import undocumented_keys
 from pipeline.latents.reader import load_latents
-from pipeline.platform.config import set_dotted
 from pipeline.platform.io import FULL_AT, sha256_file
 
-from .conftest import ROOT, TINY, copy_project
-
-BIN = Path(sys.executable).parent
+from .conftest import edit_params, run
 
 
-def run(args, cwd, check=True, **extra_env):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2", **extra_env}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def edit_params(repo: Path, **changes) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        set_dotted(params, dotted, value)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A committed copy of the project with tiny training settings, after one `dvc repro`."""
-    repo = copy_project(tmp_path_factory.mktemp("e2e"))
-    edit_params(repo, **{"train.epochs": 3, "model.hidden": TINY["model"]["hidden"],
-                         "evaluate.importance_samples": 10, "evaluate.surprisal_examples": 100})
-    run(["git", "init", "-q"], repo)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "init", "--allow-empty"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny params"], repo)
-    first = run(["dvc", "repro"], repo)
-    return repo, first
+@pytest.fixture
+def repo(dvc_repo):
+    return dvc_repo
 
 
 def test_dvc_repro_writes_every_output(repo):
@@ -63,6 +34,7 @@ def test_dvc_repro_writes_every_output(repo):
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
     assert metrics["subo"]["test"]["U"] >= metrics["subo"]["test"]["reconstruction"] >= 0
+    assert undocumented_keys(metrics) == [], "describe them in pipeline.evaluation.report.METRICS_KEYS"
     shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
     assert '"accuracy"' in shown and '"baselines"' in shown
 
@@ -157,22 +129,6 @@ def test_each_knob_reruns_only_what_depends_on_it(repo):
     finally:
         (repo / "params.yaml").write_text(original)
     run(["dvc", "repro"], repo)
-
-
-def readme_python_snippets() -> list[str]:
-    """The python blocks of the README's "Using the latents in another project" section."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Using the latents in another project")[1].split("\n## ")[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
-
-
-def test_readme_snippets_run_on_the_outputs(repo):
-    repo, _ = repo
-    snippets = readme_python_snippets()
-    assert len(snippets) >= 5
-    for snippet in snippets:
-        result = run([sys.executable, "-c", snippet], repo)
-        assert result.stdout.strip(), snippet
 
 
 def test_dvc_import_and_get_from_another_repository(repo, tmp_path):

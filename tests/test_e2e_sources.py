@@ -5,9 +5,8 @@ import json
 import pyarrow.dataset as pads
 import pytest
 
-from .conftest import copy_project
+from .conftest import copy_project, edit_params, run
 from .test_columns import make_mixed_table
-from .test_e2e import edit_params, run
 from .test_sources import make_image_folder, make_table
 
 

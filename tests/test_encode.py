@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.data.prepared import Preprocessor, load_split
 from pipeline.latents.encode_command import encode_new_data
-from pipeline.latents.parquet import read_metadata, write_latents
+from pipeline.latents.parquet import METADATA, read_metadata, write_latents
 from pipeline.latents.reader import latents_to_numpy, load_latents
 from pipeline.platform.errors import DataError
 
@@ -35,6 +35,8 @@ def test_encode_new_npz_matches_the_stage(pipeline_run, tmp_path):
     assert new.column("label").to_pylist() == stage.column("label").to_pylist()
     meta = read_metadata(next((tmp_path / "out").rglob("*.parquet")))
     assert meta["label_names"] == [str(i) for i in range(10)] and "new.npz" in meta["dataset_source"]
+    stage_meta = read_metadata(next(paths["latents"].rglob("*.parquet")))
+    assert set(meta) | set(stage_meta) <= set(METADATA), "document every metadata key (docs/reference/latents.md)"
 
 
 def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path):

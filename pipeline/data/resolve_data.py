@@ -17,7 +17,12 @@ The rules, and why:
 - the value type of an array (npz, IDX): pixels as above; count when every value is a
   whole number ≥ 0, with a zero among them and some above 1, in a 2-D array (rows of
   counts, such as a gene expression or word count matrix: negative binomial); else real.
-- a table's column types: `column_type` below; data.table.column_types overrides any.
+- a table's column types (`column_type`; data.table.column_types overrides any): a column
+  with two distinct values (of any kind) is binary (Bernoulli); strings and booleans are
+  categorical (softmax over the levels), up to AUTO_MAX_LEVELS levels; integers, all
+  non-negative, with a zero among them, are counts (negative binomial; the encoder reads
+  log1p): counts start at zero, while integers such as years do not; other numbers are real
+  (Gaussian with a learned, floored σ, standardized). An empty column is an error.
 """
 
 import math
@@ -102,14 +107,8 @@ class ColumnProfile:
 
 
 def column_type(profile: ColumnProfile, given: str | None, where) -> tuple[str, str]:
-    """(type, why) of a table column: the rule below, or the override, checked against the data.
-
-    - no value at all: an error; two distinct values (of any kind): binary (Bernoulli);
-    - strings and booleans: categorical (softmax over the levels), up to AUTO_MAX_LEVELS;
-    - integers, all non-negative, with a zero among them: count (negative binomial; the
-      encoder reads log1p); counts start at zero, while integers such as years do not;
-    - other numbers: real (Gaussian with a learned, floored σ, standardized).
-    """
+    """(type, why) of a table column: the rule in the module's docstring, or the override,
+    checked against the data."""
     name, observed, distinct = profile.name, profile.rows - profile.missing, len(profile.levels)
     if observed == 0:
         raise DataError(f"{where}: column {name!r} is entirely empty; leave it out (data.table.feature_columns)")

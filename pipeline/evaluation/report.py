@@ -13,6 +13,71 @@ from pipeline.platform.io import recover, staged_outputs, write_json
 
 PARTS = {"baselines": "baselines", "latent_metrics": "evaluate", "umap": "umap"}  # part -> the stage writing it
 
+# Every key metrics.json can hold, for the reference (docs/reference/outputs.md); `*` stands
+# for a split, a baseline set or a column. tests/test_e2e.py fails on a key missing here.
+METRICS_KEYS = {
+    "probe": "linear probe on z_mean: StandardScaler + LogisticRegression (absent without labels)",
+    "probe.accuracy": "test accuracy", "probe.macro_f1": "test macro-F1",
+    "probe.C": "the C chosen from evaluate.probe.c_grid on a validation part of train",
+    "probe.validation_accuracy": "accuracy at that C on the validation part",
+    "probe.dim": "features the probe saw (latent_dim)",
+    "probe.train_examples": "train rows the probe saw", "probe.test_examples": "test rows it was scored on",
+    "knn": "k-nearest-neighbour probe on standardised z_mean",
+    "knn.accuracy": "test accuracy", "knn.k": "evaluate.knn_k",
+    "baselines": "the same probes on the raw inputs and on a PCA of them of the latent's size",
+    "baselines.*": "pca or raw", "baselines.*.linear": "the linear probe: accuracy, macro_f1, C, validation_accuracy",
+    "baselines.*.knn": "kNN accuracy", "baselines.*.dim": "features (PCA components or raw values)",
+    "baselines.*.latent_minus_baseline": "the latents' linear accuracy minus this one",
+    "baselines.*.latent_beats_baseline": "whether that difference is above 0",
+    "baselines.majority_class_accuracy": "accuracy of always answering the most frequent class",
+    "subo": "the SUBO figures, nats per example, per split",
+    "subo.*": "validation or test: the rows scored (evaluate.surprisal_examples at most)",
+    "subo.*.examples": "how many", "subo.*.U": "U, the SUBO (mean over the examples)",
+    "subo.*.D": "D = KL(q(z|x) || p(z))", "subo.*.D_estimate": "closed form, or Monte Carlo (flow, VampPrior)",
+    "subo.*.reconstruction": "E_q[log 1/p(x|z)]",
+    "subo.*.S_K": "{K: S_K}, the importance-weighted surprisal for K = 1, 10, ... evaluate.importance_samples",
+    "subo.*.E_K": "{K: U - S_K}, the estimated gap", "subo.*.bits_per_dim": "pixels: U, S_K, E_K / (D ln 2)",
+    "likelihood": "which p(x|z) the figures are of",
+    "likelihood.family": "model.likelihood as resolved",
+    "likelihood.kind": "a mass on the data, a density bounded below, or not a distribution over the data",
+    "likelihood.levels": "pixel levels L (pixel data)",
+    "columns": "tables: per column, reconstruction and imputation of held-out cells (model vs mean or mode)",
+    "columns.*": "one column: type, metric (accuracy or rmse), reconstruction, imputation",
+    "gradient_variance": "variance of the phi-gradient on one fixed batch under both estimators",
+    "gradient_variance.reparameterized": "mean per-parameter variance, reparameterized",
+    "gradient_variance.score_function": "the same, score function",
+    "gradient_variance.ratio": "score_function / reparameterized",
+    "gradient_variance.repeats": "draws per estimator", "gradient_variance.batch_size": "the batch's size",
+    "gradient_variance.skipped": "why it was not measured (a flow or a VampPrior)",
+    "active_units": "latent units whose mean varies over test examples (Burda et al.)",
+    "active_units.count": "active units", "active_units.of": "latent_dim",
+    "active_units.threshold": "the variance above which a unit is active",
+    "active_units.variance_of_mean": "per unit, the variance of z_mean over test examples",
+    "generative": "the pictures' inputs", "generative.images": "whether the data are images (pictures drawn)",
+    "generative.examples": "test examples used", "generative.mean_kl_per_dim": "mean D_j per latent dimension",
+    "generative.traversed_dims": "the dimensions traversed (largest mean D_j)",
+    "umap": "how the UMAP was made", "umap.split": "evaluate.umap.split", "umap.points": "points embedded",
+    "umap.n_neighbors": "evaluate.umap.n_neighbors", "umap.min_dist": "evaluate.umap.min_dist",
+    "umap.seed": "the seed",
+}
+
+
+def undocumented_keys(metrics: dict, prefix: tuple = ()) -> list[str]:
+    """The keys of a metrics.json that METRICS_KEYS does not describe."""
+    missing = []
+    for key, value in metrics.items():
+        path = (*prefix, key)
+        pattern = next((p for p in METRICS_KEYS if _matches(p.split("."), path)), None)
+        if pattern is None:
+            missing.append(".".join(path))
+        elif isinstance(value, dict) and any(p.startswith(pattern + ".") for p in METRICS_KEYS):
+            missing += undocumented_keys(value, path)
+    return missing
+
+
+def _matches(pattern: list[str], path: tuple) -> bool:
+    return len(pattern) == len(path) and all(p in ("*", k) for p, k in zip(pattern, path))
+
 
 def combine(parts: dict) -> dict:
     """The metrics of every part, with each baseline set beside the latents."""

@@ -37,6 +37,16 @@ FLOW_COLUMNS = {
     "z_mean": "the flow's image of the base mean of q(z|x), z at epsilon = 0: the representation",
     "z_log_var": "log-variance of the flow's base Gaussian (q(z|x) itself is not Gaussian)",
 }
+# Every file's key-value metadata (each key prefixed METADATA_PREFIX, values JSON unless
+# plain text); tests/test_latents.py fails on a key missing here.
+METADATA = {
+    "schema_version": "this contract's version", "latent_dim": "d, the width of z_mean and z_log_var",
+    "columns": "{column: what it holds}", "dataset_source": "the source (the command: and its input file)",
+    "dataset_fingerprint": "sha256 of the prepared data (the command: of the input file)",
+    "label_names": "the label of each class index", "model_sha256": "sha256 of the model.keras that encoded",
+    "choices": "every `auto` knob's value and reason", "params": "the training run's params and encode's own",
+    "engine": "the encode stage's engine and cluster", "versions": "versions of the packages that wrote it",
+}
 # Rows per row group. Readers scan and skip whole row groups; 64Ki rows of a 16-d latent
 # is ~8 MiB uncompressed: large enough for fast sequential scans and useful min/max
 # statistics on id, small enough that the writer buffers only one group in memory.

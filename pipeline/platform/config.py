@@ -297,7 +297,7 @@ def _check_combinations(params: Params, source: str) -> None:
         for key, value in (("train.workers", params.train.workers), ("encode.workers", params.encode.workers)):
             if value not in (AUTO, 1):
                 raise ConfigError(f"{source}: {key} {value} runs that many Ray workers: set cluster.engine: ray "
-                                  "(README \"Running on a cluster\"); the local engine is one process")
+                                  "(docs/how-to/ray.md); the local engine is one process")
     if params.train.workers > 1 and distribution not in (AUTO, "multi_worker"):
         raise ConfigError(f"{source}: train.workers {params.train.workers} trains with MultiWorkerMirroredStrategy; "
                           f"train.distribution must be 'auto' or 'multi_worker'. Got {distribution!r} instead.")

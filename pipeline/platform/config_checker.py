@@ -166,6 +166,28 @@ def _describe(hint, bounds, plural: bool = False) -> str:
     return noun
 
 
+def describe_type(hint, bounds) -> str:
+    """The values a field takes, in the words its error message uses (for the params reference)."""
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    if origin is Literal:
+        return " | ".join(f"`{value}`" for value in get_args(hint))
+    if origin in (Union, types.UnionType):
+        args = get_args(hint)
+        words = [f"`{v}`" for a in args if get_origin(a) is Literal for v in get_args(a)]
+        inner = next(a for a in args if a is not type(None) and get_origin(a) is not Literal)
+        return " or ".join([*words, describe_type(inner, bounds), *(["null"] if type(None) in args else [])])
+    if origin is tuple:
+        length, size = bounds.get("length"), "a non-empty list" if bounds.get("min_length") else "a list"
+        return f"{size} of {f'{length} ' if length else ''}{_describe(get_args(hint)[0], bounds, plural=True)}"
+    if origin is dict:
+        return f"a mapping of names to {describe_type(get_args(hint)[1], bounds)}"
+    if hint is bool:
+        return "true or false"
+    return _describe(hint, bounds)
+
+
 def _error(source: str, key: str, expected: str, value, hint: str = "") -> ConfigError:
     return ConfigError(f"{source}: {key} must be {expected}. Got {value!r} instead.{hint}")
 

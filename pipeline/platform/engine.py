@@ -182,7 +182,7 @@ def open_engine(cluster: ClusterConfig) -> Iterator[LocalEngine | RayEngine]:
         import ray
     except ImportError:
         raise ConfigError("cluster.engine 'ray' needs Ray: install the cluster extra "
-                          "(pip install -e '.[cluster]'), or set cluster.engine: local") from None
+                          "(make install EXTRAS=cluster, or pip install -e '.[cluster]'), or set cluster.engine: local") from None
     address, why = resolve_address(cluster.address, os.environ)
     if address is not None:
         probe(address, why)
@@ -246,7 +246,7 @@ def require_shared(path: str | Path, what: str) -> Path:
     if not path.exists():
         raise PipelineError(f"{path}: {what} is not visible on Ray node {socket.gethostname()}; under "
                             "cluster.engine ray the project directory must be on storage every node "
-                            "mounts at the same path (README \"Running on a cluster\")")
+                            "mounts at the same path (docs/how-to/ray.md)")
     return path
 
 

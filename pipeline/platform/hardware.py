@@ -59,7 +59,7 @@ def distribution_strategy(kind: str) -> tf.distribute.Strategy:
     if kind == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise PipelineError("train.distribution 'multi_worker' needs the TF_CONFIG environment variable "
-                                "(cluster and task of this worker); see README 'Several machines'")
+                                "(cluster and task of this worker); see docs/how-to/gpus.md")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "mirrored":
         if tf.config.list_logical_devices("GPU"):

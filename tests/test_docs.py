@@ -1,0 +1,99 @@
+"""The docs cannot drift from the code: the generated reference, every code block, every link.
+
+A fenced block in README.md or docs/ is checked by its language: python and bash blocks run
+(in a copy of a repository after `dvc repro`), yaml blocks must be valid params, unless the
+line above the fence says `<!-- illustrative: why -->`; an illustrative shell block's
+`-S key=value` settings must still be valid params.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.platform.config import leaf_keys, parse_params, set_dotted
+from pipeline.platform.config_checker import UniqueKeyLoader
+from pipeline.reference import ReferenceError, render_all, render_outputs, render_params
+
+from .conftest import ROOT
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+FENCE = re.compile(r"^(?:<!-- illustrative: (?P<why>.+?) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)^```$", re.M | re.S)
+RUN = {"python", "bash"}
+BIN = Path(sys.executable).parent
+
+
+def blocks(page: Path) -> list[dict]:
+    text = page.read_text()
+    return [{"lang": m["lang"], "code": m["code"], "why": m["why"], "line": text[:m.start()].count("\n") + 1}
+            for m in FENCE.finditer(text)]
+
+
+def test_the_committed_reference_is_what_the_code_generates():
+    for page, text in render_all().items():
+        committed = ROOT / "docs" / "reference" / page
+        assert committed.is_file() and committed.read_text() == text, \
+            f"docs/reference/{page} is stale: run `make docs` and commit it"
+
+
+def test_a_key_output_or_flag_without_a_description_stops_the_generator():
+    text = (ROOT / "params.yaml").read_text()
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    bare = re.sub(r"(\n  latent_dim: 8) +#[^\n]*", r"\1", text)
+    with pytest.raises(ReferenceError, match="params.yaml: model.latent_dim has no comment"):
+        render_params(bare, dvc["stages"])
+    del dvc["stages"]["encode"]["outs"][0]["data/latents"]["desc"]
+    with pytest.raises(ReferenceError, match="encode's output data/latents has no desc"):
+        render_outputs(dvc["stages"], [])
+
+
+def test_every_page_is_reachable_and_every_relative_link_resolves():
+    linked = set()
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path = (page.parent / target).resolve()
+            assert path.exists(), f"{page.relative_to(ROOT)} links to {target}, which does not exist"
+            linked.add(path)
+    for page in PAGES[1:]:
+        assert page in linked, f"{page.relative_to(ROOT)} is linked from no page"
+
+
+def test_every_code_block_is_run_checked_or_marked_illustrative():
+    for page in PAGES:
+        for block in blocks(page):
+            where = f"{page.relative_to(ROOT)}:{block['line']}"
+            if block["lang"] in ("", "text"):
+                continue
+            assert block["lang"] in RUN | {"yaml"}, f"{where}: a ```{block['lang']} block (python, bash, yaml, text)"
+            if block["why"]:
+                for command in block["code"].split("\n"):  # one command's settings go together
+                    raw = {}
+                    for key, value in re.findall(r"-S '?([\w.]+)=([^\s']+)", command):
+                        assert key in leaf_keys(), f"{where}: -S {key} is not a params key"
+                        set_dotted(raw, key, yaml.load(value, Loader=UniqueKeyLoader))  # noqa: S506 - a SafeLoader
+                    parse_params(raw, source=where)
+            elif block["lang"] == "yaml":
+                parse_params(yaml.load(block["code"], Loader=UniqueKeyLoader), source=where)  # noqa: S506
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if any(b["lang"] in RUN and not b["why"] for b in blocks(p))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_runnable_blocks_run(page, dvc_repo, tmp_path):
+    """In document order, each block in its own process (as a reader pastes it), in a copy of
+    a repository after `dvc repro` (digits, tiny settings), the project's environment first
+    on PATH as after `. .venv/bin/activate`."""
+    repo = shutil.copytree(dvc_repo[0], tmp_path / "repo", symlinks=True)
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for block in blocks(page):
+        if block["lang"] in RUN and not block["why"]:
+            command = ["bash", "-euo", "pipefail", "-c"] if block["lang"] == "bash" else [sys.executable, "-c"]
+            result = subprocess.run([*command, block["code"]], cwd=repo, env=env, capture_output=True, text=True)
+            assert result.returncode == 0, \
+                f"{page.relative_to(ROOT)}:{block['line']}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
