@@ -25,11 +25,15 @@ git-clone:
 	       "the pipeline in git). Use 'git clone <url>', or for a copy without history run:" \
 	       "git init && git add -A && git commit -m 'start'" >&2; exit 2; }
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), one test file per process at a
+# time, so that a file's fixtures are built once: most tests wait on imports and
+# subprocesses, which two workers overlap on two cores.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -m ""
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m ""
 
 # docs/reference/ from the code (tests/test_docs.py fails when it is stale)
 docs: $(VENV)/.installed-base

@@ -116,7 +116,9 @@ def render_params(params_text: str, stages: dict) -> str:
              "Set one with `dvc exp run -S key=value` or in params.yaml.", ""]
     block = None
     for key in leaf_keys():
-        if not comments.get(key):
+        if key not in comments:
+            raise ReferenceError(f"params.yaml does not list {key}, a key of the config")
+        if not comments[key]:
             raise ReferenceError(f"params.yaml: {key} has no comment saying what it does")
         default = lookup(Params(), key)
         if _yaml(default) != _yaml(_lookup_raw(shipped, key)):

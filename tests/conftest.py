@@ -21,6 +21,10 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 from pipeline.platform.config import parse_params, set_dotted  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# The files with the longest tests (`pytest --durations`), run first: `make test` gives
+# each of its workers one file at a time, in this order, so the workers end together
+# instead of one running the longest file alone at the end.
+LONGEST_FIRST = ("test_levels.py", "test_e2e_sources.py", "test_e2e.py", "test_train.py", "test_ray.py")
 
 TINY = {
     "seed": 0,
@@ -32,6 +36,11 @@ TINY = {
                  "gradient_variance": {"repeats": 8, "batch_size": 32},
                  "umap": {"n_neighbors": 10, "max_points": 200}},
 }
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
 
 
 def tiny_params(**overrides):

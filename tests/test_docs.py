@@ -1,15 +1,12 @@
 """The docs cannot drift from the code: the generated reference, every code block, every link.
 
 A fenced block in README.md or docs/ is checked by its language: python and bash blocks run
-(in a copy of a repository after `dvc repro`), yaml blocks must be valid params, unless the
-line above the fence says `<!-- illustrative: why -->`; an illustrative shell block's
-`-S key=value` settings must still be valid params.
+(tests/test_e2e.py, in a copy of the repository it ran `dvc repro` in), yaml blocks must be
+valid params, unless the line above the fence says `<!-- illustrative: why -->`; an
+illustrative shell block's `-S key=value` settings must still be valid params.
 """
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +21,6 @@ from .conftest import ROOT
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^(?:<!-- illustrative: (?P<why>.+?) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)^```$", re.M | re.S)
 RUN = {"python", "bash"}
-BIN = Path(sys.executable).parent
 
 
 def blocks(page: Path) -> list[dict]:
@@ -80,20 +76,3 @@ def test_every_code_block_is_run_checked_or_marked_illustrative():
                     parse_params(raw, source=where)
             elif block["lang"] == "yaml":
                 parse_params(yaml.load(block["code"], Loader=UniqueKeyLoader), source=where)  # noqa: S506
-
-
-@pytest.mark.parametrize("page", [p for p in PAGES if any(b["lang"] in RUN and not b["why"] for b in blocks(p))],
-                         ids=lambda p: str(p.relative_to(ROOT)))
-def test_the_runnable_blocks_run(page, dvc_repo, tmp_path):
-    """In document order, each block in its own process (as a reader pastes it), in a copy of
-    a repository after `dvc repro` (digits, tiny settings), the project's environment first
-    on PATH as after `. .venv/bin/activate`."""
-    repo = shutil.copytree(dvc_repo[0], tmp_path / "repo", symlinks=True)
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    for block in blocks(page):
-        if block["lang"] in RUN and not block["why"]:
-            command = ["bash", "-euo", "pipefail", "-c"] if block["lang"] == "bash" else [sys.executable, "-c"]
-            result = subprocess.run([*command, block["code"]], cwd=repo, env=env, capture_output=True, text=True)
-            assert result.returncode == 0, \
-                f"{page.relative_to(ROOT)}:{block['line']}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"

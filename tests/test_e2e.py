@@ -3,6 +3,8 @@
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,16 @@ from pipeline.evaluation.report import undocumented_keys
 from pipeline.latents.reader import load_latents
 from pipeline.platform.io import FULL_AT, sha256_file
 
-from .conftest import edit_params, run
+from .conftest import BIN, ROOT, edit_params, run
+from .test_docs import PAGES, RUN, blocks
 
 
-@pytest.fixture
-def repo(dvc_repo):
-    return dvc_repo
+@pytest.fixture(scope="module")
+def repo(dvc_repo, tmp_path_factory):
+    """A copy of the session's repository after `dvc repro`, for tests that change it (the
+    docs' blocks run in copies of the untouched one)."""
+    path, first = dvc_repo
+    return shutil.copytree(path, tmp_path_factory.mktemp("e2e-changed") / "repo", symlinks=True), first
 
 
 def test_dvc_repro_writes_every_output(repo):
@@ -156,3 +162,20 @@ def test_experiment_changes_latent_dim(repo):
     assert "latent4" in table
     metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
     assert metrics["probe"]["dim"] == 4
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if any(b["lang"] in RUN and not b["why"] for b in blocks(p))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_docs_blocks_run(page, dvc_repo, tmp_path):
+    """In document order, each block in its own process (as a reader pastes it), in a copy of
+    a repository after `dvc repro` (digits, tiny settings), the project's environment first
+    on PATH as after `. .venv/bin/activate`."""
+    repo = shutil.copytree(dvc_repo[0], tmp_path / "repo", symlinks=True)
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for block in blocks(page):
+        if block["lang"] in RUN and not block["why"]:
+            command = ["bash", "-euo", "pipefail", "-c"] if block["lang"] == "bash" else [sys.executable, "-c"]
+            result = subprocess.run([*command, block["code"]], cwd=repo, env=env, capture_output=True, text=True)
+            assert result.returncode == 0, \
+                f"{page.relative_to(ROOT)}:{block['line']}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"

@@ -88,16 +88,30 @@ class LevelCategorical:
         return self.logistic.levels
 
     def logits(self, params):
-        """The L logits of each value: log DiscretizedLogistic(k; μ, s) + r_k. (..., L + 2) -> (..., L)."""
-        grid = ops.cast(ops.arange(self.levels), params.dtype) / (self.levels - 1)
-        shape = self.logistic.log_mass(grid, params[..., 0:1], self.logistic.log_scale(params[..., 1:2]))
-        return shape + params[..., 2:]
+        """The L logits of each value: log DiscretizedLogistic(k; μ, s) + r_k. (..., L + 2) -> (..., L).
+
+        The bins tile the line, so the logistic is evaluated once per edge, not twice per
+        level: with t_j = (e_j − μ)/s at the L − 1 edges between levels, level 0 has
+        log σ(t_0), level L − 1 log σ(−t_(L−2)), and level k between them
+        log σ(t_k) + log σ(−t_(k−1)) + log(1 − e^(−2h/s)): the bins are equally wide, so the
+        last term is one number per value (the same algebra as DiscretizedLogistic.log_mass).
+        """
+        logistic, levels = self.logistic, self.levels
+        log_scale = logistic.log_scale(params[..., 1:2])
+        edges = (ops.cast(ops.arange(levels - 1), params.dtype) + 0.5) / (levels - 1)
+        t = (edges - params[..., 0:1]) * ops.exp(-log_scale)
+        below = -ops.softplus(-t)  # log σ(t_j): the mass below edge j
+        above = below - t  # log σ(−t_j): the mass above it
+        width = ops.log(-ops.expm1(-2 * logistic.half_bin * ops.exp(-log_scale)))
+        inner = below[..., 1:] + above[..., :-1] + width
+        return ops.concatenate([below[..., :1], inner, above[..., -1:]], axis=-1) + params[..., 2:]
 
     def per_feature(self, x, params):
         """log 1/P(x_i | z) = logsumexp(l) − l_k, k the level of x_i; x (B, *F), params (..., B, *F, L + 2)."""
         logits = self.logits(params)
         level = ops.cast(ops.round(x * (self.levels - 1)), "int32")
-        chosen = ops.sum(ops.one_hot(level, self.levels, dtype=logits.dtype) * logits, axis=-1)
+        level = ops.broadcast_to(level[..., None], (*ops.shape(logits)[:-1], 1))  # params may carry a sample axis
+        chosen = ops.take_along_axis(logits, level, axis=-1)[..., 0]
         return ops.logsumexp(logits, axis=-1) - chosen
 
     def surprisal(self, x, params):
