@@ -58,12 +58,13 @@ $(PLOTS_TEMPLATE):
 	npm install --silent --no-save --no-audit --no-fund --prefix .dvc/tmp/vega vega@5 vega-lite@5 vega-embed@6
 	$(BIN)/vae-pipeline plots-template $(NODE_MODULES) $(PLOTS_TEMPLATE)
 
-# benchmarks/peers.py's second environment: pythae on a CPU build of PyTorch. Benchmark-only:
+# benchmarks/peers.py's second environment: pythae on a CPU build of PyTorch (and mnist1d, the
+# data benchmarks/signals.py generates). Benchmark-only:
 # nothing in `make repro` or `make test` needs it. torch 2.13.0 is the CPU build pip finds on
 # these machines' disk; elsewhere pip may fetch a CUDA build.
 peers-env:
 	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
-	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 pythae==0.1.2
+	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 pythae==0.1.2 mnist1d==0.0.2.post1
 
 clean:
 	rm -rf $(VENV)

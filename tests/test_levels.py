@@ -175,6 +175,7 @@ def test_three_fixed_patterns_reach_the_surprisal_of_choosing_among_them(tmp_pat
     raw = yaml.safe_load(open("params.yaml"))
     raw["data"].update(source="npz", path=str(tmp_path / "patterns.npz"))
     raw["train"]["bound_examples"] = 0  # the per-epoch bound is a monitor: the model trains the same without it
+    raw["train"]["jit_compile"] = True  # a speed knob, the same model and objective: XLA fuses the 256-level logits
     params = parse_params(raw)
     prepare(params.data, seed=params.seed, out_dir=tmp_path / "prepared")
     runner.train(params, prepared_dir=tmp_path / "prepared", model_dir=tmp_path / "model")

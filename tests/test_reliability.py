@@ -207,7 +207,7 @@ def test_a_key_given_twice_is_an_error(tmp_path):
     ({"evaluate": {"probe": {"c_grid": []}}},
      "evaluate.probe.c_grid must be a non-empty list of numbers > 0. Got [] instead."),
     ({"model": {"architecture": "conv", "filters": []}},
-     "model.filters must list at least one Conv2D width when model.architecture is 'conv'. Got [] instead."),
+     "model.filters must list at least one convolution's width when model.architecture is 'conv'. Got [] instead."),
     ({"data": {"table": {"feature_columns": "a"}}},
      "data.table.feature_columns must be a non-empty list of column names. Got 'a' instead."),
     ({"train": {"epochs": 10**12}}, "train.epochs must be 'auto' or an integer >= 1 and at most 2147483647."),
@@ -363,7 +363,8 @@ def _broken_sources(tmp_path: Path):
                 f.write(content)
         cases.append(({"source": "idx", "path": str(folder)}, f"idx {name}"))
     make_image_folder(tmp_path / "mixed", sizes=((10, 12), (8, 8)), per_class=3)
-    cases.append(({"source": "image_folder", "path": str(tmp_path / "mixed")}, "mixed image sizes"))
+    cases.append(({"source": "image_folder", "path": str(tmp_path / "mixed"), "images": {"size": None}},
+                  "mixed image sizes, data.images.size null"))
     (tmp_path / "bad_png" / "a").mkdir(parents=True)
     (tmp_path / "bad_png" / "a" / "0.png").write_bytes(b"\x89PNG not really")
     cases.append(({"source": "image_folder", "path": str(tmp_path / "bad_png")}, "corrupt png"))

@@ -122,10 +122,20 @@ def test_image_folder_resize_grey_and_rgb(tmp_path):
     assert prepare(cfg, seed=0, out_dir=tmp_path / "q").example_shape == [8, 6, 3]
 
 
-def test_image_folder_of_mixed_sizes_needs_a_resize(tmp_path):
-    make_image_folder(tmp_path / "imgs", sizes=((10, 12), (20, 9)))
-    with pytest.raises(DataError, match=r"1\.png: image of size \(20, 9\) but .*0\.jpg is \(10, 12\); set data.images.size"):
-        prepare(data_config(source="image_folder", path=str(tmp_path / "imgs")), seed=0, out_dir=tmp_path / "p")
+def test_image_folder_of_mixed_sizes_gets_one_size_and_says_so(tmp_path):
+    make_image_folder(tmp_path / "imgs", sizes=((30, 44), (20, 9), (40, 40)), per_class=9)
+    manifest = prepare(data_config(source="image_folder", path=str(tmp_path / "imgs")), seed=0, out_dir=tmp_path / "p")
+    assert manifest.example_shape == [24, 24, 1]  # the median shorter side, 30, down to a multiple of 8
+    assert manifest.choices["data.images.size"] == {
+        "value": [24, 24], "why": "3 sizes among 18 images read (from 20 × 9 to 40 × 40); a square of their "
+                                  "median shorter side 30, a multiple of 8, at most 128"}
+    same = make_image_folder(tmp_path / "same", sizes=((12, 10),))
+    manifest = prepare(data_config(source="image_folder", path=str(same)), seed=0, out_dir=tmp_path / "q")
+    assert manifest.example_shape == [12, 10, 1] and manifest.choices["data.images.size"]["value"] == "as read"
+    with pytest.raises(DataError, match=r"1\.png: image of size \(20, 9\) but .*0\.jpg is \(30, 44\); "
+                                        r"set data.images.size \(auto, or \[height, width\]\)"):
+        prepare(data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": None}),
+                seed=0, out_dir=tmp_path / "p")
     (tmp_path / "imgs" / "circle" / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="bad.png: cannot read image"):
         prepare(data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": [4, 4]}),
@@ -191,7 +201,8 @@ def test_misspelt_source_suggests_the_closest():
 
     with pytest.raises(ConfigError, match="did you mean 'image_folder'"):
         data_config(source="image_folders")
-    with pytest.raises(ConfigError, match=r"data.images.size must be a list of 2 integers >= 1. Got \[28\] instead."):
+    with pytest.raises(ConfigError,
+                       match=r"data.images.size must be 'auto' or a list of 2 integers >= 1. Got \[28\] instead."):
         data_config(images={"size": [28]})
 
 

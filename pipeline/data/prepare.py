@@ -25,7 +25,7 @@ from pipeline.data.manifest import LAYOUT, Manifest
 from pipeline.data.prepared import ARRAYS, PREPROCESSING_FILE, SPLITS, Preprocessor
 from pipeline.data.readers.source_dataset import Dataset, check_float32, chunk_rows
 from pipeline.data.readers.sources import load_source
-from pipeline.data.resolve_data import pixel_levels, resolve_scaling, value_type
+from pipeline.data.resolve_data import pixel_levels, resolve_scaling, sequence_rule, value_type
 from pipeline.data.scaling import fit_preprocessor
 from pipeline.data.splits import HoldOut
 from pipeline.platform.config import DataConfig, Params
@@ -68,7 +68,6 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
         dataset = load_source(config, scratch=tmp / ".scratch", engine=engine)
         step = step or chunk_rows(dataset.x[0].nbytes if len(dataset.x) else 1)
         choices = _choices(dataset, config, likelihood, validate(dataset, step))
-        log.info("choices at prepare: %s", ", ".join(f"{key}={c['value']} ({c['why']})" for key, c in choices.items()))
         try:
             assign = _Assignment(dataset, config, seed)
         except DataError as error:  # name the data the split failed on
@@ -86,6 +85,7 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
                 writer.add(x[mask[split]], y[mask[split]], rows[mask[split]], preprocess)
         files = {f"{split}/{name}": digest for split, w in writers.items() for name, digest in w.close().items()}
         value_range = [min(w.low for w in writers.values()), max(w.high for w in writers.values())]
+        choices |= _sequence_choice(tmp / "train" / "x.npy", choices["data.value_type"]["value"], dataset.columns)
         manifest = _manifest(dataset, config, seed, counts, files, value_range, levels, choices,
                              preprocess.output_shape(dataset.x.shape[1:]))
         del dataset, writers  # memory maps into the scratch directory and the outputs
@@ -133,8 +133,23 @@ def _choices(dataset: Dataset, config: DataConfig, likelihood: str, stats: tuple
                         f"and real values; these values are {kind}. Set data.binarize: none")
     scaling, why = resolve_scaling(config.scaling, likelihood, levels, kind)
     columns = {f"data.table.column_types.{c.name}": {"value": c.type, "why": c.why} for c in dataset.columns or ()}
-    return {**dataset.choices, "data.value_type": {"value": kind, "why": kind_why},
-            "data.scaling": {"value": scaling, "why": why}, **columns}
+    choices = {**dataset.choices, "data.value_type": {"value": kind, "why": kind_why},
+               "data.scaling": {"value": scaling, "why": why}, **columns}
+    log.info("choices at prepare: %s", ", ".join(f"{key}={c['value']} ({c['why']})" for key, c in choices.items()))
+    return choices
+
+
+def _sequence_choice(train_x: Path, kind: str, columns) -> dict:
+    """data.sequence (resolve_data.sequence_rule) for rows of reals or pixels, and for tables
+    whose columns are all real and complete; {} for other data."""
+    plain = columns is not None and all(c.type == "real" and not c.missing for c in columns)
+    if kind not in ("real", "pixels") and not plain:
+        return {}
+    rule = sequence_rule(np.load(train_x, mmap_mode="r"))
+    if rule is None:
+        return {}
+    log.info("choices at prepare: data.sequence=%s (%s)", *rule)
+    return {"data.sequence": {"value": rule[0], "why": rule[1]}}
 
 
 def stored_dtype(source_dtype: np.dtype) -> np.dtype:

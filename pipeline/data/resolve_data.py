@@ -23,10 +23,20 @@ The rules, and why:
   non-negative, with a zero among them, are counts (negative binomial; the encoder reads
   log1p): counts start at zero, while integers such as years do not; other numbers are real
   (Gaussian with a learned, floored σ, standardized). An empty column is an error.
+- data.sequence, for examples that are a row of values (L,) or (L, C) with L ≥ SEQUENCE_MIN_LENGTH
+  (arrays of reals or pixels, tables whose columns are all real and complete): `series`
+  when neighbouring values are far more alike than values picked at random, so the order
+  of the features carries information a 1-D convolution can use (model.architecture conv1d):
+  on up to SEQUENCE_SAMPLE_ROWS train rows, each position standardized, the mean correlation
+  of neighbours r₁ is at least SERIES_MIN_CORRELATION and exceeds the mean |correlation|
+  of random pairs of positions by SERIES_MIN_MARGIN. Otherwise `features`: an unordered
+  vector (shuffling its columns would change nothing), which an MLP models.
 """
 
 import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from pipeline.platform.choices import AUTO, GIVEN
 from pipeline.platform.errors import DataError
@@ -70,6 +80,32 @@ def resolve_scaling(scaling: str, likelihood: str, levels: float | None, kind: s
     if kind == "columns":
         return "standardize", "a table's real columns: zero mean and unit variance each"
     return "standardize", "real-valued features: zero mean and unit variance per feature"
+
+
+SEQUENCE_MIN_LENGTH = 16
+SEQUENCE_SAMPLE_ROWS = 2000
+SERIES_MIN_CORRELATION = 0.5
+SERIES_MIN_MARGIN = 0.2
+
+
+def sequence_rule(x: np.ndarray) -> tuple[str, str] | None:
+    """(data.sequence, why) from stored examples x of shape (n, L) or (n, L, C), or None
+    when they are not rows of values (images, short rows): the rule in the docstring."""
+    if x.ndim not in (2, 3) or x.shape[1] < SEQUENCE_MIN_LENGTH or len(x) < 3:
+        return None
+    rows = np.linspace(0, len(x) - 1, min(len(x), SEQUENCE_SAMPLE_ROWS)).astype(int)
+    z = np.asarray(x[rows], np.float64).reshape(len(rows), x.shape[1], -1)
+    spread = z.std(axis=0)
+    z = (z - z.mean(axis=0)) / np.where(spread > 0, spread, 1.0)  # a constant position correlates with nothing
+    length = z.shape[1]
+    neighbours = float((z[:, 1:] * z[:, :-1]).mean())
+    pairs = np.random.default_rng(0).integers(0, length, (2, 4 * length))
+    pairs = pairs[:, pairs[0] != pairs[1]]
+    random = float(np.abs((z[:, pairs[0]] * z[:, pairs[1]]).mean(axis=(0, 2))).mean())
+    why = f"neighbouring values correlate {neighbours:.2f}, random pairs of the {length} positions {random:.2f}"
+    series = neighbours >= SERIES_MIN_CORRELATION and neighbours >= random + SERIES_MIN_MARGIN
+    return ("series", f"{why}: an ordered series") if series else ("features", f"{why}: unordered features")
+
 
 # A string or boolean column with at most this many distinct values is categorical by
 # default; more suggests an identifier or free text, which is an error naming the column.

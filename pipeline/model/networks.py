@@ -1,5 +1,6 @@
 """The encoder q_φ(z|x) and decoder p_θ(x|z) networks: plain functional Keras models of
-built-in layers, MLP or conv, the decoder mirroring the encoder."""
+built-in layers, MLP, conv (H×W×C images) or conv1d (series of (L,) or (L, C) values), the
+decoder mirroring the encoder."""
 
 import math
 
@@ -20,13 +21,23 @@ def conv_strides(size: int, layers_: int) -> list[int]:
     return strides
 
 
+# The layers of each convolutional architecture: (convolution, its transpose).
+CONVOLUTIONS = {"conv": (layers.Conv2D, layers.Conv2DTranspose), "conv1d": (layers.Conv1D, layers.Conv1DTranspose)}
+
+
 def residual_block(h, activation: str, name: str):
-    """h + Conv(act(Conv(act(h)))): two stride-1 3×3 convs beside an identity path (pre-activation)."""
-    n = h.shape[-1]
+    """h + Conv(act(Conv(act(h)))): two stride-1 size-3 convs beside an identity path (pre-activation)."""
+    n, conv = h.shape[-1], layers.Conv2D if len(h.shape) == 4 else layers.Conv1D
     r = layers.Activation(activation)(h)
-    r = layers.Conv2D(n, 3, padding="same", activation=activation, name=f"{name}_a")(r)
-    r = layers.Conv2D(n, 3, padding="same", name=f"{name}_b")(r)
+    r = conv(n, 3, padding="same", activation=activation, name=f"{name}_a")(r)
+    r = conv(n, 3, padding="same", name=f"{name}_b")(r)
     return layers.Add(name=name)([h, r])
+
+
+def spatial_strides(shape, architecture: str, layers_: int) -> list[tuple[int, ...]]:
+    """Each layer's strides: per axis of an image (H, W), or along a series (L)."""
+    sides = shape[:2] if architecture == "conv" else shape[:1]
+    return list(zip(*(conv_strides(side, layers_) for side in sides)))
 
 
 def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", filters=(), activation="relu",
@@ -34,9 +45,9 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
     """Encoder x -> (z_mean, z_log_var), each (B, latent_dim), and a context (B, context)
     for a flow proxy when context > 0.
 
-    mlp: Flatten, Dense for each of `hidden`. conv (H×W×C images): a Conv2D for each of
-    `filters` with strides from `conv_strides`, each followed by `residual_blocks`
-    residual blocks, then the Dense layers. The heads read the last wide layer directly: a
+    mlp: Flatten, Dense for each of `hidden`. conv (H×W×C images) or conv1d (series): a
+    Conv2D or Conv1D for each of `filters` with strides from `conv_strides`, each followed
+    by `residual_blocks` residual blocks, then the Dense layers. The heads read the last wide layer directly: a
     narrow ReLU bottleneck before them (as in the canonical Keras example) kills units and
     collapses the posterior.
 
@@ -44,8 +55,8 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
         input_shape: one example as the encoder reads it.
         latent_dim: d.
         hidden: Dense widths.
-        architecture: mlp or conv.
-        filters: Conv2D widths (conv).
+        architecture: mlp, conv or conv1d.
+        filters: convolution widths (conv, conv1d).
         activation: of every hidden and conv layer.
         residual_blocks: residual blocks per resolution (conv).
         context: the width of a third output the flow's steps read (0: none).
@@ -55,11 +66,13 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
     """
     x = keras.Input(shape=tuple(input_shape), name="x")
     h = x
-    if architecture == "conv":
-        _check_image(input_shape)
-        strides = zip(filters, conv_strides(input_shape[0], len(filters)), conv_strides(input_shape[1], len(filters)))
-        for i, (n, sh, sw) in enumerate(strides):
-            h = layers.Conv2D(n, 3, strides=(sh, sw), padding="same", activation=activation, name=f"conv_{i}")(h)
+    if architecture in CONVOLUTIONS:
+        _check_shape(input_shape, architecture)
+        if architecture == "conv1d" and len(input_shape) == 1:
+            h = layers.Reshape((input_shape[0], 1), name="channels")(h)  # a series of one channel
+        convolution = CONVOLUTIONS[architecture][0]
+        for i, (n, strides) in enumerate(zip(filters, spatial_strides(input_shape, architecture, len(filters)))):
+            h = convolution(n, 3, strides=strides, padding="same", activation=activation, name=f"conv_{i}")(h)
             for j in range(residual_blocks):
                 h = residual_block(h, activation, f"conv_{i}_res_{j}")
     h = layers.Flatten()(h)
@@ -79,8 +92,8 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
     """Decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape), or
     (B, *output_shape, k) with k = params_per_value > 1 (e.g. a location and a scale).
 
-    Mirrors the encoder: Dense layers in reverse, then (conv) residual blocks and a
-    Conv2DTranspose undoing each of the encoder's strides. decoder_top "full": those keep
+    Mirrors the encoder: Dense layers in reverse, then (conv, conv1d) residual blocks and a
+    transposed convolution undoing each of the encoder's strides. decoder_top "full": those keep
     the encoder's widths in reverse and a final stride-1 layer maps to the channel count;
     "strided": the exact mirror (widths shifted by one, so the last upsampling outputs the
     parameters), with no layer at full resolution, where most of the compute is.
@@ -99,38 +112,51 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
     h = z
     for i, units in enumerate(reversed(hidden)):
         h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
-    if architecture == "conv":
-        _check_image(output_shape)
-        height, width, channels = output_shape
-        channels *= params_per_value
-        sh, sw = conv_strides(height, len(filters)), conv_strides(width, len(filters))
-        small = (height // math.prod(sh), width // math.prod(sw), filters[-1])
-        h = layers.Dense(math.prod(small), activation=activation, name="project")(h)
-        h = layers.Reshape(small)(h)
-        widths = list(reversed(filters))
-        if decoder_top == "strided":
-            widths = [*widths[1:], None]  # None: the output layer
-        for i, (n, a, b) in enumerate(zip(widths, reversed(sh), reversed(sw))):
-            for j in range(residual_blocks):
-                h = residual_block(h, activation, f"deconv_{i}_res_{j}")
-            h = (_params_layer(channels, (a, b)) if n is None else
-                 layers.Conv2DTranspose(n, 3, strides=(a, b), padding="same", activation=activation,
-                                        name=f"deconv_{i}"))(h)
-        if decoder_top == "full":
-            h = _params_layer(channels, (1, 1))(h)
+    if architecture in CONVOLUTIONS:
+        h = _transposed_convolutions(h, output_shape, architecture, filters, activation, residual_blocks,
+                                     decoder_top, params_per_value)
     else:
         h = layers.Dense(math.prod(output_shape) * params_per_value, name="params", dtype="float32")(h)
+    # conv's output is (H, W, C·k) and needs no reshape when k = 1; a series' (L, C·k) always does
     if architecture != "conv" or params_per_value > 1:
         extra = (params_per_value,) if params_per_value > 1 else ()
         h = layers.Reshape((*output_shape, *extra), name="params_shape", dtype="float32")(h)
     return keras.Model(z, h, name="decoder")
 
 
-def _params_layer(channels: int, strides) -> layers.Layer:
+def _transposed_convolutions(h, output_shape, architecture: str, filters, activation: str, residual_blocks: int,
+                             decoder_top: str, params_per_value: int):
+    """The conv decoder from its Dense input h: project to the encoder's last feature map,
+    then undo each stride, the last layer (or a stride-1 one, decoder_top full) giving the
+    parameters: (*spatial, channels · params_per_value)."""
+    _check_shape(output_shape, architecture)
+    spatial = list(output_shape[:2] if architecture == "conv" else output_shape[:1])
+    channels = (output_shape[len(spatial)] if len(output_shape) > len(spatial) else 1) * params_per_value
+    strides = spatial_strides(output_shape, architecture, len(filters))
+    small = (*(side // math.prod(s[axis] for s in strides) for axis, side in enumerate(spatial)), filters[-1])
+    h = layers.Dense(math.prod(small), activation=activation, name="project")(h)
+    h = layers.Reshape(small)(h)
+    transpose = CONVOLUTIONS[architecture][1]
+    widths = list(reversed(filters))
+    if decoder_top == "strided":
+        widths = [*widths[1:], None]  # None: the output layer
+    for i, (n, stride) in enumerate(zip(widths, reversed(strides))):
+        for j in range(residual_blocks):
+            h = residual_block(h, activation, f"deconv_{i}_res_{j}")
+        h = (_params_layer(transpose, channels, stride) if n is None else
+             transpose(n, 3, strides=stride, padding="same", activation=activation, name=f"deconv_{i}"))(h)
+    if decoder_top == "full":
+        h = _params_layer(transpose, channels, (1,) * len(spatial))(h)
+    return h
+
+
+def _params_layer(transpose, channels: int, strides) -> layers.Layer:
     # float32 under mixed precision: the likelihood, and so the SUBO, is computed in float32.
-    return layers.Conv2DTranspose(channels, 3, strides=strides, padding="same", name="params", dtype="float32")
+    return transpose(channels, 3, strides=strides, padding="same", name="params", dtype="float32")
 
 
-def _check_image(shape) -> None:
-    if len(shape) != 3:
+def _check_shape(shape, architecture: str) -> None:
+    if architecture == "conv" and len(shape) != 3:
         raise ValueError(f"architecture 'conv' needs H×W×C images. Got examples of shape {tuple(shape)} instead.")
+    if architecture == "conv1d" and len(shape) not in (1, 2):
+        raise ValueError(f"architecture 'conv1d' needs series of shape (L,) or (L, C). Got {tuple(shape)} instead.")

@@ -14,15 +14,19 @@ The rules, and why:
   gaussian otherwise. A Bernoulli forced on grey levels is allowed, with a warning: S is
   then not the surprisal of anything (Loaiza-Ganem & Cunningham 2019).
 - model.sigma "learned" (the default) gives the gaussian one σ per feature, floored.
-- model.architecture: conv for H×W×C examples with both sides at least 16 pixels; mlp
-  otherwise. A conv layer's locality prior pays once an image has more pixels than a
-  Dense layer can cheaply pair up; at 8×8 (64 values) one stride-2 layer leaves 4×4 and
-  the mlp measured better (benchmarks/README.md, "Defaults").
-- model.filters (conv): one stride-2 Conv2D per halving of the shorter side while it is
-  even and at least 8, at most three, widths 32, 64, 128: 28 → 14 → 7 gives [32, 64].
-- model.hidden: for conv none (the heads read the flattened conv features, which are
-  already wide); for mlp two Dense layers, the first four times the input width rounded
-  to a power of two within [64, 512], the second half as wide.
+- model.architecture: conv for H×W×C examples with both sides at least 16 pixels; conv1d
+  for rows of at least 16 values, (L,) or (L, C), that prepare found to be an ordered
+  series (data.sequence: neighbouring values far more alike than random pairs); mlp
+  otherwise. A convolution's locality prior pays once an example has more values than a
+  Dense layer can cheaply pair up and neighbours are related; at 8×8 (64 values) one
+  stride-2 layer leaves 4×4 and the mlp measured better (benchmarks/README.md,
+  "Defaults"), and on unordered features (a shuffled series) locality means nothing.
+- model.filters (conv, conv1d): one stride-2 convolution per halving of the shorter side
+  (the length) while it is even and at least 8, at most three, widths 32, 64, 128:
+  28 → 14 → 7 gives [32, 64], a series of 40 → 20 → 10 → 5 [32, 64, 128].
+- model.hidden: for conv and conv1d none (the heads read the flattened features, which
+  are already wide); for mlp two Dense layers, the first four times the input width
+  rounded to a power of two within [64, 512], the second half as wide.
 """
 
 import dataclasses
@@ -53,8 +57,13 @@ def levels_of(manifest: Manifest) -> int | None:
     return int(round(manifest.pixel_levels)) + 1 if manifest.scaling == "unit" else None
 
 
-def resolve_model(model: ModelConfig, example_shape, value_range, value_type: str = "real",
-                  columns=None, levels: int | None = None) -> tuple[ResolvedModel, dict[str, Choice]]:
+def is_series(manifest: Manifest) -> bool:
+    """Whether prepare found the examples to be ordered series (its data.sequence choice)."""
+    return manifest.choices.get("data.sequence", {}).get("value") == "series"
+
+
+def resolve_model(model: ModelConfig, example_shape, value_range, value_type: str = "real", columns=None,
+                  levels: int | None = None, series: bool = False) -> tuple[ResolvedModel, dict[str, Choice]]:
     """Every `auto` of the model config, from what manifest.json says of the prepared data.
 
     Args:
@@ -64,6 +73,7 @@ def resolve_model(model: ModelConfig, example_shape, value_range, value_type: st
         value_type: pixels, real, count or columns (a table).
         columns: a table's columns (manifest.columns), else None.
         levels: L, the levels of a pixel (`levels_of`), else None.
+        series: prepare found the examples to be ordered series (`is_series`).
 
     Returns:
         The resolved model and the choices made, keyed "model.<knob>".
@@ -75,10 +85,11 @@ def resolve_model(model: ModelConfig, example_shape, value_range, value_type: st
         log.warning("model.likelihood bernoulli on pixels of %d levels: a Bernoulli on grey levels is not a "
                     "distribution over them, so S, S_K and E_K are not surprisals; leave model.likelihood at auto "
                     "for a mass on the levels", levels)
-    architecture = Choice.of(model.architecture, *_architecture_rule(model, shape))
-    conv = architecture.value == "conv"
+    architecture = Choice.of(model.architecture, *_architecture_rule(model, shape, series))
+    conv = architecture.value in ("conv", "conv1d")
+    side = min(shape[:2]) if architecture.value == "conv" else shape[0]
     filters = Choice.of(model.filters, *(
-        (conv_filters(min(shape[:2])), "one stride-2 layer per halving of the shorter side, widths 32·2^i")
+        (conv_filters(side), "one stride-2 layer per halving of the shorter side, widths 32·2^i")
         if conv else ((), "no conv layers in an mlp")))
     hidden = Choice.of(model.hidden, *(
         ((), "the heads read the flattened conv features") if conv
@@ -120,12 +131,14 @@ def _likelihood_rule(model: ModelConfig, values: int, value_range, value_type: s
     return "gaussian", f"prepared values span [{lo:.3g}, {hi:.3g}], beyond [0, 1]"
 
 
-def _architecture_rule(model: ModelConfig, shape: list[int]) -> tuple[str, str]:
+def _architecture_rule(model: ModelConfig, shape: list[int], series: bool) -> tuple[str, str]:
     if len(shape) == 3 and min(shape[:2]) >= CONV_MIN_SIDE and model.filters != ():  # [] asks for no convs
         return "conv", f"H×W×C examples {shape}, both sides at least {CONV_MIN_SIDE}"
     if len(shape) == 3:
         return "mlp", f"images of {shape}: a side under {CONV_MIN_SIDE}, or model.filters []"
-    return "mlp", f"examples of shape {shape} are not H×W×C images"
+    if series and len(shape) in (1, 2) and shape[0] >= CONV_MIN_SIDE and model.filters != ():
+        return "conv1d", f"ordered series of {shape[0]} values (data.sequence)"
+    return "mlp", f"examples of shape {shape}: not H×W×C images, nor an ordered series (data.sequence)"
 
 
 def plain_table(columns) -> bool:
@@ -180,6 +193,10 @@ def check_model_fits_data(model: ResolvedModel, manifest: Manifest, where) -> No
     if model.architecture == "conv" and len(shape) != 3:
         raise PipelineError(f"model.architecture 'conv' needs H×W×C images, but {where} holds "
                             f"examples of shape {shape}; use 'mlp'")
+    if model.architecture == "conv1d" and (len(shape) not in (1, 2) or model.mask_features):
+        raise PipelineError(f"model.architecture 'conv1d' needs rows of values, (length,) or (length, channels), "
+                            f"without missing cells, but {where} holds examples of shape {shape}"
+                            f"{' with missing cells' if model.mask_features else ''}; use 'mlp'")
     typed = manifest.value_type == "count" or (manifest.value_type == "columns" and not plain_table(manifest.columns))
     if model.likelihood != "columns" and typed:
         raise PipelineError(f"model.likelihood {model.likelihood!r} models every feature alike, but {where} holds "

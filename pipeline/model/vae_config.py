@@ -15,7 +15,7 @@ class ResolvedModel:
     """A ModelConfig with every `auto` resolved (`pipeline.model.resolve_model`): what
     `pipeline.model.vae.build_vae` takes, so nothing that builds a model can see "auto"."""
 
-    architecture: Literal["mlp", "conv"]
+    architecture: Literal["mlp", "conv", "conv1d"]
     latent_dim: int
     hidden: tuple[int, ...]
     filters: tuple[int, ...]

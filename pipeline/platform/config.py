@@ -39,7 +39,7 @@ class TableConfig:
 
 @dataclass(frozen=True)
 class ImagesConfig:
-    size: tuple[int, ...] | None = field(default=None, metadata={"lo": 1, "length": 2})  # [H, W]
+    size: tuple[int, ...] | Auto | None = field(default=AUTO, metadata={"lo": 1, "length": 2})  # [H, W] (readers.images)
     color: Literal["auto", "grey", "rgb"] = AUTO  # auto: rgb when any image has colour
 
 
@@ -62,10 +62,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: Literal["auto", "mlp", "conv"] = AUTO  # conv needs H×W×C images
+    architecture: Literal["auto", "mlp", "conv", "conv1d"] = AUTO  # conv: H×W×C images; conv1d: series
     latent_dim: int = bounded(8, lo=1)
     hidden: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # Dense widths (after the convs for conv)
-    filters: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # conv only: Conv2D filters per layer
+    filters: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # conv, conv1d: widths per layer
     # level_categorical, discretized_logistic: masses on pixel levels; bernoulli: binary data (a mass only there);
     # gaussian: real values (σ floored); columns: one family per table column. All keep S ≥ a bound.
     likelihood: Literal["auto", "bernoulli", "level_categorical", "discretized_logistic", "gaussian", "columns"] = AUTO
@@ -75,9 +75,9 @@ class ModelConfig:
     sigma: float | Literal["learned"] = bounded("learned", lo=0, lo_open=True)
     sigma_floor: float = bounded(0.05, lo=0, lo_open=True)
     activation: Literal["relu", "silu", "gelu"] = "relu"  # of every hidden and conv layer
-    # conv only: residual blocks (two 3×3 convs and a skip) at each resolution, both networks
+    # conv, conv1d: residual blocks (two size-3 convs and a skip) at each resolution, both networks
     residual_blocks: int = bounded(0, lo=0)
-    # conv only: "strided": the last upsampling outputs the likelihood parameters (the
+    # conv, conv1d: "strided": the last upsampling outputs the likelihood parameters (the
     # encoder's mirror); "full": a stride-1 layer at full resolution (filters[0] wide) before it
     decoder_top: Literal["strided", "full"] = "strided"
     # q(z|x): gaussian | flow: then flow_steps IAF steps (Kingma et al. 2016), log q exact
@@ -286,9 +286,9 @@ def _given(raw: dict, key: str) -> bool:
 
 def _check_combinations(params: Params, source: str) -> None:
     """Values that are valid alone but not together."""
-    if params.model.architecture == "conv" and not params.model.filters:
-        raise ConfigError(f"{source}: model.filters must list at least one Conv2D width when "
-                          "model.architecture is 'conv'. Got [] instead.")
+    if params.model.architecture in ("conv", "conv1d") and not params.model.filters:
+        raise ConfigError(f"{source}: model.filters must list at least one convolution's width when "
+                          f"model.architecture is {params.model.architecture!r}. Got [] instead.")
     steps, distribution, workers = (params.train.steps_per_execution, params.train.distribution,
                                     params.train.workers)
     check_replicated_steps(steps, "train.distribution 'multi_worker'" if distribution == "multi_worker" else

@@ -181,8 +181,8 @@ def open_engine(cluster: ClusterConfig) -> Iterator[LocalEngine | RayEngine]:
     try:
         import ray
     except ImportError:
-        raise ConfigError("cluster.engine 'ray' needs Ray: install the cluster extra "
-                          "(make install EXTRAS=cluster, or pip install -e '.[cluster]'), or set cluster.engine: local") from None
+        raise ConfigError("cluster.engine 'ray' needs Ray: install the cluster extra (make install EXTRAS=cluster, "
+                          "or pip install -e '.[cluster]'), or set cluster.engine: local") from None
     address, why = resolve_address(cluster.address, os.environ)
     if address is not None:
         probe(address, why)

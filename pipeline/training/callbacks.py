@@ -1,6 +1,7 @@
 """Keras callbacks of a training run: stop on a non-finite U, the per-epoch dvclive log
 (with the bound's tightness, S_K and E_K), and the KL warm-up."""
 
+import logging
 import math
 import time
 
@@ -8,6 +9,8 @@ import keras
 import numpy as np
 
 from pipeline.model.diagnostics import BoundEstimator
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteObjective(RuntimeError):
@@ -61,6 +64,20 @@ class LiveLogger(keras.callbacks.Callback):
             for name, value in (("U", figures["U"]), ("S_K", figures["S_K"][k]), ("E_K", figures["E_K"][k])):
                 self.live.log_metric(f"bound/{name}", value)
         self.live.next_step()
+        self._log_progress(epoch, time.perf_counter() - self._start)
+
+    def _log_progress(self, epoch: int, seconds: float) -> None:
+        """One line per epoch in the stage log: the rate and, from this epoch's time, the most
+        time the remaining epochs can take (early stopping may end the run sooner)."""
+        total = self.params.get("epochs") or epoch + 1
+        left = (total - epoch - 1) * seconds
+        log.info("epoch %d/%d: %.0f samples/s, %.1f s; at most %s left", epoch + 1, total,
+                 self.examples_per_epoch / seconds, seconds, _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
 class KLWarmup(keras.callbacks.Callback):

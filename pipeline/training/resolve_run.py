@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline.data.manifest import Manifest
-from pipeline.model.resolve_model import levels_of, resolve_model
+from pipeline.model.resolve_model import is_series, levels_of, resolve_model
 from pipeline.model.vae_config import ResolvedModel
 from pipeline.platform.choices import AUTO, GIVEN, Choice, from_records
 from pipeline.platform.config import LossConfig, ModelConfig, TrainConfig, check_replicated_steps
@@ -115,7 +115,7 @@ def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, man
         The resolved run and every choice, keyed by dotted params key.
     """
     resolved, model_choices = resolve_model(model, manifest.input_shape, manifest.value_range, manifest.value_type,
-                                            manifest.columns, levels_of(manifest))
+                                            manifest.columns, levels_of(manifest), series=is_series(manifest))
     updates = max(math.ceil(fit_rows / training.batch_size), MIN_UPDATES_PER_EPOCH)
     epochs = resolve_epochs(training.epochs, updates)
     steps = resolve_steps_per_execution(training.steps_per_execution, updates, machine.replicas, distribution.value)

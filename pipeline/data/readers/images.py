@@ -18,9 +18,15 @@ PARALLEL_DECODE_FILES = 4096
 # The most pixels one image may have (8192 × 8192, 192 MiB as RGB), checked from its header
 # before it is decoded: a small file can declare a huge image (a decompression bomb).
 MAX_IMAGE_PIXELS = 8192 * 8192
+# data.images.size auto reads the sizes of at most this many files (evenly spread) and, when
+# they differ, resizes every image to a square of their median shorter side, rounded down to
+# a multiple of 8 (so that three stride-2 layers halve it exactly) and at most AUTO_MAX_SIDE:
+# a side that keeps a first run on two cores to minutes.
+AUTO_SIZE_SAMPLE = 2000
+AUTO_MAX_SIDE = 128
 
 
-def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scratch: Path | None = None,
+def read_image_folder(path: Path, size: tuple[int, int] | str | None, color: str, scratch: Path | None = None,
                       engine=None) -> Dataset:
     """One subfolder per class of PNG/JPEG files -> uint8 (n, H, W, 1 or 3).
 
@@ -31,7 +37,8 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scra
 
     Args:
         path: the folder of class folders.
-        size: [H, W] to resize every image to, or None (every image must share one size).
+        size: [H, W] to resize every image to, None (every image must share one size) or
+            "auto" (`auto_size`).
         color: data.images.color: auto, grey or rgb.
         scratch: a directory for the decoded array (a memory map), or None.
         engine: where chunks of files are decoded (None: worker processes here).
@@ -48,6 +55,9 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scra
     if not files:
         raise DataError(f"{path}: no PNG or JPEG files in class subfolders")
     paths = [f for f, _ in files]
+    choices = {}
+    if size == "auto":
+        size, choices["data.images.size"] = auto_size(paths)
     decoded = "rgb" if color == "auto" else color
     reference = (paths[0], decode_images(paths[:1], size, decoded)[0].shape)
     x = allocate(scratch, "images_x", (len(paths), *reference[1]), np.uint8)
@@ -58,12 +68,35 @@ def read_image_folder(path: Path, size: tuple[int, int] | None, color: str, scra
     decode = functools.partial(decode_images, size=size, color=decoded, reference=reference)
     processes = (os.cpu_count() or 1) if len(paths) >= PARALLEL_DECODE_FILES else 1
     _fill(x, engine.map(decode, chunks, processes=processes), step)
-    choices = {}
     if color == "auto":
         x, choices["data.images.color"] = _colour_or_grey(x, step, scratch)
     x = x[..., None] if x.ndim == 3 else x
     y = np.array([label for _, label in files], np.int32)
     return Dataset(x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path), choices=choices)
+
+
+def auto_size(paths: list[Path]) -> tuple[tuple[int, int] | None, dict]:
+    """data.images.size auto: (None, why) when the sampled images share one size, else
+    ((side, side), why) for the rule above AUTO_SIZE_SAMPLE. Reads headers only."""
+    from PIL import Image
+
+    sample = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(len(paths), AUTO_SIZE_SAMPLE))]
+    sizes = []
+    for file in sample:
+        try:
+            with Image.open(file) as image:
+                sizes.append(image.size[::-1])  # PIL: (W, H)
+        except Exception as error:  # noqa: BLE001 - any decoder error is this file's problem (decode_images)
+            raise DataError(f"{file}: cannot read image ({type(error).__name__}: {error})") from None
+    distinct = sorted(set(sizes))
+    if len(distinct) == 1:
+        return None, {"value": "as read", "why": f"every image read has size {distinct[0][0]} × {distinct[0][1]}"}
+    median = int(np.median([min(h, w) for h, w in sizes]))
+    side = max(8, min(AUTO_MAX_SIDE, median // 8 * 8))
+    return (side, side), {"value": [side, side],
+                          "why": f"{len(distinct)} sizes among {len(sizes)} images read (from {distinct[0][0]} × "
+                                 f"{distinct[0][1]} to {distinct[-1][0]} × {distinct[-1][1]}); a square of their "
+                                 f"median shorter side {median}, a multiple of 8, at most {AUTO_MAX_SIDE}"}
 
 
 def _colour_or_grey(x: np.ndarray, step: int, scratch: Path | None) -> tuple[np.ndarray, dict]:
@@ -115,7 +148,7 @@ def decode_images(paths: list[Path], size: tuple[int, int] | None, color: str,
         reference = reference or (file, pixels.shape)
         if pixels.shape != reference[1]:
             raise DataError(f"{file}: image of size {pixels.shape[:2]} but {reference[0]} is {reference[1][:2]}; "
-                            "set data.images.size to resize them all")
+                            "set data.images.size (auto, or [height, width]) to resize them all")
         if out is None:
             out = np.empty((len(paths), *pixels.shape), np.uint8)
         out[i] = pixels
