@@ -53,13 +53,26 @@ def as_command(main: Callable[[], None]) -> None:
             main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        _exit(EXIT_USER_ERROR)
     except OSError as error:
         if error.errno not in MACHINE_ERRORS:
             raise
         where = f": {error.filename}" if error.filename else ""
         print(f"error: {error.strerror}{where}; the previous outputs are kept", file=sys.stderr)
-        sys.exit(EXIT_MACHINE_ERROR)
+        _exit(EXIT_MACHINE_ERROR)
+
+
+def _exit(code: int) -> None:
+    """Exit with `code`, the error said and every output already settled. Once TensorFlow
+    has run, skip the interpreter's teardown: after a fit stopped by an error it can hang
+    on TensorFlow's threads (seen once in four `make test` runs: a train stage that had
+    printed its error and never exited)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if "tensorflow" in sys.modules:
+        os._exit(code)
+    sys.exit(code)
 
 
 @contextlib.contextmanager
