@@ -59,12 +59,14 @@ $(PLOTS_TEMPLATE):
 	$(BIN)/vae-pipeline plots-template $(NODE_MODULES) $(PLOTS_TEMPLATE)
 
 # benchmarks/peers.py's second environment: pythae on a CPU build of PyTorch (and mnist1d, the
-# data benchmarks/signals.py generates). Benchmark-only:
+# data benchmarks/signals.py generates; scikit-image, whose bundled photos benchmarks/photos.py
+# and flops.py crop). Benchmark-only:
 # nothing in `make repro` or `make test` needs it. torch 2.13.0 is the CPU build pip finds on
 # these machines' disk; elsewhere pip may fetch a CUDA build.
 peers-env:
 	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
-	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 pythae==0.1.2 mnist1d==0.0.2.post1
+	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 pythae==0.1.2 mnist1d==0.0.2.post1 \
+		scikit-image==0.26.0 scikit-learn
 
 clean:
 	rm -rf $(VENV)

@@ -16,8 +16,9 @@ from pipeline.training import resolve_run as resolve
 from .conftest import tiny_params
 
 
-def resolve_for(shape, value_range=(0.0, 1.0), **model):
-    return resolve_model.resolve_model(parse_params({"model": model}).model, shape, list(value_range))
+def resolve_for(shape, value_range=(0.0, 1.0), levels=None, series=False, **model):
+    return resolve_model.resolve_model(parse_params({"model": model}).model, shape, list(value_range),
+                                       "pixels" if levels else "real", levels=levels, series=series)
 
 
 @pytest.mark.parametrize("dtype, declared, levels", [("uint8", None, 255.0), ("uint8", 16, 16.0),
@@ -50,6 +51,26 @@ def test_rgb_images_of_32x32_get_three_conv_layers():
     assert (model.architecture, model.filters) == ("conv", (32, 64, 128))
 
 
+@pytest.mark.parametrize("side, filters", [(64, (32, 64, 128)), (96, (16, 32, 64, 128)), (128, (16, 32, 64, 128)),
+                                           (256, (8, 16, 32, 64, 128))])
+def test_photos_get_depth_from_their_size_and_a_width_budget(side, filters):
+    """Down to an 8×8 map whatever the size; wider images start narrower, so each layer costs
+    within 1.4× of a 64-pixel image's (the full-resolution ends grow): time grows with depth."""
+    from pipeline.model.resolve_model import forward_flops
+
+    model, choices = resolve_for((side, side, 3), levels=256)
+    assert model.filters == filters and model.likelihood == "discretized_logistic"
+    per_layer = forward_flops((side, side, 3), model, 2) / len(filters)
+    reference, _ = resolve_for((64, 64, 3), levels=256)
+    assert per_layer < 1.4 * forward_flops((64, 64, 3), reference, 2) / 3
+    assert ("to keep each layer's cost" in choices["model.filters"].why) == (side > 64)
+
+
+def test_long_series_get_depth_from_their_length_without_narrowing():
+    model, _ = resolve_for((1024,), value_range=(-3.0, 3.0), series=True)
+    assert model.filters == (64, 128, 256, 256, 256, 256, 256)  # 1024 -> 8, widths from 64, at most 256
+
+
 def test_small_images_get_an_mlp_sized_from_the_input():
     model, choices = resolve_for((8, 8, 1))  # digits: 64 values
     assert (model.likelihood, model.architecture, model.hidden) == ("bernoulli", "mlp", (256, 128))
@@ -78,6 +99,33 @@ def test_epochs_follow_the_updates_per_epoch_within_bounds():
     assert resolve.resolve_epochs(AUTO, 100_000).value == resolve.MIN_EPOCHS
     assert resolve.resolve_epochs(7, 844) == Choice(7, GIVEN)
     assert resolve.resolve_warmup(AUTO, 12) == Choice(2, "the first tenth of 12 epochs")
+
+
+def test_epochs_stay_within_a_compute_budget_for_large_examples(tmp_path):
+    """2,400 photos of 64×64×3 (1,728 fit rows): ~10k updates would be 157 epochs, about an
+    hour on two cores; the FLOPs budget cuts them. Small examples keep the update rule."""
+    import dataclasses
+
+    from pipeline.data.prepare import prepare
+    from pipeline.model.resolve_model import forward_flops
+
+    digits = prepare(tiny_params().data, seed=0, out_dir=tmp_path / "p")
+    params = parse_params({})
+
+    def run_for(shape, fit_rows):
+        manifest = dataclasses.replace(digits, input_shape=list(shape), example_shape=list(shape))
+        return resolve.resolve_run(params.model, params.loss, params.train, manifest, fit_rows=fit_rows,
+                                   machine=resolve.Machine(), distribution=resolve.resolve_distribution(AUTO, 0, 1),
+                                   validation_fraction=0.1, binarize="none", seed=0)
+
+    run, choices = run_for((64, 64, 3), 1728)
+    assert run.model.likelihood == "discretized_logistic" and run.updates_per_epoch == 64
+    epoch_flops = 3 * forward_flops((64, 64, 3), run.model, 2) * 64 * 64
+    assert run.train.epochs == resolve.TRAINING_FLOPS // epoch_flops < resolve.MIN_EPOCHS * 4
+    assert "cut to what 2e+13 training FLOPs allow" in choices["train.epochs"].why
+    run, choices = run_for((8, 8, 1), 1728)
+    assert run.train.epochs == resolve.MAX_EPOCHS and "cut" not in choices["train.epochs"].why
+    assert resolve.resolve_epochs(AUTO, 50, epoch_flops=1e15).value == 1  # at least one epoch
 
 
 def test_summary_is_one_line_marking_auto_values():
@@ -189,9 +237,14 @@ def test_one_resolution_records_every_auto_knob_of_train_and_rounds_epochs_to_wh
 def test_each_epoch_logs_u_s_k_and_e_k_on_fixed_validation_examples(pipeline_run):
     """The article's "we don't know how good our bound is during optimization", as curves."""
     live = pipeline_run["paths"]["model_dir"] / "live" / "plots" / "metrics" / "bound"
-    curves = {name: np.loadtxt(live / f"{name}.tsv", delimiter="\t", skiprows=1, usecols=1)
+    tables = {name: np.loadtxt(live / f"{name}.tsv", delimiter="\t", skiprows=1, ndmin=2)
               for name in ("U", "S_K", "E_K")}
-    assert all(len(c) == pipeline_run["params"].train.epochs and np.isfinite(c).all() for c in curves.values())
+    epochs = tables["U"][:, 0]  # the first two epochs, then those where the bound stays a tenth of the time
+    assert (epochs[:2] == [0, 1]).all() and (np.diff(epochs) > 0).all()
+    assert epochs[-1] < pipeline_run["params"].train.epochs
+    assert all((t[:, 0] == epochs).all() for t in tables.values())
+    curves = {name: t[:, 1] for name, t in tables.items()}
+    assert all(np.isfinite(c).all() for c in curves.values())
     np.testing.assert_allclose(curves["E_K"], curves["U"] - curves["S_K"], rtol=1e-5, atol=1e-4)
     assert curves["S_K"].mean() <= curves["U"].mean()  # S_K bounds S from above, tighter than U on average
     assert curves["U"][-1] < curves["U"][0]

@@ -90,9 +90,53 @@ print("ok", type(vae).__name__)
 
 @pytest.mark.parametrize("size, strides", [(28, [2, 2]), (8, [2, 2]), (7, [1, 1]), (6, [2, 1]), (32, [2, 2, 2])])
 def test_conv_strides_follow_the_input_size(size, strides):
-    from pipeline.model.networks import conv_strides
+    from pipeline.model.resolve_model import conv_strides
 
     assert conv_strides(size, len(strides)) == strides
+
+
+def _graph_flops(vae, shape) -> int:
+    """2 × the multiply-adds of the convolutions and matrix products TensorFlow runs for one
+    example's encoder and decoder forward pass (a transposed convolution is Conv2DBackpropInput)."""
+    import math
+
+    import tensorflow as tf
+
+    graph = tf.function(lambda x: vae.decoder(vae.encoder(x)[0])).get_concrete_function(
+        tf.TensorSpec((1, *shape), tf.float32)).graph
+    flops = 0
+    for op in graph.get_operations():
+        dims = [t.shape.as_list() for t in op.inputs]
+        if op.type == "Conv2D":  # per output position: the kernel's taps × input channels
+            flops += 2 * math.prod(op.outputs[0].shape.as_list()) * math.prod(dims[1][:-1])
+        elif op.type == "Conv2DBackpropInput":  # per input position: taps × output channels
+            flops += 2 * math.prod(dims[2]) * math.prod(dims[1][:-1])
+        elif op.type == "MatMul":
+            flops += 2 * math.prod(op.outputs[0].shape.as_list()) * dims[0][-1]
+    return flops
+
+
+@pytest.mark.parametrize("shape, overrides, per_value", [
+    ((64,), {"model.architecture": "mlp", "model.hidden": [256, 128]}, 19),
+    ((28, 28, 1), {"model.filters": [32, 64]}, 2),
+    ((64, 64, 3), {"model.filters": [32, 64, 128, 256], "model.residual_blocks": 1}, 2),
+    ((28, 28, 1), {"model.filters": [16, 32], "model.hidden": [64], "model.decoder_top": "full"}, 1),
+    ((40,), {"model.architecture": "conv1d", "model.filters": [32, 64, 128]}, 1),
+    ((64, 2), {"model.architecture": "conv1d", "model.filters": [8, 16], "model.residual_blocks": 2}, 3),
+])
+def test_the_counted_flops_are_those_tensorflow_runs(shape, overrides, per_value):
+    """forward_flops (what train.epochs' compute budget reads) against the ops of the built model."""
+    from pipeline.model.networks import build_decoder, build_encoder
+    from pipeline.model.resolve_model import forward_flops
+    from pipeline.model.vae import VAE
+
+    overrides = {"model.architecture": "conv", "model.latent_dim": 8, "model.hidden": [], **overrides}
+    model = resolved(tiny_params(**overrides).model, shape)
+    arch = {"hidden": model.hidden, "architecture": model.architecture, "filters": model.filters,
+            "residual_blocks": model.residual_blocks}
+    vae = VAE(build_encoder(shape, model.latent_dim, **arch),
+              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value))
+    assert forward_flops(shape, model, per_value) == _graph_flops(vae, shape) > 0
 
 
 @pytest.mark.parametrize("shape", [(28, 28, 1), (8, 8, 1), (12, 10, 3), (7, 9, 2)])

@@ -72,7 +72,7 @@ def test_a_series_gets_a_conv1d_model_that_trains_saves_loads_and_encodes(tmp_pa
     assert manifest.choices["data.sequence"]["value"] == "series"
     assert choices["data.sequence"]["value"] == "series"  # recorded with the model, and so in the report
     assert choices["model.architecture"] == {"value": "conv1d", "why": "ordered series of 40 values (data.sequence)"}
-    assert choices["model.filters"]["value"] == [32, 64, 128] and choices["model.hidden"]["value"] == []
+    assert choices["model.filters"]["value"] == [64, 128, 256] and choices["model.hidden"]["value"] == []
     import pipeline.model.vae  # noqa: F401 - registers the VAE for loading
 
     vae = keras.saving.load_model(tmp_path / "model" / "model.keras")

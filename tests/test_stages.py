@@ -85,6 +85,29 @@ def test_probes_use_one_protocol_for_every_feature_set():
     assert results["a"]["linear"]["accuracy"] > 0.8
 
 
+def test_a_wide_probe_fitted_in_the_rows_span_is_the_same_model():
+    """More features than rows: the L2 logistic regression's weights lie in the rows' span,
+    so fitting on its coordinates (RowSpace) gives the same probabilities on new rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.evaluation.probes import RowSpace
+
+    rng = np.random.default_rng(1)
+    y = np.arange(90) % 3
+    x = rng.normal(size=(90, 400)) + 0.3 * y[:, None] * rng.normal(size=400)
+    x -= x[:60].mean(axis=0)  # centred on the fitted rows, as after StandardScaler
+    span = RowSpace().fit(x[:60])
+    assert span.basis.shape == (400, 59)  # centring takes one dimension
+    np.testing.assert_allclose(span.basis.T @ span.basis, np.eye(59), atol=1e-8)
+    for c in (0.01, 10.0):
+        full = LogisticRegression(C=c, tol=1e-10, max_iter=20_000).fit(x[:60], y[:60])
+        small = LogisticRegression(C=c, tol=1e-10, max_iter=20_000).fit(span.transform(x[:60]), y[:60])
+        np.testing.assert_allclose(small.predict_proba(span.transform(x[60:])), full.predict_proba(x[60:]),
+                                   atol=1e-5)
+    narrow = x[:60, :20]
+    assert RowSpace().fit(narrow).transform(narrow) is narrow  # fewer features than rows: unchanged
+
+
 def test_sample_counts():
     assert sample_counts(1) == [1]
     assert sample_counts(100) == [1, 10, 100]

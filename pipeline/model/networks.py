@@ -7,19 +7,7 @@ import math
 import keras
 from keras import layers
 
-
-def conv_strides(size: int, layers_: int) -> list[int]:
-    """Stride 2 while the spatial size halves exactly, then 1: 28 -> 14 -> 7, 8 -> 4 -> 2.
-
-    The decoder mirrors the same strides, so its output has exactly the input's size.
-    """
-    strides = []
-    for _ in range(layers_):
-        stride = 2 if size % 2 == 0 and size >= 4 else 1
-        strides.append(stride)
-        size //= stride
-    return strides
-
+from pipeline.model.resolve_model import spatial_strides
 
 # The layers of each convolutional architecture: (convolution, its transpose).
 CONVOLUTIONS = {"conv": (layers.Conv2D, layers.Conv2DTranspose), "conv1d": (layers.Conv1D, layers.Conv1DTranspose)}
@@ -34,19 +22,13 @@ def residual_block(h, activation: str, name: str):
     return layers.Add(name=name)([h, r])
 
 
-def spatial_strides(shape, architecture: str, layers_: int) -> list[tuple[int, ...]]:
-    """Each layer's strides: per axis of an image (H, W), or along a series (L)."""
-    sides = shape[:2] if architecture == "conv" else shape[:1]
-    return list(zip(*(conv_strides(side, layers_) for side in sides)))
-
-
 def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", filters=(), activation="relu",
                   residual_blocks: int = 0, context: int = 0) -> keras.Model:
     """Encoder x -> (z_mean, z_log_var), each (B, latent_dim), and a context (B, context)
     for a flow proxy when context > 0.
 
     mlp: Flatten, Dense for each of `hidden`. conv (H×W×C images) or conv1d (series): a
-    Conv2D or Conv1D for each of `filters` with strides from `conv_strides`, each followed
+    Conv2D or Conv1D for each of `filters` with strides from `resolve_model.conv_strides`, each followed
     by `residual_blocks` residual blocks, then the Dense layers. The heads read the last wide layer directly: a
     narrow ReLU bottleneck before them (as in the canonical Keras example) kills units and
     collapses the posterior.

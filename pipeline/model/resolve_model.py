@@ -22,8 +22,17 @@ The rules, and why:
   stride-2 layer leaves 4×4 and the mlp measured better (benchmarks/README.md,
   "Defaults"), and on unordered features (a shuffled series) locality means nothing.
 - model.filters (conv, conv1d): one stride-2 convolution per halving of the shorter side
-  (the length) while it is even and at least 8, at most three, widths 32, 64, 128:
-  28 → 14 → 7 gives [32, 64], a series of 40 → 20 → 10 → 5 [32, 64, 128].
+  (the length) while it is even and at least 8: three, and more while the side stays above
+  8, so depth follows the size; widths doubling from FIRST_WIDTH to at most MAX_WIDTH:
+  28 → 14 → 7 gives [32, 64], 64 → 8 [32, 64, 128], 128 → 8 [16, 32, 64, 128], 256 → 8
+  [8, 16, 32, 64, 128]. A series starts at SERIES_FIRST_WIDTH (40 → 5: [64, 128, 256]):
+  its layers have few positions, so width is cheap, and on MNIST-1D the wider layers'
+  latents beat PCA's linear probe where [32, 64, 128]'s tied it (benchmarks/README.md,
+  "signals.py"). Images wider than WIDTH_BUDGET_SIDE
+  start narrower in proportion (a power of two, at least MIN_FIRST_WIDTH), so that each
+  layer costs what one of a 64-pixel image does and the time per example grows with the
+  depth, not with the pixels. At 64×64×3 a fourth layer (down to 4×4, [32, 64, 128, 256])
+  measured worse in the same training time (linear 0.72 against 0.85, benchmarks/README.md).
 - model.hidden: for conv and conv1d none (the heads read the flattened features, which
   are already wide); for mlp two Dense layers, the first four times the input width
   rounded to a power of two within [64, 512], the second half as wide.
@@ -41,6 +50,14 @@ from pipeline.platform.errors import PipelineError
 
 log = logging.getLogger(__name__)
 CONV_MIN_SIDE = 16
+# model.filters auto: the first layer's width (a series' twice that: its layers have few
+# positions), the widest, and the side beyond which images start narrower so that each layer
+# costs what one of a 64-pixel image does.
+FIRST_WIDTH = 32
+SERIES_FIRST_WIDTH = 64
+MIN_FIRST_WIDTH = 8
+MAX_WIDTH = 256
+WIDTH_BUDGET_SIDE = 64
 # level_categorical while its L logits per value stay within this many outputs per example.
 LEVEL_CATEGORICAL_MAX_OUTPUTS = 2 ** 16
 LEVEL_FAMILIES = ("level_categorical", "discretized_logistic")  # masses on pixel levels: need L
@@ -89,7 +106,11 @@ def resolve_model(model: ModelConfig, example_shape, value_range, value_type: st
     conv = architecture.value in ("conv", "conv1d")
     side = min(shape[:2]) if architecture.value == "conv" else shape[0]
     filters = Choice.of(model.filters, *(
-        (conv_filters(side), "one stride-2 layer per halving of the shorter side, widths 32·2^i")
+        (conv_filters(side, architecture.value == "conv"),
+         f"one stride-2 layer per halving of the {'shorter side' if architecture.value == 'conv' else 'length'} "
+         f"{side} while even and >= 8: three, then more while above 8; widths doubling to at most {MAX_WIDTH}"
+         + (f", starting at {FIRST_WIDTH}·{WIDTH_BUDGET_SIDE}/{side} to keep each layer's cost"
+            if architecture.value == "conv" and side > WIDTH_BUDGET_SIDE else ""))
         if conv else ((), "no conv layers in an mlp")))
     hidden = Choice.of(model.hidden, *(
         ((), "the heads read the flattened conv features") if conv
@@ -168,13 +189,80 @@ def column_layout(value_type: str, columns, features: int, count_family: str) ->
     return {"groups": tuple(groups), "log1p_features": tuple(log1p), "mask_features": tuple(starts) if missing else ()}
 
 
-def conv_filters(side: int) -> tuple[int, ...]:
-    """Conv2D widths: one stride-2 layer per halving while the side is even and >= 8, at most 3."""
+def conv_filters(side: int, image: bool = True) -> tuple[int, ...]:
+    """Convolution widths: one stride-2 layer per halving while the side (length) is even and
+    >= 8, three of them, and more while it stays above 8; widths doubling from FIRST_WIDTH
+    (SERIES_FIRST_WIDTH for a series), at most MAX_WIDTH, an image wider than
+    WIDTH_BUDGET_SIDE starting narrower in proportion."""
+    first = FIRST_WIDTH if image else SERIES_FIRST_WIDTH
+    if image and side > WIDTH_BUDGET_SIDE:  # a power of two: 128 px start at 16, 256 px at 8
+        first = max(MIN_FIRST_WIDTH, FIRST_WIDTH // 2 ** math.ceil(math.log2(side / WIDTH_BUDGET_SIDE)))
     widths = []
-    while side % 2 == 0 and side >= 8 and len(widths) < 3:
-        widths.append(32 * 2 ** len(widths))
+    while side % 2 == 0 and side >= 8 and (len(widths) < 3 or side > 8):
+        widths.append(min(MAX_WIDTH, first * 2 ** len(widths)))
         side //= 2
-    return tuple(widths) or (32,)
+    return tuple(widths) or (first,)
+
+
+def conv_strides(size: int, layers_: int) -> list[int]:
+    """Stride 2 while the spatial size halves exactly, then 1: 28 -> 14 -> 7, 8 -> 4 -> 2.
+
+    The decoder mirrors the same strides, so its output has exactly the input's size.
+    """
+    strides = []
+    for _ in range(layers_):
+        stride = 2 if size % 2 == 0 and size >= 4 else 1
+        strides.append(stride)
+        size //= stride
+    return strides
+
+
+def spatial_strides(shape, architecture: str, layers_: int) -> list[tuple[int, ...]]:
+    """Each conv layer's strides: per axis of an image (H, W), or along a series (L)."""
+    sides = shape[:2] if architecture == "conv" else shape[:1]
+    return list(zip(*(conv_strides(side, layers_) for side in sides)))
+
+
+def params_per_value(model: ResolvedModel) -> int:
+    """The decoder's outputs per value of x for the model's likelihood (its object's
+    `params_per_value`, known here without building it)."""
+    return {"level_categorical": (model.levels or 0) + 2, "discretized_logistic": 2}.get(model.likelihood, 1)
+
+
+def forward_flops(shape, model: ResolvedModel, params_per_value: int) -> int:
+    """The floating-point operations (2 per multiply-add) of one example's forward pass through
+    the encoder and decoder `pipeline.model.networks` builds: every convolution, transposed
+    convolution and Dense layer (a flow's steps and a VampPrior's pseudo-inputs not counted).
+    A training step costs about 3× this: each layer's two backward products cost what its
+    forward one does (the elementwise work is left out; benchmarks/flops.py counts the ops
+    TensorFlow runs)."""
+    dims = list(shape)
+    dense = lambda widths: sum(2 * a * b for a, b in zip(widths, widths[1:]))  # noqa: E731
+    code = [model.latent_dim, *reversed(model.hidden)]
+    if model.architecture not in ("conv", "conv1d"):
+        inputs = math.prod(dims) + len(model.mask_features)
+        return dense([inputs, *model.hidden, 2 * model.latent_dim]) + dense([*code, math.prod(dims) * params_per_value])
+    spatial = dims[:2] if model.architecture == "conv" else dims[:1]
+    channels, taps = (dims[len(spatial)] if len(dims) > len(spatial) else 1), 3 ** len(spatial)  # size-3 kernels
+
+    def conv(positions, c_in, c_out):  # a convolution per output position; a transposed one per input position
+        return 2 * positions * taps * c_in * c_out + model.residual_blocks * 4 * positions * taps * c_out ** 2
+
+    flops, at, positions = 0, list(spatial), []
+    for c_in, c_out, strides in zip([channels, *model.filters], model.filters,
+                                    spatial_strides(dims, model.architecture, len(model.filters))):
+        at = [side // stride for side, stride in zip(at, strides)]
+        positions.append(math.prod(at))
+        flops += conv(positions[-1], c_in, c_out)
+    small = positions[-1] * model.filters[-1]
+    flops += dense([small, *model.hidden, 2 * model.latent_dim]) + dense([*code, small])
+    outputs, c_in = channels * params_per_value, model.filters[-1]
+    widths = list(reversed(model.filters))
+    for c_out, where in zip([*widths[1:], outputs] if model.decoder_top == "strided" else widths, reversed(positions)):
+        # the residual blocks come before each transposed convolution, at its input
+        flops += 2 * where * taps * c_in * c_out + model.residual_blocks * 4 * where * taps * c_in ** 2
+        c_in = c_out
+    return flops + (2 * math.prod(spatial) * taps * c_in * outputs if model.decoder_top == "full" else 0)
 
 
 def mlp_hidden(features: int) -> tuple[int, int]:

@@ -26,13 +26,21 @@ class StopOnNonFinite(keras.callbacks.Callback):
             raise NonFiniteObjective(f"U became {float(value)} at batch {batch}")
 
 
+# The per-epoch bound (K decodes of each fixed example) takes at most this share of the time
+# training has taken: on 64×64×3 photos one evaluation costs about as much as an epoch.
+BOUND_TIME_SHARE = 0.1
+
+
 class LiveLogger(keras.callbacks.Callback):
     """Per epoch to dvclive: train/<metric>, validation/<metric>, learning rate, samples/s,
     and bound/U, bound/S_K, bound/E_K on fixed validation examples when `bound_x` is given.
 
     The bound figures answer the article's "we don't know how good our upper bound is
     during optimization": S_K (K = `importance_samples`) estimates S from above, E_K = U − S_K
-    the gap, on the same examples and samples.
+    the gap, on the same examples and samples. They are computed after the first two epochs (of this process)
+    and then after every epoch at which the time they took so far (tracing aside) is at most
+    BOUND_TIME_SHARE of the time training took: every epoch for small models, every few for
+    large ones.
     """
 
     def __init__(self, live, examples_per_epoch: int, bound_x: np.ndarray | None = None, importance_samples: int = 1):
@@ -40,6 +48,7 @@ class LiveLogger(keras.callbacks.Callback):
         self.live = live
         self.examples_per_epoch = examples_per_epoch
         self.bound_x, self.importance_samples = bound_x, importance_samples
+        self.seconds, self.traced = {"train": 0.0, "bound": 0.0}, False
 
     def on_train_begin(self, logs=None):
         # Smaller batches than evaluate's: this runs beside training, whose memory is held.
@@ -51,6 +60,7 @@ class LiveLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
+        self.seconds["train"] += seconds
         self.live.step = epoch  # one row per epoch, also when a resumed run repeats one
         for key, value in (logs or {}).items():
             split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
@@ -58,11 +68,15 @@ class LiveLogger(keras.callbacks.Callback):
         rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)  # a variable under tf.distribute
         self.live.log_metric("train/learning_rate", float(rate))
         self.live.log_metric("train/samples_per_second", self.examples_per_epoch / seconds)
-        if self.bound is not None:
+        if self.bound is not None and self.seconds["bound"] <= BOUND_TIME_SHARE * self.seconds["train"]:
+            start = time.perf_counter()
             figures = self.bound(self.bound_x)
             k = str(self.importance_samples)
             for name, value in (("U", figures["U"]), ("S_K", figures["S_K"][k]), ("E_K", figures["E_K"][k])):
                 self.live.log_metric(f"bound/{name}", value)
+            # the first call traces the estimator (as the first epoch does the train step): not its cost
+            self.seconds["bound"] += (time.perf_counter() - start) if self.traced else 0.0
+            self.traced = True
         self.live.next_step()
         self._log_progress(epoch, time.perf_counter() - self._start)
 

@@ -11,8 +11,15 @@ latents' metadata and the report. An explicit value in params.yaml always wins.
 The rules, and why:
 
 - train.epochs: enough epochs for about EPOCH_BUDGET_UPDATES optimizer updates, within
-  [MIN_EPOCHS, MAX_EPOCHS]; early stopping on the validation U ends the run sooner when
-  the model stops improving (train.early_stopping_patience).
+  [MIN_EPOCHS, MAX_EPOCHS], and no more than TRAINING_FLOPS allow (at least one): the
+  training FLOPs of an epoch are 3 × the model's forward FLOPs per example (its
+  convolutions and Dense layers, counted from the resolved layout) × the examples an epoch
+  reads. The budget is about 8 minutes at the ~40 GFLOP/s the shipped defaults reach on two
+  AVX2 CPU cores (benchmarks/flops.py), so a first run on a few thousand 64×64 photos ends
+  in minutes; it binds only for large examples (Fashion-MNIST's 12 epochs are 40% of it).
+  Early stopping on the validation U ends the run sooner when the model stops improving
+  (train.early_stopping_patience). The rule reads the data and the model, never the
+  machine: a run trains the same epochs on every machine.
 - train.precision: mixed_bfloat16 where the hardware computes bf16 natively (a CPU with
   AVX512_BF16 or AMX-BF16, GPUs of compute capability 8.0 or more), mixed_float16 on older
   GPUs with tensor cores (7.0 or more), float32 otherwise: on a CPU without native bf16
@@ -36,13 +43,14 @@ import math
 from dataclasses import dataclass
 
 from pipeline.data.manifest import Manifest
-from pipeline.model.resolve_model import is_series, levels_of, resolve_model
+from pipeline.model.resolve_model import forward_flops, is_series, levels_of, params_per_value, resolve_model
 from pipeline.model.vae_config import ResolvedModel
 from pipeline.platform.choices import AUTO, GIVEN, Choice, from_records
 from pipeline.platform.config import LossConfig, ModelConfig, TrainConfig, check_replicated_steps
 
 EPOCH_BUDGET_UPDATES = 10_000
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
+TRAINING_FLOPS = 2 * 10 ** 13  # train.epochs auto: at most this many training FLOPs
 # Train steps per compiled call: the per-call overhead (~1 ms on a CPU) then costs a few
 # percent of a step of the smallest models here instead of doubling it.
 STEPS_PER_EXECUTION = 32
@@ -117,9 +125,11 @@ def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, man
     resolved, model_choices = resolve_model(model, manifest.input_shape, manifest.value_range, manifest.value_type,
                                             manifest.columns, levels_of(manifest), series=is_series(manifest))
     updates = max(math.ceil(fit_rows / training.batch_size), MIN_UPDATES_PER_EPOCH)
-    epochs = resolve_epochs(training.epochs, updates)
     steps = resolve_steps_per_execution(training.steps_per_execution, updates, machine.replicas, distribution.value)
-    updates = math.ceil(updates / steps.value) * steps.value  # Keras runs whole calls
+    calls = math.ceil(updates / steps.value) * steps.value  # Keras runs whole calls
+    example_flops = 3 * forward_flops(manifest.input_shape, resolved, params_per_value(resolved))
+    epochs = resolve_epochs(training.epochs, updates, example_flops * calls * training.batch_size)
+    updates = calls
     warmup = resolve_warmup(loss.kl_warmup_epochs, epochs.value)
     precision = resolve_precision(training.precision, machine.cpu_flags, machine.gpu_capabilities)
     row_bytes = math.prod(manifest.example_shape) * (1 if manifest.dtypes["x"] == "uint8" else 4)
@@ -134,11 +144,15 @@ def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, man
     return run, choices
 
 
-def resolve_epochs(given: int | str, updates: int) -> Choice:
-    """train.epochs from the number of updates an epoch makes."""
+def resolve_epochs(given: int | str, updates: int, epoch_flops: float = 0.0) -> Choice:
+    """train.epochs from the number of updates an epoch makes and the FLOPs it costs."""
     epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(EPOCH_BUDGET_UPDATES / updates)))
-    return Choice.of(given, epochs, f"about {EPOCH_BUDGET_UPDATES} updates of {updates} per epoch, within "
-                                    f"[{MIN_EPOCHS}, {MAX_EPOCHS}]; early stopping may end sooner")
+    why = f"about {EPOCH_BUDGET_UPDATES} updates of {updates} per epoch, within [{MIN_EPOCHS}, {MAX_EPOCHS}]"
+    affordable = max(1, math.floor(TRAINING_FLOPS / epoch_flops)) if epoch_flops else epochs
+    if affordable < epochs:
+        epochs, why = affordable, (f"{why}, cut to what {TRAINING_FLOPS:.0e} training FLOPs allow at "
+                                   f"{epoch_flops:.2g} per epoch (about 8 min on 2 CPU cores)")
+    return Choice.of(given, epochs, f"{why}; early stopping may end sooner")
 
 
 def resolve_warmup(given: int | str, epochs: int) -> Choice:
