@@ -116,6 +116,18 @@ def _graph_flops(vae, shape) -> int:
     return flops
 
 
+@pytest.mark.parametrize("likelihood, levels", [("bernoulli", None), ("gaussian", None), ("level_categorical", 17),
+                                               ("discretized_logistic", 256)])
+def test_the_budget_knows_each_likelihoods_outputs_per_value(likelihood, levels):
+    import dataclasses
+
+    from pipeline.model.likelihoods import make_likelihood
+    from pipeline.model.resolve_model import params_per_value
+
+    model = dataclasses.replace(resolved(tiny_params().model), likelihood=likelihood, levels=levels)
+    assert params_per_value(model) == make_likelihood(likelihood, levels=levels).params_per_value
+
+
 @pytest.mark.parametrize("shape, overrides, per_value", [
     ((64,), {"model.architecture": "mlp", "model.hidden": [256, 128]}, 19),
     ((28, 28, 1), {"model.filters": [32, 64]}, 2),

@@ -28,10 +28,10 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
     for a flow proxy when context > 0.
 
     mlp: Flatten, Dense for each of `hidden`. conv (H×W×C images) or conv1d (series): a
-    Conv2D or Conv1D for each of `filters` with strides from `resolve_model.conv_strides`, each followed
-    by `residual_blocks` residual blocks, then the Dense layers. The heads read the last wide layer directly: a
-    narrow ReLU bottleneck before them (as in the canonical Keras example) kills units and
-    collapses the posterior.
+    Conv2D or Conv1D for each of `filters` with strides from `resolve_model.conv_strides`,
+    each followed by `residual_blocks` residual blocks, then the Dense layers. The heads
+    read the last wide layer directly: a narrow ReLU bottleneck before them (as in the
+    canonical Keras example) kills units and collapses the posterior.
 
     Args:
         input_shape: one example as the encoder reads it.

@@ -37,10 +37,10 @@ class LiveLogger(keras.callbacks.Callback):
 
     The bound figures answer the article's "we don't know how good our upper bound is
     during optimization": S_K (K = `importance_samples`) estimates S from above, E_K = U − S_K
-    the gap, on the same examples and samples. They are computed after the first two epochs (of this process)
-    and then after every epoch at which the time they took so far (tracing aside) is at most
-    BOUND_TIME_SHARE of the time training took: every epoch for small models, every few for
-    large ones.
+    the gap, on the same examples and samples. They are computed after the first two epochs
+    of this process, then after every epoch at which the time they took so far (tracing
+    aside) is at most BOUND_TIME_SHARE of the time training took: every epoch for small
+    models, every few for large ones.
     """
 
     def __init__(self, live, examples_per_epoch: int, bound_x: np.ndarray | None = None, importance_samples: int = 1):
