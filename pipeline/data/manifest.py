@@ -39,6 +39,11 @@ class Column:
         return len(self.levels) if self.type == "categorical" else 1
 
 
+def plain_table(columns) -> bool:
+    """Every column real and complete: the table is modelled as an array of real values."""
+    return all(c.type == "real" and not c.missing for c in columns or ())
+
+
 @dataclass(frozen=True)
 class Manifest:
     layout: int

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.manifest import FILE as MANIFEST_FILE
-from pipeline.data.manifest import LAYOUT, Manifest
+from pipeline.data.manifest import LAYOUT, Manifest, plain_table
 from pipeline.data.prepared import ARRAYS, PREPROCESSING_FILE, SPLITS, Preprocessor
 from pipeline.data.readers.source_dataset import Dataset, check_float32, chunk_rows
 from pipeline.data.readers.sources import load_source
@@ -142,8 +142,7 @@ def _choices(dataset: Dataset, config: DataConfig, likelihood: str, stats: tuple
 def _sequence_choice(train_x: Path, kind: str, columns) -> dict:
     """data.sequence (resolve_data.sequence_rule) for rows of reals or pixels, and for tables
     whose columns are all real and complete; {} for other data."""
-    plain = columns is not None and all(c.type == "real" and not c.missing for c in columns)
-    if kind not in ("real", "pixels") and not plain:
+    if kind not in ("real", "pixels") and not (columns is not None and plain_table(columns)):
         return {}
     rule = sequence_rule(np.load(train_x, mmap_mode="r"))
     if rule is None:

@@ -42,7 +42,7 @@ import dataclasses
 import logging
 import math
 
-from pipeline.data.manifest import Manifest
+from pipeline.data.manifest import Manifest, plain_table
 from pipeline.model.vae_config import ResolvedModel
 from pipeline.platform.choices import GIVEN, Choice
 from pipeline.platform.config import ModelConfig
@@ -160,11 +160,6 @@ def _architecture_rule(model: ModelConfig, shape: list[int], series: bool) -> tu
     if series and len(shape) in (1, 2) and shape[0] >= CONV_MIN_SIDE and model.filters != ():
         return "conv1d", f"ordered series of {shape[0]} values (data.sequence)"
     return "mlp", f"examples of shape {shape}: not H×W×C images, nor an ordered series (data.sequence)"
-
-
-def plain_table(columns) -> bool:
-    """Every column real and complete: the table is modelled as an array of real values."""
-    return all(c.type == "real" and not c.missing for c in columns or ())
 
 
 def column_layout(value_type: str, columns, features: int, count_family: str) -> dict:
