@@ -182,6 +182,8 @@ def _free_ports(n: int) -> list[int]:
 def test_two_workers_on_localhost_complete_an_epoch(project, tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    scratch = tmp_path / "tmp"  # the workers' own temporary directory, not /tmp that other tests share
+    scratch.mkdir()
     workers = []
     for index in range(2):
         root = tmp_path / f"worker{index}"
@@ -190,7 +192,7 @@ def test_two_workers_on_localhost_complete_an_epoch(project, tmp_path):
         # On CPU on purpose: two processes on one GPU cannot run NCCL collectives with each other,
         # and what is tested here is the multi-worker wiring, not the device.
         env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-               "CUDA_VISIBLE_DEVICES": ""}
+               "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch)}
         workers.append((root, run_train(root, env=env)))
     for root, process in workers:
         _, stderr = process.communicate(timeout=600)
@@ -199,6 +201,7 @@ def test_two_workers_on_localhost_complete_an_epoch(project, tmp_path):
     chief, other = workers[0][0], workers[1][0]
     assert (chief / "data/model/model.keras").is_file() and live_steps(chief) == [0]
     assert not (other / "data/model/model.keras").exists()  # only the chief writes outputs
+    assert not list(scratch.glob("vae-worker-*"))  # the other worker's backup and bundle removed
 
 
 def test_multi_worker_without_tf_config_is_a_clear_error(project, tmp_path):
