@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.run_pipeline import parse_overrides  # noqa: E402
-from pipeline.platform.config import set_dotted  # noqa: E402
+from pipeline.platform.config_checker import set_dotted  # noqa: E402
 
 RECIPE = {"data.source": "fashion_mnist", "model.architecture": "conv", "model.latent_dim": 16,
           "model.hidden": [], "train.batch_size": 128}

@@ -22,8 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 import logging  # noqa: E402
 
-from pipeline.platform.config import parse_params, set_dotted  # noqa: E402
-from pipeline.platform.config_checker import UniqueKeyLoader  # noqa: E402
+from pipeline.platform.config import parse_params  # noqa: E402
+from pipeline.platform.config_checker import (
+    UniqueKeyLoader,  # noqa: E402
+    set_dotted,  # noqa: E402
+)
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -18,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # memory growth (pipeline.platform.hardware.share_gpus) they share it instead of failing to allocate.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
-from pipeline.platform.config import parse_params, set_dotted  # noqa: E402
+from pipeline.platform.config import parse_params  # noqa: E402
+from pipeline.platform.config_checker import set_dotted  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # The files with the longest tests (`pytest --durations`), run first: `make test` gives

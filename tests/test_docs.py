@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.platform.config import leaf_keys, parse_params, set_dotted
-from pipeline.platform.config_checker import UniqueKeyLoader
+from pipeline.platform.config import leaf_keys, parse_params
+from pipeline.platform.config_checker import UniqueKeyLoader, set_dotted
 from pipeline.reference import ReferenceError, render_all, render_outputs, render_params
 
 from .conftest import ROOT

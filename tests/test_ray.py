@@ -93,12 +93,12 @@ def test_prepare_on_ray_is_byte_identical_for_images_and_a_parquet_table(cluster
     import pyarrow.parquet as pq
 
     from pipeline.data.prepare import prepare
-    from pipeline.data.readers import tables
+    from pipeline.data.readers import table_files
 
     images = make_image_folder(tmp_path / "imgs", per_class=12)
     table = make_mixed_table(tmp_path / "t.parquet")
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=50)  # six row groups
-    monkeypatch.setattr(tables, "PART_ROWS", 100)  # three parts, three tasks per pass
+    monkeypatch.setattr(table_files, "PART_ROWS", 100)  # three parts, three tasks per pass
     configs = {"images": data_config(source="image_folder", path=str(images)),
                "table": table_config(tmp_path / "t.parquet")}
     with open_engine(cluster) as engine:

@@ -348,8 +348,8 @@ def _broken_sources(tmp_path: Path):
     cases.append(({"source": "table", "path": str(tmp_path / "empty.csv")}, "empty csv"))
     (tmp_path / "ragged.csv").write_text("a,b,label\n1,2,x\n3,y\n")
     cases.append(({"source": "table", "path": str(tmp_path / "ragged.csv")}, "ragged csv"))
-    (tmp_path / "empty_column.csv").write_text("a,b,label\n" + "1,,x\n3,,y\n" * 10)
-    cases.append(({"source": "table", "path": str(tmp_path / "empty_column.csv")}, "an empty column in a csv"))
+    (tmp_path / "infinite.csv").write_text("a,b,label\n" + "1,inf,x\n3,2,y\n" * 10)
+    cases.append(({"source": "table", "path": str(tmp_path / "infinite.csv")}, "an infinite value in a csv"))
     for name, content in (("magic", b"\x01\x02\x03\x04" + bytes(100)), ("short", None)):
         folder = tmp_path / f"idx_{name}"
         folder.mkdir()

@@ -78,7 +78,8 @@ def test_table_feature_columns_and_no_labels(tmp_path):
 
 
 @pytest.mark.parametrize("setup, message", [
-    (lambda p: make_table(p, extra={"d": np.full(60, np.nan)}), "column 'd' is entirely empty"),
+    (lambda p: p.write_text("a,b,label\n,7,x\n,7,y\n"), "no column left to model; a: no value in any row; "
+                                                       "b: one value (7) in every row that has one"),
     (lambda p: make_table(p, label="kind"), "no column 'label'; columns are ['a', 'b', 'c', 'kind']; a table "
                                             "without labels takes data.table.label_column: null"),
     (lambda p: p.write_text("a,b\n1,2\n3\n"), "cannot read table"),

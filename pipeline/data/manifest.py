@@ -23,8 +23,10 @@ class Column:
 
     type: real (Gaussian), binary (Bernoulli), categorical (softmax over `levels`) or
     count (negative binomial or Poisson). levels: the values of a binary or categorical
-    column in code order (the stored code of a cell is its level's index). missing: the
-    fraction of rows without a value.
+    column in code order (the stored code of a cell is its level's index); with `other`, the
+    last is OTHER, the code of every value beyond the others. missing: the fraction of rows
+    without a value. source and part: the file's column a timestamp's part comes from, and
+    which part (pipeline.data.readers.table_cells.PARTS); None for a column read as it is.
     """
 
     name: str
@@ -32,6 +34,14 @@ class Column:
     why: str
     levels: list | None
     missing: float
+    source: str | None = None
+    part: str | None = None
+    other: bool = False
+
+    @property
+    def read_from(self) -> str:
+        """The file's column this one's cells come from."""
+        return self.source or self.name
 
     @property
     def width(self) -> int:

@@ -132,9 +132,9 @@ def _choices(dataset: Dataset, config: DataConfig, likelihood: str, stats: tuple
         raise DataError(f"{dataset.path or dataset.source}: data.binarize {config.binarize!r} applies to pixels "
                         f"and real values; these values are {kind}. Set data.binarize: none")
     scaling, why = resolve_scaling(config.scaling, likelihood, levels, kind)
-    columns = {f"data.table.column_types.{c.name}": {"value": c.type, "why": c.why} for c in dataset.columns or ()}
+    # a table's reader records every column's type, or why it left the column out
     choices = {**dataset.choices, "data.value_type": {"value": kind, "why": kind_why},
-               "data.scaling": {"value": scaling, "why": why}, **columns}
+               "data.scaling": {"value": scaling, "why": why}}
     log.info("choices at prepare: %s", ", ".join(f"{key}={c['value']} ({c['why']})" for key, c in choices.items()))
     return choices
 

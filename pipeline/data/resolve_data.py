@@ -17,12 +17,7 @@ The rules, and why:
 - the value type of an array (npz, IDX): pixels as above; count when every value is a
   whole number ≥ 0, with a zero among them and some above 1, in a 2-D array (rows of
   counts, such as a gene expression or word count matrix: negative binomial); else real.
-- a table's column types (`column_type`; data.table.column_types overrides any): a column
-  with two distinct values (of any kind) is binary (Bernoulli); strings and booleans are
-  categorical (softmax over the levels), up to AUTO_MAX_LEVELS levels; integers, all
-  non-negative, with a zero among them, are counts (negative binomial; the encoder reads
-  log1p): counts start at zero, while integers such as years do not; other numbers are real
-  (Gaussian with a learned, floored σ, standardized). An empty column is an error.
+- a table's column types: pipeline.data.resolve_columns.
 - data.sequence, for examples that are a row of values (L,) or (L, C) with L ≥ SEQUENCE_MIN_LENGTH
   (arrays of reals or pixels, tables whose columns are all real and complete): `series`
   when neighbouring values are far more alike than values picked at random, so the order
@@ -33,13 +28,9 @@ The rules, and why:
   vector (shuffling its columns would change nothing), which an MLP models.
 """
 
-import math
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from pipeline.platform.choices import AUTO, GIVEN
-from pipeline.platform.errors import DataError
 
 
 def pixel_levels(dtype, declared: float | None) -> float | None:
@@ -105,77 +96,3 @@ def sequence_rule(x: np.ndarray) -> tuple[str, str] | None:
     why = f"neighbouring values correlate {neighbours:.2f}, random pairs of the {length} positions {random:.2f}"
     series = neighbours >= SERIES_MIN_CORRELATION and neighbours >= random + SERIES_MIN_MARGIN
     return ("series", f"{why}: an ordered series") if series else ("features", f"{why}: unordered features")
-
-
-# A string or boolean column with at most this many distinct values is categorical by
-# default; more suggests an identifier or free text, which is an error naming the column.
-AUTO_MAX_LEVELS = 100
-# No categorical column, explicit or not, has more levels: its one-hot would dwarf the rest.
-MAX_LEVELS = 1000
-
-
-@dataclass
-class ColumnProfile:
-    """What one pass over a table column saw (pipeline.data.readers.tables): enough for the typing rule.
-
-    kind: string, boolean, integer or float (the Arrow type); levels: the distinct observed
-    values, kept up to MAX_LEVELS + 1; low/high: of numeric values; integral: every numeric
-    value is a whole number.
-    """
-
-    name: str
-    kind: str
-    rows: int = 0
-    missing: int = 0
-    levels: set = field(default_factory=set)
-    low: float = math.inf
-    high: float = -math.inf
-    integral: bool = True
-
-    def merge(self, other: "ColumnProfile") -> None:
-        """Add what another part of the same column saw (parts profiled apart, in row order)."""
-        self.rows += other.rows
-        self.missing += other.missing
-        if len(self.levels) <= MAX_LEVELS:
-            self.levels.update(other.levels)
-        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
-        self.integral = self.integral and other.integral
-
-
-def column_type(profile: ColumnProfile, given: str | None, where) -> tuple[str, str]:
-    """(type, why) of a table column: the rule in the module's docstring, or the override,
-    checked against the data."""
-    name, observed, distinct = profile.name, profile.rows - profile.missing, len(profile.levels)
-    if observed == 0:
-        raise DataError(f"{where}: column {name!r} is entirely empty; leave it out (data.table.feature_columns)")
-    if given is not None:
-        return _check_given(profile, given, where), GIVEN
-    numeric = profile.kind in ("integer", "float")
-    if distinct == 2:
-        return "binary", f"two values: {', '.join(map(str, sorted(profile.levels, key=str)))}"
-    if not numeric:
-        if distinct > AUTO_MAX_LEVELS:
-            raise DataError(f"{where}: column {name!r} has more than {AUTO_MAX_LEVELS} distinct values "
-                            f"({profile.kind}): an identifier or free text? Leave it out (data.table.feature_columns) "
-                            f"or declare it (data.table.column_types: {{{name}: categorical}}, up to {MAX_LEVELS})")
-        return "categorical", f"{distinct} {profile.kind} levels"
-    if profile.kind == "integer" and profile.low == 0:
-        return "count", f"non-negative integers from 0 to {profile.high:g}"
-    return "real", f"numbers from {profile.low:.4g} to {profile.high:.4g}"
-
-
-def _check_given(profile: ColumnProfile, given: str, where) -> str:
-    name, distinct, numeric = profile.name, len(profile.levels), profile.kind in ("integer", "float")
-    problem = None
-    if given == "binary" and distinct > 2:
-        problem = f"binary needs at most two distinct values; it has {'more than ' if distinct > MAX_LEVELS else ''}{distinct}"
-    elif given == "categorical" and distinct > MAX_LEVELS:
-        problem = f"categorical allows at most {MAX_LEVELS} levels; it has more"
-    elif given == "count" and not (numeric and profile.integral and profile.low >= 0):
-        problem = (f"count needs non-negative whole numbers; it holds {profile.kind} values"
-                   + (f" from {profile.low:.4g} to {profile.high:.4g}" if numeric else ""))
-    elif given == "real" and not numeric:
-        problem = f"real needs numbers; it holds {profile.kind} values"
-    if problem:
-        raise DataError(f"{where}: data.table.column_types.{name} is {given!r}, but {problem}")
-    return given

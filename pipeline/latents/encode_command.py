@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.manifest import Manifest
+from pipeline.data.manifest import Column, Manifest
 from pipeline.data.prepare import validate
 from pipeline.data.readers.source_dataset import NO_LABEL, Dataset
 from pipeline.data.readers.sources import load_source, source_of
@@ -26,17 +26,17 @@ from pipeline.platform.io import scratch_dir, sha256_file
 TEMPORARY = re.compile(r"\..+\.(staging|journal|journal\.tmp|scratch\..+)")
 
 
-def input_config(path: Path, example_shape: list[int], feature_names: list[str] | None = None, x_key: str = "x",
+def input_config(path: Path, example_shape: list[int], columns: list[Column] | None = None, x_key: str = "x",
                  y_key: str | None = None, label_column: str | None = None) -> DataConfig:
     """How to read new data at `path` with prepare's readers, as the model's training data was read.
 
-    A table's features are the training columns, matched by name; images are resized to
-    the training size.
+    A table's features are the file columns the training columns are read from, matched by
+    name; images are resized to the training size.
 
     Args:
         path: the new data's file or folder.
         example_shape: one stored training example's shape.
-        feature_names: a table model's training columns, or None.
+        columns: a table model's columns, or None.
         x_key, y_key: an npz's members.
         label_column: a table's label column, or None.
 
@@ -46,10 +46,11 @@ def input_config(path: Path, example_shape: list[int], feature_names: list[str] 
     source = source_of(path)
     if source == "image_folder" and len(example_shape) != 3:
         raise DataError(f"{path}: a folder of images, but the model was trained on examples of shape "
-                        f"{example_shape}{' (table rows)' if feature_names else ''}; give it data of that shape")
+                        f"{example_shape}{' (table rows)' if columns else ''}; give it data of that shape")
     size = tuple(example_shape[:2]) if len(example_shape) == 3 else None
+    read_from = tuple(dict.fromkeys(c.read_from for c in columns)) if columns else None  # a timestamp's once
     return DataConfig(source=source, path=str(path), npz=NpzConfig(x_key, y_key),
-                      table=TableConfig(label_column, tuple(feature_names) if feature_names else None),
+                      table=TableConfig(label_column, read_from),
                       images=ImagesConfig(size=size, color="rgb" if example_shape[-1] == 3 else "grey"))
 
 
@@ -86,7 +87,7 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
                         "on a table")
     completer = Completer(bundle.vae, columns, bundle.preprocess) if impute else None
     with scratch_dir(out_dir) as scratch:  # for sources that must be decoded (images, gzip IDX)
-        config = input_config(input_path, bundle.input_shape, trained_on.feature_names, **reader_options)
+        config = input_config(input_path, bundle.input_shape, columns, **reader_options)
         dataset = load_source(config, scratch, columns)  # a table's columns coded as in training
         bundle.check_shape(bundle.preprocess.output_shape(dataset.x.shape[1:]), input_path)
         _check_values(dataset, trained_on, input_path)

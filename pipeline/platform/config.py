@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.platform.choices import AUTO, Auto
-from pipeline.platform.config_checker import UniqueKeyLoader, bounded, build, one_line
+from pipeline.platform.config_checker import UniqueKeyLoader, bounded, build, given_in, one_line
 from pipeline.platform.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,9 @@ class TableConfig:
     label_column: str | None = "label"  # null: no labels
     # null: every column but the label
     feature_columns: tuple[str, ...] | None = field(default=None, metadata={"min_length": 1, "noun": "column names"})
-    # {column: type} overriding the typing rule (pipeline.data.resolve_data.column_type) for those columns
+    # {column: type} overriding the typing rule (pipeline.data.resolve_columns) for those columns
     column_types: dict[str, Literal["real", "binary", "categorical", "count"]] | None = None
+    drop_columns: tuple[str, ...] = ()  # columns left out, whatever the rule would make of them
 
 
 @dataclass(frozen=True)
@@ -256,32 +257,15 @@ def lookup(params: Params, key: str) -> Any:
     return value
 
 
-def set_dotted(raw: dict, key: str, value: Any) -> None:
-    """Set raw["a"]["b"] = value for key "a.b" in a params mapping, creating blocks as needed."""
-    *blocks, last = key.split(".")
-    for block in blocks:
-        raw = raw.setdefault(block, {})
-    raw[last] = value
-
-
 def missing_keys(raw: dict) -> dict[str, Any]:
     """{dotted key: default} for every leaf key that `raw` leaves out."""
     defaults = Params()
     out = {}
     for key in leaf_keys():
-        if not _given(raw, key):
+        if not given_in(raw, key):
             default = lookup(defaults, key)
             out[key] = list(default) if isinstance(default, tuple) else default
     return out
-
-
-def _given(raw: dict, key: str) -> bool:
-    """Whether raw sets the dotted key (to any value, null included)."""
-    for part in key.split("."):
-        if not isinstance(raw, dict) or part not in raw:
-            return False
-        raw = raw[part]
-    return True
 
 
 def _check_combinations(params: Params, source: str) -> None:

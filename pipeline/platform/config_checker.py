@@ -198,3 +198,20 @@ def _dotted(prefix: str, name) -> str:
 
 def one_line(error: Exception) -> str:
     return " ".join(str(error).split())
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set raw["a"]["b"] = value for key "a.b" in a params mapping, creating blocks as needed."""
+    *blocks, last = key.split(".")
+    for block in blocks:
+        raw = raw.setdefault(block, {})
+    raw[last] = value
+
+
+def given_in(raw: dict, key: str) -> bool:
+    """Whether raw sets the dotted key (to any value, null included)."""
+    for part in key.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return False
+        raw = raw[part]
+    return True

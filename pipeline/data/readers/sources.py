@@ -49,7 +49,7 @@ def load_source(config, scratch: Path | None = None, columns=None, engine=None) 
                "idx": lambda: read_idx_dir(path, scratch),
                "npz": lambda: read_npz(path, config.npz.x_key, config.npz.y_key, scratch),
                "table": lambda: read_table(path, config.table.label_column, config.table.feature_columns, scratch,
-                                           config.table.column_types, columns, engine),
+                                           config.table.column_types, columns, engine, config.table.drop_columns),
                "image_folder": lambda: read_image_folder(path, config.images.size, config.images.color, scratch,
                                                            engine)}
     return readers[config.source]()

@@ -1,0 +1,131 @@
+"""A table file as Arrow record batches, part by part, never whole: a Parquet file's row
+groups (a part a Ray task can read itself), or a CSV file streamed in blocks (pyarrow's
+`open_csv`). Memory holds one block, whatever the file's length.
+
+A streamed CSV's types are inferred from its first block; a value further on that does not
+fit (a letter in a column of numbers) raises `Widened` after widening that column's type
+(null → float → string, integer → float → string, else string), and the reader starts over.
+"""
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.platform.errors import DataError
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+# Rows per record batch read from Parquet, and at least per part (whole row groups).
+PART_ROWS = 65_536
+# Bytes of CSV text per streamed block (its first block is what the types are inferred from).
+CSV_BLOCK_BYTES = 8 << 20
+
+
+class Widened(Exception):
+    """A streamed CSV column held a value its inferred type cannot: the type was widened."""
+
+
+@contextlib.contextmanager
+def table_errors(path: Path):
+    """Arrow's errors on reading `path` (bad bytes, a corrupt page, an undecodable value) as one line."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as error:  # the last: names in Parquet metadata
+        raise DataError(f"{path}: cannot read table ({type(error).__name__}: {' '.join(str(error).split())})") from None
+
+
+def open_table(path: Path, engine) -> tuple[object, list]:
+    """(Arrow schema, parts in row order) of a .csv/.tsv/.txt or .parquet file; each part's
+    `batches(columns)` yields its record batches and `start` is its first row (None for a
+    streamed CSV, one part, whose length is known once read)."""
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        return _parquet_parts(path, engine)
+    if suffix in {".csv", ".tsv", ".txt"}:
+        stream = CsvStream(path, "\t" if suffix == ".tsv" else ",")
+        return stream.schema(), [stream]
+    raise DataError(f"{path}: a table must be .csv, .tsv or .parquet. Got {path.suffix or 'no suffix'!r} instead.")
+
+
+@dataclass(frozen=True)
+class RowGroups:
+    """Consecutive row groups of a Parquet file, from row `start`."""
+
+    path: Path
+    start: int
+    groups: tuple[int, ...]
+
+    def batches(self, columns: list[str]):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.path).iter_batches(batch_size=PART_ROWS, row_groups=list(self.groups),
+                                                      columns=columns)
+
+
+def _parquet_parts(path: Path, engine) -> tuple[object, list]:
+    """The file in parts of about PART_ROWS rows or more (whole row groups)."""
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    shared = engine.shared(path)
+    parts, start, groups, rows = [], 0, [], 0
+    for group in range(file.metadata.num_row_groups):
+        groups.append(group)
+        rows += file.metadata.row_group(group).num_rows
+        if rows >= PART_ROWS or group == file.metadata.num_row_groups - 1:
+            parts.append(RowGroups(shared, start, tuple(groups)))
+            start, groups, rows = start + rows, [], 0
+    return file.schema_arrow, parts
+
+
+@dataclass
+class CsvStream:
+    """A CSV file read in blocks; `types` are the column types every read after the first uses."""
+
+    path: Path
+    delimiter: str
+    types: dict = field(default_factory=dict)  # every column's, by name, in the file's order
+    start: int = 0
+
+    def _reader(self, columns: list[str] | None):
+        import pyarrow.csv as pacsv
+
+        return pacsv.open_csv(
+            self.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            # quoted free text may hold line breaks
+            parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types=self.types, include_columns=columns or []))
+
+    def schema(self):
+        reader = self._reader(None)
+        schema = reader.schema
+        reader.close()
+        self.types = self.types or dict(zip(schema.names, schema.types))  # a name given twice is refused later
+        return schema
+
+    def batches(self, columns: list[str]):
+        import pyarrow as pa
+
+        reader = self._reader(columns)
+        try:
+            yield from reader
+        except pa.ArrowInvalid as error:
+            found = re.match(r"In CSV column #(\d+): CSV conversion error to (\w+)", str(error))
+            if not found:
+                raise
+            name = list(self.types)[int(found.group(1))]  # the file's column number, whatever is read
+            self.types[name] = _wider(self.types[name])
+            raise Widened(f"{self.path}: column {name!r} holds a value that is not {found.group(2)} after its first "
+                          f"rows; read again as {self.types[name]}") from None
+        finally:
+            reader.close()
+
+
+def _wider(arrow_type):
+    import pyarrow as pa
+
+    if pa.types.is_null(arrow_type) or pa.types.is_integer(arrow_type):
+        return pa.float64()
+    return pa.string()
