@@ -3,6 +3,7 @@
     python benchmarks/scale.py --rows 100000 1000000 10000000 --json /tmp/scale.json
     python benchmarks/scale.py --rows 1000000 --compare-input      # mmap vs memory vs the old path
     python benchmarks/scale.py --images 100000                      # prepare on a folder of PNGs
+    python benchmarks/scale.py --csv 2000000 6000000 --repeats 2    # prepare on messy CSVs
 
 For each size it writes a synthetic npz of N 28×28 uint8 images (stored uncompressed, so
 prepare memory-maps it), then runs prepare, one epoch of train (MLP, batch 256), encode,
@@ -10,6 +11,11 @@ baselines, evaluate, umap and report (the shipped evaluate.* caps), each in its 
 50 ms and prints the peak of anonymous memory (RssAnon: what the process itself
 allocated) and of file-backed memory (RssFile: pages of memory-mapped files, which the
 kernel can drop and re-read), with rows/s and training samples/s.
+
+--csv writes a CSV of N rows with a messy table's traits (a unique id, a timestamp, strings,
+numbers, empty cells; about 190 bytes a row, so 2M rows is about 380 MB) and measures
+prepare alone on it, the sizes interleaved and repeated: its peak RssAnon should not grow
+with the rows (the CSV is streamed, the codes go to memory-mapped scratch files).
 
 --compare-input trains the same epoch three ways, interleaved and repeated: batches read
 from the memory-mapped file (train.input: mmap), from an in-memory copy of the uint8 rows
@@ -64,6 +70,32 @@ def write_npz(path: Path, rows: int, seed: int = 0, chunk: int = 100_000) -> Non
                 f.write(np.clip(prototypes[y] + noise, 0, 255).astype(np.uint8).tobytes())
         with archive.open("y.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, labels)
+
+
+def write_csv(path: Path, rows: int, seed: int = 0, chunk: int = 200_000) -> None:
+    """A messy table of `rows` rows, written chunk by chunk (pyarrow's CSV writer)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(seed)
+    writer = None
+    for start in range(0, rows, chunk):
+        n = min(chunk, rows - start)
+        z = rng.normal(size=n)
+        stamp = np.datetime64("2017-01-01T00:00:00") + rng.integers(0, 365 * 86_400, n).astype("timedelta64[s]")
+        gender = rng.choice(["Male", "Female", "Unknown", ""], n, p=[.6, .3, .05, .05])
+        batch = pa.table({
+            "idNum": [f"17-{i:09d}" for i in range(start, start + n)], "date": pa.array(stamp, pa.timestamp("s")),
+            "problem": np.where(z > 0, "suspicious", "traffic"), "gender": pa.array(gender).cast(pa.string()),
+            "race": rng.choice(["White", "Black", "Unknown", "East African", "Latino", "Asian", "Other"], n),
+            "neighborhood": [f"Neighborhood number {k}" for k in rng.integers(0, 87, n)],
+            "lat": 44.95 + 0.02 * z + rng.normal(0, 0.01, n), "long": -93.27 + rng.normal(0, 0.02, n),
+            "precinct": rng.integers(1, 6, n), "searches": rng.poisson(0.4, n),
+            "speed": np.round(50 + 10 * z + rng.normal(0, 3, n), 2)})
+        if writer is None:
+            writer = pacsv.CSVWriter(str(path), batch.schema)
+        writer.write_table(batch)
+    writer.close()
 
 
 def write_png_folder(folder: Path, images: int, seed: int = 0) -> None:
@@ -126,7 +158,10 @@ def _run_stage(stage: str, params, work: Path) -> None:
 
     prepared, model, latents, evaluation = work / "prepared", work / "model/model.keras", work / "latents", \
         work / "evaluation"
-    module = importlib.import_module(f"pipeline.{ {'umap': 'umap_view'}.get(stage, stage)}")
+    module = importlib.import_module({"prepare": "pipeline.data.prepare", "encode": "pipeline.latents.encode",
+                                      "baselines": "pipeline.evaluation.baselines",
+                                      "umap": "pipeline.evaluation.umap_view", "evaluate": "pipeline.evaluation.evaluate",
+                                      "report": "pipeline.evaluation.report"}[stage])
     if stage == "prepare":
         module.from_params(params, out_dir=prepared)
     elif stage == "encode":
@@ -176,6 +211,31 @@ def _use_the_old_input() -> None:
     pipeline.training.feed.batches = batches
 
 
+def csv_memory(sizes: list[int], root: Path, repeats: int) -> dict:
+    """prepare on a messy CSV of each size, interleaved and repeated: peak memory and time."""
+    figures = {rows: [] for rows in sizes}
+    for rows in sizes:
+        source = root / f"csv-{rows}" / "data.csv"
+        if not source.exists():
+            source.parent.mkdir(parents=True, exist_ok=True)
+            write_csv(source, rows)
+        print(f"{rows:,} rows: {source} is {source.stat().st_size / 2**20:,.0f} MiB", flush=True)
+    for _ in range(repeats):
+        for rows in sizes:
+            work = root / f"csv-{rows}"
+            overrides = {"data.source": "table", "data.path": str(work / "data.csv"),
+                         "data.table.label_column": "problem"}
+            r = measure([sys.executable, __file__, "--child", "prepare", str(work), "mmap", "--overrides",
+                         json.dumps(overrides)])
+            figures[rows].append(r)
+            print(f"{rows:>11,} CSV rows  prepare peak anon {r['peak_anon_mib']:>6,} MiB  "
+                  f"file {r['peak_file_mib']:>6,} MiB  {r['seconds']:>7.1f} s  {r['rows_per_s']:,.0f} rows/s", flush=True)
+    medians = {rows: statistics.median(r["peak_anon_mib"] for r in runs) for rows, runs in figures.items()}
+    print("median peak anon MiB: " + ", ".join(f"{rows:,} rows {m:,.0f}" for rows, m in medians.items())
+          + f"; largest / smallest {max(medians.values()) / min(medians.values()):.3f}", flush=True)
+    return {"runs": figures, "median_peak_anon_mib": medians}
+
+
 def cpu_flags() -> str:
     flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -186,6 +246,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="*", default=[])
     parser.add_argument("--images", type=int, default=0, help="also prepare a folder of this many PNGs")
+    parser.add_argument("--csv", type=int, nargs="*", default=[], help="prepare on messy CSVs of these many rows")
     parser.add_argument("--compare-input", action="store_true", help="mmap vs memory vs old input, at --rows")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--stages", nargs="+", default=["prepare", "train", "encode", "baselines", "evaluate", "umap",
@@ -250,6 +311,8 @@ def main() -> None:
         print(f"{args.images:,} PNGs: prepare {r['seconds']:.1f} s, {r['rows_per_s']:,.0f} images/s, "
               f"peak anon {r['peak_anon_mib']:,} MiB", flush=True)
         results.append({"images": args.images, "prepare": r})
+    if args.csv:
+        results.append({"csv": csv_memory(args.csv, args.work, args.repeats)})
     if args.json:
         args.json.write_text(json.dumps({"cpu_flags": cpu_flags(), "results": results}, indent=2))
 

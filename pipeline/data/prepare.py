@@ -66,7 +66,9 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
     with atomic_dir(out_dir) as tmp:
         (tmp / ".scratch").mkdir()  # sources that must be decoded are decoded here, memory-mapped
         dataset = load_source(config, scratch=tmp / ".scratch", engine=engine)
-        step = step or chunk_rows(dataset.x[0].nbytes if len(dataset.x) else 1)
+        # a chunk's bytes as the model reads it: a table's categorical codes become one-hots
+        width = sum(c.width for c in dataset.columns or ()) * np.dtype(np.float32).itemsize
+        step = step or chunk_rows(max(dataset.x[0].nbytes if len(dataset.x) else 1, width))
         choices = _choices(dataset, config, likelihood, validate(dataset, step))
         try:
             assign = _Assignment(dataset, config, seed)

@@ -18,7 +18,7 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 # Rows per record batch read from Parquet, and at least per part (whole row groups).
 PART_ROWS = 65_536
 # Bytes of CSV text per streamed block (its first block is what the types are inferred from).
-CSV_BLOCK_BYTES = 8 << 20
+CSV_BLOCK_BYTES = 1 << 20
 
 
 class Widened(Exception):
@@ -38,8 +38,8 @@ def table_errors(path: Path):
 
 def open_table(path: Path, engine) -> tuple[object, list]:
     """(Arrow schema, parts in row order) of a .csv/.tsv/.txt or .parquet file; each part's
-    `batches(columns)` yields its record batches and `start` is its first row (None for a
-    streamed CSV, one part, whose length is known once read)."""
+    `batches(columns)` yields its record batches and `start` is its first row. A CSV is one
+    part, streamed, whose length is known once read."""
     suffix = path.suffix.lower()
     if suffix in {".parquet", ".pq"}:
         return _parquet_parts(path, engine)
@@ -93,7 +93,8 @@ class CsvStream:
         import pyarrow.csv as pacsv
 
         return pacsv.open_csv(
-            self.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            # no threads: a parallel reader runs ahead of a slower consumer, holding what it parsed
+            self.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
             # quoted free text may hold line breaks
             parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(column_types=self.types, include_columns=columns or []))

@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.data.manifest import Column
 from pipeline.data.readers.source_dataset import NO_LABEL, Dataset, check_float32
 from pipeline.data.readers.table_cells import Feature, cells, codes, features_of, part_column, profile_cells
-from pipeline.data.readers.table_files import TABLE_SUFFIXES, Widened, open_table, table_errors
+from pipeline.data.readers.table_files import TABLE_SUFFIXES, CsvStream, Widened, open_table, table_errors
 from pipeline.data.resolve_columns import LEFT_OUT, ColumnProfile, column_levels, column_type
 from pipeline.platform.choices import GIVEN
 from pipeline.platform.engine import LocalEngine
@@ -56,8 +56,8 @@ def read_table(path: Path, label_column: str | None, feature_columns: tuple[str,
     with table_errors(path):  # a corrupt file can fail anywhere in Arrow, not only at its header
         engine = engine or LocalEngine()
         schema, parts = open_table(path, engine)
-        if not all(part.start is not None for part in parts):
-            engine = LocalEngine()  # a streamed CSV: one part, read here
+        if isinstance(parts[0], CsvStream):
+            engine = LocalEngine()  # one part, read here: its types widen in this process
         names = _feature_names(path, schema.names, label_column, feature_columns, tuple(drop_columns))
         while True:  # a streamed CSV starts over when a column's type is widened (at most twice each)
             try:
@@ -74,13 +74,13 @@ def _profiles(path: Path, schema, names: list[str], label_column, parts, engine,
     """({feature: profile}, sorted label values or None, rows) from one pass; no profile for a
     trained model's columns."""
     features = _features(path, schema, names) if not trained else []
-    profiles = {f.name: ColumnProfile(f.name, f.kind) for f in features}
+    profiles = {f: ColumnProfile(f.name, f.kind) for f in features}
     rows, labels, missing = 0, set(), 0
     sources = sorted({f.source for f in features} | ({label_column} - {None})) or names[:1]  # [:1]: the rows
     for part_profiles, part_rows, part_labels, part_missing in engine.map(
             functools.partial(_profile_part, features, label_column, sources), parts):
-        for name, profile in profiles.items():
-            profile.merge(part_profiles[name])
+        for feature, profile in profiles.items():
+            profile.merge(part_profiles[feature.name])
         rows, missing = rows + part_rows, missing + part_missing
         labels |= part_labels
     if missing:
@@ -130,7 +130,7 @@ def _features(path: Path, schema, names: list[str]) -> list[Feature]:
 def _profile_part(features: list[Feature], label_column: str | None, sources: list[str], part):
     """One part's profile of every feature, its rows, and its label values and missing labels."""
     profiles = {f.name: ColumnProfile(f.name, f.kind) for f in features}
-    start, labels, missing = part.start or 0, set(), 0
+    start, labels, missing = part.start, set(), 0
     for batch in part.batches(sources):
         for feature in features:
             profile_cells(profiles[feature.name], cells(batch.column(feature.source), feature.part), start)
@@ -139,19 +139,20 @@ def _profile_part(features: list[Feature], label_column: str | None, sources: li
             missing += values.null_count
             labels.update(values.unique().drop_null().to_pylist())  # every class, however many
         start += batch.num_rows
-    return profiles, start - (part.start or 0), labels, missing
+    return profiles, start - part.start, labels, missing
 
 
 def _typed(path: Path, profiles: dict, given: dict, drop_columns) -> tuple[tuple[Column, ...], dict]:
     """The kept columns, and every column's choice record (kept or left out, with the reason)."""
-    unknown = sorted(set(given) - set(profiles))
+    columns = [f.name for f in profiles if f.part is None]  # a timestamp's parts take the part's type
+    unknown = sorted(set(given) - set(columns))
     if unknown:
         raise DataError(f"{path}: data.table.column_types names {unknown}, not feature columns; the feature "
-                        f"columns are {list(profiles)}")
+                        f"columns are {columns}")
     typed, problems = {name: Column(name, LEFT_OUT, GIVEN, None, 0.0) for name in drop_columns}, []
-    for name, profile in profiles.items():
+    for feature, profile in profiles.items():
         try:
-            typed[name] = _column(path, profile, given.get(name))
+            typed[feature.name] = _column(path, feature, profile, given.get(feature.name))
         except ValueError as problem:
             problems.append(str(problem))
     _refuse(path, problems)
@@ -165,14 +166,13 @@ def _typed(path: Path, profiles: dict, given: dict, drop_columns) -> tuple[tuple
     return columns, choices
 
 
-def _column(path: Path, profile: ColumnProfile, given: str | None) -> Column:
-    kind, why = column_type(profile, given)
-    missing = round(profile.missing / max(profile.rows, 1), 6)
-    name, source = profile.name, profile.name.split(":")[0]
-    if ":" in name and kind != LEFT_OUT:
-        return part_column(Feature(name, source, profile.kind, name.split(":")[1]), missing)
+def _column(path: Path, feature: Feature, profile: ColumnProfile, given: str | None) -> Column:
+    kind, why = column_type(profile, given)  # for a timestamp's part, whether it is left out
+    name, missing = feature.name, round(profile.missing / max(profile.rows, 1), 6)
     if kind == LEFT_OUT:
         return Column(name=name, type=kind, why=why, levels=None, missing=missing)
+    if feature.part:
+        return part_column(feature, missing)
     levels, other = column_levels(profile, kind, given is not None)
     if levels is None:  # values go to the model as they are
         check_float32(f"{path}: column {name!r}", profile.low, profile.high, profile.integral)
@@ -214,14 +214,15 @@ def _code_blocks(columns: tuple[Column, ...], label_column, labels, part):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    start, sources = part.start or 0, sorted({c.read_from for c in columns} | ({label_column} - {None}))
+    start, sources = part.start, sorted({c.read_from for c in columns} | ({label_column} - {None}))
     for batch in part.batches(sources):
         block = np.empty((batch.num_rows, len(columns)), np.float32)
         for c, column in enumerate(columns):
-            block[:, c], unseen = codes(column, batch.column(column.read_from))
+            values, unseen = codes(column, batch.column(column.read_from))
             if unseen is not None:
                 raise DataError(f"{part.path}: column {column.name!r} holds {unseen!r}, a value its {column.type} "
                                 f"levels {column.levels[:20]} do not include (a level never seen in training)")
+            block[:, c] = values
         empty = np.flatnonzero(np.isnan(block).all(axis=1))
         if len(empty):
             raise DataError(f"{part.path}: row {start + int(empty[0])} has no value in any feature column "
