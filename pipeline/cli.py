@@ -44,7 +44,11 @@ def parser(width: int | None = None) -> argparse.ArgumentParser:
                         help="rows per call of the encoder (memory, not results)")
     encode.add_argument("--x-key", default="x", help="npz: array of inputs")
     encode.add_argument("--y-key", default=None, help="npz: array of labels (optional)")
-    encode.add_argument("--label-column", default=None, help="table: label column (optional)")
+    encode.add_argument("--label-column", default=None,
+                        help="table: label column; .h5ad: the obs column of the labels (optional)")
+    encode.add_argument("--layer", default=None, help=".h5ad: the layer to encode (default: X)")
+    encode.add_argument("--anndata-out", type=Path, default=None,
+                        help='.h5ad input: also write a copy of it with the latents (z_mean) in obsm["X_vae"]')
 
     plots = commands.add_parser("plots-template", formatter_class=formatter,
                                 help="an offline page for `dvc plots show --html-template`")
@@ -58,8 +62,9 @@ def _encode(args) -> None:
 
     rows = encode_new_data(args.model, args.input, args.output, batch_size=args.batch_size, split=args.split,
                            overwrite=args.overwrite, impute=args.impute, x_key=args.x_key, y_key=args.y_key,
-                           label_column=args.label_column)
-    print(f"encoded {rows} rows of {args.input} into {args.output / f'split={args.split}'}")
+                           label_column=args.label_column, layer=args.layer, anndata_out=args.anndata_out)
+    print(f"encoded {rows} rows of {args.input} into {args.output / f'split={args.split}'}"
+          + (f" and {args.anndata_out} (obsm['X_vae'])" if args.anndata_out else ""))
 
 
 def _plots_template(args) -> None:

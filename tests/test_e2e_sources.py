@@ -1,4 +1,5 @@
-"""`dvc repro` end to end on a user's own CSV table, PNG folder and mixed Parquet table, via params.yaml."""
+"""`dvc repro` end to end on a user's own CSV table, PNG folder, mixed Parquet table and .h5ad
+of single-cell counts, via params.yaml; the .h5ad's latents handed back to AnnData."""
 
 import json
 
@@ -6,6 +7,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from .conftest import copy_project, edit_params, run
+from .test_anndata import make_cells
 from .test_columns import make_mixed_table
 from .test_sources import make_image_folder, make_table
 
@@ -19,6 +21,7 @@ def repo(tmp_path_factory):
     make_table(repo / "data/raw/table.csv", n=240)
     make_image_folder(repo / "data/raw/shapes", sizes=((12, 12), (16, 10)), per_class=40)
     make_mixed_table(repo / "data/raw/mixed.parquet", n=300)
+    make_cells(repo / "data/raw/cells.h5ad")
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], repo)
@@ -68,3 +71,29 @@ def test_repro_on_a_mixed_table_with_the_data_keys_only(repo):
     assert metrics["active_units"]["count"] >= 2
     assert metrics["probe"]["accuracy"] > metrics["baselines"]["majority_class_accuracy"] + 0.1
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout
+
+
+def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
+    """Sparse counts and obs labels through dvc repro; `vae-pipeline encode --anndata-out`
+    writes a copy whose obsm["X_vae"] holds each cell's z_mean, in the file's row order."""
+    import anndata as ad
+    import numpy as np
+
+    from pipeline.latents.reader import latents_to_numpy, load_latents
+
+    edit_params(repo, **{"data.source": "anndata", "data.path": "data/raw/cells.h5ad",
+                         "data.anndata.label_key": "cell_type", "train.epochs": 12, "model.latent_dim": 4})
+    run(["dvc", "repro"], repo)
+    assert json.loads((repo / "data/model/choices.json").read_text())["model.likelihood"]["value"] == "columns"
+    metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
+    assert metrics["probe"]["accuracy"] > 0.9  # three cell types, each with its marker genes
+    run(["vae-pipeline", "encode", "--model", "data/model/model.keras", "--input", "data/raw/cells.h5ad",
+         "--output", str(tmp_path / "latents"), "--label-column", "cell_type",
+         "--anndata-out", str(tmp_path / "cells_vae.h5ad")], repo)
+    original, copy = ad.read_h5ad(repo / "data/raw/cells.h5ad"), ad.read_h5ad(tmp_path / "cells_vae.h5ad")
+    latents = load_latents(tmp_path / "latents", split="new")
+    z = latents_to_numpy(latents)[np.argsort(latents.column("id").to_numpy())]
+    assert copy.obsm["X_vae"].shape == (300, 4)
+    np.testing.assert_allclose(copy.obsm["X_vae"], z, rtol=1e-6)
+    assert (copy.obs_names == original.obs_names).all() and (copy.X != original.X).nnz == 0
+

@@ -14,10 +14,11 @@ from pipeline.data.manifest import Column, Manifest
 from pipeline.data.prepare import validate
 from pipeline.data.readers.source_dataset import NO_LABEL, Dataset
 from pipeline.data.readers.sources import load_source, source_of
+from pipeline.latents.h5ad_out import LatentRows, check_h5ad_target, write_h5ad_with_latents
 from pipeline.latents.imputation import Completer
 from pipeline.latents.parquet import describe_columns, encoded_batches, package_versions, write_partition
 from pipeline.model.bundle import load_bundle, require_complete
-from pipeline.platform.config import DataConfig, ImagesConfig, NpzConfig, TableConfig
+from pipeline.platform.config import AnndataConfig, DataConfig, ImagesConfig, NpzConfig, TableConfig
 from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
 from pipeline.platform.io import scratch_dir, sha256_file
@@ -27,7 +28,7 @@ TEMPORARY = re.compile(r"\..+\.(staging|journal|journal\.tmp|scratch\..+)")
 
 
 def input_config(path: Path, example_shape: list[int], columns: list[Column] | None = None, x_key: str = "x",
-                 y_key: str | None = None, label_column: str | None = None) -> DataConfig:
+                 y_key: str | None = None, label_column: str | None = None, layer: str | None = None) -> DataConfig:
     """How to read new data at `path` with prepare's readers, as the model's training data was read.
 
     A table's features are the file columns the training columns are read from, matched by
@@ -38,7 +39,8 @@ def input_config(path: Path, example_shape: list[int], columns: list[Column] | N
         example_shape: one stored training example's shape.
         columns: a table model's columns, or None.
         x_key, y_key: an npz's members.
-        label_column: a table's label column, or None.
+        label_column: a table's label column or an .h5ad's obs column of labels, or None.
+        layer: an .h5ad's layer, or None for X.
 
     Returns:
         The DataConfig prepare's readers take.
@@ -50,12 +52,13 @@ def input_config(path: Path, example_shape: list[int], columns: list[Column] | N
     size = tuple(example_shape[:2]) if len(example_shape) == 3 else None
     read_from = tuple(dict.fromkeys(c.read_from for c in columns)) if columns else None  # a timestamp's once
     return DataConfig(source=source, path=str(path), npz=NpzConfig(x_key, y_key),
-                      table=TableConfig(label_column, read_from),
+                      table=TableConfig(label_column, read_from), anndata=AnndataConfig(layer, label_column),
                       images=ImagesConfig(size=size, color="rgb" if example_shape[-1] == 3 else "grey"))
 
 
 def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = 1024,
-                    split: str = "new", overwrite: bool = False, impute: bool = False, **reader_options) -> int:
+                    split: str = "new", overwrite: bool = False, impute: bool = False,
+                    anndata_out: Path | None = None, **reader_options) -> int:
     """Encode `input_path` with a trained model, preprocessed as its training data was.
 
     Writes only the partition out_dir/split=<split>; no other partition is touched.
@@ -72,12 +75,15 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         overwrite: replace an existing partition of that name.
         impute: a table model: each row also `completed`, its missing cells imputed, and
             `imputed` flags.
+        anndata_out: for an .h5ad input, where a copy of it with obsm["X_vae"] (z_mean) goes.
         **reader_options: how to read the input (x_key, y_key, label_column).
 
     Returns:
         The number of rows written.
     """
     check_not_a_stage_output(Path(out_dir))
+    if anndata_out:
+        check_h5ad_target(input_path, anndata_out)
     share_gpus()
     bundle = load_bundle(model_path)
     require_complete(bundle)
@@ -92,18 +98,24 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         bundle.check_shape(bundle.preprocess.output_shape(dataset.x.shape[1:]), input_path)
         _check_values(dataset, trained_on, input_path)
         y = _to_training_labels(dataset, trained_on.label_names)
-        metadata = {
-            "dataset_source": f"{dataset.source}: {input_path}",
-            "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
-            "label_names": trained_on.label_names,
-            "model_sha256": bundle.model_sha256, "columns": describe_columns(bundle.vae.config.posterior),
-            "choices": bundle.choices,
-            "versions": package_versions(),
-        }
         batches = encoded_batches(bundle.vae.predict_posterior, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
                                   batch_size, bundle.preprocess, completer)
-        return write_partition(out_dir, split, batches, bundle.vae.latent_dim, metadata, overwrite=overwrite,
+        latents = LatentRows(len(y), bundle.vae.latent_dim) if anndata_out else None
+        rows = write_partition(out_dir, split, latents.gather(batches) if latents else batches, bundle.vae.latent_dim,
+                               _metadata(bundle, dataset, input_path), overwrite=overwrite,
                                table=completer.table if completer else None)
+    if anndata_out:
+        write_h5ad_with_latents(input_path, anndata_out, latents.z_mean)
+    return rows
+
+
+def _metadata(bundle, dataset: Dataset, input_path: Path) -> dict:
+    """The partition's metadata: where its rows come from and the model that encoded them."""
+    return {"dataset_source": f"{dataset.source}: {input_path}",
+            "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
+            "label_names": bundle.manifest.label_names,
+            "model_sha256": bundle.model_sha256, "columns": describe_columns(bundle.vae.config.posterior),
+            "choices": bundle.choices, "versions": package_versions()}
 
 
 def check_not_a_stage_output(out_dir: Path) -> None:

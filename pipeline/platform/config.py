@@ -39,6 +39,12 @@ class TableConfig:
 
 
 @dataclass(frozen=True)
+class AnndataConfig:
+    layer: str | None = None  # null: X
+    label_key: str | None = None  # the obs column of the labels; null: no labels
+
+
+@dataclass(frozen=True)
 class ImagesConfig:
     size: tuple[int, ...] | Auto | None = field(default=AUTO, metadata={"lo": 1, "length": 2})  # [H, W] (readers.images)
     color: Literal["auto", "grey", "rgb"] = AUTO  # auto: rgb when any image has colour
@@ -46,11 +52,13 @@ class ImagesConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["digits", "fashion_mnist", "mnist", "idx", "npz", "table", "image_folder"] = "digits"
+    source: Literal["digits", "fashion_mnist", "mnist", "idx", "npz", "table", "image_folder",
+                    "anndata"] = "digits"
     # The local file or directory a source reads; a DVC dependency of prepare.
     path: str = DEFAULT_DATA_PATH
     npz: NpzConfig = NpzConfig()
     table: TableConfig = TableConfig()
+    anndata: AnndataConfig = AnndataConfig()
     images: ImagesConfig = ImagesConfig()
     # unit: to [0, 1] (pixels by their range, others by train min/max); standardize: per feature on train
     scaling: Literal["auto", "unit", "standardize", "none"] = AUTO

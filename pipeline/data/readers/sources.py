@@ -6,7 +6,7 @@ serve prepare and `vae-pipeline encode` on new data.
 
 Memory does not grow with the data: uncompressed sources (`.npz` written by `np.savez`,
 plain IDX files) are memory-mapped where they lie, and sources that must be decoded
-(gzip IDX, images, Parquet) are decoded chunk by chunk into a memory-mapped array in a
+(gzip IDX, images, tables, .h5ad) are decoded chunk by chunk into a memory-mapped array in a
 `scratch` directory. Without one (small data, tests) the arrays are in memory.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.readers.h5ad import read_h5ad
 from pipeline.data.readers.idx import read_idx_dir, read_idx_release
 from pipeline.data.readers.images import read_image_folder
 from pipeline.data.readers.source_dataset import DEFLATE_MAX_RATIO, Dataset, encode_labels
@@ -27,7 +28,7 @@ from pipeline.platform.errors import DataError
 
 log = logging.getLogger(__name__)
 # What data.source reads from a path: these read files of their own format from data.path.
-FILE_SOURCES = ("idx", "npz", "table", "image_folder")
+FILE_SOURCES = ("idx", "npz", "table", "image_folder", "anndata")
 
 
 def load_source(config, scratch: Path | None = None, columns=None, engine=None) -> Dataset:
@@ -50,6 +51,7 @@ def load_source(config, scratch: Path | None = None, columns=None, engine=None) 
                "npz": lambda: read_npz(path, config.npz.x_key, config.npz.y_key, scratch),
                "table": lambda: read_table(path, config.table.label_column, config.table.feature_columns, scratch,
                                            config.table.column_types, columns, engine, config.table.drop_columns),
+               "anndata": lambda: read_h5ad(path, config.anndata.layer, config.anndata.label_key, scratch),
                "image_folder": lambda: read_image_folder(path, config.images.size, config.images.color, scratch,
                                                            engine)}
     return readers[config.source]()
@@ -78,11 +80,12 @@ def _source_path(config) -> Path:
 
 
 def _kind(path: Path) -> str | None:
-    """The one rule: an .npz file is npz; a .csv/.tsv/.parquet file a table; a directory
-    with IDX files in it idx; any other directory an image folder (one subfolder per class)."""
+    """The one rule: an .npz file is npz; a .csv/.tsv/.parquet file a table; an .h5ad file
+    anndata; a directory with IDX files in it idx; any other directory an image folder (one
+    subfolder per class)."""
     if path.is_file():
         suffix = path.suffix.lower()
-        return "npz" if suffix == ".npz" else "table" if suffix in TABLE_SUFFIXES else None
+        return {".npz": "npz", ".h5ad": "anndata"}.get(suffix, "table" if suffix in TABLE_SUFFIXES else None)
     if path.is_dir():
         return "idx" if any("idx" in p.name.lower() for p in path.iterdir()) else "image_folder"
     return None
@@ -90,7 +93,7 @@ def _kind(path: Path) -> str | None:
 
 def _described(source: str) -> str:
     return {"npz": "an .npz file", "table": "a .csv/.tsv/.parquet table", "idx": "a directory of IDX files",
-            "image_folder": "a folder of class subfolders of images"}[source]
+            "image_folder": "a folder of class subfolders of images", "anndata": "an .h5ad file"}[source]
 
 
 def read_digits() -> Dataset:
