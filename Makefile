@@ -29,11 +29,18 @@ git-clone:
 # time, so that a file's fixtures are built once: most tests wait on imports and
 # subprocesses, which two workers overlap on two cores.
 TEST_WORKERS ?= 2
-test: $(VENV)/.installed-dev
+# The explorer page's test opens it in Debian's headless Chromium, driven by its chromedriver.
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+test: $(VENV)/.installed-dev $(CHROMEDRIVER)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-test-all: $(VENV)/.installed-dev
+test-all: $(VENV)/.installed-dev $(CHROMEDRIVER)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m ""
+
+$(CHROMEDRIVER):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver \
+	  || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; }
 
 # docs/reference/ from the code (tests/test_docs.py fails when it is stale)
 docs: $(VENV)/.installed-base

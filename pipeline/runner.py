@@ -26,17 +26,20 @@ def encode(params: Params, *, prepared_dir, model_path, out_dir) -> int:
 
 
 def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_dir) -> dict:
-    """Every evaluation stage, then the report; returns the combined metrics.
+    """Every evaluation stage (the explorer's page after the UMAP), then the report; returns the
+    combined metrics.
 
     Args:
         params: the run's params.
         prepared_dir, model_path, latents_dir: the stages' inputs.
         out_dir: data/evaluation.
     """
-    from pipeline.evaluation import baselines, evaluate, umap_view
+    from pipeline.evaluation import baselines, evaluate, explorer, umap_view
     from pipeline.evaluation.report import write_report
 
     baselines.from_params(params, prepared_dir=prepared_dir, out_dir=out_dir)
     evaluate.from_params(params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir)
     umap_view.from_params(params, prepared_dir=prepared_dir, latents_dir=latents_dir, out_dir=out_dir)
+    explorer.from_params(params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir,
+                         out_dir=out_dir)
     return write_report(out_dir)[0]

@@ -36,7 +36,8 @@ def test_dvc_repro_writes_every_output(repo):
                  "data/model/live/metrics.json", "data/latents/split=train/part-0.parquet",
                  "data/latents/split=test/part-0.parquet", "data/evaluation/metrics.json",
                  "data/evaluation/umap/umap.png", "data/evaluation/umap.csv", "data/evaluation/confusion.csv",
-                 "data/evaluation/report.md", "data/evaluation/pictures/reconstructions.png"):
+                 "data/evaluation/report.md", "data/evaluation/pictures/reconstructions.png",
+                 "data/evaluation/explorer.html", "data/evaluation/projector/projector_config.pbtxt"):
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
     assert metrics["subo"]["test"]["U"] >= metrics["subo"]["test"]["reconstruction"] >= 0

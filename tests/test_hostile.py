@@ -239,9 +239,10 @@ def test_label_names_with_commas_and_quotes_survive_the_csv_outputs():
     labels = {split: np.arange(n) % 3 for split, n in (("train", 90), ("test", 30))}
     z = {split: rng.normal(size=(len(y), 2)) + y[:, None] * 4 for split, y in labels.items()}
     protocol = ProbeProtocol.of(Params().evaluate.probe, knn_k=3, seed=0)
-    _, confusion = _latent_probes(z, labels, names, protocol)
+    _, confusion = _latent_probes(z, labels, names, protocol, np.arange(100, 130))
     rows = list(csv.reader(io.StringIO(confusion)))
-    assert rows[0] == ["actual", "predicted"] and len(rows) == 31
+    assert rows[0] == ["actual", "predicted", "id"] and len(rows) == 31
+    assert [int(row[2]) for row in rows[1:]] == list(range(100, 130))
     assert [row[0] for row in rows[1:]] == [names[y] for y in labels["test"]]
     assert {row[1] for row in rows[1:]} <= set(names)
 

@@ -60,13 +60,13 @@ def test_pictures_plots_and_report(pipeline_run):
     labels = np.loadtxt(out / "umap.csv", delimiter=",", skiprows=1, usecols=2, dtype=str)
     assert set(labels) <= {str(i) for i in range(10)}
     confusion = np.loadtxt(out / "confusion.csv", delimiter=",", skiprows=1, dtype=str)
-    assert confusion.shape == (360, 2)
+    assert confusion.shape == (360, 3)
     assert np.mean(confusion[:, 0] == confusion[:, 1]) == pytest.approx(pipeline_run["metrics"]["probe"]["accuracy"])
     report = (out / "report.md").read_text()
     assert "## Probes" in report and "![reconstructions](pictures/reconstructions.png)" in report
     assert sorted(p.name for p in out.iterdir()) == [
-        "baselines.json", "confusion.csv", "latent_metrics.json", "metrics.json", "pictures",
-        "report.md", "umap", "umap.csv", "umap.json"]
+        "baselines.json", "confusion.csv", "explorer.html", "latent_metrics.json", "metrics.json", "pictures",
+        "projector", "report.md", "umap", "umap.csv", "umap.json"]
 
 
 def test_probes_use_one_protocol_for_every_feature_set():

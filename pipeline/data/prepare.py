@@ -66,9 +66,7 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
     with atomic_dir(out_dir) as tmp:
         (tmp / ".scratch").mkdir()  # sources that must be decoded are decoded here, memory-mapped
         dataset = load_source(config, scratch=tmp / ".scratch", engine=engine)
-        # a chunk's bytes as the model reads it: a table's categorical codes become one-hots
-        width = sum(c.width for c in dataset.columns or ()) * np.dtype(np.float32).itemsize
-        step = step or chunk_rows(max(dataset.x[0].nbytes if len(dataset.x) else 1, width))
+        step = step or chunk_rows(_row_bytes(dataset))
         choices = _choices(dataset, config, likelihood, validate(dataset, step))
         try:
             assign = _Assignment(dataset, config, seed)
@@ -95,6 +93,12 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
         preprocess.save(tmp / PREPROCESSING_FILE)
         manifest.write(tmp / MANIFEST_FILE)
     return manifest
+
+
+def _row_bytes(dataset: Dataset) -> int:
+    """A row's bytes as the model reads it: a table's categorical codes become one-hots."""
+    width = sum(c.width for c in dataset.columns or ()) * np.dtype(np.float32).itemsize
+    return max(dataset.x[0].nbytes if len(dataset.x) else 1, width)
 
 
 def validate(dataset: Dataset, step: int | None = None) -> tuple[float, float, bool]:

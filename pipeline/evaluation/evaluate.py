@@ -164,26 +164,27 @@ def _latent_metrics(vae, choices: dict, manifest, data: dict, latents_dir, proto
     metrics: dict = {"latent_dim": vae.latent_dim, "choices": choices, "active_units": active_units(test_moments.variance)}
     if warning := collapse_warning(metrics["active_units"]):
         log.warning("%s", warning)
-    confusion = "actual,predicted\n"  # header only without labels: DVC still expects the file
+    confusion = "actual,predicted,id\n"  # header only without labels: DVC still expects the file
     if labelled:
         with timed("probes on the latents"):
             probes, confusion = _latent_probes(z, {s: np.asarray(data[s].y[r]) for s, r in rows.items()},
-                                               manifest.label_names, protocol)
+                                               manifest.label_names, protocol, np.asarray(data["test"].id[rows["test"]]))
         metrics.update(probes)
     return metrics, confusion
 
 
-def _latent_probes(z: dict, labels: dict, label_names: list[str], protocol: ProbeProtocol) -> tuple[dict, str]:
+def _latent_probes(z: dict, labels: dict, label_names: list[str], protocol: ProbeProtocol,
+                   test_ids: np.ndarray) -> tuple[dict, str]:
     """metrics["probe"] and ["knn"] from z_mean and the labels of the probes' rows (`probe_rows`),
-    and the linear probe's test predictions as confusion.csv text."""
+    and the linear probe's test predictions, with each row's id, as confusion.csv text."""
     scores, predicted = probe_suite({"latent": (z["train"], z["test"])}, labels["train"], labels["test"], protocol)
     latent = scores["latent"]
     names = np.array(label_names)
-    pairs = zip(names[labels["test"]], names[predicted])
+    pairs = zip(names[labels["test"]], names[predicted], test_ids)
     return ({"probe": {**latent["linear"], "dim": latent["dim"], "train_examples": scores["train_examples"],
                        "test_examples": scores["test_examples"]},
              "knn": {"accuracy": latent["knn"], "k": protocol.knn_k}},
-            csv_text(["actual", "predicted"], pairs))
+            csv_text(["actual", "predicted", "id"], pairs))
 
 
 def _column_quality(vae, data: dict, manifest, examples: int, seed: int) -> dict:

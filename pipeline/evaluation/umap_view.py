@@ -54,7 +54,7 @@ def from_params(params: Params, *, prepared_dir, latents_dir, out_dir) -> dict:
 
 
 def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int) -> dict:
-    """umap.csv (coordinates and labels), umap/umap.png (and umap/latents.png when d = 2), umap.json.
+    """umap.csv (coordinates, labels and row ids), umap/umap.png (and umap/latents.png when d = 2), umap.json.
 
     Args:
         prepared_dir: the prepared data (labels, ids).
@@ -84,7 +84,7 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
         if z.shape[1] == 2:
             plot_scatter(z, labels, names, f"Latents ({what})", staging / "umap" / "latents.png")
         label_text = np.array(names)[labels] if names else np.full(len(rows), "")
-        rows = zip(np.char.mod("%.5f", coords[:, 0]), np.char.mod("%.5f", coords[:, 1]), label_text)
-        (staging / "umap.csv").write_text(csv_text(["x", "y", "label"], rows))
+        rows = zip(np.char.mod("%.5f", coords[:, 0]), np.char.mod("%.5f", coords[:, 1]), label_text, ids[rows])
+        (staging / "umap.csv").write_text(csv_text(["x", "y", "label", "id"], rows))
         write_json(staging / "umap.json", info)
     return info

@@ -82,8 +82,7 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         The number of rows written.
     """
     check_not_a_stage_output(Path(out_dir))
-    if anndata_out:
-        check_h5ad_target(input_path, anndata_out)
+    check_h5ad_target(input_path, anndata_out)
     share_gpus()
     bundle = load_bundle(model_path)
     require_complete(bundle)

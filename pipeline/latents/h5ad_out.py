@@ -30,8 +30,11 @@ class LatentRows:
             yield batch
 
 
-def check_h5ad_target(source: Path, target: Path) -> None:
-    """DataError, before any work, unless `source` is an .h5ad and `target` another .h5ad path."""
+def check_h5ad_target(source: Path, target: Path | None) -> None:
+    """DataError, before any work, unless `source` is an .h5ad and `target` another .h5ad path
+    (or None: no copy is asked for)."""
+    if target is None:
+        return
     if Path(source).suffix.lower() != ".h5ad":
         raise DataError(f"--anndata-out writes a copy of an .h5ad input with the latents; {source} is not one")
     if Path(target).suffix.lower() != ".h5ad" or Path(target).resolve() == Path(source).resolve():

@@ -126,21 +126,30 @@ class Completer:
         """{column: its levels, or None for numbers}: the `completed` struct's fields."""
         return {c.name: c.levels for c in self.columns}
 
-    def __call__(self, codes: np.ndarray, z_mean: np.ndarray) -> tuple[dict, dict]:
+    def guesses(self, z_mean: np.ndarray) -> np.ndarray:
+        """Every cell's reconstruction, coded as the stored rows are (a level's index, or a value
+        in the column's units): the decoder's mean at z_mean, its most likely level. (n, columns)"""
         means = np.asarray(self.vae.likelihood.mean(self.vae.decode(z_mean[None]))[0])  # (n, F)
-        completed, imputed = {}, {}
+        out = np.empty((len(z_mean), len(self.columns)), np.float64)
         for c, column in enumerate(self.columns):
-            first, missing = self.starts[c], np.isnan(codes[:, c])
+            first = self.starts[c]
             block = means[:, first:self.starts[c + 1]]
             if column.type == "categorical":
-                guess = block.argmax(axis=1)
+                out[:, c] = block.argmax(axis=1)
             elif column.type == "binary":
-                guess = (block[:, 0] >= 0.5).astype(int)
+                out[:, c] = block[:, 0] >= 0.5
             elif column.type == "real":  # the decoder's mean, back in the column's units
-                guess = block[:, 0] * self.preprocess.scale[first] + self.preprocess.offset[first]
+                out[:, c] = block[:, 0] * self.preprocess.scale[first] + self.preprocess.offset[first]
             else:  # count: the expected count
-                guess = block[:, 0]
-            value = np.where(missing, guess, codes[:, c])
+                out[:, c] = block[:, 0]
+        return out
+
+    def __call__(self, codes: np.ndarray, z_mean: np.ndarray) -> tuple[dict, dict]:
+        guesses = self.guesses(z_mean)
+        completed, imputed = {}, {}
+        for c, column in enumerate(self.columns):
+            missing = np.isnan(codes[:, c])
+            value = np.where(missing, guesses[:, c], codes[:, c])
             completed[column.name] = ([column.levels[int(i)] for i in value] if column.levels is not None
                                       else value.astype(np.float64))
             imputed[column.name] = missing

@@ -1,0 +1,206 @@
+"""The explore stage: the UMAP's points as a page to hover, search and click
+(explorer.html, pipeline.evaluation.explorer_page), and as TensorBoard Embedding Projector
+files (projector/), for the tools users already have.
+
+It reads what the umap and evaluate stages wrote (umap.csv: the points and their row ids;
+confusion.csv: the linear probe's test predictions by id), the points' z_mean, and the model
+for their reconstructions.
+
+    projector/tensors.tsv            z_mean, one row per point, tab-separated
+    projector/metadata.tsv           a header, then id, label, the probe's prediction, right/wrong
+    projector/sprite.png             images: every point's picture in a grid, row by row
+    projector/projector_config.pbtxt what `tensorboard --logdir data/evaluation/projector` reads
+"""
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.prepared import load_splits
+from pipeline.evaluation.explorer_page import Points, explorer_html
+from pipeline.latents.imputation import Completer
+from pipeline.latents.reader import read_z_mean
+from pipeline.model.bundle import load_bundle
+from pipeline.platform.console import timed
+from pipeline.platform.hardware import share_gpus
+from pipeline.platform.io import recover, staged_outputs
+
+BATCH = 1024
+SHOWN_VALUES, DETAIL_VALUES = 6, 40  # a table's or vector's values in the hover and in the click's view
+SPRITE_MAX_SIDE = 8192  # the projector's limit on the sprite image, in pixels
+
+
+def from_params(params, *, prepared_dir, model_path, latents_dir, out_dir) -> dict:
+    """The stage's recipe (stages/explore.py and pipeline.runner): it reads no params of its
+    own; the points are the umap stage's."""
+    return explore(prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, evaluation_dir=out_dir)
+
+
+def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
+    """explorer.html and projector/ under evaluation_dir, replaced together; returns what they hold."""
+    evaluation_dir = Path(evaluation_dir)
+    recover(evaluation_dir, "explore")
+    share_gpus()
+    manifest, data = load_splits(prepared_dir)
+    split = json.loads((evaluation_dir / "umap.json").read_text())["split"]
+    coords, labels, ids = _umap_points(evaluation_dir / "umap.csv")
+    positions = _positions(np.asarray(data[split].id), ids)
+    order = np.argsort(positions)  # read_z_mean takes ascending rows
+    coords, labels, ids, positions = coords[order], [labels[i] for i in order], ids[order], positions[order]
+    bundle = load_bundle(model_path)
+    z = read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, positions, bundle.vae.latent_dim)
+    predicted = _predictions(evaluation_dir / "confusion.csv")
+    with timed("reconstructions for the explorer"):
+        shown = _Shown.of(manifest, bundle, data[split], positions, z)
+    points = Points(coords[:, 0], coords[:, 1], ids, labels, [predicted.get(i, "") for i in ids.tolist()], z,
+                    shown.hover, shown.detail)
+    title = f"Latents of {manifest.source}: {split} split"
+    summary = (f"{len(ids):,} points of the {split} split, latent_dim {z.shape[1]}; hover a point, click it for "
+               f"its reconstruction, colour by label, probe error or a latent dimension")
+    with staged_outputs(evaluation_dir, "explore") as staging, timed("explorer page and projector files"):
+        (staging / "explorer.html").write_text(explorer_html(points, title, summary))
+        _projector(staging / "projector", points, shown.pictures)
+    return {"points": len(ids), "split": split, "latent_dim": int(z.shape[1]),
+            "bytes": (evaluation_dir / "explorer.html").stat().st_size}
+
+
+def _umap_points(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(coordinates (n, 2), labels, ids) of umap.csv."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    coords = np.array([[float(r["x"]), float(r["y"])] for r in rows]).reshape(-1, 2)
+    return coords, [r["label"] for r in rows], np.array([int(r["id"]) for r in rows], np.int64)
+
+
+def _positions(split_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The rows of the split holding `ids`."""
+    order = np.argsort(split_ids, kind="stable")
+    found = order[np.searchsorted(split_ids, ids, sorter=order)]
+    if not (split_ids[found] == ids).all():
+        raise ValueError("umap.csv names rows the prepared split does not have: re-run the umap stage")
+    return found
+
+
+def _predictions(path: Path) -> dict[int, str]:
+    """{id: the linear probe's prediction} from confusion.csv (empty without labels)."""
+    with open(path, newline="") as f:
+        return {int(r["id"]): r["predicted"] for r in csv.DictReader(f)}
+
+
+def _png(picture: np.ndarray) -> bytes:
+    """A (H, W, 1 or 3) uint8 picture as PNG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _img(picture: np.ndarray, scale: int) -> str:
+    h, w = picture.shape[:2]
+    return (f'<img src="data:image/png;base64,{base64.b64encode(_png(picture)).decode()}" width="{w * scale}" '
+            f'height="{h * scale}" style="image-rendering:pixelated">')
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """How the points' examples are shown: pictures (uint8 (n, H, W, C), with their
+    reconstructions) for images, else hover and detail HTML of their values."""
+
+    hover: list[str]
+    detail: list[str]
+    pictures: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, manifest, bundle, split, positions: np.ndarray, z: np.ndarray) -> "_Shown":
+        stored = np.asarray(split.x[positions])
+        if manifest.columns is not None:
+            completer = Completer(bundle.vae, manifest.columns, bundle.preprocess)
+            guesses = np.concatenate([completer.guesses(z[i:i + BATCH]) for i in range(0, len(z), BATCH)] or
+                                     [np.zeros((0, len(manifest.columns)))])
+            return cls.of_values([c.name for c in manifest.columns], stored, guesses, manifest.columns)
+        means = np.concatenate([np.asarray(bundle.vae.likelihood.mean(bundle.vae.decode(z[i:i + BATCH][None]))[0])
+                                for i in range(0, len(z), BATCH)] or [np.zeros((0, *stored.shape[1:]))])
+        shape = manifest.example_shape
+        if len(shape) == 3 and shape[-1] in (1, 3):
+            inputs = split.preprocess(stored)
+            low, high = (0.0, 1.0) if manifest.value_type == "pixels" else (float(inputs.min()), float(inputs.max()))
+            return cls.of_pictures(_to_uint8(inputs, low, high), _to_uint8(means, low, high))
+        unscaled = means * bundle.preprocess.scale + bundle.preprocess.offset  # back in the stored units
+        names = [f"x{j}" for j in range(math.prod(shape))]
+        return cls.of_values(names, stored.reshape(len(stored), -1), unscaled.reshape(len(stored), -1), None)
+
+    @classmethod
+    def of_pictures(cls, pictures: np.ndarray, reconstructions: np.ndarray) -> "_Shown":
+        side = max(pictures.shape[1:3])
+        hover, detail = [], []
+        for picture, reconstruction in zip(pictures, reconstructions):
+            hover.append(_img(picture, max(1, 56 // side)))
+            big = max(1, 140 // side)
+            detail.append(f'<div style="display:flex;gap:16px"><figure>{_img(picture, big)}<figcaption>example'
+                          f'</figcaption></figure><figure>{_img(reconstruction, big)}<figcaption>reconstruction '
+                          '(the decoder\'s mean at z = &mu;)</figcaption></figure></div>')
+        return cls(hover, detail, pictures)
+
+    @classmethod
+    def of_values(cls, names: list[str], stored: np.ndarray, guesses: np.ndarray, columns) -> "_Shown":
+        def text(c, value):
+            if np.isnan(value):
+                return "&mdash;"
+            if columns is not None and columns[c].levels is not None:
+                return html.escape(str(columns[c].levels[int(value)]))
+            return f"{value:.4g}"
+
+        hover, detail = [], []
+        for row, guess in zip(stored, guesses):
+            hover.append("<br>".join(f"{html.escape(names[c])} = {text(c, row[c])}"
+                                     for c in range(min(SHOWN_VALUES, len(names)))))
+            cells = "".join(f"<tr><td>{html.escape(names[c])}</td><td>{text(c, row[c])}</td><td>{text(c, guess[c])}"
+                            "</td></tr>" for c in range(min(DETAIL_VALUES, len(names))))
+            detail.append(f"<table><tr><th>column</th><th>example</th><th>reconstruction</th></tr>{cells}</table>")
+        return cls(hover, detail)
+
+
+def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    return np.clip(np.round((values - low) / ((high - low) or 1.0) * 255), 0, 255).astype(np.uint8)
+
+
+def _projector(folder: Path, points: Points, pictures: np.ndarray | None) -> None:
+    """tensors.tsv, metadata.tsv, sprite.png (images) and projector_config.pbtxt."""
+    folder.mkdir()
+    np.savetxt(folder / "tensors.tsv", points.z, delimiter="\t", fmt="%.6g")
+    clean = lambda text: " ".join(str(text).split())  # noqa: E731 - no tab or newline inside a field
+    rows = ["id\tlabel\tpredicted\tprobe"] + [
+        f"{i}\t{clean(label)}\t{clean(p) or '-'}\t{'' if not p else 'right' if p == label else 'wrong'}"
+        for i, label, p in zip(points.ids.tolist(), points.labels, points.predicted)]
+    (folder / "metadata.tsv").write_text("\n".join(rows) + "\n")
+    sprite = ""
+    if pictures is not None and len(pictures):
+        per_row = math.ceil(math.sqrt(len(pictures)))
+        side = min(max(pictures.shape[1:3]), SPRITE_MAX_SIDE // per_row)
+        _write_sprite(folder / "sprite.png", pictures, per_row, side)
+        sprite = (f'  sprite {{\n    image_path: "sprite.png"\n    single_image_dim: {side}\n'
+                  f'    single_image_dim: {side}\n  }}\n')
+    (folder / "projector_config.pbtxt").write_text(
+        'embeddings {\n  tensor_name: "z_mean"\n  tensor_path: "tensors.tsv"\n  metadata_path: "metadata.tsv"\n'
+        f"{sprite}}}\n")
+
+
+def _write_sprite(path: Path, pictures: np.ndarray, per_row: int, side: int) -> None:
+    """The pictures as side × side tiles, per_row to a row, left to right, top to bottom."""
+    from PIL import Image
+
+    mode = "L" if pictures.shape[-1] == 1 else "RGB"
+    sheet = Image.new(mode, (per_row * side, per_row * side))
+    for i, picture in enumerate(pictures):
+        tile = Image.fromarray(picture[..., 0] if mode == "L" else picture).resize((side, side), Image.NEAREST)
+        sheet.paste(tile, ((i % per_row) * side, (i // per_row) * side))
+    sheet.save(path, optimize=True)
+

@@ -1,0 +1,17 @@
+"""DVC stage explore: the UMAP's points as a page to hover, search and click, and as TensorBoard
+Embedding Projector files."""
+
+from pipeline.platform.config import load_params
+from pipeline.platform.console import as_command
+
+
+def main() -> None:
+    params = load_params("params.yaml")
+    from pipeline.evaluation.explorer import from_params
+
+    from_params(params, prepared_dir="data/prepared", model_path="data/model/model.keras", latents_dir="data/latents",
+                out_dir="data/evaluation")
+
+
+if __name__ == "__main__":
+    as_command(main)
