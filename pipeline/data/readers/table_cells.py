@@ -77,9 +77,8 @@ def cells(array, part: str | None):
         per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[array.type.unit]
         return pc.divide(pc.cast(pc.cast(array, pa.int64()), pa.float64()), float(per_second * SECONDS_PER_DAY))
     if part == "hour":
-        minutes = pc.add(pc.multiply(pc.cast(pc.hour(array), pa.float64()), 60.0), pc.cast(pc.minute(array),
-                                                                                           pa.float64()))
-        return pc.divide(pc.add(pc.multiply(minutes, 60.0), pc.cast(pc.second(array), pa.float64())), 3600.0)
+        hour, minute, second = (pc.cast(f(array), pa.float64()) for f in (pc.hour, pc.minute, pc.second))
+        return pc.add(pc.add(hour, pc.divide(minute, 60.0)), pc.divide(second, 3600.0))
     return pc.cast(getattr(pc, part)(array), pa.float64())
 
 
@@ -96,8 +95,8 @@ def present(array):
     return array
 
 
-def profile_cells(profile: ColumnProfile, array, start: int | None) -> None:
-    """Add one batch of a feature's cells (from row `start`) to its profile."""
+def profile_cells(profile: ColumnProfile, array) -> None:
+    """Add the next batch of a feature's cells to its profile."""
     import pyarrow.compute as pc
 
     observed = present(array)

@@ -113,7 +113,7 @@ class CsvStream:
         try:
             yield from reader
         except pa.ArrowInvalid as error:
-            found = re.match(r"In CSV column #(\d+): CSV conversion error to (\w+)", str(error))
+            found = re.match(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+)", str(error))
             if not found:
                 raise
             name = list(self.types)[int(found.group(1))]  # the file's column number, whatever is read

@@ -133,7 +133,7 @@ def _profile_part(features: list[Feature], label_column: str | None, sources: li
     start, labels, missing = part.start, set(), 0
     for batch in part.batches(sources):
         for feature in features:
-            profile_cells(profiles[feature.name], cells(batch.column(feature.source), feature.part), start)
+            profile_cells(profiles[feature.name], cells(batch.column(feature.source), feature.part))
         if label_column:
             values = batch.column(label_column)
             missing += values.null_count
