@@ -40,19 +40,19 @@ def fashion(points: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def points_of(images: np.ndarray, labels: np.ndarray):
-    from pipeline.evaluation.explorer import _Shown
+    from pipeline.evaluation.explorer import pictures_shown
     from pipeline.evaluation.explorer_page import Points
 
     rng = np.random.default_rng(0)
     padded = np.pad(images[..., 0].astype(np.float32), ((0, 0), (1, 1), (1, 1)), mode="edge")
     blurred = sum(padded[:, i:i + 28, j:j + 28] for i in range(3) for j in range(3)) / 9
-    shown = _Shown.of_pictures(images, np.round(blurred)[..., None].astype(np.uint8))
+    shown = pictures_shown(images, np.round(blurred)[..., None].astype(np.uint8))
     centres = rng.normal(0, 8, (10, 2))
     coords = centres[labels] + rng.normal(0, 1.2, (len(labels), 2))
     names = [str(v) for v in labels]
     predicted = [str(v) if rng.uniform() < 0.85 else str((v + 1) % 10) for v in labels]
     return Points(coords[:, 0], coords[:, 1], np.arange(len(labels), dtype=np.int64), names, predicted,
-                  rng.normal(size=(len(labels), 16)).astype(np.float32), shown.hover, shown.detail), shown.pictures
+                  rng.normal(size=(len(labels), 16)).astype(np.float32), shown), images
 
 
 def write(points, pictures, folder: Path) -> dict:
@@ -105,7 +105,9 @@ def render(page: Path) -> dict:
             while "probe:" not in driver.execute_script(SHADOW_TEXT_JS) and time.perf_counter() - begin < 10:
                 pass
             hovers.append(time.perf_counter() - begin)
-            ActionBuilder(driver).pointer_action.move_to_location(5, 5).perform()  # off the plot
+            away = ActionBuilder(driver)
+            away.pointer_action.move_to_location(5, 5)  # off the plot
+            away.perform()
             time.sleep(0.2)
         return {"load_s": round(loaded, 2), "bokeh_idle_ms": idle,
                 "hover_to_tooltip_ms": round(1000 * statistics.median(hovers))}

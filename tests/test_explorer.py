@@ -124,6 +124,10 @@ def test_the_page_is_drawn_offline_hovered_searched_and_clicked(pipeline_run, br
         const i = data.selected.indices[0];
         return i === undefined ? null : [Number(data.data.id[i]), doc.get_model_by_name("detail").text];""")
     assert found == int(wanted) and f"id {wanted}" in detail and "reconstruction" in detail
+    centre = browser.execute_script(PLOT_VIEW_JS + """
+        const i = points.data_source.selected.indices[0], xr = view.model.x_range;
+        return [(xr.start + xr.end) / 2, data.x[i]];""")
+    assert centre[0] == pytest.approx(centre[1])  # the view moved to the point found
     time.sleep(0.5)
     assert "reconstruction" in browser.execute_script(SHADOW_TEXT_JS)  # the example beside its reconstruction
     browser.execute_script('Bokeh.documents[0].get_model_by_name("colour_by").value = "z0"')

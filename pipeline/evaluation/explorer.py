@@ -18,22 +18,23 @@ import html
 import io
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.prepared import load_splits
-from pipeline.evaluation.explorer_page import Points, explorer_html
+from pipeline.evaluation.explorer_page import Points, Shown, explorer_html
 from pipeline.latents.imputation import Completer
 from pipeline.latents.reader import read_z_mean
 from pipeline.model.bundle import load_bundle
 from pipeline.platform.console import timed
+from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
 from pipeline.platform.io import recover, staged_outputs
 
 BATCH = 1024
-SHOWN_VALUES, DETAIL_VALUES = 6, 40  # a table's or vector's values in the hover and in the click's view
+DETAIL_VALUES = 40  # a table's or vector's first values shown (the hover shows the first six of them)
+HOVER_PIXELS = 56  # a picture's side in the hover, about (the click shows it twice as large)
 SPRITE_MAX_SIDE = 8192  # the projector's limit on the sprite image, in pixels
 
 
@@ -51,22 +52,21 @@ def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
     manifest, data = load_splits(prepared_dir)
     split = json.loads((evaluation_dir / "umap.json").read_text())["split"]
     coords, labels, ids = _umap_points(evaluation_dir / "umap.csv")
-    positions = _positions(np.asarray(data[split].id), ids)
+    positions = _positions(evaluation_dir / "umap.csv", np.asarray(data[split].id), ids)
     order = np.argsort(positions)  # read_z_mean takes ascending rows
     coords, labels, ids, positions = coords[order], [labels[i] for i in order], ids[order], positions[order]
     bundle = load_bundle(model_path)
     z = read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, positions, bundle.vae.latent_dim)
     predicted = _predictions(evaluation_dir / "confusion.csv")
     with timed("reconstructions for the explorer"):
-        shown = _Shown.of(manifest, bundle, data[split], positions, z)
-    points = Points(coords[:, 0], coords[:, 1], ids, labels, [predicted.get(i, "") for i in ids.tolist()], z,
-                    shown.hover, shown.detail)
+        shown, pictures = _shown(manifest, bundle, data[split], positions, z)
+    points = Points(coords[:, 0], coords[:, 1], ids, labels, [predicted.get(i, "") for i in ids.tolist()], z, shown)
     title = f"Latents of {manifest.source}: {split} split"
     summary = (f"{len(ids):,} points of the {split} split, latent_dim {z.shape[1]}; hover a point, click it for "
                f"its reconstruction, colour by label, probe error or a latent dimension")
     with staged_outputs(evaluation_dir, "explore") as staging, timed("explorer page and projector files"):
         (staging / "explorer.html").write_text(explorer_html(points, title, summary))
-        _projector(staging / "projector", points, shown.pictures)
+        _projector(staging / "projector", points, pictures)
     return {"points": len(ids), "split": split, "latent_dim": int(z.shape[1]),
             "bytes": (evaluation_dir / "explorer.html").stat().st_size}
 
@@ -79,12 +79,12 @@ def _umap_points(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
     return coords, [r["label"] for r in rows], np.array([int(r["id"]) for r in rows], np.int64)
 
 
-def _positions(split_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """The rows of the split holding `ids`."""
+def _positions(path: Path, split_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The rows of the split holding `ids` (those of the umap stage's `path`)."""
     order = np.argsort(split_ids, kind="stable")
-    found = order[np.searchsorted(split_ids, ids, sorter=order)]
-    if not (split_ids[found] == ids).all():
-        raise ValueError("umap.csv names rows the prepared split does not have: re-run the umap stage")
+    found = order[np.minimum(np.searchsorted(split_ids, ids, sorter=order), max(len(order) - 1, 0))]
+    if len(ids) and (not len(order) or not (split_ids[found] == ids).all()):
+        raise DataError(f"{path}: ids the prepared split does not have; re-run the umap stage (dvc repro umap)")
     return found
 
 
@@ -94,78 +94,55 @@ def _predictions(path: Path) -> dict[int, str]:
         return {int(r["id"]): r["predicted"] for r in csv.DictReader(f)}
 
 
-def _png(picture: np.ndarray) -> bytes:
-    """A (H, W, 1 or 3) uint8 picture as PNG bytes."""
+def _data_uri(picture: np.ndarray) -> str:
+    """A (H, W, 1 or 3) uint8 picture as a PNG data URI."""
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(buffer, "PNG", optimize=True)
-    return buffer.getvalue()
+    return f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
-def _img(picture: np.ndarray, scale: int) -> str:
-    h, w = picture.shape[:2]
-    return (f'<img src="data:image/png;base64,{base64.b64encode(_png(picture)).decode()}" width="{w * scale}" '
-            f'height="{h * scale}" style="image-rendering:pixelated">')
+def _shown(manifest, bundle, split, positions: np.ndarray, z: np.ndarray) -> tuple[Shown, np.ndarray | None]:
+    """How the points' examples are shown, and their pictures (uint8 (n, H, W, C)) for images:
+    each beside its reconstruction, the decoder's mean at z = μ_φ(x)."""
+    stored = np.asarray(split.x[positions])
+    if manifest.columns is not None:
+        completer = Completer(bundle.vae, manifest.columns, bundle.preprocess)
+        guesses = np.concatenate([completer.guesses(z[i:i + BATCH]) for i in range(0, len(z), BATCH)] or
+                                 [np.zeros((0, len(manifest.columns)))])
+        return _values([c.name for c in manifest.columns], stored, guesses, manifest.columns), None
+    means = np.concatenate([np.asarray(bundle.vae.likelihood.mean(bundle.vae.decode(z[i:i + BATCH][None]))[0])
+                            for i in range(0, len(z), BATCH)] or [np.zeros((0, *stored.shape[1:]))])
+    shape = manifest.example_shape
+    if len(shape) == 3 and shape[-1] in (1, 3):
+        inputs = split.preprocess(stored)
+        low, high = (0.0, 1.0) if manifest.value_type == "pixels" else (float(inputs.min()), float(inputs.max()))
+        pictures = _to_uint8(inputs, low, high)
+        return pictures_shown(pictures, _to_uint8(means, low, high)), pictures
+    unscaled = means * bundle.preprocess.scale + bundle.preprocess.offset  # back in the stored units
+    names = [f"x{j}" for j in range(math.prod(shape))]
+    return _values(names, stored.reshape(len(stored), -1), unscaled.reshape(len(stored), -1), None), None
 
 
-@dataclass(frozen=True)
-class _Shown:
-    """How the points' examples are shown: pictures (uint8 (n, H, W, C), with their
-    reconstructions) for images, else hover and detail HTML of their values."""
+def pictures_shown(pictures: np.ndarray, reconstructions: np.ndarray) -> Shown:
+    """Pictures and their reconstructions as PNG data URIs, shown at about HOVER_PIXELS a side."""
+    height, width = pictures.shape[1:3]
+    scale = max(1, HOVER_PIXELS // max(height, width))
+    return Shown(pictures=([_data_uri(p) for p in pictures], [_data_uri(r) for r in reconstructions]),
+                 size=(height * scale, width * scale))
 
-    hover: list[str]
-    detail: list[str]
-    pictures: np.ndarray | None = None
 
-    @classmethod
-    def of(cls, manifest, bundle, split, positions: np.ndarray, z: np.ndarray) -> "_Shown":
-        stored = np.asarray(split.x[positions])
-        if manifest.columns is not None:
-            completer = Completer(bundle.vae, manifest.columns, bundle.preprocess)
-            guesses = np.concatenate([completer.guesses(z[i:i + BATCH]) for i in range(0, len(z), BATCH)] or
-                                     [np.zeros((0, len(manifest.columns)))])
-            return cls.of_values([c.name for c in manifest.columns], stored, guesses, manifest.columns)
-        means = np.concatenate([np.asarray(bundle.vae.likelihood.mean(bundle.vae.decode(z[i:i + BATCH][None]))[0])
-                                for i in range(0, len(z), BATCH)] or [np.zeros((0, *stored.shape[1:]))])
-        shape = manifest.example_shape
-        if len(shape) == 3 and shape[-1] in (1, 3):
-            inputs = split.preprocess(stored)
-            low, high = (0.0, 1.0) if manifest.value_type == "pixels" else (float(inputs.min()), float(inputs.max()))
-            return cls.of_pictures(_to_uint8(inputs, low, high), _to_uint8(means, low, high))
-        unscaled = means * bundle.preprocess.scale + bundle.preprocess.offset  # back in the stored units
-        names = [f"x{j}" for j in range(math.prod(shape))]
-        return cls.of_values(names, stored.reshape(len(stored), -1), unscaled.reshape(len(stored), -1), None)
+def _values(names: list[str], stored: np.ndarray, guesses: np.ndarray, columns) -> Shown:
+    """The first DETAIL_VALUES columns' cells as text, the example's and its reconstruction's."""
+    def text(c: int, values: np.ndarray) -> list[str]:
+        if columns is not None and columns[c].levels is not None:
+            levels = [html.escape(str(level)) for level in columns[c].levels]
+            return ["&mdash;" if np.isnan(v) else levels[int(v)] for v in values]
+        return ["&mdash;" if np.isnan(v) else f"{v:.4g}" for v in values]
 
-    @classmethod
-    def of_pictures(cls, pictures: np.ndarray, reconstructions: np.ndarray) -> "_Shown":
-        side = max(pictures.shape[1:3])
-        hover, detail = [], []
-        for picture, reconstruction in zip(pictures, reconstructions):
-            hover.append(_img(picture, max(1, 56 // side)))
-            big = max(1, 140 // side)
-            detail.append(f'<div style="display:flex;gap:16px"><figure>{_img(picture, big)}<figcaption>example'
-                          f'</figcaption></figure><figure>{_img(reconstruction, big)}<figcaption>reconstruction '
-                          '(the decoder\'s mean at z = &mu;)</figcaption></figure></div>')
-        return cls(hover, detail, pictures)
-
-    @classmethod
-    def of_values(cls, names: list[str], stored: np.ndarray, guesses: np.ndarray, columns) -> "_Shown":
-        def text(c, value):
-            if np.isnan(value):
-                return "&mdash;"
-            if columns is not None and columns[c].levels is not None:
-                return html.escape(str(columns[c].levels[int(value)]))
-            return f"{value:.4g}"
-
-        hover, detail = [], []
-        for row, guess in zip(stored, guesses):
-            hover.append("<br>".join(f"{html.escape(names[c])} = {text(c, row[c])}"
-                                     for c in range(min(SHOWN_VALUES, len(names)))))
-            cells = "".join(f"<tr><td>{html.escape(names[c])}</td><td>{text(c, row[c])}</td><td>{text(c, guess[c])}"
-                            "</td></tr>" for c in range(min(DETAIL_VALUES, len(names))))
-            detail.append(f"<table><tr><th>column</th><th>example</th><th>reconstruction</th></tr>{cells}</table>")
-        return cls(hover, detail)
+    return Shown(values={html.escape(names[c]): (text(c, stored[:, c]), text(c, guesses[:, c]))
+                         for c in range(min(DETAIL_VALUES, len(names)))})
 
 
 def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Categorical colours for labels (Bokeh's Category10, then Category20's lighter half).
-TOO_MANY_LABELS = 20
+SHOWN_VALUES = 6  # a table's or vector's first values in the hover (the click shows the rest)
 RIGHT, WRONG, UNPROBED = "#9e9e9e", "#d62728", "#e0e0e0"
 
 COLOUR_JS = """
@@ -30,10 +29,17 @@ source.change.emit();
 """
 
 DETAIL_JS = """
-const i = source.selected.indices[0];
+const i = source.selected.indices[0], d = source.data;
 if (i === undefined) { detail.text = ""; return; }
-detail.text = `<b>id ${source.data.id[i]}</b>, label ${source.data.label[i]}, `
-    + `probe: ${source.data.predicted[i]}<br>` + source.data.detail[i];
+const figure = (src, caption) => `<figure><img src="${src}" width="${side[1]}" height="${side[0]}" `
+    + `style="image-rendering:pixelated"><figcaption>${caption}</figcaption></figure>`;
+const body = names.length
+    ? "<table><tr><th>column</th><th>example</th><th>reconstruction</th></tr>"
+      + names.map((name, j) => `<tr><td>${name}</td><td>${d["v" + j][i]}</td><td>${d["r" + j][i]}</td></tr>`).join("")
+      + "</table>"
+    : `<div style="display:flex;gap:16px">${figure(d.thumb[i], "example")}`
+      + `${figure(d.recon[i], "reconstruction (the decoder's mean at z = &mu;)")}</div>`;
+detail.text = `<b>id ${d.id[i]}</b>, label ${d.label[i]}, probe: ${d.predicted[i]}<br>${body}`;
 """
 
 FIND_JS = """
@@ -42,15 +48,25 @@ if (i < 0) { status.text = wanted ? `no point with id ${wanted} among these` : "
 status.text = "";
 source.selected.indices = [i];
 const x = source.data.x[i], y = source.data.y[i], w = (xr.end - xr.start) / 4, h = (yr.end - yr.start) / 4;
-xr.setv({start: x - w, end: x + w}); yr.setv({start: y - h, end: y + h});
+xr.start = x - w; xr.end = x + w; yr.start = y - h; yr.end = y + h;
 """
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The points' examples as the page shows them: pictures (PNG data URIs of each example and
+    of its reconstruction, and their size), or values (escaped text of each example's and
+    reconstruction's cells, by escaped column name, the first SHOWN_VALUES of them in the hover)."""
+
+    pictures: tuple[list[str], list[str]] | None = None
+    size: tuple[int, int] = (0, 0)  # (height, width) of a picture
+    values: dict[str, tuple[list[str], list[str]]] | None = None
 
 
 @dataclass(frozen=True)
 class Points:
     """What the page shows, one entry per point: UMAP coordinates, ids, labels, the probe's
-    prediction ("" where the probe did not see the row), z_mean (n, d), the hover's example
-    (an HTML fragment: an <img> or a few values) and the click's example-and-reconstruction."""
+    prediction ("" where the probe did not see the row), z_mean (n, d) and the examples."""
 
     x: np.ndarray
     y: np.ndarray
@@ -58,8 +74,7 @@ class Points:
     labels: list[str]
     predicted: list[str]
     z: np.ndarray
-    hover: list[str]
-    detail: list[str]
+    shown: Shown
 
 
 def explorer_html(points: Points, title: str, summary: str) -> str:
@@ -77,18 +92,20 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
     c_label = [label_colour[name] for name in points.labels]
     c_error = [UNPROBED if not p else RIGHT if p == t else WRONG for p, t in zip(points.predicted, points.labels)]
     dims = [f"z{j}" for j in range(points.z.shape[1])]
+    examples, hover, names = _examples(points.shown)
     source = ColumnDataSource({
         "x": points.x, "y": points.y, "id": points.ids, "label": points.labels,
         "predicted": [p or "not probed" for p in points.predicted],
         "right": ["" if not p else "right" if p == t else "wrong" for p, t in zip(points.predicted, points.labels)],
-        "hover": points.hover, "detail": points.detail, "color": c_label, "c_label": c_label, "c_error": c_error,
+        "color": c_label, "c_label": c_label, "c_error": c_error, **examples,
         **{name: points.z[:, j] for j, name in enumerate(dims)}})
     plot = figure(title="UMAP of the latents (z_mean)", output_backend="webgl", sizing_mode="stretch_width",
+                  x_range=_padded(points.x), y_range=_padded(points.y),  # fixed ranges, which "find id" moves
                   height=620, tools="pan,wheel_zoom,box_zoom,reset,save", active_scroll="wheel_zoom", name="umap")
     dots = plot.scatter("x", "y", source=source, size=6, fill_color="color", line_color=None, fill_alpha=0.8,
                         name="points")
-    plot.add_tools(HoverTool(renderers=[dots], tooltips="""
-        <div>@hover{safe}</div>
+    plot.add_tools(HoverTool(renderers=[dots], tooltips=f"""
+        <div>{hover}</div>
         <div><b>id @id</b> &middot; label @label</div>
         <div>probe: @predicted @right</div>"""), TapTool(renderers=[dots]))
     label_key = " ".join(f'<span style="color:{c}">&#9679;</span>&nbsp;{html.escape(n)}'
@@ -105,7 +122,33 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
     find = TextInput(title="Find id", placeholder="a row id, then Enter", width=160, name="find")
     find.js_on_change("value", CustomJS(args={"source": source, "status": status, "xr": plot.x_range,
                                               "yr": plot.y_range}, code=FIND_JS))
-    source.selected.js_on_change("indices", CustomJS(args={"source": source, "detail": detail}, code=DETAIL_JS))
+    source.selected.js_on_change("indices", CustomJS(args={"source": source, "detail": detail, "names": names,
+                                                           "side": [2 * v for v in points.shown.size]},
+                                                     code=DETAIL_JS))
     page = column(Div(text=f"<h2>{html.escape(title)}</h2><p>{summary}</p>"), row(colour_by, find, status), key,
                   plot, detail, sizing_mode="stretch_width")
     return file_html(page, INLINE, title=title)
+
+
+def _examples(shown: Shown) -> tuple[dict, str, list[str]]:
+    """(the source's example columns, the hover's example HTML, the detail's column names)."""
+    if shown.pictures is not None:
+        height, width = shown.size
+        return ({"thumb": shown.pictures[0], "recon": shown.pictures[1]},
+                f'<img src="@thumb{{safe}}" width="{width}" height="{height}" style="image-rendering:pixelated">', [])
+    names = list(shown.values or {})
+    columns = {}
+    for j, (example, reconstruction) in enumerate((shown.values or {}).values()):
+        columns[f"v{j}"], columns[f"r{j}"] = example, reconstruction
+    hover = "".join(f"<div>{name} = @{{v{j}}}{{safe}}</div>" for j, name in enumerate(names[:SHOWN_VALUES]))
+    return columns, hover, names
+
+
+def _padded(values: np.ndarray):
+    """A Range1d over the values, with 5% to spare on each side."""
+    from bokeh.models import Range1d
+
+    low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    pad = 0.05 * (high - low) or 1.0
+    return Range1d(low - pad, high + pad)
+
