@@ -75,10 +75,10 @@ def render(page: Path) -> dict:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
-    from test_explorer import PLOT_VIEW_JS, SHADOW_TEXT_JS
+    from test_explorer import CHROMIUM_FLAGS, PLOT_VIEW_JS, SHADOW_TEXT_JS
 
     options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1000"):
+    for argument in (*CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='vae-chromium-')}"):
         options.add_argument(argument)
     options.binary_location = "/usr/bin/chromium"
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

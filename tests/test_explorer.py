@@ -61,8 +61,15 @@ class _Resources(html.parser.HTMLParser):
             self.urls += [part.split(")")[0] for part in data.split("url(")[1:]]
 
 
+# Headless, and quiet: without the last four, Chromium keeps calling Google's hosts, which this
+# closed network refuses (a page test must see only the page's own requests).
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1000",
+                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync")
+
+
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -70,7 +77,7 @@ def browser():
         pytest.fail("Debian's chromium and chromium-driver are needed: `make test` installs them "
                     "(apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1000"):
+    for argument in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
         options.add_argument(argument)
     options.binary_location = str(CHROMIUM)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
@@ -98,7 +105,7 @@ def test_the_page_is_drawn_offline_hovered_searched_and_clicked(pipeline_run, br
     assert drawn == len(points)
     requests = [json.loads(entry["message"])["message"] for entry in browser.get_log("performance")]
     fetched = [m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"]
-    assert all(url.startswith(("file:", "data:", "blob:")) for url in fetched), fetched  # nothing from the network
+    assert not [url for url in fetched if url.startswith(("http:", "https:", "ws:", "wss:"))]  # none from a network
     time.sleep(0.5)
     left, top, width, height = browser.execute_script(PLOT_VIEW_JS + """
         const rect = view.el.getBoundingClientRect(), box = view.frame.bbox;
