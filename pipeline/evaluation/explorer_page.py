@@ -17,7 +17,7 @@ SHOWN_VALUES = 6  # a table's or vector's first values in the hover (the click s
 RIGHT, WRONG, UNPROBED = "#9e9e9e", "#d62728", "#e0e0e0"
 
 COLOUR_JS = """
-const d = source.data, n = d.id.length, by = cb_obj.value;
+const d = source.data, by = cb_obj.value;
 if (by === "label" || by === "probe error") {
     d.color = by === "label" ? d.c_label : d.c_error;
 } else {
@@ -28,7 +28,12 @@ key.text = by === "label" ? label_key : by === "probe error" ? error_key : `${by
 source.change.emit();
 """
 
-DETAIL_JS = """
+# Labels are the user's data: escaped before they go into the page's HTML (a table's cells are, in Python).
+ESCAPE_JS = """
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+"""
+
+DETAIL_JS = ESCAPE_JS + """
 const i = source.selected.indices[0], d = source.data;
 if (i === undefined) { detail.text = ""; return; }
 const figure = (src, caption) => `<figure><img src="${src}" width="${side[1]}" height="${side[0]}" `
@@ -39,12 +44,12 @@ const body = names.length
       + "</table>"
     : `<div style="display:flex;gap:16px">${figure(d.thumb[i], "example")}`
       + `${figure(d.recon[i], "reconstruction (the decoder's mean at z = &mu;)")}</div>`;
-detail.text = `<b>id ${d.id[i]}</b>, label ${d.label[i]}, probe: ${d.predicted[i]}<br>${body}`;
+detail.text = `<b>id ${d.id[i]}</b>, label ${esc(d.label[i])}, probe: ${esc(d.predicted[i])}<br>${body}`;
 """
 
-FIND_JS = """
+FIND_JS = ESCAPE_JS + """
 const wanted = cb_obj.value.trim(), i = source.data.id.findIndex(v => String(v) === wanted);
-if (i < 0) { status.text = wanted ? `no point with id ${wanted} among these` : ""; return; }
+if (i < 0) { status.text = wanted ? `no point with id ${esc(wanted)} among these` : ""; return; }
 status.text = "";
 source.selected.indices = [i];
 const x = source.data.x[i], y = source.data.y[i], w = (xr.end - xr.start) / 4, h = (yr.end - yr.start) / 4;

@@ -76,7 +76,7 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         impute: a table model: each row also `completed`, its missing cells imputed, and
             `imputed` flags.
         anndata_out: for an .h5ad input, where a copy of it with obsm["X_vae"] (z_mean) goes.
-        **reader_options: how to read the input (x_key, y_key, label_column).
+        **reader_options: how to read the input (x_key, y_key, label_column, layer).
 
     Returns:
         The number of rows written.
