@@ -157,3 +157,8 @@ def test_a_streamed_csv_widens_a_type_its_first_block_got_wrong(tmp_path, monkey
     a_column = next(c for c in blocks.columns if c.name == "a")
     assert a_column.type == "categorical" and a_column.levels == ["0", "1", "2", "2.5", "3", "4", "many"]
     assert json.loads((tmp_path / "blocks" / "manifest.json").read_text())["counts"] == whole.counts
+    (tmp_path / "latin1.csv").write_bytes(("a,dead\n" + "".join(f"x{i},y\n" for i in range(400))).encode()
+                                          + "caf\u00e9,n\n".encode("latin-1"))  # a later block not in UTF-8
+    with pytest.raises(DataError, match=r"latin1.csv: cannot read table \(ArrowInvalid: .*UTF8"):
+        prepare(table_config(tmp_path / "latin1.csv"), seed=0, out_dir=tmp_path / "latin1")
+

@@ -117,6 +117,8 @@ class CsvStream:
             if not found:
                 raise
             name = list(self.types)[int(found.group(1))]  # the file's column number, whatever is read
+            if _wider(self.types[name]) == self.types[name]:  # text that is not UTF-8: nothing wider
+                raise
             self.types[name] = _wider(self.types[name])
             raise Widened(f"{self.path}: column {name!r} holds a value that is not {found.group(2)} after its first "
                           f"rows; read again as {self.types[name]}") from None
