@@ -91,9 +91,9 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
     from bokeh.plotting import figure
     from bokeh.resources import INLINE
 
-    names = sorted(set(points.labels))
-    palette = list(Category10_10 if len(names) <= 10 else Category20_20)
-    label_colour = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    classes = sorted(set(points.labels))
+    palette = list(Category10_10 if len(classes) <= 10 else Category20_20)
+    label_colour = {name: palette[i % len(palette)] for i, name in enumerate(classes)}
     c_label = [label_colour[name] for name in points.labels]
     c_error = [UNPROBED if not p else RIGHT if p == t else WRONG for p, t in zip(points.predicted, points.labels)]
     dims = [f"z{j}" for j in range(points.z.shape[1])]
@@ -113,10 +113,7 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
         <div>{hover}</div>
         <div><b>id @id</b> &middot; label @label</div>
         <div>probe: @predicted @right</div>"""), TapTool(renderers=[dots]))
-    label_key = " ".join(f'<span style="color:{c}">&#9679;</span>&nbsp;{html.escape(n)}'
-                         for n, c in label_colour.items())
-    error_key = (f'<span style="color:{WRONG}">&#9679;</span> wrong &nbsp;<span style="color:{RIGHT}">&#9679;'
-                 f'</span> right &nbsp;<span style="color:{UNPROBED}">&#9679;</span> not probed')
+    label_key, error_key = _legends(label_colour)
     key, status = Div(text=label_key), Div(text="")
     detail = Div(text="", styles={"font-family": "sans-serif"}, name="detail")
     colour_by = Select(title="Colour by", value="label", options=["label", "probe error", *dims], width=160,
@@ -133,6 +130,14 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
     page = column(Div(text=f"<h2>{html.escape(title)}</h2><p>{summary}</p>"), row(colour_by, find, status), key,
                   plot, detail, sizing_mode="stretch_width")
     return file_html(page, INLINE, title=title)
+
+
+def _legends(label_colour: dict[str, str]) -> tuple[str, str]:
+    """The HTML legends of the colourings by label and by the probe's error."""
+    dot = '<span style="color:{}">&#9679;</span>&nbsp;{}'.format
+    return (" ".join(dot(colour, html.escape(name)) for name, colour in label_colour.items()),
+            " &nbsp;".join(dot(colour, what) for colour, what in ((WRONG, "wrong"), (RIGHT, "right"),
+                                                                   (UNPROBED, "not probed"))))
 
 
 def _examples(shown: Shown) -> tuple[dict, str, list[str]]:
