@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run_pipeline import overridden_params  # noqa: E402
+from run_pipeline import overridden_params, probe_figures, whole_run  # noqa: E402
 
 
 def crash(rng: np.random.Generator, n: int = 26_217):
@@ -87,24 +87,14 @@ def stops(rng: np.random.Generator, n: int = 51_920):
 
 
 def run(csv: Path, label: str, seed: int, out: Path) -> dict:
-    from pipeline.runner import encode, evaluate_all, prepare, train
-
     params = overridden_params({"data.source": "table", "data.path": str(csv), "data.table.label_column": label,
                                 "seed": seed})
     start = time.perf_counter()
-    prepare(params, out_dir=out / "prepared")
-    train(params, prepared_dir=out / "prepared", model_dir=out / "model")
-    model = out / "model" / "model.keras"
-    encode(params, prepared_dir=out / "prepared", model_path=model, out_dir=out / "latents")
-    metrics = evaluate_all(params, prepared_dir=out / "prepared", model_path=model, latents_dir=out / "latents",
-                           out_dir=out / "evaluation")
+    metrics = whole_run(params, out)
     choices = json.loads((out / "prepared" / "manifest.json").read_text())["choices"]
     handled = {key.rsplit(".", 1)[-1]: item["value"] for key, item in choices.items()
                if key.startswith("data.table.column_types.") and (item["value"] == "left out" or ":" in key)}
-    pca = metrics["baselines"]["pca"]
-    return {"table": csv.stem, "seed": seed, "handled": handled,
-            "linear": metrics["probe"]["accuracy"], "knn": metrics["knn"]["accuracy"],
-            "pca_linear": pca["linear"]["accuracy"], "pca_knn": pca["knn"],
+    return {"table": csv.stem, "seed": seed, "handled": handled, **probe_figures(metrics),
             "seconds": round(time.perf_counter() - start)}
 
 

@@ -43,6 +43,25 @@ def overridden_params(overrides: dict, source: str = "params.yaml + overrides"):
     return parse_params(raw, source=source)
 
 
+def whole_run(params, out: Path) -> dict:
+    """prepare, train, encode and the evaluation in this process, under out; the combined metrics."""
+    from pipeline.runner import encode, evaluate_all, prepare, train
+
+    model = out / "model" / "model.keras"
+    prepare(params, out_dir=out / "prepared")
+    train(params, prepared_dir=out / "prepared", model_dir=out / "model")
+    encode(params, prepared_dir=out / "prepared", model_path=model, out_dir=out / "latents")
+    return evaluate_all(params, prepared_dir=out / "prepared", model_path=model, latents_dir=out / "latents",
+                        out_dir=out / "evaluation")
+
+
+def probe_figures(metrics: dict) -> dict:
+    """The linear and kNN probes' accuracies on the latents and on the PCA of a run's metrics."""
+    pca = metrics["baselines"]["pca"]
+    return {"linear": metrics["probe"]["accuracy"], "knn": metrics["knn"]["accuracy"],
+            "pca_linear": pca["linear"]["accuracy"], "pca_knn": pca["knn"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="dotted.key=value")

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run_pipeline import overridden_params, parse_overrides  # noqa: E402
+from run_pipeline import overridden_params, parse_overrides, probe_figures, whole_run  # noqa: E402
 
 GENERATE = """
 import sys, numpy as np
@@ -37,23 +37,13 @@ np.savez(sys.argv[1], x=data["x"].astype(np.float32), y=data["y"].astype(np.int6
 
 
 def run(npz: Path, seed: int, overrides: dict, out: Path) -> dict:
-    from pipeline.runner import encode, evaluate_all, prepare, train
-
     params = overridden_params({"data.source": "npz", "data.path": str(npz), "seed": seed, **overrides})
     start = time.perf_counter()
-    prepare(params, out_dir=out / "prepared")
-    train(params, prepared_dir=out / "prepared", model_dir=out / "model")
-    model = out / "model" / "model.keras"
-    encode(params, prepared_dir=out / "prepared", model_path=model, out_dir=out / "latents")
-    metrics = evaluate_all(params, prepared_dir=out / "prepared", model_path=model, latents_dir=out / "latents",
-                           out_dir=out / "evaluation")
+    metrics = whole_run(params, out)
     choices = json.loads((out / "model" / "choices.json").read_text())
-    pca = metrics["baselines"]["pca"]
     return {"seed": seed, "set": overrides, "architecture": choices["model.architecture"]["value"],
             "filters": choices["model.filters"]["value"],
-            "sequence": choices.get("data.sequence", {}).get("why"),
-            "linear": metrics["probe"]["accuracy"], "knn": metrics["knn"]["accuracy"],
-            "pca_linear": pca["linear"]["accuracy"], "pca_knn": pca["knn"],
+            "sequence": choices.get("data.sequence", {}).get("why"), **probe_figures(metrics),
             "seconds": round(time.perf_counter() - start)}
 
 

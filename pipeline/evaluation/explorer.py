@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.data.prepared import load_splits
 from pipeline.evaluation.explorer_page import Points, Shown, explorer_html
-from pipeline.latents.imputation import Completer
+from pipeline.latents.imputation import Completer, decoded_means
 from pipeline.latents.reader import read_z_mean
 from pipeline.model.bundle import load_bundle
 from pipeline.platform.console import timed
@@ -32,7 +32,6 @@ from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
 from pipeline.platform.io import recover, staged_outputs
 
-BATCH = 1024
 DETAIL_VALUES = 40  # a table's or vector's first values shown (the hover shows the first six of them)
 HOVER_PIXELS = 56  # a picture's side in the hover, about (the click shows it twice as large)
 SPRITE_MAX_SIDE = 8192  # the projector's limit on the sprite image, in pixels
@@ -108,12 +107,9 @@ def _shown(manifest, bundle, split, positions: np.ndarray, z: np.ndarray) -> tup
     each beside its reconstruction, the decoder's mean at z = μ_φ(x)."""
     stored = np.asarray(split.x[positions])
     if manifest.columns is not None:
-        completer = Completer(bundle.vae, manifest.columns, bundle.preprocess)
-        guesses = np.concatenate([completer.guesses(z[i:i + BATCH]) for i in range(0, len(z), BATCH)] or
-                                 [np.zeros((0, len(manifest.columns)))])
+        guesses = Completer(bundle.vae, manifest.columns, bundle.preprocess).guesses(z)
         return _values([c.name for c in manifest.columns], stored, guesses, manifest.columns), None
-    means = np.concatenate([np.asarray(bundle.vae.likelihood.mean(bundle.vae.decode(z[i:i + BATCH][None]))[0])
-                            for i in range(0, len(z), BATCH)] or [np.zeros((0, *stored.shape[1:]))])
+    means = decoded_means(bundle.vae, z)
     shape = manifest.example_shape
     if len(shape) == 3 and shape[-1] in (1, 3):
         inputs = split.preprocess(stored)

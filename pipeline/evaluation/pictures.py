@@ -7,11 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.evaluation.plotting import bar_chart, image_grid
+from pipeline.latents.imputation import decoded_means
 from pipeline.model import subo
-
-
-def _decoded_means(vae, z: np.ndarray) -> np.ndarray:
-    return np.asarray(vae.likelihood.mean(vae.decode(z[None]))[0])  # (n, *F)
 
 
 def mean_kl_per_dim(vae, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -43,9 +40,9 @@ def generative_figures(vae, x: np.ndarray, use: tuple[str, np.ndarray], out_dir:
         The traversed latent dimensions.
     """
     z_mean = np.asarray(vae.predict_posterior(x[:n])[0])
-    image_grid([x[:n], _decoded_means(vae, z_mean)], ["inputs", "reconstructions (z = μ)"],
+    image_grid([x[:n], decoded_means(vae, z_mean)], ["inputs", "reconstructions (z = μ)"],
                f"{title}: inputs and reconstructions", out_dir / "reconstructions.png")
-    samples = _decoded_means(vae, vae.sample_prior(3 * n, seed))
+    samples = decoded_means(vae, vae.sample_prior(3 * n, seed))
     image_grid([samples[i * n:(i + 1) * n] for i in range(3)], ["z ~ p(z)", "", ""],
                f"{title}: samples from the prior (decoder means)", out_dir / "samples.png")
     measure, per_dim = use
@@ -55,7 +52,7 @@ def generative_figures(vae, x: np.ndarray, use: tuple[str, np.ndarray], out_dir:
     for j in top:
         z = np.zeros((n, vae.latent_dim), np.float32)
         z[:, j] = steps
-        rows.append(_decoded_means(vae, z))
+        rows.append(decoded_means(vae, z))
     image_grid(rows, [f"z[{j}], {measure} = {per_dim[j]:.2f}" for j in top],
                f"{title}: traversals from -3 to 3", out_dir / "traversals.png")
     return [int(j) for j in top]

@@ -87,12 +87,17 @@ def _hidden_cells(first_features: np.ndarray, seed: int, fraction: float) -> np.
     return np.isfinite(first_features) & (draw < fraction)
 
 
+def decoded_means(vae, z: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """E[x | z], the decoder's mean, for z of shape (n, d), batch by batch: (n, *F)."""
+    parts = [np.asarray(vae.likelihood.mean(vae.decode(np.asarray(z[start:start + batch_size])[None]))[0])
+             for start in range(0, len(z), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, *vae.example_shape), np.float32)
+
+
 def _decoded_means(vae, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """E[x | z = μ_φ(x)] per feature, batch by batch: (n, F)."""
-    parts = []
-    for start in range(0, len(x), batch_size):
-        z_mean, _ = vae.predict_posterior(x[start:start + batch_size])
-        parts.append(np.asarray(vae.likelihood.mean(vae.decode(np.asarray(z_mean)[None]))[0]))
+    parts = [decoded_means(vae, np.asarray(vae.predict_posterior(x[start:start + batch_size])[0]), batch_size)
+             for start in range(0, len(x), batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, x.shape[1]), np.float32)
 
 
@@ -129,7 +134,7 @@ class Completer:
     def guesses(self, z_mean: np.ndarray) -> np.ndarray:
         """Every cell's reconstruction, coded as the stored rows are (a level's index, or a value
         in the column's units): the decoder's mean at z_mean, its most likely level. (n, columns)"""
-        means = np.asarray(self.vae.likelihood.mean(self.vae.decode(z_mean[None]))[0])  # (n, F)
+        means = decoded_means(self.vae, z_mean)  # (n, F)
         out = np.empty((len(z_mean), len(self.columns)), np.float64)
         for c, column in enumerate(self.columns):
             first = self.starts[c]
