@@ -2,6 +2,7 @@
 choices reaching the manifest, the model bundle, the latents' metadata and the report."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -187,17 +188,41 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
 
 
 @pytest.mark.gpu_path
-@pytest.mark.parametrize("flags, gpus, expected", [
-    ({"avx2", "avx512f", "avx512_bf16"}, [], "mixed_bfloat16"),  # native bf16 CPU
-    ({"avx2", "amx_bf16", "amx_tile"}, [], "mixed_bfloat16"),
-    ({"avx2", "avx512f"}, [], "float32"),  # bf16 would be emulated, ~11× slower
-    (set(), [(8, 0), (9, 0)], "mixed_bfloat16"),
-    ({"avx512_bf16"}, [(7, 5)], "mixed_float16"),  # the GPUs decide, not the CPU
-    (set(), [(6, 1)], "float32"),
+@pytest.mark.parametrize("flags, gpus, onednn, expected", [
+    ({"avx2", "avx512f", "avx512_bf16"}, [], True, "mixed_bfloat16"),  # native bf16 through oneDNN
+    ({"avx2", "amx_bf16", "amx_tile"}, [], True, "mixed_bfloat16"),
+    ({"avx2", "amx_bf16", "amx_tile"}, [], False, "float32"),  # native, but Eigen's bf16 is slower than float32
+    ({"avx2", "avx512f"}, [], True, "float32"),  # bf16 would be emulated, ~11× slower
+    ({"avx2", "avx512f"}, [], False, "float32"),
+    (set(), [(8, 0), (9, 0)], False, "mixed_bfloat16"),
+    ({"avx512_bf16"}, [(7, 5)], True, "mixed_float16"),  # the GPUs decide, not the CPU
+    (set(), [(6, 1)], False, "float32"),
 ])
-def test_precision_follows_the_hardware(flags, gpus, expected):
-    assert resolve.resolve_precision(AUTO, flags, gpus).value == expected
-    assert resolve.resolve_precision("float32", {"avx512_bf16"}, []) == Choice("float32", GIVEN)  # explicit wins
+def test_precision_follows_the_hardware_and_the_kernels(flags, gpus, onednn, expected):
+    choice = resolve.resolve_precision(AUTO, flags, gpus, onednn)
+    assert choice.value == expected
+    if not gpus:  # the reason names both the CPU's bf16 and the kernels' switch
+        assert "bf16" in choice.why and f"oneDNN kernels are {'on' if onednn else 'off'}" in choice.why
+    assert resolve.resolve_precision("float32", {"avx512_bf16"}, [], True) == Choice("float32", GIVEN)  # explicit wins
+
+
+@pytest.mark.parametrize("switch, flags, expected", [
+    (None, {"avx2", "amx_bf16", "amx_tile"}, True), (None, {"avx2", "avx512_vnni"}, True), (None, {"avx2"}, False),
+    ("0", {"amx_bf16"}, False), ("1", {"avx2"}, True), ("true", set(), True), ("False", {"amx_tile"}, False),
+    ("maybe", {"avx2"}, False),
+])
+def test_onednn_rule_is_tensorflows(switch, flags, expected):
+    from pipeline.platform.hardware import onednn_by_rule
+
+    assert onednn_by_rule(switch, flags) is expected
+
+
+def test_onednn_switch_as_this_tensorflow_resolved_it():
+    """TensorFlow's own answer agrees with its documented rule on this machine, as the test runs
+    (tests/test_kernel_paths.py runs the harness with the switch forced the other way)."""
+    from pipeline.platform.hardware import cpu_flags, onednn_by_rule, onednn_enabled
+
+    assert onednn_enabled() is onednn_by_rule(os.environ.get("TF_ENABLE_ONEDNN_OPTS"), cpu_flags())
 
 
 def test_steps_per_execution_one_per_call_when_replicated():

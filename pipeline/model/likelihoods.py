@@ -22,6 +22,7 @@ import math
 
 from keras import ops
 
+from pipeline.model import kernels
 from pipeline.model.pixel_levels import DiscretizedLogistic, LevelCategorical, feature_axes
 from pipeline.model.subo import LOG_2PI
 
@@ -108,10 +109,10 @@ class Categorical:
 
     def per_column(self, x, logits):
         """log 1/p = logsumexp(l) - Σ_j x_j l_j. x: (B, k); logits: (..., B, k). Returns (..., B)."""
-        return ops.logsumexp(logits, axis=-1) - ops.sum(x * logits, axis=-1)
+        return kernels.logsumexp(logits) - ops.sum(x * logits, axis=-1)
 
     def mean(self, logits):
-        return ops.softmax(logits, axis=-1)
+        return kernels.softmax(logits)
 
 
 class NegativeBinomial:

@@ -7,6 +7,8 @@ import math
 
 from keras import ops
 
+from pipeline.model import kernels
+
 
 class DiscretizedLogistic:
     """A mass on the L levels 0, 1/(L−1), ..., 1 of every feature (pixel levels scaled to
@@ -112,7 +114,7 @@ class LevelCategorical:
         level = ops.cast(ops.round(x * (self.levels - 1)), "int32")
         level = ops.broadcast_to(level[..., None], (*ops.shape(logits)[:-1], 1))  # params may carry a sample axis
         chosen = ops.take_along_axis(logits, level, axis=-1)[..., 0]
-        return ops.logsumexp(logits, axis=-1) - chosen
+        return kernels.logsumexp(logits) - chosen
 
     def surprisal(self, x, params):
         """log 1/p(x | z), summed over the feature axes of x: (..., B)."""
@@ -121,7 +123,7 @@ class LevelCategorical:
     def mean(self, params):
         """E[x | z] = Σ_k P(k) k/(L−1), within [0, 1]."""
         values = ops.cast(ops.arange(self.levels), params.dtype) / (self.levels - 1)
-        return ops.sum(ops.softmax(self.logits(params), axis=-1) * values, axis=-1)
+        return ops.sum(kernels.softmax(self.logits(params)) * values, axis=-1)
 
     def get_config(self) -> dict:
         return {"likelihood": self.name, "levels": self.levels}

@@ -90,9 +90,11 @@ class Flow(layers.Layer):
     """
 
     def __init__(self, latent_dim: int, steps: int, hidden: int, **kwargs):
-        super().__init__(**kwargs)
+        # float32 under mixed precision too, as the sampler: z_K and log |det| feed log q(z|x) in S_K.
+        super().__init__(**{"dtype": "float32", **kwargs})
         self.latent_dim, self.steps_count, self.hidden = int(latent_dim), int(steps), int(hidden)
-        self.steps = [IAFStep(latent_dim, hidden, reverse=k % 2 == 1, name=f"iaf_{k}") for k in range(self.steps_count)]
+        self.steps = [IAFStep(latent_dim, hidden, reverse=k % 2 == 1, name=f"iaf_{k}", dtype=self.dtype_policy)
+                      for k in range(self.steps_count)]
 
     def build(self, input_shape):
         z_shape, context_shape = input_shape

@@ -9,6 +9,8 @@ import math
 
 from keras import ops
 
+from pipeline.model import kernels
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -73,7 +75,7 @@ def mixture_log_density(z, means, log_vars):
     z: (..., d); means, log_vars: (C, d). Returns (...,). The VampPrior's log p(z).
     """
     components = gaussian_log_density(z[..., None, :], means, log_vars)  # (..., C)
-    return ops.logsumexp(components, axis=-1) - math.log(means.shape[0])
+    return kernels.logsumexp(components) - math.log(means.shape[0])
 
 
 def log_importance_weights(reconstruction, log_prior, log_q):

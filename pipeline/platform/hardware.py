@@ -94,6 +94,28 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# TensorFlow's rule for its oneDNN kernels on Linux (tensorflow/core/util/util.cc, IsMKLEnabled):
+# on by default where the CPU has one of these, TF_ENABLE_ONEDNN_OPTS overriding either way.
+ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process, as TensorFlow resolved it
+    (its own answer; the documented rule where this TensorFlow does not expose it)."""
+    try:
+        from tensorflow.python.util._pywrap_util_port import IsMklEnabled
+    except ImportError:
+        return onednn_by_rule(os.environ.get("TF_ENABLE_ONEDNN_OPTS"), cpu_flags())
+    return bool(IsMklEnabled())
+
+
+def onednn_by_rule(switch: str | None, flags) -> bool:
+    """TensorFlow's rule: TF_ENABLE_ONEDNN_OPTS when set (1/true, 0/false), else the CPU's flags."""
+    if switch is not None and switch.strip().lower() in ("1", "true", "0", "false"):
+        return switch.strip().lower() in ("1", "true")
+    return bool(set(ONEDNN_DEFAULT_FLAGS) & set(flags))
+
+
 def gpu_capabilities() -> list[tuple[int, int]]:
     """The CUDA compute capability of every visible GPU."""
     found = []

@@ -20,10 +20,13 @@ The rules, and why:
   Early stopping on the validation U ends the run sooner when the model stops improving
   (train.early_stopping_patience). The rule reads the data and the model, never the
   machine: a run trains the same epochs on every machine.
-- train.precision: mixed_bfloat16 where the hardware computes bf16 natively (a CPU with
-  AVX512_BF16 or AMX-BF16, GPUs of compute capability 8.0 or more), mixed_float16 on older
-  GPUs with tensor cores (7.0 or more), float32 otherwise: on a CPU without native bf16
-  it is emulated and about 11× slower. The SUBO itself is always computed in float32.
+- train.precision: on GPUs, mixed_bfloat16 from compute capability 8.0, mixed_float16 on
+  older GPUs with tensor cores (7.0 or more), float32 otherwise. On a CPU, mixed_bfloat16
+  only where the CPU computes bf16 natively (AVX512_BF16 or AMX-BF16) *and* TensorFlow's
+  oneDNN kernels are on (as TensorFlow resolved TF_ENABLE_ONEDNN_OPTS), float32 otherwise:
+  bf16 is fast only through oneDNN (2048² matmul on AMX: 1,105 GFLOP/s bf16 vs 301
+  float32; with oneDNN off 226 vs 265), and without native bf16 it is emulated, about 11×
+  slower. The SUBO itself is always computed in float32.
 - train.steps_per_execution: STEPS_PER_EXECUTION train steps per compiled call, fewer
   when an epoch is shorter, 1 when training is replicated (several GPUs, multi_worker: the
   config checker's rule);
@@ -92,6 +95,7 @@ class Machine:
     cpu_flags: frozenset[str] = frozenset()
     gpu_capabilities: tuple[tuple[int, int], ...] = ()
     replicas: int = 1  # the distribution strategy's replicas in sync
+    onednn: bool = False  # TensorFlow runs its oneDNN CPU kernels (pipeline.platform.hardware.onednn_enabled)
 
 
 def resolve_distribution(given: str, gpus: int, workers: int) -> Choice:
@@ -131,7 +135,7 @@ def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, man
     epochs = resolve_epochs(training.epochs, updates, example_flops * calls * training.batch_size)
     updates = calls
     warmup = resolve_warmup(loss.kl_warmup_epochs, epochs.value)
-    precision = resolve_precision(training.precision, machine.cpu_flags, machine.gpu_capabilities)
+    precision = resolve_precision(training.precision, machine.cpu_flags, machine.gpu_capabilities, machine.onednn)
     row_bytes = math.prod(manifest.example_shape) * (1 if manifest.dtypes["x"] == "uint8" else 4)
     source = resolve_input(training.input, fit_rows * row_bytes)
     choices = {**from_records(manifest.choices), **model_choices, "train.epochs": epochs,
@@ -160,8 +164,9 @@ def resolve_warmup(given: int | str, epochs: int) -> Choice:
     return Choice.of(given, math.ceil(epochs / 10), f"the first tenth of {epochs} epochs")
 
 
-def resolve_precision(given: str, cpu_flags, gpu_capabilities) -> Choice:
-    """train.precision from the hardware: GPUs' compute capabilities, else the CPU's flags."""
+def resolve_precision(given: str, cpu_flags, gpu_capabilities, onednn: bool = False) -> Choice:
+    """train.precision from the hardware: GPUs' compute capabilities, else the CPU's flags
+    and whether TensorFlow's oneDNN kernels are on (`onednn`)."""
     if given != AUTO:
         return Choice(given, GIVEN)
     if gpu_capabilities:
@@ -173,9 +178,13 @@ def resolve_precision(given: str, cpu_flags, gpu_capabilities) -> Choice:
             return Choice("mixed_float16", f"{cc}: float16 tensor cores")
         return Choice("float32", f"{cc}: no tensor cores")
     native = sorted(set(NATIVE_BF16_CPU_FLAGS) & set(cpu_flags))
+    kernels = f"TensorFlow's oneDNN kernels are {'on' if onednn else 'off'}"
+    if native and onednn:
+        return Choice("mixed_bfloat16", f"the CPU computes bf16 natively ({', '.join(native)}) and {kernels}")
     if native:
-        return Choice("mixed_bfloat16", f"the CPU computes bf16 natively ({', '.join(native)})")
-    return Choice("float32", "the CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag): emulated, slow")
+        return Choice("float32", f"the CPU computes bf16 natively ({', '.join(native)}) but {kernels} "
+                                 f"(TF_ENABLE_ONEDNN_OPTS): bf16 would run slower than float32")
+    return Choice("float32", f"the CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag: emulated, slow); {kernels}")
 
 
 def resolve_steps_per_execution(given: int | str, updates: int, replicas: int = 1,

@@ -52,6 +52,7 @@ from pipeline.platform.hardware import (
     gpu_count,
     is_chief,
     limit_threads,
+    onednn_enabled,
     share_gpus,
 )
 from pipeline.platform.io import recover, scratch_dir, staged_outputs
@@ -148,7 +149,8 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     # The fit and validation row indices, memory-mapped: memory stays flat whatever the rows.
     with scratch_dir(model_dir, clear_stale=alone) as scratch:  # and what a killed run left
         fit_rows, val_rows = validation_rows(split.y, validation_fraction, seed, scratch)
-        machine = Machine(frozenset(cpu_flags()), tuple(gpu_capabilities()), strategy.num_replicas_in_sync)
+        machine = Machine(frozenset(cpu_flags()), tuple(gpu_capabilities()), strategy.num_replicas_in_sync,
+                          onednn_enabled())
         resolved, choices = resolve_run(model, loss, training, manifest, fit_rows=len(fit_rows), machine=machine,
                                         distribution=distribution, validation_fraction=validation_fraction,
                                         binarize=binarize, seed=seed)
