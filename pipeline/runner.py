@@ -4,6 +4,8 @@ Each stage's recipe (which params it reads) is written once, as `from_params` in
 scripts in stages/ call the same functions, one process each, under DVC.
 """
 
+from pathlib import Path
+
 from pipeline.platform.config import Params
 
 
@@ -43,3 +45,22 @@ def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_d
     explorer.from_params(params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir,
                          out_dir=out_dir)
     return write_report(out_dir)[0]
+
+
+def run_all(params: Params, root) -> dict:
+    """prepare -> train -> encode -> every evaluation stage, in this process, into `root` laid out
+    as dvc.yaml lays out data/ (prepared/, model/, latents/, evaluation/).
+
+    Returns:
+        paths (prepared, model_dir, model, latents, evaluation), and what the stages returned:
+        manifest, history (train's final epoch), rows (encoded), metrics (the report's).
+    """
+    root = Path(root)
+    paths = {"prepared": root / "prepared", "model_dir": root / "model", "model": root / "model" / "model.keras",
+             "latents": root / "latents", "evaluation": root / "evaluation"}
+    manifest = prepare(params, out_dir=paths["prepared"])
+    history = train(params, prepared_dir=paths["prepared"], model_dir=paths["model_dir"])
+    rows = encode(params, prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=paths["latents"])
+    metrics = evaluate_all(params, prepared_dir=paths["prepared"], model_path=paths["model"],
+                           latents_dir=paths["latents"], out_dir=paths["evaluation"])
+    return {"paths": paths, "manifest": manifest, "history": history, "rows": rows, "metrics": metrics}

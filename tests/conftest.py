@@ -4,6 +4,8 @@ TensorFlow and UMAP are slow to import, so the stage functions run once per sess
 this process (`pipeline_run`) and the tests that need outputs share them.
 """
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -59,24 +61,45 @@ def resolved(model, shape=(8, 8, 1)):
     return resolve_model(model, shape, [0.0, 1.0])[0]
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that `build(folder)` fills once per test run, however many xdist workers ask
+    for it (they share the parent of their base temporary folders): the first builds it
+    under a lock, the others wait. Each worker gets its own copy, so a test that changes its
+    copy touches no other worker's. A failed build fails every worker that asks, with its error."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, failed = shared / name, shared / f"{name}.failed"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not folder.is_dir() and not failed.exists():
+            try:
+                build(shared / f"{name}.partial")
+            except BaseException as error:
+                failed.write_text(f"{type(error).__name__}: {error}")
+                raise
+            (shared / f"{name}.partial").rename(folder)
+    if failed.exists():
+        pytest.fail(f"building the shared {name} failed in another worker: {failed.read_text()[-3000:]}")
+    return Path(shutil.copytree(folder, base / f"{name}-copy", symlinks=True))
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
-    """prepare -> train -> encode -> evaluate on digits with TINY params, in this process."""
-    from pipeline.data.prepare import prepare
-    from pipeline.runner import encode, evaluate_all, train
+    """prepare -> train -> encode -> evaluate on digits with TINY params (pipeline.runner.run_all),
+    once per test run; this worker's copy of it."""
+    from pipeline.data.manifest import Manifest
 
-    root = tmp_path_factory.mktemp("run")
-    params = tiny_params()
-    paths = {"prepared": root / "prepared", "model_dir": root / "model",
-             "model": root / "model" / "model.keras", "latents": root / "latents",
-             "evaluation": root / "evaluation"}
-    manifest = prepare(params.data, seed=params.seed, out_dir=paths["prepared"])
-    history = train(params, prepared_dir=paths["prepared"], model_dir=paths["model_dir"])
-    rows = encode(params, prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=paths["latents"])
-    metrics = evaluate_all(params, prepared_dir=paths["prepared"], model_path=paths["model"],
-                           latents_dir=paths["latents"], out_dir=paths["evaluation"])
-    return {"params": params, "paths": paths, "manifest": manifest, "history": history,
-            "rows": rows, "metrics": metrics}
+    def build(folder: Path) -> None:
+        from pipeline.runner import run_all
+
+        run = run_all(tiny_params(), folder)
+        (folder / "run.json").write_text(json.dumps({key: run[key] for key in ("history", "rows", "metrics")}))
+
+    root = built_once(tmp_path_factory, "run", build)
+    paths = {"prepared": root / "prepared", "model_dir": root / "model", "model": root / "model" / "model.keras",
+             "latents": root / "latents", "evaluation": root / "evaluation"}
+    return {"params": tiny_params(), "paths": paths, "manifest": Manifest.read(paths["prepared"]),
+            **json.loads((root / "run.json").read_text())}
 
 
 def copy_project(dest: Path) -> Path:
@@ -94,17 +117,23 @@ def copy_project(dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def dvc_repo(tmp_path_factory):
-    """A committed copy of the project with tiny training settings, after one `dvc repro`:
-    (its path, that run's CompletedProcess)."""
-    repo = copy_project(tmp_path_factory.mktemp("e2e"))
-    edit_params(repo, **{"train.epochs": 3, "model.hidden": TINY["model"]["hidden"],
-                         "evaluate.importance_samples": 10, "evaluate.surprisal_examples": 100})
-    run(["git", "init", "-q"], repo)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "init", "--allow-empty"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny params"], repo)
-    first = run(["dvc", "repro"], repo)
-    return repo, first
+    """A committed copy of the project with tiny training settings after one `dvc repro` on
+    this machine's default kernel path, once per test run: (this worker's copy, that run's
+    stdout). The run's stdout is in repro.log beside it."""
+
+    def build(folder: Path) -> None:
+        copy_project(folder / "repo")
+        repo = folder / "repo"
+        edit_params(repo, **{"train.epochs": 3, "model.hidden": TINY["model"]["hidden"],
+                             "evaluate.importance_samples": 10, "evaluate.surprisal_examples": 100})
+        run(["git", "init", "-q"], repo)
+        run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "init", "--allow-empty"], repo)
+        run(["git", "add", "-A"], repo)
+        run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny params"], repo)
+        (folder / "repro.log").write_text(run(["dvc", "repro"], repo).stdout)
+
+    root = built_once(tmp_path_factory, "e2e", build)
+    return root / "repo", (root / "repro.log").read_text()
 
 
 BIN = Path(sys.executable).parent

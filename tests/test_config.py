@@ -53,6 +53,11 @@ def test_shipped_params_are_valid_and_complete():
     ({"train": {"epoch": 3}}, "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
     ({"evaluate": {"umap": {"min_dist": -1}}}, "evaluate.umap.min_dist must be a number >= 0."),
     ({"model": 3}, "model must be a mapping of keys to values. Got 3 instead."),
+    # each stage's own knobs (tests/test_e2e.py checks one such error through `dvc repro`)
+    ({"encode": {"batch_size": 0}}, "encode.batch_size must be an integer >= 1."),
+    ({"evaluate": {"knn_k": 0}}, "evaluate.knn_k must be an integer >= 1."),
+    ({"evaluate": {"importance_samples": 0}}, "evaluate.importance_samples must be an integer >= 1."),
+    ({"evaluate": {"umap": {"max_points": 3}}}, "evaluate.umap.max_points must be an integer >= 10."),
 ])
 def test_bad_values_name_the_key_and_the_expectation(raw, message):
     with pytest.raises(ConfigError) as info:

@@ -28,8 +28,8 @@ def repo(dvc_repo, tmp_path_factory):
 
 def test_dvc_repro_writes_every_output(repo):
     repo, first = repo
-    ran = re.findall(r"Running stage '(\w+)'", first.stdout)
-    kept = re.findall(r"Stage '(\w+)' didn't change", first.stdout)  # e.g. outputs committed with dvc.lock
+    ran = re.findall(r"Running stage '(\w+)'", first)
+    kept = re.findall(r"Stage '(\w+)' didn't change", first)  # e.g. outputs committed with dvc.lock
     assert ran[:3] == ["prepare", "train", "encode"]  # the clone has no data/prepared nor model
     assert sorted(ran + kept) == sorted(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
     for path in ("data/prepared/manifest.json", "data/model/model.keras", "data/model/encoder.keras",
@@ -73,16 +73,13 @@ def outputs(repo: Path) -> dict:
     return {p: p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file() and "raw" not in p.parts}
 
 
+# Errors that need the data (a param's range alone is checked in-process: tests/test_config.py,
+# and one such error through DVC above).
 @pytest.mark.parametrize("stage, changes, message", [
     # issue 12: the prepare split fails after reading the data
     ("prepare", {"data.max_examples": 5}, "error: digits: cannot make the max_examples split"),
     ("train", {"model.latent_dim": 65}, "error: model.latent_dim must be at most the number of values per example"),
-    ("encode", {"encode.batch_size": 0}, "error: params.yaml: encode.batch_size must be an integer >= 1."),
-    ("baselines", {"evaluate.knn_k": 0}, "error: params.yaml: evaluate.knn_k must be an integer >= 1."),
     ("baselines", {"evaluate.knn_k": 100_000}, "error: params.yaml: evaluate.knn_k must be smaller than"),
-    ("evaluate", {"evaluate.importance_samples": 0},
-     "error: params.yaml: evaluate.importance_samples must be an integer >= 1."),
-    ("umap", {"evaluate.umap.max_points": 3}, "error: params.yaml: evaluate.umap.max_points must be an integer >= 10."),
 ])
 def test_a_failing_stage_leaves_every_output_byte_identical(repo, stage, changes, message):
     repo, _ = repo
@@ -120,7 +117,7 @@ def test_a_stage_failing_after_its_work_leaves_every_output_byte_identical(repo,
     assert [p.name for p in (repo / "data").rglob(".*") if p.name != ".gitignore"] == []  # staging rolled back
 
 
-def test_each_knob_reruns_only_what_depends_on_it(repo):
+def test_each_knob_reruns_only_what_depends_on_it_and_an_experiment_is_recorded(repo):
     repo, _ = repo
     original = (repo / "params.yaml").read_text()
     try:
@@ -128,14 +125,13 @@ def test_each_knob_reruns_only_what_depends_on_it(repo):
         dry = run(["dvc", "repro", "--dry"], repo).stdout  # lists what the change itself touches
         assert "Running stage 'train'" in dry
         assert "Stage 'baselines' didn't change" in dry and "Stage 'prepare' didn't change" in dry
-        (repo / "params.yaml").write_text(original)
-        edit_params(repo, **{"evaluate.umap.n_neighbors": 5})
-        ran = run(["dvc", "repro"], repo).stdout
-        assert re.findall(r"Running stage '(\w+)'", ran) == ["umap", "explore", "report"]  # explore: its points
-        assert "| latents z_mean |" in ran  # the report stage prints the probe table, not the JSON
     finally:
         (repo / "params.yaml").write_text(original)
-    run(["dvc", "repro"], repo)
+    ran = run(["dvc", "exp", "run", "-S", "evaluate.umap.n_neighbors=5", "--name", "umap5"], repo).stdout
+    assert re.findall(r"Running stage '(\w+)'", ran) == ["umap", "explore", "report"]  # explore: its points
+    assert "| latents z_mean |" in ran  # the report stage prints the probe table, not the JSON
+    assert "umap5" in run(["dvc", "exp", "show", "--json"], repo).stdout
+    assert "Running stage" not in run(["dvc", "repro"], repo).stdout  # the workspace holds its results
 
 
 def test_dvc_import_and_get_from_another_repository(repo, tmp_path):
@@ -154,15 +150,6 @@ def test_dvc_import_and_get_from_another_repository(repo, tmp_path):
     assert imported.num_rows == 1797
     run(["dvc", "get", str(repo), "data/latents", "-o", str(tmp_path / "copy")], tmp_path)
     assert load_latents(tmp_path / "copy", split="test").num_rows == 360
-
-
-def test_experiment_changes_latent_dim(repo):
-    repo, _ = repo
-    run(["dvc", "exp", "run", "-S", "model.latent_dim=4", "--name", "latent4"], repo)
-    table = run(["dvc", "exp", "show", "--json"], repo).stdout
-    assert "latent4" in table
-    metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
-    assert metrics["probe"]["dim"] == 4
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if any(b["lang"] in RUN and not b["why"] for b in blocks(p))],

@@ -1,20 +1,23 @@
 """`dvc repro` end to end on a user's own CSV table, PNG folder, mixed Parquet table and .h5ad
-of single-cell counts, via params.yaml; the .h5ad's latents handed back to AnnData."""
+of single-cell counts, via params.yaml, in the session's repository after its default run
+(a user's swap of the data); the .h5ad's latents handed back to AnnData."""
 
 import json
+import re
+import shutil
 
 import pyarrow.dataset as pads
 import pytest
 
-from .conftest import copy_project, edit_params, run
+from .conftest import edit_params, run
 from .test_anndata import make_cells
 from .test_columns import make_mixed_table
 from .test_sources import make_image_folder, make_table
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = copy_project(tmp_path_factory.mktemp("sources"))
+def repo(dvc_repo, tmp_path_factory):
+    repo = shutil.copytree(dvc_repo[0], tmp_path_factory.mktemp("sources") / "repo", symlinks=True)
     edit_params(repo, **{"train.epochs": 2, "model.hidden": [32], "model.latent_dim": 2,
                          "evaluate.importance_samples": 5, "evaluate.surprisal_examples": 50,
                          "evaluate.gradient_variance": {"repeats": 3, "batch_size": 16}})
@@ -22,25 +25,14 @@ def repo(tmp_path_factory):
     make_image_folder(repo / "data/raw/shapes", sizes=((12, 12), (16, 10)), per_class=40)
     make_mixed_table(repo / "data/raw/mixed.parquet", n=300)
     make_cells(repo / "data/raw/cells.h5ad")
-    run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "own data"], repo)
     return repo
 
 
-# npz and IDX sources are read by the same stage code; they are covered in-process (test_sources,
-# test_data). The image folder goes first: the table case after it sets the architecture back.
-@pytest.mark.parametrize("params, rows, shape", [
-    ({"data.source": "image_folder", "data.path": "data/raw/shapes", "data.images": {"size": [8, 8], "color": "grey"},
-      "model.architecture": "conv", "model.filters": [4, 8]}, 80, [8, 8, 1]),
-    ({"data.source": "table", "data.path": "data/raw/table.csv", "model.architecture": "mlp"}, 240, [3]),
-])
-def test_repro_on_own_data(repo, params, rows, shape):
-    edit_params(repo, **params)
-    result = run(["dvc", "repro"], repo)
-    assert "Running stage 'evaluate'" in result.stdout
+def _check_run(repo, source: str, rows: int, shape: list) -> None:
     manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
-    assert manifest["source"] == params["data.source"] and manifest["example_shape"] == shape
+    assert manifest["source"] == source and manifest["example_shape"] == shape
     latents = pads.dataset(repo / "data/latents", format="parquet", partitioning="hive").to_table()
     assert latents.num_rows == rows
     metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
@@ -48,12 +40,29 @@ def test_repro_on_own_data(repo, params, rows, shape):
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout
 
 
+def test_an_experiment_on_own_csv_with_the_data_keys_only(repo):
+    """The digits run swapped for a CSV table by `dvc exp run -S` on the data keys alone."""
+    ran = run(["dvc", "exp", "run", "-S", "data.source=table", "-S", "data.path=data/raw/table.csv",
+               "--name", "own-table"], repo).stdout
+    assert {"prepare", "train", "encode", "evaluate"} <= set(re.findall(r"Running stage '(\w+)'", ran))
+    assert "own-table" in run(["dvc", "exp", "show", "--json"], repo).stdout
+    _check_run(repo, "table", 240, [3])
+
+
 def test_editing_the_data_reruns_prepare(repo):
-    """After the table run above: a new version of the same file."""
+    """After the table run above: a new version of the same file is a changed dependency."""
     make_table(repo / "data/raw/table.csv", n=210)
-    result = run(["dvc", "repro"], repo)
-    assert "Running stage 'prepare'" in result.stdout
+    assert "data/raw/table.csv" in run(["dvc", "status", "prepare"], repo).stdout
+    assert "Running stage 'prepare'" in run(["dvc", "repro", "prepare"], repo).stdout
     assert json.loads((repo / "data/prepared/manifest.json").read_text())["counts"] == {"train": 168, "test": 42}
+
+
+def test_repro_on_an_image_folder(repo):
+    edit_params(repo, **{"data.source": "image_folder", "data.path": "data/raw/shapes",
+                         "data.images": {"size": [8, 8], "color": "grey"}, "model.architecture": "conv",
+                         "model.filters": [4, 8]})
+    assert "Running stage 'evaluate'" in run(["dvc", "repro"], repo).stdout
+    _check_run(repo, "image_folder", 80, [8, 8, 1])
 
 
 def test_repro_on_a_mixed_table_with_the_data_keys_only(repo):

@@ -174,9 +174,12 @@ def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipel
     assert not (tmp_path / "model" / "backup").exists()
 
 
+@pytest.mark.slow
 def test_one_ray_train_worker_trains_as_the_local_stage_does(cluster, pipeline_run, tmp_path):
     """train.workers 1 (the default): no collective, and the worker leaves the launcher's
-    scratch alone (it once took it for a killed run's and removed it)."""
+    scratch alone (it once took it for a killed run's and removed it). A second Ray Train
+    launch (`make test-all`): the two-worker test above launches it in the default tier, and
+    train.distribution's rule for one worker is tests/test_auto.py's."""
     from pipeline.model.bundle import load_bundle
     from pipeline.training.train import from_params
 
