@@ -202,17 +202,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the train stage's timing (0: none)")
     parser.add_argument("--python", default=str(ROOT / ".venv-peers" / "bin" / "python"),
                         help="a python with scikit-image (make peers-env), for the photo crops")
+    parser.add_argument("--data", choices=("28x28x1", "64x64x3"), action="append",
+                        help="only these inputs (repeatable; default: both)")
     args = parser.parse_args()
-    from pipeline.platform.hardware import cpu_flags
+    from pipeline.platform.hardware import cpu_flags, onednn_enabled
     from pipeline.runner import prepare
 
     work = Path(tempfile.mkdtemp(prefix="vae-flops-"))
-    generate(work / "photos", args.python, 400, 64)
     data = {"28x28x1": {"data.source": "fashion_mnist", "data.max_examples": 10_000},
             "64x64x3": {"data.source": "image_folder", "data.path": str(work / "photos")}}
+    data = {name: keys for name, keys in data.items() if name in (args.data or data)}
+    if "64x64x3" in data:
+        generate(work / "photos", args.python, 400, 64)
     native = sorted({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
     peaks = {"float32": matmul_peak("float32"), **({"bfloat16": matmul_peak("bfloat16")} if native else {})}
-    print(json.dumps({"cpu_native_bf16": native, "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()}}))
+    print(json.dumps({"cpu_native_bf16": native, "amx": sorted({"amx_bf16", "amx_tile"} & set(cpu_flags())),
+                      "onednn": onednn_enabled(), "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()}}))
     variants = [{}] + [parse_overrides(v.split(";")) for v in args.set]
     rates: dict = {}
     for name, keys in data.items():

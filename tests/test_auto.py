@@ -151,7 +151,8 @@ def test_the_choices_travel_from_prepare_to_the_report(pipeline_run):
         "value": 1, "why": "the local engine encodes in this process"}}  # the model's choices and encode's own
     report = (paths["evaluation"] / "report.md").read_text()
     assert "## Choices made from the data" in report
-    assert "| `data.scaling` | `unit` | pixel levels 0..16: divided by 16 into [0, 1] |" in report
+    # the stage's recipe passes model.likelihood to prepare (TINY's bernoulli), which sets the scaling's reason
+    assert "| `data.scaling` | `unit` | model.likelihood bernoulli needs values in [0, 1] |" in report
 
 
 def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):

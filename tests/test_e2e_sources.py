@@ -1,4 +1,4 @@
-"""`dvc repro` end to end on a user's own CSV table, PNG folder, mixed Parquet table and .h5ad
+"""`dvc repro` end to end on a user's own messy CSV table, PNG folder and .h5ad
 of single-cell counts, via params.yaml, in the session's repository after its default run
 (a user's swap of the data); the .h5ad's latents handed back to AnnData."""
 
@@ -12,7 +12,7 @@ import pytest
 from .conftest import edit_params, run
 from .test_anndata import make_cells
 from .test_columns import make_mixed_table
-from .test_sources import make_image_folder, make_table
+from .test_sources import make_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +21,8 @@ def repo(dvc_repo, tmp_path_factory):
     edit_params(repo, **{"train.epochs": 2, "model.hidden": [32], "model.latent_dim": 2,
                          "evaluate.importance_samples": 5, "evaluate.surprisal_examples": 50,
                          "evaluate.gradient_variance": {"repeats": 3, "batch_size": 16}})
-    make_table(repo / "data/raw/table.csv", n=240)
     make_image_folder(repo / "data/raw/shapes", sizes=((12, 12), (16, 10)), per_class=40)
-    make_mixed_table(repo / "data/raw/mixed.parquet", n=300)
+    make_mixed_table(repo / "data/raw/mixed.csv", n=300)
     make_cells(repo / "data/raw/cells.h5ad")
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "own data"], repo)
@@ -40,46 +39,29 @@ def _check_run(repo, source: str, rows: int, shape: list) -> None:
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout
 
 
-def test_an_experiment_on_own_csv_with_the_data_keys_only(repo):
-    """The digits run swapped for a CSV table by `dvc exp run -S` on the data keys alone."""
-    ran = run(["dvc", "exp", "run", "-S", "data.source=table", "-S", "data.path=data/raw/table.csv",
-               "--name", "own-table"], repo).stdout
+def test_an_experiment_on_a_messy_csv_with_the_data_keys_only(repo):
+    """The digits run swapped by `dvc exp run -S` for a CSV of strings, booleans, counts and
+    empty cells, with only the data keys set (and a shorter training): runs, resolves to one
+    likelihood per column, no collapse. (A count matrix, the same way in-process: test_columns.py.)"""
+    ran = run(["dvc", "exp", "run", "-S", "data.source=table", "-S", "data.path=data/raw/mixed.csv",
+               "-S", "data.table.label_column=species", "-S", "train.epochs=12", "-S", "model.latent_dim=4",
+               "-S", "model.hidden=auto", "--name", "own-table"], repo).stdout
     assert {"prepare", "train", "encode", "evaluate"} <= set(re.findall(r"Running stage '(\w+)'", ran))
     assert "own-table" in run(["dvc", "exp", "show", "--json"], repo).stdout
-    _check_run(repo, "table", 240, [3])
-
-
-def test_editing_the_data_reruns_prepare(repo):
-    """After the table run above: a new version of the same file is a changed dependency."""
-    make_table(repo / "data/raw/table.csv", n=210)
-    assert "data/raw/table.csv" in run(["dvc", "status", "prepare"], repo).stdout
-    assert "Running stage 'prepare'" in run(["dvc", "repro", "prepare"], repo).stdout
-    assert json.loads((repo / "data/prepared/manifest.json").read_text())["counts"] == {"train": 168, "test": 42}
-
-
-def test_repro_on_an_image_folder(repo):
-    edit_params(repo, **{"data.source": "image_folder", "data.path": "data/raw/shapes",
-                         "data.images": {"size": [8, 8], "color": "grey"}, "model.architecture": "conv",
-                         "model.filters": [4, 8]})
-    assert "Running stage 'evaluate'" in run(["dvc", "repro"], repo).stdout
-    _check_run(repo, "image_folder", 80, [8, 8, 1])
-
-
-def test_repro_on_a_mixed_table_with_the_data_keys_only(repo):
-    """Strings, booleans, counts and empty cells, only data.* set (and a shorter training):
-    runs, resolves to one likelihood per column, no collapse. (A count matrix, the same
-    way in-process: test_columns.py.)"""
-    edit_params(repo, **{"data.source": "table", "data.path": "data/raw/mixed.parquet",
-                         "data.table.label_column": "species", "train.epochs": 12, "model.latent_dim": 4,
-                         "model.hidden": "auto", "model.architecture": "auto"})
-    run(["dvc", "repro"], repo)
-    assert json.loads((repo / "data/prepared/manifest.json").read_text())["example_shape"] == [7]
+    _check_run(repo, "table", 300, [7])
     choices = json.loads((repo / "data/model/choices.json").read_text())
     assert choices["model.likelihood"]["value"] == "columns"
     metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
     assert metrics["active_units"]["count"] >= 2
     assert metrics["probe"]["accuracy"] > metrics["baselines"]["majority_class_accuracy"] + 0.1
-    assert "Running stage" not in run(["dvc", "repro"], repo).stdout
+
+
+def test_editing_the_data_reruns_prepare(repo):
+    """After the table run above: a new version of the same file is a changed dependency."""
+    make_mixed_table(repo / "data/raw/mixed.csv", n=210, seed=1)
+    assert "data/raw/mixed.csv" in run(["dvc", "status", "prepare"], repo).stdout
+    assert "Running stage 'prepare'" in run(["dvc", "repro", "prepare"], repo).stdout
+    assert json.loads((repo / "data/prepared/manifest.json").read_text())["counts"] == {"train": 168, "test": 42}
 
 
 def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
@@ -106,3 +88,11 @@ def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
     np.testing.assert_allclose(copy.obsm["X_vae"], z, rtol=1e-6)
     assert (copy.obs_names == original.obs_names).all() and (copy.X != original.X).nnz == 0
 
+
+def test_repro_on_an_image_folder(repo):
+    """Last: it sets a conv architecture, which the table and the .h5ad could not take."""
+    edit_params(repo, **{"data.source": "image_folder", "data.path": "data/raw/shapes",
+                         "data.images": {"size": [8, 8], "color": "grey"}, "model.architecture": "conv",
+                         "model.filters": [4, 8]})
+    assert "Running stage 'evaluate'" in run(["dvc", "repro"], repo).stdout
+    _check_run(repo, "image_folder", 80, [8, 8, 1])
