@@ -93,6 +93,6 @@ def test_repro_on_an_image_folder(repo):
     """Last: it sets a conv architecture, which the table and the .h5ad could not take."""
     edit_params(repo, **{"data.source": "image_folder", "data.path": "data/raw/shapes",
                          "data.images": {"size": [8, 8], "color": "grey"}, "model.architecture": "conv",
-                         "model.filters": [4, 8]})
+                         "model.filters": [4, 8], "train.epochs": 2})  # the table's 12 epochs are not needed here
     assert "Running stage 'evaluate'" in run(["dvc", "repro"], repo).stdout
     _check_run(repo, "image_folder", 80, [8, 8, 1])
