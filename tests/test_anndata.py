@@ -10,30 +10,7 @@ from pipeline.data.readers.h5ad import read_h5ad
 from pipeline.platform.config import parse_params
 from pipeline.platform.errors import DataError
 
-TYPES = np.array(["B", "NK", "T"])
-
-
-def make_cells(path, n=300, genes=60, seed=0):
-    """Negative-binomial counts of three cell types, each with its own marker genes; X CSR
-    sparse, the same counts as a dense and a CSC layer; obs: cell_type and a batch column."""
-    import anndata as ad
-    import pandas as pd
-    import scipy.sparse as sp
-
-    rng = np.random.default_rng(seed)
-    kind = np.arange(n) % 3
-    rate = np.full((3, genes), 0.3)
-    for k in range(3):
-        rate[k, k * 15:(k + 1) * 15] = 6.0
-    counts = rng.negative_binomial(2, 2 / (2 + rate[kind])).astype(np.float32)
-    adata = ad.AnnData(X=sp.csr_matrix(counts),
-                       obs=pd.DataFrame({"cell_type": pd.Categorical(TYPES[kind]), "batch": rng.integers(0, 2, n)},
-                                        index=[f"cell{i}" for i in range(n)]),
-                       var=pd.DataFrame(index=[f"gene{j}" for j in range(genes)]))
-    adata.layers["dense"] = counts
-    adata.layers["by_column"] = sp.csc_matrix(counts)
-    adata.write_h5ad(path)
-    return counts, kind
+from .builders import make_cells
 
 
 def test_x_and_layers_are_read_by_rows_whatever_their_storage(tmp_path, caplog):

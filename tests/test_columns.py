@@ -15,7 +15,7 @@ from pipeline.model.likelihoods import Bernoulli, Categorical, Columns, Gaussian
 from pipeline.platform.config import parse_params
 from pipeline.platform.errors import DataError
 
-from .test_subo import LinearGaussian, gaussian_kl, np_
+from .builders import LinearGaussian, files_of, gaussian_kl, make_image_folder, make_mixed_table, np_, table_config
 
 RNG = np.random.default_rng(0)
 
@@ -138,36 +138,6 @@ def test_the_masked_model_bounds_the_surprisal_of_the_observed_part(sigma):
 
 # --- tables as they are --------------------------------------------------------------
 
-def make_mixed_table(path, n=300, seed=0):
-    """Strings, booleans, a year, counts and real values, with missing cells, all driven by a
-    2-d latent (so a model can learn them) and a 3-class label; CSV or Parquet by suffix."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, 2))
-    species = np.array(["Adelie", "Chinstrap", "Gentoo"])[np.digitize(z[:, 0], [-0.5, 0.5])]
-    island = np.array(["Biscoe", "Dream", "Torgersen"])[np.digitize(z[:, 1] + 0.3 * rng.normal(size=n), [-0.4, 0.4])]
-    island = np.where(rng.uniform(size=n) < 0.05, "", island)  # empty strings: missing
-    sex = np.where(z[:, 1] + rng.normal(size=n) > 0, "male", "female").astype(object)
-    sex[rng.uniform(size=n) < 0.05] = None
-    bill = 40 + 5 * z[:, 0] + rng.normal(size=n)
-    bill[rng.uniform(size=n) < 0.1] = np.nan
-    eggs = rng.poisson(np.exp(0.5 + 0.6 * z[:, 1])).astype(object)
-    eggs[rng.uniform(size=n) < 0.05] = None
-    table = pa.table({"species": species, "island": island, "sex": pa.array(list(sex), pa.string()),
-                      "bill": bill, "mass": 4000 + 300 * z[:, 0] - 200 * z[:, 1] + 50 * rng.normal(size=n),
-                      "year": rng.integers(2007, 2010, size=n), "eggs": pa.array(list(eggs), pa.int64()),
-                      "alive": z[:, 0] + rng.normal(size=n) > -1})
-    (pq.write_table if path.suffix == ".parquet" else pacsv.write_csv)(table, path)
-    return table
-
-
-def table_config(path, **table):
-    return parse_params({"data": {"source": "table", "path": str(path),
-                                  "table": {"label_column": "species", **table}}}).data
-
 
 MIXED_TYPES = {"island": "categorical", "sex": "binary", "bill": "real", "mass": "real", "year": "real",
                "eggs": "count", "alive": "binary"}
@@ -201,12 +171,10 @@ def test_a_mixed_table_is_typed_coded_and_masked(tmp_path, suffix):
 def test_chunking_changes_no_byte_of_a_mixed_table(tmp_path):
     from pipeline.data.prepare import prepare
 
-    from .test_sources import _files
-
     make_mixed_table(tmp_path / "t.parquet")
     one = prepare(table_config(tmp_path / "t.parquet"), seed=0, out_dir=tmp_path / "one", step=10**9)
     tiny = prepare(table_config(tmp_path / "t.parquet"), seed=0, out_dir=tmp_path / "tiny", step=7)
-    assert one == tiny and _files(tmp_path / "one") == _files(tmp_path / "tiny")
+    assert one == tiny and files_of(tmp_path / "one") == files_of(tmp_path / "tiny")
 
 
 def test_column_types_can_be_overridden_and_impossible_ones_are_named(tmp_path):
@@ -245,8 +213,6 @@ def test_a_row_without_any_value_is_named(tmp_path):
 def test_colour_images_keep_their_colour_and_grey_ones_stay_grey_by_default(tmp_path):
     from pipeline.data.prepare import prepare
     from pipeline.data.prepared import load_split
-
-    from .test_sources import make_image_folder
 
     make_image_folder(tmp_path / "rgb", mode="RGB")
     make_image_folder(tmp_path / "grey", mode="L")

@@ -12,6 +12,8 @@ from pipeline.platform.config import DataConfig
 from pipeline.platform.errors import DataError
 from pipeline.platform.io import sha256_file
 
+from .builders import write_idx
+
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
@@ -70,14 +72,6 @@ def test_failed_prepare_keeps_the_previous_output(tmp_path, monkeypatch):
 def test_missing_prepared_data_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="run the prepare stage first"):
         load_split(tmp_path, "train")
-
-
-def write_idx(path, array: np.ndarray, code=0x08) -> None:
-    import gzip
-
-    header = bytes([0, 0, code, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(">u1" if code == 0x08 else array.dtype).tobytes())
 
 
 @pytest.fixture()

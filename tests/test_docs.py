@@ -7,7 +7,6 @@ illustrative shell block's `-S key=value` settings must still be valid params.
 """
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,17 +15,8 @@ from pipeline.platform.config import leaf_keys, parse_params
 from pipeline.platform.config_checker import UniqueKeyLoader, set_dotted
 from pipeline.reference import ReferenceError, render_all, render_outputs, render_params
 
+from .builders import PAGES, RUN, blocks
 from .conftest import ROOT
-
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-FENCE = re.compile(r"^(?:<!-- illustrative: (?P<why>.+?) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)^```$", re.M | re.S)
-RUN = {"python", "bash"}
-
-
-def blocks(page: Path) -> list[dict]:
-    text = page.read_text()
-    return [{"lang": m["lang"], "code": m["code"], "why": m["why"], "line": text[:m.start()].count("\n") + 1}
-            for m in FENCE.finditer(text)]
 
 
 def test_the_committed_reference_is_what_the_code_generates():

@@ -14,8 +14,8 @@ from pipeline.evaluation.report import undocumented_keys
 from pipeline.latents.reader import load_latents
 from pipeline.platform.io import FULL_AT, sha256_file
 
+from .builders import PAGES, RUN, blocks
 from .conftest import BIN, ROOT, edit_params, run
-from .test_docs import PAGES, RUN, blocks
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,8 @@ import shutil
 import pyarrow.dataset as pads
 import pytest
 
+from .builders import make_cells, make_image_folder, make_mixed_table
 from .conftest import edit_params, run
-from .test_anndata import make_cells
-from .test_columns import make_mixed_table
-from .test_sources import make_image_folder
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from pipeline.latents.parquet import METADATA, read_metadata, write_latents
 from pipeline.latents.reader import latents_to_numpy, load_latents
 from pipeline.platform.errors import DataError
 
-from .test_latents import _batch
-from .test_sources import make_image_folder
+from .builders import latent_batch, make_image_folder
 
 
 def test_encode_new_npz_matches_the_stage(pipeline_run, tmp_path):
@@ -116,7 +115,7 @@ def test_a_latent_writer_killed_mid_stream_leaves_the_previous_latents(tmp_path)
     """The writer alone, killed from outside at an untimed instant; the encode stage itself is
     killed at named points in test_kill.py."""
     out = tmp_path / "latents"
-    write_latents(out, [_batch("train", 7, 8), _batch("test", 3, 8)], 8, {"run": "previous"})
+    write_latents(out, [latent_batch("train", 7, 8), latent_batch("test", 3, 8)], 8, {"run": "previous"})
     before = {p: p.read_bytes() for p in out.rglob("*.parquet")}
     process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(out)], stdout=subprocess.PIPE, text=True)
     for _ in range(10):  # let it write several row groups into its temporary directory
@@ -128,7 +127,7 @@ def test_a_latent_writer_killed_mid_stream_leaves_the_previous_latents(tmp_path)
     leftovers = [p for p in tmp_path.iterdir() if p.name != "latents"]
     assert [p.name for p in leftovers] == [".latents.staging"]  # no journal: rolled back by the next run
     # the next successful write replaces the output and clears what the killed run left
-    write_latents(out, [_batch("train", 4, 8)], 8, {})
+    write_latents(out, [latent_batch("train", 4, 8)], 8, {})
     assert load_latents(out).num_rows == 4
     assert [p.name for p in tmp_path.iterdir()] == ["latents"]
 

@@ -8,9 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.prepared import load_split
-from pipeline.latents.parquet import SCHEMA_VERSION, LatentBatch, latent_schema, read_metadata, write_latents
+from pipeline.latents.parquet import SCHEMA_VERSION, latent_schema, read_metadata, write_latents
 from pipeline.latents.reader import latents_to_numpy, load_latents
 from pipeline.platform.errors import DataError
+
+from .builders import latent_batch
 
 
 def test_schema_and_metadata_of_the_written_files(pipeline_run):
@@ -70,16 +72,8 @@ def test_pandas_polars_duckdb_and_arrow_read_the_same_vectors(pipeline_run):
     assert nearest == int(np.argmax(cos))
 
 
-def _batch(split, n, d, start=0):
-    rng = np.random.default_rng(start)
-    labels = np.arange(n) % 3
-    labels[0] = -1  # no label
-    return LatentBatch(split, np.arange(start, start + n), labels,
-                       rng.normal(size=(n, d)), rng.normal(size=(n, d)))
-
-
 def test_missing_labels_are_null_and_batches_stream(tmp_path):
-    rows = write_latents(tmp_path / "l", (_batch("train", 10, 3, s) for s in (0, 10, 20)), 3, {"note": "x"})
+    rows = write_latents(tmp_path / "l", (latent_batch("train", 10, 3, s) for s in (0, 10, 20)), 3, {"note": "x"})
     table = load_latents(tmp_path / "l")
     assert rows == table.num_rows == 30
     assert table.column("label").null_count == 3
@@ -87,7 +81,7 @@ def test_missing_labels_are_null_and_batches_stream(tmp_path):
 
 
 def test_reader_rejects_other_dimensions_and_schema_versions(tmp_path):
-    write_latents(tmp_path / "l", [_batch("test", 5, 3)], 3, {})
+    write_latents(tmp_path / "l", [latent_batch("test", 5, 3)], 3, {})
     with pytest.raises(DataError, match="latent_dim 3, expected 8"):
         load_latents(tmp_path / "l", latent_dim=8)
     other = tmp_path / "other" / "split=test"
@@ -102,10 +96,10 @@ def test_reader_rejects_other_dimensions_and_schema_versions(tmp_path):
 
 
 def test_a_failing_write_keeps_the_previous_latents(tmp_path):
-    write_latents(tmp_path / "l", [_batch("train", 5, 3)], 3, {})
+    write_latents(tmp_path / "l", [latent_batch("train", 5, 3)], 3, {})
 
     def failing():
-        yield _batch("train", 5, 3, 100)
+        yield latent_batch("train", 5, 3, 100)
         raise RuntimeError("killed midway")
 
     with pytest.raises(RuntimeError):
@@ -144,7 +138,7 @@ def test_read_z_mean_streams_row_groups_and_keeps_only_the_rows_taken(tmp_path):
     bounds = [0, 140_000] + [140_000 + 1_000 * k for k in range(1, workers)]  # part-0: three row groups
     full = []
     for k in range(workers):
-        batch = _batch("test", bounds[k + 1] - bounds[k], d, start=bounds[k])
+        batch = latent_batch("test", bounds[k + 1] - bounds[k], d, start=bounds[k])
         write_part(tmp_path, [batch], d, {"dataset_fingerprint": "f"}, part=k)
         full.append(batch.z_mean)
     full = np.concatenate(full).astype(np.float32)

@@ -13,7 +13,7 @@ from pipeline.data.resolve_columns import OTHER
 from pipeline.platform.config import parse_params
 from pipeline.platform.errors import DataError
 
-from .test_sources import _files
+from .builders import files_of
 
 WORDS = np.array("the a crash car driver seat belt airbag rain night road wet dry fast slow left right".split())
 
@@ -119,7 +119,7 @@ def test_drop_columns_and_one_error_for_every_unusable_column(messy, tmp_path):
                        out_dir=tmp_path / "p")
     assert {c.name for c in manifest.columns} == {"day:time", "day:day_of_year", "day:day_of_week", "speed"}
     assert manifest.choices["data.table.column_types.stamp"] == {"value": "left out", "why": "set in params.yaml"}
-    before = _files(tmp_path / "p")
+    before = files_of(tmp_path / "p")
     for given, message in [({"drop_columns": ["dead"]}, "drop_columns names the label column 'dead'"),
                            ({"drop_columns": ["speeed"]}, r"drop_columns names \['speeed'\], not columns of the file")]:
         with pytest.raises(DataError, match=message):
@@ -134,7 +134,7 @@ def test_drop_columns_and_one_error_for_every_unusable_column(messy, tmp_path):
     assert "column 'blob' holds binary values" in message and "data.table.drop_columns" in message
     with pytest.raises(DataError, match=r"1 column cannot be used: column 'v' holds infinite values"):
         prepare(table_config(tmp_path / "bad.parquet", drop_columns=["tags", "blob"]), seed=0, out_dir=tmp_path / "p")
-    assert _files(tmp_path / "p") == before  # every refusal left the previous output as it was
+    assert files_of(tmp_path / "p") == before  # every refusal left the previous output as it was
 
 
 def test_a_streamed_csv_widens_a_type_its_first_block_got_wrong(tmp_path, monkeypatch):
@@ -153,7 +153,7 @@ def test_a_streamed_csv_widens_a_type_its_first_block_got_wrong(tmp_path, monkey
     whole = prepare(table_config(tmp_path / "late.csv"), seed=0, out_dir=tmp_path / "whole")
     monkeypatch.setattr(table_files, "CSV_BLOCK_BYTES", 1024)
     blocks = prepare(table_config(tmp_path / "late.csv"), seed=0, out_dir=tmp_path / "blocks")
-    assert blocks == whole and _files(tmp_path / "blocks") == _files(tmp_path / "whole")
+    assert blocks == whole and files_of(tmp_path / "blocks") == files_of(tmp_path / "whole")
     a_column = next(c for c in blocks.columns if c.name == "a")
     assert a_column.type == "categorical" and a_column.levels == ["0", "1", "2", "2.5", "3", "4", "many"]
     assert json.loads((tmp_path / "blocks" / "manifest.json").read_text())["counts"] == whole.counts

@@ -22,9 +22,8 @@ from pipeline.platform.config import ClusterConfig
 from pipeline.platform.engine import CONNECT_TIMEOUT, open_engine, probe, require_shared
 from pipeline.platform.errors import ConfigError, PipelineError
 
+from .builders import data_config, make_image_folder, make_mixed_table, table_config
 from .conftest import ROOT, copy_project, tiny_params
-from .test_columns import make_mixed_table, table_config
-from .test_sources import data_config, make_image_folder
 
 ray = pytest.importorskip("ray")  # the `cluster` extra, in `dev`
 

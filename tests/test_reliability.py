@@ -18,8 +18,8 @@ import yaml
 from pipeline.platform.config import Params, as_dict, leaf_keys, load_params, parse_params
 from pipeline.platform.errors import ConfigError, DataError, PipelineError
 
+from .builders import latent_batch, make_image_folder, make_table, write_idx
 from .conftest import ROOT, tiny_params
-from .test_sources import make_image_folder, make_table
 
 
 def tree_bytes(root: Path) -> dict:
@@ -101,9 +101,7 @@ def test_encode_command_refuses_a_partition_of_another_latent_size(pipeline_run,
     from pipeline.latents.encode_command import encode_new_data
     from pipeline.latents.parquet import write_latents
 
-    from .test_latents import _batch
-
-    write_latents(tmp_path / "out", [_batch("train", 5, 3)], 3, {})
+    write_latents(tmp_path / "out", [latent_batch("train", 5, 3)], 3, {})
     np.savez(tmp_path / "new.npz", x=np.zeros((2, 8, 8, 1), np.uint8))
     with pytest.raises(DataError, match="latent_dim 3, expected 4"):
         encode_new_data(pipeline_run["paths"]["model"], tmp_path / "new.npz", tmp_path / "out")
@@ -327,8 +325,6 @@ def _broken_sources(tmp_path: Path):
     """(data config overrides, what a user did) for broken files of every source."""
     import gzip
 
-    from .test_data import write_idx
-
     rng = np.random.default_rng(0)
     cases = []
 
@@ -389,8 +385,6 @@ def test_a_source_found_corrupt_halfway_through_leaves_the_previous_prepared_dat
     """The gzip stream of the train images ends in the middle: prepare has decoded about
     1,500 rows when it finds out; the previous data/prepared stays byte-identical, no staging is left."""
     from pipeline.data.prepare import prepare
-
-    from .test_sources import write_idx
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "idx"

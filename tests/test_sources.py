@@ -7,46 +7,9 @@ import pytest
 
 from pipeline.data.prepare import prepare
 from pipeline.data.prepared import Preprocessor, load_split
-from pipeline.platform.config import parse_params
 from pipeline.platform.errors import DataError
 
-from .test_data import write_idx
-
-
-def data_config(**data):
-    return parse_params({"data": data}).data
-
-
-def make_table(path, n=60, label="label", extra=None):
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(0)
-    columns = {"a": rng.normal(size=n), "b": rng.uniform(5, 10, size=n), "c": rng.integers(0, 4, size=n)}
-    if label:
-        columns[label] = np.array(["cat", "dog", "eel"])[np.arange(n) % 3]
-    columns.update(extra or {})
-    table = pa.table(columns)
-    if path.suffix == ".parquet":
-        pq.write_table(table, path)
-    else:
-        pacsv.write_csv(table, path)
-    return table
-
-
-def make_image_folder(root, sizes=((10, 12),), per_class=6, mode="L"):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(("circle", "square")):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            h, w = sizes[i % len(sizes)]
-            shape = (h, w) if mode == "L" else (h, w, 3)
-            pixels = rng.integers(0, 256, size=shape, dtype=np.uint8) // (c + 1)
-            Image.fromarray(pixels, mode).save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}")
-    return root
+from .builders import data_config, files_of, make_image_folder, make_table, write_idx
 
 
 def test_table_csv_and_parquet(tmp_path):
@@ -207,10 +170,6 @@ def test_misspelt_source_suggests_the_closest():
         data_config(images={"size": [28]})
 
 
-def _files(folder):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("source", ["digits", "npz", "idx", "image_folder", "table"])
 def test_chunk_size_changes_nothing_in_the_prepared_data(tmp_path, source):
     """Streaming prepare: a chunk of 7 rows and one chunk give byte-identical outputs."""
@@ -241,7 +200,7 @@ def test_chunk_size_changes_nothing_in_the_prepared_data(tmp_path, source):
     finally:
         dataset.CHUNK_BYTES = chunk_bytes
     assert one == tiny and one.fingerprint == tiny.fingerprint
-    assert _files(tmp_path / "one") == _files(tmp_path / "tiny")
+    assert files_of(tmp_path / "one") == files_of(tmp_path / "tiny")
     assert not list(tmp_path.glob("**/.scratch"))  # the decoded copies are gone
 
 

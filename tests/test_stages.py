@@ -10,7 +10,7 @@ from pipeline.model.diagnostics import sample_counts
 from pipeline.platform.errors import DataError
 from pipeline.runner import encode, evaluate_all
 
-from .test_latents import _batch
+from .builders import latent_batch
 
 
 def test_metrics_file_structure_and_ranges(pipeline_run):
@@ -116,7 +116,7 @@ def test_sample_counts():
 
 def test_evaluate_rejects_latents_of_another_dimension(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
-    write_latents(tmp_path / "latents", [_batch("train", 5, 3), _batch("test", 5, 3)], 3, {})
+    write_latents(tmp_path / "latents", [latent_batch("train", 5, 3), latent_batch("test", 5, 3)], 3, {})
     with pytest.raises(DataError, match="latent_dim 3, expected 4"):
         evaluate_all(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model"],
                      latents_dir=tmp_path / "latents", out_dir=tmp_path / "ev")
@@ -125,7 +125,7 @@ def test_evaluate_rejects_latents_of_another_dimension(pipeline_run, tmp_path):
 
 def test_evaluate_rejects_latents_of_another_dataset(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
-    write_latents(tmp_path / "latents", [_batch("train", 5, 4), _batch("test", 5, 4)], 4,
+    write_latents(tmp_path / "latents", [latent_batch("train", 5, 4), latent_batch("test", 5, 4)], 4,
                   {"dataset_fingerprint": "0" * 64})
     with pytest.raises(DataError, match="encoded from another dataset"):
         evaluate_all(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model"],

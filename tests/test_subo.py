@@ -7,75 +7,14 @@ can be checked for any Gaussian q, and S_K can be compared with the true S.
 
 import numpy as np
 import pytest
-from keras import ops
 from scipy import stats
 
 from pipeline.model import subo
 from pipeline.model.likelihoods import Bernoulli, Gaussian, make_likelihood
 
+from .builders import LinearGaussian, gaussian_kl, np_
+
 RNG = np.random.default_rng(0)
-
-
-def np_(x):
-    return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
-
-
-def gaussian_kl(m0, c0, m1, c1):
-    """KL(N(m0, c0) ‖ N(m1, c1)) for full covariances, in float64."""
-    c1_inv = np.linalg.inv(c1)
-    diff = m1 - m0
-    return 0.5 * (np.trace(c1_inv @ c0) + diff @ c1_inv @ diff - len(m0)
-                  + np.linalg.slogdet(c1)[1] - np.linalg.slogdet(c0)[1])
-
-
-class LinearGaussian:
-    """p(z) = N(0, I_d), p(x|z) = N(Wz + b, diag σ²), σ one number or one per feature.
-
-    W = diag(σ/σ_min) Q Λ with orthonormal Q keeps the exact posterior diagonal (its
-    precision is I + WᵀΣ⁻¹W = I + Λ²/σ_min²), so a diagonal q can equal it.
-    """
-
-    def __init__(self, n=5, d=2, sigma=0.5, seed=1):
-        rng = np.random.default_rng(seed)
-        q, _ = np.linalg.qr(rng.normal(size=(n, d)))
-        self.sigma = sigma  # as the likelihood takes it
-        self.sigmas = np.broadcast_to(np.asarray(sigma, float), (n,)).copy()  # σ_i per feature
-        self.W = (self.sigmas / self.sigmas.min())[:, None] * q * np.array([2.0, 0.7])[:d]  # (n, d)
-        self.b = rng.normal(size=n)
-        self.x = self.b + self.W @ rng.normal(size=d) + self.sigmas * rng.normal(size=n)  # (n,)
-
-    def likelihood(self) -> Gaussian:
-        return Gaussian(self.sigma) if np.isscalar(self.sigma) else Gaussian(lambda: self.sigmas)
-
-    def surprisal(self):
-        """S = log 1/p(x), exact."""
-        cov = self.W @ self.W.T + np.diag(self.sigmas**2)
-        return -stats.multivariate_normal(self.b, cov).logpdf(self.x)
-
-    def posterior(self):
-        """Mean and (diagonal) covariance of p(z|x)."""
-        noise_precision = np.diag(self.sigmas**-2.0)
-        cov = np.linalg.inv(np.eye(self.W.shape[1]) + self.W.T @ noise_precision @ self.W)
-        return cov @ self.W.T @ noise_precision @ (self.x - self.b), cov
-
-    def subo_exact(self, q_mean, q_var):
-        """U = D + E_q[log 1/p(x|z)] in closed form for q = N(q_mean, diag q_var)."""
-        residual = self.x - self.W @ q_mean - self.b
-        spread = np.diag(self.W @ np.diag(q_var) @ self.W.T)
-        expected = np.sum((residual**2 + spread) / (2 * self.sigmas**2))
-        kl = float(np_(subo.kl_to_prior(q_mean[None], np.log(q_var)[None]))[0])
-        return kl + expected + np.sum(np.log(self.sigmas * np.sqrt(2 * np.pi)))
-
-    def sample_terms(self, q_mean, q_var, samples, rng):
-        """The pipeline's reconstruction (m, 1) and log-weights (m, 1) for z_k ~ q."""
-        z_mean, z_log_var = q_mean[None], np.log(q_var)[None]  # (1, d)
-        eps = rng.normal(size=(samples, 1, len(q_mean)))
-        z = np_(subo.reparameterize(z_mean, z_log_var, eps))  # (m, 1, d)
-        decoded = z @ self.W.T + self.b  # (m, 1, n)
-        reconstruction = np_(self.likelihood().surprisal(self.x[None], decoded))  # (m, 1)
-        log_w = np_(subo.log_importance_weights(reconstruction, subo.standard_normal_log_density(z),
-                                                  subo.gaussian_log_density(z, z_mean, z_log_var)))
-        return reconstruction, log_w, z_mean, z_log_var
 
 
 # One σ for every feature, and one per feature (what model.sigma: learned gives).
