@@ -187,12 +187,7 @@ def run(name: str, work: Path, overrides: dict) -> dict:
     params = overridden_params({**data_keys, **overrides}, source="params.yaml + data keys")
     out = work / name
     start = time.perf_counter()
-    runner.prepare(params, out_dir=out / "prepared")
-    runner.train(params, prepared_dir=out / "prepared", model_dir=out / "model")
-    runner.encode(params, prepared_dir=out / "prepared", model_path=out / "model" / "model.keras",
-                  out_dir=out / "latents")
-    metrics = runner.evaluate_all(params, prepared_dir=out / "prepared", model_path=out / "model" / "model.keras",
-                                  latents_dir=out / "latents", out_dir=out / "evaluation")
+    metrics = runner.run_all(params, out)["metrics"]
     seconds = time.perf_counter() - start
     choices = json.loads((out / "model" / "choices.json").read_text())
     epochs = len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1

@@ -45,14 +45,9 @@ def overridden_params(overrides: dict, source: str = "params.yaml + overrides"):
 
 def whole_run(params, out: Path) -> dict:
     """prepare, train, encode and the evaluation in this process, under out; the combined metrics."""
-    from pipeline.runner import encode, evaluate_all, prepare, train
+    from pipeline.runner import run_all
 
-    model = out / "model" / "model.keras"
-    prepare(params, out_dir=out / "prepared")
-    train(params, prepared_dir=out / "prepared", model_dir=out / "model")
-    encode(params, prepared_dir=out / "prepared", model_path=model, out_dir=out / "latents")
-    return evaluate_all(params, prepared_dir=out / "prepared", model_path=model, latents_dir=out / "latents",
-                        out_dir=out / "evaluation")
+    return run_all(params, out)["metrics"]
 
 
 def probe_figures(metrics: dict) -> dict:

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The files with the longest tests (`pytest --durations`), run first: `make test` gives
 # each of its workers one file at a time, in this order, so the workers end together
 # instead of one running the longest file alone at the end.
-LONGEST_FIRST = ("test_kernel_paths.py", "test_e2e_sources.py", "test_e2e.py", "test_ray.py", "test_model_harness.py",
-                 "test_levels.py", "test_train.py")
+LONGEST_FIRST = ("test_e2e.py", "test_kernel_paths_dvc.py", "test_e2e_sources.py", "test_ray.py",
+                 "test_kernel_paths.py", "test_levels.py", "test_train.py", "test_model_harness.py", "test_kill.py")
 
 TINY = {
     "seed": 0,

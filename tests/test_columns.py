@@ -271,12 +271,8 @@ def test_a_count_matrix_with_the_data_keys_only_learns_without_collapse(tmp_path
                            "train": {"epochs": 12}, "model": {"latent_dim": 4},
                            "evaluate": {"importance_samples": 5, "surprisal_examples": 50,
                                         "gradient_variance": {"repeats": 3, "batch_size": 16}}})
-    manifest = runner.prepare(params, out_dir=tmp_path / "prepared")
-    runner.train(params, prepared_dir=tmp_path / "prepared", model_dir=tmp_path / "model")
-    model = tmp_path / "model" / "model.keras"
-    runner.encode(params, prepared_dir=tmp_path / "prepared", model_path=model, out_dir=tmp_path / "latents")
-    metrics = runner.evaluate_all(params, prepared_dir=tmp_path / "prepared", model_path=model,
-                                  latents_dir=tmp_path / "latents", out_dir=tmp_path / "evaluation")
+    run = runner.run_all(params, tmp_path)
+    manifest, metrics = run["manifest"], run["metrics"]
     assert manifest.example_shape == [30]
     assert json.loads((tmp_path / "model" / "choices.json").read_text())["model.likelihood"]["value"] == "columns"
     assert metrics["active_units"]["count"] >= 2
@@ -296,13 +292,7 @@ def mixed_run(tmp_path_factory):
                                     "table": {"label_column": "species"}},
                            "train": {"epochs": 30}, "encode": {"batch_size": 128},
                            "evaluate": {"importance_samples": 10, "gradient_variance": {"repeats": 4}}})
-    paths = {"prepared": root / "prepared", "model": root / "model" / "model.keras", "latents": root / "latents"}
-    runner.prepare(params, out_dir=paths["prepared"])
-    history = runner.train(params, prepared_dir=paths["prepared"], model_dir=root / "model")
-    runner.encode(params, prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=paths["latents"])
-    metrics = runner.evaluate_all(params, prepared_dir=paths["prepared"], model_path=paths["model"],
-                                  latents_dir=paths["latents"], out_dir=root / "evaluation")
-    return {"root": root, "paths": paths, "history": history, "metrics": metrics}
+    return {"root": root, **runner.run_all(params, root)}
 
 
 def test_a_mixed_table_trains_with_one_likelihood_per_column(mixed_run):

@@ -87,8 +87,11 @@ def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
     assert (copy.obs_names == original.obs_names).all() and (copy.X != original.X).nnz == 0
 
 
+@pytest.mark.slow
 def test_repro_on_an_image_folder(repo):
-    """Last: it sets a conv architecture, which the table and the .h5ad could not take."""
+    """Last: it sets a conv architecture, which the table and the .h5ad could not take. In
+    `make test-all`: the image folder's reader is tests/test_sources.py's, the conv model's
+    kernels the harness's (tests/test_model_harness.py), both in the default tier."""
     edit_params(repo, **{"data.source": "image_folder", "data.path": "data/raw/shapes",
                          "data.images": {"size": [8, 8], "color": "grey"}, "model.architecture": "conv",
                          "model.filters": [4, 8], "train.epochs": 2})  # the table's 12 epochs are not needed here
