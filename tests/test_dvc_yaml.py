@@ -100,6 +100,17 @@ def package_of(path: Path) -> str:
     return parts[0] if len(parts) > 1 else ""
 
 
+def test_prepare_declares_every_data_key_it_is_given():
+    """prepare reads the whole data block (pipeline.data.prepare.from_params passes params.data):
+    a data key missing from its params would leave `dvc repro` saying "up to date" on stale
+    data. data.validation_fraction is train's (the rows it holds out of the train split)."""
+    from pipeline.platform.config import DataConfig, leaf_keys
+
+    given = {f"data.{key}" for key in leaf_keys(DataConfig)} - {"data.validation_fraction"}
+    assert given - set(STAGES["prepare"]["params"]) == set()
+    assert "data.validation_fraction" in STAGES["train"]["params"]
+
+
 def test_every_package_imports_only_itself_and_the_packages_below():
     rank = {name: i for i, name in enumerate(PACKAGES)}
     assert {p.stem for p in (ROOT / "pipeline").glob("*.py")} <= TOP_MODULES, \
