@@ -56,10 +56,10 @@ def main() -> None:
     import tensorflow as tf
 
     from benchmarks.anchors import cpu_flags_line
-    from pipeline.platform.hardware import cpu_flags, gpu_capabilities
+    from pipeline.platform.hardware import cpu_flags, gpu_capabilities, onednn_enabled
     from pipeline.training.resolve_run import resolve_precision
 
-    precision = resolve_precision("auto", cpu_flags(), gpu_capabilities()).value
+    precision = resolve_precision("auto", cpu_flags(), gpu_capabilities(), onednn_enabled()).value
     print(cpu_flags_line(), f"-> {precision}", flush=True)
     x = tf.cast(tf.random.stateless_uniform((BATCH, 28, 28, 1), seed=[0, 0]) < 0.5, tf.float32)
     steps = contenders(precision)

@@ -24,11 +24,16 @@ from pipeline.platform.config import parse_params  # noqa: E402
 from pipeline.platform.config_checker import set_dotted  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-# The files with the longest tests (`pytest --durations`), run first: `make test` gives
-# each of its workers one file at a time, in this order, so the workers end together
-# instead of one running the longest file alone at the end.
-LONGEST_FIRST = ("test_e2e.py", "test_kernel_paths_dvc.py", "test_e2e_sources.py", "test_ray.py",
-                 "test_kernel_paths.py", "test_levels.py", "test_train.py", "test_model_harness.py", "test_kill.py")
+# `make test` runs the suite in two xdist workers with `--dist loadgroup`: every test is a
+# unit of work of its own, so that both workers stay busy to the end, except the files whose
+# tests share module-scoped state (a repository they change in turn, a Ray cluster, a trained
+# model, a browser), each one unit (`xdist_group`), so that the state is built once.
+SHARED_STATE = ("test_columns.py", "test_data.py", "test_e2e.py", "test_e2e_sources.py", "test_explorer.py",
+                "test_fuzz_readers.py", "test_kill.py", "test_messy_tables.py", "test_ray.py", "test_reliability.py",
+                "test_subo.py", "test_train.py")
+# The longest units (`pytest --durations`) first, so that none is left running alone at the end.
+LONGEST_FIRST = ("test_e2e.py", "test_e2e_sources.py", "test_ray.py", "test_kernel_paths.py",
+                 "test_kernel_paths_dvc.py", "test_train.py", "test_kill.py", "test_levels.py")
 
 TINY = {
     "seed": 0,
@@ -42,9 +47,13 @@ TINY = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
+    for item in items:
+        if item.path.name in SHARED_STATE:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def tiny_params(**overrides):

@@ -57,7 +57,8 @@ def test_an_experiment_on_a_messy_csv_with_the_data_keys_only(repo):
 def test_editing_the_data_reruns_prepare(repo):
     """After the table run above: a new version of the same file is a changed dependency."""
     make_mixed_table(repo / "data/raw/mixed.csv", n=210, seed=1)
-    assert "data/raw/mixed.csv" in run(["dvc", "status", "prepare"], repo).stdout
+    status = run(["dvc", "status", "prepare"], repo).stdout
+    assert "changed deps" in status and "data/raw" in status  # the file, or the data/raw folder it is in
     assert "Running stage 'prepare'" in run(["dvc", "repro", "prepare"], repo).stdout
     assert json.loads((repo / "data/prepared/manifest.json").read_text())["counts"] == {"train": 168, "test": 42}
 
