@@ -25,19 +25,19 @@ git-clone:
 	       "the pipeline in git). Use 'git clone <url>', or for a copy without history run:" \
 	       "git init && git add -A && git commit -m 'start'" >&2; exit 2; }
 
-# The suite runs in TEST_WORKERS processes (pytest-xdist): each test is a unit of work, but
-# the files whose tests share module-scoped state go as one unit each (tests/conftest.py,
-# SHARED_STATE), so that their fixtures are built once; the shared pipeline run and DVC
-# repository are built once per run whatever the workers.
+# The suite runs in TEST_WORKERS processes (pytest-xdist), one test file per process at a
+# time, so that a file's fixtures are built once (the shared pipeline run and DVC repository
+# once per run, whatever the workers): most tests wait on imports and subprocesses, which
+# two workers overlap on two cores.
 TEST_WORKERS ?= 2
 # The explorer page's test opens it in Debian's headless Chromium, driven by its chromedriver.
 CHROMEDRIVER := /usr/bin/chromedriver
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 test: $(VENV)/.installed-dev $(CHROMEDRIVER)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(VENV)/.installed-dev $(CHROMEDRIVER)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m ""
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m ""
 
 $(CHROMEDRIVER):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver \

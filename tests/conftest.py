@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny configuration and one in-process run of the whole pipeline.
+"""Shared fixtures: a tiny configuration, one in-process run of the whole pipeline
+(`pipeline_run`) and one `dvc repro` of a copy of the project (`dvc_repo`).
 
-TensorFlow and UMAP are slow to import, so the stage functions run once per session in
-this process (`pipeline_run`) and the tests that need outputs share them.
+TensorFlow and UMAP are slow to import and training takes time, so each of the two is
+built once per test run, whatever the number of xdist workers (`built_once`), and the tests
+that need outputs share it, each worker through its own copy.
 """
 
 import fcntl
@@ -24,16 +26,12 @@ from pipeline.platform.config import parse_params  # noqa: E402
 from pipeline.platform.config_checker import set_dotted  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-# `make test` runs the suite in two xdist workers with `--dist loadgroup`: every test is a
-# unit of work of its own, so that both workers stay busy to the end, except the files whose
-# tests share module-scoped state (a repository they change in turn, a Ray cluster, a trained
-# model, a browser), each one unit (`xdist_group`), so that the state is built once.
-SHARED_STATE = ("test_columns.py", "test_data.py", "test_e2e.py", "test_e2e_sources.py", "test_explorer.py",
-                "test_fuzz_readers.py", "test_kill.py", "test_messy_tables.py", "test_ray.py", "test_reliability.py",
-                "test_subo.py", "test_train.py")
-# The longest units (`pytest --durations`) first, so that none is left running alone at the end.
-LONGEST_FIRST = ("test_e2e.py", "test_e2e_sources.py", "test_ray.py", "test_kernel_paths.py",
-                 "test_kernel_paths_dvc.py", "test_train.py", "test_kill.py", "test_levels.py")
+# The files with the longest tests (`pytest --durations`), run first: `make test` gives
+# each of its workers one file at a time (`--dist loadfile`: a file's module fixtures are
+# built once), in this order, so the workers end together instead of one running the
+# longest file alone at the end.
+LONGEST_FIRST = ("test_e2e.py", "test_kernel_paths_dvc.py", "test_e2e_sources.py", "test_ray.py",
+                 "test_kernel_paths.py", "test_levels.py", "test_train.py", "test_model_harness.py", "test_kill.py")
 
 TINY = {
     "seed": 0,
@@ -47,13 +45,9 @@ TINY = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
-    for item in items:
-        if item.path.name in SHARED_STATE:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def tiny_params(**overrides):

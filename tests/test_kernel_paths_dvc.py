@@ -45,13 +45,13 @@ def repo(dvc_repo, tmp_path_factory):
 @pytest.mark.parametrize("switch, precision", combinations(), ids=lambda v: f"onednn{v}" if v in "01" else v)
 def test_dvc_repro_on_each_kernel_path_and_precision(switch, precision, repo, dvc_repo):
     if (switch, precision) == (DEFAULT, AUTO):  # the session's run
-        ran = re.findall(r"Running stage '(\w+)'", dvc_repo[1])
+        folder, ran = dvc_repo[0], re.findall(r"Running stage '(\w+)'", dvc_repo[1])
         assert set(MODEL_STAGES) <= set(ran), ran
     else:
         edit_params(repo, **{"train.precision": precision})
         out = run(["dvc", "repro", "--force", "--single-item", *MODEL_STAGES], repo, TF_ENABLE_ONEDNN_OPTS=switch).stdout
-        assert re.findall(r"Running stage '(\w+)'", out) == MODEL_STAGES
-    folder = repo if (switch, precision) != (DEFAULT, AUTO) else dvc_repo[0]
+        folder, ran = repo, re.findall(r"Running stage '(\w+)'", out)
+        assert ran == MODEL_STAGES
     chosen = json.loads((folder / "data/model/choices.json").read_text())["train.precision"]
     assert chosen["value"] == (auto_precision(switch) if precision == AUTO else precision)
     if precision == AUTO:  # the reason names the kernels' switch as TensorFlow resolved it in train

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.platform.io import KILL_AT, recover, staged_outputs
+from pipeline.platform.io import KILL_AT, fault_point, recover, staged_outputs
 
 from .conftest import ROOT
 
@@ -108,3 +108,13 @@ def test_two_stages_sharing_a_directory_do_not_touch_each_others_publication(tmp
     assert (out / ".evaluate.journal").exists() and not (out / "metrics.json").exists()
     recover(out, "evaluate")
     assert sorted(tree_bytes(out)) == ["confusion.csv", "metrics.json", "pictures/a.png", "umap.json"]
+
+
+def test_fault_points_follow_the_environment_as_it_is_now(monkeypatch):
+    """A process that once met a fault point while one was set must not keep it: a test worker
+    that drove a Ray test with VAE_PIPELINE_KILL_AT=parquet later SIGKILLed itself at its own
+    next Parquet write (the setting had been read once and cached)."""
+    monkeypatch.setenv(KILL_AT, "parquet")
+    fault_point("staged")  # read while set
+    monkeypatch.delenv(KILL_AT)
+    fault_point("parquet")  # with the setting kept, this process would die here

@@ -42,7 +42,6 @@ row group).
 
 import contextlib
 import errno
-import functools
 import hashlib
 import json
 import os
@@ -73,9 +72,9 @@ def fault_point(name: str, path: str | Path | None = None) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path) if path else None)
 
 
-@functools.cache
 def _faults() -> tuple[str | None, str | None]:
-    """The fault points asked for, read once per process (the tests set them when they start one)."""
+    """The fault points asked for, read at every point: a value cached by a long-lived
+    process (a test worker that drove a Ray test setting them) must not outlive the setting."""
     return os.environ.get(KILL_AT), os.environ.get(FULL_AT)
 
 
