@@ -111,7 +111,8 @@ def test_every_model_fits_encodes_decodes_scores_saves_and_loads(name, proxy, po
         k: ("float32", (len(x),)) for k in ("U", "D", "reconstruction")}
     terms = {k: keras.ops.convert_to_numpy(v) for k, v in terms.items()}
     np.testing.assert_allclose(terms["U"], terms["D"] + terms["reconstruction"], rtol=1e-5)
-    assert np.isfinite(terms["U"]).all() and (vae.closed_form_kl <= (terms["D"] >= 0).all())
+    assert np.isfinite(terms["U"]).all()
+    assert (terms["D"] >= 0).all() or not vae.closed_form_kl  # a Monte Carlo D may dip below 0 per example
 
     z_mean, z_log_var = (np.asarray(v) for v in vae.predict_posterior(x))
     assert z_mean.shape == z_log_var.shape == (len(x), model.latent_dim) and np.isfinite(z_mean).all()
