@@ -207,6 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     from pipeline.platform.hardware import cpu_flags, onednn_enabled
     from pipeline.runner import prepare
+    from pipeline.training.resolve_run import NATIVE_BF16_CPU_FLAGS
 
     work = Path(tempfile.mkdtemp(prefix="vae-flops-"))
     data = {"28x28x1": {"data.source": "fashion_mnist", "data.max_examples": 10_000},
@@ -214,9 +215,10 @@ def main() -> None:
     data = {name: keys for name, keys in data.items() if name in (args.data or data)}
     if "64x64x3" in data:
         generate(work / "photos", args.python, 400, 64)
-    native = sorted({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
+    flags = cpu_flags()
+    native = sorted(set(NATIVE_BF16_CPU_FLAGS) & flags)
     peaks = {"float32": matmul_peak("float32"), **({"bfloat16": matmul_peak("bfloat16")} if native else {})}
-    print(json.dumps({"cpu_native_bf16": native, "amx": sorted({"amx_bf16", "amx_tile"} & set(cpu_flags())),
+    print(json.dumps({"cpu_native_bf16": native, "amx": sorted({"amx_bf16", "amx_tile"} & flags),
                       "onednn": onednn_enabled(), "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()}}))
     variants = [{}] + [parse_overrides(v.split(";")) for v in args.set]
     rates: dict = {}

@@ -47,6 +47,13 @@ def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_d
     return write_report(out_dir)[0]
 
 
+def run_paths(root) -> dict:
+    """The stages' inputs and outputs under `root`, laid out as dvc.yaml lays out data/."""
+    root = Path(root)
+    return {"prepared": root / "prepared", "model_dir": root / "model", "model": root / "model" / "model.keras",
+            "latents": root / "latents", "evaluation": root / "evaluation"}
+
+
 def run_all(params: Params, root) -> dict:
     """prepare -> train -> encode -> every evaluation stage, in this process, into `root` laid out
     as dvc.yaml lays out data/ (prepared/, model/, latents/, evaluation/).
@@ -55,9 +62,7 @@ def run_all(params: Params, root) -> dict:
         paths (prepared, model_dir, model, latents, evaluation), and what the stages returned:
         manifest, history (train's final epoch), rows (encoded), metrics (the report's).
     """
-    root = Path(root)
-    paths = {"prepared": root / "prepared", "model_dir": root / "model", "model": root / "model" / "model.keras",
-             "latents": root / "latents", "evaluation": root / "evaluation"}
+    paths = run_paths(root)
     manifest = prepare(params, out_dir=paths["prepared"])
     history = train(params, prepared_dir=paths["prepared"], model_dir=paths["model_dir"])
     rows = encode(params, prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=paths["latents"])

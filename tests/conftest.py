@@ -99,9 +99,10 @@ def pipeline_run(tmp_path_factory):
         run = run_all(tiny_params(), folder)
         (folder / "run.json").write_text(json.dumps({key: run[key] for key in ("history", "rows", "metrics")}))
 
+    from pipeline.runner import run_paths
+
     root = built_once(tmp_path_factory, "run", build)
-    paths = {"prepared": root / "prepared", "model_dir": root / "model", "model": root / "model" / "model.keras",
-             "latents": root / "latents", "evaluation": root / "evaluation"}
+    paths = run_paths(root)
     return {"params": tiny_params(), "paths": paths, "manifest": Manifest.read(paths["prepared"]),
             **json.loads((root / "run.json").read_text())}
 
