@@ -149,7 +149,7 @@ def auto_rules() -> list[str]:
              "stage logs the value and its reason, and `data/model/choices.json`, the latents' metadata and "
              "the report record it. The rules as the code states them:", ""]
     for title, path in AUTO_RULES.items():
-        tree = ast.parse((ROOT / path).read_text())
+        tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
         doc = ast.get_docstring(tree)
         rules = doc[doc.index("The rules, and why:"):].removeprefix("The rules, and why:").strip()
         # our own module's arithmetic constants (2 ** 16, 1 << 30), evaluated without names
@@ -231,8 +231,8 @@ def render_cli() -> str:
 
 def render_all(root: Path = ROOT) -> dict[str, str]:
     """{page name: its text}, from the params.yaml and dvc.yaml under root."""
-    dvc = yaml.safe_load((root / "dvc.yaml").read_text())
-    return {"params.md": render_params((root / "params.yaml").read_text(), dvc["stages"]),
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
+    return {"params.md": render_params((root / "params.yaml").read_text(encoding="utf-8"), dvc["stages"]),
             "outputs.md": render_outputs(dvc["stages"], dvc.get("plots", [])),
             "latents.md": render_latents(), "cli.md": render_cli()}
 
@@ -241,5 +241,5 @@ if __name__ == "__main__":
     out = ROOT / "docs" / "reference"
     out.mkdir(parents=True, exist_ok=True)
     for page, text in render_all().items():
-        (out / page).write_text(text)
+        (out / page).write_text(text, encoding="utf-8")
         print(f"wrote {out / page}")

@@ -88,21 +88,13 @@ def browser(tmp_path_factory):
 
 def test_the_page_is_drawn_offline_hovered_searched_and_clicked(pipeline_run, browser):
     from PIL import Image
-    from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
     page = pipeline_run["paths"]["evaluation"] / "explorer.html"
     points = _rows(pipeline_run["paths"]["evaluation"] / "umap.csv")
     resources = _Resources()
     resources.feed(page.read_text())
     assert resources.scripts >= 2 and all(url.startswith("data:") for url in resources.urls)  # all inline
-    start = time.perf_counter()
-    browser.get(page.as_uri())
-    drawn = None
-    while drawn is None and time.perf_counter() - start < 30:  # BokehJS builds the views after the page loads
-        drawn = browser.execute_script(PLOT_VIEW_JS.replace("const view", "var view") +
-                                       "return view === undefined ? null : data.id.length;")
-        time.sleep(0.1)
-    assert drawn == len(points)
+    _open(browser, page, len(points))
     requests = [json.loads(entry["message"])["message"] for entry in browser.get_log("performance")]
     fetched = [m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"]
     assert not [url for url in fetched if url.startswith(("http:", "https:", "ws:", "wss:"))]  # none from a network
@@ -114,14 +106,7 @@ def test_the_page_is_drawn_offline_hovered_searched_and_clicked(pipeline_run, br
     frame = screenshot[top:top + height, left:left + width]
     coloured = (frame.max(axis=2) - frame.min(axis=2) > 60).sum()  # the dots: saturated, unlike axes and grid
     assert coloured > 5 * len(points)  # drawn on the canvas, not only in the data (a dot covers ~28 pixels)
-    x, y, first = browser.execute_script(PLOT_VIEW_JS + """
-        const rect = view.el.getBoundingClientRect();
-        return [rect.left + view.frame.x_scale.compute(data.x[0]), rect.top + view.frame.y_scale.compute(data.y[0]),
-                data.id[0]];""")
-    hover = ActionBuilder(browser)
-    hover.pointer_action.move_to_location(int(x), int(y))
-    hover.perform()
-    time.sleep(0.5)
+    first = _hover(browser, 0)
     tooltip = browser.execute_script(SHADOW_TEXT_JS)
     assert f"id {first}" in tooltip and "probe:" in tooltip  # the hover's tooltip, in Bokeh's shadow DOM
     wanted = points[len(points) // 2]["id"]
@@ -146,6 +131,71 @@ def test_the_page_is_drawn_offline_hovered_searched_and_clicked(pipeline_run, br
     assert gradient == errors == len(points)  # coloured by a latent dimension, then by the probe's errors
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
+
+
+HOSTILE_NAMES = ["@label{safe}", "$x", "{safe}", "email@domain", "<script>window.pwned = 1</script>", "plain"]
+HOSTILE_LABEL = '<img src=x onerror="window.pwned = 1">'
+
+
+def test_hostile_column_names_and_labels_run_no_script_and_a_large_page_colours(browser, tmp_path):
+    """Column names reach Bokeh's tooltip template (where `@label{safe}` would insert a label
+    unescaped) and labels reach the page's HTML: hovered, clicked and coloured in Chromium, no
+    script of theirs runs and each shows as its text. 150,000 points: more than a spread
+    (Math.min(...z)) takes."""
+    from pipeline.evaluation.explorer import _values
+    from pipeline.evaluation.explorer_page import Points, explorer_html
+
+    n, rng = 150_000, np.random.default_rng(0)
+    cells = rng.normal(size=(n, len(HOSTILE_NAMES)))
+    labels = [HOSTILE_LABEL if i % 2 else "{safe}@x" for i in range(n)]
+    x, y = rng.normal(size=n), rng.normal(size=n)
+    x[1] = y[1] = 8.0  # alone: the hover finds it only
+    points = Points(x=x, y=y, ids=np.arange(n), labels=labels,
+                    predicted=[""] * n, z=rng.normal(size=(n, 2)).astype(np.float32),
+                    shown=_values(HOSTILE_NAMES, cells, cells, None))
+    page = tmp_path / "explorer.html"
+    page.write_text(explorer_html(points, HOSTILE_LABEL, "hostile names"), encoding="utf-8")
+    _open(browser, page, n)
+    assert _hover(browser, 1) == 1  # labelled HOSTILE_LABEL
+    tooltip = browser.execute_script(SHADOW_TEXT_JS)
+    assert browser.execute_script("return window.pwned === undefined")
+    assert "@label{safe} = " in tooltip and "email@domain = " in tooltip and "$x = " in tooltip, tooltip
+    assert HOSTILE_LABEL in tooltip  # the label shown as text, in the tooltip and the title
+    browser.execute_script('Bokeh.documents[0].get_model_by_name("find").value = "1"')
+    assert _when(browser, 'return Bokeh.documents[0].get_model_by_name("detail").text || null')
+    browser.execute_script('Bokeh.documents[0].get_model_by_name("colour_by").value = "z1"')
+    assert _when(browser, 'const c = Bokeh.documents[0].get_model_by_name("points").data_source.data.color;'
+                          'return new Set(c).size > 10 ? c.length : null;') == n
+    time.sleep(0.5)
+    assert browser.execute_script("return window.pwned === undefined")
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+def _open(browser, page: Path, points: int) -> None:
+    """Load the page and wait until BokehJS drew its `points` points."""
+    start, drawn = time.perf_counter(), None
+    browser.get(page.as_uri())
+    while drawn is None and time.perf_counter() - start < 30:  # BokehJS builds the views after the page loads
+        drawn = browser.execute_script(PLOT_VIEW_JS.replace("const view", "var view") +
+                                       "return view === undefined ? null : data.id.length;")
+        time.sleep(0.1)
+    assert drawn == points
+
+
+def _hover(browser, i: int) -> int:
+    """Move the pointer onto point i; its id."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    x, y, point = browser.execute_script(PLOT_VIEW_JS + """
+        const rect = view.el.getBoundingClientRect(), i = arguments[0];
+        return [rect.left + view.frame.x_scale.compute(data.x[i]), rect.top + view.frame.y_scale.compute(data.y[i]),
+                data.id[i]];""", i)
+    hover = ActionBuilder(browser)
+    hover.pointer_action.move_to_location(int(x), int(y))
+    hover.perform()
+    time.sleep(0.5)
+    return point
 
 
 def test_tensorboard_serves_the_projector_files(pipeline_run, tmp_path):

@@ -118,3 +118,49 @@ def test_fault_points_follow_the_environment_as_it_is_now(monkeypatch):
     fault_point("staged")  # read while set
     monkeypatch.delenv(KILL_AT)
     fault_point("parquet")  # with the setting kept, this process would die here
+
+
+def test_a_file_written_in_place_follows_the_umask_like_any_other(tmp_path):
+    """atomic_path's temporary file is made 0600; the output must not keep that (a teammate
+    on a shared server reads the metrics)."""
+    from pipeline.platform.io import write_json
+
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640), (0o002, 0o664)):
+        old = os.umask(umask)
+        try:
+            write_json(tmp_path / "metrics.json", {"S": 1.0})
+            (tmp_path / "plain.txt").unlink(missing_ok=True)
+            (tmp_path / "plain.txt").write_text("made by open()")
+        finally:
+            os.umask(old)
+        assert oct((tmp_path / "metrics.json").stat().st_mode & 0o777) == oct(mode)
+        assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+
+
+def _text_calls_without_encoding(tree) -> list[int]:
+    """Lines of read_text/write_text/open calls in text mode that leave the encoding to the locale."""
+    import ast
+
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        mode = next((a.value for a in node.args[1:2] if isinstance(a, ast.Constant)), "r")
+        mode = next((k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)),
+                    mode)
+        builtin_open = name == "open" and isinstance(node.func, ast.Name)
+        if name in ("read_text", "write_text") or (builtin_open and "b" not in str(mode)):
+            found.append(node.lineno)
+    return found
+
+
+def test_every_text_file_the_pipeline_reads_or_writes_is_utf8():
+    """A label "café" must not depend on the machine's locale (LANG=C would make it ASCII)."""
+    import ast
+
+    unspecified = {str(path.relative_to(ROOT)): lines for path in sorted((ROOT / "pipeline").rglob("*.py"))
+                   if (lines := _text_calls_without_encoding(ast.parse(path.read_text(encoding="utf-8"))))}
+    assert not unspecified, unspecified
+    assert _text_calls_without_encoding(ast.parse("open(p)\np.read_text()\nopen(p, 'rb')\nopen(p, encoding='utf-8')"))\
+        == [1, 2]  # the check itself finds what it should

@@ -110,7 +110,7 @@ class Manifest:
         path = Path(prepared_dir)
         path = path if path.suffix == ".json" else path / FILE
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DataError(f"{path}: not found; run the prepare stage first (dvc repro prepare)") from None
         except ValueError as error:

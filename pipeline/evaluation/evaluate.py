@@ -96,7 +96,7 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
                                               title=f"{manifest.source}, latent_dim={vae.latent_dim}",
                                               images=len(shape) == 3 and shape[-1] in (1, 3))
         write_json(staging / "latent_metrics.json", metrics)
-        (staging / "confusion.csv").write_text(confusion)
+        (staging / "confusion.csv").write_text(confusion, encoding="utf-8")
     return metrics
 
 

@@ -49,7 +49,7 @@ def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
     recover(evaluation_dir, "explore")
     share_gpus()
     manifest, data = load_splits(prepared_dir)
-    split = json.loads((evaluation_dir / "umap.json").read_text())["split"]
+    split = json.loads((evaluation_dir / "umap.json").read_text(encoding="utf-8"))["split"]
     coords, labels, ids = _umap_points(evaluation_dir / "umap.csv")
     positions = _positions(evaluation_dir / "umap.csv", np.asarray(data[split].id), ids)
     order = np.argsort(positions)  # read_z_mean takes ascending rows
@@ -64,7 +64,7 @@ def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
     summary = (f"{len(ids):,} points of the {split} split, latent_dim {z.shape[1]}; hover a point, click it for "
                f"its reconstruction, colour by label, probe error or a latent dimension")
     with staged_outputs(evaluation_dir, "explore") as staging, timed("explorer page and projector files"):
-        (staging / "explorer.html").write_text(explorer_html(points, title, summary))
+        (staging / "explorer.html").write_text(explorer_html(points, title, summary), encoding="utf-8")
         _projector(staging / "projector", points, pictures)
     return {"points": len(ids), "split": split, "latent_dim": int(z.shape[1]),
             "bytes": (evaluation_dir / "explorer.html").stat().st_size}
@@ -72,7 +72,7 @@ def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
 
 def _umap_points(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(coordinates (n, 2), labels, ids) of umap.csv."""
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     coords = np.array([[float(r["x"]), float(r["y"])] for r in rows]).reshape(-1, 2)
     return coords, [r["label"] for r in rows], np.array([int(r["id"]) for r in rows], np.int64)
@@ -89,7 +89,7 @@ def _positions(path: Path, split_ids: np.ndarray, ids: np.ndarray) -> np.ndarray
 
 def _predictions(path: Path) -> dict[int, str]:
     """{id: the linear probe's prediction} from confusion.csv (empty without labels)."""
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         return {int(r["id"]): r["predicted"] for r in csv.DictReader(f)}
 
 
@@ -153,7 +153,7 @@ def _projector(folder: Path, points: Points, pictures: np.ndarray | None) -> Non
     rows = ["id\tlabel\tpredicted\tprobe"] + [
         f"{i}\t{clean(label)}\t{clean(p) or '-'}\t{'' if not p else 'right' if p == label else 'wrong'}"
         for i, label, p in zip(points.ids.tolist(), points.labels, points.predicted)]
-    (folder / "metadata.tsv").write_text("\n".join(rows) + "\n")
+    (folder / "metadata.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     sprite = ""
     if pictures is not None and len(pictures):
         per_row = math.ceil(math.sqrt(len(pictures)))
@@ -163,7 +163,7 @@ def _projector(folder: Path, points: Points, pictures: np.ndarray | None) -> Non
                   f'    single_image_dim: {side}\n  }}\n')
     (folder / "projector_config.pbtxt").write_text(
         'embeddings {\n  tensor_name: "z_mean"\n  tensor_path: "tensors.tsv"\n  metadata_path: "metadata.tsv"\n'
-        f"{sprite}}}\n")
+        f"{sprite}}}\n", encoding="utf-8")
 
 
 def _write_sprite(path: Path, pictures: np.ndarray, per_row: int, side: int) -> None:

@@ -21,7 +21,9 @@ const d = source.data, by = cb_obj.value;
 if (by === "label" || by === "probe error") {
     d.color = by === "label" ? d.c_label : d.c_error;
 } else {
-    const z = d[by], lo = Math.min(...z), hi = Math.max(...z), k = palette.length - 1;
+    const z = d[by], k = palette.length - 1;
+    let lo = Infinity, hi = -Infinity;  // a loop: Math.min(...z) overflows the call stack past ~125k points
+    for (const v of z) { if (v < lo) lo = v; if (v > hi) hi = v; }
     d.color = Array.from(z, v => palette[Math.round(k * (v - lo) / ((hi - lo) || 1))]);
 }
 key.text = by === "label" ? label_key : by === "probe error" ? error_key : `${by}: dark low, yellow high`;
@@ -150,8 +152,16 @@ def _examples(shown: Shown) -> tuple[dict, str, list[str]]:
     columns = {}
     for j, (example, reconstruction) in enumerate((shown.values or {}).values()):
         columns[f"v{j}"], columns[f"r{j}"] = example, reconstruction
-    hover = "".join(f"<div>{name} = @{{v{j}}}{{safe}}</div>" for j, name in enumerate(names[:SHOWN_VALUES]))
+    hover = "".join(f"<div>{for_template(name)} = @{{v{j}}}{{safe}}</div>"
+                    for j, name in enumerate(names[:SHOWN_VALUES]))
     return columns, hover, names
+
+
+def for_template(escaped: str) -> str:
+    """HTML-escaped text made literal in a Bokeh tooltip template too: there `@name`, `$name` and
+    `{format}` are fields (`@label{safe}` in a column name would insert a label unescaped), so
+    those characters go in as character references, which Bokeh leaves alone and the browser shows."""
+    return escaped.translate({ord(c): f"&#{ord(c)};" for c in "@${}"})
 
 
 def _padded(values: np.ndarray):

@@ -214,7 +214,7 @@ def write_report(out_dir: str | Path) -> tuple[dict, str]:
     for name, stage in PARTS.items():
         path = out_dir / f"{name}.json"
         try:
-            parts[name] = json.loads(path.read_text())
+            parts[name] = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DataError(f"{path}: not found; run the {stage} stage first (dvc repro {stage})") from None
     metrics = combine(parts)
@@ -222,7 +222,7 @@ def write_report(out_dir: str | Path) -> tuple[dict, str]:
     text = report_text(metrics, parts["baselines"]["dataset"], latent["latent_dim"], latent.get("choices", {}))
     with staged_outputs(out_dir, "report") as staging:
         write_json(staging / "metrics.json", metrics)
-        (staging / "report.md").write_text(text)
+        (staging / "report.md").write_text(text, encoding="utf-8")
     return metrics, text
 
 

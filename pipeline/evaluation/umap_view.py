@@ -85,6 +85,6 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
             plot_scatter(z, labels, names, f"Latents ({what})", staging / "umap" / "latents.png")
         label_text = np.array(names)[labels] if names else np.full(len(rows), "")
         rows = zip(np.char.mod("%.5f", coords[:, 0]), np.char.mod("%.5f", coords[:, 1]), label_text, ids[rows])
-        (staging / "umap.csv").write_text(csv_text(["x", "y", "label", "id"], rows))
+        (staging / "umap.csv").write_text(csv_text(["x", "y", "label", "id"], rows), encoding="utf-8")
         write_json(staging / "umap.json", info)
     return info

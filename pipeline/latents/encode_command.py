@@ -134,7 +134,7 @@ def check_not_a_stage_output(out_dir: Path) -> None:
         spec = folder / "dvc.yaml"
         if not spec.is_file():
             continue
-        stages = (yaml.safe_load(spec.read_text()) or {}).get("stages", {})
+        stages = (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("stages", {})
         owners = [((folder / replaced).resolve(), name) for name, stage in stages.items()
                   for out in (*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", []))
                   for owned in [Path(out if isinstance(out, str) else next(iter(out)))]

@@ -134,6 +134,6 @@ def _json_beside(model_path: Path, name: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as error:
         raise DataError(f"{path}: not valid JSON ({error})") from None

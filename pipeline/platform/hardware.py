@@ -85,7 +85,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("flags"):
                     return set(line.partition(":")[2].split())

@@ -98,6 +98,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     _remove_stale(target.parent.glob(f".{target.stem}.*.tmp{target.suffix}"))
     # The temporary name keeps the suffix: Keras only saves to paths ending in ".keras".
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the output from the rest of a team
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -174,7 +175,7 @@ class _Publication:
                                         "replace the link, not write where it points. Link a parent directory instead")
                 _sync_tree(new)
                 fault_point("staged", self._journal_tmp)
-                with open(self._journal_tmp, "x") as f:  # "x": never through a link planted since
+                with open(self._journal_tmp, "x", encoding="utf-8") as f:  # "x": never through a link planted since
                     json.dump({"moves": moves}, f)
                     f.flush()
                     os.fsync(f.fileno())
@@ -189,7 +190,7 @@ class _Publication:
     def _moves(self) -> list[list[str]]:
         """The journal's renames, each from this publication's staging/new onto the same single name under root."""
         try:
-            moves = json.loads(self.journal.read_text())["moves"]
+            moves = json.loads(self.journal.read_text(encoding="utf-8"))["moves"]
             valid = isinstance(moves, list) and all(
                 isinstance(m, list) and len(m) == 2 and all(isinstance(p, str) for p in m)
                 and "/" not in m[1] and m[1] not in ("", ".", "..") and m[0] == f"{self.staging.name}/new/{m[1]}"
@@ -271,6 +272,13 @@ def allocate(scratch: Path | None, name: str, shape: tuple[int, ...], dtype):
     return np.lib.format.open_memmap(Path(scratch) / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _remove_stale(paths) -> None:
     """Temporaries left by a killed run of the same output (runs of one output never overlap)."""
     for path in paths:
@@ -279,7 +287,7 @@ def _remove_stale(paths) -> None:
 
 def write_json(path: str | Path, obj) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -97,7 +97,7 @@ def train_on_ray(engine: RayEngine, *, prepared_dir, model_dir, training: TrainC
         config = {**arguments, "prepared_dir": str(engine.shared(prepared_dir)),
                   "model_dir": str(engine.shared(model_dir)), "training": training}
         engine.train(_train_worker, {"train": config, "logs": str(storage / "logs.json")}, training.workers, storage)
-        return json.loads((storage / "logs.json").read_text())
+        return json.loads((storage / "logs.json").read_text(encoding="utf-8"))
 
 
 def _train_worker(config: dict) -> None:
@@ -109,7 +109,7 @@ def _train_worker(config: dict) -> None:
     require_shared(config["train"]["prepared_dir"], "the prepared data")
     logs = train(**config["train"], launched=True)
     if ray.train.get_context().get_world_rank() == 0:  # the chief: the one whose model is kept
-        Path(config["logs"]).write_text(json.dumps(logs))
+        Path(config["logs"]).write_text(json.dumps(logs), encoding="utf-8")
 
 
 def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig, loss: LossConfig,
@@ -245,7 +245,7 @@ def _fit_logged(vae, run: TrainingRun, inputs: _Inputs, backup: Path, resuming: 
     callbacks = _callbacks(run.loss, cfg, backup, has_validation=inputs.validation is not None)
     with Live(str(backup / "live"), resume=resuming, save_dvc_exp=False, dvcyaml=None) as live:
         if resuming:
-            done = json.loads((backup / "training_metadata.json").read_text())["epoch"]
+            done = json.loads((backup / "training_metadata.json").read_text(encoding="utf-8"))["epoch"]
             log.info("resuming from %s at epoch %d of %d", backup, done + 1, cfg.epochs)
         logger = LiveLogger(live, run.updates_per_epoch * cfg.batch_size, inputs.bound_x, cfg.importance_samples)
         try:
@@ -308,9 +308,9 @@ def _run_fingerprint(run: TrainingRun, manifest: Manifest, choices: dict) -> str
 def _prepare_backup(backup: Path, fingerprint: str) -> bool:
     """True when backup/ holds a completed epoch of this very run; otherwise start it afresh."""
     stamp = backup / "run_fingerprint.txt"
-    resumable = (backup / "training_metadata.json").is_file() and stamp.is_file() and stamp.read_text() == fingerprint
+    resumable = (backup / "training_metadata.json").is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == fingerprint
     if not resumable:
         shutil.rmtree(backup, ignore_errors=True)
         backup.mkdir(parents=True)
-        stamp.write_text(fingerprint)
+        stamp.write_text(fingerprint, encoding="utf-8")
     return resumable
