@@ -65,7 +65,8 @@ def test_editing_the_data_reruns_prepare(repo):
 
 def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
     """Sparse counts and obs labels through dvc repro; `vae-pipeline encode --anndata-out`
-    writes a copy whose obsm["X_vae"] holds each cell's z_mean, in the file's row order."""
+    writes a copy whose obsm["X_vae"] holds each cell's z_mean, in the file's row order; new
+    cells' genes are matched by name."""
     import anndata as ad
     import numpy as np
 
@@ -86,6 +87,18 @@ def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
     assert copy.obsm["X_vae"].shape == (300, 4)
     np.testing.assert_allclose(copy.obsm["X_vae"], z, rtol=1e-6)
     assert (copy.obs_names == original.obs_names).all() and (copy.X != original.X).nnz == 0
+    # The same cells with their genes in another order: matched by name, the same latents
+    original[:, ::-1].copy().write_h5ad(tmp_path / "reversed.h5ad")
+    run(["vae-pipeline", "encode", "--model", "data/model/model.keras", "--input", str(tmp_path / "reversed.h5ad"),
+         "--output", str(tmp_path / "latents"), "--split", "reversed"], repo)
+    reversed_ = load_latents(tmp_path / "latents", split="reversed")
+    np.testing.assert_array_equal(latents_to_numpy(reversed_)[np.argsort(reversed_.column("id").to_numpy())], z)
+    original[:, 2:].copy().write_h5ad(tmp_path / "fewer.h5ad")
+    failed = run(["vae-pipeline", "encode", "--model", "data/model/model.keras", "--input",
+                  str(tmp_path / "fewer.h5ad"), "--output", str(tmp_path / "latents"), "--split", "fewer"], repo,
+                 check=False)
+    assert failed.returncode != 0 and "2 of the model's 60 genes are not in var: gene0, gene1" in failed.stderr
+    assert not (tmp_path / "latents" / "split=fewer").exists()
 
 
 @pytest.mark.slow

@@ -153,3 +153,17 @@ def test_read_z_mean_streams_row_groups_and_keeps_only_the_rows_taken(tmp_path):
         read_z_mean(tmp_path, "test", np.arange(n + 1), "f", take)
     with pytest.raises(DataError, match="encoded from another dataset"):
         read_z_mean(tmp_path, "test", np.arange(n), "g", take)
+
+
+def test_a_partition_from_another_model_is_refused_and_nothing_is_written(tmp_path):
+    """Latents of two models are in two spaces: one dataset holds one model's, whatever their size."""
+    from pipeline.latents.parquet import write_partition
+
+    write_partition(tmp_path / "l", "new", [latent_batch("new", 5, 3)], 3, {"model_sha256": "a" * 64})
+    before = sorted(p.name for p in (tmp_path / "l").iterdir())
+    with pytest.raises(DataError, match=r"split=new/part-0.parquet: written by another model \(sha256 aaaaaaaaaaaa…, "
+                                        r"this one bbbbbbbbbbbb…\)"):
+        write_partition(tmp_path / "l", "more", [latent_batch("more", 5, 3)], 3, {"model_sha256": "b" * 64})
+    assert sorted(p.name for p in (tmp_path / "l").iterdir()) == before
+    write_partition(tmp_path / "l", "more", [latent_batch("more", 5, 3)], 3, {"model_sha256": "a" * 64})
+    assert load_latents(tmp_path / "l").num_rows == 10

@@ -5,6 +5,7 @@ The data is read by prepare's readers (the source follows from what the path is:
 partition out_dir/split=<split> is written.
 """
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from pipeline.platform.config import AnndataConfig, DataConfig, ImagesConfig, Np
 from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
 from pipeline.platform.io import scratch_dir, sha256_file
+from pipeline.platform.locks import directory_lock
 
 # A publication's staging and journal, and a scratch directory (pipeline.platform.io).
 TEMPORARY = re.compile(r"\..+\.(staging|journal|journal\.tmp|scratch\..+)")
@@ -81,7 +83,8 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     Returns:
         The number of rows written.
     """
-    check_not_a_stage_output(Path(out_dir))
+    for target in (out_dir, anndata_out) if anndata_out else (out_dir,):
+        check_not_a_stage_output(Path(target))
     check_h5ad_target(input_path, anndata_out)
     share_gpus()
     bundle = load_bundle(model_path)
@@ -91,9 +94,12 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         raise DataError(f"{model_path}: --impute fills in a table's missing cells, but this model was not trained "
                         "on a table")
     completer = Completer(bundle.vae, columns, bundle.preprocess) if impute else None
-    with scratch_dir(out_dir) as scratch:  # for sources that must be decoded (images, gzip IDX)
+    # The output's lock from the first read to the last write, the .h5ad copy included: a second
+    # command on this output waits (the partition's writer takes the same lock, nested).
+    with _locked_output(Path(out_dir)), scratch_dir(out_dir) as scratch:  # for sources that must be decoded
         config = input_config(input_path, bundle.input_shape, columns, **reader_options)
-        dataset = load_source(config, scratch, columns)  # a table's columns coded as in training
+        genes = trained_on.feature_names if trained_on.source == "anndata" else None
+        dataset = load_source(config, scratch, columns, genes=genes)  # columns and genes matched by name
         bundle.check_shape(bundle.preprocess.output_shape(dataset.x.shape[1:]), input_path)
         _check_values(dataset, trained_on, input_path)
         y = _to_training_labels(dataset, trained_on.label_names)
@@ -103,9 +109,24 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         rows = write_partition(out_dir, split, latents.gather(batches) if latents else batches, bundle.vae.latent_dim,
                                _metadata(bundle, dataset, input_path), overwrite=overwrite,
                                table=completer.table if completer else None)
-    if anndata_out:
-        write_h5ad_with_latents(input_path, anndata_out, latents.z_mean)
+        if anndata_out:
+            write_h5ad_with_latents(input_path, anndata_out, latents.z_mean)
     return rows
+
+
+@contextlib.contextmanager
+def _locked_output(out_dir: Path):
+    """out_dir, made if need be and locked for the block; a directory made here is removed
+    again when the block fails before writing anything in it."""
+    made = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with directory_lock(out_dir):
+            yield
+    except BaseException:
+        if made and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
 
 
 def _metadata(bundle, dataset: Dataset, input_path: Path) -> dict:

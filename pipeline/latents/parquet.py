@@ -195,7 +195,8 @@ def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBat
     """Add one split's partition to a latent dataset, leaving every other partition untouched.
 
     An existing partition of that name is replaced only with `overwrite`; partitions of
-    another latent size are refused, since the dataset must read back as one table.
+    another latent size are refused, since the dataset must read back as one table, and so
+    are partitions another model wrote (their z are in another space).
 
     Args:
         out_dir: the latent dataset.
@@ -220,7 +221,7 @@ def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBat
             raise DataError(f"{target}: partition exists; pass --overwrite to replace it, or choose another --split")
         for file in sorted(out_dir.glob("split=*/*.parquet")):
             if file.parent != target:
-                check_file(file, latent_dim)
+                check_file(file, latent_dim, metadata.get("model_sha256"))
 
         def path_of(batch_split: str) -> Path:
             if batch_split != split:  # pragma: no cover - the caller builds every batch with `split`
@@ -277,7 +278,9 @@ class _PartWriter:
         self.writer.close()
 
 
-def check_file(file: Path, latent_dim: int | None) -> None:
+def check_file(file: Path, latent_dim: int | None, model_sha256: str | None = None) -> None:
+    """DataError unless `file` is a latent Parquet file of this schema (and of `latent_dim`,
+    and written by the model of `model_sha256`, where given)."""
     meta = read_metadata(file)
     version = str(meta.get("schema_version"))
     if version != SCHEMA_VERSION:
@@ -290,6 +293,10 @@ def check_file(file: Path, latent_dim: int | None) -> None:
     d = schema.field("z_mean").type.list_size
     if latent_dim is not None and d != latent_dim:
         raise DataError(f"{file}: latent_dim {d}, expected {latent_dim} (re-run encode for this model)")
+    if model_sha256 is not None and meta.get("model_sha256") != model_sha256:
+        raise DataError(f"{file}: written by another model (sha256 {str(meta.get('model_sha256'))[:12]}…, this one "
+                        f"{model_sha256[:12]}…); one latent dataset holds one model's latents. Give --output another "
+                        "directory, or re-encode its partitions with this model")
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -4,8 +4,14 @@ X, or a layer (data.anndata.layer), dense or CSR-sparse, is read a chunk of rows
 into a scratch memory map: a sparse matrix is never densified whole in memory. (A CSC
 matrix keeps each row's values scattered over the file: it is loaded whole, converted,
 with a warning saying how to store it by rows.) Labels come from an obs column
-(data.anndata.label_key). Whole non-negative values resolve to the count likelihood, as
-any count matrix does (pipeline.data.resolve_data).
+(data.anndata.label_key), gene names from var's index. Whole non-negative values resolve to
+the count likelihood, as any count matrix does (pipeline.data.resolve_data).
+
+A file is checked before anything of its size is allocated (pipeline.data.readers.hdf5):
+what it reads must be stored in it (no link to another file, no external or virtual
+dataset), hold real numbers where numbers are meant, and store what its shape declares; a
+sparse matrix's index arrays are checked a chunk at a time as they are read, so a corrupt
+byte is an error line, never an index out of bounds in compiled code.
 
 anndata is an optional dependency (`pip install 'vae-pipeline[anndata]'`).
 """
@@ -17,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.readers.hdf5 import check_room, checked, checked_tree
 from pipeline.data.readers.source_dataset import Dataset, chunk_rows, encode_labels
 from pipeline.platform.errors import DataError
 from pipeline.platform.io import allocate
@@ -39,12 +46,13 @@ def h5ad_errors(path: Path):
     """h5py's and anndata's errors on a broken file, as one line naming it."""
     try:
         yield
-    except (OSError, KeyError, ValueError, TypeError) as error:
+    except (OSError, KeyError, ValueError, TypeError, MemoryError) as error:
         raise DataError(f"{path}: cannot read .h5ad file ({type(error).__name__}: {' '.join(str(error).split())})") \
             from None
 
 
-def read_h5ad(path: Path, layer: str | None, label_key: str | None, scratch: Path | None = None) -> Dataset:
+def read_h5ad(path: Path, layer: str | None, label_key: str | None, scratch: Path | None = None,
+              genes: list[str] | None = None) -> Dataset:
     """The cells of an .h5ad file: one row of X (or `layer`) per cell, labelled by obs[label_key].
 
     Args:
@@ -52,54 +60,175 @@ def read_h5ad(path: Path, layer: str | None, label_key: str | None, scratch: Pat
         layer: a layer's name, or None for X.
         label_key: the obs column of the labels, or None.
         scratch: a directory for the decoded rows (a memory map), or None.
+        genes: the genes a model was trained on (var names, in its order), or None. The file's
+            columns are matched to them by name, and reordered; by position where either has none.
 
     Returns:
-        The Dataset: x float32 (cells, genes), the labels' indices.
+        The Dataset: x float32 (cells, genes), the labels' indices, the genes' names.
     """
     import h5py
 
     io = anndata_io()
     with h5ad_errors(path), h5py.File(path, "r") as file:
-        matrix = _matrix(path, file, layer, io)
-        cells, genes = matrix.shape
-        x = allocate(scratch, "anndata_x", (cells, genes), np.float32)
-        step = chunk_rows(genes * np.dtype(np.float32).itemsize)
+        matrix = _matrix(path, file, layer)
+        (cells, columns), row = matrix.shape, matrix.shape[1] * np.dtype(np.float32).itemsize
+        check_room(path, f"{layer or 'X'} ({cells:,} × {columns:,} float32)", cells * row, scratch)
+        check_room(path, f"a row of {layer or 'X'} ({columns:,} columns), four times", 4 * row, None)
+        names = _var_names(path, file, columns, io)
+        if genes and names is None:
+            raise DataError(f"{path}: var has no gene names, but the model was trained on named genes; give the "
+                            "file its var_names (the model's are in its manifest.json, feature_names)")
+        order = _gene_order(path, names, genes) if genes else None
+        width = columns if order is None else len(order)
+        x = allocate(scratch, "anndata_x", (cells, width), np.float32)
+        step = chunk_rows(row)  # at least one row
         for start in range(0, cells, step):
-            rows = matrix[start:start + step]
-            x[start:start + rows.shape[0]] = rows.toarray() if hasattr(rows, "toarray") else rows
-        labels = _labels(path, file, label_key, io)
-    y, names = encode_labels(labels, cells, scratch)
-    return Dataset(x=x, y=y, label_names=names, source="anndata", path=str(path))
+            rows = matrix.rows(start, min(start + step, cells))
+            x[start:start + len(rows)] = rows if order is None else rows[:, order]
+        labels = _labels(path, file, label_key, cells, io)
+    y, label_names = encode_labels(labels, cells, scratch)
+    feature_names = tuple(genes) if genes else names
+    return Dataset(x=x, y=y, label_names=label_names, source="anndata", path=str(path), feature_names=feature_names)
 
 
-def _matrix(path: Path, file, layer: str | None, io):
-    """X or the layer: an h5py dataset (dense) or anndata's sparse dataset, sliced by rows."""
+class _Dense:
+    """A 2-D h5py dataset, read by rows."""
+
+    def __init__(self, dataset):
+        self.dataset, self.shape = dataset, dataset.shape
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return self.dataset[start:stop].astype(np.float32)
+
+
+class _Csr:
+    """A CSR matrix's three arrays (h5py datasets, or arrays in memory), read by rows. Each chunk's
+    indptr must rise by at most the row width and its indices lie within the row: checked
+    before they index anything."""
+
+    def __init__(self, path: Path, what: str, shape: tuple[int, int], data, indices, indptr):
+        self.path, self.what, self.shape = path, what, shape
+        self.data, self.indices, self.indptr = data, indices, indptr
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        import scipy.sparse as sp
+
+        values, indices, ptr = self.part(start, stop)
+        return sp.csr_matrix((values, indices, ptr), shape=(stop - start, self.shape[1])).toarray()
+
+    def part(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows start..stop-1 as (values, indices, indptr from 0), checked."""
+        ptr = np.asarray(self.indptr[start:stop + 1], dtype=np.int64)
+        lengths = np.diff(ptr)
+        if lengths.size and (lengths.min() < 0 or lengths.max() > self.shape[1]):
+            row = start + int(np.flatnonzero((lengths < 0) | (lengths > self.shape[1]))[0])
+            raise DataError(f"{self.path}: {self.what}'s indptr says row {row} holds {lengths[row - start]} values "
+                            f"(rows hold 0 to {self.shape[1]}); the file is corrupt")
+        indices = np.asarray(self.indices[ptr[0]:ptr[-1]])
+        if indices.size and (indices.min() < 0 or indices.max() >= self.shape[1]):
+            raise DataError(f"{self.path}: {self.what} has a column index out of range 0..{self.shape[1] - 1} "
+                            f"in rows {start}..{stop - 1} (found {indices.min()}..{indices.max()}); the file is corrupt")
+        return np.asarray(self.data[ptr[0]:ptr[-1]], dtype=np.float32), indices, ptr - ptr[0]
+
+
+def _matrix(path: Path, file, layer: str | None):
+    """X or the layer, checked: _Dense or _Csr."""
     import h5py
 
-    if layer is None:
-        element = file["X"]
-    else:
+    what = "X" if layer is None else f"layers/{layer}"
+    if layer is not None:
         layers = list(file["layers"]) if "layers" in file else []
         if layer not in layers:
             close = difflib.get_close_matches(layer, layers, n=1)
             raise DataError(f"{path}: no layer {layer!r} (data.anndata.layer); its layers are {layers}"
                             + (f" (did you mean '{close[0]}'?)" if close else "; null reads X"))
-        element = file["layers"][layer]
+    element = checked(path, file, what, numbers=True)
     if isinstance(element, h5py.Dataset):
-        if element.ndim != 2 or not np.issubdtype(element.dtype, np.number):
-            raise DataError(f"{path}: {layer or 'X'} must be a 2-D matrix of numbers. Got {element.shape} of "
-                            f"{element.dtype} instead.")
-        return element
-    matrix = io.sparse_dataset(element)
-    if matrix.format == "csc":
-        log.warning("%s: %s is stored by columns (CSC): loaded whole to read it by rows; "
-                    "`adata.X = adata.X.tocsr()` before writing stores it by rows", path, layer or "X")
-        return matrix.to_memory().tocsr()
-    return matrix
+        if element.ndim != 2:
+            raise DataError(f"{path}: {what} must be a 2-D matrix of numbers. Got shape {element.shape} instead.")
+        return _Dense(element)
+    encoding = element.attrs.get("encoding-type", element.attrs.get("h5sparse_format", ""))
+    encoding = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
+    encoding = encoding if encoding.endswith("_matrix") else f"{encoding}_matrix"
+    if encoding not in ("csr_matrix", "csc_matrix"):
+        raise DataError(f"{path}: {what} is a group of encoding {encoding.removesuffix('_matrix')!r}; expected a "
+                        "dense matrix or a sparse csr_matrix / csc_matrix")
+    shape = _shape(path, what, element.attrs.get("shape"))
+    data, indices, indptr = (checked(path, file, f"{what}/{name}", numbers=True) for name in ("data", "indices",
+                                                                                             "indptr"))
+    major = shape[0] if encoding == "csr_matrix" else shape[1]
+    for name, array in (("indices", indices), ("indptr", indptr)):
+        if array.ndim != 1 or array.dtype.kind not in "iu":
+            raise DataError(f"{path}: {what}/{name} must be a 1-D array of integers. Got shape {array.shape} of "
+                            f"{array.dtype} instead.")
+    if data.ndim != 1 or data.shape != indices.shape or indptr.shape != (major + 1,):
+        raise DataError(f"{path}: {what} declares shape {list(shape)} but stores {data.shape[0] if data.ndim else 0} "
+                        f"values, {indices.shape[0]} indices and {indptr.shape[0]} indptr entries (expected "
+                        f"{major + 1}); the file is corrupt")
+    if indptr[0] != 0 or indptr[-1] != indices.shape[0]:
+        raise DataError(f"{path}: {what}/indptr runs from {indptr[0]} to {indptr[-1]}, not from 0 to the "
+                        f"{indices.shape[0]} values stored; the file is corrupt")
+    if encoding == "csr_matrix":
+        return _Csr(path, what, shape, data, indices, indptr)
+    return _by_rows(path, what, shape, data, indices, indptr)
 
 
-def _labels(path: Path, file, label_key: str | None, io) -> np.ndarray | None:
-    """obs[label_key] as an array of strings, or None."""
+def _by_rows(path: Path, what: str, shape: tuple[int, int], data, indices, indptr) -> _Csr:
+    """A CSC matrix loaded whole (its columns checked as a _Csr of the transpose), as rows in memory."""
+    import scipy.sparse as sp
+
+    log.warning("%s: %s is stored by columns (CSC): loaded whole to read it by rows; "
+                "`adata.X = adata.X.tocsr()` before writing stores it by rows", path, what)
+    check_room(path, f"{what} whole", 4 * 12 * indices.shape[0], None)  # values and indices, twice, with room
+    columns = _Csr(path, f"{what} (by columns)", (shape[1], shape[0]), data, indices, indptr)
+    parts = [columns.part(start, min(start + 4096, shape[1])) for start in range(0, shape[1], 4096)]
+    values = np.concatenate([p[0] for p in parts] or [np.zeros(0, np.float32)])
+    rows = sp.csc_matrix((values, np.concatenate([p[1] for p in parts] or [np.zeros(0, np.int64)]),
+                          np.asarray(indptr[:], dtype=np.int64)), shape=shape).tocsr()
+    return _Csr(path, what, shape, rows.data, rows.indices, rows.indptr)
+
+
+def _shape(path: Path, what: str, shape) -> tuple[int, int]:
+    """A sparse matrix's shape attribute: two whole numbers ≥ 0."""
+    values = np.asarray(shape if shape is not None else [])
+    if values.shape != (2,) or values.dtype.kind not in "iu" or (values < 0).any():
+        raise DataError(f"{path}: {what}'s shape attribute must be two whole numbers ≥ 0. Got {shape!r} instead.")
+    return int(values[0]), int(values[1])
+
+
+def _var_names(path: Path, file, genes: int, io) -> tuple[str, ...] | None:
+    """var's index (the genes' names), or None where the file has none."""
+    var = file.get("var")
+    index = var.attrs.get("_index") if var is not None else None
+    if index is None or index not in var:
+        return None
+    names = _element_values(path, file, f"var/{index}", io)
+    if names.shape != (genes,):
+        raise DataError(f"{path}: var holds {names.shape[0] if names.ndim else 0} gene names for {genes} columns")
+    return tuple(names.astype(str))
+
+
+def _gene_order(path: Path, names: tuple[str, ...], genes: list[str]) -> np.ndarray | None:
+    """The file's column of each gene the model was trained on, in the model's order (None:
+    the file's own order)."""
+    if len(set(names)) != len(names):
+        repeated = sorted({g for g in names if names.count(g) > 1} if len(names) < 10_000 else
+                          {g for g, n in zip(*np.unique(names, return_counts=True)) if n > 1})
+        raise DataError(f"{path}: gene names repeat in var ({', '.join(repeated[:5])}); they cannot be matched to "
+                        "the model's genes")
+    column = {name: j for j, name in enumerate(names)}
+    missing = [g for g in genes if g not in column]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} of the model's {len(genes)} genes are not in var: "
+                        f"{', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}")
+    if len(names) > len(genes):
+        log.info("%s: %d genes the model was not trained on are left out", path, len(names) - len(genes))
+    order = np.array([column[g] for g in genes])
+    return None if names == tuple(genes) else order
+
+
+def _labels(path: Path, file, label_key: str | None, cells: int, io) -> np.ndarray | None:
+    """obs[label_key] as an array of strings, one per cell, or None."""
     if label_key is None:
         return None
     columns = [c for c in file["obs"] if not c.startswith("_") and c != file["obs"].attrs.get("_index")]
@@ -109,8 +238,24 @@ def _labels(path: Path, file, label_key: str | None, io) -> np.ndarray | None:
                         + (f" (did you mean '{close[0]}'?)" if close else "; null reads no labels"))
     import pandas as pd  # anndata's own dependency
 
-    values = np.asarray(io.read_elem(file["obs"][label_key]), dtype=object)
+    values = _element_values(path, file, f"obs/{label_key}", io)
+    if values.ndim != 1 or len(values) != cells:
+        raise DataError(f"{path}: obs[{label_key!r}] must hold one value per cell ({cells}). Got shape "
+                        f"{list(values.shape)} instead.")
     missing = int(pd.isna(values).sum())
     if missing:
         raise DataError(f"{path}: obs[{label_key!r}] has no value for {missing} of {len(values)} cells")
-    return values.astype(str)
+    return np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values], dtype=str)
+
+
+def _element_values(path: Path, file, name: str, io) -> np.ndarray:
+    """An obs or var column (a dataset, or a group such as a categorical), each part of it
+    checked, decoded by anndata."""
+    from anndata._io.specs.registry import IORegistryError
+
+    element = checked_tree(path, file, name)
+    try:
+        return np.asarray(io.read_elem(element), dtype=object)
+    except IORegistryError as error:
+        raise DataError(f"{path}: {name} is stored in an encoding this anndata cannot read "
+                        f"({' '.join(str(error).split())[:200]})") from None

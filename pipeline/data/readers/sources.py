@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 FILE_SOURCES = ("idx", "npz", "table", "image_folder", "anndata")
 
 
-def load_source(config, scratch: Path | None = None, columns=None, engine=None) -> Dataset:
+def load_source(config, scratch: Path | None = None, columns=None, engine=None, genes=None) -> Dataset:
     """Read the dataset that `config` (a DataConfig) names.
 
     Args:
@@ -39,6 +39,7 @@ def load_source(config, scratch: Path | None = None, columns=None, engine=None) 
         scratch: a directory for decoded arrays (memory-mapped); None keeps them in memory.
         columns: a table's typed columns from a trained model (new data is coded alike).
         engine: where image folders are decoded and Parquet tables read (None: here).
+        genes: an .h5ad's genes a trained model reads, in its order (matched by name), or None.
 
     Returns:
         The Dataset the source's reader returns.
@@ -51,7 +52,7 @@ def load_source(config, scratch: Path | None = None, columns=None, engine=None) 
                "npz": lambda: read_npz(path, config.npz.x_key, config.npz.y_key, scratch),
                "table": lambda: read_table(path, config.table.label_column, config.table.feature_columns, scratch,
                                            config.table.column_types, columns, engine, config.table.drop_columns),
-               "anndata": lambda: read_h5ad(path, config.anndata.layer, config.anndata.label_key, scratch),
+               "anndata": lambda: read_h5ad(path, config.anndata.layer, config.anndata.label_key, scratch, genes),
                "image_folder": lambda: read_image_folder(path, config.images.size, config.images.color, scratch,
                                                            engine)}
     return readers[config.source]()
