@@ -1,5 +1,7 @@
 """Hostile-input fuzz over the file readers (hypothesis): random bytes, truncations, byte flips
-and header edits of PNG, IDX (plain and gzip), npz (stored and compressed), CSV and Parquet.
+and header edits of PNG, IDX (plain and gzip), npz (stored and compressed), CSV and Parquet;
+and for .h5ad, edits of its structure (a CSR X's indices, indptr, shape and encoding, its
+dtypes) besides byte flips.
 Each mutated file goes through prepare, as `dvc repro` would read it, and must be either read
 or refused with a one-line DataError naming it: never a traceback, never a hang, never a
 previous output changed.
@@ -21,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.data.prepare import prepare
-from pipeline.platform.config import DataConfig, NpzConfig
+from pipeline.platform.config import AnndataConfig, DataConfig, NpzConfig
 from pipeline.platform.errors import DataError
 
 FUZZ_EXAMPLES = int(os.environ.get("VAE_PIPELINE_FUZZ_EXAMPLES", "25"))
@@ -66,6 +68,11 @@ def seed_sources(root: Path) -> dict[str, tuple[Path, DataConfig]]:
         for i in np.flatnonzero(y == label):
             Image.fromarray(x[i] * 0 + np.uint8(i * 5)).save(root / "images" / str(label) / f"{i:02d}.png")
     sources["png"] = (root / "images" / "0" / "00.png", DataConfig(source="image_folder", path=str(root / "images")))
+    from .builders import make_cells
+
+    make_cells(root / "cells.h5ad", n=40, genes=8)
+    sources["h5ad"] = (root / "cells.h5ad", DataConfig(source="anndata", path=str(root / "cells.h5ad"),
+                                                       anndata=AnndataConfig(label_key="cell_type")))
     return sources
 
 
@@ -80,6 +87,50 @@ def mutations(draw, size: int):
     span = min(size, 64) if kind == "header" else size
     edits = draw(st.lists(st.tuples(st.integers(0, max(0, span - 1)), st.integers(0, 255)), min_size=1, max_size=8))
     return kind, edits
+
+
+WHOLE = st.integers(-2**40, 2**40)
+
+
+@st.composite
+def h5ad_mutations(draw, size: int):
+    """What to do to an .h5ad: one of `mutations`, or an edit of X's structure through h5py."""
+    kind = draw(st.sampled_from(["bytes", "indices", "indptr", "shape", "encoding", "dtype"]))
+    if kind == "bytes":
+        return kind, draw(mutations(size))
+    if kind in ("indices", "indptr"):
+        return kind, draw(st.lists(st.tuples(st.integers(0, 200), WHOLE), min_size=1, max_size=4))
+    if kind == "shape":
+        return kind, draw(st.lists(WHOLE, min_size=0, max_size=3))
+    if kind == "encoding":
+        return kind, draw(st.sampled_from(["csc_matrix", "dense", "array", "", "coo_matrix", "csr_matrix"]))
+    return kind, draw(st.sampled_from(["complex64", "int8", "float16", "S4", "bool"]))
+
+
+def mutate_h5ad(path: Path, original: bytes, mutation) -> None:
+    import h5py
+
+    kind, arg = mutation
+    if kind == "bytes":
+        path.write_bytes(mutate(original, arg))
+        return
+    path.write_bytes(original)
+    with h5py.File(path, "r+") as file:
+        group = file["X"]
+        if kind in ("indices", "indptr"):
+            values = group[kind][:].astype(np.int64)
+            for position, value in arg:
+                values[position % len(values)] = value
+            del group[kind]
+            group[kind] = values
+        elif kind == "shape":
+            group.attrs["shape"] = np.array(arg, dtype=np.int64)
+        elif kind == "encoding":
+            group.attrs["encoding-type"] = arg
+        else:
+            data = group["data"][:]
+            del group["data"]
+            group["data"] = data.astype(arg)
 
 
 def mutate(data: bytes, mutation) -> bytes:
@@ -121,7 +172,7 @@ def seeds(tmp_path_factory):
     return sources, previous
 
 
-@pytest.mark.parametrize("fmt", ["png", "idx_gz", "idx", "npz", "npz_compressed", "csv", "parquet"])
+@pytest.mark.parametrize("fmt", ["png", "idx_gz", "idx", "npz", "npz_compressed", "csv", "parquet", "h5ad"])
 def test_every_reader_reads_or_refuses_a_hostile_file_in_one_line(seeds, fmt):
     sources, previous = seeds
     file, config = sources[fmt]
@@ -130,7 +181,7 @@ def test_every_reader_reads_or_refuses_a_hostile_file_in_one_line(seeds, fmt):
 
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(mutation=mutations(len(original)))
+    @given(mutation=(h5ad_mutations if fmt == "h5ad" else mutations)(len(original)))
     def case(mutation):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -138,7 +189,10 @@ def test_every_reader_reads_or_refuses_a_hostile_file_in_one_line(seeds, fmt):
             copy = work / source_root.name
             (shutil.copytree if source_root.is_dir() else shutil.copy)(source_root, copy)
             target = copy / file.relative_to(source_root) if source_root.is_dir() else copy
-            target.write_bytes(mutate(original, mutation))
+            if fmt == "h5ad":
+                mutate_h5ad(target, original, mutation)
+            else:
+                target.write_bytes(mutate(original, mutation))
             out = work / "prepared"
             shutil.copytree(previous, out)
             seen[check_case(target, DataConfig(**{**config.__dict__, "path": str(copy)}), out)] += 1

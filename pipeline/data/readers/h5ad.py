@@ -46,7 +46,7 @@ def h5ad_errors(path: Path):
     """h5py's and anndata's errors on a broken file, as one line naming it."""
     try:
         yield
-    except (OSError, KeyError, ValueError, TypeError, MemoryError) as error:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, MemoryError) as error:  # h5py: RuntimeError too
         raise DataError(f"{path}: cannot read .h5ad file ({type(error).__name__}: {' '.join(str(error).split())})") \
             from None
 
