@@ -5,7 +5,7 @@ from pipeline.platform.console import as_command
 
 
 def main() -> None:
-    params = load_params("params.yaml")
+    params = load_params("params.yaml", stage="baselines")
     from pipeline.evaluation.baselines import from_params
 
     from_params(params, prepared_dir="data/prepared", out_dir="data/evaluation")

@@ -5,7 +5,7 @@ from pipeline.platform.console import as_command
 
 
 def main() -> None:
-    params = load_params("params.yaml")
+    params = load_params("params.yaml", stage="evaluate")
     from pipeline.evaluation.evaluate import from_params
 
     from_params(params, prepared_dir="data/prepared", model_path="data/model/model.keras", latents_dir="data/latents",

@@ -7,7 +7,7 @@ from pipeline.platform.console import as_command
 def main() -> None:
     from pipeline.data.prepare import from_params
 
-    manifest = from_params(load_params("params.yaml"), out_dir="data/prepared")
+    manifest = from_params(load_params("params.yaml", stage="prepare"), out_dir="data/prepared")
     print(f"prepared {manifest.source}: {manifest.counts} examples of shape {manifest.example_shape}")
 
 

@@ -5,7 +5,7 @@ from pipeline.platform.console import as_command
 
 
 def main() -> None:
-    params = load_params("params.yaml")
+    params = load_params("params.yaml", stage="train")
     from pipeline.training.train import from_params
 
     final = from_params(params, prepared_dir="data/prepared", model_dir="data/model")

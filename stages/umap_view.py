@@ -9,7 +9,7 @@ from pipeline.platform.console import as_command
 
 
 def main() -> None:
-    params = load_params("params.yaml")
+    params = load_params("params.yaml", stage="umap")
     from pipeline.evaluation.umap_view import from_params
 
     from_params(params, prepared_dir="data/prepared", latents_dir="data/latents", out_dir="data/evaluation")

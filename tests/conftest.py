@@ -21,6 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # On a GPU host the test run holds a GPU while it starts stages in other processes: with
 # memory growth (pipeline.platform.hardware.share_gpus) they share it instead of failing to allocate.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+# Every stage the tests run fails on a read of a param its dvc.yaml entry does not list
+# (pipeline.platform.config.ParamWatch): each `dvc repro` here checks the lists.
+os.environ.setdefault("VAE_PIPELINE_STRICT_PARAMS", "1")  # param_watch.STRICT_ENV
 
 from pipeline.platform.config import parse_params  # noqa: E402
 from pipeline.platform.config_checker import set_dotted  # noqa: E402

@@ -155,3 +155,30 @@ def test_only_the_command_line_module_parses_arguments():
         text = path.read_text()
         if path.stem != "cli":
             assert "argparse" not in text and "sys.argv" not in text, path.name
+
+
+def test_a_stage_reading_a_param_it_does_not_declare_fails_naming_it(tmp_path):
+    """The three keys prepare once read without declaring them (data.table.drop_columns,
+    data.anndata.layer, data.anndata.label_key): left out of its list, the read is an error."""
+    from pipeline.data.prepare import from_params
+    from pipeline.platform.config import parse_params
+    from pipeline.platform.errors import ConfigError
+    from pipeline.platform.param_watch import declared_params, unwatch, watch
+
+    from .builders import make_cells
+
+    make_cells(tmp_path / "cells.h5ad")
+    params = parse_params({"data": {"source": "anndata", "path": str(tmp_path / "cells.h5ad"),
+                                    "anndata": {"label_key": "cell_type"}}})
+    declared = declared_params(ROOT / "dvc.yaml", "prepare")
+    try:
+        watch("prepare", [key for key in declared if key != "data.anndata.layer"])
+        with pytest.raises(ConfigError, match=r"stage 'prepare' reads the param 'data.anndata.layer', which its "
+                                              r"dvc.yaml entry does not list"):
+            from_params(params, out_dir=tmp_path / "p1")
+        reads = watch("prepare", declared)
+        from_params(params, out_dir=tmp_path / "p2")
+    finally:
+        unwatch()
+    assert {"data.source", "data.path", "data.anndata.layer", "data.anndata.label_key", "seed"} <= reads.read
+    assert not (tmp_path / "p1").exists()

@@ -134,6 +134,30 @@ def test_each_knob_reruns_only_what_depends_on_it_and_an_experiment_is_recorded(
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout  # the workspace holds its results
 
 
+def test_dvc_sees_a_change_of_every_key_and_each_stage_the_keys_it_declares(repo):
+    """Every key of params.yaml changed at once: `dvc status` names, for each stage, exactly the
+    keys its dvc.yaml entry declares, and every key is some stage's but the timeouts, which
+    change no result. (That a stage reads only what it declares is checked by every stage
+    run in the tests: VAE_PIPELINE_STRICT_PARAMS.)"""
+    from pipeline.platform.config import leaf_keys
+    from pipeline.platform.param_watch import NO_RESULT
+
+    repo, _ = repo
+    original = (repo / "params.yaml").read_text()
+    declared = {name: set(stage.get("params", [])) for name, stage in
+                yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items()}
+    try:
+        edit_params(repo, **{key: f"changed {key}" for key in leaf_keys()})
+        status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+    finally:
+        (repo / "params.yaml").write_text(original)
+    seen = {name: {key for change in changes if isinstance(change, dict)
+                   for key in change.get("changed deps", {}).get("params.yaml", {})}
+            for name, changes in status.items()}
+    assert seen == {name: keys for name, keys in declared.items() if keys}
+    assert set(leaf_keys()) - set().union(*declared.values()) == NO_RESULT
+
+
 def test_dvc_import_and_get_from_another_repository(repo, tmp_path):
     repo, _ = repo
     run(["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")], repo)

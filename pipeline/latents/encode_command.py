@@ -89,7 +89,7 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     share_gpus()
     bundle = load_bundle(model_path)
     require_complete(bundle)
-    trained_on, columns = bundle.manifest, bundle.manifest.columns
+    columns = bundle.manifest.columns
     if impute and columns is None:
         raise DataError(f"{model_path}: --impute fills in a table's missing cells, but this model was not trained "
                         "on a table")
@@ -97,12 +97,8 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     # The output's lock from the first read to the last write, the .h5ad copy included: a second
     # command on this output waits (the partition's writer takes the same lock, nested).
     with _locked_output(Path(out_dir)), scratch_dir(out_dir) as scratch:  # for sources that must be decoded
-        config = input_config(input_path, bundle.input_shape, columns, **reader_options)
-        genes = trained_on.feature_names if trained_on.source == "anndata" else None
-        dataset = load_source(config, scratch, columns, genes=genes)  # columns and genes matched by name
-        bundle.check_shape(bundle.preprocess.output_shape(dataset.x.shape[1:]), input_path)
-        _check_values(dataset, trained_on, input_path)
-        y = _to_training_labels(dataset, trained_on.label_names)
+        dataset = _read_input(bundle, input_path, scratch, reader_options)
+        y = _to_training_labels(dataset, bundle.manifest.label_names)
         batches = encoded_batches(bundle.vae.predict_posterior, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
                                   batch_size, bundle.preprocess, completer)
         latents = LatentRows(len(y), bundle.vae.latent_dim) if anndata_out else None
@@ -112,6 +108,18 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         if anndata_out:
             write_h5ad_with_latents(input_path, anndata_out, latents.z_mean)
     return rows
+
+
+def _read_input(bundle, input_path: Path, scratch: Path, reader_options: dict) -> Dataset:
+    """The new data, read as the training data was (a table's columns and an .h5ad's genes
+    matched by name) and checked against the model's input."""
+    trained_on = bundle.manifest
+    config = input_config(input_path, bundle.input_shape, trained_on.columns, **reader_options)
+    genes = trained_on.feature_names if trained_on.source == "anndata" else None
+    dataset = load_source(config, scratch, trained_on.columns, genes=genes)
+    bundle.check_shape(bundle.preprocess.output_shape(dataset.x.shape[1:]), input_path)
+    _check_values(dataset, trained_on, input_path)
+    return dataset
 
 
 @contextlib.contextmanager

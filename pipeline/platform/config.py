@@ -4,6 +4,9 @@
 unknown key, a wrong type or an out-of-range value raises ConfigError naming the dotted
 key, what was expected and what was given. The rest of the code receives these objects,
 never the raw dict.
+
+A stage loads them with `load_params(..., stage=name)`: from then on every knob it reads
+is checked against the params its dvc.yaml entry declares (pipeline.platform.param_watch).
 """
 
 import dataclasses
@@ -17,19 +20,18 @@ import yaml
 from pipeline.platform.choices import AUTO, Auto
 from pipeline.platform.config_checker import UniqueKeyLoader, bounded, build, given_in, one_line
 from pipeline.platform.errors import ConfigError
+from pipeline.platform.param_watch import Knobs, declared_params, watch
 
 log = logging.getLogger(__name__)
 DEFAULT_DATA_PATH = "data/raw"
-
-
 @dataclass(frozen=True)
-class NpzConfig:
+class NpzConfig(Knobs):
     x_key: str = "x"
     y_key: str | None = "y"  # null: no labels
 
 
 @dataclass(frozen=True)
-class TableConfig:
+class TableConfig(Knobs):
     label_column: str | None = "label"  # null: no labels
     # null: every column but the label
     feature_columns: tuple[str, ...] | None = field(default=None, metadata={"min_length": 1, "noun": "column names"})
@@ -39,19 +41,19 @@ class TableConfig:
 
 
 @dataclass(frozen=True)
-class AnndataConfig:
+class AnndataConfig(Knobs):
     layer: str | None = None  # null: X
     label_key: str | None = None  # the obs column of the labels; null: no labels
 
 
 @dataclass(frozen=True)
-class ImagesConfig:
+class ImagesConfig(Knobs):
     size: tuple[int, ...] | Auto | None = field(default=AUTO, metadata={"lo": 1, "length": 2})  # [H, W] (readers.images)
     color: Literal["auto", "grey", "rgb"] = AUTO  # auto: rgb when any image has colour
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Knobs):
     source: Literal["digits", "fashion_mnist", "mnist", "idx", "npz", "table", "image_folder",
                     "anndata"] = "digits"
     # The local file or directory a source reads; a DVC dependency of prepare.
@@ -70,7 +72,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Knobs):
     architecture: Literal["auto", "mlp", "conv", "conv1d"] = AUTO  # conv: H×W×C images; conv1d: series
     latent_dim: int = bounded(8, lo=1)
     hidden: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # Dense widths (after the convs for conv)
@@ -98,7 +100,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(Knobs):
     mc_samples: int = bounded(1, lo=1)  # m, samples of q(z|x) per example in Û
     beta: float = bounded(1.0, lo=0)  # weight on D in the training objective only
     # ramp the weight on D from 0 to beta; auto: the first tenth of the epochs (pipeline.training.resolve_run)
@@ -113,7 +115,7 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Knobs):
     epochs: int | Auto = bounded(AUTO, lo=1)  # auto: from the number of examples (pipeline.training.resolve_run)
     batch_size: int = bounded(64, lo=1)  # global: split across replicas
     learning_rate: float = bounded(1e-3, lo=0, lo_open=True)
@@ -141,7 +143,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EncodeConfig:
+class EncodeConfig(Knobs):
     batch_size: int = bounded(1024, lo=1)
     # Ray actors encoding (cluster.engine: ray), each writing part files of its shards;
     # auto: one per GPU of the cluster, else one per CPU
@@ -151,7 +153,7 @@ class EncodeConfig:
 
 
 @dataclass(frozen=True)
-class UmapConfig:
+class UmapConfig(Knobs):
     split: Literal["train", "test"] = "test"
     n_neighbors: int = bounded(15, lo=2)
     min_dist: float = bounded(0.1, lo=0)
@@ -159,13 +161,13 @@ class UmapConfig:
 
 
 @dataclass(frozen=True)
-class GradientVarianceConfig:
+class GradientVarianceConfig(Knobs):
     repeats: int = bounded(50, lo=2)  # R gradient draws per estimator on one fixed batch
     batch_size: int = bounded(64, lo=1)
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(Knobs):
     c_grid: tuple[float, ...] = field(default=(0.01, 0.1, 1.0, 10.0),  # logistic regression C
                                       metadata={"lo": 0, "lo_open": True, "min_length": 1})
     validation_fraction: float = bounded(0.2, lo=0, hi=1, lo_open=True, hi_open=True)  # of train, to pick C
@@ -176,7 +178,7 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(Knobs):
     # K for S_K; S_1, S_10, ... up to K are reported from the same K samples.
     importance_samples: int = bounded(100, lo=1)
     surprisal_examples: int = bounded(1000, lo=1)  # validation and test examples for U, D, S_K
@@ -187,7 +189,7 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(Knobs):
     # local: this process (and its GPUs); ray: prepare's reads, encode, training on the cluster at `address`
     engine: Literal["local", "ray"] = "local"
     # auto: the cluster RAY_ADDRESS names, else a Ray started on this machine for the stage;
@@ -198,7 +200,7 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(Knobs):
     seed: int = bounded(0, lo=0)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -209,11 +211,13 @@ class Params:
     cluster: ClusterConfig = ClusterConfig()
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = "params.yaml", stage: str | None = None) -> Params:
     """Read and validate params.yaml; raise ConfigError naming the first bad key.
 
     Keys the file leaves out take the code's defaults (the shipped params.yaml lists the
     same values); the keys filled in are logged, so a lost block does not go unnoticed.
+    With `stage`, the knobs read from then on are watched against the params the stage
+    declares in the dvc.yaml beside `path` (`ParamWatch`).
     """
     path = Path(path)
     try:
@@ -232,6 +236,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if missing:
         log.warning("%s does not set %s; using the defaults", path,
                     ", ".join(f"{key}={value!r}" for key, value in missing.items()))
+    if stage is not None:
+        watch(stage, declared_params(path.parent / "dvc.yaml", stage))
     return params
 
 

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 # (tests/test_dvc_yaml.py).
 TRAIN_PARAMS = ("seed", "data.validation_fraction", "data.binarize", *leaf_keys(ModelConfig, "model."),
                 *leaf_keys(LossConfig, "loss."), *leaf_keys(TrainConfig, "train."),
-                "cluster.engine", "cluster.address")  # not the timeouts: they change no result
+                "cluster.engine", "cluster.address")  # not the timeouts: they change no result (config.NO_RESULT)
 # After training, latent activity is measured on at most about this many validation examples
 # (a variance per latent dimension: more would only cost memory on large data).
 ACTIVITY_EXAMPLES = 10_000
