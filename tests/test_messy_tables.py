@@ -162,3 +162,96 @@ def test_a_streamed_csv_widens_a_type_its_first_block_got_wrong(tmp_path, monkey
     with pytest.raises(DataError, match=r"latin1.csv: cannot read table \(ArrowInvalid: .*UTF8"):
         prepare(table_config(tmp_path / "latin1.csv"), seed=0, out_dir=tmp_path / "latin1")
 
+
+
+def test_the_pandas_index_saved_with_the_data_is_left_out_with_its_reason(tmp_path):
+    """A shuffled frame saved with its index: Parquet's pandas metadata names the column
+    (__index_level_0__); a CSV's first column has no name. Neither is a count feature."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40), "label": ["u", "v"] * 20})
+    frame = frame.sample(frac=1, random_state=0)
+    frame.to_csv(tmp_path / "t.csv")
+    frame.to_parquet(tmp_path / "t.parquet")
+    for name, index in (("t.csv", ""), ("t.parquet", "__index_level_0__")):
+        data = read_table(tmp_path / name, "label", None)
+        assert [c.name for c in data.columns] == ["a", "b"]
+        assert data.choices[f"data.table.column_types.{index}"] == {
+            "value": "left out", "why": "the pandas index saved with the data (row names, not a feature)"}
+        np.testing.assert_allclose(data.x[:, 0], frame["a"].to_numpy(), rtol=1e-6)
+    frame.reset_index(drop=True).to_parquet(tmp_path / "range.parquet")  # a RangeIndex is metadata only
+    assert [c.name for c in read_table(tmp_path / "range.parquet", "label", None).columns] == ["a", "b"]
+
+
+def test_names_that_collide_and_labels_that_are_not_utf8_are_one_line_each(tmp_path):
+    rows = "".join(f"2020-01-0{1 + i % 9}T0{i % 10}:00:00,{i % 7},{i},{'uv'[i % 2]}\n" for i in range(40))
+    (tmp_path / "collide.csv").write_text("t,t:hour,x,label\n" + rows)
+    with pytest.raises(DataError, match=r"collide.csv: feature names \['t:hour'\] are each both a column and a "
+                                        r"timestamp's part"):
+        read_table(tmp_path / "collide.csv", "label", None)
+    (tmp_path / "latin1.csv").write_bytes(b"x,label\n" + b"".join(b"%d,caf\xe9\n%d,th\xe9\n" % (i, i)
+                                                                 for i in range(20)))
+    with pytest.raises(DataError, match=r"latin1.csv: label column 'label' holds text that is not UTF-8 \(e.g. "
+                                        r"b'caf\\xe9'\); save the file as UTF-8"):
+        read_table(tmp_path / "latin1.csv", "label", None)
+
+
+def test_a_long_cell_and_a_long_header_grow_the_block_and_wide_parquet_batches_shrink(tmp_path, monkeypatch):
+    """Arrow refuses a cell or header longer than its block ("straddling object", "Empty CSV
+    file or block"): the block grows, up to CSV_MAX_BLOCK_BYTES, then one line. A Parquet
+    batch holds about BATCH_BYTES of values, however wide the table."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from pipeline.data.readers import table_files
+
+    monkeypatch.setattr(table_files, "CSV_BLOCK_BYTES", 4096)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=50), "note": ["x"] * 50, "label": ["u", "v"] * 25})
+    frame.loc[30, "note"] = "y" * 40_000  # over two blocks of 16 KB
+    frame.to_csv(tmp_path / "long_cell.csv", index=False)
+    assert read_table(tmp_path / "long_cell.csv", "label", None).x.shape == (50, 2)
+    wide = pd.DataFrame({f"feature_{i:05d}": rng.normal(size=4) for i in range(600)} | {"label": list("uvuv")})
+    wide.to_csv(tmp_path / "wide.csv", index=False)  # a header of 8 KB
+    np.testing.assert_allclose(read_table(tmp_path / "wide.csv", "label", None).x, wide.iloc[:, :600], rtol=1e-6)
+    monkeypatch.setattr(table_files, "CSV_MAX_BLOCK_BYTES", 8192)
+    with pytest.raises(DataError, match=r"long_cell.csv: a cell or the header is longer than 0 MiB"):
+        read_table(tmp_path / "long_cell.csv", "label", None)
+    wide.to_parquet(tmp_path / "wide.parquet")
+    monkeypatch.setattr(table_files, "BATCH_BYTES", 600 * 8 * 3)
+    part = table_files.RowGroups(tmp_path / "wide.parquet", 0, (0,))
+    assert [b.num_rows for b in part.batches(list(wide.columns))] == [2, 2]  # 601 columns: 2 rows a batch
+    assert pq.ParquetFile(tmp_path / "wide.parquet").metadata.num_rows == 4
+
+
+def test_new_rows_are_checked_by_the_training_columns_rule(tmp_path, monkeypatch):
+    """The encode command codes new data with the training columns: in a number column, text
+    (even " 1e3 ", which a float cast would take, beside a word that makes the column text),
+    a date, a boolean, inf, a value beyond float32, a negative or fractional count are each
+    one line naming the row and the column; so is a CSV whose number column turns to text
+    after its first block (it was an uncaught Widened)."""
+    from pipeline.data.readers import table_files
+
+    rng = np.random.default_rng(0)
+    lines = [f"{v:.3f},{c},{'uv'[i % 2]}" for i, (v, c) in enumerate(zip(rng.normal(size=60), rng.poisson(3, 60)))]
+    (tmp_path / "train.csv").write_text("real,count,label\n" + "\n".join(lines) + "\n")
+    trained = read_table(tmp_path / "train.csv", "label", None, column_types={"count": "count"}).columns
+    assert [c.type for c in trained] == ["real", "count"]
+    cases = [("real", [" 1e3 ", "abc"], "' 1e3 ' is not a number"), ("real", ["2020-01-01"], "'2020-01-01' is not a number"),
+             ("real", ["true"], "'true' is not a number"), ("real", ["inf"], "inf is not finite and within float32"),
+             ("real", ["1e39"], "1e\\+39 is not finite and within float32"),
+             ("count", ["-2"], "-2.0 is not a whole number ≥ 0"), ("count", ["2.5"], "2.5 is not a whole number ≥ 0"),
+             ("real", ["12", "abc"], "'abc' is not a number")]
+    for column, values, message in cases:
+        cells = [(v, 1) if column == "real" else (0.5, v) for v in values]
+        rows = lines[:2] + [f'"{a}","{b}",u' for a, b in cells]
+        (tmp_path / "new.csv").write_text("real,count,label\n" + "\n".join(rows) + "\n")
+        row = 2 + values.index(message.split("'")[1]) if message.startswith("'") else 2
+        with pytest.raises(DataError, match=rf"new.csv: row {row}, column '{column}': {message}"):
+            read_table(tmp_path / "new.csv", "label", None, trained=trained)
+    monkeypatch.setattr(table_files, "CSV_BLOCK_BYTES", 1024)
+    late = lines * 3 + ["many,1,u"]
+    (tmp_path / "late.csv").write_text("real,count,label\n" + "\n".join(late) + "\n")
+    with pytest.raises(DataError, match=rf"late.csv: row {len(late) - 1}, column 'real': 'many' is not a number"):
+        read_table(tmp_path / "late.csv", "label", None, trained=trained)

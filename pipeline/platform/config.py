@@ -217,7 +217,7 @@ def load_params(path: str | Path = "params.yaml", stage: str | None = None) -> P
     Keys the file leaves out take the code's defaults (the shipped params.yaml lists the
     same values); the keys filled in are logged, so a lost block does not go unnoticed.
     With `stage`, the knobs read from then on are watched against the params the stage
-    declares in the dvc.yaml beside `path` (`ParamWatch`).
+    declares in the dvc.yaml beside `path`, where there is one (`ParamWatch`).
     """
     path = Path(path)
     try:
@@ -236,7 +236,7 @@ def load_params(path: str | Path = "params.yaml", stage: str | None = None) -> P
     if missing:
         log.warning("%s does not set %s; using the defaults", path,
                     ", ".join(f"{key}={value!r}" for key, value in missing.items()))
-    if stage is not None:
+    if stage is not None and (path.parent / "dvc.yaml").is_file():  # without one, no DVC to re-run a stage
         watch(stage, declared_params(path.parent / "dvc.yaml", stage))
     return params
 

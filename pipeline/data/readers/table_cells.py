@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.data.manifest import Column
+from pipeline.data.readers.source_dataset import FLOAT32_MAX
 from pipeline.data.resolve_columns import MAX_LEVELS, ColumnProfile
+from pipeline.platform.errors import DataError
 
 SECONDS_PER_DAY = 86_400
 # A timestamp's parts: (name, type, why). day_of_week's levels are 0 (Monday) to 6, whatever
@@ -141,3 +143,42 @@ def codes(column: Column, array) -> tuple[np.ndarray, object]:
             return None, array.filter(unseen)[0].as_py()
         index = pc.if_else(unseen, len(known), index)
     return index.to_numpy(zero_copy_only=False).astype(np.float32), None  # null -> NaN
+
+
+def check_numbers(path, column: Column, array, start: int) -> None:
+    """DataError unless a real or count column's cells are what the model was trained on:
+    numbers (text only where it spells one, as in a column a CSV read as text; not dates or
+    booleans, which a numeric cast would turn into numbers silently), finite and within
+    float32, and for counts whole and ≥ 0. Names the first bad row (`start` is the batch's
+    first) and the column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
+    array = array.cast(kind)
+    if is_text(kind):
+        spelled = pc.match_substring_regex(array, NUMBER)
+        wrong = pc.and_(pc.invert(pc.fill_null(spelled, True)), pc.not_equal(array, ""))
+        _refuse_first(path, column, start, wrong, array, f"is not a number ({kind} cells)")
+        array = pc.if_else(pc.equal(array, ""), pa.scalar(None, kind), array).cast(pa.float64())
+    elif not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)):
+        _refuse_first(path, column, start, pc.invert(pc.is_null(array)), array, f"is not a number ({kind} cells)")
+    values = array.to_numpy(zero_copy_only=False).astype(np.float64)
+    bad = np.isinf(values) | (np.abs(np.nan_to_num(values)) > FLOAT32_MAX)
+    if column.type == "count":
+        bad |= ~(np.isnan(values) | ((values >= 0) & (values == np.round(values))))
+    rule = "a whole number ≥ 0 (a count)" if column.type == "count" else "finite and within float32"
+    _refuse_first(path, column, start, pa.array(bad), pa.array(values), f"is not {rule}")
+
+
+# A number as text: what a CSV reader parses as one (no spaces, no thousands separators).
+NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(nan|NaN|inf|Inf|infinity|Infinity)$"
+
+
+def _refuse_first(path, column: Column, start: int, wrong, array, what: str) -> None:
+    import pyarrow.compute as pc
+
+    if pc.any(wrong).as_py():
+        row = pc.index(wrong, True).as_py()
+        raise DataError(f"{path}: row {start + row}, column {column.name!r}: {array[row].as_py()!r} {what}; the "
+                        "model was trained on numbers in this column")

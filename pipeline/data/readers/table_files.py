@@ -5,6 +5,8 @@ groups (a part a Ray task can read itself), or a CSV file streamed in blocks (py
 A streamed CSV's types are inferred from its first block; a value further on that does not
 fit (a letter in a column of numbers) raises `Widened` after widening that column's type
 (null → float → string, integer → float → string, else string), and the reader starts over.
+So does a cell or a header longer than a block, after the block grows (up to
+CSV_MAX_BLOCK_BYTES, then an error line).
 """
 
 import contextlib
@@ -15,10 +17,13 @@ from pathlib import Path
 from pipeline.platform.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
-# Rows per record batch read from Parquet, and at least per part (whole row groups).
+# Rows per record batch read from Parquet (fewer for wide tables: about BATCH_BYTES of
+# values), and at least per part (whole row groups).
 PART_ROWS = 65_536
-# Bytes of CSV text per streamed block (its first block is what the types are inferred from).
-CSV_BLOCK_BYTES = 1 << 20
+BATCH_BYTES = 16 << 20
+# Bytes of CSV text per streamed block (its first block is what the types are inferred from);
+# a block grows fourfold for a longer cell or header, up to the most.
+CSV_BLOCK_BYTES, CSV_MAX_BLOCK_BYTES = 1 << 20, 256 << 20
 
 
 class Widened(Exception):
@@ -60,8 +65,8 @@ class RowGroups:
     def batches(self, columns: list[str]):
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(self.path).iter_batches(batch_size=PART_ROWS, row_groups=list(self.groups),
-                                                      columns=columns)
+        rows = max(1, min(PART_ROWS, BATCH_BYTES // (8 * max(1, len(columns)))))  # 8: a float64 or an offset
+        return pq.ParquetFile(self.path).iter_batches(batch_size=rows, row_groups=list(self.groups), columns=columns)
 
 
 def _parquet_parts(path: Path, engine) -> tuple[object, list]:
@@ -88,19 +93,27 @@ class CsvStream:
     delimiter: str
     types: dict = field(default_factory=dict)  # every column's, by name, in the file's order
     start: int = 0
+    block: int = field(default_factory=lambda: CSV_BLOCK_BYTES)  # read when made (tests set it smaller)
 
     def _reader(self, columns: list[str] | None):
         import pyarrow.csv as pacsv
 
         return pacsv.open_csv(
             # no threads: a parallel reader runs ahead of a slower consumer, holding what it parsed
-            self.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
+            self.path, read_options=pacsv.ReadOptions(block_size=self.block, use_threads=False),
             # quoted free text may hold line breaks
             parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(column_types=self.types, include_columns=columns or []))
 
     def schema(self):
-        reader = self._reader(None)
+        import pyarrow as pa
+
+        while True:
+            try:
+                reader = self._reader(None)
+                break
+            except pa.ArrowInvalid as error:
+                self._grow(error)
         schema = reader.schema
         reader.close()
         self.types = self.types or dict(zip(schema.names, schema.types))  # a name given twice is refused later
@@ -115,7 +128,9 @@ class CsvStream:
         except pa.ArrowInvalid as error:
             found = re.match(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+)", str(error))
             if not found:
-                raise
+                self._grow(error)
+                raise Widened(f"{self.path}: a cell longer than {self.block // 4 >> 20} MiB; read again in blocks "
+                              f"of {self.block >> 20} MiB") from None
             name = list(self.types)[int(found.group(1))]  # the file's column number, whatever is read
             if _wider(self.types[name]) == self.types[name]:  # text that is not UTF-8: nothing wider
                 raise
@@ -124,6 +139,18 @@ class CsvStream:
                           f"rows; read again as {self.types[name]}") from None
         finally:
             reader.close()
+
+    def _grow(self, error) -> None:
+        """A larger block after Arrow's error on a cell or header longer than the block; the
+        error again when it is another, or when the block is already the largest."""
+        text = str(error)
+        too_long = "straddling" in text or ("Empty CSV file or block" in text and self.path.stat().st_size > 0)
+        if not too_long:
+            raise error
+        if self.block >= CSV_MAX_BLOCK_BYTES:
+            raise DataError(f"{self.path}: a cell or the header is longer than {CSV_MAX_BLOCK_BYTES >> 20} MiB, the "
+                            "longest this reader takes") from None
+        self.block *= 4
 
 
 def _wider(arrow_type):

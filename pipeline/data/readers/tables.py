@@ -22,7 +22,8 @@ import numpy as np
 
 from pipeline.data.manifest import Column
 from pipeline.data.readers.source_dataset import NO_LABEL, Dataset, check_float32
-from pipeline.data.readers.table_cells import Feature, cells, codes, features_of, part_column, profile_cells
+from pipeline.data.readers.table_cells import (Feature, cells, check_numbers, codes, features_of, part_column,
+                                               profile_cells)
 from pipeline.data.readers.table_files import TABLE_SUFFIXES, CsvStream, Widened, open_table, table_errors
 from pipeline.data.resolve_columns import LEFT_OUT, ColumnProfile, column_levels, column_type
 from pipeline.platform.choices import GIVEN
@@ -58,16 +59,28 @@ def read_table(path: Path, label_column: str | None, feature_columns: tuple[str,
         schema, parts = open_table(path, engine)
         if isinstance(parts[0], CsvStream):
             engine = LocalEngine()  # one part, read here: its types widen in this process
-        names = _feature_names(path, schema.names, label_column, feature_columns, tuple(drop_columns))
+        left_out = {**{c: GIVEN for c in drop_columns}, **_saved_index(schema, label_column, feature_columns)}
+        names = _feature_names(path, schema.names, label_column, feature_columns, tuple(left_out))
         while True:  # a streamed CSV starts over when a column's type is widened (at most twice each)
             try:
                 profiles, labels, rows = _profiles(path, schema, names, label_column, parts, engine, trained)
-                break
+                columns, choices = (trained, {}) if trained else _typed(path, profiles, column_types or {}, left_out)
+                return _coded(path, columns, label_column, labels, rows, parts, engine, scratch, choices)
             except Widened as widened:
                 log.info("%s", widened)
                 schema = parts[0].schema()
-        columns, choices = (trained, {}) if trained else _typed(path, profiles, column_types or {}, drop_columns)
-        return _coded(path, columns, label_column, labels, rows, parts, engine, scratch, choices)
+
+
+def _saved_index(schema, label_column, feature_columns) -> dict[str, str]:
+    """{column: why} of the pandas index saved with the data, left out unless asked for: the
+    columns Parquet's pandas metadata names as the index, or a CSV's first column without a
+    name (what `DataFrame.to_csv` writes for the index)."""
+    metadata = schema.pandas_metadata or {}
+    index = [c for c in metadata.get("index_columns", []) if isinstance(c, str) and c in schema.names]
+    if not metadata and schema.names and schema.names[0] == "":
+        index = [""]
+    why = "the pandas index saved with the data (row names, not a feature)"
+    return {c: why for c in index if c != label_column and c not in (feature_columns or ())}
 
 
 def _profiles(path: Path, schema, names: list[str], label_column, parts, engine, trained):
@@ -124,11 +137,17 @@ def _features(path: Path, schema, names: list[str]) -> list[Feature]:
         except ValueError as problem:
             problems.append(str(problem))
     _refuse(path, problems)
+    twice = sorted(name for name, n in collections.Counter(f.name for f in features).items() if n > 1)
+    if twice:
+        raise DataError(f"{path}: feature names {twice} are each both a column and a timestamp's part (a timestamp "
+                        "column t gives t:time, t:day_of_year, t:day_of_week, t:hour); rename the column")
     return features
 
 
 def _profile_part(features: list[Feature], label_column: str | None, sources: list[str], part):
     """One part's profile of every feature, its rows, and its label values and missing labels."""
+    import pyarrow as pa
+
     profiles = {f.name: ColumnProfile(f.name, f.kind) for f in features}
     start, labels, missing = part.start, set(), 0
     for batch in part.batches(sources):
@@ -136,20 +155,25 @@ def _profile_part(features: list[Feature], label_column: str | None, sources: li
             profile_cells(profiles[feature.name], cells(batch.column(feature.source), feature.part))
         if label_column:
             values = batch.column(label_column)
+            if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+                sample = values.drop_null()[0].as_py() if len(values.drop_null()) else b""
+                raise DataError(f"{part.path}: label column {label_column!r} holds text that is not UTF-8 (e.g. "
+                                f"{sample[:40]!r}); save the file as UTF-8 (iconv -f latin1 -t utf-8 does it for "
+                                "Latin-1)")
             missing += values.null_count
             labels.update(values.unique().drop_null().to_pylist())  # every class, however many
         start += batch.num_rows
     return profiles, start - part.start, labels, missing
 
 
-def _typed(path: Path, profiles: dict, given: dict, drop_columns) -> tuple[tuple[Column, ...], dict]:
+def _typed(path: Path, profiles: dict, given: dict, left_out: dict) -> tuple[tuple[Column, ...], dict]:
     """The kept columns, and every column's choice record (kept or left out, with the reason)."""
     columns = [f.name for f in profiles if f.part is None]  # a timestamp's parts take the part's type
     unknown = sorted(set(given) - set(columns))
     if unknown:
         raise DataError(f"{path}: data.table.column_types names {unknown}, not feature columns; the feature "
                         f"columns are {columns}")
-    typed, problems = {name: Column(name, LEFT_OUT, GIVEN, None, 0.0) for name in drop_columns}, []
+    typed, problems = {name: Column(name, LEFT_OUT, why, None, 0.0) for name, why in left_out.items()}, []
     for feature, profile in profiles.items():
         try:
             typed[feature.name] = _column(path, feature, profile, given.get(feature.name))
@@ -218,6 +242,8 @@ def _code_blocks(columns: tuple[Column, ...], label_column, labels, part):
     for batch in part.batches(sources):
         block = np.empty((batch.num_rows, len(columns)), np.float32)
         for c, column in enumerate(columns):
+            if column.levels is None and column.part is None:
+                check_numbers(part.path, column, batch.column(column.read_from), start)
             values, unseen = codes(column, batch.column(column.read_from))
             if unseen is not None:
                 raise DataError(f"{part.path}: column {column.name!r} holds {unseen!r}, a value its {column.type} "
