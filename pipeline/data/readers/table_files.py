@@ -3,8 +3,10 @@ groups (a part a Ray task can read itself), or a CSV file streamed in blocks (py
 `open_csv`). Memory holds one block, whatever the file's length.
 
 A streamed CSV's types are inferred from its first block; a value further on that does not
-fit (a letter in a column of numbers) raises `Widened` after widening that column's type
+fit (a letter in a column of numbers) raises `Widened` after widening the column's type
 (null → float → string, integer → float → string, else string), and the reader starts over.
+Before it does, one pass reads every cell as text and widens every column that needs it, so
+a file with a late word in each of its 200 columns starts over once, not 200 times.
 So does a cell or a header longer than a block, after the block grows (up to
 CSV_MAX_BLOCK_BYTES, then an error line).
 """
@@ -135,10 +137,39 @@ class CsvStream:
             if _wider(self.types[name]) == self.types[name]:  # text that is not UTF-8: nothing wider
                 raise
             self.types[name] = _wider(self.types[name])
+            widened = self._survey()
             raise Widened(f"{self.path}: column {name!r} holds a value that is not {found.group(2)} after its first "
-                          f"rows; read again as {self.types[name]}") from None
+                          f"rows; read again with {sorted(widened | {name})} widened") from None
         finally:
             reader.close()
+
+    def _survey(self) -> set[str]:
+        """Widen, in one pass over the file read as text, every column with a cell its type
+        cannot hold; the names widened."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pacsv
+
+        text = {name: pa.string() for name in self.types}
+        reader = pacsv.open_csv(self.path, read_options=pacsv.ReadOptions(block_size=self.block, use_threads=False),
+                                parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
+                                convert_options=pacsv.ConvertOptions(column_types=text, strings_can_be_null=True))
+        widened = set()
+        try:
+            for batch in reader:
+                for name, kind in self.types.items():
+                    while not pa.types.is_string(kind):
+                        try:
+                            pc.cast(batch.column(name), kind)
+                            break
+                        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                            kind = self.types[name] = _wider(kind)
+                            widened.add(name)
+        except pa.ArrowInvalid:  # what the typed read meets again, and reports
+            pass
+        finally:
+            reader.close()
+        return widened
 
     def _grow(self, error) -> None:
         """A larger block after Arrow's error on a cell or header longer than the block; the
