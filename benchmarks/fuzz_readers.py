@@ -1,5 +1,5 @@
 """The reader fuzz of tests/test_fuzz_readers.py, longer and with fresh random cases: each
-format's mutated files (random bytes, truncations, byte flips, header edits) through prepare,
+format's mutated files (random bytes, truncations, byte flips, header edits; .h5ad structure edits) through prepare, and mutated tables through the encode command,
 each either read or refused in one line naming the file, never a traceback, a hang or a
 changed output.
 

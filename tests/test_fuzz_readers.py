@@ -6,6 +6,10 @@ Each mutated file goes through prepare, as `dvc repro` would read it, and must b
 or refused with a one-line DataError naming it: never a traceback, never a hang, never a
 previous output changed.
 
+The encode command's input gets the same: a model trained on the seed table, then mutated
+tables through `encode_new_data`, each encoded into a new partition or refused in one line,
+the output's other partitions untouched.
+
 `make test` tries FUZZ_EXAMPLES cases per format; benchmarks/fuzz_readers.py runs the same
 check for longer (benchmarks/README.md has the count tried).
 """
@@ -200,3 +204,54 @@ def test_every_reader_reads_or_refuses_a_hostile_file_in_one_line(seeds, fmt):
     case()
     print(f"fuzz {fmt}: {seen['read']} read, {seen['refused']} refused in one line")
     assert seen["refused"] > 0  # the mutations do reach the readers' checks
+
+
+@pytest.fixture(scope="module")
+def table_model(seeds, tmp_path_factory):
+    """A model trained on the seed CSV (two epochs), and a latent output holding one partition."""
+    from pipeline.latents.encode_command import encode_new_data
+    from pipeline.platform.config import parse_params
+    from pipeline.runner import prepare as prepare_stage
+    from pipeline.runner import train
+
+    sources, _ = seeds
+    root = tmp_path_factory.mktemp("encode-fuzz")
+    params = parse_params({"data": {"source": "table", "path": str(sources["csv"][0])},
+                           "train": {"epochs": 2, "batch_size": 16}, "model": {"latent_dim": 2, "hidden": [8]}})
+    prepare_stage(params, out_dir=root / "prepared")
+    train(params, prepared_dir=root / "prepared", model_dir=root / "model")
+    encode_new_data(root / "model" / "model.keras", sources["csv"][0], root / "latents", split="first",
+                    label_column="label")
+    return root / "model" / "model.keras", root / "latents"
+
+
+def test_the_encode_command_encodes_or_refuses_a_hostile_table_in_one_line(seeds, table_model, tmp_path):
+    from pipeline.latents.encode_command import encode_new_data
+
+    from .test_publish import tree_bytes
+
+    sources, _ = seeds
+    model, latents = table_model
+    original = sources["csv"][0].read_bytes()
+    before, seen = tree_bytes(latents), {"read": 0, "refused": 0}
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(mutation=mutations(len(original)))
+    def case(mutation):
+        new = tmp_path / "new.csv"
+        new.write_bytes(mutate(original, mutation))
+        start = time.perf_counter()
+        try:
+            encode_new_data(model, new, latents, split="fuzz", overwrite=True, label_column="label")
+            seen["read"] += 1
+            shutil.rmtree(latents / "split=fuzz")
+        except DataError as error:
+            assert "\n" not in str(error) and str(new) in str(error), str(error)
+            seen["refused"] += 1
+        assert tree_bytes(latents) == before
+        assert time.perf_counter() - start < CASE_SECONDS
+
+    case()
+    print(f"fuzz encode_csv: {seen['read']} read, {seen['refused']} refused in one line")
+    assert seen["refused"] > 0 and seen["read"] > 0
