@@ -1,7 +1,7 @@
 """The reader fuzz of tests/test_fuzz_readers.py, longer and with fresh random cases: each
-format's mutated files (random bytes, truncations, byte flips, header edits; .h5ad structure edits) through prepare, and mutated tables through the encode command,
-each either read or refused in one line naming the file, never a traceback, a hang or a
-changed output.
+format's mutated files (random bytes, truncations, byte flips, header edits; an .h5ad's
+structure) through prepare, and mutated tables through the encode command, each either
+read or refused in one line naming the file, never a traceback, a hang or a changed output.
 
     .venv/bin/python benchmarks/fuzz_readers.py [--examples 2000]
 
