@@ -74,9 +74,9 @@ def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
 
     edit_params(repo, **{"data.source": "anndata", "data.path": "data/raw/cells.h5ad",
                          "data.anndata.label_key": "cell_type", "train.epochs": 12, "model.latent_dim": 4})
-    run(["dvc", "repro"], repo)
+    run(["dvc", "repro", "evaluate"], repo)  # the UMAP, explorer and report of an .h5ad are no other than a table's
     assert json.loads((repo / "data/model/choices.json").read_text())["model.likelihood"]["value"] == "columns"
-    metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
+    metrics = json.loads((repo / "data/evaluation/latent_metrics.json").read_text())  # evaluate's part
     assert metrics["probe"]["accuracy"] > 0.9  # three cell types, each with its marker genes
     run(["vae-pipeline", "encode", "--model", "data/model/model.keras", "--input", "data/raw/cells.h5ad",
          "--output", str(tmp_path / "latents"), "--label-column", "cell_type",
