@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 PLOTS_TEMPLATE := .dvc/tmp/plots-offline.html
 NODE_MODULES := .dvc/tmp/vega/node_modules
 
-.PHONY: repro test test-all install clean plots docs git-clone peers-env
+.PHONY: repro test test-all lint install clean plots docs git-clone peers-env
 
 repro: git-clone $(VENV)/.installed-base
 	$(BIN)/dvc repro
@@ -38,6 +38,10 @@ test: $(VENV)/.installed-dev $(CHROMEDRIVER)
 
 test-all: $(VENV)/.installed-dev $(CHROMEDRIVER)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m ""
+
+# ruff, configured in pyproject.toml (tests/test_dvc_yaml.py runs it in `make test` too)
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
 
 $(CHROMEDRIVER):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver \

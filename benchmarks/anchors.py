@@ -167,7 +167,7 @@ def main() -> None:
 
         runner.prepare(parse_params({"data": {"source": "fashion_mnist"}}), out_dir=args.work / "prepared")
     runs = []
-    for repeat in range(args.repeats):
+    for _ in range(args.repeats):
         for kind in ("ke", "pipeline"):
             out = subprocess.run([sys.executable, __file__, "--child", kind, "--work", str(args.work),
                                   "--ke-epochs", str(args.ke_epochs), *(["--set", *args.set] if args.set else [])],

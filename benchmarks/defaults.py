@@ -175,7 +175,8 @@ DATASETS = {  # name -> (kind, the data keys, given the work directory)
         "data.source": "table", "data.path": str(write_cancer_site(out)), "data.table.label_column": "diagnosis"}),
     "survey": ("Parquet, 10 mixed columns, 5-15% empty", lambda out: {
         "data.source": "table", "data.path": str(write_survey(out))}),
-    "counts": ("npz count matrix, 200 features", lambda out: {"data.source": "npz", "data.path": str(write_counts(out))}),
+    "counts": ("npz count matrix, 200 features",
+               lambda out: {"data.source": "npz", "data.path": str(write_counts(out))}),
 }
 
 

@@ -50,7 +50,8 @@ def one_run(rows: int, batch_size: int) -> dict:
         vae.encoder.predict_on_batch(np.asarray(x[:batch_size]))  # compile outside the timing
         before = peak_rss_mib()
         start = time.perf_counter()
-        written = write_latents(Path(tmp) / "latents", encoded_batches(vae.predict_posterior, "train", x, y, ids, batch_size),
+        batches = encoded_batches(vae.predict_posterior, "train", x, y, ids, batch_size)
+        written = write_latents(Path(tmp) / "latents", batches,
                                 vae.latent_dim, {})
         seconds = time.perf_counter() - start
         size = sum(p.stat().st_size for p in (Path(tmp) / "latents").rglob("*.parquet"))

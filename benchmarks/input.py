@@ -85,7 +85,8 @@ def train_flops_per_sample(side: int) -> tuple[float, str]:
 
     mc = params.loss.mc_samples if params.loss.mc_samples != AUTO else 1
     per_sample = 3 * (forward(vae.encoder) + mc * forward(vae.decoder))
-    return per_sample, f"{model.architecture}, filters {model.filters}, hidden {model.hidden}, latent {model.latent_dim}"
+    return per_sample, (f"{model.architecture}, filters {model.filters}, hidden {model.hidden}, "
+                        f"latent {model.latent_dim}")
 
 
 def main() -> None:

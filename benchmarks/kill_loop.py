@@ -7,7 +7,8 @@ A git+DVC copy of the project on digits with small, deterministic training
 differ in `seed`, which changes every stage's output), giving each stage's outputs
 under A and under B. Then, --kills times: switch params to the other set, start
 `dvc repro` in its own process group, SIGKILL the whole group at a uniformly random
-instant of a full run's duration (a run that finishes first is not counted as a kill), finish whatever journal the killed stage left
+instant of a full run's duration (a run that finishes first is not counted as a kill), finish whatever
+journal the killed stage left
 (pipeline.platform.io.recover, what that stage's next run does first) and check every stage's
 outputs: each must be exactly its A outputs or its B outputs, never a mix (compared
 byte for byte but for what differs between two runs of the same params: the training
@@ -16,7 +17,8 @@ config, and the model file's sha256 which those change, recorded in the latents'
 metadata), and nothing
 hidden may be left under data/ but the killed stage's scratch (its next run clears it).
 The train backup a kill leaves is removed after each kill: a training resumed from it is
-a valid run, but not bitwise the uninterrupted one the check compares with. Last, one `dvc repro` must finish, leave no temporaries, and a second must run
+a valid run, but not bitwise the uninterrupted one the check compares with. Last, one `dvc repro` must
+finish, leave no temporaries, and a second must run
 nothing. Prints where each kill landed and what it found; exits 1 on any violation.
 """
 
@@ -155,7 +157,7 @@ def main() -> None:
         shutil.rmtree(repo / "data/model/backup", ignore_errors=True)
         journals = sorted(p.name for p in (repo / "data").rglob(".*.journal"))
         found["journal left"] += bool(journals)
-        for name, (base, publication) in PUBLICATIONS.items():
+        for base, publication in PUBLICATIONS.values():
             recover(repo / base, publication)
         state = snapshot(repo)
         for name in PUBLICATIONS:
@@ -167,7 +169,8 @@ def main() -> None:
                                   f"{differing(state[name], reference[1][name])[:3]}")
         if left := litter(repo):
             violations.append(f"kill {kill} in {stage}: litter {left}")
-        print(f"kill {kill}: in {stage}{' (run had finished first)' if finished else ''}, journals {journals or 'none'}",
+        print(f"kill {kill}: in {stage}{' (run had finished first)' if finished else ''}, "
+              f"journals {journals or 'none'}",
               flush=True)
     sh(["dvc", "repro"], repo)
     if left := [p for p in litter(repo) if "backup" not in p] + [str(p) for p in (repo / "data").glob(".*.scratch.*")]:

@@ -1,7 +1,8 @@
 """Peers on the same data, in one run: pythae's VAE, IWAE, VAMP and VAE_IAF (its own
 implementations) beside this project's gaussian, flow and vamp variants, on dynamically
 binarized Fashion-MNIST (a true Bernoulli mass, so every S is a real negative
-log-likelihood), latent 16, 10 epochs, batch 128, learning rate 1e-3, contenders interleaved, one round per training seed
+log-likelihood), latent 16, 10 epochs, batch 128, learning rate 1e-3, contenders interleaved, one round per
+training seed
 (initialisation, batch order, sampling; the data and the scored binarization stay fixed).
 
     make peers-env                      # once: .venv-peers with torch (CPU) and pythae, benchmark-only
@@ -120,8 +121,11 @@ def run_ours(name: str, work: Path, data: dict, seed: int) -> tuple[dict, dict]:
     arrays = np.load(data["npz"])
     test = arrays["test_binary"].reshape(-1, 28, 28, 1)
     figures = subo_estimates(vae, test, IMPORTANCE_SAMPLES, seed=0)
-    embed = {split: np.concatenate([vae.predict_posterior(arrays[f"{split}_probe"][i:i + 2048].reshape(-1, 28, 28, 1))[0]
-                                    for i in range(0, len(arrays[f"{split}_probe"]), 2048)]) for split in ("train", "test")}
+    def embed_split(images):
+        return np.concatenate([vae.predict_posterior(images[i:i + 2048].reshape(-1, 28, 28, 1))[0]
+                               for i in range(0, len(images), 2048)])
+
+    embed = {split: embed_split(arrays[f"{split}_probe"]) for split in ("train", "test")}
     return {"S_1000": figures["S_K"][str(IMPORTANCE_SAMPLES)], "U": figures["U"],
             "seconds_per_epoch": seconds / BUDGET["epochs"]}, embed
 

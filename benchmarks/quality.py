@@ -41,7 +41,8 @@ def run_variant(name: str, overrides: dict, prepared: Path, out: Path) -> dict:
     encode(params, prepared_dir=prepared, model_path=out / "model" / "model.keras", out_dir=out / "latents")
     cfg = params.evaluate
     metrics = evaluate(prepared_dir=prepared, model_path=out / "model" / "model.keras", latents_dir=out / "latents",
-                       out_dir=out / "evaluation", protocol=ProbeProtocol.of(cfg.probe, knn_k=cfg.knn_k, seed=params.seed),
+                       out_dir=out / "evaluation",
+                       protocol=ProbeProtocol.of(cfg.probe, knn_k=cfg.knn_k, seed=params.seed),
                        importance_samples=cfg.importance_samples, surprisal_examples=cfg.surprisal_examples,
                        gradient_variance=cfg.gradient_variance, validation_fraction=params.data.validation_fraction,
                        binarize=params.data.binarize, seed=params.seed)

@@ -9,6 +9,7 @@ temporary directory (or --out), so the workspace's data/ is untouched.
 
 import argparse
 import json
+import logging
 import resource
 import sys
 import tempfile
@@ -20,18 +21,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import logging  # noqa: E402
-
 from pipeline.platform.config import parse_params  # noqa: E402
-from pipeline.platform.config_checker import (
-    UniqueKeyLoader,  # noqa: E402
-    set_dotted,  # noqa: E402
-)
+from pipeline.platform.config_checker import UniqueKeyLoader, set_dotted  # noqa: E402
 
 
 def parse_overrides(items: list[str]) -> dict:
     """["dotted.key=value", ...] as {dotted key: value}, values parsed as params.yaml's are."""
-    return {key: yaml.load(value, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    return {key: yaml.load(value, Loader=UniqueKeyLoader)
             for key, _, value in (item.partition("=") for item in items)}
 
 
@@ -78,7 +74,8 @@ def main() -> None:
         ("train", lambda: train(params, prepared_dir=out / "prepared", model_dir=out / "model")),
         ("encode", lambda: encode(params, prepared_dir=out / "prepared", model_path=out / "model" / "model.keras",
                                   out_dir=out / "latents")),
-        ("evaluate", lambda: evaluate_all(params, prepared_dir=out / "prepared", model_path=out / "model" / "model.keras",
+        ("evaluate", lambda: evaluate_all(params, prepared_dir=out / "prepared",
+                                          model_path=out / "model" / "model.keras",
                                           latents_dir=out / "latents", out_dir=out / "evaluation")),
     ]
     results = {}

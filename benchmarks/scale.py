@@ -7,7 +7,8 @@
 
 For each size it writes a synthetic npz of N 28×28 uint8 images (stored uncompressed, so
 prepare memory-maps it), then runs prepare, one epoch of train (MLP, batch 256), encode,
-baselines, evaluate, umap and report (the shipped evaluate.* caps), each in its own process. The parent samples the child's /proc/<pid>/status every
+baselines, evaluate, umap and report (the shipped evaluate.* caps), each in its own process. The parent
+samples the child's /proc/<pid>/status every
 50 ms and prints the peak of anonymous memory (RssAnon: what the process itself
 allocated) and of file-backed memory (RssFile: pages of memory-mapped files, which the
 kernel can drop and re-read), with rows/s and training samples/s.
@@ -160,7 +161,8 @@ def _run_stage(stage: str, params, work: Path) -> None:
         work / "evaluation"
     module = importlib.import_module({"prepare": "pipeline.data.prepare", "encode": "pipeline.latents.encode",
                                       "baselines": "pipeline.evaluation.baselines",
-                                      "umap": "pipeline.evaluation.umap_view", "evaluate": "pipeline.evaluation.evaluate",
+                                      "umap": "pipeline.evaluation.umap_view",
+                                      "evaluate": "pipeline.evaluation.evaluate",
                                       "report": "pipeline.evaluation.report"}[stage])
     if stage == "prepare":
         module.from_params(params, out_dir=prepared)
@@ -229,7 +231,8 @@ def csv_memory(sizes: list[int], root: Path, repeats: int) -> dict:
                          json.dumps(overrides)])
             figures[rows].append(r)
             print(f"{rows:>11,} CSV rows  prepare peak anon {r['peak_anon_mib']:>6,} MiB  "
-                  f"file {r['peak_file_mib']:>6,} MiB  {r['seconds']:>7.1f} s  {r['rows_per_s']:,.0f} rows/s", flush=True)
+                  f"file {r['peak_file_mib']:>6,} MiB  {r['seconds']:>7.1f} s  {r['rows_per_s']:,.0f} rows/s",
+                  flush=True)
     medians = {rows: statistics.median(r["peak_anon_mib"] for r in runs) for rows, runs in figures.items()}
     print("median peak anon MiB: " + ", ".join(f"{rows:,} rows {m:,.0f}" for rows, m in medians.items())
           + f"; largest / smallest {max(medians.values()) / min(medians.values()):.3f}", flush=True)
@@ -275,7 +278,7 @@ def main() -> None:
                   f"in {time.perf_counter() - started:.0f} s", flush=True)
         overrides = {**BASE, "data.path": str(source)}
 
-        def run(stage, mode="mmap", overrides=overrides):
+        def run(stage, mode="mmap", overrides=overrides, work=work):
             extra = {"train.input": mode} if mode in ("mmap", "memory") else {}
             return measure([sys.executable, __file__, "--child", stage, str(work), mode,
                             "--overrides", json.dumps({**overrides, **extra})])
@@ -290,7 +293,8 @@ def main() -> None:
                           f"peak anon {figures[mode][-1]['peak_anon_mib']:,} MiB", flush=True)
             medians = {mode: statistics.median(r["samples_per_s"] for r in runs) for mode, runs in figures.items()}
             print("median samples/s: " + ", ".join(f"{m} {v:,.0f}" for m, v in medians.items())
-                  + f"; mmap / memory {medians['mmap'] / medians['memory']:.3f}, mmap / old {medians['mmap'] / medians['old']:.3f}")
+                  + f"; mmap / memory {medians['mmap'] / medians['memory']:.3f}, "
+                  + f"mmap / old {medians['mmap'] / medians['old']:.3f}")
             results.append({"rows": rows, "compare_input": figures, "medians": medians})
             continue
         row = {"rows": rows}
@@ -298,7 +302,8 @@ def main() -> None:
             row[stage] = run(stage)
             r = row[stage]
             speed = f"{r['samples_per_s']:,.0f} samples/s" if stage == "train" else f"{r['rows_per_s']:,.0f} rows/s"
-            print(f"{rows:>11,} rows  {stage:<8} peak anon {r['peak_anon_mib']:>6,} MiB  file {r['peak_file_mib']:>6,} MiB"
+            print(f"{rows:>11,} rows  {stage:<8} peak anon {r['peak_anon_mib']:>6,} MiB  "
+                  f"file {r['peak_file_mib']:>6,} MiB"
                   f"  rss {r['peak_rss_mib']:>6,} MiB  {r['seconds']:>7.1f} s  {speed}", flush=True)
         results.append(row)
     if args.images:

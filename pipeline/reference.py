@@ -153,7 +153,7 @@ def auto_rules() -> list[str]:
         doc = ast.get_docstring(tree)
         rules = doc[doc.index("The rules, and why:"):].removeprefix("The rules, and why:").strip()
         # our own module's arithmetic constants (2 ** 16, 1 << 30), evaluated without names
-        constants = {t.id: eval(compile(ast.Expression(node.value), path, "eval"), {"__builtins__": {}})  # noqa: S307
+        constants = {t.id: eval(compile(ast.Expression(node.value), path, "eval"), {"__builtins__": {}})
                      for node in tree.body
                      if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant | ast.BinOp)
                      for t in node.targets if isinstance(t, ast.Name) and t.id.isupper() and t.id in rules}

@@ -40,7 +40,8 @@ def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_d
     from pipeline.evaluation.report import write_report
 
     baselines.from_params(params, prepared_dir=prepared_dir, out_dir=out_dir)
-    evaluate.from_params(params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir)
+    evaluate.from_params(params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir,
+                         out_dir=out_dir)
     umap_view.from_params(params, prepared_dir=prepared_dir, latents_dir=latents_dir, out_dir=out_dir)
     explorer.from_params(params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir,
                          out_dir=out_dir)

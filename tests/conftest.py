@@ -25,8 +25,8 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 # (pipeline.platform.config.ParamWatch): each `dvc repro` here checks the lists.
 os.environ.setdefault("VAE_PIPELINE_STRICT_PARAMS", "1")  # param_watch.STRICT_ENV
 
-from pipeline.platform.config import parse_params  # noqa: E402
-from pipeline.platform.config_checker import set_dotted  # noqa: E402
+from pipeline.platform.config import parse_params
+from pipeline.platform.config_checker import set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 # The files with the longest tests (`pytest --durations`), run first: `make test` gives

@@ -104,7 +104,8 @@ HOSTILE = {
     "indptr of another length": (lambda f, t: _replace(f, "X/indptr", lambda g, n: g.create_dataset(
         n, data=np.zeros(7, np.int64))), None, None, r"stores \d+ values, \d+ indices and 7 indptr entries"),
     "shape of 2^40 columns": (lambda f, t: f["X"].attrs.__setitem__("shape", np.array([300, 2**40])), None, None,
-                              r"reading X \(300 × 1,099,511,627,776 float32\) takes [\d,.]+ GiB but the free disk at .*scratch is"),
+                              r"reading X \(300 × 1,099,511,627,776 float32\) takes [\d,.]+ GiB but the free disk at "
+                              r".*scratch is"),
     "shape not two numbers": (lambda f, t: f["X"].attrs.__setitem__("shape", np.array([300])), None, None,
                               r"X's shape attribute must be two whole numbers"),
     "unknown sparse encoding": (lambda f, t: f["X"].attrs.__setitem__("encoding-type", "coo_matrix"), None, None,

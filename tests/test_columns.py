@@ -130,7 +130,8 @@ def test_the_masked_model_bounds_the_surprisal_of_the_observed_part(sigma):
     q_mean, q_var = np.array([0.8, -0.6]), np.array([0.3, 2.0])  # a poor q
     log_w, u_samples = model.log_weights(q_mean, q_var, 400_000)
     kl = gaussian_kl(q_mean, np.diag(q_var), post_mean, post_cov)
-    assert abs(u_samples.mean() - s_obs - kl) < 4 * u_samples.std() / np.sqrt(len(u_samples))  # U − S = KL(q ‖ p(z|x_obs))
+    # U − S = KL(q ‖ p(z|x_obs))
+    assert abs(u_samples.mean() - s_obs - kl) < 4 * u_samples.std() / np.sqrt(len(u_samples))
     s_k = np_(subo.importance_weighted_surprisal(log_w.reshape(400, 1000).T))  # 400 runs of K = 1000
     noise = 4 * s_k.std() / np.sqrt(len(s_k))
     assert s_k.mean() >= s_obs - noise and s_k.mean() - s_obs < 0.1 * kl  # S_K → S of the observed part
@@ -301,7 +302,8 @@ def test_a_mixed_table_trains_with_one_likelihood_per_column(mixed_run):
     import pipeline.model.vae  # noqa: F401 - registers the layers
 
     choices = json.loads((mixed_run["root"] / "model" / "choices.json").read_text())
-    assert choices["model.likelihood"]["value"] == "columns" and choices["data.table.column_types.eggs"]["value"] == "count"
+    assert choices["model.likelihood"]["value"] == "columns"
+    assert choices["data.table.column_types.eggs"]["value"] == "count"
     assert np.isfinite(mixed_run["history"]["U"]) and mixed_run["history"]["D"] > 0.5
     vae = keras.saving.load_model(mixed_run["paths"]["model"])
     assert [g[0] for g in vae.likelihood.groups] == ["categorical", "bernoulli", "gaussian", "negative_binomial",
@@ -386,7 +388,8 @@ def test_impute_writes_each_row_completed_beside_its_latents(mixed_run, tmp_path
         else:
             assert (seen == given).all()
     assert set(completed["island"]) <= {"Biscoe", "Dream", "Torgersen"}
-    assert pl.read_parquet(tmp_path / "stage" / "split=test" / "part-0.parquet")["completed"].struct.field("bill").null_count() == 0
+    completed = pl.read_parquet(tmp_path / "stage" / "split=test" / "part-0.parquet")["completed"]
+    assert completed.struct.field("bill").null_count() == 0
     assert duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/stage/**/*.parquet') "
                       "where imputed.island").fetchall()[0][0] == int(table["island"].isna().sum())
     assert load_latents(tmp_path / "stage").num_rows == 400  # the evaluation stages read them as any latents

@@ -62,7 +62,7 @@ def test_every_code_block_is_run_checked_or_marked_illustrative():
                     raw = {}
                     for key, value in re.findall(r"-S '?([\w.]+)=([^\s']+)", command):
                         assert key in leaf_keys(), f"{where}: -S {key} is not a params key"
-                        set_dotted(raw, key, yaml.load(value, Loader=UniqueKeyLoader))  # noqa: S506 - a SafeLoader
+                        set_dotted(raw, key, yaml.load(value, Loader=UniqueKeyLoader))
                     parse_params(raw, source=where)
             elif block["lang"] == "yaml":
-                parse_params(yaml.load(block["code"], Loader=UniqueKeyLoader), source=where)  # noqa: S506
+                parse_params(yaml.load(block["code"], Loader=UniqueKeyLoader), source=where)

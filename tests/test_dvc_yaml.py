@@ -182,3 +182,13 @@ def test_a_stage_reading_a_param_it_does_not_declare_fails_naming_it(tmp_path):
         unwatch()
     assert {"data.source", "data.path", "data.anndata.layer", "data.anndata.label_key", "seed"} <= reads.read
     assert not (tmp_path / "p1").exists()
+
+
+def test_the_code_passes_the_linter():
+    """ruff over pipeline/, stages/, tests/ and benchmarks/ with pyproject.toml's rules (`make lint`)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "--output-format", "concise", "."],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]

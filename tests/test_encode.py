@@ -41,7 +41,8 @@ def test_encode_new_npz_matches_the_stage(pipeline_run, tmp_path):
 def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
     make_image_folder(tmp_path / "imgs", sizes=((30, 20),), per_class=3)
-    result = subprocess.run([str(Path(sys.executable).parent / "vae-pipeline"), "encode", "--model", str(paths["model"]),
+    result = subprocess.run([str(Path(sys.executable).parent / "vae-pipeline"), "encode", "--model",
+                             str(paths["model"]),
                              "--input", str(tmp_path / "imgs"), "--output", str(tmp_path / "out")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -49,12 +50,14 @@ def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path)
     table = load_latents(tmp_path / "out")
     assert table.num_rows == 6 and table.column("label").null_count == 6  # classes unknown to the model
     np.savez(tmp_path / "wide.npz", x=np.zeros((3, 9, 9, 1)))
-    result = subprocess.run([str(Path(sys.executable).parent / "vae-pipeline"), "encode", "--model", str(paths["model"]),
+    result = subprocess.run([str(Path(sys.executable).parent / "vae-pipeline"), "encode", "--model",
+                             str(paths["model"]),
                              "--input", str(tmp_path / "wide.npz"), "--output", str(tmp_path / "o2")],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().endswith("model takes examples of shape [8, 8, 1], but "
-                                          f"{tmp_path / 'wide.npz'} holds [9, 9, 1]; retrain the model or resize the input")
+                                          f"{tmp_path / 'wide.npz'} holds [9, 9, 1]; retrain the model or resize "
+                                          "the input")
 
 
 def test_new_data_is_preprocessed_like_the_training_data(pipeline_run):

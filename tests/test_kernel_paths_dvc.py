@@ -50,7 +50,8 @@ def test_dvc_repro_on_each_kernel_path_and_precision(switch, precision, repo, dv
         assert set(MODEL_STAGES) <= set(ran), ran
     else:
         edit_params(repo, **{"train.precision": precision})
-        out = run(["dvc", "repro", "--force", "--single-item", *MODEL_STAGES], repo, TF_ENABLE_ONEDNN_OPTS=switch).stdout
+        out = run(["dvc", "repro", "--force", "--single-item", *MODEL_STAGES], repo,
+                  TF_ENABLE_ONEDNN_OPTS=switch).stdout
         folder, ran = repo, re.findall(r"Running stage '(\w+)'", out)
         assert ran == MODEL_STAGES
     chosen = json.loads((folder / "data/model/choices.json").read_text())["train.precision"]

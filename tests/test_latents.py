@@ -120,7 +120,8 @@ def test_the_recorded_params_are_what_the_encode_stage_depends_on(pipeline_run):
     recorded = {f"{block}.{key}" for block in ("encode", "cluster") for key in meta["params"][block]}
     assert recorded == set(stage["params"])
     model_dir = pipeline_run["paths"]["model_dir"]
-    assert {k: v for k, v in meta["params"].items() if k not in ("encode", "cluster")} == json.loads((model_dir / "run.json").read_text())
+    trained = json.loads((model_dir / "run.json").read_text())
+    assert {k: v for k, v in meta["params"].items() if k not in ("encode", "cluster")} == trained
     assert meta["choices"] == {**json.loads((model_dir / "choices.json").read_text()),
                                "encode.workers": {"value": 1, "why": "the local engine encodes in this process"}}
     assert {"data/model/run.json", "data/model/choices.json", "data/model/model.keras"} <= set(stage["deps"])

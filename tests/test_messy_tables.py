@@ -238,7 +238,8 @@ def test_new_rows_are_checked_by_the_training_columns_rule(tmp_path, monkeypatch
     (tmp_path / "train.csv").write_text("real,count,label\n" + "\n".join(lines) + "\n")
     trained = read_table(tmp_path / "train.csv", "label", None, column_types={"count": "count"}).columns
     assert [c.type for c in trained] == ["real", "count"]
-    cases = [("real", [" 1e3 ", "abc"], "' 1e3 ' is not a number"), ("real", ["2020-01-01"], "'2020-01-01' is not a number"),
+    cases = [("real", [" 1e3 ", "abc"], "' 1e3 ' is not a number"),
+             ("real", ["2020-01-01"], "'2020-01-01' is not a number"),
              ("real", ["true"], "'true' is not a number"), ("real", ["inf"], "inf is not finite and within float32"),
              ("real", ["1e39"], "1e\\+39 is not finite and within float32"),
              ("count", ["-2"], "-2.0 is not a whole number ≥ 0"), ("count", ["2.5"], "2.5 is not a whole number ≥ 0"),

@@ -87,7 +87,8 @@ def test_a_kill_at_every_step_leaves_old_or_new_once_recovered(tmp_path, point, 
 def test_a_recovery_killed_midway_is_finished_by_the_next_one(tmp_path):
     """Roll-forward is a replay: kill it again halfway and a third process still finishes it."""
     out, _ = killed_publish(tmp_path, "journaled")
-    again = subprocess.run([sys.executable, "-c", f"from pipeline.platform.io import recover; recover({str(out)!r}, 'evaluate')"],
+    script = f"from pipeline.platform.io import recover; recover({str(out)!r}, 'evaluate')"
+    again = subprocess.run([sys.executable, "-c", script],
                            cwd=ROOT, env={**os.environ, KILL_AT: "aside"})
     assert again.returncode == -signal.SIGKILL and not (out / "metrics.json").exists()  # aside, mid-entry
     recover(out, "evaluate")

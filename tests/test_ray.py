@@ -187,7 +187,8 @@ def test_one_ray_train_worker_trains_as_the_local_stage_does(cluster, pipeline_r
     assert np.isfinite(logs["U"])
     bundle = load_bundle(tmp_path / "model" / "model.keras")
     assert bundle.run["train"]["distribution"] == "none"  # resolved, and recorded with its rule
-    assert bundle.choices["train.distribution"] == {"value": "none", "why": "one device (the CPU): nothing to replicate"}
+    assert bundle.choices["train.distribution"] == {"value": "none",
+                                                    "why": "one device (the CPU): nothing to replicate"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
@@ -213,7 +214,8 @@ def test_an_address_where_nothing_or_no_ray_answers_fails_within_seconds(cluster
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         start = time.monotonic()
-        with pytest.raises(ConfigError, match=rf"no Ray cluster answers there \(no answer within {CONNECT_TIMEOUT:g} s\)"):
+        with pytest.raises(ConfigError,
+                           match=rf"no Ray cluster answers there \(no answer within {CONNECT_TIMEOUT:g} s\)"):
             probe(f"ray://127.0.0.1:{silent.getsockname()[1]}", "RAY_ADDRESS")
         assert time.monotonic() - start < CONNECT_TIMEOUT + 2
 

@@ -61,7 +61,8 @@ def test_npz_with_keys_and_errors(tmp_path):
     cfg = data_config(source="npz", path=str(tmp_path / "d.npz"), npz={"x_key": "inputs", "y_key": "target"})
     manifest = prepare(cfg, seed=0, out_dir=tmp_path / "p")
     assert manifest.example_shape == [4, 4] and manifest.counts == {"train": 40, "test": 10}
-    with pytest.raises(DataError, match=r"no array named 'input'; it holds \['inputs', 'target'\] \(did you mean 'inputs'\?\)"):
+    with pytest.raises(DataError,
+                       match=r"no array named 'input'; it holds \['inputs', 'target'\] \(did you mean 'inputs'\?\)"):
         prepare(data_config(source="npz", path=str(tmp_path / "d.npz"), npz={"x_key": "input"}), 0, tmp_path / "q")
     np.savez(tmp_path / "m.npz", x=np.zeros((5, 2)), y=np.zeros(4))
     with pytest.raises(DataError, match="5 inputs in 'x' but 4 labels in 'y'"):

@@ -109,7 +109,8 @@ import json, sys
 from pipeline.platform.config import parse_params
 from pipeline.runner import train
 runs = [parse_params(raw) for raw in json.loads(sys.argv[1])]
-print(json.dumps([train(params, prepared_dir=sys.argv[2], model_dir=sys.argv[3] + str(i)) for i, params in enumerate(runs)]))
+print(json.dumps([train(params, prepared_dir=sys.argv[2], model_dir=sys.argv[3] + str(i))
+                  for i, params in enumerate(runs)]))
 """
 
 
@@ -194,7 +195,7 @@ def test_two_workers_on_localhost_complete_an_epoch(project, tmp_path):
         env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
                "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch)}
         workers.append((root, run_train(root, env=env)))
-    for root, process in workers:
+    for _root, process in workers:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
         assert "replicas in sync: 2 (CollectiveAllReduceStrategy)" in stderr  # = MultiWorkerMirrored

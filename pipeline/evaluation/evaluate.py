@@ -161,14 +161,16 @@ def _latent_metrics(vae, choices: dict, manifest, data: dict, latents_dir, proto
     test_moments = Moments()
     z = {split: read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, rows[split], vae.latent_dim,
                             visit=test_moments.add if split == "test" else None) for split in ("train", "test")}
-    metrics: dict = {"latent_dim": vae.latent_dim, "choices": choices, "active_units": active_units(test_moments.variance)}
+    metrics: dict = {"latent_dim": vae.latent_dim, "choices": choices,
+                     "active_units": active_units(test_moments.variance)}
     if warning := collapse_warning(metrics["active_units"]):
         log.warning("%s", warning)
     confusion = "actual,predicted,id\n"  # header only without labels: DVC still expects the file
     if labelled:
         with timed("probes on the latents"):
-            probes, confusion = _latent_probes(z, {s: np.asarray(data[s].y[r]) for s, r in rows.items()},
-                                               manifest.label_names, protocol, np.asarray(data["test"].id[rows["test"]]))
+            labels = {s: np.asarray(data[s].y[r]) for s, r in rows.items()}
+            probes, confusion = _latent_probes(z, labels, manifest.label_names, protocol,
+                                               np.asarray(data["test"].id[rows["test"]]))
         metrics.update(probes)
     return metrics, confusion
 

@@ -6,7 +6,8 @@ decoder's E[x | z] (a real column's mean, a count's expected count, a binary or
 categorical column's most probable level). To score it, a seeded `HIDE_FRACTION` of the
 observed cells of each column is hidden from the encoder, one column at a time (the rest
 of the row as it was), and predicted back; the baseline fills the same cells with the
-train rows' mean (real, count) or mode (binary, categorical). Real columns are scored in their own units (RMSE), counts by RMSE,
+train rows' mean (real, count) or mode (binary, categorical). Real columns are scored in their own
+units (RMSE), counts by RMSE,
 binary and categorical columns by accuracy.
 """
 

@@ -41,6 +41,19 @@ def latents_to_numpy(table: pa.Table, column: str = "z_mean") -> np.ndarray:
     return chunked.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
 
 
+def _split_files(path, split: str, fingerprint: str, latent_dim: int | None) -> list[Path]:
+    """The split's Parquet files in order, each checked to hold latents of the dataset `fingerprint`."""
+    files = sorted(Path(path).glob(f"split={split}/*.parquet"), key=_part_number)
+    if not files:
+        raise DataError(f"{path}: no latent Parquet files for split {split!r} (expected split={split}/*.parquet)")
+    for file in files:
+        check_file(file, latent_dim)
+        if (found := read_metadata(file).get("dataset_fingerprint")) != fingerprint:
+            raise DataError(f"{file}: latents were encoded from another dataset (fingerprint {found}, "
+                            f"prepared data has {fingerprint}); re-run encode")
+    return files
+
+
 def read_z_mean(path: str | Path, split: str, ids: np.ndarray, fingerprint: str, take: np.ndarray,
                 latent_dim: int | None = None, visit: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
     """z_mean of the rows `take` (positions in the split) of one split, read a row group at a time.
@@ -61,14 +74,7 @@ def read_z_mean(path: str | Path, split: str, ids: np.ndarray, fingerprint: str,
     Returns:
         z_mean of the rows taken, (len(take), latent_dim).
     """
-    files = sorted(Path(path).glob(f"split={split}/*.parquet"), key=_part_number)
-    if not files:
-        raise DataError(f"{path}: no latent Parquet files for split {split!r} (expected split={split}/*.parquet)")
-    for file in files:
-        check_file(file, latent_dim)
-        if (found := read_metadata(file).get("dataset_fingerprint")) != fingerprint:
-            raise DataError(f"{file}: latents were encoded from another dataset (fingerprint {found}, "
-                            f"prepared data has {fingerprint}); re-run encode")
+    files = _split_files(path, split, fingerprint, latent_dim)
     take = np.asarray(take, np.int64)
     order = np.argsort(take, kind="stable")
     wanted = take[order]
@@ -89,7 +95,8 @@ def read_z_mean(path: str | Path, split: str, ids: np.ndarray, fingerprint: str,
             out[order[lo:hi]] = z[wanted[lo:hi] - start]
             start += len(z)
     if start != len(ids):
-        raise DataError(f"{path}: split={split} holds {start} rows, the prepared {split} split {len(ids)}; re-run encode")
+        raise DataError(f"{path}: split={split} holds {start} rows, the prepared {split} split {len(ids)}; re-run "
+                        "encode")
     return out
 
 

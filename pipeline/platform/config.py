@@ -48,7 +48,8 @@ class AnndataConfig(Knobs):
 
 @dataclass(frozen=True)
 class ImagesConfig(Knobs):
-    size: tuple[int, ...] | Auto | None = field(default=AUTO, metadata={"lo": 1, "length": 2})  # [H, W] (readers.images)
+    # [H, W] (readers.images)
+    size: tuple[int, ...] | Auto | None = field(default=AUTO, metadata={"lo": 1, "length": 2})
     color: Literal["auto", "grey", "rgb"] = AUTO  # auto: rgb when any image has colour
 
 
@@ -221,7 +222,7 @@ def load_params(path: str | Path = "params.yaml", stage: str | None = None) -> P
     """
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (expected the pipeline's params.yaml)") from None
     except yaml.YAMLError as error:

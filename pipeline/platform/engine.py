@@ -52,8 +52,8 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, cluster: ClusterConfig = ClusterConfig()):
-        self.cluster = cluster
+    def __init__(self, cluster: ClusterConfig | None = None):
+        self.cluster = cluster or ClusterConfig()
 
     def map(self, fn: Callable, items: Iterable, processes: int = 1) -> Iterator:
         if processes <= 1:
@@ -288,7 +288,7 @@ def _get(ref, timeout: int, fn: Callable):
 def _outcome(fn: Callable):
     try:  # fn()'s result, or the exception it raised, for the caller to raise
         return fn()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         return error
 
 

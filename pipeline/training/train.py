@@ -308,7 +308,8 @@ def _run_fingerprint(run: TrainingRun, manifest: Manifest, choices: dict) -> str
 def _prepare_backup(backup: Path, fingerprint: str) -> bool:
     """True when backup/ holds a completed epoch of this very run; otherwise start it afresh."""
     stamp = backup / "run_fingerprint.txt"
-    resumable = (backup / "training_metadata.json").is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == fingerprint
+    resumable = ((backup / "training_metadata.json").is_file() and stamp.is_file()
+                 and stamp.read_text(encoding="utf-8") == fingerprint)
     if not resumable:
         shutil.rmtree(backup, ignore_errors=True)
         backup.mkdir(parents=True)

@@ -127,7 +127,8 @@ class _Csr:
         indices = np.asarray(self.indices[ptr[0]:ptr[-1]])
         if indices.size and (indices.min() < 0 or indices.max() >= self.shape[1]):
             raise DataError(f"{self.path}: {self.what} has a column index out of range 0..{self.shape[1] - 1} "
-                            f"in rows {start}..{stop - 1} (found {indices.min()}..{indices.max()}); the file is corrupt")
+                            f"in rows {start}..{stop - 1} (found {indices.min()}..{indices.max()}); "
+                            "the file is corrupt")
         return np.asarray(self.data[ptr[0]:ptr[-1]], dtype=np.float32), indices, ptr - ptr[0]
 
 

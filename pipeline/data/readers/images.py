@@ -86,7 +86,7 @@ def auto_size(paths: list[Path]) -> tuple[tuple[int, int] | None, dict]:
         try:
             with Image.open(file) as image:
                 sizes.append(image.size[::-1])  # PIL: (W, H)
-        except Exception as error:  # noqa: BLE001 - any decoder error is this file's problem (decode_images)
+        except Exception as error:
             raise DataError(f"{file}: cannot read image ({type(error).__name__}: {error})") from None
     distinct = sorted(set(sizes))
     if len(distinct) == 1:
@@ -143,7 +143,7 @@ def decode_images(paths: list[Path], size: tuple[int, int] | None, color: str,
         # A hostile or broken file can make any of PIL's decoders raise almost anything
         # (OSError, ValueError, SyntaxError, struct.error, zlib.error, DecompressionBombError):
         # every one is this file's problem, said in one line.
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise DataError(f"{file}: cannot read image ({type(error).__name__}: {error})") from None
         reference = reference or (file, pixels.shape)
         if pixels.shape != reference[1]:

@@ -22,8 +22,15 @@ import numpy as np
 
 from pipeline.data.manifest import Column
 from pipeline.data.readers.source_dataset import NO_LABEL, Dataset, check_float32
-from pipeline.data.readers.table_cells import (Feature, cells, check_numbers, codes, features_of, part_column,
-                                               profile_cells)
+from pipeline.data.readers.table_cells import (
+    Feature,
+    cells,
+    check_numbers,
+    codes,
+    features_of,
+    part_column,
+    profile_cells,
+)
 from pipeline.data.readers.table_files import TABLE_SUFFIXES, CsvStream, Widened, open_table, table_errors
 from pipeline.data.resolve_columns import LEFT_OUT, ColumnProfile, column_levels, column_type
 from pipeline.platform.choices import GIVEN
