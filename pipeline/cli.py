@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.platform.config import EncodeConfig
 from pipeline.platform.console import as_command
 
 
@@ -40,7 +41,7 @@ def parser(width: int | None = None) -> argparse.ArgumentParser:
     encode.add_argument("--overwrite", action="store_true", help="replace an existing partition of that name")
     encode.add_argument("--impute", action="store_true",
                         help="a table model: also write each row completed, its empty cells imputed by the model")
-    encode.add_argument("--batch-size", type=_positive_int, default=1024,
+    encode.add_argument("--batch-size", type=_positive_int, default=EncodeConfig.batch_size,  # encode.batch_size's
                         help="rows per call of the encoder (memory, not results)")
     encode.add_argument("--x-key", default="x", help="npz: array of inputs")
     encode.add_argument("--y-key", default=None, help="npz: array of labels (optional)")

@@ -11,7 +11,7 @@ from pipeline.evaluation.probes import ProbeProtocol, check_knn_k, probe_rows, p
 from pipeline.latents.imputation import column_fill
 from pipeline.platform.config import Params
 from pipeline.platform.console import timed
-from pipeline.platform.io import recover, staged_outputs, write_json
+from pipeline.platform.io import Publication, write_json
 
 
 def from_params(params: Params, *, prepared_dir, out_dir) -> dict:
@@ -50,7 +50,8 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
     """
     from sklearn.decomposition import PCA
 
-    recover(out_dir, "baselines")  # what a killed run of this stage left
+    publication = Publication(out_dir, "baselines")
+    publication.recover()  # what a killed run of this stage left
     manifest, data = load_splits(prepared_dir)
     dataset = {key: getattr(manifest, key) for key in ("source", "counts", "example_shape", "label_names")}
     result: dict = {"dataset": dataset, "labelled": is_labelled(manifest, data)}
@@ -69,6 +70,6 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
             scores, _ = probe_suite(features, labels["train"], labels["test"], protocol)
         test_y = np.asarray(data["test"].y)
         result.update(scores, majority_class_accuracy=float(np.bincount(test_y).max() / len(test_y)))
-    with staged_outputs(out_dir, "baselines") as staging:
+    with publication.staged() as staging:
         write_json(staging / "baselines.json", result)
     return result

@@ -31,7 +31,7 @@ from pipeline.platform.config import GradientVarianceConfig, Params
 from pipeline.platform.console import timed
 from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
-from pipeline.platform.io import recover, scratch_dir, staged_outputs, write_json
+from pipeline.platform.io import Publication, scratch_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
         The metrics: probes on z_mean, the SUBO figures, active units, the φ-gradient
         variance, and pictures of the model from the test examples the SUBO figures use.
     """
-    recover(out_dir, "evaluate")  # what a killed run of this stage left
+    publication = Publication(out_dir, "evaluate")
+    publication.recover()  # what a killed run of this stage left
     share_gpus()
     manifest, data = load_splits(prepared_dir)
     bundle = load_bundle(model_path)
@@ -89,7 +90,7 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     else:
         metrics["gradient_variance"] = {"skipped": "the score-function estimator needs a Gaussian proxy and the "
                                                    "standard prior (D in closed form)"}
-    with staged_outputs(out_dir, "evaluate") as staging, timed("pictures"):
+    with publication.staged() as staging, timed("pictures"):
         (staging / "pictures").mkdir()
         shape = manifest.example_shape
         metrics["generative"] = draw_pictures(vae, scored["test"], staging / "pictures", seed=trained.seed,

@@ -30,7 +30,7 @@ from pipeline.model.bundle import load_bundle
 from pipeline.platform.console import timed
 from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
-from pipeline.platform.io import recover, staged_outputs
+from pipeline.platform.io import Publication
 
 DETAIL_VALUES = 40  # a table's or vector's first values shown (the hover shows the first six of them)
 HOVER_PIXELS = 56  # a picture's side in the hover, about (the click shows it twice as large)
@@ -46,7 +46,8 @@ def from_params(params, *, prepared_dir, model_path, latents_dir, out_dir) -> di
 def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
     """explorer.html and projector/ under evaluation_dir, replaced together; returns what they hold."""
     evaluation_dir = Path(evaluation_dir)
-    recover(evaluation_dir, "explore")
+    publication = Publication(evaluation_dir, "explore")
+    publication.recover()  # what a killed run of this stage left
     share_gpus()
     manifest, data = load_splits(prepared_dir)
     split = json.loads((evaluation_dir / "umap.json").read_text(encoding="utf-8"))["split"]
@@ -63,7 +64,7 @@ def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
     title = f"Latents of {manifest.source}: {split} split"
     summary = (f"{len(ids):,} points of the {split} split, latent_dim {z.shape[1]}; hover a point, click it for "
                f"its reconstruction, colour by label, probe error or a latent dimension")
-    with staged_outputs(evaluation_dir, "explore") as staging, timed("explorer page and projector files"):
+    with publication.staged() as staging, timed("explorer page and projector files"):
         (staging / "explorer.html").write_text(explorer_html(points, title, summary), encoding="utf-8")
         _projector(staging / "projector", points, pictures)
     return {"points": len(ids), "split": split, "latent_dim": int(z.shape[1]),

@@ -10,7 +10,7 @@ from pipeline.evaluation.plotting import csv_text, plot_scatter
 from pipeline.latents.reader import read_z_mean
 from pipeline.platform.config import Params, UmapConfig
 from pipeline.platform.console import timed
-from pipeline.platform.io import recover, staged_outputs, write_json
+from pipeline.platform.io import Publication, write_json
 
 
 def umap_embedding(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
@@ -66,7 +66,8 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
     Returns:
         umap.json's content.
     """
-    recover(out_dir, "umap")  # what a killed run of this stage left
+    publication = Publication(out_dir, "umap")
+    publication.recover()  # what a killed run of this stage left
     manifest, data = load_splits(prepared_dir)
     ids = data[umap.split].id
     rows = seeded_rows(len(ids), umap.max_points, seed)
@@ -78,7 +79,7 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
     what = f"{umap.split} z_mean: {manifest.source}, latent_dim={z.shape[1]}, {len(rows)} points"
     info = {"split": umap.split, "points": len(rows), "n_neighbors": umap.n_neighbors, "min_dist": umap.min_dist,
             "seed": seed}
-    with staged_outputs(out_dir, "umap") as staging:
+    with publication.staged() as staging:
         (staging / "umap").mkdir()
         plot_scatter(coords, labels, names, f"UMAP of {what}", staging / "umap" / "umap.png")
         if z.shape[1] == 2:

@@ -19,7 +19,7 @@ from pipeline.latents.h5ad_out import LatentRows, check_h5ad_target, write_h5ad_
 from pipeline.latents.imputation import Completer
 from pipeline.latents.parquet import describe_columns, encoded_batches, package_versions, write_partition
 from pipeline.model.bundle import load_bundle, require_complete
-from pipeline.platform.config import AnndataConfig, DataConfig, ImagesConfig, NpzConfig, TableConfig
+from pipeline.platform.config import AnndataConfig, DataConfig, EncodeConfig, ImagesConfig, NpzConfig, TableConfig
 from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
 from pipeline.platform.io import scratch_dir, sha256_file
@@ -58,7 +58,7 @@ def input_config(path: Path, example_shape: list[int], columns: list[Column] | N
                       images=ImagesConfig(size=size, color="rgb" if example_shape[-1] == 3 else "grey"))
 
 
-def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = 1024,
+def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = EncodeConfig.batch_size,
                     split: str = "new", overwrite: bool = False, impute: bool = False,
                     anndata_out: Path | None = None, **reader_options) -> int:
     """Encode `input_path` with a trained model, preprocessed as its training data was.

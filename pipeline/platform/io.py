@@ -3,7 +3,7 @@
 One file: `atomic_path` writes beside the target under a temporary name and renames it
 into place; a rename within one directory is atomic.
 
-A stage's outputs (several files and directories under one `root`): `staged_outputs(root, name)`
+A stage's outputs (several files and directories under one `root`): a `Publication(root, name)`
 publishes them as one, by this protocol, which holds under SIGKILL at any instant:
 
 1. Stage. The stage writes its complete new outputs into root/.<name>.staging/new/; nothing
@@ -19,7 +19,7 @@ publishes them as one, by this protocol, which holds under SIGKILL at any instan
 4. Clean up. The staging directory (now holding the previous outputs) is removed, then
    the journal.
 
-`recover(root, name)` rolls a journalled publication forward and discards an unjournalled
+Its `recover()` rolls a journalled publication forward and discards an unjournalled
 staging. Every stage calls it for its outputs before it reads or computes anything, and
 every publication calls it before staging. So after a kill a stage's outputs are the
 previous run's whole, or the new run's whole, or, only between a kill during step 3 and
@@ -108,25 +108,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def staged_outputs(root: str | Path, name: str) -> Iterator[Path]:
-    """Yield an empty staging directory; on success each of its entries replaces its namesake
-    under `root`, all of them or none (the protocol above). Entries the stage did not write
-    stay as they are. name: the publication's name, unique under root (the stage's). Holds
-    root's lock throughout: a second publication under root waits, and never finds (and
-    discards) this one's staging."""
-    publication = _Publication(Path(root), name)
-    publication.root.mkdir(parents=True, exist_ok=True)
-    with directory_lock(publication.root):
-        publication.recover()
-        new = publication.staging / "new"
-        new.mkdir(parents=True)
-        try:
-            yield new
-        except BaseException:
-            shutil.rmtree(publication.staging, ignore_errors=True)
-            raise
-        publication.commit(new)
+def staged_outputs(root: str | Path, name: str):
+    """`Publication(root, name).staged()`."""
+    return Publication(Path(root), name).staged()
 
 
 @contextlib.contextmanager
@@ -139,8 +123,8 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 
 
 def recover(root: str | Path, name: str) -> None:
-    """Finish (journal present) or discard (no journal) the publication `name` a killed run left under root."""
-    _Publication(Path(root), name).recover()
+    """`Publication(root, name).recover()`."""
+    Publication(Path(root), name).recover()
 
 
 def recover_dir(target: str | Path) -> None:
@@ -148,14 +132,37 @@ def recover_dir(target: str | Path) -> None:
     recover(Path(target).parent, Path(target).name)
 
 
-class _Publication:
-    def __init__(self, root: Path, name: str):
-        self.root = root
+class Publication:
+    """A stage's outputs under `root`, published as one by the protocol above. `name` is unique
+    under root (the stage's): a stage makes one, recovers it before it reads or computes
+    anything, and writes its outputs in `staged()`."""
+
+    def __init__(self, root: str | Path, name: str):
+        self.root = root = Path(root)
         self.staging = root / f".{name}.staging"
         self.journal = root / f".{name}.journal"
         self._journal_tmp = root / f".{name}.journal.tmp"
 
+    @contextlib.contextmanager
+    def staged(self) -> Iterator[Path]:
+        """Yield an empty staging directory; on success each of its entries replaces its namesake
+        under root, all of them or none. Entries the stage did not write stay as they are. Holds
+        root's lock throughout: a second publication under root waits, and never finds (and
+        discards) this one's staging."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with directory_lock(self.root):
+            self.recover()
+            new = self.staging / "new"
+            new.mkdir(parents=True)
+            try:
+                yield new
+            except BaseException:
+                shutil.rmtree(self.staging, ignore_errors=True)
+                raise
+            self.commit(new)
+
     def recover(self) -> None:
+        """Finish (journal present) or discard (no journal) what a killed run left."""
         if not self.root.is_dir():
             return
         with directory_lock(self.root):

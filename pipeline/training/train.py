@@ -55,7 +55,7 @@ from pipeline.platform.hardware import (
     onednn_enabled,
     share_gpus,
 )
-from pipeline.platform.io import recover, scratch_dir, staged_outputs
+from pipeline.platform.io import Publication, scratch_dir
 from pipeline.training import feed
 from pipeline.training.callbacks import KLWarmup, LiveLogger, NonFiniteObjective, StopOnNonFinite
 from pipeline.training.resolve_run import Machine, TrainingRun, resolve_distribution, resolve_run
@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 TRAIN_PARAMS = ("seed", "data.validation_fraction", "data.binarize", *leaf_keys(ModelConfig, "model."),
                 *leaf_keys(LossConfig, "loss."), *leaf_keys(TrainConfig, "train."),
                 "cluster.engine", "cluster.address")  # not the timeouts: they change no result (config.NO_RESULT)
+PUBLICATION = "train"  # the bundle and the curves in model_dir, published together (pipeline.platform.io)
 # After training, latent activity is measured on at most about this many validation examples
 # (a variance per latent dimension: more would only cost memory on large data).
 ACTIVITY_EXAMPLES = 10_000
@@ -91,7 +92,7 @@ def train_on_ray(engine: RayEngine, *, prepared_dir, model_dir, training: TrainC
     each (Ray sets TF_CONFIG; one worker trains as `train` does here, on its node's GPUs);
     the first worker is the chief and publishes the model, as `train` does. The last
     epoch's logs."""
-    recover(model_dir, "train")  # here, once: the workers never clean up (they would race)
+    Publication(model_dir, PUBLICATION).recover()  # here, once: the workers never clean up (they would race)
     with scratch_dir(model_dir, clear_stale=True) as storage:  # Ray Train's records and the logs, removed after
         storage = engine.shared(storage)
         config = {**arguments, "prepared_dir": str(engine.shared(prepared_dir)),
@@ -139,7 +140,7 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     distribution = resolve_distribution(training.distribution, gpu_count(), training.workers)
     alone = not launched and distribution.value != "multi_worker"
     if alone:
-        recover(model_dir, "train")  # what a killed run of this stage left
+        Publication(model_dir, PUBLICATION).recover()  # what a killed run of this stage left
     strategy = distribution_strategy(distribution.value)
     if training.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -221,7 +222,7 @@ def _fit(run: TrainingRun, choices: dict, manifest: Manifest, inputs: _Inputs, p
             _report_activity(vae, inputs.validation.take(math.ceil(ACTIVITY_EXAMPLES / cfg.batch_size)))
         bundle = (prepared_dir / PREPROCESSING_FILE, manifest, records(choices), run.as_params())
         if chief:  # the bundle and the curves replace the previous ones all together (pipeline.platform.io)
-            with staged_outputs(model_dir, "train") as staging:
+            with Publication(model_dir, PUBLICATION).staged() as staging:
                 save_bundle(vae, staging, *bundle)
                 shutil.copytree(backup / "live", staging / "live")  # copied: a kill before the publish can resume
             shutil.rmtree(backup, ignore_errors=True)  # published: nothing left to resume
