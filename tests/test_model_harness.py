@@ -127,13 +127,3 @@ def test_every_model_fits_encodes_decodes_scores_saves_and_loads(name, proxy, po
     assert isinstance(loaded, VAE) and loaded.config == vae.config
     np.testing.assert_array_equal(loaded.predict_posterior(x)[0], z_mean)
     assert [w.name for w in loaded.weights] == [w.name for w in vae.weights]
-
-
-def test_a_model_saved_before_the_config_object_still_loads():
-    """Earlier bundles kept the config's fields (and phi_steps) as the VAE's own arguments."""
-    model, shape, _ = CASES["mlp-gaussian-learned"]
-    vae = build_vae(shape, model, LossConfig(beta=2.0), seed=3)
-    config = vae.get_config()
-    flat = {**{k: v for k, v in config.items() if k != "config"}, **config.pop("config"), "phi_steps": 2}
-    again = VAE.from_config(flat)
-    assert again.config == vae.config and again.config.beta == 2.0 and again.config.sigma == "learned"

@@ -6,7 +6,6 @@ The encoder alone is a plain functional model of built-in layers, so `encoder.ke
 loads with Keras only.
 """
 
-import dataclasses
 
 import keras
 import numpy as np
@@ -286,9 +285,6 @@ class VAE(keras.Model):
         config = dict(config)
         for part in ("encoder", "decoder"):
             config[part] = keras.saving.deserialize_keras_object(config[part])
-        own = {f.name for f in dataclasses.fields(VAEConfig)} | {"phi_steps"}
-        if "config" not in config:  # saved before VAEConfig: its fields were the keyword arguments
-            config["config"] = {key: config.pop(key) for key in list(config) if key in own}
         return cls(**config)
 
 
