@@ -18,7 +18,8 @@ from pathlib import Path
 from pipeline.data.manifest import Manifest
 from pipeline.data.prepared import load_splits
 from pipeline.latents.imputation import Completer
-from pipeline.latents.parquet import ROW_GROUP_SIZE, describe_columns, encoded_batches, package_versions, write_part
+from pipeline.latents.metadata import LatentsMetadata
+from pipeline.latents.parquet import ROW_GROUP_SIZE, encoded_batches, write_part
 from pipeline.model.bundle import load_bundle
 from pipeline.platform.choices import AUTO, Choice
 from pipeline.platform.config import Params
@@ -92,21 +93,14 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
 
 
 def _metadata(manifest: Manifest, bundle, workers: Choice, engine, encode_params: dict) -> dict:
-    """What made the latents, for every file's metadata: the data, the model, the choices
-    (the model's and encode.workers), the params (the model's resolved run and this stage's
-    own), the engine and the package versions."""
-    return {
-        "dataset_fingerprint": manifest.fingerprint,
-        "dataset_source": manifest.source,
-        "label_names": manifest.label_names,
-        "model_sha256": bundle.model_sha256,
-        "columns": describe_columns(bundle.vae.config.posterior),
-        "choices": {**(bundle.choices or {}), "encode.workers": workers.record()},
-        "params": {**(bundle.run or {}), "encode": encode_params,  # the cluster keys a result can depend on
-                   "cluster": {"engine": engine.cluster.engine, "address": engine.cluster.address}},
-        "engine": engine.describe(),
-        "versions": package_versions(),
-    }
+    """What made the latents: the data, the model, the choices (the model's and encode.workers),
+    the params (the model's resolved run and this stage's own) and the engine."""
+    return LatentsMetadata.of(
+        bundle, manifest.source, manifest.path, manifest.fingerprint,
+        choices={**(bundle.choices or {}), "encode.workers": workers.record()},
+        params={**(bundle.run or {}), "encode": encode_params,  # the cluster keys a result can depend on
+                "cluster": {"engine": engine.cluster.engine, "address": engine.cluster.address}},
+        engine=engine.describe()).as_dict()
 
 
 def resolve_workers(workers: int | str, engine: LocalEngine | RayEngine) -> Choice:

@@ -17,7 +17,8 @@ from pipeline.data.readers.source_dataset import NO_LABEL, Dataset
 from pipeline.data.readers.sources import load_source, source_of
 from pipeline.latents.h5ad_out import LatentRows, check_h5ad_target, write_h5ad_with_latents
 from pipeline.latents.imputation import Completer
-from pipeline.latents.parquet import describe_columns, encoded_batches, package_versions, write_partition
+from pipeline.latents.metadata import LatentsMetadata
+from pipeline.latents.parquet import encoded_batches, write_partition
 from pipeline.model.bundle import load_bundle, require_complete
 from pipeline.platform.config import AnndataConfig, DataConfig, EncodeConfig, ImagesConfig, NpzConfig, TableConfig
 from pipeline.platform.errors import DataError
@@ -139,11 +140,8 @@ def _locked_output(out_dir: Path):
 
 def _metadata(bundle, dataset: Dataset, input_path: Path) -> dict:
     """The partition's metadata: where its rows come from and the model that encoded them."""
-    return {"dataset_source": f"{dataset.source}: {input_path}",
-            "dataset_fingerprint": sha256_file(input_path) if input_path.is_file() else None,
-            "label_names": bundle.manifest.label_names,
-            "model_sha256": bundle.model_sha256, "columns": describe_columns(bundle.vae.config.posterior),
-            "choices": bundle.choices, "versions": package_versions()}
+    fingerprint = sha256_file(input_path) if input_path.is_file() else None
+    return LatentsMetadata.of(bundle, dataset.source, input_path, fingerprint).as_dict()
 
 
 def check_not_a_stage_output(out_dir: Path) -> None:

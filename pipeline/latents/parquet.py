@@ -41,7 +41,8 @@ FLOW_COLUMNS = {
 # plain text); tests/test_latents.py fails on a key missing here.
 METADATA = {
     "schema_version": "this contract's version", "latent_dim": "d, the width of z_mean and z_log_var",
-    "columns": "{column: what it holds}", "dataset_source": "the source (the command: and its input file)",
+    "columns": "{column: what it holds}",
+    "dataset_source": "data.source, and the file or folder read where there is one",
     "dataset_fingerprint": "sha256 of the prepared data (the command: of the input file)",
     "label_names": "the label of each class index", "model_sha256": "sha256 of the model.keras that encoded",
     "choices": "every `auto` knob's value and reason", "params": "the training run's params and encode's own",
