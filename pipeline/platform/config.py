@@ -222,7 +222,7 @@ def load_params(path: str | Path = "params.yaml", stage: str | None = None) -> P
     """
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # UniqueKeyLoader: a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (expected the pipeline's params.yaml)") from None
     except yaml.YAMLError as error:

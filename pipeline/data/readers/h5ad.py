@@ -16,6 +16,7 @@ byte is an error line, never an index out of bounds in compiled code.
 anndata is an optional dependency (`pip install 'vae-pipeline[anndata]'`).
 """
 
+import collections
 import contextlib
 import difflib
 import logging
@@ -212,9 +213,8 @@ def _var_names(path: Path, file, genes: int, io) -> tuple[str, ...] | None:
 def _gene_order(path: Path, names: tuple[str, ...], genes: list[str]) -> np.ndarray | None:
     """The file's column of each gene the model was trained on, in the model's order (None:
     the file's own order)."""
-    if len(set(names)) != len(names):
-        repeated = sorted({g for g in names if names.count(g) > 1} if len(names) < 10_000 else
-                          {g for g, n in zip(*np.unique(names, return_counts=True)) if n > 1})
+    repeated = sorted(name for name, n in collections.Counter(names).items() if n > 1)
+    if repeated:
         raise DataError(f"{path}: gene names repeat in var ({', '.join(repeated[:5])}); they cannot be matched to "
                         "the model's genes")
     column = {name: j for j, name in enumerate(names)}
@@ -224,8 +224,7 @@ def _gene_order(path: Path, names: tuple[str, ...], genes: list[str]) -> np.ndar
                         f"{', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}")
     if len(names) > len(genes):
         log.info("%s: %d genes the model was not trained on are left out", path, len(names) - len(genes))
-    order = np.array([column[g] for g in genes])
-    return None if names == tuple(genes) else order
+    return None if names == tuple(genes) else np.array([column[g] for g in genes])
 
 
 def _labels(path: Path, file, label_key: str | None, cells: int, io) -> np.ndarray | None:

@@ -145,12 +145,12 @@ def codes(column: Column, array) -> tuple[np.ndarray, object]:
     return index.to_numpy(zero_copy_only=False).astype(np.float32), None  # null -> NaN
 
 
-def check_numbers(path, column: Column, array, start: int) -> None:
-    """DataError unless a real or count column's cells are what the model was trained on:
-    numbers (text only where it spells one, as in a column a CSV read as text; not dates or
-    booleans, which a numeric cast would turn into numbers silently), finite and within
-    float32, and for counts whole and ≥ 0. Names the first bad row (`start` is the batch's
-    first) and the column."""
+def checked_numbers(path, column: Column, array, start: int) -> np.ndarray:
+    """The float32 codes of a real or count column's cells (`codes`' for such a column: NaN where
+    missing); DataError unless they are what the model was trained on: numbers (text only
+    where it spells one, as in a column a CSV read as text; not dates or booleans, which a
+    numeric cast would turn into numbers silently), finite and within float32, and for counts
+    whole and ≥ 0. Names the first bad row (`start` is the batch's first) and the column."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -169,6 +169,7 @@ def check_numbers(path, column: Column, array, start: int) -> None:
         bad |= ~(np.isnan(values) | ((values >= 0) & (values == np.round(values))))
     rule = "a whole number ≥ 0 (a count)" if column.type == "count" else "finite and within float32"
     _refuse_first(path, column, start, pa.array(bad), pa.array(values), f"is not {rule}")
+    return values.astype(np.float32)
 
 
 # A number as text: what a CSV reader parses as one (no spaces, no thousands separators).

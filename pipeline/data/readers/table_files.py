@@ -97,15 +97,20 @@ class CsvStream:
     start: int = 0
     block: int = field(default_factory=lambda: CSV_BLOCK_BYTES)  # read when made (tests set it smaller)
 
-    def _reader(self, columns: list[str] | None):
+    def _reader(self, columns: list[str] | None, text: bool = False):
+        """A reader of `columns` (None: all) by `types`, or with `text` of every column as text
+        (missing cells null)."""
+        import pyarrow as pa
         import pyarrow.csv as pacsv
 
+        types = {name: pa.string() for name in self.types} if text else self.types
         return pacsv.open_csv(
             # no threads: a parallel reader runs ahead of a slower consumer, holding what it parsed
             self.path, read_options=pacsv.ReadOptions(block_size=self.block, use_threads=False),
             # quoted free text may hold line breaks
             parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(column_types=self.types, include_columns=columns or []))
+            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=columns or [],
+                                                 strings_can_be_null=text))
 
     def schema(self):
         import pyarrow as pa
@@ -148,12 +153,8 @@ class CsvStream:
         cannot hold; the names widened."""
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.csv as pacsv
 
-        text = {name: pa.string() for name in self.types}
-        reader = pacsv.open_csv(self.path, read_options=pacsv.ReadOptions(block_size=self.block, use_threads=False),
-                                parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
-                                convert_options=pacsv.ConvertOptions(column_types=text, strings_can_be_null=True))
+        reader = self._reader(None, text=True)
         widened = set()
         try:
             for batch in reader:

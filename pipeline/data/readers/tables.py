@@ -25,7 +25,7 @@ from pipeline.data.readers.source_dataset import NO_LABEL, Dataset, check_float3
 from pipeline.data.readers.table_cells import (
     Feature,
     cells,
-    check_numbers,
+    checked_numbers,
     codes,
     features_of,
     part_column,
@@ -249,9 +249,11 @@ def _code_blocks(columns: tuple[Column, ...], label_column, labels, part):
     for batch in part.batches(sources):
         block = np.empty((batch.num_rows, len(columns)), np.float32)
         for c, column in enumerate(columns):
-            if column.levels is None and column.part is None:
-                check_numbers(part.path, column, batch.column(column.read_from), start)
-            values, unseen = codes(column, batch.column(column.read_from))
+            cells_of_batch = batch.column(column.read_from)
+            if column.levels is None and column.part is None:  # the column's numbers, checked
+                values, unseen = checked_numbers(part.path, column, cells_of_batch, start), None
+            else:
+                values, unseen = codes(column, cells_of_batch)
             if unseen is not None:
                 raise DataError(f"{part.path}: column {column.name!r} holds {unseen!r}, a value its {column.type} "
                                 f"levels {column.levels[:20]} do not include (a level never seen in training)")
