@@ -28,16 +28,18 @@ git-clone:
 # The suite runs in TEST_WORKERS processes (pytest-xdist), one test file per process at a
 # time, so that a file's fixtures are built once (the shared pipeline run and DVC repository
 # once per run, whatever the workers): most tests wait on imports and subprocesses, which
-# two workers overlap on two cores.
+# two workers overlap on two cores. Files go out in the order tests/conftest.py sets (xdist
+# would otherwise hand them out by their number of tests, the longest last).
 TEST_WORKERS ?= 2
+PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # The explorer page's test opens it in Debian's headless Chromium, driven by its chromedriver.
 CHROMEDRIVER := /usr/bin/chromedriver
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 test: $(VENV)/.installed-dev $(CHROMEDRIVER)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest $(PARALLEL)
 
 test-all: $(VENV)/.installed-dev $(CHROMEDRIVER)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m ""
+	$(BIN)/python -m pytest $(PARALLEL) -m ""
 
 # ruff, configured in pyproject.toml (tests/test_dvc_yaml.py runs it in `make test` too)
 lint: $(VENV)/.installed-dev

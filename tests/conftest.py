@@ -32,9 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # The files with the longest tests (`pytest --durations`), run first: `make test` gives
 # each of its workers one file at a time (`--dist loadfile`: a file's module fixtures are
 # built once), in this order, so the workers end together instead of one running the
-# longest file alone at the end.
-LONGEST_FIRST = ("test_e2e.py", "test_kernel_paths_dvc.py", "test_e2e_sources.py", "test_ray.py",
-                 "test_kernel_paths.py", "test_levels.py", "test_train.py", "test_model_harness.py", "test_kill.py")
+# longest file alone at the end. The first two build nothing the other waits for: test_e2e
+# builds the shared DVC repository while the other kernel path's harness runs, and the
+# next two, which start from that repository, come to each worker after them.
+LONGEST_FIRST = ("test_e2e.py", "test_kernel_paths.py", "test_e2e_sources.py", "test_kernel_paths_dvc.py",
+                 "test_ray.py", "test_levels.py", "test_train.py", "test_model_harness.py", "test_kill.py")
 
 TINY = {
     "seed": 0,
