@@ -1,12 +1,13 @@
 """Encode throughput and peak memory for 10k, 100k and 1M synthetic rows.
 
-    python benchmarks/encode.py [--rows 10000 100000 1000000] [--batch-size 1024]
+    python benchmarks/encode.py [--rows 10000 100000 1000000] [--batch-size 1024] [--importance-samples 1 10 100]
 
 Each size runs in a fresh process: synthetic digits-shaped inputs (8x8x1 float32) are
 written to a memory-mapped .npy, then streamed through the default encoder (params.yaml's
 model block, untrained weights: the cost does not depend on their values) into the latent
-Parquet writer, exactly as the encode stage does. Prints rows/s and the process's peak
-resident memory above its level just before encoding (TensorFlow and the model loaded).
+Parquet writer with each row's surprisal S_K, exactly as the encode stage does, for each K
+given. Prints rows/s and the process's peak resident memory above its level just before
+encoding (TensorFlow and the model loaded).
 """
 
 import argparse
@@ -26,11 +27,13 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def one_run(rows: int, batch_size: int) -> dict:
+def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from pipeline.latents.parquet import encoded_batches, write_latents
+    from pipeline.latents.scores import Scorer
+    from pipeline.latents.writer import encoded_batches, write_latents
+    from pipeline.model.diagnostics import RowSurprisal
     from pipeline.model.resolve_model import resolve_model
     from pipeline.model.vae import build_vae
     from pipeline.platform.config import load_params
@@ -50,7 +53,9 @@ def one_run(rows: int, batch_size: int) -> dict:
         vae.encoder.predict_on_batch(np.asarray(x[:batch_size]))  # compile outside the timing
         before = peak_rss_mib()
         start = time.perf_counter()
-        batches = encoded_batches(vae.predict_posterior, "train", x, y, ids, batch_size)
+        scorer = Scorer(RowSurprisal(vae, importance_samples), 64, None)  # each row's S_K, as the stage writes it
+        scorer(np.asarray(x[:batch_size]))
+        batches = encoded_batches(vae.predict_posterior, scorer, "train", x, y, ids, batch_size)
         written = write_latents(Path(tmp) / "latents", batches,
                                 vae.latent_dim, {})
         seconds = time.perf_counter() - start
@@ -64,19 +69,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--importance-samples", type=int, nargs="+", default=[10])
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size here
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_run(args.one, args.batch_size)))
+        print(json.dumps(one_run(args.one, args.batch_size, args.importance_samples[0])))
         return
-    print(f"{'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak RSS MiB':>13} {'growth MiB':>11} {'parquet MiB':>12}")
-    for rows in args.rows:
-        out = subprocess.run([sys.executable, __file__, "--one", str(rows), "--batch-size", str(args.batch_size)],
-                             capture_output=True, text=True, check=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{r['rows']:>10,} {r['seconds']:>8} {r['rows_per_second']:>10,} {r['peak_rss_mib']:>13} "
-              f"{r['peak_growth_mib']:>11} {r['parquet_mib']:>12}", flush=True)
+    print(f"{'K':>4} {'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak RSS MiB':>13} {'growth MiB':>11} "
+          f"{'parquet MiB':>12}")
+    for k in args.importance_samples:
+        for rows in args.rows:
+            out = subprocess.run([sys.executable, __file__, "--one", str(rows), "--batch-size", str(args.batch_size),
+                                  "--importance-samples", str(k)], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{k:>4} {r['rows']:>10,} {r['seconds']:>8} {r['rows_per_second']:>10,} {r['peak_rss_mib']:>13} "
+                  f"{r['peak_growth_mib']:>11} {r['parquet_mib']:>12}", flush=True)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ def parser(width: int | None = None) -> argparse.ArgumentParser:
     encode.add_argument("--label-column", default=None,
                         help="table: label column; .h5ad: the obs column of the labels (optional)")
     encode.add_argument("--layer", default=None, help=".h5ad: the layer to encode (default: X)")
+    encode.add_argument("--reference", type=Path, default=None,
+                        help="the encode stage's latents of this model, whose training rows' surprisal each row's "
+                             "surprisal_quantile is of (default: data/latents beside the model's folder)")
     encode.add_argument("--anndata-out", type=Path, default=None,
                         help='.h5ad input: also write a copy of it with the latents (z_mean) in obsm["X_vae"]')
 
@@ -63,7 +66,8 @@ def _encode(args) -> None:
 
     rows = encode_new_data(args.model, args.input, args.output, batch_size=args.batch_size, split=args.split,
                            overwrite=args.overwrite, impute=args.impute, x_key=args.x_key, y_key=args.y_key,
-                           label_column=args.label_column, layer=args.layer, anndata_out=args.anndata_out)
+                           label_column=args.label_column, layer=args.layer, anndata_out=args.anndata_out,
+                           reference=args.reference)
     print(f"encoded {rows} rows of {args.input} into {args.output / f'split={args.split}'}"
           + (f" and {args.anndata_out} (obsm['X_vae'])" if args.anndata_out else ""))
 

@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 from scipy import stats
 
-from pipeline.latents.parquet import LatentBatch
+from pipeline.latents.parquet import LatentBatch, RowScores
 from pipeline.model import subo
 from pipeline.model.likelihoods import Gaussian
 from pipeline.platform.config import parse_params
@@ -130,8 +130,9 @@ def latent_batch(split, n, d, start=0):
     rng = np.random.default_rng(start)
     labels = np.arange(n) % 3
     labels[0] = -1  # no label
-    return LatentBatch(split, np.arange(start, start + n), labels,
-                       rng.normal(size=(n, d)), rng.normal(size=(n, d)))
+    surprisal = rng.gamma(5.0, size=n)
+    return LatentBatch(split, np.arange(start, start + n), labels, rng.normal(size=(n, d)), rng.normal(size=(n, d)),
+                       RowScores(surprisal, None, None, surprisal))
 
 
 # --- the docs --------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import pytest
 
 from pipeline.data.prepared import Preprocessor, load_split
 from pipeline.latents.encode_command import encode_new_data
-from pipeline.latents.parquet import METADATA, read_metadata, write_latents
+from pipeline.latents.parquet import METADATA, read_metadata
 from pipeline.latents.reader import latents_to_numpy, load_latents
+from pipeline.latents.writer import write_latents
 from pipeline.platform.errors import DataError
 
 from .builders import latent_batch, make_image_folder
@@ -101,14 +102,17 @@ def test_a_model_without_its_bundle_is_refused(pipeline_run, tmp_path):
 KILL_SCRIPT = """
 import sys
 import numpy as np
-from pipeline.latents.parquet import LatentBatch, write_latents
+from pipeline.latents.parquet import LatentBatch
+from pipeline.latents.writer import write_latents
+from pipeline.latents.parquet import RowScores
 
 def batches():
     rng = np.random.default_rng(0)
     for start in range(0, 10_000_000, 20_000):
         print(start, flush=True)
         yield LatentBatch("train", np.arange(start, start + 20_000), np.zeros(20_000, np.int64),
-                          rng.normal(size=(20_000, 8)), rng.normal(size=(20_000, 8)))
+                          rng.normal(size=(20_000, 8)), rng.normal(size=(20_000, 8)),
+                          RowScores(np.zeros(20_000), None, None, np.zeros(20_000)))
 
 write_latents(sys.argv[1], batches(), 8, {})
 """

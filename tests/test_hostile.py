@@ -22,7 +22,8 @@ from pipeline.data.readers.idx import read_idx_dir
 from pipeline.data.readers.images import read_image_folder
 from pipeline.data.readers.sources import read_npz
 from pipeline.data.readers.tables import read_table
-from pipeline.latents.parquet import LatentBatch, write_partition
+from pipeline.latents.parquet import LatentBatch, RowScores
+from pipeline.latents.writer import write_partition
 from pipeline.platform.errors import DataError
 
 
@@ -183,7 +184,9 @@ def test_symbolic_links_in_a_publication_are_refused_not_followed(tmp_path):
 CONCURRENT_WRITER = """
 import sys, time
 import numpy as np
-from pipeline.latents.parquet import LatentBatch, write_partition
+from pipeline.latents.parquet import LatentBatch
+from pipeline.latents.writer import write_partition
+from pipeline.latents.parquet import RowScores
 from pipeline.platform.errors import DataError
 
 def batches(seed):
@@ -191,7 +194,8 @@ def batches(seed):
     for start in range(0, 600, 100):
         time.sleep(0.1)  # slow enough that the two commands overlap
         yield LatentBatch("new", np.arange(start, start + 100), np.zeros(100, np.int64),
-                          rng.normal(size=(100, 4)), rng.normal(size=(100, 4)))
+                          rng.normal(size=(100, 4)), rng.normal(size=(100, 4)),
+                          RowScores(np.zeros(100), None, None, np.zeros(100)))
 
 try:
     print(write_partition(sys.argv[1], "new", batches(int(sys.argv[2])), 4, {"writer": sys.argv[2]}), flush=True)
@@ -216,7 +220,8 @@ def test_two_concurrent_encodes_into_one_output_take_turns(tmp_path):
 
 
 def write_latents_partition(out, overwrite: bool = False) -> int:
-    batch = LatentBatch("new", np.arange(3), np.zeros(3, np.int64), np.zeros((3, 2)), np.zeros((3, 2)))
+    batch = LatentBatch("new", np.arange(3), np.zeros(3, np.int64), np.zeros((3, 2)), np.zeros((3, 2)),
+                        RowScores(np.zeros(3), None, None, np.zeros(3)))
     return write_partition(out, "new", [batch], 2, {}, overwrite=overwrite)
 
 

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.prepared import load_split
-from pipeline.latents.parquet import SCHEMA_VERSION, latent_schema, read_metadata, write_latents
+from pipeline.latents.parquet import SCHEMA_VERSION, SCORE_COLUMNS, latent_schema, read_metadata
 from pipeline.latents.reader import latents_to_numpy, load_latents
+from pipeline.latents.writer import write_latents
 from pipeline.platform.errors import DataError
 
 from .builders import latent_batch
@@ -29,7 +30,9 @@ def test_schema_and_metadata_of_the_written_files(pipeline_run):
     assert meta["dataset_fingerprint"] == manifest.fingerprint
     assert len(meta["model_sha256"]) == 64
     assert meta["params"]["model"]["latent_dim"] == 4
-    assert meta["versions"]["keras"] and set(meta["columns"]) == {"id", "label", "z_mean", "z_log_var"}
+    assert meta["versions"]["keras"] and list(meta["columns"]) == ["id", "label", "z_mean", "z_log_var", "surprisal",
+                                                                   "bits_per_dim", "surprisal_quantile", "novelty"]
+    assert all(schema.field(name).type == pa.float64() for name in SCORE_COLUMNS)
     assert pq.ParquetFile(paths["latents"] / files[0]).metadata.row_group(0).column(2).compression == "ZSTD"
 
 
@@ -88,7 +91,7 @@ def test_reader_rejects_other_dimensions_and_schema_versions(tmp_path):
     other.mkdir(parents=True)
     table = pa.table({"id": [1], "label": [2]})
     pq.write_table(table.replace_schema_metadata({"vae_pipeline.schema_version": "0"}), other / "p.parquet")
-    with pytest.raises(DataError, match="schema version '0', expected '1'"):
+    with pytest.raises(DataError, match=f"schema version '0', expected '{SCHEMA_VERSION}'"):
         load_latents(tmp_path / "other")
     with pytest.raises(DataError, match="no latent Parquet files"):
         load_latents(tmp_path / "nothing")
@@ -131,8 +134,8 @@ def test_read_z_mean_streams_row_groups_and_keeps_only_the_rows_taken(tmp_path):
     """Eleven workers' parts (part-10 after part-9, not after part-1), 150,000 rows, so
     three row groups in the largest part: the rows taken, in the order asked, and the
     moments of every row, as from the whole array."""
-    from pipeline.latents.parquet import write_part
     from pipeline.latents.reader import read_z_mean
+    from pipeline.latents.writer import write_part
     from pipeline.model.diagnostics import Moments
 
     n, d, workers = 150_000, 3, 11
@@ -158,7 +161,7 @@ def test_read_z_mean_streams_row_groups_and_keeps_only_the_rows_taken(tmp_path):
 
 def test_a_partition_from_another_model_is_refused_and_nothing_is_written(tmp_path):
     """Latents of two models are in two spaces: one dataset holds one model's, whatever their size."""
-    from pipeline.latents.parquet import write_partition
+    from pipeline.latents.writer import write_partition
 
     write_partition(tmp_path / "l", "new", [latent_batch("new", 5, 3)], 3, {"model_sha256": "a" * 64})
     before = sorted(p.name for p in (tmp_path / "l").iterdir())

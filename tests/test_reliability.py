@@ -99,7 +99,7 @@ def test_encode_command_adds_a_partition_and_never_deletes_another(pipeline_run,
 
 def test_encode_command_refuses_a_partition_of_another_latent_size(pipeline_run, tmp_path):
     from pipeline.latents.encode_command import encode_new_data
-    from pipeline.latents.parquet import write_latents
+    from pipeline.latents.writer import write_latents
 
     write_latents(tmp_path / "out", [latent_batch("train", 5, 3)], 3, {})
     np.savez(tmp_path / "new.npz", x=np.zeros((2, 8, 8, 1), np.uint8))

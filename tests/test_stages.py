@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.latents.parquet import write_latents
+from pipeline.latents.writer import write_latents
 from pipeline.model.diagnostics import sample_counts
 from pipeline.platform.errors import DataError
 from pipeline.runner import encode, evaluate_all

@@ -19,10 +19,13 @@ from pipeline.data.manifest import Manifest
 from pipeline.data.prepared import load_splits
 from pipeline.latents.imputation import Completer
 from pipeline.latents.metadata import LatentsMetadata
-from pipeline.latents.parquet import ROW_GROUP_SIZE, encoded_batches, write_part
+from pipeline.latents.parquet import ROW_GROUP_SIZE
+from pipeline.latents.scores import Scorer, pixel_dims, reference_of
+from pipeline.latents.writer import encoded_batches, write_part
 from pipeline.model.bundle import load_bundle
+from pipeline.model.diagnostics import RowSurprisal
 from pipeline.platform.choices import AUTO, Choice
-from pipeline.platform.config import Params
+from pipeline.platform.config import EncodeConfig, Params
 from pipeline.platform.engine import LocalEngine, RayEngine, open_engine, require_shared
 from pipeline.platform.errors import ConfigError, DataError
 from pipeline.platform.hardware import hide_gpus, limit_threads, share_gpus
@@ -38,23 +41,25 @@ def from_params(params: Params, *, prepared_dir, model_path, out_dir) -> int:
     with open_engine(params.cluster) as engine:
         return encode(prepared_dir=prepared_dir, model_path=model_path, out_dir=out_dir,
                       batch_size=params.encode.batch_size, workers=params.encode.workers,
-                      impute=params.encode.impute, engine=engine)
+                      impute=params.encode.impute, importance_samples=params.encode.importance_samples,
+                      engine=engine)
 
 
 def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path, batch_size: int,
-           workers: int | str = AUTO, impute: bool = False, engine: LocalEngine | RayEngine | None = None,
-           shard_rows: int | None = None) -> int:
+           workers: int | str = AUTO, impute: bool = False, importance_samples: int = EncodeConfig.importance_samples,
+           engine: LocalEngine | RayEngine | None = None, shard_rows: int | None = None) -> int:
     """Latents of the train and test splits, replaced atomically.
 
     The files' metadata records what made them: the data's fingerprint, the model's sha256,
-    its resolved run (model, loss and train config, seed), every choice (the model's and
-    encode.workers), this stage's params and the engine.
+    its resolved run, every choice (the model's and encode.workers), this stage's params,
+    the engine, and the scores' reference (training rows' S_K, computed here once).
 
     Args:
         prepared_dir, model_path, out_dir: the prepared data, the model, the dataset to write.
         batch_size: examples per encoder call.
         workers: encode.workers (`resolve_workers`).
         impute: a table: each row also `completed`, its missing cells imputed, and `imputed` flags.
+        importance_samples: K of each row's surprisal.
         engine: where the shards are encoded (default: this process).
         shard_rows: rows per shard under Ray (default: whole row groups, about
             SHARDS_PER_ACTOR shards per actor).
@@ -74,9 +79,9 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
         raise ConfigError(f"encode.impute fills in a table's missing cells, but {prepared_dir} holds "
                           f"{manifest.value_type} values; set encode.impute: false")
     workers = resolve_workers(workers, engine)
-    actors = workers.value
-    metadata = _metadata(manifest, bundle, workers, engine,
-                         {"batch_size": batch_size, "workers": actors, "impute": impute})
+    actors, scorer = workers.value, _scorer(bundle.vae, manifest, prepared_dir, importance_samples)
+    metadata = _metadata(manifest, bundle, scorer, workers, engine, dict(
+        batch_size=batch_size, workers=actors, impute=impute, importance_samples=importance_samples))
     with atomic_dir(out_dir) as tmp:
         arguments = {"prepared_dir": str(engine.shared(prepared_dir)), "model_path": str(engine.shared(model_path)),
                      "directory": str(engine.shared(tmp)), "batch_size": batch_size, "metadata": metadata,
@@ -86,17 +91,24 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
             written = sum(engine.map_actors(EncodeShards, shards, arguments=arguments, actors=actors))
         else:
             shards = plan_shards(manifest.counts, max(max(manifest.counts.values()), 1))
-            encoder = EncodeShards(**arguments, vae=bundle.vae)
+            encoder = EncodeShards(**arguments, vae=bundle.vae, scorer=scorer)
             written = sum(map(encoder, shards))
         _check_complete(tmp, shards, written, manifest.counts)
     return written
 
 
-def _metadata(manifest: Manifest, bundle, workers: Choice, engine, encode_params: dict) -> dict:
-    """What made the latents: the data, the model, the choices (the model's and encode.workers),
-    the params (the model's resolved run and this stage's own) and the engine."""
+def _scorer(vae, manifest: Manifest, prepared_dir, importance_samples: int) -> Scorer:
+    """How the rows are scored: K, and the reference, the S_K of training rows
+    (pipeline.latents.scores), computed here once for every shard."""
+    train, surprisal = load_splits(prepared_dir)[1]["train"], RowSurprisal(vae, importance_samples)
+    return Scorer(surprisal, pixel_dims(manifest), reference_of(surprisal, train.x, train.preprocess))
+
+
+def _metadata(manifest: Manifest, bundle, scorer: Scorer, workers: Choice, engine, encode_params: dict) -> dict:
+    """What made the latents: the data, the model, the scores, the choices (the model's and
+    encode.workers), the params (the model's resolved run and this stage's own) and the engine."""
     return LatentsMetadata.of(
-        bundle, manifest.source, manifest.path, manifest.fingerprint,
+        bundle, manifest.source, manifest.path, manifest.fingerprint, scorer,
         choices={**(bundle.choices or {}), "encode.workers": workers.record()},
         params={**(bundle.run or {}), "encode": encode_params,  # the cluster keys a result can depend on
                 "cluster": {"engine": engine.cluster.engine, "address": engine.cluster.address}},
@@ -128,12 +140,13 @@ class EncodeShards:
     """Encodes shards of the prepared splits into directory/split=<s>/part-<k>.parquet.
 
     Built once per process (a Ray actor loads the model and maps the prepared data here;
-    Keras models do not pickle). Each shard is written under a name of its own and renamed
-    into place when complete, so a shard retried after a killed actor replaces nothing half-done.
+    Keras models do not pickle; the local engine passes its loaded model and scorer). Each
+    shard is written under a name of its own and renamed into place when complete, so a
+    shard retried after a killed actor replaces nothing half-done.
     """
 
     def __init__(self, prepared_dir: str, model_path: str, directory: str, batch_size: int, metadata: dict,
-                 impute: bool, vae=None):
+                 impute: bool, vae=None, scorer: Scorer | None = None):
         if vae is None:  # a Ray actor: a fresh process
             import ray
 
@@ -145,6 +158,7 @@ class EncodeShards:
         manifest, self.splits = load_splits(prepared_dir)
         self.completer = (Completer(self.vae, manifest.columns, self.splits["train"].preprocess)
                           if impute else None)
+        self.scorer = scorer or Scorer.of(self.vae, metadata["surprisal"], pixel_dims(manifest))
         self.directory, self.batch_size, self.metadata = Path(directory), batch_size, metadata
 
     def __call__(self, shard: dict) -> int:
@@ -152,7 +166,7 @@ class EncodeShards:
         split, start, stop, part = (shard[key] for key in ("split", "start", "stop", "part"))
         data, rows = self.splits[split], slice(start, stop)
         attempt = self.directory / f".attempt-{uuid.uuid4().hex}"
-        written = write_part(attempt, encoded_batches(self.vae.predict_posterior, split, data.x[rows],
+        written = write_part(attempt, encoded_batches(self.vae.predict_posterior, self.scorer, split, data.x[rows],
                                                       data.y[rows], data.id[rows], self.batch_size,
                                                       data.preprocess, self.completer),
                              self.vae.latent_dim, self.metadata, part=part,

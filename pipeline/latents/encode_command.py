@@ -6,6 +6,7 @@ partition out_dir/split=<split> is written.
 """
 
 import contextlib
+import logging
 import re
 from pathlib import Path
 
@@ -18,8 +19,11 @@ from pipeline.data.readers.sources import load_source, source_of
 from pipeline.latents.h5ad_out import LatentRows, check_h5ad_target, write_h5ad_with_latents
 from pipeline.latents.imputation import Completer
 from pipeline.latents.metadata import LatentsMetadata
-from pipeline.latents.parquet import encoded_batches, write_partition
+from pipeline.latents.parquet import read_metadata
+from pipeline.latents.scores import Reference, Scorer, pixel_dims
+from pipeline.latents.writer import encoded_batches, write_partition
 from pipeline.model.bundle import load_bundle, require_complete
+from pipeline.model.diagnostics import RowSurprisal
 from pipeline.platform.config import AnndataConfig, DataConfig, EncodeConfig, ImagesConfig, NpzConfig, TableConfig
 from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
@@ -28,6 +32,7 @@ from pipeline.platform.locks import directory_lock
 
 # A publication's staging and journal, and a scratch directory (pipeline.platform.io).
 TEMPORARY = re.compile(r"\..+\.(staging|journal|journal\.tmp|scratch\..+)")
+log = logging.getLogger(__name__)
 
 
 def input_config(path: Path, example_shape: list[int], columns: list[Column] | None = None, x_key: str = "x",
@@ -61,13 +66,11 @@ def input_config(path: Path, example_shape: list[int], columns: list[Column] | N
 
 def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = EncodeConfig.batch_size,
                     split: str = "new", overwrite: bool = False, impute: bool = False,
-                    anndata_out: Path | None = None, **reader_options) -> int:
-    """Encode `input_path` with a trained model, preprocessed as its training data was.
-
-    Writes only the partition out_dir/split=<split>; no other partition is touched.
-
-    The input is checked as prepare checks training data, and against the model's training
-    data: shape, and counts or pixel levels where it was.
+                    anndata_out: Path | None = None, reference: Path | None = None, **reader_options) -> int:
+    """Encode `input_path` with a trained model, preprocessed as its training data was, into
+    the partition out_dir/split=<split> alone. The input is checked as prepare checks training
+    data, and against the model's: shape, and counts or pixel levels where it was. Rows are
+    scored with the reference's K (their quantile needs it; encode.importance_samples' default without).
 
     Args:
         model_path: a trained model.keras with its bundle beside it (refused without it).
@@ -76,9 +79,9 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         batch_size: examples per encoder call.
         split: the partition's name.
         overwrite: replace an existing partition of that name.
-        impute: a table model: each row also `completed`, its missing cells imputed, and
-            `imputed` flags.
+        impute: a table model: each row also `completed` (missing cells imputed) and `imputed` flags.
         anndata_out: for an .h5ad input, where a copy of it with obsm["X_vae"] (z_mean) goes.
+        reference: the encode stage's latents of this model (`find_reference`).
         **reader_options: how to read the input (x_key, y_key, label_column, layer).
 
     Returns:
@@ -95,16 +98,17 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         raise DataError(f"{model_path}: --impute fills in a table's missing cells, but this model was not trained "
                         "on a table")
     completer = Completer(bundle.vae, columns, bundle.preprocess) if impute else None
+    scorer = _scorer(bundle, find_reference(bundle, reference))
     # The output's lock from the first read to the last write, the .h5ad copy included: a second
     # command on this output waits (the partition's writer takes the same lock, nested).
     with _locked_output(Path(out_dir)), scratch_dir(out_dir) as scratch:  # for sources that must be decoded
         dataset = _read_input(bundle, input_path, scratch, reader_options)
         y = _to_training_labels(dataset, bundle.manifest.label_names)
-        batches = encoded_batches(bundle.vae.predict_posterior, split, dataset.x, y, np.arange(len(y), dtype=np.int64),
-                                  batch_size, bundle.preprocess, completer)
+        batches = encoded_batches(bundle.vae.predict_posterior, scorer, split, dataset.x, y,
+                                  np.arange(len(y), dtype=np.int64), batch_size, bundle.preprocess, completer)
         latents = LatentRows(len(y), bundle.vae.latent_dim) if anndata_out else None
         rows = write_partition(out_dir, split, latents.gather(batches) if latents else batches, bundle.vae.latent_dim,
-                               _metadata(bundle, dataset, input_path), overwrite=overwrite,
+                               _metadata(bundle, dataset, input_path, scorer), overwrite=overwrite,
                                table=completer.table if completer else None)
         if anndata_out:
             write_h5ad_with_latents(input_path, anndata_out, latents.z_mean)
@@ -138,10 +142,34 @@ def _locked_output(out_dir: Path):
         raise
 
 
-def _metadata(bundle, dataset: Dataset, input_path: Path) -> dict:
+def _metadata(bundle, dataset: Dataset, input_path: Path, scorer: Scorer) -> dict:
     """The partition's metadata: where its rows come from and the model that encoded them."""
     fingerprint = sha256_file(input_path) if input_path.is_file() else None
-    return LatentsMetadata.of(bundle, dataset.source, input_path, fingerprint).as_dict()
+    return LatentsMetadata.of(bundle, dataset.source, input_path, fingerprint, scorer).as_dict()
+
+
+def _scorer(bundle, reference: Reference | None) -> Scorer:
+    k = reference.importance_samples if reference else EncodeConfig.importance_samples
+    return Scorer(RowSurprisal(bundle.vae, k), pixel_dims(bundle.manifest), reference)
+
+
+def find_reference(bundle, latents: Path | None) -> Reference | None:
+    """The training rows' surprisal from a latent dataset the encode stage wrote with this
+    model: `latents`, or where none is given the stage's output beside the model's folder
+    (data/model/model.keras -> data/latents), when it holds one. Without it the rows'
+    surprisal_quantile is null (a warning says so); a given one that lacks it is an error."""
+    where = latents or bundle.model_path.parent.parent / "latents"
+    for file in sorted(Path(where).glob("split=*/*.parquet")):
+        meta = read_metadata(file)
+        found = (meta.get("surprisal") or {}).get("reference")
+        if found and meta.get("model_sha256") == bundle.model_sha256:
+            return Reference.of(found)
+    if latents is not None:
+        raise DataError(f"{latents}: no latents of this model ({bundle.model_path}) with the training rows' surprisal "
+                        "in their metadata; give --reference the encode stage's output (data/latents) of this model")
+    log.warning("no latents of this model at %s hold the training rows' surprisal: surprisal_quantile is null. "
+                "Give --reference the encode stage's output (data/latents) of this model", where)
+    return None
 
 
 def check_not_a_stage_output(out_dir: Path) -> None:

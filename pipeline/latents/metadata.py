@@ -20,16 +20,19 @@ class LatentsMetadata:
     columns: dict
     choices: dict
     versions: dict
+    surprisal: dict  # the scores' K, novelty's definition and the quantile's reference (Scorer.record)
     params: dict | None = None  # the stage's: the training run's params and encode's own
     engine: dict | None = None  # the stage's engine and cluster
 
     @classmethod
-    def of(cls, bundle, source: str, path: str | Path | None, fingerprint: str | None, **run) -> "LatentsMetadata":
-        """Of rows encoded by `bundle` from `source` at `path`; run: choices, params, engine."""
+    def of(cls, bundle, source: str, path: str | Path | None, fingerprint: str | None, scorer,
+           **run) -> "LatentsMetadata":
+        """Of rows encoded by `bundle` from `source` at `path` and scored by `scorer`; run:
+        choices, params, engine."""
         return cls(dataset_source=f"{source}: {path}" if path else source, dataset_fingerprint=fingerprint,
                    label_names=list(bundle.manifest.label_names), model_sha256=bundle.model_sha256,
                    columns=describe_columns(bundle.vae.config.posterior), choices=run.pop("choices", bundle.choices),
-                   versions=package_versions(), **run)
+                   versions=package_versions(), surprisal=scorer.record(), **run)
 
     def as_dict(self) -> dict:
         """The files' metadata: every key, but the stage's own where this is the command's."""

@@ -1,7 +1,9 @@
 """Diagnostics of a model: how tight is the bound (U, S_K, E_K), is the posterior
 collapsed, and why is the reparameterized estimator better (the article asks; this makes
-it a number). Train uses them every epoch, evaluate on the final model."""
+it a number). Train uses them every epoch, evaluate on the final model; encode scores
+every row with RowSurprisal."""
 
+import hashlib
 import math
 
 import numpy as np
@@ -83,16 +85,22 @@ def sample_counts(k: int) -> list[int]:
     return counts if counts[-1] == k else [*counts, k]
 
 
+def rows_per_batch(vae, samples: int, decodes_per_batch: int = 4096) -> int:
+    """Examples per scoring batch: about decodes_per_batch decoded samples (`samples` per
+    example), fewer when a decode has many outputs (L logits per pixel), so that one batch's
+    likelihood parameters stay within PARAMS_PER_BATCH floats."""
+    outputs = math.prod(vae.decoder.outputs[0].shape[1:])
+    return max(1, min(decodes_per_batch, PARAMS_PER_BATCH // outputs) // samples)
+
+
 class BoundEstimator:
     """Mean U, D, reconstruction, S_K and E_K = U − S_K (nats per example) of a model on x.
 
     U uses D (closed form, or where it has none the Monte Carlo mean of log q − log p over
     the K samples; "D_estimate" says which) and the mean reconstruction surprisal over the
     same K samples z_k ~ q(z|x) that the importance-weighted S_K uses (S_k takes the first k).
-    Batches hold about `decodes_per_batch` decoded samples (K per example), fewer when a
-    decode has many outputs (L logits per pixel), so one batch's parameters stay within
-    PARAMS_PER_BATCH floats; the graph is traced once per estimator, so train can score
-    every epoch with one.
+    Batches follow `rows_per_batch`; the graph is traced once per estimator, so train can
+    score every epoch with one.
     """
 
     def __init__(self, vae, importance_samples: int, decodes_per_batch: int = 4096, seed: int | None = 0):
@@ -100,9 +108,7 @@ class BoundEstimator:
         import tensorflow as tf
 
         self.ks = sample_counts(importance_samples)
-        outputs = math.prod(vae.decoder.outputs[0].shape[1:])
-        decodes_per_batch = min(decodes_per_batch, PARAMS_PER_BATCH // outputs)
-        self.batch_size = max(1, decodes_per_batch // importance_samples)
+        self.batch_size = rows_per_batch(vae, importance_samples, decodes_per_batch)
         # Its own seed stream: scoring during training leaves training's draws as they were.
         seed_generator = keras.random.SeedGenerator(seed)
 
@@ -135,3 +141,48 @@ class BoundEstimator:
 def subo_estimates(vae, x: np.ndarray, importance_samples: int, seed: int | None = 0) -> dict:
     """BoundEstimator(vae, importance_samples, seed=seed)(x): the figures once."""
     return BoundEstimator(vae, importance_samples, seed=seed)(x)
+
+
+class RowSurprisal:
+    """S_K of each example on its own (nats, float64): the score every latents row carries.
+
+    BoundEstimator draws a batch's samples from one seed stream, so an example's estimate
+    depends on the batch it sits in. Here the K draws ε_k of an example are keyed by its
+    bytes and the seed (`row_noise`): the same example scores the same in any batch, order or
+    process (the Ray engine's shards), a duplicate as its original, and distinct examples
+    still get independent draws, so a mean over rows estimates E[S_K] as evaluate's does.
+    """
+
+    def __init__(self, vae, importance_samples: int, seed: int = 0, decodes_per_batch: int = 4096):
+        import tensorflow as tf
+
+        self.samples, self.seed, self.latent_dim = importance_samples, seed, vae.latent_dim
+        self.batch_size = rows_per_batch(vae, importance_samples, decodes_per_batch)
+
+        @tf.function(reduce_retracing=True)
+        def scores(xb, epsilon):
+            terms = vae.sample_posterior(xb, importance_samples, epsilon=epsilon)
+            log_w = subo.log_importance_weights(terms["reconstruction"], terms["log_prior"], terms["log_q"])
+            return subo.importance_weighted_surprisal(log_w)
+
+        self.scores = scores
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """S_K of each row of x (the model's inputs): (n,)."""
+        parts = [np.zeros(0)]
+        for start in range(0, len(x), self.batch_size):
+            xb = np.asarray(x[start:start + self.batch_size])
+            parts.append(self.scores(xb, row_noise(xb, self.samples, self.latent_dim, self.seed)).numpy())
+        return np.concatenate(parts).astype(np.float64)
+
+
+def row_noise(x: np.ndarray, samples: int, latent_dim: int, seed: int) -> np.ndarray:
+    """(samples, n, latent_dim) standard-normal draws, row i's from a generator seeded by a
+    hash of row i's bytes and `seed`: a function of the row alone."""
+    key = str(seed).encode()
+    draws = np.empty((len(x), samples, latent_dim), np.float32)
+    for i, row in enumerate(np.ascontiguousarray(x)):
+        digest = hashlib.blake2b(row.tobytes(), digest_size=16, key=key).digest()
+        draws[i] = np.random.default_rng(int.from_bytes(digest, "little")).standard_normal((samples, latent_dim),
+                                                                                        np.float32)
+    return draws.transpose(1, 0, 2)

@@ -30,12 +30,14 @@ class Sampler(layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs, samples: int | None = None, seed_generator=None):
-        """seed_generator: draw from another seed stream than training's (diagnostics)."""
+    def call(self, inputs, samples: int | None = None, seed_generator=None, epsilon=None):
+        """seed_generator: draw from another seed stream than training's (diagnostics);
+        epsilon: the standard-normal draws themselves, (m, B, d) (a row's own, RowSurprisal)."""
         z_mean, z_log_var = inputs
-        shape = (samples or self.samples, *ops.shape(z_mean))
-        epsilon = keras.random.normal(shape, dtype=z_mean.dtype, seed=seed_generator or self.seed_generator)
-        return subo.reparameterize(z_mean, z_log_var, epsilon)
+        if epsilon is None:
+            shape = (samples or self.samples, *ops.shape(z_mean))
+            epsilon = keras.random.normal(shape, dtype=z_mean.dtype, seed=seed_generator or self.seed_generator)
+        return subo.reparameterize(z_mean, z_log_var, ops.cast(epsilon, z_mean.dtype))
 
     def compute_output_shape(self, input_shape):
         return (self.samples, *input_shape[0])

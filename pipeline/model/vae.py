@@ -183,7 +183,7 @@ class VAE(keras.Model):
         return means[chosen] + np.exp(0.5 * log_vars[chosen]) * noise
 
     def sample_posterior(self, x, samples: int | None = None, training=False, seed_generator=None,
-                         estimator: str = "reparameterized") -> dict:
+                         estimator: str = "reparameterized", epsilon=None) -> dict:
         """Draw z_k ~ q(z|x) with what the bound needs of them, each (m, B) unless stated:
         z (m, B, d), reconstruction = log 1/p(x|z_k), surrogate (its φ-gradient is the
         estimator's, subo.phi_surrogate), log_q, log_prior, kl = D (B,) (closed form, or the
@@ -191,9 +191,10 @@ class VAE(keras.Model):
 
         samples: m (None: mc_samples). seed_generator: a keras.random.SeedGenerator of its
         own, so that scoring the model (S_K every epoch) leaves training's seed stream alone.
+        epsilon: the m standard-normal draws of each example instead, (m, B, d).
         """
         z_mean, z_log_var, context = self._encode(x, training=training)
-        z = self.sampler([z_mean, z_log_var], samples=samples, seed_generator=seed_generator)
+        z = self.sampler([z_mean, z_log_var], samples=samples, seed_generator=seed_generator, epsilon=epsilon)
         log_q = subo.gaussian_log_density(z, z_mean, z_log_var)
         if self.flow is None:
             surrogate, reconstruction = subo.phi_surrogate(

@@ -151,6 +151,7 @@ class EncodeConfig(Knobs):
     workers: int | Auto = bounded(AUTO, lo=1)
     # tables: each row also `completed` (missing cells imputed by the model) and `imputed` flags
     impute: bool = False
+    importance_samples: int = bounded(10, lo=1)  # K of every row's surprisal (pipeline.latents.scores)
 
 
 @dataclass(frozen=True)

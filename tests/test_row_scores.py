@@ -1,0 +1,113 @@
+"""The surprisal of every row (pipeline.latents.scores): S_K per row agrees with the stage's
+average, does not depend on the row's batch, and its quantile is calibrated on the training rows."""
+
+import logging
+import math
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from pipeline.data.prepared import load_split
+from pipeline.data.readers.sources import read_digits
+from pipeline.latents.encode_command import encode_new_data
+from pipeline.latents.parquet import read_metadata
+from pipeline.latents.reader import load_latents
+from pipeline.latents.scores import QUANTILES, Reference
+from pipeline.model.bundle import load_vae
+from pipeline.model.diagnostics import BoundEstimator, RowSurprisal
+from pipeline.platform.config import EncodeConfig
+from pipeline.platform.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def trained(pipeline_run):
+    paths = pipeline_run["paths"]
+    return load_vae(paths["model"]), load_split(paths["prepared"], "test")
+
+
+def test_a_row_scores_the_same_in_any_batch_and_order_and_as_its_duplicate(trained):
+    vae, test = trained
+    x = test.inputs(slice(300))
+    score = RowSurprisal(vae, 10)
+    alone = score(x)
+    assert alone.dtype == np.float64 and alone.shape == (300,) and np.isfinite(alone).all()
+    np.testing.assert_allclose(score(x[::-1])[::-1], alone, rtol=1e-6)  # other batches, other positions
+    np.testing.assert_allclose(score(np.repeat(x[7:8], 5, axis=0)), alone[7], rtol=1e-6)
+    assert len(np.unique(alone)) == 300 or len(np.unique(x.reshape(300, -1), axis=0)) < 300
+    other_seed = RowSurprisal(vae, 10, seed=1)(x)
+    assert not np.allclose(other_seed, alone)  # the draws are the seed's: distinct rows, independent draws
+
+
+def test_the_mean_of_the_rows_is_the_stages_s_k_on_the_same_rows_and_k(trained):
+    """Both estimate E[S_K] on the same rows, with independent draws: they agree within four
+    standard errors of the draws' noise (measured from two seeds of the per-row scores)."""
+    vae, test = trained
+    x = test.inputs(slice(None))
+    rows = RowSurprisal(vae, 20)(x)
+    noise = (RowSurprisal(vae, 20, seed=1)(x) - rows).std() / math.sqrt(2)  # one row's Monte Carlo spread
+    stage = BoundEstimator(vae, 20)(x)["S_K"]["20"]
+    assert abs(rows.mean() - stage) < 4 * math.sqrt(2) * noise / math.sqrt(len(x)), (rows.mean(), stage, noise)
+    assert noise > 0
+
+
+def test_the_latents_carry_the_scores_and_the_quantile_is_uniform_on_training_rows(pipeline_run, trained):
+    paths, manifest = pipeline_run["paths"], pipeline_run["manifest"]
+    vae, test = trained
+    latents = load_latents(paths["latents"])
+    for name in ("surprisal", "bits_per_dim", "surprisal_quantile", "novelty"):
+        assert latents.column(name).null_count == 0, name
+    meta = read_metadata(next(paths["latents"].rglob("*.parquet")))["surprisal"]
+    k = EncodeConfig.importance_samples
+    assert meta["importance_samples"] == k and meta["reference"]["rows"] == manifest.counts["train"]
+    # the stage wrote what the scorer computes, in nats and in bits per pixel (digits: 64)
+    stage = load_latents(paths["latents"], split="test").sort_by("id")
+    surprisal = stage.column("surprisal").to_numpy()
+    np.testing.assert_allclose(surprisal, RowSurprisal(vae, k)(test.inputs(slice(None))[np.argsort(test.id)]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(stage.column("bits_per_dim").to_numpy(), surprisal / (64 * math.log(2)))
+    # the reference is every training row here: their quantiles are their ranks, uniform on [0, 1]
+    train = load_latents(paths["latents"], split="train")
+    quantiles = np.sort(train.column("surprisal_quantile").to_numpy())
+    uniform = np.linspace(0, 1, len(quantiles))
+    assert np.abs(quantiles - uniform).max() < 0.01
+    assert pc.all(pc.equal(train.column("novelty"), train.column("surprisal"))).as_py()
+
+
+def test_new_rows_get_quantiles_of_the_training_rows_and_a_training_row_is_not_novel(pipeline_run, tmp_path, caplog):
+    """The command finds the stage's reference beside the model; a training row given again
+    scores as it did in training (the same surprisal, the same quantile)."""
+    paths = pipeline_run["paths"]
+    train = load_latents(paths["latents"], split="train").sort_by("surprisal")
+    typical = train.slice(len(train) // 2, 20)  # the middle of the training rows
+    np.savez(tmp_path / "again.npz", x=read_digits().x[typical.column("id").to_numpy()])  # the source's rows
+    encode_new_data(paths["model"], tmp_path / "again.npz", tmp_path / "out")
+    again = load_latents(tmp_path / "out", split="new")
+    np.testing.assert_allclose(again.column("surprisal").to_numpy(), typical.column("surprisal").to_numpy(), rtol=1e-6)
+    quantile = again.column("surprisal_quantile").to_numpy()
+    np.testing.assert_allclose(quantile, typical.column("surprisal_quantile").to_numpy(), atol=2e-3)
+    assert (0.4 < quantile).all() and (quantile < 0.6).all()
+    # Without the stage's latents beside the model: the quantile is null, and a warning says why
+    moved = tmp_path / "elsewhere"
+    paths["model_dir"].rename(moved)
+    try:
+        with caplog.at_level(logging.WARNING):
+            encode_new_data(moved / "model.keras", tmp_path / "again.npz", tmp_path / "bare")
+        assert "surprisal_quantile is null" in caplog.text
+        bare = load_latents(tmp_path / "bare", split="new")
+        assert bare.column("surprisal_quantile").null_count == 20 and bare.column("surprisal").null_count == 0
+        with pytest.raises(DataError, match="no latents of this model"):
+            encode_new_data(moved / "model.keras", tmp_path / "again.npz", tmp_path / "o2", reference=tmp_path / "bare")
+        encode_new_data(moved / "model.keras", tmp_path / "again.npz", tmp_path / "o3", reference=paths["latents"])
+        assert load_latents(tmp_path / "o3", split="new").column("surprisal_quantile").null_count == 0
+    finally:
+        moved.rename(paths["model_dir"])
+
+
+def test_the_reference_maps_surprisal_to_the_fraction_below():
+    s = np.random.default_rng(0).gamma(3.0, size=5000)
+    reference = Reference(10, len(s), np.quantile(s, QUANTILES))
+    assert reference.quantile(np.array([-1.0, 1e9]))[[0, 1]].tolist() == [0.0, 1.0]
+    probes = np.quantile(s, [0.1, 0.5, 0.99])
+    np.testing.assert_allclose(reference.quantile(probes), [0.1, 0.5, 0.99], atol=1e-3)
+    assert Reference.of(reference.as_dict()).quantiles.tolist() == reference.quantiles.tolist()
