@@ -41,7 +41,7 @@ def fashion(points: int) -> tuple[np.ndarray, np.ndarray]:
 
 def points_of(images: np.ndarray, labels: np.ndarray):
     from pipeline.evaluation.explorer import pictures_shown
-    from pipeline.evaluation.explorer_page import Points
+    from pipeline.evaluation.explorer_page import SCORES, Points
 
     rng = np.random.default_rng(0)
     padded = np.pad(images[..., 0].astype(np.float32), ((0, 0), (1, 1), (1, 1)), mode="edge")
@@ -51,8 +51,9 @@ def points_of(images: np.ndarray, labels: np.ndarray):
     coords = centres[labels] + rng.normal(0, 1.2, (len(labels), 2))
     names = [str(v) for v in labels]
     predicted = [str(v) if rng.uniform() < 0.85 else str((v + 1) % 10) for v in labels]
+    scores = {name: rng.gamma(3.0, size=len(labels)) for name in SCORES}
     return Points(coords[:, 0], coords[:, 1], np.arange(len(labels), dtype=np.int64), names, predicted,
-                  rng.normal(size=(len(labels), 16)).astype(np.float32), shown), images
+                  rng.normal(size=(len(labels), 16)).astype(np.float32), shown, scores), images
 
 
 def write(points, pictures, folder: Path) -> dict:

@@ -6,6 +6,7 @@ import csv
 import html.parser
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -109,6 +110,7 @@ def test_the_page_is_drawn_offline_hovered_searched_and_clicked(pipeline_run, br
     first = _hover(browser, 0)
     tooltip = browser.execute_script(SHADOW_TEXT_JS)
     assert f"id {first}" in tooltip and "probe:" in tooltip  # the hover's tooltip, in Bokeh's shadow DOM
+    assert re.search(r"surprisal \d+\.\d nats, quantile [01]\.\d{3}", tooltip), tooltip  # the row's scores
     wanted = points[len(points) // 2]["id"]
     browser.execute_script('Bokeh.documents[0].get_model_by_name("find").value = arguments[0]', wanted)
     found, detail = _when(browser, """  // CustomJS callbacks run asynchronously
@@ -122,6 +124,11 @@ def test_the_page_is_drawn_offline_hovered_searched_and_clicked(pipeline_run, br
     assert centre[0] == pytest.approx(centre[1])  # the view moved to the point found
     time.sleep(0.5)
     assert "reconstruction" in browser.execute_script(SHADOW_TEXT_JS)  # the example beside its reconstruction
+    browser.execute_script('Bokeh.documents[0].get_model_by_name("colour_by").value = "novelty"')
+    by_novelty = _when(browser, """const d = Bokeh.documents[0].get_model_by_name("points").data_source.data;
+        const top = d.novelty.indexOf(Math.max(...d.novelty)), low = d.novelty.indexOf(Math.min(...d.novelty));
+        return d.color === d.c_label ? null : [d.color[top], d.color[low]];""")
+    assert by_novelty == ["#FDE724", "#440154"]  # Viridis: the most novel yellow, the least dark
     browser.execute_script('Bokeh.documents[0].get_model_by_name("colour_by").value = "z0"')
     gradient = _when(browser, 'const c = Bokeh.documents[0].get_model_by_name("points").data_source.data.color;'
                               'return new Set(c).size > 10 ? c.length : null;')
@@ -143,7 +150,7 @@ def test_hostile_column_names_and_labels_run_no_script_and_a_large_page_colours(
     script of theirs runs and each shows as its text. 150,000 points: more than a spread
     (Math.min(...z)) takes."""
     from pipeline.evaluation.explorer import _values
-    from pipeline.evaluation.explorer_page import Points, explorer_html
+    from pipeline.evaluation.explorer_page import SCORES, Points, explorer_html
 
     n, rng = 150_000, np.random.default_rng(0)
     cells = rng.normal(size=(n, len(HOSTILE_NAMES)))
@@ -152,7 +159,8 @@ def test_hostile_column_names_and_labels_run_no_script_and_a_large_page_colours(
     x[1] = y[1] = 8.0  # alone: the hover finds it only
     points = Points(x=x, y=y, ids=np.arange(n), labels=labels,
                     predicted=[""] * n, z=rng.normal(size=(n, 2)).astype(np.float32),
-                    shown=_values(HOSTILE_NAMES, cells, cells, None))
+                    shown=_values(HOSTILE_NAMES, cells, cells, None),
+                    scores={name: rng.gamma(3.0, size=n) for name in SCORES})
     page = tmp_path / "explorer.html"
     page.write_text(explorer_html(points, HOSTILE_LABEL, "hostile names"), encoding="utf-8")
     _open(browser, page, n)

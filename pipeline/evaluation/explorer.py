@@ -3,8 +3,8 @@
 files (projector/), for the tools users already have.
 
 It reads what the umap and evaluate stages wrote (umap.csv: the points and their row ids;
-confusion.csv: the linear probe's test predictions by id), the points' z_mean, and the model
-for their reconstructions.
+confusion.csv: the linear probe's test predictions by id), the points' z_mean and scores
+(surprisal, its quantile, novelty), and the model for their reconstructions.
 
     projector/tensors.tsv            z_mean, one row per point, tab-separated
     projector/metadata.tsv           a header, then id, label, the probe's prediction, right/wrong
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.prepared import load_splits
-from pipeline.evaluation.explorer_page import Points, Shown, explorer_html
+from pipeline.evaluation.explorer_page import SCORES, Points, Shown, explorer_html
 from pipeline.latents.imputation import Completer, decoded_means
-from pipeline.latents.reader import read_z_mean
+from pipeline.latents.reader import read_rows
 from pipeline.model.bundle import load_bundle
 from pipeline.platform.console import timed
 from pipeline.platform.errors import DataError
@@ -53,17 +53,20 @@ def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
     split = json.loads((evaluation_dir / "umap.json").read_text(encoding="utf-8"))["split"]
     coords, labels, ids = _umap_points(evaluation_dir / "umap.csv")
     positions = _positions(evaluation_dir / "umap.csv", np.asarray(data[split].id), ids)
-    order = np.argsort(positions)  # read_z_mean takes ascending rows
+    order = np.argsort(positions)  # read_rows takes ascending rows
     coords, labels, ids, positions = coords[order], [labels[i] for i in order], ids[order], positions[order]
     bundle = load_bundle(model_path)
-    z = read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, positions, bundle.vae.latent_dim)
+    rows = read_rows(latents_dir, split, data[split].id, manifest.fingerprint, positions, ("z_mean", *SCORES),
+                     bundle.vae.latent_dim)
+    z = rows.pop("z_mean")
     predicted = _predictions(evaluation_dir / "confusion.csv")
     with timed("reconstructions for the explorer"):
         shown, pictures = _shown(manifest, bundle, data[split], positions, z)
-    points = Points(coords[:, 0], coords[:, 1], ids, labels, [predicted.get(i, "") for i in ids.tolist()], z, shown)
+    points = Points(coords[:, 0], coords[:, 1], ids, labels, [predicted.get(i, "") for i in ids.tolist()], z, shown,
+                    rows)
     title = f"Latents of {manifest.source}: {split} split"
     summary = (f"{len(ids):,} points of the {split} split, latent_dim {z.shape[1]}; hover a point, click it for "
-               f"its reconstruction, colour by label, probe error or a latent dimension")
+               f"its reconstruction, colour by label, probe error, surprisal, novelty or a latent dimension")
     with publication.staged() as staging, timed("explorer page and projector files"):
         (staging / "explorer.html").write_text(explorer_html(points, title, summary), encoding="utf-8")
         _projector(staging / "projector", points, pictures)

@@ -2,10 +2,10 @@
 inlined: no script, style or font from the network), every point hoverable.
 
 Hover: the example (its picture, or its first values), its label, the linear probe's
-prediction and whether it was right. Colour by label, by the probe's error, or by any latent
-dimension. Find a point by id. A click (or a find) shows the example beside its
-reconstruction (the decoder's mean at z = μ_φ(x)). WebGL draws the points, so 10,000 stay
-responsive.
+prediction and whether it was right, its surprisal and quantile among the training rows.
+Colour by label, by the probe's error, by surprisal or novelty, or by any latent dimension.
+Find a point by id. A click (or a find) shows the example beside its reconstruction (the
+decoder's mean at z = μ_φ(x)). WebGL draws the points, so 10,000 stay responsive.
 """
 
 import html
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 SHOWN_VALUES = 6  # a table's or vector's first values in the hover (the click shows the rest)
+SCORES = ("surprisal", "surprisal_quantile", "novelty")  # the latents' score columns the page holds
+COLOURED_SCORES = ("surprisal", "novelty")
 RIGHT, WRONG, UNPROBED = "#9e9e9e", "#d62728", "#e0e0e0"
 
 COLOUR_JS = """
@@ -73,7 +75,8 @@ class Shown:
 @dataclass(frozen=True)
 class Points:
     """What the page shows, one entry per point: UMAP coordinates, ids, labels, the probe's
-    prediction ("" where the probe did not see the row), z_mean (n, d) and the examples."""
+    prediction ("" where the probe did not see the row), z_mean (n, d), the examples and
+    their SCORES ({column: (n,)}, NaN where null)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -82,6 +85,7 @@ class Points:
     predicted: list[str]
     z: np.ndarray
     shown: Shown
+    scores: dict[str, np.ndarray]
 
 
 def explorer_html(points: Points, title: str, summary: str) -> str:
@@ -105,7 +109,7 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
         "predicted": [p or "not probed" for p in points.predicted],
         "right": ["" if not p else "right" if p == t else "wrong" for p, t in zip(points.predicted, points.labels)],
         "color": c_label, "c_label": c_label, "c_error": c_error, **examples,
-        **{name: points.z[:, j] for j, name in enumerate(dims)}})
+        **{name: points.scores[name] for name in SCORES}, **{name: points.z[:, j] for j, name in enumerate(dims)}})
     plot = figure(title="UMAP of the latents (z_mean)", output_backend="webgl", sizing_mode="stretch_width",
                   x_range=_padded(points.x), y_range=_padded(points.y),  # fixed ranges, which "find id" moves
                   height=620, tools="pan,wheel_zoom,box_zoom,reset,save", active_scroll="wheel_zoom", name="umap")
@@ -114,12 +118,14 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
     plot.add_tools(HoverTool(renderers=[dots], tooltips=f"""
         <div>{hover}</div>
         <div><b>id @id</b> &middot; label @label</div>
-        <div>probe: @predicted @right</div>"""), TapTool(renderers=[dots]))
+        <div>probe: @predicted @right</div>
+        <div>surprisal @surprisal{{0.0}} nats, quantile @surprisal_quantile{{0.000}}</div>"""),
+                  TapTool(renderers=[dots]))
     label_key, error_key = _legends(label_colour)
     key, status = Div(text=label_key), Div(text="")
     detail = Div(text="", styles={"font-family": "sans-serif"}, name="detail")
-    colour_by = Select(title="Colour by", value="label", options=["label", "probe error", *dims], width=160,
-                       name="colour_by")
+    colour_by = Select(title="Colour by", value="label", options=["label", "probe error", *COLOURED_SCORES, *dims],
+                       width=160, name="colour_by")
     colour_by.js_on_change("value", CustomJS(args={"source": source, "palette": list(Viridis256), "key": key,
                                                    "label_key": label_key, "error_key": error_key},
                                              code=COLOUR_JS))

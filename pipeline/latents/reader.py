@@ -56,11 +56,18 @@ def _split_files(path, split: str, fingerprint: str, latent_dim: int | None) -> 
 
 def read_z_mean(path: str | Path, split: str, ids: np.ndarray, fingerprint: str, take: np.ndarray,
                 latent_dim: int | None = None, visit: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
-    """z_mean of the rows `take` (positions in the split) of one split, read a row group at a time.
+    """z_mean of the rows `take` (positions in the split) of one split, (len(take), d):
+    `read_rows`' z_mean; visit(z) sees every row group's z_mean (streaming statistics)."""
+    return read_rows(path, split, ids, fingerprint, take, ("z_mean",), latent_dim, visit)["z_mean"]
 
-    Memory holds one row group and the rows taken, however many rows the split has. On the
-    way it checks that the files hold the rows of the dataset `fingerprint` with exactly
-    the prepared `ids`, in order; visit(z) sees every group's z_mean (streaming statistics).
+
+def read_rows(path: str | Path, split: str, ids: np.ndarray, fingerprint: str, take: np.ndarray,
+              columns: tuple[str, ...], latent_dim: int | None = None,
+              visit: Callable[[np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+    """`columns` of the rows `take` (positions in the split) of one split, read a row group at a time.
+
+    Memory holds one row group and the rows taken, however many rows the split has. On the way
+    it checks that the files hold the rows of the dataset `fingerprint`: the prepared `ids`, in order.
 
     Args:
         path: the latent dataset.
@@ -68,32 +75,38 @@ def read_z_mean(path: str | Path, split: str, ids: np.ndarray, fingerprint: str,
         ids: the prepared split's ids, in order.
         fingerprint: the prepared data's fingerprint.
         take: positions in the split to keep, ascending.
+        columns: the columns to keep: z_mean or z_log_var ((len(take), d) float32), or a
+            score column ((len(take),) float64, NaN where null).
         latent_dim: z's size.
         visit: called with every row group's z_mean, or None.
 
     Returns:
-        z_mean of the rows taken, (len(take), latent_dim).
+        {column: its values of the rows taken}.
     """
     files = _split_files(path, split, fingerprint, latent_dim)
     take = np.asarray(take, np.int64)
     order = np.argsort(take, kind="stable")
     wanted = take[order]
-    out = np.empty((len(take), pq.read_schema(files[0]).field("z_mean").type.list_size), np.float32)
+    d = pq.read_schema(files[0]).field("z_mean").type.list_size
+    out = {name: np.empty((len(take), d), np.float32) if name.startswith("z_") else np.empty(len(take))
+           for name in columns}
     start = 0
     for file in files:
         parquet = pq.ParquetFile(file)
         for group in range(parquet.num_row_groups):  # one at a time: iter_batches reads ahead, more as files grow
-            table = parquet.read_row_group(group, columns=["id", "z_mean"])
+            table = parquet.read_row_group(group, columns=list(dict.fromkeys(["id", "z_mean", *columns])))
             group_ids = table.column("id").to_numpy()
             if not np.array_equal(group_ids, ids[start:start + len(group_ids)]):
                 raise DataError(f"{path}: split={split} does not hold the prepared {split} examples in order; "
                                 "re-run encode")
-            z = latents_to_numpy(table)
             if visit is not None:
-                visit(z)
-            lo, hi = np.searchsorted(wanted, [start, start + len(z)])
-            out[order[lo:hi]] = z[wanted[lo:hi] - start]
-            start += len(z)
+                visit(latents_to_numpy(table))
+            lo, hi = np.searchsorted(wanted, [start, start + len(group_ids)])
+            for name, values in out.items():
+                read = (latents_to_numpy(table, name) if name.startswith("z_") else
+                        table.column(name).to_numpy(zero_copy_only=False).astype(np.float64))
+                values[order[lo:hi]] = read[wanted[lo:hi] - start]
+            start += len(group_ids)
     if start != len(ids):
         raise DataError(f"{path}: split={split} holds {start} rows, the prepared {split} split {len(ids)}; re-run "
                         "encode")
