@@ -111,3 +111,19 @@ def test_the_reference_maps_surprisal_to_the_fraction_below():
     probes = np.quantile(s, [0.1, 0.5, 0.99])
     np.testing.assert_allclose(reference.quantile(probes), [0.1, 0.5, 0.99], atol=1e-3)
     assert Reference.of(reference.as_dict()).quantiles.tolist() == reference.quantiles.tolist()
+
+
+def test_the_report_names_the_most_surprising_rows_and_pictures_them(pipeline_run):
+    paths = pipeline_run["paths"]
+    odd = pipeline_run["metrics"]["odd_rows"]
+    test = load_latents(paths["latents"], split="test")
+    order = np.argsort(-test.column("surprisal").to_numpy(), kind="stable")
+    assert [r["id"] for r in odd["test"]["most"]] == test.column("id").to_numpy()[order[:8]].tolist()
+    assert odd["test"]["rows"] == 360 and odd["train"]["rows"] == 1437
+    assert odd["test"]["most"][0]["surprisal"] >= odd["test"]["quantiles"]["0.99"] >= odd["test"]["quantiles"]["0.5"]
+    assert odd["test"]["most"][0]["label"] in [str(i) for i in range(10)]
+    report = (paths["evaluation"] / "report.md").read_text()
+    first = odd["test"]["most"][0]
+    assert "## The odd rows" in report and f"| {first['id']} | {first['label']} | {first['surprisal']:.2f} |" in report
+    for picture in ("surprisal_histogram.png", "odd_rows.png"):
+        assert (paths["evaluation"] / "pictures" / picture).stat().st_size > 1000

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.data.prepared import Split, fixed_inputs, is_labelled, load_splits, seeded_rows, validation_rows
+from pipeline.evaluation.odd_rows import odd_rows
 from pipeline.evaluation.pictures import draw_pictures
 from pipeline.evaluation.plotting import csv_text
 from pipeline.evaluation.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
@@ -92,10 +93,10 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
                                                    "standard prior (D in closed form)"}
     with publication.staged() as staging, timed("pictures"):
         (staging / "pictures").mkdir()
-        shape = manifest.example_shape
+        images = _pictured(manifest.example_shape)
         metrics["generative"] = draw_pictures(vae, scored["test"], staging / "pictures", seed=trained.seed,
-                                              title=f"{manifest.source}, latent_dim={vae.latent_dim}",
-                                              images=len(shape) == 3 and shape[-1] in (1, 3))
+                                              title=f"{manifest.source}, latent_dim={vae.latent_dim}", images=images)
+        metrics["odd_rows"] = odd_rows(latents_dir, manifest, data, staging / "pictures", images)
         write_json(staging / "latent_metrics.json", metrics)
         (staging / "confusion.csv").write_text(confusion, encoding="utf-8")
     return metrics
@@ -195,3 +196,8 @@ def _column_quality(vae, data: dict, manifest, examples: int, seed: int) -> dict
     train, test = data["train"], data["test"]
     fill = fill_values(train, seeded_rows(len(train), 10_000, seed), manifest.columns)
     return column_quality(vae, test, seeded_rows(len(test), examples, seed), manifest.columns, fill, seed)
+
+
+def _pictured(shape: list[int]) -> bool:
+    """Whether examples of this shape are pictures (grey or colour) the stage draws."""
+    return len(shape) == 3 and shape[-1] in (1, 3)

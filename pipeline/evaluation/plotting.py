@@ -1,5 +1,5 @@
-"""Plotting primitives: labelled scatter plots and grids of images, written atomically, and
-the CSV tables DVC's plots read."""
+"""Plotting primitives: labelled scatter plots, bar charts, histograms and grids of images,
+written atomically, and the CSV tables DVC's plots read."""
 
 import csv
 import io
@@ -67,6 +67,24 @@ def bar_chart(values: np.ndarray, xlabel: str, ylabel: str, title: str, path: Pa
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def histograms(values: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """One step histogram per entry of values ({name: samples}), on shared bins, each
+    normalised to its own number of samples so that splits of any size compare."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
+    present = {name: v for name, v in values.items() if len(v)}
+    edges = np.histogram_bin_edges(np.concatenate(list(present.values())), bins=60) if present else 60
+    for name, v in present.items():
+        ax.hist(v, bins=edges, histtype="step", density=True, label=f"{name} ({len(v):,})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{ylabel} (density)")
+    ax.set_title(title, fontsize=9)
+    if present:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
 

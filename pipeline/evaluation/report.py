@@ -5,6 +5,7 @@ umap.json); this module only reads and arranges them, so the report is
 rebuilt in a second whenever one part changes.
 """
 
+import html
 import json
 from pathlib import Path
 
@@ -56,6 +57,11 @@ METRICS_KEYS = {
     "generative": "the pictures' inputs", "generative.images": "whether the data are images (pictures drawn)",
     "generative.examples": "test examples used", "generative.mean_kl_per_dim": "mean D_j per latent dimension",
     "generative.traversed_dims": "the dimensions traversed (largest mean D_j)",
+    "odd_rows": "each split's per-row surprisal (the latents' `surprisal` column): its spread and its ends",
+    "odd_rows.*": "train or test", "odd_rows.*.rows": "rows scored", "odd_rows.*.mean": "mean S_K, nats",
+    "odd_rows.*.quantiles": "{q: S_K at q} for q = 0.5, 0.9, 0.99",
+    "odd_rows.*.most": "the most surprising rows: id, label, surprisal, quantile among training rows",
+    "odd_rows.*.least": "the least surprising rows, the same fields",
     "umap": "how the UMAP was made", "umap.split": "evaluate.umap.split", "umap.points": "points embedded",
     "umap.n_neighbors": "evaluate.umap.n_neighbors", "umap.min_dist": "evaluate.umap.min_dist",
     "umap.seed": "the seed",
@@ -179,6 +185,28 @@ def columns_table(columns: dict) -> list[str]:
                         "encoder and predicted back (pipeline.latents.imputation).", ""]
 
 
+def odd_rows_lines(odd: dict, images: bool) -> list[str]:
+    """Each split's surprisal per row, its most surprising test rows, and their pictures."""
+    quantiles = list(next(iter(odd.values()))["quantiles"])
+    lines = ["## The odd rows", "", "Every row's surprisal S_K is in the latents (`surprisal`, `surprisal_quantile`, "
+             "`novelty`: docs/how-to/use-latents.md). S_K per row, nats:", "",
+             _row("split", "rows", "mean", *(f"{float(q):.0%}" for q in quantiles)),
+             _row(*["---"] * (3 + len(quantiles)))]
+    lines += [_row(split, f["rows"], _num(f["mean"], 2), *(_num(v, 2) for v in f["quantiles"].values()))
+              for split, f in odd.items()]
+    lines += ["", "The most surprising test rows:", "", _row("id", "label", "S_K", "quantile among training rows"),
+              _row(*["---"] * 4)]
+    lines += [_row(r["id"], _text(r["label"]), _num(r["surprisal"], 2), _num(r["quantile"], 4))
+              for r in odd["test"]["most"]]
+    lines += ["", "![each row's surprisal, by split](pictures/surprisal_histogram.png)", ""]
+    return lines + (["![the most and least surprising test examples](pictures/odd_rows.png)", ""] if images else [])
+
+
+def _text(value) -> str:
+    """A user's label in a table cell: escaped, its pipes too."""
+    return "—" if value is None else html.escape(str(value)).replace("|", "\\|")
+
+
 def choices_table(choices: dict) -> list[str]:
     """The knobs that are `auto` by default: what each became, and why."""
     lines = [_row("knob", "value", "why"), _row(*["---"] * 3)]
@@ -197,7 +225,9 @@ def report_text(metrics: dict, dataset: dict, latent_dim: int, choices: dict) ->
              *d_estimate_lines(metrics), *active_units_lines(metrics["active_units"], kl_picture)]
     if "columns" in metrics:
         lines += ["## Columns: reconstruction and imputation", "", *columns_table(metrics["columns"])]
-    lines += [*gradient_variance_lines(metrics["gradient_variance"]), "## Pictures", "", "![UMAP](umap/umap.png)", "",
+    lines += [*gradient_variance_lines(metrics["gradient_variance"]),
+              *odd_rows_lines(metrics["odd_rows"], metrics["generative"]["images"]),
+              "## Pictures", "", "![UMAP](umap/umap.png)", "",
               *(["![mean D_j per latent dimension](pictures/kl_per_dim.png)", ""] if kl_picture else [])]
     if latent_dim == 2:
         lines += ["![latents](umap/latents.png)", ""]
