@@ -61,7 +61,10 @@ def test_encode_on_ray_gives_the_local_latents(cluster, pipeline_run, tmp_path):
         ray_latents, local = load_latents(tmp_path / "l", split=split), load_latents(paths["latents"], split=split)
         assert ray_latents.column("id").to_pylist() == local.column("id").to_pylist()  # the same rows, in order
         np.testing.assert_allclose(latents_to_numpy(ray_latents), latents_to_numpy(local), rtol=1e-5, atol=1e-6)
+        for score in ("surprisal", "surprisal_quantile", "novelty"):  # each row's own draws: the local scores
+            np.testing.assert_allclose(ray_latents.column(score).to_numpy(), local.column(score).to_numpy(), rtol=1e-6)
     meta = read_metadata(parts[0])
+    assert meta["surprisal"] == read_metadata(next(paths["latents"].rglob("*.parquet")))["surprisal"]
     assert meta["engine"]["engine"] == "ray" and meta["engine"]["nodes"] == 2
     assert meta["params"]["encode"]["workers"] == 2  # auto: one actor per CPU
     assert meta["choices"]["encode.workers"] == {"value": 2, "why": "one Ray actor per CPU of the cluster"}

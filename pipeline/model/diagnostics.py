@@ -159,7 +159,10 @@ class RowSurprisal:
         self.samples, self.seed, self.latent_dim = importance_samples, seed, vae.latent_dim
         self.batch_size = rows_per_batch(vae, importance_samples, decodes_per_batch)
 
-        @tf.function(reduce_retracing=True)
+        # Traced once whatever the batch: a second trace for the last, smaller batch costs
+        # seconds on a table's per-column likelihood, more than scoring thousands of rows.
+        @tf.function(input_signature=(tf.TensorSpec((None, *vae.example_shape), tf.float32),
+                                      tf.TensorSpec((importance_samples, None, vae.latent_dim), tf.float32)))
         def scores(xb, epsilon):
             terms = vae.sample_posterior(xb, importance_samples, epsilon=epsilon)
             log_w = subo.log_importance_weights(terms["reconstruction"], terms["log_prior"], terms["log_q"])
@@ -172,7 +175,8 @@ class RowSurprisal:
         parts = [np.zeros(0)]
         for start in range(0, len(x), self.batch_size):
             xb = np.asarray(x[start:start + self.batch_size])
-            parts.append(self.scores(xb, row_noise(xb, self.samples, self.latent_dim, self.seed)).numpy())
+            parts.append(self.scores(xb.astype(np.float32, copy=False),
+                                     row_noise(xb, self.samples, self.latent_dim, self.seed)).numpy())
         return np.concatenate(parts).astype(np.float64)
 
 
