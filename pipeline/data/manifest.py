@@ -82,6 +82,12 @@ class Manifest:
         return self.preprocessing["scaling"]
 
     @property
+    def pictured(self) -> bool:
+        """Whether the examples are pictures (grey or colour): the evaluation draws them."""
+        shape = self.example_shape
+        return len(shape) == 3 and shape[-1] in (1, 3)
+
+    @property
     def missing(self) -> bool:
         """Whether any feature cell of the data is missing."""
         return any(column.missing > 0 for column in self.columns or ())

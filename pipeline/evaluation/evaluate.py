@@ -19,6 +19,7 @@ from pipeline.evaluation.plotting import csv_text
 from pipeline.evaluation.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
 from pipeline.latents.imputation import column_quality, fill_values
 from pipeline.latents.reader import read_z_mean
+from pipeline.latents.scores import pixel_dims
 from pipeline.model.bundle import RUN_FILE, load_bundle
 from pipeline.model.diagnostics import (
     Moments,
@@ -78,9 +79,9 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
         metrics["subo"] = {split: subo_estimates(vae, x, importance_samples, seed=trained.seed)
                            for split, x in scored.items() if len(x)}
     metrics["likelihood"] = likelihood_kind(vae.config, manifest)
-    if manifest.value_type == "pixels":  # the unit of the field's tables: nats / (D ln 2)
+    if dims := pixel_dims(manifest):  # the unit of the field's tables: nats / (D ln 2)
         for figures in metrics["subo"].values():
-            figures["bits_per_dim"] = bits_per_dim(figures, math.prod(manifest.input_shape))
+            figures["bits_per_dim"] = bits_per_dim(figures, dims)
     if manifest.columns is not None:
         with timed("per-column reconstruction and imputation"):
             metrics["columns"] = _column_quality(vae, data, manifest, surprisal_examples, trained.seed)
@@ -93,10 +94,10 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
                                                    "standard prior (D in closed form)"}
     with publication.staged() as staging, timed("pictures"):
         (staging / "pictures").mkdir()
-        images = _pictured(manifest.example_shape)
         metrics["generative"] = draw_pictures(vae, scored["test"], staging / "pictures", seed=trained.seed,
-                                              title=f"{manifest.source}, latent_dim={vae.latent_dim}", images=images)
-        metrics["odd_rows"] = odd_rows(latents_dir, manifest, data, staging / "pictures", images)
+                                              title=f"{manifest.source}, latent_dim={vae.latent_dim}",
+                                              images=manifest.pictured)
+        metrics["odd_rows"] = odd_rows(latents_dir, manifest, data, staging / "pictures", manifest.pictured)
         write_json(staging / "latent_metrics.json", metrics)
         (staging / "confusion.csv").write_text(confusion, encoding="utf-8")
     return metrics
@@ -196,8 +197,3 @@ def _column_quality(vae, data: dict, manifest, examples: int, seed: int) -> dict
     train, test = data["train"], data["test"]
     fill = fill_values(train, seeded_rows(len(train), 10_000, seed), manifest.columns)
     return column_quality(vae, test, seeded_rows(len(test), examples, seed), manifest.columns, fill, seed)
-
-
-def _pictured(shape: list[int]) -> bool:
-    """Whether examples of this shape are pictures (grey or colour) the stage draws."""
-    return len(shape) == 3 and shape[-1] in (1, 3)

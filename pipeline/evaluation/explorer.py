@@ -114,14 +114,13 @@ def _shown(manifest, bundle, split, positions: np.ndarray, z: np.ndarray) -> tup
         guesses = Completer(bundle.vae, manifest.columns, bundle.preprocess).guesses(z)
         return _values([c.name for c in manifest.columns], stored, guesses, manifest.columns), None
     means = decoded_means(bundle.vae, z)
-    shape = manifest.example_shape
-    if len(shape) == 3 and shape[-1] in (1, 3):
+    if manifest.pictured:
         inputs = split.preprocess(stored)
         low, high = (0.0, 1.0) if manifest.value_type == "pixels" else (float(inputs.min()), float(inputs.max()))
         pictures = _to_uint8(inputs, low, high)
         return pictures_shown(pictures, _to_uint8(means, low, high)), pictures
     unscaled = means * bundle.preprocess.scale + bundle.preprocess.offset  # back in the stored units
-    names = [f"x{j}" for j in range(math.prod(shape))]
+    names = [f"x{j}" for j in range(math.prod(manifest.example_shape))]
     return _values(names, stored.reshape(len(stored), -1), unscaled.reshape(len(stored), -1), None), None
 
 

@@ -46,7 +46,7 @@ def _rounded(value) -> float | None:
 
 
 def _label(value, names: list[str]) -> str | None:
-    return None if value is None or np.isnan(value) or not names else names[int(value)]
+    return None if np.isnan(value) or not names else names[int(value)]  # a null label reads as NaN
 
 
 def _pictures(split, found: dict, path: Path) -> None:

@@ -99,13 +99,13 @@ def read_rows(path: str | Path, split: str, ids: np.ndarray, fingerprint: str, t
             if not np.array_equal(group_ids, ids[start:start + len(group_ids)]):
                 raise DataError(f"{path}: split={split} does not hold the prepared {split} examples in order; "
                                 "re-run encode")
+            read = {name: latents_to_numpy(table, name) if name.startswith("z_") else
+                    table.column(name).to_numpy(zero_copy_only=False).astype(np.float64) for name in out}
             if visit is not None:
-                visit(latents_to_numpy(table))
+                visit(read["z_mean"] if "z_mean" in read else latents_to_numpy(table))
             lo, hi = np.searchsorted(wanted, [start, start + len(group_ids)])
             for name, values in out.items():
-                read = (latents_to_numpy(table, name) if name.startswith("z_") else
-                        table.column(name).to_numpy(zero_copy_only=False).astype(np.float64))
-                values[order[lo:hi]] = read[wanted[lo:hi] - start]
+                values[order[lo:hi]] = read[name][wanted[lo:hi] - start]
             start += len(group_ids)
     if start != len(ids):
         raise DataError(f"{path}: split={split} holds {start} rows, the prepared {split} split {len(ids)}; re-run "

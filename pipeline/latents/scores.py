@@ -60,8 +60,7 @@ class Scorer:
         if reference is not None and reference.importance_samples != surprisal.samples:
             raise ValueError(f"a reference of K = {reference.importance_samples} scores rows with that K, "
                              f"not {surprisal.samples}")
-        self.surprisal, self.importance_samples = surprisal, surprisal.samples
-        self.pixel_dims, self.reference = pixel_dims, reference
+        self.surprisal, self.pixel_dims, self.reference = surprisal, pixel_dims, reference
 
     @classmethod
     def of(cls, vae, record: dict, pixel_dims: int | None) -> "Scorer":
@@ -76,7 +75,7 @@ class Scorer:
 
     def record(self) -> dict:
         """What the files' metadata says of the scores."""
-        return {"importance_samples": self.importance_samples, "novelty": NOVELTY,
+        return {"importance_samples": self.surprisal.samples, "novelty": NOVELTY,
                 "bits_per_dim": "S_K / (D ln 2), D values per example" if self.pixel_dims else
                 "null: the values are not pixels",
                 "reference": self.reference.as_dict() if self.reference else None}
