@@ -2,12 +2,12 @@
 
     python benchmarks/encode.py [--rows 10000 100000 1000000] [--batch-size 1024] [--importance-samples 1 10 100]
 
-Each size runs in a fresh process: synthetic digits-shaped inputs (8x8x1 float32) are
+Each size runs in a fresh process: synthetic digits-shaped pixels (8x8x1 uint8 levels) are
 written to a memory-mapped .npy, then streamed through the default encoder (params.yaml's
 model block, untrained weights: the cost does not depend on their values) into the latent
-Parquet writer with each row's surprisal S_K, exactly as the encode stage does, for each K
-given. Prints rows/s and the process's peak resident memory above its level just before
-encoding (TensorFlow and the model loaded).
+Parquet writer with each row's scores (S_K, its quantile, novelty with the PNG code length),
+exactly as the encode stage does, for each K given. Prints rows/s and the process's peak
+resident memory above its level just before encoding (TensorFlow and the model loaded).
 """
 
 import argparse
@@ -31,7 +31,7 @@ def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from pipeline.latents.scores import Scorer
+    from pipeline.latents.scores import Scorer, reference_of
     from pipeline.latents.writer import encoded_batches, write_latents
     from pipeline.model.diagnostics import RowSurprisal
     from pipeline.model.resolve_model import resolve_model
@@ -40,22 +40,26 @@ def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
 
     params = load_params(ROOT / "params.yaml")
     with tempfile.TemporaryDirectory() as tmp:
-        x = np.lib.format.open_memmap(Path(tmp) / "x.npy", mode="w+", dtype=np.float32, shape=(rows, 8, 8, 1))
+        x = np.lib.format.open_memmap(Path(tmp) / "x.npy", mode="w+", dtype=np.uint8, shape=(rows, 8, 8, 1))
         rng = np.random.default_rng(0)
         for start in range(0, rows, 100_000):  # written in chunks: the inputs never sit in memory
-            x[start:start + 100_000] = rng.uniform(size=x[start:start + 100_000].shape)
+            x[start:start + 100_000] = rng.integers(0, 256, x[start:start + 100_000].shape)
         x.flush()
         x = np.load(Path(tmp) / "x.npy", mmap_mode="r")
         # The model `auto` builds for digits-shaped pixels in [0, 1].
         model, _ = resolve_model(params.model, [8, 8, 1], [0.0, 1.0])
         vae = build_vae((8, 8, 1), model, params.loss, seed=0)
         y, ids = np.zeros(rows, np.int32), np.arange(rows, dtype=np.int64)
-        vae.encoder.predict_on_batch(np.asarray(x[:batch_size]))  # compile outside the timing
+
+        def preprocess(stored):
+            return np.asarray(stored, np.float32) / 255
+        vae.encoder.predict_on_batch(preprocess(x[:batch_size]))  # compile outside the timing
+        surprisal = RowSurprisal(vae, importance_samples)
+        # each row's scores as the stage writes them: S_K, its quantile and novelty (with S_K - L, pixels)
+        scorer = Scorer(surprisal, 64, reference_of(surprisal, x[:2048], preprocess, pixels=True))
         before = peak_rss_mib()
         start = time.perf_counter()
-        scorer = Scorer(RowSurprisal(vae, importance_samples), 64, None)  # each row's S_K, as the stage writes it
-        scorer(np.asarray(x[:batch_size]))
-        batches = encoded_batches(vae.predict_posterior, scorer, "train", x, y, ids, batch_size)
+        batches = encoded_batches(vae.predict_posterior, scorer, "train", x, y, ids, batch_size, preprocess)
         written = write_latents(Path(tmp) / "latents", batches,
                                 vae.latent_dim, {})
         seconds = time.perf_counter() - start

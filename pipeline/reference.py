@@ -196,7 +196,7 @@ def render_latents() -> str:
              "| column | type | what it holds |", "|---|---|---|"]
     types = {"id": "int64", "label": "int32, nullable", "z_mean": "fixed_size_list<float32>[d]",
              "z_log_var": "fixed_size_list<float32>[d]", "surprisal": "float64", "bits_per_dim": "float64, nullable",
-             "surprisal_quantile": "float64, nullable", "novelty": "float64"}
+             "surprisal_quantile": "float64, nullable", "novelty": "float64, nullable"}
     lines += [f"| `{c}` | {types[c]} | {_cell(text)} |" for c, text in COLUMNS.items()]
     lines += ["| `split` | string (partition key) | train, test, or the name given to `vae-pipeline encode` |",
               f"| `{IMPUTED_COLUMNS[0]}` | struct of the table's columns | `encode.impute` (tables): the row with "

@@ -61,6 +61,12 @@ def test_the_composite_is_the_sum_of_its_parts():
              + np_(Categorical().per_column(x[:, 3:6], params[..., 3:6]))
              + np_(NegativeBinomial().per_feature(x[:, 6:], params[..., 6:], r[6:])).sum(-1))
     np.testing.assert_allclose(np_(likelihood.surprisal(x, params)), parts, rtol=1e-6)
+    columns = np_(likelihood.per_column(x, params))  # one term per table column, in order
+    assert columns.shape == (4, 2, 6)
+    second = np_(Gaussian(lambda: sigma[1:2]).surprisal(x[:, 1:2], params[..., 1:2]))
+    np.testing.assert_allclose(columns[..., 1], second, rtol=1e-6)
+    np.testing.assert_allclose(columns[..., 3], np_(Categorical().per_column(x[:, 3:6], params[..., 3:6])), rtol=1e-6)
+    np.testing.assert_allclose(columns.sum(-1), parts, rtol=1e-6)
 
 
 def test_a_missing_cell_drops_its_factor_and_nothing_else():
@@ -73,6 +79,8 @@ def test_a_missing_cell_drops_its_factor_and_nothing_else():
     category_1 = np_(Categorical().per_column(x[1:, 3:6], params[:, 1:, 3:6]))[:, 0]
     np.testing.assert_allclose(np_(likelihood.surprisal(holed, params)),
                                full - np.stack([gaussian_1, category_1], axis=1), rtol=1e-6)
+    columns = np_(likelihood.per_column(holed, params))
+    assert (columns[:, 0, 1] == 0).all() and (columns[:, 1, 3] == 0).all() and (columns[:, 0, 3] != 0).all()
     means = np_(likelihood.mean(params))
     np.testing.assert_allclose(means[..., 3:6].sum(-1), 1.0, rtol=1e-6)  # a categorical's probabilities
     assert (means[..., 6:] > 0).all() and ((means[..., 2] > 0) & (means[..., 2] < 1)).all()
@@ -313,6 +321,35 @@ def test_a_mixed_table_trains_with_one_likelihood_per_column(mixed_run):
     assert metrics["active_units"]["count"] >= 2 and np.isfinite(metrics["subo"]["test"]["S_K"]["10"])
     baselines = metrics["baselines"]
     assert baselines["raw"]["dim"] == 9 + 4  # imputed features, and the 4 columns with missing cells flagged
+
+
+def test_a_table_rows_most_surprising_cell_is_the_one_made_odd(mixed_run):
+    """The report lists a table's most surprising test rows with the cells the model finds most
+    surprising; a real cell moved 50 standard deviations away is its row's first."""
+    from types import SimpleNamespace
+
+    from pipeline.data.prepared import load_splits
+    from pipeline.evaluation.odd_rows import odd_cells
+    from pipeline.model.bundle import load_vae
+
+    manifest, data = load_splits(mixed_run["paths"]["prepared"])
+    real = next(c for c, column in enumerate(manifest.columns) if column.type == "real")
+    test, train_values = data["test"], np.asarray(data["train"].x[:, real], float)
+    x = np.array(test.x[:5], dtype=np.float32)
+    x[2, real] = np.nanmean(train_values) + 50 * np.nanstd(train_values)
+    split = SimpleNamespace(id=np.asarray(test.id[:5]), x=x, preprocess=test.preprocess)
+    vae = load_vae(mixed_run["paths"]["model"])
+    cells = odd_cells(vae, split, manifest.columns, [int(test.id[2]), int(test.id[0])])
+    assert cells[0][0]["column"] == manifest.columns[real].name and cells[0][0]["value"] == pytest.approx(x[2, real])
+    assert cells[0][0]["nats"] > 100 * cells[1][0]["nats"] > 0  # 50 sd: about 50²/2 nats
+    assert [c["nats"] for c in cells[1]] == sorted((c["nats"] for c in cells[1]), reverse=True)
+    most = mixed_run["metrics"]["odd_rows"]["test"]["most"]
+    assert all(len(r["cells"]) == 3 for r in most)
+    columns = {column.name: column for column in manifest.columns}
+    for cell in most[0]["cells"]:  # a level's value where the column has levels
+        assert cell["value"] is None or cell["value"] in (columns[cell["column"]].levels or [cell["value"]])
+    report = (mixed_run["paths"]["evaluation"] / "report.md").read_text()
+    assert f"`{most[0]['cells'][0]['column']}` = " in report and "most surprising cells" in report
 
 
 def test_new_rows_are_matched_by_name_and_an_unseen_category_is_named(mixed_run, tmp_path):

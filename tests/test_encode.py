@@ -1,6 +1,7 @@
 """Encoding as a data product: new data from another project, and a killed encode."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,6 +49,7 @@ def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path)
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "encoded 6 rows" in result.stdout
+    assert re.search(r"\d+\.\d% of the 6 rows are more surprising than 99% of the training rows", result.stdout)
     table = load_latents(tmp_path / "out")
     assert table.num_rows == 6 and table.column("label").null_count == 6  # classes unknown to the model
     np.savez(tmp_path / "wide.npz", x=np.zeros((3, 9, 9, 1)))

@@ -1,15 +1,16 @@
 """The surprisal of every row (pipeline.latents.scores): S_K per row agrees with the stage's
 average, does not depend on the row's batch, and its quantile is calibrated on the training rows."""
 
+import io
 import logging
 import math
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
 
 from pipeline.data.prepared import load_split
 from pipeline.data.readers.sources import read_digits
+from pipeline.latents.complexity import NATS_PER_BYTE, picture, png_nats
 from pipeline.latents.encode_command import encode_new_data
 from pipeline.latents.parquet import read_metadata
 from pipeline.latents.reader import load_latents
@@ -71,7 +72,19 @@ def test_the_latents_carry_the_scores_and_the_quantile_is_uniform_on_training_ro
     quantiles = np.sort(train.column("surprisal_quantile").to_numpy())
     uniform = np.linspace(0, 1, len(quantiles))
     assert np.abs(quantiles - uniform).max() < 0.01
-    assert pc.all(pc.equal(train.column("novelty"), train.column("surprisal"))).as_py()
+    # novelty: the larger of S_K's and S_K - L's distance above the training median, in units of the 99th
+    # percentile's; 1% of the training rows lie beyond 1 by either (a row each way at the boundary), 1-2% by the larger
+    reference = meta["reference"]
+    s, ids = train.column("surprisal").to_numpy(), train.column("id").to_numpy()
+    corrected = s - png_nats(read_digits().x[ids])
+
+    def beyond(values, q):
+        return (values - q[500]) / (q[990] - q[500])
+    novelty = train.column("novelty").to_numpy()
+    np.testing.assert_allclose(novelty, np.maximum(beyond(s, reference["quantiles"]),
+                                                   beyond(corrected, reference["corrected"])), rtol=1e-9)
+    assert 0.01 * len(novelty) - 1 <= (novelty > 1).sum() <= 0.02 * len(novelty) + 2
+    assert abs(np.median(beyond(s, reference["quantiles"]))) < 1e-9
 
 
 def test_new_rows_get_quantiles_of_the_training_rows_and_a_training_row_is_not_novel(pipeline_run, tmp_path, caplog):
@@ -87,15 +100,18 @@ def test_new_rows_get_quantiles_of_the_training_rows_and_a_training_row_is_not_n
     quantile = again.column("surprisal_quantile").to_numpy()
     np.testing.assert_allclose(quantile, typical.column("surprisal_quantile").to_numpy(), atol=2e-3)
     assert (0.4 < quantile).all() and (quantile < 0.6).all()
+    np.testing.assert_allclose(again.column("novelty").to_numpy(), typical.column("novelty").to_numpy(), rtol=1e-6)
+    assert (again.column("novelty").to_numpy() < 1).all()  # not novel
     # Without the stage's latents beside the model: the quantile is null, and a warning says why
     moved = tmp_path / "elsewhere"
     paths["model_dir"].rename(moved)
     try:
         with caplog.at_level(logging.WARNING):
             encode_new_data(moved / "model.keras", tmp_path / "again.npz", tmp_path / "bare")
-        assert "surprisal_quantile is null" in caplog.text
+        assert "surprisal_quantile and novelty are null" in caplog.text
         bare = load_latents(tmp_path / "bare", split="new")
-        assert bare.column("surprisal_quantile").null_count == 20 and bare.column("surprisal").null_count == 0
+        assert bare.column("surprisal_quantile").null_count == bare.column("novelty").null_count == 20
+        assert bare.column("surprisal").null_count == 0
         with pytest.raises(DataError, match="no latents of this model"):
             encode_new_data(moved / "model.keras", tmp_path / "again.npz", tmp_path / "o2", reference=tmp_path / "bare")
         encode_new_data(moved / "model.keras", tmp_path / "again.npz", tmp_path / "o3", reference=paths["latents"])
@@ -113,6 +129,25 @@ def test_the_reference_maps_surprisal_to_the_fraction_below():
     assert Reference.of(reference.as_dict()).quantiles.tolist() == reference.quantiles.tolist()
 
 
+def test_l_is_a_lossless_code_length_of_every_shape_of_pixels():
+    """PNG gives the pixels back exactly (a code length, not an approximation), noise costs
+    more than a flat picture, and every stored shape of pixels has a picture."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for shape in ((5, 12, 9, 1), (5, 12, 9, 3), (5, 12, 9, 2), (5, 30), (5, 6, 7)):
+        pixels = rng.integers(0, 256, shape).astype(np.uint8)
+        lengths = png_nats(pixels)
+        for example, length in zip(pixels, lengths):
+            out = io.BytesIO()
+            Image.fromarray(picture(example)).save(out, format="PNG")
+            assert len(out.getvalue()) * NATS_PER_BYTE == length
+            back = np.asarray(Image.open(io.BytesIO(out.getvalue())))
+            assert np.array_equal(back, picture(example)) and back.size == example.size
+    flat = png_nats(np.full((1, 28, 28, 1), 7, np.uint8))[0]
+    assert flat < png_nats(rng.integers(0, 256, (1, 28, 28, 1)).astype(np.uint8))[0] / 5
+
+
 def test_the_report_names_the_most_surprising_rows_and_pictures_them(pipeline_run):
     paths = pipeline_run["paths"]
     odd = pipeline_run["metrics"]["odd_rows"]
@@ -125,5 +160,5 @@ def test_the_report_names_the_most_surprising_rows_and_pictures_them(pipeline_ru
     report = (paths["evaluation"] / "report.md").read_text()
     first = odd["test"]["most"][0]
     assert "## The odd rows" in report and f"| {first['id']} | {first['label']} | {first['surprisal']:.2f} |" in report
-    for picture in ("surprisal_histogram.png", "odd_rows.png"):
-        assert (paths["evaluation"] / "pictures" / picture).stat().st_size > 1000
+    for drawn in ("surprisal_histogram.png", "odd_rows.png"):
+        assert (paths["evaluation"] / "pictures" / drawn).stat().st_size > 1000

@@ -97,7 +97,7 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
         metrics["generative"] = draw_pictures(vae, scored["test"], staging / "pictures", seed=trained.seed,
                                               title=f"{manifest.source}, latent_dim={vae.latent_dim}",
                                               images=manifest.pictured)
-        metrics["odd_rows"] = odd_rows(latents_dir, manifest, data, staging / "pictures", manifest.pictured)
+        metrics["odd_rows"] = odd_rows(latents_dir, manifest, data, staging / "pictures", vae)
         write_json(staging / "latent_metrics.json", metrics)
         (staging / "confusion.csv").write_text(confusion, encoding="utf-8")
     return metrics

@@ -1,6 +1,7 @@
 """The odd rows: each split's per-row surprisal (the latents' score columns) summed up for
 the report: its spread, the most and least surprising rows with their labels, a histogram
-per split and, for images, the most and least surprising test examples as pictures."""
+per split; for images the most and least surprising test examples as pictures, for tables
+the most surprising test rows' cells that the model finds most surprising."""
 
 from pathlib import Path
 
@@ -11,15 +12,17 @@ from pipeline.evaluation.plotting import histograms, image_grid
 
 SHOWN = 8  # rows listed (and pictured) at each end of a split
 QUANTILES = (0.5, 0.9, 0.99)
+CELLS = 3  # a table row's most surprising cells, listed
 
 
-def odd_rows(latents_dir, manifest, data: dict, folder: Path, images: bool) -> dict:
+def odd_rows(latents_dir, manifest, data: dict, folder: Path, vae) -> dict:
     """{split: {rows, mean, quantiles, most, least}} from the latents of the train and test
-    splits; surprisal_histogram.png (and for images odd_rows.png) into folder."""
+    splits (a table's most surprising test rows with their `cells`); surprisal_histogram.png
+    (and for images odd_rows.png) into folder."""
     dataset = pads.dataset(latents_dir, format="parquet", partitioning="hive")
     found, surprisal = {}, {}
     for split in ("train", "test"):
-        table = dataset.to_table(columns=["id", "label", "surprisal", "surprisal_quantile"],
+        table = dataset.to_table(columns=["id", "label", "surprisal", "surprisal_quantile", "novelty"],
                                  filter=pads.field("split") == split)
         columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
         s = surprisal[split] = columns["surprisal"]
@@ -30,15 +33,40 @@ def odd_rows(latents_dir, manifest, data: dict, folder: Path, images: bool) -> d
                         "least": _listed(columns, order[:SHOWN], manifest.label_names)}
     histograms(surprisal, "surprisal S_K (nats)", "rows", "each row's surprisal, by split",
                folder / "surprisal_histogram.png")
-    if images and found["test"]["rows"]:
+    if manifest.pictured and found["test"]["rows"]:
         _pictures(data["test"], found["test"], folder / "odd_rows.png")
+    if manifest.columns is not None and found["test"]["rows"]:
+        rows = found["test"]["most"]
+        for row, cells in zip(rows, odd_cells(vae, data["test"], manifest.columns, [r["id"] for r in rows])):
+            row["cells"] = cells
     return found
+
+
+def odd_cells(vae, split, columns, ids: list[int]) -> list[list[dict]]:
+    """Each table row's CELLS most surprising cells: log 1/p(x_c | z = μ_φ(x)) of each column c
+    (the likelihood's per-column terms), with the cell's value as read (None where missing)."""
+    position = {int(i): p for p, i in enumerate(np.asarray(split.id))}
+    stored = np.stack([np.asarray(split.x[position[i]]) for i in ids])
+    x = split.preprocess(stored)
+    params = vae.decode(np.asarray(vae.predict_posterior(x)[0])[None])
+    terms = np.asarray(vae.likelihood.per_column(x, params))[0]
+    return [[{"column": columns[c].name, "value": _value(columns[c], row[c]), "nats": round(float(term[c]), 3)}
+             for c in np.argsort(-term, kind="stable")[:CELLS]] for row, term in zip(stored, terms)]
+
+
+def _value(column, code):
+    """A stored cell as read: a level's value for binary and categorical columns (a float32's
+    digits, not its binary expansion, for numbers)."""
+    if np.isnan(code):
+        return None
+    return column.levels[int(code)] if column.levels else float(f"{code:.7g}")
 
 
 def _listed(columns: dict, chosen: np.ndarray, label_names: list[str]) -> list[dict]:
     return [{"id": int(columns["id"][i]), "label": _label(columns["label"][i], label_names),
              "surprisal": round(float(columns["surprisal"][i]), 3),
-             "quantile": _rounded(columns["surprisal_quantile"][i])} for i in chosen]
+             "quantile": _rounded(columns["surprisal_quantile"][i]), "novelty": _rounded(columns["novelty"][i])}
+            for i in chosen]
 
 
 def _rounded(value) -> float | None:

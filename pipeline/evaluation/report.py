@@ -60,7 +60,8 @@ METRICS_KEYS = {
     "odd_rows": "each split's per-row surprisal (the latents' `surprisal` column): its spread and its ends",
     "odd_rows.*": "train or test", "odd_rows.*.rows": "rows scored", "odd_rows.*.mean": "mean S_K, nats",
     "odd_rows.*.quantiles": "{q: S_K at q} for q = 0.5, 0.9, 0.99",
-    "odd_rows.*.most": "the most surprising rows: id, label, surprisal, quantile among training rows",
+    "odd_rows.*.most": "the most surprising rows: id, label, surprisal, quantile among training rows, novelty; "
+                       "tables' test rows: cells, the columns of their largest log 1/p(x_c | z = mu), with values",
     "odd_rows.*.least": "the least surprising rows, the same fields",
     "umap": "how the UMAP was made", "umap.split": "evaluate.umap.split", "umap.points": "points embedded",
     "umap.n_neighbors": "evaluate.umap.n_neighbors", "umap.min_dist": "evaluate.umap.min_dist",
@@ -194,10 +195,17 @@ def odd_rows_lines(odd: dict, images: bool) -> list[str]:
              _row(*["---"] * (3 + len(quantiles)))]
     lines += [_row(split, f["rows"], _num(f["mean"], 2), *(_num(v, 2) for v in f["quantiles"].values()))
               for split, f in odd.items()]
-    lines += ["", "The most surprising test rows:", "", _row("id", "label", "S_K", "quantile among training rows"),
-              _row(*["---"] * 4)]
-    lines += [_row(r["id"], _text(r["label"]), _num(r["surprisal"], 2), _num(r["quantile"], 4))
-              for r in odd["test"]["most"]]
+    most = odd["test"]["most"]
+    cells = bool(most) and "cells" in most[0]  # a table's rows: the cells that surprise the model most
+    lines += ["", "The most surprising test rows (novelty 1: as odd as the training rows' 99th percentile"
+              + ("; a row's most surprising cells are its columns' log 1/p(x_c | z = μ_φ(x)), nats" if cells else "")
+              + "):", "", _row("id", "label", "S_K", "quantile among training rows", "novelty",
+                               *(["most surprising cells"] if cells else [])),
+              _row(*["---"] * (6 if cells else 5))]
+    lines += [_row(r["id"], _text(r["label"]), _num(r["surprisal"], 2), _num(r["quantile"], 4), _num(r["novelty"], 2),
+                   *([", ".join(f"`{_text(c['column'])}` = {_text(c['value'])} ({c['nats']:.1f})" for c in r["cells"])]
+                     if cells else []))
+              for r in most]
     lines += ["", "![each row's surprisal, by split](pictures/surprisal_histogram.png)", ""]
     return lines + (["![the most and least surprising test examples](pictures/odd_rows.png)", ""] if images else [])
 

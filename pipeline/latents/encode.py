@@ -101,7 +101,8 @@ def _scorer(vae, manifest: Manifest, prepared_dir, importance_samples: int) -> S
     """How the rows are scored: K, and the reference, the S_K of training rows
     (pipeline.latents.scores), computed here once for every shard."""
     train, surprisal = load_splits(prepared_dir)[1]["train"], RowSurprisal(vae, importance_samples)
-    return Scorer(surprisal, pixel_dims(manifest), reference_of(surprisal, train.x, train.preprocess))
+    dims = pixel_dims(manifest)
+    return Scorer(surprisal, dims, reference_of(surprisal, train.x, train.preprocess, pixels=dims is not None))
 
 
 def _metadata(manifest: Manifest, bundle, scorer: Scorer, workers: Choice, engine, encode_params: dict) -> dict:

@@ -157,7 +157,7 @@ def find_reference(bundle, latents: Path | None) -> Reference | None:
     """The training rows' surprisal from a latent dataset the encode stage wrote with this
     model: `latents`, or where none is given the stage's output beside the model's folder
     (data/model/model.keras -> data/latents), when it holds one. Without it the rows'
-    surprisal_quantile is null (a warning says so); a given one that lacks it is an error."""
+    surprisal_quantile and novelty are null (a warning says so); a given one that lacks it is an error."""
     where = latents or bundle.model_path.parent.parent / "latents"
     for file in sorted(Path(where).glob("split=*/*.parquet")):
         meta = read_metadata(file)
@@ -167,8 +167,8 @@ def find_reference(bundle, latents: Path | None) -> Reference | None:
     if latents is not None:
         raise DataError(f"{latents}: no latents of this model ({bundle.model_path}) with the training rows' surprisal "
                         "in their metadata; give --reference the encode stage's output (data/latents) of this model")
-    log.warning("no latents of this model at %s hold the training rows' surprisal: surprisal_quantile is null. "
-                "Give --reference the encode stage's output (data/latents) of this model", where)
+    log.warning("no latents of this model at %s hold the training rows' surprisal: surprisal_quantile and novelty "
+                "are null. Give --reference the encode stage's output (data/latents) of this model", where)
     return None
 
 

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from pipeline.platform.errors import DataError
 
-SCHEMA_VERSION = "2"  # 2: the score columns
+SCHEMA_VERSION = "3"  # 2: the score columns; 3: novelty against the training rows, complexity-corrected
 METADATA_PREFIX = "vae_pipeline."
 COLUMNS = {
     "id": "stable row id from prepare: the example's index in the source",
@@ -33,7 +33,8 @@ COLUMNS = {
     "surprisal": "S_K = log 1/p(x) in nats, estimated with K importance samples (metadata surprisal)",
     "bits_per_dim": "surprisal / (D ln 2) where the values are D pixels; null otherwise",
     "surprisal_quantile": "fraction of the training rows less surprising (null without a reference)",
-    "novelty": "the score to rank rows by when looking for odd ones (metadata surprisal.novelty)",
+    "novelty": "the score to rank rows by when looking for odd ones: 1 is as odd as the training rows' 99th "
+               "percentile, 0 their median (metadata surprisal.novelty); null without a reference",
 }
 # The score columns (LatentBatch.scores' fields): float64, null where a field is None.
 SCORE_COLUMNS = ("surprisal", "bits_per_dim", "surprisal_quantile", "novelty")
@@ -80,7 +81,7 @@ def latent_schema(latent_dim: int, metadata: dict | None = None, table: dict | N
         pa.field("label", pa.int32(), nullable=True),
         pa.field("z_mean", vector, nullable=False),
         pa.field("z_log_var", vector, nullable=False),
-        *(pa.field(name, pa.float64(), nullable=name in ("bits_per_dim", "surprisal_quantile"))
+        *(pa.field(name, pa.float64(), nullable=name != "surprisal")
           for name in SCORE_COLUMNS),
     ]
     if table:
@@ -108,7 +109,7 @@ class RowScores:
     surprisal: np.ndarray
     bits_per_dim: np.ndarray | None
     surprisal_quantile: np.ndarray | None
-    novelty: np.ndarray
+    novelty: np.ndarray | None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def encoded_batches(posterior, score, split: str, x: np.ndarray, y: np.ndarray, 
 
     Args:
         posterior: x -> (z_mean, z_log_var), e.g. VAE.predict_posterior.
-        score: x -> RowScores (pipeline.latents.scores.Scorer).
+        score: (inputs, stored rows) -> RowScores (pipeline.latents.scores.Scorer).
         split: the rows' split name.
         x, y, ids: the stored rows, their labels and ids.
         batch_size: rows per call.
@@ -52,7 +52,7 @@ def encoded_batches(posterior, score, split: str, x: np.ndarray, y: np.ndarray, 
         z_mean, z_log_var = posterior(inputs)
         filled = complete(xb, np.asarray(z_mean)) if complete else (None, None)
         yield LatentBatch(split, np.asarray(ids[rows]), np.asarray(y[rows]), np.asarray(z_mean),
-                          np.asarray(z_log_var), score(inputs), *filled)
+                          np.asarray(z_log_var), score(inputs, xb), *filled)
 
 
 def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -174,17 +174,22 @@ class Columns:
 
     def surprisal(self, x, params):
         """log 1/p(x_obs | z): x (B, F) with NaN where missing; params (..., B, F). Returns (..., B)."""
+        return ops.sum(self.per_column(x, params), axis=-1)
+
+    def per_column(self, x, params):
+        """log 1/p(x_c | z) of each table column c, 0 where its cell is missing: x (B, F) with NaN
+        where missing; params (..., B, F). Returns (..., B, columns), in the columns' order."""
         observed = ops.isfinite(x)
         filled = ops.where(observed, x, ops.zeros_like(x))
-        total = 0.0
+        terms = []
         for family, start, width in self.groups:
             part, p = filled[:, start:start + width], params[..., start:start + width]
             seen = ops.cast(observed[:, start:start + width], p.dtype)
             if family == "categorical":  # one column: its levels are observed together
-                total = total + _COLUMN_FAMILIES[family].per_column(part, p) * seen[:, 0]
+                terms.append((_COLUMN_FAMILIES[family].per_column(part, p) * seen[:, 0])[..., None])
             else:
-                total = total + ops.sum(self._per_feature(family, part, p, slice(start, start + width)) * seen, -1)
-        return total
+                terms.append(self._per_feature(family, part, p, slice(start, start + width)) * seen)
+        return ops.concatenate(terms, axis=-1)
 
     def _per_feature(self, family, x, params, features: slice):
         if family == "gaussian":
