@@ -195,6 +195,21 @@ def test_one_ray_train_worker_trains_as_the_local_stage_does(cluster, pipeline_r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+def test_a_training_worker_that_cannot_see_the_data_says_which_node(cluster, tmp_path):
+    """The training worker's own check, in a Ray task (a worker process, as Ray Train's are, in
+    a second instead of Ray Train's twenty); the same through a real Ray Train launch is the
+    slow test below."""
+    from pipeline.training.train import _train_worker
+
+    config = {"train": {"prepared_dir": str(tmp_path / "missing"), "model_dir": str(tmp_path / "model")},
+              "logs": str(tmp_path / "logs.json")}
+    with open_engine(cluster) as engine, pytest.raises(PipelineError) as info:
+        list(engine.map(_train_worker, [config]))
+    assert str(info.value).startswith(f"{tmp_path / 'missing'}: the prepared data is not visible on Ray node ")
+    assert not (tmp_path / "model").exists() and not (tmp_path / "logs.json").exists()
+
+
+@pytest.mark.slow
 def test_a_training_worker_that_cannot_see_the_data_stops_the_stage_in_one_line(cluster, tmp_path):
     from pipeline.training.train import from_params
 

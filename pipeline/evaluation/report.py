@@ -43,7 +43,8 @@ METRICS_KEYS = {
     "likelihood.kind": "a mass on the data, a density bounded below, or not a distribution over the data",
     "likelihood.levels": "pixel levels L (pixel data)",
     "columns": "tables: per column, reconstruction and imputation of held-out cells (model vs mean or mode)",
-    "columns.*": "one column: type, metric (accuracy or rmse), reconstruction, imputation",
+    "columns.*": "one column: type, metric (accuracy or rmse), reconstruction, imputation (model, mean_or_mode, "
+                 "cells: the hidden cells scored, hidden: the share of observed test cells hidden)",
     "gradient_variance": "variance of the phi-gradient on one fixed batch under both estimators",
     "gradient_variance.reparameterized": "mean per-parameter variance, reparameterized",
     "gradient_variance.score_function": "the same, score function",
@@ -181,9 +182,10 @@ def columns_table(columns: dict) -> list[str]:
         i = c["imputation"]
         lines.append(_row(f"`{name}`", c["type"], c["metric"], _num(c["reconstruction"]), _num(i["model"]),
                           _num(i["mean_or_mode"]), i["cells"]))
+    hidden = next(iter(columns.values()))["imputation"]["hidden"] if columns else 0
     return lines + ["", "RMSE in the column's units (counts as counts); accuracy for binary and categorical "
-                        "columns. Imputed: a seeded 10% of each column's observed test cells, hidden from the "
-                        "encoder and predicted back (pipeline.latents.imputation).", ""]
+                        f"columns. Imputed: a seeded {hidden:.0%} of each column's observed test cells, hidden from "
+                        "the encoder and predicted back (pipeline.latents.imputation).", ""]
 
 
 def odd_rows_lines(odd: dict, images: bool) -> list[str]:

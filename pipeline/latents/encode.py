@@ -83,16 +83,15 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
     metadata = _metadata(manifest, bundle, scorer, workers, engine, dict(
         batch_size=batch_size, workers=actors, impute=impute, importance_samples=importance_samples))
     with atomic_dir(out_dir) as tmp:
-        arguments = {"prepared_dir": str(engine.shared(prepared_dir)), "model_path": str(engine.shared(model_path)),
-                     "directory": str(engine.shared(tmp)), "batch_size": batch_size, "metadata": metadata,
-                     "impute": impute}
+        arguments = {"prepared_dir": str(engine.shared(prepared_dir)), "directory": str(engine.shared(tmp)),
+                     "batch_size": batch_size, "metadata": metadata, "impute": impute}
         if engine.name == "ray":
             shards = plan_shards(manifest.counts, shard_rows or _shard_rows(manifest.counts, actors))
-            written = sum(engine.map_actors(EncodeShards, shards, arguments=arguments, actors=actors))
+            arguments["model_path"] = str(engine.shared(model_path))
+            written = sum(engine.map_actors(ActorEncodeShards, shards, arguments=arguments, actors=actors))
         else:
             shards = plan_shards(manifest.counts, max(max(manifest.counts.values()), 1))
-            encoder = EncodeShards(**arguments, vae=bundle.vae, scorer=scorer)
-            written = sum(map(encoder, shards))
+            written = sum(map(EncodeShards(**arguments, vae=bundle.vae, scorer=scorer), shards))
         _check_complete(tmp, shards, written, manifest.counts)
     return written
 
@@ -140,26 +139,17 @@ def _shard_rows(counts: dict[str, int], actors: int) -> int:
 class EncodeShards:
     """Encodes shards of the prepared splits into directory/split=<s>/part-<k>.parquet.
 
-    Built once per process (a Ray actor loads the model and maps the prepared data here;
-    Keras models do not pickle; the local engine passes its loaded model and scorer). Each
-    shard is written under a name of its own and renamed into place when complete, so a
-    shard retried after a killed actor replaces nothing half-done.
+    Built once per process, from the loaded model and its scorer (a Ray actor builds them
+    itself: ActorEncodeShards). Each shard is written under a name of its own and renamed
+    into place when complete, so a shard retried after a killed actor replaces nothing half-done.
     """
 
-    def __init__(self, prepared_dir: str, model_path: str, directory: str, batch_size: int, metadata: dict,
-                 impute: bool, vae=None, scorer: Scorer | None = None):
-        if vae is None:  # a Ray actor: a fresh process
-            import ray
-
-            share_gpus()
-            limit_threads(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-            require_shared(prepared_dir, "the prepared data")
-            require_shared(directory, "encode's output directory")
-        self.vae = vae or load_bundle(require_shared(model_path, "the model")).vae
+    def __init__(self, prepared_dir: str, directory: str, batch_size: int, metadata: dict, impute: bool, vae,
+                 scorer: Scorer):
         manifest, self.splits = load_splits(prepared_dir)
+        self.vae, self.scorer = vae, scorer
         self.completer = (Completer(self.vae, manifest.columns, self.splits["train"].preprocess)
                           if impute else None)
-        self.scorer = scorer or Scorer.of(self.vae, metadata["surprisal"], pixel_dims(manifest))
         self.directory, self.batch_size, self.metadata = Path(directory), batch_size, metadata
 
     def __call__(self, shard: dict) -> int:
@@ -177,6 +167,23 @@ class EncodeShards:
         (attempt / name).replace(self.directory / name)
         shutil.rmtree(attempt)
         return written
+
+
+class ActorEncodeShards(EncodeShards):
+    """EncodeShards in a Ray actor, a fresh process: it loads the model (Keras models do not
+    pickle) and rebuilds the scorer from the stage's metadata, on the paths every node sees."""
+
+    def __init__(self, prepared_dir: str, model_path: str, directory: str, batch_size: int, metadata: dict,
+                 impute: bool):
+        import ray
+
+        share_gpus()
+        limit_threads(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+        require_shared(prepared_dir, "the prepared data")
+        require_shared(directory, "encode's output directory")
+        vae = load_bundle(require_shared(model_path, "the model")).vae
+        scorer = Scorer.of(vae, metadata["surprisal"], pixel_dims(Manifest.read(prepared_dir)))
+        super().__init__(prepared_dir, directory, batch_size, metadata, impute, vae, scorer)
 
 
 def _check_complete(directory: Path, shards: list[dict], written: int, counts: dict[str, int]) -> None:

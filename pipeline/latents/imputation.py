@@ -22,7 +22,7 @@ HIDE_FRACTION = 0.1
 
 def column_quality(vae, split: Split, rows: np.ndarray, columns: list[Column], baseline: np.ndarray,
                    seed: int, hide_fraction: float = HIDE_FRACTION) -> dict:
-    """{column: {type, reconstruction, imputation: {model, mean_or_mode, cells}}} on split rows.
+    """{column: {type, reconstruction, imputation: {model, mean_or_mode, cells, hidden}}} on split rows.
 
     baseline: the train rows' fill value of every model feature (`fill_values`).
 
@@ -54,7 +54,7 @@ def column_quality(vae, split: Split, rows: np.ndarray, columns: list[Column], b
             "reconstruction": score(full[observed, features], x[observed, features]),
             "imputation": {"model": score(imputed, truth),
                            "mean_or_mode": score(np.broadcast_to(baseline[features], truth.shape), truth),
-                           "cells": int(cells.sum())}}
+                           "cells": int(cells.sum()), "hidden": hide_fraction}}
     return out
 
 

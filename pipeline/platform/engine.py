@@ -309,8 +309,8 @@ def _cause(error: BaseException) -> BaseException:
         current = pending.pop(0)
         if current is None or id(current) in seen:
             continue
-        if isinstance(current, PipelineError):
-            return current
+        if isinstance(current, PipelineError) and not isinstance(current, ray.exceptions.RayError):
+            return current  # not Ray's RayTaskError(PipelineError), whose text starts with Ray's header
         seen.add(id(current))
         if not isinstance(current, ray.exceptions.RayError) and current is not error:
             innermost = current
