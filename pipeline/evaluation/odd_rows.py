@@ -9,6 +9,8 @@ import numpy as np
 import pyarrow.dataset as pads
 
 from pipeline.evaluation.plotting import histograms, image_grid
+from pipeline.latents.parquet import read_metadata
+from pipeline.latents.scores import TAIL
 
 SHOWN = 8  # rows listed (and pictured) at each end of a split
 QUANTILES = (0.5, 0.9, 0.99)
@@ -31,8 +33,10 @@ def odd_rows(latents_dir, manifest, data: dict, folder: Path, vae) -> dict:
                         "quantiles": {str(q): round(float(np.quantile(s, q)), 3) for q in QUANTILES} if len(s) else {},
                         "most": _listed(columns, order[::-1][:SHOWN], manifest.label_names),
                         "least": _listed(columns, order[:SHOWN], manifest.label_names)}
+    reference = (read_metadata(dataset.files[0])["surprisal"]["reference"] or {}).get("quantiles")
+    marks = {"training rows' 99th percentile": reference[TAIL]} if reference else None  # new data: above it 1%
     histograms(surprisal, "surprisal S_K (nats)", "rows", "each row's surprisal, by split",
-               folder / "surprisal_histogram.png")
+               folder / "surprisal_histogram.png", marks)
     if manifest.pictured and found["test"]["rows"]:
         _pictures(data["test"], found["test"], folder / "odd_rows.png")
     if manifest.columns is not None and found["test"]["rows"]:

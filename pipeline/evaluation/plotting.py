@@ -71,15 +71,19 @@ def bar_chart(values: np.ndarray, xlabel: str, ylabel: str, title: str, path: Pa
     _save(fig, path)
 
 
-def histograms(values: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str, path: Path) -> None:
+def histograms(values: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str, path: Path,
+               marks: dict[str, float] | None = None) -> None:
     """One step histogram per entry of values ({name: samples}), on shared bins, each
-    normalised to its own number of samples so that splits of any size compare."""
+    normalised to its own number of samples so that splits of any size compare; marks
+    ({label: x}) as dashed vertical lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
     present = {name: v for name, v in values.items() if len(v)}
     edges = np.histogram_bin_edges(np.concatenate(list(present.values())), bins=60) if present else 60
     for name, v in present.items():
         ax.hist(v, bins=edges, histtype="step", density=True, label=f"{name} ({len(v):,})")
+    for (label, x), colour in zip((marks or {}).items(), ("0.35", "0.6")):
+        ax.axvline(x, color=colour, linestyle="--", linewidth=1, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{ylabel} (density)")
     ax.set_title(title, fontsize=9)
