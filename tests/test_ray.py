@@ -61,8 +61,11 @@ def test_encode_on_ray_gives_the_local_latents(cluster, pipeline_run, tmp_path):
         ray_latents, local = load_latents(tmp_path / "l", split=split), load_latents(paths["latents"], split=split)
         assert ray_latents.column("id").to_pylist() == local.column("id").to_pylist()  # the same rows, in order
         np.testing.assert_allclose(latents_to_numpy(ray_latents), latents_to_numpy(local), rtol=1e-5, atol=1e-6)
-        for score in ("surprisal", "surprisal_quantile", "novelty"):  # each row's own draws: the local scores
-            np.testing.assert_allclose(ray_latents.column(score).to_numpy(), local.column(score).to_numpy(), rtol=1e-6)
+        for score, tolerance in (("surprisal", {"rtol": 1e-6}), ("surprisal_quantile", {"atol": 1e-5}),
+                                 ("novelty", {"atol": 1e-5})):  # each row's own draws: the local scores (the
+            # quantile and novelty: S's last digits, which another batch's sums may change, over a spread of nats)
+            np.testing.assert_allclose(ray_latents.column(score).to_numpy(), local.column(score).to_numpy(),
+                                       **tolerance)
     meta = read_metadata(parts[0])
     assert meta["surprisal"] == read_metadata(next(paths["latents"].rglob("*.parquet")))["surprisal"]
     assert meta["engine"]["engine"] == "ray" and meta["engine"]["nodes"] == 2
