@@ -1,5 +1,6 @@
 """The VAE's parts: seeded Sampler, training lowers U, saving loads anywhere."""
 
+import json
 import subprocess
 import sys
 
@@ -141,14 +142,33 @@ def test_the_counted_flops_are_those_tensorflow_runs(shape, overrides, per_value
     from pipeline.model.networks import build_decoder, build_encoder
     from pipeline.model.resolve_model import forward_flops
     from pipeline.model.vae import VAE
+    from pipeline.model.vae_config import VAEConfig
 
     overrides = {"model.architecture": "conv", "model.latent_dim": 8, "model.hidden": [], **overrides}
     model = resolved(tiny_params(**overrides).model, shape)
     arch = {"hidden": model.hidden, "architecture": model.architecture, "filters": model.filters,
             "residual_blocks": model.residual_blocks}
     vae = VAE(build_encoder(shape, model.latent_dim, **arch),
-              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value))
+              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value),
+              VAEConfig.of(model, tiny_params().loss, seed=0))
     assert forward_flops(shape, model, per_value) == _graph_flops(vae, shape) > 0
+
+
+def test_the_vae_config_comes_from_the_params_whole_and_round_trips():
+    """VAEConfig has no defaults of its own (they once disagreed with params.yaml's): built from
+    the resolved model and the params, it is what a saved model reloads; a config missing a
+    field (an older save) is a clear error, not a default."""
+    from pipeline.model.vae_config import VAEConfig
+
+    params = tiny_params(**{"loss.free_bits": 0.25, "loss.mc_samples": 3})
+    config = VAEConfig.of(resolved(params.model, (8, 8, 1)), params.loss, seed=7)
+    assert (config.free_bits, config.mc_samples, config.likelihood, config.seed) == (0.25, 3, "bernoulli", 7)
+    assert VAEConfig.from_dict(json.loads(json.dumps(config.as_dict()))) == config
+    with pytest.raises(TypeError):
+        VAEConfig()
+    partial = {key: value for key, value in config.as_dict().items() if key != "free_bits"}
+    with pytest.raises(ValueError, match=r"lacks \['free_bits'\]: a model saved by an older version"):
+        VAEConfig.from_dict(partial)
 
 
 @pytest.mark.parametrize("shape", [(28, 28, 1), (8, 8, 1), (12, 10, 3), (7, 9, 2)])

@@ -44,9 +44,8 @@ class VAE(keras.Model):
     family (pipeline.model.likelihoods.Columns); the encoder reads `EncoderInput(x)`.
     """
 
-    def __init__(self, encoder, decoder, config: VAEConfig | dict | None = None, **kwargs):
+    def __init__(self, encoder, decoder, config: VAEConfig | dict, **kwargs):
         super().__init__(**kwargs)
-        config = config or VAEConfig()
         self.config = config if isinstance(config, VAEConfig) else VAEConfig.from_dict(config)
         self.encoder = encoder
         self.decoder = decoder

@@ -46,27 +46,28 @@ class VAEConfig:
 
     likelihood .. levels, posterior .. prior_components: as in ResolvedModel. mc_samples ..
     score_baseline: the loss (LossConfig, less the warm-up, which the trainer schedules).
-    seed: the sampler's seed stream.
+    seed: the sampler's seed stream. No defaults: every VAE's come from the resolved model
+    and the params (`of`), or from the saved model (`from_dict`), never from a second copy.
     """
 
-    likelihood: str = "bernoulli"
-    sigma: float | str = 1.0
-    sigma_floor: float = 0.05
-    groups: tuple[tuple[str, int, int], ...] = ()
-    log1p_features: tuple[int, ...] = ()
-    mask_features: tuple[int, ...] = ()
-    levels: int | None = None
-    posterior: str = "gaussian"
-    flow_steps: int = 2
-    prior: str = "standard"
-    prior_components: int = 50
-    mc_samples: int = 1
-    beta: float = 1.0
-    free_bits: float = 0.0
-    gradient_estimator: Literal["reparameterized", "score_function"] = "reparameterized"
-    objective: Literal["subo", "iwae"] = "subo"
-    score_baseline: bool = True
-    seed: int | None = None
+    likelihood: str
+    sigma: float | str
+    sigma_floor: float
+    groups: tuple[tuple[str, int, int], ...]
+    log1p_features: tuple[int, ...]
+    mask_features: tuple[int, ...]
+    levels: int | None
+    posterior: str
+    flow_steps: int
+    prior: str
+    prior_components: int
+    mc_samples: int
+    beta: float
+    free_bits: float
+    gradient_estimator: Literal["reparameterized", "score_function"]
+    objective: Literal["subo", "iwae"]
+    score_baseline: bool
+    seed: int | None
 
     @classmethod
     def of(cls, model: ResolvedModel, loss: LossConfig, seed: int | None) -> "VAEConfig":
@@ -82,6 +83,9 @@ class VAEConfig:
     def from_dict(cls, config: dict) -> "VAEConfig":
         """From `as_dict` (JSON: lists where the fields hold tuples)."""
         names = {f.name for f in dataclasses.fields(cls)}
+        if missing := names - set(config):
+            raise ValueError(f"the saved model's VAE config lacks {sorted(missing)}: a model saved by an older "
+                             "version of the pipeline; train it again")
         fields = {key: value for key, value in config.items() if key in names}
         for key in ("log1p_features", "mask_features"):
             fields[key] = tuple(int(i) for i in fields.get(key, ()))
