@@ -129,6 +129,25 @@ def test_the_budget_knows_each_likelihoods_outputs_per_value(likelihood, levels)
     assert params_per_value(model) == make_likelihood(likelihood, levels=levels).params_per_value
 
 
+def test_every_value_of_model_likelihood_is_one_family_and_every_family_one_value():
+    """The registry (pipeline.platform.families) and params.yaml's choices name the same families,
+    and the masses on pixel levels are exactly the families that need L to be built."""
+    import typing
+
+    from pipeline.model.likelihoods import make_likelihood
+    from pipeline.platform.config import ModelConfig
+    from pipeline.platform.families import FAMILIES, LEVEL_FAMILIES
+
+    values = set(typing.get_args(ModelConfig.__annotations__["likelihood"])) - {"auto"}
+    assert set(FAMILIES) == values
+    assert set(LEVEL_FAMILIES) == {"level_categorical", "discretized_logistic"}
+    for name in LEVEL_FAMILIES:
+        with pytest.raises(ValueError):
+            make_likelihood(name)  # without L
+    assert FAMILIES["gaussian"].describe(None).startswith("a density")
+    assert FAMILIES["level_categorical"].describe(17).startswith("a mass on the data's 17 levels")
+
+
 @pytest.mark.parametrize("shape, overrides, per_value", [
     ((64,), {"model.architecture": "mlp", "model.hidden": [256, 128]}, 19),
     ((28, 28, 1), {"model.filters": [32, 64]}, 2),

@@ -31,6 +31,7 @@ The rules, and why:
 import numpy as np
 
 from pipeline.platform.choices import AUTO, GIVEN
+from pipeline.platform.families import FAMILIES
 
 
 def pixel_levels(dtype, declared: float | None) -> float | None:
@@ -62,10 +63,9 @@ def resolve_scaling(scaling: str, likelihood: str, levels: float | None, kind: s
         return scaling, GIVEN
     if kind == "count":
         return "none", "counts are modelled as they are (the encoder reads log1p)"
-    if likelihood in ("bernoulli", "level_categorical", "discretized_logistic"):
-        return "unit", f"model.likelihood {likelihood} needs values in [0, 1]"
-    if likelihood == "gaussian":
-        return "standardize", "model.likelihood gaussian models standardized features"
+    family = FAMILIES.get(likelihood)
+    if family and family.scaling:
+        return family.scaling, family.scaling_why.format(name=likelihood)
     if levels is not None:
         return "unit", f"pixel levels 0..{levels:g}: divided by {levels:g} into [0, 1]"
     if kind == "columns":

@@ -32,6 +32,7 @@ from pipeline.model.resolve_model import levels_of
 from pipeline.platform.config import GradientVarianceConfig, Params
 from pipeline.platform.console import timed
 from pipeline.platform.errors import DataError
+from pipeline.platform.families import FAMILIES
 from pipeline.platform.hardware import share_gpus
 from pipeline.platform.io import Publication, scratch_dir, write_json
 
@@ -109,12 +110,8 @@ def likelihood_kind(config, manifest) -> dict:
     family, levels = config.likelihood, levels_of(manifest)
     if family == "bernoulli" and levels and levels > 2:  # the rule resolve_model warns on
         kind = "not a distribution over the data (a Bernoulli on grey levels): S is not a surprisal"
-    elif family == "gaussian":
-        kind = "a density with a floor on σ: S is bounded below, not a surprisal of discrete values"
-    elif family == "columns":
-        kind = "a mass on the discrete columns times a floored density on the real ones"
     else:
-        kind = f"a mass on the data's {config.levels or 2} levels: S is the surprisal of the data"
+        kind = FAMILIES[family].describe(config.levels)
     return {"family": family, "kind": kind, "levels": config.levels}
 
 

@@ -47,6 +47,7 @@ from pipeline.model.vae_config import ResolvedModel
 from pipeline.platform.choices import GIVEN, Choice
 from pipeline.platform.config import ModelConfig
 from pipeline.platform.errors import PipelineError
+from pipeline.platform.families import FAMILIES, LEVEL_FAMILIES
 
 log = logging.getLogger(__name__)
 CONV_MIN_SIDE = 16
@@ -60,7 +61,6 @@ MAX_WIDTH = 256
 WIDTH_BUDGET_SIDE = 64
 # level_categorical while its L logits per value stay within this many outputs per example.
 LEVEL_CATEGORICAL_MAX_OUTPUTS = 2 ** 16
-LEVEL_FAMILIES = ("level_categorical", "discretized_logistic")  # masses on pixel levels: need L
 FAMILY_OF_TYPE = {"real": "gaussian", "binary": "bernoulli", "categorical": "categorical"}
 
 
@@ -221,7 +221,7 @@ def spatial_strides(shape, architecture: str, layers_: int) -> list[tuple[int, .
 def params_per_value(model: ResolvedModel) -> int:
     """The decoder's outputs per value of x for the model's likelihood (its object's
     `params_per_value`, known here without building it)."""
-    return {"level_categorical": (model.levels or 0) + 2, "discretized_logistic": 2}.get(model.likelihood, 1)
+    return FAMILIES[model.likelihood].params_per_value(model.levels)
 
 
 def forward_flops(shape, model: ResolvedModel, params_per_value: int) -> int:
