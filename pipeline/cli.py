@@ -62,8 +62,9 @@ def parser(width: int | None = None) -> argparse.ArgumentParser:
 
 
 def _encode(args) -> None:
+    import pyarrow.parquet as pq
+
     from pipeline.latents.encode_command import encode_new_data
-    from pipeline.latents.reader import load_latents
     from pipeline.latents.scores import against_training
 
     rows = encode_new_data(args.model, args.input, args.output, batch_size=args.batch_size, split=args.split,
@@ -72,8 +73,8 @@ def _encode(args) -> None:
                            reference=args.reference)
     print(f"encoded {rows} rows of {args.input} into {args.output / f'split={args.split}'}"
           + (f" and {args.anndata_out} (obsm['X_vae'])" if args.anndata_out else ""))
-    scores = load_latents(args.output, split=args.split)
-    if scores.column("novelty").null_count == 0:
+    scores = pq.read_table(args.output / f"split={args.split}", columns=["surprisal_quantile", "novelty"])
+    if scores.column("novelty").null_count == 0:  # with a reference: how the new rows stand against training's
         print(against_training(scores.column("surprisal_quantile").to_numpy(), scores.column("novelty").to_numpy()))
 
 
