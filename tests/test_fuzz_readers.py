@@ -11,7 +11,7 @@ tables through `encode_new_data`, each encoded into a new partition or refused i
 the output's other partitions untouched.
 
 `make test` tries FUZZ_EXAMPLES cases per format; benchmarks/fuzz_readers.py runs the same
-check for longer (benchmarks/README.md has the count tried).
+check for longer (benchmarks/RESULTS.md has the count tried).
 """
 
 import gzip

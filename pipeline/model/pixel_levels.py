@@ -70,7 +70,7 @@ class LevelCategorical:
     DiscretizedLogistic(k; μ, s) · e^(r_k). The decoder gives L + 2 parameters per value
     (params (..., *F, L + 2) = μ, ρ, r_0..r_(L−1)).
 
-    Why both parts (measured, benchmarks/README.md): the logistic orders the levels, so
+    Why both parts (measured, benchmarks/RESULTS.md): the logistic orders the levels, so
     neighbouring levels share what is learned (digits, 17 levels: probes 0.939 / 0.986,
     where a plain L-way softmax reached 0.894 / 0.972, below PCA); the residuals make a
     level certain with a margin over the others, where a logistic needs its location

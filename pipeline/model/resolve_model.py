@@ -8,7 +8,7 @@ The rules, and why:
   mass on them; level_categorical (a logistic's log-masses plus L residual logits per
   value) while L·D ≤ 65,536 outputs, as it fits deterministic structure far better (three
   fixed 8×8 patterns of 256 levels: S_100 near 2 nats against 91 for the logistic alone,
-  benchmarks/README.md); discretized_logistic (two outputs per value) beyond, where L
+  benchmarks/RESULTS.md); discretized_logistic (two outputs per value) beyond, where L
   logits per value would dominate the model's cost; `columns` (one family per column) for typed
   tables and count matrices; else bernoulli when every prepared value lies in [0, 1],
   gaussian otherwise. A Bernoulli forced on grey levels is allowed, with a warning: S is
@@ -19,7 +19,7 @@ The rules, and why:
   series (data.sequence: neighbouring values far more alike than random pairs); mlp
   otherwise. A convolution's locality prior pays once an example has more values than a
   Dense layer can cheaply pair up and neighbours are related; at 8×8 (64 values) one
-  stride-2 layer leaves 4×4 and the mlp measured better (benchmarks/README.md,
+  stride-2 layer leaves 4×4 and the mlp measured better (benchmarks/RESULTS.md,
   "Defaults"), and on unordered features (a shuffled series) locality means nothing.
 - model.filters (conv, conv1d): one stride-2 convolution per halving of the shorter side
   (the length) while it is even and at least 8: three, and more while the side stays above
@@ -27,12 +27,12 @@ The rules, and why:
   28 → 14 → 7 gives [32, 64], 64 → 8 [32, 64, 128], 128 → 8 [16, 32, 64, 128], 256 → 8
   [8, 16, 32, 64, 128]. A series starts at SERIES_FIRST_WIDTH (40 → 5: [64, 128, 256]):
   its layers have few positions, so width is cheap, and on MNIST-1D the wider layers'
-  latents beat PCA's linear probe where [32, 64, 128]'s tied it (benchmarks/README.md,
+  latents beat PCA's linear probe where [32, 64, 128]'s tied it (benchmarks/RESULTS.md,
   "signals.py"). Images wider than WIDTH_BUDGET_SIDE
   start narrower in proportion (a power of two, at least MIN_FIRST_WIDTH), so that each
   layer costs what one of a 64-pixel image does and the time per example grows with the
   depth, not with the pixels. At 64×64×3 a fourth layer (down to 4×4, [32, 64, 128, 256])
-  measured worse in the same training time (linear 0.72 against 0.85, benchmarks/README.md).
+  measured worse in the same training time (linear 0.72 against 0.85, benchmarks/RESULTS.md).
 - model.hidden: for conv and conv1d none (the heads read the flattened features, which
   are already wide); for mlp two Dense layers, the first four times the input width
   rounded to a power of two within [64, 512], the second half as wide.
