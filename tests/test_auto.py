@@ -36,9 +36,9 @@ def test_pixel_levels_come_from_the_dtype_or_the_reader(dtype, declared, levels)
     ("none", AUTO, 255.0, "none"),  # explicit wins
 ])
 def test_scaling(scaling, likelihood, levels, expected):
-    value, why = auto.resolve_scaling(scaling, likelihood, levels)
-    assert value == expected
-    assert (why == GIVEN) == (scaling != AUTO)
+    choice = auto.resolve_scaling(scaling, likelihood, levels)
+    assert choice.value == expected
+    assert (choice.why == GIVEN) == (scaling != AUTO) == (not choice.is_auto)
 
 
 def test_grey_images_of_28x28_get_a_bernoulli_conv_model():

@@ -177,7 +177,7 @@ def test_the_pandas_index_saved_with_the_data_is_left_out_with_its_reason(tmp_pa
     for name, index in (("t.csv", ""), ("t.parquet", "__index_level_0__")):
         data = read_table(tmp_path / name, "label", None)
         assert [c.name for c in data.columns] == ["a", "b"]
-        assert data.choices[f"data.table.column_types.{index}"] == {
+        assert data.choices[f"data.table.column_types.{index}"].record() == {
             "value": "left out", "why": "the pandas index saved with the data (row names, not a feature)"}
         np.testing.assert_allclose(data.x[:, 0], frame["a"].to_numpy(), rtol=1e-6)
     frame.reset_index(drop=True).to_parquet(tmp_path / "range.parquet")  # a RangeIndex is metadata only

@@ -28,6 +28,7 @@ from pipeline.data.readers.sources import load_source
 from pipeline.data.resolve_data import pixel_levels, resolve_scaling, sequence_rule, value_type
 from pipeline.data.scaling import fit_preprocessor
 from pipeline.data.splits import HoldOut
+from pipeline.platform.choices import Choice, records
 from pipeline.platform.config import DataConfig, Params
 from pipeline.platform.engine import open_engine
 from pipeline.platform.errors import DataError
@@ -77,7 +78,7 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
         threshold = config.binarize_threshold if config.binarize == "static" else None
         train_x = (x[mask["train"]] for x, _, _, mask in _chunks(dataset, assign, step))
         levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
-        preprocess = fit_preprocessor(train_x, dataset.x.shape[1:], levels, choices["data.scaling"]["value"], threshold,
+        preprocess = fit_preprocessor(train_x, dataset.x.shape[1:], levels, choices["data.scaling"].value, threshold,
                                       dataset.columns)
         writers = {split: _ArrayWriter(tmp / split, int(counts[split].sum()), dataset.x) for split in SPLITS}
         for x, y, rows, mask in _chunks(dataset, assign, step):
@@ -85,7 +86,7 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
                 writer.add(x[mask[split]], y[mask[split]], rows[mask[split]], preprocess)
         files = {f"{split}/{name}": digest for split, w in writers.items() for name, digest in w.close().items()}
         value_range = [min(w.low for w in writers.values()), max(w.high for w in writers.values())]
-        choices |= _sequence_choice(tmp / "train" / "x.npy", choices["data.value_type"]["value"], dataset.columns)
+        choices |= _sequence_choice(tmp / "train" / "x.npy", choices["data.value_type"].value, dataset.columns)
         manifest = _manifest(dataset, config, seed, counts, files, value_range, levels, choices,
                              preprocess.output_shape(dataset.x.shape[1:]))
         del dataset, writers  # memory maps into the scratch directory and the outputs
@@ -130,22 +131,22 @@ def validate(dataset: Dataset, step: int | None = None) -> tuple[float, float, b
     return float(low), float(high), integral
 
 
-def _choices(dataset: Dataset, config: DataConfig, likelihood: str, stats: tuple[float, float, bool]) -> dict:
+def _choices(dataset: Dataset, config: DataConfig, likelihood: str,
+             stats: tuple[float, float, bool]) -> dict[str, Choice]:
     """prepare's auto choices with their rules: the reader's, the value type, the scaling, column types."""
     levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
     kind, kind_why = value_type(dataset.x.ndim, levels, *stats, table=dataset.columns is not None)
     if config.binarize != "none" and kind not in ("pixels", "real"):
         raise DataError(f"{dataset.path or dataset.source}: data.binarize {config.binarize!r} applies to pixels "
                         f"and real values; these values are {kind}. Set data.binarize: none")
-    scaling, why = resolve_scaling(config.scaling, likelihood, levels, kind)
     # a table's reader records every column's type, or why it left the column out
-    choices = {**dataset.choices, "data.value_type": {"value": kind, "why": kind_why},
-               "data.scaling": {"value": scaling, "why": why}}
-    log.info("choices at prepare: %s", ", ".join(f"{key}={c['value']} ({c['why']})" for key, c in choices.items()))
+    choices = {**dataset.choices, "data.value_type": Choice(kind, kind_why),
+               "data.scaling": resolve_scaling(config.scaling, likelihood, levels, kind)}
+    log.info("choices at prepare: %s", ", ".join(f"{key}={c.value} ({c.why})" for key, c in choices.items()))
     return choices
 
 
-def _sequence_choice(train_x: Path, kind: str, columns) -> dict:
+def _sequence_choice(train_x: Path, kind: str, columns) -> dict[str, Choice]:
     """data.sequence (resolve_data.sequence_rule) for rows of reals or pixels, and for tables
     whose columns are all real and complete; {} for other data."""
     if kind not in ("real", "pixels") and not (columns is not None and plain_table(columns)):
@@ -154,7 +155,7 @@ def _sequence_choice(train_x: Path, kind: str, columns) -> dict:
     if rule is None:
         return {}
     log.info("choices at prepare: data.sequence=%s (%s)", *rule)
-    return {"data.sequence": {"value": rule[0], "why": rule[1]}}
+    return {"data.sequence": Choice(*rule)}
 
 
 def stored_dtype(source_dtype: np.dtype) -> np.dtype:
@@ -250,7 +251,7 @@ def _manifest(dataset: Dataset, config: DataConfig, seed: int, per_class: dict, 
         path=str(Path(dataset.path).resolve()) if dataset.path and Path(dataset.path).exists() else dataset.path,
         example_shape=list(dataset.x.shape[1:]),
         input_shape=input_shape,
-        value_type=choices["data.value_type"]["value"],
+        value_type=choices["data.value_type"].value,
         feature_names=list(dataset.feature_names) if dataset.feature_names else None,
         columns=list(dataset.columns) if dataset.columns is not None else None,
         dtypes={"x": str(stored_dtype(dataset.x.dtype)), "y": "int32", "id": "int64", "source_x": str(dataset.x.dtype)},
@@ -259,9 +260,9 @@ def _manifest(dataset: Dataset, config: DataConfig, seed: int, per_class: dict, 
         label_names=list(dataset.label_names),
         value_range=value_range,
         pixel_levels=levels,
-        choices=choices,
+        choices=records(choices),
         preprocessing={
-            "scaling": choices["data.scaling"]["value"],
+            "scaling": choices["data.scaling"].value,
             "binarize": config.binarize,
             "binarize_threshold": config.binarize_threshold if config.binarize == "static" else None,
             "max_examples": config.max_examples,

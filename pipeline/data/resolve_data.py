@@ -30,7 +30,7 @@ The rules, and why:
 
 import numpy as np
 
-from pipeline.platform.choices import AUTO, GIVEN
+from pipeline.platform.choices import Choice
 from pipeline.platform.families import FAMILIES
 
 
@@ -57,10 +57,12 @@ def value_type(ndim: int, levels: float | None, low: float, high: float, integra
     return "real", "real values"
 
 
-def resolve_scaling(scaling: str, likelihood: str, levels: float | None, kind: str = "real") -> tuple[str, str]:
-    """(data.scaling, why) for prepare; kind: the value type."""
-    if scaling != AUTO:
-        return scaling, GIVEN
+def resolve_scaling(scaling: str, likelihood: str, levels: float | None, kind: str = "real") -> Choice:
+    """data.scaling for prepare; kind: the value type."""
+    return Choice.of(scaling, *_scaling(likelihood, levels, kind))
+
+
+def _scaling(likelihood: str, levels: float | None, kind: str) -> tuple[str, str]:
     if kind == "count":
         return "none", "counts are modelled as they are (the encoder reads log1p)"
     family = FAMILIES.get(likelihood)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.readers.source_dataset import Dataset, chunk_rows
+from pipeline.platform.choices import Choice
 from pipeline.platform.engine import LocalEngine
 from pipeline.platform.errors import DataError
 from pipeline.platform.io import allocate
@@ -75,7 +76,7 @@ def read_image_folder(path: Path, size: tuple[int, int] | str | None, color: str
     return Dataset(x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path), choices=choices)
 
 
-def auto_size(paths: list[Path]) -> tuple[tuple[int, int] | None, dict]:
+def auto_size(paths: list[Path]) -> tuple[tuple[int, int] | None, Choice]:
     """data.images.size auto: (None, why) when the sampled images share one size, else
     ((side, side), why) for the rule above AUTO_SIZE_SAMPLE. Reads headers only."""
     from PIL import Image
@@ -90,26 +91,26 @@ def auto_size(paths: list[Path]) -> tuple[tuple[int, int] | None, dict]:
             raise DataError(f"{file}: cannot read image ({type(error).__name__}: {error})") from None
     distinct = sorted(set(sizes))
     if len(distinct) == 1:
-        return None, {"value": "as read", "why": f"every image read has size {distinct[0][0]} × {distinct[0][1]}"}
+        return None, Choice("as read", f"every image read has size {distinct[0][0]} × {distinct[0][1]}")
     median = int(np.median([min(h, w) for h, w in sizes]))
     side = max(8, min(AUTO_MAX_SIDE, median // 8 * 8))
-    return (side, side), {"value": [side, side],
-                          "why": f"{len(distinct)} sizes among {len(sizes)} images read (from {distinct[0][0]} × "
-                                 f"{distinct[0][1]} to {distinct[-1][0]} × {distinct[-1][1]}); a square of their "
-                                 f"median shorter side {median}, a multiple of 8, at most {AUTO_MAX_SIDE}"}
+    return (side, side), Choice([side, side],
+                                f"{len(distinct)} sizes among {len(sizes)} images read (from {distinct[0][0]} × "
+                                f"{distinct[0][1]} to {distinct[-1][0]} × {distinct[-1][1]}); a square of their "
+                                f"median shorter side {median}, a multiple of 8, at most {AUTO_MAX_SIDE}")
 
 
-def _colour_or_grey(x: np.ndarray, step: int, scratch: Path | None) -> tuple[np.ndarray, dict]:
+def _colour_or_grey(x: np.ndarray, step: int, scratch: Path | None) -> tuple[np.ndarray, Choice]:
     """RGB images as they are when any pixel has colour; else their one grey channel (R = G = B)."""
     for start in range(0, len(x), step):
         chunk = x[start:start + step]
         coloured = np.flatnonzero((chunk.max(axis=-1) != chunk.min(axis=-1)).reshape(len(chunk), -1).any(axis=1))
         if len(coloured):
-            return x, {"value": "rgb", "why": f"image {start + int(coloured[0])} (in file order) has colour"}
+            return x, Choice("rgb", f"image {start + int(coloured[0])} (in file order) has colour")
     grey = allocate(scratch, "images_grey", x.shape[:-1], np.uint8)
     for start in range(0, len(x), step):
         grey[start:start + step] = x[start:start + step, ..., 0]
-    return grey, {"value": "grey", "why": "every pixel of every image has R = G = B"}
+    return grey, Choice("grey", "every pixel of every image has R = G = B")
 
 
 def _fill(x: np.ndarray, chunks, step: int) -> None:

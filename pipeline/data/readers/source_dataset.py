@@ -49,7 +49,7 @@ class Dataset:
     declared_levels: float | None = None
     # Tables: each column's type and levels; x holds codes (values or level indices), NaN where missing.
     columns: tuple[Column, ...] | None = None
-    # `auto` choices the reader made (e.g. data.images.color), with their rules.
+    # `auto` choices the reader made (e.g. data.images.color), with their rules: {key: Choice}.
     choices: dict = field(default_factory=dict)
 
     @property

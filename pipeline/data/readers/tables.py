@@ -33,7 +33,7 @@ from pipeline.data.readers.table_cells import (
 )
 from pipeline.data.readers.table_files import TABLE_SUFFIXES, CsvStream, Widened, open_table, table_errors
 from pipeline.data.resolve_columns import LEFT_OUT, ColumnProfile, column_levels, column_type
-from pipeline.platform.choices import GIVEN
+from pipeline.platform.choices import GIVEN, Choice
 from pipeline.platform.engine import LocalEngine
 from pipeline.platform.errors import DataError
 from pipeline.platform.io import allocate
@@ -187,7 +187,7 @@ def _typed(path: Path, profiles: dict, given: dict, left_out: dict) -> tuple[tup
         except ValueError as problem:
             problems.append(str(problem))
     _refuse(path, problems)
-    choices = {f"data.table.column_types.{name}": {"value": c.type, "why": c.why} for name, c in typed.items()}
+    choices = {f"data.table.column_types.{name}": Choice(c.type, c.why) for name, c in typed.items()}
     columns = tuple(c for c in typed.values() if c.type != LEFT_OUT)
     if not columns:
         raise DataError(f"{path}: no column left to model; " + "; ".join(f"{c.name}: {c.why}" for c in typed.values()))
