@@ -48,6 +48,13 @@ class Column:
         """Model features: one per level of a categorical (its one-hot), else one."""
         return len(self.levels) if self.type == "categorical" else 1
 
+    def value(self, code: float):
+        """A stored cell as read: None where missing, a binary or categorical column's level, or
+        the number (a float32's 7 digits, not its binary expansion)."""
+        if code != code:  # NaN: missing
+            return None
+        return self.levels[int(code)] if self.levels is not None else float(f"{code:.7g}")
+
 
 def plain_table(columns) -> bool:
     """Every column real and complete: the table is modelled as an array of real values."""

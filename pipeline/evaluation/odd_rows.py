@@ -54,16 +54,8 @@ def odd_cells(vae, split, columns, ids: list[int]) -> list[list[dict]]:
     x = split.preprocess(stored)
     params = vae.decode(np.asarray(vae.predict_posterior(x)[0])[None])
     terms = np.asarray(vae.likelihood.per_column(x, params))[0]
-    return [[{"column": columns[c].name, "value": _value(columns[c], row[c]), "nats": round(float(term[c]), 3)}
+    return [[{"column": columns[c].name, "value": columns[c].value(row[c]), "nats": round(float(term[c]), 3)}
              for c in np.argsort(-term, kind="stable")[:CELLS]] for row, term in zip(stored, terms)]
-
-
-def _value(column, code):
-    """A stored cell as read: a level's value for binary and categorical columns (a float32's
-    digits, not its binary expansion, for numbers)."""
-    if np.isnan(code):
-        return None
-    return column.levels[int(code)] if column.levels else float(f"{code:.7g}")
 
 
 def _listed(columns: dict, chosen: np.ndarray, label_names: list[str]) -> list[dict]:

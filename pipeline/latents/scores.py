@@ -118,14 +118,14 @@ def reference_of(surprisal: RowSurprisal, x: np.ndarray, preprocess, pixels: boo
     if not len(x):
         return None
     rows = np.unique(np.linspace(0, len(x) - 1, min(len(x), REFERENCE_ROWS)).round().astype(np.int64))
-    s, lengths = [], []
+    s, corrected = [], []
     for chunk in np.array_split(rows, math.ceil(len(rows) / 1024)):
         stored = np.asarray(x[chunk])
         s.append(surprisal(preprocess(stored)))
-        lengths.append(png_nats(stored) if pixels else None)
-    s = np.concatenate(s)
-    corrected = np.quantile(s - np.concatenate(lengths), QUANTILES) if pixels else None
-    return Reference(surprisal.samples, len(rows), np.quantile(s, QUANTILES), corrected)
+        if pixels:
+            corrected.append(s[-1] - png_nats(stored))
+    return Reference(surprisal.samples, len(rows), np.quantile(np.concatenate(s), QUANTILES),
+                     np.quantile(np.concatenate(corrected), QUANTILES) if pixels else None)
 
 
 def against_training(quantile: np.ndarray, novelty: np.ndarray) -> str:
