@@ -56,6 +56,32 @@ class Column:
         return self.levels[int(code)] if self.levels is not None else float(f"{code:.7g}")
 
 
+@dataclass(frozen=True)
+class Covariate:
+    """One covariate (data.covariates): a nuisance the model conditions on, not a feature of x.
+
+    type: categorical (its one-hot goes to the model; `levels` in code order, the stored
+    code of a value is its level's index) or real ((value - offset) / scale, fitted on the
+    train split). why: the typing rule's reason (pipeline.data.covariates).
+    """
+
+    name: str
+    type: str
+    why: str
+    levels: list | None
+    offset: float = 0.0
+    scale: float = 1.0
+
+    @property
+    def width(self) -> int:
+        """Model inputs: one per level of a categorical covariate, else one."""
+        return len(self.levels) if self.type == "categorical" else 1
+
+    def value(self, code: float):
+        """A stored code as the value it stands for: the level, or the number."""
+        return self.levels[int(code)] if self.levels is not None else float(f"{code:.7g}")
+
+
 def plain_table(columns) -> bool:
     """Every column real and complete: the table is modelled as an array of real values."""
     return all(c.type == "real" and not c.missing for c in columns or ())
@@ -67,7 +93,7 @@ class Manifest:
     source: str
     path: str | None
     example_shape: list[int]  # as stored: a table's codes have one value per column
-    input_shape: list[int]  # as the model reads it: a categorical column takes one feature per level
+    input_shape: list[int]  # as the model reads it: a categorical column (or covariate) takes one per level
     # How the values are modelled: pixels, real, count (arrays), or columns (a table; see `columns`)
     value_type: str
     # Tables: the feature columns by name, so new data is matched by name, not position.
@@ -83,6 +109,9 @@ class Manifest:
     preprocessing: dict  # scaling, binarize, binarize_threshold, max_examples, test_split, seed
     sha256: dict[str, str]  # of every prepared array, by "split/name.npy"
     fingerprint: str  # sha256 of those digests: what the latents and the model's resume check
+    # data.covariates: the last len(covariates) stored values of each example are their codes
+    # (x's stored shape is (features + covariates,)); None without covariates (and not written)
+    covariates: list[Covariate] | None = None
 
     @property
     def scaling(self) -> str:
@@ -99,8 +128,23 @@ class Manifest:
         """Whether any feature cell of the data is missing."""
         return any(column.missing > 0 for column in self.columns or ())
 
+    @property
+    def covariate_width(self) -> int:
+        """The model's inputs that are covariates (after x's features): their one-hots and values."""
+        return sum(c.width for c in self.covariates or ())
+
+    @property
+    def feature_shape(self) -> list[int]:
+        """One example of x as the model reads it, less the covariates: what p(x|z, c) is of."""
+        if not self.covariates:
+            return list(self.input_shape)
+        return [self.input_shape[0] - self.covariate_width]
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        raw = asdict(self)
+        if raw["covariates"] is None:  # data without covariates keeps its manifest's bytes
+            del raw["covariates"]
+        return raw
 
     def write(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
@@ -108,6 +152,8 @@ class Manifest:
     @classmethod
     def from_dict(cls, raw: dict, where: str | Path = FILE) -> "Manifest":
         names = [f.name for f in fields(cls)]
+        if isinstance(raw, dict) and "covariates" not in raw:
+            raw = {**raw, "covariates": None}
         if not isinstance(raw, dict) or raw.get("layout") != LAYOUT or set(raw) != set(names):
             layout = raw.get("layout") if isinstance(raw, dict) else None
             raise DataError(f"{where}: not a manifest of prepared data layout {LAYOUT} (layout {layout}); "
@@ -115,6 +161,8 @@ class Manifest:
         values = {name: raw[name] for name in names}
         if values["columns"] is not None:
             values["columns"] = [Column(**column) for column in values["columns"]]
+        if values["covariates"] is not None:
+            values["covariates"] = [Covariate(**covariate) for covariate in values["covariates"]]
         return cls(**values)
 
     @classmethod

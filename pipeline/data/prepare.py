@@ -13,6 +13,7 @@ prepare works through the source chunk by chunk and holds no array of the source
 and the chunk size changes no byte of the result.
 """
 
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.covariates import PackedRows, check_packable, coding, covariate_codes, type_covariates
 from pipeline.data.manifest import FILE as MANIFEST_FILE
 from pipeline.data.manifest import LAYOUT, Manifest, plain_table
 from pipeline.data.prepared import ARRAYS, PREPROCESSING_FILE, SPLITS, Preprocessor
@@ -76,19 +78,23 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
         counts = _count(dataset, assign, step)
         _check_classes(dataset, counts)
         threshold = config.binarize_threshold if config.binarize == "static" else None
-        train_x = (x[mask["train"]] for x, _, _, mask in _chunks(dataset, assign, step))
+        train_x = (x[mask["train"]] for x, _, _, mask in _chunks(dataset.x, dataset, assign, step))
         levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
         preprocess = fit_preprocessor(train_x, dataset.x.shape[1:], levels, choices["data.scaling"].value, threshold,
                                       dataset.columns)
-        writers = {split: _ArrayWriter(tmp / split, int(counts[split].sum()), dataset.x) for split in SPLITS}
-        for x, y, rows, mask in _chunks(dataset, assign, step):
+        covariates, stored = _covariates(dataset, config, assign, step, choices)
+        if covariates:
+            preprocess = dataclasses.replace(preprocess, **coding(covariates))
+        writers = {split: _ArrayWriter(tmp / split, int(counts[split].sum()), stored) for split in SPLITS}
+        for x, y, rows, mask in _chunks(stored, dataset, assign, step):
             for split, writer in writers.items():
                 writer.add(x[mask[split]], y[mask[split]], rows[mask[split]], preprocess)
         files = {f"{split}/{name}": digest for split, w in writers.items() for name, digest in w.close().items()}
         value_range = [min(w.low for w in writers.values()), max(w.high for w in writers.values())]
-        choices |= _sequence_choice(tmp / "train" / "x.npy", choices["data.value_type"].value, dataset.columns)
+        choices |= _sequence_choice(tmp / "train" / "x.npy", choices["data.value_type"].value, dataset.columns,
+                                    dataset.x.shape[1:])
         manifest = _manifest(dataset, config, seed, counts, files, value_range, levels, choices,
-                             preprocess.output_shape(dataset.x.shape[1:]))
+                             preprocess.output_shape(stored.shape[1:]), stored, covariates)
         del dataset, writers  # memory maps into the scratch directory and the outputs
         shutil.rmtree(tmp / ".scratch")
         preprocess.save(tmp / PREPROCESSING_FILE)
@@ -146,12 +152,14 @@ def _choices(dataset: Dataset, config: DataConfig, likelihood: str,
     return choices
 
 
-def _sequence_choice(train_x: Path, kind: str, columns) -> dict[str, Choice]:
+def _sequence_choice(train_x: Path, kind: str, columns, shape) -> dict[str, Choice]:
     """data.sequence (resolve_data.sequence_rule) for rows of reals or pixels, and for tables
-    whose columns are all real and complete; {} for other data."""
+    whose columns are all real and complete; {} for other data. shape: an example's values
+    as stored (less a covariate's codes after them)."""
     if kind not in ("real", "pixels") and not (columns is not None and plain_table(columns)):
         return {}
-    rule = sequence_rule(np.load(train_x, mmap_mode="r"))
+    stored = np.load(train_x, mmap_mode="r")
+    rule = sequence_rule(stored if stored.shape[1:] == tuple(shape) else stored[:, :shape[0]])
     if rule is None:
         return {}
     log.info("choices at prepare: data.sequence=%s (%s)", *rule)
@@ -188,10 +196,27 @@ def _assigned(dataset: Dataset, assign: _Assignment, step: int):
         yield rows, y, assign.masks(rows, y)
 
 
-def _chunks(dataset: Dataset, assign: _Assignment, step: int):
-    """(x, y, rows, {split: mask}) for every `step` rows of the source."""
+def _chunks(x, dataset: Dataset, assign: _Assignment, step: int):
+    """(x, y, rows, {split: mask}) for every `step` rows of the source: x's rows (the dataset's,
+    or those with the covariates' codes after them)."""
     for rows, y, masks in _assigned(dataset, assign, step):
-        yield np.asarray(dataset.x[rows[0]:rows[-1] + 1]), y, rows, masks
+        yield np.asarray(x[rows[0]:rows[-1] + 1]), y, rows, masks
+
+
+def _covariates(dataset: Dataset, config: DataConfig, assign: _Assignment, step: int, choices: dict):
+    """(the covariates typed, or None; the rows to store: x, followed by their codes when there are any).
+    Records each covariate's type in `choices`."""
+    if not dataset.covariates:
+        return None, dataset.x
+    where = dataset.path or dataset.source
+    check_packable(where, dataset.x, choices["data.value_type"].value, config.binarize)
+    train = np.zeros(len(dataset.y), bool)
+    for rows, _, masks in _assigned(dataset, assign, step):
+        train[rows] = masks["train"]
+    covariates = type_covariates(where, dataset.covariates, train)
+    choices |= {f"data.covariates.{c.name}": Choice(c.type, c.why) for c in covariates}
+    log.info("covariates: %s", ", ".join(f"{c.name} ({c.type}: {c.why})" for c in covariates))
+    return covariates, PackedRows(dataset.x, covariate_codes(where, dataset.covariates, covariates))
 
 
 def _count(dataset: Dataset, assign: _Assignment, step: int) -> dict[str, np.ndarray]:
@@ -220,6 +245,7 @@ class _ArrayWriter:
             for name, values in (("x", x), ("y", y), ("id", rows)):
                 self.arrays[name][self.at:self.at + len(rows)] = values
             scaled = preprocess(x)  # NaN where a table's cell is missing
+            scaled = scaled[:, :scaled.shape[1] - preprocess.covariate_inputs]  # the range of x's values alone
             self.low, self.high = min(self.low, float(np.nanmin(scaled))), max(self.high, float(np.nanmax(scaled)))
             self.at += len(rows)
 
@@ -243,18 +269,18 @@ def _check_classes(dataset: Dataset, counts: dict[str, np.ndarray]) -> None:
 
 
 def _manifest(dataset: Dataset, config: DataConfig, seed: int, per_class: dict, files: dict, value_range,
-              levels: float | None, choices: dict, input_shape: list[int]) -> Manifest:
+              levels: float | None, choices: dict, input_shape: list[int], stored, covariates) -> Manifest:
     fingerprint = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
     return Manifest(
         layout=LAYOUT,
         source=dataset.source,
         path=str(Path(dataset.path).resolve()) if dataset.path and Path(dataset.path).exists() else dataset.path,
-        example_shape=list(dataset.x.shape[1:]),
+        example_shape=list(stored.shape[1:]),
         input_shape=input_shape,
         value_type=choices["data.value_type"].value,
         feature_names=list(dataset.feature_names) if dataset.feature_names else None,
         columns=list(dataset.columns) if dataset.columns is not None else None,
-        dtypes={"x": str(stored_dtype(dataset.x.dtype)), "y": "int32", "id": "int64", "source_x": str(dataset.x.dtype)},
+        dtypes={"x": str(stored_dtype(stored.dtype)), "y": "int32", "id": "int64", "source_x": str(dataset.x.dtype)},
         counts={split: int(c.sum()) for split, c in per_class.items()},
         counts_per_class={split: c.tolist() for split, c in per_class.items()} if dataset.labelled else None,
         label_names=list(dataset.label_names),
@@ -272,4 +298,5 @@ def _manifest(dataset: Dataset, config: DataConfig, seed: int, per_class: dict, 
         },
         sha256=files,
         fingerprint=fingerprint,
+        covariates=list(covariates) if covariates else None,
     )

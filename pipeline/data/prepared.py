@@ -33,6 +33,11 @@ class Preprocessor:
     are its one-hot (feature i is 1 where the code is level[i]); offset and scale are
     those of the real columns (0 and 1 elsewhere), and only real features (`real`) are
     clipped. A missing cell (NaN) stays NaN in every feature of its column.
+
+    Covariates (`covariate_widths` set, one entry per covariate): the last k stored values
+    of a row are their codes, and the model's inputs end with them: a categorical one's
+    one-hot (width its levels), a real one's (value - covariate_offset) / covariate_scale
+    (width 0 marks it real).
     """
 
     scaling: str
@@ -42,8 +47,26 @@ class Preprocessor:
     source: np.ndarray | None = None  # (F,) int: the column of each feature
     level: np.ndarray | None = None  # (F,) float: the level a one-hot feature stands for, -1 elsewhere
     real: np.ndarray | None = None  # (F,) bool: the features of real columns
+    covariate_widths: np.ndarray | None = None  # (k,) int: levels of each covariate, 0 for a real one
+    covariate_offset: np.ndarray | None = None  # (k,) float
+    covariate_scale: np.ndarray | None = None  # (k,) float
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.covariate_widths is None:
+            return self._features(x)
+        x, k = np.asarray(x), len(self.covariate_widths)
+        return np.concatenate([self._features(x[:, :-k]), self._covariates(x[:, -k:])], axis=1)
+
+    def _covariates(self, codes: np.ndarray) -> np.ndarray:
+        """(n, covariate inputs): each categorical covariate's one-hot, each real one standardized."""
+        parts = []
+        for j, width in enumerate(self.covariate_widths):
+            column = np.asarray(codes[:, j], np.float32)
+            parts.append((column[:, None] == np.arange(width, dtype=np.float32)).astype(np.float32) if width
+                         else ((column - self.covariate_offset[j]) / self.covariate_scale[j])[:, None])
+        return np.concatenate(parts, axis=1)
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
         if self.source is None:
             out = np.array(x, np.float32)  # a copy; the rest works in place: one float32 array per call
         else:
@@ -62,12 +85,26 @@ class Preprocessor:
             np.greater(out, self.threshold, out=out)
         return out
 
+    @property
+    def covariate_inputs(self) -> int:
+        """How many of the model's inputs (the last ones) are covariates."""
+        return 0 if self.covariate_widths is None else int(np.maximum(self.covariate_widths, 1).sum())
+
     def output_shape(self, stored_shape) -> list[int]:
         """The shape of one preprocessed example, given the stored one."""
+        if self.covariate_widths is not None:
+            features = self._feature_shape([stored_shape[0] - len(self.covariate_widths)])
+            return [features[0] + self.covariate_inputs]
+        return self._feature_shape(stored_shape)
+
+    def _feature_shape(self, stored_shape) -> list[int]:
         return list(stored_shape) if self.source is None else [len(self.source)]
 
     def save(self, path: Path) -> None:
         table = {} if self.source is None else {"source": self.source, "level": self.level, "real": self.real}
+        if self.covariate_widths is not None:
+            table |= {"covariate_widths": self.covariate_widths, "covariate_offset": self.covariate_offset,
+                      "covariate_scale": self.covariate_scale}
         np.savez(path, offset=self.offset, scale=self.scale, scaling=self.scaling,
                  threshold=np.nan if self.threshold is None else self.threshold, **table)
 
@@ -79,7 +116,8 @@ class Preprocessor:
             raise DataError(f"{path}: cannot read the preprocessing ({error})") from None
         with f:
             threshold = float(f["threshold"])
-            table = {name: f[name] for name in ("source", "level", "real") if name in f.files}
+            table = {name: f[name] for name in ("source", "level", "real", "covariate_widths", "covariate_offset",
+                                                "covariate_scale") if name in f.files}
             return cls(str(f["scaling"]), f["offset"], f["scale"], None if np.isnan(threshold) else threshold,
                        **table)
 

@@ -111,17 +111,19 @@ def _shown(manifest, bundle, split, positions: np.ndarray, z: np.ndarray) -> tup
     each beside its reconstruction, the decoder's mean at z = μ_φ(x)."""
     stored = np.asarray(split.x[positions])
     if manifest.columns is not None:
-        guesses = Completer(bundle.vae, manifest.columns, bundle.preprocess).guesses(z)
+        guesses = Completer(bundle.vae, manifest.columns, bundle.preprocess).guesses(z, stored)
         return _values([c.name for c in manifest.columns], stored, guesses, manifest.columns), None
-    means = decoded_means(bundle.vae, z)
+    covariates = bundle.vae.split(split.preprocess(stored))[1]
+    means = decoded_means(bundle.vae, z, c=covariates)
     if manifest.pictured:
         inputs = split.preprocess(stored)
         low, high = (0.0, 1.0) if manifest.value_type == "pixels" else (float(inputs.min()), float(inputs.max()))
         pictures = _to_uint8(inputs, low, high)
         return pictures_shown(pictures, _to_uint8(means, low, high)), pictures
     unscaled = means * bundle.preprocess.scale + bundle.preprocess.offset  # back in the stored units
-    names = [f"x{j}" for j in range(math.prod(manifest.example_shape))]
-    return _values(names, stored.reshape(len(stored), -1), unscaled.reshape(len(stored), -1), None), None
+    names = [f"x{j}" for j in range(math.prod(manifest.feature_shape))]  # a covariate's code is not shown as x
+    stored = stored.reshape(len(stored), -1)[:, :len(names)]
+    return _values(names, stored, unscaled.reshape(len(stored), -1), None), None
 
 
 def pictures_shown(pictures: np.ndarray, reconstructions: np.ndarray) -> Shown:

@@ -51,9 +51,12 @@ def odd_cells(vae, split, columns, ids: list[int]) -> list[list[dict]]:
     (the likelihood's per-column terms), with the cell's value as read (None where missing)."""
     position = {int(i): p for p, i in enumerate(np.asarray(split.id))}
     stored = np.stack([np.asarray(split.x[position[i]]) for i in ids])
-    x = split.preprocess(stored)
-    params = vae.decode(np.asarray(vae.predict_posterior(x)[0])[None])
-    terms = np.asarray(vae.likelihood.per_column(x, params))[0]
+    inputs = split.preprocess(stored)
+    x, covariates = vae.split(inputs)
+    params = vae.decode(np.asarray(vae.predict_posterior(inputs)[0])[None], covariates)
+    likelihood = vae.likelihood  # a table of real columns is one Gaussian: one feature per column
+    terms = np.asarray(likelihood.per_column(x, params) if hasattr(likelihood, "per_column")
+                       else likelihood.per_feature(x, params))[0]
     return [[{"column": columns[c].name, "value": columns[c].value(row[c]), "nats": round(float(term[c]), 3)}
              for c in np.argsort(-term, kind="stable")[:CELLS]] for row, term in zip(stored, terms)]
 

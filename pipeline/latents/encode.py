@@ -147,7 +147,7 @@ class EncodeShards:
     def __init__(self, prepared_dir: str, directory: str, batch_size: int, metadata: dict, impute: bool, vae,
                  scorer: Scorer):
         manifest, self.splits = load_splits(prepared_dir)
-        self.vae, self.scorer = vae, scorer
+        self.vae, self.scorer, self.covariates = vae, scorer, manifest.covariates
         self.completer = (Completer(self.vae, manifest.columns, self.splits["train"].preprocess)
                           if impute else None)
         self.directory, self.batch_size, self.metadata = Path(directory), batch_size, metadata
@@ -159,7 +159,7 @@ class EncodeShards:
         attempt = self.directory / f".attempt-{uuid.uuid4().hex}"
         written = write_part(attempt, encoded_batches(self.vae.predict_posterior, self.scorer, split, data.x[rows],
                                                       data.y[rows], data.id[rows], self.batch_size,
-                                                      data.preprocess, self.completer),
+                                                      data.preprocess, self.completer, self.covariates),
                              self.vae.latent_dim, self.metadata, part=part,
                              table=self.completer.table if self.completer else None)
         name = Path(f"split={split}") / f"part-{part}.parquet"

@@ -88,18 +88,21 @@ def _hidden_cells(first_features: np.ndarray, seed: int, fraction: float) -> np.
     return np.isfinite(first_features) & (draw < fraction)
 
 
-def decoded_means(vae, z: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """E[x | z], the decoder's mean, for z of shape (n, d), batch by batch: (n, *F)."""
-    parts = [np.asarray(vae.likelihood.mean(vae.decode(np.asarray(z[start:start + batch_size])[None]))[0])
-             for start in range(0, len(z), batch_size)]
+def decoded_means(vae, z: np.ndarray, batch_size: int = 1024, c: np.ndarray | None = None) -> np.ndarray:
+    """E[x | z, c], the decoder's mean, for z of shape (n, d) (and covariates c (n, k) where the
+    model has them), batch by batch: (n, *F)."""
+    rows = [slice(start, start + batch_size) for start in range(0, len(z), batch_size)]
+    parts = [np.asarray(vae.likelihood.mean(vae.decode(np.asarray(z[r])[None], None if c is None else c[r]))[0])
+             for r in rows]
     return np.concatenate(parts) if parts else np.zeros((0, *vae.example_shape), np.float32)
 
 
 def _decoded_means(vae, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """E[x | z = μ_φ(x)] per feature, batch by batch: (n, F)."""
-    parts = [decoded_means(vae, np.asarray(vae.predict_posterior(x[start:start + batch_size])[0]), batch_size)
+    """E[x | z = μ_φ(x), c] per feature, batch by batch, of the model's inputs x: (n, F)."""
+    parts = [decoded_means(vae, np.asarray(vae.predict_posterior(x[start:start + batch_size])[0]), batch_size,
+                           vae.split(x[start:start + batch_size])[1])
              for start in range(0, len(x), batch_size)]
-    return np.concatenate(parts) if parts else np.zeros((0, x.shape[1]), np.float32)
+    return np.concatenate(parts) if parts else np.zeros((0, *vae.example_shape), np.float32)
 
 
 def _scorer(kind: str, scale: float):
@@ -132,10 +135,12 @@ class Completer:
         """{column: its levels, or None for numbers}: the `completed` struct's fields."""
         return {c.name: c.levels for c in self.columns}
 
-    def guesses(self, z_mean: np.ndarray) -> np.ndarray:
-        """Every cell's reconstruction, coded as the stored rows are (a level's index, or a value
-        in the column's units): the decoder's mean at z_mean, its most likely level. (n, columns)"""
-        means = decoded_means(self.vae, z_mean)  # (n, F)
+    def guesses(self, z_mean: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Every cell's reconstruction, coded as the stored rows `codes` are (a level's index, or a
+        value in the column's units): the decoder's mean at z_mean (and the rows' covariates),
+        its most likely level. (n, columns)"""
+        covariates = self.vae.split(self.preprocess(codes))[1] if self.vae.config.covariates else None
+        means = decoded_means(self.vae, z_mean, c=covariates)  # (n, F)
         out = np.empty((len(z_mean), len(self.columns)), np.float64)
         for c, column in enumerate(self.columns):
             first = self.starts[c]
@@ -151,7 +156,7 @@ class Completer:
         return out
 
     def __call__(self, codes: np.ndarray, z_mean: np.ndarray) -> tuple[dict, dict]:
-        guesses = self.guesses(z_mean)
+        guesses = self.guesses(z_mean, codes)
         completed, imputed = {}, {}
         for c, column in enumerate(self.columns):
             missing = np.isnan(codes[:, c])

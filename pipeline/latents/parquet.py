@@ -36,6 +36,8 @@ COLUMNS = {
     "novelty": "the score to rank rows by when looking for odd ones: 1 is as odd as the training rows' 99th "
                "percentile, 0 their median (metadata surprisal.novelty); null without a reference",
 }
+# Data with covariates (data.covariates): one more column, after the scores.
+COVARIATES_COLUMN = {"covariates": "the example's covariates, which the model conditioned on (metadata covariates)"}
 # The score columns (LatentBatch.scores' fields): float64, null where a field is None.
 SCORE_COLUMNS = ("surprisal", "bits_per_dim", "surprisal_quantile", "novelty")
 # Under model.posterior flow, q(z|x) is not Gaussian: what the two columns hold then.
@@ -54,6 +56,7 @@ METADATA = {
     "choices": "every `auto` knob's value and reason", "params": "the training run's params and encode's own",
     "engine": "the encode stage's engine and cluster", "versions": "versions of the packages that wrote it",
     "surprisal": "the scores' K, the novelty score's definition, the training rows' reference for the quantile",
+    "covariates": "data with covariates only: each one's type and levels, and whether the encoder read them",
 }
 # Rows per row group. Readers scan and skip whole row groups; 64Ki rows of a 16-d latent
 # is ~8 MiB uncompressed: large enough for fast sequential scans and useful min/max
@@ -66,15 +69,17 @@ SPLIT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 PACKAGES = ("vae-pipeline", "tensorflow", "keras", "numpy", "pyarrow")
 
 
-def describe_columns(posterior: str) -> dict:
-    """The files' column descriptions for a model's `model.posterior`."""
-    return {**COLUMNS, **(FLOW_COLUMNS if posterior == "flow" else {})}
+def describe_columns(posterior: str, covariates: bool = False) -> dict:
+    """The files' column descriptions for a model's `model.posterior`, and data with covariates or not."""
+    return {**COLUMNS, **(FLOW_COLUMNS if posterior == "flow" else {}), **(COVARIATES_COLUMN if covariates else {})}
 
 
 def latent_schema(latent_dim: int, metadata: dict | None = None, table: dict | None = None) -> pa.Schema:
     """table: {column: its levels, or None for numbers} when the files also hold each row
     `completed` (a struct of the table's columns, missing cells imputed) and `imputed` (a
-    struct of flags: which of them were)."""
+    struct of flags: which of them were). Where the metadata has covariates, the rows carry
+    them: a struct of one field per covariate, typed as its levels are (float64 for numbers)."""
+    covariates = {c["name"]: c["levels"] for c in (metadata or {}).get("covariates", {}).get("columns", [])}
     vector = pa.list_(pa.float32(), latent_dim)
     fields = [
         pa.field("id", pa.int64(), nullable=False),
@@ -84,13 +89,15 @@ def latent_schema(latent_dim: int, metadata: dict | None = None, table: dict | N
         *(pa.field(name, pa.float64(), nullable=name != "surprisal")
           for name in SCORE_COLUMNS),
     ]
+    if covariates:
+        fields.append(pa.field("covariates", pa.struct([pa.field(n, _value_type(v)) for n, v in covariates.items()])))
     if table:
         fields += [pa.field("completed", pa.struct([pa.field(n, _value_type(levels)) for n, levels in table.items()])),
                    pa.field("imputed", pa.struct([pa.field(n, pa.bool_()) for n in table]))]
     meta = {
         "schema_version": SCHEMA_VERSION,
         "latent_dim": str(latent_dim),
-        "columns": json.dumps(COLUMNS),
+        "columns": json.dumps(describe_columns("gaussian", bool(covariates))),
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
     }
     return pa.schema(fields, metadata={METADATA_PREFIX + k: v for k, v in meta.items()})
@@ -116,7 +123,7 @@ class RowScores:
 class LatentBatch:
     """Rows of one split: ids (n,), labels (n,) with -1 for none, z_mean and z_log_var (n, d),
     their scores; for a table with imputation, completed and imputed: {column: (n,) values,
-    (n,) flags}."""
+    (n,) flags}; for data with covariates, covariates: {name: (n,) values}."""
 
     split: str
     ids: np.ndarray
@@ -126,6 +133,7 @@ class LatentBatch:
     scores: RowScores
     completed: dict | None = None
     imputed: dict | None = None
+    covariates: dict | None = None
 
 def package_versions() -> dict:
     versions = {"python": platform.python_version()}
@@ -145,9 +153,10 @@ def check_file(file: Path, latent_dim: int | None, model_sha256: str | None = No
         raise DataError(f"{file}: latent schema version {version!r}, expected {SCHEMA_VERSION!r}")
     schema = pq.read_schema(file)
     names = schema.names
-    if names[:len(COLUMNS)] != list(COLUMNS) or names[len(COLUMNS):] not in ([], list(IMPUTED_COLUMNS)):
-        raise DataError(f"{file}: columns {names}, expected {list(COLUMNS)}, then {list(IMPUTED_COLUMNS)} "
-                        "where encode imputed a table's cells")
+    rest = names[len(COLUMNS) + (names[len(COLUMNS):len(COLUMNS) + 1] == list(COVARIATES_COLUMN)):]
+    if names[:len(COLUMNS)] != list(COLUMNS) or rest not in ([], list(IMPUTED_COLUMNS)):
+        raise DataError(f"{file}: columns {names}, expected {list(COLUMNS)}, then {list(COVARIATES_COLUMN)} for data "
+                        f"with covariates, then {list(IMPUTED_COLUMNS)} where encode imputed a table's cells")
     d = schema.field("z_mean").type.list_size
     if latent_dim is not None and d != latent_dim:
         raise DataError(f"{file}: latent_dim {d}, expected {latent_dim} (re-run encode for this model)")

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.data.covariates import covariate_values
 from pipeline.latents.parquet import (
     ROW_GROUP_SIZE,
     SCORE_COLUMNS,
@@ -27,7 +28,7 @@ from pipeline.platform.locks import directory_lock
 
 
 def encoded_batches(posterior, score, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray,
-                    batch_size: int, preprocess=None, complete=None) -> Iterator[LatentBatch]:
+                    batch_size: int, preprocess=None, complete=None, covariates=None) -> Iterator[LatentBatch]:
     """Stream rows through `posterior` (x -> z_mean, z_log_var, e.g. VAE.predict_posterior)
     and `score`, one batch in memory at a time. complete(stored rows, z_mean) -> (completed,
     imputed): the rows with their missing cells imputed (pipeline.latents.imputation.Completer).
@@ -41,6 +42,8 @@ def encoded_batches(posterior, score, split: str, x: np.ndarray, y: np.ndarray, 
         preprocess: stored rows -> the model's inputs.
         complete: (stored rows, z_mean) -> (completed, imputed), or None
             (pipeline.latents.imputation.Completer).
+        covariates: the data's covariates (pipeline.data.manifest.Covariate), whose codes end
+            each stored row, or None.
 
     Yields:
         One LatentBatch per batch of rows.
@@ -52,7 +55,8 @@ def encoded_batches(posterior, score, split: str, x: np.ndarray, y: np.ndarray, 
         z_mean, z_log_var = posterior(inputs)
         filled = complete(xb, np.asarray(z_mean)) if complete else (None, None)
         yield LatentBatch(split, np.asarray(ids[rows]), np.asarray(y[rows]), np.asarray(z_mean),
-                          np.asarray(z_log_var), score(inputs, xb), *filled)
+                          np.asarray(z_log_var), score(inputs, xb), *filled,
+                          covariates=covariate_values(xb, covariates) if covariates else None)
 
 
 def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -68,6 +72,10 @@ def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:
         values = getattr(batch.scores, name)
         columns.append(pa.nulls(len(batch.ids), pa.float64()) if values is None else
                        pa.array(np.asarray(values, np.float64)))
+    if "covariates" in schema.names:
+        struct = schema.field("covariates").type
+        columns.append(pa.StructArray.from_arrays([pa.array(batch.covariates[f.name], f.type) for f in struct],
+                                                  fields=list(struct)))
     if "completed" in schema.names:
         for name, values in (("completed", batch.completed), ("imputed", batch.imputed)):
             struct = schema.field(name).type

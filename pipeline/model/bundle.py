@@ -52,8 +52,8 @@ class Bundle:
 
     @property
     def input_shape(self) -> list[int]:
-        """One preprocessed example as the model reads it."""
-        return list(self.vae.example_shape)
+        """One preprocessed example as the model reads it: x's features, then its covariates."""
+        return list(self.vae.input_example_shape)
 
     def check_shape(self, shape, where) -> None:
         """Raise DataError unless preprocessed examples of `shape` (from `where`) fit the model."""

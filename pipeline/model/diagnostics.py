@@ -161,7 +161,7 @@ class RowSurprisal:
 
         # Traced once whatever the batch: a second trace for the last, smaller batch costs
         # seconds on a table's per-column likelihood, more than scoring thousands of rows.
-        @tf.function(input_signature=(tf.TensorSpec((None, *vae.example_shape), tf.float32),
+        @tf.function(input_signature=(tf.TensorSpec((None, *vae.input_example_shape), tf.float32),
                                       tf.TensorSpec((importance_samples, None, vae.latent_dim), tf.float32)))
         def scores(xb, epsilon):
             terms = vae.sample_posterior(xb, importance_samples, epsilon=epsilon)

@@ -1,13 +1,18 @@
 """The encoder q_φ(z|x) and decoder p_θ(x|z) networks: plain functional Keras models of
 built-in layers, MLP, conv (H×W×C images) or conv1d (series of (L,) or (L, C) values), the
-decoder mirroring the encoder."""
+decoder mirroring the encoder; and `build_vae`, the VAE built from them."""
 
 import math
 
 import keras
 from keras import layers
 
+from pipeline.model.likelihoods import make_likelihood
+from pipeline.model.posterior import flow_width
 from pipeline.model.resolve_model import spatial_strides
+from pipeline.model.vae import VAE
+from pipeline.model.vae_config import ResolvedModel, VAEConfig
+from pipeline.platform.config import LossConfig
 
 # The layers of each convolutional architecture: (convolution, its transpose).
 CONVOLUTIONS = {"conv": (layers.Conv2D, layers.Conv2DTranspose), "conv1d": (layers.Conv1D, layers.Conv1DTranspose)}
@@ -23,7 +28,7 @@ def residual_block(h, activation: str, name: str):
 
 
 def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", filters=(), activation="relu",
-                  residual_blocks: int = 0, context: int = 0) -> keras.Model:
+                  residual_blocks: int = 0, context: int = 0, covariates: int = 0) -> keras.Model:
     """Encoder x -> (z_mean, z_log_var), each (B, latent_dim), and a context (B, context)
     for a flow proxy when context > 0.
 
@@ -42,11 +47,13 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
         activation: of every hidden and conv layer.
         residual_blocks: residual blocks per resolution (conv).
         context: the width of a third output the flow's steps read (0: none).
+        covariates: the width of a second input c (q(z|x, c)), joined to every Dense layer's input.
 
     Returns:
         A functional keras.Model of built-in layers.
     """
     x = keras.Input(shape=tuple(input_shape), name="x")
+    c = keras.Input(shape=(covariates,), name="c") if covariates else None
     h = x
     if architecture in CONVOLUTIONS:
         _check_shape(input_shape, architecture)
@@ -59,18 +66,25 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
                 h = residual_block(h, activation, f"conv_{i}_res_{j}")
     h = layers.Flatten()(h)
     for i, units in enumerate(hidden):
-        h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+        h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(_joined(h, c))
+    h = _joined(h, c)
     # Heads in float32 under mixed precision: the SUBO is computed in float32.
     z_mean = layers.Dense(latent_dim, name="z_mean", dtype="float32")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype="float32")(h)
     outputs = [z_mean, z_log_var]
     if context:
         outputs.append(layers.Dense(context, activation=activation, name="context", dtype="float32")(h))
-    return keras.Model(x, outputs, name="encoder")
+    return keras.Model([x, c] if covariates else x, outputs, name="encoder")
+
+
+def _joined(h, c):
+    """h with the covariates c after its features (scVI's deep injection), or h alone."""
+    return h if c is None else layers.Concatenate()([h, c])  # cast to the layer's compute dtype
 
 
 def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", filters=(), activation="relu",
-                  residual_blocks: int = 0, decoder_top: str = "strided", params_per_value: int = 1) -> keras.Model:
+                  residual_blocks: int = 0, decoder_top: str = "strided", params_per_value: int = 1,
+                  covariates: int = 0) -> keras.Model:
     """Decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape), or
     (B, *output_shape, k) with k = params_per_value > 1 (e.g. a location and a scale).
 
@@ -86,14 +100,17 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
         hidden, architecture, filters, activation, residual_blocks: as the encoder's.
         decoder_top: strided or full (conv).
         params_per_value: k, the likelihood's parameters for each value of x.
+        covariates: the width of a second input c (p(x|z, c)), joined to every Dense layer's input.
 
     Returns:
         A functional keras.Model.
     """
     z = keras.Input(shape=(latent_dim,), name="z")
+    c = keras.Input(shape=(covariates,), name="c") if covariates else None
     h = z
     for i, units in enumerate(reversed(hidden)):
-        h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+        h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(_joined(h, c))
+    h = _joined(h, c)
     if architecture in CONVOLUTIONS:
         h = _transposed_convolutions(h, output_shape, architecture, filters, activation, residual_blocks,
                                      decoder_top, params_per_value)
@@ -103,7 +120,7 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
     if architecture != "conv" or params_per_value > 1:
         extra = (params_per_value,) if params_per_value > 1 else ()
         h = layers.Reshape((*output_shape, *extra), name="params_shape", dtype="float32")(h)
-    return keras.Model(z, h, name="decoder")
+    return keras.Model([z, c] if covariates else z, h, name="decoder")
 
 
 def _transposed_convolutions(h, output_shape, architecture: str, filters, activation: str, residual_blocks: int,
@@ -142,3 +159,34 @@ def _check_shape(shape, architecture: str) -> None:
         raise ValueError(f"architecture 'conv' needs H×W×C images. Got examples of shape {tuple(shape)} instead.")
     if architecture == "conv1d" and len(shape) not in (1, 2):
         raise ValueError(f"architecture 'conv1d' needs series of shape (L,) or (L, C). Got {tuple(shape)} instead.")
+
+
+def build_vae(example_shape, model: ResolvedModel, loss: LossConfig, seed: int | None = None) -> VAE:
+    """A fresh, built VAE.
+
+    Args:
+        example_shape: one example of x as the model reads it (the prepared data's feature_shape;
+            the covariates, model.covariates of them, come after it in the inputs).
+        model: the resolved model config (`pipeline.model.resolve_model.resolve_model`).
+        loss: the loss config.
+        seed: the sampler's seed.
+
+    Returns:
+        The VAE; a table's encoder also reads one observed flag per masked column.
+    """
+    if not isinstance(model, ResolvedModel):
+        raise TypeError(f"model must be a ResolvedModel (pipeline.model.resolve_model.resolve_model). "
+                        f"Got {type(model).__name__} instead.")
+    shape = tuple(example_shape)
+    arch = {"hidden": model.hidden, "architecture": model.architecture, "filters": model.filters,
+            "activation": model.activation, "residual_blocks": model.residual_blocks}
+    encoder_shape = (shape[0] + len(model.mask_features),) if model.mask_features else shape
+    context = flow_width(model.latent_dim) if model.posterior == "flow" else 0
+    per_value = make_likelihood(model.likelihood, levels=model.levels).params_per_value
+    encoded = model.covariates if model.encode_covariates else 0
+    vae = VAE(build_encoder(encoder_shape, model.latent_dim, **arch, context=context, covariates=encoded),
+              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value,
+                            covariates=model.covariates),
+              VAEConfig.of(model, loss, seed), name="vae")
+    vae.build(None)
+    return vae

@@ -80,17 +80,19 @@ def is_series(manifest: Manifest) -> bool:
 
 
 def resolve_model(model: ModelConfig, example_shape, value_range, value_type: str = "real", columns=None,
-                  levels: int | None = None, series: bool = False) -> tuple[ResolvedModel, dict[str, Choice]]:
+                  levels: int | None = None, series: bool = False,
+                  covariates: int = 0) -> tuple[ResolvedModel, dict[str, Choice]]:
     """Every `auto` of the model config, from what manifest.json says of the prepared data.
 
     Args:
         model: the model's params.
-        example_shape: one example as the model reads it (the manifest's input_shape).
+        example_shape: one example of x as the model reads it (the manifest's feature_shape).
         value_range: (lowest, highest) prepared value.
         value_type: pixels, real, count or columns (a table).
         columns: a table's columns (manifest.columns), else None.
         levels: L, the levels of a pixel (`levels_of`), else None.
         series: prepare found the examples to be ordered series (`is_series`).
+        covariates: the inputs after x's that are covariates (the manifest's covariate_width).
 
     Returns:
         The resolved model and the choices made, keyed "model.<knob>".
@@ -124,7 +126,8 @@ def resolve_model(model: ModelConfig, example_shape, value_range, value_type: st
     fields = {**dataclasses.asdict(model), **{key[6:]: c.value for key, c in choices.items()},
               "filters": tuple(filters.value), "hidden": tuple(hidden.value),
               **(layout if likelihood.value == "columns" else {}),
-              "levels": levels if likelihood.value in LEVEL_FAMILIES else None}
+              "levels": levels if likelihood.value in LEVEL_FAMILIES else None,
+              "covariates": covariates, "encode_covariates": model.encode_covariates and covariates > 0}
     return ResolvedModel(**fields), choices
 
 
@@ -268,7 +271,7 @@ def mlp_hidden(features: int) -> tuple[int, int]:
 
 def check_model_fits_data(model: ResolvedModel, manifest: Manifest, where) -> None:
     """Raise PipelineError for an explicit model choice the prepared data (at `where`) cannot take."""
-    shape, (lo, hi) = manifest.input_shape, manifest.value_range
+    shape, (lo, hi) = manifest.feature_shape, manifest.value_range
     values = math.prod(shape)
     if model.latent_dim > values:
         raise PipelineError(f"model.latent_dim must be at most the number of values per example "

@@ -6,6 +6,7 @@ The encoder alone is a plain functional model of built-in layers, so `encoder.ke
 loads with Keras only.
 """
 
+import functools
 
 import keras
 import numpy as np
@@ -15,10 +16,8 @@ from keras import ops
 from pipeline.model import subo
 from pipeline.model.layers import DISPERSION_FLOOR, PACKAGE, EncoderInput, LearnedSigma, Sampler
 from pipeline.model.likelihoods import make_likelihood
-from pipeline.model.networks import build_decoder, build_encoder
 from pipeline.model.posterior import Flow, flow_width
-from pipeline.model.vae_config import ResolvedModel, TrainingPlan, VAEConfig
-from pipeline.platform.config import LossConfig
+from pipeline.model.vae_config import TrainingPlan, VAEConfig
 from pipeline.platform.hardware import step_outputs
 
 
@@ -42,6 +41,10 @@ class VAE(keras.Model):
 
     likelihood "columns" (tables, count matrices): groups of features, each with its
     family (pipeline.model.likelihoods.Columns); the encoder reads `EncoderInput(x)`.
+
+    Covariates (config.covariates > 0): the inputs are x's features followed by the
+    covariates c (`split`); the decoder is p_θ(x|z, c), the encoder q_φ(z|x, c) when
+    config.encode_covariates, else q_φ(z|x). U, D, S_K and E_K are then of x given c.
     """
 
     def __init__(self, encoder, decoder, config: VAEConfig | dict, **kwargs):
@@ -101,7 +104,7 @@ class VAE(keras.Model):
         """Put the VampPrior's pseudo-inputs on training rows x (prior_components of them,
         repeated when fewer): the prior starts as the proxy's mixture over real examples."""
         if self.pseudo_inputs is not None:
-            x = np.asarray(x)[np.resize(np.arange(len(x)), self.config.prior_components)]
+            x = np.asarray(self.split(x)[0])[np.resize(np.arange(len(x)), self.config.prior_components)]
             self.pseudo_inputs.assign(ops.convert_to_numpy(self.encoder_input(x)) if self.encoder_input else x)
 
     @property
@@ -109,6 +112,12 @@ class VAE(keras.Model):
         """One example of x (the decoder's output, less a trailing axis of parameters per value)."""
         shape = tuple(self.decoder.outputs[0].shape[1:])
         return shape[:-1] if self.likelihood.params_per_value > 1 else shape
+
+    @property
+    def input_example_shape(self) -> tuple:
+        """One example of the inputs: x's shape, its covariates after its features where it has them."""
+        shape, k = self.example_shape, self.config.covariates
+        return (*shape[:-1], shape[-1] + k) if k else shape
 
     @property
     def latent_dim(self) -> int:
@@ -123,9 +132,20 @@ class VAE(keras.Model):
         z_mean, _ = self.posterior(x, training=training)
         return z_mean
 
+    def split(self, inputs):
+        """(x, c): the inputs' features, and the covariates after them (None without covariates)."""
+        k = self.config.covariates
+        return (inputs, None) if not k else (inputs[..., :-k], inputs[..., -k:])
+
+    def _encoder_inputs(self, inputs):
+        """What the encoder reads of the inputs: x (or `EncoderInput(x)`), and c when it encodes covariates."""
+        x, c = self.split(inputs)
+        x = self.encoder_input(x) if self.encoder_input else x
+        return [x, c] if self.config.encode_covariates else x
+
     def _encode(self, x, training=False):
         """The encoder's outputs: q_0's z_mean and z_log_var, and the flow's context (or None)."""
-        outputs = self.encoder(self.encoder_input(x) if self.encoder_input else x, training=training)
+        outputs = self.encoder(self._encoder_inputs(x), training=training)
         return outputs[0], outputs[1], outputs[2] if self.flow is not None else None
 
     def posterior(self, x, training=False):
@@ -139,23 +159,27 @@ class VAE(keras.Model):
 
     def predict_posterior(self, x: np.ndarray):
         """`posterior` of one batch of numpy inputs, compiled (the encoder's predict_on_batch)."""
-        if self.encoder_input is not None:
-            x = ops.convert_to_numpy(self.encoder_input(x))
-        outputs = self.encoder.predict_on_batch(x)
+        outputs = self.encoder.predict_on_batch(keras.tree.map_structure(ops.convert_to_numpy,
+                                                                         self._encoder_inputs(x)))
         if self.flow is None:
             return outputs
         z_mean, z_log_var, context = outputs
         return ops.convert_to_numpy(self.flow([z_mean, context])[0]), z_log_var
 
-    def decode(self, z):
-        """Likelihood parameters for z of shape (..., B, d): returns (..., B, *F) (or (..., B, *F, k))."""
+    def decode(self, z, c=None):
+        """Likelihood parameters for z of shape (..., B, d), given covariates c (B, k) when the
+        model has them: returns (..., B, *F) (or (..., B, *F, k))."""
         lead = ops.shape(z)[:-1]
-        params = self.decoder(ops.reshape(z, (-1, self.latent_dim)))
+        flat = ops.reshape(z, (-1, self.latent_dim))
+        if self.config.covariates:  # each of the samples of an example reads its c
+            c = ops.reshape(ops.broadcast_to(ops.cast(c, flat.dtype), (*lead, self.config.covariates)),
+                            (-1, self.config.covariates))
+        params = self.decoder([flat, c] if self.config.covariates else flat)
         return ops.reshape(params, (*lead, *self.decoder.outputs[0].shape[1:]))
 
-    def reconstruction_surprisal(self, x, z):
-        """log 1/p_θ(x | z) for x (B, *F) and z (m, B, d): returns (m, B)."""
-        return self.likelihood.surprisal(x, self.decode(z))
+    def reconstruction_surprisal(self, x, z, c=None):
+        """log 1/p_θ(x | z, c) for x (B, *F) and z (m, B, d): returns (m, B)."""
+        return self.likelihood.surprisal(x, self.decode(z, c))
 
     @property
     def closed_form_kl(self) -> bool:
@@ -193,16 +217,18 @@ class VAE(keras.Model):
         epsilon: the m standard-normal draws of each example instead, (m, B, d).
         """
         z_mean, z_log_var, context = self._encode(x, training=training)
+        x, c = self.split(x)
+        surprisal = functools.partial(self.reconstruction_surprisal, c=c)
         z = self.sampler([z_mean, z_log_var], samples=samples, seed_generator=seed_generator, epsilon=epsilon)
         log_q = subo.gaussian_log_density(z, z_mean, z_log_var)
         if self.flow is None:
             surrogate, reconstruction = subo.phi_surrogate(
-                estimator, self.reconstruction_surprisal, x, z, z_mean, z_log_var,
+                estimator, surprisal, x, z, z_mean, z_log_var,
                 baseline=self.baseline if self.config.score_baseline else 0.0)
         else:  # log q(z_K|x) = log q_0(z_0|x) − Σ log |det ∂z_k/∂z_k−1|
             z, log_det = self.flow([z, context])
             log_q = log_q - log_det
-            surrogate = reconstruction = self.reconstruction_surprisal(x, z)
+            surrogate = reconstruction = surprisal(x, z)
         log_prior = self.log_prior(z)
         kl_per_dim = subo.kl_to_prior_per_dim(z_mean, z_log_var) if self.closed_form_kl else None
         kl = ops.sum(kl_per_dim, axis=-1) if self.closed_form_kl else subo.monte_carlo_kl(log_q, log_prior)
@@ -287,30 +313,3 @@ class VAE(keras.Model):
             config[part] = keras.saving.deserialize_keras_object(config[part])
         return cls(**config)
 
-
-def build_vae(example_shape, model: ResolvedModel, loss: LossConfig, seed: int | None = None) -> VAE:
-    """A fresh, built VAE.
-
-    Args:
-        example_shape: one example as the model reads it (the prepared data's input_shape).
-        model: the resolved model config (`pipeline.model.resolve_model.resolve_model`).
-        loss: the loss config.
-        seed: the sampler's seed.
-
-    Returns:
-        The VAE; a table's encoder also reads one observed flag per masked column.
-    """
-    if not isinstance(model, ResolvedModel):
-        raise TypeError(f"model must be a ResolvedModel (pipeline.model.resolve_model.resolve_model). "
-                        f"Got {type(model).__name__} instead.")
-    shape = tuple(example_shape)
-    arch = {"hidden": model.hidden, "architecture": model.architecture, "filters": model.filters,
-            "activation": model.activation, "residual_blocks": model.residual_blocks}
-    encoder_shape = (shape[0] + len(model.mask_features),) if model.mask_features else shape
-    context = flow_width(model.latent_dim) if model.posterior == "flow" else 0
-    per_value = make_likelihood(model.likelihood, levels=model.levels).params_per_value
-    vae = VAE(build_encoder(encoder_shape, model.latent_dim, **arch, context=context),
-              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value),
-              VAEConfig.of(model, loss, seed), name="vae")
-    vae.build(None)
-    return vae

@@ -13,7 +13,7 @@ from pipeline.platform.config import LossConfig
 @dataclass(frozen=True)
 class ResolvedModel:
     """A ModelConfig with every `auto` resolved (`pipeline.model.resolve_model`): what
-    `pipeline.model.vae.build_vae` takes, so nothing that builds a model can see "auto"."""
+    `pipeline.model.networks.build_vae` takes, so nothing that builds a model can see "auto"."""
 
     architecture: Literal["mlp", "conv", "conv1d"]
     latent_dim: int
@@ -38,13 +38,15 @@ class ResolvedModel:
     flow_steps: int = 2
     prior: Literal["standard", "vamp"] = "standard"
     prior_components: int = 50
+    covariates: int = 0  # data.covariates: the model's last inputs that are covariates c (their one-hots, values)
+    encode_covariates: bool = False  # q(z|x, c) reads c too (p(x|z, c) always does)
 
 
 @dataclass(frozen=True)
 class VAEConfig:
     """What a VAE is besides its networks: p_θ(x|z)'s family and the loss it minimises.
 
-    likelihood .. levels, posterior .. prior_components: as in ResolvedModel. mc_samples ..
+    likelihood .. levels, posterior .. encode_covariates: as in ResolvedModel. mc_samples ..
     score_baseline: the loss (LossConfig, less the warm-up, which the trainer schedules).
     seed: the sampler's seed stream. No defaults: every VAE's come from the resolved model
     and the params (`of`), or from the saved model (`from_dict`), never from a second copy.
@@ -61,6 +63,8 @@ class VAEConfig:
     flow_steps: int
     prior: str
     prior_components: int
+    covariates: int
+    encode_covariates: bool
     mc_samples: int
     beta: float
     free_bits: float
@@ -75,7 +79,9 @@ class VAEConfig:
         return cls(likelihood=model.likelihood, sigma=model.sigma, sigma_floor=model.sigma_floor,
                    groups=model.groups, log1p_features=model.log1p_features, mask_features=model.mask_features,
                    levels=model.levels, posterior=model.posterior, flow_steps=model.flow_steps, prior=model.prior,
-                   prior_components=model.prior_components, mc_samples=loss.mc_samples, beta=float(loss.beta),
+                   prior_components=model.prior_components, covariates=model.covariates,
+                   encode_covariates=model.encode_covariates and model.covariates > 0, mc_samples=loss.mc_samples,
+                   beta=float(loss.beta),
                    free_bits=float(loss.free_bits), gradient_estimator=loss.gradient_estimator,
                    objective=loss.objective, score_baseline=loss.score_baseline, seed=seed)
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.platform.choices import AUTO, Auto
-from pipeline.platform.config_checker import UniqueKeyLoader, bounded, build, given_in, one_line
+from pipeline.platform.config_checker import UniqueKeyLoader, bounded, build, check_replicated_steps, given_in, one_line
 from pipeline.platform.errors import ConfigError
 from pipeline.platform.param_watch import Knobs, declared_params, watch
 
@@ -70,6 +70,8 @@ class DataConfig(Knobs):
     max_examples: int | None = bounded(None, lo=2)  # a seeded, stratified subsample
     test_fraction: float = bounded(0.2, lo=0, hi=1, lo_open=True, hi_open=True)
     validation_fraction: float = bounded(0.1, lo=0, hi=1, hi_open=True)
+    # nuisances the model conditions on (batch, site, donor): table columns, .h5ad obs columns or npz arrays
+    covariates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class ModelConfig(Knobs):
     # p(z): standard N(0, I) | vamp: the proxy at prior_components pseudo-inputs (Tomczak & Welling 2018)
     prior: Literal["standard", "vamp"] = "standard"
     prior_components: int = bounded(50, lo=1)
+    encode_covariates: bool = False  # data.covariates: q(z|x, c) reads them too (p(x|z, c) always does)
 
 
 @dataclass(frozen=True)
@@ -305,16 +308,10 @@ def _check_combinations(params: Params, source: str) -> None:
     if params.loss.gradient_estimator == "score_function" and proxy != ("gaussian", "standard"):
         raise ConfigError(f"{source}: loss.gradient_estimator 'score_function' needs model.posterior 'gaussian' and "
                           f"model.prior 'standard' (it holds z fixed, so D must have its closed form). Got {proxy}.")
+    if params.data.covariates and params.model.encode_covariates and params.model.prior == "vamp":
+        raise ConfigError(f"{source}: model.prior 'vamp' places its pseudo-inputs where the encoder reads x alone; "
+                          "with data.covariates it needs model.encode_covariates: false")
     if params.loss.objective == "iwae" and params.loss.gradient_estimator != "reparameterized":
         raise ConfigError(f"{source}: loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'. "
                           f"Got {params.loss.gradient_estimator!r} instead.")
 
-
-def check_replicated_steps(steps: int | str, replicated: str | None, source: str) -> None:
-    """Raise ConfigError for train.steps_per_execution > 1 when training is replicated
-    (`replicated` says why; None: it is not). Keras' multi-step loop fails there: an unfed
-    placeholder inside the loop (TensorFlow 2.21 / Keras 3.15, keras-team/keras#19246)."""
-    if replicated and steps not in (AUTO, 1):
-        raise ConfigError(f"{source + ': ' if source else ''}train.steps_per_execution must be 1 or 'auto' when "
-                          "training is replicated "
-                          f"({replicated}; Keras' multi-step loop fails there). Got {steps} instead.")

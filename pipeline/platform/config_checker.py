@@ -16,6 +16,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from pipeline.platform.choices import AUTO
 from pipeline.platform.errors import ConfigError
 
 # The largest integer any knob takes: counts and seeds go to TensorFlow and numpy as int32.
@@ -215,3 +216,13 @@ def given_in(raw: dict, key: str) -> bool:
             return False
         raw = raw[part]
     return True
+
+
+def check_replicated_steps(steps: int | str, replicated: str | None, source: str) -> None:
+    """Raise ConfigError for train.steps_per_execution > 1 when training is replicated
+    (`replicated` says why; None: it is not). Keras' multi-step loop fails there: an unfed
+    placeholder inside the loop (TensorFlow 2.21 / Keras 3.15, keras-team/keras#19246)."""
+    if replicated and steps not in (AUTO, 1):
+        raise ConfigError(f"{source + ': ' if source else ''}train.steps_per_execution must be 1 or 'auto' when "
+                          "training is replicated "
+                          f"({replicated}; Keras' multi-step loop fails there). Got {steps} instead.")

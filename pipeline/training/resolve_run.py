@@ -49,7 +49,8 @@ from pipeline.data.manifest import Manifest
 from pipeline.model.resolve_model import forward_flops, is_series, levels_of, params_per_value, resolve_model
 from pipeline.model.vae_config import ResolvedModel
 from pipeline.platform.choices import AUTO, GIVEN, Choice, from_records
-from pipeline.platform.config import LossConfig, ModelConfig, TrainConfig, check_replicated_steps
+from pipeline.platform.config import LossConfig, ModelConfig, TrainConfig
+from pipeline.platform.config_checker import check_replicated_steps
 
 EPOCH_BUDGET_UPDATES = 10_000
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
@@ -126,12 +127,13 @@ def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, man
     Returns:
         The resolved run and every choice, keyed by dotted params key.
     """
-    resolved, model_choices = resolve_model(model, manifest.input_shape, manifest.value_range, manifest.value_type,
-                                            manifest.columns, levels_of(manifest), series=is_series(manifest))
+    resolved, model_choices = resolve_model(model, manifest.feature_shape, manifest.value_range, manifest.value_type,
+                                            manifest.columns, levels_of(manifest), series=is_series(manifest),
+                                            covariates=manifest.covariate_width)
     updates = max(math.ceil(fit_rows / training.batch_size), MIN_UPDATES_PER_EPOCH)
     steps = resolve_steps_per_execution(training.steps_per_execution, updates, machine.replicas, distribution.value)
     calls = math.ceil(updates / steps.value) * steps.value  # Keras runs whole calls
-    example_flops = 3 * forward_flops(manifest.input_shape, resolved, params_per_value(resolved))
+    example_flops = 3 * forward_flops(manifest.feature_shape, resolved, params_per_value(resolved))
     epochs = resolve_epochs(training.epochs, updates, example_flops * calls * training.batch_size)
     updates = calls
     warmup = resolve_warmup(loss.kl_warmup_epochs, epochs.value)

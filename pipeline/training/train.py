@@ -37,8 +37,8 @@ from pipeline.data.prepared import (
 )
 from pipeline.model.bundle import save_bundle
 from pipeline.model.diagnostics import active_units, collapse_warning
+from pipeline.model.networks import build_vae
 from pipeline.model.resolve_model import check_model_fits_data
-from pipeline.model.vae import build_vae
 from pipeline.model.vae_config import TrainingPlan
 from pipeline.platform.choices import records, summary
 from pipeline.platform.config import LossConfig, ModelConfig, Params, TrainConfig, leaf_keys
@@ -203,7 +203,7 @@ def _fit(run: TrainingRun, choices: dict, manifest: Manifest, inputs: _Inputs, p
         log.warning("loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
                     "never reaches loss.beta", run.loss.kl_warmup_epochs, cfg.epochs)
     with strategy.scope():
-        vae = build_vae(manifest.input_shape, run.model, run.loss, seed=run.seed)
+        vae = build_vae(manifest.feature_shape, run.model, run.loss, seed=run.seed)
         warmup = KLWarmup(run.loss.beta, run.loss.kl_warmup_epochs)  # the schedule the train step reads
         updates = run.updates_per_epoch * (1 if cfg.phi_steps == 1 else cfg.phi_steps + 1)
         vae.compile(optimizer=make_optimizer(cfg, updates), steps_per_execution=cfg.steps_per_execution,

@@ -204,7 +204,7 @@ def _var_names(path: Path, file, genes: int, io) -> tuple[str, ...] | None:
     index = var.attrs.get("_index") if var is not None else None
     if index is None or index not in var:
         return None
-    names = _element_values(path, file, f"var/{index}", io)
+    names = element_values(path, file, f"var/{index}", io)
     if names.shape != (genes,):
         raise DataError(f"{path}: var holds {names.shape[0] if names.ndim else 0} gene names for {genes} columns")
     return tuple(names.astype(str))
@@ -231,14 +231,14 @@ def _labels(path: Path, file, label_key: str | None, cells: int, io) -> np.ndarr
     """obs[label_key] as an array of strings, one per cell, or None."""
     if label_key is None:
         return None
-    columns = [c for c in file["obs"] if not c.startswith("_") and c != file["obs"].attrs.get("_index")]
+    columns = obs_columns(file)
     if label_key not in columns:
         close = difflib.get_close_matches(label_key, columns, n=1)
         raise DataError(f"{path}: no obs column {label_key!r} (data.anndata.label_key); obs has {columns}"
                         + (f" (did you mean '{close[0]}'?)" if close else "; null reads no labels"))
     import pandas as pd  # anndata's own dependency
 
-    values = _element_values(path, file, f"obs/{label_key}", io)
+    values = element_values(path, file, f"obs/{label_key}", io)
     if values.ndim != 1 or len(values) != cells:
         raise DataError(f"{path}: obs[{label_key!r}] must hold one value per cell ({cells}). Got shape "
                         f"{list(values.shape)} instead.")
@@ -248,7 +248,12 @@ def _labels(path: Path, file, label_key: str | None, cells: int, io) -> np.ndarr
     return np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values], dtype=str)
 
 
-def _element_values(path: Path, file, name: str, io) -> np.ndarray:
+def obs_columns(file) -> list[str]:
+    """The obs columns of an open .h5ad file (less its index and anndata's private ones)."""
+    return [c for c in file["obs"] if not c.startswith("_") and c != file["obs"].attrs.get("_index")]
+
+
+def element_values(path: Path, file, name: str, io) -> np.ndarray:
     """An obs or var column (a dataset, or a group such as a categorical), each part of it
     checked, decoded by anndata."""
     from anndata._io.specs.registry import IORegistryError

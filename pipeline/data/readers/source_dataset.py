@@ -51,6 +51,8 @@ class Dataset:
     columns: tuple[Column, ...] | None = None
     # `auto` choices the reader made (e.g. data.images.color), with their rules: {key: Choice}.
     choices: dict = field(default_factory=dict)
+    # data.covariates as read, {name: (n,) values} (pipeline.data.readers.covariate_values), or None
+    covariates: dict | None = None
 
     @property
     def labelled(self) -> bool:

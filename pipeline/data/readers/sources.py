@@ -10,6 +10,7 @@ plain IDX files) are memory-mapped where they lie, and sources that must be deco
 `scratch` directory. Without one (small data, tests) the arrays are in memory.
 """
 
+import dataclasses
 import difflib
 import logging
 import math
@@ -19,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.readers.covariate_values import check_covariate_names, read_covariate_values
 from pipeline.data.readers.h5ad import read_h5ad
 from pipeline.data.readers.idx import read_idx_dir, read_idx_release
 from pipeline.data.readers.images import read_image_folder
 from pipeline.data.readers.source_dataset import DEFLATE_MAX_RATIO, Dataset, encode_labels
 from pipeline.data.readers.tables import TABLE_SUFFIXES, read_table
+from pipeline.data.resolve_columns import LEFT_OUT
+from pipeline.platform.choices import Choice
 from pipeline.platform.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -45,17 +49,27 @@ def load_source(config, scratch: Path | None = None, columns=None, engine=None, 
         The Dataset the source's reader returns.
     """
     path = _source_path(config) if config.source in FILE_SOURCES else None
+    covariates = tuple(config.covariates)
+    if covariates:
+        check_covariate_names(config)
     readers = {"digits": lambda: read_digits(),
                "fashion_mnist": lambda: read_idx_release(config.source, config.path, scratch),
                "mnist": lambda: read_idx_release(config.source, config.path, scratch),
                "idx": lambda: read_idx_dir(path, scratch),
                "npz": lambda: read_npz(path, config.npz.x_key, config.npz.y_key, scratch),
                "table": lambda: read_table(path, config.table.label_column, config.table.feature_columns, scratch,
-                                           config.table.column_types, columns, engine, config.table.drop_columns),
+                                           config.table.column_types, columns, engine,
+                                           (*config.table.drop_columns, *covariates)),
                "anndata": lambda: read_h5ad(path, config.anndata.layer, config.anndata.label_key, scratch, genes),
                "image_folder": lambda: read_image_folder(path, config.images.size, config.images.color, scratch,
                                                            engine)}
-    return readers[config.source]()
+    dataset = readers[config.source]()
+    if not covariates:
+        return dataset
+    left_out = {f"data.table.column_types.{name}": Choice(LEFT_OUT, "a covariate (data.covariates)")
+                for name in covariates if config.source == "table"}
+    return dataclasses.replace(dataset, choices={**dataset.choices, **left_out},
+                               covariates=read_covariate_values(config.source, path, covariates, len(dataset.x)))
 
 
 def source_of(path: Path) -> str:

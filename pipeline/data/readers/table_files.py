@@ -112,6 +112,10 @@ class CsvStream:
             convert_options=pacsv.ConvertOptions(column_types=types, include_columns=columns or [],
                                                  strings_can_be_null=text))
 
+    def text(self, columns: list[str]):
+        """A reader of `columns` as text, missing cells null (for values typed elsewhere)."""
+        return self._reader(columns, text=True)
+
     def schema(self):
         import pyarrow as pa
 
