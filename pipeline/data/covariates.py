@@ -100,9 +100,10 @@ def covariate_values(stored: np.ndarray, covariates) -> dict[str, np.ndarray]:
                      else codes[:, j].astype(np.float64)) for j, c in enumerate(covariates)}
 
 
-def schema_of(covariates) -> dict | None:
-    """{name: levels, or None for numbers}: what the latents' covariates column is typed from."""
-    return {c.name: c.levels for c in covariates} if covariates else None
+def stored_codes(x: np.ndarray, rows: np.ndarray, covariates) -> dict[str, np.ndarray]:
+    """{name: (rows,) int codes} of each categorical covariate, from stored rows whose codes end each row."""
+    codes = np.asarray(x[rows])[:, -len(covariates):]
+    return {c.name: codes[:, j].astype(np.int64) for j, c in enumerate(covariates) if c.type == "categorical"}
 
 
 def coding(covariates) -> dict[str, np.ndarray]:

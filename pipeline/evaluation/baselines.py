@@ -4,9 +4,12 @@ They depend on the prepared data and the probe protocol alone (and on the latent
 which sets the PCA's), so DVC keeps them while models change.
 """
 
+import math
+
 import numpy as np
 
 from pipeline.data.prepared import is_labelled, load_splits
+from pipeline.evaluation.mixing import covariate_codes, covariate_figures, mixing_rows, per_batch_standardized
 from pipeline.evaluation.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
 from pipeline.latents.imputation import column_fill
 from pipeline.platform.config import Params
@@ -58,10 +61,7 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
     if result["labelled"]:
         check_knn_k(protocol, len(data["train"]))
         rows = dict(zip(("train", "test"), probe_rows(data["train"].y, data["test"].y, protocol)))
-        # float64: PCA in float32 loses enough precision to move the probe (digits PCA-8: 0.897 vs 0.903).
-        flat = {split: data[split].inputs(r).astype(np.float64).reshape(len(r), -1) for split, r in rows.items()}
-        if manifest.columns is not None or manifest.value_type == "count":
-            flat = dict(zip(flat, as_the_encoder_sees(flat["train"], flat["test"], manifest, data["train"].preprocess)))
+        flat = _flat(data, manifest, rows)
         pca = PCA(n_components=min(dim, flat["train"].shape[1]), random_state=protocol.seed).fit(flat["train"])
         features = {"pca": (pca.transform(flat["train"]), pca.transform(flat["test"])),
                     "raw": (flat["train"], flat["test"])}
@@ -70,6 +70,39 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
             scores, _ = probe_suite(features, labels["train"], labels["test"], protocol)
         test_y = np.asarray(data["test"].y)
         result.update(scores, majority_class_accuracy=float(np.bincount(test_y).max() / len(test_y)))
+    if manifest.covariates:
+        with timed("batch mixing of the raw inputs and their PCA"):
+            result["covariates"] = _covariate_baselines(data, manifest, dim, protocol, result["labelled"])
     with publication.staged() as staging:
         write_json(staging / "baselines.json", result)
     return result
+
+
+def _flat(data: dict, manifest, rows: dict) -> dict[str, np.ndarray]:
+    """{split: the rows' inputs, flat, float64, less the covariates, as the encoder sees them}."""
+    # float64: PCA in float32 loses enough precision to move the probe (digits PCA-8: 0.897 vs 0.903).
+    width = math.prod(manifest.feature_shape)
+    flat = {split: data[split].inputs(r).astype(np.float64).reshape(len(r), -1)[:, :width] for split, r in rows.items()}
+    if manifest.columns is not None or manifest.value_type == "count":
+        flat = dict(zip(flat, as_the_encoder_sees(flat["train"], flat["test"], manifest, data["train"].preprocess)))
+    return flat
+
+
+def _covariate_baselines(data: dict, manifest, dim: int, protocol: ProbeProtocol, labelled: bool) -> dict:
+    """pipeline.evaluation.mixing's figures of the raw inputs, their PCA, and a PCA of the inputs
+    standardized within each batch of the covariate."""
+    from sklearn.decomposition import PCA
+
+    rows = mixing_rows(data, protocol.seed)
+    flat = _flat(data, manifest, rows)
+    components = min(dim, flat["train"].shape[1])
+    pca = PCA(n_components=components, random_state=protocol.seed).fit(flat["train"])
+    fixed = {"raw": (flat["train"], flat["test"]), "pca": (pca.transform(flat["train"]), pca.transform(flat["test"]))}
+
+    def embeddings(batch):
+        standardized = per_batch_standardized(flat["train"], flat["test"], *batch)
+        per_batch = PCA(n_components=components, random_state=protocol.seed).fit(standardized[0])
+        return {**fixed, "pca_per_batch": tuple(per_batch.transform(part) for part in standardized)}
+
+    labels = np.asarray(data["test"].y[rows["test"]]) if labelled else None
+    return covariate_figures(embeddings, covariate_codes(data, rows, manifest.covariates), labels, protocol)

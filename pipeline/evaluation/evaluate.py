@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.data.prepared import Split, fixed_inputs, is_labelled, load_splits, seeded_rows, validation_rows
+from pipeline.evaluation.mixing import covariate_codes, covariate_figures, mixing_rows
 from pipeline.evaluation.odd_rows import odd_rows
 from pipeline.evaluation.pictures import draw_pictures
 from pipeline.evaluation.plotting import csv_text
@@ -172,7 +173,19 @@ def _latent_metrics(vae, choices: dict, manifest, data: dict, latents_dir, proto
             probes, confusion = _latent_probes(z, labels, manifest.label_names, protocol,
                                                np.asarray(data["test"].id[rows["test"]]))
         metrics.update(probes)
+    if manifest.covariates:
+        with timed("batch mixing of the latents"):
+            metrics["covariates"] = _latent_mixing(vae, manifest, data, latents_dir, protocol, labelled)
     return metrics, confusion
+
+
+def _latent_mixing(vae, manifest, data: dict, latents_dir, protocol: ProbeProtocol, labelled: bool) -> dict:
+    """pipeline.evaluation.mixing's figures of z_mean, for each categorical covariate."""
+    rows = mixing_rows(data, protocol.seed)
+    z = [read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, rows[split], vae.latent_dim)
+         for split in ("train", "test")]
+    labels = np.asarray(data["test"].y[rows["test"]]) if labelled else None
+    return covariate_figures({"latent": tuple(z)}, covariate_codes(data, rows, manifest.covariates), labels, protocol)
 
 
 def _latent_probes(z: dict, labels: dict, label_names: list[str], protocol: ProbeProtocol,

@@ -64,6 +64,18 @@ METRICS_KEYS = {
     "odd_rows.*.most": "the most surprising rows: id, label, surprisal, quantile among training rows, novelty; "
                        "tables' test rows: cells, the columns of their largest log 1/p(x_c | z = mu), with values",
     "odd_rows.*.least": "the least surprising rows, the same fields",
+    "covariates": "data.covariates: per categorical covariate, batch mixing and label conservation "
+                  "(pipeline.evaluation.mixing), on a seeded sample of test rows",
+    "covariates.*": "one covariate", "covariates.*.levels": "its levels in the rows scored",
+    "covariates.*.chance": "the share of its commonest level: a covariate probe's accuracy with no trace of it",
+    "covariates.*.embeddings": "latent (z_mean), raw, pca, pca_per_batch (PCA of inputs standardized per batch)",
+    "covariates.*.embeddings.*": "one embedding's figures",
+    "covariates.*.embeddings.*.ilisi": "iLISI, scaled: 1 neighbourhoods hold the batches as the data does, 0 one",
+    "covariates.*.embeddings.*.silhouette_batch": "1 - |silhouette| of the batches within each label, averaged",
+    "covariates.*.embeddings.*.covariate_probe": "a linear probe's accuracy at telling the covariate",
+    "covariates.*.embeddings.*.clisi": "cLISI, scaled: 1 when neighbourhoods hold one label",
+    "covariates.*.embeddings.*.ari": "adjusted Rand index of a k-means clustering (as many clusters as labels)",
+    "covariates.*.embeddings.*.nmi": "normalized mutual information of that clustering with the labels",
     "umap": "how the UMAP was made", "umap.split": "evaluate.umap.split", "umap.points": "points embedded",
     "umap.n_neighbors": "evaluate.umap.n_neighbors", "umap.min_dist": "evaluate.umap.min_dist",
     "umap.seed": "the seed",
@@ -99,6 +111,11 @@ def combine(parts: dict) -> dict:
             baselines[name] = {**base[name], "latent_minus_baseline": difference,
                                "latent_beats_baseline": bool(difference > 0)}
         metrics["baselines"] = {**baselines, "majority_class_accuracy": base["majority_class_accuracy"]}
+    if "covariates" in latent:  # each covariate's embeddings: the latents', then the baselines'
+        base_figures = base.get("covariates", {})
+        metrics["covariates"] = {name: {**figures, "embeddings": {
+            **figures["embeddings"], **base_figures.get(name, {}).get("embeddings", {})}}
+            for name, figures in latent["covariates"].items()}
     return {**metrics, "umap": parts["umap"]}
 
 
@@ -188,6 +205,23 @@ def columns_table(columns: dict) -> list[str]:
                         "the encoder and predicted back (pipeline.latents.imputation).", ""]
 
 
+def covariates_lines(covariates: dict) -> list[str]:
+    """Per covariate: is it gone from each embedding (mixing), and is the label kept (conservation)?"""
+    lines = ["## Covariates: the batch gone, the label kept?", ""]
+    names = {"latent": "latents z_mean", "pca": "PCA of inputs", "pca_per_batch": "PCA, inputs standardized per "
+             "batch", "raw": "raw inputs"}
+    keys = ("ilisi", "silhouette_batch", "covariate_probe", "clisi", "ari", "nmi")
+    for covariate, figures in covariates.items():
+        lines += [f"`{_text(covariate)}`: {figures['levels']} levels, the commonest {figures['chance']:.0%} of the "
+                  "rows scored.", "", _row("features", "iLISI", "silhouette batch", "covariate probe", "cLISI", "ARI",
+                                           "NMI"), _row(*["---"] * 7)]
+        lines += [_row(names.get(name, name), *(_num(f.get(key)) if key in f else "—" for key in keys))
+                  for name, f in figures["embeddings"].items()]
+        lines.append("")
+    return lines + ["Mixing: iLISI and silhouette batch near 1, the covariate probe near chance. Conservation of "
+                    "the label: cLISI, ARI and NMI high (pipeline.evaluation.mixing).", ""]
+
+
 def odd_rows_lines(odd: dict, images: bool) -> list[str]:
     """Each split's surprisal per row, its most surprising test rows, and their pictures."""
     quantiles = list(next(iter(odd.values()))["quantiles"])
@@ -235,6 +269,8 @@ def report_text(metrics: dict, dataset: dict, latent_dim: int, choices: dict) ->
              *d_estimate_lines(metrics), *active_units_lines(metrics["active_units"], kl_picture)]
     if "columns" in metrics:
         lines += ["## Columns: reconstruction and imputation", "", *columns_table(metrics["columns"])]
+    if "covariates" in metrics:
+        lines += covariates_lines(metrics["covariates"])
     lines += [*gradient_variance_lines(metrics["gradient_variance"]),
               *odd_rows_lines(metrics["odd_rows"], metrics["generative"]["images"]),
               "## Pictures", "", "![UMAP](umap/umap.png)", "",
