@@ -27,8 +27,8 @@ def contenders(precision: str) -> dict:
     import tensorflow as tf
 
     from benchmarks.train import reference_vae
+    from pipeline.model.networks import build_vae
     from pipeline.model.resolve_model import resolve_model
-    from pipeline.model.vae import build_vae
     from pipeline.platform.config import parse_params
     from pipeline.training.train import make_optimizer
 

@@ -34,8 +34,8 @@ def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
     from pipeline.latents.scores import Scorer, reference_of
     from pipeline.latents.writer import encoded_batches, write_latents
     from pipeline.model.diagnostics import RowSurprisal
+    from pipeline.model.networks import build_vae
     from pipeline.model.resolve_model import resolve_model
-    from pipeline.model.vae import build_vae
     from pipeline.platform.config import load_params
 
     params = load_params(ROOT / "params.yaml")

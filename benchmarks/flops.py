@@ -107,8 +107,8 @@ def step_flops(params, prepared: Path) -> dict:
     import tensorflow as tf
 
     from pipeline.data.manifest import Manifest
+    from pipeline.model.networks import build_vae
     from pipeline.model.resolve_model import is_series, levels_of, resolve_model
-    from pipeline.model.vae import build_vae
 
     manifest = Manifest.read(prepared)
     model, _ = resolve_model(params.model, manifest.input_shape, manifest.value_range, manifest.value_type,

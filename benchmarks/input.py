@@ -64,8 +64,8 @@ def train_flops_per_sample(side: int) -> tuple[float, str]:
     """Training FLOPs per example of the shipped defaults' model for side×side×1 pixels."""
     import keras
 
+    from pipeline.model.networks import build_vae
     from pipeline.model.resolve_model import resolve_model
-    from pipeline.model.vae import build_vae
     from pipeline.platform.choices import AUTO
 
     params = overridden_params({})

@@ -140,8 +140,8 @@ def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
     import keras
     import tensorflow as tf
 
+    from pipeline.model.networks import build_vae
     from pipeline.model.resolve_model import resolve_model
-    from pipeline.model.vae import build_vae
     from pipeline.platform.config import parse_params
     from pipeline.training.train import make_optimizer
 

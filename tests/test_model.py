@@ -11,8 +11,8 @@ import pytest
 from pipeline.data.prepared import load_split
 from pipeline.model import subo
 from pipeline.model.layers import Sampler
+from pipeline.model.networks import build_vae
 from pipeline.model.subo import free_bits_kl
-from pipeline.model.vae import build_vae
 from pipeline.model.vae_config import TrainingPlan
 
 from .conftest import resolved, tiny_params

@@ -15,7 +15,8 @@ import pytest
 
 from pipeline.latents.imputation import decoded_means
 from pipeline.model.diagnostics import BoundEstimator
-from pipeline.model.vae import VAE, build_vae
+from pipeline.model.networks import build_vae
+from pipeline.model.vae import VAE
 from pipeline.model.vae_config import ResolvedModel, TrainingPlan
 from pipeline.platform.config import LossConfig
 

@@ -11,9 +11,9 @@ import tensorflow as tf
 from scipy import stats
 
 from pipeline.model import subo
+from pipeline.model.networks import build_vae
 from pipeline.model.posterior import Flow, made_masks
 from pipeline.model.resolve_model import resolve_model
-from pipeline.model.vae import build_vae
 from pipeline.platform.config import parse_params
 
 

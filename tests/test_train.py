@@ -138,7 +138,7 @@ tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU"
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from pipeline.platform.config import parse_params
-from pipeline.model.vae import build_vae
+from pipeline.model.networks import build_vae
 from pipeline.model.resolve_model import resolve_model
 
 params = parse_params(json.loads(sys.argv[1]))

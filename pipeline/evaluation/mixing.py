@@ -37,7 +37,7 @@ def lisi(x: np.ndarray, groups: np.ndarray, neighbours: int = LISI_NEIGHBOURS,
 
     k = min(neighbours, len(x))
     distance, index = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
-    weights = _kernel(distance, index != np.arange(len(x))[:, None], min(perplexity, (k - 1) / 3))
+    weights = _kernel(distance, index != np.arange(len(x))[:, None], min(perplexity, max(k // 3, 1)))
     totals = np.zeros((len(x), int(groups.max()) + 1))
     np.add.at(totals, (np.repeat(np.arange(len(x)), k), groups[index].ravel()), weights.ravel())
     return 1.0 / np.sum(totals ** 2, axis=1)
@@ -56,12 +56,14 @@ def _kernel(distance: np.ndarray, neighbour: np.ndarray, perplexity: float, tol:
         p /= p.sum(axis=1, keepdims=True)
         entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
         above = entropy - target
-        if np.all(np.abs(above) < tol):
+        searching = np.abs(above) >= tol  # each row stops where it meets the target
+        if not searching.any():
             break
-        wider = above > 0  # too spread out: a larger β
-        low, high = np.where(wider, beta, low), np.where(wider, high, beta)
+        wider = searching & (above > 0)  # too spread out: a larger β
+        narrower = searching & ~wider
+        low, high = np.where(wider, beta, low), np.where(narrower, beta, high)
         beta = np.where(wider, np.where(np.isinf(high), beta * 2, (beta + high) / 2),
-                        np.where(np.isinf(low), beta / 2, (beta + low) / 2))
+                        np.where(narrower, np.where(np.isinf(low), beta / 2, (beta + low) / 2), beta))
     return p
 
 

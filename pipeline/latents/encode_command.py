@@ -6,12 +6,14 @@ partition out_dir/split=<split> is written.
 """
 
 import contextlib
+import dataclasses
 import logging
 import re
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.covariates import PackedRows, covariate_codes
 from pipeline.data.manifest import Column, Manifest
 from pipeline.data.prepare import validate
 from pipeline.data.readers.source_dataset import NO_LABEL, Dataset
@@ -36,7 +38,8 @@ log = logging.getLogger(__name__)
 
 
 def input_config(path: Path, example_shape: list[int], columns: list[Column] | None = None, x_key: str = "x",
-                 y_key: str | None = None, label_column: str | None = None, layer: str | None = None) -> DataConfig:
+                 y_key: str | None = None, label_column: str | None = None, layer: str | None = None,
+                 covariates: tuple[str, ...] = ()) -> DataConfig:
     """How to read new data at `path` with prepare's readers, as the model's training data was read.
 
     A table's features are the file columns the training columns are read from, matched by
@@ -49,6 +52,7 @@ def input_config(path: Path, example_shape: list[int], columns: list[Column] | N
         x_key, y_key: an npz's members.
         label_column: a table's label column or an .h5ad's obs column of labels, or None.
         layer: an .h5ad's layer, or None for X.
+        covariates: the covariates the model was trained with (each example must have them).
 
     Returns:
         The DataConfig prepare's readers take.
@@ -61,7 +65,8 @@ def input_config(path: Path, example_shape: list[int], columns: list[Column] | N
     read_from = tuple(dict.fromkeys(c.read_from for c in columns)) if columns else None  # a timestamp's once
     return DataConfig(source=source, path=str(path), npz=NpzConfig(x_key, y_key),
                       table=TableConfig(label_column, read_from), anndata=AnndataConfig(layer, label_column),
-                      images=ImagesConfig(size=size, color="rgb" if example_shape[-1] == 3 else "grey"))
+                      images=ImagesConfig(size=size, color="rgb" if example_shape[-1] == 3 else "grey"),
+                      covariates=covariates)
 
 
 def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = EncodeConfig.batch_size,
@@ -105,7 +110,8 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
         dataset = _read_input(bundle, input_path, scratch, reader_options)
         y = _to_training_labels(dataset, bundle.manifest.label_names)
         batches = encoded_batches(bundle.vae.predict_posterior, scorer, split, dataset.x, y,
-                                  np.arange(len(y), dtype=np.int64), batch_size, bundle.preprocess, completer)
+                                  np.arange(len(y), dtype=np.int64), batch_size, bundle.preprocess, completer,
+                                  bundle.manifest.covariates)
         latents = LatentRows(len(y), bundle.vae.latent_dim) if anndata_out else None
         rows = write_partition(out_dir, split, latents.gather(batches) if latents else batches, bundle.vae.latent_dim,
                                _metadata(bundle, dataset, input_path, scorer), overwrite=overwrite,
@@ -118,12 +124,16 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
 def _read_input(bundle, input_path: Path, scratch: Path, reader_options: dict) -> Dataset:
     """The new data, read as the training data was (a table's columns and an .h5ad's genes
     matched by name) and checked against the model's input."""
-    trained_on = bundle.manifest
-    config = input_config(input_path, bundle.input_shape, trained_on.columns, **reader_options)
+    trained_on, covariates = bundle.manifest, bundle.manifest.covariates
+    config = input_config(input_path, bundle.input_shape, trained_on.columns, **reader_options,
+                          covariates=tuple(c.name for c in covariates or ()))
     genes = trained_on.feature_names if trained_on.source == "anndata" else None
     dataset = load_source(config, scratch, trained_on.columns, genes=genes)
-    bundle.check_shape(bundle.preprocess.output_shape(dataset.x.shape[1:]), input_path)
     _check_values(dataset, trained_on, input_path)
+    if covariates:  # coded as the training rows' were; a level never seen there is an error
+        codes = covariate_codes(str(input_path), dataset.covariates, covariates)
+        dataset = dataclasses.replace(dataset, x=PackedRows(dataset.x, codes))
+    bundle.check_shape(bundle.preprocess.output_shape(dataset.x.shape[1:]), input_path)
     return dataset
 
 

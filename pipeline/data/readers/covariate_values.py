@@ -16,15 +16,15 @@ from pipeline.platform.errors import DataError
 COVARIATE_SOURCES = ("table", "anndata", "npz")
 
 
-def read_covariate_values(source: str, path: Path, names: tuple[str, ...], rows: int) -> dict[str, np.ndarray]:
-    """{name: (rows,) values} of each covariate: numbers as float64 (NaN where missing),
-    anything else as an object array of str (None where missing).
+def read_covariate_values(source: str, path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """{name: values} of each covariate: numbers as float64 (NaN where missing), anything else
+    as an object array of str (None where missing). Read before the examples, so that a name
+    the file lacks is named as a covariate (`one_per_example` checks them against the examples).
 
     Args:
         source: data.source.
         path: the file the source reads.
         names: data.covariates.
-        rows: the examples the source read (each covariate must have one value per example).
     """
     if source not in COVARIATE_SOURCES:
         raise DataError(f"data.covariates {list(names)}: {source} examples have no per-example columns to read "
@@ -32,10 +32,16 @@ def read_covariate_values(source: str, path: Path, names: tuple[str, ...], rows:
                         ".npz file's arrays")
     readers = {"table": _table_values, "anndata": _obs_values, "npz": _npz_values}
     values = readers[source](Path(path), list(names))
-    wrong = [f"{name!r} has {len(v)} values" for name, v in values.items() if np.ndim(v) != 1 or len(v) != rows]
+    return {name: _plain(values[name]) if np.ndim(values[name]) == 1 else values[name] for name in names}
+
+
+def one_per_example(path, values: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """The values, checked to hold one value per example (`rows` of them)."""
+    wrong = [f"{name!r} has {np.shape(v)[0] if np.ndim(v) else 0} values{'' if np.ndim(v) == 1 else ' per row'}"
+             for name, v in values.items() if np.ndim(v) != 1 or len(v) != rows]
     if wrong:
         raise DataError(f"{path}: each covariate needs one value per example ({rows}); {', '.join(wrong)}")
-    return {name: _plain(values[name]) for name in names}
+    return values
 
 
 def check_covariate_names(config) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.readers.covariate_values import check_covariate_names, read_covariate_values
+from pipeline.data.readers.covariate_values import check_covariate_names, one_per_example, read_covariate_values
 from pipeline.data.readers.h5ad import read_h5ad
 from pipeline.data.readers.idx import read_idx_dir, read_idx_release
 from pipeline.data.readers.images import read_image_folder
@@ -49,9 +49,10 @@ def load_source(config, scratch: Path | None = None, columns=None, engine=None, 
         The Dataset the source's reader returns.
     """
     path = _source_path(config) if config.source in FILE_SOURCES else None
-    covariates = tuple(config.covariates)
+    covariates, values = tuple(config.covariates), None
     if covariates:
         check_covariate_names(config)
+        values = read_covariate_values(config.source, path, covariates)
     readers = {"digits": lambda: read_digits(),
                "fashion_mnist": lambda: read_idx_release(config.source, config.path, scratch),
                "mnist": lambda: read_idx_release(config.source, config.path, scratch),
@@ -69,7 +70,7 @@ def load_source(config, scratch: Path | None = None, columns=None, engine=None, 
     left_out = {f"data.table.column_types.{name}": Choice(LEFT_OUT, "a covariate (data.covariates)")
                 for name in covariates if config.source == "table"}
     return dataclasses.replace(dataset, choices={**dataset.choices, **left_out},
-                               covariates=read_covariate_values(config.source, path, covariates, len(dataset.x)))
+                               covariates=one_per_example(path, values, len(dataset.x)))
 
 
 def source_of(path: Path) -> str:
