@@ -140,7 +140,7 @@ def _scib_lisi(x, groups, k=90, perplexity=30.0):
         d, mask = distance[i], index[i] != i
         beta, low, high = 1.0, -np.inf, np.inf
 
-        def entropy(beta):
+        def entropy(beta, d=d, mask=mask):
             p = np.where(mask, np.exp(-d * beta), 0.0)
             total = p.sum()
             return np.log(total) + beta * np.sum(d * p) / total, p / total

@@ -77,14 +77,8 @@ def prepare(config: DataConfig, seed: int, out_dir: str | Path, likelihood: str 
             raise DataError(f"{dataset.path or dataset.source}: {error}") from None
         counts = _count(dataset, assign, step)
         _check_classes(dataset, counts)
-        threshold = config.binarize_threshold if config.binarize == "static" else None
-        train_x = (x[mask["train"]] for x, _, _, mask in _chunks(dataset.x, dataset, assign, step))
         levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
-        preprocess = fit_preprocessor(train_x, dataset.x.shape[1:], levels, choices["data.scaling"].value, threshold,
-                                      dataset.columns)
-        covariates, stored = _covariates(dataset, config, assign, step, choices)
-        if covariates:
-            preprocess = dataclasses.replace(preprocess, **coding(covariates))
+        preprocess, covariates, stored = _preprocessing(dataset, config, assign, step, choices, levels)
         writers = {split: _ArrayWriter(tmp / split, int(counts[split].sum()), stored) for split in SPLITS}
         for x, y, rows, mask in _chunks(stored, dataset, assign, step):
             for split, writer in writers.items():
@@ -201,6 +195,17 @@ def _chunks(x, dataset: Dataset, assign: _Assignment, step: int):
     or those with the covariates' codes after them)."""
     for rows, y, masks in _assigned(dataset, assign, step):
         yield np.asarray(x[rows[0]:rows[-1] + 1]), y, rows, masks
+
+
+def _preprocessing(dataset: Dataset, config: DataConfig, assign: _Assignment, step: int, choices: dict,
+                   levels: float | None) -> tuple[Preprocessor, tuple | None, object]:
+    """The preprocessing fitted on the train rows, the covariates (or None), and the rows to store."""
+    threshold = config.binarize_threshold if config.binarize == "static" else None
+    train_x = (x[mask["train"]] for x, _, _, mask in _chunks(dataset.x, dataset, assign, step))
+    preprocess = fit_preprocessor(train_x, dataset.x.shape[1:], levels, choices["data.scaling"].value, threshold,
+                                  dataset.columns)
+    covariates, stored = _covariates(dataset, config, assign, step, choices)
+    return dataclasses.replace(preprocess, **coding(covariates)) if covariates else preprocess, covariates, stored
 
 
 def _covariates(dataset: Dataset, config: DataConfig, assign: _Assignment, step: int, choices: dict):
