@@ -23,6 +23,7 @@ from pipeline.cli import parser
 from pipeline.evaluation.report import METRICS_KEYS
 from pipeline.latents.parquet import (
     COLUMNS,
+    COVARIATES_COLUMN,
     FLOW_COLUMNS,
     IMPUTED_COLUMNS,
     METADATA,
@@ -199,6 +200,8 @@ def render_latents() -> str:
              "surprisal_quantile": "float64, nullable", "novelty": "float64, nullable"}
     lines += [f"| `{c}` | {types[c]} | {_cell(text)} |" for c, text in COLUMNS.items()]
     lines += ["| `split` | string (partition key) | train, test, or the name given to `vae-pipeline encode` |",
+              *(f"| `{c}` | struct of the covariates (each typed as its levels; float64 for numbers) | "
+                f"{_cell(text)}; only for data with `data.covariates` |" for c, text in COVARIATES_COLUMN.items()),
               f"| `{IMPUTED_COLUMNS[0]}` | struct of the table's columns | `encode.impute` (tables): the row with "
               "its empty cells imputed by the model |",
               f"| `{IMPUTED_COLUMNS[1]}` | struct of booleans | which of those cells were imputed |", "",
