@@ -80,7 +80,7 @@ $(PLOTS_TEMPLATE):
 peers-env:
 	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
 	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 pythae==0.1.2 mnist1d==0.0.2.post1 \
-		scikit-image==0.26.0 scikit-learn pyod==3.6.7 tqdm
+		scikit-image==0.26.0 scikit-learn pyod==3.6.7 tqdm scvi-tools==1.4.2 scib-metrics==0.5.10
 
 clean:
 	rm -rf $(VENV)

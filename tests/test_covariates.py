@@ -208,8 +208,12 @@ def test_an_h5ad_with_batches_runs_end_to_end_and_its_latents_carry_them(batched
     assert set(figures["embeddings"]) == {"latent", "raw", "pca", "pca_per_batch"}
     for name, f in figures["embeddings"].items():
         assert 0 <= f["ilisi"] <= 1 and 0 <= f["clisi"] <= 1 and 0 <= f["covariate_probe"] <= 1, name
-    report = (batched_run["paths"]["evaluation"] / "report.md").read_text()
-    assert "## Covariates: the batch gone, the label kept?" in report
+    evaluation = batched_run["paths"]["evaluation"]
+    report = (evaluation / "report.md").read_text()
+    assert "## Covariates: the batch gone, the label kept?" in report and "(umap/covariate_0.png)" in report
+    assert (evaluation / "umap" / "covariate_0.png").stat().st_size > 1000
+    page = (evaluation / "explorer.html").read_text()
+    assert "batch (covariate)" in page and "c_covariate_0" in page
 
 
 def test_new_data_needs_the_covariates_the_model_was_trained_with(batched_run, tmp_path):
@@ -245,3 +249,26 @@ def test_data_without_covariates_keeps_its_outputs_as_they_were(pipeline_run):
     schema = pq.read_schema(pipeline_run["paths"]["latents"] / "split=test" / "part-0.parquet")
     assert "covariates" not in schema.names and b"vae_pipeline.covariates" not in schema.metadata
     assert "covariates" not in pipeline_run["metrics"]
+
+
+def test_a_counterfactual_decode_reads_the_batch_it_is_given(batched_run):
+    """decoded_means with as_if's inputs: rows of batch 0 decoded "as if from batch 0" are their
+    own decode; as if from batch 1, another one; a level the model never saw is refused."""
+    import keras
+
+    from pipeline.data.covariates import as_if
+    from pipeline.data.prepared import load_splits
+    from pipeline.latents.imputation import decoded_means
+
+    manifest, splits = load_splits(batched_run["paths"]["prepared"])
+    vae = keras.saving.load_model(batched_run["paths"]["model"])
+    inputs = splits["test"].inputs(slice(0, 60))
+    z, own = np.asarray(vae.predict_posterior(inputs)[0]), vae.split(inputs)[1]
+    first = np.asarray(splits["test"].x[:60])[:, -1] == 0
+    preprocess = splits["test"].preprocess
+    as_first = decoded_means(vae, z, c=as_if(manifest.covariates, preprocess, 60, batch=0))
+    np.testing.assert_allclose(as_first[first], decoded_means(vae, z, c=own)[first], rtol=1e-5)
+    as_second = decoded_means(vae, z, c=as_if(manifest.covariates, preprocess, 60, batch=1))
+    assert np.abs(np.log1p(as_second) - np.log1p(as_first)).mean() > 1e-3
+    with pytest.raises(DataError, match=r"covariate 'batch' holds 5, a level never seen in training"):
+        as_if(manifest.covariates, preprocess, 3, batch=5)

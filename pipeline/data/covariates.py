@@ -93,6 +93,18 @@ def covariate_codes(where: str, values: dict[str, np.ndarray], covariates) -> np
     return codes
 
 
+def as_if(covariates, preprocess, rows: int, **levels) -> np.ndarray:
+    """(rows, the model's covariate inputs) of rows that all come from the given levels, one per
+    covariate by name: decode z with them for a counterfactual, "as if from batch b" (scVI's
+    transform_batch), e.g. pipeline.latents.imputation.decoded_means(vae, z, c=as_if(...))."""
+    names = [c.name for c in covariates]
+    if sorted(levels) != sorted(names):
+        raise DataError(f"as_if: give one value for each covariate {names}. Got {sorted(levels)} instead.")
+    values = {c.name: np.array([levels[c.name]] * rows, dtype=object if c.levels and isinstance(c.levels[0], str)
+                               else np.float64) for c in covariates}
+    return preprocess.covariate_inputs(covariate_codes("as_if", values, covariates))
+
+
 def covariate_values(stored: np.ndarray, covariates) -> dict[str, np.ndarray]:
     """{name: (n,) values} of stored rows whose codes end each row: levels, or numbers."""
     codes = np.asarray(stored)[:, -len(covariates):]

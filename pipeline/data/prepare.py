@@ -250,7 +250,7 @@ class _ArrayWriter:
             for name, values in (("x", x), ("y", y), ("id", rows)):
                 self.arrays[name][self.at:self.at + len(rows)] = values
             scaled = preprocess(x)  # NaN where a table's cell is missing
-            scaled = scaled[:, :scaled.shape[1] - preprocess.covariate_inputs]  # the range of x's values alone
+            scaled = scaled[:, :scaled.shape[1] - preprocess.covariate_width]  # the range of x's values alone
             self.low, self.high = min(self.low, float(np.nanmin(scaled))), max(self.high, float(np.nanmax(scaled)))
             self.at += len(rows)
 

@@ -55,9 +55,9 @@ class Preprocessor:
         if self.covariate_widths is None:
             return self._features(x)
         x, k = np.asarray(x), len(self.covariate_widths)
-        return np.concatenate([self._features(x[:, :-k]), self._covariates(x[:, -k:])], axis=1)
+        return np.concatenate([self._features(x[:, :-k]), self.covariate_inputs(x[:, -k:])], axis=1)
 
-    def _covariates(self, codes: np.ndarray) -> np.ndarray:
+    def covariate_inputs(self, codes: np.ndarray) -> np.ndarray:
         """(n, covariate inputs): each categorical covariate's one-hot, each real one standardized."""
         parts = []
         for j, width in enumerate(self.covariate_widths):
@@ -86,7 +86,7 @@ class Preprocessor:
         return out
 
     @property
-    def covariate_inputs(self) -> int:
+    def covariate_width(self) -> int:
         """How many of the model's inputs (the last ones) are covariates."""
         return 0 if self.covariate_widths is None else int(np.maximum(self.covariate_widths, 1).sum())
 
@@ -94,7 +94,7 @@ class Preprocessor:
         """The shape of one preprocessed example, given the stored one."""
         if self.covariate_widths is not None:
             features = self._feature_shape([stored_shape[0] - len(self.covariate_widths)])
-            return [features[0] + self.covariate_inputs]
+            return [features[0] + self.covariate_width]
         return self._feature_shape(stored_shape)
 
     def _feature_shape(self, stored_shape) -> list[int]:

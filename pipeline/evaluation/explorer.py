@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.covariates import covariate_values
 from pipeline.data.prepared import load_splits
 from pipeline.evaluation.explorer_page import SCORES, Points, Shown, explorer_html
 from pipeline.latents.imputation import Completer, decoded_means
@@ -63,10 +64,11 @@ def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
     with timed("reconstructions for the explorer"):
         shown, pictures = _shown(manifest, bundle, data[split], positions, z)
     points = Points(coords[:, 0], coords[:, 1], ids, labels, [predicted.get(i, "") for i in ids.tolist()], z, shown,
-                    rows)
+                    rows, _covariates(manifest, data[split], positions))
     title = f"Latents of {manifest.source}: {split} split"
     summary = (f"{len(ids):,} points of the {split} split, latent_dim {z.shape[1]}; hover a point, click it for "
-               f"its reconstruction, colour by label, probe error, surprisal, novelty or a latent dimension")
+               f"its reconstruction, colour by label, probe error, surprisal, novelty, a covariate or a latent "
+               "dimension")
     with publication.staged() as staging, timed("explorer page and projector files"):
         (staging / "explorer.html").write_text(explorer_html(points, title, summary), encoding="utf-8")
         _projector(staging / "projector", points, pictures)
@@ -104,6 +106,14 @@ def _data_uri(picture: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(buffer, "PNG", optimize=True)
     return f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+def _covariates(manifest, split, positions: np.ndarray) -> dict[str, list[str]]:
+    """Each categorical covariate's level of the points, as text (the page colours by them)."""
+    if not manifest.covariates:
+        return {}
+    values = covariate_values(np.asarray(split.x[positions]), manifest.covariates)
+    return {c.name: [str(v) for v in values[c.name]] for c in manifest.covariates if c.type == "categorical"}
 
 
 def _shown(manifest, bundle, split, positions: np.ndarray, z: np.ndarray) -> tuple[Shown, np.ndarray | None]:

@@ -9,7 +9,7 @@ decoder's mean at z = μ_φ(x)). WebGL draws the points, so 10,000 stay responsi
 """
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,15 +20,16 @@ RIGHT, WRONG, UNPROBED = "#9e9e9e", "#d62728", "#e0e0e0"
 
 COLOUR_JS = """
 const d = source.data, by = cb_obj.value;
-if (by === "label" || by === "probe error") {
-    d.color = by === "label" ? d.c_label : d.c_error;
+if (by in categorical) {  // label, probe error, each covariate: [its colour column, its legend]
+    d.color = d[categorical[by][0]];
+    key.text = categorical[by][1];
 } else {
     const z = d[by], k = palette.length - 1;
     let lo = Infinity, hi = -Infinity;  // a loop: Math.min(...z) overflows the call stack past ~125k points
     for (const v of z) { if (v < lo) lo = v; if (v > hi) hi = v; }
     d.color = Array.from(z, v => palette[Math.round(k * (v - lo) / ((hi - lo) || 1))]);
+    key.text = `${by}: dark low, yellow high`;
 }
-key.text = by === "label" ? label_key : by === "probe error" ? error_key : `${by}: dark low, yellow high`;
 source.change.emit();
 """
 
@@ -86,6 +87,7 @@ class Points:
     z: np.ndarray
     shown: Shown
     scores: dict[str, np.ndarray]
+    covariates: dict[str, list[str]] = field(default_factory=dict)  # each categorical covariate's level, as text
 
 
 def explorer_html(points: Points, title: str, summary: str) -> str:
@@ -93,14 +95,12 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
     from bokeh.embed import file_html
     from bokeh.layouts import column, row
     from bokeh.models import ColumnDataSource, CustomJS, Div, HoverTool, Select, TapTool, TextInput
-    from bokeh.palettes import Category10_10, Category20_20, Viridis256
+    from bokeh.palettes import Viridis256
     from bokeh.plotting import figure
     from bokeh.resources import INLINE
 
-    classes = sorted(set(points.labels))
-    palette = list(Category10_10 if len(classes) <= 10 else Category20_20)
-    label_colour = {name: palette[i % len(palette)] for i, name in enumerate(classes)}
-    c_label = [label_colour[name] for name in points.labels]
+    label_colour, c_label = _categorical(points.labels)
+    covariates = {name: _categorical(values) for name, values in points.covariates.items()}
     c_error = [UNPROBED if not p else RIGHT if p == t else WRONG for p, t in zip(points.predicted, points.labels)]
     dims = [f"z{j}" for j in range(points.z.shape[1])]
     examples, hover, names = _examples(points.shown)
@@ -109,6 +109,7 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
         "predicted": [p or "not probed" for p in points.predicted],
         "right": ["" if not p else "right" if p == t else "wrong" for p, t in zip(points.predicted, points.labels)],
         "color": c_label, "c_label": c_label, "c_error": c_error, **examples,
+        **{f"c_covariate_{j}": colours for j, (_, colours) in enumerate(covariates.values())},
         **{name: points.scores[name] for name in SCORES}, **{name: points.z[:, j] for j, name in enumerate(dims)}})
     plot = figure(title="UMAP of the latents (z_mean)", output_backend="webgl", sizing_mode="stretch_width",
                   x_range=_padded(points.x), y_range=_padded(points.y),  # fixed ranges, which "find id" moves
@@ -124,11 +125,13 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
     label_key, error_key = _legends(label_colour)
     key, status = Div(text=label_key), Div(text="")
     detail = Div(text="", styles={"font-family": "sans-serif"}, name="detail")
-    colour_by = Select(title="Colour by", value="label", options=["label", "probe error", *COLOURED_SCORES, *dims],
+    categorical = {"label": ["c_label", label_key], "probe error": ["c_error", error_key],
+                   **{f"{name} (covariate)": [f"c_covariate_{j}", _legend(colour)]
+                      for j, (name, (colour, _)) in enumerate(covariates.items())}}
+    colour_by = Select(title="Colour by", value="label", options=[*categorical, *COLOURED_SCORES, *dims],
                        width=160, name="colour_by")
     colour_by.js_on_change("value", CustomJS(args={"source": source, "palette": list(Viridis256), "key": key,
-                                                   "label_key": label_key, "error_key": error_key},
-                                             code=COLOUR_JS))
+                                                   "categorical": categorical}, code=COLOUR_JS))
     find = TextInput(title="Find id", placeholder="a row id, then Enter", width=160, name="find")
     find.js_on_change("value", CustomJS(args={"source": source, "status": status, "xr": plot.x_range,
                                               "yr": plot.y_range}, code=FIND_JS))
@@ -140,11 +143,29 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
     return file_html(page, INLINE, title=title)
 
 
+def _categorical(values: list[str]) -> tuple[dict[str, str], list[str]]:
+    """({value: colour}, each point's colour) of a categorical column (labels, a covariate)."""
+    from bokeh.palettes import Category10_10, Category20_20
+
+    levels = sorted(set(values))
+    palette = list(Category10_10 if len(levels) <= 10 else Category20_20)
+    colour = {name: palette[i % len(palette)] for i, name in enumerate(levels)}
+    return colour, [colour[value] for value in values]
+
+
+def _dot(colour: str, what: str) -> str:
+    return f'<span style="color:{colour}">&#9679;</span>&nbsp;{what}'
+
+
+def _legend(colour: dict[str, str]) -> str:
+    """The HTML legend of a categorical colouring (names escaped: they are the user's data)."""
+    return " ".join(_dot(c, html.escape(name)) for name, c in colour.items())
+
+
 def _legends(label_colour: dict[str, str]) -> tuple[str, str]:
     """The HTML legends of the colourings by label and by the probe's error."""
-    dot = '<span style="color:{}">&#9679;</span>&nbsp;{}'.format
-    return (" ".join(dot(colour, html.escape(name)) for name, colour in label_colour.items()),
-            " &nbsp;".join(dot(colour, what) for colour, what in ((WRONG, "wrong"), (RIGHT, "right"),
+    return (_legend(label_colour),
+            " &nbsp;".join(_dot(colour, what) for colour, what in ((WRONG, "wrong"), (RIGHT, "right"),
                                                                    (UNPROBED, "not probed"))))
 
 

@@ -211,13 +211,13 @@ def covariates_lines(covariates: dict) -> list[str]:
     names = {"latent": "latents z_mean", "pca": "PCA of inputs", "pca_per_batch": "PCA, inputs standardized per "
              "batch", "raw": "raw inputs"}
     keys = ("ilisi", "silhouette_batch", "covariate_probe", "clisi", "ari", "nmi")
-    for covariate, figures in covariates.items():
+    for j, (covariate, figures) in enumerate(covariates.items()):  # the categorical ones, as the UMAP numbers them
         lines += [f"`{_text(covariate)}`: {figures['levels']} levels, the commonest {figures['chance']:.0%} of the "
                   "rows scored.", "", _row("features", "iLISI", "silhouette batch", "covariate probe", "cLISI", "ARI",
                                            "NMI"), _row(*["---"] * 7)]
         lines += [_row(names.get(name, name), *(_num(f.get(key)) if key in f else "—" for key in keys))
                   for name, f in figures["embeddings"].items()]
-        lines.append("")
+        lines += ["", f"![the UMAP by {_text(covariate)}](umap/covariate_{j}.png)", ""]
     return lines + ["Mixing: iLISI and silhouette batch near 1, the covariate probe near chance. Conservation of "
                     "the label: cLISI, ARI and NMI high (pipeline.evaluation.mixing).", ""]
 

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 
+from pipeline.data.covariates import stored_codes
 from pipeline.data.prepared import load_splits, seeded_rows
 from pipeline.evaluation.plotting import csv_text, plot_scatter
 from pipeline.latents.reader import read_z_mean
@@ -54,7 +55,8 @@ def from_params(params: Params, *, prepared_dir, latents_dir, out_dir) -> dict:
 
 
 def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int) -> dict:
-    """umap.csv (coordinates, labels and row ids), umap/umap.png (and umap/latents.png when d = 2), umap.json.
+    """umap.csv (coordinates, labels and row ids), umap/umap.png (and umap/latents.png when d = 2;
+    umap/covariate_<j>.png coloured by each categorical covariate j, in order), umap.json.
 
     Args:
         prepared_dir: the prepared data (labels, ids).
@@ -84,6 +86,10 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
         plot_scatter(coords, labels, names, f"UMAP of {what}", staging / "umap" / "umap.png")
         if z.shape[1] == 2:
             plot_scatter(z, labels, names, f"Latents ({what})", staging / "umap" / "latents.png")
+        for j, covariate in enumerate(c for c in manifest.covariates or () if c.type == "categorical"):
+            codes = stored_codes(data[umap.split].x, rows, manifest.covariates)[covariate.name]
+            plot_scatter(coords, codes, [str(level) for level in covariate.levels],
+                         f"UMAP of {what}, by {covariate.name}", staging / "umap" / f"covariate_{j}.png")
         label_text = np.array(names)[labels] if names else np.full(len(rows), "")
         rows = zip(np.char.mod("%.5f", coords[:, 0]), np.char.mod("%.5f", coords[:, 1]), label_text, ids[rows])
         (staging / "umap.csv").write_text(csv_text(["x", "y", "label", "id"], rows), encoding="utf-8")
