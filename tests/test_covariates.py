@@ -272,3 +272,25 @@ def test_a_counterfactual_decode_reads_the_batch_it_is_given(batched_run):
     assert np.abs(np.log1p(as_second) - np.log1p(as_first)).mean() > 1e-3
     with pytest.raises(DataError, match=r"covariate 'batch' holds 5, a level never seen in training"):
         as_if(manifest.covariates, preprocess, 3, batch=5)
+
+
+def test_a_table_with_a_site_and_an_age_runs_end_to_end(tmp_path):
+    """Only the data keys and data.covariates set: the latents carry the site (text) and the age
+    (a number); the figures are of the categorical site alone."""
+    import pyarrow.parquet as pq
+
+    from pipeline import runner
+
+    frame = _table(tmp_path / "t.csv", n=200)
+    params = parse_params({"data": {"source": "table", "path": str(tmp_path / "t.csv"), "covariates": ["site", "age"]},
+                           "model": {"latent_dim": 4}, "train": {"epochs": 3},
+                           "evaluate": {"importance_samples": 10, "surprisal_examples": 40,
+                                        "gradient_variance": {"repeats": 2}}})
+    run = runner.run_all(params, tmp_path / "run")
+    table = pq.read_table(run["paths"]["latents"] / "split=train" / "part-0.parquet")
+    assert str(table.schema.field("covariates").type) == "struct<site: string, age: double>"
+    rows = table.to_pylist()
+    assert all(row["covariates"]["site"] == frame["site"][row["id"]] for row in rows)
+    np.testing.assert_allclose([row["covariates"]["age"] for row in rows], frame["age"][table["id"].to_numpy()],
+                               rtol=1e-6)
+    assert list(run["metrics"]["covariates"]) == ["site"]
