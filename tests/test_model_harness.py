@@ -45,6 +45,11 @@ def _table(rng, missing: bool):
     return x
 
 
+def _with_covariates(data, levels: int = 3):
+    """The inputs of data with covariates (data.covariates): x's features, then a one-hot c."""
+    return lambda shape, rng: np.hstack([data(shape, rng), np.eye(levels, dtype=np.float32)[np.arange(ROWS) % levels]])
+
+
 CONV = dataclasses.replace(BASE, architecture="conv", filters=(8,), hidden=())
 CASES = {
     "mlp-bernoulli": (BASE, (8, 8, 1), _pixels),
@@ -66,6 +71,13 @@ CASES = {
                                                     groups=TABLE[:3] + (("poisson", 6, 2),), log1p_features=(6, 7),
                                                     mask_features=(0, 1, 2, 3, 6, 7)),
                                 (8,), lambda shape, rng: _table(rng, missing=True)),
+    # p(x|z, c): c at every decoder Dense layer (the encoder reading it too: tests/test_covariates.py)
+    "mlp-gaussian-covariates": (dataclasses.replace(BASE, likelihood="gaussian", sigma="learned", covariates=3), (6,),
+                                _with_covariates(_pixels)),
+    "columns-missing-covariates": (dataclasses.replace(BASE, likelihood="columns", sigma="learned", groups=TABLE,
+                                                       log1p_features=(6, 7), mask_features=(0, 1, 2, 3, 6, 7),
+                                                       covariates=3),
+                                   (8,), _with_covariates(lambda shape, rng: _table(rng, missing=True))),
 }
 # q: the diagonal Gaussian or a flow after it; p(z): N(0, I) or a VampPrior
 PROXIES = {"gaussian-standard": {}, "flow-standard": {"posterior": "flow"}, "gaussian-vamp": {"prior": "vamp"},
@@ -117,8 +129,9 @@ def test_every_model_fits_encodes_decodes_scores_saves_and_loads(name, proxy, po
 
     z_mean, z_log_var = (np.asarray(v) for v in vae.predict_posterior(x))
     assert z_mean.shape == z_log_var.shape == (len(x), model.latent_dim) and np.isfinite(z_mean).all()
-    for z in (z_mean, vae.sample_prior(5, seed=0)):  # the pictures' reconstructions and samples
-        means = decoded_means(vae, z)
+    c = vae.split(x)[1]  # the covariates, None without
+    for z, given in ((z_mean, c), (vae.sample_prior(5, seed=0), None if c is None else c[:5])):  # the pictures'
+        means = decoded_means(vae, z, c=given)
         assert means.shape == (len(z), *vae.example_shape) and np.isfinite(means).all()
     bound = BoundEstimator(vae, importance_samples=4)(x)
     assert np.isfinite(list(bound["S_K"].values())).all() and np.isfinite(bound["U"])
