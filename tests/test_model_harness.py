@@ -71,9 +71,7 @@ CASES = {
                                                     groups=TABLE[:3] + (("poisson", 6, 2),), log1p_features=(6, 7),
                                                     mask_features=(0, 1, 2, 3, 6, 7)),
                                 (8,), lambda shape, rng: _table(rng, missing=True)),
-    # p(x|z, c): c at every decoder Dense layer (the encoder reading it too: tests/test_covariates.py)
-    "mlp-gaussian-covariates": (dataclasses.replace(BASE, likelihood="gaussian", sigma="learned", covariates=3), (6,),
-                                _with_covariates(_pixels)),
+    # p(x|z, c): c at every decoder Dense layer (an mlp Gaussian whose encoder reads c too, exact: test_covariates.py)
     "columns-missing-covariates": (dataclasses.replace(BASE, likelihood="columns", sigma="learned", groups=TABLE,
                                                        log1p_features=(6, 7), mask_features=(0, 1, 2, 3, 6, 7),
                                                        covariates=3),
