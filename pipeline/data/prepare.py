@@ -5,7 +5,9 @@ Prepared layout (written atomically as one directory; `pipeline.data.prepared` r
     data/prepared/manifest.json          pipeline.data.manifest.Manifest
     data/prepared/preprocessing.npz      offset and scale: x' = (x - offset) / scale
     data/prepared/{train,test}/x.npy     the stored values, (n, *example_shape): uint8 pixels
-                                         stay uint8, everything else is float32
+                                         stay uint8, everything else is float32; with
+                                         data.covariates, each row's values then one code per
+                                         covariate (pipeline.data.covariates)
     data/prepared/{train,test}/y.npy     int32 (n,), -1 where a source has no label
     data/prepared/{train,test}/id.npy    int64 (n,), index of the example in the source
 

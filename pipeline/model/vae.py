@@ -172,6 +172,9 @@ class VAE(keras.Model):
         lead = ops.shape(z)[:-1]
         flat = ops.reshape(z, (-1, self.latent_dim))
         if self.config.covariates:  # each of the samples of an example reads its c
+            if c is None:
+                raise ValueError("this model decodes given covariates c (B, k): pass them, e.g. "
+                                 "pipeline.data.covariates.as_if for every row as if from one batch")
             c = ops.reshape(ops.broadcast_to(ops.cast(c, flat.dtype), (*lead, self.config.covariates)),
                             (-1, self.config.covariates))
         params = self.decoder([flat, c] if self.config.covariates else flat)
