@@ -94,8 +94,7 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
     """The standalone page."""
     from bokeh.embed import file_html
     from bokeh.layouts import column, row
-    from bokeh.models import ColumnDataSource, CustomJS, Div, HoverTool, Select, TapTool, TextInput
-    from bokeh.palettes import Viridis256
+    from bokeh.models import ColumnDataSource, CustomJS, Div, HoverTool, TapTool, TextInput
     from bokeh.plotting import figure
     from bokeh.resources import INLINE
 
@@ -122,16 +121,9 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
         <div>probe: @predicted @right</div>
         <div>surprisal @surprisal{{0.0}} nats, quantile @surprisal_quantile{{0.000}}</div>"""),
                   TapTool(renderers=[dots]))
-    label_key, error_key = _legends(label_colour)
-    key, status = Div(text=label_key), Div(text="")
+    key, status = Div(text=_legend(label_colour)), Div(text="")
     detail = Div(text="", styles={"font-family": "sans-serif"}, name="detail")
-    categorical = {"label": ["c_label", label_key], "probe error": ["c_error", error_key],
-                   **{f"{name} (covariate)": [f"c_covariate_{j}", _legend(colour)]
-                      for j, (name, (colour, _)) in enumerate(covariates.items())}}
-    colour_by = Select(title="Colour by", value="label", options=[*categorical, *COLOURED_SCORES, *dims],
-                       width=160, name="colour_by")
-    colour_by.js_on_change("value", CustomJS(args={"source": source, "palette": list(Viridis256), "key": key,
-                                                   "categorical": categorical}, code=COLOUR_JS))
+    colour_by = _colour_by(source, key, label_colour, covariates, dims)
     find = TextInput(title="Find id", placeholder="a row id, then Enter", width=160, name="find")
     find.js_on_change("value", CustomJS(args={"source": source, "status": status, "xr": plot.x_range,
                                               "yr": plot.y_range}, code=FIND_JS))
@@ -141,6 +133,23 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
     page = column(Div(text=f"<h2>{html.escape(title)}</h2><p>{summary}</p>"), row(colour_by, find, status), key,
                   plot, detail, sizing_mode="stretch_width")
     return file_html(page, INLINE, title=title)
+
+
+def _colour_by(source, key, label_colour: dict, covariates: dict, dims: list[str]):
+    """The "Colour by" menu: label, probe error and each covariate by their legends; scores and
+    latent dimensions on a scale."""
+    from bokeh.models import CustomJS, Select
+    from bokeh.palettes import Viridis256
+
+    label_key, error_key = _legends(label_colour)
+    categorical = {"label": ["c_label", label_key], "probe error": ["c_error", error_key],
+                   **{f"{name} (covariate)": [f"c_covariate_{j}", _legend(colour)]
+                      for j, (name, (colour, _)) in enumerate(covariates.items())}}
+    colour_by = Select(title="Colour by", value="label", options=[*categorical, *COLOURED_SCORES, *dims],
+                       width=160, name="colour_by")
+    colour_by.js_on_change("value", CustomJS(args={"source": source, "palette": list(Viridis256), "key": key,
+                                                   "categorical": categorical}, code=COLOUR_JS))
+    return colour_by
 
 
 def _categorical(values: list[str]) -> tuple[dict[str, str], list[str]]:
