@@ -2,7 +2,8 @@
 
 Probes on z_mean with the baselines' protocol (pipeline.evaluation.baselines), U, D, S_K and E_K on
 validation and test examples, the φ-gradient variance of both estimators, and pictures of
-the model. Everything is written through `staged_outputs`: nothing under out_dir changes
+the model; with covariates, batch mixing (pipeline.evaluation.mixing). Everything is written through
+the stage's `Publication`: nothing under out_dir changes
 unless all succeeds.
 """
 

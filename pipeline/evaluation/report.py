@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from pipeline.platform.errors import DataError
-from pipeline.platform.io import recover, staged_outputs, write_json
+from pipeline.platform.io import Publication, write_json
 
 PARTS = {"baselines": "baselines", "latent_metrics": "evaluate", "umap": "umap"}  # part -> the stage writing it
 
@@ -285,7 +285,8 @@ def report_text(metrics: dict, dataset: dict, latent_dim: int, choices: dict) ->
 def write_report(out_dir: str | Path) -> tuple[dict, str]:
     """metrics.json and report.md from the parts under out_dir; returns the metrics and the text."""
     out_dir = Path(out_dir)
-    recover(out_dir, "report")  # what a killed run of this stage left
+    publication = Publication(out_dir, "report")
+    publication.recover()  # what a killed run of this stage left
     parts = {}
     for name, stage in PARTS.items():
         path = out_dir / f"{name}.json"
@@ -296,7 +297,7 @@ def write_report(out_dir: str | Path) -> tuple[dict, str]:
     metrics = combine(parts)
     latent = parts["latent_metrics"]
     text = report_text(metrics, parts["baselines"]["dataset"], latent["latent_dim"], latent.get("choices", {}))
-    with staged_outputs(out_dir, "report") as staging:
+    with publication.staged() as staging:
         write_json(staging / "metrics.json", metrics)
         (staging / "report.md").write_text(text, encoding="utf-8")
     return metrics, text
