@@ -2,9 +2,8 @@
 
 Probes on z_mean with the baselines' protocol (pipeline.evaluation.baselines), U, D, S_K and E_K on
 validation and test examples, the φ-gradient variance of both estimators, and pictures of
-the model; with covariates, batch mixing (pipeline.evaluation.mixing). Everything is written through
-the stage's `Publication`: nothing under out_dir changes
-unless all succeeds.
+the model; with covariates, batch mixing (pipeline.evaluation.mixing). Everything is written
+through the stage's `Publication`: nothing under out_dir changes unless all succeeds.
 """
 
 import logging
