@@ -1,7 +1,7 @@
 """The pipeline with its shipped defaults against the canonical Keras VAE example ("KE").
 
-    python benchmarks/anchors.py                 # KE, pipeline, KE, pipeline: ~20 min on 2 cores
-    python benchmarks/anchors.py --repeats 3 --ke-epochs 10
+    .venv/bin/python -m benchmarks.anchors                 # KE, pipeline, KE, pipeline: ~20 min on 2 cores
+    .venv/bin/python -m benchmarks.anchors --repeats 3 --ke-epochs 10
 
 On Fashion-MNIST (Debian's dataset-fashion-mnist). KE is the example's conv model and
 train step (benchmarks/train.py), batch 128, `--ke-epochs` epochs. The pipeline is
@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import cpu_flags_line, module_command
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 THRESHOLDS = {"KE 10 epochs": 298.5, "pythae 10 epochs": 258.8}
 # Test U is scored this many times an epoch (time to quality to a quarter of an epoch).
@@ -139,13 +140,6 @@ def summarise(kind: str, result: dict) -> dict:
             "seconds_to": reach, "choices": result["choices"], "per_epoch": epochs, "scores": scores}
 
 
-def cpu_flags_line() -> str:
-    from pipeline.platform.hardware import cpu_flags
-
-    flags = cpu_flags()
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return "CPU flags: " + (" ".join(shown) or "(none of avx2/avx512f/avx512_bf16/amx)")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,7 +163,7 @@ def main() -> None:
     runs = []
     for _ in range(args.repeats):
         for kind in ("ke", "pipeline"):
-            out = subprocess.run([sys.executable, __file__, "--child", kind, "--work", str(args.work),
+            out = subprocess.run([*module_command(__spec__), "--child", kind, "--work", str(args.work),
                                   "--ke-epochs", str(args.ke_epochs), *(["--set", *args.set] if args.set else [])],
                                  capture_output=True, text=True)
             line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)

@@ -2,7 +2,7 @@
 gradients (to its input and to its filter), in float32 and bfloat16, at the widths the
 shipped models use and wider.
 
-    python benchmarks/conv_widths.py [--repeats 20]
+    .venv/bin/python -m benchmarks.conv_widths [--repeats 20]
 
 Each layer is traced once as a TensorFlow function, then timed --repeats times, the two
 dtypes interleaved; GFLOP/s = 3 × 2 × B × H_out × W_out × C_out × 9 × C_in / the median time.

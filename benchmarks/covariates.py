@@ -1,7 +1,7 @@
 """Covariates: do the latents lose the batch and keep the label? Against scVI, on the same rows.
 
     make peers-env      # once: .venv-peers (torch CPU, scvi-tools 1.4.2, scib-metrics 0.5.10), benchmark-only
-    .venv/bin/python benchmarks/covariates.py [--seeds 0 1 2] [--epochs 100] [--only counts table] [--no-peers]
+    .venv/bin/python -m benchmarks.covariates [--seeds 0 1 2] [--epochs 100] [--only counts table] [--no-peers]
 
 Two simulated datasets, each with a strong nuisance:
 
@@ -32,6 +32,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._common import module_command, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -182,8 +184,8 @@ def scib_agreement(embeddings: dict, batch: np.ndarray, labels: np.ndarray, ours
         key = name.replace("/", "_")
         arrays |= {f"{key}/x": test.astype(np.float32), f"{key}/index": index, f"{key}/distance": distance}
     np.savez(work / "scib.npz", **arrays)
-    subprocess.run([str(PEERS_PYTHON), __file__, "--scib-worker", str(work / "scib.npz"), str(work / "scib.json")],
-                   check=True)
+    subprocess.run([*module_command(__spec__, PEERS_PYTHON), "--scib-worker", str(work / "scib.npz"),
+                    str(work / "scib.json")], check=True)
     theirs = json.loads((work / "scib.json").read_text())
     return max(abs(ours[name][key] - theirs[name.replace("/", "_")][key])
                for name in embeddings for key in ("ilisi", "clisi", "silhouette_batch"))
@@ -199,7 +201,7 @@ def one_seed(dataset: str, seed: int, epochs: int, peers: bool) -> tuple[dict, f
         embeddings |= baseline_embeddings(x, codes, facts, seed)
         if peers and dataset == "counts":
             np.savez(work / "ids.npz", train=facts["train"]["id"], test=facts["test"]["id"])
-            subprocess.run([str(PEERS_PYTHON), __file__, "--scvi-worker", str(path), str(work / "ids.npz"),
+            subprocess.run([*module_command(__spec__, PEERS_PYTHON), "--scvi-worker", str(path), str(work / "ids.npz"),
                             str(work / "scvi.npz"), str(seed), str(epochs)], check=True)
             with np.load(work / "scvi.npz") as latent:
                 embeddings["scVI"] = (latent["train"], latent["test"])
@@ -237,7 +239,6 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="skip scVI and scib-metrics (no .venv-peers)")
     parser.add_argument("--json", type=Path, default=None, help="write every seed's figures here")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     results = {}
     for dataset in args.only:
         runs, agreements = [], []
@@ -251,6 +252,8 @@ def main() -> None:
         print_table(dataset, runs, agreements)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    command = " ".join([".venv/bin/python -m benchmarks.covariates", *sys.argv[1:]])
+    print("written:", write_results("covariates", command, results))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A streamed CSV whose types change after its first block, in every column: how long the
 table reader takes and how often it starts over (issue "hardened, round two").
 
-    .venv/bin/python benchmarks/csv_types.py [--columns 200] [--rows 12000] [--repeats 3]
+    .venv/bin/python -m benchmarks.csv_types [--columns 200] [--rows 12000] [--repeats 3]
 
 Each column holds digits in its first block and a word in the last row, so its type widens
 from integer to string after the first block. Before the reader widened every column at

@@ -1,6 +1,6 @@
 """Train-step time of the two decoder tops against the Keras example's model ("KE").
 
-    python benchmarks/decoder_step.py [--rounds 4] [--steps 40]
+    .venv/bin/python -m benchmarks.decoder_step [--rounds 4] [--steps 40]
 
 One fixed batch of 128 binarized 28×28 images, no input pipeline: each contender's
 train_step is traced once, then the contenders run `--steps` steps each, interleaved,
@@ -12,12 +12,10 @@ strided. Prints the median milliseconds per step and the speed relative to KE.
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 BATCH = 128
 
@@ -55,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     import tensorflow as tf
 
-    from benchmarks.anchors import cpu_flags_line
+    from benchmarks._common import cpu_flags_line
     from pipeline.platform.hardware import cpu_flags, gpu_capabilities, onednn_enabled
     from pipeline.training.resolve_run import resolve_precision
 

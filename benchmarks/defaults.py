@@ -1,9 +1,9 @@
 """The shipped defaults on data the pipeline was not tuned on: only the data keys are set.
 
-    python benchmarks/defaults.py                      # all nine datasets
-    python benchmarks/defaults.py --only wine digits   # some of them
-    python benchmarks/defaults.py --json results.json
-    python benchmarks/defaults.py --only wine --set loss.free_bits=0.5   # an alternative
+    .venv/bin/python -m benchmarks.defaults                      # all nine datasets
+    .venv/bin/python -m benchmarks.defaults --only wine digits   # some of them
+    .venv/bin/python -m benchmarks.defaults --json results.json
+    .venv/bin/python -m benchmarks.defaults --only wine --set loss.free_bits=0.5   # an alternative
 
 For each dataset the whole pipeline (prepare, train, encode, baselines, evaluate, umap,
 report) runs in this process with params.yaml as shipped plus data.source / data.path
@@ -26,16 +26,14 @@ tables, the row also gives imputation against the column mean/mode (pipeline.lat
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.run_pipeline import overridden_params, parse_overrides
 
-from benchmarks.run_pipeline import overridden_params, parse_overrides  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

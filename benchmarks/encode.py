@@ -1,6 +1,7 @@
 """Encode throughput and peak memory for 10k, 100k and 1M synthetic rows.
 
-    python benchmarks/encode.py [--rows 10000 100000 1000000] [--batch-size 1024] [--importance-samples 1 10 100]
+    .venv/bin/python -m benchmarks.encode [--rows 10000 100000 1000000] [--batch-size 1024] \
+        [--importance-samples 1 10 100]
 
 Each size runs in a fresh process: synthetic digits-shaped pixels (8x8x1 uint8 levels) are
 written to a memory-mapped .npy, then streamed through the default encoder (params.yaml's
@@ -15,10 +16,11 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks._common import module_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +32,6 @@ def peak_rss_mib() -> float:
 def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
     import numpy as np
 
-    sys.path.insert(0, str(ROOT))
     from pipeline.latents.scores import Scorer, reference_of
     from pipeline.latents.writer import encoded_batches, write_latents
     from pipeline.model.diagnostics import RowSurprisal
@@ -83,7 +84,7 @@ def main() -> None:
           f"{'parquet MiB':>12}")
     for k in args.importance_samples:
         for rows in args.rows:
-            out = subprocess.run([sys.executable, __file__, "--one", str(rows), "--batch-size", str(args.batch_size),
+            out = subprocess.run([*module_command(__spec__), "--one", str(rows), "--batch-size", str(args.batch_size),
                                   "--importance-samples", str(k)], capture_output=True, text=True, check=True,
                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
             r = json.loads(out.stdout.strip().splitlines()[-1])

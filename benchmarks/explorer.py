@@ -1,7 +1,7 @@
 """The explorer page at the UMAP stage's max_points: its size, the time to write it, and the
 time a browser takes to draw it and to show a hover's tooltip.
 
-    python benchmarks/explorer.py --points 10000 --repeats 3
+    .venv/bin/python -m benchmarks.explorer --points 10000 --repeats 3
 
 The points are the 10,000 Fashion-MNIST test images (Debian's dataset-fashion-mnist), each
 with a stand-in reconstruction (the image blurred by a 3×3 box: a decoder's mean is about as
@@ -17,7 +17,6 @@ import argparse
 import gzip
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +24,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -76,7 +73,8 @@ def render(page: Path) -> dict:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
-    from test_explorer import CHROMIUM_FLAGS, PLOT_VIEW_JS, SHADOW_TEXT_JS
+
+    from tests.test_explorer import CHROMIUM_FLAGS, PLOT_VIEW_JS, SHADOW_TEXT_JS
 
     options = webdriver.ChromeOptions()
     for argument in (*CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='vae-chromium-')}"):

@@ -1,8 +1,8 @@
 """Training near the CPU's limit: the train step's FLOPs per sample (counted from its graph),
 the samples/s the shipped defaults reach, and their share of this machine's matmul peak.
 
-    python benchmarks/flops.py                                # 28×28×1 and 64×64×3
-    python benchmarks/flops.py --set train.jit_compile=true   # a variant, interleaved
+    .venv/bin/python -m benchmarks.flops                                # 28×28×1 and 64×64×3
+    .venv/bin/python -m benchmarks.flops --set train.jit_compile=true   # a variant, interleaved
 
 FLOPs: the model the shipped defaults resolve for the data (auto likelihood, architecture,
 filters) is built and one training step (the objective, its gradient with respect to every
@@ -26,17 +26,14 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.photos import generate
+from benchmarks.run_pipeline import overridden_params, parse_overrides
 
-from photos import generate  # noqa: E402
-from run_pipeline import overridden_params, parse_overrides  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def matmul_peak(dtype: str, n: int = 2048, repeats: int = 7) -> float:

@@ -3,7 +3,7 @@ format's mutated files (random bytes, truncations, byte flips, header edits; an 
 structure) through prepare, and mutated tables through the encode command, each either
 read or refused in one line naming the file, never a traceback, a hang or a changed output.
 
-    .venv/bin/python benchmarks/fuzz_readers.py [--examples 2000]
+    .venv/bin/python -m benchmarks.fuzz_readers [--examples 2000]
 
 Prints the cases tried per format and the pytest outcome.
 """

@@ -3,7 +3,7 @@ is per process): Fashion-MNIST with the shipped defaults for 3 epochs (samples/s
 precision `auto` chose, peak GPU memory), one epoch under MirroredStrategy over two
 logical GPUs carved from the first GPU, and encode of every row.
 
-    python benchmarks/gpu_check.py --out /tmp/gpu_check.json
+    .venv/bin/python -m benchmarks.gpu_check --out /tmp/gpu_check.json
 
 Where Debian's dataset-fashion-mnist is not installed, a synthetic 60,000-row 28×28 npz
 (benchmarks/scale.py) stands in, and the results say so.
@@ -13,16 +13,14 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks._common import module_command
+from benchmarks.run_pipeline import overridden_params
 
-from run_pipeline import overridden_params  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LOGICAL_GPU_MIB = 8192  # each of the two logical GPUs carved for the MirroredStrategy step
 
@@ -34,8 +32,7 @@ def child(step: str, work: Path, overrides: dict) -> dict:
     if step == "mirrored" and gpus:
         tf.config.set_logical_device_configuration(
             gpus[0], [tf.config.LogicalDeviceConfiguration(memory_limit=LOGICAL_GPU_MIB)] * 2)
-    from scale import _epoch_timer
-
+    from benchmarks.scale import _epoch_timer
     from pipeline import runner
 
     params = overridden_params(overrides)
@@ -60,7 +57,7 @@ def child(step: str, work: Path, overrides: dict) -> dict:
 
 
 def run_child(step: str, work: Path, overrides: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", step, str(work), json.dumps(overrides)],
+    out = subprocess.run([*module_command(__spec__), "--child", step, str(work), json.dumps(overrides)],
                          capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         return {"failed": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}",
@@ -84,7 +81,7 @@ def main() -> None:
         data = {"data.source": "fashion_mnist"}
         results["prepare"] = run_child("prepare", work, data)
         if "failed" in results["prepare"]:
-            from scale import write_npz
+            from benchmarks.scale import write_npz
 
             write_npz(work / "synthetic.npz", 60_000)
             data = {"data.source": "npz", "data.path": str(work / "synthetic.npz")}

@@ -35,5 +35,5 @@ echo "== TensorFlow's devices"
 echo "== gpu_path tests on the GPU"
 "$PY" -m pytest -q -m gpu_path tests/ -p no:cacheprovider
 echo "== training, MirroredStrategy over two logical GPUs, encode"
-"$PY" benchmarks/gpu_check.py --out "$OUT_DIR/gpu_check.json"
+"$PY" -m benchmarks.gpu_check --out "$OUT_DIR/gpu_check.json"
 echo "gpu_check: done in $(( $(date +%s) - start )) s; figures in $OUT_DIR"

@@ -1,6 +1,6 @@
 """The training input alone (pipeline.training.feed), against what a GPU would ask of it (issue 25).
 
-    python benchmarks/input.py [--rows 60000] [--sizes 28 64] [--batch-sizes 128 1024] [--repeats 3]
+    .venv/bin/python -m benchmarks.input [--rows 60000] [--sizes 28 64] [--batch-sizes 128 1024] [--repeats 3]
 
 For each image size, a synthetic npz of uint8 grey images is prepared (as prepare writes
 any source), then the shuffled training batches of `train.input: mmap` and `memory` are
@@ -15,19 +15,16 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks._common import cpu_flags
+from benchmarks.run_pipeline import overridden_params
 
-from run_pipeline import overridden_params  # noqa: E402
-from scale import cpu_flags  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # bf16 dense matrix rate of an H200 as measured through PyTorch on this workplace's device
 # machine (8192³ products); small convolutions reach a fraction of it.

@@ -1,6 +1,6 @@
 """How long a user waits for the evaluation after changing a knob, through real DVC.
 
-    python benchmarks/iteration.py [--epochs 2] [--keep DIR] [override ...]
+    .venv/bin/python -m benchmarks.iteration [--epochs 2] [--keep DIR] [override ...]
 
 Copies the project (git-tracked files) into a git repository (a temporary one, or DIR,
 which a later run with the same --keep reuses: only the code is copied again), sets the
@@ -24,11 +24,10 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.run_pipeline import parse_overrides
+from pipeline.platform.config_checker import set_dotted
 
-from benchmarks.run_pipeline import parse_overrides  # noqa: E402
-from pipeline.platform.config_checker import set_dotted  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE = {"data.source": "fashion_mnist", "model.architecture": "conv", "model.latent_dim": 16,
           "model.hidden": [], "train.batch_size": 128}

@@ -1,6 +1,6 @@
 """SIGKILL real `dvc repro` runs at random instants; check that no stage is left mixed and no litter stays.
 
-    python benchmarks/kill_loop.py --kills 30 [--seed 0] [--workdir /tmp/kill-loop]
+    .venv/bin/python -m benchmarks.kill_loop --kills 30 [--seed 0] [--workdir /tmp/kill-loop]
 
 A git+DVC copy of the project on digits with small, deterministic training
 (`train.deterministic: true`) is run to completion under two param sets, A and B (they
@@ -40,12 +40,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pipeline.platform.io import recover
+from tests.conftest import copy_project
+from tests.test_kill import PUBLICATIONS, outputs_of
 
-from pipeline.platform.io import recover  # noqa: E402
-from tests.conftest import copy_project  # noqa: E402
-from tests.test_kill import PUBLICATIONS, outputs_of  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = {"train.epochs": 2, "model.hidden": [64], "train.deterministic": True, "evaluate.importance_samples": 10,
          "evaluate.surprisal_examples": 100}

@@ -1,6 +1,6 @@
 """Messy public tables with only the data keys set: the latents' probes against PCA's.
 
-    python benchmarks/messy_tables.py --seeds 0 1 2
+    .venv/bin/python -m benchmarks.messy_tables --seeds 0 1 2
 
 Two tables generated here with the traits of the R datasets a new user tried (issue "explore
 and plug in"), written as the Rdatasets CSVs are, a `rownames` column first:
@@ -20,18 +20,15 @@ and of a PCA of the same size, then the medians over seeds.
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.run_pipeline import overridden_params, probe_figures, whole_run
 
-from run_pipeline import overridden_params, probe_figures, whole_run  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def crash(rng: np.random.Generator, n: int = 26_217):

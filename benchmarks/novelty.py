@@ -1,7 +1,7 @@
 """Which rows are odd: the latents' scores against outlier detectors, on the same rows.
 
     make peers-env      # once: .venv-peers (torch CPU, pythae, PyOD), benchmark-only
-    .venv/bin/python benchmarks/novelty.py [--seeds 0 1 2] [--only fashion_mnist breast_cancer] [--no-peers]
+    .venv/bin/python -m benchmarks.novelty [--seeds 0 1 2] [--only fashion_mnist breast_cancer] [--no-peers]
 
 Two datasets: Fashion-MNIST with classes 8 (bag) and 9 (ankle boot) held out, and scikit-learn's
 breast-cancer table trained on its benign rows alone (the malignant ones held out). For each
@@ -35,6 +35,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._common import module_command
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -190,7 +192,8 @@ def peer_scores(inputs: dict, latent_dim: int, seed: int, work: Path) -> dict:
     data, out = work / "peers-in.npz", work / "peers-out.npz"
     np.savez(data, latent_dim=latent_dim, train=inputs["train"],
              **{f"set_{name}": x for name, x in inputs.items() if name != "train"})
-    subprocess.run([str(PEERS_PYTHON), __file__, "--peer-worker", str(data), str(out), str(seed)], check=True)
+    subprocess.run([*module_command(__spec__, PEERS_PYTHON), "--peer-worker", str(data), str(out), str(seed)],
+                   check=True)
     with np.load(out) as scores:
         return {key: scores[key] for key in scores.files}
 
@@ -234,7 +237,6 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="skip PyOD (no .venv-peers)")
     parser.add_argument("--json", type=Path, default=None, help="write every seed's figures here")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     loaders = {"fashion_mnist": fashion_mnist, "breast_cancer": breast_cancer}
     results = {}
     for dataset in args.only:

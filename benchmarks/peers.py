@@ -6,7 +6,7 @@ training seed
 (initialisation, batch order, sampling; the data and the scored binarization stay fixed).
 
     make peers-env                      # once: .venv-peers with torch (CPU) and pythae, benchmark-only
-    .venv/bin/python benchmarks/peers.py [--seeds 0 1 2] [--only ours|pythae] [--test-examples 1000]
+    .venv/bin/python -m benchmarks.peers [--seeds 0 1 2] [--only ours|pythae] [--test-examples 1000]
 
 Reported per contender: test S_1000 on the same binarized test images (the same
 importance-sampling estimator: −log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = 1000; ours through
@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._common import module_command
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -79,7 +81,6 @@ def pythae_worker(model_name: str, data_path: Path, out_path: Path, seed: int) -
 def shared_data(work: Path, test_examples: int, seed: int = 0) -> tuple[Path, dict]:
     """Fashion-MNIST prepared once by the pipeline (binarize: dynamic keeps grey levels on
     disk); the scored test images binarized once, seeded, and the probes' rows."""
-    sys.path.insert(0, str(ROOT))
     from benchmarks.run_pipeline import overridden_params
     from pipeline.data.prepare import prepare
     from pipeline.data.prepared import load_split
@@ -132,8 +133,8 @@ def run_ours(name: str, work: Path, data: dict, seed: int) -> tuple[dict, dict]:
 
 def run_pythae(name: str, work: Path, data: dict, seed: int) -> tuple[dict, dict]:
     out = work / f"pythae-{name}.npz"
-    subprocess.run([str(PEERS_PYTHON), __file__, "--pythae-worker", name, str(data["npz"]), str(out), str(seed)],
-                   check=True)
+    subprocess.run([*module_command(__spec__, PEERS_PYTHON), "--pythae-worker", name, str(data["npz"]), str(out),
+                    str(seed)], check=True)
     result = np.load(out)
     return json.loads(str(result["meta"])), {"train": result["train"], "test": result["test"]}
 

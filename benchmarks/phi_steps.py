@@ -1,7 +1,7 @@
 """The article's conjecture that being aggressive on φ helps: train.phi_steps 1, 3 and 5.
 
-    python benchmarks/phi_steps.py                          # 10,000 Fashion-MNIST images, 10 epochs
-    python benchmarks/phi_steps.py --max-examples 0 --epochs 12 --png benchmarks/phi_steps.png
+    .venv/bin/python -m benchmarks.phi_steps                          # 10,000 Fashion-MNIST images, 10 epochs
+    .venv/bin/python -m benchmarks.phi_steps --max-examples 0 --epochs 12 --png benchmarks/phi_steps.png
 
 With k = phi_steps > 1 every batch takes k encoder (φ) steps, then one decoder (θ) step.
 Everything else is the shipped params.yaml with data.source fashion_mnist (and
@@ -14,7 +14,6 @@ against epoch and against wall time.
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def curves(model_dir: Path) -> dict[str, np.ndarray]:

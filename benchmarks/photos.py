@@ -2,8 +2,8 @@
 probes against PCA's.
 
     make peers-env                      # the benchmark-only environment, with scikit-image
-    python benchmarks/photos.py --seeds 0 1 2
-    python benchmarks/photos.py --seeds 0 --set train.epochs=200 --same-time   # a variant, interleaved,
+    .venv/bin/python -m benchmarks.photos --seeds 0 1 2
+    .venv/bin/python -m benchmarks.photos --seeds 0 --set train.epochs=200 --same-time   # a variant, interleaved,
                                         # its training stopped after the defaults' training time
 
 The photos: six colour photographs that ship inside scikit-image and scikit-learn
@@ -23,16 +23,13 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.run_pipeline import overridden_params, parse_overrides
 
-from run_pipeline import overridden_params, parse_overrides  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "china", "flower")
 GENERATE = """

@@ -1,6 +1,6 @@
 """Quality at a fixed budget: which knobs move U, S_100 and the probes (issue: anchors).
 
-    python benchmarks/quality.py --variant base --variant silu model.activation=silu \\
+    .venv/bin/python -m benchmarks.quality --variant base --variant silu model.activation=silu \\
         --variant res1 model.residual_blocks=1 --json /tmp/quality.json
 
 The budget is the issue's: Fashion-MNIST, latent 16, 10 epochs, batch 128, Bernoulli on
@@ -14,16 +14,13 @@ S_100 ≤ 232, linear probe ≥ 0.835, kNN ≥ 0.86.
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.run_pipeline import overridden_params, parse_overrides
 
-from run_pipeline import overridden_params, parse_overrides  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BUDGET = {"data.source": "fashion_mnist", "model.latent_dim": 16, "train.epochs": 10, "train.batch_size": 128,
           "model.likelihood": "bernoulli"}

@@ -1,7 +1,7 @@
 """The Ray engine against the local one on this machine (issue: beyond one machine on Ray).
 
-    python benchmarks/ray_engine.py --rows 1000000 10000000 --repeats 2
-    python benchmarks/ray_engine.py --images 100000 --repeats 2
+    .venv/bin/python -m benchmarks.ray_engine --rows 1000000 10000000 --repeats 2
+    .venv/bin/python -m benchmarks.ray_engine --images 100000 --repeats 2
 
 --rows: for each size, a synthetic npz of N 28×28 uint8 images (benchmarks/scale.py's) is
 prepared and a model trained for one epoch (MLP, batch 256), once, locally; then encode
@@ -14,7 +14,7 @@ the peak anonymous memory of the stage's process and of each encode actor.
 
 --images: prepare of a folder of N PNGs, local (a process per core) against ray-1.
 
-    python benchmarks/ray_engine.py --same-latents fashion_mnist
+    .venv/bin/python -m benchmarks.ray_engine --same-latents fashion_mnist
 
 --same-latents SOURCE: prepare SOURCE with both engines (the prepared files must be equal
 byte for byte), train one epoch on two Ray Train workers (ray-2), encode that model with
@@ -25,15 +25,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks._common import cpu_flags, module_command
+from benchmarks.scale import BASE, child, measure, write_npz, write_png_folder
 
-from scale import BASE, child, cpu_flags, measure, write_npz, write_png_folder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ENGINES = ("local", "ray-1", "ray-2")
 SMALL = 10_000  # rows whose encode time is the engine's fixed cost
@@ -72,7 +71,7 @@ def run_encode(work: Path, overrides: dict, engine: str, address: str | None) ->
     cluster = {"cluster.engine": "local"} if engine == "local" else {
         "cluster.engine": "ray", "cluster.address": address or "auto"}
     actors = ActorMemory()
-    figures = measure([sys.executable, __file__, "--child", "encode", str(work), "--overrides",
+    figures = measure([*module_command(__spec__), "--child", "encode", str(work), "--overrides",
                        json.dumps({**overrides, **cluster})])
     return {**figures, "actor_peak_anon_mib": actors.stop()}
 
@@ -87,7 +86,7 @@ def prepared_work(args, rows: int) -> tuple[Path, dict]:
     overrides = {**BASE, "data.path": str(source)}
     for stage, output in (("prepare", work / "prepared" / "manifest.json"), ("train", work / "model" / "model.keras")):
         if not output.exists():
-            measure([sys.executable, __file__, "--child", stage, str(work), "--overrides", json.dumps(overrides)])
+            measure([*module_command(__spec__), "--child", stage, str(work), "--overrides", json.dumps(overrides)])
     return work, overrides
 
 
@@ -95,8 +94,8 @@ def same_latents(source: str, work: Path, address: str) -> None:
     import filecmp
 
     import numpy as np
-    from run_pipeline import overridden_params
 
+    from benchmarks.run_pipeline import overridden_params
     from pipeline.data import prepare
     from pipeline.latents import encode
     from pipeline.latents.reader import latents_to_numpy, load_latents
@@ -177,7 +176,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 for engine in rates:
                     cluster = {"cluster.engine": "local" if engine == "local" else "ray"}
-                    r = measure([sys.executable, __file__, "--child", "prepare", str(args.work / f"images-{engine}"),
+                    r = measure([*module_command(__spec__), "--child", "prepare", str(args.work / f"images-{engine}"),
                                  "--overrides", json.dumps({"data.source": "image_folder", "data.path": str(folder),
                                                             **cluster})])
                     rates[engine].append(r["rows_per_s"])

@@ -1,7 +1,7 @@
 """The cost and noise of each row's surprisal S_K for K importance samples: what
 encode.importance_samples' default rests on.
 
-    python benchmarks/row_surprisal.py [--ks 1 3 10 30 100] [--truth 1000] [--repeats 3]
+    .venv/bin/python -m benchmarks.row_surprisal [--ks 1 3 10 30 100] [--truth 1000] [--repeats 3]
 
 Trains the default model on the embedded digits (params.yaml as shipped) in a temporary
 folder, then scores every test row with RowSurprisal, as the encode stage does, for each K:
@@ -14,7 +14,6 @@ scores of K = --truth, and the share of the truth's 5% most surprising rows amon
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,6 @@ def main() -> None:
     parser.add_argument("--truth", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from scipy.stats import spearmanr
 
     from pipeline import runner

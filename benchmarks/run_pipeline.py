@@ -1,6 +1,6 @@
 """Run the four stages in-process on a chosen configuration and print timings and metrics.
 
-    python benchmarks/run_pipeline.py data.source=fashion_mnist model.architecture=conv \\
+    .venv/bin/python -m benchmarks.run_pipeline data.source=fashion_mnist model.architecture=conv \\
         model.latent_dim=16 model.hidden=[] train.epochs=10 train.batch_size=128
 
 Overrides use params.yaml's dotted keys (values parsed as YAML). Outputs go to a
@@ -11,18 +11,16 @@ import argparse
 import json
 import logging
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pipeline.platform.config import parse_params
+from pipeline.platform.config_checker import UniqueKeyLoader, set_dotted
 
-from pipeline.platform.config import parse_params  # noqa: E402
-from pipeline.platform.config_checker import UniqueKeyLoader, set_dotted  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -1,9 +1,9 @@
 """Memory and speed of every stage as the data grows (issues: data of any size; nothing lost, proven).
 
-    python benchmarks/scale.py --rows 100000 1000000 10000000 --json /tmp/scale.json
-    python benchmarks/scale.py --rows 1000000 --compare-input      # mmap vs memory vs the old path
-    python benchmarks/scale.py --images 100000                      # prepare on a folder of PNGs
-    python benchmarks/scale.py --csv 2000000 6000000 --repeats 2    # prepare on messy CSVs
+    .venv/bin/python -m benchmarks.scale --rows 100000 1000000 10000000 --json /tmp/scale.json
+    .venv/bin/python -m benchmarks.scale --rows 1000000 --compare-input      # mmap vs memory vs the old path
+    .venv/bin/python -m benchmarks.scale --images 100000                      # prepare on a folder of PNGs
+    .venv/bin/python -m benchmarks.scale --csv 2000000 6000000 --repeats 2    # prepare on messy CSVs
 
 For each size it writes a synthetic npz of N 28×28 uint8 images (stored uncompressed, so
 prepare memory-maps it), then runs prepare, one epoch of train (MLP, batch 256), encode,
@@ -30,18 +30,16 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks._common import cpu_flags, module_command
+from benchmarks.run_pipeline import overridden_params
 
-from run_pipeline import overridden_params  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SIDE, CLASSES = 28, 10
 BASE = {"data.source": "npz", "model.architecture": "mlp", "train.epochs": 1, "train.batch_size": 256,
@@ -227,7 +225,7 @@ def csv_memory(sizes: list[int], root: Path, repeats: int) -> dict:
             work = root / f"csv-{rows}"
             overrides = {"data.source": "table", "data.path": str(work / "data.csv"),
                          "data.table.label_column": "problem"}
-            r = measure([sys.executable, __file__, "--child", "prepare", str(work), "mmap", "--overrides",
+            r = measure([*module_command(__spec__), "--child", "prepare", str(work), "mmap", "--overrides",
                          json.dumps(overrides)])
             figures[rows].append(r)
             print(f"{rows:>11,} CSV rows  prepare peak anon {r['peak_anon_mib']:>6,} MiB  "
@@ -238,11 +236,6 @@ def csv_memory(sizes: list[int], root: Path, repeats: int) -> dict:
           + f"; largest / smallest {max(medians.values()) / min(medians.values()):.3f}", flush=True)
     return {"runs": figures, "median_peak_anon_mib": medians}
 
-
-def cpu_flags() -> str:
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(f for f in wanted if f in flags.split())
 
 
 def main() -> None:
@@ -280,7 +273,7 @@ def main() -> None:
 
         def run(stage, mode="mmap", overrides=overrides, work=work):
             extra = {"train.input": mode} if mode in ("mmap", "memory") else {}
-            return measure([sys.executable, __file__, "--child", stage, str(work), mode,
+            return measure([*module_command(__spec__), "--child", stage, str(work), mode,
                             "--overrides", json.dumps({**overrides, **extra})])
 
         if args.compare_input:
@@ -311,7 +304,7 @@ def main() -> None:
         if not folder.exists():
             write_png_folder(folder, args.images)
         work = args.work / f"images-{args.images}-out"
-        r = measure([sys.executable, __file__, "--child", "prepare", str(work), "mmap", "--overrides",
+        r = measure([*module_command(__spec__), "--child", "prepare", str(work), "mmap", "--overrides",
                      json.dumps({"data.source": "image_folder", "data.path": str(folder)})])
         print(f"{args.images:,} PNGs: prepare {r['seconds']:.1f} s, {r['rows_per_s']:,.0f} images/s, "
               f"peak anon {r['peak_anon_mib']:,} MiB", flush=True)

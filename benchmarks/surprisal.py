@@ -2,7 +2,7 @@
 S_100 with the shipped likelihood, and the richer proxy and prior against the Gaussian
 proxy and standard prior at the same budget.
 
-    python benchmarks/surprisal.py [--seeds 0 1 2] [--contenders gaussian flow vamp] [--max-examples N]
+    .venv/bin/python -m benchmarks.surprisal [--seeds 0 1 2] [--contenders gaussian flow vamp] [--max-examples N]
 
 Budget (the anchors'): conv, latent 16, heads on the conv features, 10 epochs, batch 128,
 every other key as shipped (model.likelihood auto). Fashion-MNIST is prepared once;
@@ -16,15 +16,13 @@ dimension, seconds per epoch, linear and kNN probe accuracy.
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.run_pipeline import overridden_params
 
-from benchmarks.run_pipeline import overridden_params  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BUDGET = {"data.source": "fashion_mnist", "model.architecture": "conv", "model.latent_dim": 16, "model.hidden": [],
           "train.epochs": 10, "train.batch_size": 128}

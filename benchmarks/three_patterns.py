@@ -4,7 +4,7 @@ patterns should reach S ≈ ln 3 ≈ 1.1 nats per image. A Bernoulli on grey lev
 below the pixels' binary entropies however well it learns; the auto likelihood (a mass on
 the 256 levels: level_categorical at 8×8) can.
 
-    python benchmarks/three_patterns.py [--repeats 2] [--work DIR]
+    .venv/bin/python -m benchmarks.three_patterns [--repeats 2] [--work DIR]
 
 Contenders, interleaved per repeat: the shipped params with only data.source/data.path set
 (auto: level_categorical), and the same with model.likelihood: bernoulli forced. Prints
@@ -15,17 +15,15 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.run_pipeline import overridden_params
 
-from benchmarks.run_pipeline import overridden_params  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_patterns(path: Path, seed: int = 0) -> None:

@@ -1,6 +1,6 @@
 """Training throughput: this pipeline's trainer against the canonical Keras VAE loop.
 
-    python benchmarks/train.py [--epochs 3] [--precision mixed_bfloat16] [--jit] [--steps-per-execution 32]
+    .venv/bin/python -m benchmarks.train [--epochs 3] [--precision mixed_bfloat16] [--jit] [--steps-per-execution 32]
 
 Both train the conv VAE shape of the canonical Keras example (Conv2D 32 and 64 with stride
 2, latent 16) on Fashion-MNIST (local IDX files, as the fashion_mnist source finds them),
@@ -13,14 +13,12 @@ q(z|x) per test image, the same estimator for both models).
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def fashion_mnist() -> tuple[np.ndarray, np.ndarray]:

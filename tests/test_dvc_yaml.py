@@ -192,3 +192,24 @@ def test_the_code_passes_the_linter():
     result = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "--output-format", "concise", "."],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+
+
+def test_benchmarks_are_a_package_that_edits_no_import_path():
+    """benchmarks/ runs as modules (`python -m benchmarks.<name>`): no sys.path edits, and every
+    `from benchmarks.x import y` names a module of it that defines y at its top level."""
+    folder = ROOT / "benchmarks"
+    assert (folder / "__init__.py").is_file()
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+                assert (node.value.attr, node.attr) != ("path", "insert"), f"{path.name} edits sys.path"
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("benchmarks."):
+                target = folder / f"{node.module.split('.')[1]}.py"
+                assert target.is_file(), f"{path.name} imports {node.module}, not a module of benchmarks/"
+                defined = {n.name for n in ast.parse(target.read_text()).body
+                           if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+                defined |= {t.id for n in ast.parse(target.read_text()).body if isinstance(n, ast.Assign)
+                            for t in n.targets if isinstance(t, ast.Name)}
+                missing = {a.name for a in node.names} - defined
+                assert not missing, f"{path.name}: {node.module} defines no {sorted(missing)}"
