@@ -45,7 +45,7 @@ def main() -> None:
         x = load_split(Path(tmp) / "prepared", "test").inputs(slice(None))
     truth = RowSurprisal(vae, args.truth)(x)
     top = truth >= np.quantile(truth, 0.95)
-    print(f"digits test rows: {len(x)}; default model ({vae.config.likelihood}, latent_dim {vae.latent_dim})")
+    print(f"digits test rows: {len(x)}; default model ({vae.config.model.likelihood}, latent_dim {vae.latent_dim})")
     print(f"{'K':>5} {'rows/s':>9} {'row spread (nats)':>18} {'mean S_K':>9} {'Spearman vs K=' + str(args.truth):>20} "
           f"{'top 5% found':>13}")
     scorers = {k: RowSurprisal(vae, k) for k in args.ks}

@@ -169,25 +169,31 @@ def test_the_counted_flops_are_those_tensorflow_runs(shape, overrides, per_value
             "residual_blocks": model.residual_blocks}
     vae = VAE(build_encoder(shape, model.latent_dim, **arch),
               build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value),
-              VAEConfig.of(model, tiny_params().loss, seed=0))
+              VAEConfig(model, tiny_params().loss, seed=0))
     assert forward_flops(shape, model, per_value) == _graph_flops(vae, shape) > 0
 
 
 def test_the_vae_config_comes_from_the_params_whole_and_round_trips():
-    """VAEConfig has no defaults of its own (they once disagreed with params.yaml's): built from
-    the resolved model and the params, it is what a saved model reloads; a config missing a
-    field (an older save) is a clear error, not a default."""
+    """VAEConfig is the resolved model, the loss and the seed, with no defaults of its own (they
+    once disagreed with params.yaml's): it is what a saved model reloads; a config missing a
+    field of the model (an older save) is a clear error, not a default."""
     from pipeline.model.vae_config import VAEConfig
 
     params = tiny_params(**{"loss.free_bits": 0.25, "loss.mc_samples": 3})
-    config = VAEConfig.of(resolved(params.model, (8, 8, 1)), params.loss, seed=7)
-    assert (config.free_bits, config.mc_samples, config.likelihood, config.seed) == (0.25, 3, "bernoulli", 7)
+    model = resolved(params.model, (8, 8, 1))
+    config = VAEConfig(model, params.loss, seed=7)
+    assert (config.loss.free_bits, config.loss.mc_samples, config.model.likelihood, config.seed) == (0.25, 3,
+                                                                                                      "bernoulli", 7)
     assert VAEConfig.from_dict(json.loads(json.dumps(config.as_dict()))) == config
     with pytest.raises(TypeError):
         VAEConfig()
-    partial = {key: value for key, value in config.as_dict().items() if key != "free_bits"}
-    with pytest.raises(ValueError, match=r"lacks \['free_bits'\]: a model saved by an older version"):
-        VAEConfig.from_dict(partial)
+    saved = config.as_dict()
+    older = {**saved, "model": {key: value for key, value in saved["model"].items() if key != "covariates"}}
+    with pytest.raises(ValueError, match=r"a model saved by an older version of the pipeline; train it again"):
+        VAEConfig.from_dict(older)
+    flat = {**saved["model"], **saved["loss"], "seed": 7}  # the layout before the config was one
+    with pytest.raises(ValueError, match=r"an older version"):
+        VAEConfig.from_dict(flat)
 
 
 @pytest.mark.parametrize("shape", [(28, 28, 1), (8, 8, 1), (12, 10, 3), (7, 9, 2)])
@@ -341,7 +347,7 @@ def test_a_learned_sigma_is_part_of_theta_and_survives_saving(tmp_path):
     assert not np.allclose(before, after)
     vae.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
-    assert loaded.config.sigma == "learned" and loaded.config.sigma_floor == 0.1
+    assert loaded.config.model.sigma == "learned" and loaded.config.model.sigma_floor == 0.1
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.learned_sigma.value()), after)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.subo_terms(x)["D"]),
                                keras.ops.convert_to_numpy(vae.subo_terms(x)["D"]), rtol=1e-5)

@@ -212,7 +212,8 @@ def test_a_flow_and_vamp_run_end_to_end_and_the_encode_command_reads_it(tmp_path
     metrics = evaluate_all(params, prepared_dir=prepared, model_path=model_dir / "model.keras", latents_dir=latents,
                            out_dir=evaluation)
     vae = load_bundle(model_dir / "model.keras").vae
-    assert (vae.config.posterior, vae.config.prior, vae.config.likelihood) == ("flow", "vamp", "level_categorical")
+    model = vae.config.model
+    assert (model.posterior, model.prior, model.likelihood) == ("flow", "vamp", "level_categorical")
     test = load_split(prepared, "test")
     stage = load_latents(latents, split="test").sort_by("id")
     np.testing.assert_allclose(latents_to_numpy(stage), vae.predict_posterior(test.inputs(slice(None)))[0],

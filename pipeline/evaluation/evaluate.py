@@ -80,7 +80,7 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
         scored = trained.scored_inputs(data, surprisal_examples, scratch)
         metrics["subo"] = {split: subo_estimates(vae, x, importance_samples, seed=trained.seed)
                            for split, x in scored.items() if len(x)}
-    metrics["likelihood"] = likelihood_kind(vae.config, manifest)
+    metrics["likelihood"] = likelihood_kind(vae.config.model, manifest)
     if dims := pixel_dims(manifest):  # the unit of the field's tables: nats / (D ln 2)
         for figures in metrics["subo"].values():
             figures["bits_per_dim"] = bits_per_dim(figures, dims)
@@ -105,15 +105,16 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     return metrics
 
 
-def likelihood_kind(config, manifest) -> dict:
-    """Which p_θ(x|z) the figures are of, and whether S is the surprisal of the data: a mass
-    on the values, a density with a floor, or a Bernoulli on grey levels (not a distribution)."""
-    family, levels = config.likelihood, levels_of(manifest)
+def likelihood_kind(model, manifest) -> dict:
+    """Which p_θ(x|z) the figures are of (model: the VAE's resolved model), and whether S is the
+    surprisal of the data: a mass on the values, a density with a floor, or a Bernoulli on grey
+    levels (not a distribution)."""
+    family, levels = model.likelihood, levels_of(manifest)
     if family == "bernoulli" and levels and levels > 2:  # the rule resolve_model warns on
         kind = "not a distribution over the data (a Bernoulli on grey levels): S is not a surprisal"
     else:
-        kind = FAMILIES[family].describe(config.levels)
-    return {"family": family, "kind": kind, "levels": config.levels}
+        kind = FAMILIES[family].describe(model.levels)
+    return {"family": family, "kind": kind, "levels": model.levels}
 
 
 def bits_per_dim(figures: dict, dims: int) -> dict:

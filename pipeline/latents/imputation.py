@@ -139,7 +139,7 @@ class Completer:
         """Every cell's reconstruction, coded as the stored rows `codes` are (a level's index, or a
         value in the column's units): the decoder's mean at z_mean (and the rows' covariates),
         its most likely level. (n, columns)"""
-        covariates = self.vae.split(self.preprocess(codes))[1] if self.vae.config.covariates else None
+        covariates = self.vae.split(self.preprocess(codes))[1] if self.vae.config.model.covariates else None
         means = decoded_means(self.vae, z_mean, c=covariates)  # (n, F)
         out = np.empty((len(z_mean), len(self.columns)), np.float64)
         for c, column in enumerate(self.columns):

@@ -33,10 +33,10 @@ class LatentsMetadata:
         covariates = bundle.manifest.covariates
         return cls(dataset_source=f"{source}: {path}" if path else source, dataset_fingerprint=fingerprint,
                    label_names=list(bundle.manifest.label_names), model_sha256=bundle.model_sha256,
-                   columns=describe_columns(bundle.vae.config.posterior, bool(covariates)),
+                   columns=describe_columns(bundle.vae.config.model.posterior, bool(covariates)),
                    choices=run.pop("choices", bundle.choices), versions=package_versions(), surprisal=scorer.record(),
                    covariates={"columns": [dataclasses.asdict(c) for c in covariates],
-                               "encoder_reads_them": bundle.vae.config.encode_covariates} if covariates else None,
+                               "encoder_reads_them": bundle.vae.config.model.encode_covariates} if covariates else None,
                    **run)
 
     def as_dict(self) -> dict:

@@ -17,7 +17,7 @@ from pipeline.model import subo
 from pipeline.model.layers import DISPERSION_FLOOR, PACKAGE, EncoderInput, LearnedSigma, Sampler
 from pipeline.model.likelihoods import make_likelihood
 from pipeline.model.posterior import Flow, flow_width
-from pipeline.model.vae_config import TrainingPlan, VAEConfig
+from pipeline.model.vae_config import ResolvedModel, TrainingPlan, VAEConfig
 from pipeline.platform.hardware import step_outputs
 
 
@@ -30,7 +30,7 @@ class VAE(keras.Model):
     Gaussian proxy and N(0, I); otherwise it is the Monte Carlo mean of log q − log p over
     the same samples (unbiased, so Û and S_K stay exactly what they are).
 
-    Built from its two networks and one `VAEConfig` (the likelihood and the loss); what
+    Built from its two networks and one `VAEConfig` (the resolved model and the loss); what
     changes during training (the KL warm-up's weight, φ steps) comes from the trainer's
     `TrainingPlan`, which the trainer sets as `vae.plan` before fitting.
 
@@ -42,30 +42,31 @@ class VAE(keras.Model):
     likelihood "columns" (tables, count matrices): groups of features, each with its
     family (pipeline.model.likelihoods.Columns); the encoder reads `EncoderInput(x)`.
 
-    Covariates (config.covariates > 0): the inputs are x's features followed by the
-    covariates c (`split`); the decoder is p_θ(x|z, c), the encoder q_φ(z|x, c) when
-    config.encode_covariates, else q_φ(z|x). U, D, S_K and E_K are then of x given c.
+    Covariates (model.covariates > 0 in the config): the inputs are x's features followed by
+    the covariates c (`split`); the decoder is p_θ(x|z, c), the encoder q_φ(z|x, c) under
+    model.encode_covariates, else q_φ(z|x). U, D, S_K and E_K are then of x given c.
     """
 
     def __init__(self, encoder, decoder, config: VAEConfig | dict, **kwargs):
         super().__init__(**kwargs)
         self.config = config if isinstance(config, VAEConfig) else VAEConfig.from_dict(config)
+        model = self.config.model
         self.encoder = encoder
         self.decoder = decoder
-        self.likelihood = self._likelihood(self.config)
+        self.likelihood = self._likelihood(model)
         self.flow = self.pseudo_inputs = None
-        if self.config.posterior == "flow":
+        if model.posterior == "flow":
             width = flow_width(self.latent_dim)
-            self.flow = Flow(self.latent_dim, self.config.flow_steps, width, name="flow")
+            self.flow = Flow(self.latent_dim, model.flow_steps, width, name="flow")
             self.flow.build(((None, self.latent_dim), (None, width)))
-        if self.config.prior == "vamp":  # u_c in the encoder's input space; `start_prior_at` puts them on data
-            shape = (self.config.prior_components, *self.encoder.inputs[0].shape[1:])
+        if model.prior == "vamp":  # u_c in the encoder's input space; `start_prior_at` puts them on data
+            shape = (model.prior_components, *self.encoder.inputs[0].shape[1:])
             self.pseudo_inputs = self.add_weight(shape=shape, initializer=keras.initializers.RandomNormal(0.5, 0.1),
                                                  name="pseudo_inputs", dtype="float32")
-        self.encoder_input = (EncoderInput(self.config.log1p_features, self.config.mask_features,
-                                           name="encoder_input") if self.config.likelihood == "columns" else None)
+        self.encoder_input = (EncoderInput(model.log1p_features, model.mask_features, name="encoder_input")
+                              if model.likelihood == "columns" else None)
         # float32 under mixed precision too: z feeds log q(z|x) and log p(z) in S_K.
-        self.sampler = Sampler(samples=self.config.mc_samples, seed=self.config.seed, name="sampler",
+        self.sampler = Sampler(samples=self.config.loss.mc_samples, seed=self.config.seed, name="sampler",
                                dtype="float32")
         # Running mean of the reconstruction surprisal: the score-function baseline b.
         self.baseline = self.add_weight(shape=(), initializer="zeros", trainable=False, name="baseline",
@@ -74,19 +75,19 @@ class VAE(keras.Model):
         # The trainer's plan for each step, set by the trainer (default: weight β, joint steps).
         self.plan = TrainingPlan()
 
-    def _likelihood(self, config: VAEConfig):
+    def _likelihood(self, model: ResolvedModel):
         """The likelihood object, with its learned per-feature σ and dispersion when it has them."""
-        likelihood, sigma, groups = config.likelihood, config.sigma, [list(g) for g in config.groups] or None
+        likelihood, sigma, groups = model.likelihood, model.sigma, [list(g) for g in model.groups] or None
         families = {family for family, _, _ in groups or ()} if likelihood == "columns" else {likelihood}
         self.learned_sigma = self.dispersion = None  # trainable σ (sigma "learned") and NB dispersion r
         shape = tuple(self.decoder.outputs[0].shape[1:])  # these families take one parameter per value
         if "gaussian" in families and sigma == "learned":
-            self.learned_sigma = LearnedSigma(shape, config.sigma_floor, name="sigma")
+            self.learned_sigma = LearnedSigma(shape, model.sigma_floor, name="sigma")
             sigma = self.learned_sigma.value
         if "negative_binomial" in families:
             self.dispersion = LearnedSigma(shape, DISPERSION_FLOOR, name="dispersion")
         return make_likelihood(likelihood, sigma, groups, self.dispersion.value if self.dispersion else None,
-                               config.levels)
+                               model.levels)
 
     @property
     def theta_weights(self) -> list:
@@ -104,7 +105,7 @@ class VAE(keras.Model):
         """Put the VampPrior's pseudo-inputs on training rows x (prior_components of them,
         repeated when fewer): the prior starts as the proxy's mixture over real examples."""
         if self.pseudo_inputs is not None:
-            x = np.asarray(self.split(x)[0])[np.resize(np.arange(len(x)), self.config.prior_components)]
+            x = np.asarray(self.split(x)[0])[np.resize(np.arange(len(x)), self.config.model.prior_components)]
             self.pseudo_inputs.assign(ops.convert_to_numpy(self.encoder_input(x)) if self.encoder_input else x)
 
     @property
@@ -116,7 +117,7 @@ class VAE(keras.Model):
     @property
     def input_example_shape(self) -> tuple:
         """One example of the inputs: x's shape, its covariates after its features where it has them."""
-        shape, k = self.example_shape, self.config.covariates
+        shape, k = self.example_shape, self.config.model.covariates
         return (*shape[:-1], shape[-1] + k) if k else shape
 
     @property
@@ -134,14 +135,14 @@ class VAE(keras.Model):
 
     def split(self, inputs):
         """(x, c): the inputs' features, and the covariates after them (None without covariates)."""
-        k = self.config.covariates
+        k = self.config.model.covariates
         return (inputs, None) if not k else (inputs[..., :-k], inputs[..., -k:])
 
     def _encoder_inputs(self, inputs):
         """What the encoder reads of the inputs: x (or `EncoderInput(x)`), and c when it encodes covariates."""
         x, c = self.split(inputs)
         x = self.encoder_input(x) if self.encoder_input else x
-        return [x, c] if self.config.encode_covariates else x
+        return [x, c] if self.config.model.encode_covariates else x
 
     def _encode(self, x, training=False):
         """The encoder's outputs: q_0's z_mean and z_log_var, and the flow's context (or None)."""
@@ -171,13 +172,13 @@ class VAE(keras.Model):
         model has them: returns (..., B, *F) (or (..., B, *F, k))."""
         lead = ops.shape(z)[:-1]
         flat = ops.reshape(z, (-1, self.latent_dim))
-        if self.config.covariates:  # each of the samples of an example reads its c
+        k = self.config.model.covariates
+        if k:  # each of the samples of an example reads its c
             if c is None:
                 raise ValueError("this model decodes given covariates c (B, k): pass them, e.g. "
                                  "pipeline.data.covariates.as_if for every row as if from one batch")
-            c = ops.reshape(ops.broadcast_to(ops.cast(c, flat.dtype), (*lead, self.config.covariates)),
-                            (-1, self.config.covariates))
-        params = self.decoder([flat, c] if self.config.covariates else flat)
+            c = ops.reshape(ops.broadcast_to(ops.cast(c, flat.dtype), (*lead, k)), (-1, k))
+        params = self.decoder([flat, c] if k else flat)
         return ops.reshape(params, (*lead, *self.decoder.outputs[0].shape[1:]))
 
     def reconstruction_surprisal(self, x, z, c=None):
@@ -227,7 +228,7 @@ class VAE(keras.Model):
         if self.flow is None:
             surrogate, reconstruction = subo.phi_surrogate(
                 estimator, surprisal, x, z, z_mean, z_log_var,
-                baseline=self.baseline if self.config.score_baseline else 0.0)
+                baseline=self.baseline if self.config.loss.score_baseline else 0.0)
         else:  # log q(z_K|x) = log q_0(z_0|x) − Σ log |det ∂z_k/∂z_k−1|
             z, log_det = self.flow([z, context])
             log_q = log_q - log_det
@@ -246,17 +247,17 @@ class VAE(keras.Model):
         where D has no closed form. iwae: the batch mean of S_K over the same m = K samples,
         reparameterized (Burda et al.).
         """
-        config = self.config
-        terms = self.sample_posterior(x, training=training, estimator=estimator or config.gradient_estimator)
+        loss = self.config.loss
+        terms = self.sample_posterior(x, training=training, estimator=estimator or loss.gradient_estimator)
         reconstruction, kl = terms["reconstruction"], terms["kl"]
-        if config.objective == "iwae":
+        if loss.objective == "iwae":
             log_weights = subo.log_importance_weights(reconstruction, terms["log_prior"], terms["log_q"])
             objective = ops.mean(subo.importance_weighted_surprisal(log_weights))
         else:
-            weight = config.beta if kl_weight is None else kl_weight
+            weight = loss.beta if kl_weight is None else kl_weight
             per_dim = terms["kl_per_dim"]
-            free = (subo.free_bits_kl(per_dim, config.free_bits) if per_dim is not None
-                    else subo.free_bits_kl(kl[:, None], config.free_bits * self.latent_dim))
+            free = (subo.free_bits_kl(per_dim, loss.free_bits) if per_dim is not None
+                    else subo.free_bits_kl(kl[:, None], loss.free_bits * self.latent_dim))
             objective = weight * free + ops.mean(terms["surrogate"])
         return objective, {"U": subo.subo(kl, reconstruction), "D": kl,
                            "reconstruction": ops.mean(reconstruction, axis=0)}

@@ -1,6 +1,6 @@
 """The frozen configs a VAE is built from: the model resolved from the data
-(`ResolvedModel`, what `build_vae` takes) and the VAE's own (`VAEConfig`: its likelihood,
-proxy, prior and the loss it minimises), which the saved model round-trips through
+(`ResolvedModel`, what `build_vae` takes) and the VAE's own (`VAEConfig`: that model, the
+loss it minimises and its seed), which the saved model round-trips through
 get_config/from_config; and the trainer's `TrainingPlan` the train step reads."""
 
 import dataclasses
@@ -44,62 +44,30 @@ class ResolvedModel:
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """What a VAE is besides its networks: p_θ(x|z)'s family and the loss it minimises.
+    """Everything a VAE is besides its weights: the resolved model (networks, likelihood, proxy,
+    prior, covariates), the loss it minimises (the warm-up is the trainer's) and the sampler's
+    seed. No defaults of its own: every VAE's come from the resolved run (`build_vae`) or from
+    its saved model (`from_dict`); a knob is a field of ResolvedModel or LossConfig, once."""
 
-    likelihood .. levels, posterior .. encode_covariates: as in ResolvedModel. mc_samples ..
-    score_baseline: the loss (LossConfig, less the warm-up, which the trainer schedules).
-    seed: the sampler's seed stream. No defaults: every VAE's come from the resolved model
-    and the params (`of`), or from the saved model (`from_dict`), never from a second copy.
-    """
-
-    likelihood: str
-    sigma: float | str
-    sigma_floor: float
-    groups: tuple[tuple[str, int, int], ...]
-    log1p_features: tuple[int, ...]
-    mask_features: tuple[int, ...]
-    levels: int | None
-    posterior: str
-    flow_steps: int
-    prior: str
-    prior_components: int
-    covariates: int
-    encode_covariates: bool
-    mc_samples: int
-    beta: float
-    free_bits: float
-    gradient_estimator: Literal["reparameterized", "score_function"]
-    objective: Literal["subo", "iwae"]
-    score_baseline: bool
+    model: ResolvedModel
+    loss: LossConfig
     seed: int | None
-
-    @classmethod
-    def of(cls, model: ResolvedModel, loss: LossConfig, seed: int | None) -> "VAEConfig":
-        """The VAE's part of a resolved model and a loss config."""
-        return cls(likelihood=model.likelihood, sigma=model.sigma, sigma_floor=model.sigma_floor,
-                   groups=model.groups, log1p_features=model.log1p_features, mask_features=model.mask_features,
-                   levels=model.levels, posterior=model.posterior, flow_steps=model.flow_steps, prior=model.prior,
-                   prior_components=model.prior_components, covariates=model.covariates,
-                   encode_covariates=model.encode_covariates and model.covariates > 0, mc_samples=loss.mc_samples,
-                   beta=float(loss.beta),
-                   free_bits=float(loss.free_bits), gradient_estimator=loss.gradient_estimator,
-                   objective=loss.objective, score_baseline=loss.score_baseline, seed=seed)
 
     @classmethod
     def from_dict(cls, config: dict) -> "VAEConfig":
         """From `as_dict` (JSON: lists where the fields hold tuples)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if missing := names - set(config):
-            raise ValueError(f"the saved model's VAE config lacks {sorted(missing)}: a model saved by an older "
-                             "version of the pipeline; train it again")
-        fields = {key: value for key, value in config.items() if key in names}
-        for key in ("log1p_features", "mask_features"):
-            fields[key] = tuple(int(i) for i in fields.get(key, ()))
-        fields["groups"] = tuple((str(f), int(a), int(w)) for f, a, w in fields.get("groups") or ())
-        return cls(**fields)
+        model_fields = {f.name for f in dataclasses.fields(ResolvedModel)}
+        if set(config) != {"model", "loss", "seed"} or not model_fields <= set(config["model"]):
+            raise ValueError("the saved model's VAE config is not {model, loss, seed} with every field of the "
+                             "resolved model: a model saved by an older version of the pipeline; train it again")
+        model = {key: value for key, value in config["model"].items() if key in model_fields}
+        for key in ("hidden", "filters", "log1p_features", "mask_features"):
+            model[key] = tuple(int(i) for i in model[key])
+        model["groups"] = tuple((str(f), int(a), int(w)) for f, a, w in model["groups"])
+        return cls(ResolvedModel(**model), LossConfig(**config["loss"]), config["seed"])
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"model": dataclasses.asdict(self.model), "loss": dataclasses.asdict(self.loss), "seed": self.seed}
 
 
 @dataclass(frozen=True)
