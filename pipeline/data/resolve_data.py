@@ -26,12 +26,43 @@ The rules, and why:
   of neighbours r₁ is at least SERIES_MIN_CORRELATION and exceeds the mean |correlation|
   of random pairs of positions by SERIES_MIN_MARGIN. Otherwise `features`: an unordered
   vector (shuffling its columns would change nothing), which an MLP models.
+- data.images.size (image folders): as read when the images the reader sampled (at most
+  AUTO_SIZE_SAMPLE, evenly spread) share one size; else a square of their median shorter
+  side, rounded down to a multiple of 8 (three stride-2 layers then halve it exactly) and at
+  most AUTO_MAX_SIDE, a side that keeps a first run on two cores to minutes.
+- data.images.color: rgb when any pixel of any image has colour (channels that differ),
+  else grey.
 """
 
 import numpy as np
 
 from pipeline.platform.choices import Choice
 from pipeline.platform.families import FAMILIES
+
+# data.images.size auto: the reader samples the sizes of at most this many files, and the
+# side it resizes to is at most AUTO_MAX_SIDE.
+AUTO_SIZE_SAMPLE = 2000
+AUTO_MAX_SIDE = 128
+
+
+def resolve_image_size(sizes: list[tuple[int, int]]) -> Choice:
+    """data.images.size auto from the (height, width) of the images sampled: "as read", or
+    [side, side] by the rule above."""
+    distinct = sorted(set(sizes))
+    if len(distinct) == 1:
+        return Choice("as read", f"every image read has size {distinct[0][0]} × {distinct[0][1]}")
+    median = int(np.median([min(h, w) for h, w in sizes]))
+    side = max(8, min(AUTO_MAX_SIDE, median // 8 * 8))
+    return Choice([side, side], f"{len(distinct)} sizes among {len(sizes)} images read (from {distinct[0][0]} × "
+                                f"{distinct[0][1]} to {distinct[-1][0]} × {distinct[-1][1]}); a square of their "
+                                f"median shorter side {median}, a multiple of 8, at most {AUTO_MAX_SIDE}")
+
+
+def resolve_color(first_coloured: int | None) -> Choice:
+    """data.images.color auto, given the first image (in file order) with colour, or None."""
+    if first_coloured is None:
+        return Choice("grey", "every pixel of every image has R = G = B")
+    return Choice("rgb", f"image {first_coloured} (in file order) has colour")
 
 
 def pixel_levels(dtype, declared: float | None) -> float | None:

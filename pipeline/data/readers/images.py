@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.readers.source_dataset import Dataset, chunk_rows
-from pipeline.platform.choices import Choice
+from pipeline.data.resolve_data import AUTO_SIZE_SAMPLE, resolve_color, resolve_image_size
 from pipeline.platform.engine import LocalEngine
 from pipeline.platform.errors import DataError
 from pipeline.platform.io import allocate
@@ -19,12 +19,6 @@ PARALLEL_DECODE_FILES = 4096
 # The most pixels one image may have (8192 × 8192, 192 MiB as RGB), checked from its header
 # before it is decoded: a small file can declare a huge image (a decompression bomb).
 MAX_IMAGE_PIXELS = 8192 * 8192
-# data.images.size auto reads the sizes of at most this many files (evenly spread) and, when
-# they differ, resizes every image to a square of their median shorter side, rounded down to
-# a multiple of 8 (so that three stride-2 layers halve it exactly) and at most AUTO_MAX_SIDE:
-# a side that keeps a first run on two cores to minutes.
-AUTO_SIZE_SAMPLE = 2000
-AUTO_MAX_SIDE = 128
 
 
 def read_image_folder(path: Path, size: tuple[int, int] | str | None, color: str, scratch: Path | None = None,
@@ -33,13 +27,13 @@ def read_image_folder(path: Path, size: tuple[int, int] | str | None, color: str
 
     Decoded into a preallocated array (a scratch memory map when given), in chunks of files;
     large folders by worker processes, one per core, or under `cluster.engine: ray` in Ray
-    tasks (pipeline.platform.engine). color "auto": decoded as RGB, and kept so when any pixel of
-    any image has colour (channels that differ), else grey.
+    tasks (pipeline.platform.engine). color "auto": decoded as RGB, then kept or made grey by
+    pipeline.data.resolve_data.resolve_color (the reader says which image has colour).
 
     Args:
         path: the folder of class folders.
         size: [H, W] to resize every image to, None (every image must share one size) or
-            "auto" (`auto_size`).
+            "auto" (pipeline.data.resolve_data.resolve_image_size).
         color: data.images.color: auto, grey or rgb.
         scratch: a directory for the decoded array (a memory map), or None.
         engine: where chunks of files are decoded (None: worker processes here).
@@ -57,8 +51,9 @@ def read_image_folder(path: Path, size: tuple[int, int] | str | None, color: str
         raise DataError(f"{path}: no PNG or JPEG files in class subfolders")
     paths = [f for f, _ in files]
     choices = {}
-    if size == "auto":
-        size, choices["data.images.size"] = auto_size(paths)
+    if size == "auto":  # the rule is resolve_data's; the reader gives it the sizes it sampled
+        choices["data.images.size"] = resolve_image_size(sampled_sizes(paths))
+        size = None if choices["data.images.size"].value == "as read" else tuple(choices["data.images.size"].value)
     decoded = "rgb" if color == "auto" else color
     reference = (paths[0], decode_images(paths[:1], size, decoded)[0].shape)
     x = allocate(scratch, "images_x", (len(paths), *reference[1]), np.uint8)
@@ -70,15 +65,15 @@ def read_image_folder(path: Path, size: tuple[int, int] | str | None, color: str
     processes = (os.cpu_count() or 1) if len(paths) >= PARALLEL_DECODE_FILES else 1
     _fill(x, engine.map(decode, chunks, processes=processes), step)
     if color == "auto":
-        x, choices["data.images.color"] = _colour_or_grey(x, step, scratch)
+        choices["data.images.color"] = resolve_color(_first_coloured(x, step))
+        x = x if choices["data.images.color"].value == "rgb" else _grey(x, step, scratch)
     x = x[..., None] if x.ndim == 3 else x
     y = np.array([label for _, label in files], np.int32)
     return Dataset(x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path), choices=choices)
 
 
-def auto_size(paths: list[Path]) -> tuple[tuple[int, int] | None, Choice]:
-    """data.images.size auto: (None, why) when the sampled images share one size, else
-    ((side, side), why) for the rule above AUTO_SIZE_SAMPLE. Reads headers only."""
+def sampled_sizes(paths: list[Path]) -> list[tuple[int, int]]:
+    """(height, width) of at most AUTO_SIZE_SAMPLE of the files, evenly spread. Reads headers only."""
     from PIL import Image
 
     sample = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(len(paths), AUTO_SIZE_SAMPLE))]
@@ -89,28 +84,25 @@ def auto_size(paths: list[Path]) -> tuple[tuple[int, int] | None, Choice]:
                 sizes.append(image.size[::-1])  # PIL: (W, H)
         except Exception as error:
             raise DataError(f"{file}: cannot read image ({type(error).__name__}: {error})") from None
-    distinct = sorted(set(sizes))
-    if len(distinct) == 1:
-        return None, Choice("as read", f"every image read has size {distinct[0][0]} × {distinct[0][1]}")
-    median = int(np.median([min(h, w) for h, w in sizes]))
-    side = max(8, min(AUTO_MAX_SIDE, median // 8 * 8))
-    return (side, side), Choice([side, side],
-                                f"{len(distinct)} sizes among {len(sizes)} images read (from {distinct[0][0]} × "
-                                f"{distinct[0][1]} to {distinct[-1][0]} × {distinct[-1][1]}); a square of their "
-                                f"median shorter side {median}, a multiple of 8, at most {AUTO_MAX_SIDE}")
+    return sizes
 
 
-def _colour_or_grey(x: np.ndarray, step: int, scratch: Path | None) -> tuple[np.ndarray, Choice]:
-    """RGB images as they are when any pixel has colour; else their one grey channel (R = G = B)."""
+def _first_coloured(x: np.ndarray, step: int) -> int | None:
+    """The first image (in file order) with a pixel whose channels differ, or None."""
     for start in range(0, len(x), step):
         chunk = x[start:start + step]
         coloured = np.flatnonzero((chunk.max(axis=-1) != chunk.min(axis=-1)).reshape(len(chunk), -1).any(axis=1))
         if len(coloured):
-            return x, Choice("rgb", f"image {start + int(coloured[0])} (in file order) has colour")
+            return start + int(coloured[0])
+    return None
+
+
+def _grey(x: np.ndarray, step: int, scratch: Path | None) -> np.ndarray:
+    """RGB images whose channels are equal, as their one grey channel."""
     grey = allocate(scratch, "images_grey", x.shape[:-1], np.uint8)
     for start in range(0, len(x), step):
         grey[start:start + step] = x[start:start + step, ..., 0]
-    return grey, Choice("grey", "every pixel of every image has R = G = B")
+    return grey
 
 
 def _fill(x: np.ndarray, chunks, step: int) -> None:
