@@ -169,7 +169,7 @@ def test_the_counted_flops_are_those_tensorflow_runs(shape, overrides, per_value
             "residual_blocks": model.residual_blocks}
     vae = VAE(build_encoder(shape, model.latent_dim, **arch),
               build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value),
-              VAEConfig(model, tiny_params().loss, seed=0))
+              VAEConfig.of(model, tiny_params().loss, seed=0))
     assert forward_flops(shape, model, per_value) == _graph_flops(vae, shape) > 0
 
 
@@ -181,7 +181,7 @@ def test_the_vae_config_comes_from_the_params_whole_and_round_trips():
 
     params = tiny_params(**{"loss.free_bits": 0.25, "loss.mc_samples": 3})
     model = resolved(params.model, (8, 8, 1))
-    config = VAEConfig(model, params.loss, seed=7)
+    config = VAEConfig.of(model, params.loss, seed=7)
     assert (config.loss.free_bits, config.loss.mc_samples, config.model.likelihood, config.seed) == (0.25, 3,
                                                                                                       "bernoulli", 7)
     assert VAEConfig.from_dict(json.loads(json.dumps(config.as_dict()))) == config

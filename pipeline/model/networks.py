@@ -187,6 +187,6 @@ def build_vae(example_shape, model: ResolvedModel, loss: LossConfig, seed: int |
     vae = VAE(build_encoder(encoder_shape, model.latent_dim, **arch, context=context, covariates=encoded),
               build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value,
                             covariates=model.covariates),
-              VAEConfig(model, loss, seed), name="vae")
+              VAEConfig.of(model, loss, seed), name="vae")
     vae.build(None)
     return vae

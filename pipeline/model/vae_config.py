@@ -42,6 +42,14 @@ class ResolvedModel:
     encode_covariates: bool = False  # q(z|x, c) reads c too (p(x|z, c) always does)
 
 
+# The loss as a VAE holds it: LossConfig's fields in a plain frozen dataclass, made from it (so
+# a knob is added once). A loaded model's loss is not this run's params: reading it is no read
+# of params.yaml, which LossConfig's reads are (pipeline.platform.param_watch).
+LossTerms = dataclasses.make_dataclass("LossTerms", [(f.name, f.type) for f in dataclasses.fields(LossConfig)],
+                                       frozen=True)
+LossTerms.__module__ = __name__  # where pickle and repr find it
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """Everything a VAE is besides its weights: the resolved model (networks, likelihood, proxy,
@@ -50,8 +58,13 @@ class VAEConfig:
     its saved model (`from_dict`); a knob is a field of ResolvedModel or LossConfig, once."""
 
     model: ResolvedModel
-    loss: LossConfig
+    loss: LossTerms
     seed: int | None
+
+    @classmethod
+    def of(cls, model: ResolvedModel, loss: LossConfig, seed: int | None) -> "VAEConfig":
+        """The config of a VAE built for this run: its resolved model, the params' loss, the seed."""
+        return cls(model, LossTerms(**dataclasses.asdict(loss)), seed)
 
     @classmethod
     def from_dict(cls, config: dict) -> "VAEConfig":
@@ -64,7 +77,7 @@ class VAEConfig:
         for key in ("hidden", "filters", "log1p_features", "mask_features"):
             model[key] = tuple(int(i) for i in model[key])
         model["groups"] = tuple((str(f), int(a), int(w)) for f, a, w in model["groups"])
-        return cls(ResolvedModel(**model), LossConfig(**config["loss"]), config["seed"])
+        return cls(ResolvedModel(**model), LossTerms(**config["loss"]), config["seed"])
 
     def as_dict(self) -> dict:
         return {"model": dataclasses.asdict(self.model), "loss": dataclasses.asdict(self.loss), "seed": self.seed}
