@@ -294,3 +294,15 @@ def test_a_table_with_a_site_and_an_age_runs_end_to_end(tmp_path):
     np.testing.assert_allclose([row["covariates"]["age"] for row in rows], frame["age"][table["id"].to_numpy()],
                                rtol=1e-6)
     assert list(run["metrics"]["covariates"]) == ["site"]
+
+
+def test_an_npz_covariate_needs_one_value_per_example(tmp_path):
+    from pipeline.data.prepare import prepare
+
+    x = np.random.default_rng(0).normal(size=(50, 10)).astype(np.float32)
+    np.savez(tmp_path / "a.npz", x=x, y=np.arange(50) % 2, batch=np.arange(40) % 2, site=np.array(["a", "b"] * 25))
+    with pytest.raises(DataError, match=r"a.npz: each covariate needs one value per example \(50\); 'batch' has shape "
+                                        r"\[40\]"):
+        prepare(_data(tmp_path / "a.npz", source="npz", covariates=["batch"]), 0, tmp_path / "prepared")
+    manifest = prepare(_data(tmp_path / "a.npz", source="npz", covariates=["site"]), 0, tmp_path / "prepared")
+    assert manifest.covariates[0].levels == ["a", "b"] and manifest.example_shape == [11]

@@ -37,8 +37,7 @@ def read_covariate_values(source: str, path: Path, names: tuple[str, ...]) -> di
 
 def one_per_example(path, values: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
     """The values, checked to hold one value per example (`rows` of them)."""
-    wrong = [f"{name!r} has {np.shape(v)[0] if np.ndim(v) else 0} values{'' if np.ndim(v) == 1 else ' per row'}"
-             for name, v in values.items() if np.ndim(v) != 1 or len(v) != rows]
+    wrong = [f"{name!r} has shape {list(np.shape(v))}" for name, v in values.items() if np.shape(v) != (rows,)]
     if wrong:
         raise DataError(f"{path}: each covariate needs one value per example ({rows}); {', '.join(wrong)}")
     return values
