@@ -306,3 +306,17 @@ def test_an_npz_covariate_needs_one_value_per_example(tmp_path):
         prepare(_data(tmp_path / "a.npz", source="npz", covariates=["batch"]), 0, tmp_path / "prepared")
     manifest = prepare(_data(tmp_path / "a.npz", source="npz", covariates=["site"]), 0, tmp_path / "prepared")
     assert manifest.covariates[0].levels == ["a", "b"] and manifest.example_shape == [11]
+
+
+def test_mixing_says_none_where_a_figure_cannot_be_had():
+    from pipeline.evaluation.mixing import mixing
+    from pipeline.evaluation.probes import ProbeProtocol
+    from pipeline.platform.config import ProbeConfig
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    protocol = ProbeProtocol.of(ProbeConfig(), knn_k=5, seed=0)
+    one_batch = mixing((x, x), (np.zeros(200, int), np.zeros(200, int)), None, protocol)
+    assert one_batch == {"ilisi": None, "covariate_probe": None}
+    rare = np.r_[np.zeros(197, int), np.ones(3, int)]  # 3 rows of a level: too few to probe
+    assert mixing((x, x), (rare, rare), None, protocol)["covariate_probe"] is None

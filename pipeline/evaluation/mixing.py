@@ -14,7 +14,8 @@ these figures against:
   (labels held by one batch left out), averaged over labels: 1 is mixed, 0 separated.
 - covariate_probe: a linear probe's test accuracy at telling the covariate from the
   embedding (the evaluate.probe protocol); near `chance` (the commonest level's share) when
-  the embedding holds no trace of it.
+  the embedding holds no trace of it. A figure that cannot be had (one batch among the rows,
+  a level with fewer than PROBE_MIN_ROWS train rows) is None.
 - clisi, ari, nmi (with labels): conservation of the label. clisi: the same LISI of the
   labels, scaled (labels - median) / (labels - 1), 1 when neighbourhoods hold one label;
   ari, nmi: agreement of a k-means clustering into as many clusters as labels with them.
@@ -28,6 +29,7 @@ from pipeline.evaluation.probes import ProbeProtocol, linear_probe
 
 LISI_NEIGHBOURS, PERPLEXITY = 90, 30
 MIXING_ROWS = 5000  # silhouettes cost rows² per label
+PROBE_MIN_ROWS = 5  # the covariate probe needs this many train rows of each level (else it is None)
 
 
 def lisi(x: np.ndarray, groups: np.ndarray, neighbours: int = LISI_NEIGHBOURS,
@@ -67,14 +69,15 @@ def _kernel(distance: np.ndarray, neighbour: np.ndarray, perplexity: float, tol:
     return p
 
 
-def ilisi(x: np.ndarray, batch: np.ndarray) -> float:
+def ilisi(x: np.ndarray, batch: np.ndarray) -> float | None:
+    """None where the rows hold one batch: there is nothing to mix."""
     batches = len(np.unique(batch))
-    return float((np.median(lisi(x, batch)) - 1) / (batches - 1))
+    return float((np.median(lisi(x, batch)) - 1) / (batches - 1)) if batches > 1 else None
 
 
-def clisi(x: np.ndarray, labels: np.ndarray) -> float:
+def clisi(x: np.ndarray, labels: np.ndarray) -> float | None:
     classes = len(np.unique(labels))
-    return float((classes - np.median(lisi(x, labels))) / (classes - 1))
+    return float((classes - np.median(lisi(x, labels))) / (classes - 1)) if classes > 1 else None
 
 
 def silhouette_batch(x: np.ndarray, batch: np.ndarray, labels: np.ndarray) -> float | None:
@@ -103,8 +106,11 @@ def mixing(embedding: tuple[np.ndarray, np.ndarray], batch: tuple[np.ndarray, np
     """One embedding's figures for one covariate. embedding, batch: (train rows, test rows)
     (the probe is fitted on train); labels: of the test rows, or None."""
     (train, test), (train_batch, test_batch) = embedding, batch
+    counts = np.bincount(train_batch)
+    probed = (counts > 0).sum() > 1 and counts[counts > 0].min() >= PROBE_MIN_ROWS
     figures = {"ilisi": ilisi(test, test_batch),
-               "covariate_probe": linear_probe(train, train_batch, test, test_batch, protocol)[0]["accuracy"]}
+               "covariate_probe": linear_probe(train, train_batch, test, test_batch, protocol)[0]["accuracy"]
+               if probed else None}
     if labels is not None:
         figures |= {"silhouette_batch": silhouette_batch(test, test_batch, labels), "clisi": clisi(test, labels),
                     **cluster_agreement(test, labels, protocol.seed)}

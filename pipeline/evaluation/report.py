@@ -215,7 +215,7 @@ def covariates_lines(covariates: dict) -> list[str]:
         lines += [f"`{_text(covariate)}`: {figures['levels']} levels, the commonest {figures['chance']:.0%} of the "
                   "rows scored.", "", _row("features", "iLISI", "silhouette batch", "covariate probe", "cLISI", "ARI",
                                            "NMI"), _row(*["---"] * 7)]
-        lines += [_row(names.get(name, name), *(_num(f.get(key)) if key in f else "—" for key in keys))
+        lines += [_row(names.get(name, name), *(_num(f[key]) if f.get(key) is not None else "—" for key in keys))
                   for name, f in figures["embeddings"].items()]
         lines += ["", f"![the UMAP by {_text(covariate)}](umap/covariate_{j}.png)", ""]
     return lines + ["Mixing: iLISI and silhouette batch near 1, the covariate probe near chance. Conservation of "
