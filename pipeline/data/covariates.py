@@ -76,8 +76,9 @@ def covariate_codes(where: str, values: dict[str, np.ndarray], covariates) -> np
     codes = np.empty((len(next(iter(values.values()))), len(covariates)), np.float32)
     for j, covariate in enumerate(covariates):
         column = values[covariate.name]
-        if _missing(column).any():
-            raise DataError(f"{where}: covariate {covariate.name!r} has no value for {int(_missing(column).sum())} "
+        missing = int(_missing(column).sum())
+        if missing:
+            raise DataError(f"{where}: covariate {covariate.name!r} has no value for {missing} "
                             "examples (the model needs one for every example)")
         if covariate.levels is None:
             codes[:, j] = column

@@ -77,10 +77,6 @@ class Covariate:
         """Model inputs: one per level of a categorical covariate, else one."""
         return len(self.levels) if self.type == "categorical" else 1
 
-    def value(self, code: float):
-        """A stored code as the value it stands for: the level, or the number."""
-        return self.levels[int(code)] if self.levels is not None else float(f"{code:.7g}")
-
 
 def plain_table(columns) -> bool:
     """Every column real and complete: the table is modelled as an array of real values."""

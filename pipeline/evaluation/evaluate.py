@@ -186,7 +186,8 @@ def _latent_mixing(vae, manifest, data: dict, latents_dir, protocol: ProbeProtoc
     z = [read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, rows[split], vae.latent_dim)
          for split in ("train", "test")]
     labels = np.asarray(data["test"].y[rows["test"]]) if labelled else None
-    return covariate_figures({"latent": tuple(z)}, covariate_codes(data, rows, manifest.covariates), labels, protocol)
+    return covariate_figures(lambda batch: {"latent": tuple(z)}, covariate_codes(data, rows, manifest.covariates),
+                             labels, protocol)
 
 
 def _latent_probes(z: dict, labels: dict, label_names: list[str], protocol: ProbeProtocol,

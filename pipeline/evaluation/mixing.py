@@ -32,16 +32,23 @@ MIXING_ROWS = 5000  # silhouettes cost rows² per label
 PROBE_MIN_ROWS = 5  # the covariate probe needs this many train rows of each level (else it is None)
 
 
-def lisi(x: np.ndarray, groups: np.ndarray, neighbours: int = LISI_NEIGHBOURS,
-         perplexity: float = PERPLEXITY) -> np.ndarray:
-    """Each row's LISI of `groups` (integer codes): 1 / Σ_g (kernel weight of group g)²."""
+def neighbourhoods(x: np.ndarray, neighbours: int = LISI_NEIGHBOURS,
+                   perplexity: float = PERPLEXITY) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest neighbours (Euclidean; itself among them) and their kernel weights
+    (`_kernel`): what every LISI of the rows reads, whatever groups it counts."""
     from sklearn.neighbors import NearestNeighbors
 
     k = min(neighbours, len(x))
     distance, index = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
-    weights = _kernel(distance, index != np.arange(len(x))[:, None], min(perplexity, max(k // 3, 1)))
+    return index, _kernel(distance, index != np.arange(len(x))[:, None], min(perplexity, max(k // 3, 1)))
+
+
+def lisi(x: np.ndarray, groups: np.ndarray, near: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Each row's LISI of `groups` (integer codes): 1 / Σ_g (kernel weight of group g)²; near:
+    the rows' `neighbourhoods`, when already found."""
+    index, weights = near if near is not None else neighbourhoods(x)
     totals = np.zeros((len(x), int(groups.max()) + 1))
-    np.add.at(totals, (np.repeat(np.arange(len(x)), k), groups[index].ravel()), weights.ravel())
+    np.add.at(totals, (np.repeat(np.arange(len(x)), index.shape[1]), groups[index].ravel()), weights.ravel())
     return 1.0 / np.sum(totals ** 2, axis=1)
 
 
@@ -69,15 +76,15 @@ def _kernel(distance: np.ndarray, neighbour: np.ndarray, perplexity: float, tol:
     return p
 
 
-def ilisi(x: np.ndarray, batch: np.ndarray) -> float | None:
+def ilisi(x: np.ndarray, batch: np.ndarray, near=None) -> float | None:
     """None where the rows hold one batch: there is nothing to mix."""
     batches = len(np.unique(batch))
-    return float((np.median(lisi(x, batch)) - 1) / (batches - 1)) if batches > 1 else None
+    return float((np.median(lisi(x, batch, near)) - 1) / (batches - 1)) if batches > 1 else None
 
 
-def clisi(x: np.ndarray, labels: np.ndarray) -> float | None:
+def clisi(x: np.ndarray, labels: np.ndarray, near=None) -> float | None:
     classes = len(np.unique(labels))
-    return float((classes - np.median(lisi(x, labels))) / (classes - 1)) if classes > 1 else None
+    return float((classes - np.median(lisi(x, labels, near))) / (classes - 1)) if classes > 1 else None
 
 
 def silhouette_batch(x: np.ndarray, batch: np.ndarray, labels: np.ndarray) -> float | None:
@@ -108,11 +115,12 @@ def mixing(embedding: tuple[np.ndarray, np.ndarray], batch: tuple[np.ndarray, np
     (train, test), (train_batch, test_batch) = embedding, batch
     counts = np.bincount(train_batch)
     probed = (counts > 0).sum() > 1 and counts[counts > 0].min() >= PROBE_MIN_ROWS
-    figures = {"ilisi": ilisi(test, test_batch),
+    near = neighbourhoods(test)  # one kNN search and kernel for iLISI and cLISI
+    figures = {"ilisi": ilisi(test, test_batch, near),
                "covariate_probe": linear_probe(train, train_batch, test, test_batch, protocol)[0]["accuracy"]
                if probed else None}
     if labels is not None:
-        figures |= {"silhouette_batch": silhouette_batch(test, test_batch, labels), "clisi": clisi(test, labels),
+        figures |= {"silhouette_batch": silhouette_batch(test, test_batch, labels), "clisi": clisi(test, labels, near),
                     **cluster_agreement(test, labels, protocol.seed)}
     return figures
 
@@ -141,13 +149,12 @@ def covariate_codes(data: dict, rows: dict, covariates) -> dict[str, tuple[np.nd
     return {name: (codes["train"][name], codes["test"][name]) for name in codes["test"]}
 
 
-def covariate_figures(embeddings: dict, codes: dict, labels: np.ndarray | None, protocol: ProbeProtocol) -> dict:
-    """{covariate: {levels (in the test rows), chance, embeddings: {name: figures}}} (`mixing`) of each embedding, given
-    as {name: (train rows, test rows)}, or as a function of the covariate's codes giving that dict."""
+def covariate_figures(embeddings_of, codes: dict, labels: np.ndarray | None, protocol: ProbeProtocol) -> dict:
+    """{covariate: {levels (in the test rows), chance, embeddings: {name: figures}}} (`mixing`);
+    embeddings_of(the covariate's (train, test) codes) gives {name: (train rows, test rows)}."""
     out = {}
     for name, batch in codes.items():
-        chosen = embeddings(batch) if callable(embeddings) else embeddings
-        figures = {key: mixing(embedding, batch, labels, protocol) for key, embedding in chosen.items()}
+        figures = {key: mixing(embedding, batch, labels, protocol) for key, embedding in embeddings_of(batch).items()}
         out[name] = {"levels": len(np.unique(batch[1])), "chance": float(np.bincount(batch[1]).max() / len(batch[1])),
                      "embeddings": figures}
     return out

@@ -86,9 +86,9 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
         plot_scatter(coords, labels, names, f"UMAP of {what}", staging / "umap" / "umap.png")
         if z.shape[1] == 2:
             plot_scatter(z, labels, names, f"Latents ({what})", staging / "umap" / "latents.png")
+        codes = stored_codes(data[umap.split].x, rows, manifest.covariates) if manifest.covariates else {}
         for j, covariate in enumerate(c for c in manifest.covariates or () if c.type == "categorical"):
-            codes = stored_codes(data[umap.split].x, rows, manifest.covariates)[covariate.name]
-            plot_scatter(coords, codes, [str(level) for level in covariate.levels],
+            plot_scatter(coords, codes[covariate.name], [str(level) for level in covariate.levels],
                          f"UMAP of {what}, by {covariate.name}", staging / "umap" / f"covariate_{j}.png")
         label_text = np.array(names)[labels] if names else np.full(len(rows), "")
         rows = zip(np.char.mod("%.5f", coords[:, 0]), np.char.mod("%.5f", coords[:, 1]), label_text, ids[rows])
