@@ -43,7 +43,7 @@ test-all: $(VENV)/.installed-dev $(CHROMEDRIVER)
 
 # ruff, configured in pyproject.toml (tests/test_dvc_yaml.py runs it in `make test` too)
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 $(CHROMEDRIVER):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver \

@@ -22,7 +22,9 @@ FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16"
 
 def cpu_flags() -> str:
     """This CPU's flags among FLAGS, as one line ("" when it has none of them)."""
-    line = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    line = next(
+        (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), ""
+    )
     return " ".join(f for f in FLAGS if f in line.split())
 
 
@@ -32,10 +34,20 @@ def cpu_flags_line() -> str:
 
 def machine() -> dict:
     """The machine a figure was measured on: CPU model, cores, the flags that matter, oneDNN's switch."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "flags": cpu_flags().split(),
-            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TensorFlow's default)")}
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "flags": cpu_flags().split(),
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TensorFlow's default)"),
+    }
 
 
 def module_command(spec, python=sys.executable) -> list[str]:
@@ -46,9 +58,21 @@ def module_command(spec, python=sys.executable) -> list[str]:
 
 def write_results(name: str, command: str, results) -> Path:
     """benchmarks/results/<name>.json: the figures with the command, date, commit and machine."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"command": command, "date": datetime.date.today().isoformat(),
-                                "commit": commit.strip(), "machine": machine(), "results": results}, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "command": command,
+                "date": datetime.date.today().isoformat(),
+                "commit": commit.strip(),
+                "machine": machine(),
+                "results": results,
+            },
+            indent=1,
+        )
+    )
     return path

@@ -68,12 +68,16 @@ def scorer(score, batch_size: int, per_epoch: int):
         def on_epoch_end(self, epoch, logs=None):
             took = self.in_epoch()
             self.done += took
-            self.epochs.append({"epoch": epoch + 1, "samples_per_second": self.params["steps"] * batch_size / took})
+            self.epochs.append(
+                {"epoch": epoch + 1, "samples_per_second": self.params["steps"] * batch_size / took}
+            )
             self.record(epoch + 1, self.done)
 
         def record(self, epochs: float, seconds: float):
             begin = time.perf_counter()
-            self.rows.append({"epochs": round(epochs, 3), "seconds": round(seconds, 2), "test_U": score(self.model)})
+            self.rows.append(
+                {"epochs": round(epochs, 3), "seconds": round(seconds, 2), "test_U": score(self.model)}
+            )
             print(json.dumps(self.rows[-1]), flush=True)
             self.paused += time.perf_counter() - begin
 
@@ -93,12 +97,16 @@ def run_ke(epochs: int) -> dict:
         def logits(z):
             p = np.clip(np.asarray(m.decoder.predict_on_batch(z), np.float64), 1e-7, 1 - 1e-7)
             return (np.log(p) - np.log1p(-p)).astype(np.float32)
+
         return test_u(lambda xb: m.encoder.predict_on_batch(xb)[:2], logits, x_test)
 
     watch = scorer(score, 128, SCORES_PER_EPOCH)
     model.fit(x_train, epochs=epochs, batch_size=128, callbacks=[watch], verbose=0)
-    return {"choices": {"batch_size": 128, "latent_dim": 16, "precision": "float32", "steps_per_execution": 1},
-            "epochs": watch.epochs, "scores": watch.rows}
+    return {
+        "choices": {"batch_size": 128, "latent_dim": 16, "precision": "float32", "steps_per_execution": 1},
+        "epochs": watch.epochs,
+        "scores": watch.rows,
+    }
 
 
 def run_pipeline(work: Path, overrides: list[str]) -> dict:
@@ -108,12 +116,15 @@ def run_pipeline(work: Path, overrides: list[str]) -> dict:
     from pipeline import runner
     from pipeline.data.prepared import load_split
 
-    params = overridden_params({"data.source": "fashion_mnist", **parse_overrides(overrides)},
-                               source="params.yaml + data.source")
+    params = overridden_params(
+        {"data.source": "fashion_mnist", **parse_overrides(overrides)}, source="params.yaml + data.source"
+    )
     x_test = load_split(work / "prepared", "test").inputs(slice(None))  # preprocessed, float32
 
     def score(vae):
-        total = sum(float(ops.sum(vae.subo_terms(x_test[i:i + 1000])["U"])) for i in range(0, len(x_test), 1000))
+        total = sum(
+            float(ops.sum(vae.subo_terms(x_test[i : i + 1000])["U"])) for i in range(0, len(x_test), 1000)
+        )
         return total / len(x_test)
 
     model_dir = Path(tempfile.mkdtemp(prefix="anchors-model-"))
@@ -121,8 +132,11 @@ def run_pipeline(work: Path, overrides: list[str]) -> dict:
     runner.train(params, prepared_dir=work / "prepared", model_dir=model_dir, callbacks=(watch,))
     choices = json.loads((model_dir / "choices.json").read_text())
     shutil.rmtree(model_dir)
-    return {"choices": {key: item["value"] for key, item in choices.items()}, "epochs": watch.epochs,
-            "scores": watch.rows}
+    return {
+        "choices": {key: item["value"] for key, item in choices.items()},
+        "epochs": watch.epochs,
+        "scores": watch.rows,
+    }
 
 
 def child(kind: str, work: Path, ke_epochs: int, overrides: list[str]) -> None:
@@ -134,21 +148,38 @@ def child(kind: str, work: Path, ke_epochs: int, overrides: list[str]) -> None:
 def summarise(kind: str, result: dict) -> dict:
     epochs, scores = result["epochs"], result["scores"]
     rates = [e["samples_per_second"] for e in epochs[1:]] or [epochs[0]["samples_per_second"]]
-    reach = {name: next((s["seconds"] for s in scores if s["test_U"] <= u), None) for name, u in THRESHOLDS.items()}
-    return {"kind": kind, "samples_per_second": statistics.median(rates), "peak_rss_mib": result["peak_rss_mib"],
-            "final_test_U": scores[-1]["test_U"], "epochs": len(epochs), "seconds": scores[-1]["seconds"],
-            "seconds_to": reach, "choices": result["choices"], "per_epoch": epochs, "scores": scores}
-
+    reach = {
+        name: next((s["seconds"] for s in scores if s["test_U"] <= u), None) for name, u in THRESHOLDS.items()
+    }
+    return {
+        "kind": kind,
+        "samples_per_second": statistics.median(rates),
+        "peak_rss_mib": result["peak_rss_mib"],
+        "final_test_U": scores[-1]["test_U"],
+        "epochs": len(epochs),
+        "seconds": scores[-1]["seconds"],
+        "seconds_to": reach,
+        "choices": result["choices"],
+        "per_epoch": epochs,
+        "scores": scores,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--ke-epochs", type=int, default=10)
     parser.add_argument("--work", type=Path, default=Path("/tmp/vae-anchors"))
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="change the pipeline's knobs (to study an alternative; not the shipped defaults)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the pipeline's knobs (to study an alternative; not the shipped defaults)",
+    )
     parser.add_argument("--child", choices=["ke", "pipeline"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -163,26 +194,52 @@ def main() -> None:
     runs = []
     for _ in range(args.repeats):
         for kind in ("ke", "pipeline"):
-            out = subprocess.run([*module_command(__spec__), "--child", kind, "--work", str(args.work),
-                                  "--ke-epochs", str(args.ke_epochs), *(["--set", *args.set] if args.set else [])],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    *module_command(__spec__),
+                    "--child",
+                    kind,
+                    "--work",
+                    str(args.work),
+                    "--ke-epochs",
+                    str(args.ke_epochs),
+                    *(["--set", *args.set] if args.set else []),
+                ],
+                capture_output=True,
+                text=True,
+            )
             line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if out.returncode or line is None:
                 sys.exit(f"{kind} run failed:\n{out.stderr[-3000:]}")
             runs.append(summarise(kind, json.loads(line[7:])))
-            print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("per_epoch", "scores")}), flush=True)
-    median = {kind: statistics.median(r["samples_per_second"] for r in runs if r["kind"] == kind)
-              for kind in ("ke", "pipeline")}
-    print(f"\nmedian samples/s: KE {median['ke']:,.0f}, pipeline {median['pipeline']:,.0f}, "
-          f"ratio {median['pipeline'] / median['ke']:.2f}")
+            print(
+                json.dumps({k: v for k, v in runs[-1].items() if k not in ("per_epoch", "scores")}),
+                flush=True,
+            )
+    median = {
+        kind: statistics.median(r["samples_per_second"] for r in runs if r["kind"] == kind)
+        for kind in ("ke", "pipeline")
+    }
+    print(
+        f"\nmedian samples/s: KE {median['ke']:,.0f}, pipeline {median['pipeline']:,.0f}, "
+        f"ratio {median['pipeline'] / median['ke']:.2f}"
+    )
     for name in THRESHOLDS:
-        times = {kind: [r["seconds_to"][name] for r in runs if r["kind"] == kind] for kind in ("ke", "pipeline")}
-        print(f"seconds to test U <= {THRESHOLDS[name]} ({name}): KE {times['ke']}, pipeline {times['pipeline']}")
+        times = {
+            kind: [r["seconds_to"][name] for r in runs if r["kind"] == kind] for kind in ("ke", "pipeline")
+        }
+        print(
+            f"seconds to test U <= {THRESHOLDS[name]} ({name}): KE {times['ke']}, pipeline "
+            f"{times['pipeline']}"
+        )
     ke_total = statistics.median(r["seconds"] for r in runs if r["kind"] == "ke")
     reached = [r["seconds_to"]["KE 10 epochs"] for r in runs if r["kind"] == "pipeline"]
     if all(t is not None for t in reached):
-        print(f"pipeline's median time to KE's 10-epoch U / KE's median {args.ke_epochs}-epoch time: "
-              f"{statistics.median(reached):.0f} s / {ke_total:.0f} s = {statistics.median(reached) / ke_total:.2f}")
+        print(
+            f"pipeline's median time to KE's 10-epoch U / KE's median {args.ke_epochs}-epoch time: "
+            f"{statistics.median(reached):.0f} s / {ke_total:.0f} s = "
+            f"{statistics.median(reached) / ke_total:.2f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
 

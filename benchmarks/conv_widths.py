@@ -16,9 +16,13 @@ import statistics
 import time
 
 LAYERS = [  # (batch, side, channels in, channels out, stride)
-    (64, 28, 1, 32, 2), (64, 14, 32, 64, 2),
-    (64, 64, 3, 32, 2), (64, 32, 32, 64, 2), (64, 16, 64, 128, 2),
-    (64, 16, 256, 256, 1), (256, 14, 32, 64, 2),
+    (64, 28, 1, 32, 2),
+    (64, 14, 32, 64, 2),
+    (64, 64, 3, 32, 2),
+    (64, 32, 32, 64, 2),
+    (64, 16, 64, 128, 2),
+    (64, 16, 256, 256, 1),
+    (256, 14, 32, 64, 2),
 ]
 
 
@@ -41,26 +45,36 @@ def timed_step(dtype, batch: int, side: int, c_in: int, c_out: int, stride: int)
         start = time.perf_counter()
         step(x, w)[0].numpy()
         return time.perf_counter() - start
+
     return once
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     import tensorflow as tf
 
-    print(f"{'batch':>5} {'side':>4} {'in':>4} {'out':>4} {'stride':>6} {'float32 GFLOP/s':>16} {'bf16 GFLOP/s':>13}")
+    print(
+        f"{'batch':>5} {'side':>4} {'in':>4} {'out':>4} {'stride':>6} {'float32 GFLOP/s':>16} "
+        f"{'bf16 GFLOP/s':>13}"
+    )
     for batch, side, c_in, c_out, stride in LAYERS:
-        steps = {dtype: timed_step(dtype, batch, side, c_in, c_out, stride) for dtype in (tf.float32, tf.bfloat16)}
+        steps = {
+            dtype: timed_step(dtype, batch, side, c_in, c_out, stride) for dtype in (tf.float32, tf.bfloat16)
+        }
         seconds = {dtype: [] for dtype in steps}
         for _ in range(args.repeats):
             for dtype, once in steps.items():
                 seconds[dtype].append(once())
         flops = 3 * 2 * batch * (side // stride) ** 2 * c_out * 9 * c_in
         rates = [flops / statistics.median(seconds[dtype]) / 1e9 for dtype in steps]
-        print(f"{batch:>5} {side:>4} {c_in:>4} {c_out:>4} {stride:>6} {rates[0]:>16,.0f} {rates[1]:>13,.0f}",
-              flush=True)
+        print(
+            f"{batch:>5} {side:>4} {c_in:>4} {c_out:>4} {stride:>6} {rates[0]:>16,.0f} {rates[1]:>13,.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Covariates: do the latents lose the batch and keep the label? Against scVI, on the same rows.
 
     make peers-env      # once: .venv-peers (torch CPU, scvi-tools 1.4.2, scib-metrics 0.5.10), benchmark-only
-    .venv/bin/python -m benchmarks.covariates [--seeds 0 1 2] [--epochs 100] [--only counts table] [--no-peers]
+    .venv/bin/python -m benchmarks.covariates [--seeds 0 1 2] [--epochs 100] [--only counts table]
+        [--no-peers]
 
 Two simulated datasets, each with a strong nuisance:
 
@@ -51,13 +52,18 @@ def simulate_counts(path: Path, seed: int, n: int = 3000, genes: int = 400, type
     kind = np.array([rng.choice(types, p=shares[b]) for b in batch])
     profile = rng.gamma(0.6, 1.5, size=(types, genes))
     for t in range(types):
-        profile[t, t * 20:(t + 1) * 20] *= 3.0  # marker genes
+        profile[t, t * 20 : (t + 1) * 20] *= 3.0  # marker genes
     scale = np.exp(rng.normal(0, 0.8, size=(batches, genes)))  # the batch effect, gene by gene
     size = np.exp(rng.normal(0, 0.3, n) + rng.normal(0, 0.5, batches)[batch])[:, None]
     mean = profile[kind] * scale[batch] * size
     counts = rng.negative_binomial(5, 5 / (5 + mean)).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": pd.Categorical([f"type{t}" for t in kind]),
-                        "batch": pd.Categorical([f"batch{b}" for b in batch])}, index=[f"c{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical([f"type{t}" for t in kind]),
+            "batch": pd.Categorical([f"batch{b}" for b in batch]),
+        },
+        index=[f"c{i}" for i in range(n)],
+    )
     ad.AnnData(X=counts, obs=obs).write_h5ad(path)
     return {"source": "anndata", "data.anndata.label_key": "cell_type", "covariate": "batch"}
 
@@ -81,24 +87,42 @@ def our_embeddings(path: Path, spec: dict, seed: int, epochs: int, work: Path) -
     from pipeline.data.prepared import load_splits
     from pipeline.latents.reader import load_latents
 
-    base = {"seed": seed, "data.source": spec["source"], "data.path": str(path), "model.latent_dim": LATENT_DIM,
-            "train.epochs": epochs, **{k: v for k, v in spec.items() if k.startswith("data.")}}
-    runs = {"ours, covariate": {"data.covariates": [spec["covariate"]]},
-            "ours, covariate, encoder too": {"data.covariates": [spec["covariate"]], "model.encode_covariates": True},
-            "ours, no covariate": {}}
+    base = {
+        "seed": seed,
+        "data.source": spec["source"],
+        "data.path": str(path),
+        "model.latent_dim": LATENT_DIM,
+        "train.epochs": epochs,
+        **{k: v for k, v in spec.items() if k.startswith("data.")},
+    }
+    runs = {
+        "ours, covariate": {"data.covariates": [spec["covariate"]]},
+        "ours, covariate, encoder too": {
+            "data.covariates": [spec["covariate"]],
+            "model.encode_covariates": True,
+        },
+        "ours, no covariate": {},
+    }
     out, facts = {}, None
     for name, extra in runs.items():
         paths = runner.run_paths(work / name.replace(" ", "_").replace(",", ""))
         params = overridden_params({**base, **extra})
         runner.prepare(params, out_dir=paths["prepared"])
         runner.train(params, prepared_dir=paths["prepared"], model_dir=paths["model_dir"])
-        runner.encode(params, prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=paths["latents"])
+        runner.encode(
+            params, prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=paths["latents"]
+        )
         frame = load_latents(paths["latents"]).to_pandas()
-        z = {split: np.stack(frame[frame["split"] == split].sort_values("id")["z_mean"]) for split in ("train", "test")}
+        z = {
+            split: np.stack(frame[frame["split"] == split].sort_values("id")["z_mean"])
+            for split in ("train", "test")
+        }
         out[name] = (z["train"], z["test"])
         if facts is None:
             _, splits = load_splits(paths["prepared"])
-            facts = {split: {"id": np.sort(np.asarray(splits[split].id)), "y": None} for split in ("train", "test")}
+            facts = {
+                split: {"id": np.sort(np.asarray(splits[split].id)), "y": None} for split in ("train", "test")
+            }
             for split in ("train", "test"):
                 order = np.argsort(np.asarray(splits[split].id))
                 facts[split]["y"] = np.asarray(splits[split].y)[order]
@@ -127,9 +151,12 @@ def baseline_embeddings(x: np.ndarray, batch: np.ndarray, facts: dict, seed: int
     train, test = (x[facts[s]["id"]] for s in ("train", "test"))
     mean, sd = train.mean(axis=0), np.where(train.std(axis=0) > 0, train.std(axis=0), 1.0)
     out = {}
-    for name, (a, b) in {"PCA": ((train - mean) / sd, (test - mean) / sd),
-                         "PCA, per batch": per_batch_standardized(train, test, *(batch[facts[s]["id"]]
-                                                                                  for s in ("train", "test")))}.items():
+    for name, (a, b) in {
+        "PCA": ((train - mean) / sd, (test - mean) / sd),
+        "PCA, per batch": per_batch_standardized(
+            train, test, *(batch[facts[s]["id"]] for s in ("train", "test"))
+        ),
+    }.items():
         pca = PCA(LATENT_DIM, random_state=seed).fit(a)
         out[name] = (pca.transform(a), pca.transform(b))
     return out
@@ -158,8 +185,11 @@ def scib_worker(embeddings: Path, out: Path) -> None:
     for name in {key.split("/")[0] for key in data.files if "/" in key}:
         neighbours = NeighborsResults(indices=data[f"{name}/index"], distances=data[f"{name}/distance"])
         batch, labels = data["batch"], data["labels"]
-        results[name] = {"ilisi": float(ilisi_knn(neighbours, batch)), "clisi": float(clisi_knn(neighbours, labels)),
-                         "silhouette_batch": float(silhouette_batch(data[f"{name}/x"], labels, batch))}
+        results[name] = {
+            "ilisi": float(ilisi_knn(neighbours, batch)),
+            "clisi": float(clisi_knn(neighbours, labels)),
+            "silhouette_batch": float(silhouette_batch(data[f"{name}/x"], labels, batch)),
+        }
     out.write_text(json.dumps(results))
 
 
@@ -169,9 +199,13 @@ def figures(embeddings: dict, batch: tuple, labels: tuple, seed: int) -> dict:
     from pipeline.platform.config import ProbeConfig
 
     protocol = ProbeProtocol.of(ProbeConfig(), knn_k=5, seed=seed)
-    return {name: {**mixing(pair, batch, labels[1], protocol),
-                   "label_probe": linear_probe(pair[0], labels[0], pair[1], labels[1], protocol)[0]["accuracy"]}
-            for name, pair in embeddings.items()}
+    return {
+        name: {
+            **mixing(pair, batch, labels[1], protocol),
+            "label_probe": linear_probe(pair[0], labels[0], pair[1], labels[1], protocol)[0]["accuracy"],
+        }
+        for name, pair in embeddings.items()
+    }
 
 
 def scib_agreement(embeddings: dict, batch: np.ndarray, labels: np.ndarray, ours: dict, work: Path) -> float:
@@ -184,11 +218,21 @@ def scib_agreement(embeddings: dict, batch: np.ndarray, labels: np.ndarray, ours
         key = name.replace("/", "_")
         arrays |= {f"{key}/x": test.astype(np.float32), f"{key}/index": index, f"{key}/distance": distance}
     np.savez(work / "scib.npz", **arrays)
-    subprocess.run([*module_command(__spec__, PEERS_PYTHON), "--scib-worker", str(work / "scib.npz"),
-                    str(work / "scib.json")], check=True)
+    subprocess.run(
+        [
+            *module_command(__spec__, PEERS_PYTHON),
+            "--scib-worker",
+            str(work / "scib.npz"),
+            str(work / "scib.json"),
+        ],
+        check=True,
+    )
     theirs = json.loads((work / "scib.json").read_text())
-    return max(abs(ours[name][key] - theirs[name.replace("/", "_")][key])
-               for name in embeddings for key in ("ilisi", "clisi", "silhouette_batch"))
+    return max(
+        abs(ours[name][key] - theirs[name.replace("/", "_")][key])
+        for name in embeddings
+        for key in ("ilisi", "clisi", "silhouette_batch")
+    )
 
 
 def one_seed(dataset: str, seed: int, epochs: int, peers: bool) -> tuple[dict, float | None]:
@@ -201,8 +245,18 @@ def one_seed(dataset: str, seed: int, epochs: int, peers: bool) -> tuple[dict, f
         embeddings |= baseline_embeddings(x, codes, facts, seed)
         if peers and dataset == "counts":
             np.savez(work / "ids.npz", train=facts["train"]["id"], test=facts["test"]["id"])
-            subprocess.run([*module_command(__spec__, PEERS_PYTHON), "--scvi-worker", str(path), str(work / "ids.npz"),
-                            str(work / "scvi.npz"), str(seed), str(epochs)], check=True)
+            subprocess.run(
+                [
+                    *module_command(__spec__, PEERS_PYTHON),
+                    "--scvi-worker",
+                    str(path),
+                    str(work / "ids.npz"),
+                    str(work / "scvi.npz"),
+                    str(seed),
+                    str(epochs),
+                ],
+                check=True,
+            )
             with np.load(work / "scvi.npz") as latent:
                 embeddings["scVI"] = (latent["train"], latent["test"])
         batch = tuple(codes[facts[s]["id"]] for s in ("train", "test"))
@@ -223,16 +277,23 @@ def print_table(dataset: str, runs: list[dict], agreements: list) -> None:
             cells.append(f"{statistics.median(values):.3f}{spread}" if values else "-")
         print(f"| {name} | {' | '.join(cells)} |")
     if any(a is not None for a in agreements):
-        print(f"largest |ours - scib-metrics| (iLISI, cLISI, silhouette batch): "
-              f"{max(a for a in agreements if a is not None):.2e}", flush=True)
+        print(
+            f"largest |ours - scib-metrics| (iLISI, cLISI, silhouette batch): "
+            f"{max(a for a in agreements if a is not None):.2e}",
+            flush=True,
+        )
 
 
 def main() -> None:
-    workers = {"--scvi-worker": lambda a: scvi_worker(Path(a[0]), Path(a[1]), Path(a[2]), int(a[3]), int(a[4])),
-               "--scib-worker": lambda a: scib_worker(Path(a[0]), Path(a[1]))}
+    workers = {
+        "--scvi-worker": lambda a: scvi_worker(Path(a[0]), Path(a[1]), Path(a[2]), int(a[3]), int(a[4])),
+        "--scib-worker": lambda a: scib_worker(Path(a[0]), Path(a[1])),
+    }
     if len(sys.argv) > 1 and sys.argv[1] in workers:
         return workers[sys.argv[1]](sys.argv[2:])
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=100, help="train.epochs of ours and max_epochs of scVI")
     parser.add_argument("--only", nargs="+", default=["counts", "table"])
@@ -246,8 +307,13 @@ def main() -> None:
             found, agreement = one_seed(dataset, seed, args.epochs, not args.no_peers)
             runs.append(found)
             agreements.append(agreement)
-            print(f"{dataset} seed {seed}: " + ", ".join(f"{name} iLISI {f['ilisi']:.3f} label {f['label_probe']:.3f}"
-                                                         for name, f in found.items()), flush=True)
+            print(
+                f"{dataset} seed {seed}: "
+                + ", ".join(
+                    f"{name} iLISI {f['ilisi']:.3f} label {f['label_probe']:.3f}" for name, f in found.items()
+                ),
+                flush=True,
+            )
         results[dataset] = {"runs": runs, "scib_agreement": agreements}
         print_table(dataset, runs, agreements)
     if args.json:

@@ -41,7 +41,9 @@ def main() -> None:
         path = Path(tmp) / "late.csv"
         values = np.random.default_rng(0).integers(0, 9, (args.rows, args.columns)).astype("<U8")
         values[-1] = [f"w{j}" for j in range(args.columns)]
-        lines = [",".join(f"c{j}" for j in range(args.columns)) + ",label"] + [",".join(r) + ",u" for r in values]
+        lines = [",".join(f"c{j}" for j in range(args.columns)) + ",label"] + [
+            ",".join(r) + ",u" for r in values
+        ]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         restarts = _Restarts()
         logging.getLogger("pipeline.data.readers.tables").addHandler(restarts)
@@ -51,9 +53,12 @@ def main() -> None:
             restarts.count, start = 0, time.perf_counter()
             data = read_table(path, "label", None)
             seconds.append(time.perf_counter() - start)
-        print(f"{path.stat().st_size / 2**20:.1f} MiB, {args.columns} columns widened, {data.x.shape[0]:,} rows: "
-              f"median {statistics.median(seconds):.2f} s of {args.repeats}, {restarts.count} restart(s) a read",
-              file=sys.stdout)
+        print(
+            f"{path.stat().st_size / 2**20:.1f} MiB, {args.columns} columns widened, "
+            f"{data.x.shape[0]:,} rows: median {statistics.median(seconds):.2f} s of {args.repeats}, "
+            f"{restarts.count} restart(s) a read",
+            file=sys.stdout,
+        )
 
 
 if __name__ == "__main__":

@@ -31,23 +31,39 @@ def contenders(precision: str) -> dict:
     from pipeline.training.train import make_optimizer
 
     def pipeline_vae(top: str):
-        params = parse_params({"model": {"architecture": "conv", "latent_dim": 16, "hidden": [], "filters": [32, 64],
-                                         "likelihood": "bernoulli", "decoder_top": top}})
-        vae = build_vae((28, 28, 1), resolve_model(params.model, [28, 28, 1], [0.0, 1.0])[0], params.loss, seed=0)
+        params = parse_params(
+            {
+                "model": {
+                    "architecture": "conv",
+                    "latent_dim": 16,
+                    "hidden": [],
+                    "filters": [32, 64],
+                    "likelihood": "bernoulli",
+                    "decoder_top": top,
+                }
+            }
+        )
+        vae = build_vae(
+            (28, 28, 1), resolve_model(params.model, [28, 28, 1], [0.0, 1.0])[0], params.loss, seed=0
+        )
         vae.compile(optimizer=make_optimizer(params.train, 1000))
         return vae
 
     built = {}
-    for name, policy, make in (("KE (float32)", "float32", reference_vae),
-                               (f"full ({precision})", precision, lambda: pipeline_vae("full")),
-                               (f"strided ({precision})", precision, lambda: pipeline_vae("strided"))):
+    for name, policy, make in (
+        ("KE (float32)", "float32", reference_vae),
+        (f"full ({precision})", precision, lambda: pipeline_vae("full")),
+        (f"strided ({precision})", precision, lambda: pipeline_vae("strided")),
+    ):
         keras.mixed_precision.set_global_policy(policy)  # layers take the policy when built
         built[name] = tf.function(make().train_step)
     return built
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
@@ -74,7 +90,10 @@ def main() -> None:
     ke = statistics.median(next(iter(ms.values())))
     for name, times in ms.items():
         median = statistics.median(times)
-        print(f"{name:24} {median:6.1f} ms/step  {ke / median:4.2f}× KE   rounds: {[round(t, 1) for t in times]}")
+        print(
+            f"{name:24} {median:6.1f} ms/step  {ke / median:4.2f}× KE   rounds: "
+            f"{[round(t, 1) for t in times]}"
+        )
 
 
 if __name__ == "__main__":

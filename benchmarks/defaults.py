@@ -79,8 +79,18 @@ def write_vectors(out: Path, seed: int = 0) -> Path:
     """5,000 real-valued 40-d vectors of 5 classes: 10 informative features, 30 of noise."""
     from sklearn.datasets import make_classification
 
-    x, y = make_classification(n_samples=5000, n_features=40, n_informative=10, n_redundant=0, n_repeated=0,
-                               n_classes=5, n_clusters_per_class=2, class_sep=1.5, shuffle=True, random_state=seed)
+    x, y = make_classification(
+        n_samples=5000,
+        n_features=40,
+        n_informative=10,
+        n_redundant=0,
+        n_repeated=0,
+        n_classes=5,
+        n_clusters_per_class=2,
+        class_sep=1.5,
+        shuffle=True,
+        random_state=seed,
+    )
     path = out / "vectors.npz"
     np.savez(path, x=x.astype(np.float32), y=y)
     return path
@@ -107,8 +117,9 @@ def write_cancer_site(out: Path, seed: int = 0) -> Path:
     frame = pd.read_csv(write_cancer(out))
     features = [c for c in frame.columns if c != "diagnosis"]
     first = frame[features[0]].to_numpy()
-    frame["site"] = np.array(["north", "south", "east"])[np.digitize(first + rng.normal(0, 2, len(frame)),
-                                                                     np.percentile(first, [33, 66]))]
+    frame["site"] = np.array(["north", "south", "east"])[
+        np.digitize(first + rng.normal(0, 2, len(frame)), np.percentile(first, [33, 66]))
+    ]
     holes = rng.uniform(size=(len(frame), len(features) + 1)) < 0.10
     values = frame[[*features, "site"]].astype(object).to_numpy()
     values[holes] = None
@@ -130,7 +141,9 @@ def write_survey(out: Path, n: int = 5000, seed: int = 0) -> Path:
     w = rng.normal(size=(3, 8))
     h = z @ w
     columns = {
-        "region": np.array(["north", "south", "east", "west", "centre"])[np.digitize(h[:, 0], [-1.5, -0.5, 0.5, 1.5])],
+        "region": np.array(["north", "south", "east", "west", "centre"])[
+            np.digitize(h[:, 0], [-1.5, -0.5, 0.5, 1.5])
+        ],
         "owner": h[:, 1] + rng.normal(size=n) > 0,
         "plan": np.array(["basic", "plus", "pro"])[np.digitize(h[:, 2] + rng.normal(size=n), [-0.7, 0.7])],
         "year": rng.integers(2015, 2025, size=n),
@@ -163,18 +176,42 @@ def write_counts(out: Path, n: int = 5000, genes: int = 200, seed: int = 0) -> P
 DATASETS = {  # name -> (kind, the data keys, given the work directory)
     "digits": ("8×8 grey images", lambda out: {"data.source": "digits"}),
     "fashion_mnist": ("28×28 grey images", lambda out: {"data.source": "fashion_mnist"}),
-    "rgb_folder": ("28×28 RGB image folder", lambda out: {"data.source": "image_folder",
-                                                          "data.path": str(write_rgb_folder(out))}),
-    "wine": ("table, 13 real features", lambda out: {"data.source": "table", "data.path": str(write_wine(out))}),
-    "vectors": ("npz, 40 real features", lambda out: {"data.source": "npz", "data.path": str(write_vectors(out))}),
-    "cancer": ("CSV, 30 features, string labels", lambda out: {
-        "data.source": "table", "data.path": str(write_cancer(out)), "data.table.label_column": "diagnosis"}),
-    "cancer_site": ("CSV, 30 real + 1 string, 10% cells empty", lambda out: {
-        "data.source": "table", "data.path": str(write_cancer_site(out)), "data.table.label_column": "diagnosis"}),
-    "survey": ("Parquet, 10 mixed columns, 5-15% empty", lambda out: {
-        "data.source": "table", "data.path": str(write_survey(out))}),
-    "counts": ("npz count matrix, 200 features",
-               lambda out: {"data.source": "npz", "data.path": str(write_counts(out))}),
+    "rgb_folder": (
+        "28×28 RGB image folder",
+        lambda out: {"data.source": "image_folder", "data.path": str(write_rgb_folder(out))},
+    ),
+    "wine": (
+        "table, 13 real features",
+        lambda out: {"data.source": "table", "data.path": str(write_wine(out))},
+    ),
+    "vectors": (
+        "npz, 40 real features",
+        lambda out: {"data.source": "npz", "data.path": str(write_vectors(out))},
+    ),
+    "cancer": (
+        "CSV, 30 features, string labels",
+        lambda out: {
+            "data.source": "table",
+            "data.path": str(write_cancer(out)),
+            "data.table.label_column": "diagnosis",
+        },
+    ),
+    "cancer_site": (
+        "CSV, 30 real + 1 string, 10% cells empty",
+        lambda out: {
+            "data.source": "table",
+            "data.path": str(write_cancer_site(out)),
+            "data.table.label_column": "diagnosis",
+        },
+    ),
+    "survey": (
+        "Parquet, 10 mixed columns, 5-15% empty",
+        lambda out: {"data.source": "table", "data.path": str(write_survey(out))},
+    ),
+    "counts": (
+        "npz count matrix, 200 features",
+        lambda out: {"data.source": "npz", "data.path": str(write_counts(out))},
+    ),
 }
 
 
@@ -189,63 +226,102 @@ def run(name: str, work: Path, overrides: dict) -> dict:
     metrics = runner.run_all(params, out)["metrics"]
     seconds = time.perf_counter() - start
     choices = json.loads((out / "model" / "choices.json").read_text())
-    epochs = len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
+    epochs = (
+        len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
+    )
     base, test = metrics["baselines"], metrics["subo"]["test"]
     return {
-        "dataset": name, "kind": kind, "data_keys": data_keys,
-        "latent_linear": metrics["probe"]["accuracy"], "pca_linear": base["pca"]["linear"]["accuracy"],
-        "raw_linear": base["raw"]["linear"]["accuracy"], "latent_knn": metrics["knn"]["accuracy"],
-        "pca_knn": base["pca"]["knn"], "raw_knn": base["raw"]["knn"],
-        "active_units": metrics["active_units"]["count"], "latent_dim": metrics["active_units"]["of"],
-        "test_D": test["D"], "test_U": test["U"], "test_S_100": test["S_K"]["100"],
-        "choices": {key: item["value"] for key, item in choices.items()}, "epochs_run": epochs,
-        "seconds": round(seconds, 1), "imputation": imputation_summary(metrics.get("columns")),
+        "dataset": name,
+        "kind": kind,
+        "data_keys": data_keys,
+        "latent_linear": metrics["probe"]["accuracy"],
+        "pca_linear": base["pca"]["linear"]["accuracy"],
+        "raw_linear": base["raw"]["linear"]["accuracy"],
+        "latent_knn": metrics["knn"]["accuracy"],
+        "pca_knn": base["pca"]["knn"],
+        "raw_knn": base["raw"]["knn"],
+        "active_units": metrics["active_units"]["count"],
+        "latent_dim": metrics["active_units"]["of"],
+        "test_D": test["D"],
+        "test_U": test["U"],
+        "test_S_100": test["S_K"]["100"],
+        "choices": {key: item["value"] for key, item in choices.items()},
+        "epochs_run": epochs,
+        "seconds": round(seconds, 1),
+        "imputation": imputation_summary(metrics.get("columns")),
     }
 
 
 def imputation_summary(columns: dict | None) -> dict | None:
-    """Per metric (accuracy, rmse / the mean's): the model's imputation against the mean/mode, over columns."""
+    """Per metric (accuracy, rmse / the mean's): the model's imputation against the mean/mode,
+    over columns."""
     if not columns:
         return None
     rows = [c for c in columns.values() if c["imputation"]["cells"]]
-    accuracy = [(c["imputation"]["model"], c["imputation"]["mean_or_mode"]) for c in rows if c["metric"] == "accuracy"]
-    rmse = [c["imputation"]["model"] / c["imputation"]["mean_or_mode"] for c in rows
-            if c["metric"] == "rmse" and c["imputation"]["mean_or_mode"]]
-    return {"accuracy_model": round(float(np.mean([a for a, _ in accuracy])), 3) if accuracy else None,
-            "accuracy_mode": round(float(np.mean([b for _, b in accuracy])), 3) if accuracy else None,
-            "rmse_over_mean": round(float(np.mean(rmse)), 3) if rmse else None}
+    accuracy = [
+        (c["imputation"]["model"], c["imputation"]["mean_or_mode"]) for c in rows if c["metric"] == "accuracy"
+    ]
+    rmse = [
+        c["imputation"]["model"] / c["imputation"]["mean_or_mode"]
+        for c in rows
+        if c["metric"] == "rmse" and c["imputation"]["mean_or_mode"]
+    ]
+    return {
+        "accuracy_model": round(float(np.mean([a for a, _ in accuracy])), 3) if accuracy else None,
+        "accuracy_mode": round(float(np.mean([b for _, b in accuracy])), 3) if accuracy else None,
+        "rmse_over_mean": round(float(np.mean(rmse)), 3) if rmse else None,
+    }
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| data | kind | linear: latent / PCA / raw | kNN: latent / PCA / raw | active | test D | test U "
-            "| S_100 | imputed: accuracy vs mode, RMSE / mean's | auto chose | epochs | s |")
+    head = (
+        "| data | kind | linear: latent / PCA / raw | kNN: latent / PCA / raw | active | test D | test U "
+        "| S_100 | imputed: accuracy vs mode, RMSE / mean's | auto chose | epochs | s |"
+    )
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         c = r["choices"]
         chose = ", ".join(str(c.get(k)) for k in ("data.scaling", "model.likelihood", "model.architecture"))
-        chose += f", hidden {c.get('model.hidden')}" + (f", filters {c['model.filters']}"
-                                                       if c.get("model.architecture") == "conv" else "")
+        chose += f", hidden {c.get('model.hidden')}" + (
+            f", filters {c['model.filters']}" if c.get("model.architecture") == "conv" else ""
+        )
         i = r.get("imputation") or {}
-        imputed = (f"{i['accuracy_model']} vs {i['accuracy_mode']}" if i.get("accuracy_model") is not None else "–")
+        imputed = (
+            f"{i['accuracy_model']} vs {i['accuracy_mode']}" if i.get("accuracy_model") is not None else "–"
+        )
         imputed += f", {i['rmse_over_mean']}" if i.get("rmse_over_mean") is not None else ""
-        lines.append(f"| {r['dataset']} | {r['kind']} | {r['latent_linear']:.3f} / {r['pca_linear']:.3f} / "
-                     f"{r['raw_linear']:.3f} | {r['latent_knn']:.3f} / {r['pca_knn']:.3f} / {r['raw_knn']:.3f} "
-                     f"| {r['active_units']} of {r['latent_dim']} | {r['test_D']:.1f} | {r['test_U']:.1f} "
-                     f"| {r['test_S_100']:.1f} | {imputed} | {chose} | {r['epochs_run']} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['dataset']} | {r['kind']} | {r['latent_linear']:.3f} / {r['pca_linear']:.3f} / "
+            f"{r['raw_linear']:.3f} | {r['latent_knn']:.3f} / {r['pca_knn']:.3f} / {r['raw_knn']:.3f} "
+            f"| {r['active_units']} of {r['latent_dim']} | {r['test_D']:.1f} | {r['test_U']:.1f} "
+            f"| {r['test_S_100']:.1f} | {imputed} | {chose} | {r['epochs_run']} | {r['seconds']:.0f} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", nargs="+", choices=list(DATASETS), default=list(DATASETS))
-    parser.add_argument("--work", type=Path, default=Path("/tmp/vae-defaults"),
-                        help="where the datasets and each run's outputs go (datasets are reused)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/vae-defaults"),
+        help="where the datasets and each run's outputs go (datasets are reused)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="change knobs beyond the data keys (to study an alternative default)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change knobs beyond the data keys (to study an alternative default)",
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        force=True)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
+    )
     logging.getLogger("pipeline").setLevel(logging.INFO)
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []

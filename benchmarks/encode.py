@@ -44,7 +44,7 @@ def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
         x = np.lib.format.open_memmap(Path(tmp) / "x.npy", mode="w+", dtype=np.uint8, shape=(rows, 8, 8, 1))
         rng = np.random.default_rng(0)
         for start in range(0, rows, 100_000):  # written in chunks: the inputs never sit in memory
-            x[start:start + 100_000] = rng.integers(0, 256, x[start:start + 100_000].shape)
+            x[start : start + 100_000] = rng.integers(0, 256, x[start : start + 100_000].shape)
         x.flush()
         x = np.load(Path(tmp) / "x.npy", mmap_mode="r")
         # The model `auto` builds for digits-shaped pixels in [0, 1].
@@ -54,6 +54,7 @@ def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
 
         def preprocess(stored):
             return np.asarray(stored, np.float32) / 255
+
         vae.encoder.predict_on_batch(preprocess(x[:batch_size]))  # compile outside the timing
         surprisal = RowSurprisal(vae, importance_samples)
         # each row's scores as the stage writes them: S_K, its quantile and novelty (with S_K - L, pixels)
@@ -61,17 +62,23 @@ def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
         before = peak_rss_mib()
         start = time.perf_counter()
         batches = encoded_batches(vae.predict_posterior, scorer, "train", x, y, ids, batch_size, preprocess)
-        written = write_latents(Path(tmp) / "latents", batches,
-                                vae.latent_dim, {})
+        written = write_latents(Path(tmp) / "latents", batches, vae.latent_dim, {})
         seconds = time.perf_counter() - start
         size = sum(p.stat().st_size for p in (Path(tmp) / "latents").rglob("*.parquet"))
-    return {"rows": written, "seconds": round(seconds, 2), "rows_per_second": round(written / seconds),
-            "peak_rss_mib": round(peak_rss_mib()), "peak_growth_mib": round(peak_rss_mib() - before),
-            "parquet_mib": round(size / 2**20, 1)}
+    return {
+        "rows": written,
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(written / seconds),
+        "peak_rss_mib": round(peak_rss_mib()),
+        "peak_growth_mib": round(peak_rss_mib() - before),
+        "parquet_mib": round(size / 2**20, 1),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--importance-samples", type=int, nargs="+", default=[10])
@@ -80,16 +87,34 @@ def main() -> None:
     if args.one:
         print(json.dumps(one_run(args.one, args.batch_size, args.importance_samples[0])))
         return
-    print(f"{'K':>4} {'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak RSS MiB':>13} {'growth MiB':>11} "
-          f"{'parquet MiB':>12}")
+    print(
+        f"{'K':>4} {'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak RSS MiB':>13} {'growth MiB':>11} "
+        f"{'parquet MiB':>12}"
+    )
     for k in args.importance_samples:
         for rows in args.rows:
-            out = subprocess.run([*module_command(__spec__), "--one", str(rows), "--batch-size", str(args.batch_size),
-                                  "--importance-samples", str(k)], capture_output=True, text=True, check=True,
-                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            out = subprocess.run(
+                [
+                    *module_command(__spec__),
+                    "--one",
+                    str(rows),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--importance-samples",
+                    str(k),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{k:>4} {r['rows']:>10,} {r['seconds']:>8} {r['rows_per_second']:>10,} {r['peak_rss_mib']:>13} "
-                  f"{r['peak_growth_mib']:>11} {r['parquet_mib']:>12}", flush=True)
+            print(
+                f"{k:>4} {r['rows']:>10,} {r['seconds']:>8} {r['rows_per_second']:>10,} "
+                f"{r['peak_rss_mib']:>13} "
+                f"{r['peak_growth_mib']:>11} {r['parquet_mib']:>12}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -42,15 +42,23 @@ def points_of(images: np.ndarray, labels: np.ndarray):
 
     rng = np.random.default_rng(0)
     padded = np.pad(images[..., 0].astype(np.float32), ((0, 0), (1, 1), (1, 1)), mode="edge")
-    blurred = sum(padded[:, i:i + 28, j:j + 28] for i in range(3) for j in range(3)) / 9
+    blurred = sum(padded[:, i : i + 28, j : j + 28] for i in range(3) for j in range(3)) / 9
     shown = pictures_shown(images, np.round(blurred)[..., None].astype(np.uint8))
     centres = rng.normal(0, 8, (10, 2))
     coords = centres[labels] + rng.normal(0, 1.2, (len(labels), 2))
     names = [str(v) for v in labels]
     predicted = [str(v) if rng.uniform() < 0.85 else str((v + 1) % 10) for v in labels]
     scores = {name: rng.gamma(3.0, size=len(labels)) for name in SCORES}
-    return Points(coords[:, 0], coords[:, 1], np.arange(len(labels), dtype=np.int64), names, predicted,
-                  rng.normal(size=(len(labels), 16)).astype(np.float32), shown, scores), images
+    return Points(
+        coords[:, 0],
+        coords[:, 1],
+        np.arange(len(labels), dtype=np.int64),
+        names,
+        predicted,
+        rng.normal(size=(len(labels), 16)).astype(np.float32),
+        shown,
+        scores,
+    ), images
 
 
 def write(points, pictures, folder: Path) -> dict:
@@ -62,9 +70,12 @@ def write(points, pictures, folder: Path) -> dict:
     page_s = time.perf_counter() - start
     start = time.perf_counter()
     _projector(folder / "projector", points, pictures)
-    return {"page_mib": round((folder / "explorer.html").stat().st_size / 2**20, 2), "write_page_s": round(page_s, 2),
-            "write_projector_s": round(time.perf_counter() - start, 2),
-            "sprite_mib": round((folder / "projector" / "sprite.png").stat().st_size / 2**20, 2)}
+    return {
+        "page_mib": round((folder / "explorer.html").stat().st_size / 2**20, 2),
+        "write_page_s": round(page_s, 2),
+        "write_projector_s": round(time.perf_counter() - start, 2),
+        "sprite_mib": round((folder / "projector" / "sprite.png").stat().st_size / 2**20, 2),
+    }
 
 
 def render(page: Path) -> dict:
@@ -93,10 +104,14 @@ def render(page: Path) -> dict:
             time.sleep(0.05)
         hovers = []
         for i in range(0, 10_000, 500)[:20]:
-            x, y = driver.execute_script(PLOT_VIEW_JS + """
+            x, y = driver.execute_script(
+                PLOT_VIEW_JS
+                + """
                 const i = Math.min(arguments[0], data.x.length - 1), rect = view.el.getBoundingClientRect();
                 return [rect.left + view.frame.x_scale.compute(data.x[i]),
-                        rect.top + view.frame.y_scale.compute(data.y[i])];""", i)
+                        rect.top + view.frame.y_scale.compute(data.y[i])];""",
+                i,
+            )
             move = ActionBuilder(driver)
             move.pointer_action.move_to_location(int(x), int(y))
             begin = time.perf_counter()
@@ -108,14 +123,19 @@ def render(page: Path) -> dict:
             away.pointer_action.move_to_location(5, 5)  # off the plot
             away.perform()
             time.sleep(0.2)
-        return {"load_s": round(loaded, 2), "bokeh_idle_ms": idle,
-                "hover_to_tooltip_ms": round(1000 * statistics.median(hovers))}
+        return {
+            "load_s": round(loaded, 2),
+            "bokeh_idle_ms": idle,
+            "hover_to_tooltip_ms": round(1000 * statistics.median(hovers)),
+        }
     finally:
         driver.quit()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -123,11 +143,27 @@ def main() -> None:
     rows = []
     for repeat in range(args.repeats):
         folder = Path(tempfile.mkdtemp(prefix="vae-explorer-"))
-        rows.append({"repeat": repeat, "points": args.points, **write(points, pictures, folder),
-                     **render(folder / "explorer.html")})
+        rows.append(
+            {
+                "repeat": repeat,
+                "points": args.points,
+                **write(points, pictures, folder),
+                **render(folder / "explorer.html"),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps({"median": {key: statistics.median(r[key] for r in rows) for key in rows[0]
-                                 if key not in ("repeat", "points")}, "points": args.points}))
+    print(
+        json.dumps(
+            {
+                "median": {
+                    key: statistics.median(r[key] for r in rows)
+                    for key in rows[0]
+                    if key not in ("repeat", "points")
+                },
+                "points": args.points,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 7) -> float:
     product reads the last one's result, so none can be elided)."""
     import tensorflow as tf
 
-    b = tf.cast(tf.random.normal((n, n)) / n ** 0.5, dtype)  # keeps the chain's scale
+    b = tf.cast(tf.random.normal((n, n)) / n**0.5, dtype)  # keeps the chain's scale
 
     @tf.function
     def ten(x):
@@ -55,7 +55,7 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 7) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         ten(x).numpy()
-        rates.append(10 * 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
+        rates.append(10 * 2 * n**3 / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
 
 
@@ -65,6 +65,7 @@ def op_flops(op) -> int:
     A convolution's two backward ops (to its input and to its filter) cost what the forward
     op does: every (output position, filter tap, input channel, output channel) once.
     """
+
     def shape(tensor):
         return tensor.shape.as_list()
 
@@ -108,8 +109,15 @@ def step_flops(params, prepared: Path) -> dict:
     from pipeline.model.resolve_model import is_series, levels_of, resolve_model
 
     manifest = Manifest.read(prepared)
-    model, _ = resolve_model(params.model, manifest.input_shape, manifest.value_range, manifest.value_type,
-                             manifest.columns, levels_of(manifest), series=is_series(manifest))
+    model, _ = resolve_model(
+        params.model,
+        manifest.input_shape,
+        manifest.value_range,
+        manifest.value_type,
+        manifest.columns,
+        levels_of(manifest),
+        series=is_series(manifest),
+    )
     vae = build_vae(manifest.input_shape, model, params.loss, seed=0)
     batch = params.train.batch_size
 
@@ -125,9 +133,13 @@ def step_flops(params, prepared: Path) -> dict:
         flops = op_flops(op)
         if flops:
             by_op[op.type] = by_op.get(op.type, 0) + flops / batch
-    return {"mflop": sum(by_op.values()) / 1e6, "filters": list(model.filters), "likelihood": model.likelihood,
-            "by_op_mflop": {k: round(v / 1e6, 3) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])},
-            "ms_per_example": time_parts(vae, batch, manifest.input_shape, params.train.jit_compile)}
+    return {
+        "mflop": sum(by_op.values()) / 1e6,
+        "filters": list(model.filters),
+        "likelihood": model.likelihood,
+        "by_op_mflop": {k: round(v / 1e6, 3) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])},
+        "ms_per_example": time_parts(vae, batch, manifest.input_shape, params.train.jit_compile),
+    }
 
 
 def time_parts(vae, batch: int, shape, jit: bool, steps: int = 16, repeats: int = 5) -> dict:
@@ -153,7 +165,9 @@ def time_parts(vae, batch: int, shape, jit: bool, steps: int = 16, repeats: int 
 
     def networks():
         loss, grads = gradients(lambda x: tf.reduce_mean(tf.square(vae.decoder(vae.encoder(x)[0]))))
-        return loss + tf.add_n([tf.reduce_sum(g) for g in grads if g is not None]) * 0.0  # every gradient computed
+        return (
+            loss + tf.add_n([tf.reduce_sum(g) for g in grads if g is not None]) * 0.0
+        )  # every gradient computed
 
     def objective():
         loss, grads = gradients(lambda x: vae.objective(x, training=True)[0])
@@ -165,7 +179,12 @@ def time_parts(vae, batch: int, shape, jit: bool, steps: int = 16, repeats: int 
         return loss
 
     out = {}
-    for name, body in (("networks", networks), ("objective_and_gradient", objective), ("with_adam", with_adam)):
+    for name, body in (
+        ("networks", networks),
+        ("objective_and_gradient", objective),
+        ("with_adam", with_adam),
+    ):
+
         @tf.function(jit_compile=jit)
         def run():
             total = tf.constant(0.0)
@@ -188,35 +207,61 @@ def samples_per_second(params, prepared: Path, out: Path) -> float:
     from pipeline.runner import train
 
     train(params, prepared_dir=prepared, model_dir=out)
-    rows = (out / "live" / "plots" / "metrics" / "train" / "samples_per_second.tsv").read_text().split("\n")[2:]
+    rows = (
+        (out / "live" / "plots" / "metrics" / "train" / "samples_per_second.tsv").read_text().split("\n")[2:]
+    )
     return statistics.median(float(row.split("\t")[-1]) for row in rows if row)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[;KEY=VALUE]",
-                        help="a variant to time beside the shipped defaults (repeatable)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[;KEY=VALUE]",
+        help="a variant to time beside the shipped defaults (repeatable)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the train stage's timing (0: none)")
-    parser.add_argument("--python", default=str(ROOT / ".venv-peers" / "bin" / "python"),
-                        help="a python with scikit-image (make peers-env), for the photo crops")
-    parser.add_argument("--data", choices=("28x28x1", "64x64x3"), action="append",
-                        help="only these inputs (repeatable; default: both)")
+    parser.add_argument(
+        "--python",
+        default=str(ROOT / ".venv-peers" / "bin" / "python"),
+        help="a python with scikit-image (make peers-env), for the photo crops",
+    )
+    parser.add_argument(
+        "--data",
+        choices=("28x28x1", "64x64x3"),
+        action="append",
+        help="only these inputs (repeatable; default: both)",
+    )
     args = parser.parse_args()
     from pipeline.platform.hardware import cpu_flags, onednn_enabled
     from pipeline.runner import prepare
     from pipeline.training.resolve_run import NATIVE_BF16_CPU_FLAGS
 
     work = Path(tempfile.mkdtemp(prefix="vae-flops-"))
-    data = {"28x28x1": {"data.source": "fashion_mnist", "data.max_examples": 10_000},
-            "64x64x3": {"data.source": "image_folder", "data.path": str(work / "photos")}}
+    data = {
+        "28x28x1": {"data.source": "fashion_mnist", "data.max_examples": 10_000},
+        "64x64x3": {"data.source": "image_folder", "data.path": str(work / "photos")},
+    }
     data = {name: keys for name, keys in data.items() if name in (args.data or data)}
     if "64x64x3" in data:
         generate(work / "photos", args.python, 400, 64)
     flags = cpu_flags()
     native = sorted(set(NATIVE_BF16_CPU_FLAGS) & flags)
     peaks = {"float32": matmul_peak("float32"), **({"bfloat16": matmul_peak("bfloat16")} if native else {})}
-    print(json.dumps({"cpu_native_bf16": native, "amx": sorted({"amx_bf16", "amx_tile"} & flags),
-                      "onednn": onednn_enabled(), "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()}}))
+    print(
+        json.dumps(
+            {
+                "cpu_native_bf16": native,
+                "amx": sorted({"amx_bf16", "amx_tile"} & flags),
+                "onednn": onednn_enabled(),
+                "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
+            }
+        )
+    )
     variants = [{}] + [parse_overrides(v.split(";")) for v in args.set]
     rates: dict = {}
     for name, keys in data.items():
@@ -228,25 +273,38 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, keys in data.items():
             for i, overrides in enumerate(variants):
-                params = overridden_params({**keys, **overrides, "train.epochs": 4,
-                                            "train.early_stopping_patience": None})
-                rate = samples_per_second(params, work / name / "prepared", work / name / f"model-{i}-{repeat}")
+                params = overridden_params(
+                    {**keys, **overrides, "train.epochs": 4, "train.early_stopping_patience": None}
+                )
+                rate = samples_per_second(
+                    params, work / name / "prepared", work / name / f"model-{i}-{repeat}"
+                )
                 rates[name, i]["rates"].append(rate)
-                print(json.dumps({"data": name, "set": overrides, "repeat": repeat, "samples_per_s": round(rate)}),
-                      flush=True)
+                print(
+                    json.dumps(
+                        {"data": name, "set": overrides, "repeat": repeat, "samples_per_s": round(rate)}
+                    ),
+                    flush=True,
+                )
     peak = max(peaks.values())
     for (name, i), figures in rates.items():
         flops, parts = figures["flops"]["mflop"] * 1e6, figures["flops"]["ms_per_example"]
-        line = (f"{name} {variants[i] or 'defaults'}: {flops / 1e6:.1f} useful MFLOP/example; per example "
-                f"networks {parts['networks']:.3f} ms ({flops / parts['networks'] / 1e6:.1f} GFLOP/s), + objective "
-                f"{parts['objective_and_gradient'] - parts['networks']:.3f}, + Adam "
-                f"{parts['with_adam'] - parts['objective_and_gradient']:.3f}")
+        line = (
+            f"{name} {variants[i] or 'defaults'}: {flops / 1e6:.1f} useful MFLOP/example; per example "
+            f"networks {parts['networks']:.3f} ms ({flops / parts['networks'] / 1e6:.1f} GFLOP/s), + "
+            "objective "
+            f"{parts['objective_and_gradient'] - parts['networks']:.3f}, + Adam "
+            f"{parts['with_adam'] - parts['objective_and_gradient']:.3f}"
+        )
         if figures["rates"]:
             rate = statistics.median(figures["rates"])
-            line += (f"; the stage: {rate:,.0f} samples/s, {1000 / rate:.3f} ms (the rest: Keras' loop, input, "
-                     f"metrics {1000 / rate - parts['with_adam']:.3f}) -> {flops * rate / 1e9:.1f} GFLOP/s = "
-                     f"{100 * flops * rate / 1e9 / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak")
+            line += (
+                f"; the stage: {rate:,.0f} samples/s, {1000 / rate:.3f} ms (the rest: Keras' loop, input, "
+                f"metrics {1000 / rate - parts['with_adam']:.3f}) -> {flops * rate / 1e9:.1f} GFLOP/s = "
+                f"{100 * flops * rate / 1e9 / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak"
+            )
         print(line)
+
 
 if __name__ == "__main__":
     main()

@@ -23,9 +23,22 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=2000, help="cases per format")
     args = parser.parse_args()
     env = {**os.environ, "VAE_PIPELINE_FUZZ_EXAMPLES": str(args.examples), "VAE_PIPELINE_FUZZ_RANDOM": "1"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                             str(ROOT / "tests" / "test_fuzz_readers.py")], cwd=ROOT, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests" / "test_fuzz_readers.py"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     counts = re.findall(r"fuzz (\w+): (\d+) read, (\d+) refused", result.stdout)
     for fmt, read, refused in counts:
         print(f"{fmt:>15}: {int(read) + int(refused):>6} cases, {read} read, {refused} refused in one line")

@@ -31,7 +31,8 @@ def child(step: str, work: Path, overrides: dict) -> dict:
     gpus = tf.config.list_physical_devices("GPU")
     if step == "mirrored" and gpus:
         tf.config.set_logical_device_configuration(
-            gpus[0], [tf.config.LogicalDeviceConfiguration(memory_limit=LOGICAL_GPU_MIB)] * 2)
+            gpus[0], [tf.config.LogicalDeviceConfiguration(memory_limit=LOGICAL_GPU_MIB)] * 2
+        )
     from benchmarks.scale import _epoch_timer
     from pipeline import runner
 
@@ -41,8 +42,12 @@ def child(step: str, work: Path, overrides: dict) -> dict:
         manifest = runner.prepare(params, out_dir=work / "prepared")
         return {"rows": sum(manifest.counts.values()), "seconds": time.perf_counter() - start}
     if step == "encode":
-        rows = runner.encode(params, prepared_dir=work / "prepared", model_path=work / "model" / "model.keras",
-                             out_dir=work / "latents")
+        rows = runner.encode(
+            params,
+            prepared_dir=work / "prepared",
+            model_path=work / "model" / "model.keras",
+            out_dir=work / "latents",
+        )
         return {"rows": rows, "rows_per_s": rows / (time.perf_counter() - start)}
     timer = _epoch_timer(params.train.batch_size)
     model_dir = work / ("model" if step == "train" else "mirrored")
@@ -50,23 +55,37 @@ def child(step: str, work: Path, overrides: dict) -> dict:
     choices = json.loads((model_dir / "choices.json").read_text())
     logical = tf.config.list_logical_devices("GPU")
     peak = tf.config.experimental.get_memory_info(logical[0].name)["peak"] if logical else 0
-    return {"samples_per_s_by_epoch": timer.rates, "samples_per_s_median": statistics.median(timer.rates),
-            "precision": choices["train.precision"], "steps_per_execution": choices["train.steps_per_execution"],
-            "peak_gpu_mib": peak / 2**20, "logical_gpus": len(logical), "U": history["U"],
-            "seconds": time.perf_counter() - start}
+    return {
+        "samples_per_s_by_epoch": timer.rates,
+        "samples_per_s_median": statistics.median(timer.rates),
+        "precision": choices["train.precision"],
+        "steps_per_execution": choices["train.steps_per_execution"],
+        "peak_gpu_mib": peak / 2**20,
+        "logical_gpus": len(logical),
+        "U": history["U"],
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def run_child(step: str, work: Path, overrides: dict) -> dict:
-    out = subprocess.run([*module_command(__spec__), "--child", step, str(work), json.dumps(overrides)],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [*module_command(__spec__), "--child", step, str(work), json.dumps(overrides)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
-        return {"failed": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}",
-                "stderr_tail": out.stderr[-2000:]}
+        return {
+            "failed": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}",
+            "stderr_tail": out.stderr[-2000:],
+        }
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -85,16 +104,22 @@ def main() -> None:
 
             write_npz(work / "synthetic.npz", 60_000)
             data = {"data.source": "npz", "data.path": str(work / "synthetic.npz")}
-            results["data"] = f"synthetic 60,000 × 28×28 (Fashion-MNIST not found: {results['prepare']['failed']})"
+            results["data"] = (
+                f"synthetic 60,000 × 28×28 (Fashion-MNIST not found: {results['prepare']['failed']})"
+            )
             results["prepare"] = run_child("prepare", work, data)
         else:
             results["data"] = "Fashion-MNIST"
-        steps = {"train": {**data, "train.epochs": args.epochs},
-                 "mirrored": {**data, "train.epochs": 1, "train.distribution": "mirrored"},
-                 "encode": data}
+        steps = {
+            "train": {**data, "train.epochs": args.epochs},
+            "mirrored": {**data, "train.epochs": 1, "train.distribution": "mirrored"},
+            "encode": data,
+        }
         for step, overrides in steps.items():
             results[step] = run_child(step, work, overrides)
-            print(step, json.dumps({k: v for k, v in results[step].items() if k != "stderr_tail"}), flush=True)
+            print(
+                step, json.dumps({k: v for k, v in results[step].items() if k != "stderr_tail"}), flush=True
+            )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

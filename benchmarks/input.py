@@ -74,7 +74,11 @@ def train_flops_per_sample(side: int) -> tuple[float, str]:
         for layer in network.layers:
             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
                 k = np.prod(layer.kernel.shape)  # kh · kw · c_in · c_out
-                h, w = (layer.output.shape[1:3] if isinstance(layer, keras.layers.Conv2D) else layer.input.shape[1:3])
+                h, w = (
+                    layer.output.shape[1:3]
+                    if isinstance(layer, keras.layers.Conv2D)
+                    else layer.input.shape[1:3]
+                )
                 total += 2 * k * h * w
             elif isinstance(layer, keras.layers.Dense):
                 total += 2 * np.prod(layer.kernel.shape)
@@ -82,12 +86,15 @@ def train_flops_per_sample(side: int) -> tuple[float, str]:
 
     mc = params.loss.mc_samples if params.loss.mc_samples != AUTO else 1
     per_sample = 3 * (forward(vae.encoder) + mc * forward(vae.decoder))
-    return per_sample, (f"{model.architecture}, filters {model.filters}, hidden {model.hidden}, "
-                        f"latent {model.latent_dim}")
+    return per_sample, (
+        f"{model.architecture}, filters {model.filters}, hidden {model.hidden}, latent {model.latent_dim}"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 64])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
@@ -99,20 +106,29 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; CPU flags: {cpu_flags()}")
     with tempfile.TemporaryDirectory(dir=ROOT / ".scale" if (ROOT / ".scale").is_dir() else None) as tmp:
         prepared_dirs = {side: prepared(Path(tmp), args.rows, side) for side in args.sizes}
-        runs = {(side, b, mode): [] for side in args.sizes for b in args.batch_sizes for mode in ("mmap", "memory")}
+        runs = {
+            (side, b, mode): []
+            for side in args.sizes
+            for b in args.batch_sizes
+            for mode in ("mmap", "memory")
+        }
         for _ in range(args.repeats):
             for side, b, mode in runs:  # interleaved: each repeat measures every contender once
                 runs[(side, b, mode)].append(samples_per_s(prepared_dirs[side], b, mode))
     print("| image | batch | input | samples/s (median) | repeats |")
     print("|---|---|---|---|---|")
     for (side, b, mode), figures in runs.items():
-        print(f"| {side}×{side} | {b} | {mode} | {statistics.median(figures):,.0f} | "
-              f"{', '.join(f'{f:,.0f}' for f in figures)} |")
+        print(
+            f"| {side}×{side} | {b} | {mode} | {statistics.median(figures):,.0f} | "
+            f"{', '.join(f'{f:,.0f}' for f in figures)} |"
+        )
     flops, what = train_flops_per_sample(28)
     print(f"\ndefault model for 28×28×1 ({what}): {flops / 1e6:.2f} MFLOP per training sample")
     for share in (0.05, 0.2, 0.5):
         print(f"at {share:.0%} of {GPU_TFLOPS} TFLOP/s: {share * GPU_TFLOPS * 1e12 / flops:,.0f} samples/s")
-    print(json.dumps({"runs": {f"{s}x{s} b{b} {m}": f for (s, b, m), f in runs.items()}, "train_flops": flops}))
+    print(
+        json.dumps({"runs": {f"{s}x{s} b{b} {m}": f for (s, b, m), f in runs.items()}, "train_flops": flops})
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,13 @@ from pipeline.platform.config_checker import set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 
-RECIPE = {"data.source": "fashion_mnist", "model.architecture": "conv", "model.latent_dim": 16,
-          "model.hidden": [], "train.batch_size": 128}
+RECIPE = {
+    "data.source": "fashion_mnist",
+    "model.architecture": "conv",
+    "model.latent_dim": 16,
+    "model.hidden": [],
+    "train.batch_size": 128,
+}
 SCENARIOS = [  # (what a user changes, the key, two values to switch between)
     ("a training knob (train.learning_rate)", "train.learning_rate", (0.0015, 0.001)),
     ("a UMAP knob (evaluate.umap.n_neighbors)", "evaluate.umap.n_neighbors", (20, 15)),
@@ -91,8 +96,11 @@ def main() -> None:
         (repo / "params.yaml").write_text(params)
     else:
         set_params(repo, {**RECIPE, "train.epochs": args.epochs, **parse_overrides(args.overrides)})
-        for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                        ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "benchmark"]):
+        for command in (
+            ["git", "init", "-q"],
+            ["git", "add", "-A"],
+            ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "benchmark"],
+        ):
             sh(command, repo)
     output, seconds = sh(["dvc", "repro"], repo)
     first = {"stages": re.findall(r"Running stage '(\w+)'", output), "total_s": round(seconds, 1)}

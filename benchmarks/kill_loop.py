@@ -46,10 +46,18 @@ from tests.test_kill import PUBLICATIONS, outputs_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SMALL = {"train.epochs": 2, "model.hidden": [64], "train.deterministic": True, "evaluate.importance_samples": 10,
-         "evaluate.surprisal_examples": 100}
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-       "TF_CPP_MIN_LOG_LEVEL": "2"}
+SMALL = {
+    "train.epochs": 2,
+    "model.hidden": [64],
+    "train.deterministic": True,
+    "evaluate.importance_samples": 10,
+    "evaluate.surprisal_examples": 100,
+}
+ENV = {
+    **os.environ,
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
 
 
 def sh(args, cwd, check=True):
@@ -74,12 +82,17 @@ def comparable(path: str, data):
     """An output's content without what differs between two runs of the same params."""
     if path.endswith(".parquet"):
         table = pq.read_table(io.BytesIO(data))
-        metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"vae_pipeline.model_sha256"}
+        metadata = {
+            k: v for k, v in (table.schema.metadata or {}).items() if k != b"vae_pipeline.model_sha256"
+        }
         return table.replace_schema_metadata(None).to_pydict(), metadata
     if path.endswith(".keras"):  # Keras writes id() of objects shared in the config: number them instead
         ids = {}
-        config = re.sub(rb'"shared_object_id": (\d+)', lambda m: b"%d" % ids.setdefault(m.group(1), len(ids)),
-                        data["config.json"])
+        config = re.sub(
+            rb'"shared_object_id": (\d+)',
+            lambda m: b"%d" % ids.setdefault(m.group(1), len(ids)),
+            data["config.json"],
+        )
         return {**data, "config.json": config}
     if path.endswith("live/metrics.json"):
         metrics = json.loads(data)
@@ -89,8 +102,14 @@ def comparable(path: str, data):
 
 
 def snapshot(repo: Path) -> dict:
-    return {stage: {path: comparable(path, data) for path, data in outputs_of(repo, stage).items()
-                    if not path.endswith("samples_per_second.tsv")} for stage in PUBLICATIONS}
+    return {
+        stage: {
+            path: comparable(path, data)
+            for path, data in outputs_of(repo, stage).items()
+            if not path.endswith("samples_per_second.tsv")
+        }
+        for stage in PUBLICATIONS
+    }
 
 
 def differing(state: dict, reference: dict) -> list[str]:
@@ -98,15 +117,25 @@ def differing(state: dict, reference: dict) -> list[str]:
 
 
 def litter(repo: Path) -> list[str]:
-    return sorted(str(p.relative_to(repo)) for p in (repo / "data").rglob(".*")
-                  if ".scratch." not in p.name and p.name != ".gitignore")
+    return sorted(
+        str(p.relative_to(repo))
+        for p in (repo / "data").rglob(".*")
+        if ".scratch." not in p.name and p.name != ".gitignore"
+    )
 
 
 def killed_repro(repo: Path, after_s: float) -> tuple[str, bool]:
     """Start `dvc repro`, SIGKILL its process group after `after_s`: the stage it was in,
     and whether it had finished first."""
-    process = subprocess.Popen(["dvc", "repro"], cwd=repo, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         process.wait(timeout=after_s)
         finished = True
@@ -122,7 +151,9 @@ def killed_repro(repo: Path, after_s: float) -> tuple[str, bool]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--kills", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/kill-loop"))
@@ -140,8 +171,11 @@ def main() -> None:
         duration[seed] = time.perf_counter() - start
         reference[seed] = snapshot(repo)
     mixed_reference = [s for s in PUBLICATIONS if reference[0][s] == reference[1][s]]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; full run "
-          f"{duration[1]:.0f} s (B), {duration[0]:.0f} s (A); stages equal under A and B: {mixed_reference or 'none'}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; full run "
+        f"{duration[1]:.0f} s (B), {duration[0]:.0f} s (A); stages equal under A and B: "
+        f"{mixed_reference or 'none'}"
+    )
     rng = random.Random(args.seed)
     landed, found, violations = Counter(), Counter(), []
     seed, kill, window = 0, 0, min(duration.values())  # a full run's time (a run after a kill may do less)
@@ -152,7 +186,8 @@ def main() -> None:
         landed["(finished first)" if finished else stage] += 1
         kill += not finished
         # A train killed under A, then a run under B killed before its train, then A again: train
-        # resumes from the backup, a valid run but not bitwise the uninterrupted one: not this check's subject.
+        # resumes from the backup, a valid run but not bitwise the uninterrupted one: not this check's
+        # subject.
         shutil.rmtree(repo / "data/model/backup", ignore_errors=True)
         journals = sorted(p.name for p in (repo / "data").rglob(".*.journal"))
         found["journal left"] += bool(journals)
@@ -163,23 +198,31 @@ def main() -> None:
             is_a, is_b = state[name] == reference[0][name], state[name] == reference[1][name]
             found[f"{name}: {'A' if is_a else 'B' if is_b else 'MIXED'}"] += 1
             if not (is_a or is_b):
-                violations.append(f"kill {kill} in {stage}: {name} is neither A nor B; files unlike A: "
-                                  f"{differing(state[name], reference[0][name])[:3]}, unlike B: "
-                                  f"{differing(state[name], reference[1][name])[:3]}")
+                violations.append(
+                    f"kill {kill} in {stage}: {name} is neither A nor B; files unlike A: "
+                    f"{differing(state[name], reference[0][name])[:3]}, unlike B: "
+                    f"{differing(state[name], reference[1][name])[:3]}"
+                )
         if left := litter(repo):
             violations.append(f"kill {kill} in {stage}: litter {left}")
-        print(f"kill {kill}: in {stage}{' (run had finished first)' if finished else ''}, "
-              f"journals {journals or 'none'}",
-              flush=True)
+        print(
+            f"kill {kill}: in {stage}{' (run had finished first)' if finished else ''}, "
+            f"journals {journals or 'none'}",
+            flush=True,
+        )
     sh(["dvc", "repro"], repo)
-    if left := [p for p in litter(repo) if "backup" not in p] + [str(p) for p in (repo / "data").glob(".*.scratch.*")]:
+    if left := [p for p in litter(repo) if "backup" not in p] + [
+        str(p) for p in (repo / "data").glob(".*.scratch.*")
+    ]:
         violations.append(f"after the final dvc repro: litter {left}")
     if "Running stage" in sh(["dvc", "repro"], repo).stdout:
         violations.append("a second dvc repro ran a stage")
     final = snapshot(repo)
     if final != reference[seed]:
-        violations.append(f"the final outputs differ from a clean run's: "
-                          f"{[differing(final[s], reference[seed][s])[:3] for s in PUBLICATIONS]}")
+        violations.append(
+            f"the final outputs differ from a clean run's: "
+            f"{[differing(final[s], reference[seed][s])[:3] for s in PUBLICATIONS]}"
+        )
     print("where the kills landed:", json.dumps(dict(sorted(landed.items()))))
     print("what recovery found:", json.dumps(dict(sorted(found.items()))))
     print("violations:", violations or "none")

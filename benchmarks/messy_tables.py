@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def crash(rng: np.random.Generator, n: int = 26_217):
     import pandas as pd
 
-    speed = rng.choice(["1-9km/h", "10-24", "25-39", "40-54", "55+"], n, p=[.05, .45, .3, .13, .07])
+    speed = rng.choice(["1-9km/h", "10-24", "25-39", "40-54", "55+"], n, p=[0.05, 0.45, 0.3, 0.13, 0.07])
     level = np.searchsorted(["1-9km/h", "10-24", "25-39", "40-54", "55+"], speed)
     belted, airbag = rng.uniform(size=n) < 0.67, rng.uniform(size=n) < 0.55
     frontal, age = rng.uniform(size=n) < 0.64, np.clip(rng.gamma(4, 9, n), 16, 97).round()
@@ -42,14 +42,26 @@ def crash(rng: np.random.Generator, n: int = 26_217):
     severity = np.clip(np.round(risk / 1.2 + 1.5), 0, 5)
     dead = np.where(risk + rng.normal(0, 0.7, n) > 3.7, "dead", "alive")
     crashes = np.cumsum(rng.uniform(size=n) < 0.36)  # about 2.8 occupants per crash, in row order
-    frame = pd.DataFrame({
-        "rownames": np.arange(1, n + 1), "dvcat": speed, "weight": rng.gamma(1.2, 400, n).round(3), "dead": dead,
-        "airbag": np.where(airbag, "airbag", "none"), "seatbelt": np.where(belted, "belted", "none"),
-        "frontal": frontal.astype(int), "sex": rng.choice(["f", "m"], n), "ageOFocc": age.astype(int),
-        "yearacc": rng.integers(1997, 2003, n), "yearVeh": rng.integers(1960, 2003, n).astype(float),
-        "abcat": np.where(airbag, rng.choice(["deploy", "nodeploy"], n), "unavail"),
-        "occRole": rng.choice(["driver", "pass"], n, p=[.75, .25]), "deploy": (airbag & frontal).astype(int),
-        "injSeverity": severity, "caseid": [f"{1997 + c % 6}:{c % 83}:{c}" for c in crashes]})
+    frame = pd.DataFrame(
+        {
+            "rownames": np.arange(1, n + 1),
+            "dvcat": speed,
+            "weight": rng.gamma(1.2, 400, n).round(3),
+            "dead": dead,
+            "airbag": np.where(airbag, "airbag", "none"),
+            "seatbelt": np.where(belted, "belted", "none"),
+            "frontal": frontal.astype(int),
+            "sex": rng.choice(["f", "m"], n),
+            "ageOFocc": age.astype(int),
+            "yearacc": rng.integers(1997, 2003, n),
+            "yearVeh": rng.integers(1960, 2003, n).astype(float),
+            "abcat": np.where(airbag, rng.choice(["deploy", "nodeploy"], n), "unavail"),
+            "occRole": rng.choice(["driver", "pass"], n, p=[0.75, 0.25]),
+            "deploy": (airbag & frontal).astype(int),
+            "injSeverity": severity,
+            "caseid": [f"{1997 + c % 6}:{c % 83}:{c}" for c in crashes],
+        }
+    )
     frame.loc[rng.uniform(size=n) < 0.01, "yearVeh"] = np.nan
     frame.loc[rng.uniform(size=n) < 0.006, "injSeverity"] = np.nan
     return frame, "dead"
@@ -67,36 +79,57 @@ def stops(rng: np.random.Generator, n: int = 51_920):
     logit = 1.5 * night + 1.6 * person + 0.8 * vehicle - 0.4 * (precinct == 3) + rng.normal(0, 1, n) - 1.2
     suspicious = logit > 0
     citation = np.where(suspicious, rng.uniform(size=n) < 0.05, rng.uniform(size=n) < 0.45)
-    frame = pd.DataFrame({
-        "rownames": np.arange(1, n + 1), "idNum": [f"17-{i:06d}" for i in rng.permutation(n)],
-        "date": pd.to_datetime(date).strftime("%Y-%m-%d %H:%M:%S"),
-        "problem": np.where(suspicious, "suspicious", "traffic"), "MDC": rng.choice(["MDC", "other"], n, p=[.8, .2]),
-        "citationIssued": np.where(citation, "YES", "NO").astype(object),
-        "personSearch": np.where(person, "YES", "NO"), "vehicleSearch": np.where(vehicle, "YES", "NO"),
-        "preRace": rng.choice(["White", "Black", "Unknown", "East African", "Latino", "Native American", "Asian",
-                               "Other"], n), "gender": rng.choice(["Male", "Female", "Unknown"], n, p=[.7, .25, .05]),
-        "lat": 44.95 + 0.01 * precinct + rng.normal(0, 0.01, n), "long": -93.27 + rng.normal(0, 0.02, n),
-        "policePrecinct": precinct, "neighborhood": [f"hood{p * 17 + k}" for p, k in
-                                                    zip(precinct, rng.integers(0, 17, n))]})
+    frame = pd.DataFrame(
+        {
+            "rownames": np.arange(1, n + 1),
+            "idNum": [f"17-{i:06d}" for i in rng.permutation(n)],
+            "date": pd.to_datetime(date).strftime("%Y-%m-%d %H:%M:%S"),
+            "problem": np.where(suspicious, "suspicious", "traffic"),
+            "MDC": rng.choice(["MDC", "other"], n, p=[0.8, 0.2]),
+            "citationIssued": np.where(citation, "YES", "NO").astype(object),
+            "personSearch": np.where(person, "YES", "NO"),
+            "vehicleSearch": np.where(vehicle, "YES", "NO"),
+            "preRace": rng.choice(
+                ["White", "Black", "Unknown", "East African", "Latino", "Native American", "Asian", "Other"],
+                n,
+            ),
+            "gender": rng.choice(["Male", "Female", "Unknown"], n, p=[0.7, 0.25, 0.05]),
+            "lat": 44.95 + 0.01 * precinct + rng.normal(0, 0.01, n),
+            "long": -93.27 + rng.normal(0, 0.02, n),
+            "policePrecinct": precinct,
+            "neighborhood": [f"hood{p * 17 + k}" for p, k in zip(precinct, rng.integers(0, 17, n))],
+        }
+    )
     frame.loc[rng.uniform(size=n) < 0.1, "citationIssued"] = None
     frame.loc[rng.uniform(size=n) < 0.05, "gender"] = None
     return frame, "problem"
 
 
 def run(csv: Path, label: str, seed: int, out: Path) -> dict:
-    params = overridden_params({"data.source": "table", "data.path": str(csv), "data.table.label_column": label,
-                                "seed": seed})
+    params = overridden_params(
+        {"data.source": "table", "data.path": str(csv), "data.table.label_column": label, "seed": seed}
+    )
     start = time.perf_counter()
     metrics = whole_run(params, out)
     choices = json.loads((out / "prepared" / "manifest.json").read_text())["choices"]
-    handled = {key.rsplit(".", 1)[-1]: item["value"] for key, item in choices.items()
-               if key.startswith("data.table.column_types.") and (item["value"] == "left out" or ":" in key)}
-    return {"table": csv.stem, "seed": seed, "handled": handled, **probe_figures(metrics),
-            "seconds": round(time.perf_counter() - start)}
+    handled = {
+        key.rsplit(".", 1)[-1]: item["value"]
+        for key, item in choices.items()
+        if key.startswith("data.table.column_types.") and (item["value"] == "left out" or ":" in key)
+    }
+    return {
+        "table": csv.stem,
+        "seed": seed,
+        "handled": handled,
+        **probe_figures(metrics),
+        "seconds": round(time.perf_counter() - start),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vae-messy-"))
@@ -112,10 +145,20 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     for csv, _ in tables:
         mine = [r for r in rows if r["table"] == csv.stem]
-        medians = {key: round(statistics.median(r[key] for r in mine), 3)
-                   for key in ("linear", "knn", "pca_linear", "pca_knn", "seconds")}
-        print(json.dumps({"table": csv.stem, "median_of_seeds": args.seeds, **medians,
-                          "linear_minus_pca": round(medians["linear"] - medians["pca_linear"], 3)}))
+        medians = {
+            key: round(statistics.median(r[key] for r in mine), 3)
+            for key in ("linear", "knn", "pca_linear", "pca_knn", "seconds")
+        }
+        print(
+            json.dumps(
+                {
+                    "table": csv.stem,
+                    "median_of_seeds": args.seeds,
+                    **medians,
+                    "linear_minus_pca": round(medians["linear"] - medians["pca_linear"], 3),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

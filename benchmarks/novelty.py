@@ -52,10 +52,14 @@ def peer_worker(data_path: Path, out_path: Path, seed: int) -> None:
     from pyod.models.vae import VAE
 
     data = np.load(data_path)
-    detectors = {"IForest": IForest(random_state=seed, n_jobs=2), "KNN": KNN(n_jobs=2),
-                 "AutoEncoder": AutoEncoder(epoch_num=10, batch_size=64, random_state=seed, verbose=0),
-                 "VAE": VAE(epoch_num=10, batch_size=64, latent_dim=int(data["latent_dim"]), random_state=seed,
-                            verbose=0)}
+    detectors = {
+        "IForest": IForest(random_state=seed, n_jobs=2),
+        "KNN": KNN(n_jobs=2),
+        "AutoEncoder": AutoEncoder(epoch_num=10, batch_size=64, random_state=seed, verbose=0),
+        "VAE": VAE(
+            epoch_num=10, batch_size=64, latent_dim=int(data["latent_dim"]), random_state=seed, verbose=0
+        ),
+    }
     scores = {}
     for name, detector in detectors.items():
         detector.fit(data["train"])
@@ -75,12 +79,16 @@ def fashion_mnist(rng: np.random.Generator, rows: int) -> dict:
     noisy = np.clip(inliers + rng.normal(0, 25.5, inliers.shape), 0, 255).round().astype(np.uint8)
     occluded = inliers.copy()
     for image, (top, left) in zip(occluded, rng.integers(0, 28 - 10, (len(occluded), 2))):
-        image[top:top + 10, left:left + 10] = 255
+        image[top : top + 10, left : left + 10] = 255
     train = data.x[~data.is_test & seen]
-    sets = {"inliers": inliers, "held_out": _some(rng, data.x[data.is_test & ~seen], rows), "noise": noisy,
-            "occlusion": occluded, "flip": inliers[:, ::-1]}
-    return {"train": train, "labels": data.y[~data.is_test & seen], "sets": sets,
-            "columns": None}
+    sets = {
+        "inliers": inliers,
+        "held_out": _some(rng, data.x[data.is_test & ~seen], rows),
+        "noise": noisy,
+        "occlusion": occluded,
+        "flip": inliers[:, ::-1],
+    }
+    return {"train": train, "labels": data.y[~data.is_test & seen], "sets": sets, "columns": None}
 
 
 def breast_cancer(rng: np.random.Generator, rows: int) -> dict:
@@ -90,20 +98,30 @@ def breast_cancer(rng: np.random.Generator, rows: int) -> dict:
     data = load_breast_cancer()
     benign, malignant = data.data[data.target == 1], data.data[data.target == 0]
     order = rng.permutation(len(benign))
-    train, inliers = benign[order[:int(0.7 * len(benign))]], benign[order[int(0.7 * len(benign)):]]
+    train, inliers = benign[order[: int(0.7 * len(benign))]], benign[order[int(0.7 * len(benign)) :]]
     inliers = _some(rng, inliers, rows)
     shuffled = np.stack([rng.permutation(column) for column in inliers.T], axis=1)
-    sets = {"inliers": inliers, "held_out": _some(rng, malignant, rows),
-            "noise": inliers + rng.normal(0, 1, inliers.shape) * train.std(axis=0), "shuffled_columns": shuffled}
-    return {"train": train, "labels": None, "sets": sets,
-            "columns": [name.replace(" ", "_") for name in data.feature_names]}
+    sets = {
+        "inliers": inliers,
+        "held_out": _some(rng, malignant, rows),
+        "noise": inliers + rng.normal(0, 1, inliers.shape) * train.std(axis=0),
+        "shuffled_columns": shuffled,
+    }
+    return {
+        "train": train,
+        "labels": None,
+        "sets": sets,
+        "columns": [name.replace(" ", "_") for name in data.feature_names],
+    }
 
 
 def _some(rng, x: np.ndarray, rows: int) -> np.ndarray:
     return x[np.sort(rng.permutation(len(x))[:rows])] if len(x) > rows else x
 
 
-def write_rows(path: Path, x: np.ndarray, columns: list[str] | None, labels: np.ndarray | None = None) -> Path:
+def write_rows(
+    path: Path, x: np.ndarray, columns: list[str] | None, labels: np.ndarray | None = None
+) -> Path:
     """Rows as the pipeline reads them: an npz of images, or a CSV table."""
     if columns is None:
         np.savez(path.with_suffix(".npz"), x=x, **({"y": labels} if labels is not None else {}))
@@ -131,9 +149,13 @@ def our_scores(data: dict, seed: int, work: Path) -> tuple[dict, int]:
 
     table = data["columns"] is not None
     train = write_rows(work / "train", data["train"], data["columns"], data["labels"])
-    overrides = {"seed": seed, "data.path": str(train), "data.test_fraction": 0.05,
-                 "data.source": "table" if table else "npz",
-                 **({"data.table.label_column": None} if table else {"data.npz.y_key": "y"})}
+    overrides = {
+        "seed": seed,
+        "data.path": str(train),
+        "data.test_fraction": 0.05,
+        "data.source": "table" if table else "npz",
+        **({"data.table.label_column": None} if table else {"data.npz.y_key": "y"}),
+    }
     paths = runner.run_paths(work / "run")
     params = overridden_params(overrides)
     runner.prepare(params, out_dir=paths["prepared"])
@@ -144,13 +166,20 @@ def our_scores(data: dict, seed: int, work: Path) -> tuple[dict, int]:
     for name, x in data["sets"].items():
         path = write_rows(work / name, x, data["columns"])
         options = {"label_column": None} if table else {"x_key": "x", "y_key": None}
-        encode_new_data(paths["model"], path, work / "scored", split=name, reference=paths["latents"], **options)
+        encode_new_data(
+            paths["model"], path, work / "scored", split=name, reference=paths["latents"], **options
+        )
         rows = pd.read_parquet(work / "scored" / f"split={name}").sort_values("id")
-        stored = load_source(input_config(path, bundle.manifest.example_shape, bundle.manifest.columns, **options)).x
+        stored = load_source(
+            input_config(path, bundle.manifest.example_shape, bundle.manifest.columns, **options)
+        ).x
         inputs = bundle.preprocess(stored).reshape(len(rows), -1)
         means = decoded_means(bundle.vae, np.stack(rows["z_mean"].to_numpy())).reshape(len(rows), -1)
-        scores |= {f"surprisal/{name}": rows["surprisal"].to_numpy(), f"novelty/{name}": rows["novelty"].to_numpy(),
-                   f"reconstruction error/{name}": ((inputs - means) ** 2).sum(axis=1)}
+        scores |= {
+            f"surprisal/{name}": rows["surprisal"].to_numpy(),
+            f"novelty/{name}": rows["novelty"].to_numpy(),
+            f"reconstruction error/{name}": ((inputs - means) ** 2).sum(axis=1),
+        }
         if not table:
             for compressor, length in (("png", png_bytes), ("zlib", zlib_bytes)):
                 code = np.array([length(image) for image in x]) * NATS_PER_BYTE
@@ -172,8 +201,10 @@ def zlib_bytes(image: np.ndarray) -> int:
 
 def baseline_inputs(data: dict) -> dict:
     """The peers' inputs: pixels / 255, or the table standardized on its training rows."""
-    flat = {name: np.asarray(x, np.float32).reshape(len(x), -1) for name, x in {"train": data["train"],
-                                                                                **data["sets"]}.items()}
+    flat = {
+        name: np.asarray(x, np.float32).reshape(len(x), -1)
+        for name, x in {"train": data["train"], **data["sets"]}.items()
+    }
     if data["columns"] is None:
         return {name: x / 255 for name, x in flat.items()}
     mean, std = flat["train"].mean(axis=0), flat["train"].std(axis=0) + 1e-12
@@ -184,16 +215,24 @@ def pca_scores(inputs: dict, latent_dim: int, seed: int) -> dict:
     from sklearn.decomposition import PCA
 
     pca = PCA(latent_dim, random_state=seed).fit(inputs["train"])
-    return {f"PCA error/{name}": ((x - pca.inverse_transform(pca.transform(x))) ** 2).sum(axis=1)
-            for name, x in inputs.items() if name != "train"}
+    return {
+        f"PCA error/{name}": ((x - pca.inverse_transform(pca.transform(x))) ** 2).sum(axis=1)
+        for name, x in inputs.items()
+        if name != "train"
+    }
 
 
 def peer_scores(inputs: dict, latent_dim: int, seed: int, work: Path) -> dict:
     data, out = work / "peers-in.npz", work / "peers-out.npz"
-    np.savez(data, latent_dim=latent_dim, train=inputs["train"],
-             **{f"set_{name}": x for name, x in inputs.items() if name != "train"})
-    subprocess.run([*module_command(__spec__, PEERS_PYTHON), "--peer-worker", str(data), str(out), str(seed)],
-                   check=True)
+    np.savez(
+        data,
+        latent_dim=latent_dim,
+        train=inputs["train"],
+        **{f"set_{name}": x for name, x in inputs.items() if name != "train"},
+    )
+    subprocess.run(
+        [*module_command(__spec__, PEERS_PYTHON), "--peer-worker", str(data), str(out), str(seed)], check=True
+    )
     with np.load(out) as scores:
         return {key: scores[key] for key in scores.files}
 
@@ -209,7 +248,10 @@ def figures(scores: dict, sets: list[str]) -> dict:
             continue
         inliers, odd = scores[f"{score}/inliers"], scores[key]
         truth, values = np.r_[np.zeros(len(inliers)), np.ones(len(odd))], np.r_[inliers, odd]
-        out.setdefault(score, {})[name] = (roc_auc_score(truth, values), average_precision_score(truth, values))
+        out.setdefault(score, {})[name] = (
+            roc_auc_score(truth, values),
+            average_precision_score(truth, values),
+        )
     return out
 
 
@@ -230,7 +272,9 @@ def print_table(dataset: str, runs: list[dict]) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--peer-worker":
         return peer_worker(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", default=["fashion_mnist", "breast_cancer"])
     parser.add_argument("--rows", type=int, default=2000, help="rows per scored set, at most")
@@ -250,8 +294,14 @@ def main() -> None:
                 if not args.no_peers:
                     scores |= peer_scores(inputs, latent_dim, seed, Path(tmp))
             runs.append(figures(scores, list(data["sets"])))
-            print(f"{dataset} seed {seed}: " + ", ".join(f"{score} {run[0]:.3f}" for score, run in
-                                                         ((s, v["held_out"]) for s, v in runs[-1].items())), flush=True)
+            print(
+                f"{dataset} seed {seed}: "
+                + ", ".join(
+                    f"{score} {run[0]:.3f}"
+                    for score, run in ((s, v["held_out"]) for s, v in runs[-1].items())
+                ),
+                flush=True,
+            )
         results[dataset] = runs
         print_table(dataset, runs)
     if args.json:

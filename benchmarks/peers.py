@@ -58,12 +58,21 @@ def pythae_worker(model_name: str, data_path: Path, out_path: Path, seed: int) -
     data = np.load(data_path)
     grey = torch.from_numpy(data["train"]).reshape(-1, 1, 28, 28)
     common = {"input_dim": (1, 28, 28), "latent_dim": BUDGET["latent_dim"], "reconstruction_loss": "bce"}
-    configs = {"VAE": models.VAEConfig, "IWAE": models.IWAEConfig, "VAMP": models.VAMPConfig,
-               "VAE_IAF": models.VAE_IAF_Config}
+    configs = {
+        "VAE": models.VAEConfig,
+        "IWAE": models.IWAEConfig,
+        "VAMP": models.VAMPConfig,
+        "VAE_IAF": models.VAE_IAF_Config,
+    }
     model = getattr(models, model_name)(model_config=configs[model_name](**common))
-    trainer = BaseTrainerConfig(output_dir=str(out_path.parent / f"pythae-{model_name}"), no_cuda=True,
-                                num_epochs=BUDGET["epochs"], learning_rate=BUDGET["learning_rate"],
-                                per_device_train_batch_size=BUDGET["batch_size"], steps_saving=None)
+    trainer = BaseTrainerConfig(
+        output_dir=str(out_path.parent / f"pythae-{model_name}"),
+        no_cuda=True,
+        num_epochs=BUDGET["epochs"],
+        learning_rate=BUDGET["learning_rate"],
+        per_device_train_batch_size=BUDGET["batch_size"],
+        steps_saving=None,
+    )
     start = time.perf_counter()
     TrainingPipeline(training_config=trainer, model=model)(train_data=Binarized(grey, torch.zeros(len(grey))))
     seconds = time.perf_counter() - start
@@ -72,10 +81,18 @@ def pythae_worker(model_name: str, data_path: Path, out_path: Path, seed: int) -
         test = torch.from_numpy(data["test_binary"]).reshape(-1, 1, 28, 28)
         # get_nll returns the mean of log p̂(x) (despite its name): S_K is its negative
         surprisal = -float(model.get_nll(test, n_samples=IMPORTANCE_SAMPLES, batch_size=IMPORTANCE_SAMPLES))
-        embed = {split: model.encoder(torch.from_numpy(data[f"{split}_probe"]).reshape(-1, 1, 28, 28)).embedding.numpy()
-                 for split in ("train", "test")}
-    np.savez(out_path, train=embed["train"], test=embed["test"],
-             meta=json.dumps({"S_1000": surprisal, "seconds_per_epoch": seconds / BUDGET["epochs"]}))
+        embed = {
+            split: model.encoder(
+                torch.from_numpy(data[f"{split}_probe"]).reshape(-1, 1, 28, 28)
+            ).embedding.numpy()
+            for split in ("train", "test")
+        }
+    np.savez(
+        out_path,
+        train=embed["train"],
+        test=embed["test"],
+        meta=json.dumps({"S_1000": surprisal, "seconds_per_epoch": seconds / BUDGET["epochs"]}),
+    )
 
 
 def shared_data(work: Path, test_examples: int, seed: int = 0) -> tuple[Path, dict]:
@@ -92,19 +109,29 @@ def shared_data(work: Path, test_examples: int, seed: int = 0) -> tuple[Path, di
     x_train, x_test = train.inputs(slice(None)), test.inputs(slice(None))
     scored = rng.choice(len(x_test), min(test_examples, len(x_test)), replace=False)
     probe_rows = rng.choice(len(x_train), min(20_000, len(x_train)), replace=False)
-    arrays = {"train": x_train.reshape(len(x_train), -1).astype(np.float32),
-              "test_binary": rng.binomial(1, x_test[scored]).astype(np.float32).reshape(len(scored), -1),
-              "train_probe": rng.binomial(1, x_train[probe_rows]).astype(np.float32).reshape(len(probe_rows), -1),
-              "test_probe": rng.binomial(1, x_test).astype(np.float32).reshape(len(x_test), -1)}
+    arrays = {
+        "train": x_train.reshape(len(x_train), -1).astype(np.float32),
+        "test_binary": rng.binomial(1, x_test[scored]).astype(np.float32).reshape(len(scored), -1),
+        "train_probe": rng.binomial(1, x_train[probe_rows]).astype(np.float32).reshape(len(probe_rows), -1),
+        "test_probe": rng.binomial(1, x_test).astype(np.float32).reshape(len(x_test), -1),
+    }
     np.savez(work / "data.npz", **arrays)
     return work / "data.npz", {"y_train": train.y[probe_rows], "y_test": test.y, "params": params}
 
 
 def _ours_overrides(variant: dict) -> dict:
-    return {"data.source": "fashion_mnist", "data.binarize": "dynamic", "model.architecture": "conv",
-            "model.latent_dim": BUDGET["latent_dim"], "model.hidden": [], "train.epochs": BUDGET["epochs"],
-            "train.batch_size": BUDGET["batch_size"], "train.learning_rate": BUDGET["learning_rate"],
-            "train.early_stopping_patience": BUDGET["epochs"], **variant}
+    return {
+        "data.source": "fashion_mnist",
+        "data.binarize": "dynamic",
+        "model.architecture": "conv",
+        "model.latent_dim": BUDGET["latent_dim"],
+        "model.hidden": [],
+        "train.epochs": BUDGET["epochs"],
+        "train.batch_size": BUDGET["batch_size"],
+        "train.learning_rate": BUDGET["learning_rate"],
+        "train.early_stopping_patience": BUDGET["epochs"],
+        **variant,
+    }
 
 
 def run_ours(name: str, work: Path, data: dict, seed: int) -> tuple[dict, dict]:
@@ -122,19 +149,36 @@ def run_ours(name: str, work: Path, data: dict, seed: int) -> tuple[dict, dict]:
     arrays = np.load(data["npz"])
     test = arrays["test_binary"].reshape(-1, 28, 28, 1)
     figures = subo_estimates(vae, test, IMPORTANCE_SAMPLES, seed=0)
+
     def embed_split(images):
-        return np.concatenate([vae.predict_posterior(images[i:i + 2048].reshape(-1, 28, 28, 1))[0]
-                               for i in range(0, len(images), 2048)])
+        return np.concatenate(
+            [
+                vae.predict_posterior(images[i : i + 2048].reshape(-1, 28, 28, 1))[0]
+                for i in range(0, len(images), 2048)
+            ]
+        )
 
     embed = {split: embed_split(arrays[f"{split}_probe"]) for split in ("train", "test")}
-    return {"S_1000": figures["S_K"][str(IMPORTANCE_SAMPLES)], "U": figures["U"],
-            "seconds_per_epoch": seconds / BUDGET["epochs"]}, embed
+    return {
+        "S_1000": figures["S_K"][str(IMPORTANCE_SAMPLES)],
+        "U": figures["U"],
+        "seconds_per_epoch": seconds / BUDGET["epochs"],
+    }, embed
 
 
 def run_pythae(name: str, work: Path, data: dict, seed: int) -> tuple[dict, dict]:
     out = work / f"pythae-{name}.npz"
-    subprocess.run([*module_command(__spec__, PEERS_PYTHON), "--pythae-worker", name, str(data["npz"]), str(out),
-                    str(seed)], check=True)
+    subprocess.run(
+        [
+            *module_command(__spec__, PEERS_PYTHON),
+            "--pythae-worker",
+            name,
+            str(data["npz"]),
+            str(out),
+            str(seed),
+        ],
+        check=True,
+    )
     result = np.load(out)
     return json.loads(str(result["meta"])), {"train": result["train"], "test": result["test"]}
 
@@ -152,7 +196,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--pythae-worker":
         return pythae_worker(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one interleaved round per training seed")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="one interleaved round per training seed"
+    )
     parser.add_argument("--only", choices=("ours", "pythae"), default=None)
     parser.add_argument("--test-examples", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=None)
@@ -163,8 +209,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     npz, data = shared_data(work, args.test_examples)
     data["npz"] = npz
-    contenders = ([("pythae", n) for n in PYTHAE] if args.only != "ours" else []) + \
-                 ([("ours", n) for n in OURS] if args.only != "pythae" else [])
+    contenders = ([("pythae", n) for n in PYTHAE] if args.only != "ours" else []) + (
+        [("ours", n) for n in OURS] if args.only != "pythae" else []
+    )
     rows = {c: [] for c in contenders}
     for seed in args.seeds:
         for side, name in contenders:  # interleaved
@@ -173,9 +220,13 @@ def main() -> None:
             rows[(side, name)].append(row)
             print(json.dumps(row), flush=True)
     for (side, name), runs in rows.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in ("S_1000", "seconds_per_epoch", "linear", "knn")}
-        print(f"{side}:{name}: median of {len(runs)}: test S_1000 {med['S_1000']:.2f} nats, "
-              f"{med['seconds_per_epoch']:.1f} s/epoch, probes {med['linear']:.3f} / {med['knn']:.3f}")
+        med = {
+            k: statistics.median(r[k] for r in runs) for k in ("S_1000", "seconds_per_epoch", "linear", "knn")
+        }
+        print(
+            f"{side}:{name}: median of {len(runs)}: test S_1000 {med['S_1000']:.2f} nats, "
+            f"{med['seconds_per_epoch']:.1f} s/epoch, probes {med['linear']:.3f} / {med['knn']:.3f}"
+        )
 
 
 if __name__ == "__main__":

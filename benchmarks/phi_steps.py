@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def curves(model_dir: Path) -> dict[str, np.ndarray]:
     bound = model_dir / "live" / "plots" / "metrics" / "bound"
-    return {name: np.loadtxt(bound / f"{name}.tsv", delimiter="\t", skiprows=1, usecols=1, ndmin=1)
-            for name in ("U", "S_K", "E_K")}
+    return {
+        name: np.loadtxt(bound / f"{name}.tsv", delimiter="\t", skiprows=1, usecols=1, ndmin=1)
+        for name in ("U", "S_K", "E_K")
+    }
 
 
 def epoch_timer():
@@ -43,7 +45,9 @@ def epoch_timer():
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--max-examples", type=int, default=10_000, help="0: all 70,000")
@@ -55,22 +59,34 @@ def main() -> None:
     from benchmarks.run_pipeline import overridden_params
     from pipeline import runner
 
-    study = {"data.source": "fashion_mnist", "data.max_examples": args.max_examples or None,
-             "train.epochs": args.epochs, "train.early_stopping_patience": None}
+    study = {
+        "data.source": "fashion_mnist",
+        "data.max_examples": args.max_examples or None,
+        "train.epochs": args.epochs,
+        "train.early_stopping_patience": None,
+    }
     runner.prepare(overridden_params(study), out_dir=args.work / "prepared")
     results = {}
     for k in args.steps:
         timer = epoch_timer()
-        runner.train(overridden_params({**study, "train.phi_steps": k}), prepared_dir=args.work / "prepared",
-                     model_dir=args.work / f"phi{k}", callbacks=(timer,))
-        results[k] = {**{name: c.tolist() for name, c in curves(args.work / f"phi{k}").items()},
-                      "seconds": timer.ends}
+        runner.train(
+            overridden_params({**study, "train.phi_steps": k}),
+            prepared_dir=args.work / "prepared",
+            model_dir=args.work / f"phi{k}",
+            callbacks=(timer,),
+        )
+        results[k] = {
+            **{name: c.tolist() for name, c in curves(args.work / f"phi{k}").items()},
+            "seconds": timer.ends,
+        }
         print(json.dumps({"phi_steps": k, "final": {n: v[-1] for n, v in results[k].items()}}), flush=True)
 
     print(f"\n{'epoch':>5} " + " ".join(f"{'k=' + str(k) + ' U / S_K / E_K / s':>30}" for k in args.steps))
     for e in range(args.epochs):
-        cells = [f"{r['U'][e]:8.2f} {r['S_K'][e]:8.2f} {r['E_K'][e]:5.2f} {r['seconds'][e]:6.0f}"
-                 for r in results.values()]
+        cells = [
+            f"{r['U'][e]:8.2f} {r['S_K'][e]:8.2f} {r['E_K'][e]:5.2f} {r['seconds'][e]:6.0f}"
+            for r in results.values()
+        ]
         print(f"{e + 1:>5} " + " ".join(f"{c:>30}" for c in cells))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

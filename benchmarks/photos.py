@@ -3,7 +3,8 @@ probes against PCA's.
 
     make peers-env                      # the benchmark-only environment, with scikit-image
     .venv/bin/python -m benchmarks.photos --seeds 0 1 2
-    .venv/bin/python -m benchmarks.photos --seeds 0 --set train.epochs=200 --same-time   # a variant, interleaved,
+    .venv/bin/python -m benchmarks.photos --seeds 0 --set train.epochs=200 --same-time
+        # a variant, interleaved,
                                         # its training stopped after the defaults' training time
 
 The photos: six colour photographs that ship inside scikit-image and scikit-learn
@@ -80,18 +81,34 @@ def run(folder: Path, seed: int, overrides: dict, out: Path, train_seconds: floa
     from pipeline.evaluation.report import write_report
     from pipeline.runner import encode, prepare, train
 
-    params = overridden_params({"data.source": "image_folder", "data.path": str(folder), "seed": seed, **overrides})
+    params = overridden_params(
+        {"data.source": "image_folder", "data.path": str(folder), "seed": seed, **overrides}
+    )
     model = out / "model" / "model.keras"
     stages = {
         "prepare": lambda: prepare(params, out_dir=out / "prepared"),
-        "train": lambda: train(params, prepared_dir=out / "prepared", model_dir=out / "model",
-                               callbacks=(stop_after(train_seconds),) if train_seconds else ()),
-        "encode": lambda: encode(params, prepared_dir=out / "prepared", model_path=model, out_dir=out / "latents"),
-        "baselines": lambda: baselines.from_params(params, prepared_dir=out / "prepared", out_dir=out / "evaluation"),
-        "evaluate": lambda: evaluate.from_params(params, prepared_dir=out / "prepared", model_path=model,
-                                                 latents_dir=out / "latents", out_dir=out / "evaluation"),
-        "umap": lambda: umap_view.from_params(params, prepared_dir=out / "prepared", latents_dir=out / "latents",
-                                              out_dir=out / "evaluation"),
+        "train": lambda: train(
+            params,
+            prepared_dir=out / "prepared",
+            model_dir=out / "model",
+            callbacks=(stop_after(train_seconds),) if train_seconds else (),
+        ),
+        "encode": lambda: encode(
+            params, prepared_dir=out / "prepared", model_path=model, out_dir=out / "latents"
+        ),
+        "baselines": lambda: baselines.from_params(
+            params, prepared_dir=out / "prepared", out_dir=out / "evaluation"
+        ),
+        "evaluate": lambda: evaluate.from_params(
+            params,
+            prepared_dir=out / "prepared",
+            model_path=model,
+            latents_dir=out / "latents",
+            out_dir=out / "evaluation",
+        ),
+        "umap": lambda: umap_view.from_params(
+            params, prepared_dir=out / "prepared", latents_dir=out / "latents", out_dir=out / "evaluation"
+        ),
         "report": lambda: write_report(out / "evaluation"),
     }
     seconds = {}
@@ -102,27 +119,51 @@ def run(folder: Path, seed: int, overrides: dict, out: Path, train_seconds: floa
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     choices = json.loads((out / "model" / "choices.json").read_text())
     base = metrics["baselines"]
-    return {"seed": seed, "set": overrides, "linear": metrics["probe"]["accuracy"], "knn": metrics["knn"]["accuracy"],
-            "pca_linear": base["pca"]["linear"]["accuracy"], "pca_knn": base["pca"]["knn"],
-            "raw_linear": base["raw"]["linear"]["accuracy"], "raw_knn": base["raw"]["knn"],
-            "bits_per_dim_S_100": metrics["subo"]["test"]["bits_per_dim"]["S_K"].get("100"),
-            "epochs": json.loads((out / "model" / "live" / "metrics.json").read_text())["step"] + 1,
-            "filters": choices["model.filters"]["value"], "likelihood": choices["model.likelihood"]["value"],
-            "seconds": seconds, "total_seconds": sum(seconds.values())}
+    return {
+        "seed": seed,
+        "set": overrides,
+        "linear": metrics["probe"]["accuracy"],
+        "knn": metrics["knn"]["accuracy"],
+        "pca_linear": base["pca"]["linear"]["accuracy"],
+        "pca_knn": base["pca"]["knn"],
+        "raw_linear": base["raw"]["linear"]["accuracy"],
+        "raw_knn": base["raw"]["knn"],
+        "bits_per_dim_S_100": metrics["subo"]["test"]["bits_per_dim"]["S_K"].get("100"),
+        "epochs": json.loads((out / "model" / "live" / "metrics.json").read_text())["step"] + 1,
+        "filters": choices["model.filters"]["value"],
+        "likelihood": choices["model.likelihood"]["value"],
+        "seconds": seconds,
+        "total_seconds": sum(seconds.values()),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[;KEY=VALUE]",
-                        help="a variant to run beside the shipped defaults (repeatable)")
-    parser.add_argument("--same-time", action="store_true",
-                        help="stop each variant's training after the defaults' training time of the same seed")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[;KEY=VALUE]",
+        help="a variant to run beside the shipped defaults (repeatable)",
+    )
+    parser.add_argument(
+        "--same-time",
+        action="store_true",
+        help="stop each variant's training after the defaults' training time of the same seed",
+    )
     parser.add_argument("--per-class", type=int, default=400)
     parser.add_argument("--side", type=int, default=64)
-    parser.add_argument("--python", default=str(ROOT / ".venv-peers" / "bin" / "python"),
-                        help="a python with scikit-image, Pillow and scikit-learn (make peers-env)")
-    parser.add_argument("--folder", type=Path, default=None, help="crops written by an earlier run (skips making them)")
+    parser.add_argument(
+        "--python",
+        default=str(ROOT / ".venv-peers" / "bin" / "python"),
+        help="a python with scikit-image, Pillow and scikit-learn (make peers-env)",
+    )
+    parser.add_argument(
+        "--folder", type=Path, default=None, help="crops written by an earlier run (skips making them)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vae-photos-"))
     folder = args.folder or work / "photos"
@@ -137,8 +178,10 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     for overrides in variants:
         mine = [r for r in rows if r["set"] == overrides]
-        medians = {key: round(statistics.median(r[key] for r in mine), 3)
-                   for key in ("linear", "knn", "pca_linear", "pca_knn", "raw_linear", "raw_knn", "total_seconds")}
+        medians = {
+            key: round(statistics.median(r[key] for r in mine), 3)
+            for key in ("linear", "knn", "pca_linear", "pca_knn", "raw_linear", "raw_knn", "total_seconds")
+        }
         print(f"median over seeds {args.seeds}, {overrides or 'defaults'}: {json.dumps(medians)}")
 
 

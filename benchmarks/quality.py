@@ -22,8 +22,13 @@ from benchmarks.run_pipeline import overridden_params, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BUDGET = {"data.source": "fashion_mnist", "model.latent_dim": 16, "train.epochs": 10, "train.batch_size": 128,
-          "model.likelihood": "bernoulli"}
+BUDGET = {
+    "data.source": "fashion_mnist",
+    "model.latent_dim": 16,
+    "train.epochs": 10,
+    "train.batch_size": 128,
+    "model.likelihood": "bernoulli",
+}
 
 
 def run_variant(name: str, overrides: dict, prepared: Path, out: Path) -> dict:
@@ -37,25 +42,52 @@ def run_variant(name: str, overrides: dict, prepared: Path, out: Path) -> dict:
     seconds = time.perf_counter() - start
     encode(params, prepared_dir=prepared, model_path=out / "model" / "model.keras", out_dir=out / "latents")
     cfg = params.evaluate
-    metrics = evaluate(prepared_dir=prepared, model_path=out / "model" / "model.keras", latents_dir=out / "latents",
-                       out_dir=out / "evaluation",
-                       protocol=ProbeProtocol.of(cfg.probe, knn_k=cfg.knn_k, seed=params.seed),
-                       importance_samples=cfg.importance_samples, surprisal_examples=cfg.surprisal_examples,
-                       gradient_variance=cfg.gradient_variance, validation_fraction=params.data.validation_fraction,
-                       binarize=params.data.binarize, seed=params.seed)
+    metrics = evaluate(
+        prepared_dir=prepared,
+        model_path=out / "model" / "model.keras",
+        latents_dir=out / "latents",
+        out_dir=out / "evaluation",
+        protocol=ProbeProtocol.of(cfg.probe, knn_k=cfg.knn_k, seed=params.seed),
+        importance_samples=cfg.importance_samples,
+        surprisal_examples=cfg.surprisal_examples,
+        gradient_variance=cfg.gradient_variance,
+        validation_fraction=params.data.validation_fraction,
+        binarize=params.data.binarize,
+        seed=params.seed,
+    )
     test = metrics["subo"]["test"]
     k = str(cfg.importance_samples)
-    epochs = len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
-    return {"variant": name, "overrides": overrides, "test_U": test["U"], "test_S_100": test["S_K"][k],
-            "test_E_100": test["E_K"][k], "probe": metrics["probe"]["accuracy"], "knn": metrics["knn"]["accuracy"],
-            "active": metrics["active_units"]["count"], "train_seconds": round(seconds), "epochs": epochs,
-            "seconds_per_epoch": round(seconds / max(epochs, 1), 1), "last_val_U": history.get("val_U")}
+    epochs = (
+        len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
+    )
+    return {
+        "variant": name,
+        "overrides": overrides,
+        "test_U": test["U"],
+        "test_S_100": test["S_K"][k],
+        "test_E_100": test["E_K"][k],
+        "probe": metrics["probe"]["accuracy"],
+        "knn": metrics["knn"]["accuracy"],
+        "active": metrics["active_units"]["count"],
+        "train_seconds": round(seconds),
+        "epochs": epochs,
+        "seconds_per_epoch": round(seconds / max(epochs, 1), 1),
+        "last_val_U": history.get("val_U"),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
-                        help="a name and its overrides (dotted params.yaml keys)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar=("NAME", "KEY=VALUE"),
+        help="a name and its overrides (dotted params.yaml keys)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, force=True)
@@ -67,9 +99,12 @@ def main() -> None:
     for name, *overrides in args.variant:
         rows.append(run_variant(name, parse_overrides(overrides), root / "prepared", root / name))
         r = rows[-1]
-        print(f"{name:<16} U {r['test_U']:.2f}  S_100 {r['test_S_100']:.2f}  E_100 {r['test_E_100']:.2f}  "
-              f"probe {r['probe']:.3f}  kNN {r['knn']:.3f}  active {r['active']}  "
-              f"train {r['train_seconds']} s ({r['seconds_per_epoch']} s/epoch)", flush=True)
+        print(
+            f"{name:<16} U {r['test_U']:.2f}  S_100 {r['test_S_100']:.2f}  E_100 {r['test_E_100']:.2f}  "
+            f"probe {r['probe']:.3f}  kNN {r['knn']:.3f}  active {r['active']}  "
+            f"train {r['train_seconds']} s ({r['seconds_per_epoch']} s/epoch)",
+            flush=True,
+        )
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1))
 

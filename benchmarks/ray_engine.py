@@ -68,11 +68,22 @@ class ActorMemory:
 
 
 def run_encode(work: Path, overrides: dict, engine: str, address: str | None) -> dict:
-    cluster = {"cluster.engine": "local"} if engine == "local" else {
-        "cluster.engine": "ray", "cluster.address": address or "auto"}
+    cluster = (
+        {"cluster.engine": "local"}
+        if engine == "local"
+        else {"cluster.engine": "ray", "cluster.address": address or "auto"}
+    )
     actors = ActorMemory()
-    figures = measure([*module_command(__spec__), "--child", "encode", str(work), "--overrides",
-                       json.dumps({**overrides, **cluster})])
+    figures = measure(
+        [
+            *module_command(__spec__),
+            "--child",
+            "encode",
+            str(work),
+            "--overrides",
+            json.dumps({**overrides, **cluster}),
+        ]
+    )
     return {**figures, "actor_peak_anon_mib": actors.stop()}
 
 
@@ -84,9 +95,14 @@ def prepared_work(args, rows: int) -> tuple[Path, dict]:
     if not source.exists():
         write_npz(source, rows)
     overrides = {**BASE, "data.path": str(source)}
-    for stage, output in (("prepare", work / "prepared" / "manifest.json"), ("train", work / "model" / "model.keras")):
+    for stage, output in (
+        ("prepare", work / "prepared" / "manifest.json"),
+        ("train", work / "model" / "model.keras"),
+    ):
         if not output.exists():
-            measure([*module_command(__spec__), "--child", stage, str(work), "--overrides", json.dumps(overrides)])
+            measure(
+                [*module_command(__spec__), "--child", stage, str(work), "--overrides", json.dumps(overrides)]
+            )
     return work, overrides
 
 
@@ -109,31 +125,49 @@ def same_latents(source: str, work: Path, address: str) -> None:
         prepare.from_params(params, out_dir=work / f"prepared-{name}")
         print(f"{source}: prepare {name} {time.perf_counter() - started:.1f} s", flush=True)
     compared = filecmp.dircmp(work / "prepared-local", work / "prepared-ray")
-    different = compared.diff_files + [f"{d}/{f}" for d, sub in compared.subdirs.items() for f in sub.diff_files]
+    different = compared.diff_files + [
+        f"{d}/{f}" for d, sub in compared.subdirs.items() for f in sub.diff_files
+    ]
     print(f"{source}: prepared files that differ between the engines: {different or 'none'}", flush=True)
     started = time.perf_counter()
     train.from_params(remote, prepared_dir=work / "prepared-ray", model_dir=work / "model")
     print(f"{source}: one epoch on two Ray Train workers: {time.perf_counter() - started:.1f} s", flush=True)
     for name, params in (("local", local), ("ray", remote)):
         started = time.perf_counter()
-        encode.from_params(params, prepared_dir=work / "prepared-ray", model_path=work / "model" / "model.keras",
-                   out_dir=work / f"latents-{name}")
+        encode.from_params(
+            params,
+            prepared_dir=work / "prepared-ray",
+            model_path=work / "model" / "model.keras",
+            out_dir=work / f"latents-{name}",
+        )
         print(f"{source}: encode {name} {time.perf_counter() - started:.1f} s", flush=True)
     for split in ("train", "test"):
-        a, b = load_latents(work / "latents-local", split=split), load_latents(work / "latents-ray", split=split)
+        a, b = (
+            load_latents(work / "latents-local", split=split),
+            load_latents(work / "latents-ray", split=split),
+        )
         same_ids = a.column("id").to_pylist() == b.column("id").to_pylist()
         gap = float(np.abs(latents_to_numpy(a) - latents_to_numpy(b)).max())
-        print(f"{source}: {split} {a.num_rows:,} rows, same ids in the same order: {same_ids}, "
-              f"largest |z_mean difference| {gap:.2e}", flush=True)
+        print(
+            f"{source}: {split} {a.num_rows:,} rows, same ids in the same order: {same_ids}, "
+            f"largest |z_mean difference| {gap:.2e}",
+            flush=True,
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, nargs="*", default=[])
     parser.add_argument("--images", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--same-latents", metavar="SOURCE", help="check Ray's outputs against local ones on SOURCE")
-    parser.add_argument("--work", type=Path, default=ROOT / ".scale", help="data goes here (not /tmp: memory)")
+    parser.add_argument(
+        "--same-latents", metavar="SOURCE", help="check Ray's outputs against local ones on SOURCE"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / ".scale", help="data goes here (not /tmp: memory)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "WORK"), help=argparse.SUPPRESS)
     parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -157,17 +191,26 @@ def main() -> None:
             startup = {engine: [] for engine in ENGINES}
             for _ in range(args.repeats):
                 for engine in ENGINES:
-                    startup[engine].append(run_encode(small, small_overrides, engine, addresses[engine])["seconds"])
+                    startup[engine].append(
+                        run_encode(small, small_overrides, engine, addresses[engine])["seconds"]
+                    )
                     r = run_encode(work, overrides, engine, addresses[engine])
                     figures[engine].append(r)
-                    print(f"{rows:>11,} rows  {engine:<6} {r['rows_per_s']:>9,.0f} rows/s  {r['seconds']:>6.1f} s  "
-                          f"start-up {startup[engine][-1]:.1f} s  stage peak anon {r['peak_anon_mib']:,} MiB  "
-                          f"actors {r['actor_peak_anon_mib']} MiB", flush=True)
+                    print(
+                        f"{rows:>11,} rows  {engine:<6} {r['rows_per_s']:>9,.0f} rows/s  "
+                        f"{r['seconds']:>6.1f} s  "
+                        f"start-up {startup[engine][-1]:.1f} s  stage peak anon {r['peak_anon_mib']:,} MiB  "
+                        f"actors {r['actor_peak_anon_mib']} MiB",
+                        flush=True,
+                    )
             local = statistics.median(r["rows_per_s"] for r in figures["local"])
             for engine in ENGINES:
                 rate = statistics.median(r["rows_per_s"] for r in figures[engine])
-                print(f"{rows:>11,} rows  {engine:<6} median {rate:,.0f} rows/s ({rate / local:.2f}× local), "
-                      f"median start-up {statistics.median(startup[engine]):.1f} s", flush=True)
+                print(
+                    f"{rows:>11,} rows  {engine:<6} median {rate:,.0f} rows/s ({rate / local:.2f}× local), "
+                    f"median start-up {statistics.median(startup[engine]):.1f} s",
+                    flush=True,
+                )
         if args.images:
             folder = args.work / f"images-{args.images}"
             if not folder.exists():
@@ -176,15 +219,28 @@ def main() -> None:
             for _ in range(args.repeats):
                 for engine in rates:
                     cluster = {"cluster.engine": "local" if engine == "local" else "ray"}
-                    r = measure([*module_command(__spec__), "--child", "prepare", str(args.work / f"images-{engine}"),
-                                 "--overrides", json.dumps({"data.source": "image_folder", "data.path": str(folder),
-                                                            **cluster})])
+                    r = measure(
+                        [
+                            *module_command(__spec__),
+                            "--child",
+                            "prepare",
+                            str(args.work / f"images-{engine}"),
+                            "--overrides",
+                            json.dumps({"data.source": "image_folder", "data.path": str(folder), **cluster}),
+                        ]
+                    )
                     rates[engine].append(r["rows_per_s"])
-                    print(f"{args.images:,} PNGs  prepare {engine:<6} {r['rows_per_s']:,.0f} images/s  "
-                          f"{r['seconds']:.1f} s  peak anon {r['peak_anon_mib']:,} MiB", flush=True)
+                    print(
+                        f"{args.images:,} PNGs  prepare {engine:<6} {r['rows_per_s']:,.0f} images/s  "
+                        f"{r['seconds']:.1f} s  peak anon {r['peak_anon_mib']:,} MiB",
+                        flush=True,
+                    )
             local = statistics.median(rates["local"])
-            print(f"{args.images:,} PNGs  median images/s: local {local:,.0f}, ray-1 "
-                  f"{statistics.median(rates['ray-1']):,.0f} ({statistics.median(rates['ray-1']) / local:.2f}× local)")
+            print(
+                f"{args.images:,} PNGs  median images/s: local {local:,.0f}, ray-1 "
+                f"{statistics.median(rates['ray-1']):,.0f} "
+                f"({statistics.median(rates['ray-1']) / local:.2f}× local)"
+            )
     finally:
         nodes.shutdown()
 

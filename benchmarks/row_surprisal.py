@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 10, 30, 100])
     parser.add_argument("--truth", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
@@ -45,9 +47,15 @@ def main() -> None:
         x = load_split(Path(tmp) / "prepared", "test").inputs(slice(None))
     truth = RowSurprisal(vae, args.truth)(x)
     top = truth >= np.quantile(truth, 0.95)
-    print(f"digits test rows: {len(x)}; default model ({vae.config.model.likelihood}, latent_dim {vae.latent_dim})")
-    print(f"{'K':>5} {'rows/s':>9} {'row spread (nats)':>18} {'mean S_K':>9} {'Spearman vs K=' + str(args.truth):>20} "
-          f"{'top 5% found':>13}")
+    print(
+        f"digits test rows: {len(x)}; default model ({vae.config.model.likelihood}, latent_dim "
+        f"{vae.latent_dim})"
+    )
+    print(
+        f"{'K':>5} {'rows/s':>9} {'row spread (nats)':>18} {'mean S_K':>9} "
+        f"{'Spearman vs K=' + str(args.truth):>20} "
+        f"{'top 5% found':>13}"
+    )
     scorers = {k: RowSurprisal(vae, k) for k in args.ks}
     for score in scorers.values():
         score(x[:64])  # traced outside the timing
@@ -61,8 +69,12 @@ def main() -> None:
         s = score(x)
         spread = (RowSurprisal(vae, k, seed=1)(x) - s).std() / math.sqrt(2)
         found = (top & (s >= np.quantile(s, 0.95))).sum() / top.sum()
-        print(f"{k:>5} {len(x) / statistics.median(seconds[k]):>9,.0f} {spread:>18.3f} {s.mean():>9.2f} "
-              f"{spearmanr(s, truth).statistic:>20.4f} {found:>13.2f}", flush=True)
+        print(
+            f"{k:>5} {len(x) / statistics.median(seconds[k]):>9,.0f} {spread:>18.3f} {s.mean():>9.2f} "
+            f"{spearmanr(s, truth).statistic:>20.4f} {found:>13.2f}",
+            flush=True,
+        )
+
 
 if __name__ == "__main__":
     main()

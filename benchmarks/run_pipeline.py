@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse_overrides(items: list[str]) -> dict:
     """["dotted.key=value", ...] as {dotted key: value}, values parsed as params.yaml's are."""
-    return {key: yaml.load(value, Loader=UniqueKeyLoader)
-            for key, _, value in (item.partition("=") for item in items)}
+    return {
+        key: yaml.load(value, Loader=UniqueKeyLoader)
+        for key, _, value in (item.partition("=") for item in items)
+    }
 
 
 def overridden_params(overrides: dict, source: str = "params.yaml + overrides"):
@@ -47,19 +49,31 @@ def whole_run(params, out: Path) -> dict:
 def probe_figures(metrics: dict) -> dict:
     """The linear and kNN probes' accuracies on the latents and on the PCA of a run's metrics."""
     pca = metrics["baselines"]["pca"]
-    return {"linear": metrics["probe"]["accuracy"], "knn": metrics["knn"]["accuracy"],
-            "pca_linear": pca["linear"]["accuracy"], "pca_knn": pca["knn"]}
+    return {
+        "linear": metrics["probe"]["accuracy"],
+        "knn": metrics["knn"]["accuracy"],
+        "pca_linear": pca["linear"]["accuracy"],
+        "pca_knn": pca["knn"],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("overrides", nargs="*", help="dotted.key=value")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: a temporary one)")
-    parser.add_argument("--only", nargs="+", default=None, metavar="STAGE",
-                        help="run only these stages, reusing --out for the others' outputs")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="STAGE",
+        help="run only these stages, reusing --out for the others' outputs",
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        force=True)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
+    )
     logging.getLogger("pipeline").setLevel(logging.INFO)
     params = overridden_params(parse_overrides(args.overrides))
     out = args.out or Path(tempfile.mkdtemp(prefix="vae-bench-"))
@@ -70,11 +84,25 @@ def main() -> None:
     steps = [
         ("prepare", lambda: prepare(params, out_dir=out / "prepared")),
         ("train", lambda: train(params, prepared_dir=out / "prepared", model_dir=out / "model")),
-        ("encode", lambda: encode(params, prepared_dir=out / "prepared", model_path=out / "model" / "model.keras",
-                                  out_dir=out / "latents")),
-        ("evaluate", lambda: evaluate_all(params, prepared_dir=out / "prepared",
-                                          model_path=out / "model" / "model.keras",
-                                          latents_dir=out / "latents", out_dir=out / "evaluation")),
+        (
+            "encode",
+            lambda: encode(
+                params,
+                prepared_dir=out / "prepared",
+                model_path=out / "model" / "model.keras",
+                out_dir=out / "latents",
+            ),
+        ),
+        (
+            "evaluate",
+            lambda: evaluate_all(
+                params,
+                prepared_dir=out / "prepared",
+                model_path=out / "model" / "model.keras",
+                latents_dir=out / "latents",
+                out_dir=out / "evaluation",
+            ),
+        ),
     ]
     results = {}
     for name, step in steps:

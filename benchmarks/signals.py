@@ -38,19 +38,34 @@ def run(npz: Path, seed: int, overrides: dict, out: Path) -> dict:
     start = time.perf_counter()
     metrics = whole_run(params, out)
     choices = json.loads((out / "model" / "choices.json").read_text())
-    return {"seed": seed, "set": overrides, "architecture": choices["model.architecture"]["value"],
-            "filters": choices["model.filters"]["value"],
-            "sequence": choices.get("data.sequence", {}).get("why"), **probe_figures(metrics),
-            "seconds": round(time.perf_counter() - start)}
+    return {
+        "seed": seed,
+        "set": overrides,
+        "architecture": choices["model.architecture"]["value"],
+        "filters": choices["model.filters"]["value"],
+        "sequence": choices.get("data.sequence", {}).get("why"),
+        **probe_figures(metrics),
+        "seconds": round(time.perf_counter() - start),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[;KEY=VALUE]",
-                        help="a variant to run beside the defaults (repeatable; default: model.architecture=mlp)")
-    parser.add_argument("--mnist1d-python", default=str(ROOT / ".venv-peers" / "bin" / "python"),
-                        help="a python with the mnist1d package (make peers-env)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[;KEY=VALUE]",
+        help="a variant to run beside the defaults (repeatable; default: model.architecture=mlp)",
+    )
+    parser.add_argument(
+        "--mnist1d-python",
+        default=str(ROOT / ".venv-peers" / "bin" / "python"),
+        help="a python with the mnist1d package (make peers-env)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vae-signals-"))
     npz = work / "mnist1d.npz"
@@ -63,9 +78,12 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     for overrides in variants:
         mine = [r for r in rows if r["set"] == overrides]
-        medians = {key: round(statistics.median(r[key] for r in mine), 3)
-                   for key in ("linear", "knn", "pca_linear", "pca_knn", "seconds")}
+        medians = {
+            key: round(statistics.median(r[key] for r in mine), 3)
+            for key in ("linear", "knn", "pca_linear", "pca_knn", "seconds")
+        }
         print(f"median over seeds {args.seeds}, {overrides or 'defaults'}: {json.dumps(medians)}")
+
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,8 @@
 S_100 with the shipped likelihood, and the richer proxy and prior against the Gaussian
 proxy and standard prior at the same budget.
 
-    .venv/bin/python -m benchmarks.surprisal [--seeds 0 1 2] [--contenders gaussian flow vamp] [--max-examples N]
+    .venv/bin/python -m benchmarks.surprisal [--seeds 0 1 2] [--contenders gaussian flow vamp]
+        [--max-examples N]
 
 Budget (the anchors'): conv, latent 16, heads on the conv features, 10 epochs, batch 128,
 every other key as shipped (model.likelihood auto). Fashion-MNIST is prepared once;
@@ -24,8 +25,14 @@ from benchmarks.run_pipeline import overridden_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BUDGET = {"data.source": "fashion_mnist", "model.architecture": "conv", "model.latent_dim": 16, "model.hidden": [],
-          "train.epochs": 10, "train.batch_size": 128}
+BUDGET = {
+    "data.source": "fashion_mnist",
+    "model.architecture": "conv",
+    "model.latent_dim": 16,
+    "model.hidden": [],
+    "train.epochs": 10,
+    "train.batch_size": 128,
+}
 CONTENDERS = {
     "gaussian": {},
     "flow": {"model.posterior": "flow"},
@@ -39,8 +46,12 @@ def one_run(name: str, prepared: Path, work: Path, max_examples: int | None, see
     from pipeline.evaluation import evaluate
     from pipeline.runner import encode, train
 
-    overrides = {**BUDGET, **CONTENDERS[name], "seed": seed,
-                 **({"data.max_examples": max_examples} if max_examples else {})}
+    overrides = {
+        **BUDGET,
+        **CONTENDERS[name],
+        "seed": seed,
+        **({"data.max_examples": max_examples} if max_examples else {}),
+    }
     params = overridden_params(overrides)
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"{name}-"))
     start = time.perf_counter()
@@ -48,23 +59,46 @@ def one_run(name: str, prepared: Path, work: Path, max_examples: int | None, see
     train_seconds = time.perf_counter() - start
     model = out / "model" / "model.keras"
     encode(params, prepared_dir=prepared, model_path=model, out_dir=out / "latents")
-    metrics = evaluate.from_params(params, prepared_dir=prepared, model_path=model, latents_dir=out / "latents",
-                                   out_dir=out / "evaluation")
+    metrics = evaluate.from_params(
+        params,
+        prepared_dir=prepared,
+        model_path=model,
+        latents_dir=out / "latents",
+        out_dir=out / "evaluation",
+    )
     test = metrics["subo"]["test"]
-    epochs = len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
-    return {"contender": name, "seed": seed, "likelihood": metrics["likelihood"]["family"], "U": test["U"],
-            "D": test["D"], "S_100": test["S_K"]["100"], "E_100": test["E_K"]["100"],
-            "bits_U": test["bits_per_dim"]["U"], "bits_S_100": test["bits_per_dim"]["S_K"]["100"],
-            "D_estimate": test["D_estimate"],
-            "seconds_per_epoch": train_seconds / epochs, "epochs": epochs,
-            "linear": metrics["probe"]["accuracy"], "knn": metrics["knn"]["accuracy"]}
+    epochs = (
+        len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
+    )
+    return {
+        "contender": name,
+        "seed": seed,
+        "likelihood": metrics["likelihood"]["family"],
+        "U": test["U"],
+        "D": test["D"],
+        "S_100": test["S_K"]["100"],
+        "E_100": test["E_K"]["100"],
+        "bits_U": test["bits_per_dim"]["U"],
+        "bits_S_100": test["bits_per_dim"]["S_K"]["100"],
+        "D_estimate": test["D_estimate"],
+        "seconds_per_epoch": train_seconds / epochs,
+        "epochs": epochs,
+        "linear": metrics["probe"]["accuracy"],
+        "knn": metrics["knn"]["accuracy"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one interleaved round per training seed")
-    parser.add_argument("--contenders", nargs="+", default=["gaussian", "flow", "vamp"], choices=list(CONTENDERS))
-    parser.add_argument("--max-examples", type=int, default=None, help="a stratified subsample, for a quick look")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="one interleaved round per training seed"
+    )
+    parser.add_argument(
+        "--contenders", nargs="+", default=["gaussian", "flow", "vamp"], choices=list(CONTENDERS)
+    )
+    parser.add_argument(
+        "--max-examples", type=int, default=None, help="a stratified subsample, for a quick look"
+    )
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     from pipeline.runner import prepare
@@ -79,12 +113,16 @@ def main() -> None:
             rows[name].append(one_run(name, work / "prepared", work, args.max_examples, seed))
             print(json.dumps(rows[name][-1]), flush=True)
     for name, runs in rows.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in
-               ("U", "S_100", "E_100", "bits_U", "bits_S_100", "seconds_per_epoch")}
-        print(f"{name} ({runs[0]['likelihood']}): median of {len(runs)}: test U {med['U']:.2f} "
-              f"({med['bits_U']:.3f} bits/dim), S_100 {med['S_100']:.2f} ({med['bits_S_100']:.3f}), "
-              f"E_100 {med['E_100']:.2f}; {med['seconds_per_epoch']:.1f} s/epoch; "
-              f"probes {runs[0]['linear']} / {runs[0]['knn']}")
+        med = {
+            k: statistics.median(r[k] for r in runs)
+            for k in ("U", "S_100", "E_100", "bits_U", "bits_S_100", "seconds_per_epoch")
+        }
+        print(
+            f"{name} ({runs[0]['likelihood']}): median of {len(runs)}: test U {med['U']:.2f} "
+            f"({med['bits_U']:.3f} bits/dim), S_100 {med['S_100']:.2f} ({med['bits_S_100']:.3f}), "
+            f"E_100 {med['E_100']:.2f}; {med['seconds_per_epoch']:.1f} s/epoch; "
+            f"probes {runs[0]['linear']} / {runs[0]['knn']}"
+        )
 
 
 if __name__ == "__main__":

@@ -53,11 +53,19 @@ def one_run(work: Path, likelihood: str | None) -> dict:
     x = load_split(out / "prepared", "test").inputs(slice(None))
     figures = subo_estimates(bundle.vae, x, 100, seed=0)
     bits = 1 / (64 * math.log(2))
-    epochs = len(np.loadtxt(out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv", skiprows=1, ndmin=2))
-    return {"likelihood": bundle.choices["model.likelihood"]["value"], "U": figures["U"],
-            "S_100": figures["S_K"]["100"], "E_100": figures["E_K"]["100"],
-            "S_100_bits_per_dim": figures["S_K"]["100"] * bits, "epochs": epochs, "seconds": seconds,
-            "final_train_U": history["U"]}
+    epochs = len(
+        np.loadtxt(out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv", skiprows=1, ndmin=2)
+    )
+    return {
+        "likelihood": bundle.choices["model.likelihood"]["value"],
+        "U": figures["U"],
+        "S_100": figures["S_K"]["100"],
+        "E_100": figures["E_K"]["100"],
+        "S_100_bits_per_dim": figures["S_K"]["100"] * bits,
+        "epochs": epochs,
+        "seconds": seconds,
+        "final_train_U": history["U"],
+    }
 
 
 def main() -> None:
@@ -75,10 +83,14 @@ def main() -> None:
             print(json.dumps(rows[contender][-1]), flush=True)
     for contender, runs in rows.items():
         name = runs[0]["likelihood"] + (" (forced)" if contender else " (auto)")
-        med = {k: statistics.median(r[k] for r in runs)
-               for k in ("U", "S_100", "E_100", "S_100_bits_per_dim", "seconds")}
-        print(f"{name}: median of {len(runs)}: test U {med['U']:.2f}, S_100 {med['S_100']:.2f} nats "
-              f"({med['S_100_bits_per_dim']:.3f} bits/dim), E_100 {med['E_100']:.2f}, {med['seconds']:.0f} s")
+        med = {
+            k: statistics.median(r[k] for r in runs)
+            for k in ("U", "S_100", "E_100", "S_100_bits_per_dim", "seconds")
+        }
+        print(
+            f"{name}: median of {len(runs)}: test U {med['U']:.2f}, S_100 {med['S_100']:.2f} nats "
+            f"({med['S_100_bits_per_dim']:.3f} bits/dim), E_100 {med['E_100']:.2f}, {med['seconds']:.0f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Training throughput: this pipeline's trainer against the canonical Keras VAE loop.
 
-    .venv/bin/python -m benchmarks.train [--epochs 3] [--precision mixed_bfloat16] [--jit] [--steps-per-execution 32]
+    .venv/bin/python -m benchmarks.train [--epochs 3] [--precision mixed_bfloat16] [--jit]
+        [--steps-per-execution 32]
 
 Both train the conv VAE shape of the canonical Keras example (Conv2D 32 and 64 with stride
 2, latent 16) on Fashion-MNIST (local IDX files, as the fashion_mnist source finds them),
@@ -106,7 +107,7 @@ def test_u(encode, decode_logits, x: np.ndarray, seed: int = 0) -> float:
 
     rng, total = np.random.default_rng(seed), 0.0
     for start in range(0, len(x), 1000):
-        xb = x[start:start + 1000]
+        xb = x[start : start + 1000]
         mean, log_var = (np.asarray(a, np.float32) for a in encode(xb))
         z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape).astype(np.float32)
         u = subo.kl_to_prior(mean, log_var) + Bernoulli().surprisal(xb, decode_logits(z))
@@ -143,17 +144,36 @@ def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
     from pipeline.platform.config import parse_params
     from pipeline.training.train import make_optimizer
 
-    params = parse_params({"model": {"architecture": "conv", "latent_dim": 16, "hidden": [], "filters": [32, 64],
-                                     "likelihood": "bernoulli"},
-                           "train": {"epochs": epochs, "batch_size": 128, "precision": args.precision,
-                                     "jit_compile": args.jit, "steps_per_execution": args.steps_per_execution}})
+    params = parse_params(
+        {
+            "model": {
+                "architecture": "conv",
+                "latent_dim": 16,
+                "hidden": [],
+                "filters": [32, 64],
+                "likelihood": "bernoulli",
+            },
+            "train": {
+                "epochs": epochs,
+                "batch_size": 128,
+                "precision": args.precision,
+                "jit_compile": args.jit,
+                "steps_per_execution": args.steps_per_execution,
+            },
+        }
+    )
     keras.utils.set_random_seed(0)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(args.precision)
     try:
-        vae = build_vae((28, 28, 1), resolve_model(params.model, [28, 28, 1], [0.0, 1.0])[0], params.loss, seed=0)
-        vae.compile(optimizer=make_optimizer(params.train, int(np.ceil(len(x_train) / 128))),
-                    steps_per_execution=args.steps_per_execution, jit_compile=args.jit)
+        vae = build_vae(
+            (28, 28, 1), resolve_model(params.model, [28, 28, 1], [0.0, 1.0])[0], params.loss, seed=0
+        )
+        vae.compile(
+            optimizer=make_optimizer(params.train, int(np.ceil(len(x_train) / 128))),
+            steps_per_execution=args.steps_per_execution,
+            jit_compile=args.jit,
+        )
         timer = EpochTimer()
         # The same in-memory input as KE's: this compares the trainers, not the input pipelines.
         batches = tf.data.Dataset.from_tensor_slices(x_train).shuffle(len(x_train), seed=0).batch(128)
@@ -165,20 +185,33 @@ def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--precision", default="mixed_bfloat16", choices=["float32", "mixed_float16", "mixed_bfloat16"])
+    parser.add_argument(
+        "--precision", default="mixed_bfloat16", choices=["float32", "mixed_float16", "mixed_bfloat16"]
+    )
     parser.add_argument("--jit", action="store_true", help="XLA-compile the pipeline's train step")
     parser.add_argument("--steps-per-execution", type=int, default=32)
     args = parser.parse_args()
     x_train, x_test = fashion_mnist()
     ours = run_pipeline_trainer(x_train, x_test, args.epochs, args)
     reference = run_reference(x_train, x_test, args.epochs)
-    print(f"\n{'':28} {'samples/s':>10} {'test U':>8}   ({args.epochs} epochs, batch 128, {len(x_train)} images)")
-    print(f"{'reference Keras VAE loop':28} {reference['samples_per_second']:>10,.0f} {reference['test_U']:>8.2f}")
+    print(
+        f"\n{'':28} {'samples/s':>10} {'test U':>8}   ({args.epochs} epochs, batch 128, {len(x_train)} "
+        "images)"
+    )
+    print(
+        f"{'reference Keras VAE loop':28} {reference['samples_per_second']:>10,.0f} "
+        f"{reference['test_U']:>8.2f}"
+    )
     label = f"pipeline ({args.precision}{', XLA' if args.jit else ''}, spe {args.steps_per_execution})"
     print(f"{label:28} {ours['samples_per_second']:>10,.0f} {ours['test_U']:>8.2f}")
-    print(f"speed ratio (pipeline / reference): {ours['samples_per_second'] / reference['samples_per_second']:.2f}")
+    print(
+        "speed ratio (pipeline / reference): "
+        f"{ours['samples_per_second'] / reference['samples_per_second']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,40 +22,70 @@ def _positive_int(text: str) -> int:
 
 def parser(width: int | None = None) -> argparse.ArgumentParser:
     """The command's parser; `width` fixes the help's line width (the generated reference's)."""
+
     def formatter(prog):
         return argparse.HelpFormatter(prog, width=width) if width else argparse.HelpFormatter(prog)
 
-    root = argparse.ArgumentParser(prog="vae-pipeline", description="Use a trained VAE pipeline's outputs.",
-                                   formatter_class=formatter)
+    root = argparse.ArgumentParser(
+        prog="vae-pipeline", description="Use a trained VAE pipeline's outputs.", formatter_class=formatter
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
-    encode = commands.add_parser("encode", formatter_class=formatter,
-                                 help="encode new data with a trained model into latent Parquet",
-                                 description="Encode new data with a trained model, preprocessed as its training "
-                                             "data was; writes only the partition <output>/split=<split>.")
+    encode = commands.add_parser(
+        "encode",
+        formatter_class=formatter,
+        help="encode new data with a trained model into latent Parquet",
+        description="Encode new data with a trained model, preprocessed as its training "
+        "data was; writes only the partition <output>/split=<split>.",
+    )
     encode.add_argument("--model", type=Path, required=True, help="a trained model.keras")
-    encode.add_argument("--input", type=Path, required=True,
-                        help="an .npz, a .csv/.parquet table, a directory of IDX files or of class folders")
+    encode.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="an .npz, a .csv/.parquet table, a directory of IDX files or of class folders",
+    )
     encode.add_argument("--output", type=Path, required=True, help="directory of the latent Parquet dataset")
     encode.add_argument("--split", default="new", help="partition name for these rows (default: new)")
     encode.add_argument("--overwrite", action="store_true", help="replace an existing partition of that name")
-    encode.add_argument("--impute", action="store_true",
-                        help="a table model: also write each row completed, its empty cells imputed by the model")
-    encode.add_argument("--batch-size", type=_positive_int, default=EncodeConfig.batch_size,  # encode.batch_size's
-                        help="rows per call of the encoder (memory, not results)")
+    encode.add_argument(
+        "--impute",
+        action="store_true",
+        help="a table model: also write each row completed, its empty cells imputed by the model",
+    )
+    encode.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=EncodeConfig.batch_size,  # encode.batch_size's
+        help="rows per call of the encoder (memory, not results)",
+    )
     encode.add_argument("--x-key", default="x", help="npz: array of inputs")
     encode.add_argument("--y-key", default=None, help="npz: array of labels (optional)")
-    encode.add_argument("--label-column", default=None,
-                        help="table: label column; .h5ad: the obs column of the labels (optional)")
+    encode.add_argument(
+        "--label-column",
+        default=None,
+        help="table: label column; .h5ad: the obs column of the labels (optional)",
+    )
     encode.add_argument("--layer", default=None, help=".h5ad: the layer to encode (default: X)")
-    encode.add_argument("--reference", type=Path, default=None,
-                        help="the encode stage's latents of this model, whose training rows' surprisal each row's "
-                             "surprisal_quantile is of (default: data/latents beside the model's folder)")
-    encode.add_argument("--anndata-out", type=Path, default=None,
-                        help='.h5ad input: also write a copy of it with the latents (z_mean) in obsm["X_vae"]')
+    encode.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="the encode stage's latents of this model, whose training rows' surprisal each row's "
+        "surprisal_quantile is of (default: data/latents beside the model's folder)",
+    )
+    encode.add_argument(
+        "--anndata-out",
+        type=Path,
+        default=None,
+        help='.h5ad input: also write a copy of it with the latents (z_mean) in obsm["X_vae"]',
+    )
 
-    plots = commands.add_parser("plots-template", formatter_class=formatter,
-                                help="an offline page for `dvc plots show --html-template`")
+    plots = commands.add_parser(
+        "plots-template",
+        formatter_class=formatter,
+        help="an offline page for `dvc plots show --html-template`",
+    )
     plots.add_argument("node_modules", type=Path, help="where npm installed vega, vega-lite and vega-embed")
     plots.add_argument("out", type=Path, help="the HTML template to write")
     return root
@@ -67,15 +97,34 @@ def _encode(args) -> None:
     from pipeline.latents.encode_command import encode_new_data
     from pipeline.latents.scores import against_training
 
-    rows = encode_new_data(args.model, args.input, args.output, batch_size=args.batch_size, split=args.split,
-                           overwrite=args.overwrite, impute=args.impute, x_key=args.x_key, y_key=args.y_key,
-                           label_column=args.label_column, layer=args.layer, anndata_out=args.anndata_out,
-                           reference=args.reference)
-    print(f"encoded {rows} rows of {args.input} into {args.output / f'split={args.split}'}"
-          + (f" and {args.anndata_out} (obsm['X_vae'])" if args.anndata_out else ""))
+    rows = encode_new_data(
+        args.model,
+        args.input,
+        args.output,
+        batch_size=args.batch_size,
+        split=args.split,
+        overwrite=args.overwrite,
+        impute=args.impute,
+        x_key=args.x_key,
+        y_key=args.y_key,
+        label_column=args.label_column,
+        layer=args.layer,
+        anndata_out=args.anndata_out,
+        reference=args.reference,
+    )
+    print(
+        f"encoded {rows} rows of {args.input} into {args.output / f'split={args.split}'}"
+        + (f" and {args.anndata_out} (obsm['X_vae'])" if args.anndata_out else "")
+    )
     scores = pq.read_table(args.output / f"split={args.split}", columns=["surprisal_quantile", "novelty"])
-    if scores.column("novelty").null_count == 0:  # with a reference: how the new rows stand against training's
-        print(against_training(scores.column("surprisal_quantile").to_numpy(), scores.column("novelty").to_numpy()))
+    if (
+        scores.column("novelty").null_count == 0
+    ):  # with a reference: how the new rows stand against training's
+        print(
+            against_training(
+                scores.column("surprisal_quantile").to_numpy(), scores.column("novelty").to_numpy()
+            )
+        )
 
 
 def _plots_template(args) -> None:

@@ -40,19 +40,26 @@ def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_d
     from pipeline.evaluation.report import write_report
 
     baselines.from_params(params, prepared_dir=prepared_dir, out_dir=out_dir)
-    evaluate.from_params(params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir,
-                         out_dir=out_dir)
+    evaluate.from_params(
+        params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir
+    )
     umap_view.from_params(params, prepared_dir=prepared_dir, latents_dir=latents_dir, out_dir=out_dir)
-    explorer.from_params(params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir,
-                         out_dir=out_dir)
+    explorer.from_params(
+        params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir
+    )
     return write_report(out_dir)[0]
 
 
 def run_paths(root) -> dict:
     """The stages' inputs and outputs under `root`, laid out as dvc.yaml lays out data/."""
     root = Path(root)
-    return {"prepared": root / "prepared", "model_dir": root / "model", "model": root / "model" / "model.keras",
-            "latents": root / "latents", "evaluation": root / "evaluation"}
+    return {
+        "prepared": root / "prepared",
+        "model_dir": root / "model",
+        "model": root / "model" / "model.keras",
+        "latents": root / "latents",
+        "evaluation": root / "evaluation",
+    }
 
 
 def run_all(params: Params, root) -> dict:
@@ -67,6 +74,11 @@ def run_all(params: Params, root) -> dict:
     manifest = prepare(params, out_dir=paths["prepared"])
     history = train(params, prepared_dir=paths["prepared"], model_dir=paths["model_dir"])
     rows = encode(params, prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=paths["latents"])
-    metrics = evaluate_all(params, prepared_dir=paths["prepared"], model_path=paths["model"],
-                           latents_dir=paths["latents"], out_dir=paths["evaluation"])
+    metrics = evaluate_all(
+        params,
+        prepared_dir=paths["prepared"],
+        model_path=paths["model"],
+        latents_dir=paths["latents"],
+        out_dir=paths["evaluation"],
+    )
     return {"paths": paths, "manifest": manifest, "history": history, "rows": rows, "metrics": metrics}

@@ -8,8 +8,9 @@ def main() -> None:
     params = load_params("params.yaml", stage="encode")
     from pipeline.latents.encode import from_params
 
-    rows = from_params(params, prepared_dir="data/prepared", model_path="data/model/model.keras",
-                       out_dir="data/latents")
+    rows = from_params(
+        params, prepared_dir="data/prepared", model_path="data/model/model.keras", out_dir="data/latents"
+    )
     print(f"encoded {rows} rows into data/latents")
 
 

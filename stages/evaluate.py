@@ -8,8 +8,13 @@ def main() -> None:
     params = load_params("params.yaml", stage="evaluate")
     from pipeline.evaluation.evaluate import from_params
 
-    from_params(params, prepared_dir="data/prepared", model_path="data/model/model.keras", latents_dir="data/latents",
-        out_dir="data/evaluation")
+    from_params(
+        params,
+        prepared_dir="data/prepared",
+        model_path="data/model/model.keras",
+        latents_dir="data/latents",
+        out_dir="data/evaluation",
+    )
 
 
 if __name__ == "__main__":

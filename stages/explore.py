@@ -9,8 +9,13 @@ def main() -> None:
     params = load_params("params.yaml", stage="explore")
     from pipeline.evaluation.explorer import from_params
 
-    from_params(params, prepared_dir="data/prepared", model_path="data/model/model.keras", latents_dir="data/latents",
-                out_dir="data/evaluation")
+    from_params(
+        params,
+        prepared_dir="data/prepared",
+        model_path="data/model/model.keras",
+        latents_dir="data/latents",
+        out_dir="data/evaluation",
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from .conftest import ROOT
 
 # --- data files ------------------------------------------------------------------------
 
+
 def write_idx(path, array: np.ndarray, code=0x08) -> None:
     import gzip
 
@@ -79,7 +80,9 @@ def make_mixed_table(path, n=300, seed=0):
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, 2))
     species = np.array(["Adelie", "Chinstrap", "Gentoo"])[np.digitize(z[:, 0], [-0.5, 0.5])]
-    island = np.array(["Biscoe", "Dream", "Torgersen"])[np.digitize(z[:, 1] + 0.3 * rng.normal(size=n), [-0.4, 0.4])]
+    island = np.array(["Biscoe", "Dream", "Torgersen"])[
+        np.digitize(z[:, 1] + 0.3 * rng.normal(size=n), [-0.4, 0.4])
+    ]
     island = np.where(rng.uniform(size=n) < 0.05, "", island)  # empty strings: missing
     sex = np.where(z[:, 1] + rng.normal(size=n) > 0, "male", "female").astype(object)
     sex[rng.uniform(size=n) < 0.05] = None
@@ -87,17 +90,26 @@ def make_mixed_table(path, n=300, seed=0):
     bill[rng.uniform(size=n) < 0.1] = np.nan
     eggs = rng.poisson(np.exp(0.5 + 0.6 * z[:, 1])).astype(object)
     eggs[rng.uniform(size=n) < 0.05] = None
-    table = pa.table({"species": species, "island": island, "sex": pa.array(list(sex), pa.string()),
-                      "bill": bill, "mass": 4000 + 300 * z[:, 0] - 200 * z[:, 1] + 50 * rng.normal(size=n),
-                      "year": rng.integers(2007, 2010, size=n), "eggs": pa.array(list(eggs), pa.int64()),
-                      "alive": z[:, 0] + rng.normal(size=n) > -1})
+    table = pa.table(
+        {
+            "species": species,
+            "island": island,
+            "sex": pa.array(list(sex), pa.string()),
+            "bill": bill,
+            "mass": 4000 + 300 * z[:, 0] - 200 * z[:, 1] + 50 * rng.normal(size=n),
+            "year": rng.integers(2007, 2010, size=n),
+            "eggs": pa.array(list(eggs), pa.int64()),
+            "alive": z[:, 0] + rng.normal(size=n) > -1,
+        }
+    )
     (pq.write_table if path.suffix == ".parquet" else pacsv.write_csv)(table, path)
     return table
 
 
 def table_config(path, **table):
-    return parse_params({"data": {"source": "table", "path": str(path),
-                                  "table": {"label_column": "species", **table}}}).data
+    return parse_params(
+        {"data": {"source": "table", "path": str(path), "table": {"label_column": "species", **table}}}
+    ).data
 
 
 TYPES = np.array(["B", "NK", "T"])
@@ -114,12 +126,16 @@ def make_cells(path, n=300, genes=60, seed=0):
     kind = np.arange(n) % 3
     rate = np.full((3, genes), 0.3)
     for k in range(3):
-        rate[k, k * 15:(k + 1) * 15] = 6.0
+        rate[k, k * 15 : (k + 1) * 15] = 6.0
     counts = rng.negative_binomial(2, 2 / (2 + rate[kind])).astype(np.float32)
-    adata = ad.AnnData(X=sp.csr_matrix(counts),
-                       obs=pd.DataFrame({"cell_type": pd.Categorical(TYPES[kind]), "batch": rng.integers(0, 2, n)},
-                                        index=[f"cell{i}" for i in range(n)]),
-                       var=pd.DataFrame(index=[f"gene{j}" for j in range(genes)]))
+    adata = ad.AnnData(
+        X=sp.csr_matrix(counts),
+        obs=pd.DataFrame(
+            {"cell_type": pd.Categorical(TYPES[kind]), "batch": rng.integers(0, 2, n)},
+            index=[f"cell{i}" for i in range(n)],
+        ),
+        var=pd.DataFrame(index=[f"gene{j}" for j in range(genes)]),
+    )
     adata.layers["dense"] = counts
     adata.layers["by_column"] = sp.csc_matrix(counts)
     adata.write_h5ad(path)
@@ -131,24 +147,35 @@ def latent_batch(split, n, d, start=0):
     labels = np.arange(n) % 3
     labels[0] = -1  # no label
     surprisal = rng.gamma(5.0, size=n)
-    return LatentBatch(split, np.arange(start, start + n), labels, rng.normal(size=(n, d)), rng.normal(size=(n, d)),
-                       RowScores(surprisal, None, None, surprisal))
+    return LatentBatch(
+        split,
+        np.arange(start, start + n),
+        labels,
+        rng.normal(size=(n, d)),
+        rng.normal(size=(n, d)),
+        RowScores(surprisal, None, None, surprisal),
+    )
 
 
 # --- the docs --------------------------------------------------------------------------
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-FENCE = re.compile(r"^(?:<!-- illustrative: (?P<why>.+?) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)^```$", re.M | re.S)
+FENCE = re.compile(
+    r"^(?:<!-- illustrative: (?P<why>.+?) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)^```$", re.M | re.S
+)
 RUN = {"python", "bash"}
 
 
 def blocks(page: Path) -> list[dict]:
     text = page.read_text()
-    return [{"lang": m["lang"], "code": m["code"], "why": m["why"], "line": text[:m.start()].count("\n") + 1}
-            for m in FENCE.finditer(text)]
+    return [
+        {"lang": m["lang"], "code": m["code"], "why": m["why"], "line": text[: m.start()].count("\n") + 1}
+        for m in FENCE.finditer(text)
+    ]
 
 
 # --- exact models ----------------------------------------------------------------------
+
 
 def np_(x):
     return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
@@ -158,8 +185,13 @@ def gaussian_kl(m0, c0, m1, c1):
     """KL(N(m0, c0) ‖ N(m1, c1)) for full covariances, in float64."""
     c1_inv = np.linalg.inv(c1)
     diff = m1 - m0
-    return 0.5 * (np.trace(c1_inv @ c0) + diff @ c1_inv @ diff - len(m0)
-                  + np.linalg.slogdet(c1)[1] - np.linalg.slogdet(c0)[1])
+    return 0.5 * (
+        np.trace(c1_inv @ c0)
+        + diff @ c1_inv @ diff
+        - len(m0)
+        + np.linalg.slogdet(c1)[1]
+        - np.linalg.slogdet(c0)[1]
+    )
 
 
 class LinearGaussian:
@@ -207,6 +239,11 @@ class LinearGaussian:
         z = np_(subo.reparameterize(z_mean, z_log_var, eps))  # (m, 1, d)
         decoded = z @ self.W.T + self.b  # (m, 1, n)
         reconstruction = np_(self.likelihood().surprisal(self.x[None], decoded))  # (m, 1)
-        log_w = np_(subo.log_importance_weights(reconstruction, subo.standard_normal_log_density(z),
-                                                  subo.gaussian_log_density(z, z_mean, z_log_var)))
+        log_w = np_(
+            subo.log_importance_weights(
+                reconstruction,
+                subo.standard_normal_log_density(z),
+                subo.gaussian_log_density(z, z_mean, z_log_var),
+            )
+        )
         return reconstruction, log_w, z_mean, z_log_var

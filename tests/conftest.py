@@ -35,18 +35,36 @@ ROOT = Path(__file__).resolve().parents[1]
 # longest file alone at the end. The first two build nothing the other waits for: test_e2e
 # builds the shared DVC repository while the other kernel path's harness runs, and the
 # next two, which start from that repository, come to each worker after them.
-LONGEST_FIRST = ("test_e2e.py", "test_kernel_paths.py", "test_e2e_sources.py", "test_kernel_paths_dvc.py",
-                 "test_ray.py", "test_levels.py", "test_train.py", "test_model_harness.py", "test_kill.py")
+LONGEST_FIRST = (
+    "test_e2e.py",
+    "test_kernel_paths.py",
+    "test_e2e_sources.py",
+    "test_kernel_paths_dvc.py",
+    "test_ray.py",
+    "test_levels.py",
+    "test_train.py",
+    "test_model_harness.py",
+    "test_kill.py",
+)
 
 TINY = {
     "seed": 0,
     # explicit, so that tests may build the model without a manifest (test_auto covers `auto`)
-    "model": {"latent_dim": 4, "hidden": [64], "architecture": "mlp", "filters": [32, 64], "likelihood": "bernoulli"},
+    "model": {
+        "latent_dim": 4,
+        "hidden": [64],
+        "architecture": "mlp",
+        "filters": [32, 64],
+        "likelihood": "bernoulli",
+    },
     "train": {"epochs": 6, "batch_size": 64, "learning_rate": 0.003},
     "encode": {"batch_size": 256},
-    "evaluate": {"importance_samples": 20, "surprisal_examples": 120,
-                 "gradient_variance": {"repeats": 8, "batch_size": 32},
-                 "umap": {"n_neighbors": 10, "max_points": 200}},
+    "evaluate": {
+        "importance_samples": 20,
+        "surprisal_examples": 120,
+        "gradient_variance": {"repeats": 8, "batch_size": 32},
+        "umap": {"n_neighbors": 10, "max_points": 200},
+    },
 }
 
 
@@ -102,22 +120,29 @@ def pipeline_run(tmp_path_factory):
         from pipeline.runner import run_all
 
         run = run_all(tiny_params(), folder)
-        (folder / "run.json").write_text(json.dumps({key: run[key] for key in ("history", "rows", "metrics")}))
+        (folder / "run.json").write_text(
+            json.dumps({key: run[key] for key in ("history", "rows", "metrics")})
+        )
 
     from pipeline.runner import run_paths
 
     root = built_once(tmp_path_factory, "run", build)
     paths = run_paths(root)
-    return {"params": tiny_params(), "paths": paths, "manifest": Manifest.read(paths["prepared"]),
-            **json.loads((root / "run.json").read_text())}
+    return {
+        "params": tiny_params(),
+        "paths": paths,
+        "manifest": Manifest.read(paths["prepared"]),
+        **json.loads((root / "run.json").read_text()),
+    }
 
 
 def copy_project(dest: Path) -> Path:
     """The project's git-tracked files copied to dest (no data, no .venv)."""
     import subprocess
 
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in files:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -134,10 +159,20 @@ def dvc_repo(tmp_path_factory):
     def build(folder: Path) -> None:
         copy_project(folder / "repo")
         repo = folder / "repo"
-        edit_params(repo, **{"train.epochs": 3, "model.hidden": TINY["model"]["hidden"],
-                             "evaluate.importance_samples": 10, "evaluate.surprisal_examples": 100})
+        edit_params(
+            repo,
+            **{
+                "train.epochs": 3,
+                "model.hidden": TINY["model"]["hidden"],
+                "evaluate.importance_samples": 10,
+                "evaluate.surprisal_examples": 100,
+            },
+        )
         run(["git", "init", "-q"], repo)
-        run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "init", "--allow-empty"], repo)
+        run(
+            ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "init", "--allow-empty"],
+            repo,
+        )
         run(["git", "add", "-A"], repo)
         run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny params"], repo)
         (folder / "repro.log").write_text(run(["dvc", "repro"], repo).stdout)
@@ -150,7 +185,12 @@ BIN = Path(sys.executable).parent
 
 
 def run(args, cwd, check=True, **extra_env):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2", **extra_env}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **extra_env,
+    }
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

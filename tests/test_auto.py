@@ -18,23 +18,34 @@ from .conftest import tiny_params
 
 
 def resolve_for(shape, value_range=(0.0, 1.0), levels=None, series=False, **model):
-    return resolve_model.resolve_model(parse_params({"model": model}).model, shape, list(value_range),
-                                       "pixels" if levels else "real", levels=levels, series=series)
+    return resolve_model.resolve_model(
+        parse_params({"model": model}).model,
+        shape,
+        list(value_range),
+        "pixels" if levels else "real",
+        levels=levels,
+        series=series,
+    )
 
 
-@pytest.mark.parametrize("dtype, declared, levels", [("uint8", None, 255.0), ("uint8", 16, 16.0),
-                                                     ("float32", None, None), ("int64", None, None)])
+@pytest.mark.parametrize(
+    "dtype, declared, levels",
+    [("uint8", None, 255.0), ("uint8", 16, 16.0), ("float32", None, None), ("int64", None, None)],
+)
 def test_pixel_levels_come_from_the_dtype_or_the_reader(dtype, declared, levels):
     assert auto.pixel_levels(np.dtype(dtype), declared) == levels
 
 
-@pytest.mark.parametrize("scaling, likelihood, levels, expected", [
-    (AUTO, AUTO, 255.0, "unit"),  # pixels
-    (AUTO, AUTO, None, "standardize"),  # real values
-    (AUTO, "bernoulli", None, "unit"),  # an explicit likelihood decides
-    (AUTO, "gaussian", 255.0, "standardize"),
-    ("none", AUTO, 255.0, "none"),  # explicit wins
-])
+@pytest.mark.parametrize(
+    "scaling, likelihood, levels, expected",
+    [
+        (AUTO, AUTO, 255.0, "unit"),  # pixels
+        (AUTO, AUTO, None, "standardize"),  # real values
+        (AUTO, "bernoulli", None, "unit"),  # an explicit likelihood decides
+        (AUTO, "gaussian", 255.0, "standardize"),
+        ("none", AUTO, 255.0, "none"),  # explicit wins
+    ],
+)
 def test_scaling(scaling, likelihood, levels, expected):
     choice = auto.resolve_scaling(scaling, likelihood, levels)
     assert choice.value == expected
@@ -43,7 +54,12 @@ def test_scaling(scaling, likelihood, levels, expected):
 
 def test_grey_images_of_28x28_get_a_bernoulli_conv_model():
     model, choices = resolve_for((28, 28, 1))
-    assert (model.likelihood, model.architecture, model.filters, model.hidden) == ("bernoulli", "conv", (32, 64), ())
+    assert (model.likelihood, model.architecture, model.filters, model.hidden) == (
+        "bernoulli",
+        "conv",
+        (32, 64),
+        (),
+    )
     assert all(choice.is_auto for choice in choices.values())
 
 
@@ -52,8 +68,10 @@ def test_rgb_images_of_32x32_get_three_conv_layers():
     assert (model.architecture, model.filters) == ("conv", (32, 64, 128))
 
 
-@pytest.mark.parametrize("side, filters", [(64, (32, 64, 128)), (96, (16, 32, 64, 128)), (128, (16, 32, 64, 128)),
-                                           (256, (8, 16, 32, 64, 128))])
+@pytest.mark.parametrize(
+    "side, filters",
+    [(64, (32, 64, 128)), (96, (16, 32, 64, 128)), (128, (16, 32, 64, 128)), (256, (8, 16, 32, 64, 128))],
+)
 def test_photos_get_depth_from_their_size_and_a_width_budget(side, filters):
     """Down to an 8×8 map whatever the size; wider images start narrower, so each layer costs
     within 1.4× of a 64-pixel image's (the full-resolution ends grow): time grows with depth."""
@@ -81,15 +99,31 @@ def test_small_images_get_an_mlp_sized_from_the_input():
 @pytest.mark.parametrize("features, hidden", [(13, (64, 32)), (40, (128, 64)), (784, (512, 256))])
 def test_real_valued_vectors_get_a_learned_sigma_gaussian_mlp(features, hidden):
     model, choices = resolve_for((features,), value_range=(-3.2, 4.1))
-    assert (model.likelihood, model.architecture, model.hidden, model.sigma) == ("gaussian", "mlp", hidden, "learned")
+    assert (model.likelihood, model.architecture, model.hidden, model.sigma) == (
+        "gaussian",
+        "mlp",
+        hidden,
+        "learned",
+    )
     assert choices["model.likelihood"].why.startswith("prepared values span [-3.2, 4.1]")
 
 
 def test_explicit_values_win_and_are_marked_given():
-    model, choices = resolve_for((28, 28, 1), architecture="mlp", hidden=[32], likelihood="gaussian", sigma=0.5)
-    assert (model.architecture, model.hidden, model.likelihood, model.sigma) == ("mlp", (32,), "gaussian", 0.5)
+    model, choices = resolve_for(
+        (28, 28, 1), architecture="mlp", hidden=[32], likelihood="gaussian", sigma=0.5
+    )
+    assert (model.architecture, model.hidden, model.likelihood, model.sigma) == (
+        "mlp",
+        (32,),
+        "gaussian",
+        0.5,
+    )
     assert {k for k, v in choices.items() if not v.is_auto} == {
-        "model.architecture", "model.hidden", "model.likelihood", "model.sigma"}
+        "model.architecture",
+        "model.hidden",
+        "model.likelihood",
+        "model.sigma",
+    }
     model, _ = resolve_for((28, 28, 1), filters=[])  # no conv layers asked for: an mlp
     assert model.architecture == "mlp"
 
@@ -115,9 +149,18 @@ def test_epochs_stay_within_a_compute_budget_for_large_examples(tmp_path):
 
     def run_for(shape, fit_rows):
         manifest = dataclasses.replace(digits, input_shape=list(shape), example_shape=list(shape))
-        return resolve.resolve_run(params.model, params.loss, params.train, manifest, fit_rows=fit_rows,
-                                   machine=resolve.Machine(), distribution=resolve.resolve_distribution(AUTO, 0, 1),
-                                   validation_fraction=0.1, binarize="none", seed=0)
+        return resolve.resolve_run(
+            params.model,
+            params.loss,
+            params.train,
+            manifest,
+            fit_rows=fit_rows,
+            machine=resolve.Machine(),
+            distribution=resolve.resolve_distribution(AUTO, 0, 1),
+            validation_fraction=0.1,
+            binarize="none",
+            seed=0,
+        )
 
     run, choices = run_for((64, 64, 3), 1728)
     assert run.model.likelihood == "discretized_logistic" and run.updates_per_epoch == 64
@@ -147,11 +190,14 @@ def test_the_choices_travel_from_prepare_to_the_report(pipeline_run):
     assert saved["data.scaling"]["value"] == "unit" and saved["model.architecture"]["why"] == GIVEN
     assert saved["loss.kl_warmup_epochs"] == {"value": 1, "why": "the first tenth of 6 epochs"}
     part = next(paths["latents"].glob("split=train/*.parquet"))
-    assert read_metadata(part)["choices"] == {**saved, "encode.workers": {
-        "value": 1, "why": "the local engine encodes in this process"}}  # the model's choices and encode's own
+    assert read_metadata(part)["choices"] == {
+        **saved,
+        "encode.workers": {"value": 1, "why": "the local engine encodes in this process"},
+    }  # the model's choices and encode's own
     report = (paths["evaluation"] / "report.md").read_text()
     assert "## Choices made from the data" in report
-    # the stage's recipe passes model.likelihood to prepare (TINY's bernoulli), which sets the scaling's reason
+    # the stage's recipe passes model.likelihood to prepare (TINY's bernoulli), which sets the scaling's
+    # reason
     assert "| `data.scaling` | `unit` | model.likelihood bernoulli needs values in [0, 1] |" in report
 
 
@@ -171,15 +217,27 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
     frame = pd.DataFrame(np.hstack([mixed, rng.normal(size=(600, 4))]), columns=[f"f{i}" for i in range(12)])
     frame["label"] = y
     frame.to_csv(tmp_path / "table.csv", index=False)
-    params = parse_params({"data": {"source": "table", "path": str(tmp_path / "table.csv")},
-                           "train": {"epochs": 30}, "encode": {"batch_size": 256}})
+    params = parse_params(
+        {
+            "data": {"source": "table", "path": str(tmp_path / "table.csv")},
+            "train": {"epochs": 30},
+            "encode": {"batch_size": 256},
+        }
+    )
     runner.prepare(params, out_dir=tmp_path / "prepared")
     runner.train(params, prepared_dir=tmp_path / "prepared", model_dir=tmp_path / "model")
-    runner.encode(params, prepared_dir=tmp_path / "prepared", model_path=tmp_path / "model" / "model.keras",
-                  out_dir=tmp_path / "latents")
+    runner.encode(
+        params,
+        prepared_dir=tmp_path / "prepared",
+        model_path=tmp_path / "model" / "model.keras",
+        out_dir=tmp_path / "latents",
+    )
     choices = json.loads((tmp_path / "model" / "choices.json").read_text())
     assert {k: choices[k]["value"] for k in ("data.scaling", "model.likelihood", "model.sigma")} == {
-        "data.scaling": "standardize", "model.likelihood": "gaussian", "model.sigma": "learned"}
+        "data.scaling": "standardize",
+        "model.likelihood": "gaussian",
+        "model.sigma": "learned",
+    }
     live = json.loads((tmp_path / "model" / "live" / "metrics.json").read_text())
     assert live["validation"]["D"] > 1.0
     manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
@@ -189,29 +247,47 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
 
 
 @pytest.mark.gpu_path
-@pytest.mark.parametrize("flags, gpus, onednn, expected", [
-    ({"avx2", "avx512f", "avx512_bf16"}, [], True, "mixed_bfloat16"),  # native bf16 through oneDNN
-    ({"avx2", "amx_bf16", "amx_tile"}, [], True, "mixed_bfloat16"),
-    ({"avx2", "amx_bf16", "amx_tile"}, [], False, "float32"),  # native, but Eigen's bf16 is slower than float32
-    ({"avx2", "avx512f"}, [], True, "float32"),  # bf16 would be emulated, ~11× slower
-    ({"avx2", "avx512f"}, [], False, "float32"),
-    (set(), [(8, 0), (9, 0)], False, "mixed_bfloat16"),
-    ({"avx512_bf16"}, [(7, 5)], True, "mixed_float16"),  # the GPUs decide, not the CPU
-    (set(), [(6, 1)], False, "float32"),
-])
+@pytest.mark.parametrize(
+    "flags, gpus, onednn, expected",
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, [], True, "mixed_bfloat16"),  # native bf16 through oneDNN
+        ({"avx2", "amx_bf16", "amx_tile"}, [], True, "mixed_bfloat16"),
+        (
+            {"avx2", "amx_bf16", "amx_tile"},
+            [],
+            False,
+            "float32",
+        ),  # native, but Eigen's bf16 is slower than float32
+        ({"avx2", "avx512f"}, [], True, "float32"),  # bf16 would be emulated, ~11× slower
+        ({"avx2", "avx512f"}, [], False, "float32"),
+        (set(), [(8, 0), (9, 0)], False, "mixed_bfloat16"),
+        ({"avx512_bf16"}, [(7, 5)], True, "mixed_float16"),  # the GPUs decide, not the CPU
+        (set(), [(6, 1)], False, "float32"),
+    ],
+)
 def test_precision_follows_the_hardware_and_the_kernels(flags, gpus, onednn, expected):
     choice = resolve.resolve_precision(AUTO, flags, gpus, onednn)
     assert choice.value == expected
     if not gpus:  # the reason names both the CPU's bf16 and the kernels' switch
         assert "bf16" in choice.why and f"oneDNN kernels are {'on' if onednn else 'off'}" in choice.why
-    assert resolve.resolve_precision("float32", {"avx512_bf16"}, [], True) == Choice("float32", GIVEN)  # explicit wins
+    assert resolve.resolve_precision("float32", {"avx512_bf16"}, [], True) == Choice(
+        "float32", GIVEN
+    )  # explicit wins
 
 
-@pytest.mark.parametrize("switch, flags, expected", [
-    (None, {"avx2", "amx_bf16", "amx_tile"}, True), (None, {"avx2", "avx512_vnni"}, True), (None, {"avx2"}, False),
-    ("0", {"amx_bf16"}, False), ("1", {"avx2"}, True), ("true", set(), True), ("False", {"amx_tile"}, False),
-    ("maybe", {"avx2"}, False),
-])
+@pytest.mark.parametrize(
+    "switch, flags, expected",
+    [
+        (None, {"avx2", "amx_bf16", "amx_tile"}, True),
+        (None, {"avx2", "avx512_vnni"}, True),
+        (None, {"avx2"}, False),
+        ("0", {"amx_bf16"}, False),
+        ("1", {"avx2"}, True),
+        ("true", set(), True),
+        ("False", {"amx_tile"}, False),
+        ("maybe", {"avx2"}, False),
+    ],
+)
 def test_onednn_rule_is_tensorflows(switch, flags, expected):
     from pipeline.platform.hardware import onednn_by_rule
 
@@ -236,10 +312,16 @@ def test_steps_per_execution_one_per_call_when_replicated():
     assert resolve.resolve_steps_per_execution(4, 50) == Choice(4, GIVEN)
 
 
-@pytest.mark.parametrize("given, gpus, workers, expected", [
-    (AUTO, 0, 1, "none"), (AUTO, 1, 1, "none"), (AUTO, 2, 1, "mirrored"), (AUTO, 0, 3, "multi_worker"),
-    ("mirrored", 0, 1, "mirrored"),
-])
+@pytest.mark.parametrize(
+    "given, gpus, workers, expected",
+    [
+        (AUTO, 0, 1, "none"),
+        (AUTO, 1, 1, "none"),
+        (AUTO, 2, 1, "mirrored"),
+        (AUTO, 0, 3, "multi_worker"),
+        ("mirrored", 0, 1, "mirrored"),
+    ],
+)
 def test_distribution_from_the_gpus_and_the_workers(given, gpus, workers, expected):
     choice = resolve.resolve_distribution(given, gpus, workers)
     assert choice.value == expected and choice.is_auto == (given == AUTO)
@@ -250,21 +332,35 @@ def test_one_resolution_records_every_auto_knob_of_train_and_rounds_epochs_to_wh
 
     manifest = prepare(tiny_params().data, seed=0, out_dir=tmp_path / "p")
     params = parse_params({})  # every train knob at its default: auto where it can be
-    run, choices = resolve.resolve_run(params.model, params.loss, params.train, manifest, fit_rows=844 * 64,
-                                       machine=resolve.Machine(), distribution=resolve.resolve_distribution(AUTO, 0, 1),
-                                       validation_fraction=0.1, binarize="none", seed=0)
+    run, choices = resolve.resolve_run(
+        params.model,
+        params.loss,
+        params.train,
+        manifest,
+        fit_rows=844 * 64,
+        machine=resolve.Machine(),
+        distribution=resolve.resolve_distribution(AUTO, 0, 1),
+        validation_fraction=0.1,
+        binarize="none",
+        seed=0,
+    )
     auto_train = {key for key in leaf_keys(TrainConfig, "train.") if lookup(params, key) == AUTO}
     auto_train |= {key for key in leaf_keys(LossConfig, "loss.") if lookup(params, key) == AUTO}
     assert auto_train <= set(choices) and "train.distribution" in auto_train
-    assert (run.train.steps_per_execution, run.updates_per_epoch) == (32, 864)  # Keras runs whole calls: 27 × 32
+    assert (run.train.steps_per_execution, run.updates_per_epoch) == (
+        32,
+        864,
+    )  # Keras runs whole calls: 27 × 32
     assert AUTO not in {lookup(run, key) for key in auto_train}
 
 
 def test_each_epoch_logs_u_s_k_and_e_k_on_fixed_validation_examples(pipeline_run):
     """The article's "we don't know how good our bound is during optimization", as curves."""
     live = pipeline_run["paths"]["model_dir"] / "live" / "plots" / "metrics" / "bound"
-    tables = {name: np.loadtxt(live / f"{name}.tsv", delimiter="\t", skiprows=1, ndmin=2)
-              for name in ("U", "S_K", "E_K")}
+    tables = {
+        name: np.loadtxt(live / f"{name}.tsv", delimiter="\t", skiprows=1, ndmin=2)
+        for name in ("U", "S_K", "E_K")
+    }
     epochs = tables["U"][:, 0]  # the first two epochs, then those where the bound stays a tenth of the time
     assert (epochs[:2] == [0, 1]).all() and (np.diff(epochs) > 0).all()
     assert epochs[-1] < pipeline_run["params"].train.epochs

@@ -18,22 +18,43 @@ from .builders import LinearGaussian, make_cells, np_
 
 
 def test_the_typing_rule_and_one_error_naming_every_problem():
-    values = {"site": np.array(["a", "b", "a", "c"], dtype=object), "run": np.array([1.0, 2.0, 1.0, 2.0]),
-              "age": np.array([20.5, 31.0, 40.25, 60.0])}
+    values = {
+        "site": np.array(["a", "b", "a", "c"], dtype=object),
+        "run": np.array([1.0, 2.0, 1.0, 2.0]),
+        "age": np.array([20.5, 31.0, 40.25, 60.0]),
+    }
     train = np.array([True, True, True, False])
     site, run, age = type_covariates("t.csv", values, train)
-    assert (site.type, site.levels, run.type, run.levels) == ("categorical", ["a", "b", "c"], "categorical", [1, 2])
+    assert (site.type, site.levels, run.type, run.levels) == (
+        "categorical",
+        ["a", "b", "c"],
+        "categorical",
+        [1, 2],
+    )
     assert age.type == "real" and age.offset == pytest.approx(np.mean([20.5, 31.0, 40.25]))  # train rows only
     assert age.scale == pytest.approx(np.std([20.5, 31.0, 40.25]))
-    codes = covariate_codes("new.csv", {"site": np.array(["c", "a"], dtype=object), "run": np.array([2.0, 1.0]),
-                                        "age": np.array([1.0, 2.0])}, (site, run, age))
+    codes = covariate_codes(
+        "new.csv",
+        {
+            "site": np.array(["c", "a"], dtype=object),
+            "run": np.array([2.0, 1.0]),
+            "age": np.array([1.0, 2.0]),
+        },
+        (site, run, age),
+    )
     np.testing.assert_array_equal(codes, [[2, 1, 1], [0, 0, 2]])
-    with pytest.raises(DataError, match=r"new.csv: covariate 'site' holds 'z', a level never seen in training "
-                                        r"\(its levels: \['a', 'b', 'c'\]\)"):
+    with pytest.raises(
+        DataError,
+        match=r"new.csv: covariate 'site' holds 'z', a level never seen in training "
+        r"\(its levels: \['a', 'b', 'c'\]\)",
+    ):
         covariate_codes("new.csv", {"site": np.array(["z"], dtype=object)}, (site,))
     broken = {"donor": np.array(["x", None, "y", None], dtype=object), "lab": np.array([3.0, 3.0, 3.0, 3.0])}
-    with pytest.raises(DataError, match=r"t.csv: data.covariates: 'donor' has no value for 2 of 4 examples .*; "
-                                        r"'lab' takes one value \(3\) in every example: nothing to correct for"):
+    with pytest.raises(
+        DataError,
+        match=r"t.csv: data.covariates: 'donor' has no value for 2 of 4 examples .*; "
+        r"'lab' takes one value \(3\) in every example: nothing to correct for",
+    ):
         type_covariates("t.csv", broken, train)
 
 
@@ -59,26 +80,43 @@ def test_a_tables_covariates_are_stored_after_x_and_left_out_of_its_features(tmp
     manifest = prepare(_data(tmp_path / "t.csv", covariates=["site", "age"]), 0, tmp_path / "prepared")
     assert [c.name for c in manifest.columns] == [f"f{i}" for i in range(6)]  # not features
     assert [(c.name, c.type) for c in manifest.covariates] == [("site", "categorical"), ("age", "real")]
-    assert manifest.example_shape == [6 + 2] and manifest.input_shape == [6 + 3 + 1] and manifest.feature_shape == [6]
+    assert (
+        manifest.example_shape == [6 + 2]
+        and manifest.input_shape == [6 + 3 + 1]
+        and manifest.feature_shape == [6]
+    )
     assert manifest.choices["data.covariates.site"]["value"] == "categorical"
     assert manifest.choices["data.table.column_types.site"]["why"] == "a covariate (data.covariates)"
     _, splits = load_splits(tmp_path / "prepared")
     train = splits["train"]
     inputs = train.inputs(slice(None))
     site = frame["site"].to_numpy()[train.id]
-    np.testing.assert_array_equal(inputs[:, 6:9], (site[:, None] == np.array(["east", "north", "south"])) * 1.0)
+    np.testing.assert_array_equal(
+        inputs[:, 6:9], (site[:, None] == np.array(["east", "north", "south"])) * 1.0
+    )
     age = frame["age"].to_numpy()[train.id]
-    np.testing.assert_allclose(inputs[:, 9], (age - age.mean()) / age.std(), atol=1e-5)  # standardized on train
+    np.testing.assert_allclose(
+        inputs[:, 9], (age - age.mean()) / age.std(), atol=1e-5
+    )  # standardized on train
     json_manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
     assert json_manifest["covariates"][0]["levels"] == ["east", "north", "south"]
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"covariates": ["label"]}, r"data.covariates: 'label' is data.table.label_column; a covariate is neither"),
-    ({"covariates": ["sites"]}, r"t.csv: data.covariates names \['sites'\], not columns of the table; .* "
-                                r"\(did you mean \['site'\]\?\)"),
-    ({"covariates": ["site"], "source": "digits"}, r"digits examples have no per-example columns"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            {"covariates": ["label"]},
+            r"data.covariates: 'label' is data.table.label_column; a covariate is neither",
+        ),
+        (
+            {"covariates": ["sites"]},
+            r"t.csv: data.covariates names \['sites'\], not columns of the table; .* "
+            r"\(did you mean \['site'\]\?\)",
+        ),
+        ({"covariates": ["site"], "source": "digits"}, r"digits examples have no per-example columns"),
+    ],
+)
 def test_covariates_the_data_cannot_give_are_one_clear_error(tmp_path, data, message):
     from pipeline.data.prepare import prepare
 
@@ -90,7 +128,9 @@ def test_covariates_the_data_cannot_give_are_one_clear_error(tmp_path, data, mes
 
 def test_a_vampprior_cannot_encode_covariates():
     with pytest.raises(ConfigError, match=r"model.prior 'vamp' .* needs model.encode_covariates: false"):
-        parse_params({"data": {"covariates": ["batch"]}, "model": {"prior": "vamp", "encode_covariates": True}})
+        parse_params(
+            {"data": {"covariates": ["batch"]}, "model": {"prior": "vamp", "encode_covariates": True}}
+        )
 
 
 def test_a_linear_gaussian_model_with_batch_offsets_is_exact():
@@ -104,30 +144,47 @@ def test_a_linear_gaussian_model_with_batch_offsets_is_exact():
 
     model = LinearGaussian(n=5, d=2, sigma=0.5)
     offsets = np.random.default_rng(3).normal(0, 2, size=(3, 5))  # o_c for three batches
-    params = parse_params({"model": {"hidden": [], "latent_dim": 2, "likelihood": "gaussian", "sigma": 0.5,
-                                     "encode_covariates": True}, "loss": {"free_bits": 0.0}})
+    params = parse_params(
+        {
+            "model": {
+                "hidden": [],
+                "latent_dim": 2,
+                "likelihood": "gaussian",
+                "sigma": 0.5,
+                "encode_covariates": True,
+            },
+            "loss": {"free_bits": 0.0},
+        }
+    )
     resolved, _ = resolve_model(params.model, (5,), (-3.0, 3.0), covariates=3)
     vae = build_vae((5,), resolved, params.loss, seed=0)
-    vae.decoder.get_layer("params").set_weights([np.vstack([model.W.T, offsets]).astype(np.float32),
-                                                 model.b.astype(np.float32)])
+    vae.decoder.get_layer("params").set_weights(
+        [np.vstack([model.W.T, offsets]).astype(np.float32), model.b.astype(np.float32)]
+    )
     cov = np.linalg.inv(np.eye(2) + model.W.T @ model.W / 0.25)  # diagonal by construction
     gain = cov @ model.W.T / 0.25  # μ = gain (x − b − o_c)
-    vae.encoder.get_layer("z_mean").set_weights([np.vstack([gain.T, -(offsets @ gain.T)]).astype(np.float32),
-                                                 (-gain @ model.b).astype(np.float32)])
-    vae.encoder.get_layer("z_log_var").set_weights([np.zeros((8, 2), np.float32),
-                                                    np.log(np.diag(cov)).astype(np.float32)])
+    vae.encoder.get_layer("z_mean").set_weights(
+        [np.vstack([gain.T, -(offsets @ gain.T)]).astype(np.float32), (-gain @ model.b).astype(np.float32)]
+    )
+    vae.encoder.get_layer("z_log_var").set_weights(
+        [np.zeros((8, 2), np.float32), np.log(np.diag(cov)).astype(np.float32)]
+    )
     rng = np.random.default_rng(0)
     batch = np.array([0, 1, 2, 1])
     x = model.b + offsets[batch] + rng.normal(size=(4, 2)) @ model.W.T + 0.5 * rng.normal(size=(4, 5))
     inputs = np.hstack([x, np.eye(3)[batch]]).astype(np.float32)
-    exact = [-stats.multivariate_normal(model.b + offsets[c], model.W @ model.W.T + 0.25 * np.eye(5)).logpdf(row)
-             for row, c in zip(x, batch)]
+    exact = [
+        -stats.multivariate_normal(model.b + offsets[c], model.W @ model.W.T + 0.25 * np.eye(5)).logpdf(row)
+        for row, c in zip(x, batch)
+    ]
     np.testing.assert_allclose(RowSurprisal(vae, 10)(inputs), exact, rtol=1e-4)
     terms = vae.sample_posterior(inputs, samples=20_000)
     u = np_(terms["kl"]) + np_(terms["reconstruction"]).mean(axis=0)  # U = S: no gap; Monte Carlo error ~0.01
     np.testing.assert_allclose(u, exact, atol=0.05)
     shifted = np.hstack([x, np.eye(3)[(batch + 1) % 3]]).astype(np.float32)
-    assert np.all(RowSurprisal(vae, 10)(shifted) > np.array(exact) + 1.0)  # given the wrong batch, x surprises
+    assert np.all(
+        RowSurprisal(vae, 10)(shifted) > np.array(exact) + 1.0
+    )  # given the wrong batch, x surprises
 
 
 def _scib_lisi(x, groups, k=90, perplexity=30.0):
@@ -178,11 +235,23 @@ def batched_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("batched")
     make_cells(root / "cells.h5ad", n=400)
-    params = parse_params({"data": {"source": "anndata", "path": str(root / "cells.h5ad"), "covariates": ["batch"],
-                                    "anndata": {"label_key": "cell_type"}},
-                           "model": {"latent_dim": 4}, "train": {"epochs": 5},
-                           "evaluate": {"importance_samples": 10, "surprisal_examples": 100,
-                                        "gradient_variance": {"repeats": 4}}})
+    params = parse_params(
+        {
+            "data": {
+                "source": "anndata",
+                "path": str(root / "cells.h5ad"),
+                "covariates": ["batch"],
+                "anndata": {"label_key": "cell_type"},
+            },
+            "model": {"latent_dim": 4},
+            "train": {"epochs": 5},
+            "evaluate": {
+                "importance_samples": 10,
+                "surprisal_examples": 100,
+                "gradient_variance": {"repeats": 4},
+            },
+        }
+    )
     return {"root": root, **runner.run_all(params, root)}
 
 
@@ -197,12 +266,19 @@ def test_an_h5ad_with_batches_runs_end_to_end_and_its_latents_carry_them(batched
     latents = batched_run["paths"]["latents"]
     frame = pd.read_parquet(latents)
     assert [row["batch"] for row in frame["covariates"]] == obs["batch"].to_numpy()[frame["id"]].tolist()
-    through_duckdb = duckdb.sql(f"SELECT id, covariates.batch AS b FROM '{latents}/*/*.parquet' ORDER BY id").df()
+    through_duckdb = duckdb.sql(
+        f"SELECT id, covariates.batch AS b FROM '{latents}/*/*.parquet' ORDER BY id"
+    ).df()
     assert through_duckdb["b"].tolist() == obs["batch"].tolist()
-    assert pl.read_parquet(latents / "split=test" / "part-0.parquet")["covariates"].struct.field("batch").dtype == \
-        pl.Int64
+    assert (
+        pl.read_parquet(latents / "split=test" / "part-0.parquet")["covariates"].struct.field("batch").dtype
+        == pl.Int64
+    )
     meta = read_metadata(latents / "split=test" / "part-0.parquet")
-    assert meta["covariates"]["columns"][0]["levels"] == [0, 1] and meta["covariates"]["encoder_reads_them"] is False
+    assert (
+        meta["covariates"]["columns"][0]["levels"] == [0, 1]
+        and meta["covariates"]["encoder_reads_them"] is False
+    )
     assert "covariates" in meta["columns"]
     figures = batched_run["metrics"]["covariates"]["batch"]
     assert set(figures["embeddings"]) == {"latent", "raw", "pca", "pca_per_batch"}
@@ -232,7 +308,9 @@ def test_new_data_needs_the_covariates_the_model_was_trained_with(batched_run, t
     adata = ad.read_h5ad(cells)
     adata.obs.loc[adata.obs.index[5], "batch"] = 7
     adata.write_h5ad(tmp_path / "unseen.h5ad")
-    with pytest.raises(DataError, match=r"unseen.h5ad: covariate 'batch' holds 7, a level never seen in training"):
+    with pytest.raises(
+        DataError, match=r"unseen.h5ad: covariate 'batch' holds 7, a level never seen in training"
+    ):
         encode_new_data(model, tmp_path / "unseen.h5ad", tmp_path / "out2")
     del adata.obs["batch"]
     adata.write_h5ad(tmp_path / "without.h5ad")
@@ -282,17 +360,26 @@ def test_a_table_with_a_site_and_an_age_runs_end_to_end(tmp_path):
     from pipeline import runner
 
     frame = _table(tmp_path / "t.csv", n=200)
-    params = parse_params({"data": {"source": "table", "path": str(tmp_path / "t.csv"), "covariates": ["site", "age"]},
-                           "model": {"latent_dim": 4}, "train": {"epochs": 3},
-                           "evaluate": {"importance_samples": 10, "surprisal_examples": 40,
-                                        "gradient_variance": {"repeats": 2}}})
+    params = parse_params(
+        {
+            "data": {"source": "table", "path": str(tmp_path / "t.csv"), "covariates": ["site", "age"]},
+            "model": {"latent_dim": 4},
+            "train": {"epochs": 3},
+            "evaluate": {
+                "importance_samples": 10,
+                "surprisal_examples": 40,
+                "gradient_variance": {"repeats": 2},
+            },
+        }
+    )
     run = runner.run_all(params, tmp_path / "run")
     table = pq.read_table(run["paths"]["latents"] / "split=train" / "part-0.parquet")
     assert str(table.schema.field("covariates").type) == "struct<site: string, age: double>"
     rows = table.to_pylist()
     assert all(row["covariates"]["site"] == frame["site"][row["id"]] for row in rows)
-    np.testing.assert_allclose([row["covariates"]["age"] for row in rows], frame["age"][table["id"].to_numpy()],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        [row["covariates"]["age"] for row in rows], frame["age"][table["id"].to_numpy()], rtol=1e-6
+    )
     assert list(run["metrics"]["covariates"]) == ["site"]
 
 
@@ -300,9 +387,14 @@ def test_an_npz_covariate_needs_one_value_per_example(tmp_path):
     from pipeline.data.prepare import prepare
 
     x = np.random.default_rng(0).normal(size=(50, 10)).astype(np.float32)
-    np.savez(tmp_path / "a.npz", x=x, y=np.arange(50) % 2, batch=np.arange(40) % 2, site=np.array(["a", "b"] * 25))
-    with pytest.raises(DataError, match=r"a.npz: each covariate needs one value per example \(50\); 'batch' has shape "
-                                        r"\[40\]"):
+    np.savez(
+        tmp_path / "a.npz", x=x, y=np.arange(50) % 2, batch=np.arange(40) % 2, site=np.array(["a", "b"] * 25)
+    )
+    with pytest.raises(
+        DataError,
+        match=r"a.npz: each covariate needs one value per example \(50\); 'batch' has shape "
+        r"\[40\]",
+    ):
         prepare(_data(tmp_path / "a.npz", source="npz", covariates=["batch"]), 0, tmp_path / "prepared")
     manifest = prepare(_data(tmp_path / "a.npz", source="npz", covariates=["site"]), 0, tmp_path / "prepared")
     assert manifest.covariates[0].levels == ["a", "b"] and manifest.example_shape == [11]

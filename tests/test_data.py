@@ -60,8 +60,12 @@ def test_failed_prepare_keeps_the_previous_output(tmp_path, monkeypatch):
 
     out = tmp_path / "prepared"
     good = prepare(DataConfig(), seed=0, out_dir=out)
-    broken = Dataset(x=np.full((10, 2), np.nan, dtype=np.float32), y=np.zeros(10, np.int32),
-                          label_names=("a",), source="digits")
+    broken = Dataset(
+        x=np.full((10, 2), np.nan, dtype=np.float32),
+        y=np.zeros(10, np.int32),
+        label_names=("a",),
+        source="digits",
+    )
     monkeypatch.setattr(prepare_module, "load_source", lambda config, scratch=None, engine=None: broken)
     with pytest.raises(DataError, match="NaN or infinite"):
         prepare(DataConfig(), seed=0, out_dir=out)
@@ -123,14 +127,19 @@ def test_missing_idx_source_says_where_it_looked_and_never_downloads(tmp_path, m
     monkeypatch.setattr(keras.datasets.mnist, "load_data", no_download)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.chdir(tmp_path)  # the default data.path, data/raw, is empty here
-    with pytest.raises(DataError, match=f"looked in data/raw, {tmp_path / 'keras'}/datasets/mnist, "
-                                        r"/usr/share/datasets/mnist\. Nothing is downloaded: on Debian, apt-get "
-                                        r"install dataset-mnist .*or point data.path at a folder holding them"):
+    with pytest.raises(
+        DataError,
+        match=f"looked in data/raw, {tmp_path / 'keras'}/datasets/mnist, "
+        r"/usr/share/datasets/mnist\. Nothing is downloaded: on Debian, apt-get "
+        r"install dataset-mnist .*or point data.path at a folder holding them",
+    ):
         prepare(DataConfig(source="mnist"), seed=0, out_dir=tmp_path / "p")
     assert not (tmp_path / "p").exists()
 
 
-def test_an_explicit_path_without_the_release_files_is_an_error_not_a_fallback(idx_dir, tmp_path, monkeypatch):
+def test_an_explicit_path_without_the_release_files_is_an_error_not_a_fallback(
+    idx_dir, tmp_path, monkeypatch
+):
     """Issue 12.5: a set data.path is the only place looked, even when a system copy exists."""
     import shutil
 
@@ -144,7 +153,10 @@ def test_an_explicit_path_without_the_release_files_is_an_error_not_a_fallback(i
         prepare(DataConfig(source="fashion_mnist", path=str(mine)), seed=0, out_dir=tmp_path / "p")
     message = str(info.value)
     assert message.startswith(f"{mine}: ") and "from data.path" in message
-    assert "missing: train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz." in message
+    assert (
+        "missing: train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz."
+        in message
+    )
     assert not (tmp_path / "p").exists()
     monkeypatch.chdir(tmp_path)  # left at the default, the system copy is used
     manifest = prepare(DataConfig(source="fashion_mnist"), seed=0, out_dir=tmp_path / "p")
@@ -178,11 +190,14 @@ def test_hold_out_is_exact_stratified_seeded_and_chunk_free(tmp_path, monkeypatc
     assert len(kept2) == len(held2) == 300 and not set(held2) & set(first.indices(y)[1])
 
 
-@pytest.mark.parametrize("y, held, message", [
-    (np.array([0, 0, 1, 1, 1, 2]), 0.5, "least populated class has 1 example"),
-    (np.arange(10) % 5, 2, "at least one example of each of the 5 classes"),
-    (np.full(4, -1), 4, "both sides need at least one example"),
-])
+@pytest.mark.parametrize(
+    "y, held, message",
+    [
+        (np.array([0, 0, 1, 1, 1, 2]), 0.5, "least populated class has 1 example"),
+        (np.arange(10) % 5, 2, "at least one example of each of the 5 classes"),
+        (np.full(4, -1), 4, "both sides need at least one example"),
+    ],
+)
 def test_hold_out_that_cannot_be_made_says_why(y, held, message):
     from pipeline.data.splits import HoldOut
 

@@ -22,8 +22,9 @@ from .conftest import ROOT
 def test_the_committed_reference_is_what_the_code_generates():
     for page, text in render_all().items():
         committed = ROOT / "docs" / "reference" / page
-        assert committed.is_file() and committed.read_text() == text, \
+        assert committed.is_file() and committed.read_text() == text, (
             f"docs/reference/{page} is stale: run `make docs` and commit it"
+        )
 
 
 def test_a_key_output_or_flag_without_a_description_stops_the_generator():
@@ -56,7 +57,9 @@ def test_every_code_block_is_run_checked_or_marked_illustrative():
             where = f"{page.relative_to(ROOT)}:{block['line']}"
             if block["lang"] in ("", "text"):
                 continue
-            assert block["lang"] in RUN | {"yaml"}, f"{where}: a ```{block['lang']} block (python, bash, yaml, text)"
+            assert block["lang"] in RUN | {"yaml"}, (
+                f"{where}: a ```{block['lang']} block (python, bash, yaml, text)"
+            )
             if block["why"]:
                 for command in block["code"].split("\n"):  # one command's settings go together
                     raw = {}

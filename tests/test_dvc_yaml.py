@@ -1,6 +1,7 @@
 """dvc.yaml cannot drift from the code: deps are each stage's import closure, params its reads."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,12 @@ def test_only_prepare_depends_on_the_source_readers_and_the_data_rules():
 
 def test_the_closure_follows_lazy_and_package_imports(tmp_path):
     closure = import_closure(ROOT / "stages" / "evaluate.py")
-    assert {"pipeline/model/subo.py", "pipeline/model/bundle.py", "pipeline/model/vae.py",
-            "pipeline/model/likelihoods.py"} <= closure
+    assert {
+        "pipeline/model/subo.py",
+        "pipeline/model/bundle.py",
+        "pipeline/model/vae.py",
+        "pipeline/model/likelihoods.py",
+    } <= closure
 
 
 def test_params_are_dotted_leaf_keys_and_the_resume_fingerprint_uses_train_s():
@@ -81,11 +86,11 @@ def test_params_are_dotted_leaf_keys_and_the_resume_fingerprint_uses_train_s():
     leaves = set(leaf_keys())  # the shipped file lists exactly these (test_config)
     for name, stage in STAGES.items():
         for key in stage.get("params", []):
-            assert key in leaves, \
+            assert key in leaves, (
                 f"{name}: params entry {key!r} is a whole group; list the keys the stage reads"
+            )
     assert list(STAGES["train"]["params"]) == list(TRAIN_PARAMS)
     load_params(ROOT / "params.yaml")
-
 
 
 # The packages of pipeline/, top to bottom: a module imports only from its own package or
@@ -113,41 +118,115 @@ def test_prepare_declares_every_data_key_it_is_given():
 
 def test_every_package_imports_only_itself_and_the_packages_below():
     rank = {name: i for i, name in enumerate(PACKAGES)}
-    assert {p.stem for p in (ROOT / "pipeline").glob("*.py")} <= TOP_MODULES, \
+    assert {p.stem for p in (ROOT / "pipeline").glob("*.py")} <= TOP_MODULES, (
         "a new module belongs in a package (and in docs/ARCHITECTURE.md's layout)"
+    )
     for path in (ROOT / "pipeline").rglob("*.py"):
         own = package_of(path)
         if not own:
             continue
-        assert own in rank, f"pipeline/{own}/ needs a place in PACKAGES (and in docs/ARCHITECTURE.md's layout)"
+        assert own in rank, (
+            f"pipeline/{own}/ needs a place in PACKAGES (and in docs/ARCHITECTURE.md's layout)"
+        )
         for imported in pipeline_imports(path):
             other = imported.split(".")[1]
-            assert other in rank and rank[other] >= rank[own], \
+            assert other in rank and rank[other] >= rank[own], (
                 f"{path.relative_to(ROOT)} imports {imported} (a package above {own})"
+            )
 
 
 def test_package_inits_hold_only_a_docstring():
     for init in (ROOT / "pipeline").rglob("__init__.py"):
         body = ast.parse(init.read_text()).body
-        code = [node for node in body[1:] if not (isinstance(node, ast.Assign) and init.parent.name == "pipeline")]
+        code = [
+            node for node in body[1:] if not (isinstance(node, ast.Assign) and init.parent.name == "pipeline")
+        ]
         assert isinstance(body[0], ast.Expr) and not code, f"{init.relative_to(ROOT)}: docstring only"
 
 
+# Modules and functions over the limits when they went down to 300 and 40 lines (issue 43),
+# each to be split by what it does; the list only shrinks.
+NOT_YET_SPLIT = {
+    "pipeline/cli.py:parser",
+    "pipeline/data/prepare.py",
+    "pipeline/data/prepare.py:prepare",
+    "pipeline/data/prepare.py:_manifest",
+    "pipeline/data/readers/h5ad.py",
+    "pipeline/data/readers/h5ad.py:read_h5ad",
+    "pipeline/data/readers/h5ad.py:_matrix",
+    "pipeline/data/readers/images.py:read_image_folder",
+    "pipeline/data/readers/images.py:decode_images",
+    "pipeline/data/readers/sources.py:load_source",
+    "pipeline/data/readers/sources.py:npz_member",
+    "pipeline/data/readers/tables.py",
+    "pipeline/data/readers/tables.py:read_table",
+    "pipeline/data/resolve_columns.py:column_type",
+    "pipeline/data/scaling.py:fit_preprocessor",
+    "pipeline/data/splits.py:fit",
+    "pipeline/evaluation/evaluate.py:evaluate",
+    "pipeline/evaluation/evaluate.py:_latent_metrics",
+    "pipeline/evaluation/explorer.py:explore",
+    "pipeline/evaluation/explorer_page.py:explorer_html",
+    "pipeline/evaluation/pictures.py:generative_figures",
+    "pipeline/evaluation/report.py",
+    "pipeline/evaluation/report.py:odd_rows_lines",
+    "pipeline/evaluation/report.py:report_text",
+    "pipeline/evaluation/umap_view.py:umap_view",
+    "pipeline/latents/encode.py:encode",
+    "pipeline/latents/encode_command.py",
+    "pipeline/latents/encode_command.py:input_config",
+    "pipeline/latents/encode_command.py:encode_new_data",
+    "pipeline/latents/imputation.py:column_quality",
+    "pipeline/latents/reader.py:read_rows",
+    "pipeline/latents/writer.py:encoded_batches",
+    "pipeline/latents/writer.py:write_partition",
+    "pipeline/model/networks.py:build_encoder",
+    "pipeline/model/networks.py:build_decoder",
+    "pipeline/model/networks.py:build_vae",
+    "pipeline/model/resolve_model.py",
+    "pipeline/model/resolve_model.py:resolve_model",
+    "pipeline/model/resolve_model.py:forward_flops",
+    "pipeline/model/resolve_model.py:check_model_fits_data",
+    "pipeline/model/vae.py",
+    "pipeline/model/vae.py:__init__",
+    "pipeline/model/vae.py:sample_posterior",
+    "pipeline/platform/config.py",
+    "pipeline/platform/config.py:_check_combinations",
+    "pipeline/platform/engine.py",
+    "pipeline/platform/engine.py:open_engine",
+    "pipeline/platform/engine.py:map_actors",
+    "pipeline/platform/io.py",
+    "pipeline/reference.py",
+    "pipeline/reference.py:render_params",
+    "pipeline/reference.py:render_outputs",
+    "pipeline/reference.py:render_latents",
+    "pipeline/training/feed.py:batches",
+    "pipeline/training/resolve_run.py:resolve_run",
+    "pipeline/training/train.py",
+    "pipeline/training/train.py:train",
+    "pipeline/training/train.py:_fit",
+}
+
+
 def test_the_tree_stays_readable():
-    """Few modules at the top, packages of at most 12 modules, modules of at most 320 lines,
-    functions of at most 50."""
+    """Few modules at the top, packages of at most 12 modules, modules of at most 300 lines,
+    functions of at most 40."""
     packages = [p for p in (ROOT / "pipeline").iterdir() if (p / "__init__.py").is_file()]
     assert len(list((ROOT / "pipeline").glob("*.py"))) <= 6 and len(packages) >= 4
     for package in (ROOT / "pipeline").rglob("__init__.py"):
         modules = [p for p in package.parent.glob("*.py") if p.name != "__init__.py"]
         assert len(modules) <= 12, f"{package.parent.relative_to(ROOT)} holds {len(modules)} modules"
-    for path in (ROOT / "pipeline").rglob("*.py"):
-        text = path.read_text()
-        assert text.count("\n") <= 320, f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines"
+    over = set()
+    for path in [*(ROOT / "pipeline").rglob("*.py"), *(ROOT / "stages").glob("*.py")]:
+        name, text = str(path.relative_to(ROOT)), path.read_text()
+        if text.count("\n") > 300:
+            over.add(name)
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                length = node.end_lineno - node.lineno + 1
-                assert length <= 50, f"{path.relative_to(ROOT)}: {node.name} is {length} lines"
+                if node.end_lineno - node.lineno + 1 > 40:
+                    over.add(f"{name}:{node.name}")
+    assert over <= NOT_YET_SPLIT, f"over 300 lines a module or 40 a function: {sorted(over - NOT_YET_SPLIT)}"
+    assert NOT_YET_SPLIT <= over, f"split now, so off the list: {sorted(NOT_YET_SPLIT - over)}"
 
 
 def test_only_the_command_line_module_parses_arguments():
@@ -168,13 +247,23 @@ def test_a_stage_reading_a_param_it_does_not_declare_fails_naming_it(tmp_path):
     from .builders import make_cells
 
     make_cells(tmp_path / "cells.h5ad")
-    params = parse_params({"data": {"source": "anndata", "path": str(tmp_path / "cells.h5ad"),
-                                    "anndata": {"label_key": "cell_type"}}})
+    params = parse_params(
+        {
+            "data": {
+                "source": "anndata",
+                "path": str(tmp_path / "cells.h5ad"),
+                "anndata": {"label_key": "cell_type"},
+            }
+        }
+    )
     declared = declared_params(ROOT / "dvc.yaml", "prepare")
     try:
         watch("prepare", [key for key in declared if key != "data.anndata.layer"])
-        with pytest.raises(ConfigError, match=r"stage 'prepare' reads the param 'data.anndata.layer', which its "
-                                              r"dvc.yaml entry does not list"):
+        with pytest.raises(
+            ConfigError,
+            match=r"stage 'prepare' reads the param 'data.anndata.layer', which its "
+            r"dvc.yaml entry does not list",
+        ):
             from_params(params, out_dir=tmp_path / "p1")
         reads = watch("prepare", declared)
         from_params(params, out_dir=tmp_path / "p2")
@@ -184,14 +273,20 @@ def test_a_stage_reading_a_param_it_does_not_declare_fails_naming_it(tmp_path):
     assert not (tmp_path / "p1").exists()
 
 
-def test_the_code_passes_the_linter():
-    """ruff over pipeline/, stages/, tests/ and benchmarks/ with pyproject.toml's rules (`make lint`)."""
+def test_the_code_passes_the_linter_and_is_formatted():
+    """ruff over pipeline/, stages/, tests/ and benchmarks/ with pyproject.toml's rules, and its
+    formatter (`make lint`); a `noqa` says why."""
     import subprocess
     import sys
 
-    result = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "--output-format", "concise", "."],
-                            cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+    ruff = str(Path(sys.executable).parent / "ruff")
+    for command in (["check", "--output-format", "concise", "."], ["format", "--check", "."]):
+        result = subprocess.run([ruff, *command], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+    for path in [*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("*/*.py")]:
+        for line in path.read_text().splitlines():
+            rule = re.search(r"#\s*noqa:\s*[A-Z]+[0-9]+(.*)", line)
+            assert not rule or " - " in rule[1], f"{path.relative_to(ROOT)}: a noqa without a reason: {line}"
 
 
 def test_benchmarks_are_a_package_that_edits_no_import_path():
@@ -207,9 +302,17 @@ def test_benchmarks_are_a_package_that_edits_no_import_path():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("benchmarks."):
                 target = folder / f"{node.module.split('.')[1]}.py"
                 assert target.is_file(), f"{path.name} imports {node.module}, not a module of benchmarks/"
-                defined = {n.name for n in ast.parse(target.read_text()).body
-                           if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-                defined |= {t.id for n in ast.parse(target.read_text()).body if isinstance(n, ast.Assign)
-                            for t in n.targets if isinstance(t, ast.Name)}
+                defined = {
+                    n.name
+                    for n in ast.parse(target.read_text()).body
+                    if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+                }
+                defined |= {
+                    t.id
+                    for n in ast.parse(target.read_text()).body
+                    if isinstance(n, ast.Assign)
+                    for t in n.targets
+                    if isinstance(t, ast.Name)
+                }
                 missing = {a.name for a in node.names} - defined
                 assert not missing, f"{path.name}: {node.module} defines no {sorted(missing)}"

@@ -32,12 +32,22 @@ def test_dvc_repro_writes_every_output(repo):
     kept = re.findall(r"Stage '(\w+)' didn't change", first)  # e.g. outputs committed with dvc.lock
     assert ran[:3] == ["prepare", "train", "encode"]  # the clone has no data/prepared nor model
     assert sorted(ran + kept) == sorted(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
-    for path in ("data/prepared/manifest.json", "data/model/model.keras", "data/model/encoder.keras",
-                 "data/model/live/metrics.json", "data/latents/split=train/part-0.parquet",
-                 "data/latents/split=test/part-0.parquet", "data/evaluation/metrics.json",
-                 "data/evaluation/umap/umap.png", "data/evaluation/umap.csv", "data/evaluation/confusion.csv",
-                 "data/evaluation/report.md", "data/evaluation/pictures/reconstructions.png",
-                 "data/evaluation/explorer.html", "data/evaluation/projector/projector_config.pbtxt"):
+    for path in (
+        "data/prepared/manifest.json",
+        "data/model/model.keras",
+        "data/model/encoder.keras",
+        "data/model/live/metrics.json",
+        "data/latents/split=train/part-0.parquet",
+        "data/latents/split=test/part-0.parquet",
+        "data/evaluation/metrics.json",
+        "data/evaluation/umap/umap.png",
+        "data/evaluation/umap.csv",
+        "data/evaluation/confusion.csv",
+        "data/evaluation/report.md",
+        "data/evaluation/pictures/reconstructions.png",
+        "data/evaluation/explorer.html",
+        "data/evaluation/projector/projector_config.pbtxt",
+    ):
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
     assert metrics["subo"]["test"]["U"] >= metrics["subo"]["test"]["reconstruction"] >= 0
@@ -70,17 +80,26 @@ def test_bad_param_stops_with_one_line_and_keeps_outputs(repo):
 
 def outputs(repo: Path) -> dict:
     """Every file the stages wrote, with its bytes."""
-    return {p: p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file() and "raw" not in p.parts}
+    return {
+        p: p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file() and "raw" not in p.parts
+    }
 
 
 # Errors that need the data (a param's range alone is checked in-process: tests/test_config.py,
 # and one such error through DVC above).
-@pytest.mark.parametrize("stage, changes, message", [
-    # issue 12: the prepare split fails after reading the data
-    ("prepare", {"data.max_examples": 5}, "error: digits: cannot make the max_examples split"),
-    ("train", {"model.latent_dim": 65}, "error: model.latent_dim must be at most the number of values per example"),
-    ("baselines", {"evaluate.knn_k": 100_000}, "error: params.yaml: evaluate.knn_k must be smaller than"),
-])
+@pytest.mark.parametrize(
+    "stage, changes, message",
+    [
+        # issue 12: the prepare split fails after reading the data
+        ("prepare", {"data.max_examples": 5}, "error: digits: cannot make the max_examples split"),
+        (
+            "train",
+            {"model.latent_dim": 65},
+            "error: model.latent_dim must be at most the number of values per example",
+        ),
+        ("baselines", {"evaluate.knn_k": 100_000}, "error: params.yaml: evaluate.knn_k must be smaller than"),
+    ],
+)
 def test_a_failing_stage_leaves_every_output_byte_identical(repo, stage, changes, message):
     repo, _ = repo
     before = outputs(repo)
@@ -104,8 +123,12 @@ def test_a_stage_failing_after_its_work_leaves_every_output_byte_identical(repo,
     before = outputs(repo)
     failed = run(["dvc", "repro", "--force", "--single-item", stage], repo, check=False, **{FULL_AT: point})
     assert failed.returncode != 0 and f"Running stage '{stage}'" in failed.stdout
-    [line] = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]  # one line, then DVC's
-    assert line.startswith("error: No space left on device: ") and line.endswith("; the previous outputs are kept")
+    [line] = [
+        line for line in failed.stderr.splitlines() if line.startswith("error: ")
+    ]  # one line, then DVC's
+    assert line.startswith("error: No space left on device: ") and line.endswith(
+        "; the previous outputs are kept"
+    )
     assert "Traceback" not in failed.stderr
     after = outputs(repo)
     if stage == "train":  # the finished training is kept for the next run to resume, not published
@@ -114,7 +137,9 @@ def test_a_stage_failing_after_its_work_leaves_every_output_byte_identical(repo,
         after = {path: data for path, data in after.items() if backup not in path.parents}
         shutil.rmtree(backup)
     assert after == before
-    assert [p.name for p in (repo / "data").rglob(".*") if p.name != ".gitignore"] == []  # staging rolled back
+    assert [
+        p.name for p in (repo / "data").rglob(".*") if p.name != ".gitignore"
+    ] == []  # staging rolled back
 
 
 def test_each_knob_reruns_only_what_depends_on_it_and_an_experiment_is_recorded(repo):
@@ -144,16 +169,24 @@ def test_dvc_sees_a_change_of_every_key_and_each_stage_the_keys_it_declares(repo
 
     repo, _ = repo
     original = (repo / "params.yaml").read_text()
-    declared = {name: set(stage.get("params", [])) for name, stage in
-                yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items()}
+    declared = {
+        name: set(stage.get("params", []))
+        for name, stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items()
+    }
     try:
         edit_params(repo, **{key: f"changed {key}" for key in leaf_keys()})
         status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
     finally:
         (repo / "params.yaml").write_text(original)
-    seen = {name: {key for change in changes if isinstance(change, dict)
-                   for key in change.get("changed deps", {}).get("params.yaml", {})}
-            for name, changes in status.items()}
+    seen = {
+        name: {
+            key
+            for change in changes
+            if isinstance(change, dict)
+            for key in change.get("changed deps", {}).get("params.yaml", {})
+        }
+        for name, changes in status.items()
+    }
     assert seen == {name: keys for name, keys in declared.items() if keys}
     assert set(leaf_keys()) - set().union(*declared.values()) == NO_RESULT
 
@@ -176,18 +209,33 @@ def test_dvc_import_and_get_from_another_repository(repo, tmp_path):
     assert load_latents(tmp_path / "copy", split="test").num_rows == 360
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if any(b["lang"] in RUN and not b["why"] for b in blocks(p))],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "page",
+    [p for p in PAGES if any(b["lang"] in RUN and not b["why"] for b in blocks(p))],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_the_docs_blocks_run(page, dvc_repo, tmp_path):
     """In document order, each block in its own process (as a reader pastes it), in a copy of
     a repository after `dvc repro` (digits, tiny settings), the project's environment first
     on PATH as after `. .venv/bin/activate`."""
     repo = shutil.copytree(dvc_repo[0], tmp_path / "repo", symlinks=True)
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     for block in blocks(page):
         if block["lang"] in RUN and not block["why"]:
-            command = ["bash", "-euo", "pipefail", "-c"] if block["lang"] == "bash" else [sys.executable, "-c"]
-            result = subprocess.run([*command, block["code"]], cwd=repo, env=env, capture_output=True, text=True)
-            assert result.returncode == 0, \
+            command = (
+                ["bash", "-euo", "pipefail", "-c"] if block["lang"] == "bash" else [sys.executable, "-c"]
+            )
+            result = subprocess.run(
+                [*command, block["code"]], cwd=repo, env=env, capture_output=True, text=True
+            )
+            assert result.returncode == 0, (
                 f"{page.relative_to(ROOT)}:{block['line']}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+            )

@@ -16,9 +16,17 @@ from .conftest import edit_params, run
 @pytest.fixture(scope="module")
 def repo(dvc_repo, tmp_path_factory):
     repo = shutil.copytree(dvc_repo[0], tmp_path_factory.mktemp("sources") / "repo", symlinks=True)
-    edit_params(repo, **{"train.epochs": 2, "model.hidden": [32], "model.latent_dim": 2,
-                         "evaluate.importance_samples": 5, "evaluate.surprisal_examples": 50,
-                         "evaluate.gradient_variance": {"repeats": 3, "batch_size": 16}})
+    edit_params(
+        repo,
+        **{
+            "train.epochs": 2,
+            "model.hidden": [32],
+            "model.latent_dim": 2,
+            "evaluate.importance_samples": 5,
+            "evaluate.surprisal_examples": 50,
+            "evaluate.gradient_variance": {"repeats": 3, "batch_size": 16},
+        },
+    )
     make_image_folder(repo / "data/raw/shapes", sizes=((12, 12), (16, 10)), per_class=40)
     make_mixed_table(repo / "data/raw/mixed.csv", n=300)
     make_cells(repo / "data/raw/cells.h5ad")
@@ -41,9 +49,28 @@ def test_an_experiment_on_a_messy_csv_with_the_data_keys_only(repo):
     """The digits run swapped by `dvc exp run -S` for a CSV of strings, booleans, counts and
     empty cells, with only the data keys set (and a shorter training): runs, resolves to one
     likelihood per column, no collapse. (A count matrix, the same way in-process: test_columns.py.)"""
-    ran = run(["dvc", "exp", "run", "-S", "data.source=table", "-S", "data.path=data/raw/mixed.csv",
-               "-S", "data.table.label_column=species", "-S", "train.epochs=12", "-S", "model.latent_dim=4",
-               "-S", "model.hidden=auto", "--name", "own-table"], repo).stdout
+    ran = run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            "data.source=table",
+            "-S",
+            "data.path=data/raw/mixed.csv",
+            "-S",
+            "data.table.label_column=species",
+            "-S",
+            "train.epochs=12",
+            "-S",
+            "model.latent_dim=4",
+            "-S",
+            "model.hidden=auto",
+            "--name",
+            "own-table",
+        ],
+        repo,
+    ).stdout
     assert {"prepare", "train", "encode", "evaluate"} <= set(re.findall(r"Running stage '(\w+)'", ran))
     assert "own-table" in run(["dvc", "exp", "show", "--json"], repo).stdout
     _check_run(repo, "table", 300, [7])
@@ -60,7 +87,10 @@ def test_editing_the_data_reruns_prepare(repo):
     status = run(["dvc", "status", "prepare"], repo).stdout
     assert "changed deps" in status and "data/raw" in status  # the file, or the data/raw folder it is in
     assert "Running stage 'prepare'" in run(["dvc", "repro", "prepare"], repo).stdout
-    assert json.loads((repo / "data/prepared/manifest.json").read_text())["counts"] == {"train": 168, "test": 42}
+    assert json.loads((repo / "data/prepared/manifest.json").read_text())["counts"] == {
+        "train": 168,
+        "test": 42,
+    }
 
 
 def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
@@ -72,15 +102,41 @@ def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
 
     from pipeline.latents.reader import latents_to_numpy, load_latents
 
-    edit_params(repo, **{"data.source": "anndata", "data.path": "data/raw/cells.h5ad",
-                         "data.anndata.label_key": "cell_type", "train.epochs": 12, "model.latent_dim": 4})
-    run(["dvc", "repro", "evaluate"], repo)  # the UMAP, explorer and report of an .h5ad are no other than a table's
-    assert json.loads((repo / "data/model/choices.json").read_text())["model.likelihood"]["value"] == "columns"
+    edit_params(
+        repo,
+        **{
+            "data.source": "anndata",
+            "data.path": "data/raw/cells.h5ad",
+            "data.anndata.label_key": "cell_type",
+            "train.epochs": 12,
+            "model.latent_dim": 4,
+        },
+    )
+    run(
+        ["dvc", "repro", "evaluate"], repo
+    )  # the UMAP, explorer and report of an .h5ad are no other than a table's
+    assert (
+        json.loads((repo / "data/model/choices.json").read_text())["model.likelihood"]["value"] == "columns"
+    )
     metrics = json.loads((repo / "data/evaluation/latent_metrics.json").read_text())  # evaluate's part
     assert metrics["probe"]["accuracy"] > 0.9  # three cell types, each with its marker genes
-    run(["vae-pipeline", "encode", "--model", "data/model/model.keras", "--input", "data/raw/cells.h5ad",
-         "--output", str(tmp_path / "latents"), "--label-column", "cell_type",
-         "--anndata-out", str(tmp_path / "cells_vae.h5ad")], repo)
+    run(
+        [
+            "vae-pipeline",
+            "encode",
+            "--model",
+            "data/model/model.keras",
+            "--input",
+            "data/raw/cells.h5ad",
+            "--output",
+            str(tmp_path / "latents"),
+            "--label-column",
+            "cell_type",
+            "--anndata-out",
+            str(tmp_path / "cells_vae.h5ad"),
+        ],
+        repo,
+    )
     original, copy = ad.read_h5ad(repo / "data/raw/cells.h5ad"), ad.read_h5ad(tmp_path / "cells_vae.h5ad")
     latents = load_latents(tmp_path / "latents", split="new")
     z = latents_to_numpy(latents)[np.argsort(latents.column("id").to_numpy())]
@@ -89,15 +145,45 @@ def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
     assert (copy.obs_names == original.obs_names).all() and (copy.X != original.X).nnz == 0
     # The same cells with their genes in another order: matched by name, the same latents
     original[:, ::-1].copy().write_h5ad(tmp_path / "reversed.h5ad")
-    run(["vae-pipeline", "encode", "--model", "data/model/model.keras", "--input", str(tmp_path / "reversed.h5ad"),
-         "--output", str(tmp_path / "latents"), "--split", "reversed"], repo)
+    run(
+        [
+            "vae-pipeline",
+            "encode",
+            "--model",
+            "data/model/model.keras",
+            "--input",
+            str(tmp_path / "reversed.h5ad"),
+            "--output",
+            str(tmp_path / "latents"),
+            "--split",
+            "reversed",
+        ],
+        repo,
+    )
     reversed_ = load_latents(tmp_path / "latents", split="reversed")
-    np.testing.assert_array_equal(latents_to_numpy(reversed_)[np.argsort(reversed_.column("id").to_numpy())], z)
+    np.testing.assert_array_equal(
+        latents_to_numpy(reversed_)[np.argsort(reversed_.column("id").to_numpy())], z
+    )
     original[:, 2:].copy().write_h5ad(tmp_path / "fewer.h5ad")
-    failed = run(["vae-pipeline", "encode", "--model", "data/model/model.keras", "--input",
-                  str(tmp_path / "fewer.h5ad"), "--output", str(tmp_path / "latents"), "--split", "fewer"], repo,
-                 check=False)
-    assert failed.returncode != 0 and "2 of the model's 60 genes are not in var: gene0, gene1" in failed.stderr
+    failed = run(
+        [
+            "vae-pipeline",
+            "encode",
+            "--model",
+            "data/model/model.keras",
+            "--input",
+            str(tmp_path / "fewer.h5ad"),
+            "--output",
+            str(tmp_path / "latents"),
+            "--split",
+            "fewer",
+        ],
+        repo,
+        check=False,
+    )
+    assert (
+        failed.returncode != 0 and "2 of the model's 60 genes are not in var: gene0, gene1" in failed.stderr
+    )
     assert not (tmp_path / "latents" / "split=fewer").exists()
 
 
@@ -106,8 +192,16 @@ def test_repro_on_an_image_folder(repo):
     """Last: it sets a conv architecture, which the table and the .h5ad could not take. In
     `make test-all`: the image folder's reader is tests/test_sources.py's, the conv model's
     kernels the harness's (tests/test_model_harness.py), both in the default tier."""
-    edit_params(repo, **{"data.source": "image_folder", "data.path": "data/raw/shapes",
-                         "data.images": {"size": [8, 8], "color": "grey"}, "model.architecture": "conv",
-                         "model.filters": [4, 8], "train.epochs": 2})  # the table's 12 epochs are not needed here
+    edit_params(
+        repo,
+        **{
+            "data.source": "image_folder",
+            "data.path": "data/raw/shapes",
+            "data.images": {"size": [8, 8], "color": "grey"},
+            "model.architecture": "conv",
+            "model.filters": [4, 8],
+            "train.epochs": 2,
+        },
+    )  # the table's 12 epochs are not needed here
     assert "Running stage 'evaluate'" in run(["dvc", "repro"], repo).stdout
     _check_run(repo, "image_folder", 80, [8, 8, 1])

@@ -37,30 +37,56 @@ def test_encode_new_npz_matches_the_stage(pipeline_run, tmp_path):
     meta = read_metadata(next((tmp_path / "out").rglob("*.parquet")))
     assert meta["label_names"] == [str(i) for i in range(10)] and "new.npz" in meta["dataset_source"]
     stage_meta = read_metadata(next(paths["latents"].rglob("*.parquet")))
-    assert set(meta) | set(stage_meta) <= set(METADATA), "document every metadata key (docs/reference/latents.md)"
+    assert set(meta) | set(stage_meta) <= set(METADATA), (
+        "document every metadata key (docs/reference/latents.md)"
+    )
 
 
 def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
     make_image_folder(tmp_path / "imgs", sizes=((30, 20),), per_class=3)
-    result = subprocess.run([str(Path(sys.executable).parent / "vae-pipeline"), "encode", "--model",
-                             str(paths["model"]),
-                             "--input", str(tmp_path / "imgs"), "--output", str(tmp_path / "out")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "vae-pipeline"),
+            "encode",
+            "--model",
+            str(paths["model"]),
+            "--input",
+            str(tmp_path / "imgs"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "encoded 6 rows" in result.stdout
-    assert re.search(r"\d+\.\d% of the 6 rows are more surprising than 99% of the training rows", result.stdout)
+    assert re.search(
+        r"\d+\.\d% of the 6 rows are more surprising than 99% of the training rows", result.stdout
+    )
     table = load_latents(tmp_path / "out")
     assert table.num_rows == 6 and table.column("label").null_count == 6  # classes unknown to the model
     np.savez(tmp_path / "wide.npz", x=np.zeros((3, 9, 9, 1)))
-    result = subprocess.run([str(Path(sys.executable).parent / "vae-pipeline"), "encode", "--model",
-                             str(paths["model"]),
-                             "--input", str(tmp_path / "wide.npz"), "--output", str(tmp_path / "o2")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "vae-pipeline"),
+            "encode",
+            "--model",
+            str(paths["model"]),
+            "--input",
+            str(tmp_path / "wide.npz"),
+            "--output",
+            str(tmp_path / "o2"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().endswith("model takes examples of shape [8, 8, 1], but "
-                                          f"{tmp_path / 'wide.npz'} holds [9, 9, 1]; retrain the model or resize "
-                                          "the input")
+    assert result.stderr.strip().endswith(
+        "model takes examples of shape [8, 8, 1], but "
+        f"{tmp_path / 'wide.npz'} holds [9, 9, 1]; retrain the model or resize "
+        "the input"
+    )
 
 
 def test_new_data_is_preprocessed_like_the_training_data(pipeline_run):
@@ -126,7 +152,9 @@ def test_a_latent_writer_killed_mid_stream_leaves_the_previous_latents(tmp_path)
     out = tmp_path / "latents"
     write_latents(out, [latent_batch("train", 7, 8), latent_batch("test", 3, 8)], 8, {"run": "previous"})
     before = {p: p.read_bytes() for p in out.rglob("*.parquet")}
-    process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(out)], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(out)], stdout=subprocess.PIPE, text=True
+    )
     for _ in range(10):  # let it write several row groups into its temporary directory
         process.stdout.readline()
     os.kill(process.pid, signal.SIGKILL)
@@ -148,14 +176,24 @@ def test_the_encode_command_refuses_a_directory_the_pipeline_owns(tmp_path):
     from .conftest import ROOT
 
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    for out, stage in (("data/latents", "encode"), ("data/latents/split=new", "encode"),
-                       ("data/evaluation/pictures/new", "evaluate"), ("data/model/live/x", "train"),
-                       ("data/model/backup/x", "train"), ("data/evaluation/new", "baselines")):
-        with pytest.raises(DataError, match=rf"which the '{stage}' stage of .*dvc.yaml writes; the next `dvc repro` "
-                                            rf"of {stage} may replace it"):
+    for out, stage in (
+        ("data/latents", "encode"),
+        ("data/latents/split=new", "encode"),
+        ("data/evaluation/pictures/new", "evaluate"),
+        ("data/model/live/x", "train"),
+        ("data/model/backup/x", "train"),
+        ("data/evaluation/new", "baselines"),
+    ):
+        with pytest.raises(
+            DataError,
+            match=rf"which the '{stage}' stage of .*dvc.yaml writes; the next `dvc repro` "
+            rf"of {stage} may replace it",
+        ):
             encode_new_data(tmp_path / "missing.keras", tmp_path / "new.npz", tmp_path / out)
     with pytest.raises(DataError, match="a publication's temporary directory"):
-        encode_new_data(tmp_path / "missing.keras", tmp_path / "new.npz", tmp_path / ".latents.staging" / "new")
+        encode_new_data(
+            tmp_path / "missing.keras", tmp_path / "new.npz", tmp_path / ".latents.staging" / "new"
+        )
     with pytest.raises(DataError, match="model file not found"):  # elsewhere: on to the model
         encode_new_data(tmp_path / "missing.keras", tmp_path / "new.npz", tmp_path / "latents_new")
     assert not (tmp_path / "data").exists()

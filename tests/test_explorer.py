@@ -17,9 +17,13 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 
 # The plot's view: Bokeh keeps views by root; walk down to the one of the figure named "umap".
 PLOT_VIEW_JS = """
-const doc = Bokeh.documents[0], plot = doc.get_model_by_name("umap"), points = doc.get_model_by_name("points");
-const find = (v) => { if (v.model === plot) return v; for (const c of (v.child_views ?? [])) { const f = find(c);
-                      if (f) return f; } return null; };
+const doc = Bokeh.documents[0], plot = doc.get_model_by_name("umap");
+const points = doc.get_model_by_name("points");
+const find = (v) => {
+  if (v.model === plot) return v;
+  for (const c of (v.child_views ?? [])) { const f = find(c); if (f) return f; }
+  return null;
+};
 const view = [...Bokeh.index.roots].map(find).find(v => v), data = points.data_source.data;
 """
 SHADOW_TEXT_JS = """
@@ -64,9 +68,16 @@ class _Resources(html.parser.HTMLParser):
 
 # Headless, and quiet: without the last four, Chromium keeps calling Google's hosts, which this
 # closed network refuses (a page test must see only the page's own requests).
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1000",
-                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--window-size=1200,1000",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +86,10 @@ def browser(tmp_path_factory):
     from selenium.webdriver.chrome.service import Service
 
     if not CHROMEDRIVER.exists():
-        pytest.fail("Debian's chromium and chromium-driver are needed: `make test` installs them "
-                    "(apt-get install chromium chromium-driver)")
+        pytest.fail(
+            "Debian's chromium and chromium-driver are needed: `make test` installs them "
+            "(apt-get install chromium chromium-driver)"
+        )
     options = webdriver.ChromeOptions()
     for argument in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
         options.add_argument(argument)
@@ -98,13 +111,20 @@ def test_the_page_is_drawn_offline_hovered_searched_and_clicked(pipeline_run, br
     _open(browser, page, len(points))
     requests = [json.loads(entry["message"])["message"] for entry in browser.get_log("performance")]
     fetched = [m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"]
-    assert not [url for url in fetched if url.startswith(("http:", "https:", "ws:", "wss:"))]  # none from a network
+    assert not [
+        url for url in fetched if url.startswith(("http:", "https:", "ws:", "wss:"))
+    ]  # none from a network
     time.sleep(0.5)
-    left, top, width, height = browser.execute_script(PLOT_VIEW_JS + """
+    left, top, width, height = browser.execute_script(
+        PLOT_VIEW_JS
+        + """
         const rect = view.el.getBoundingClientRect(), box = view.frame.bbox;
-        return [rect.left + box.left, rect.top + box.top, box.width, box.height].map(Math.round);""")
-    screenshot = np.asarray(Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")).astype(int)
-    frame = screenshot[top:top + height, left:left + width]
+        return [rect.left + box.left, rect.top + box.top, box.width, box.height].map(Math.round);"""
+    )
+    screenshot = np.asarray(Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")).astype(
+        int
+    )
+    frame = screenshot[top : top + height, left : left + width]
     coloured = (frame.max(axis=2) - frame.min(axis=2) > 60).sum()  # the dots: saturated, unlike axes and grid
     assert coloured > 5 * len(points)  # drawn on the canvas, not only in the data (a dot covers ~28 pixels)
     first = _hover(browser, 0)
@@ -113,28 +133,44 @@ def test_the_page_is_drawn_offline_hovered_searched_and_clicked(pipeline_run, br
     assert re.search(r"surprisal \d+\.\d nats, quantile [01]\.\d{3}", tooltip), tooltip  # the row's scores
     wanted = points[len(points) // 2]["id"]
     browser.execute_script('Bokeh.documents[0].get_model_by_name("find").value = arguments[0]', wanted)
-    found, detail = _when(browser, """  // CustomJS callbacks run asynchronously
+    found, detail = _when(
+        browser,
+        """  // CustomJS callbacks run asynchronously
         const doc = Bokeh.documents[0], data = doc.get_model_by_name("points").data_source;
         const i = data.selected.indices[0];
-        return i === undefined ? null : [Number(data.data.id[i]), doc.get_model_by_name("detail").text];""")
+        return i === undefined ? null : [Number(data.data.id[i]), doc.get_model_by_name("detail").text];""",
+    )
     assert found == int(wanted) and f"id {wanted}" in detail and "reconstruction" in detail
-    centre = browser.execute_script(PLOT_VIEW_JS + """
+    centre = browser.execute_script(
+        PLOT_VIEW_JS
+        + """
         const i = points.data_source.selected.indices[0], xr = view.model.x_range;
-        return [(xr.start + xr.end) / 2, data.x[i]];""")
+        return [(xr.start + xr.end) / 2, data.x[i]];"""
+    )
     assert centre[0] == pytest.approx(centre[1])  # the view moved to the point found
     time.sleep(0.5)
     assert "reconstruction" in browser.execute_script(SHADOW_TEXT_JS)  # the example beside its reconstruction
     browser.execute_script('Bokeh.documents[0].get_model_by_name("colour_by").value = "novelty"')
-    by_novelty = _when(browser, """const d = Bokeh.documents[0].get_model_by_name("points").data_source.data;
-        const top = d.novelty.indexOf(Math.max(...d.novelty)), low = d.novelty.indexOf(Math.min(...d.novelty));
-        return d.color === d.c_label ? null : [d.color[top], d.color[low]];""")
+    by_novelty = _when(
+        browser,
+        """const d = Bokeh.documents[0].get_model_by_name("points").data_source.data;
+        const top = d.novelty.indexOf(Math.max(...d.novelty));
+        const low = d.novelty.indexOf(Math.min(...d.novelty));
+        return d.color === d.c_label ? null : [d.color[top], d.color[low]];""",
+    )
     assert by_novelty == ["#FDE724", "#440154"]  # Viridis: the most novel yellow, the least dark
     browser.execute_script('Bokeh.documents[0].get_model_by_name("colour_by").value = "z0"')
-    gradient = _when(browser, 'const c = Bokeh.documents[0].get_model_by_name("points").data_source.data.color;'
-                              'return new Set(c).size > 10 ? c.length : null;')
+    gradient = _when(
+        browser,
+        'const c = Bokeh.documents[0].get_model_by_name("points").data_source.data.color;'
+        "return new Set(c).size > 10 ? c.length : null;",
+    )
     browser.execute_script('Bokeh.documents[0].get_model_by_name("colour_by").value = "probe error"')
-    errors = _when(browser, 'const d = Bokeh.documents[0].get_model_by_name("points").data_source.data;'
-                            'return d.color.every((c, i) => c === d.c_error[i]) ? d.color.length : null;')
+    errors = _when(
+        browser,
+        'const d = Bokeh.documents[0].get_model_by_name("points").data_source.data;'
+        "return d.color.every((c, i) => c === d.c_error[i]) ? d.color.length : null;",
+    )
     assert gradient == errors == len(points)  # coloured by a latent dimension, then by the probe's errors
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
@@ -157,10 +193,16 @@ def test_hostile_column_names_and_labels_run_no_script_and_a_large_page_colours(
     labels = [HOSTILE_LABEL if i % 2 else "{safe}@x" for i in range(n)]
     x, y = rng.normal(size=n), rng.normal(size=n)
     x[1] = y[1] = 8.0  # alone: the hover finds it only
-    points = Points(x=x, y=y, ids=np.arange(n), labels=labels,
-                    predicted=[""] * n, z=rng.normal(size=(n, 2)).astype(np.float32),
-                    shown=_values(HOSTILE_NAMES, cells, cells, None),
-                    scores={name: rng.gamma(3.0, size=n) for name in SCORES})
+    points = Points(
+        x=x,
+        y=y,
+        ids=np.arange(n),
+        labels=labels,
+        predicted=[""] * n,
+        z=rng.normal(size=(n, 2)).astype(np.float32),
+        shown=_values(HOSTILE_NAMES, cells, cells, None),
+        scores={name: rng.gamma(3.0, size=n) for name in SCORES},
+    )
     page = tmp_path / "explorer.html"
     page.write_text(explorer_html(points, HOSTILE_LABEL, "hostile names"), encoding="utf-8")
     _open(browser, page, n)
@@ -172,8 +214,14 @@ def test_hostile_column_names_and_labels_run_no_script_and_a_large_page_colours(
     browser.execute_script('Bokeh.documents[0].get_model_by_name("find").value = "1"')
     assert _when(browser, 'return Bokeh.documents[0].get_model_by_name("detail").text || null')
     browser.execute_script('Bokeh.documents[0].get_model_by_name("colour_by").value = "z1"')
-    assert _when(browser, 'const c = Bokeh.documents[0].get_model_by_name("points").data_source.data.color;'
-                          'return new Set(c).size > 10 ? c.length : null;') == n
+    assert (
+        _when(
+            browser,
+            'const c = Bokeh.documents[0].get_model_by_name("points").data_source.data.color;'
+            "return new Set(c).size > 10 ? c.length : null;",
+        )
+        == n
+    )
     time.sleep(0.5)
     assert browser.execute_script("return window.pwned === undefined")
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
@@ -185,8 +233,10 @@ def _open(browser, page: Path, points: int) -> None:
     start, drawn = time.perf_counter(), None
     browser.get(page.as_uri())
     while drawn is None and time.perf_counter() - start < 30:  # BokehJS builds the views after the page loads
-        drawn = browser.execute_script(PLOT_VIEW_JS.replace("const view", "var view") +
-                                       "return view === undefined ? null : data.id.length;")
+        drawn = browser.execute_script(
+            PLOT_VIEW_JS.replace("const view", "var view")
+            + "return view === undefined ? null : data.id.length;"
+        )
         time.sleep(0.1)
     assert drawn == points
 
@@ -195,10 +245,14 @@ def _hover(browser, i: int) -> int:
     """Move the pointer onto point i; its id."""
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
-    x, y, point = browser.execute_script(PLOT_VIEW_JS + """
+    x, y, point = browser.execute_script(
+        PLOT_VIEW_JS
+        + """
         const rect = view.el.getBoundingClientRect(), i = arguments[0];
-        return [rect.left + view.frame.x_scale.compute(data.x[i]), rect.top + view.frame.y_scale.compute(data.y[i]),
-                data.id[i]];""", i)
+        return [rect.left + view.frame.x_scale.compute(data.x[i]),
+                rect.top + view.frame.y_scale.compute(data.y[i]), data.id[i]];""",
+        i,
+    )
     hover = ActionBuilder(browser)
     hover.pointer_action.move_to_location(int(x), int(y))
     hover.perform()
@@ -221,12 +275,24 @@ def test_tensorboard_serves_the_projector_files(pipeline_run, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(folder),
-                               "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "tensorboard"),
+            "--logdir",
+            str(folder),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
     def get(path: str) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/projector/{path}", timeout=10) as answer:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/data/plugin/projector/{path}", timeout=10
+        ) as answer:
             return answer.read()
 
     try:
@@ -245,7 +311,9 @@ def test_tensorboard_serves_the_projector_files(pipeline_run, tmp_path):
         np.testing.assert_allclose(tensor, np.loadtxt(folder / "tensors.tsv", delimiter="\t"), rtol=1e-5)
         metadata = get("metadata?run=.&name=z_mean").decode().splitlines()
         assert metadata[0] == "id\tlabel\tpredicted\tprobe" and len(metadata) == len(points) + 1
-        assert sorted(int(line.split("\t")[0]) for line in metadata[1:]) == sorted(int(p["id"]) for p in points)
+        assert sorted(int(line.split("\t")[0]) for line in metadata[1:]) == sorted(
+            int(p["id"]) for p in points
+        )
         sprite = Image.open(io.BytesIO(get("sprite_image?run=.&name=z_mean")))
         per_row = int(np.ceil(np.sqrt(len(points))))
         assert embedding["sprite"]["singleImageDim"] == [8, 8] and sprite.size == (per_row * 8, per_row * 8)

@@ -37,7 +37,11 @@ CASE_SECONDS = 20  # a case slower than this is a hang
 
 
 def _idx(array: np.ndarray) -> bytes:
-    return bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+    return (
+        bytes([0, 0, 0x08, array.ndim])
+        + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        + array.tobytes()
+    )
 
 
 def seed_sources(root: Path) -> dict[str, tuple[Path, DataConfig]]:
@@ -52,15 +56,21 @@ def seed_sources(root: Path) -> dict[str, tuple[Path, DataConfig]]:
         suffix, pack = (".gz", gzip.compress) if gz else ("", bytes)
         (folder / f"train-images-idx3-ubyte{suffix}").write_bytes(pack(_idx(x)))
         (folder / f"train-labels-idx1-ubyte{suffix}").write_bytes(pack(_idx(y)))
-        sources[name] = (folder / f"train-images-idx3-ubyte{suffix}", DataConfig(source="idx", path=str(folder)))
+        sources[name] = (
+            folder / f"train-images-idx3-ubyte{suffix}",
+            DataConfig(source="idx", path=str(folder)),
+        )
     for name, save in (("npz", np.savez), ("npz_compressed", np.savez_compressed)):
         save(root / f"{name}.npz", x=x.reshape(40, -1).astype(np.float32), y=y)
-        sources[name] = (root / f"{name}.npz", DataConfig(source="npz", path=str(root / f"{name}.npz"),
-                                                          npz=NpzConfig("x", "y")))
+        sources[name] = (
+            root / f"{name}.npz",
+            DataConfig(source="npz", path=str(root / f"{name}.npz"), npz=NpzConfig("x", "y")),
+        )
     import pandas as pd
 
-    table = pd.DataFrame({"a": rng.normal(size=40), "b": rng.integers(0, 5, 40), "c": rng.choice(["u", "v"], 40),
-                          "label": y})
+    table = pd.DataFrame(
+        {"a": rng.normal(size=40), "b": rng.integers(0, 5, 40), "c": rng.choice(["u", "v"], 40), "label": y}
+    )
     table.to_csv(root / "table.csv", index=False)
     table.to_parquet(root / "table.parquet")
     for name in ("csv", "parquet"):
@@ -71,12 +81,19 @@ def seed_sources(root: Path) -> dict[str, tuple[Path, DataConfig]]:
         (root / "images" / str(label)).mkdir(parents=True)
         for i in np.flatnonzero(y == label):
             Image.fromarray(x[i] * 0 + np.uint8(i * 5)).save(root / "images" / str(label) / f"{i:02d}.png")
-    sources["png"] = (root / "images" / "0" / "00.png", DataConfig(source="image_folder", path=str(root / "images")))
+    sources["png"] = (
+        root / "images" / "0" / "00.png",
+        DataConfig(source="image_folder", path=str(root / "images")),
+    )
     from .builders import make_cells
 
     make_cells(root / "cells.h5ad", n=40, genes=8)
-    sources["h5ad"] = (root / "cells.h5ad", DataConfig(source="anndata", path=str(root / "cells.h5ad"),
-                                                       anndata=AnndataConfig(label_key="cell_type")))
+    sources["h5ad"] = (
+        root / "cells.h5ad",
+        DataConfig(
+            source="anndata", path=str(root / "cells.h5ad"), anndata=AnndataConfig(label_key="cell_type")
+        ),
+    )
     return sources
 
 
@@ -89,11 +106,13 @@ def mutations(draw, size: int):
     if kind == "random":
         return kind, draw(st.binary(max_size=512))
     span = min(size, 64) if kind == "header" else size
-    edits = draw(st.lists(st.tuples(st.integers(0, max(0, span - 1)), st.integers(0, 255)), min_size=1, max_size=8))
+    edits = draw(
+        st.lists(st.tuples(st.integers(0, max(0, span - 1)), st.integers(0, 255)), min_size=1, max_size=8)
+    )
     return kind, edits
 
 
-WHOLE = st.integers(-2**40, 2**40)
+WHOLE = st.integers(-(2**40), 2**40)
 
 
 @st.composite
@@ -183,8 +202,13 @@ def test_every_reader_reads_or_refuses_a_hostile_file_in_one_line(seeds, fmt):
     original = file.read_bytes()
     seen = {"read": 0, "refused": 0}
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        derandomize=DERANDOMIZE,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(mutation=(h5ad_mutations if fmt == "h5ad" else mutations)(len(original)))
     def case(mutation):
         with tempfile.TemporaryDirectory() as tmp:
@@ -216,12 +240,22 @@ def table_model(seeds, tmp_path_factory):
 
     sources, _ = seeds
     root = tmp_path_factory.mktemp("encode-fuzz")
-    params = parse_params({"data": {"source": "table", "path": str(sources["csv"][0])},
-                           "train": {"epochs": 2, "batch_size": 16}, "model": {"latent_dim": 2, "hidden": [8]}})
+    params = parse_params(
+        {
+            "data": {"source": "table", "path": str(sources["csv"][0])},
+            "train": {"epochs": 2, "batch_size": 16},
+            "model": {"latent_dim": 2, "hidden": [8]},
+        }
+    )
     prepare_stage(params, out_dir=root / "prepared")
     train(params, prepared_dir=root / "prepared", model_dir=root / "model")
-    encode_new_data(root / "model" / "model.keras", sources["csv"][0], root / "latents", split="first",
-                    label_column="label")
+    encode_new_data(
+        root / "model" / "model.keras",
+        sources["csv"][0],
+        root / "latents",
+        split="first",
+        label_column="label",
+    )
     return root / "model" / "model.keras", root / "latents"
 
 
@@ -235,8 +269,13 @@ def test_the_encode_command_encodes_or_refuses_a_hostile_table_in_one_line(seeds
     original = sources["csv"][0].read_bytes()
     before, seen = tree_bytes(latents), {"read": 0, "refused": 0}
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        derandomize=DERANDOMIZE,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(mutation=mutations(len(original)))
     def case(mutation):
         new = tmp_path / "new.csv"

@@ -57,7 +57,9 @@ def test_xla_compiled_training_through_pipeline_train(pipeline_run, tmp_path):
     assert np.isfinite(history["U"]) and all(np.isfinite(v) for v in bound_figures(tmp_path).values())
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["train"]["jit_compile"] is True
-    z_mean, _ = load_bundle(tmp_path / "model.keras").vae.predict_posterior(np.zeros((2, 8, 8, 1), np.float32))
+    z_mean, _ = load_bundle(tmp_path / "model.keras").vae.predict_posterior(
+        np.zeros((2, 8, 8, 1), np.float32)
+    )
     assert np.isfinite(z_mean).all()
 
 
@@ -83,19 +85,39 @@ def test_mirrored_strategy_over_two_devices_through_pipeline_train(pipeline_run,
     from .conftest import TINY
 
     raw = {**TINY, "train": {**TINY["train"], "epochs": 1, "distribution": "mirrored"}}
-    out = subprocess.run([sys.executable, "-c", MIRRORED_TRAIN, json.dumps(raw), str(pipeline_run["paths"]["prepared"]),
-                          str(tmp_path / "model")], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # the two CPU devices, also on a GPU host
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MIRRORED_TRAIN,
+            json.dumps(raw),
+            str(pipeline_run["paths"]["prepared"]),
+            str(tmp_path / "model"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )  # the two CPU devices, also on a GPU host
     assert out.returncode == 0, out.stderr[-3000:]
     assert "replicas in sync: 2 (MirroredStrategy)" in out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert np.isfinite(result["U"]) and result["z_mean_finite"]
     assert all(np.isfinite(v) for v in bound_figures(tmp_path / "model").values())
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
-        "choices.json", "data_manifest.json", "encoder.keras", "live", "model.keras", "preprocessing.npz", "run.json"]
+        "choices.json",
+        "data_manifest.json",
+        "encoder.keras",
+        "live",
+        "model.keras",
+        "preprocessing.npz",
+        "run.json",
+    ]
 
 
-@pytest.mark.skipif(bool(shutil.which("nvidia-smi")), reason="a GPU host: the check itself is what runs there")
+@pytest.mark.skipif(
+    bool(shutil.which("nvidia-smi")), reason="a GPU host: the check itself is what runs there"
+)
 def test_the_device_check_says_in_one_line_that_there_is_no_gpu():
     out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True)
     assert out.returncode == 0 and out.stderr == ""

@@ -62,7 +62,7 @@ def test_an_idx_header_declaring_more_than_the_file_can_hold_is_refused_before_a
 def test_a_corrupt_gzip_idx_is_one_line(tmp_path):
     good = gzip.compress(idx_bytes(np.arange(6 * 28 * 28, dtype=np.uint8).reshape(6, 28, 28)))
     corrupt = bytearray(good)
-    corrupt[len(good) // 2: len(good) // 2 + 8] = b"\xff" * 8  # inside the deflate stream, not a truncation
+    corrupt[len(good) // 2 : len(good) // 2 + 8] = b"\xff" * 8  # inside the deflate stream, not a truncation
     folder = tmp_path / "idx"
     folder.mkdir()
     (folder / "train-images-idx3-ubyte.gz").write_bytes(bytes(corrupt))
@@ -77,8 +77,8 @@ def _png(width: int, height: int) -> bytes:
     Image.new("L", (1, 1)).save(buffer, "PNG")
     data = bytearray(buffer.getvalue())
     start = data.index(b"IHDR")
-    data[start + 4:start + 12] = struct.pack(">II", width, height)
-    data[start + 17:start + 21] = struct.pack(">I", zlib.crc32(bytes(data[start:start + 17])))
+    data[start + 4 : start + 12] = struct.pack(">II", width, height)
+    data[start + 17 : start + 21] = struct.pack(">I", zlib.crc32(bytes(data[start : start + 17])))
     return bytes(data)
 
 
@@ -105,8 +105,9 @@ def _npz_with_header(path, shape, data: bytes, compression=zipfile.ZIP_STORED):
 
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
 def test_an_npz_header_that_disagrees_with_its_member_is_refused(tmp_path, compression):
-    path = _npz_with_header(tmp_path / "lying.npz", (1_000_000, 1000), np.zeros(40, np.float32).tobytes(),
-                            compression)
+    path = _npz_with_header(
+        tmp_path / "lying.npz", (1_000_000, 1000), np.zeros(40, np.float32).tobytes(), compression
+    )
     with pytest.raises(DataError) as info:
         read_npz(path, "x", None)
     assert "array 'x' declares shape [1000000, 1000]" in one_line(info) and "corrupt" in str(info.value)
@@ -125,8 +126,9 @@ def test_values_beyond_float32_are_refused_and_large_integers_named(tmp_path, ca
         validate(read_npz(tmp_path / "ids.npz", "x", "y"))
     assert "integers up to 16777217 are beyond 2^24" in caplog.text
 
-    (tmp_path / "table.csv").write_text("a,b,label\n" + "".join(f"{i},{1e39 if i == 5 else i},{i % 2}\n"
-                                                               for i in range(30)))
+    (tmp_path / "table.csv").write_text(
+        "a,b,label\n" + "".join(f"{i},{1e39 if i == 5 else i},{i % 2}\n" for i in range(30))
+    )
     with pytest.raises(DataError) as info:
         read_table(tmp_path / "table.csv", "label", None)
     assert "column 'b': values up to 1e+39 are beyond float32's range" in one_line(info)
@@ -134,18 +136,23 @@ def test_values_beyond_float32_are_refused_and_large_integers_named(tmp_path, ca
 
 # --- the publish protocol trusts nothing it reads ---------------------------------------------
 
+
 def _plant(root, name: str, moves) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / f".{name}.journal").write_text(moves if isinstance(moves, str) else json.dumps({"moves": moves}))
 
 
-@pytest.mark.parametrize("moves", [
-    [["../victim.txt", "x"]],  # a staged path outside the publication's staging
-    [[".split=new.staging/new/x", "../victim.txt"]],  # a target outside root
-    [[".split=new.staging/new/victim.txt", "victim.txt"], ["../../victim.txt", "y"]],
-    '{"moves": [["a", "b"]',  # not JSON
-    '{"renames": []}', '{"moves": [["only one"]]}',
-])
+@pytest.mark.parametrize(
+    "moves",
+    [
+        [["../victim.txt", "x"]],  # a staged path outside the publication's staging
+        [[".split=new.staging/new/x", "../victim.txt"]],  # a target outside root
+        [[".split=new.staging/new/victim.txt", "victim.txt"], ["../../victim.txt", "y"]],
+        '{"moves": [["a", "b"]',  # not JSON
+        '{"renames": []}',
+        '{"moves": [["only one"]]}',
+    ],
+)
 def test_a_planted_or_corrupt_journal_changes_no_file(tmp_path, moves):
     """A neighbour plants a journal in a shared --output naming a file outside it: refused in one
     line, every file byte-identical, the journal left for the user to look at."""
@@ -176,7 +183,9 @@ def test_symbolic_links_in_a_publication_are_refused_not_followed(tmp_path):
     (out / ".split=new.staging").unlink()
     (out / "split=new").symlink_to(elsewhere, target_is_directory=True)  # the output itself a link
     before = snapshot(tmp_path)
-    with pytest.raises(DataError, match="split=new: a symbolic link to a directory; publishing would replace"):
+    with pytest.raises(
+        DataError, match="split=new: a symbolic link to a directory; publishing would replace"
+    ):
         write_latents_partition(out, overwrite=True)
     assert snapshot(tmp_path) == before and not list(out.glob(".split=new.*"))
 
@@ -198,7 +207,8 @@ def batches(seed):
                           RowScores(np.zeros(100), None, None, np.zeros(100)))
 
 try:
-    print(write_partition(sys.argv[1], "new", batches(int(sys.argv[2])), 4, {"writer": sys.argv[2]}), flush=True)
+    written = write_partition(sys.argv[1], "new", batches(int(sys.argv[2])), 4, {"writer": sys.argv[2]})
+    print(written, flush=True)
 except DataError as error:
     print("refused:", error, flush=True)
 """
@@ -208,8 +218,15 @@ def test_two_concurrent_encodes_into_one_output_take_turns(tmp_path):
     """Same output, same split, started together: one publishes a complete partition, the other
     waits for it and then refuses to overwrite; no staging of either is lost or mixed."""
     out = tmp_path / "latents_new"
-    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(out), str(seed)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_WRITER, str(out), str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
     results = [p.communicate(timeout=120) for p in procs]
     outputs = sorted(stdout.strip() for stdout, _ in results)
     assert outputs[0] == "600" and outputs[1].startswith("refused:") and "partition exists" in outputs[1]
@@ -220,15 +237,25 @@ def test_two_concurrent_encodes_into_one_output_take_turns(tmp_path):
 
 
 def write_latents_partition(out, overwrite: bool = False) -> int:
-    batch = LatentBatch("new", np.arange(3), np.zeros(3, np.int64), np.zeros((3, 2)), np.zeros((3, 2)),
-                        RowScores(np.zeros(3), None, None, np.zeros(3)))
+    batch = LatentBatch(
+        "new",
+        np.arange(3),
+        np.zeros(3, np.int64),
+        np.zeros((3, 2)),
+        np.zeros((3, 2)),
+        RowScores(np.zeros(3), None, None, np.zeros(3)),
+    )
     return write_partition(out, "new", [batch], 2, {}, overwrite=overwrite)
 
 
 def snapshot(root) -> dict:
     """Every path under root (links as links) with its bytes or link target."""
-    return {str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): (
+            os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None
+        )
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def test_label_names_with_commas_and_quotes_survive_the_csv_outputs():

@@ -21,9 +21,27 @@ OTHER = "0" if onednn_enabled() else "1"
 
 
 def test_the_model_harness_on_the_other_kernel_path(tmp_path):
-    result = run([sys.executable, "-m", "pytest", "tests/test_model_harness.py", "-q", "-p", "no:cacheprovider", "-x",
-                  "--basetemp", str(tmp_path / "harness")],  # pytest prunes old base folders: not this run's
-                 ROOT, check=False, TF_ENABLE_ONEDNN_OPTS=OTHER)
-    assert result.returncode == 0, f"TF_ENABLE_ONEDNN_OPTS={OTHER}:\n{result.stdout[-4000:]}{result.stderr[-2000:]}"
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_model_harness.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-x",
+            "--basetemp",
+            str(tmp_path / "harness"),
+        ],  # pytest prunes old base folders: not this run's
+        ROOT,
+        check=False,
+        TF_ENABLE_ONEDNN_OPTS=OTHER,
+    )
+    assert result.returncode == 0, (
+        f"TF_ENABLE_ONEDNN_OPTS={OTHER}:\n{result.stdout[-4000:]}{result.stderr[-2000:]}"
+    )
     passed = re.search(r"(\d+) passed", result.stdout)
-    assert passed and int(passed[1]) == len(COMBINATIONS) and "skipped" not in result.stdout, result.stdout[-500:]
+    assert passed and int(passed[1]) == len(COMBINATIONS) and "skipped" not in result.stdout, result.stdout[
+        -500:
+    ]

@@ -50,8 +50,9 @@ def test_dvc_repro_on_each_kernel_path_and_precision(switch, precision, repo, dv
         assert set(MODEL_STAGES) <= set(ran), ran
     else:
         edit_params(repo, **{"train.precision": precision})
-        out = run(["dvc", "repro", "--force", "--single-item", *MODEL_STAGES], repo,
-                  TF_ENABLE_ONEDNN_OPTS=switch).stdout
+        out = run(
+            ["dvc", "repro", "--force", "--single-item", *MODEL_STAGES], repo, TF_ENABLE_ONEDNN_OPTS=switch
+        ).stdout
         folder, ran = repo, re.findall(r"Running stage '(\w+)'", out)
         assert ran == MODEL_STAGES
     chosen = json.loads((folder / "data/model/choices.json").read_text())["train.precision"]
@@ -60,5 +61,7 @@ def test_dvc_repro_on_each_kernel_path_and_precision(switch, precision, repo, dv
         assert f"oneDNN kernels are {'on' if switch == '1' else 'off'}" in chosen["why"]
     metrics = json.loads((folder / "data/evaluation/metrics.json").read_text())
     bound = metrics["subo"]["test"]
-    assert all(math.isfinite(v) for v in (bound["U"], *bound["S_K"].values())) and bound["U"] >= bound["D"] >= 0
+    assert (
+        all(math.isfinite(v) for v in (bound["U"], *bound["S_K"].values())) and bound["U"] >= bound["D"] >= 0
+    )
     assert (folder / "data/evaluation/pictures/reconstructions.png").is_file()  # the decoded means

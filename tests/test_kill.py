@@ -25,26 +25,51 @@ from pipeline.platform.io import KILL_AT, recover
 from .conftest import ROOT, TINY
 
 # Every stage's publication (root, name under root) and outputs, as dvc.yaml lists them.
-PUBLICATIONS = {"prepare": ("data", "prepared"), "train": ("data/model", "train"), "encode": ("data", "latents"),
-                "baselines": ("data/evaluation", "baselines"), "evaluate": ("data/evaluation", "evaluate"),
-                "umap": ("data/evaluation", "umap"), "report": ("data/evaluation", "report")}
+PUBLICATIONS = {
+    "prepare": ("data", "prepared"),
+    "train": ("data/model", "train"),
+    "encode": ("data", "latents"),
+    "baselines": ("data/evaluation", "baselines"),
+    "evaluate": ("data/evaluation", "evaluate"),
+    "umap": ("data/evaluation", "umap"),
+    "report": ("data/evaluation", "report"),
+}
 SCRIPTS = {"umap": "umap_view"}
 # (stage, fault point), in pipeline order: the new outputs of one case are the inputs of the next.
-CASES = [("prepare", "aside"), ("train", "bundle"), ("train", "aside"), ("encode", "parquet"),
-         ("encode", "journaled"), ("baselines", "published"), ("evaluate", "renamed"), ("umap", "staged"),
-         ("report", "aside")]
+CASES = [
+    ("prepare", "aside"),
+    ("train", "bundle"),
+    ("train", "aside"),
+    ("encode", "parquet"),
+    ("encode", "journaled"),
+    ("baselines", "published"),
+    ("evaluate", "renamed"),
+    ("umap", "staged"),
+    ("report", "aside"),
+]
 
 
 def stage_outputs() -> dict[str, list[str]]:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    return {name: [next(iter(out)) if isinstance(out, dict) else out
-                   for kind in ("outs", "metrics", "plots") for out in stage.get(kind, [])]
-            for name, stage in stages.items()}
+    return {
+        name: [
+            next(iter(out)) if isinstance(out, dict) else out
+            for kind in ("outs", "metrics", "plots")
+            for out in stage.get(kind, [])
+        ]
+        for name, stage in stages.items()
+    }
 
 
 def content(path: Path) -> dict:
     """Every file under path with its content; a .keras file's members but the save date."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else [path]
+        if path.exists()
+        else []
+    )
     out = {}
     for file in files:
         if file.suffix == ".keras":
@@ -67,10 +92,19 @@ def journalled_outputs(root: Path, stage: str) -> dict:
     view = {}
     for staged, target in moves:
         source = root / base / staged if (root / base / staged).exists() else root / base / target
-        view.update({key.replace(str(source), str(root / base / target), 1): value
-                     for key, value in content(source).items()})
-    return {key: value for key, value in view.items()
-            if any(key == str(root / out) or key.startswith(str(root / out) + "/") for out in stage_outputs()[stage])}
+        view.update(
+            {
+                key.replace(str(source), str(root / base / target), 1): value
+                for key, value in content(source).items()
+            }
+        )
+    return {
+        key: value
+        for key, value in view.items()
+        if any(
+            key == str(root / out) or key.startswith(str(root / out) + "/") for out in stage_outputs()[stage]
+        )
+    }
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +112,16 @@ def project(pipeline_run, tmp_path_factory):
     """The previous run's outputs in a project layout, params.yaml set for the new run."""
     root = tmp_path_factory.mktemp("kill")
     paths = pipeline_run["paths"]
-    for source, target in (("prepared", "prepared"), ("model_dir", "model"), ("latents", "latents"),
-                           ("evaluation", "evaluation")):
+    for source, target in (
+        ("prepared", "prepared"),
+        ("model_dir", "model"),
+        ("latents", "latents"),
+        ("evaluation", "evaluation"),
+    ):
         shutil.copytree(paths[source], root / "data" / target)
-    (root / "params.yaml").write_text(yaml.safe_dump({**TINY, "seed": 1, "train": {**TINY["train"], "epochs": 2}}))
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({**TINY, "seed": 1, "train": {**TINY["train"], "epochs": 2}})
+    )
     return root
 
 
@@ -95,7 +135,9 @@ def test_a_killed_stage_leaves_its_outputs_old_or_new(project, stage, point):
     before = {s: outputs_of(project, s) for s in PUBLICATIONS}
     script = ROOT / "stages" / f"{SCRIPTS.get(stage, stage)}.py"
     env = {**os.environ, KILL_AT: point, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    killed = subprocess.run([sys.executable, str(script)], cwd=project, env=env, capture_output=True, text=True)
+    killed = subprocess.run(
+        [sys.executable, str(script)], cwd=project, env=env, capture_output=True, text=True
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     base, name = PUBLICATIONS[stage]
     committed = (project / base / f".{name}.journal").exists()
@@ -108,8 +150,9 @@ def test_a_killed_stage_leaves_its_outputs_old_or_new(project, stage, point):
     if committed:
         changed = [key for key in after if after[key] != before[stage].get(key)]
         assert changed, "the new run should differ from the previous one"  # or old-or-new is vacuous
-    assert {s: outputs_of(project, s) for s in PUBLICATIONS if s != stage} == \
-        {s: v for s, v in before.items() if s != stage}  # no other stage's output moved
+    assert {s: outputs_of(project, s) for s in PUBLICATIONS if s != stage} == {
+        s: v for s, v in before.items() if s != stage
+    }  # no other stage's output moved
     assert litter(project) == []
     if stage == "train":
         assert (project / "data/model/backup/run_fingerprint.txt").is_file()  # resumable

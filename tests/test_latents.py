@@ -30,8 +30,16 @@ def test_schema_and_metadata_of_the_written_files(pipeline_run):
     assert meta["dataset_fingerprint"] == manifest.fingerprint
     assert len(meta["model_sha256"]) == 64
     assert meta["params"]["model"]["latent_dim"] == 4
-    assert meta["versions"]["keras"] and list(meta["columns"]) == ["id", "label", "z_mean", "z_log_var", "surprisal",
-                                                                   "bits_per_dim", "surprisal_quantile", "novelty"]
+    assert meta["versions"]["keras"] and list(meta["columns"]) == [
+        "id",
+        "label",
+        "z_mean",
+        "z_log_var",
+        "surprisal",
+        "bits_per_dim",
+        "surprisal_quantile",
+        "novelty",
+    ]
     assert all(schema.field(name).type == pa.float64() for name in SCORE_COLUMNS)
     assert pq.ParquetFile(paths["latents"] / files[0]).metadata.row_group(0).column(2).compression == "ZSTD"
 
@@ -66,7 +74,8 @@ def test_pandas_polars_duckdb_and_arrow_read_the_same_vectors(pipeline_run):
         WHERE split = 'test' ORDER BY id""").fetchall()
     np.testing.assert_allclose(np.array([r[1] for r in rows]), z)
     nearest = duckdb.sql(f"""
-        WITH t AS (SELECT id, z_mean::FLOAT[4] AS z FROM read_parquet('{root}/**/*.parquet', hive_partitioning = true))
+        WITH t AS (SELECT id, z_mean::FLOAT[4] AS z
+                   FROM read_parquet('{root}/**/*.parquet', hive_partitioning = true))
         SELECT b.id FROM t a, t b WHERE a.id = {rows[0][0]} AND b.id <> a.id
         ORDER BY array_cosine_similarity(a.z, b.z) DESC LIMIT 1""").fetchall()[0][0]
     z_all = latents_to_numpy(load_latents(root).sort_by("id"))
@@ -76,7 +85,9 @@ def test_pandas_polars_duckdb_and_arrow_read_the_same_vectors(pipeline_run):
 
 
 def test_missing_labels_are_null_and_batches_stream(tmp_path):
-    rows = write_latents(tmp_path / "l", (latent_batch("train", 10, 3, s) for s in (0, 10, 20)), 3, {"note": "x"})
+    rows = write_latents(
+        tmp_path / "l", (latent_batch("train", 10, 3, s) for s in (0, 10, 20)), 3, {"note": "x"}
+    )
     table = load_latents(tmp_path / "l")
     assert rows == table.num_rows == 30
     assert table.column("label").null_count == 3
@@ -125,8 +136,10 @@ def test_the_recorded_params_are_what_the_encode_stage_depends_on(pipeline_run):
     model_dir = pipeline_run["paths"]["model_dir"]
     trained = json.loads((model_dir / "run.json").read_text())
     assert {k: v for k, v in meta["params"].items() if k not in ("encode", "cluster")} == trained
-    assert meta["choices"] == {**json.loads((model_dir / "choices.json").read_text()),
-                               "encode.workers": {"value": 1, "why": "the local engine encodes in this process"}}
+    assert meta["choices"] == {
+        **json.loads((model_dir / "choices.json").read_text()),
+        "encode.workers": {"value": 1, "why": "the local engine encodes in this process"},
+    }
     assert {"data/model/run.json", "data/model/choices.json", "data/model/model.keras"} <= set(stage["deps"])
 
 
@@ -165,8 +178,11 @@ def test_a_partition_from_another_model_is_refused_and_nothing_is_written(tmp_pa
 
     write_partition(tmp_path / "l", "new", [latent_batch("new", 5, 3)], 3, {"model_sha256": "a" * 64})
     before = sorted(p.name for p in (tmp_path / "l").iterdir())
-    with pytest.raises(DataError, match=r"split=new/part-0.parquet: written by another model \(sha256 aaaaaaaaaaaa…, "
-                                        r"this one bbbbbbbbbbbb…\)"):
+    with pytest.raises(
+        DataError,
+        match=r"split=new/part-0.parquet: written by another model \(sha256 aaaaaaaaaaaa…, "
+        r"this one bbbbbbbbbbbb…\)",
+    ):
         write_partition(tmp_path / "l", "more", [latent_batch("more", 5, 3)], 3, {"model_sha256": "b" * 64})
     assert sorted(p.name for p in (tmp_path / "l").iterdir()) == before
     write_partition(tmp_path / "l", "more", [latent_batch("more", 5, 3)], 3, {"model_sha256": "a" * 64})

@@ -26,8 +26,10 @@ def _params(loc, scale, likelihood):
 
 
 @pytest.mark.parametrize("levels", [2, 17, 256])
-@pytest.mark.parametrize("loc, scale", [(0.5, 0.1), (-3.0, 0.01), (4.0, 2.0), (0.37, 1.2e-4), (0.0, 50.0),
-                                        (1.0, 1e-3), (0.5, 1.2e-4)])
+@pytest.mark.parametrize(
+    "loc, scale",
+    [(0.5, 0.1), (-3.0, 0.01), (4.0, 2.0), (0.37, 1.2e-4), (0.0, 50.0), (1.0, 1e-3), (0.5, 1.2e-4)],
+)
 def test_the_masses_of_every_level_sum_to_one(levels, loc, scale):
     """Extreme locations (far outside [0, 1]) and scales (narrower than a bin, wider than the range)."""
     likelihood = DiscretizedLogistic(levels)
@@ -38,20 +40,26 @@ def test_the_masses_of_every_level_sum_to_one(levels, loc, scale):
 
 
 @pytest.mark.parametrize("levels", [2, 17, 256])
-@pytest.mark.parametrize("loc, scale, spread", [(0.5, 0.1, 0.0), (0.3, 0.05, 1.0), (-2.0, 1.2e-4, 30.0),
-                                                 (3.0, 20.0, 300.0)])
+@pytest.mark.parametrize(
+    "loc, scale, spread", [(0.5, 0.1, 0.0), (0.3, 0.05, 1.0), (-2.0, 1.2e-4, 30.0), (3.0, 20.0, 300.0)]
+)
 def test_the_level_categorical_sums_to_one_and_is_the_tilted_logistic(levels, loc, scale, spread):
     """P(k) ∝ DiscretizedLogistic(k; μ, s) e^(r_k), for locations and scales from ordinary to
     extreme and residuals from none to margins of hundreds of nats."""
     likelihood = LevelCategorical(levels)
     residuals = np.random.default_rng(levels).standard_normal(levels) * spread
-    params = np.concatenate([_params(np.float32(loc), scale, likelihood.logistic), residuals]).astype(np.float32)
+    params = np.concatenate([_params(np.float32(loc), scale, likelihood.logistic), residuals]).astype(
+        np.float32
+    )
     x = (np.arange(levels) / (levels - 1)).astype(np.float32)[:, None]  # every level of one feature
     surprisal = _np(likelihood.surprisal(x, np.broadcast_to(params, (levels, 1, levels + 2))))
     assert np.all(np.isfinite(surprisal)) and np.all(surprisal >= 0)
     assert np.exp(-surprisal.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-5)
     h, edges = 0.5 / (levels - 1), np.arange(levels) / (levels - 1)
-    cdf = lambda v: expit((v - loc) / scale)  # noqa: E731
+
+    def cdf(v):
+        return expit((v - loc) / scale)
+
     upper, lower = np.append(cdf(edges[:-1] + h), 1.0), np.insert(cdf(edges[1:] - h), 0, 0.0)
     with np.errstate(divide="ignore"):
         logits = np.log(upper - lower) + residuals
@@ -67,7 +75,10 @@ def test_the_mass_of_a_level_is_the_logistic_cdf_across_its_bin():
     levels, loc, scale = 17, 0.4, 0.07
     h = 0.5 / (levels - 1)
     x = np.array([[0.0], [3 / 16], [0.4375], [1.0]], np.float32)
-    cdf = lambda v: expit((v - loc) / scale)  # noqa: E731
+
+    def cdf(v):
+        return expit((v - loc) / scale)
+
     expected = [cdf(h), cdf(3 / 16 + h) - cdf(3 / 16 - h), cdf(0.4375 + h) - cdf(0.4375 - h), 1 - cdf(1 - h)]
     likelihood = DiscretizedLogistic(levels)
     surprisal = _np(likelihood.surprisal(x, _params(np.full_like(x, loc), scale, likelihood)))
@@ -78,11 +89,16 @@ def test_a_scale_per_value_and_per_feature_surprisals_sum_over_features():
     x = np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32)  # (B=1, 2, 2): levels of L = 5
     likelihood = DiscretizedLogistic(5)
     scale = np.array([[0.1, 0.2], [0.05, 0.3]], np.float32)
-    params = _params(np.zeros((3, 1, 2, 2)) + [0.3, 0.6], scale, likelihood)  # three samples of z: (m, B, 2, 2, 2)
+    params = _params(
+        np.zeros((3, 1, 2, 2)) + [0.3, 0.6], scale, likelihood
+    )  # three samples of z: (m, B, 2, 2, 2)
     total = _np(likelihood.surprisal(x, params))
     assert total.shape == (3, 1)
-    parts = sum(-_np(likelihood.log_mass(x[:, i, j], params[:, :, i, j, 0], np.log(scale[i, j])))
-                for i in range(2) for j in range(2))
+    parts = sum(
+        -_np(likelihood.log_mass(x[:, i, j], params[:, :, i, j, 0], np.log(scale[i, j])))
+        for i in range(2)
+        for j in range(2)
+    )
     np.testing.assert_allclose(total, parts, rtol=1e-5)
     np.testing.assert_allclose(_np(likelihood.mean(params))[0, 0], [[0.3, 0.6], [0.3, 0.6]], rtol=1e-6)
 
@@ -117,8 +133,10 @@ def test_pixel_levels_get_a_mass_and_binary_pixels_a_bernoulli(caplog):
     auto = parse_params({}).model
     model, choices = resolve_model(auto, (28, 28, 1), [0.0, 1.0], "pixels", levels=256)
     assert (model.likelihood, model.levels) == ("discretized_logistic", 256)
-    assert choices["model.likelihood"].why.startswith("pixel levels 0..255 scaled to [0, 1]: a mass on the 256 levels "
-                                                      "(256 × 784 logits would exceed 65536 outputs)")
+    assert choices["model.likelihood"].why.startswith(
+        "pixel levels 0..255 scaled to [0, 1]: a mass on the 256 levels "
+        "(256 × 784 logits would exceed 65536 outputs)"
+    )
     model, choices = resolve_model(auto, (8, 8, 1), [0.0, 1.0], "pixels", levels=17)
     assert (model.likelihood, model.levels) == ("level_categorical", 17)
     assert "a categorical on the 17 levels (17 × 64 logits" in choices["model.likelihood"].why
@@ -138,7 +156,10 @@ def test_levels_come_from_the_manifest(pipeline_run):
     manifest = pipeline_run["manifest"]  # digits: levels 0..16, divided into [0, 1]
     assert levels_of(manifest) == 17
     assert levels_of(replace(manifest, preprocessing={**manifest.preprocessing, "binarize": "dynamic"})) == 2
-    assert levels_of(replace(manifest, preprocessing={**manifest.preprocessing, "scaling": "standardize"})) is None
+    assert (
+        levels_of(replace(manifest, preprocessing={**manifest.preprocessing, "scaling": "standardize"}))
+        is None
+    )
 
 
 def test_the_report_says_which_likelihood_and_gives_bits_per_dimension(pipeline_run):
@@ -155,8 +176,10 @@ def test_the_report_says_which_likelihood_and_gives_bits_per_dimension(pipeline_
     assert f"U {bits['U']:.3f}, S_20 {bits['S_K']['20']:.3f}" in report
 
 
-@pytest.mark.parametrize("epochs", [pytest.param(None, marks=pytest.mark.slow, id="shipped-defaults"),
-                                    pytest.param(6, id="six-epochs")])
+@pytest.mark.parametrize(
+    "epochs",
+    [pytest.param(None, marks=pytest.mark.slow, id="shipped-defaults"), pytest.param(6, id="six-epochs")],
+)
 def test_three_fixed_patterns_reach_the_surprisal_of_choosing_among_them(tmp_path, epochs):
     """The issue's case with only the data keys set: three fixed 8×8 uint8 patterns (many grey
     levels), one per class. S = ln 3 ≈ 1.1 nats for a model that has learned them; a Bernoulli
@@ -177,8 +200,12 @@ def test_three_fixed_patterns_reach_the_surprisal_of_choosing_among_them(tmp_pat
     np.savez(tmp_path / "patterns.npz", x=patterns[y], y=y)
     raw = yaml.safe_load(open("params.yaml"))
     raw["data"].update(source="npz", path=str(tmp_path / "patterns.npz"))
-    raw["train"]["bound_examples"] = 0  # the per-epoch bound is a monitor: the model trains the same without it
-    raw["train"]["jit_compile"] = True  # a speed knob, the same model and objective: XLA fuses the 256-level logits
+    raw["train"]["bound_examples"] = (
+        0  # the per-epoch bound is a monitor: the model trains the same without it
+    )
+    raw["train"]["jit_compile"] = (
+        True  # a speed knob, the same model and objective: XLA fuses the 256-level logits
+    )
     raw["train"]["epochs"] = epochs or raw["train"]["epochs"]
     params = parse_params(raw)
     runner.prepare(params, out_dir=tmp_path / "prepared")

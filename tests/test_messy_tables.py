@@ -15,7 +15,9 @@ from pipeline.platform.errors import DataError
 
 from .builders import files_of
 
-WORDS = np.array("the a crash car driver seat belt airbag rain night road wet dry fast slow left right".split())
+WORDS = np.array(
+    "the a crash car driver seat belt airbag rain night road wet dry fast slow left right".split()
+)
 
 
 def messy_frame(n=1200, seed=0):
@@ -26,24 +28,29 @@ def messy_frame(n=1200, seed=0):
     z = rng.normal(size=n)
     zipf = rng.zipf(1.6, size=n) % 400  # a long tail behind a few common cities
     start = np.datetime64("2017-01-01T00:00:00")
-    return pd.DataFrame({
-        "rownames": np.arange(1, n + 1),  # R's row number
-        "caseid": [f"case{i // 3}x{rng.integers(1, 9)}" for i in range(n)],  # ~n/3 levels, each a few times
-        "idNum": [f"RMS{i:06d}" for i in rng.permutation(n)],  # unique per row
-        "note": [" ".join(rng.choice(WORDS, 8)) for _ in range(n)],  # free text
-        "city": [f"city{c}" for c in zipf],
-        "stamp": start + (rng.uniform(0, 2 * 365, n) * 86_400).astype("timedelta64[s]"),
-        "day": (start + rng.integers(0, 700, n).astype("timedelta64[D]")).astype("datetime64[D]"),
-        "speed": 50 + 10 * z + rng.normal(size=n),
-        "constant": "yes",
-        "empty": np.full(n, np.nan),
-        "dead": np.where(z + 0.5 * rng.normal(size=n) > 0.8, "dead", "alive"),
-    })
+    return pd.DataFrame(
+        {
+            "rownames": np.arange(1, n + 1),  # R's row number
+            "caseid": [
+                f"case{i // 3}x{rng.integers(1, 9)}" for i in range(n)
+            ],  # ~n/3 levels, each a few times
+            "idNum": [f"RMS{i:06d}" for i in rng.permutation(n)],  # unique per row
+            "note": [" ".join(rng.choice(WORDS, 8)) for _ in range(n)],  # free text
+            "city": [f"city{c}" for c in zipf],
+            "stamp": start + (rng.uniform(0, 2 * 365, n) * 86_400).astype("timedelta64[s]"),
+            "day": (start + rng.integers(0, 700, n).astype("timedelta64[D]")).astype("datetime64[D]"),
+            "speed": 50 + 10 * z + rng.normal(size=n),
+            "constant": "yes",
+            "empty": np.full(n, np.nan),
+            "dead": np.where(z + 0.5 * rng.normal(size=n) > 0.8, "dead", "alive"),
+        }
+    )
 
 
 def table_config(path, **table):
-    return parse_params({"data": {"source": "table", "path": str(path),
-                                  "table": {"label_column": "dead", **table}}}).data
+    return parse_params(
+        {"data": {"source": "table", "path": str(path), "table": {"label_column": "dead", **table}}}
+    ).data
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +74,22 @@ def test_each_trait_is_handled_as_documented_and_recorded(messy, suffix, tmp_pat
     root, frame = messy
     manifest = prepare(table_config(root / f"messy{suffix}"), seed=0, out_dir=tmp_path / "p")
     types = {c.name: c.type for c in manifest.columns}
-    assert types == {"city": "categorical", "stamp:time": "real", "stamp:day_of_year": "real",
-                     "stamp:day_of_week": "categorical", "stamp:hour": "real", "day:time": "real",
-                     "day:day_of_year": "real", "day:day_of_week": "categorical", "speed": "real"}
-    why = {key.split(".")[-1]: c["why"] for key, c in manifest.choices.items()
-           if key.startswith("data.table.column_types.") and c["value"] == "left out"}
+    assert types == {
+        "city": "categorical",
+        "stamp:time": "real",
+        "stamp:day_of_year": "real",
+        "stamp:day_of_week": "categorical",
+        "stamp:hour": "real",
+        "day:time": "real",
+        "day:day_of_year": "real",
+        "day:day_of_week": "categorical",
+        "speed": "real",
+    }
+    why = {
+        key.split(".")[-1]: c["why"]
+        for key, c in manifest.choices.items()
+        if key.startswith("data.table.column_types.") and c["value"] == "left out"
+    }
     assert why["rownames"].startswith("an index: whole numbers from 1 to 1200")
     for name in ("caseid", "idNum", "note"):
         assert "an identifier or free text" in why[name], why[name]
@@ -80,7 +98,9 @@ def test_each_trait_is_handled_as_documented_and_recorded(messy, suffix, tmp_pat
     city = next(c for c in manifest.columns if c.name == "city")
     assert city.other and len(city.levels) == 101 and city.levels[-1] == OTHER
     assert "the 100 most frequent (covering" in city.why
-    common = frame["city"].value_counts()  # the summary is exact on 1,200 rows: the 100 most frequent are kept
+    common = frame[
+        "city"
+    ].value_counts()  # the summary is exact on 1,200 rows: the 100 most frequent are kept
     assert set(common[common > common.iloc[100]].index) <= set(city.levels) < set(common.index) | {OTHER}
 
 
@@ -90,12 +110,18 @@ def test_codes_of_a_timestamp_and_of_the_other_level(messy):
     names = list(dataset.feature_names)
     x = np.asarray(dataset.x)
     stamp = frame["stamp"]
-    np.testing.assert_allclose(x[:, names.index("stamp:time")],
-                               (stamp - dt.datetime(1970, 1, 1)).dt.total_seconds() / 86_400, rtol=1e-6)
+    np.testing.assert_allclose(
+        x[:, names.index("stamp:time")],
+        (stamp - dt.datetime(1970, 1, 1)).dt.total_seconds() / 86_400,
+        rtol=1e-6,
+    )
     np.testing.assert_array_equal(x[:, names.index("stamp:day_of_week")], stamp.dt.dayofweek)
     np.testing.assert_array_equal(x[:, names.index("stamp:day_of_year")], stamp.dt.dayofyear)
-    np.testing.assert_allclose(x[:, names.index("stamp:hour")], stamp.dt.hour + stamp.dt.minute / 60
-                               + stamp.dt.second / 3600, atol=1e-4)
+    np.testing.assert_allclose(
+        x[:, names.index("stamp:hour")],
+        stamp.dt.hour + stamp.dt.minute / 60 + stamp.dt.second / 3600,
+        atol=1e-4,
+    )
     city = next(c for c in dataset.columns if c.name == "city")
     code = x[:, names.index("city")].astype(int)
     kept = frame["city"].isin(city.levels[:-1])
@@ -103,8 +129,12 @@ def test_codes_of_a_timestamp_and_of_the_other_level(messy):
     np.testing.assert_array_equal(np.array(city.levels, object)[code[kept]], frame["city"][kept])
     new = frame.head(5).assign(city=["nowhere"] * 5)  # new data: a city never seen goes to the other level
     new.to_csv(root / "new.csv", index=False)
-    again = read_table(root / "new.csv", "dead", tuple(dict.fromkeys(c.read_from for c in dataset.columns)),
-                       trained=dataset.columns)
+    again = read_table(
+        root / "new.csv",
+        "dead",
+        tuple(dict.fromkeys(c.read_from for c in dataset.columns)),
+        trained=dataset.columns,
+    )
     assert (np.asarray(again.x)[:, names.index("city")] == len(city.levels) - 1).all()
 
 
@@ -115,17 +145,30 @@ def test_drop_columns_and_one_error_for_every_unusable_column(messy, tmp_path):
     from pipeline.data.prepare import prepare
 
     root, _ = messy
-    manifest = prepare(table_config(root / "messy.parquet", drop_columns=["stamp", "city"]), seed=0,
-                       out_dir=tmp_path / "p")
+    manifest = prepare(
+        table_config(root / "messy.parquet", drop_columns=["stamp", "city"]), seed=0, out_dir=tmp_path / "p"
+    )
     assert {c.name for c in manifest.columns} == {"day:time", "day:day_of_year", "day:day_of_week", "speed"}
-    assert manifest.choices["data.table.column_types.stamp"] == {"value": "left out", "why": "set in params.yaml"}
+    assert manifest.choices["data.table.column_types.stamp"] == {
+        "value": "left out",
+        "why": "set in params.yaml",
+    }
     before = files_of(tmp_path / "p")
-    for given, message in [({"drop_columns": ["dead"]}, "drop_columns names the label column 'dead'"),
-                           ({"drop_columns": ["speeed"]}, r"drop_columns names \['speeed'\], not columns of the file")]:
+    for given, message in [
+        ({"drop_columns": ["dead"]}, "drop_columns names the label column 'dead'"),
+        ({"drop_columns": ["speeed"]}, r"drop_columns names \['speeed'\], not columns of the file"),
+    ]:
         with pytest.raises(DataError, match=message):
             prepare(table_config(root / "messy.parquet", **given), seed=0, out_dir=tmp_path / "p")
-    bad = pa.table({"tags": [[1, 2], [3], [4], [5]], "blob": [b"a", b"b", b"c", b"d"],
-                    "v": [1.0, float("inf"), 2.0, 3.0], "w": [1.0, 2.0, 3.0, 5.0], "dead": ["a", "b", "a", "b"]})
+    bad = pa.table(
+        {
+            "tags": [[1, 2], [3], [4], [5]],
+            "blob": [b"a", b"b", b"c", b"d"],
+            "v": [1.0, float("inf"), 2.0, 3.0],
+            "w": [1.0, 2.0, 3.0, 5.0],
+            "dead": ["a", "b", "a", "b"],
+        }
+    )
     pq.write_table(bad, tmp_path / "bad.parquet")
     with pytest.raises(DataError) as info:
         prepare(table_config(tmp_path / "bad.parquet"), seed=0, out_dir=tmp_path / "p")
@@ -133,7 +176,11 @@ def test_drop_columns_and_one_error_for_every_unusable_column(messy, tmp_path):
     assert "2 columns cannot be used: column 'tags' holds list<element: int64> values" in message
     assert "column 'blob' holds binary values" in message and "data.table.drop_columns" in message
     with pytest.raises(DataError, match=r"1 column cannot be used: column 'v' holds infinite values"):
-        prepare(table_config(tmp_path / "bad.parquet", drop_columns=["tags", "blob"]), seed=0, out_dir=tmp_path / "p")
+        prepare(
+            table_config(tmp_path / "bad.parquet", drop_columns=["tags", "blob"]),
+            seed=0,
+            out_dir=tmp_path / "p",
+        )
     assert files_of(tmp_path / "p") == before  # every refusal left the previous output as it was
 
 
@@ -157,11 +204,11 @@ def test_a_streamed_csv_widens_a_type_its_first_block_got_wrong(tmp_path, monkey
     a_column = next(c for c in blocks.columns if c.name == "a")
     assert a_column.type == "categorical" and a_column.levels == ["0", "1", "2", "2.5", "3", "4", "many"]
     assert json.loads((tmp_path / "blocks" / "manifest.json").read_text())["counts"] == whole.counts
-    (tmp_path / "latin1.csv").write_bytes(("a,dead\n" + "".join(f"x{i},y\n" for i in range(400))).encode()
-                                          + "caf\u00e9,n\n".encode("latin-1"))  # a later block not in UTF-8
+    (tmp_path / "latin1.csv").write_bytes(
+        ("a,dead\n" + "".join(f"x{i},y\n" for i in range(400))).encode() + "caf\u00e9,n\n".encode("latin-1")
+    )  # a later block not in UTF-8
     with pytest.raises(DataError, match=r"latin1.csv: cannot read table \(ArrowInvalid: .*UTF8"):
         prepare(table_config(tmp_path / "latin1.csv"), seed=0, out_dir=tmp_path / "latin1")
-
 
 
 def test_the_pandas_index_saved_with_the_data_is_left_out_with_its_reason(tmp_path):
@@ -178,7 +225,9 @@ def test_the_pandas_index_saved_with_the_data_is_left_out_with_its_reason(tmp_pa
         data = read_table(tmp_path / name, "label", None)
         assert [c.name for c in data.columns] == ["a", "b"]
         assert data.choices[f"data.table.column_types.{index}"].record() == {
-            "value": "left out", "why": "the pandas index saved with the data (row names, not a feature)"}
+            "value": "left out",
+            "why": "the pandas index saved with the data (row names, not a feature)",
+        }
         np.testing.assert_allclose(data.x[:, 0], frame["a"].to_numpy(), rtol=1e-6)
     frame.reset_index(drop=True).to_parquet(tmp_path / "range.parquet")  # a RangeIndex is metadata only
     assert [c.name for c in read_table(tmp_path / "range.parquet", "label", None).columns] == ["a", "b"]
@@ -187,13 +236,20 @@ def test_the_pandas_index_saved_with_the_data_is_left_out_with_its_reason(tmp_pa
 def test_names_that_collide_and_labels_that_are_not_utf8_are_one_line_each(tmp_path):
     rows = "".join(f"2020-01-0{1 + i % 9}T0{i % 10}:00:00,{i % 7},{i},{'uv'[i % 2]}\n" for i in range(40))
     (tmp_path / "collide.csv").write_text("t,t:hour,x,label\n" + rows)
-    with pytest.raises(DataError, match=r"collide.csv: feature names \['t:hour'\] are each both a column and a "
-                                        r"timestamp's part"):
+    with pytest.raises(
+        DataError,
+        match=r"collide.csv: feature names \['t:hour'\] are each both a column and a "
+        r"timestamp's part",
+    ):
         read_table(tmp_path / "collide.csv", "label", None)
-    (tmp_path / "latin1.csv").write_bytes(b"x,label\n" + b"".join(b"%d,caf\xe9\n%d,th\xe9\n" % (i, i)
-                                                                 for i in range(20)))
-    with pytest.raises(DataError, match=r"latin1.csv: label column 'label' holds text that is not UTF-8 \(e.g. "
-                                        r"b'caf\\xe9'\); save the file as UTF-8"):
+    (tmp_path / "latin1.csv").write_bytes(
+        b"x,label\n" + b"".join(b"%d,caf\xe9\n%d,th\xe9\n" % (i, i) for i in range(20))
+    )
+    with pytest.raises(
+        DataError,
+        match=r"latin1.csv: label column 'label' holds text that is not UTF-8 \(e.g. "
+        r"b'caf\\xe9'\); save the file as UTF-8",
+    ):
         read_table(tmp_path / "latin1.csv", "label", None)
 
 
@@ -212,9 +268,13 @@ def test_a_long_cell_and_a_long_header_grow_the_block_and_wide_parquet_batches_s
     frame.loc[30, "note"] = "y" * 40_000  # over two blocks of 16 KB
     frame.to_csv(tmp_path / "long_cell.csv", index=False)
     assert read_table(tmp_path / "long_cell.csv", "label", None).x.shape == (50, 2)
-    wide = pd.DataFrame({f"feature_{i:05d}": rng.normal(size=4) for i in range(600)} | {"label": list("uvuv")})
+    wide = pd.DataFrame(
+        {f"feature_{i:05d}": rng.normal(size=4) for i in range(600)} | {"label": list("uvuv")}
+    )
     wide.to_csv(tmp_path / "wide.csv", index=False)  # a header of 8 KB
-    np.testing.assert_allclose(read_table(tmp_path / "wide.csv", "label", None).x, wide.iloc[:, :600], rtol=1e-6)
+    np.testing.assert_allclose(
+        read_table(tmp_path / "wide.csv", "label", None).x, wide.iloc[:, :600], rtol=1e-6
+    )
     monkeypatch.setattr(table_files, "CSV_MAX_BLOCK_BYTES", 8192)
     with pytest.raises(DataError, match=r"long_cell.csv: a cell or the header is longer than 0 MiB"):
         read_table(tmp_path / "long_cell.csv", "label", None)
@@ -234,16 +294,22 @@ def test_new_rows_are_checked_by_the_training_columns_rule(tmp_path, monkeypatch
     from pipeline.data.readers import table_files
 
     rng = np.random.default_rng(0)
-    lines = [f"{v:.3f},{c},{'uv'[i % 2]}" for i, (v, c) in enumerate(zip(rng.normal(size=60), rng.poisson(3, 60)))]
+    lines = [
+        f"{v:.3f},{c},{'uv'[i % 2]}" for i, (v, c) in enumerate(zip(rng.normal(size=60), rng.poisson(3, 60)))
+    ]
     (tmp_path / "train.csv").write_text("real,count,label\n" + "\n".join(lines) + "\n")
     trained = read_table(tmp_path / "train.csv", "label", None, column_types={"count": "count"}).columns
     assert [c.type for c in trained] == ["real", "count"]
-    cases = [("real", [" 1e3 ", "abc"], "' 1e3 ' is not a number"),
-             ("real", ["2020-01-01"], "'2020-01-01' is not a number"),
-             ("real", ["true"], "'true' is not a number"), ("real", ["inf"], "inf is not finite and within float32"),
-             ("real", ["1e39"], "1e\\+39 is not finite and within float32"),
-             ("count", ["-2"], "-2.0 is not a whole number ≥ 0"), ("count", ["2.5"], "2.5 is not a whole number ≥ 0"),
-             ("real", ["12", "abc"], "'abc' is not a number")]
+    cases = [
+        ("real", [" 1e3 ", "abc"], "' 1e3 ' is not a number"),
+        ("real", ["2020-01-01"], "'2020-01-01' is not a number"),
+        ("real", ["true"], "'true' is not a number"),
+        ("real", ["inf"], "inf is not finite and within float32"),
+        ("real", ["1e39"], "1e\\+39 is not finite and within float32"),
+        ("count", ["-2"], "-2.0 is not a whole number ≥ 0"),
+        ("count", ["2.5"], "2.5 is not a whole number ≥ 0"),
+        ("real", ["12", "abc"], "'abc' is not a number"),
+    ]
     for column, values, message in cases:
         cells = [(v, 1) if column == "real" else (0.5, v) for v in values]
         rows = lines[:2] + [f'"{a}","{b}",u' for a, b in cells]
@@ -254,7 +320,9 @@ def test_new_rows_are_checked_by_the_training_columns_rule(tmp_path, monkeypatch
     monkeypatch.setattr(table_files, "CSV_BLOCK_BYTES", 1024)
     late = lines * 3 + ["many,1,u"]
     (tmp_path / "late.csv").write_text("real,count,label\n" + "\n".join(late) + "\n")
-    with pytest.raises(DataError, match=rf"late.csv: row {len(late) - 1}, column 'real': 'many' is not a number"):
+    with pytest.raises(
+        DataError, match=rf"late.csv: row {len(late) - 1}, column 'real': 'many' is not a number"
+    ):
         read_table(tmp_path / "late.csv", "label", None, trained=trained)
 
 

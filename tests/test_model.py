@@ -42,8 +42,15 @@ def test_sampler_draws_from_q():
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_subo_terms_shapes_and_bound(likelihood):
-    params = tiny_params(**{"model.latent_dim": 3, "model.hidden": [16], "model.likelihood": likelihood,
-                            "model.sigma": 0.5, "loss.mc_samples": 5})
+    params = tiny_params(
+        **{
+            "model.latent_dim": 3,
+            "model.hidden": [16],
+            "model.likelihood": likelihood,
+            "model.sigma": 0.5,
+            "loss.mc_samples": 5,
+        }
+    )
     vae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0)
     x = np.random.default_rng(0).uniform(size=(7, 8, 8, 1)).astype(np.float32)
     terms = {k: keras.ops.convert_to_numpy(v) for k, v in vae.subo_terms(x).items()}
@@ -75,12 +82,12 @@ def test_model_round_trip_gives_identical_encodings(pipeline_run, tmp_path):
     # A fresh process: encoder.keras with plain Keras, model.keras once pipeline.model.vae is imported.
     script = f"""
 import sys, numpy as np, keras
-x, z = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'z.npy')!r})
-encoder = keras.saving.load_model({str(paths['model_dir'] / 'encoder.keras')!r})
+x, z = np.load({str(tmp_path / "x.npy")!r}), np.load({str(tmp_path / "z.npy")!r})
+encoder = keras.saving.load_model({str(paths["model_dir"] / "encoder.keras")!r})
 assert 'pipeline' not in sys.modules
 np.testing.assert_array_equal(encoder.predict_on_batch(x)[0], z)
 import pipeline.model.vae
-vae = keras.saving.load_model({str(paths['model'])!r})
+vae = keras.saving.load_model({str(paths["model"])!r})
 np.testing.assert_array_equal(vae.encoder.predict_on_batch(x)[0], z)
 print("ok", type(vae).__name__)
 """
@@ -89,7 +96,9 @@ print("ok", type(vae).__name__)
     assert result.stdout.strip() == "ok VAE"
 
 
-@pytest.mark.parametrize("size, strides", [(28, [2, 2]), (8, [2, 2]), (7, [1, 1]), (6, [2, 1]), (32, [2, 2, 2])])
+@pytest.mark.parametrize(
+    "size, strides", [(28, [2, 2]), (8, [2, 2]), (7, [1, 1]), (6, [2, 1]), (32, [2, 2, 2])]
+)
 def test_conv_strides_follow_the_input_size(size, strides):
     from pipeline.model.resolve_model import conv_strides
 
@@ -103,8 +112,11 @@ def _graph_flops(vae, shape) -> int:
 
     import tensorflow as tf
 
-    graph = tf.function(lambda x: vae.decoder(vae.encoder(x)[0])).get_concrete_function(
-        tf.TensorSpec((1, *shape), tf.float32)).graph
+    graph = (
+        tf.function(lambda x: vae.decoder(vae.encoder(x)[0]))
+        .get_concrete_function(tf.TensorSpec((1, *shape), tf.float32))
+        .graph
+    )
     flops = 0
     for op in graph.get_operations():
         dims = [t.shape.as_list() for t in op.inputs]
@@ -117,8 +129,10 @@ def _graph_flops(vae, shape) -> int:
     return flops
 
 
-@pytest.mark.parametrize("likelihood, levels", [("bernoulli", None), ("gaussian", None), ("level_categorical", 17),
-                                               ("discretized_logistic", 256)])
+@pytest.mark.parametrize(
+    "likelihood, levels",
+    [("bernoulli", None), ("gaussian", None), ("level_categorical", 17), ("discretized_logistic", 256)],
+)
 def test_the_budget_knows_each_likelihoods_outputs_per_value(likelihood, levels):
     import dataclasses
 
@@ -148,14 +162,17 @@ def test_every_value_of_model_likelihood_is_one_family_and_every_family_one_valu
     assert FAMILIES["level_categorical"].describe(17).startswith("a mass on the data's 17 levels")
 
 
-@pytest.mark.parametrize("shape, overrides, per_value", [
-    ((64,), {"model.architecture": "mlp", "model.hidden": [256, 128]}, 19),
-    ((28, 28, 1), {"model.filters": [32, 64]}, 2),
-    ((64, 64, 3), {"model.filters": [32, 64, 128, 256], "model.residual_blocks": 1}, 2),
-    ((28, 28, 1), {"model.filters": [16, 32], "model.hidden": [64], "model.decoder_top": "full"}, 1),
-    ((40,), {"model.architecture": "conv1d", "model.filters": [32, 64, 128]}, 1),
-    ((64, 2), {"model.architecture": "conv1d", "model.filters": [8, 16], "model.residual_blocks": 2}, 3),
-])
+@pytest.mark.parametrize(
+    "shape, overrides, per_value",
+    [
+        ((64,), {"model.architecture": "mlp", "model.hidden": [256, 128]}, 19),
+        ((28, 28, 1), {"model.filters": [32, 64]}, 2),
+        ((64, 64, 3), {"model.filters": [32, 64, 128, 256], "model.residual_blocks": 1}, 2),
+        ((28, 28, 1), {"model.filters": [16, 32], "model.hidden": [64], "model.decoder_top": "full"}, 1),
+        ((40,), {"model.architecture": "conv1d", "model.filters": [32, 64, 128]}, 1),
+        ((64, 2), {"model.architecture": "conv1d", "model.filters": [8, 16], "model.residual_blocks": 2}, 3),
+    ],
+)
 def test_the_counted_flops_are_those_tensorflow_runs(shape, overrides, per_value):
     """forward_flops (what train.epochs' compute budget reads) against the ops of the built model."""
     from pipeline.model.networks import build_decoder, build_encoder
@@ -165,11 +182,19 @@ def test_the_counted_flops_are_those_tensorflow_runs(shape, overrides, per_value
 
     overrides = {"model.architecture": "conv", "model.latent_dim": 8, "model.hidden": [], **overrides}
     model = resolved(tiny_params(**overrides).model, shape)
-    arch = {"hidden": model.hidden, "architecture": model.architecture, "filters": model.filters,
-            "residual_blocks": model.residual_blocks}
-    vae = VAE(build_encoder(shape, model.latent_dim, **arch),
-              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value),
-              VAEConfig.of(model, tiny_params().loss, seed=0))
+    arch = {
+        "hidden": model.hidden,
+        "architecture": model.architecture,
+        "filters": model.filters,
+        "residual_blocks": model.residual_blocks,
+    }
+    vae = VAE(
+        build_encoder(shape, model.latent_dim, **arch),
+        build_decoder(
+            model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value
+        ),
+        VAEConfig.of(model, tiny_params().loss, seed=0),
+    )
     assert forward_flops(shape, model, per_value) == _graph_flops(vae, shape) > 0
 
 
@@ -182,14 +207,20 @@ def test_the_vae_config_comes_from_the_params_whole_and_round_trips():
     params = tiny_params(**{"loss.free_bits": 0.25, "loss.mc_samples": 3})
     model = resolved(params.model, (8, 8, 1))
     config = VAEConfig.of(model, params.loss, seed=7)
-    assert (config.loss.free_bits, config.loss.mc_samples, config.model.likelihood, config.seed) == (0.25, 3,
-                                                                                                      "bernoulli", 7)
+    assert (config.loss.free_bits, config.loss.mc_samples, config.model.likelihood, config.seed) == (
+        0.25,
+        3,
+        "bernoulli",
+        7,
+    )
     assert VAEConfig.from_dict(json.loads(json.dumps(config.as_dict()))) == config
     with pytest.raises(TypeError):
         VAEConfig()
     saved = config.as_dict()
     older = {**saved, "model": {key: value for key, value in saved["model"].items() if key != "covariates"}}
-    with pytest.raises(ValueError, match=r"a model saved by an older version of the pipeline; train it again"):
+    with pytest.raises(
+        ValueError, match=r"a model saved by an older version of the pipeline; train it again"
+    ):
         VAEConfig.from_dict(older)
     flat = {**saved["model"], **saved["loss"], "seed": 7}  # the layout before the config was one
     with pytest.raises(ValueError, match=r"an older version"):
@@ -212,7 +243,11 @@ def test_conv_on_28x28_matches_the_usual_32_64_filter_layout():
     vae = build_vae((28, 28, 1), resolved(params.model, (28, 28, 1)), params.loss, seed=0)
     assert vae.encoder.get_layer("conv_0").output.shape[1:] == (14, 14, 32)
     assert vae.encoder.get_layer("conv_1").output.shape[1:] == (7, 7, 64)
-    assert vae.decoder.get_layer("deconv_0").output.shape[1:] == (14, 14, 32)  # the mirror (decoder_top strided)
+    assert vae.decoder.get_layer("deconv_0").output.shape[1:] == (
+        14,
+        14,
+        32,
+    )  # the mirror (decoder_top strided)
     assert vae.decoder.get_layer("params").output.shape[1:] == (28, 28, 1)
 
 
@@ -259,7 +294,9 @@ def test_free_bits_changes_the_objective_not_the_reported_u():
         params = tiny_params(**{"loss.free_bits": free_bits})
         vae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0)
         keras.utils.set_random_seed(0)
-        vae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0)  # same weights, same draws
+        vae = build_vae(
+            (8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0
+        )  # same weights, same draws
         objective, terms = vae.objective(x)
         objectives.append(float(objective))
         reported.append(float(keras.ops.mean(terms["U"])))
@@ -332,8 +369,14 @@ def test_learned_sigma_converges_to_each_features_residual_scale():
 
 
 def test_a_learned_sigma_is_part_of_theta_and_survives_saving(tmp_path):
-    params = tiny_params(**{"model.likelihood": "gaussian", "model.sigma": "learned", "model.sigma_floor": 0.1,
-                            "train.phi_steps": 2})
+    params = tiny_params(
+        **{
+            "model.likelihood": "gaussian",
+            "model.sigma": "learned",
+            "model.sigma_floor": 0.1,
+            "train.phi_steps": 2,
+        }
+    )
     vae = build_vae((6,), resolved(params.model, (6,)), params.loss, seed=0)
     rho = vae.learned_sigma.rho
     assert any(w is rho for w in vae.theta_weights) and not any(w is rho for w in vae.encoder.weights)
@@ -349,8 +392,11 @@ def test_a_learned_sigma_is_part_of_theta_and_survives_saving(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.config.model.sigma == "learned" and loaded.config.model.sigma_floor == 0.1
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.learned_sigma.value()), after)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.subo_terms(x)["D"]),
-                               keras.ops.convert_to_numpy(vae.subo_terms(x)["D"]), rtol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded.subo_terms(x)["D"]),
+        keras.ops.convert_to_numpy(vae.subo_terms(x)["D"]),
+        rtol=1e-5,
+    )
 
 
 def test_a_mixed_precision_model_scores_s_k_in_float32():
@@ -363,19 +409,33 @@ def test_a_mixed_precision_model_scores_s_k_in_float32():
         vae = build_vae((8, 8, 1), resolved(tiny_params().model, (8, 8, 1)), tiny_params().loss, seed=0)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    assert vae.encoder.get_layer("hidden_0").compute_dtype == "bfloat16" and vae.sampler.compute_dtype == "float32"
+    assert (
+        vae.encoder.get_layer("hidden_0").compute_dtype == "bfloat16"
+        and vae.sampler.compute_dtype == "float32"
+    )
     x = np.random.default_rng(0).uniform(size=(12, 8, 8, 1)).astype(np.float32)
     figures = subo_estimates(vae, x, importance_samples=10)
     assert np.isfinite(figures["U"]) and figures["S_K"]["10"] <= figures["U"] + 1.0
 
 
 def test_residual_blocks_and_activation_build_train_and_survive_saving(tmp_path):
-    params = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 4, "model.filters": [8, 16],
-                            "model.residual_blocks": 2, "model.activation": "silu"})
+    params = tiny_params(
+        **{
+            "model.architecture": "conv",
+            "model.latent_dim": 4,
+            "model.filters": [8, 16],
+            "model.residual_blocks": 2,
+            "model.activation": "silu",
+        }
+    )
     vae = build_vae((16, 16, 1), resolved(params.model, (16, 16, 1)), params.loss, seed=0)
     names = [layer.name for layer in vae.encoder.layers]
     assert [n for n in names if n.endswith("_res_0") or n.endswith("_res_1")] == [
-        "conv_0_res_0", "conv_0_res_1", "conv_1_res_0", "conv_1_res_1"]  # the skip additions
+        "conv_0_res_0",
+        "conv_0_res_1",
+        "conv_1_res_0",
+        "conv_1_res_1",
+    ]  # the skip additions
     assert vae.encoder.get_layer("conv_1_res_1").output.shape[1:] == (4, 4, 16)  # stride 1: size kept
     assert vae.decoder.get_layer("deconv_0_res_0").output.shape[1:] == (4, 4, 16)
     assert vae.encoder.get_layer("conv_0").get_config()["activation"] == "silu"
@@ -384,22 +444,37 @@ def test_residual_blocks_and_activation_build_train_and_survive_saving(tmp_path)
     vae.fit(x, batch_size=8, epochs=1, verbose=0)
     vae.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(loaded.encoder.predict_on_batch(x)[0], vae.encoder.predict_on_batch(x)[0], rtol=1e-5)
+    np.testing.assert_allclose(
+        loaded.encoder.predict_on_batch(x)[0], vae.encoder.predict_on_batch(x)[0], rtol=1e-5
+    )
 
 
 def test_strided_decoder_top_is_the_encoders_mirror_with_no_full_resolution_layer(tmp_path):
-    params = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 4, "model.filters": [8, 16],
-                            "model.decoder_top": "strided"})
+    params = tiny_params(
+        **{
+            "model.architecture": "conv",
+            "model.latent_dim": 4,
+            "model.filters": [8, 16],
+            "model.decoder_top": "strided",
+        }
+    )
     vae = build_vae((16, 12, 1), resolved(params.model, (16, 12, 1)), params.loss, seed=0)
     convs = [layer for layer in vae.decoder.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
     # 4×3×16 -> 8×6×8 -> 16×12×1: widths 16, 8, 1 reversed from the encoder's 1, 8, 16
     assert [(c.name, c.output.shape[1:]) for c in convs] == [("deconv_0", (8, 6, 8)), ("params", (16, 12, 1))]
     assert convs[-1].strides == (2, 2) and convs[-1].dtype_policy.compute_dtype == "float32"
-    full_top = tiny_params(**{"model.architecture": "conv", "model.latent_dim": 4, "model.filters": [8, 16],
-                              "model.decoder_top": "full"})
+    full_top = tiny_params(
+        **{
+            "model.architecture": "conv",
+            "model.latent_dim": 4,
+            "model.filters": [8, 16],
+            "model.decoder_top": "full",
+        }
+    )
     full = build_vae((16, 12, 1), resolved(full_top.model, (16, 12, 1)), params.loss, seed=0)
-    assert [c.output.shape[1:] for c in full.decoder.layers if isinstance(c, keras.layers.Conv2DTranspose)] == [
-        (8, 6, 16), (16, 12, 8), (16, 12, 1)]
+    assert [
+        c.output.shape[1:] for c in full.decoder.layers if isinstance(c, keras.layers.Conv2DTranspose)
+    ] == [(8, 6, 16), (16, 12, 8), (16, 12, 1)]
     x = (np.random.default_rng(0).uniform(size=(16, 16, 12, 1)) > 0.5).astype(np.float32)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
     vae.fit(x, batch_size=8, epochs=1, verbose=0)
@@ -428,7 +503,9 @@ def test_the_iwae_objective_is_s_k_and_sits_below_u(pipeline_run):
 def test_warmup_cosine_ramps_up_over_the_first_epoch_then_decays():
     from pipeline.training.train import learning_rate
 
-    params = tiny_params(**{"train.lr_schedule": "warmup_cosine", "train.epochs": 4, "train.learning_rate": 0.01})
+    params = tiny_params(
+        **{"train.lr_schedule": "warmup_cosine", "train.epochs": 4, "train.learning_rate": 0.01}
+    )
     schedule = learning_rate(params.train, updates_per_epoch=10)
     rates = [float(schedule(step)) for step in (0, 5, 10, 25, 40)]
     assert rates[0] == 0 and rates[1] == pytest.approx(0.005) and rates[2] == pytest.approx(0.01)

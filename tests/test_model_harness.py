@@ -20,9 +20,19 @@ from pipeline.model.vae import VAE
 from pipeline.model.vae_config import ResolvedModel, TrainingPlan
 from pipeline.platform.config import LossConfig
 
-BASE = ResolvedModel(architecture="mlp", latent_dim=3, hidden=(16,), filters=(), likelihood="bernoulli",
-                     count_likelihood="negative_binomial", sigma=0.5, sigma_floor=0.05, activation="relu",
-                     residual_blocks=0, decoder_top="strided")
+BASE = ResolvedModel(
+    architecture="mlp",
+    latent_dim=3,
+    hidden=(16,),
+    filters=(),
+    likelihood="bernoulli",
+    count_likelihood="negative_binomial",
+    sigma=0.5,
+    sigma_floor=0.05,
+    activation="relu",
+    residual_blocks=0,
+    decoder_top="strided",
+)
 # (family, first feature, width): a table of 2 real, 1 binary, a 3-level categorical and 2 count features
 TABLE = (("gaussian", 0, 2), ("bernoulli", 2, 1), ("categorical", 3, 3), ("negative_binomial", 6, 2))
 ROWS = 16
@@ -37,8 +47,15 @@ def _levels(levels):
 
 
 def _table(rng, missing: bool):
-    x = np.concatenate([rng.normal(size=(ROWS, 2)), rng.integers(0, 2, (ROWS, 1)),
-                        np.eye(3)[rng.integers(0, 3, ROWS)], rng.poisson(3.0, (ROWS, 2))], axis=1).astype(np.float32)
+    x = np.concatenate(
+        [
+            rng.normal(size=(ROWS, 2)),
+            rng.integers(0, 2, (ROWS, 1)),
+            np.eye(3)[rng.integers(0, 3, ROWS)],
+            rng.poisson(3.0, (ROWS, 2)),
+        ],
+        axis=1,
+    ).astype(np.float32)
     if missing:
         x[::4, 0] = np.nan  # a missing real cell
         x[1::4, 3:6] = np.nan  # a missing categorical cell: every feature of its column
@@ -47,39 +64,84 @@ def _table(rng, missing: bool):
 
 def _with_covariates(data, levels: int = 3):
     """The inputs of data with covariates (data.covariates): x's features, then a one-hot c."""
-    return lambda shape, rng: np.hstack([data(shape, rng), np.eye(levels, dtype=np.float32)[np.arange(ROWS) % levels]])
+    return lambda shape, rng: np.hstack(
+        [data(shape, rng), np.eye(levels, dtype=np.float32)[np.arange(ROWS) % levels]]
+    )
 
 
 CONV = dataclasses.replace(BASE, architecture="conv", filters=(8,), hidden=())
 CASES = {
     "mlp-bernoulli": (BASE, (8, 8, 1), _pixels),
     "mlp-gaussian-fixed": (dataclasses.replace(BASE, likelihood="gaussian"), (6,), _pixels),
-    "mlp-gaussian-learned": (dataclasses.replace(BASE, likelihood="gaussian", sigma="learned"), (6,), _pixels),
+    "mlp-gaussian-learned": (
+        dataclasses.replace(BASE, likelihood="gaussian", sigma="learned"),
+        (6,),
+        _pixels,
+    ),
     "conv-bernoulli": (dataclasses.replace(CONV, filters=(8, 16)), (16, 16, 1), _pixels),
-    "conv-gaussian-residual-full-top": (dataclasses.replace(CONV, likelihood="gaussian", sigma="learned",
-                                                            residual_blocks=1, decoder_top="full"), (8, 8, 3), _pixels),
+    "conv-gaussian-residual-full-top": (
+        dataclasses.replace(
+            CONV, likelihood="gaussian", sigma="learned", residual_blocks=1, decoder_top="full"
+        ),
+        (8, 8, 3),
+        _pixels,
+    ),
     # the default run's model (digits: 17 levels): K × B × H × W × C × L logits are rank 6
-    "conv-level-categorical": (dataclasses.replace(CONV, likelihood="level_categorical", levels=17), (8, 8, 1),
-                               _levels(17)),
-    "conv-discretized-logistic": (dataclasses.replace(CONV, likelihood="discretized_logistic", levels=256), (8, 8, 3),
-                                  _levels(256)),
-    "conv1d-gaussian": (dataclasses.replace(CONV, architecture="conv1d", likelihood="gaussian", sigma="learned"),
-                        (16, 2), lambda shape, rng: rng.normal(size=(ROWS, *shape)).astype(np.float32)),
-    "columns": (dataclasses.replace(BASE, likelihood="columns", sigma="learned", groups=TABLE,
-                                    log1p_features=(6, 7)), (8,), lambda shape, rng: _table(rng, missing=False)),
-    "columns-missing-poisson": (dataclasses.replace(BASE, likelihood="columns", sigma="learned",
-                                                    groups=TABLE[:3] + (("poisson", 6, 2),), log1p_features=(6, 7),
-                                                    mask_features=(0, 1, 2, 3, 6, 7)),
-                                (8,), lambda shape, rng: _table(rng, missing=True)),
-    # p(x|z, c): c at every decoder Dense layer (an mlp Gaussian whose encoder reads c too, exact: test_covariates.py)
-    "columns-missing-covariates": (dataclasses.replace(BASE, likelihood="columns", sigma="learned", groups=TABLE,
-                                                       log1p_features=(6, 7), mask_features=(0, 1, 2, 3, 6, 7),
-                                                       covariates=3),
-                                   (8,), _with_covariates(lambda shape, rng: _table(rng, missing=True))),
+    "conv-level-categorical": (
+        dataclasses.replace(CONV, likelihood="level_categorical", levels=17),
+        (8, 8, 1),
+        _levels(17),
+    ),
+    "conv-discretized-logistic": (
+        dataclasses.replace(CONV, likelihood="discretized_logistic", levels=256),
+        (8, 8, 3),
+        _levels(256),
+    ),
+    "conv1d-gaussian": (
+        dataclasses.replace(CONV, architecture="conv1d", likelihood="gaussian", sigma="learned"),
+        (16, 2),
+        lambda shape, rng: rng.normal(size=(ROWS, *shape)).astype(np.float32),
+    ),
+    "columns": (
+        dataclasses.replace(BASE, likelihood="columns", sigma="learned", groups=TABLE, log1p_features=(6, 7)),
+        (8,),
+        lambda shape, rng: _table(rng, missing=False),
+    ),
+    "columns-missing-poisson": (
+        dataclasses.replace(
+            BASE,
+            likelihood="columns",
+            sigma="learned",
+            groups=TABLE[:3] + (("poisson", 6, 2),),
+            log1p_features=(6, 7),
+            mask_features=(0, 1, 2, 3, 6, 7),
+        ),
+        (8,),
+        lambda shape, rng: _table(rng, missing=True),
+    ),
+    # p(x|z, c): c at every decoder Dense layer (an mlp Gaussian whose encoder reads c too, exact:
+    # test_covariates.py)
+    "columns-missing-covariates": (
+        dataclasses.replace(
+            BASE,
+            likelihood="columns",
+            sigma="learned",
+            groups=TABLE,
+            log1p_features=(6, 7),
+            mask_features=(0, 1, 2, 3, 6, 7),
+            covariates=3,
+        ),
+        (8,),
+        _with_covariates(lambda shape, rng: _table(rng, missing=True)),
+    ),
 }
 # q: the diagonal Gaussian or a flow after it; p(z): N(0, I) or a VampPrior
-PROXIES = {"gaussian-standard": {}, "flow-standard": {"posterior": "flow"}, "gaussian-vamp": {"prior": "vamp"},
-           "flow-vamp": {"posterior": "flow", "prior": "vamp"}}
+PROXIES = {
+    "gaussian-standard": {},
+    "flow-standard": {"posterior": "flow"},
+    "gaussian-vamp": {"prior": "vamp"},
+    "flow-vamp": {"posterior": "flow", "prior": "vamp"},
+}
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -95,10 +157,16 @@ def precision():
 # turn (each case meets both, each proxy both); the flow alone and the VampPrior alone on the
 # default run's model in both. A proxy's ops and a likelihood's meet only in the decoder's
 # input and output shapes: the 80 triples would take minutes on each kernel path for nothing.
-COMBINATIONS = [(name, proxy, PRECISIONS[(i + j) % 2]) for i, name in enumerate(sorted(CASES))
-                for j, proxy in enumerate(("gaussian-standard", "flow-vamp"))]
-COMBINATIONS += [("conv-level-categorical", proxy, policy) for proxy in ("flow-standard", "gaussian-vamp")
-                 for policy in PRECISIONS]
+COMBINATIONS = [
+    (name, proxy, PRECISIONS[(i + j) % 2])
+    for i, name in enumerate(sorted(CASES))
+    for j, proxy in enumerate(("gaussian-standard", "flow-vamp"))
+]
+COMBINATIONS += [
+    ("conv-level-categorical", proxy, policy)
+    for proxy in ("flow-standard", "gaussian-vamp")
+    for policy in PRECISIONS
+]
 
 
 @pytest.mark.parametrize(("name", "proxy", "policy"), COMBINATIONS)
@@ -119,7 +187,8 @@ def test_every_model_fits_encodes_decodes_scores_saves_and_loads(name, proxy, po
 
     terms = vae.subo_terms(x)
     assert {k: (keras.backend.standardize_dtype(v.dtype), tuple(v.shape)) for k, v in terms.items()} == {
-        k: ("float32", (len(x),)) for k in ("U", "D", "reconstruction")}
+        k: ("float32", (len(x),)) for k in ("U", "D", "reconstruction")
+    }
     terms = {k: keras.ops.convert_to_numpy(v) for k, v in terms.items()}
     np.testing.assert_allclose(terms["U"], terms["D"] + terms["reconstruction"], rtol=1e-5)
     assert np.isfinite(terms["U"]).all()
@@ -128,7 +197,10 @@ def test_every_model_fits_encodes_decodes_scores_saves_and_loads(name, proxy, po
     z_mean, z_log_var = (np.asarray(v) for v in vae.predict_posterior(x))
     assert z_mean.shape == z_log_var.shape == (len(x), model.latent_dim) and np.isfinite(z_mean).all()
     c = vae.split(x)[1]  # the covariates, None without
-    for z, given in ((z_mean, c), (vae.sample_prior(5, seed=0), None if c is None else c[:5])):  # the pictures'
+    for z, given in (
+        (z_mean, c),
+        (vae.sample_prior(5, seed=0), None if c is None else c[:5]),
+    ):  # the pictures'
         means = decoded_means(vae, z, c=given)
         assert means.shape == (len(z), *vae.example_shape) and np.isfinite(means).all()
     bound = BoundEstimator(vae, importance_samples=4)(x)

@@ -21,7 +21,9 @@ def _np(x):
     return np.asarray(keras.ops.convert_to_numpy(x), np.float64)
 
 
-def _vae(shape, model: dict, loss: dict | None = None, value_range=(-3.0, 3.0), value_type="real", levels=None):
+def _vae(
+    shape, model: dict, loss: dict | None = None, value_range=(-3.0, 3.0), value_type="real", levels=None
+):
     params = parse_params({"model": model, "loss": loss or {}})
     resolved, _ = resolve_model(params.model, shape, value_range, value_type, levels=levels)
     return build_vae(shape, resolved, params.loss, seed=0)
@@ -35,7 +37,9 @@ def test_made_masks_are_autoregressive(latent_dim):
         reach = (first @ second) > 0  # (inputs, outputs): some path from input j to output i
         order = np.arange(latent_dim)[::-1] if reverse else np.arange(latent_dim)
         rank = np.argsort(order)
-        assert not any(reach[j, i] for i in range(latent_dim) for j in range(latent_dim) if rank[j] >= rank[i])
+        assert not any(
+            reach[j, i] for i in range(latent_dim) for j in range(latent_dim) if rank[j] >= rank[i]
+        )
 
 
 def test_the_flow_log_determinant_is_the_change_of_variables():
@@ -63,8 +67,17 @@ def test_the_flow_log_determinant_is_the_change_of_variables():
 def _linear_gaussian(posterior: str, W, b, sigma, x, steps: int, seed=0):
     """A VAE whose decoder is p(x|z) = N(Wz + b, σ²I) held fixed; its proxy trained alone on x."""
     keras.utils.set_random_seed(seed)
-    vae = _vae((len(b),), {"hidden": [], "latent_dim": W.shape[1], "likelihood": "gaussian", "sigma": sigma,
-                           "posterior": posterior}, {"free_bits": 0.0})
+    vae = _vae(
+        (len(b),),
+        {
+            "hidden": [],
+            "latent_dim": W.shape[1],
+            "likelihood": "gaussian",
+            "sigma": sigma,
+            "posterior": posterior,
+        },
+        {"free_bits": 0.0},
+    )
     vae.decoder.get_layer("params").set_weights([W.T.astype(np.float32), b.astype(np.float32)])
     optimizer = keras.optimizers.Adam(3e-3)
     batch = np.repeat(x[None].astype(np.float32), 256, axis=0)
@@ -102,8 +115,17 @@ def test_a_flow_closes_the_gap_a_diagonal_gaussian_must_leave():
 def _vamp_1d(components=3, seed=0):
     """latent_dim 1, p(x|z) = N(wz + b, σ²), a VampPrior of 3 components at random pseudo-inputs."""
     keras.utils.set_random_seed(seed)
-    vae = _vae((2,), {"hidden": [8], "latent_dim": 1, "likelihood": "gaussian", "sigma": 0.7, "prior": "vamp",
-                      "prior_components": components})
+    vae = _vae(
+        (2,),
+        {
+            "hidden": [8],
+            "latent_dim": 1,
+            "likelihood": "gaussian",
+            "sigma": 0.7,
+            "prior": "vamp",
+            "prior_components": components,
+        },
+    )
     rng = np.random.default_rng(seed)
     vae.pseudo_inputs.assign(rng.normal(0, 2.0, (components, 2)).astype(np.float32))
     return vae
@@ -149,11 +171,15 @@ def test_under_a_vamp_prior_s_k_is_an_upper_bound_that_falls_towards_s():
     assert figures["D_estimate"].startswith("Monte Carlo")
 
 
-@pytest.mark.parametrize("model", [
-    {"posterior": "flow", "flow_steps": 3},
-    {"prior": "vamp", "prior_components": 5},
-    {"posterior": "flow", "prior": "vamp", "prior_components": 5, "likelihood": "discretized_logistic"},
-], ids=["flow", "vamp", "flow-vamp-logistic"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"posterior": "flow", "flow_steps": 3},
+        {"prior": "vamp", "prior_components": 5},
+        {"posterior": "flow", "prior": "vamp", "prior_components": 5, "likelihood": "discretized_logistic"},
+    ],
+    ids=["flow", "vamp", "flow-vamp-logistic"],
+)
 def test_every_proxy_and_prior_saves_and_loads(tmp_path, model):
     x = (np.random.default_rng(0).integers(0, 17, (16, 8, 8, 1)) / 16).astype(np.float32)
     vae = _vae((8, 8, 1), model, value_range=(0.0, 1.0), value_type="pixels", levels=17)
@@ -168,8 +194,11 @@ def test_every_proxy_and_prior_saves_and_loads(tmp_path, model):
     z = vae.sample_prior(4, seed=1)
     np.testing.assert_array_equal(z, loaded.sample_prior(4, seed=1))
     np.testing.assert_allclose(_np(vae.log_prior(z)), _np(loaded.log_prior(z)), rtol=1e-6)
-    np.testing.assert_allclose(_np(vae.reconstruction_surprisal(x, z[:, None].repeat(16, 1))),
-                               _np(loaded.reconstruction_surprisal(x, z[:, None].repeat(16, 1))), rtol=1e-6)
+    np.testing.assert_allclose(
+        _np(vae.reconstruction_surprisal(x, z[:, None].repeat(16, 1))),
+        _np(loaded.reconstruction_surprisal(x, z[:, None].repeat(16, 1))),
+        rtol=1e-6,
+    )
 
 
 def test_score_function_needs_the_closed_form_d():
@@ -183,8 +212,11 @@ def test_subo_mixture_density_is_the_mean_of_its_components():
     z = np.array([[0.3, -1.0], [2.0, 0.5]], np.float32)
     means = np.array([[0.0, 0.0], [1.0, -1.0], [-2.0, 1.0]], np.float32)
     log_vars = np.log(np.array([[1.0, 0.5], [0.3, 2.0], [1.5, 1.5]], np.float32))
-    expected = np.log(np.mean([stats.multivariate_normal(m, np.diag(np.exp(v))).pdf(z)
-                               for m, v in zip(means, log_vars)], axis=0))
+    expected = np.log(
+        np.mean(
+            [stats.multivariate_normal(m, np.diag(np.exp(v))).pdf(z) for m, v in zip(means, log_vars)], axis=0
+        )
+    )
     np.testing.assert_allclose(_np(subo.mixture_log_density(z, means, log_vars)), expected, rtol=1e-5)
 
 
@@ -203,21 +235,35 @@ def test_a_flow_and_vamp_run_end_to_end_and_the_encode_command_reads_it(tmp_path
 
     from .conftest import tiny_params
 
-    params = tiny_params(**{"model.likelihood": "auto", "model.posterior": "flow", "model.prior": "vamp",
-                            "model.prior_components": 10})
-    prepared, model_dir, latents, evaluation = (tmp_path / name for name in ("prepared", "model", "latents", "eval"))
+    params = tiny_params(
+        **{
+            "model.likelihood": "auto",
+            "model.posterior": "flow",
+            "model.prior": "vamp",
+            "model.prior_components": 10,
+        }
+    )
+    prepared, model_dir, latents, evaluation = (
+        tmp_path / name for name in ("prepared", "model", "latents", "eval")
+    )
     prepare(params.data, seed=params.seed, out_dir=prepared)
     train(params, prepared_dir=prepared, model_dir=model_dir)
     encode(params, prepared_dir=prepared, model_path=model_dir / "model.keras", out_dir=latents)
-    metrics = evaluate_all(params, prepared_dir=prepared, model_path=model_dir / "model.keras", latents_dir=latents,
-                           out_dir=evaluation)
+    metrics = evaluate_all(
+        params,
+        prepared_dir=prepared,
+        model_path=model_dir / "model.keras",
+        latents_dir=latents,
+        out_dir=evaluation,
+    )
     vae = load_bundle(model_dir / "model.keras").vae
     model = vae.config.model
     assert (model.posterior, model.prior, model.likelihood) == ("flow", "vamp", "level_categorical")
     test = load_split(prepared, "test")
     stage = load_latents(latents, split="test").sort_by("id")
-    np.testing.assert_allclose(latents_to_numpy(stage), vae.predict_posterior(test.inputs(slice(None)))[0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        latents_to_numpy(stage), vae.predict_posterior(test.inputs(slice(None)))[0], rtol=1e-5, atol=1e-5
+    )
     digits = read_digits()
     np.savez(tmp_path / "new.npz", x=digits.x[test.id], y=digits.y[test.id])
     encode_new_data(model_dir / "model.keras", tmp_path / "new.npz", tmp_path / "out", y_key="y")
@@ -225,10 +271,17 @@ def test_a_flow_and_vamp_run_end_to_end_and_the_encode_command_reads_it(tmp_path
     np.testing.assert_allclose(latents_to_numpy(new), latents_to_numpy(stage), rtol=1e-5, atol=1e-6)
     for files in (latents, tmp_path / "out"):  # the files say what z_mean is under a flow
         columns = read_metadata(next(files.rglob("*.parquet")))["columns"]
-        assert columns["z_mean"].startswith("the flow's image of the base mean") and "base Gaussian" in \
-            columns["z_log_var"]
+        assert (
+            columns["z_mean"].startswith("the flow's image of the base mean")
+            and "base Gaussian" in columns["z_log_var"]
+        )
     subo_test = metrics["subo"]["test"]
-    assert subo_test["D_estimate"].startswith("Monte Carlo") and subo_test["S_K"]["20"] <= subo_test["S_K"]["1"]
+    assert (
+        subo_test["D_estimate"].startswith("Monte Carlo") and subo_test["S_K"]["20"] <= subo_test["S_K"]["1"]
+    )
     assert "skipped" in metrics["gradient_variance"] and "variance_of_mean_per_dim" in metrics["generative"]
     report = (evaluation / "report.md").read_text()
-    assert "has no closed form for this proxy and prior: Monte Carlo" in report and "kl_per_dim.png" not in report
+    assert (
+        "has no closed form for this proxy and prior: Monte Carlo" in report
+        and "kl_per_dim.png" not in report
+    )

@@ -20,12 +20,21 @@ def tree_bytes(root: Path) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
-OLD = {"metrics.json": b'{"run": "old"}', "pictures/a.png": b"old a", "pictures/b.png": b"old b",
-       "keep.txt": b"not an output of this stage"}
-NEW = {"metrics.json": b'{"run": "new"}', "pictures/a.png": b"new a", "confusion.csv": b"new csv",
-       "keep.txt": b"not an output of this stage"}
+OLD = {
+    "metrics.json": b'{"run": "old"}',
+    "pictures/a.png": b"old a",
+    "pictures/b.png": b"old b",
+    "keep.txt": b"not an output of this stage",
+}
+NEW = {
+    "metrics.json": b'{"run": "new"}',
+    "pictures/a.png": b"new a",
+    "confusion.csv": b"new csv",
+    "keep.txt": b"not an output of this stage",
+}
 
-# A publication of three entries: a file replaced, a directory replaced whole, a file with no previous version.
+# A publication of three entries: a file replaced, a directory replaced whole, a file with no previous
+# version.
 PUBLISH = """
 import sys
 from pathlib import Path
@@ -45,12 +54,15 @@ def write_old(out: Path) -> None:
 
 
 def killed_publish(tmp_path: Path, point: str, old: bool = True) -> tuple[Path, subprocess.CompletedProcess]:
-    """tmp_path/evaluation (with the previous outputs when `old`), and the PUBLISH run killed there at `point`."""
+    """tmp_path/evaluation (with the previous outputs when `old`), and the PUBLISH run killed there at
+    `point`."""
     out = tmp_path / "evaluation"
     out.mkdir()
     if old:
         write_old(out)
-    return out, subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: point})
+    return out, subprocess.run(
+        [sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, env={**os.environ, KILL_AT: point}
+    )
 
 
 def test_outputs_are_published_only_on_success(tmp_path):
@@ -60,14 +72,20 @@ def test_outputs_are_published_only_on_success(tmp_path):
     with pytest.raises(RuntimeError), staged_outputs(out, "evaluate") as staging:
         (staging / "metrics.json").write_text('{"new": 1}')
         raise RuntimeError("the stage fails halfway")
-    assert tree_bytes(out) == OLD and sorted(p.name for p in out.iterdir()) == ["keep.txt", "metrics.json", "pictures"]
+    assert tree_bytes(out) == OLD and sorted(p.name for p in out.iterdir()) == [
+        "keep.txt",
+        "metrics.json",
+        "pictures",
+    ]
     subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, check=True)
     assert tree_bytes(out) == NEW  # pictures/ replaced whole: b.png is gone; keep.txt kept
     assert sorted(p.name for p in out.iterdir()) == ["confusion.csv", "keep.txt", "metrics.json", "pictures"]
 
 
-@pytest.mark.parametrize("point, after", [("staged", OLD), ("journaled", NEW), ("aside", NEW), ("renamed", NEW),
-                                          ("published", NEW)])
+@pytest.mark.parametrize(
+    "point, after",
+    [("staged", OLD), ("journaled", NEW), ("aside", NEW), ("renamed", NEW), ("published", NEW)],
+)
 def test_a_kill_at_every_step_leaves_old_or_new_once_recovered(tmp_path, point, after):
     out, killed = killed_publish(tmp_path, point)
     assert killed.returncode == -signal.SIGKILL
@@ -80,7 +98,9 @@ def test_a_kill_at_every_step_leaves_old_or_new_once_recovered(tmp_path, point, 
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no litter
     recover(out, "evaluate")  # idempotent
     assert tree_bytes(out) == after
-    subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, check=True)  # and the next run publishes
+    subprocess.run(
+        [sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, check=True
+    )  # and the next run publishes
     assert tree_bytes(out) == NEW
 
 
@@ -88,8 +108,7 @@ def test_a_recovery_killed_midway_is_finished_by_the_next_one(tmp_path):
     """Roll-forward is a replay: kill it again halfway and a third process still finishes it."""
     out, _ = killed_publish(tmp_path, "journaled")
     script = f"from pipeline.platform.io import recover; recover({str(out)!r}, 'evaluate')"
-    again = subprocess.run([sys.executable, "-c", script],
-                           cwd=ROOT, env={**os.environ, KILL_AT: "aside"})
+    again = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, KILL_AT: "aside"})
     assert again.returncode == -signal.SIGKILL and not (out / "metrics.json").exists()  # aside, mid-entry
     recover(out, "evaluate")
     assert tree_bytes(out) == NEW
@@ -135,7 +154,9 @@ def test_a_file_written_in_place_follows_the_umask_like_any_other(tmp_path):
         finally:
             os.umask(old)
         assert oct((tmp_path / "metrics.json").stat().st_mode & 0o777) == oct(mode)
-        assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+        assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == (
+            tmp_path / "plain.txt"
+        ).stat().st_mode & 0o777
 
 
 def _text_calls_without_encoding(tree) -> list[int]:
@@ -148,8 +169,10 @@ def _text_calls_without_encoding(tree) -> list[int]:
             continue
         name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
         mode = next((a.value for a in node.args[1:2] if isinstance(a, ast.Constant)), "r")
-        mode = next((k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)),
-                    mode)
+        mode = next(
+            (k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)),
+            mode,
+        )
         builtin_open = name == "open" and isinstance(node.func, ast.Name)
         if name in ("read_text", "write_text") or (builtin_open and "b" not in str(mode)):
             found.append(node.lineno)
@@ -160,8 +183,12 @@ def test_every_text_file_the_pipeline_reads_or_writes_is_utf8():
     """A label "café" must not depend on the machine's locale (LANG=C would make it ASCII)."""
     import ast
 
-    unspecified = {str(path.relative_to(ROOT)): lines for path in sorted((ROOT / "pipeline").rglob("*.py"))
-                   if (lines := _text_calls_without_encoding(ast.parse(path.read_text(encoding="utf-8"))))}
+    unspecified = {
+        str(path.relative_to(ROOT)): lines
+        for path in sorted((ROOT / "pipeline").rglob("*.py"))
+        if (lines := _text_calls_without_encoding(ast.parse(path.read_text(encoding="utf-8"))))
+    }
     assert not unspecified, unspecified
-    assert _text_calls_without_encoding(ast.parse("open(p)\np.read_text()\nopen(p, 'rb')\nopen(p, encoding='utf-8')"))\
-        == [1, 2]  # the check itself finds what it should
+    assert _text_calls_without_encoding(
+        ast.parse("open(p)\np.read_text()\nopen(p, 'rb')\nopen(p, encoding='utf-8')")
+    ) == [1, 2]  # the check itself finds what it should

@@ -51,21 +51,39 @@ def test_encode_on_ray_gives_the_local_latents(cluster, pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
     with open_engine(cluster) as engine:
         assert (engine.nodes, engine.cpus, engine.gpus) == (2, 2, 0)
-        rows = encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "l",
-                      batch_size=100, engine=engine, shard_rows=300)
+        rows = encode(
+            prepared_dir=paths["prepared"],
+            model_path=paths["model"],
+            out_dir=tmp_path / "l",
+            batch_size=100,
+            engine=engine,
+            shard_rows=300,
+        )
     assert rows == pipeline_run["rows"]
     counts = pipeline_run["manifest"].counts
     for split in ("train", "test"):
         parts = sorted((tmp_path / "l" / f"split={split}").iterdir())
         assert [p.name for p in parts] == [f"part-{k}.parquet" for k in range(-(-counts[split] // 300))]
-        ray_latents, local = load_latents(tmp_path / "l", split=split), load_latents(paths["latents"], split=split)
-        assert ray_latents.column("id").to_pylist() == local.column("id").to_pylist()  # the same rows, in order
-        np.testing.assert_allclose(latents_to_numpy(ray_latents), latents_to_numpy(local), rtol=1e-5, atol=1e-6)
-        for score, tolerance in (("surprisal", {"rtol": 1e-6}), ("surprisal_quantile", {"atol": 1e-5}),
-                                 ("novelty", {"atol": 1e-5})):  # each row's own draws: the local scores (the
-            # quantile and novelty: S's last digits, which another batch's sums may change, over a spread of nats)
-            np.testing.assert_allclose(ray_latents.column(score).to_numpy(), local.column(score).to_numpy(),
-                                       **tolerance)
+        ray_latents, local = (
+            load_latents(tmp_path / "l", split=split),
+            load_latents(paths["latents"], split=split),
+        )
+        assert (
+            ray_latents.column("id").to_pylist() == local.column("id").to_pylist()
+        )  # the same rows, in order
+        np.testing.assert_allclose(
+            latents_to_numpy(ray_latents), latents_to_numpy(local), rtol=1e-5, atol=1e-6
+        )
+        for score, tolerance in (
+            ("surprisal", {"rtol": 1e-6}),
+            ("surprisal_quantile", {"atol": 1e-5}),
+            ("novelty", {"atol": 1e-5}),
+        ):  # each row's own draws: the local scores (the
+            # quantile and novelty: S's last digits, which another batch's sums may change, over a spread of
+            # nats)
+            np.testing.assert_allclose(
+                ray_latents.column(score).to_numpy(), local.column(score).to_numpy(), **tolerance
+            )
     meta = read_metadata(parts[0])
     assert meta["surprisal"] == read_metadata(next(paths["latents"].rglob("*.parquet")))["surprisal"]
     assert meta["engine"]["engine"] == "ray" and meta["engine"]["nodes"] == 2
@@ -83,8 +101,14 @@ def test_a_killed_actor_is_replaced_and_no_row_is_lost(cluster, pipeline_run, tm
     monkeypatch.setenv("VAE_PIPELINE_KILL_AT", "parquet")
     monkeypatch.setenv("VAE_PIPELINE_KILL_ONCE", str(tmp_path / "killed"))
     with open_engine(cluster) as engine:
-        rows = encode(prepared_dir=paths["prepared"], model_path=paths["model"], out_dir=tmp_path / "l",
-                      batch_size=100, engine=engine, shard_rows=400)
+        rows = encode(
+            prepared_dir=paths["prepared"],
+            model_path=paths["model"],
+            out_dir=tmp_path / "l",
+            batch_size=100,
+            engine=engine,
+            shard_rows=400,
+        )
     assert (tmp_path / "killed").exists()  # an actor did die
     assert rows == pipeline_run["rows"]
     for split in ("train", "test"):
@@ -104,8 +128,10 @@ def test_prepare_on_ray_is_byte_identical_for_images_and_a_parquet_table(cluster
     table = make_mixed_table(tmp_path / "t.parquet")
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=50)  # six row groups
     monkeypatch.setattr(table_files, "PART_ROWS", 100)  # three parts, three tasks per pass
-    configs = {"images": data_config(source="image_folder", path=str(images)),
-               "table": table_config(tmp_path / "t.parquet")}
+    configs = {
+        "images": data_config(source="image_folder", path=str(images)),
+        "table": table_config(tmp_path / "t.parquet"),
+    }
     with open_engine(cluster) as engine:
         for name, config in configs.items():
             prepare(config, seed=0, out_dir=tmp_path / f"ray-{name}", engine=engine)
@@ -120,7 +146,12 @@ def test_a_bad_image_in_a_ray_task_is_the_one_line_local_error(cluster, tmp_path
     images = make_image_folder(tmp_path / "imgs")
     (images / "circle" / "9.png").write_bytes(b"not an image")
     with open_engine(cluster) as engine, pytest.raises(PipelineError, match=r"9\.png: cannot read image"):
-        prepare(data_config(source="image_folder", path=str(images)), seed=0, out_dir=tmp_path / "p", engine=engine)
+        prepare(
+            data_config(source="image_folder", path=str(images)),
+            seed=0,
+            out_dir=tmp_path / "p",
+            engine=engine,
+        )
     assert not (tmp_path / "p").exists()
 
 
@@ -152,9 +183,14 @@ def test_a_failing_task_reports_its_cause_and_a_hung_one_times_out(cluster, capl
     assert str(info.value).startswith("invalid literal for int() with base 10: 'not a number'")
     assert "the Ray worker's report" in caplog.text
     start = time.perf_counter()
-    with open_engine(dataclasses.replace(cluster, task_timeout=2)) as engine, \
-            pytest.raises(PipelineError, match=r"a Ray task running sleep took longer than cluster.task_timeout "
-                                               r"\(2 s\); stopped"):
+    with (
+        open_engine(dataclasses.replace(cluster, task_timeout=2)) as engine,
+        pytest.raises(
+            PipelineError,
+            match=r"a Ray task running sleep took longer than cluster.task_timeout "
+            r"\(2 s\); stopped",
+        ),
+    ):
         list(engine.map(time.sleep, [60]))
     assert time.perf_counter() - start < 30
 
@@ -165,12 +201,15 @@ def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipel
     from pipeline.model.bundle import load_bundle
     from pipeline.training.train import from_params
 
-    params = tiny_params(**{"train.epochs": 1, "train.workers": 2, "cluster.engine": "ray",
-                            "cluster.address": cluster.address})
+    params = tiny_params(
+        **{"train.epochs": 1, "train.workers": 2, "cluster.engine": "ray", "cluster.address": cluster.address}
+    )
     worker_temporaries = set(Path(tempfile.gettempdir()).glob("vae-worker-*"))
     logs = from_params(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path / "model")
     assert np.isfinite(logs["U"]) and "val_U" in logs
-    assert set(Path(tempfile.gettempdir()).glob("vae-worker-*")) == worker_temporaries  # the other worker's removed
+    assert (
+        set(Path(tempfile.gettempdir()).glob("vae-worker-*")) == worker_temporaries
+    )  # the other worker's removed
     bundle = load_bundle(tmp_path / "model" / "model.keras")
     assert bundle.run["train"]["distribution"] == "multi_worker" and bundle.run["train"]["workers"] == 2
     assert bundle.choices["train.distribution"]["why"].startswith("2 Ray Train workers")
@@ -193,8 +232,10 @@ def test_one_ray_train_worker_trains_as_the_local_stage_does(cluster, pipeline_r
     assert np.isfinite(logs["U"])
     bundle = load_bundle(tmp_path / "model" / "model.keras")
     assert bundle.run["train"]["distribution"] == "none"  # resolved, and recorded with its rule
-    assert bundle.choices["train.distribution"] == {"value": "none",
-                                                    "why": "one device (the CPU): nothing to replicate"}
+    assert bundle.choices["train.distribution"] == {
+        "value": "none",
+        "why": "one device (the CPU): nothing to replicate",
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
@@ -204,11 +245,15 @@ def test_a_training_worker_that_cannot_see_the_data_says_which_node(cluster, tmp
     slow test below."""
     from pipeline.training.train import _train_worker
 
-    config = {"train": {"prepared_dir": str(tmp_path / "missing"), "model_dir": str(tmp_path / "model")},
-              "logs": str(tmp_path / "logs.json")}
+    config = {
+        "train": {"prepared_dir": str(tmp_path / "missing"), "model_dir": str(tmp_path / "model")},
+        "logs": str(tmp_path / "logs.json"),
+    }
     with open_engine(cluster) as engine, pytest.raises(PipelineError) as info:
         list(engine.map(_train_worker, [config]))
-    assert str(info.value).startswith(f"{tmp_path / 'missing'}: the prepared data is not visible on Ray node ")
+    assert str(info.value).startswith(
+        f"{tmp_path / 'missing'}: the prepared data is not visible on Ray node "
+    )
     assert not (tmp_path / "model").exists() and not (tmp_path / "logs.json").exists()
 
 
@@ -228,15 +273,19 @@ def test_an_address_where_nothing_or_no_ray_answers_fails_within_seconds(cluster
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    with pytest.raises(ConfigError, match=rf"cluster.address 127.0.0.1:{port} \(set in params.yaml\): no Ray "
-                                          r"cluster answers there \(Connection refused\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"cluster.address 127.0.0.1:{port} \(set in params.yaml\): no Ray "
+        r"cluster answers there \(Connection refused\)",
+    ):
         probe(f"127.0.0.1:{port}", "set in params.yaml")
     with socket.socket() as silent:  # accepts connections, never replies
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         start = time.monotonic()
-        with pytest.raises(ConfigError,
-                           match=rf"no Ray cluster answers there \(no answer within {CONNECT_TIMEOUT:g} s\)"):
+        with pytest.raises(
+            ConfigError, match=rf"no Ray cluster answers there \(no answer within {CONNECT_TIMEOUT:g} s\)"
+        ):
             probe(f"ray://127.0.0.1:{silent.getsockname()[1]}", "RAY_ADDRESS")
         assert time.monotonic() - start < CONNECT_TIMEOUT + 2
 
@@ -247,19 +296,27 @@ def test_the_stage_names_the_unreachable_address_in_one_line(tmp_path):
     params = (project / "params.yaml").read_text().replace("engine: local", "engine: ray")
     (project / "params.yaml").write_text(params)
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "stages/prepare.py"], cwd=project, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "stages/prepare.py"], cwd=project, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 2 and time.monotonic() - start < 30
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: cluster.address 127.0.0.1:9 (RAY_ADDRESS): no Ray cluster answers there (Connection refused); "
-        "start one with `ray start --head` on that machine, or set cluster.address: auto and unset RAY_ADDRESS "
-        "to run Ray on this machine")
+        "error: cluster.address 127.0.0.1:9 (RAY_ADDRESS): no Ray cluster answers there (Connection "
+        "refused); "
+        "start one with `ray start --head` on that machine, or set cluster.address: auto and unset "
+        "RAY_ADDRESS "
+        "to run Ray on this machine"
+    )
     assert not (project / "data" / "prepared").exists()
 
 
 def test_a_node_that_cannot_see_the_project_says_so(tmp_path):
     assert require_shared(tmp_path, "the prepared data") == tmp_path
-    with pytest.raises(PipelineError, match=r"missing: the prepared data is not visible on Ray node .*storage every "
-                                            "node mounts at the same path"):
+    with pytest.raises(
+        PipelineError,
+        match=r"missing: the prepared data is not visible on Ray node .*storage every "
+        "node mounts at the same path",
+    ):
         require_shared(tmp_path / "missing", "the prepared data")
 
 
@@ -271,4 +328,7 @@ def test_auto_starts_a_ray_of_its_own_beside_one_already_running(cluster, monkey
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with open_engine(ClusterConfig(engine="ray")) as engine:
         assert (engine.nodes, engine.cpus) == (1, os.cpu_count())
-        assert engine.describe()["address_from"] == "started for this stage: cluster.address auto, RAY_ADDRESS unset"
+        assert (
+            engine.describe()["address_from"]
+            == "started for this stage: cluster.address auto, RAY_ADDRESS unset"
+        )

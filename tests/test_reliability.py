@@ -29,6 +29,7 @@ def tree_bytes(root: Path) -> dict:
 
 # --- 1. a failing stage keeps every previous output ------------------------------------
 
+
 def test_every_dvc_output_is_persistent():
     """DVC deletes non-persistent outputs before a stage runs, so a failure would lose them."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -67,12 +68,18 @@ def test_evaluation_failing_halfway_keeps_every_output(pipeline_run, tmp_path, m
 
     monkeypatch.setattr(pipeline.evaluation.evaluate, "phi_gradient_variance", broken)
     with pytest.raises(DataError, match="gradient variance failed"):
-        evaluate_all(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model"],
-                     latents_dir=paths["latents"], out_dir=out)
+        evaluate_all(
+            pipeline_run["params"],
+            prepared_dir=paths["prepared"],
+            model_path=paths["model"],
+            latents_dir=paths["latents"],
+            out_dir=out,
+        )
     assert tree_bytes(out) == before
 
 
 # --- 3. the encode command writes only its own partition --------------------------------
+
 
 def test_encode_command_adds_a_partition_and_never_deletes_another(pipeline_run, tmp_path):
     from pipeline.latents.encode_command import encode_new_data
@@ -94,7 +101,12 @@ def test_encode_command_adds_a_partition_and_never_deletes_another(pipeline_run,
     np.savez(tmp_path / "three.npz", x=np.zeros((3, 8, 8, 1), np.uint8))
     assert encode_new_data(paths["model"], tmp_path / "three.npz", out, overwrite=True) == 3
     counts = load_latents(out).group_by("split").aggregate([("id", "count")]).to_pydict()
-    assert dict(zip(counts["split"], counts["id_count"])) == {"train": 1437, "test": 360, "new": 3, "extra": 5}
+    assert dict(zip(counts["split"], counts["id_count"])) == {
+        "train": 1437,
+        "test": 360,
+        "new": 3,
+        "extra": 5,
+    }
 
 
 def test_encode_command_refuses_a_partition_of_another_latent_size(pipeline_run, tmp_path):
@@ -110,6 +122,7 @@ def test_encode_command_refuses_a_partition_of_another_latent_size(pipeline_run,
 
 # --- 4, 7. a table model: columns by name; an image folder is refused -------------------
 
+
 @pytest.fixture(scope="module")
 def table_model(tmp_path_factory):
     """A model trained one epoch on a 3-feature CSV; returns (root, model path, csv)."""
@@ -118,10 +131,17 @@ def table_model(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("table")
     table = make_table(root / "rows.csv", n=90)
-    params = tiny_params(**{"data.source": "table", "data.path": str(root / "rows.csv"),
-                            "data.table": {"column_types": {"c": "real"}},  # whole numbers from 0: a count else
-                            "data.scaling": "standardize", "model.likelihood": "gaussian",
-                            "model.latent_dim": 2, "train.epochs": 1})
+    params = tiny_params(
+        **{
+            "data.source": "table",
+            "data.path": str(root / "rows.csv"),
+            "data.table": {"column_types": {"c": "real"}},  # whole numbers from 0: a count else
+            "data.scaling": "standardize",
+            "model.likelihood": "gaussian",
+            "model.latent_dim": 2,
+            "train.epochs": 1,
+        }
+    )
     prepare(params.data, seed=0, out_dir=root / "prepared")
     train(params, prepared_dir=root / "prepared", model_dir=root / "model")
     return root, root / "model" / "model.keras", table
@@ -139,7 +159,9 @@ def test_table_columns_are_matched_by_name(table_model, tmp_path):
     encode_new_data(model, tmp_path / "reordered.csv", tmp_path / "b", label_column="label")
     a, b = (load_latents(tmp_path / d) for d in ("a", "b"))
     np.testing.assert_array_equal(latents_to_numpy(a), latents_to_numpy(b))
-    assert a.column("label").to_pylist() == b.column("label").to_pylist() and a.column("label").null_count == 0
+    assert (
+        a.column("label").to_pylist() == b.column("label").to_pylist() and a.column("label").null_count == 0
+    )
 
 
 def test_a_missing_column_is_named_and_an_unnamed_label_is_pointed_out(table_model, tmp_path, caplog):
@@ -161,12 +183,16 @@ def test_an_image_folder_for_a_table_model_is_a_clear_error(table_model, tmp_pat
 
     _, model, _ = table_model
     make_image_folder(tmp_path / "imgs", per_class=2)
-    with pytest.raises(DataError, match=r"imgs: a folder of images, but the model was trained on examples "
-                                        r"of shape \[3\] \(table rows\)"):
+    with pytest.raises(
+        DataError,
+        match=r"imgs: a folder of images, but the model was trained on examples "
+        r"of shape \[3\] \(table rows\)",
+    ):
         encode_new_data(model, tmp_path / "imgs", tmp_path / "out")
 
 
 # --- 6, 7. params: one source of defaults, nothing accepted without a word --------------
+
 
 def test_the_shipped_file_and_the_code_share_one_set_of_defaults():
     def plain(value):
@@ -194,22 +220,38 @@ def test_a_missing_block_is_filled_in_and_said(tmp_path, caplog):
 
 
 def test_a_key_given_twice_is_an_error(tmp_path):
-    (tmp_path / "params.yaml").write_text("seed: 0\nmodel:\n  latent_dim: 8\n  hidden: [64]\n  latent_dim: 2\n")
+    (tmp_path / "params.yaml").write_text(
+        "seed: 0\nmodel:\n  latent_dim: 8\n  hidden: [64]\n  latent_dim: 2\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_params(tmp_path / "params.yaml")
-    assert str(info.value) == (f"{tmp_path / 'params.yaml'}: line 5: key 'latent_dim' is given twice "
-                               "(first on line 3); keep one")
+    assert str(info.value) == (
+        f"{tmp_path / 'params.yaml'}: line 5: key 'latent_dim' is given twice (first on line 3); keep one"
+    )
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"evaluate": {"probe": {"c_grid": []}}},
-     "evaluate.probe.c_grid must be a non-empty list of numbers > 0. Got [] instead."),
-    ({"model": {"architecture": "conv", "filters": []}},
-     "model.filters must list at least one convolution's width when model.architecture is 'conv'. Got [] instead."),
-    ({"data": {"table": {"feature_columns": "a"}}},
-     "data.table.feature_columns must be a non-empty list of column names. Got 'a' instead."),
-    ({"train": {"epochs": 10**12}}, "train.epochs must be 'auto' or an integer >= 1 and at most 2147483647."),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            {"evaluate": {"probe": {"c_grid": []}}},
+            "evaluate.probe.c_grid must be a non-empty list of numbers > 0. Got [] instead.",
+        ),
+        (
+            {"model": {"architecture": "conv", "filters": []}},
+            "model.filters must list at least one convolution's width when model.architecture is 'conv'. "
+            "Got [] instead.",
+        ),
+        (
+            {"data": {"table": {"feature_columns": "a"}}},
+            "data.table.feature_columns must be a non-empty list of column names. Got 'a' instead.",
+        ),
+        (
+            {"train": {"epochs": 10**12}},
+            "train.epochs must be 'auto' or an integer >= 1 and at most 2147483647.",
+        ),
+    ],
+)
 def test_values_that_used_to_end_in_a_traceback(raw, message):
     with pytest.raises(ConfigError, match="^params.yaml: ") as info:
         parse_params(raw)
@@ -221,20 +263,34 @@ def test_knn_k_beyond_the_probe_rows_is_refused_before_writing(pipeline_run, tmp
 
     paths = pipeline_run["paths"]
     params = tiny_params(**{"evaluate.knn_k": 1437})
-    with pytest.raises(ConfigError, match=r"evaluate.knn_k must be smaller than the kNN probe's training rows "
-                                          r"\(1437 here\). Got 1437 instead."):
-        evaluate_all(params, prepared_dir=paths["prepared"], model_path=paths["model"], latents_dir=paths["latents"],
-                     out_dir=tmp_path / "ev")
+    with pytest.raises(
+        ConfigError,
+        match=r"evaluate.knn_k must be smaller than the kNN probe's training rows "
+        r"\(1437 here\). Got 1437 instead.",
+    ):
+        evaluate_all(
+            params,
+            prepared_dir=paths["prepared"],
+            model_path=paths["model"],
+            latents_dir=paths["latents"],
+            out_dir=tmp_path / "ev",
+        )
     assert not (tmp_path / "ev").exists()
 
 
 def test_a_latent_larger_than_the_input_is_refused_before_writing(pipeline_run, tmp_path):
     from pipeline.runner import train
 
-    with pytest.raises(PipelineError, match=r"model.latent_dim must be at most the number of values per example "
-                                            r"\(64 for .*, shape \[8, 8, 1\]\). Got 100000 instead."):
-        train(tiny_params(**{"model.latent_dim": 100_000}), prepared_dir=pipeline_run["paths"]["prepared"],
-              model_dir=tmp_path / "m")
+    with pytest.raises(
+        PipelineError,
+        match=r"model.latent_dim must be at most the number of values per example "
+        r"\(64 for .*, shape \[8, 8, 1\]\). Got 100000 instead.",
+    ):
+        train(
+            tiny_params(**{"model.latent_dim": 100_000}),
+            prepared_dir=pipeline_run["paths"]["prepared"],
+            model_dir=tmp_path / "m",
+        )
     assert not (tmp_path / "m").exists()
 
 
@@ -259,14 +315,21 @@ def test_tensorflow_start_up_lines_are_dropped_and_the_rest_kept():
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "VAE_PIPELINE_TF_LOGS")}
     quiet = subprocess.run([sys.executable, "-c", NOISY_STAGE], capture_output=True, text=True, env=env)
     assert quiet.returncode == 0
-    assert quiet.stderr.splitlines() == ["E0000 00:00:1 real_op.cc:1] something that is really wrong",
-                                         "a Python warning"]
-    loud = subprocess.run([sys.executable, "-c", NOISY_STAGE], capture_output=True, text=True,
-                          env={**env, "VAE_PIPELINE_TF_LOGS": "1"})
+    assert quiet.stderr.splitlines() == [
+        "E0000 00:00:1 real_op.cc:1] something that is really wrong",
+        "a Python warning",
+    ]
+    loud = subprocess.run(
+        [sys.executable, "-c", NOISY_STAGE],
+        capture_output=True,
+        text=True,
+        env={**env, "VAE_PIPELINE_TF_LOGS": "1"},
+    )
     assert "failed call to cuInit" in loud.stderr and "really wrong" in loud.stderr
 
 
 # --- 9. outside a git clone --------------------------------------------------------------
+
 
 def test_make_repro_outside_git_says_what_to_do(tmp_path):
     shutil.copy(ROOT / "Makefile", tmp_path)
@@ -296,11 +359,17 @@ def _with(dotted: str, value) -> dict:
 def _odd_values():
     from hypothesis import strategies as st
 
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
-                        st.sampled_from(["", "AUTO", "Conv", "Bernoulli", "none", "null", "-1", "1e400", "∞"]),
-                        st.text(max_size=8))
-    return st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=4), scalars,
-                                                                                 max_size=2))
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=True),
+        st.sampled_from(["", "AUTO", "Conv", "Bernoulli", "none", "null", "-1", "1e400", "∞"]),
+        st.text(max_size=8),
+    )
+    return st.one_of(
+        scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=4), scalars, max_size=2)
+    )
 
 
 def test_fuzz_every_key_gives_a_config_or_one_line_naming_it():
@@ -359,8 +428,12 @@ def _broken_sources(tmp_path: Path):
                 f.write(content)
         cases.append(({"source": "idx", "path": str(folder)}, f"idx {name}"))
     make_image_folder(tmp_path / "mixed", sizes=((10, 12), (8, 8)), per_class=3)
-    cases.append(({"source": "image_folder", "path": str(tmp_path / "mixed"), "images": {"size": None}},
-                  "mixed image sizes, data.images.size null"))
+    cases.append(
+        (
+            {"source": "image_folder", "path": str(tmp_path / "mixed"), "images": {"size": None}},
+            "mixed image sizes, data.images.size null",
+        )
+    )
     (tmp_path / "bad_png" / "a").mkdir(parents=True)
     (tmp_path / "bad_png" / "a" / "0.png").write_bytes(b"\x89PNG not really")
     cases.append(({"source": "image_folder", "path": str(tmp_path / "bad_png")}, "corrupt png"))
@@ -390,13 +463,16 @@ def test_a_source_found_corrupt_halfway_through_leaves_the_previous_prepared_dat
     folder = tmp_path / "idx"
     folder.mkdir()
     for split, rows in (("train", 3000), ("t10k", 500)):
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(rows, 28, 28)).astype(np.uint8))
+        write_idx(
+            folder / f"{split}-images-idx3-ubyte.gz",
+            rng.integers(0, 256, size=(rows, 28, 28)).astype(np.uint8),
+        )
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, size=rows).astype(np.uint8))
     out = tmp_path / "data" / "prepared"
     prepare(parse_params({"data": {"source": "idx", "path": str(folder)}}).data, seed=0, out_dir=out)
     before = tree_bytes(out)
     images = folder / "train-images-idx3-ubyte.gz"
-    images.write_bytes(images.read_bytes()[:images.stat().st_size // 2])
+    images.write_bytes(images.read_bytes()[: images.stat().st_size // 2])
     with pytest.raises(DataError, match=rf"^{images}: cannot read IDX file \(Compressed file ended"):
         prepare(parse_params({"data": {"source": "idx", "path": str(folder)}}).data, seed=1, out_dir=out)
     assert tree_bytes(out) == before

@@ -48,7 +48,11 @@ def test_the_mean_of_the_rows_is_the_stages_s_k_on_the_same_rows_and_k(trained):
     rows = RowSurprisal(vae, 20)(x)
     noise = (RowSurprisal(vae, 20, seed=1)(x) - rows).std() / math.sqrt(2)  # one row's Monte Carlo spread
     stage = BoundEstimator(vae, 20)(x)["S_K"]["20"]
-    assert abs(rows.mean() - stage) < 4 * math.sqrt(2) * noise / math.sqrt(len(x)), (rows.mean(), stage, noise)
+    assert abs(rows.mean() - stage) < 4 * math.sqrt(2) * noise / math.sqrt(len(x)), (
+        rows.mean(),
+        stage,
+        noise,
+    )
     assert noise > 0
 
 
@@ -64,8 +68,9 @@ def test_the_latents_carry_the_scores_and_the_quantile_is_uniform_on_training_ro
     # the stage wrote what the scorer computes, in nats and in bits per pixel (digits: 64)
     stage = load_latents(paths["latents"], split="test").sort_by("id")
     surprisal = stage.column("surprisal").to_numpy()
-    np.testing.assert_allclose(surprisal, RowSurprisal(vae, k)(test.inputs(slice(None))[np.argsort(test.id)]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        surprisal, RowSurprisal(vae, k)(test.inputs(slice(None))[np.argsort(test.id)]), rtol=1e-6
+    )
     np.testing.assert_allclose(stage.column("bits_per_dim").to_numpy(), surprisal / (64 * math.log(2)))
     # the reference is every training row here: their quantiles are their ranks, uniform on [0, 1]
     train = load_latents(paths["latents"], split="train")
@@ -73,21 +78,28 @@ def test_the_latents_carry_the_scores_and_the_quantile_is_uniform_on_training_ro
     uniform = np.linspace(0, 1, len(quantiles))
     assert np.abs(quantiles - uniform).max() < 0.01
     # novelty: the larger of S_K's and S_K - L's distance above the training median, in units of the 99th
-    # percentile's; 1% of the training rows lie beyond 1 by either (a row each way at the boundary), 1-2% by the larger
+    # percentile's; 1% of the training rows lie beyond 1 by either (a row each way at the boundary), 1-2% by
+    # the larger
     reference = meta["reference"]
     s, ids = train.column("surprisal").to_numpy(), train.column("id").to_numpy()
     corrected = s - png_nats(read_digits().x[ids])
 
     def beyond(values, q):
         return (values - q[500]) / (q[990] - q[500])
+
     novelty = train.column("novelty").to_numpy()
-    np.testing.assert_allclose(novelty, np.maximum(beyond(s, reference["quantiles"]),
-                                                   beyond(corrected, reference["corrected"])), rtol=1e-9)
+    np.testing.assert_allclose(
+        novelty,
+        np.maximum(beyond(s, reference["quantiles"]), beyond(corrected, reference["corrected"])),
+        rtol=1e-9,
+    )
     assert 0.01 * len(novelty) - 1 <= (novelty > 1).sum() <= 0.02 * len(novelty) + 2
     assert abs(np.median(beyond(s, reference["quantiles"]))) < 1e-9
 
 
-def test_new_rows_get_quantiles_of_the_training_rows_and_a_training_row_is_not_novel(pipeline_run, tmp_path, caplog):
+def test_new_rows_get_quantiles_of_the_training_rows_and_a_training_row_is_not_novel(
+    pipeline_run, tmp_path, caplog
+):
     """The command finds the stage's reference beside the model; a training row given again
     scores as it did in training (the same surprisal, the same quantile)."""
     paths = pipeline_run["paths"]
@@ -96,11 +108,15 @@ def test_new_rows_get_quantiles_of_the_training_rows_and_a_training_row_is_not_n
     np.savez(tmp_path / "again.npz", x=read_digits().x[typical.column("id").to_numpy()])  # the source's rows
     encode_new_data(paths["model"], tmp_path / "again.npz", tmp_path / "out")
     again = load_latents(tmp_path / "out", split="new")
-    np.testing.assert_allclose(again.column("surprisal").to_numpy(), typical.column("surprisal").to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        again.column("surprisal").to_numpy(), typical.column("surprisal").to_numpy(), rtol=1e-6
+    )
     quantile = again.column("surprisal_quantile").to_numpy()
     np.testing.assert_allclose(quantile, typical.column("surprisal_quantile").to_numpy(), atol=2e-3)
     assert (0.4 < quantile).all() and (quantile < 0.6).all()
-    np.testing.assert_allclose(again.column("novelty").to_numpy(), typical.column("novelty").to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        again.column("novelty").to_numpy(), typical.column("novelty").to_numpy(), atol=1e-5
+    )
     assert (again.column("novelty").to_numpy() < 1).all()  # not novel
     # Without the stage's latents beside the model: the quantile is null, and a warning says why
     moved = tmp_path / "elsewhere"
@@ -113,8 +129,12 @@ def test_new_rows_get_quantiles_of_the_training_rows_and_a_training_row_is_not_n
         assert bare.column("surprisal_quantile").null_count == bare.column("novelty").null_count == 20
         assert bare.column("surprisal").null_count == 0
         with pytest.raises(DataError, match="no latents of this model"):
-            encode_new_data(moved / "model.keras", tmp_path / "again.npz", tmp_path / "o2", reference=tmp_path / "bare")
-        encode_new_data(moved / "model.keras", tmp_path / "again.npz", tmp_path / "o3", reference=paths["latents"])
+            encode_new_data(
+                moved / "model.keras", tmp_path / "again.npz", tmp_path / "o2", reference=tmp_path / "bare"
+            )
+        encode_new_data(
+            moved / "model.keras", tmp_path / "again.npz", tmp_path / "o3", reference=paths["latents"]
+        )
         assert load_latents(tmp_path / "o3", split="new").column("surprisal_quantile").null_count == 0
     finally:
         moved.rename(paths["model_dir"])
@@ -155,10 +175,17 @@ def test_the_report_names_the_most_surprising_rows_and_pictures_them(pipeline_ru
     order = np.argsort(-test.column("surprisal").to_numpy(), kind="stable")
     assert [r["id"] for r in odd["test"]["most"]] == test.column("id").to_numpy()[order[:8]].tolist()
     assert odd["test"]["rows"] == 360 and odd["train"]["rows"] == 1437
-    assert odd["test"]["most"][0]["surprisal"] >= odd["test"]["quantiles"]["0.99"] >= odd["test"]["quantiles"]["0.5"]
+    assert (
+        odd["test"]["most"][0]["surprisal"]
+        >= odd["test"]["quantiles"]["0.99"]
+        >= odd["test"]["quantiles"]["0.5"]
+    )
     assert odd["test"]["most"][0]["label"] in [str(i) for i in range(10)]
     report = (paths["evaluation"] / "report.md").read_text()
     first = odd["test"]["most"][0]
-    assert "## The odd rows" in report and f"| {first['id']} | {first['label']} | {first['surprisal']:.2f} |" in report
+    assert (
+        "## The odd rows" in report
+        and f"| {first['id']} | {first['label']} | {first['surprisal']:.2f} |" in report
+    )
     for drawn in ("surprisal_histogram.png", "odd_rows.png"):
         assert (paths["evaluation"] / "pictures" / drawn).stat().st_size > 1000

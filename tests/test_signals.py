@@ -25,7 +25,9 @@ def smooth_series(n: int, length: int, channels: int = 0, seed: int = 0) -> tupl
     y = rng.integers(0, 3, n)
     t = np.linspace(0, 1, length)
     frequency = np.array([1.0, 2.0, 3.5])[y][:, None] * rng.uniform(0.9, 1.1, (n, 1))
-    x = np.sin(2 * np.pi * frequency * t + rng.uniform(0, 2 * np.pi, (n, 1))) + 0.15 * rng.standard_normal((n, length))
+    x = np.sin(2 * np.pi * frequency * t + rng.uniform(0, 2 * np.pi, (n, 1))) + 0.15 * rng.standard_normal(
+        (n, length)
+    )
     if channels:
         x = np.stack([x * (c + 1) for c in range(channels)], axis=-1)
     return x.astype(np.float32), y
@@ -55,9 +57,18 @@ def test_the_decoder_of_a_series_gives_back_its_shape(length, channels):
 
 def run_series(tmp_path, x, y, **overrides):
     np.savez(tmp_path / "signals.npz", x=x, y=y)
-    params = tiny_params(**{"data.source": "npz", "data.path": str(tmp_path / "signals.npz"),
-                            "model.architecture": "auto", "model.hidden": "auto", "model.filters": "auto",
-                            "model.likelihood": "auto", "train.epochs": 3, **overrides})
+    params = tiny_params(
+        **{
+            "data.source": "npz",
+            "data.path": str(tmp_path / "signals.npz"),
+            "model.architecture": "auto",
+            "model.hidden": "auto",
+            "model.filters": "auto",
+            "model.likelihood": "auto",
+            "train.epochs": 3,
+            **overrides,
+        }
+    )
     manifest = prepare(params.data, seed=0, out_dir=tmp_path / "prepared")
     train(params, prepared_dir=tmp_path / "prepared", model_dir=tmp_path / "model")
     return params, manifest, json.loads((tmp_path / "model" / "choices.json").read_text())
@@ -67,18 +78,27 @@ def test_a_series_gets_a_conv1d_model_that_trains_saves_loads_and_encodes(tmp_pa
     x, y = smooth_series(600, 40)
     caplog.set_level(logging.INFO, logger="pipeline")
     params, manifest, choices = run_series(tmp_path, x, y)
-    assert re.search(r"epoch 1/3: \d+ samples/s, [\d.]+ s; at most .* left", caplog.text)  # the rate and the time left
+    assert re.search(
+        r"epoch 1/3: \d+ samples/s, [\d.]+ s; at most .* left", caplog.text
+    )  # the rate and the time left
     assert re.search(r"epoch 3/3: .* at most 0 s left", caplog.text)
     assert manifest.choices["data.sequence"]["value"] == "series"
     assert choices["data.sequence"]["value"] == "series"  # recorded with the model, and so in the report
-    assert choices["model.architecture"] == {"value": "conv1d", "why": "ordered series of 40 values (data.sequence)"}
+    assert choices["model.architecture"] == {
+        "value": "conv1d",
+        "why": "ordered series of 40 values (data.sequence)",
+    }
     assert choices["model.filters"]["value"] == [64, 128, 256] and choices["model.hidden"]["value"] == []
     import pipeline.model.vae  # noqa: F401 - registers the VAE for loading
 
     vae = keras.saving.load_model(tmp_path / "model" / "model.keras")
     assert vae.decoder.output_shape == (None, 40)
-    rows = encode(params, prepared_dir=tmp_path / "prepared", model_path=tmp_path / "model" / "model.keras",
-                  out_dir=tmp_path / "latents")
+    rows = encode(
+        params,
+        prepared_dir=tmp_path / "prepared",
+        model_path=tmp_path / "model" / "model.keras",
+        out_dir=tmp_path / "latents",
+    )
     assert rows == 600
     test = load_split(tmp_path / "prepared", "test")
     stage = latents_to_numpy(load_latents(tmp_path / "latents", split="test", latent_dim=4))
@@ -115,5 +135,7 @@ def test_a_table_whose_columns_are_one_series_is_measured_as_one(tmp_path):
     manifest = prepare(params.data, seed=0, out_dir=tmp_path / "prepared")
     assert manifest.choices["data.sequence"]["value"] == "series" and is_series(manifest)
     frame.sample(frac=1.0, axis=1, random_state=0).to_csv(tmp_path / "spectra.csv", index=False)
-    shuffled = prepare(params.data, seed=0, out_dir=tmp_path / "prepared")  # the same columns in another order
+    shuffled = prepare(
+        params.data, seed=0, out_dir=tmp_path / "prepared"
+    )  # the same columns in another order
     assert shuffled.choices["data.sequence"]["value"] == "features"

@@ -17,15 +17,20 @@ def test_table_csv_and_parquet(tmp_path):
         path = tmp_path / f"t{suffix}"
         table = make_table(path)
         # c holds whole numbers from 0: a count by the typing rule (tests/test_columns.py); here real
-        manifest = prepare(data_config(source="table", path=str(path), scaling="unit",
-                                       table={"column_types": {"c": "real"}}), seed=0, out_dir=tmp_path / f"p{suffix}")
+        manifest = prepare(
+            data_config(
+                source="table", path=str(path), scaling="unit", table={"column_types": {"c": "real"}}
+            ),
+            seed=0,
+            out_dir=tmp_path / f"p{suffix}",
+        )
         assert manifest.example_shape == [3] and manifest.label_names == ["cat", "dog", "eel"]
         assert sum(manifest.counts.values()) == 60
         train = load_split(tmp_path / f"p{suffix}", "train")
         inputs = train.inputs()
         assert inputs.min() == 0.0 and inputs.max() == 1.0  # min/max of train per feature
         row = int(train.id[0])
-        expected_a = (table["a"][row].as_py() - min(table["a"].to_numpy()[train.id]))
+        expected_a = table["a"][row].as_py() - min(table["a"].to_numpy()[train.id])
         assert inputs[0, 0] == pytest.approx(expected_a / np.ptp(table["a"].to_numpy()[train.id]), rel=1e-5)
         assert ["cat", "dog", "eel"][train.y[0]] == table["label"][row].as_py()
 
@@ -33,20 +38,32 @@ def test_table_csv_and_parquet(tmp_path):
 def test_table_feature_columns_and_no_labels(tmp_path):
     path = tmp_path / "t.csv"
     make_table(path, label=None)
-    manifest = prepare(data_config(source="table", path=str(path), table={"label_column": None,
-                                                                           "feature_columns": ["b", "a"]}),
-                       seed=0, out_dir=tmp_path / "p")
+    manifest = prepare(
+        data_config(
+            source="table", path=str(path), table={"label_column": None, "feature_columns": ["b", "a"]}
+        ),
+        seed=0,
+        out_dir=tmp_path / "p",
+    )
     assert manifest.example_shape == [2] and manifest.label_names == []
     assert set(load_split(tmp_path / "p", "test").y) == {-1}
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda p: p.write_text("a,b,label\n,7,x\n,7,y\n"), "no column left to model; a: no value in any row; "
-                                                       "b: one value (7) in every row that has one"),
-    (lambda p: make_table(p, label="kind"), "no column 'label'; columns are ['a', 'b', 'c', 'kind']; a table "
-                                            "without labels takes data.table.label_column: null"),
-    (lambda p: p.write_text("a,b\n1,2\n3\n"), "cannot read table"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (
+            lambda p: p.write_text("a,b,label\n,7,x\n,7,y\n"),
+            "no column left to model; a: no value in any row; b: one value (7) in every row that has one",
+        ),
+        (
+            lambda p: make_table(p, label="kind"),
+            "no column 'label'; columns are ['a', 'b', 'c', 'kind']; a table "
+            "without labels takes data.table.label_column: null",
+        ),
+        (lambda p: p.write_text("a,b\n1,2\n3\n"), "cannot read table"),
+    ],
+)
 def test_table_errors(tmp_path, setup, message):
     path = tmp_path / "t.csv"
     setup(path)
@@ -61,16 +78,22 @@ def test_npz_with_keys_and_errors(tmp_path):
     cfg = data_config(source="npz", path=str(tmp_path / "d.npz"), npz={"x_key": "inputs", "y_key": "target"})
     manifest = prepare(cfg, seed=0, out_dir=tmp_path / "p")
     assert manifest.example_shape == [4, 4] and manifest.counts == {"train": 40, "test": 10}
-    with pytest.raises(DataError,
-                       match=r"no array named 'input'; it holds \['inputs', 'target'\] \(did you mean 'inputs'\?\)"):
-        prepare(data_config(source="npz", path=str(tmp_path / "d.npz"), npz={"x_key": "input"}), 0, tmp_path / "q")
+    with pytest.raises(
+        DataError,
+        match=r"no array named 'input'; it holds \['inputs', 'target'\] \(did you mean 'inputs'\?\)",
+    ):
+        prepare(
+            data_config(source="npz", path=str(tmp_path / "d.npz"), npz={"x_key": "input"}), 0, tmp_path / "q"
+        )
     np.savez(tmp_path / "m.npz", x=np.zeros((5, 2)), y=np.zeros(4))
     with pytest.raises(DataError, match="5 inputs in 'x' but 4 labels in 'y'"):
         prepare(data_config(source="npz", path=str(tmp_path / "m.npz")), 0, tmp_path / "q")
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(DataError, match="broken.npz: cannot read npz file"):
         prepare(data_config(source="npz", path=str(tmp_path / "broken.npz")), 0, tmp_path / "q")
-    np.savez(tmp_path / "inf.npz", x=np.where(np.arange(30).reshape(10, 3) == 4, np.inf, 0.5), y=np.arange(10) % 2)
+    np.savez(
+        tmp_path / "inf.npz", x=np.where(np.arange(30).reshape(10, 3) == 4, np.inf, 0.5), y=np.arange(10) % 2
+    )
     with pytest.raises(DataError, match=r"inf.npz: inputs contain NaN or infinite values \(1 examples\)"):
         prepare(data_config(source="npz", path=str(tmp_path / "inf.npz")), 0, tmp_path / "q")
     np.savez(tmp_path / "e.npz", x=np.zeros((0, 3)), y=np.zeros(0))
@@ -83,28 +106,45 @@ def test_image_folder_resize_grey_and_rgb(tmp_path):
     cfg = data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": [8, 6]})
     manifest = prepare(cfg, seed=0, out_dir=tmp_path / "p")
     assert manifest.example_shape == [8, 6, 1] and manifest.label_names == ["circle", "square"]
-    cfg = data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": [8, 6], "color": "rgb"})
+    cfg = data_config(
+        source="image_folder", path=str(tmp_path / "imgs"), images={"size": [8, 6], "color": "rgb"}
+    )
     assert prepare(cfg, seed=0, out_dir=tmp_path / "q").example_shape == [8, 6, 3]
 
 
 def test_image_folder_of_mixed_sizes_gets_one_size_and_says_so(tmp_path):
     make_image_folder(tmp_path / "imgs", sizes=((30, 44), (20, 9), (40, 40)), per_class=9)
-    manifest = prepare(data_config(source="image_folder", path=str(tmp_path / "imgs")), seed=0, out_dir=tmp_path / "p")
+    manifest = prepare(
+        data_config(source="image_folder", path=str(tmp_path / "imgs")), seed=0, out_dir=tmp_path / "p"
+    )
     assert manifest.example_shape == [24, 24, 1]  # the median shorter side, 30, down to a multiple of 8
     assert manifest.choices["data.images.size"] == {
-        "value": [24, 24], "why": "3 sizes among 18 images read (from 20 × 9 to 40 × 40); a square of their "
-                                  "median shorter side 30, a multiple of 8, at most 128"}
+        "value": [24, 24],
+        "why": "3 sizes among 18 images read (from 20 × 9 to 40 × 40); a square of their "
+        "median shorter side 30, a multiple of 8, at most 128",
+    }
     same = make_image_folder(tmp_path / "same", sizes=((12, 10),))
     manifest = prepare(data_config(source="image_folder", path=str(same)), seed=0, out_dir=tmp_path / "q")
-    assert manifest.example_shape == [12, 10, 1] and manifest.choices["data.images.size"]["value"] == "as read"
-    with pytest.raises(DataError, match=r"1\.png: image of size \(20, 9\) but .*0\.jpg is \(30, 44\); "
-                                        r"set data.images.size \(auto, or \[height, width\]\)"):
-        prepare(data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": None}),
-                seed=0, out_dir=tmp_path / "p")
+    assert (
+        manifest.example_shape == [12, 10, 1] and manifest.choices["data.images.size"]["value"] == "as read"
+    )
+    with pytest.raises(
+        DataError,
+        match=r"1\.png: image of size \(20, 9\) but .*0\.jpg is \(30, 44\); "
+        r"set data.images.size \(auto, or \[height, width\]\)",
+    ):
+        prepare(
+            data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": None}),
+            seed=0,
+            out_dir=tmp_path / "p",
+        )
     (tmp_path / "imgs" / "circle" / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="bad.png: cannot read image"):
-        prepare(data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": [4, 4]}),
-                seed=0, out_dir=tmp_path / "p")
+        prepare(
+            data_config(source="image_folder", path=str(tmp_path / "imgs"), images={"size": [4, 4]}),
+            seed=0,
+            out_dir=tmp_path / "p",
+        )
 
 
 def test_idx_directory_with_and_without_a_test_part(tmp_path):
@@ -166,8 +206,10 @@ def test_misspelt_source_suggests_the_closest():
 
     with pytest.raises(ConfigError, match="did you mean 'image_folder'"):
         data_config(source="image_folders")
-    with pytest.raises(ConfigError,
-                       match=r"data.images.size must be 'auto' or a list of 2 integers >= 1. Got \[28\] instead."):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.images.size must be 'auto' or a list of 2 integers >= 1. Got \[28\] instead.",
+    ):
         data_config(images={"size": [28]})
 
 
@@ -241,11 +283,18 @@ def test_one_rule_tells_the_source_of_a_path_and_a_mismatch_is_named(tmp_path):
     (tmp_path / "idx").mkdir()
     write_idx(tmp_path / "idx" / "train-images-idx3-ubyte.gz", np.zeros((3, 2, 2), np.uint8))
     (tmp_path / "notes.md").write_text("x")
-    assert [source_of(tmp_path / p) for p in ("t.csv", "a.npz", "imgs", "idx")] == ["table", "npz", "image_folder",
-                                                                                   "idx"]
+    assert [source_of(tmp_path / p) for p in ("t.csv", "a.npz", "imgs", "idx")] == [
+        "table",
+        "npz",
+        "image_folder",
+        "idx",
+    ]
     with pytest.raises(DataError, match=r"notes.md: unknown kind of file '.md'"):
         source_of(tmp_path / "notes.md")
-    with pytest.raises(DataError, match=r"t.csv: data.source is 'npz', but data.path holds a .csv/.tsv/.parquet "
-                                        r"table; set data.source: table"):
+    with pytest.raises(
+        DataError,
+        match=r"t.csv: data.source is 'npz', but data.path holds a .csv/.tsv/.parquet "
+        r"table; set data.source: table",
+    ):
         prepare(data_config(source="npz", path=str(tmp_path / "t.csv")), seed=0, out_dir=tmp_path / "p")
     assert not (tmp_path / "p").exists()

@@ -61,12 +61,24 @@ def test_pictures_plots_and_report(pipeline_run):
     assert set(labels) <= {str(i) for i in range(10)}
     confusion = np.loadtxt(out / "confusion.csv", delimiter=",", skiprows=1, dtype=str)
     assert confusion.shape == (360, 3)
-    assert np.mean(confusion[:, 0] == confusion[:, 1]) == pytest.approx(pipeline_run["metrics"]["probe"]["accuracy"])
+    assert np.mean(confusion[:, 0] == confusion[:, 1]) == pytest.approx(
+        pipeline_run["metrics"]["probe"]["accuracy"]
+    )
     report = (out / "report.md").read_text()
     assert "## Probes" in report and "![reconstructions](pictures/reconstructions.png)" in report
     assert sorted(p.name for p in out.iterdir()) == [
-        "baselines.json", "confusion.csv", "explorer.html", "latent_metrics.json", "metrics.json", "pictures",
-        "projector", "report.md", "umap", "umap.csv", "umap.json"]
+        "baselines.json",
+        "confusion.csv",
+        "explorer.html",
+        "latent_metrics.json",
+        "metrics.json",
+        "pictures",
+        "projector",
+        "report.md",
+        "umap",
+        "umap.csv",
+        "umap.json",
+    ]
 
 
 def test_probes_use_one_protocol_for_every_feature_set():
@@ -78,7 +90,11 @@ def test_probes_use_one_protocol_for_every_feature_set():
     x = rng.normal(size=(300, 5)) + 2 * y[:, None]
     protocol = ProbeProtocol((0.1, 1.0), 0.25, max_train=201, max_test=30, knn_k=3, seed=0)
     train, test = probe_rows(y[:240], y[240:], protocol)  # seeded, stratified caps
-    assert np.bincount(y[train]).tolist() == [67, 67, 67] and np.bincount(y[240:][test]).tolist() == [10, 10, 10]
+    assert np.bincount(y[train]).tolist() == [67, 67, 67] and np.bincount(y[240:][test]).tolist() == [
+        10,
+        10,
+        10,
+    ]
     features = (x[:240][train], x[240:][test])
     results, _ = probe_suite({"a": features, "b": features}, y[train], y[240:][test], protocol)
     assert results["a"] == results["b"] and (results["train_examples"], results["test_examples"]) == (201, 30)
@@ -102,8 +118,9 @@ def test_a_wide_probe_fitted_in_the_rows_span_is_the_same_model():
     for c in (0.01, 10.0):
         full = LogisticRegression(C=c, tol=1e-10, max_iter=20_000).fit(x[:60], y[:60])
         small = LogisticRegression(C=c, tol=1e-10, max_iter=20_000).fit(span.transform(x[:60]), y[:60])
-        np.testing.assert_allclose(small.predict_proba(span.transform(x[60:])), full.predict_proba(x[60:]),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            small.predict_proba(span.transform(x[60:])), full.predict_proba(x[60:]), atol=1e-5
+        )
     narrow = x[:60, :20]
     assert RowSpace().fit(narrow).transform(narrow) is narrow  # fewer features than rows: unchanged
 
@@ -118,26 +135,48 @@ def test_evaluate_rejects_latents_of_another_dimension(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
     write_latents(tmp_path / "latents", [latent_batch("train", 5, 3), latent_batch("test", 5, 3)], 3, {})
     with pytest.raises(DataError, match="latent_dim 3, expected 4"):
-        evaluate_all(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model"],
-                     latents_dir=tmp_path / "latents", out_dir=tmp_path / "ev")
+        evaluate_all(
+            pipeline_run["params"],
+            prepared_dir=paths["prepared"],
+            model_path=paths["model"],
+            latents_dir=tmp_path / "latents",
+            out_dir=tmp_path / "ev",
+        )
     assert not (tmp_path / "ev" / "latent_metrics.json").exists()
 
 
 def test_evaluate_rejects_latents_of_another_dataset(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
-    write_latents(tmp_path / "latents", [latent_batch("train", 5, 4), latent_batch("test", 5, 4)], 4,
-                  {"dataset_fingerprint": "0" * 64})
+    write_latents(
+        tmp_path / "latents",
+        [latent_batch("train", 5, 4), latent_batch("test", 5, 4)],
+        4,
+        {"dataset_fingerprint": "0" * 64},
+    )
     with pytest.raises(DataError, match="encoded from another dataset"):
-        evaluate_all(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model"],
-                     latents_dir=tmp_path / "latents", out_dir=tmp_path / "ev")
+        evaluate_all(
+            pipeline_run["params"],
+            prepared_dir=paths["prepared"],
+            model_path=paths["model"],
+            latents_dir=tmp_path / "latents",
+            out_dir=tmp_path / "ev",
+        )
 
 
 def test_encode_names_a_missing_or_foreign_model(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
     with pytest.raises(DataError, match="model file not found"):
-        encode(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=tmp_path / "none.keras",
-               out_dir=tmp_path / "l")
+        encode(
+            pipeline_run["params"],
+            prepared_dir=paths["prepared"],
+            model_path=tmp_path / "none.keras",
+            out_dir=tmp_path / "l",
+        )
     with pytest.raises(DataError, match="expected a saved VAE, got Functional"):
-        encode(pipeline_run["params"], prepared_dir=paths["prepared"], model_path=paths["model_dir"] / "encoder.keras",
-               out_dir=tmp_path / "l")
+        encode(
+            pipeline_run["params"],
+            prepared_dir=paths["prepared"],
+            model_path=paths["model_dir"] / "encoder.keras",
+            out_dir=tmp_path / "l",
+        )
     assert not (tmp_path / "l").exists()

@@ -18,7 +18,9 @@ RNG = np.random.default_rng(0)
 
 
 # One σ for every feature, and one per feature (what model.sigma: learned gives).
-SIGMAS = pytest.mark.parametrize("sigma", [0.5, np.array([0.3, 0.5, 0.8, 1.2, 0.4])], ids=["fixed", "per_feature"])
+SIGMAS = pytest.mark.parametrize(
+    "sigma", [0.5, np.array([0.3, 0.5, 0.8, 1.2, 0.4])], ids=["fixed", "per_feature"]
+)
 
 
 def test_kl_to_prior_matches_monte_carlo():
@@ -110,7 +112,9 @@ def test_exact_posterior_closes_the_gap(sigma):
     # every sample's log p(x, z)/q(z|x) is log p(x): each one-sample U estimate equals S
     np.testing.assert_allclose(-log_w[:, 0], model.surprisal(), rtol=1e-9)
     for k in (1, 7, 50):
-        assert float(np_(subo.importance_weighted_surprisal(log_w[:k]))[0]) == pytest.approx(model.surprisal())
+        assert float(np_(subo.importance_weighted_surprisal(log_w[:k]))[0]) == pytest.approx(
+            model.surprisal()
+        )
 
 
 @SIGMAS
@@ -158,7 +162,9 @@ def gradient_draws():
     x = np.tile(model.x, (repeats, 1))  # (R, n)
     eps = np.random.default_rng(5).normal(size=(1, repeats, 2))  # (m=1, R, d)
     likelihood = Gaussian(model.sigma)
-    expected_reconstruction = model.subo_exact(q_mean, q_var) - float(np_(subo.kl_to_prior(q_mean, np.log(q_var))))
+    expected_reconstruction = model.subo_exact(q_mean, q_var) - float(
+        np_(subo.kl_to_prior(q_mean, np.log(q_var)))
+    )
 
     def reconstruction_of(x, z):
         return likelihood.surprisal(x, z @ model.W.T + model.b)  # (1, R)
@@ -169,15 +175,26 @@ def gradient_draws():
         log_var = tf.Variable(np.tile(np.log(q_var), (repeats, 1)))
         with tf.GradientTape() as tape:
             z = subo.reparameterize(mean, log_var, eps)
-            surrogate, _ = subo.phi_surrogate(estimator, reconstruction_of, x, z, mean, log_var,
-                                              baseline=expected_reconstruction if with_baseline else 0.0)
+            surrogate, _ = subo.phi_surrogate(
+                estimator,
+                reconstruction_of,
+                x,
+                z,
+                mean,
+                log_var,
+                baseline=expected_reconstruction if with_baseline else 0.0,
+            )
             objective = tf.reduce_sum(subo.kl_to_prior(mean, log_var) + surrogate[0])
         gradients = tape.gradient(objective, [mean, log_var])
         draws[estimator, with_baseline] = np.concatenate([g.numpy() for g in gradients], axis=1)  # (R, 2d)
 
     residual = model.x - model.W @ q_mean - model.b
-    analytic = np.concatenate([q_mean - model.W.T @ residual / model.sigma**2,
-                               0.5 * (q_var - 1) + q_var * (model.W**2).sum(axis=0) / (2 * model.sigma**2)])
+    analytic = np.concatenate(
+        [
+            q_mean - model.W.T @ residual / model.sigma**2,
+            0.5 * (q_var - 1) + q_var * (model.W**2).sum(axis=0) / (2 * model.sigma**2),
+        ]
+    )
     return draws, analytic
 
 

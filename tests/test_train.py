@@ -40,8 +40,15 @@ def write_params(root: Path, **train) -> None:
 
 
 def run_train(root: Path, env=None, **popen):
-    return subprocess.Popen([sys.executable, str(ROOT / "stages" / "train.py")], cwd=root, env=env or ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "train.py")],
+        cwd=root,
+        env=env or ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def live_steps(root: Path, live: str = "data/model/live") -> list[int]:
@@ -54,8 +61,11 @@ def live_steps(root: Path, live: str = "data/model/live") -> list[int]:
 def model_files(root: Path) -> dict:
     """The published model directory (the bundle and live/), not the resume backup."""
     model = root / "data" / "model"
-    return {str(p.relative_to(model)): p.read_bytes() for p in sorted(model.rglob("*"))
-            if p.is_file() and "backup" not in p.relative_to(model).parts}
+    return {
+        str(p.relative_to(model)): p.read_bytes()
+        for p in sorted(model.rglob("*"))
+        if p.is_file() and "backup" not in p.relative_to(model).parts
+    }
 
 
 def test_resume_after_sigkill_continues_at_the_next_epoch(project, pipeline_run, tmp_path):
@@ -67,7 +77,11 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(project, pipeline_run,
     write_params(root, epochs=4, batch_size=4)  # ~360 steps an epoch: time to kill mid-epoch
     process = run_train(root)
     deadline = time.time() + 300
-    while len(live_steps(root, "data/model/backup/live")) < 2 and time.time() < deadline and process.poll() is None:
+    while (
+        len(live_steps(root, "data/model/backup/live")) < 2
+        and time.time() < deadline
+        and process.poll() is None
+    ):
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -82,10 +96,19 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(project, pipeline_run,
     assert live_steps(root) == [0, 1, 2, 3]  # issue 12.2: the rows from before the kill survive
     assert not (root / "data/model/backup").exists()  # finished: nothing left to resume
     assert [p.name for p in (root / "data").rglob(".*")] == []  # nor the killed run's scratch or staging
-    check = subprocess.run([sys.executable, "-c", f"""
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import keras, pipeline.model.vae
-vae = keras.saving.load_model({str(root / 'data/model/model.keras')!r})
-print(int(vae.optimizer.iterations.numpy()))"""], capture_output=True, text=True, env=ENV)
+vae = keras.saving.load_model({str(root / "data/model/model.keras")!r})
+print(int(vae.optimizer.iterations.numpy()))""",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     # 90% of the 1,437 train digits, batch 4: 324 steps, rounded up to whole calls of 32
     steps_per_epoch = int(np.ceil(np.ceil(1293 / 4) / 32) * 32)
     assert int(check.stdout.strip()) == 4 * steps_per_epoch  # optimizer state was restored too
@@ -117,13 +140,27 @@ print(json.dumps([train(params, prepared_dir=sys.argv[2], model_dir=sys.argv[3] 
 def test_deterministic_runs_give_identical_metrics(project, tmp_path):
     """Across two processes (as two `dvc repro` runs are), and also with the per-epoch S_K
     turned off: scoring draws from its own seed stream."""
-    params = {**TINY, "train": {**TINY["train"], "epochs": 2, "deterministic": True},
-              "data": {"binarize": "dynamic"}}
+    params = {
+        **TINY,
+        "train": {**TINY["train"], "epochs": 2, "deterministic": True},
+        "data": {"binarize": "dynamic"},
+    }
     no_bound = {**params, "train": {**params["train"], "bound_examples": 0}}
     results = []
     for i, runs in enumerate(([params, no_bound], [params])):
-        out = subprocess.run([sys.executable, "-c", DETERMINISM, json.dumps(runs), str(project / "data/prepared"),
-                              str(tmp_path / f"process{i}-run")], capture_output=True, text=True, env=ENV)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                DETERMINISM,
+                json.dumps(runs),
+                str(project / "data/prepared"),
+                str(tmp_path / f"process{i}-run"),
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         results += json.loads(out.stdout.strip().splitlines()[-1])
     first, without_bound, other_process = results
@@ -161,8 +198,12 @@ print(json.dumps([one_step(tf.distribute.get_strategy()),
 
 
 def test_two_replicas_take_the_same_step_as_one():
-    out = subprocess.run([sys.executable, "-c", MIRRORED, json.dumps({**TINY, "loss": {"mc_samples": 8}})],
-                         capture_output=True, text=True, env=ENV)
+    out = subprocess.run(
+        [sys.executable, "-c", MIRRORED, json.dumps({**TINY, "loss": {"mc_samples": 8}})],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     (u1, step1, n1), (u2, step2, n2) = json.loads(out.stdout.strip().splitlines()[-1])
     assert (n1, n2) == (1, 2)
@@ -192,8 +233,12 @@ def test_two_workers_on_localhost_complete_an_epoch(project, tmp_path):
         write_params(root, epochs=1, distribution="multi_worker")
         # On CPU on purpose: two processes on one GPU cannot run NCCL collectives with each other,
         # and what is tested here is the multi-worker wiring, not the device.
-        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-               "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch)}
+        env = {
+            **ENV,
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            "CUDA_VISIBLE_DEVICES": "",
+            "TMPDIR": str(scratch),
+        }
         workers.append((root, run_train(root, env=env)))
     for _root, process in workers:
         _, stderr = process.communicate(timeout=600)
@@ -210,7 +255,11 @@ def test_multi_worker_without_tf_config_is_a_clear_error(project, tmp_path):
     write_params(tmp_path, distribution="multi_worker")
     env = {k: v for k, v in ENV.items() if k != "TF_CONFIG"}
     _, stderr = run_train(tmp_path, env=env).communicate(timeout=300)
-    assert stderr.strip().splitlines()[-1].startswith("error: train.distribution 'multi_worker' needs the TF_CONFIG")
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: train.distribution 'multi_worker' needs the TF_CONFIG")
+    )
 
 
 def test_bf16_cosine_and_clipping_in_process(pipeline_run, tmp_path):
@@ -220,8 +269,15 @@ def test_bf16_cosine_and_clipping_in_process(pipeline_run, tmp_path):
 
     from .conftest import tiny_params
 
-    params = tiny_params(**{"train.precision": "mixed_bfloat16", "train.lr_schedule": "cosine",
-                            "train.clipnorm": 1.0, "train.epochs": 3, "train.steps_per_execution": 4})
+    params = tiny_params(
+        **{
+            "train.precision": "mixed_bfloat16",
+            "train.lr_schedule": "cosine",
+            "train.clipnorm": 1.0,
+            "train.epochs": 3,
+            "train.steps_per_execution": 4,
+        }
+    )
     history = train(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path)
     assert np.isfinite(history["U"]) and keras.mixed_precision.global_policy().name == "float32"
     rates = np.loadtxt(tmp_path / "live/plots/metrics/train/learning_rate.tsv", skiprows=1, usecols=1)
@@ -272,7 +328,7 @@ def test_fit_batches_are_a_fresh_seeded_permutation_of_the_rows_every_pass(tmp_p
         return np.concatenate([b.numpy()[:, 0] for b in ds.take(150 // batch)]).astype(int)
 
     first = stream(0)
-    passes = [first[i * 50:(i + 1) * 50] for i in range(3)]
+    passes = [first[i * 50 : (i + 1) * 50] for i in range(3)]
     for one in passes:  # every pass reads each fit row once (each batch in sorted row order)
         assert sorted(one) == rows.tolist()
     assert passes[0].tolist() != passes[1].tolist()  # reshuffled every pass
@@ -289,8 +345,12 @@ def test_validation_batches_binarize_the_same_way_every_epoch(tmp_path):
     from pipeline.training.feed import batches
 
     np.save(tmp_path / "x.npy", np.full((40, 3), 0.5, np.float32))
-    split = Split(np.load(tmp_path / "x.npy", mmap_mode="r"), np.zeros(40, np.int32), np.arange(40),
-                  Preprocessor("none", np.zeros(1, np.float32), np.ones(1, np.float32)))
+    split = Split(
+        np.load(tmp_path / "x.npy", mmap_mode="r"),
+        np.zeros(40, np.int32),
+        np.arange(40),
+        Preprocessor("none", np.zeros(1, np.float32), np.ones(1, np.float32)),
+    )
     ds = batches(split, np.arange(40), 16, seed=0, binarize="dynamic")
     once, twice = (np.concatenate([b.numpy() for b in ds]) for _ in range(2))
     assert set(np.unique(once)) == {0.0, 1.0} and np.array_equal(once, twice)
@@ -304,8 +364,12 @@ def test_validation_and_evaluate_see_the_same_binarization_draw_of_a_row(tmp_pat
     from pipeline.training.feed import batches
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(size=(50, 4)).astype(np.float32))
-    split = Split(np.load(tmp_path / "x.npy", mmap_mode="r"), np.zeros(50, np.int32), np.arange(50),
-                  Preprocessor("none", np.zeros(1, np.float32), np.ones(1, np.float32)))
+    split = Split(
+        np.load(tmp_path / "x.npy", mmap_mode="r"),
+        np.zeros(50, np.int32),
+        np.arange(50),
+        Preprocessor("none", np.zeros(1, np.float32), np.ones(1, np.float32)),
+    )
     val_rows = np.arange(5, 45, 2)
     by_7 = np.concatenate([b.numpy() for b in batches(split, val_rows, 7, seed=3, binarize="dynamic")])
     by_16 = np.concatenate([b.numpy() for b in batches(split, val_rows, 16, seed=3, binarize="dynamic")])

@@ -41,22 +41,36 @@ def type_covariates(where: str, values: dict[str, np.ndarray], train: np.ndarray
 def _typed(name: str, column: np.ndarray, train: np.ndarray) -> Covariate:
     missing = int(_missing(column).sum())
     if missing:
-        raise ValueError(f"{name!r} has no value for {missing} of {len(column)} examples (a covariate needs one "
-                         "for every example)")
+        raise ValueError(
+            f"{name!r} has no value for {missing} of {len(column)} examples (a covariate needs one "
+            "for every example)"
+        )
     levels = np.unique(column)
     if len(levels) < 2:
-        raise ValueError(f"{name!r} takes one value ({_plain(levels[0])!r}) in every example: nothing to correct for")
+        raise ValueError(
+            f"{name!r} takes one value ({_plain(levels[0])!r}) in every example: nothing to correct for"
+        )
     if column.dtype == object:
         if len(levels) > MAX_LEVELS:
-            raise ValueError(f"{name!r} has {len(levels):,} distinct values, more than {MAX_LEVELS}: an identifier, "
-                             "not a batch")
+            raise ValueError(
+                f"{name!r} has {len(levels):,} distinct values, more than {MAX_LEVELS}: an identifier, "
+                "not a batch"
+            )
         return Covariate(name, "categorical", f"{len(levels)} text levels", [str(v) for v in levels])
     if bool(np.all(levels == np.round(levels))) and len(levels) <= AUTO_LEVELS:
-        return Covariate(name, "categorical", f"{len(levels)} whole-number levels", [_plain(v) for v in levels])
+        return Covariate(
+            name, "categorical", f"{len(levels)} whole-number levels", [_plain(v) for v in levels]
+        )
     fit = column[train]
     sd = float(fit.std()) if len(fit) else 0.0
-    return Covariate(name, "real", f"numbers from {levels[0]:.4g} to {levels[-1]:.4g}", None,
-                     offset=float(fit.mean()) if len(fit) else 0.0, scale=sd if sd > 0 else 1.0)
+    return Covariate(
+        name,
+        "real",
+        f"numbers from {levels[0]:.4g} to {levels[-1]:.4g}",
+        None,
+        offset=float(fit.mean()) if len(fit) else 0.0,
+        scale=sd if sd > 0 else 1.0,
+    )
 
 
 def _missing(column: np.ndarray) -> np.ndarray:
@@ -78,8 +92,10 @@ def covariate_codes(where: str, values: dict[str, np.ndarray], covariates) -> np
         column = values[covariate.name]
         missing = int(_missing(column).sum())
         if missing:
-            raise DataError(f"{where}: covariate {covariate.name!r} has no value for {missing} "
-                            "examples (the model needs one for every example)")
+            raise DataError(
+                f"{where}: covariate {covariate.name!r} has no value for {missing} "
+                "examples (the model needs one for every example)"
+            )
         if covariate.levels is None:
             codes[:, j] = column
             continue
@@ -88,8 +104,10 @@ def covariate_codes(where: str, values: dict[str, np.ndarray], covariates) -> np
         index = {level: i for i, level in enumerate(covariate.levels)}
         unseen = next((v for v in keys if v not in index), None)
         if unseen is not None:
-            raise DataError(f"{where}: covariate {covariate.name!r} holds {unseen!r}, a level never seen in training "
-                            f"(its levels: {covariate.levels[:20]})")
+            raise DataError(
+                f"{where}: covariate {covariate.name!r} holds {unseen!r}, a level never seen in training "
+                f"(its levels: {covariate.levels[:20]})"
+            )
         codes[:, j] = [index[v] for v in keys]
     return codes
 
@@ -101,40 +119,58 @@ def as_if(covariates, preprocess, rows: int, **levels) -> np.ndarray:
     names = [c.name for c in covariates]
     if sorted(levels) != sorted(names):
         raise DataError(f"as_if: give one value for each covariate {names}. Got {sorted(levels)} instead.")
-    values = {c.name: np.array([levels[c.name]] * rows, dtype=object if c.levels and isinstance(c.levels[0], str)
-                               else np.float64) for c in covariates}
+    values = {
+        c.name: np.array(
+            [levels[c.name]] * rows, dtype=object if c.levels and isinstance(c.levels[0], str) else np.float64
+        )
+        for c in covariates
+    }
     return preprocess.covariate_inputs(covariate_codes("as_if", values, covariates))
 
 
 def covariate_values(stored: np.ndarray, covariates) -> dict[str, np.ndarray]:
     """{name: (n,) values} of stored rows whose codes end each row: levels, or numbers."""
-    codes = np.asarray(stored)[:, -len(covariates):]
-    return {c.name: (np.asarray(c.levels, dtype=object)[codes[:, j].astype(np.int64)] if c.levels is not None
-                     else codes[:, j].astype(np.float64)) for j, c in enumerate(covariates)}
+    codes = np.asarray(stored)[:, -len(covariates) :]
+    return {
+        c.name: (
+            np.asarray(c.levels, dtype=object)[codes[:, j].astype(np.int64)]
+            if c.levels is not None
+            else codes[:, j].astype(np.float64)
+        )
+        for j, c in enumerate(covariates)
+    }
 
 
 def stored_codes(x: np.ndarray, rows: np.ndarray, covariates) -> dict[str, np.ndarray]:
     """{name: (rows,) int codes} of each categorical covariate, from stored rows whose codes end each row."""
-    codes = np.asarray(x[rows])[:, -len(covariates):]
+    codes = np.asarray(x[rows])[:, -len(covariates) :]
     return {c.name: codes[:, j].astype(np.int64) for j, c in enumerate(covariates) if c.type == "categorical"}
 
 
 def coding(covariates) -> dict[str, np.ndarray]:
     """The Preprocessor's fields that turn stored codes into the model's inputs (see its docstring)."""
-    return {"covariate_widths": np.array([c.width if c.type == "categorical" else 0 for c in covariates], np.int64),
-            "covariate_offset": np.array([c.offset for c in covariates], np.float32),
-            "covariate_scale": np.array([c.scale for c in covariates], np.float32)}
+    return {
+        "covariate_widths": np.array(
+            [c.width if c.type == "categorical" else 0 for c in covariates], np.int64
+        ),
+        "covariate_offset": np.array([c.offset for c in covariates], np.float32),
+        "covariate_scale": np.array([c.scale for c in covariates], np.float32),
+    }
 
 
 def check_packable(where: str, x: np.ndarray, kind: str, binarize: str) -> None:
     """Covariates are stored after each example's values: the examples must be rows of features."""
     if x.ndim != 2 or kind == "pixels":
-        raise DataError(f"{where}: data.covariates needs examples that are rows of features (a table, a matrix, an "
-                        f"npz of vectors); these are {kind} of shape {list(x.shape[1:])}, which covariates do not "
-                        "support yet")
+        raise DataError(
+            f"{where}: data.covariates needs examples that are rows of features (a table, a matrix, an "
+            f"npz of vectors); these are {kind} of shape {list(x.shape[1:])}, which covariates do not "
+            "support yet"
+        )
     if binarize != "none":
-        raise DataError(f"{where}: data.binarize {binarize!r} does not combine with data.covariates (binarizing "
-                        "would change the covariates' codes); set data.binarize: none")
+        raise DataError(
+            f"{where}: data.binarize {binarize!r} does not combine with data.covariates (binarizing "
+            "would change the covariates' codes); set data.binarize: none"
+        )
 
 
 class PackedRows:

@@ -152,8 +152,10 @@ class Manifest:
             raw = {**raw, "covariates": None}
         if not isinstance(raw, dict) or raw.get("layout") != LAYOUT or set(raw) != set(names):
             layout = raw.get("layout") if isinstance(raw, dict) else None
-            raise DataError(f"{where}: not a manifest of prepared data layout {LAYOUT} (layout {layout}); "
-                            "re-run the prepare stage (dvc repro prepare)")
+            raise DataError(
+                f"{where}: not a manifest of prepared data layout {LAYOUT} (layout {layout}); "
+                "re-run the prepare stage (dvc repro prepare)"
+            )
         values = {name: raw[name] for name in names}
         if values["columns"] is not None:
             values["columns"] = [Column(**column) for column in values["columns"]]

@@ -62,8 +62,11 @@ class Preprocessor:
         parts = []
         for j, width in enumerate(self.covariate_widths):
             column = np.asarray(codes[:, j], np.float32)
-            parts.append((column[:, None] == np.arange(width, dtype=np.float32)).astype(np.float32) if width
-                         else ((column - self.covariate_offset[j]) / self.covariate_scale[j])[:, None])
+            parts.append(
+                (column[:, None] == np.arange(width, dtype=np.float32)).astype(np.float32)
+                if width
+                else ((column - self.covariate_offset[j]) / self.covariate_scale[j])[:, None]
+            )
         return np.concatenate(parts, axis=1)
 
     def _features(self, x: np.ndarray) -> np.ndarray:
@@ -103,10 +106,19 @@ class Preprocessor:
     def save(self, path: Path) -> None:
         table = {} if self.source is None else {"source": self.source, "level": self.level, "real": self.real}
         if self.covariate_widths is not None:
-            table |= {"covariate_widths": self.covariate_widths, "covariate_offset": self.covariate_offset,
-                      "covariate_scale": self.covariate_scale}
-        np.savez(path, offset=self.offset, scale=self.scale, scaling=self.scaling,
-                 threshold=np.nan if self.threshold is None else self.threshold, **table)
+            table |= {
+                "covariate_widths": self.covariate_widths,
+                "covariate_offset": self.covariate_offset,
+                "covariate_scale": self.covariate_scale,
+            }
+        np.savez(
+            path,
+            offset=self.offset,
+            scale=self.scale,
+            scaling=self.scaling,
+            threshold=np.nan if self.threshold is None else self.threshold,
+            **table,
+        )
 
     @classmethod
     def load(cls, path: Path) -> "Preprocessor":
@@ -116,10 +128,25 @@ class Preprocessor:
             raise DataError(f"{path}: cannot read the preprocessing ({error})") from None
         with f:
             threshold = float(f["threshold"])
-            table = {name: f[name] for name in ("source", "level", "real", "covariate_widths", "covariate_offset",
-                                                "covariate_scale") if name in f.files}
-            return cls(str(f["scaling"]), f["offset"], f["scale"], None if np.isnan(threshold) else threshold,
-                       **table)
+            table = {
+                name: f[name]
+                for name in (
+                    "source",
+                    "level",
+                    "real",
+                    "covariate_widths",
+                    "covariate_offset",
+                    "covariate_scale",
+                )
+                if name in f.files
+            }
+            return cls(
+                str(f["scaling"]),
+                f["offset"],
+                f["scale"],
+                None if np.isnan(threshold) else threshold,
+                **table,
+            )
 
 
 @dataclass(frozen=True)
@@ -150,11 +177,16 @@ def load_split(prepared_dir: str | Path, split: str, manifest: Manifest | None =
         except (OSError, ValueError) as error:
             raise DataError(f"{path}: cannot read prepared array ({error})") from None
     expected = (manifest.counts[split], *manifest.example_shape)
-    if (arrays["x"].shape != expected or str(arrays["x"].dtype) != manifest.dtypes["x"]
-            or not len(arrays["y"]) == len(arrays["id"]) == expected[0]):
-        raise DataError(f"{Path(prepared_dir) / split}: arrays do not match manifest.json (expected x of shape "
-                        f"{expected} {manifest.dtypes['x']}, got {arrays['x'].shape} {arrays['x'].dtype}); "
-                        "re-run the prepare stage (dvc repro prepare)")
+    if (
+        arrays["x"].shape != expected
+        or str(arrays["x"].dtype) != manifest.dtypes["x"]
+        or not len(arrays["y"]) == len(arrays["id"]) == expected[0]
+    ):
+        raise DataError(
+            f"{Path(prepared_dir) / split}: arrays do not match manifest.json (expected x of shape "
+            f"{expected} {manifest.dtypes['x']}, got {arrays['x'].shape} {arrays['x'].dtype}); "
+            "re-run the prepare stage (dvc repro prepare)"
+        )
     return Split(**arrays, preprocess=Preprocessor.load(Path(prepared_dir) / PREPROCESSING_FILE))
 
 
@@ -174,8 +206,9 @@ def seeded_rows(length: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(length, size=min(n, length), replace=False))
 
 
-def validation_rows(y: np.ndarray, fraction: float, seed: int, scratch: Path | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def validation_rows(
+    y: np.ndarray, fraction: float, seed: int, scratch: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(fit, validation) row indices of the prepared train split, the same in every stage;
     memory-mapped in `scratch` when given."""
     if fraction == 0:
@@ -203,7 +236,7 @@ def _counter_uniform(seed: int, rows: np.ndarray, width: int) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def fixed_inputs(split: Split, rows: np.ndarray, binarize: str, seed: int) -> np.ndarray:

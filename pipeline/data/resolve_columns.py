@@ -77,14 +77,17 @@ class ColumnProfile:
     def add_levels(self, levels, counts: dict | None = None) -> None:
         """Distinct values (and, for strings and booleans, their frequencies) of more rows."""
         if len(self.levels) <= MAX_LEVELS:
-            self.levels.update(list(levels)[:MAX_LEVELS + 1 - len(self.levels)])
+            self.levels.update(list(levels)[: MAX_LEVELS + 1 - len(self.levels)])
         if counts:
             self.counts = misra_gries(self.counts, counts, COUNTED)
 
     def merge(self, other: "ColumnProfile") -> None:
         """Add what the next part of the same column saw (parts profiled apart, in row order)."""
-        self.increasing = (self.increasing and other.increasing
-                           and (self.last is None or other.first is None or other.first > self.last))
+        self.increasing = (
+            self.increasing
+            and other.increasing
+            and (self.last is None or other.first is None or other.first > self.last)
+        )
         self.first = self.first if self.first is not None else other.first
         self.last = other.last if other.last is not None else self.last
         self.rows += other.rows
@@ -121,10 +124,15 @@ def column_type(profile: ColumnProfile, given: str | None) -> tuple[str, str]:
         return _check_given(profile, given), GIVEN
     numeric = profile.kind in ("integer", "float")
     if distinct == 1:
-        return LEFT_OUT, f"one value ({next(iter(profile.levels))!r}) in every row that has one: nothing to learn"
+        return (
+            LEFT_OUT,
+            f"one value ({next(iter(profile.levels))!r}) in every row that has one: nothing to learn",
+        )
     if profile.kind == "integer" and profile.increasing and not profile.missing and profile.rows > 2:
-        return LEFT_OUT, (f"an index: whole numbers from {profile.low:g} to {profile.high:g}, each above the row "
-                          "before's (the row order, not a property of the row)")
+        return LEFT_OUT, (
+            f"an index: whole numbers from {profile.low:g} to {profile.high:g}, each above the row "
+            "before's (the row order, not a property of the row)"
+        )
     if distinct == 2:
         return "binary", f"two values: {', '.join(map(str, sorted(profile.levels, key=str)))}"
     if numeric:
@@ -136,11 +144,15 @@ def column_type(profile: ColumnProfile, given: str | None) -> tuple[str, str]:
     share = top_share(profile)
     many = f"{'over ' if distinct > MAX_LEVELS else ''}{min(distinct, MAX_LEVELS):,} distinct {profile.kind}s"
     if share < TOP_LEVELS_MIN_SHARE:
-        return LEFT_OUT, (f"{many} in {profile.observed:,} cells, the {AUTO_MAX_LEVELS} most frequent covering "
-                          f"{share:.0%}: an identifier or free text (declare it categorical to keep "
-                          f"its most frequent levels)")
-    return "categorical", (f"{many}: the {AUTO_MAX_LEVELS} most frequent (covering {share:.0%} of the cells), "
-                           f"the rest as {OTHER!r}")
+        return LEFT_OUT, (
+            f"{many} in {profile.observed:,} cells, the {AUTO_MAX_LEVELS} most frequent covering "
+            f"{share:.0%}: an identifier or free text (declare it categorical to keep "
+            f"its most frequent levels)"
+        )
+    return "categorical", (
+        f"{many}: the {AUTO_MAX_LEVELS} most frequent (covering {share:.0%} of the cells), "
+        f"the rest as {OTHER!r}"
+    )
 
 
 def top_share(profile: ColumnProfile, levels: int = AUTO_MAX_LEVELS) -> float:
@@ -166,13 +178,16 @@ def _check_given(profile: ColumnProfile, given: str) -> str:
     name, distinct, numeric = profile.name, len(profile.levels), profile.kind in ("integer", "float")
     problem = None
     if given == "binary" and distinct > 2:
-        problem = ("binary needs at most two distinct values; it has "
-                   f"{'more than ' if distinct > MAX_LEVELS else ''}{distinct}")
+        problem = (
+            "binary needs at most two distinct values; it has "
+            f"{'more than ' if distinct > MAX_LEVELS else ''}{distinct}"
+        )
     elif given == "categorical" and distinct > MAX_LEVELS and not profile.counts:
         problem = f"categorical allows at most {MAX_LEVELS} levels; it has more"
     elif given == "count" and not (numeric and profile.integral and profile.low >= 0):
-        problem = (f"count needs non-negative whole numbers; it holds {profile.kind} values"
-                   + (f" from {profile.low:.4g} to {profile.high:.4g}" if numeric else ""))
+        problem = f"count needs non-negative whole numbers; it holds {profile.kind} values" + (
+            f" from {profile.low:.4g} to {profile.high:.4g}" if numeric else ""
+        )
     elif given == "real" and not numeric:
         problem = f"real needs numbers; it holds {profile.kind} values"
     if problem:

@@ -53,9 +53,12 @@ def resolve_image_size(sizes: list[tuple[int, int]]) -> Choice:
         return Choice("as read", f"every image read has size {distinct[0][0]} × {distinct[0][1]}")
     median = int(np.median([min(h, w) for h, w in sizes]))
     side = max(8, min(AUTO_MAX_SIDE, median // 8 * 8))
-    return Choice([side, side], f"{len(distinct)} sizes among {len(sizes)} images read (from {distinct[0][0]} × "
-                                f"{distinct[0][1]} to {distinct[-1][0]} × {distinct[-1][1]}); a square of their "
-                                f"median shorter side {median}, a multiple of 8, at most {AUTO_MAX_SIDE}")
+    return Choice(
+        [side, side],
+        f"{len(distinct)} sizes among {len(sizes)} images read (from {distinct[0][0]} × "
+        f"{distinct[0][1]} to {distinct[-1][0]} × {distinct[-1][1]}); a square of their "
+        f"median shorter side {median}, a multiple of 8, at most {AUTO_MAX_SIDE}",
+    )
 
 
 def resolve_color(first_coloured: int | None) -> Choice:
@@ -76,8 +79,9 @@ def pixel_levels(dtype, declared: float | None) -> float | None:
     return 255.0 if str(dtype) == "uint8" else None
 
 
-def value_type(ndim: int, levels: float | None, low: float, high: float, integral: bool,
-               table: bool) -> tuple[str, str]:
+def value_type(
+    ndim: int, levels: float | None, low: float, high: float, integral: bool, table: bool
+) -> tuple[str, str]:
     """(value type, why) of the examples: pixels, count, real, or columns for a table."""
     if table:
         return "columns", "a table: one likelihood per column, by its type"
@@ -120,12 +124,16 @@ def sequence_rule(x: np.ndarray) -> tuple[str, str] | None:
     rows = np.linspace(0, len(x) - 1, min(len(x), SEQUENCE_SAMPLE_ROWS)).astype(int)
     z = np.asarray(x[rows], np.float64).reshape(len(rows), x.shape[1], -1)
     spread = z.std(axis=0)
-    z = (z - z.mean(axis=0)) / np.where(spread > 0, spread, 1.0)  # a constant position correlates with nothing
+    z = (z - z.mean(axis=0)) / np.where(
+        spread > 0, spread, 1.0
+    )  # a constant position correlates with nothing
     length = z.shape[1]
     neighbours = float((z[:, 1:] * z[:, :-1]).mean())
     pairs = np.random.default_rng(0).integers(0, length, (2, 4 * length))
     pairs = pairs[:, pairs[0] != pairs[1]]
     random = float(np.abs((z[:, pairs[0]] * z[:, pairs[1]]).mean(axis=(0, 2))).mean())
-    why = f"neighbouring values correlate {neighbours:.2f}, random pairs of the {length} positions {random:.2f}"
+    why = (
+        f"neighbouring values correlate {neighbours:.2f}, random pairs of the {length} positions {random:.2f}"
+    )
     series = neighbours >= SERIES_MIN_CORRELATION and neighbours >= random + SERIES_MIN_MARGIN
     return ("series", f"{why}: an ordered series") if series else ("features", f"{why}: unordered features")

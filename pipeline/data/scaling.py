@@ -15,8 +15,14 @@ from pipeline.data.prepared import Preprocessor
 STATS_ROWS = 4096
 
 
-def fit_preprocessor(chunks, shape: tuple[int, ...], levels: float | None, scaling: str,
-                     threshold: float | None, columns: tuple[Column, ...] | None = None) -> Preprocessor:
+def fit_preprocessor(
+    chunks,
+    shape: tuple[int, ...],
+    levels: float | None,
+    scaling: str,
+    threshold: float | None,
+    columns: tuple[Column, ...] | None = None,
+) -> Preprocessor:
     """The Preprocessor of the train rows, given as consecutive chunks of examples of `shape`.
 
     Statistics are summed over blocks of STATS_ROWS rows whatever the chunks, so that the
@@ -47,8 +53,9 @@ def fit_preprocessor(chunks, shape: tuple[int, ...], levels: float | None, scali
         offset, scale = (stats.low, stats.high - stats.low) if scaling == "unit" else (stats.mean, stats.std)
     scale = np.where(scale > 0, scale, 1.0)  # constant features map to 0
     shape = (1,) if offset.size == 1 else tuple(shape)
-    return Preprocessor(scaling, offset.reshape(shape).astype(np.float32), scale.reshape(shape).astype(np.float32),
-                        threshold)
+    return Preprocessor(
+        scaling, offset.reshape(shape).astype(np.float32), scale.reshape(shape).astype(np.float32), threshold
+    )
 
 
 def _table_preprocessor(chunks, scaling: str, columns: tuple[Column, ...]) -> Preprocessor:
@@ -68,8 +75,15 @@ def _table_preprocessor(chunks, scaling: str, columns: tuple[Column, ...]) -> Pr
             real.append(column.type == "real")
             offset.append(low_or_mean)
             scale.append(spread if spread > 0 else 1.0)
-    return Preprocessor(scaling, np.array(offset, np.float32), np.array(scale, np.float32), None,
-                        np.array(source, np.int64), np.array(level, np.float32), np.array(real, bool))
+    return Preprocessor(
+        scaling,
+        np.array(offset, np.float32),
+        np.array(scale, np.float32),
+        None,
+        np.array(source, np.int64),
+        np.array(level, np.float32),
+        np.array(real, bool),
+    )
 
 
 def _reblock(chunks, n: int):
@@ -99,7 +113,7 @@ class _FeatureStats:
         mean = np.nansum(block, axis=0) / np.maximum(n, 1)
         m2, delta, total = np.nansum((block - mean) ** 2, axis=0), mean - self.mean, self.n + n
         self.mean = self.mean + delta * n / np.maximum(total, 1)
-        self.m2 = self.m2 + m2 + delta ** 2 * self.n * n / np.maximum(total, 1)
+        self.m2 = self.m2 + m2 + delta**2 * self.n * n / np.maximum(total, 1)
         self.n = total
         self.low = np.minimum(self.low, np.where(finite, block, np.inf).min(axis=0))
         self.high = np.maximum(self.high, np.where(finite, block, -np.inf).max(axis=0))

@@ -20,15 +20,22 @@ from pipeline.platform.io import allocate
 BINS = 4096  # histogram bins over the keys' top 12 bits
 STEP = 1 << 20  # labels per chunk
 # One purpose per split, so that the splits of one seed are independent of each other.
-PURPOSES = {"max_examples": 1, "test": 2, "validation": 3, "probe subsample": 4, "probe test subsample": 5,
-            "probe validation": 6}
+PURPOSES = {
+    "max_examples": 1,
+    "test": 2,
+    "validation": 3,
+    "probe subsample": 4,
+    "probe test subsample": 5,
+    "probe validation": 6,
+}
 
 
 def row_keys(rows: np.ndarray, seed: int, purpose: int) -> np.ndarray:
     """splitmix64 of (seed, purpose, row): uniform, independent 64-bit keys."""
     with np.errstate(over="ignore"):
-        z = (np.asarray(rows, np.uint64) + np.uint64((seed * 1_000_003 + purpose) & (2**64 - 1))
-             * np.uint64(0x9E3779B97F4A7C15))
+        z = np.asarray(rows, np.uint64) + np.uint64((seed * 1_000_003 + purpose) & (2**64 - 1)) * np.uint64(
+            0x9E3779B97F4A7C15
+        )
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
@@ -46,8 +53,9 @@ class HoldOut:
     within: "HoldOut | None" = None  # only rows this split keeps are eligible
 
     @classmethod
-    def fit(cls, y: np.ndarray, held: float | int, seed: int, what: str,
-            within: "HoldOut | None" = None) -> "HoldOut":
+    def fit(
+        cls, y: np.ndarray, held: float | int, seed: int, what: str, within: "HoldOut | None" = None
+    ) -> "HoldOut":
         """held: the share held out (ceil of it, as scikit-learn rounds), or a number of rows.
 
         Args:
@@ -59,8 +67,14 @@ class HoldOut:
         """
         labelled = len(y) and int(np.min(y)) >= 0
         classes = int(np.max(y)) + 1 if labelled else 1
-        rule = cls(seed, PURPOSES[what], np.zeros(classes, np.uint64), np.zeros(classes, np.int64),
-                   stratified=bool(labelled and classes > 1), within=within)
+        rule = cls(
+            seed,
+            PURPOSES[what],
+            np.zeros(classes, np.uint64),
+            np.zeros(classes, np.int64),
+            stratified=bool(labelled and classes > 1),
+            within=within,
+        )
         sizes = np.zeros(classes, np.int64)
         for _, labels in rule._eligible(y):
             sizes += np.bincount(rule._class(labels), minlength=classes)
@@ -70,8 +84,9 @@ class HoldOut:
         histogram = np.zeros(classes * BINS, np.int64)
         for rows, labels in rule._eligible(y):
             c = rule._class(labels)
-            histogram += np.bincount(c * BINS + (rule._keys(rows) >> np.uint64(52)).astype(np.int64),
-                                     minlength=classes * BINS)
+            histogram += np.bincount(
+                c * BINS + (rule._keys(rows) >> np.uint64(52)).astype(np.int64), minlength=classes * BINS
+            )
         below = np.cumsum(histogram.reshape(classes, BINS), axis=1)
         edge = np.array([np.searchsorted(below[c], quota[c]) if quota[c] else 0 for c in range(classes)])
         rank = quota - np.where(edge > 0, below[np.arange(classes), np.maximum(edge - 1, 0)], 0)
@@ -81,8 +96,10 @@ class HoldOut:
             hit = (keys >> np.uint64(52)).astype(np.int64) == edge[c]
             for k in np.unique(c[hit]):
                 in_edge[k].append(keys[hit & (c == k)])
-        cutoff = np.array([np.sort(np.concatenate(in_edge[c]))[rank[c] - 1] if quota[c] else 0
-                           for c in range(classes)], np.uint64)
+        cutoff = np.array(
+            [np.sort(np.concatenate(in_edge[c]))[rank[c] - 1] if quota[c] else 0 for c in range(classes)],
+            np.uint64,
+        )
         return cls(rule.seed, rule.purpose, cutoff, quota, rule.stratified, within)
 
     def held(self, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -103,7 +120,7 @@ class HoldOut:
         for rows, labels in self._eligible(y):
             mask = self._held_alone(rows, labels)  # the rows are eligible already
             for i, (out, chosen) in enumerate(zip(parts, (rows[~mask], rows[mask]))):
-                out[at[i]:at[i] + len(chosen)] = chosen
+                out[at[i] : at[i] + len(chosen)] = chosen
                 at[i] += len(chosen)
         return parts[0], parts[1] if held else None
 
@@ -122,7 +139,7 @@ class HoldOut:
         """(rows, labels) of the eligible rows, chunk by chunk."""
         for start in range(0, len(y), STEP):
             rows = np.arange(start, min(start + STEP, len(y)))
-            labels = np.asarray(y[start:start + STEP])
+            labels = np.asarray(y[start : start + STEP])
             if self.within is not None:
                 keep = ~self.within.held(rows, labels)
                 rows, labels = rows[keep], labels[keep]
@@ -130,6 +147,7 @@ class HoldOut:
 
     def _allocate(self, sizes: np.ndarray, n_held: int, total: int, what: str, held) -> np.ndarray:
         """Rows held out per class: proportional, the remainder to the largest fractions."""
+
         def fail(reason: str):
             raise DataError(f"cannot make the {what} split ({held} of {total} examples held out): {reason}")
 
@@ -143,5 +161,5 @@ class HoldOut:
         share = sizes * n_held / total
         quota = np.floor(share).astype(np.int64)
         order = np.argsort(-(share - quota), kind="stable")
-        quota[order[:n_held - int(quota.sum())]] += 1
+        quota[order[: n_held - int(quota.sum())]] += 1
         return quota

@@ -20,10 +20,14 @@ from pipeline.platform.io import Publication, write_json
 def from_params(params: Params, *, prepared_dir, out_dir) -> dict:
     """The stage's recipe: the params it reads, passed on (stages/baselines.py and pipeline.runner)."""
     protocol = ProbeProtocol.of(params.evaluate.probe, knn_k=params.evaluate.knn_k, seed=params.seed)
-    return baselines(prepared_dir=prepared_dir, out_dir=out_dir, dim=params.model.latent_dim, protocol=protocol)
+    return baselines(
+        prepared_dir=prepared_dir, out_dir=out_dir, dim=params.model.latent_dim, protocol=protocol
+    )
 
 
-def as_the_encoder_sees(train: np.ndarray, test: np.ndarray, manifest, preprocess) -> tuple[np.ndarray, np.ndarray]:
+def as_the_encoder_sees(
+    train: np.ndarray, test: np.ndarray, manifest, preprocess
+) -> tuple[np.ndarray, np.ndarray]:
     """The baselines' view of a table or count matrix, with the information the encoder has:
     counts as log1p; every missing cell imputed from the train rows, with the mean of a
     real or count column and the mode of a binary or categorical one (its one-hot); and one
@@ -62,9 +66,13 @@ def baselines(*, prepared_dir, out_dir, dim: int, protocol: ProbeProtocol) -> di
         check_knn_k(protocol, len(data["train"]))
         rows = dict(zip(("train", "test"), probe_rows(data["train"].y, data["test"].y, protocol)))
         flat = _flat(data, manifest, rows)
-        pca = PCA(n_components=min(dim, flat["train"].shape[1]), random_state=protocol.seed).fit(flat["train"])
-        features = {"pca": (pca.transform(flat["train"]), pca.transform(flat["test"])),
-                    "raw": (flat["train"], flat["test"])}
+        pca = PCA(n_components=min(dim, flat["train"].shape[1]), random_state=protocol.seed).fit(
+            flat["train"]
+        )
+        features = {
+            "pca": (pca.transform(flat["train"]), pca.transform(flat["test"])),
+            "raw": (flat["train"], flat["test"]),
+        }
         labels = {split: np.asarray(data[split].y[r]) for split, r in rows.items()}
         with timed("probes on the raw inputs and their PCA"):
             scores, _ = probe_suite(features, labels["train"], labels["test"], protocol)
@@ -82,9 +90,14 @@ def _flat(data: dict, manifest, rows: dict) -> dict[str, np.ndarray]:
     """{split: the rows' inputs, flat, float64, less the covariates, as the encoder sees them}."""
     # float64: PCA in float32 loses enough precision to move the probe (digits PCA-8: 0.897 vs 0.903).
     width = math.prod(manifest.feature_shape)
-    flat = {split: data[split].inputs(r).astype(np.float64).reshape(len(r), -1)[:, :width] for split, r in rows.items()}
+    flat = {
+        split: data[split].inputs(r).astype(np.float64).reshape(len(r), -1)[:, :width]
+        for split, r in rows.items()
+    }
     if manifest.columns is not None or manifest.value_type == "count":
-        flat = dict(zip(flat, as_the_encoder_sees(flat["train"], flat["test"], manifest, data["train"].preprocess)))
+        flat = dict(
+            zip(flat, as_the_encoder_sees(flat["train"], flat["test"], manifest, data["train"].preprocess))
+        )
     return flat
 
 
@@ -97,7 +110,10 @@ def _covariate_baselines(data: dict, manifest, dim: int, protocol: ProbeProtocol
     flat = _flat(data, manifest, rows)
     components = min(dim, flat["train"].shape[1])
     pca = PCA(n_components=components, random_state=protocol.seed).fit(flat["train"])
-    fixed = {"raw": (flat["train"], flat["test"]), "pca": (pca.transform(flat["train"]), pca.transform(flat["test"]))}
+    fixed = {
+        "raw": (flat["train"], flat["test"]),
+        "pca": (pca.transform(flat["train"]), pca.transform(flat["test"])),
+    }
 
     def embeddings(batch):
         standardized = per_batch_standardized(flat["train"], flat["test"], *batch)

@@ -48,13 +48,29 @@ def from_params(params: Params, *, prepared_dir, model_path, latents_dir, out_di
     """
     cfg = params.evaluate
     protocol = ProbeProtocol.of(cfg.probe, knn_k=cfg.knn_k, seed=params.seed)
-    return evaluate(prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir,
-                    protocol=protocol, importance_samples=cfg.importance_samples,
-                    surprisal_examples=cfg.surprisal_examples, gradient_variance=cfg.gradient_variance)
+    return evaluate(
+        prepared_dir=prepared_dir,
+        model_path=model_path,
+        latents_dir=latents_dir,
+        out_dir=out_dir,
+        protocol=protocol,
+        importance_samples=cfg.importance_samples,
+        surprisal_examples=cfg.surprisal_examples,
+        gradient_variance=cfg.gradient_variance,
+    )
 
 
-def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeProtocol, importance_samples: int,
-             surprisal_examples: int, gradient_variance: GradientVarianceConfig) -> dict:
+def evaluate(
+    *,
+    prepared_dir,
+    model_path,
+    latents_dir,
+    out_dir,
+    protocol: ProbeProtocol,
+    importance_samples: int,
+    surprisal_examples: int,
+    gradient_variance: GradientVarianceConfig,
+) -> dict:
     """latent_metrics.json, confusion.csv and pictures/ under out_dir, replaced together.
 
     Args:
@@ -78,8 +94,11 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
     metrics, confusion = _latent_metrics(vae, bundle.choices or {}, manifest, data, latents_dir, protocol)
     with timed("SUBO and importance-weighted surprisal"), scratch_dir(out_dir, clear_stale=True) as scratch:
         scored = trained.scored_inputs(data, surprisal_examples, scratch)
-        metrics["subo"] = {split: subo_estimates(vae, x, importance_samples, seed=trained.seed)
-                           for split, x in scored.items() if len(x)}
+        metrics["subo"] = {
+            split: subo_estimates(vae, x, importance_samples, seed=trained.seed)
+            for split, x in scored.items()
+            if len(x)
+        }
     metrics["likelihood"] = likelihood_kind(vae.config.model, manifest)
     if dims := pixel_dims(manifest):  # the unit of the field's tables: nats / (D ln 2)
         for figures in metrics["subo"].values():
@@ -92,13 +111,20 @@ def evaluate(*, prepared_dir, model_path, latents_dir, out_dir, protocol: ProbeP
             batch = trained.inputs(data["test"], None, gradient_variance.batch_size)
             metrics["gradient_variance"] = phi_gradient_variance(vae, batch, gradient_variance.repeats)
     else:
-        metrics["gradient_variance"] = {"skipped": "the score-function estimator needs a Gaussian proxy and the "
-                                                   "standard prior (D in closed form)"}
+        metrics["gradient_variance"] = {
+            "skipped": "the score-function estimator needs a Gaussian proxy and the "
+            "standard prior (D in closed form)"
+        }
     with publication.staged() as staging, timed("pictures"):
         (staging / "pictures").mkdir()
-        metrics["generative"] = draw_pictures(vae, scored["test"], staging / "pictures", seed=trained.seed,
-                                              title=f"{manifest.source}, latent_dim={vae.latent_dim}",
-                                              images=manifest.pictured)
+        metrics["generative"] = draw_pictures(
+            vae,
+            scored["test"],
+            staging / "pictures",
+            seed=trained.seed,
+            title=f"{manifest.source}, latent_dim={vae.latent_dim}",
+            images=manifest.pictured,
+        )
         metrics["odd_rows"] = odd_rows(latents_dir, manifest, data, staging / "pictures", vae)
         write_json(staging / "latent_metrics.json", metrics)
         (staging / "confusion.csv").write_text(confusion, encoding="utf-8")
@@ -120,8 +146,11 @@ def likelihood_kind(model, manifest) -> dict:
 def bits_per_dim(figures: dict, dims: int) -> dict:
     """U, S_K and E_K of one split in bits per dimension: nats / (D ln 2)."""
     scale = 1 / (dims * math.log(2))
-    return {"U": figures["U"] * scale, "S_K": {k: v * scale for k, v in figures["S_K"].items()},
-            "E_K": {k: v * scale for k, v in figures["E_K"].items()}}
+    return {
+        "U": figures["U"] * scale,
+        "S_K": {k: v * scale for k, v in figures["S_K"].items()},
+        "E_K": {k: v * scale for k, v in figures["E_K"].items()},
+    }
 
 
 @dataclass(frozen=True)
@@ -136,8 +165,10 @@ class TrainedOn:
     @classmethod
     def of(cls, bundle) -> "TrainedOn":
         if bundle.run is None:
-            raise DataError(f"{bundle.model_path.parent / RUN_FILE}: not found; evaluate needs the training run's "
-                            "record beside the model (re-run the train stage)")
+            raise DataError(
+                f"{bundle.model_path.parent / RUN_FILE}: not found; evaluate needs the training run's "
+                "record beside the model (re-run the train stage)"
+            )
         run = bundle.run
         return cls(run["data"]["validation_fraction"], run["data"]["binarize"], run["seed"])
 
@@ -149,30 +180,52 @@ class TrainedOn:
     def scored_inputs(self, data: dict, n: int, scratch) -> dict[str, np.ndarray]:
         """At most n validation and n test examples: the rows the SUBO figures score."""
         _, val_rows = validation_rows(data["train"].y, self.validation_fraction, self.seed, scratch)
-        return {"validation": self.inputs(data["train"], val_rows, n), "test": self.inputs(data["test"], None, n)}
+        return {
+            "validation": self.inputs(data["train"], val_rows, n),
+            "test": self.inputs(data["test"], None, n),
+        }
 
 
-def _latent_metrics(vae, choices: dict, manifest, data: dict, latents_dir, protocol: ProbeProtocol
-                    ) -> tuple[dict, str]:
+def _latent_metrics(
+    vae, choices: dict, manifest, data: dict, latents_dir, protocol: ProbeProtocol
+) -> tuple[dict, str]:
     """Active units over every test row and, with labels, the probes on z_mean (read a row
     group at a time, keeping only the probes' rows); and confusion.csv's text."""
     labelled = is_labelled(manifest, data)
     if labelled:
         check_knn_k(protocol, len(data["train"]))
-    rows = dict(zip(("train", "test"), probe_rows(data["train"].y, data["test"].y, protocol) if labelled else ([], [])))
+    rows = dict(
+        zip(
+            ("train", "test"), probe_rows(data["train"].y, data["test"].y, protocol) if labelled else ([], [])
+        )
+    )
     test_moments = Moments()
-    z = {split: read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, rows[split], vae.latent_dim,
-                            visit=test_moments.add if split == "test" else None) for split in ("train", "test")}
-    metrics: dict = {"latent_dim": vae.latent_dim, "choices": choices,
-                     "active_units": active_units(test_moments.variance)}
+    z = {
+        split: read_z_mean(
+            latents_dir,
+            split,
+            data[split].id,
+            manifest.fingerprint,
+            rows[split],
+            vae.latent_dim,
+            visit=test_moments.add if split == "test" else None,
+        )
+        for split in ("train", "test")
+    }
+    metrics: dict = {
+        "latent_dim": vae.latent_dim,
+        "choices": choices,
+        "active_units": active_units(test_moments.variance),
+    }
     if warning := collapse_warning(metrics["active_units"]):
         log.warning("%s", warning)
     confusion = "actual,predicted,id\n"  # header only without labels: DVC still expects the file
     if labelled:
         with timed("probes on the latents"):
             labels = {s: np.asarray(data[s].y[r]) for s, r in rows.items()}
-            probes, confusion = _latent_probes(z, labels, manifest.label_names, protocol,
-                                               np.asarray(data["test"].id[rows["test"]]))
+            probes, confusion = _latent_probes(
+                z, labels, manifest.label_names, protocol, np.asarray(data["test"].id[rows["test"]])
+            )
         metrics.update(probes)
     if manifest.covariates:
         with timed("batch mixing of the latents"):
@@ -183,25 +236,39 @@ def _latent_metrics(vae, choices: dict, manifest, data: dict, latents_dir, proto
 def _latent_mixing(vae, manifest, data: dict, latents_dir, protocol: ProbeProtocol, labelled: bool) -> dict:
     """pipeline.evaluation.mixing's figures of z_mean, for each categorical covariate."""
     rows = mixing_rows(data, protocol.seed)
-    z = [read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, rows[split], vae.latent_dim)
-         for split in ("train", "test")]
+    z = [
+        read_z_mean(latents_dir, split, data[split].id, manifest.fingerprint, rows[split], vae.latent_dim)
+        for split in ("train", "test")
+    ]
     labels = np.asarray(data["test"].y[rows["test"]]) if labelled else None
-    return covariate_figures(lambda batch: {"latent": tuple(z)}, covariate_codes(data, rows, manifest.covariates),
-                             labels, protocol)
+    return covariate_figures(
+        lambda batch: {"latent": tuple(z)}, covariate_codes(data, rows, manifest.covariates), labels, protocol
+    )
 
 
-def _latent_probes(z: dict, labels: dict, label_names: list[str], protocol: ProbeProtocol,
-                   test_ids: np.ndarray) -> tuple[dict, str]:
+def _latent_probes(
+    z: dict, labels: dict, label_names: list[str], protocol: ProbeProtocol, test_ids: np.ndarray
+) -> tuple[dict, str]:
     """metrics["probe"] and ["knn"] from z_mean and the labels of the probes' rows (`probe_rows`),
     and the linear probe's test predictions, with each row's id, as confusion.csv text."""
-    scores, predicted = probe_suite({"latent": (z["train"], z["test"])}, labels["train"], labels["test"], protocol)
+    scores, predicted = probe_suite(
+        {"latent": (z["train"], z["test"])}, labels["train"], labels["test"], protocol
+    )
     latent = scores["latent"]
     names = np.array(label_names)
     pairs = zip(names[labels["test"]], names[predicted], test_ids)
-    return ({"probe": {**latent["linear"], "dim": latent["dim"], "train_examples": scores["train_examples"],
-                       "test_examples": scores["test_examples"]},
-             "knn": {"accuracy": latent["knn"], "k": protocol.knn_k}},
-            csv_text(["actual", "predicted", "id"], pairs))
+    return (
+        {
+            "probe": {
+                **latent["linear"],
+                "dim": latent["dim"],
+                "train_examples": scores["train_examples"],
+                "test_examples": scores["test_examples"],
+            },
+            "knn": {"accuracy": latent["knn"], "k": protocol.knn_k},
+        },
+        csv_text(["actual", "predicted", "id"], pairs),
+    )
 
 
 def _column_quality(vae, data: dict, manifest, examples: int, seed: int) -> dict:

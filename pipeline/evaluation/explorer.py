@@ -41,7 +41,9 @@ SPRITE_MAX_SIDE = 8192  # the projector's limit on the sprite image, in pixels
 def from_params(params, *, prepared_dir, model_path, latents_dir, out_dir) -> dict:
     """The stage's recipe (stages/explore.py and pipeline.runner): it reads no params of its
     own; the points are the umap stage's."""
-    return explore(prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, evaluation_dir=out_dir)
+    return explore(
+        prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, evaluation_dir=out_dir
+    )
 
 
 def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
@@ -57,23 +59,45 @@ def explore(*, prepared_dir, model_path, latents_dir, evaluation_dir) -> dict:
     order = np.argsort(positions)  # read_rows takes ascending rows
     coords, labels, ids, positions = coords[order], [labels[i] for i in order], ids[order], positions[order]
     bundle = load_bundle(model_path)
-    rows = read_rows(latents_dir, split, data[split].id, manifest.fingerprint, positions, ("z_mean", *SCORES),
-                     bundle.vae.latent_dim)
+    rows = read_rows(
+        latents_dir,
+        split,
+        data[split].id,
+        manifest.fingerprint,
+        positions,
+        ("z_mean", *SCORES),
+        bundle.vae.latent_dim,
+    )
     z = rows.pop("z_mean")
     predicted = _predictions(evaluation_dir / "confusion.csv")
     with timed("reconstructions for the explorer"):
         shown, pictures = _shown(manifest, bundle, data[split], positions, z)
-    points = Points(coords[:, 0], coords[:, 1], ids, labels, [predicted.get(i, "") for i in ids.tolist()], z, shown,
-                    rows, _covariates(manifest, data[split], positions))
+    points = Points(
+        coords[:, 0],
+        coords[:, 1],
+        ids,
+        labels,
+        [predicted.get(i, "") for i in ids.tolist()],
+        z,
+        shown,
+        rows,
+        _covariates(manifest, data[split], positions),
+    )
     title = f"Latents of {manifest.source}: {split} split"
-    summary = (f"{len(ids):,} points of the {split} split, latent_dim {z.shape[1]}; hover a point, click it for "
-               f"its reconstruction, colour by label, probe error, surprisal, novelty, a covariate or a latent "
-               "dimension")
+    summary = (
+        f"{len(ids):,} points of the {split} split, latent_dim {z.shape[1]}; hover a point, click it for "
+        f"its reconstruction, colour by label, probe error, surprisal, novelty, a covariate or a latent "
+        "dimension"
+    )
     with publication.staged() as staging, timed("explorer page and projector files"):
         (staging / "explorer.html").write_text(explorer_html(points, title, summary), encoding="utf-8")
         _projector(staging / "projector", points, pictures)
-    return {"points": len(ids), "split": split, "latent_dim": int(z.shape[1]),
-            "bytes": (evaluation_dir / "explorer.html").stat().st_size}
+    return {
+        "points": len(ids),
+        "split": split,
+        "latent_dim": int(z.shape[1]),
+        "bytes": (evaluation_dir / "explorer.html").stat().st_size,
+    }
 
 
 def _umap_points(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -89,7 +113,9 @@ def _positions(path: Path, split_ids: np.ndarray, ids: np.ndarray) -> np.ndarray
     order = np.argsort(split_ids, kind="stable")
     found = order[np.minimum(np.searchsorted(split_ids, ids, sorter=order), max(len(order) - 1, 0))]
     if len(ids) and (not len(order) or not (split_ids[found] == ids).all()):
-        raise DataError(f"{path}: ids the prepared split does not have; re-run the umap stage (dvc repro umap)")
+        raise DataError(
+            f"{path}: ids the prepared split does not have; re-run the umap stage (dvc repro umap)"
+        )
     return found
 
 
@@ -127,12 +153,16 @@ def _shown(manifest, bundle, split, positions: np.ndarray, z: np.ndarray) -> tup
     means = decoded_means(bundle.vae, z, c=covariates)
     if manifest.pictured:
         inputs = split.preprocess(stored)
-        low, high = (0.0, 1.0) if manifest.value_type == "pixels" else (float(inputs.min()), float(inputs.max()))
+        low, high = (
+            (0.0, 1.0) if manifest.value_type == "pixels" else (float(inputs.min()), float(inputs.max()))
+        )
         pictures = _to_uint8(inputs, low, high)
         return pictures_shown(pictures, _to_uint8(means, low, high)), pictures
     unscaled = means * bundle.preprocess.scale + bundle.preprocess.offset  # back in the stored units
-    names = [f"x{j}" for j in range(math.prod(manifest.feature_shape))]  # a covariate's code is not shown as x
-    stored = stored.reshape(len(stored), -1)[:, :len(names)]
+    names = [
+        f"x{j}" for j in range(math.prod(manifest.feature_shape))
+    ]  # a covariate's code is not shown as x
+    stored = stored.reshape(len(stored), -1)[:, : len(names)]
     return _values(names, stored, unscaled.reshape(len(stored), -1), None), None
 
 
@@ -140,20 +170,27 @@ def pictures_shown(pictures: np.ndarray, reconstructions: np.ndarray) -> Shown:
     """Pictures and their reconstructions as PNG data URIs, shown at about HOVER_PIXELS a side."""
     height, width = pictures.shape[1:3]
     scale = max(1, HOVER_PIXELS // max(height, width))
-    return Shown(pictures=([_data_uri(p) for p in pictures], [_data_uri(r) for r in reconstructions]),
-                 size=(height * scale, width * scale))
+    return Shown(
+        pictures=([_data_uri(p) for p in pictures], [_data_uri(r) for r in reconstructions]),
+        size=(height * scale, width * scale),
+    )
 
 
 def _values(names: list[str], stored: np.ndarray, guesses: np.ndarray, columns) -> Shown:
     """The first DETAIL_VALUES columns' cells as text, the example's and its reconstruction's."""
+
     def text(c: int, values: np.ndarray) -> list[str]:
         if columns is not None and columns[c].levels is not None:
             levels = [html.escape(str(level)) for level in columns[c].levels]
             return ["&mdash;" if np.isnan(v) else levels[int(v)] for v in values]
         return ["&mdash;" if np.isnan(v) else f"{v:.4g}" for v in values]
 
-    return Shown(values={html.escape(names[c]): (text(c, stored[:, c]), text(c, guesses[:, c]))
-                         for c in range(min(DETAIL_VALUES, len(names)))})
+    return Shown(
+        values={
+            html.escape(names[c]): (text(c, stored[:, c]), text(c, guesses[:, c]))
+            for c in range(min(DETAIL_VALUES, len(names)))
+        }
+    )
 
 
 def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -167,18 +204,24 @@ def _projector(folder: Path, points: Points, pictures: np.ndarray | None) -> Non
     clean = lambda text: " ".join(str(text).split())  # noqa: E731 - no tab or newline inside a field
     rows = ["id\tlabel\tpredicted\tprobe"] + [
         f"{i}\t{clean(label)}\t{clean(p) or '-'}\t{'' if not p else 'right' if p == label else 'wrong'}"
-        for i, label, p in zip(points.ids.tolist(), points.labels, points.predicted)]
+        for i, label, p in zip(points.ids.tolist(), points.labels, points.predicted)
+    ]
     (folder / "metadata.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     sprite = ""
     if pictures is not None and len(pictures):
         per_row = math.ceil(math.sqrt(len(pictures)))
         side = min(max(pictures.shape[1:3]), SPRITE_MAX_SIDE // per_row)
         _write_sprite(folder / "sprite.png", pictures, per_row, side)
-        sprite = (f'  sprite {{\n    image_path: "sprite.png"\n    single_image_dim: {side}\n'
-                  f'    single_image_dim: {side}\n  }}\n')
+        sprite = (
+            f'  sprite {{\n    image_path: "sprite.png"\n    single_image_dim: {side}\n'
+            f"    single_image_dim: {side}\n  }}\n"
+        )
     (folder / "projector_config.pbtxt").write_text(
-        'embeddings {\n  tensor_name: "z_mean"\n  tensor_path: "tensors.tsv"\n  metadata_path: "metadata.tsv"\n'
-        f"{sprite}}}\n", encoding="utf-8")
+        'embeddings {\n  tensor_name: "z_mean"\n  tensor_path: "tensors.tsv"\n  metadata_path: '
+        '"metadata.tsv"\n'
+        f"{sprite}}}\n",
+        encoding="utf-8",
+    )
 
 
 def _write_sprite(path: Path, pictures: np.ndarray, per_row: int, side: int) -> None:
@@ -188,7 +231,8 @@ def _write_sprite(path: Path, pictures: np.ndarray, per_row: int, side: int) -> 
     mode = "L" if pictures.shape[-1] == 1 else "RGB"
     sheet = Image.new(mode, (per_row * side, per_row * side))
     for i, picture in enumerate(pictures):
-        tile = Image.fromarray(picture[..., 0] if mode == "L" else picture).resize((side, side), Image.NEAREST)
+        tile = Image.fromarray(picture[..., 0] if mode == "L" else picture).resize(
+            (side, side), Image.NEAREST
+        )
         sheet.paste(tile, ((i % per_row) * side, (i // per_row) * side))
     sheet.save(path, optimize=True)
-

@@ -38,21 +38,27 @@ ESCAPE_JS = """
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 """
 
-DETAIL_JS = ESCAPE_JS + """
+DETAIL_JS = (
+    ESCAPE_JS
+    + """
 const i = source.selected.indices[0], d = source.data;
 if (i === undefined) { detail.text = ""; return; }
 const figure = (src, caption) => `<figure><img src="${src}" width="${side[1]}" height="${side[0]}" `
     + `style="image-rendering:pixelated"><figcaption>${caption}</figcaption></figure>`;
 const body = names.length
     ? "<table><tr><th>column</th><th>example</th><th>reconstruction</th></tr>"
-      + names.map((name, j) => `<tr><td>${name}</td><td>${d["v" + j][i]}</td><td>${d["r" + j][i]}</td></tr>`).join("")
+      + names.map((name, j) => `<tr><td>${name}</td><td>${d["v" + j][i]}</td>`
+        + `<td>${d["r" + j][i]}</td></tr>`).join("")
       + "</table>"
     : `<div style="display:flex;gap:16px">${figure(d.thumb[i], "example")}`
       + `${figure(d.recon[i], "reconstruction (the decoder's mean at z = &mu;)")}</div>`;
 detail.text = `<b>id ${d.id[i]}</b>, label ${esc(d.label[i])}, probe: ${esc(d.predicted[i])}<br>${body}`;
 """
+)
 
-FIND_JS = ESCAPE_JS + """
+FIND_JS = (
+    ESCAPE_JS
+    + """
 const wanted = cb_obj.value.trim(), i = source.data.id.findIndex(v => String(v) === wanted);
 if (i < 0) { status.text = wanted ? `no point with id ${esc(wanted)} among these` : ""; return; }
 status.text = "";
@@ -60,6 +66,7 @@ source.selected.indices = [i];
 const x = source.data.x[i], y = source.data.y[i], w = (xr.end - xr.start) / 4, h = (yr.end - yr.start) / 4;
 xr.start = x - w; xr.end = x + w; yr.start = y - h; yr.end = y + h;
 """
+)
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,9 @@ class Points:
     z: np.ndarray
     shown: Shown
     scores: dict[str, np.ndarray]
-    covariates: dict[str, list[str]] = field(default_factory=dict)  # each categorical covariate's level, as text
+    covariates: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # each categorical covariate's level, as text
 
 
 def explorer_html(points: Points, title: str, summary: str) -> str:
@@ -100,38 +109,86 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
 
     label_colour, c_label = _categorical(points.labels)
     covariates = {name: _categorical(values) for name, values in points.covariates.items()}
-    c_error = [UNPROBED if not p else RIGHT if p == t else WRONG for p, t in zip(points.predicted, points.labels)]
+    c_error = [
+        UNPROBED if not p else RIGHT if p == t else WRONG for p, t in zip(points.predicted, points.labels)
+    ]
     dims = [f"z{j}" for j in range(points.z.shape[1])]
     examples, hover, names = _examples(points.shown)
-    source = ColumnDataSource({
-        "x": points.x, "y": points.y, "id": points.ids, "label": points.labels,
-        "predicted": [p or "not probed" for p in points.predicted],
-        "right": ["" if not p else "right" if p == t else "wrong" for p, t in zip(points.predicted, points.labels)],
-        "color": c_label, "c_label": c_label, "c_error": c_error, **examples,
-        **{f"c_covariate_{j}": colours for j, (_, colours) in enumerate(covariates.values())},
-        **{name: points.scores[name] for name in SCORES}, **{name: points.z[:, j] for j, name in enumerate(dims)}})
-    plot = figure(title="UMAP of the latents (z_mean)", output_backend="webgl", sizing_mode="stretch_width",
-                  x_range=_padded(points.x), y_range=_padded(points.y),  # fixed ranges, which "find id" moves
-                  height=620, tools="pan,wheel_zoom,box_zoom,reset,save", active_scroll="wheel_zoom", name="umap")
-    dots = plot.scatter("x", "y", source=source, size=6, fill_color="color", line_color=None, fill_alpha=0.8,
-                        name="points")
-    plot.add_tools(HoverTool(renderers=[dots], tooltips=f"""
+    source = ColumnDataSource(
+        {
+            "x": points.x,
+            "y": points.y,
+            "id": points.ids,
+            "label": points.labels,
+            "predicted": [p or "not probed" for p in points.predicted],
+            "right": [
+                "" if not p else "right" if p == t else "wrong"
+                for p, t in zip(points.predicted, points.labels)
+            ],
+            "color": c_label,
+            "c_label": c_label,
+            "c_error": c_error,
+            **examples,
+            **{f"c_covariate_{j}": colours for j, (_, colours) in enumerate(covariates.values())},
+            **{name: points.scores[name] for name in SCORES},
+            **{name: points.z[:, j] for j, name in enumerate(dims)},
+        }
+    )
+    plot = figure(
+        title="UMAP of the latents (z_mean)",
+        output_backend="webgl",
+        sizing_mode="stretch_width",
+        x_range=_padded(points.x),
+        y_range=_padded(points.y),  # fixed ranges, which "find id" moves
+        height=620,
+        tools="pan,wheel_zoom,box_zoom,reset,save",
+        active_scroll="wheel_zoom",
+        name="umap",
+    )
+    dots = plot.scatter(
+        "x", "y", source=source, size=6, fill_color="color", line_color=None, fill_alpha=0.8, name="points"
+    )
+    plot.add_tools(
+        HoverTool(
+            renderers=[dots],
+            tooltips=f"""
         <div>{hover}</div>
         <div><b>id @id</b> &middot; label @label</div>
         <div>probe: @predicted @right</div>
-        <div>surprisal @surprisal{{0.0}} nats, quantile @surprisal_quantile{{0.000}}</div>"""),
-                  TapTool(renderers=[dots]))
+        <div>surprisal @surprisal{{0.0}} nats, quantile @surprisal_quantile{{0.000}}</div>""",
+        ),
+        TapTool(renderers=[dots]),
+    )
     key, status = Div(text=_legend(label_colour)), Div(text="")
     detail = Div(text="", styles={"font-family": "sans-serif"}, name="detail")
     colour_by = _colour_by(source, key, label_colour, covariates, dims)
     find = TextInput(title="Find id", placeholder="a row id, then Enter", width=160, name="find")
-    find.js_on_change("value", CustomJS(args={"source": source, "status": status, "xr": plot.x_range,
-                                              "yr": plot.y_range}, code=FIND_JS))
-    source.selected.js_on_change("indices", CustomJS(args={"source": source, "detail": detail, "names": names,
-                                                           "side": [2 * v for v in points.shown.size]},
-                                                     code=DETAIL_JS))
-    page = column(Div(text=f"<h2>{html.escape(title)}</h2><p>{summary}</p>"), row(colour_by, find, status), key,
-                  plot, detail, sizing_mode="stretch_width")
+    find.js_on_change(
+        "value",
+        CustomJS(
+            args={"source": source, "status": status, "xr": plot.x_range, "yr": plot.y_range}, code=FIND_JS
+        ),
+    )
+    source.selected.js_on_change(
+        "indices",
+        CustomJS(
+            args={
+                "source": source,
+                "detail": detail,
+                "names": names,
+                "side": [2 * v for v in points.shown.size],
+            },
+            code=DETAIL_JS,
+        ),
+    )
+    page = column(
+        Div(text=f"<h2>{html.escape(title)}</h2><p>{summary}</p>"),
+        row(colour_by, find, status),
+        key,
+        plot,
+        detail,
+        sizing_mode="stretch_width",
+    )
     return file_html(page, INLINE, title=title)
 
 
@@ -142,13 +199,28 @@ def _colour_by(source, key, label_colour: dict, covariates: dict, dims: list[str
     from bokeh.palettes import Viridis256
 
     label_key, error_key = _legends(label_colour)
-    categorical = {"label": ["c_label", label_key], "probe error": ["c_error", error_key],
-                   **{f"{name} (covariate)": [f"c_covariate_{j}", _legend(colour)]
-                      for j, (name, (colour, _)) in enumerate(covariates.items())}}
-    colour_by = Select(title="Colour by", value="label", options=[*categorical, *COLOURED_SCORES, *dims],
-                       width=160, name="colour_by")
-    colour_by.js_on_change("value", CustomJS(args={"source": source, "palette": list(Viridis256), "key": key,
-                                                   "categorical": categorical}, code=COLOUR_JS))
+    categorical = {
+        "label": ["c_label", label_key],
+        "probe error": ["c_error", error_key],
+        **{
+            f"{name} (covariate)": [f"c_covariate_{j}", _legend(colour)]
+            for j, (name, (colour, _)) in enumerate(covariates.items())
+        },
+    }
+    colour_by = Select(
+        title="Colour by",
+        value="label",
+        options=[*categorical, *COLOURED_SCORES, *dims],
+        width=160,
+        name="colour_by",
+    )
+    colour_by.js_on_change(
+        "value",
+        CustomJS(
+            args={"source": source, "palette": list(Viridis256), "key": key, "categorical": categorical},
+            code=COLOUR_JS,
+        ),
+    )
     return colour_by
 
 
@@ -173,23 +245,31 @@ def _legend(colour: dict[str, str]) -> str:
 
 def _legends(label_colour: dict[str, str]) -> tuple[str, str]:
     """The HTML legends of the colourings by label and by the probe's error."""
-    return (_legend(label_colour),
-            " &nbsp;".join(_dot(colour, what) for colour, what in ((WRONG, "wrong"), (RIGHT, "right"),
-                                                                   (UNPROBED, "not probed"))))
+    return (
+        _legend(label_colour),
+        " &nbsp;".join(
+            _dot(colour, what)
+            for colour, what in ((WRONG, "wrong"), (RIGHT, "right"), (UNPROBED, "not probed"))
+        ),
+    )
 
 
 def _examples(shown: Shown) -> tuple[dict, str, list[str]]:
     """(the source's example columns, the hover's example HTML, the detail's column names)."""
     if shown.pictures is not None:
         height, width = shown.size
-        return ({"thumb": shown.pictures[0], "recon": shown.pictures[1]},
-                f'<img src="@thumb{{safe}}" width="{width}" height="{height}" style="image-rendering:pixelated">', [])
+        return (
+            {"thumb": shown.pictures[0], "recon": shown.pictures[1]},
+            f'<img src="@thumb{{safe}}" width="{width}" height="{height}" style="image-rendering:pixelated">',
+            [],
+        )
     names = list(shown.values or {})
     columns = {}
     for j, (example, reconstruction) in enumerate((shown.values or {}).values()):
         columns[f"v{j}"], columns[f"r{j}"] = example, reconstruction
-    hover = "".join(f"<div>{for_template(name)} = @{{v{j}}}{{safe}}</div>"
-                    for j, name in enumerate(names[:SHOWN_VALUES]))
+    hover = "".join(
+        f"<div>{for_template(name)} = @{{v{j}}}{{safe}}</div>" for j, name in enumerate(names[:SHOWN_VALUES])
+    )
     return columns, hover, names
 
 
@@ -207,4 +287,3 @@ def _padded(values: np.ndarray):
     low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
     pad = 0.05 * (high - low) or 1.0
     return Range1d(low - pad, high + pad)
-

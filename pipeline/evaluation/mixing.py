@@ -32,8 +32,9 @@ MIXING_ROWS = 5000  # silhouettes cost rows² per label
 PROBE_MIN_ROWS = 5  # the covariate probe needs this many train rows of each level (else it is None)
 
 
-def neighbourhoods(x: np.ndarray, neighbours: int = LISI_NEIGHBOURS,
-                   perplexity: float = PERPLEXITY) -> tuple[np.ndarray, np.ndarray]:
+def neighbourhoods(
+    x: np.ndarray, neighbours: int = LISI_NEIGHBOURS, perplexity: float = PERPLEXITY
+) -> tuple[np.ndarray, np.ndarray]:
     """Each row's nearest neighbours (Euclidean; itself among them) and their kernel weights
     (`_kernel`): what every LISI of the rows reads, whatever groups it counts."""
     from sklearn.neighbors import NearestNeighbors
@@ -49,11 +50,12 @@ def lisi(x: np.ndarray, groups: np.ndarray, near: tuple[np.ndarray, np.ndarray] 
     index, weights = near if near is not None else neighbourhoods(x)
     totals = np.zeros((len(x), int(groups.max()) + 1))
     np.add.at(totals, (np.repeat(np.arange(len(x)), index.shape[1]), groups[index].ravel()), weights.ravel())
-    return 1.0 / np.sum(totals ** 2, axis=1)
+    return 1.0 / np.sum(totals**2, axis=1)
 
 
-def _kernel(distance: np.ndarray, neighbour: np.ndarray, perplexity: float, tol: float = 1e-5,
-            tries: int = 50) -> np.ndarray:
+def _kernel(
+    distance: np.ndarray, neighbour: np.ndarray, perplexity: float, tol: float = 1e-5, tries: int = 50
+) -> np.ndarray:
     """Row-normalised weights exp(-β d) over each row's neighbours (itself excluded), β found by
     bisection so that the weights' entropy is log(perplexity), as scib-metrics and harmonypy do.
     Computed relative to each row's nearest distance, so no row's weights all underflow."""
@@ -71,8 +73,11 @@ def _kernel(distance: np.ndarray, neighbour: np.ndarray, perplexity: float, tol:
         wider = searching & (above > 0)  # too spread out: a larger β
         narrower = searching & ~wider
         low, high = np.where(wider, beta, low), np.where(narrower, beta, high)
-        beta = np.where(wider, np.where(np.isinf(high), beta * 2, (beta + high) / 2),
-                        np.where(narrower, np.where(np.isinf(low), beta / 2, (beta + low) / 2), beta))
+        beta = np.where(
+            wider,
+            np.where(np.isinf(high), beta * 2, (beta + high) / 2),
+            np.where(narrower, np.where(np.isinf(low), beta / 2, (beta + low) / 2), beta),
+        )
     return p
 
 
@@ -104,28 +109,42 @@ def cluster_agreement(x: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     clusters = KMeans(n_clusters=len(np.unique(labels)), n_init=10, random_state=seed).fit_predict(x)
-    return {"ari": float(adjusted_rand_score(labels, clusters)), "nmi": float(normalized_mutual_info_score(labels,
-                                                                                                            clusters))}
+    return {
+        "ari": float(adjusted_rand_score(labels, clusters)),
+        "nmi": float(normalized_mutual_info_score(labels, clusters)),
+    }
 
 
-def mixing(embedding: tuple[np.ndarray, np.ndarray], batch: tuple[np.ndarray, np.ndarray],
-           labels: np.ndarray | None, protocol: ProbeProtocol) -> dict:
+def mixing(
+    embedding: tuple[np.ndarray, np.ndarray],
+    batch: tuple[np.ndarray, np.ndarray],
+    labels: np.ndarray | None,
+    protocol: ProbeProtocol,
+) -> dict:
     """One embedding's figures for one covariate. embedding, batch: (train rows, test rows)
     (the probe is fitted on train); labels: of the test rows, or None."""
     (train, test), (train_batch, test_batch) = embedding, batch
     counts = np.bincount(train_batch)
     probed = (counts > 0).sum() > 1 and counts[counts > 0].min() >= PROBE_MIN_ROWS
     near = neighbourhoods(test)  # one kNN search and kernel for iLISI and cLISI
-    figures = {"ilisi": ilisi(test, test_batch, near),
-               "covariate_probe": linear_probe(train, train_batch, test, test_batch, protocol)[0]["accuracy"]
-               if probed else None}
+    figures = {
+        "ilisi": ilisi(test, test_batch, near),
+        "covariate_probe": linear_probe(train, train_batch, test, test_batch, protocol)[0]["accuracy"]
+        if probed
+        else None,
+    }
     if labels is not None:
-        figures |= {"silhouette_batch": silhouette_batch(test, test_batch, labels), "clisi": clisi(test, labels, near),
-                    **cluster_agreement(test, labels, protocol.seed)}
+        figures |= {
+            "silhouette_batch": silhouette_batch(test, test_batch, labels),
+            "clisi": clisi(test, labels, near),
+            **cluster_agreement(test, labels, protocol.seed),
+        }
     return figures
 
 
-def per_batch_standardized(train: np.ndarray, test: np.ndarray, train_batch: np.ndarray, test_batch: np.ndarray):
+def per_batch_standardized(
+    train: np.ndarray, test: np.ndarray, train_batch: np.ndarray, test_batch: np.ndarray
+):
     """Each feature standardized within each batch (on that batch's train rows): the simplest
     correction, for a PCA baseline."""
     out = [train.astype(np.float64), test.astype(np.float64)]
@@ -154,7 +173,12 @@ def covariate_figures(embeddings_of, codes: dict, labels: np.ndarray | None, pro
     embeddings_of(the covariate's (train, test) codes) gives {name: (train rows, test rows)}."""
     out = {}
     for name, batch in codes.items():
-        figures = {key: mixing(embedding, batch, labels, protocol) for key, embedding in embeddings_of(batch).items()}
-        out[name] = {"levels": len(np.unique(batch[1])), "chance": float(np.bincount(batch[1]).max() / len(batch[1])),
-                     "embeddings": figures}
+        figures = {
+            key: mixing(embedding, batch, labels, protocol) for key, embedding in embeddings_of(batch).items()
+        }
+        out[name] = {
+            "levels": len(np.unique(batch[1])),
+            "chance": float(np.bincount(batch[1]).max() / len(batch[1])),
+            "embeddings": figures,
+        }
     return out

@@ -24,19 +24,32 @@ def odd_rows(latents_dir, manifest, data: dict, folder: Path, vae) -> dict:
     dataset = pads.dataset(latents_dir, format="parquet", partitioning="hive")
     found, surprisal = {}, {}
     for split in ("train", "test"):
-        table = dataset.to_table(columns=["id", "label", "surprisal", "surprisal_quantile", "novelty"],
-                                 filter=pads.field("split") == split)
+        table = dataset.to_table(
+            columns=["id", "label", "surprisal", "surprisal_quantile", "novelty"],
+            filter=pads.field("split") == split,
+        )
         columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
         s = surprisal[split] = columns["surprisal"]
         order = np.argsort(s, kind="stable")
-        found[split] = {"rows": len(s), "mean": round(float(s.mean()), 3) if len(s) else None,
-                        "quantiles": {str(q): round(float(np.quantile(s, q)), 3) for q in QUANTILES} if len(s) else {},
-                        "most": _listed(columns, order[::-1][:SHOWN], manifest.label_names),
-                        "least": _listed(columns, order[:SHOWN], manifest.label_names)}
+        found[split] = {
+            "rows": len(s),
+            "mean": round(float(s.mean()), 3) if len(s) else None,
+            "quantiles": {str(q): round(float(np.quantile(s, q)), 3) for q in QUANTILES} if len(s) else {},
+            "most": _listed(columns, order[::-1][:SHOWN], manifest.label_names),
+            "least": _listed(columns, order[:SHOWN], manifest.label_names),
+        }
     reference = (read_metadata(dataset.files[0])["surprisal"]["reference"] or {}).get("quantiles")
-    marks = {"training rows' 99th percentile": reference[TAIL]} if reference else None  # new data: above it 1%
-    histograms(surprisal, "surprisal S_K (nats)", "rows", "each row's surprisal, by split",
-               folder / "surprisal_histogram.png", marks)
+    marks = (
+        {"training rows' 99th percentile": reference[TAIL]} if reference else None
+    )  # new data: above it 1%
+    histograms(
+        surprisal,
+        "surprisal S_K (nats)",
+        "rows",
+        "each row's surprisal, by split",
+        folder / "surprisal_histogram.png",
+        marks,
+    )
     if manifest.pictured and found["test"]["rows"]:
         _pictures(data["test"], found["test"], folder / "odd_rows.png")
     if manifest.columns is not None and found["test"]["rows"]:
@@ -55,17 +68,31 @@ def odd_cells(vae, split, columns, ids: list[int]) -> list[list[dict]]:
     x, covariates = vae.split(inputs)
     params = vae.decode(np.asarray(vae.predict_posterior(inputs)[0])[None], covariates)
     likelihood = vae.likelihood  # a table of real columns is one Gaussian: one feature per column
-    terms = np.asarray(likelihood.per_column(x, params) if hasattr(likelihood, "per_column")
-                       else likelihood.per_feature(x, params))[0]
-    return [[{"column": columns[c].name, "value": columns[c].value(row[c]), "nats": round(float(term[c]), 3)}
-             for c in np.argsort(-term, kind="stable")[:CELLS]] for row, term in zip(stored, terms)]
+    terms = np.asarray(
+        likelihood.per_column(x, params)
+        if hasattr(likelihood, "per_column")
+        else likelihood.per_feature(x, params)
+    )[0]
+    return [
+        [
+            {"column": columns[c].name, "value": columns[c].value(row[c]), "nats": round(float(term[c]), 3)}
+            for c in np.argsort(-term, kind="stable")[:CELLS]
+        ]
+        for row, term in zip(stored, terms)
+    ]
 
 
 def _listed(columns: dict, chosen: np.ndarray, label_names: list[str]) -> list[dict]:
-    return [{"id": int(columns["id"][i]), "label": _label(columns["label"][i], label_names),
-             "surprisal": round(float(columns["surprisal"][i]), 3),
-             "quantile": _rounded(columns["surprisal_quantile"][i]), "novelty": _rounded(columns["novelty"][i])}
-            for i in chosen]
+    return [
+        {
+            "id": int(columns["id"][i]),
+            "label": _label(columns["label"][i], label_names),
+            "surprisal": round(float(columns["surprisal"][i]), 3),
+            "quantile": _rounded(columns["surprisal_quantile"][i]),
+            "novelty": _rounded(columns["novelty"][i]),
+        }
+        for i in chosen
+    ]
 
 
 def _rounded(value) -> float | None:
@@ -79,8 +106,14 @@ def _label(value, names: list[str]) -> str | None:
 def _pictures(split, found: dict, path: Path) -> None:
     """The most and the least surprising test examples, as the model sees them."""
     position = {int(i): p for p, i in enumerate(np.asarray(split.id))}
-    rows = [split.preprocess(np.asarray(split.x[sorted(position[r["id"]] for r in found[end])]))
-            for end in ("most", "least")]
+    rows = [
+        split.preprocess(np.asarray(split.x[sorted(position[r["id"]] for r in found[end])]))
+        for end in ("most", "least")
+    ]
     order = [np.argsort(np.argsort([position[r["id"]] for r in found[end]])) for end in ("most", "least")]
-    image_grid([r[o] for r, o in zip(rows, order)], ["most surprising", "least surprising"],
-               "test examples by surprisal", path)
+    image_grid(
+        [r[o] for r, o in zip(rows, order)],
+        ["most surprising", "least surprising"],
+        "test examples by surprisal",
+        path,
+    )

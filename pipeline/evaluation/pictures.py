@@ -15,13 +15,14 @@ def mean_kl_per_dim(vae, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Mean D_j over the rows of x, per latent dimension j: (d,). Near 0 means a collapsed unit."""
     parts = []
     for start in range(0, len(x), batch_size):
-        z_mean, z_log_var = vae.predict_posterior(np.asarray(x[start:start + batch_size]))
+        z_mean, z_log_var = vae.predict_posterior(np.asarray(x[start : start + batch_size]))
         parts.append(np.asarray(subo.kl_to_prior_per_dim(z_mean, z_log_var)))  # (B, d)
     return np.concatenate(parts).mean(axis=0)
 
 
-def generative_figures(vae, x: np.ndarray, use: tuple[str, np.ndarray], out_dir: Path, seed: int, title: str,
-                       n: int = 10) -> list[int]:
+def generative_figures(
+    vae, x: np.ndarray, use: tuple[str, np.ndarray], out_dir: Path, seed: int, title: str, n: int = 10
+) -> list[int]:
     """reconstructions.png, samples.png and traversals.png; returns the traversed dimensions.
 
     Reconstructions decode z = μ_φ(x); samples decode z ~ p(z); traversals move one
@@ -40,21 +41,33 @@ def generative_figures(vae, x: np.ndarray, use: tuple[str, np.ndarray], out_dir:
         The traversed latent dimensions.
     """
     z_mean = np.asarray(vae.predict_posterior(x[:n])[0])
-    image_grid([x[:n], decoded_means(vae, z_mean)], ["inputs", "reconstructions (z = μ)"],
-               f"{title}: inputs and reconstructions", out_dir / "reconstructions.png")
+    image_grid(
+        [x[:n], decoded_means(vae, z_mean)],
+        ["inputs", "reconstructions (z = μ)"],
+        f"{title}: inputs and reconstructions",
+        out_dir / "reconstructions.png",
+    )
     samples = decoded_means(vae, vae.sample_prior(3 * n, seed))
-    image_grid([samples[i * n:(i + 1) * n] for i in range(3)], ["z ~ p(z)", "", ""],
-               f"{title}: samples from the prior (decoder means)", out_dir / "samples.png")
+    image_grid(
+        [samples[i * n : (i + 1) * n] for i in range(3)],
+        ["z ~ p(z)", "", ""],
+        f"{title}: samples from the prior (decoder means)",
+        out_dir / "samples.png",
+    )
     measure, per_dim = use
-    top = np.argsort(per_dim)[::-1][:min(5, vae.latent_dim)]
+    top = np.argsort(per_dim)[::-1][: min(5, vae.latent_dim)]
     steps = np.linspace(-3, 3, n, dtype=np.float32)
     rows = []
     for j in top:
         z = np.zeros((n, vae.latent_dim), np.float32)
         z[:, j] = steps
         rows.append(decoded_means(vae, z))
-    image_grid(rows, [f"z[{j}], {measure} = {per_dim[j]:.2f}" for j in top],
-               f"{title}: traversals from -3 to 3", out_dir / "traversals.png")
+    image_grid(
+        rows,
+        [f"z[{j}], {measure} = {per_dim[j]:.2f}" for j in top],
+        f"{title}: traversals from -3 to 3",
+        out_dir / "traversals.png",
+    )
     return [int(j) for j in top]
 
 
@@ -79,8 +92,13 @@ def draw_pictures(vae, x: np.ndarray, folder: Path, title: str, seed: int, image
     info = {"images": images, "examples": len(x)}
     if vae.closed_form_kl:
         use = ("mean D_j", mean_kl_per_dim(vae, x))
-        bar_chart(use[1], "latent dimension j", "mean D_j (nats)", f"{title}: KL to the prior per dimension",
-                  folder / "kl_per_dim.png")
+        bar_chart(
+            use[1],
+            "latent dimension j",
+            "mean D_j (nats)",
+            f"{title}: KL to the prior per dimension",
+            folder / "kl_per_dim.png",
+        )
         info["mean_kl_per_dim"] = [round(float(v), 4) for v in use[1]]
     else:  # D = E_q[log q − log p] does not split by dimension: rank the units by their use instead
         use = ("Var_x z_mean_j", np.var(np.asarray(vae.predict_posterior(np.asarray(x[:1024]))[0]), axis=0))

@@ -36,8 +36,10 @@ def offline_template(node_modules: Path) -> str:
         try:
             text = (node_modules / script).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise DataError(f"{node_modules / script}: not found; `make plots` installs vega, vega-lite "
-                            "and vega-embed there with npm") from None
+            raise DataError(
+                f"{node_modules / script}: not found; `make plots` installs vega, vega-lite "
+                "and vega-embed there with npm"
+            ) from None
         if "</script" in text:  # would end the element early
             raise DataError(f"{node_modules / script}: contains '</script' and cannot be inlined")
         parts.append(f"<script>\n{text}\n</script>")

@@ -71,8 +71,14 @@ def bar_chart(values: np.ndarray, xlabel: str, ylabel: str, title: str, path: Pa
     _save(fig, path)
 
 
-def histograms(values: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str, path: Path,
-               marks: dict[str, float] | None = None) -> None:
+def histograms(
+    values: dict[str, np.ndarray],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    path: Path,
+    marks: dict[str, float] | None = None,
+) -> None:
     """One step histogram per entry of values ({name: samples}), on shared bins, each
     normalised to its own number of samples so that splits of any size compare; marks
     ({label: x}) as dashed vertical lines."""

@@ -29,16 +29,24 @@ class ProbeProtocol:
     @classmethod
     def of(cls, probe: ProbeConfig, knn_k: int, seed: int) -> "ProbeProtocol":
         """The protocol that evaluate.probe, evaluate.knn_k and the seed describe."""
-        return cls(c_grid=probe.c_grid, validation_fraction=probe.validation_fraction,
-                   max_train=probe.max_train_examples, max_test=probe.max_test_examples, knn_k=knn_k, seed=seed)
+        return cls(
+            c_grid=probe.c_grid,
+            validation_fraction=probe.validation_fraction,
+            max_train=probe.max_train_examples,
+            max_test=probe.max_test_examples,
+            knn_k=knn_k,
+            seed=seed,
+        )
 
 
 def check_knn_k(protocol: ProbeProtocol, train_rows: int) -> None:
     """k neighbours out of the probe's training rows: k >= rows votes the majority class for every point."""
     rows = min(train_rows, protocol.max_train)
     if protocol.knn_k >= rows:
-        raise ConfigError(f"params.yaml: evaluate.knn_k must be smaller than the kNN probe's training rows "
-                          f"({rows} here). Got {protocol.knn_k} instead.")
+        raise ConfigError(
+            f"params.yaml: evaluate.knn_k must be smaller than the kNN probe's training rows "
+            f"({rows} here). Got {protocol.knn_k} instead."
+        )
 
 
 class RowSpace:
@@ -75,7 +83,9 @@ def _logistic(c: float, seed: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), RowSpace(), LogisticRegression(C=c, max_iter=1000, random_state=seed))
+    return make_pipeline(
+        StandardScaler(), RowSpace(), LogisticRegression(C=c, max_iter=1000, random_state=seed)
+    )
 
 
 def linear_probe(train_x, train_y, test_x, test_y, protocol: ProbeProtocol) -> tuple[dict, np.ndarray]:
@@ -91,14 +101,21 @@ def linear_probe(train_x, train_y, test_x, test_y, protocol: ProbeProtocol) -> t
     """
     from sklearn.metrics import f1_score
 
-    fit, held = HoldOut.fit(train_y, protocol.validation_fraction, protocol.seed, "probe validation").indices(train_y)
-    validation = {c: _logistic(c, protocol.seed).fit(train_x[fit], train_y[fit]).score(train_x[held], train_y[held])
-                  for c in protocol.c_grid}
+    fit, held = HoldOut.fit(train_y, protocol.validation_fraction, protocol.seed, "probe validation").indices(
+        train_y
+    )
+    validation = {
+        c: _logistic(c, protocol.seed).fit(train_x[fit], train_y[fit]).score(train_x[held], train_y[held])
+        for c in protocol.c_grid
+    }
     best = max(protocol.c_grid, key=lambda c: (validation[c], -c))  # ties: the stronger regularisation
     predicted = _logistic(best, protocol.seed).fit(train_x, train_y).predict(test_x)
-    scores = {"accuracy": float(np.mean(predicted == test_y)),
-              "macro_f1": float(f1_score(test_y, predicted, average="macro")),
-              "C": best, "validation_accuracy": float(validation[best])}
+    scores = {
+        "accuracy": float(np.mean(predicted == test_y)),
+        "macro_f1": float(f1_score(test_y, predicted, average="macro")),
+        "C": best,
+        "validation_accuracy": float(validation[best]),
+    }
     return scores, predicted
 
 
@@ -118,15 +135,22 @@ def knn_probe(train_x, train_y, test_x, test_y, k: int) -> float:
     return float(model.fit(train_x, train_y).score(test_x, test_y))
 
 
-def probe_rows(train_y: np.ndarray, test_y: np.ndarray, protocol: ProbeProtocol) -> tuple[np.ndarray, np.ndarray]:
+def probe_rows(
+    train_y: np.ndarray, test_y: np.ndarray, protocol: ProbeProtocol
+) -> tuple[np.ndarray, np.ndarray]:
     """The train and test rows every probe uses: seeded, stratified subsamples (as data.max_examples)."""
+
     def capped(y, cap, what):
         if cap >= len(y):
             return np.arange(len(y))
-        return HoldOut.fit(y, len(y) - cap, protocol.seed, what).indices(y, held=False)[0]  # only the cap rows
+        return HoldOut.fit(y, len(y) - cap, protocol.seed, what).indices(y, held=False)[
+            0
+        ]  # only the cap rows
 
-    return (capped(train_y, protocol.max_train, "probe subsample"),
-            capped(test_y, protocol.max_test, "probe test subsample"))
+    return (
+        capped(train_y, protocol.max_train, "probe subsample"),
+        capped(test_y, protocol.max_test, "probe test subsample"),
+    )
 
 
 def probe_suite(features: dict, train_y, test_y, protocol: ProbeProtocol) -> tuple[dict, np.ndarray]:
@@ -138,7 +162,14 @@ def probe_suite(features: dict, train_y, test_y, protocol: ProbeProtocol) -> tup
     results, first_predictions = {}, None
     for name, (train_x, test_x) in features.items():
         linear, predicted = linear_probe(train_x, train_y, test_x, test_y, protocol)
-        results[name] = {"linear": linear, "knn": knn_probe(train_x, train_y, test_x, test_y, protocol.knn_k),
-                         "dim": int(train_x.shape[1])}
+        results[name] = {
+            "linear": linear,
+            "knn": knn_probe(train_x, train_y, test_x, test_y, protocol.knn_k),
+            "dim": int(train_x.shape[1]),
+        }
         first_predictions = predicted if first_predictions is None else first_predictions
-    return {"train_examples": int(len(train_y)), "test_examples": int(len(test_y)), **results}, first_predictions
+    return {
+        "train_examples": int(len(train_y)),
+        "test_examples": int(len(test_y)),
+        **results,
+    }, first_predictions

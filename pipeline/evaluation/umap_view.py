@@ -24,8 +24,13 @@ def umap_embedding(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int) 
     # no numba compilation of pynndescent in every fresh process (10,000 points: 38 s -> 13 s).
     distances, indices = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z)
     # A random_state makes UMAP reproducible and single-threaded (n_jobs=1 says so).
-    reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, random_state=seed, n_jobs=1,
-                        precomputed_knn=(indices, distances, None))
+    reducer = umap.UMAP(
+        n_neighbors=k,
+        min_dist=min_dist,
+        random_state=seed,
+        n_jobs=1,
+        precomputed_knn=(indices, distances, None),
+    )
     with warnings.catch_warnings():  # "no search index: cannot transform new data": not needed here
         warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
         return reducer.fit_transform(z)
@@ -39,6 +44,7 @@ def _import_umap():
     """
     if "tensorflow" in sys.modules:
         import umap
+
         return umap
     sys.modules["tensorflow"] = None  # makes `import tensorflow` raise ImportError
     try:
@@ -50,8 +56,13 @@ def _import_umap():
 
 def from_params(params: Params, *, prepared_dir, latents_dir, out_dir) -> dict:
     """The stage's recipe: the params it reads, passed on (stages/umap_view.py and pipeline.runner)."""
-    return umap_view(prepared_dir=prepared_dir, latents_dir=latents_dir, out_dir=out_dir, umap=params.evaluate.umap,
-                     seed=params.seed)
+    return umap_view(
+        prepared_dir=prepared_dir,
+        latents_dir=latents_dir,
+        out_dir=out_dir,
+        umap=params.evaluate.umap,
+        seed=params.seed,
+    )
 
 
 def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int) -> dict:
@@ -79,8 +90,13 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
     with timed("UMAP"):
         coords = umap_embedding(z, umap.n_neighbors, umap.min_dist, seed)
     what = f"{umap.split} z_mean: {manifest.source}, latent_dim={z.shape[1]}, {len(rows)} points"
-    info = {"split": umap.split, "points": len(rows), "n_neighbors": umap.n_neighbors, "min_dist": umap.min_dist,
-            "seed": seed}
+    info = {
+        "split": umap.split,
+        "points": len(rows),
+        "n_neighbors": umap.n_neighbors,
+        "min_dist": umap.min_dist,
+        "seed": seed,
+    }
     with publication.staged() as staging:
         (staging / "umap").mkdir()
         plot_scatter(coords, labels, names, f"UMAP of {what}", staging / "umap" / "umap.png")
@@ -88,10 +104,17 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
             plot_scatter(z, labels, names, f"Latents ({what})", staging / "umap" / "latents.png")
         codes = stored_codes(data[umap.split].x, rows, manifest.covariates) if manifest.covariates else {}
         for j, covariate in enumerate(c for c in manifest.covariates or () if c.type == "categorical"):
-            plot_scatter(coords, codes[covariate.name], [str(level) for level in covariate.levels],
-                         f"UMAP of {what}, by {covariate.name}", staging / "umap" / f"covariate_{j}.png")
+            plot_scatter(
+                coords,
+                codes[covariate.name],
+                [str(level) for level in covariate.levels],
+                f"UMAP of {what}, by {covariate.name}",
+                staging / "umap" / f"covariate_{j}.png",
+            )
         label_text = np.array(names)[labels] if names else np.full(len(rows), "")
-        rows = zip(np.char.mod("%.5f", coords[:, 0]), np.char.mod("%.5f", coords[:, 1]), label_text, ids[rows])
+        rows = zip(
+            np.char.mod("%.5f", coords[:, 0]), np.char.mod("%.5f", coords[:, 1]), label_text, ids[rows]
+        )
         (staging / "umap.csv").write_text(csv_text(["x", "y", "label", "id"], rows), encoding="utf-8")
         write_json(staging / "umap.json", info)
     return info

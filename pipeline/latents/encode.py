@@ -39,15 +39,30 @@ SHARDS_PER_ACTOR = 4
 def from_params(params: Params, *, prepared_dir, model_path, out_dir) -> int:
     """The stage's recipe: the params it reads, passed on (stages/encode.py and pipeline.runner)."""
     with open_engine(params.cluster) as engine:
-        return encode(prepared_dir=prepared_dir, model_path=model_path, out_dir=out_dir,
-                      batch_size=params.encode.batch_size, workers=params.encode.workers,
-                      impute=params.encode.impute, importance_samples=params.encode.importance_samples,
-                      engine=engine)
+        return encode(
+            prepared_dir=prepared_dir,
+            model_path=model_path,
+            out_dir=out_dir,
+            batch_size=params.encode.batch_size,
+            workers=params.encode.workers,
+            impute=params.encode.impute,
+            importance_samples=params.encode.importance_samples,
+            engine=engine,
+        )
 
 
-def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path, batch_size: int,
-           workers: int | str = AUTO, impute: bool = False, importance_samples: int = EncodeConfig.importance_samples,
-           engine: LocalEngine | RayEngine | None = None, shard_rows: int | None = None) -> int:
+def encode(
+    *,
+    prepared_dir: str | Path,
+    model_path: str | Path,
+    out_dir: str | Path,
+    batch_size: int,
+    workers: int | str = AUTO,
+    impute: bool = False,
+    importance_samples: int = EncodeConfig.importance_samples,
+    engine: LocalEngine | RayEngine | None = None,
+    shard_rows: int | None = None,
+) -> int:
     """Latents of the train and test splits, replaced atomically.
 
     The files' metadata records what made them: the data's fingerprint, the model's sha256,
@@ -76,15 +91,28 @@ def encode(*, prepared_dir: str | Path, model_path: str | Path, out_dir: str | P
     bundle = load_bundle(model_path)
     bundle.check_shape(manifest.input_shape, prepared_dir)
     if impute and manifest.columns is None:
-        raise ConfigError(f"encode.impute fills in a table's missing cells, but {prepared_dir} holds "
-                          f"{manifest.value_type} values; set encode.impute: false")
+        raise ConfigError(
+            f"encode.impute fills in a table's missing cells, but {prepared_dir} holds "
+            f"{manifest.value_type} values; set encode.impute: false"
+        )
     workers = resolve_workers(workers, engine)
     actors, scorer = workers.value, _scorer(bundle.vae, manifest, prepared_dir, importance_samples)
-    metadata = _metadata(manifest, bundle, scorer, workers, engine, dict(
-        batch_size=batch_size, workers=actors, impute=impute, importance_samples=importance_samples))
+    metadata = _metadata(
+        manifest,
+        bundle,
+        scorer,
+        workers,
+        engine,
+        dict(batch_size=batch_size, workers=actors, impute=impute, importance_samples=importance_samples),
+    )
     with atomic_dir(out_dir) as tmp:
-        arguments = {"prepared_dir": str(engine.shared(prepared_dir)), "directory": str(engine.shared(tmp)),
-                     "batch_size": batch_size, "metadata": metadata, "impute": impute}
+        arguments = {
+            "prepared_dir": str(engine.shared(prepared_dir)),
+            "directory": str(engine.shared(tmp)),
+            "batch_size": batch_size,
+            "metadata": metadata,
+            "impute": impute,
+        }
         if engine.name == "ray":
             shards = plan_shards(manifest.counts, shard_rows or _shard_rows(manifest.counts, actors))
             arguments["model_path"] = str(engine.shared(model_path))
@@ -101,18 +129,30 @@ def _scorer(vae, manifest: Manifest, prepared_dir, importance_samples: int) -> S
     (pipeline.latents.scores), computed here once for every shard."""
     train, surprisal = load_splits(prepared_dir)[1]["train"], RowSurprisal(vae, importance_samples)
     dims = pixel_dims(manifest)
-    return Scorer(surprisal, dims, reference_of(surprisal, train.x, train.preprocess, pixels=dims is not None))
+    return Scorer(
+        surprisal, dims, reference_of(surprisal, train.x, train.preprocess, pixels=dims is not None)
+    )
 
 
-def _metadata(manifest: Manifest, bundle, scorer: Scorer, workers: Choice, engine, encode_params: dict) -> dict:
+def _metadata(
+    manifest: Manifest, bundle, scorer: Scorer, workers: Choice, engine, encode_params: dict
+) -> dict:
     """What made the latents: the data, the model, the scores, the choices (the model's and
     encode.workers), the params (the model's resolved run and this stage's own) and the engine."""
     return LatentsMetadata.of(
-        bundle, manifest.source, manifest.path, manifest.fingerprint, scorer,
+        bundle,
+        manifest.source,
+        manifest.path,
+        manifest.fingerprint,
+        scorer,
         choices={**(bundle.choices or {}), "encode.workers": workers.record()},
-        params={**(bundle.run or {}), "encode": encode_params,  # the cluster keys a result can depend on
-                "cluster": {"engine": engine.cluster.engine, "address": engine.cluster.address}},
-        engine=engine.describe()).as_dict()
+        params={
+            **(bundle.run or {}),
+            "encode": encode_params,  # the cluster keys a result can depend on
+            "cluster": {"engine": engine.cluster.engine, "address": engine.cluster.address},
+        },
+        engine=engine.describe(),
+    ).as_dict()
 
 
 def resolve_workers(workers: int | str, engine: LocalEngine | RayEngine) -> Choice:
@@ -121,13 +161,18 @@ def resolve_workers(workers: int | str, engine: LocalEngine | RayEngine) -> Choi
     if engine.name != "ray":
         return Choice.of(workers, 1, "the local engine encodes in this process")
     device = "GPU" if engine.gpus else "CPU"
-    return Choice.of(workers, max(engine.gpus or engine.cpus, 1), f"one Ray actor per {device} of the cluster")
+    return Choice.of(
+        workers, max(engine.gpus or engine.cpus, 1), f"one Ray actor per {device} of the cluster"
+    )
 
 
 def plan_shards(counts: dict[str, int], shard_rows: int) -> list[dict]:
     """Every split's rows as contiguous shards of at most shard_rows: {split, start, stop, part}."""
-    return [{"split": split, "start": start, "stop": min(start + shard_rows, n), "part": k}
-            for split, n in counts.items() for k, start in enumerate(range(0, n, shard_rows))]
+    return [
+        {"split": split, "start": start, "stop": min(start + shard_rows, n), "part": k}
+        for split, n in counts.items()
+        for k, start in enumerate(range(0, n, shard_rows))
+    ]
 
 
 def _shard_rows(counts: dict[str, int], actors: int) -> int:
@@ -144,12 +189,21 @@ class EncodeShards:
     into place when complete, so a shard retried after a killed actor replaces nothing half-done.
     """
 
-    def __init__(self, prepared_dir: str, directory: str, batch_size: int, metadata: dict, impute: bool, vae,
-                 scorer: Scorer):
+    def __init__(
+        self,
+        prepared_dir: str,
+        directory: str,
+        batch_size: int,
+        metadata: dict,
+        impute: bool,
+        vae,
+        scorer: Scorer,
+    ):
         manifest, self.splits = load_splits(prepared_dir)
         self.vae, self.scorer, self.covariates = vae, scorer, manifest.covariates
-        self.completer = (Completer(self.vae, manifest.columns, self.splits["train"].preprocess)
-                          if impute else None)
+        self.completer = (
+            Completer(self.vae, manifest.columns, self.splits["train"].preprocess) if impute else None
+        )
         self.directory, self.batch_size, self.metadata = Path(directory), batch_size, metadata
 
     def __call__(self, shard: dict) -> int:
@@ -157,11 +211,25 @@ class EncodeShards:
         split, start, stop, part = (shard[key] for key in ("split", "start", "stop", "part"))
         data, rows = self.splits[split], slice(start, stop)
         attempt = self.directory / f".attempt-{uuid.uuid4().hex}"
-        written = write_part(attempt, encoded_batches(self.vae.predict_posterior, self.scorer, split, data.x[rows],
-                                                      data.y[rows], data.id[rows], self.batch_size,
-                                                      data.preprocess, self.completer, self.covariates),
-                             self.vae.latent_dim, self.metadata, part=part,
-                             table=self.completer.table if self.completer else None)
+        written = write_part(
+            attempt,
+            encoded_batches(
+                self.vae.predict_posterior,
+                self.scorer,
+                split,
+                data.x[rows],
+                data.y[rows],
+                data.id[rows],
+                self.batch_size,
+                data.preprocess,
+                self.completer,
+                self.covariates,
+            ),
+            self.vae.latent_dim,
+            self.metadata,
+            part=part,
+            table=self.completer.table if self.completer else None,
+        )
         name = Path(f"split={split}") / f"part-{part}.parquet"
         (self.directory / name.parent).mkdir(exist_ok=True)
         (attempt / name).replace(self.directory / name)
@@ -173,8 +241,15 @@ class ActorEncodeShards(EncodeShards):
     """EncodeShards in a Ray actor, a fresh process: it loads the model (Keras models do not
     pickle) and rebuilds the scorer from the stage's metadata, on the paths every node sees."""
 
-    def __init__(self, prepared_dir: str, model_path: str, directory: str, batch_size: int, metadata: dict,
-                 impute: bool):
+    def __init__(
+        self,
+        prepared_dir: str,
+        model_path: str,
+        directory: str,
+        batch_size: int,
+        metadata: dict,
+        impute: bool,
+    ):
         import ray
 
         share_gpus()
@@ -190,9 +265,14 @@ def _check_complete(directory: Path, shards: list[dict], written: int, counts: d
     """Every shard's file is there and the rows add up; a killed actor's attempt is removed."""
     for litter in directory.glob(".attempt-*"):
         shutil.rmtree(litter)
-    missing = [f"split={s['split']}/part-{s['part']}" for s in shards
-               if not (directory / f"split={s['split']}" / f"part-{s['part']}.parquet").is_file()]
+    missing = [
+        f"split={s['split']}/part-{s['part']}"
+        for s in shards
+        if not (directory / f"split={s['split']}" / f"part-{s['part']}.parquet").is_file()
+    ]
     expected = sum(counts.values())
     if missing or written != expected:
-        raise DataError(f"{directory}: encode wrote {written} of {expected} rows (missing parts: {missing or 'none'}); "
-                        "the previous latents are kept")
+        raise DataError(
+            f"{directory}: encode wrote {written} of {expected} rows (missing parts: {missing or 'none'}); "
+            "the previous latents are kept"
+        )

@@ -26,7 +26,14 @@ from pipeline.latents.scores import Reference, Scorer, pixel_dims
 from pipeline.latents.writer import encoded_batches, write_partition
 from pipeline.model.bundle import load_bundle, require_complete
 from pipeline.model.diagnostics import RowSurprisal
-from pipeline.platform.config import AnndataConfig, DataConfig, EncodeConfig, ImagesConfig, NpzConfig, TableConfig
+from pipeline.platform.config import (
+    AnndataConfig,
+    DataConfig,
+    EncodeConfig,
+    ImagesConfig,
+    NpzConfig,
+    TableConfig,
+)
 from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
 from pipeline.platform.io import scratch_dir, sha256_file
@@ -37,9 +44,16 @@ TEMPORARY = re.compile(r"\..+\.(staging|journal|journal\.tmp|scratch\..+)")
 log = logging.getLogger(__name__)
 
 
-def input_config(path: Path, example_shape: list[int], columns: list[Column] | None = None, x_key: str = "x",
-                 y_key: str | None = None, label_column: str | None = None, layer: str | None = None,
-                 covariates: tuple[str, ...] = ()) -> DataConfig:
+def input_config(
+    path: Path,
+    example_shape: list[int],
+    columns: list[Column] | None = None,
+    x_key: str = "x",
+    y_key: str | None = None,
+    label_column: str | None = None,
+    layer: str | None = None,
+    covariates: tuple[str, ...] = (),
+) -> DataConfig:
     """How to read new data at `path` with prepare's readers, as the model's training data was read.
 
     A table's features are the file columns the training columns are read from, matched by
@@ -59,19 +73,35 @@ def input_config(path: Path, example_shape: list[int], columns: list[Column] | N
     """
     source = source_of(path)
     if source == "image_folder" and len(example_shape) != 3:
-        raise DataError(f"{path}: a folder of images, but the model was trained on examples of shape "
-                        f"{example_shape}{' (table rows)' if columns else ''}; give it data of that shape")
+        raise DataError(
+            f"{path}: a folder of images, but the model was trained on examples of shape "
+            f"{example_shape}{' (table rows)' if columns else ''}; give it data of that shape"
+        )
     size = tuple(example_shape[:2]) if len(example_shape) == 3 else None
     read_from = tuple(dict.fromkeys(c.read_from for c in columns)) if columns else None  # a timestamp's once
-    return DataConfig(source=source, path=str(path), npz=NpzConfig(x_key, y_key),
-                      table=TableConfig(label_column, read_from), anndata=AnndataConfig(layer, label_column),
-                      images=ImagesConfig(size=size, color="rgb" if example_shape[-1] == 3 else "grey"),
-                      covariates=covariates)
+    return DataConfig(
+        source=source,
+        path=str(path),
+        npz=NpzConfig(x_key, y_key),
+        table=TableConfig(label_column, read_from),
+        anndata=AnndataConfig(layer, label_column),
+        images=ImagesConfig(size=size, color="rgb" if example_shape[-1] == 3 else "grey"),
+        covariates=covariates,
+    )
 
 
-def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_size: int = EncodeConfig.batch_size,
-                    split: str = "new", overwrite: bool = False, impute: bool = False,
-                    anndata_out: Path | None = None, reference: Path | None = None, **reader_options) -> int:
+def encode_new_data(
+    model_path: Path,
+    input_path: Path,
+    out_dir: Path,
+    batch_size: int = EncodeConfig.batch_size,
+    split: str = "new",
+    overwrite: bool = False,
+    impute: bool = False,
+    anndata_out: Path | None = None,
+    reference: Path | None = None,
+    **reader_options,
+) -> int:
     """Encode `input_path` with a trained model, preprocessed as its training data was, into
     the partition out_dir/split=<split> alone. The input is checked as prepare checks training
     data, and against the model's: shape, and counts or pixel levels where it was. Rows are
@@ -100,8 +130,10 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     require_complete(bundle)
     columns = bundle.manifest.columns
     if impute and columns is None:
-        raise DataError(f"{model_path}: --impute fills in a table's missing cells, but this model was not trained "
-                        "on a table")
+        raise DataError(
+            f"{model_path}: --impute fills in a table's missing cells, but this model was not trained "
+            "on a table"
+        )
     completer = Completer(bundle.vae, columns, bundle.preprocess) if impute else None
     scorer = _scorer(bundle, find_reference(bundle, reference))
     # The output's lock from the first read to the last write, the .h5ad copy included: a second
@@ -109,13 +141,28 @@ def encode_new_data(model_path: Path, input_path: Path, out_dir: Path, batch_siz
     with _locked_output(Path(out_dir)), scratch_dir(out_dir) as scratch:  # for sources that must be decoded
         dataset = _read_input(bundle, input_path, scratch, reader_options)
         y = _to_training_labels(dataset, bundle.manifest.label_names)
-        batches = encoded_batches(bundle.vae.predict_posterior, scorer, split, dataset.x, y,
-                                  np.arange(len(y), dtype=np.int64), batch_size, bundle.preprocess, completer,
-                                  bundle.manifest.covariates)
+        batches = encoded_batches(
+            bundle.vae.predict_posterior,
+            scorer,
+            split,
+            dataset.x,
+            y,
+            np.arange(len(y), dtype=np.int64),
+            batch_size,
+            bundle.preprocess,
+            completer,
+            bundle.manifest.covariates,
+        )
         latents = LatentRows(len(y), bundle.vae.latent_dim) if anndata_out else None
-        rows = write_partition(out_dir, split, latents.gather(batches) if latents else batches, bundle.vae.latent_dim,
-                               _metadata(bundle, dataset, input_path, scorer), overwrite=overwrite,
-                               table=completer.table if completer else None)
+        rows = write_partition(
+            out_dir,
+            split,
+            latents.gather(batches) if latents else batches,
+            bundle.vae.latent_dim,
+            _metadata(bundle, dataset, input_path, scorer),
+            overwrite=overwrite,
+            table=completer.table if completer else None,
+        )
         if anndata_out:
             write_h5ad_with_latents(input_path, anndata_out, latents.z_mean)
     return rows
@@ -125,8 +172,13 @@ def _read_input(bundle, input_path: Path, scratch: Path, reader_options: dict) -
     """The new data, read as the training data was (a table's columns and an .h5ad's genes
     matched by name) and checked against the model's input."""
     trained_on, covariates = bundle.manifest, bundle.manifest.covariates
-    config = input_config(input_path, bundle.input_shape, trained_on.columns, **reader_options,
-                          covariates=tuple(c.name for c in covariates or ()))
+    config = input_config(
+        input_path,
+        bundle.input_shape,
+        trained_on.columns,
+        **reader_options,
+        covariates=tuple(c.name for c in covariates or ()),
+    )
     genes = trained_on.feature_names if trained_on.source == "anndata" else None
     dataset = load_source(config, scratch, trained_on.columns, genes=genes)
     _check_values(dataset, trained_on, input_path)
@@ -175,10 +227,15 @@ def find_reference(bundle, latents: Path | None) -> Reference | None:
         if found and meta.get("model_sha256") == bundle.model_sha256:
             return Reference.of(found)
     if latents is not None:
-        raise DataError(f"{latents}: no latents of this model ({bundle.model_path}) with the training rows' surprisal "
-                        "in their metadata; give --reference the encode stage's output (data/latents) of this model")
-    log.warning("no latents of this model at %s hold the training rows' surprisal: surprisal_quantile and novelty "
-                "are null. Give --reference the encode stage's output (data/latents) of this model", where)
+        raise DataError(
+            f"{latents}: no latents of this model ({bundle.model_path}) with the training rows' surprisal "
+            "in their metadata; give --reference the encode stage's output (data/latents) of this model"
+        )
+    log.warning(
+        "no latents of this model at %s hold the training rows' surprisal: surprisal_quantile and novelty "
+        "are null. Give --reference the encode stage's output (data/latents) of this model",
+        where,
+    )
     return None
 
 
@@ -193,23 +250,30 @@ def check_not_a_stage_output(out_dir: Path) -> None:
     target = out_dir.resolve()
     temporary = next((part for part in target.parts if TEMPORARY.fullmatch(part)), None)
     if temporary:
-        raise DataError(f"{out_dir}: inside {temporary}, a publication's temporary directory, which the next "
-                        "run removes. Give --output another directory (e.g. latents_new/)")
+        raise DataError(
+            f"{out_dir}: inside {temporary}, a publication's temporary directory, which the next "
+            "run removes. Give --output another directory (e.g. latents_new/)"
+        )
     for folder in (target, *target.parents):
         spec = folder / "dvc.yaml"
         if not spec.is_file():
             continue
         stages = (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("stages", {})
-        owners = [((folder / replaced).resolve(), name) for name, stage in stages.items()
-                  for out in (*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", []))
-                  for owned in [Path(out if isinstance(out, str) else next(iter(out)))]
-                  for replaced in [owned, *list(owned.parents)[:-2]]]  # the output, its folders but the top one
+        owners = [
+            ((folder / replaced).resolve(), name)
+            for name, stage in stages.items()
+            for out in (*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", []))
+            for owned in [Path(out if isinstance(out, str) else next(iter(out)))]
+            for replaced in [owned, *list(owned.parents)[:-2]]
+        ]  # the output, its folders but the top one
         inside = [(path, name) for path, name in owners if path == target or path in target.parents]
         if inside:
             path, name = max(inside, key=lambda owner: len(owner[0].parts))  # the most specific
-            raise DataError(f"{out_dir}: inside {path.relative_to(folder)}, which the {name!r} stage of {spec} "
-                            f"writes; the next `dvc repro` of {name} may replace it and lose what is written "
-                            "here. Give --output another directory (e.g. latents_new/)")
+            raise DataError(
+                f"{out_dir}: inside {path.relative_to(folder)}, which the {name!r} stage of {spec} "
+                f"writes; the next `dvc repro` of {name} may replace it and lose what is written "
+                "here. Give --output another directory (e.g. latents_new/)"
+            )
         return
 
 
@@ -221,12 +285,16 @@ def _check_values(dataset: Dataset, trained_on: Manifest, where: Path) -> None:
     if dataset.x.dtype == np.uint8 or dataset.columns is not None:
         return  # uint8 pixels are on their scale; a table's reader checked each column against training
     if trained_on.value_type == "count" and (low < 0 or not integral):
-        raise DataError(f"{where}: the model was trained on counts (whole numbers >= 0); these values run from "
-                        f"{low:g} to {high:g}{'' if integral else ', not all whole'}")
+        raise DataError(
+            f"{where}: the model was trained on counts (whole numbers >= 0); these values run from "
+            f"{low:g} to {high:g}{'' if integral else ', not all whole'}"
+        )
     top = trained_on.pixel_levels
     if trained_on.value_type == "pixels" and top is not None and (low < 0 or high > top):
-        raise DataError(f"{where}: the model was trained on pixels from 0 to {top:g}; these values run from "
-                        f"{low:g} to {high:g}")
+        raise DataError(
+            f"{where}: the model was trained on pixels from 0 to {top:g}; these values run from "
+            f"{low:g} to {high:g}"
+        )
 
 
 def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:

@@ -36,7 +36,9 @@ def check_h5ad_target(source: Path, target: Path | None) -> None:
     if target is None:
         return
     if Path(source).suffix.lower() != ".h5ad":
-        raise DataError(f"--anndata-out writes a copy of an .h5ad input with the latents; {source} is not one")
+        raise DataError(
+            f"--anndata-out writes a copy of an .h5ad input with the latents; {source} is not one"
+        )
     if Path(target).suffix.lower() != ".h5ad" or Path(target).resolve() == Path(source).resolve():
         raise DataError(f"--anndata-out {target}: give a new .h5ad path, not the input's")
     anndata_io()
@@ -52,7 +54,9 @@ def write_h5ad_with_latents(source: Path, target: Path, z_mean: np.ndarray) -> N
         shutil.copyfile(source, tmp)
         with h5py.File(tmp, "r+") as file:
             if z_mean.shape[0] != file["obs"][file["obs"].attrs["_index"]].shape[0]:
-                raise DataError(f"{source}: {z_mean.shape[0]} latent rows for a file of another number of cells")
+                raise DataError(
+                    f"{source}: {z_mean.shape[0]} latent rows for a file of another number of cells"
+                )
             obsm = file.require_group("obsm")
             if KEY in obsm:
                 del obsm[KEY]

@@ -20,8 +20,15 @@ from pipeline.data.prepared import Split
 HIDE_FRACTION = 0.1
 
 
-def column_quality(vae, split: Split, rows: np.ndarray, columns: list[Column], baseline: np.ndarray,
-                   seed: int, hide_fraction: float = HIDE_FRACTION) -> dict:
+def column_quality(
+    vae,
+    split: Split,
+    rows: np.ndarray,
+    columns: list[Column],
+    baseline: np.ndarray,
+    seed: int,
+    hide_fraction: float = HIDE_FRACTION,
+) -> dict:
     """{column: {type, reconstruction, imputation: {model, mean_or_mode, cells, hidden}}} on split rows.
 
     baseline: the train rows' fill value of every model feature (`fill_values`).
@@ -50,11 +57,16 @@ def column_quality(vae, split: Split, rows: np.ndarray, columns: list[Column], b
         score = _scorer(column.type, float(scale[starts[c]]))
         truth = x[cells, features]
         out[column.name] = {
-            "type": column.type, "metric": "accuracy" if column.type in ("binary", "categorical") else "rmse",
+            "type": column.type,
+            "metric": "accuracy" if column.type in ("binary", "categorical") else "rmse",
             "reconstruction": score(full[observed, features], x[observed, features]),
-            "imputation": {"model": score(imputed, truth),
-                           "mean_or_mode": score(np.broadcast_to(baseline[features], truth.shape), truth),
-                           "cells": int(cells.sum()), "hidden": hide_fraction}}
+            "imputation": {
+                "model": score(imputed, truth),
+                "mean_or_mode": score(np.broadcast_to(baseline[features], truth.shape), truth),
+                "cells": int(cells.sum()),
+                "hidden": hide_fraction,
+            },
+        }
     return out
 
 
@@ -64,7 +76,7 @@ def fill_values(split: Split, rows: np.ndarray, columns: list[Column]) -> np.nda
     x = split.inputs(rows)
     values, at = [], 0
     for column in columns:
-        block = x[:, at:at + column.width]
+        block = x[:, at : at + column.width]
         values.append(column_fill(column.type, block[np.isfinite(block[:, 0])]))
         at += column.width
     return np.concatenate(values).astype(np.float32)
@@ -76,7 +88,9 @@ def column_fill(kind: str, observed: np.ndarray) -> np.ndarray:
     if not len(observed):
         return np.zeros(observed.shape[1])
     if kind == "categorical":
-        return np.eye(observed.shape[1])[np.bincount(observed.argmax(axis=1), minlength=observed.shape[1]).argmax()]
+        return np.eye(observed.shape[1])[
+            np.bincount(observed.argmax(axis=1), minlength=observed.shape[1]).argmax()
+        ]
     if kind == "binary":
         return np.array([np.bincount(observed[:, 0].astype(int), minlength=2).argmax()], float)
     return observed.mean(axis=0)
@@ -92,16 +106,24 @@ def decoded_means(vae, z: np.ndarray, batch_size: int = 1024, c: np.ndarray | No
     """E[x | z, c], the decoder's mean, for z of shape (n, d) (and covariates c (n, k) where the
     model has them), batch by batch: (n, *F)."""
     rows = [slice(start, start + batch_size) for start in range(0, len(z), batch_size)]
-    parts = [np.asarray(vae.likelihood.mean(vae.decode(np.asarray(z[r])[None], None if c is None else c[r]))[0])
-             for r in rows]
+    parts = [
+        np.asarray(vae.likelihood.mean(vae.decode(np.asarray(z[r])[None], None if c is None else c[r]))[0])
+        for r in rows
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, *vae.example_shape), np.float32)
 
 
 def _decoded_means(vae, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """E[x | z = μ_φ(x), c] per feature, batch by batch, of the model's inputs x: (n, F)."""
-    parts = [decoded_means(vae, np.asarray(vae.predict_posterior(x[start:start + batch_size])[0]), batch_size,
-                           vae.split(x[start:start + batch_size])[1])
-             for start in range(0, len(x), batch_size)]
+    parts = [
+        decoded_means(
+            vae,
+            np.asarray(vae.predict_posterior(x[start : start + batch_size])[0]),
+            batch_size,
+            vae.split(x[start : start + batch_size])[1],
+        )
+        for start in range(0, len(x), batch_size)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, *vae.example_shape), np.float32)
 
 
@@ -144,7 +166,7 @@ class Completer:
         out = np.empty((len(z_mean), len(self.columns)), np.float64)
         for c, column in enumerate(self.columns):
             first = self.starts[c]
-            block = means[:, first:self.starts[c + 1]]
+            block = means[:, first : self.starts[c + 1]]
             if column.type == "categorical":
                 out[:, c] = block.argmax(axis=1)
             elif column.type == "binary":
@@ -161,7 +183,10 @@ class Completer:
         for c, column in enumerate(self.columns):
             missing = np.isnan(codes[:, c])
             value = np.where(missing, guesses[:, c], codes[:, c])
-            completed[column.name] = ([column.levels[int(i)] for i in value] if column.levels is not None
-                                      else value.astype(np.float64))
+            completed[column.name] = (
+                [column.levels[int(i)] for i in value]
+                if column.levels is not None
+                else value.astype(np.float64)
+            )
             imputed[column.name] = missing
         return completed, imputed

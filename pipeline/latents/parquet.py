@@ -34,10 +34,12 @@ COLUMNS = {
     "bits_per_dim": "surprisal / (D ln 2) where the values are D pixels; null otherwise",
     "surprisal_quantile": "fraction of the training rows less surprising (null without a reference)",
     "novelty": "the score to rank rows by when looking for odd ones: 1 is as odd as the training rows' 99th "
-               "percentile, 0 their median (metadata surprisal.novelty); null without a reference",
+    "percentile, 0 their median (metadata surprisal.novelty); null without a reference",
 }
 # Data with covariates (data.covariates): one more column, after the scores.
-COVARIATES_COLUMN = {"covariates": "the example's covariates, which the model conditioned on (metadata covariates)"}
+COVARIATES_COLUMN = {
+    "covariates": "the example's covariates, which the model conditioned on (metadata covariates)"
+}
 # The score columns (LatentBatch.scores' fields): float64, null where a field is None.
 SCORE_COLUMNS = ("surprisal", "bits_per_dim", "surprisal_quantile", "novelty")
 # Under model.posterior flow, q(z|x) is not Gaussian: what the two columns hold then.
@@ -48,14 +50,19 @@ FLOW_COLUMNS = {
 # Every file's key-value metadata (each key prefixed METADATA_PREFIX, values JSON unless
 # plain text); tests/test_latents.py fails on a key missing here.
 METADATA = {
-    "schema_version": "this contract's version", "latent_dim": "d, the width of z_mean and z_log_var",
+    "schema_version": "this contract's version",
+    "latent_dim": "d, the width of z_mean and z_log_var",
     "columns": "{column: what it holds}",
     "dataset_source": "data.source, and the file or folder read where there is one",
     "dataset_fingerprint": "sha256 of the prepared data (the command: of the input file)",
-    "label_names": "the label of each class index", "model_sha256": "sha256 of the model.keras that encoded",
-    "choices": "every `auto` knob's value and reason", "params": "the training run's params and encode's own",
-    "engine": "the encode stage's engine and cluster", "versions": "versions of the packages that wrote it",
-    "surprisal": "the scores' K, the novelty score's definition, the training rows' reference for the quantile",
+    "label_names": "the label of each class index",
+    "model_sha256": "sha256 of the model.keras that encoded",
+    "choices": "every `auto` knob's value and reason",
+    "params": "the training run's params and encode's own",
+    "engine": "the encode stage's engine and cluster",
+    "versions": "versions of the packages that wrote it",
+    "surprisal": "the scores' K, the novelty score's definition, the training rows' reference for the "
+    "quantile",
     "covariates": "data with covariates only: each one's type and levels, and whether the encoder read them",
 }
 # Rows per row group. Readers scan and skip whole row groups; 64Ki rows of a 16-d latent
@@ -71,7 +78,11 @@ PACKAGES = ("vae-pipeline", "tensorflow", "keras", "numpy", "pyarrow")
 
 def describe_columns(posterior: str, covariates: bool = False) -> dict:
     """The files' column descriptions for a model's `model.posterior`, and data with covariates or not."""
-    return {**COLUMNS, **(FLOW_COLUMNS if posterior == "flow" else {}), **(COVARIATES_COLUMN if covariates else {})}
+    return {
+        **COLUMNS,
+        **(FLOW_COLUMNS if posterior == "flow" else {}),
+        **(COVARIATES_COLUMN if covariates else {}),
+    }
 
 
 def latent_schema(latent_dim: int, metadata: dict | None = None, table: dict | None = None) -> pa.Schema:
@@ -86,14 +97,19 @@ def latent_schema(latent_dim: int, metadata: dict | None = None, table: dict | N
         pa.field("label", pa.int32(), nullable=True),
         pa.field("z_mean", vector, nullable=False),
         pa.field("z_log_var", vector, nullable=False),
-        *(pa.field(name, pa.float64(), nullable=name != "surprisal")
-          for name in SCORE_COLUMNS),
+        *(pa.field(name, pa.float64(), nullable=name != "surprisal") for name in SCORE_COLUMNS),
     ]
     if covariates:
-        fields.append(pa.field("covariates", pa.struct([pa.field(n, _value_type(v)) for n, v in covariates.items()])))
+        fields.append(
+            pa.field("covariates", pa.struct([pa.field(n, _value_type(v)) for n, v in covariates.items()]))
+        )
     if table:
-        fields += [pa.field("completed", pa.struct([pa.field(n, _value_type(levels)) for n, levels in table.items()])),
-                   pa.field("imputed", pa.struct([pa.field(n, pa.bool_()) for n in table]))]
+        fields += [
+            pa.field(
+                "completed", pa.struct([pa.field(n, _value_type(levels)) for n, levels in table.items()])
+            ),
+            pa.field("imputed", pa.struct([pa.field(n, pa.bool_()) for n in table])),
+        ]
     meta = {
         "schema_version": SCHEMA_VERSION,
         "latent_dim": str(latent_dim),
@@ -135,6 +151,7 @@ class LatentBatch:
     imputed: dict | None = None
     covariates: dict | None = None
 
+
 def package_versions() -> dict:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -143,6 +160,7 @@ def package_versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
 
 def check_file(file: Path, latent_dim: int | None, model_sha256: str | None = None) -> None:
     """DataError unless `file` is a latent Parquet file of this schema (and of `latent_dim`,
@@ -153,17 +171,21 @@ def check_file(file: Path, latent_dim: int | None, model_sha256: str | None = No
         raise DataError(f"{file}: latent schema version {version!r}, expected {SCHEMA_VERSION!r}")
     schema = pq.read_schema(file)
     names = schema.names
-    rest = names[len(COLUMNS) + (names[len(COLUMNS):len(COLUMNS) + 1] == list(COVARIATES_COLUMN)):]
-    if names[:len(COLUMNS)] != list(COLUMNS) or rest not in ([], list(IMPUTED_COLUMNS)):
-        raise DataError(f"{file}: columns {names}, expected {list(COLUMNS)}, then {list(COVARIATES_COLUMN)} for data "
-                        f"with covariates, then {list(IMPUTED_COLUMNS)} where encode imputed a table's cells")
+    rest = names[len(COLUMNS) + (names[len(COLUMNS) : len(COLUMNS) + 1] == list(COVARIATES_COLUMN)) :]
+    if names[: len(COLUMNS)] != list(COLUMNS) or rest not in ([], list(IMPUTED_COLUMNS)):
+        raise DataError(
+            f"{file}: columns {names}, expected {list(COLUMNS)}, then {list(COVARIATES_COLUMN)} for data "
+            f"with covariates, then {list(IMPUTED_COLUMNS)} where encode imputed a table's cells"
+        )
     d = schema.field("z_mean").type.list_size
     if latent_dim is not None and d != latent_dim:
         raise DataError(f"{file}: latent_dim {d}, expected {latent_dim} (re-run encode for this model)")
     if model_sha256 is not None and meta.get("model_sha256") != model_sha256:
-        raise DataError(f"{file}: written by another model (sha256 {str(meta.get('model_sha256'))[:12]}…, this one "
-                        f"{model_sha256[:12]}…); one latent dataset holds one model's latents. Give --output another "
-                        "directory, or re-encode its partitions with this model")
+        raise DataError(
+            f"{file}: written by another model (sha256 {str(meta.get('model_sha256'))[:12]}…, this one "
+            f"{model_sha256[:12]}…); one latent dataset holds one model's latents. Give --output another "
+            "directory, or re-encode its partitions with this model"
+        )
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -175,7 +197,7 @@ def read_metadata(path: str | Path) -> dict:
         if key.startswith(METADATA_PREFIX):
             text = value.decode()
             try:
-                out[key[len(METADATA_PREFIX):]] = json.loads(text)
+                out[key[len(METADATA_PREFIX) :]] = json.loads(text)
             except ValueError:
-                out[key[len(METADATA_PREFIX):]] = text
+                out[key[len(METADATA_PREFIX) :]] = text
     return out

@@ -13,8 +13,9 @@ from pipeline.latents.parquet import check_file, read_metadata
 from pipeline.platform.errors import DataError
 
 
-def load_latents(path: str | Path = "data/latents", split: str | None = None,
-                 latent_dim: int | None = None) -> pa.Table:
+def load_latents(
+    path: str | Path = "data/latents", split: str | None = None, latent_dim: int | None = None
+) -> pa.Table:
     """Read the latent dataset (one split or all) as a pyarrow Table with a `split` column.
 
     Checks the schema version, the columns and, when given, the latent dimension; a
@@ -45,25 +46,43 @@ def _split_files(path, split: str, fingerprint: str, latent_dim: int | None) -> 
     """The split's Parquet files in order, each checked to hold latents of the dataset `fingerprint`."""
     files = sorted(Path(path).glob(f"split={split}/*.parquet"), key=_part_number)
     if not files:
-        raise DataError(f"{path}: no latent Parquet files for split {split!r} (expected split={split}/*.parquet)")
+        raise DataError(
+            f"{path}: no latent Parquet files for split {split!r} (expected split={split}/*.parquet)"
+        )
     for file in files:
         check_file(file, latent_dim)
         if (found := read_metadata(file).get("dataset_fingerprint")) != fingerprint:
-            raise DataError(f"{file}: latents were encoded from another dataset (fingerprint {found}, "
-                            f"prepared data has {fingerprint}); re-run encode")
+            raise DataError(
+                f"{file}: latents were encoded from another dataset (fingerprint {found}, "
+                f"prepared data has {fingerprint}); re-run encode"
+            )
     return files
 
 
-def read_z_mean(path: str | Path, split: str, ids: np.ndarray, fingerprint: str, take: np.ndarray,
-                latent_dim: int | None = None, visit: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+def read_z_mean(
+    path: str | Path,
+    split: str,
+    ids: np.ndarray,
+    fingerprint: str,
+    take: np.ndarray,
+    latent_dim: int | None = None,
+    visit: Callable[[np.ndarray], None] | None = None,
+) -> np.ndarray:
     """z_mean of the rows `take` (positions in the split) of one split, (len(take), d):
     `read_rows`' z_mean; visit(z) sees every row group's z_mean (streaming statistics)."""
     return read_rows(path, split, ids, fingerprint, take, ("z_mean",), latent_dim, visit)["z_mean"]
 
 
-def read_rows(path: str | Path, split: str, ids: np.ndarray, fingerprint: str, take: np.ndarray,
-              columns: tuple[str, ...], latent_dim: int | None = None,
-              visit: Callable[[np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+def read_rows(
+    path: str | Path,
+    split: str,
+    ids: np.ndarray,
+    fingerprint: str,
+    take: np.ndarray,
+    columns: tuple[str, ...],
+    latent_dim: int | None = None,
+    visit: Callable[[np.ndarray], None] | None = None,
+) -> dict[str, np.ndarray]:
     """`columns` of the rows `take` (positions in the split) of one split, read a row group at a time.
 
     Memory holds one row group and the rows taken, however many rows the split has. On the way
@@ -88,19 +107,29 @@ def read_rows(path: str | Path, split: str, ids: np.ndarray, fingerprint: str, t
     order = np.argsort(take, kind="stable")
     wanted = take[order]
     d = pq.read_schema(files[0]).field("z_mean").type.list_size
-    out = {name: np.empty((len(take), d), np.float32) if name.startswith("z_") else np.empty(len(take))
-           for name in columns}
+    out = {
+        name: np.empty((len(take), d), np.float32) if name.startswith("z_") else np.empty(len(take))
+        for name in columns
+    }
     start = 0
     for file in files:
         parquet = pq.ParquetFile(file)
-        for group in range(parquet.num_row_groups):  # one at a time: iter_batches reads ahead, more as files grow
+        for group in range(
+            parquet.num_row_groups
+        ):  # one at a time: iter_batches reads ahead, more as files grow
             table = parquet.read_row_group(group, columns=list(dict.fromkeys(["id", "z_mean", *columns])))
             group_ids = table.column("id").to_numpy()
-            if not np.array_equal(group_ids, ids[start:start + len(group_ids)]):
-                raise DataError(f"{path}: split={split} does not hold the prepared {split} examples in order; "
-                                "re-run encode")
-            read = {name: latents_to_numpy(table, name) if name.startswith("z_") else
-                    table.column(name).to_numpy(zero_copy_only=False).astype(np.float64) for name in out}
+            if not np.array_equal(group_ids, ids[start : start + len(group_ids)]):
+                raise DataError(
+                    f"{path}: split={split} does not hold the prepared {split} examples in order; "
+                    "re-run encode"
+                )
+            read = {
+                name: latents_to_numpy(table, name)
+                if name.startswith("z_")
+                else table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+                for name in out
+            }
             if visit is not None:
                 visit(read["z_mean"] if "z_mean" in read else latents_to_numpy(table))
             lo, hi = np.searchsorted(wanted, [start, start + len(group_ids)])
@@ -108,8 +137,9 @@ def read_rows(path: str | Path, split: str, ids: np.ndarray, fingerprint: str, t
                 values[order[lo:hi]] = read[name][wanted[lo:hi] - start]
             start += len(group_ids)
     if start != len(ids):
-        raise DataError(f"{path}: split={split} holds {start} rows, the prepared {split} split {len(ids)}; re-run "
-                        "encode")
+        raise DataError(
+            f"{path}: split={split} holds {start} rows, the prepared {split} split {len(ids)}; re-run encode"
+        )
     return out
 
 

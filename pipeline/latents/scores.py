@@ -32,9 +32,11 @@ REFERENCE_ROWS = 10_000
 # to tell the 99.9th percentile from the 99th.
 QUANTILES = np.linspace(0.0, 1.0, 1001)
 MEDIAN, TAIL = 500, 990  # the positions of 0.5 and 0.99 in QUANTILES
-NOVELTY = {False: "(S_K - m) / (q99 - m), m and q99 the training rows' median and 99th percentile of S_K",
-           True: "the larger of (S_K - m) / (q99 - m) and the same of S_K - L, L the PNG code length of the "
-                 "pixels in nats (a complexity correction); m and q99 the training rows' median and 99th percentile"}
+NOVELTY = {
+    False: "(S_K - m) / (q99 - m), m and q99 the training rows' median and 99th percentile of S_K",
+    True: "the larger of (S_K - m) / (q99 - m) and the same of S_K - L, L the PNG code length of the "
+    "pixels in nats (a complexity correction); m and q99 the training rows' median and 99th percentile",
+}
 
 
 @dataclass(frozen=True)
@@ -58,15 +60,22 @@ class Reference:
         return np.maximum.reduce(scores)
 
     def as_dict(self) -> dict:
-        return {"importance_samples": self.importance_samples, "rows": self.rows,
-                "quantiles": [float(v) for v in self.quantiles],
-                "corrected": None if self.corrected is None else [float(v) for v in self.corrected]}
+        return {
+            "importance_samples": self.importance_samples,
+            "rows": self.rows,
+            "quantiles": [float(v) for v in self.quantiles],
+            "corrected": None if self.corrected is None else [float(v) for v in self.corrected],
+        }
 
     @classmethod
     def of(cls, record: dict) -> "Reference":
         corrected = record.get("corrected")
-        return cls(int(record["importance_samples"]), int(record["rows"]), np.asarray(record["quantiles"], float),
-                   None if corrected is None else np.asarray(corrected, float))
+        return cls(
+            int(record["importance_samples"]),
+            int(record["rows"]),
+            np.asarray(record["quantiles"], float),
+            None if corrected is None else np.asarray(corrected, float),
+        )
 
 
 def _beyond(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
@@ -86,8 +95,10 @@ class Scorer:
 
     def __init__(self, surprisal: RowSurprisal, pixel_dims: int | None, reference: Reference | None):
         if reference is not None and reference.importance_samples != surprisal.samples:
-            raise ValueError(f"a reference of K = {reference.importance_samples} scores rows with that K, "
-                             f"not {surprisal.samples}")
+            raise ValueError(
+                f"a reference of K = {reference.importance_samples} scores rows with that K, "
+                f"not {surprisal.samples}"
+            )
         self.surprisal, self.pixel_dims, self.reference = surprisal, pixel_dims, reference
 
     @classmethod
@@ -99,17 +110,26 @@ class Scorer:
     def __call__(self, x: np.ndarray, stored: np.ndarray) -> RowScores:
         """The scores of model inputs x, whose stored rows (pixel levels for L) are `stored`."""
         s, reference = self.surprisal(x), self.reference
-        corrected = s - png_nats(stored) if reference is not None and reference.corrected is not None else None
-        return RowScores(s, s / (self.pixel_dims * math.log(2)) if self.pixel_dims else None,
-                         reference.quantile(s) if reference else None,
-                         reference.novelty(s, corrected) if reference else None)
+        corrected = (
+            s - png_nats(stored) if reference is not None and reference.corrected is not None else None
+        )
+        return RowScores(
+            s,
+            s / (self.pixel_dims * math.log(2)) if self.pixel_dims else None,
+            reference.quantile(s) if reference else None,
+            reference.novelty(s, corrected) if reference else None,
+        )
 
     def record(self) -> dict:
         """What the files' metadata says of the scores."""
-        return {"importance_samples": self.surprisal.samples, "novelty": NOVELTY[bool(self.pixel_dims)],
-                "bits_per_dim": "S_K / (D ln 2), D values per example" if self.pixel_dims else
-                "null: the values are not pixels",
-                "reference": self.reference.as_dict() if self.reference else None}
+        return {
+            "importance_samples": self.surprisal.samples,
+            "novelty": NOVELTY[bool(self.pixel_dims)],
+            "bits_per_dim": "S_K / (D ln 2), D values per example"
+            if self.pixel_dims
+            else "null: the values are not pixels",
+            "reference": self.reference.as_dict() if self.reference else None,
+        }
 
 
 def reference_of(surprisal: RowSurprisal, x: np.ndarray, preprocess, pixels: bool) -> Reference | None:
@@ -124,17 +144,24 @@ def reference_of(surprisal: RowSurprisal, x: np.ndarray, preprocess, pixels: boo
         s.append(surprisal(preprocess(stored)))
         if pixels:
             corrected.append(s[-1] - png_nats(stored))
-    return Reference(surprisal.samples, len(rows), np.quantile(np.concatenate(s), QUANTILES),
-                     np.quantile(np.concatenate(corrected), QUANTILES) if pixels else None)
+    return Reference(
+        surprisal.samples,
+        len(rows),
+        np.quantile(np.concatenate(s), QUANTILES),
+        np.quantile(np.concatenate(corrected), QUANTILES) if pixels else None,
+    )
 
 
 def against_training(quantile: np.ndarray, novelty: np.ndarray) -> str:
     """How rows' scores stand against the training rows', in words (for new data: has it drifted?)."""
     if not len(quantile):
         return "no rows scored"
-    return (f"{(quantile > 0.99).mean():.1%} of the {len(quantile):,} rows are more surprising than 99% of the "
-            f"training rows (about 1% of rows like them would be), {(novelty > 1).mean():.1%} have novelty above 1; "
-            f"median surprisal_quantile {np.median(quantile):.2f} (0.5 for rows like the training rows)")
+    return (
+        f"{(quantile > 0.99).mean():.1%} of the {len(quantile):,} rows are more surprising than 99% of the "
+        f"training rows (about 1% of rows like them would be), {(novelty > 1).mean():.1%} have novelty "
+        "above 1; "
+        f"median surprisal_quantile {np.median(quantile):.2f} (0.5 for rows like the training rows)"
+    )
 
 
 def pixel_dims(manifest) -> int | None:

@@ -27,8 +27,18 @@ from pipeline.platform.io import atomic_dir, fault_point, recover_dir
 from pipeline.platform.locks import directory_lock
 
 
-def encoded_batches(posterior, score, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray,
-                    batch_size: int, preprocess=None, complete=None, covariates=None) -> Iterator[LatentBatch]:
+def encoded_batches(
+    posterior,
+    score,
+    split: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    ids: np.ndarray,
+    batch_size: int,
+    preprocess=None,
+    complete=None,
+    covariates=None,
+) -> Iterator[LatentBatch]:
     """Stream rows through `posterior` (x -> z_mean, z_log_var, e.g. VAE.predict_posterior)
     and `score`, one batch in memory at a time. complete(stored rows, z_mean) -> (completed,
     imputed): the rows with their missing cells imputed (pipeline.latents.imputation.Completer).
@@ -54,9 +64,16 @@ def encoded_batches(posterior, score, split: str, x: np.ndarray, y: np.ndarray, 
         inputs = preprocess(xb) if preprocess else xb
         z_mean, z_log_var = posterior(inputs)
         filled = complete(xb, np.asarray(z_mean)) if complete else (None, None)
-        yield LatentBatch(split, np.asarray(ids[rows]), np.asarray(y[rows]), np.asarray(z_mean),
-                          np.asarray(z_log_var), score(inputs, xb), *filled,
-                          covariates=covariate_values(xb, covariates) if covariates else None)
+        yield LatentBatch(
+            split,
+            np.asarray(ids[rows]),
+            np.asarray(y[rows]),
+            np.asarray(z_mean),
+            np.asarray(z_log_var),
+            score(inputs, xb),
+            *filled,
+            covariates=covariate_values(xb, covariates) if covariates else None,
+        )
 
 
 def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -70,21 +87,32 @@ def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:
     columns = [pa.array(batch.ids.astype(np.int64)), labels, vectors(batch.z_mean), vectors(batch.z_log_var)]
     for name in SCORE_COLUMNS:
         values = getattr(batch.scores, name)
-        columns.append(pa.nulls(len(batch.ids), pa.float64()) if values is None else
-                       pa.array(np.asarray(values, np.float64)))
+        columns.append(
+            pa.nulls(len(batch.ids), pa.float64())
+            if values is None
+            else pa.array(np.asarray(values, np.float64))
+        )
     if "covariates" in schema.names:
         struct = schema.field("covariates").type
-        columns.append(pa.StructArray.from_arrays([pa.array(batch.covariates[f.name], f.type) for f in struct],
-                                                  fields=list(struct)))
+        columns.append(
+            pa.StructArray.from_arrays(
+                [pa.array(batch.covariates[f.name], f.type) for f in struct], fields=list(struct)
+            )
+        )
     if "completed" in schema.names:
         for name, values in (("completed", batch.completed), ("imputed", batch.imputed)):
             struct = schema.field(name).type
-            columns.append(pa.StructArray.from_arrays([pa.array(values[f.name], f.type) for f in struct],
-                                                      fields=list(struct)))
+            columns.append(
+                pa.StructArray.from_arrays(
+                    [pa.array(values[f.name], f.type) for f in struct], fields=list(struct)
+                )
+            )
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def write_latents(out_dir: str | Path, batches: Iterable[LatentBatch], latent_dim: int, metadata: dict) -> int:
+def write_latents(
+    out_dir: str | Path, batches: Iterable[LatentBatch], latent_dim: int, metadata: dict
+) -> int:
     """A whole latent dataset from one writer: one Parquet file per split; replaces out_dir atomically.
 
     Batches are buffered up to ROW_GROUP_SIZE rows and written as one row group, so
@@ -94,8 +122,14 @@ def write_latents(out_dir: str | Path, batches: Iterable[LatentBatch], latent_di
         return write_part(tmp, batches, latent_dim, metadata, part=0)
 
 
-def write_part(directory: str | Path, batches: Iterable[LatentBatch], latent_dim: int, metadata: dict,
-               part: int, table: dict | None = None) -> int:
+def write_part(
+    directory: str | Path,
+    batches: Iterable[LatentBatch],
+    latent_dim: int,
+    metadata: dict,
+    part: int,
+    table: dict | None = None,
+) -> int:
     """One writer's share of a dataset being built in `directory` (the caller makes it atomic):
     split=<split>/part-<part>.parquet for every split of `batches`. Returns the rows written.
     table: the columns of `completed` (see latent_schema).
@@ -111,12 +145,22 @@ def write_part(directory: str | Path, batches: Iterable[LatentBatch], latent_dim
     Returns:
         The rows written.
     """
-    return _write(batches, latent_schema(latent_dim, metadata, table),
-                  lambda split: Path(directory) / f"split={split}" / f"part-{part}.parquet")
+    return _write(
+        batches,
+        latent_schema(latent_dim, metadata, table),
+        lambda split: Path(directory) / f"split={split}" / f"part-{part}.parquet",
+    )
 
 
-def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBatch], latent_dim: int,
-                    metadata: dict, overwrite: bool = False, table: dict | None = None) -> int:
+def write_partition(
+    out_dir: str | Path,
+    split: str,
+    batches: Iterable[LatentBatch],
+    latent_dim: int,
+    metadata: dict,
+    overwrite: bool = False,
+    table: dict | None = None,
+) -> int:
     """Add one split's partition to a latent dataset, leaving every other partition untouched.
 
     An existing partition of that name is replaced only with `overwrite`; partitions of
@@ -143,7 +187,9 @@ def write_partition(out_dir: str | Path, split: str, batches: Iterable[LatentBat
     with directory_lock(out_dir):  # from the first check to the publish: a second command waits
         recover_dir(target)  # what a killed run of this command left
         if target.exists() and not overwrite:
-            raise DataError(f"{target}: partition exists; pass --overwrite to replace it, or choose another --split")
+            raise DataError(
+                f"{target}: partition exists; pass --overwrite to replace it, or choose another --split"
+            )
         for file in sorted(out_dir.glob("split=*/*.parquet")):
             if file.parent != target:
                 check_file(file, latent_dim, metadata.get("model_sha256"))
@@ -197,7 +243,9 @@ class _PartWriter:
             table = pa.Table.from_batches(self.buffer, schema=self.schema)
             self.writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
             self.buffer, self.buffered = [], 0
-            fault_point("parquet", self.path)  # in the middle of the writer: a row group out, the file not closed
+            fault_point(
+                "parquet", self.path
+            )  # in the middle of the writer: a row group out, the file not closed
 
     def close(self) -> None:
         self.writer.close()

@@ -58,12 +58,15 @@ class Bundle:
     def check_shape(self, shape, where) -> None:
         """Raise DataError unless preprocessed examples of `shape` (from `where`) fit the model."""
         if self.input_shape != list(shape):
-            raise DataError(f"{self.model_path}: model takes examples of shape {self.input_shape}, but {where} "
-                            f"holds {list(shape)}; retrain the model or resize the input")
+            raise DataError(
+                f"{self.model_path}: model takes examples of shape {self.input_shape}, but {where} "
+                f"holds {list(shape)}; retrain the model or resize the input"
+            )
 
 
-def save_bundle(vae, directory: str | Path, preprocessing: Path, manifest: Manifest, choices: dict,
-                run: dict) -> None:
+def save_bundle(
+    vae, directory: str | Path, preprocessing: Path, manifest: Manifest, choices: dict, run: dict
+) -> None:
     """Write the model, its encoder, and the data description new data is encoded with into
     `directory`, an empty one: the caller publishes it (train stages it, pipeline.platform.io).
 
@@ -77,7 +80,9 @@ def save_bundle(vae, directory: str | Path, preprocessing: Path, manifest: Manif
     """
     directory = Path(directory)
     vae.encoder.save(directory / ENCODER_FILE)
-    fault_point("bundle", directory / MODEL_FILE)  # inside the model save: the encoder written, the model not yet
+    fault_point(
+        "bundle", directory / MODEL_FILE
+    )  # inside the model save: the encoder written, the model not yet
     shutil.copyfile(preprocessing, directory / PREPROCESSING_FILE)
     manifest.write(directory / DATA_MANIFEST_FILE)
     write_json(directory / CHOICES_FILE, choices)
@@ -95,8 +100,10 @@ def load_vae(model_path: str | Path):
     if not model_path.is_file():
         raise DataError(f"{model_path}: model file not found; run the train stage first")
     if model_path.suffix != ".keras":
-        raise DataError(f"{model_path}: only Keras' .keras format is loaded (it is loaded in safe_mode); "
-                        f"got a {model_path.suffix or 'suffix-less'} file")
+        raise DataError(
+            f"{model_path}: only Keras' .keras format is loaded (it is loaded in safe_mode); "
+            f"got a {model_path.suffix or 'suffix-less'} file"
+        )
     try:
         model = keras.saving.load_model(model_path, safe_mode=True)
     except (OSError, ValueError, TypeError) as error:
@@ -115,18 +122,30 @@ def load_bundle(model_path: str | Path) -> Bundle:
         preprocess = Preprocessor.load(preprocessing_path) if preprocessing_path.is_file() else None
         manifest_path = model_path.parent / DATA_MANIFEST_FILE
         manifest = Manifest.read(manifest_path) if manifest_path.is_file() else None
-        return Bundle(vae, model_path, manifest, preprocess, _json_beside(model_path, CHOICES_FILE),
-                      _json_beside(model_path, RUN_FILE), sha256_file(model_path))
+        return Bundle(
+            vae,
+            model_path,
+            manifest,
+            preprocess,
+            _json_beside(model_path, CHOICES_FILE),
+            _json_beside(model_path, RUN_FILE),
+            sha256_file(model_path),
+        )
 
 
 def require_complete(bundle: Bundle) -> None:
     """Raise DataError unless the model's preprocessing and data manifest are beside it: without
     them new data would go in unscaled and a table's columns be matched by position."""
-    missing = [name for name, part in ((PREPROCESSING_FILE, bundle.preprocess), (DATA_MANIFEST_FILE, bundle.manifest))
-               if part is None]
+    missing = [
+        name
+        for name, part in ((PREPROCESSING_FILE, bundle.preprocess), (DATA_MANIFEST_FILE, bundle.manifest))
+        if part is None
+    ]
     if missing:
-        raise DataError(f"{bundle.model_path}: {' and '.join(missing)} not found beside it; a model is used with "
-                        "the files train writes beside it (copy the whole model directory)")
+        raise DataError(
+            f"{bundle.model_path}: {' and '.join(missing)} not found beside it; a model is used with "
+            "the files train writes beside it (copy the whole model directory)"
+        )
 
 
 def _json_beside(model_path: Path, name: str) -> dict | None:

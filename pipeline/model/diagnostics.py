@@ -14,7 +14,7 @@ from pipeline.model import subo
 # Var_x(E_q[z_j | x]) > 0.01. It is the metric's definition, not a knob.
 ACTIVITY_THRESHOLD = 0.01
 # The most decoder outputs one scoring batch holds (floats): 128 MiB.
-PARAMS_PER_BATCH = 2 ** 25
+PARAMS_PER_BATCH = 2**25
 
 
 class Moments:
@@ -29,7 +29,7 @@ class Moments:
         n, mean = len(block), block.mean(axis=0)
         m2, delta, total = ((block - mean) ** 2).sum(axis=0), mean - self.mean, self.n + len(block)
         self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta ** 2 * self.n * n / total
+        self.m2 = self.m2 + m2 + delta**2 * self.n * n / total
         self.n = total
 
     @property
@@ -39,8 +39,12 @@ class Moments:
 
 def active_units(variance: np.ndarray) -> dict:
     """Active units from Var_x E_q[z_j | x], (d,): of many examples' z_mean (n, d), np.var(z_mean, axis=0)."""
-    return {"count": int((variance > ACTIVITY_THRESHOLD).sum()), "of": int(len(variance)),
-            "threshold": ACTIVITY_THRESHOLD, "variance_of_mean": [round(float(v), 4) for v in variance]}
+    return {
+        "count": int((variance > ACTIVITY_THRESHOLD).sum()),
+        "of": int(len(variance)),
+        "threshold": ACTIVITY_THRESHOLD,
+        "variance_of_mean": [round(float(v), 4) for v in variance],
+    }
 
 
 def collapse_warning(active: dict) -> str | None:
@@ -48,9 +52,11 @@ def collapse_warning(active: dict) -> str | None:
     count, total = active["count"], active["of"]
     if count >= min(2, total) and 4 * count >= total:
         return None
-    return (f"posterior collapse: only {count} of {total} latent units are active (Var_x E_q[z_j] > "
-            f"{active['threshold']}); the latents carry little about x. Try loss.kl_warmup_epochs, "
-            "loss.free_bits or a lower loss.beta, or a smaller model.latent_dim")
+    return (
+        f"posterior collapse: only {count} of {total} latent units are active (Var_x E_q[z_j] > "
+        f"{active['threshold']}); the latents carry little about x. Try loss.kl_warmup_epochs, "
+        "loss.free_bits or a lower loss.beta, or a smaller model.latent_dim"
+    )
 
 
 def phi_gradient_variance(vae, x: np.ndarray, repeats: int) -> dict:
@@ -121,19 +127,27 @@ class BoundEstimator:
             return terms["kl"], tf.reduce_mean(reconstruction, axis=0), tf.stack(s_k)
 
         self.per_example = per_example
-        self.d_estimate = ("closed form" if vae.closed_form_kl else
-                           f"Monte Carlo: mean of log q(z|x) − log p(z) over K = {importance_samples} samples")
+        self.d_estimate = (
+            "closed form"
+            if vae.closed_form_kl
+            else f"Monte Carlo: mean of log q(z|x) − log p(z) over K = {importance_samples} samples"
+        )
 
     def __call__(self, x: np.ndarray) -> dict:
-        parts = [self.per_example(np.asarray(x[start:start + self.batch_size]))
-                 for start in range(0, len(x), self.batch_size)]
+        parts = [
+            self.per_example(np.asarray(x[start : start + self.batch_size]))
+            for start in range(0, len(x), self.batch_size)
+        ]
         kl, reconstruction, s_k = (np.concatenate([p[i].numpy() for p in parts], axis=-1) for i in range(3))
         u = float(np.mean(kl + reconstruction))
         s_means = {str(k): float(v) for k, v in zip(self.ks, s_k.mean(axis=1))}
         return {
             "examples": len(x),
-            "U": u, "D": float(kl.mean()), "D_estimate": self.d_estimate,
-            "reconstruction": float(reconstruction.mean()), "S_K": s_means,
+            "U": u,
+            "D": float(kl.mean()),
+            "D_estimate": self.d_estimate,
+            "reconstruction": float(reconstruction.mean()),
+            "S_K": s_means,
             "E_K": {k: u - v for k, v in s_means.items()},
         }
 
@@ -161,8 +175,12 @@ class RowSurprisal:
 
         # Traced once whatever the batch: a second trace for the last, smaller batch costs
         # seconds on a table's per-column likelihood, more than scoring thousands of rows.
-        @tf.function(input_signature=(tf.TensorSpec((None, *vae.input_example_shape), tf.float32),
-                                      tf.TensorSpec((importance_samples, None, vae.latent_dim), tf.float32)))
+        @tf.function(
+            input_signature=(
+                tf.TensorSpec((None, *vae.input_example_shape), tf.float32),
+                tf.TensorSpec((importance_samples, None, vae.latent_dim), tf.float32),
+            )
+        )
         def scores(xb, epsilon):
             terms = vae.sample_posterior(xb, importance_samples, epsilon=epsilon)
             log_w = subo.log_importance_weights(terms["reconstruction"], terms["log_prior"], terms["log_q"])
@@ -174,9 +192,12 @@ class RowSurprisal:
         """S_K of each row of x (the model's inputs): (n,)."""
         parts = [np.zeros(0)]
         for start in range(0, len(x), self.batch_size):
-            xb = np.asarray(x[start:start + self.batch_size])
-            parts.append(self.scores(xb.astype(np.float32, copy=False),
-                                     row_noise(xb, self.samples, self.latent_dim, self.seed)).numpy())
+            xb = np.asarray(x[start : start + self.batch_size])
+            parts.append(
+                self.scores(
+                    xb.astype(np.float32, copy=False), row_noise(xb, self.samples, self.latent_dim, self.seed)
+                ).numpy()
+            )
         return np.concatenate(parts).astype(np.float64)
 
 
@@ -187,6 +208,7 @@ def row_noise(x: np.ndarray, samples: int, latent_dim: int, seed: int) -> np.nda
     draws = np.empty((len(x), samples, latent_dim), np.float32)
     for i, row in enumerate(np.ascontiguousarray(x)):
         digest = hashlib.blake2b(row.tobytes(), digest_size=16, key=key).digest()
-        draws[i] = np.random.default_rng(int.from_bytes(digest, "little")).standard_normal((samples, latent_dim),
-                                                                                        np.float32)
+        draws[i] = np.random.default_rng(int.from_bytes(digest, "little")).standard_normal(
+            (samples, latent_dim), np.float32
+        )
     return draws.transpose(1, 0, 2)

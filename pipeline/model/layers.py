@@ -36,7 +36,9 @@ class Sampler(layers.Layer):
         z_mean, z_log_var = inputs
         if epsilon is None:
             shape = (samples or self.samples, *ops.shape(z_mean))
-            epsilon = keras.random.normal(shape, dtype=z_mean.dtype, seed=seed_generator or self.seed_generator)
+            epsilon = keras.random.normal(
+                shape, dtype=z_mean.dtype, seed=seed_generator or self.seed_generator
+            )
         return subo.reparameterize(z_mean, z_log_var, ops.cast(epsilon, z_mean.dtype))
 
     def compute_output_shape(self, input_shape):
@@ -63,8 +65,12 @@ class LearnedSigma(layers.Layer):
             raise ValueError(f"sigma_floor must be > 0. Got {floor!r} instead.")
         self.shape, self.floor = tuple(shape), float(floor)
         start = max(1.0 - self.floor, 1e-3)
-        self.rho = self.add_weight(shape=self.shape, name="rho", dtype="float32",
-                                   initializer=keras.initializers.Constant(math.log(math.expm1(start))))
+        self.rho = self.add_weight(
+            shape=self.shape,
+            name="rho",
+            dtype="float32",
+            initializer=keras.initializers.Constant(math.log(math.expm1(start))),
+        )
         self.built = True
 
     def value(self):
@@ -104,4 +110,8 @@ class EncoderInput(layers.Layer):
         return (*input_shape[:-1], input_shape[-1] + len(self.mask_features))
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "log1p_features": self.log1p_features, "mask_features": self.mask_features}
+        return {
+            **super().get_config(),
+            "log1p_features": self.log1p_features,
+            "mask_features": self.mask_features,
+        }

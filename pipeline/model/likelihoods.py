@@ -34,7 +34,6 @@ def _lgamma(x):
     return tf.math.lgamma(x)
 
 
-
 class Bernoulli:
     """p(x | z) = Π Bernoulli(x_i; sigmoid(logits_i)); x may be any value in [0, 1]."""
 
@@ -122,11 +121,17 @@ class NegativeBinomial:
     name = "negative_binomial"
 
     def per_feature(self, x, log_mean, dispersion):
-        """-log NB(x; μ, r) = -[lgamma(x + r) - lgamma(r) - lgamma(x + 1) + r log r/(r + μ) + x log μ/(r + μ)]."""
+        """-log NB(x; μ, r)
+        = -[lgamma(x + r) - lgamma(r) - lgamma(x + 1) + r log r/(r + μ) + x log μ/(r + μ)]."""
         log_r = ops.log(dispersion)
         log_total = ops.logaddexp(log_r, log_mean)  # log(r + μ), stable for large μ
-        log_p = (_lgamma(x + dispersion) - _lgamma(dispersion) - _lgamma(x + 1.0)
-                 + dispersion * (log_r - log_total) + x * (log_mean - log_total))
+        log_p = (
+            _lgamma(x + dispersion)
+            - _lgamma(dispersion)
+            - _lgamma(x + 1.0)
+            + dispersion * (log_r - log_total)
+            + x * (log_mean - log_total)
+        )
         return -log_p
 
     def mean(self, log_mean):
@@ -164,8 +169,10 @@ class Columns:
         self.groups = [(str(family), int(start), int(width)) for family, start, width in groups]
         unknown = {family for family, _, _ in self.groups} - {"gaussian", *_COLUMN_FAMILIES}
         if unknown:
-            raise ValueError(f"groups must be of the families gaussian, {', '.join(_COLUMN_FAMILIES)}. "
-                             f"Got {sorted(unknown)} instead.")
+            raise ValueError(
+                f"groups must be of the families gaussian, {', '.join(_COLUMN_FAMILIES)}. "
+                f"Got {sorted(unknown)} instead."
+            )
         if any(family == "negative_binomial" for family, _, _ in self.groups) and dispersion is None:
             raise ValueError("a negative_binomial group needs a dispersion")
         families = {family for family, _, _ in self.groups}
@@ -183,8 +190,8 @@ class Columns:
         filled = ops.where(observed, x, ops.zeros_like(x))
         terms = []
         for family, start, width in self.groups:
-            part, p = filled[:, start:start + width], params[..., start:start + width]
-            seen = ops.cast(observed[:, start:start + width], p.dtype)
+            part, p = filled[:, start : start + width], params[..., start : start + width]
+            seen = ops.cast(observed[:, start : start + width], p.dtype)
             if family == "categorical":  # one column: its levels are observed together
                 terms.append((_COLUMN_FAMILIES[family].per_column(part, p) * seen[:, 0])[..., None])
             else:
@@ -201,19 +208,29 @@ class Columns:
 
     def mean(self, params):
         """E[x | z] per feature: means, probabilities (a categorical's per level), expected counts."""
-        parts = [params[..., start:start + width] if family == "gaussian"
-                 else _COLUMN_FAMILIES[family].mean(params[..., start:start + width])
-                 for family, start, width in self.groups]
+        parts = [
+            params[..., start : start + width]
+            if family == "gaussian"
+            else _COLUMN_FAMILIES[family].mean(params[..., start : start + width])
+            for family, start, width in self.groups
+        ]
         return ops.concatenate(parts, axis=-1)
 
     def get_config(self) -> dict:
-        return {"likelihood": self.name, "groups": [list(g) for g in self.groups],
-                **({"sigma": self.gaussian.get_config()["sigma"]} if self.gaussian else {})}
+        return {
+            "likelihood": self.name,
+            "groups": [list(g) for g in self.groups],
+            **({"sigma": self.gaussian.get_config()["sigma"]} if self.gaussian else {}),
+        }
 
 
 # The families other than the Gaussian (whose σ each Columns holds), by name.
-_COLUMN_FAMILIES = {"bernoulli": Bernoulli(), "categorical": Categorical(), "negative_binomial": NegativeBinomial(),
-                    "poisson": Poisson()}
+_COLUMN_FAMILIES = {
+    "bernoulli": Bernoulli(),
+    "categorical": Categorical(),
+    "negative_binomial": NegativeBinomial(),
+    "poisson": Poisson(),
+}
 
 
 def make_likelihood(likelihood: str, sigma=1.0, groups=None, dispersion=None, levels: int | None = None):
@@ -236,7 +253,8 @@ def make_likelihood(likelihood: str, sigma=1.0, groups=None, dispersion=None, le
         return Gaussian(sigma)
     if likelihood == Columns.name:
         return Columns(groups or [], sigma, dispersion)
-    raise ValueError(f"likelihood must be 'bernoulli', 'level_categorical', 'discretized_logistic', 'gaussian' or "
-                     f"'columns'. "
-                     f"Got {likelihood!r} instead.")
-
+    raise ValueError(
+        f"likelihood must be 'bernoulli', 'level_categorical', 'discretized_logistic', 'gaussian' or "
+        f"'columns'. "
+        f"Got {likelihood!r} instead."
+    )

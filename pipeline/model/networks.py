@@ -15,7 +15,10 @@ from pipeline.model.vae_config import ResolvedModel, VAEConfig
 from pipeline.platform.config import LossConfig
 
 # The layers of each convolutional architecture: (convolution, its transpose).
-CONVOLUTIONS = {"conv": (layers.Conv2D, layers.Conv2DTranspose), "conv1d": (layers.Conv1D, layers.Conv1DTranspose)}
+CONVOLUTIONS = {
+    "conv": (layers.Conv2D, layers.Conv2DTranspose),
+    "conv1d": (layers.Conv1D, layers.Conv1DTranspose),
+}
 
 
 def residual_block(h, activation: str, name: str):
@@ -27,8 +30,17 @@ def residual_block(h, activation: str, name: str):
     return layers.Add(name=name)([h, r])
 
 
-def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", filters=(), activation="relu",
-                  residual_blocks: int = 0, context: int = 0, covariates: int = 0) -> keras.Model:
+def build_encoder(
+    input_shape,
+    latent_dim: int,
+    hidden=(),
+    architecture="mlp",
+    filters=(),
+    activation="relu",
+    residual_blocks: int = 0,
+    context: int = 0,
+    covariates: int = 0,
+) -> keras.Model:
     """Encoder x -> (z_mean, z_log_var), each (B, latent_dim), and a context (B, context)
     for a flow proxy when context > 0.
 
@@ -60,7 +72,9 @@ def build_encoder(input_shape, latent_dim: int, hidden=(), architecture="mlp", f
         if architecture == "conv1d" and len(input_shape) == 1:
             h = layers.Reshape((input_shape[0], 1), name="channels")(h)  # a series of one channel
         convolution = CONVOLUTIONS[architecture][0]
-        for i, (n, strides) in enumerate(zip(filters, spatial_strides(input_shape, architecture, len(filters)))):
+        for i, (n, strides) in enumerate(
+            zip(filters, spatial_strides(input_shape, architecture, len(filters)))
+        ):
             h = convolution(n, 3, strides=strides, padding="same", activation=activation, name=f"conv_{i}")(h)
             for j in range(residual_blocks):
                 h = residual_block(h, activation, f"conv_{i}_res_{j}")
@@ -82,9 +96,18 @@ def _joined(h, c):
     return h if c is None else layers.Concatenate()([h, c])  # cast to the layer's compute dtype
 
 
-def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", filters=(), activation="relu",
-                  residual_blocks: int = 0, decoder_top: str = "strided", params_per_value: int = 1,
-                  covariates: int = 0) -> keras.Model:
+def build_decoder(
+    latent_dim: int,
+    output_shape,
+    hidden=(),
+    architecture="mlp",
+    filters=(),
+    activation="relu",
+    residual_blocks: int = 0,
+    decoder_top: str = "strided",
+    params_per_value: int = 1,
+    covariates: int = 0,
+) -> keras.Model:
     """Decoder z -> likelihood parameters (logits or means) of shape (B, *output_shape), or
     (B, *output_shape, k) with k = params_per_value > 1 (e.g. a location and a scale).
 
@@ -112,8 +135,9 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
         h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(_joined(h, c))
     h = _joined(h, c)
     if architecture in CONVOLUTIONS:
-        h = _transposed_convolutions(h, output_shape, architecture, filters, activation, residual_blocks,
-                                     decoder_top, params_per_value)
+        h = _transposed_convolutions(
+            h, output_shape, architecture, filters, activation, residual_blocks, decoder_top, params_per_value
+        )
     else:
         h = layers.Dense(math.prod(output_shape) * params_per_value, name="params", dtype="float32")(h)
     # conv's output is (H, W, C·k) and needs no reshape when k = 1; a series' (L, C·k) always does
@@ -123,8 +147,16 @@ def build_decoder(latent_dim: int, output_shape, hidden=(), architecture="mlp", 
     return keras.Model([z, c] if covariates else z, h, name="decoder")
 
 
-def _transposed_convolutions(h, output_shape, architecture: str, filters, activation: str, residual_blocks: int,
-                             decoder_top: str, params_per_value: int):
+def _transposed_convolutions(
+    h,
+    output_shape,
+    architecture: str,
+    filters,
+    activation: str,
+    residual_blocks: int,
+    decoder_top: str,
+    params_per_value: int,
+):
     """The conv decoder from its Dense input h: project to the encoder's last feature map,
     then undo each stride, the last layer (or a stride-1 one, decoder_top full) giving the
     parameters: (*spatial, channels · params_per_value)."""
@@ -142,8 +174,11 @@ def _transposed_convolutions(h, output_shape, architecture: str, filters, activa
     for i, (n, stride) in enumerate(zip(widths, reversed(strides))):
         for j in range(residual_blocks):
             h = residual_block(h, activation, f"deconv_{i}_res_{j}")
-        h = (_params_layer(transpose, channels, stride) if n is None else
-             transpose(n, 3, strides=stride, padding="same", activation=activation, name=f"deconv_{i}"))(h)
+        h = (
+            _params_layer(transpose, channels, stride)
+            if n is None
+            else transpose(n, 3, strides=stride, padding="same", activation=activation, name=f"deconv_{i}")
+        )(h)
     if decoder_top == "full":
         h = _params_layer(transpose, channels, (1,) * len(spatial))(h)
     return h
@@ -156,9 +191,13 @@ def _params_layer(transpose, channels: int, strides) -> layers.Layer:
 
 def _check_shape(shape, architecture: str) -> None:
     if architecture == "conv" and len(shape) != 3:
-        raise ValueError(f"architecture 'conv' needs H×W×C images. Got examples of shape {tuple(shape)} instead.")
+        raise ValueError(
+            f"architecture 'conv' needs H×W×C images. Got examples of shape {tuple(shape)} instead."
+        )
     if architecture == "conv1d" and len(shape) not in (1, 2):
-        raise ValueError(f"architecture 'conv1d' needs series of shape (L,) or (L, C). Got {tuple(shape)} instead.")
+        raise ValueError(
+            f"architecture 'conv1d' needs series of shape (L,) or (L, C). Got {tuple(shape)} instead."
+        )
 
 
 def build_vae(example_shape, model: ResolvedModel, loss: LossConfig, seed: int | None = None) -> VAE:
@@ -175,18 +214,34 @@ def build_vae(example_shape, model: ResolvedModel, loss: LossConfig, seed: int |
         The VAE; a table's encoder also reads one observed flag per masked column.
     """
     if not isinstance(model, ResolvedModel):
-        raise TypeError(f"model must be a ResolvedModel (pipeline.model.resolve_model.resolve_model). "
-                        f"Got {type(model).__name__} instead.")
+        raise TypeError(
+            f"model must be a ResolvedModel (pipeline.model.resolve_model.resolve_model). "
+            f"Got {type(model).__name__} instead."
+        )
     shape = tuple(example_shape)
-    arch = {"hidden": model.hidden, "architecture": model.architecture, "filters": model.filters,
-            "activation": model.activation, "residual_blocks": model.residual_blocks}
+    arch = {
+        "hidden": model.hidden,
+        "architecture": model.architecture,
+        "filters": model.filters,
+        "activation": model.activation,
+        "residual_blocks": model.residual_blocks,
+    }
     encoder_shape = (shape[0] + len(model.mask_features),) if model.mask_features else shape
     context = flow_width(model.latent_dim) if model.posterior == "flow" else 0
     per_value = make_likelihood(model.likelihood, levels=model.levels).params_per_value
     encoded = model.covariates if model.encode_covariates else 0
-    vae = VAE(build_encoder(encoder_shape, model.latent_dim, **arch, context=context, covariates=encoded),
-              build_decoder(model.latent_dim, shape, **arch, decoder_top=model.decoder_top, params_per_value=per_value,
-                            covariates=model.covariates),
-              VAEConfig.of(model, loss, seed), name="vae")
+    vae = VAE(
+        build_encoder(encoder_shape, model.latent_dim, **arch, context=context, covariates=encoded),
+        build_decoder(
+            model.latent_dim,
+            shape,
+            **arch,
+            decoder_top=model.decoder_top,
+            params_per_value=per_value,
+            covariates=model.covariates,
+        ),
+        VAEConfig.of(model, loss, seed),
+        name="vae",
+    )
     vae.build(None)
     return vae

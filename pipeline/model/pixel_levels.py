@@ -109,10 +109,13 @@ class LevelCategorical:
         return ops.concatenate([below[..., :1], inner, above[..., -1:]], axis=-1) + params[..., 2:]
 
     def per_feature(self, x, params):
-        """log 1/P(x_i | z) = logsumexp(l) − l_k, k the level of x_i; x (B, *F), params (..., B, *F, L + 2)."""
+        """log 1/P(x_i | z) = logsumexp(l) − l_k, k the level of x_i;
+        x (B, *F), params (..., B, *F, L + 2)."""
         logits = self.logits(params)
         level = ops.cast(ops.round(x * (self.levels - 1)), "int32")
-        level = ops.broadcast_to(level[..., None], (*ops.shape(logits)[:-1], 1))  # params may carry a sample axis
+        level = ops.broadcast_to(
+            level[..., None], (*ops.shape(logits)[:-1], 1)
+        )  # params may carry a sample axis
         chosen = ops.take_along_axis(logits, level, axis=-1)[..., 0]
         return kernels.logsumexp(logits) - chosen
 

@@ -63,23 +63,31 @@ class IAFStep(layers.Layer):
         self.w_shift = self.add_weight(shape=(n, d), initializer=glorot(), name="w_shift")
         self.b_shift = self.add_weight(shape=(d,), initializer="zeros", name="b_shift")
         # The gate starts independent of z and near GATE_BIAS: small initial weights.
-        self.w_gate = self.add_weight(shape=(n, d), initializer=keras.initializers.RandomNormal(stddev=0.01),
-                                      name="w_gate")
-        self.b_gate = self.add_weight(shape=(d,), initializer=keras.initializers.Constant(GATE_BIAS), name="b_gate")
+        self.w_gate = self.add_weight(
+            shape=(n, d), initializer=keras.initializers.RandomNormal(stddev=0.01), name="w_gate"
+        )
+        self.b_gate = self.add_weight(
+            shape=(d,), initializer=keras.initializers.Constant(GATE_BIAS), name="b_gate"
+        )
         self.built = True
 
     def call(self, inputs):
         z, context = inputs
-        h = ops.relu(ops.matmul(z, self.w_in * self.first_mask) + ops.matmul(context, self.w_context)
-                     + self.b_hidden)
+        h = ops.relu(
+            ops.matmul(z, self.w_in * self.first_mask) + ops.matmul(context, self.w_context) + self.b_hidden
+        )
         shift = ops.matmul(h, self.w_shift * self.second_mask) + self.b_shift
         gate_logit = ops.matmul(h, self.w_gate * self.second_mask) + self.b_gate
         gate = ops.sigmoid(gate_logit)
         return gate * z + (1.0 - gate) * shift, ops.sum(ops.log_sigmoid(gate_logit), axis=-1)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "latent_dim": self.latent_dim, "hidden": self.hidden,
-                "reverse": self.reverse}
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "hidden": self.hidden,
+            "reverse": self.reverse,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -93,8 +101,10 @@ class Flow(layers.Layer):
         # float32 under mixed precision too, as the sampler: z_K and log |det| feed log q(z|x) in S_K.
         super().__init__(**{"dtype": "float32", **kwargs})
         self.latent_dim, self.steps_count, self.hidden = int(latent_dim), int(steps), int(hidden)
-        self.steps = [IAFStep(latent_dim, hidden, reverse=k % 2 == 1, name=f"iaf_{k}", dtype=self.dtype_policy)
-                      for k in range(self.steps_count)]
+        self.steps = [
+            IAFStep(latent_dim, hidden, reverse=k % 2 == 1, name=f"iaf_{k}", dtype=self.dtype_policy)
+            for k in range(self.steps_count)
+        ]
 
     def build(self, input_shape):
         z_shape, context_shape = input_shape
@@ -111,5 +121,9 @@ class Flow(layers.Layer):
         return z, log_det
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "latent_dim": self.latent_dim, "steps": self.steps_count,
-                "hidden": self.hidden}
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "steps": self.steps_count,
+            "hidden": self.hidden,
+        }

@@ -60,7 +60,7 @@ MIN_FIRST_WIDTH = 8
 MAX_WIDTH = 256
 WIDTH_BUDGET_SIDE = 64
 # level_categorical while its L logits per value stay within this many outputs per example.
-LEVEL_CATEGORICAL_MAX_OUTPUTS = 2 ** 16
+LEVEL_CATEGORICAL_MAX_OUTPUTS = 2**16
 FAMILY_OF_TYPE = {"real": "gaussian", "binary": "bernoulli", "categorical": "categorical"}
 
 
@@ -79,9 +79,16 @@ def is_series(manifest: Manifest) -> bool:
     return manifest.choices.get("data.sequence", {}).get("value") == "series"
 
 
-def resolve_model(model: ModelConfig, example_shape, value_range, value_type: str = "real", columns=None,
-                  levels: int | None = None, series: bool = False,
-                  covariates: int = 0) -> tuple[ResolvedModel, dict[str, Choice]]:
+def resolve_model(
+    model: ModelConfig,
+    example_shape,
+    value_range,
+    value_type: str = "real",
+    columns=None,
+    levels: int | None = None,
+    series: bool = False,
+    covariates: int = 0,
+) -> tuple[ResolvedModel, dict[str, Choice]]:
     """Every `auto` of the model config, from what manifest.json says of the prepared data.
 
     Args:
@@ -98,56 +105,96 @@ def resolve_model(model: ModelConfig, example_shape, value_range, value_type: st
         The resolved model and the choices made, keyed "model.<knob>".
     """
     shape = list(example_shape)
-    likelihood = Choice.of(model.likelihood, *_likelihood_rule(model, math.prod(shape), value_range, value_type,
-                                                               columns, levels))
+    likelihood = Choice.of(
+        model.likelihood, *_likelihood_rule(model, math.prod(shape), value_range, value_type, columns, levels)
+    )
     if likelihood.value == "bernoulli" and levels and levels > 2:
-        log.warning("model.likelihood bernoulli on pixels of %d levels: a Bernoulli on grey levels is not a "
-                    "distribution over them, so S, S_K and E_K are not surprisals; leave model.likelihood at auto "
-                    "for a mass on the levels", levels)
+        log.warning(
+            "model.likelihood bernoulli on pixels of %d levels: a Bernoulli on grey levels is not a "
+            "distribution over them, so S, S_K and E_K are not surprisals; leave model.likelihood at auto "
+            "for a mass on the levels",
+            levels,
+        )
     architecture = Choice.of(model.architecture, *_architecture_rule(model, shape, series))
     conv = architecture.value in ("conv", "conv1d")
     side = min(shape[:2]) if architecture.value == "conv" else shape[0]
-    filters = Choice.of(model.filters, *(
-        (conv_filters(side, architecture.value == "conv"),
-         f"one stride-2 layer per halving of the {'shorter side' if architecture.value == 'conv' else 'length'} "
-         f"{side} while even and >= 8: three, then more while above 8; widths doubling to at most {MAX_WIDTH}"
-         + (f", starting at {FIRST_WIDTH}·{WIDTH_BUDGET_SIDE}/{side} to keep each layer's cost"
-            if architecture.value == "conv" and side > WIDTH_BUDGET_SIDE else ""))
-        if conv else ((), "no conv layers in an mlp")))
-    hidden = Choice.of(model.hidden, *(
-        ((), "the heads read the flattened conv features") if conv
-        else (mlp_hidden(math.prod(shape)), "4× the input width as a power of two in [64, 512], then half")))
-    choices = {"model.likelihood": likelihood, "model.architecture": architecture, "model.filters": filters,
-               "model.hidden": hidden}
+    filters = Choice.of(
+        model.filters,
+        *(
+            (
+                conv_filters(side, architecture.value == "conv"),
+                "one stride-2 layer per halving of the "
+                f"{'shorter side' if architecture.value == 'conv' else 'length'} "
+                f"{side} while even and >= 8: three, then more while above 8; widths doubling to at most "
+                f"{MAX_WIDTH}"
+                + (
+                    f", starting at {FIRST_WIDTH}·{WIDTH_BUDGET_SIDE}/{side} to keep each layer's cost"
+                    if architecture.value == "conv" and side > WIDTH_BUDGET_SIDE
+                    else ""
+                ),
+            )
+            if conv
+            else ((), "no conv layers in an mlp")
+        ),
+    )
+    hidden = Choice.of(
+        model.hidden,
+        *(
+            ((), "the heads read the flattened conv features")
+            if conv
+            else (
+                mlp_hidden(math.prod(shape)),
+                "4× the input width as a power of two in [64, 512], then half",
+            )
+        ),
+    )
+    choices = {
+        "model.likelihood": likelihood,
+        "model.architecture": architecture,
+        "model.filters": filters,
+        "model.hidden": hidden,
+    }
     layout = column_layout(value_type, columns, math.prod(shape), model.count_likelihood)
     if likelihood.value == "gaussian" or any(family == "gaussian" for family, _, _ in layout["groups"]):
         why = f"one σ per feature, trained with θ, at least model.sigma_floor {model.sigma_floor:g}"
         choices["model.sigma"] = Choice(model.sigma, why if model.sigma == "learned" else GIVEN)
-    fields = {**dataclasses.asdict(model), **{key[6:]: c.value for key, c in choices.items()},
-              "filters": tuple(filters.value), "hidden": tuple(hidden.value),
-              **(layout if likelihood.value == "columns" else {}),
-              "levels": levels if likelihood.value in LEVEL_FAMILIES else None,
-              "covariates": covariates, "encode_covariates": model.encode_covariates and covariates > 0}
+    fields = {
+        **dataclasses.asdict(model),
+        **{key[6:]: c.value for key, c in choices.items()},
+        "filters": tuple(filters.value),
+        "hidden": tuple(hidden.value),
+        **(layout if likelihood.value == "columns" else {}),
+        "levels": levels if likelihood.value in LEVEL_FAMILIES else None,
+        "covariates": covariates,
+        "encode_covariates": model.encode_covariates and covariates > 0,
+    }
     return ResolvedModel(**fields), choices
 
 
-def _likelihood_rule(model: ModelConfig, values: int, value_range, value_type: str, columns,
-                     levels) -> tuple[str, str]:
+def _likelihood_rule(
+    model: ModelConfig, values: int, value_range, value_type: str, columns, levels
+) -> tuple[str, str]:
     lo, hi = value_range
     if levels == 2:
         return "bernoulli", "binary pixels (data.binarize): a Bernoulli is a mass on the two levels"
     if levels and levels * values <= LEVEL_CATEGORICAL_MAX_OUTPUTS:
-        return "level_categorical", (f"pixel levels 0..{levels - 1} scaled to [0, 1]: a categorical on the {levels} "
-                                     f"levels ({levels} × {values} logits, at most {LEVEL_CATEGORICAL_MAX_OUTPUTS})")
+        return "level_categorical", (
+            f"pixel levels 0..{levels - 1} scaled to [0, 1]: a categorical on the {levels} "
+            f"levels ({levels} × {values} logits, at most {LEVEL_CATEGORICAL_MAX_OUTPUTS})"
+        )
     if levels:
-        return "discretized_logistic", (f"pixel levels 0..{levels - 1} scaled to [0, 1]: a mass on the {levels} "
-                                        f"levels ({levels} × {values} logits would exceed "
-                                        f"{LEVEL_CATEGORICAL_MAX_OUTPUTS} outputs)")
+        return "discretized_logistic", (
+            f"pixel levels 0..{levels - 1} scaled to [0, 1]: a mass on the {levels} "
+            f"levels ({levels} × {values} logits would exceed "
+            f"{LEVEL_CATEGORICAL_MAX_OUTPUTS} outputs)"
+        )
     if value_type == "columns" and plain_table(columns):  # as an array of real values: one Gaussian
         return "gaussian", "every column real, no cell missing: one gaussian over the standardized features"
     if value_type == "columns":
-        return "columns", ("one family per column: gaussian (real), bernoulli (binary), categorical, "
-                           f"{model.count_likelihood} (count)")
+        return "columns", (
+            "one family per column: gaussian (real), bernoulli (binary), categorical, "
+            f"{model.count_likelihood} (count)"
+        )
     if value_type == "count":
         return "columns", f"a count matrix: {model.count_likelihood} per feature"
     if 0 <= lo and hi <= 1:
@@ -171,8 +218,11 @@ def column_layout(value_type: str, columns, features: int, count_family: str) ->
     features (the encoder reads log1p); the first feature of every column, as mask
     features, when any cell of the training data was missing."""
     if value_type == "count":
-        return {"groups": ((count_family, 0, features),), "log1p_features": tuple(range(features)),
-                "mask_features": ()}
+        return {
+            "groups": ((count_family, 0, features),),
+            "log1p_features": tuple(range(features)),
+            "mask_features": (),
+        }
     groups, log1p, starts, at = [], [], [], 0
     for column in columns or ():
         family = FAMILY_OF_TYPE.get(column.type, count_family)
@@ -184,7 +234,11 @@ def column_layout(value_type: str, columns, features: int, count_family: str) ->
         starts.append(at)
         at += column.width
     missing = any(column.missing > 0 for column in columns or ())
-    return {"groups": tuple(groups), "log1p_features": tuple(log1p), "mask_features": tuple(starts) if missing else ()}
+    return {
+        "groups": tuple(groups),
+        "log1p_features": tuple(log1p),
+        "mask_features": tuple(starts) if missing else (),
+    }
 
 
 def conv_filters(side: int, image: bool = True) -> tuple[int, ...]:
@@ -235,20 +289,33 @@ def forward_flops(shape, model: ResolvedModel, params_per_value: int) -> int:
     forward one does (the elementwise work is left out; benchmarks/flops.py counts the ops
     TensorFlow runs)."""
     dims = list(shape)
-    dense = lambda widths: sum(2 * a * b for a, b in zip(widths, widths[1:]))  # noqa: E731
+
+    def dense(widths):
+        return sum(2 * a * b for a, b in zip(widths, widths[1:]))
+
     code = [model.latent_dim, *reversed(model.hidden)]
     if model.architecture not in ("conv", "conv1d"):
         inputs = math.prod(dims) + len(model.mask_features)
-        return dense([inputs, *model.hidden, 2 * model.latent_dim]) + dense([*code, math.prod(dims) * params_per_value])
+        return dense([inputs, *model.hidden, 2 * model.latent_dim]) + dense(
+            [*code, math.prod(dims) * params_per_value]
+        )
     spatial = dims[:2] if model.architecture == "conv" else dims[:1]
-    channels, taps = (dims[len(spatial)] if len(dims) > len(spatial) else 1), 3 ** len(spatial)  # size-3 kernels
+    channels, taps = (
+        (dims[len(spatial)] if len(dims) > len(spatial) else 1),
+        3 ** len(spatial),
+    )  # size-3 kernels
 
-    def conv(positions, c_in, c_out):  # a convolution per output position; a transposed one per input position
-        return 2 * positions * taps * c_in * c_out + model.residual_blocks * 4 * positions * taps * c_out ** 2
+    def conv(
+        positions, c_in, c_out
+    ):  # a convolution per output position; a transposed one per input position
+        return 2 * positions * taps * c_in * c_out + model.residual_blocks * 4 * positions * taps * c_out**2
 
     flops, at, positions = 0, list(spatial), []
-    for c_in, c_out, strides in zip([channels, *model.filters], model.filters,
-                                    spatial_strides(dims, model.architecture, len(model.filters))):
+    for c_in, c_out, strides in zip(
+        [channels, *model.filters],
+        model.filters,
+        spatial_strides(dims, model.architecture, len(model.filters)),
+    ):
         at = [side // stride for side, stride in zip(at, strides)]
         positions.append(math.prod(at))
         flops += conv(positions[-1], c_in, c_out)
@@ -256,9 +323,11 @@ def forward_flops(shape, model: ResolvedModel, params_per_value: int) -> int:
     flops += dense([small, *model.hidden, 2 * model.latent_dim]) + dense([*code, small])
     outputs, c_in = channels * params_per_value, model.filters[-1]
     widths = list(reversed(model.filters))
-    for c_out, where in zip([*widths[1:], outputs] if model.decoder_top == "strided" else widths, reversed(positions)):
+    for c_out, where in zip(
+        [*widths[1:], outputs] if model.decoder_top == "strided" else widths, reversed(positions)
+    ):
         # the residual blocks come before each transposed convolution, at its input
-        flops += 2 * where * taps * c_in * c_out + model.residual_blocks * 4 * where * taps * c_in ** 2
+        flops += 2 * where * taps * c_in * c_out + model.residual_blocks * 4 * where * taps * c_in**2
         c_in = c_out
     return flops + (2 * math.prod(spatial) * taps * c_in * outputs if model.decoder_top == "full" else 0)
 
@@ -274,28 +343,44 @@ def check_model_fits_data(model: ResolvedModel, manifest: Manifest, where) -> No
     shape, (lo, hi) = manifest.feature_shape, manifest.value_range
     values = math.prod(shape)
     if model.latent_dim > values:
-        raise PipelineError(f"model.latent_dim must be at most the number of values per example "
-                            f"({values} for {where}, shape {shape}). Got {model.latent_dim} instead.")
+        raise PipelineError(
+            f"model.latent_dim must be at most the number of values per example "
+            f"({values} for {where}, shape {shape}). Got {model.latent_dim} instead."
+        )
     if model.architecture == "conv" and len(shape) != 3:
-        raise PipelineError(f"model.architecture 'conv' needs H×W×C images, but {where} holds "
-                            f"examples of shape {shape}; use 'mlp'")
+        raise PipelineError(
+            f"model.architecture 'conv' needs H×W×C images, but {where} holds "
+            f"examples of shape {shape}; use 'mlp'"
+        )
     if model.architecture == "conv1d" and (len(shape) not in (1, 2) or model.mask_features):
-        raise PipelineError(f"model.architecture 'conv1d' needs rows of values, (length,) or (length, channels), "
-                            f"without missing cells, but {where} holds examples of shape {shape}"
-                            f"{' with missing cells' if model.mask_features else ''}; use 'mlp'")
-    typed = manifest.value_type == "count" or (manifest.value_type == "columns" and not plain_table(manifest.columns))
+        raise PipelineError(
+            f"model.architecture 'conv1d' needs rows of values, (length,) or (length, channels), "
+            f"without missing cells, but {where} holds examples of shape {shape}"
+            f"{' with missing cells' if model.mask_features else ''}; use 'mlp'"
+        )
+    typed = manifest.value_type == "count" or (
+        manifest.value_type == "columns" and not plain_table(manifest.columns)
+    )
     if model.likelihood != "columns" and typed:
-        raise PipelineError(f"model.likelihood {model.likelihood!r} models every feature alike, but {where} holds "
-                            f"{'a table of typed columns' if manifest.value_type == 'columns' else 'counts'}; "
-                            "leave model.likelihood at auto (one likelihood per column type)")
+        raise PipelineError(
+            f"model.likelihood {model.likelihood!r} models every feature alike, but {where} holds "
+            f"{'a table of typed columns' if manifest.value_type == 'columns' else 'counts'}; "
+            "leave model.likelihood at auto (one likelihood per column type)"
+        )
     if model.likelihood == "columns" and manifest.value_type not in ("columns", "count"):
-        raise PipelineError(f"model.likelihood 'columns' needs a table or a count matrix; {where} holds "
-                            f"{manifest.value_type} values")
+        raise PipelineError(
+            f"model.likelihood 'columns' needs a table or a count matrix; {where} holds "
+            f"{manifest.value_type} values"
+        )
     if model.likelihood in LEVEL_FAMILIES and not model.levels:
-        raise PipelineError(f"model.likelihood {model.likelihood!r} is a mass on pixel levels, but {where} holds "
-                            f"{manifest.value_type} values (data.scaling {manifest.scaling!r}); use pixel data "
-                            "scaled to [0, 1] (data.scaling: unit) or leave model.likelihood at auto")
+        raise PipelineError(
+            f"model.likelihood {model.likelihood!r} is a mass on pixel levels, but {where} holds "
+            f"{manifest.value_type} values (data.scaling {manifest.scaling!r}); use pixel data "
+            "scaled to [0, 1] (data.scaling: unit) or leave model.likelihood at auto"
+        )
     if model.likelihood == "bernoulli" and (lo < 0 or hi > 1):
-        raise PipelineError(f"model.likelihood 'bernoulli' needs inputs in [0, 1], but {where} holds "
-                            f"values in [{lo:.3g}, {hi:.3g}] (data.scaling {manifest.scaling!r}); "
-                            "use model.likelihood: gaussian or data.scaling: unit")
+        raise PipelineError(
+            f"model.likelihood 'bernoulli' needs inputs in [0, 1], but {where} holds "
+            f"values in [{lo:.3g}, {hi:.3g}] (data.scaling {manifest.scaling!r}); "
+            "use model.likelihood: gaussian or data.scaling: unit"
+        )

@@ -61,16 +61,30 @@ class VAE(keras.Model):
             self.flow.build(((None, self.latent_dim), (None, width)))
         if model.prior == "vamp":  # u_c in the encoder's input space; `start_prior_at` puts them on data
             shape = (model.prior_components, *self.encoder.inputs[0].shape[1:])
-            self.pseudo_inputs = self.add_weight(shape=shape, initializer=keras.initializers.RandomNormal(0.5, 0.1),
-                                                 name="pseudo_inputs", dtype="float32")
-        self.encoder_input = (EncoderInput(model.log1p_features, model.mask_features, name="encoder_input")
-                              if model.likelihood == "columns" else None)
+            self.pseudo_inputs = self.add_weight(
+                shape=shape,
+                initializer=keras.initializers.RandomNormal(0.5, 0.1),
+                name="pseudo_inputs",
+                dtype="float32",
+            )
+        self.encoder_input = (
+            EncoderInput(model.log1p_features, model.mask_features, name="encoder_input")
+            if model.likelihood == "columns"
+            else None
+        )
         # float32 under mixed precision too: z feeds log q(z|x) and log p(z) in S_K.
-        self.sampler = Sampler(samples=self.config.loss.mc_samples, seed=self.config.seed, name="sampler",
-                               dtype="float32")
+        self.sampler = Sampler(
+            samples=self.config.loss.mc_samples, seed=self.config.seed, name="sampler", dtype="float32"
+        )
         # Running mean of the reconstruction surprisal: the score-function baseline b.
-        self.baseline = self.add_weight(shape=(), initializer="zeros", trainable=False, name="baseline",
-                                        dtype="float32", aggregation="mean")
+        self.baseline = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            name="baseline",
+            dtype="float32",
+            aggregation="mean",
+        )
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("U", "D", "reconstruction")}
         # The trainer's plan for each step, set by the trainer (default: weight β, joint steps).
         self.plan = TrainingPlan()
@@ -86,15 +100,19 @@ class VAE(keras.Model):
             sigma = self.learned_sigma.value
         if "negative_binomial" in families:
             self.dispersion = LearnedSigma(shape, DISPERSION_FLOOR, name="dispersion")
-        return make_likelihood(likelihood, sigma, groups, self.dispersion.value if self.dispersion else None,
-                               model.levels)
+        return make_likelihood(
+            likelihood, sigma, groups, self.dispersion.value if self.dispersion else None, model.levels
+        )
 
     @property
     def theta_weights(self) -> list:
-        """The model's parameters θ: the decoder's, a learned σ and dispersion, the VampPrior's pseudo-inputs."""
-        return (self.decoder.trainable_weights + [w for layer in (self.learned_sigma, self.dispersion) if layer
-                                                  for w in layer.trainable_weights]
-                + ([self.pseudo_inputs] if self.pseudo_inputs is not None else []))
+        """The model's parameters θ: the decoder's, a learned σ and dispersion, the VampPrior's
+        pseudo-inputs."""
+        return (
+            self.decoder.trainable_weights
+            + [w for layer in (self.learned_sigma, self.dispersion) if layer for w in layer.trainable_weights]
+            + ([self.pseudo_inputs] if self.pseudo_inputs is not None else [])
+        )
 
     @property
     def phi_weights(self) -> list:
@@ -106,7 +124,9 @@ class VAE(keras.Model):
         repeated when fewer): the prior starts as the proxy's mixture over real examples."""
         if self.pseudo_inputs is not None:
             x = np.asarray(self.split(x)[0])[np.resize(np.arange(len(x)), self.config.model.prior_components)]
-            self.pseudo_inputs.assign(ops.convert_to_numpy(self.encoder_input(x)) if self.encoder_input else x)
+            self.pseudo_inputs.assign(
+                ops.convert_to_numpy(self.encoder_input(x)) if self.encoder_input else x
+            )
 
     @property
     def example_shape(self) -> tuple:
@@ -139,7 +159,8 @@ class VAE(keras.Model):
         return (inputs, None) if not k else (inputs[..., :-k], inputs[..., -k:])
 
     def _encoder_inputs(self, inputs):
-        """What the encoder reads of the inputs: x (or `EncoderInput(x)`), and c when it encodes covariates."""
+        """What the encoder reads of the inputs: x (or `EncoderInput(x)`), and c when it encodes
+        covariates."""
         x, c = self.split(inputs)
         x = self.encoder_input(x) if self.encoder_input else x
         return [x, c] if self.config.model.encode_covariates else x
@@ -160,8 +181,9 @@ class VAE(keras.Model):
 
     def predict_posterior(self, x: np.ndarray):
         """`posterior` of one batch of numpy inputs, compiled (the encoder's predict_on_batch)."""
-        outputs = self.encoder.predict_on_batch(keras.tree.map_structure(ops.convert_to_numpy,
-                                                                         self._encoder_inputs(x)))
+        outputs = self.encoder.predict_on_batch(
+            keras.tree.map_structure(ops.convert_to_numpy, self._encoder_inputs(x))
+        )
         if self.flow is None:
             return outputs
         z_mean, z_log_var, context = outputs
@@ -175,8 +197,10 @@ class VAE(keras.Model):
         k = self.config.model.covariates
         if k:  # each of the samples of an example reads its c
             if c is None:
-                raise ValueError("this model decodes given covariates c (B, k): pass them, e.g. "
-                                 "pipeline.data.covariates.as_if for every row as if from one batch")
+                raise ValueError(
+                    "this model decodes given covariates c (B, k): pass them, e.g. "
+                    "pipeline.data.covariates.as_if for every row as if from one batch"
+                )
             c = ops.reshape(ops.broadcast_to(ops.cast(c, flat.dtype), (*lead, k)), (-1, k))
         params = self.decoder([flat, c] if k else flat)
         return ops.reshape(params, (*lead, *self.decoder.outputs[0].shape[1:]))
@@ -199,18 +223,27 @@ class VAE(keras.Model):
         return subo.mixture_log_density(z, means, log_vars)
 
     def sample_prior(self, n: int, seed: int) -> np.ndarray:
-        """n draws of z ~ p(z), (n, d): N(0, I), or a VampPrior component chosen uniformly, then its Gaussian."""
+        """n draws of z ~ p(z), (n, d): N(0, I), or a VampPrior component chosen uniformly,
+        then its Gaussian."""
         rng = np.random.default_rng(seed)
         noise = rng.standard_normal((n, self.latent_dim)).astype(np.float32)
         if self.pseudo_inputs is None:
             return noise
-        means, log_vars = (np.asarray(v) for v in self.encoder.predict_on_batch(
-            ops.convert_to_numpy(self.pseudo_inputs))[:2])
+        means, log_vars = (
+            np.asarray(v) for v in self.encoder.predict_on_batch(ops.convert_to_numpy(self.pseudo_inputs))[:2]
+        )
         chosen = rng.integers(0, len(means), n)
         return means[chosen] + np.exp(0.5 * log_vars[chosen]) * noise
 
-    def sample_posterior(self, x, samples: int | None = None, training=False, seed_generator=None,
-                         estimator: str = "reparameterized", epsilon=None) -> dict:
+    def sample_posterior(
+        self,
+        x,
+        samples: int | None = None,
+        training=False,
+        seed_generator=None,
+        estimator: str = "reparameterized",
+        epsilon=None,
+    ) -> dict:
         """Draw z_k ~ q(z|x) with what the bound needs of them, each (m, B) unless stated:
         z (m, B, d), reconstruction = log 1/p(x|z_k), surrogate (its φ-gradient is the
         estimator's, subo.phi_surrogate), log_q, log_prior, kl = D (B,) (closed form, or the
@@ -227,8 +260,14 @@ class VAE(keras.Model):
         log_q = subo.gaussian_log_density(z, z_mean, z_log_var)
         if self.flow is None:
             surrogate, reconstruction = subo.phi_surrogate(
-                estimator, surprisal, x, z, z_mean, z_log_var,
-                baseline=self.baseline if self.config.loss.score_baseline else 0.0)
+                estimator,
+                surprisal,
+                x,
+                z,
+                z_mean,
+                z_log_var,
+                baseline=self.baseline if self.config.loss.score_baseline else 0.0,
+            )
         else:  # log q(z_K|x) = log q_0(z_0|x) − Σ log |det ∂z_k/∂z_k−1|
             z, log_det = self.flow([z, context])
             log_q = log_q - log_det
@@ -236,8 +275,15 @@ class VAE(keras.Model):
         log_prior = self.log_prior(z)
         kl_per_dim = subo.kl_to_prior_per_dim(z_mean, z_log_var) if self.closed_form_kl else None
         kl = ops.sum(kl_per_dim, axis=-1) if self.closed_form_kl else subo.monte_carlo_kl(log_q, log_prior)
-        return {"z": z, "reconstruction": reconstruction, "surrogate": surrogate, "log_q": log_q,
-                "log_prior": log_prior, "kl": kl, "kl_per_dim": kl_per_dim}
+        return {
+            "z": z,
+            "reconstruction": reconstruction,
+            "surrogate": surrogate,
+            "log_q": log_q,
+            "log_prior": log_prior,
+            "kl": kl,
+            "kl_per_dim": kl_per_dim,
+        }
 
     def objective(self, x, estimator: str | None = None, training=False, kl_weight=None):
         """The training objective (a scalar) and the per-example terms U, D, reconstruction.
@@ -256,11 +302,17 @@ class VAE(keras.Model):
         else:
             weight = loss.beta if kl_weight is None else kl_weight
             per_dim = terms["kl_per_dim"]
-            free = (subo.free_bits_kl(per_dim, loss.free_bits) if per_dim is not None
-                    else subo.free_bits_kl(kl[:, None], loss.free_bits * self.latent_dim))
+            free = (
+                subo.free_bits_kl(per_dim, loss.free_bits)
+                if per_dim is not None
+                else subo.free_bits_kl(kl[:, None], loss.free_bits * self.latent_dim)
+            )
             objective = weight * free + ops.mean(terms["surrogate"])
-        return objective, {"U": subo.subo(kl, reconstruction), "D": kl,
-                           "reconstruction": ops.mean(reconstruction, axis=0)}
+        return objective, {
+            "U": subo.subo(kl, reconstruction),
+            "D": kl,
+            "reconstruction": ops.mean(reconstruction, axis=0),
+        }
 
     def subo_terms(self, x, training=False) -> dict:
         """Per-example U, D and reconstruction with m = mc_samples. Each (B,)."""
@@ -316,4 +368,3 @@ class VAE(keras.Model):
         for part in ("encoder", "decoder"):
             config[part] = keras.saving.deserialize_keras_object(config[part])
         return cls(**config)
-

@@ -38,15 +38,18 @@ class ResolvedModel:
     flow_steps: int = 2
     prior: Literal["standard", "vamp"] = "standard"
     prior_components: int = 50
-    covariates: int = 0  # data.covariates: the model's last inputs that are covariates c (their one-hots, values)
+    covariates: int = (
+        0  # data.covariates: the model's last inputs that are covariates c (their one-hots, values)
+    )
     encode_covariates: bool = False  # q(z|x, c) reads c too (p(x|z, c) always does)
 
 
 # The loss as a VAE holds it: LossConfig's fields in a plain frozen dataclass, made from it (so
 # a knob is added once). A loaded model's loss is not this run's params: reading it is no read
 # of params.yaml, which LossConfig's reads are (pipeline.platform.param_watch).
-LossTerms = dataclasses.make_dataclass("LossTerms", [(f.name, f.type) for f in dataclasses.fields(LossConfig)],
-                                       frozen=True)
+LossTerms = dataclasses.make_dataclass(
+    "LossTerms", [(f.name, f.type) for f in dataclasses.fields(LossConfig)], frozen=True
+)
 LossTerms.__module__ = __name__  # where pickle and repr find it
 
 
@@ -71,8 +74,10 @@ class VAEConfig:
         """From `as_dict` (JSON: lists where the fields hold tuples)."""
         model_fields = {f.name for f in dataclasses.fields(ResolvedModel)}
         if set(config) != {"model", "loss", "seed"} or not model_fields <= set(config["model"]):
-            raise ValueError("the saved model's VAE config is not {model, loss, seed} with every field of the "
-                             "resolved model: a model saved by an older version of the pipeline; train it again")
+            raise ValueError(
+                "the saved model's VAE config is not {model, loss, seed} with every field of the "
+                "resolved model: a model saved by an older version of the pipeline; train it again"
+            )
         model = {key: value for key, value in config["model"].items() if key in model_fields}
         for key in ("hidden", "filters", "log1p_features", "mask_features"):
             model[key] = tuple(int(i) for i in model[key])
@@ -80,7 +85,11 @@ class VAEConfig:
         return cls(ResolvedModel(**model), LossTerms(**config["loss"]), config["seed"])
 
     def as_dict(self) -> dict:
-        return {"model": dataclasses.asdict(self.model), "loss": dataclasses.asdict(self.loss), "seed": self.seed}
+        return {
+            "model": dataclasses.asdict(self.model),
+            "loss": dataclasses.asdict(self.loss),
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True)

@@ -50,5 +50,7 @@ def from_records(records_: dict[str, dict]) -> dict[str, Choice]:
 
 def summary(choices: dict[str, Choice]) -> str:
     """One log line: key=value for every choice, auto ones marked."""
-    return ", ".join(f"{key}={choice.record()['value']}" + (" (auto)" if choice.is_auto else "")
-                     for key, choice in choices.items())
+    return ", ".join(
+        f"{key}={choice.record()['value']}" + (" (auto)" if choice.is_auto else "")
+        for key, choice in choices.items()
+    )

@@ -18,12 +18,21 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.platform.choices import AUTO, Auto
-from pipeline.platform.config_checker import UniqueKeyLoader, bounded, build, check_replicated_steps, given_in, one_line
+from pipeline.platform.config_checker import (
+    UniqueKeyLoader,
+    bounded,
+    build,
+    check_replicated_steps,
+    given_in,
+    one_line,
+)
 from pipeline.platform.errors import ConfigError
 from pipeline.platform.param_watch import Knobs, declared_params, watch
 
 log = logging.getLogger(__name__)
 DEFAULT_DATA_PATH = "data/raw"
+
+
 @dataclass(frozen=True)
 class NpzConfig(Knobs):
     x_key: str = "x"
@@ -34,7 +43,9 @@ class NpzConfig(Knobs):
 class TableConfig(Knobs):
     label_column: str | None = "label"  # null: no labels
     # null: every column but the label
-    feature_columns: tuple[str, ...] | None = field(default=None, metadata={"min_length": 1, "noun": "column names"})
+    feature_columns: tuple[str, ...] | None = field(
+        default=None, metadata={"min_length": 1, "noun": "column names"}
+    )
     # {column: type} overriding the typing rule (pipeline.data.resolve_columns) for those columns
     column_types: dict[str, Literal["real", "binary", "categorical", "count"]] | None = None
     drop_columns: tuple[str, ...] = ()  # columns left out, whatever the rule would make of them
@@ -55,8 +66,9 @@ class ImagesConfig(Knobs):
 
 @dataclass(frozen=True)
 class DataConfig(Knobs):
-    source: Literal["digits", "fashion_mnist", "mnist", "idx", "npz", "table", "image_folder",
-                    "anndata"] = "digits"
+    source: Literal["digits", "fashion_mnist", "mnist", "idx", "npz", "table", "image_folder", "anndata"] = (
+        "digits"
+    )
     # The local file or directory a source reads; a DVC dependency of prepare.
     path: str = DEFAULT_DATA_PATH
     npz: NpzConfig = NpzConfig()
@@ -80,9 +92,12 @@ class ModelConfig(Knobs):
     latent_dim: int = bounded(8, lo=1)
     hidden: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # Dense widths (after the convs for conv)
     filters: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # conv, conv1d: widths per layer
-    # level_categorical, discretized_logistic: masses on pixel levels; bernoulli: binary data (a mass only there);
+    # level_categorical, discretized_logistic: masses on pixel levels; bernoulli: binary data (a mass only
+    # there);
     # gaussian: real values (σ floored); columns: one family per table column. All keep S ≥ a bound.
-    likelihood: Literal["auto", "bernoulli", "level_categorical", "discretized_logistic", "gaussian", "columns"] = AUTO
+    likelihood: Literal[
+        "auto", "bernoulli", "level_categorical", "discretized_logistic", "gaussian", "columns"
+    ] = AUTO
     # count columns and count matrices: negative_binomial (a learned dispersion per feature) or poisson
     count_likelihood: Literal["negative_binomial", "poisson"] = "negative_binomial"
     # gaussian only: a fixed σ, or "learned": one trainable σ per feature, at least sigma_floor
@@ -120,7 +135,9 @@ class LossConfig(Knobs):
 
 @dataclass(frozen=True)
 class TrainConfig(Knobs):
-    epochs: int | Auto = bounded(AUTO, lo=1)  # auto: from the number of examples (pipeline.training.resolve_run)
+    epochs: int | Auto = bounded(
+        AUTO, lo=1
+    )  # auto: from the number of examples (pipeline.training.resolve_run)
     batch_size: int = bounded(64, lo=1)  # global: split across replicas
     learning_rate: float = bounded(1e-3, lo=0, lo_open=True)
     # cosine decays to 0 over all epochs; warmup_cosine first ramps up over the first epoch
@@ -173,8 +190,10 @@ class GradientVarianceConfig(Knobs):
 
 @dataclass(frozen=True)
 class ProbeConfig(Knobs):
-    c_grid: tuple[float, ...] = field(default=(0.01, 0.1, 1.0, 10.0),  # logistic regression C
-                                      metadata={"lo": 0, "lo_open": True, "min_length": 1})
+    c_grid: tuple[float, ...] = field(
+        default=(0.01, 0.1, 1.0, 10.0),  # logistic regression C
+        metadata={"lo": 0, "lo_open": True, "min_length": 1},
+    )
     validation_fraction: float = bounded(0.2, lo=0, hi=1, lo_open=True, hi_open=True)  # of train, to pick C
     # A seeded, stratified cap on the train rows every probe sees (raw 784-d inputs are slow).
     max_train_examples: int = bounded(20_000, lo=10)
@@ -200,7 +219,9 @@ class ClusterConfig(Knobs):
     # auto: the cluster RAY_ADDRESS names, else a Ray started on this machine for the stage;
     # or host:port of a running cluster's head (`ray start --head` prints it)
     address: str = AUTO
-    task_timeout: int = bounded(3600, lo=1)  # seconds per Ray task or actor call: a hung worker stops the stage
+    task_timeout: int = bounded(
+        3600, lo=1
+    )  # seconds per Ray task or actor call: a hung worker stops the stage
     train_timeout: int | None = bounded(None, lo=1)  # seconds for Ray training in all; null: no limit
 
 
@@ -226,7 +247,9 @@ def load_params(path: str | Path = "params.yaml", stage: str | None = None) -> P
     """
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # UniqueKeyLoader: a SafeLoader
+        raw = yaml.load(
+            path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader
+        )  # UniqueKeyLoader: a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (expected the pipeline's params.yaml)") from None
     except yaml.YAMLError as error:
@@ -234,13 +257,18 @@ def load_params(path: str | Path = "params.yaml", stage: str | None = None) -> P
     except ConfigError as error:  # a duplicate key
         raise ConfigError(f"{path}: {error}") from None
     if raw is None:
-        raise ConfigError(f"{path}: the file is empty; expected the pipeline's params "
-                          "(restore the shipped file with `git checkout params.yaml`)")
+        raise ConfigError(
+            f"{path}: the file is empty; expected the pipeline's params "
+            "(restore the shipped file with `git checkout params.yaml`)"
+        )
     params = parse_params(raw, source=str(path))
     missing = missing_keys(raw)
     if missing:
-        log.warning("%s does not set %s; using the defaults", path,
-                    ", ".join(f"{key}={value!r}" for key, value in missing.items()))
+        log.warning(
+            "%s does not set %s; using the defaults",
+            path,
+            ", ".join(f"{key}={value!r}" for key, value in missing.items()),
+        )
     if stage is not None and (path.parent / "dvc.yaml").is_file():  # without one, no DVC to re-run a stage
         watch(stage, declared_params(path.parent / "dvc.yaml", stage))
     return params
@@ -290,28 +318,52 @@ def missing_keys(raw: dict) -> dict[str, Any]:
 def _check_combinations(params: Params, source: str) -> None:
     """Values that are valid alone but not together."""
     if params.model.architecture in ("conv", "conv1d") and not params.model.filters:
-        raise ConfigError(f"{source}: model.filters must list at least one convolution's width when "
-                          f"model.architecture is {params.model.architecture!r}. Got [] instead.")
-    steps, distribution, workers = (params.train.steps_per_execution, params.train.distribution,
-                                    params.train.workers)
-    check_replicated_steps(steps, "train.distribution 'multi_worker'" if distribution == "multi_worker" else
-                           f"train.workers {workers}" if workers > 1 else None, source)
+        raise ConfigError(
+            f"{source}: model.filters must list at least one convolution's width when "
+            f"model.architecture is {params.model.architecture!r}. Got [] instead."
+        )
+    steps, distribution, workers = (
+        params.train.steps_per_execution,
+        params.train.distribution,
+        params.train.workers,
+    )
+    check_replicated_steps(
+        steps,
+        "train.distribution 'multi_worker'"
+        if distribution == "multi_worker"
+        else f"train.workers {workers}"
+        if workers > 1
+        else None,
+        source,
+    )
     if params.cluster.engine == "local":
-        for key, value in (("train.workers", params.train.workers), ("encode.workers", params.encode.workers)):
+        for key, value in (
+            ("train.workers", params.train.workers),
+            ("encode.workers", params.encode.workers),
+        ):
             if value not in (AUTO, 1):
-                raise ConfigError(f"{source}: {key} {value} runs that many Ray workers: set cluster.engine: ray "
-                                  "(docs/how-to/ray.md); the local engine is one process")
+                raise ConfigError(
+                    f"{source}: {key} {value} runs that many Ray workers: set cluster.engine: ray "
+                    "(docs/how-to/ray.md); the local engine is one process"
+                )
     if params.train.workers > 1 and distribution not in (AUTO, "multi_worker"):
-        raise ConfigError(f"{source}: train.workers {params.train.workers} trains with MultiWorkerMirroredStrategy; "
-                          f"train.distribution must be 'auto' or 'multi_worker'. Got {distribution!r} instead.")
+        raise ConfigError(
+            f"{source}: train.workers {params.train.workers} trains with MultiWorkerMirroredStrategy; "
+            f"train.distribution must be 'auto' or 'multi_worker'. Got {distribution!r} instead."
+        )
     proxy = (params.model.posterior, params.model.prior)
     if params.loss.gradient_estimator == "score_function" and proxy != ("gaussian", "standard"):
-        raise ConfigError(f"{source}: loss.gradient_estimator 'score_function' needs model.posterior 'gaussian' and "
-                          f"model.prior 'standard' (it holds z fixed, so D must have its closed form). Got {proxy}.")
+        raise ConfigError(
+            f"{source}: loss.gradient_estimator 'score_function' needs model.posterior 'gaussian' and "
+            f"model.prior 'standard' (it holds z fixed, so D must have its closed form). Got {proxy}."
+        )
     if params.data.covariates and params.model.encode_covariates and params.model.prior == "vamp":
-        raise ConfigError(f"{source}: model.prior 'vamp' places its pseudo-inputs where the encoder reads x alone; "
-                          "with data.covariates it needs model.encode_covariates: false")
+        raise ConfigError(
+            f"{source}: model.prior 'vamp' places its pseudo-inputs where the encoder reads x alone; "
+            "with data.covariates it needs model.encode_covariates: false"
+        )
     if params.loss.objective == "iwae" and params.loss.gradient_estimator != "reparameterized":
-        raise ConfigError(f"{source}: loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'. "
-                          f"Got {params.loss.gradient_estimator!r} instead.")
-
+        raise ConfigError(
+            f"{source}: loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'. "
+            f"Got {params.loss.gradient_estimator!r} instead."
+        )

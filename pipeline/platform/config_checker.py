@@ -38,8 +38,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
-                                  f"(first on line {seen[key] + 1}); keep one")
+                raise ConfigError(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
+                    f"(first on line {seen[key] + 1}); keep one"
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
@@ -48,7 +50,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
 UniqueKeyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$"),
-    list("-+0123456789."))
+    list("-+0123456789."),
+)
 
 
 def build(cls, raw: Any, key: str, source: str):
@@ -59,8 +62,9 @@ def build(cls, raw: Any, key: str, source: str):
         if name not in fields:
             close = difflib.get_close_matches(str(name), fields, n=1)
             hint = f" (did you mean '{_dotted(key, close[0])}'?)" if close else ""
-            raise ConfigError(f"{source}: unknown key '{_dotted(key, name)}'{hint}; "
-                              f"valid keys here: {', '.join(fields)}")
+            raise ConfigError(
+                f"{source}: unknown key '{_dotted(key, name)}'{hint}; valid keys here: {', '.join(fields)}"
+            )
     hints = get_type_hints(cls)
     values = {}
     for name, spec in fields.items():
@@ -111,8 +115,11 @@ def _check_union(args, value, bounds, key: str, source: str):
 
 def _check_tuple(item, value, bounds, key: str, source: str) -> tuple:
     length, min_length = bounds.get("length"), bounds.get("min_length", 0)
-    if (not isinstance(value, (list, tuple)) or (length is not None and len(value) != length)
-            or len(value) < min_length):
+    if (
+        not isinstance(value, (list, tuple))
+        or (length is not None and len(value) != length)
+        or len(value) < min_length
+    ):
         count = f"{length} " if length else ""
         size = "a non-empty list" if min_length else "a list"
         raise _error(source, key, f"{size} of {count}{_describe(item, bounds, plural=True)}", value)
@@ -181,7 +188,9 @@ def describe_type(hint, bounds) -> str:
         return " or ".join([*words, describe_type(inner, bounds), *(["null"] if type(None) in args else [])])
     if origin is tuple:
         length, size = bounds.get("length"), "a non-empty list" if bounds.get("min_length") else "a list"
-        return f"{size} of {f'{length} ' if length else ''}{_describe(get_args(hint)[0], bounds, plural=True)}"
+        return (
+            f"{size} of {f'{length} ' if length else ''}{_describe(get_args(hint)[0], bounds, plural=True)}"
+        )
     if origin is dict:
         return f"a mapping of names to {describe_type(get_args(hint)[1], bounds)}"
     if hint is bool:
@@ -223,6 +232,8 @@ def check_replicated_steps(steps: int | str, replicated: str | None, source: str
     (`replicated` says why; None: it is not). Keras' multi-step loop fails there: an unfed
     placeholder inside the loop (TensorFlow 2.21 / Keras 3.15, keras-team/keras#19246)."""
     if replicated and steps not in (AUTO, 1):
-        raise ConfigError(f"{source + ': ' if source else ''}train.steps_per_execution must be 1 or 'auto' when "
-                          "training is replicated "
-                          f"({replicated}; Keras' multi-step loop fails there). Got {steps} instead.")
+        raise ConfigError(
+            f"{source + ': ' if source else ''}train.steps_per_execution must be 1 or 'auto' when "
+            "training is replicated "
+            f"({replicated}; Keras' multi-step loop fails there). Got {steps} instead."
+        )

@@ -24,17 +24,21 @@ EXIT_MACHINE_ERROR = 3
 # What the machine, not the code, gets wrong: one line, like a user error, not a traceback.
 MACHINE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 SHOW_ALL = "VAE_PIPELINE_TF_LOGS"
-KNOWN_NOISE = re.compile("|".join([
-    r"All log messages before absl::InitializeLog\(\) is called",
-    r"oneDNN custom operations are on",
-    r"Could not find cuda drivers on your machine",
-    r"failed call to cuInit",
-    r"Unable to register cu(DNN|FFT|BLAS) factory",
-    r"computation placer already registered",
-    r"TF-TRT Warning: Could not find TensorRT",
-    r"This TensorFlow binary is optimized to use available CPU instructions",
-    r"rebuild TensorFlow with the appropriate compiler flags",
-]).encode())
+KNOWN_NOISE = re.compile(
+    "|".join(
+        [
+            r"All log messages before absl::InitializeLog\(\) is called",
+            r"oneDNN custom operations are on",
+            r"Could not find cuda drivers on your machine",
+            r"failed call to cuInit",
+            r"Unable to register cu(DNN|FFT|BLAS) factory",
+            r"computation placer already registered",
+            r"TF-TRT Warning: Could not find TensorRT",
+            r"This TensorFlow binary is optimized to use available CPU instructions",
+            r"rebuild TensorFlow with the appropriate compiler flags",
+        ]
+    ).encode()
+)
 
 
 def as_command(main: Callable[[], None]) -> None:
@@ -45,8 +49,9 @@ def as_command(main: Callable[[], None]) -> None:
     (TF_CPP_MIN_LOG_LEVEL, or VAE_PIPELINE_TF_LOGS=1 to show it).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        force=True)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
+    )
     logging.getLogger("pipeline").setLevel(logging.INFO)  # our progress; others' warnings only
     try:
         with quiet_native_startup():

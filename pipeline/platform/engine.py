@@ -40,7 +40,12 @@ HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0
 HTTP2_SETTINGS = 4
 # Environment the cluster's processes get from the stage: GPU sharing, the Keras backend,
 # TensorFlow's log level and the pipeline's own fault points (tests kill an actor with them).
-FORWARDED_ENV = ("TF_FORCE_GPU_ALLOW_GROWTH", "KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")
+FORWARDED_ENV = (
+    "TF_FORCE_GPU_ALLOW_GROWTH",
+    "KERAS_BACKEND",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "TF_ENABLE_ONEDNN_OPTS",
+)
 FORWARDED_PREFIX = "VAE_PIPELINE_"
 # Times Ray restarts an actor whose process died (and retries the item it was running).
 ACTOR_RESTARTS = 3
@@ -118,8 +123,12 @@ class RayEngine:
         import ray
         from ray.util import ActorPool
 
-        actor = ray.remote(num_cpus=1, num_gpus=1 if self.gpus else 0, max_restarts=ACTOR_RESTARTS,
-                           max_task_retries=ACTOR_RESTARTS)(_Actor)
+        actor = ray.remote(
+            num_cpus=1,
+            num_gpus=1 if self.gpus else 0,
+            max_restarts=ACTOR_RESTARTS,
+            max_task_retries=ACTOR_RESTARTS,
+        )(_Actor)
         pool = ActorPool([actor.remote(cls, arguments) for _ in range(max(min(actors, len(items)), 1))])
         for item in items:
             pool.submit(lambda handle, item: handle.run.remote(item), item)
@@ -127,16 +136,20 @@ class RayEngine:
             while pool.has_next():
                 yield pool.get_next_unordered(timeout=self.cluster.task_timeout)
         except TimeoutError:
-            raise PipelineError(f"a Ray actor running {cls.__name__} took longer than cluster.task_timeout "
-                                f"({self.cluster.task_timeout} s) on one item; stopped, the previous outputs are "
-                                "kept") from None
+            raise PipelineError(
+                f"a Ray actor running {cls.__name__} took longer than cluster.task_timeout "
+                f"({self.cluster.task_timeout} s) on one item; stopped, the previous outputs are "
+                "kept"
+            ) from None
         except ray.exceptions.RayError as error:
             cause = _cause(error)
             if isinstance(cause, PipelineError):
                 raise cause from None
             _log_remote(error)
-            raise PipelineError(f"a Ray actor running {cls.__name__} failed ({_first_line(cause)}), after "
-                                f"{ACTOR_RESTARTS} restarts at most; the previous outputs are kept") from None
+            raise PipelineError(
+                f"a Ray actor running {cls.__name__} failed ({_first_line(cause)}), after "
+                f"{ACTOR_RESTARTS} restarts at most; the previous outputs are kept"
+            ) from None
 
     def train(self, fn: Callable[[dict], None], config: dict, workers: int, storage: Path) -> None:
         """fn(config) on `workers` Ray Train workers (one GPU each when the cluster has GPUs).
@@ -145,17 +158,22 @@ class RayEngine:
         from ray.train import RunConfig, ScalingConfig
         from ray.train.tensorflow import TensorflowTrainer
 
-        trainer = TensorflowTrainer(fn, train_loop_config=config,
-                                    scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.gpus > 0),
-                                    run_config=RunConfig(storage_path=str(storage), name="train"))
+        trainer = TensorflowTrainer(
+            fn,
+            train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.gpus > 0),
+            run_config=RunConfig(storage_path=str(storage), name="train"),
+        )
         outcome: list = []  # fit() has no timeout: it runs in a daemon thread, which cannot outlive the stage
         fitting = threading.Thread(target=lambda: outcome.append(_outcome(trainer.fit)), daemon=True)
         fitting.start()
         fitting.join(self.cluster.train_timeout)
         if fitting.is_alive():
             ray.shutdown()  # stops the workers
-            raise PipelineError(f"Ray training took longer than cluster.train_timeout "
-                                f"({self.cluster.train_timeout} s); stopped, the previous model is kept")
+            raise PipelineError(
+                f"Ray training took longer than cluster.train_timeout "
+                f"({self.cluster.train_timeout} s); stopped, the previous model is kept"
+            )
         if isinstance(outcome[0], Exception):  # Ray wraps what a worker raised, a user error included
             cause = _cause(outcome[0])
             if not isinstance(cause, PipelineError):
@@ -167,8 +185,14 @@ class RayEngine:
         return Path(path).resolve()
 
     def describe(self) -> dict:
-        return {"engine": "ray", "address": self.address, "address_from": self.why, "nodes": self.nodes,
-                "cpus": self.cpus, "gpus": self.gpus}
+        return {
+            "engine": "ray",
+            "address": self.address,
+            "address_from": self.why,
+            "nodes": self.nodes,
+            "cpus": self.cpus,
+            "gpus": self.gpus,
+        }
 
 
 @contextlib.contextmanager
@@ -181,8 +205,10 @@ def open_engine(cluster: ClusterConfig) -> Iterator[LocalEngine | RayEngine]:
     try:
         import ray
     except ImportError:
-        raise ConfigError("cluster.engine 'ray' needs Ray: install the cluster extra (make install EXTRAS=cluster, "
-                          "or pip install -e '.[cluster]'), or set cluster.engine: local") from None
+        raise ConfigError(
+            "cluster.engine 'ray' needs Ray: install the cluster extra (make install EXTRAS=cluster, "
+            "or pip install -e '.[cluster]'), or set cluster.engine: local"
+        ) from None
     address, why = resolve_address(cluster.address, os.environ)
     if address is not None:
         probe(address, why)
@@ -194,12 +220,24 @@ def open_engine(cluster: ClusterConfig) -> Iterator[LocalEngine | RayEngine]:
         logging.getLogger(name).setLevel(logging.WARNING)
     # "local": a new Ray for this stage; with no address, ray.init joins any Ray already
     # running on this machine (found through /tmp/ray), another project's or a test's.
-    ray.init(address=address or "local", runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING, configure_logging=False)
+    ray.init(
+        address=address or "local",
+        runtime_env=runtime_env,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        configure_logging=False,
+    )
     try:
         engine = RayEngine(cluster, address or "this machine", why)
-        log.info("engine: ray at %s (%s): %d node(s), %d CPUs, %d GPUs", engine.address, why, engine.nodes,
-                 engine.cpus, engine.gpus)
+        log.info(
+            "engine: ray at %s (%s): %d node(s), %d CPUs, %d GPUs",
+            engine.address,
+            why,
+            engine.nodes,
+            engine.cpus,
+            engine.gpus,
+        )
         yield engine
     finally:
         ray.shutdown()
@@ -235,18 +273,22 @@ def probe(address: str, why: str) -> None:
     except OSError as error:
         problem = error.strerror or str(error)
     if problem:
-        raise ConfigError(f"cluster.address {address} ({why}): no Ray cluster answers there ({problem}); start one "
-                          "with `ray start --head` on that machine, or set cluster.address: auto and unset "
-                          "RAY_ADDRESS to run Ray on this machine")
+        raise ConfigError(
+            f"cluster.address {address} ({why}): no Ray cluster answers there ({problem}); start one "
+            "with `ray start --head` on that machine, or set cluster.address: auto and unset "
+            "RAY_ADDRESS to run Ray on this machine"
+        )
 
 
 def require_shared(path: str | Path, what: str) -> Path:
     """Inside a Ray worker: the path, or a PipelineError saying this node cannot see it."""
     path = Path(path)
     if not path.exists():
-        raise PipelineError(f"{path}: {what} is not visible on Ray node {socket.gethostname()}; under "
-                            "cluster.engine ray the project directory must be on storage every node "
-                            "mounts at the same path (docs/how-to/ray.md)")
+        raise PipelineError(
+            f"{path}: {what} is not visible on Ray node {socket.gethostname()}; under "
+            "cluster.engine ray the project directory must be on storage every node "
+            "mounts at the same path (docs/how-to/ray.md)"
+        )
     return path
 
 
@@ -276,8 +318,10 @@ def _get(ref, timeout: int, fn: Callable):
         return ray.get(ref, timeout=timeout)
     except ray.exceptions.GetTimeoutError:
         ray.cancel(ref, force=True)  # the hung task's worker, freed for what runs next
-        raise PipelineError(f"a Ray task running {getattr(fn, '__name__', fn)} took longer than "
-                            f"cluster.task_timeout ({timeout} s); stopped, the previous outputs are kept") from None
+        raise PipelineError(
+            f"a Ray task running {getattr(fn, '__name__', fn)} took longer than "
+            f"cluster.task_timeout ({timeout} s); stopped, the previous outputs are kept"
+        ) from None
     except ray.exceptions.RayError as error:
         cause = _cause(error)
         if not isinstance(cause, PipelineError):
@@ -293,7 +337,8 @@ def _outcome(fn: Callable):
 
 
 def _log_remote(error: BaseException) -> None:
-    """Ray's error text (it holds the worker's traceback) to the stage's log, where the workers' output is not."""
+    """Ray's error text (it holds the worker's traceback) to the stage's log, where the workers' output
+    is not."""
     log.error("the Ray worker's report:\n%s", error)
 
 
@@ -314,7 +359,10 @@ def _cause(error: BaseException) -> BaseException:
         seen.add(id(current))
         if not isinstance(current, ray.exceptions.RayError) and current is not error:
             innermost = current
-        pending += [getattr(current, "cause", None), current.__cause__,
-                    *(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)),
-                    *getattr(current, "worker_failures", {}).values()]
+        pending += [
+            getattr(current, "cause", None),
+            current.__cause__,
+            *(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)),
+            *getattr(current, "worker_failures", {}).values(),
+        ]
     return innermost

@@ -29,12 +29,28 @@ class Family:
 
 
 UNIT = "model.likelihood {name} needs values in [0, 1]"
-FAMILIES = {family.name: family for family in (
-    Family("bernoulli", "unit", UNIT, False, MASS),
-    Family("level_categorical", "unit", UNIT, True, MASS, lambda levels: levels + 2),  # L residual logits + 2
-    Family("discretized_logistic", "unit", UNIT, True, MASS, lambda levels: 2),  # a location and a scale
-    Family("gaussian", "standardize", "model.likelihood gaussian models standardized features", False,
-           "a density with a floor on σ: S is bounded below, not a surprisal of discrete values"),
-    Family("columns", None, "", False, "a mass on the discrete columns times a floored density on the real ones"),
-)}
+FAMILIES = {
+    family.name: family
+    for family in (
+        Family("bernoulli", "unit", UNIT, False, MASS),
+        Family(
+            "level_categorical", "unit", UNIT, True, MASS, lambda levels: levels + 2
+        ),  # L residual logits + 2
+        Family("discretized_logistic", "unit", UNIT, True, MASS, lambda levels: 2),  # a location and a scale
+        Family(
+            "gaussian",
+            "standardize",
+            "model.likelihood gaussian models standardized features",
+            False,
+            "a density with a floor on σ: S is bounded below, not a surprisal of discrete values",
+        ),
+        Family(
+            "columns",
+            None,
+            "",
+            False,
+            "a mass on the discrete columns times a floored density on the real ones",
+        ),
+    )
+}
 LEVEL_FAMILIES = tuple(name for name, family in FAMILIES.items() if family.on_levels)

@@ -58,13 +58,17 @@ def distribution_strategy(kind: str) -> tf.distribute.Strategy:
     """
     if kind == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise PipelineError("train.distribution 'multi_worker' needs the TF_CONFIG environment variable "
-                                "(cluster and task of this worker); see docs/how-to/gpus.md")
+            raise PipelineError(
+                "train.distribution 'multi_worker' needs the TF_CONFIG environment variable "
+                "(cluster and task of this worker); see docs/how-to/gpus.md"
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "mirrored":
         if tf.config.list_logical_devices("GPU"):
             return tf.distribute.MirroredStrategy()
-        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
+        return tf.distribute.MirroredStrategy(
+            [device.name for device in tf.config.list_logical_devices("CPU")]
+        )
     return tf.distribute.get_strategy()
 
 
@@ -78,8 +82,9 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if resolver is None or not resolver.task_type:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
-                                             and resolver.task_id == 0)
+    return resolver.task_type == "chief" or (
+        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
+    )
 
 
 def cpu_flags() -> set[str]:
@@ -129,8 +134,10 @@ def gpu_capabilities() -> list[tuple[int, int]]:
 def device_summary(strategy: tf.distribute.Strategy) -> str:
     """One log line: the visible devices and how many replicas train in sync."""
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "CPU")]
-    return (f"devices: {', '.join(devices)}; replicas in sync: {strategy.num_replicas_in_sync} "
-            f"({type(strategy).__name__})")
+    return (
+        f"devices: {', '.join(devices)}; replicas in sync: {strategy.num_replicas_in_sync} "
+        f"({type(strategy).__name__})"
+    )
 
 
 def step_outputs(results: dict) -> dict:

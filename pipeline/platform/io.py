@@ -178,11 +178,15 @@ class Publication:
             try:
                 for _, target in moves:
                     if (self.root / target).is_symlink() and (self.root / target).is_dir():
-                        raise DataError(f"{self.root / target}: a symbolic link to a directory; publishing would "
-                                        "replace the link, not write where it points. Link a parent directory instead")
+                        raise DataError(
+                            f"{self.root / target}: a symbolic link to a directory; publishing would "
+                            "replace the link, not write where it points. Link a parent directory instead"
+                        )
                 _sync_tree(new)
                 fault_point("staged", self._journal_tmp)
-                with open(self._journal_tmp, "x", encoding="utf-8") as f:  # "x": never through a link planted since
+                with open(
+                    self._journal_tmp, "x", encoding="utf-8"
+                ) as f:  # "x": never through a link planted since
                     json.dump({"moves": moves}, f)
                     f.flush()
                     os.fsync(f.fileno())
@@ -195,26 +199,36 @@ class Publication:
             self._roll_forward(moves)
 
     def _moves(self) -> list[list[str]]:
-        """The journal's renames, each from this publication's staging/new onto the same single name under root."""
+        """The journal's renames, each from this publication's staging/new onto the same
+        single name under root."""
         try:
             moves = json.loads(self.journal.read_text(encoding="utf-8"))["moves"]
             valid = isinstance(moves, list) and all(
-                isinstance(m, list) and len(m) == 2 and all(isinstance(p, str) for p in m)
-                and "/" not in m[1] and m[1] not in ("", ".", "..") and m[0] == f"{self.staging.name}/new/{m[1]}"
-                for m in moves)
+                isinstance(m, list)
+                and len(m) == 2
+                and all(isinstance(p, str) for p in m)
+                and "/" not in m[1]
+                and m[1] not in ("", ".", "..")
+                and m[0] == f"{self.staging.name}/new/{m[1]}"
+                for m in moves
+            )
             problem = None if valid else "a rename that leaves this publication's staging or root"
         except (OSError, ValueError, KeyError, TypeError) as error:
             problem = f"{type(error).__name__}: {error}"
         if problem:
-            raise DataError(f"{self.journal}: not a journal this pipeline wrote ({problem}); nothing was changed. "
-                            f"If no command is writing to {self.root}, remove it and {self.staging}, then run again")
+            raise DataError(
+                f"{self.journal}: not a journal this pipeline wrote ({problem}); nothing was changed. "
+                f"If no command is writing to {self.root}, remove it and {self.staging}, then run again"
+            )
         return moves
 
     def _refuse_links(self, *paths: Path) -> None:
         for path in paths:
             if path.is_symlink():
-                raise DataError(f"{path}: a symbolic link where a publication keeps its own temporary files; "
-                                "nothing was changed. Remove the link, then run again")
+                raise DataError(
+                    f"{path}: a symbolic link where a publication keeps its own temporary files; "
+                    "nothing was changed. Remove the link, then run again"
+                )
 
     def _roll_forward(self, moves: list[list[str]]) -> None:
         for i, (staged, target) in enumerate(moves):

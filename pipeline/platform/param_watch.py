@@ -40,8 +40,10 @@ class ParamWatch:
             return
         self.read.add(key)
         if not any(key == d or key.startswith(f"{d}.") for d in self.declared):
-            message = (f"stage {self.stage!r} reads the param {key!r}, which its dvc.yaml entry does not list: "
-                       f"`dvc repro` would not re-run {self.stage} when it changes (add it to the stage's params)")
+            message = (
+                f"stage {self.stage!r} reads the param {key!r}, which its dvc.yaml entry does not list: "
+                f"`dvc repro` would not re-run {self.stage} when it changes (add it to the stage's params)"
+            )
             if self.strict:
                 raise ConfigError(message)
             log.warning("%s", message)
@@ -70,11 +72,13 @@ def _prefix(cls: type) -> str:
     from pipeline.platform.config import Params  # the tree of config classes (which import this module)
 
     if not _paths:
+
         def walk(config_class, prefix):
             _paths[config_class] = prefix
             for f in dataclasses.fields(config_class):
                 if dataclasses.is_dataclass(f.default):
                     walk(type(f.default), f"{prefix}{f.name}.")
+
         walk(Params, "")
     return _paths[cls]
 

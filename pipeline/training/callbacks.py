@@ -43,7 +43,9 @@ class LiveLogger(keras.callbacks.Callback):
     models, every few for large ones.
     """
 
-    def __init__(self, live, examples_per_epoch: int, bound_x: np.ndarray | None = None, importance_samples: int = 1):
+    def __init__(
+        self, live, examples_per_epoch: int, bound_x: np.ndarray | None = None, importance_samples: int = 1
+    ):
         super().__init__()
         self.live = live
         self.examples_per_epoch = examples_per_epoch
@@ -52,8 +54,11 @@ class LiveLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # Smaller batches than evaluate's: this runs beside training, whose memory is held.
-        self.bound = (BoundEstimator(self.model, self.importance_samples, decodes_per_batch=1024)
-                      if self.bound_x is not None else None)
+        self.bound = (
+            BoundEstimator(self.model, self.importance_samples, decodes_per_batch=1024)
+            if self.bound_x is not None
+            else None
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -65,7 +70,9 @@ class LiveLogger(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
             self.live.log_metric(f"{split}/{name}", float(value))
-        rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)  # a variable under tf.distribute
+        rate = keras.ops.convert_to_numpy(
+            self.model.optimizer.learning_rate
+        )  # a variable under tf.distribute
         self.live.log_metric("train/learning_rate", float(rate))
         self.live.log_metric("train/samples_per_second", self.examples_per_epoch / seconds)
         if self.bound is not None and self.seconds["bound"] <= BOUND_TIME_SHARE * self.seconds["train"]:
@@ -85,8 +92,14 @@ class LiveLogger(keras.callbacks.Callback):
         time the remaining epochs can take (early stopping may end the run sooner)."""
         total = self.params.get("epochs") or epoch + 1
         left = (total - epoch - 1) * seconds
-        log.info("epoch %d/%d: %.0f samples/s, %.1f s; at most %s left", epoch + 1, total,
-                 self.examples_per_epoch / seconds, seconds, _duration(left))
+        log.info(
+            "epoch %d/%d: %.0f samples/s, %.1f s; at most %s left",
+            epoch + 1,
+            total,
+            self.examples_per_epoch / seconds,
+            seconds,
+            _duration(left),
+        )
 
 
 def _duration(seconds: float) -> str:

@@ -20,8 +20,16 @@ SHUFFLE_BLOCK = 65_536
 PREFETCH_BATCHES = 8
 
 
-def batches(split: Split, rows: np.ndarray, batch_size: int, *, seed: int, shuffle: bool = False,
-            in_memory: bool = False, binarize: str = "none") -> tf.data.Dataset:
+def batches(
+    split: Split,
+    rows: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int,
+    shuffle: bool = False,
+    in_memory: bool = False,
+    binarize: str = "none",
+) -> tf.data.Dataset:
     """Batches of the model's inputs for split rows `rows`.
 
     shuffle: endless passes, each a fresh permutation seeded by `seed`, batches running
@@ -62,8 +70,10 @@ def batches(split: Split, rows: np.ndarray, batch_size: int, *, seed: int, shuff
     positions = _positions(len(rows), batch_size, seed if shuffle else None)
     ds = positions.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if binarize == "dynamic" and shuffle:
-        ds = ds.map(lambda b: tf.cast(tf.random.uniform(tf.shape(b), seed=seed) < b, b.dtype),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(
+            lambda b: tf.cast(tf.random.uniform(tf.shape(b), seed=seed) < b, b.dtype),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return ds.prefetch(PREFETCH_BATCHES)
 
 
@@ -74,8 +84,11 @@ def _positions(n: int, batch_size: int, seed: int | None) -> tf.data.Dataset:
 
     def one_pass(p):
         key = tf.stack([tf.constant(seed, tf.int64), p])
-        return (tf.data.Dataset.range(n).batch(SHUFFLE_BLOCK)
-                .map(lambda i: tf.random.experimental.index_shuffle(i, key, tf.constant(n - 1, tf.int64)))
-                .unbatch())
+        return (
+            tf.data.Dataset.range(n)
+            .batch(SHUFFLE_BLOCK)
+            .map(lambda i: tf.random.experimental.index_shuffle(i, key, tf.constant(n - 1, tf.int64)))
+            .unbatch()
+        )
 
     return tf.data.Dataset.range(np.iinfo(np.int64).max).flat_map(one_pass).batch(batch_size)

@@ -54,7 +54,7 @@ from pipeline.platform.config_checker import check_replicated_steps
 
 EPOCH_BUDGET_UPDATES = 10_000
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
-TRAINING_FLOPS = 2 * 10 ** 13  # train.epochs auto: at most this many training FLOPs
+TRAINING_FLOPS = 2 * 10**13  # train.epochs auto: at most this many training FLOPs
 # Train steps per compiled call: the per-call overhead (~1 ms on a CPU) then costs a few
 # percent of a step of the smallest models here instead of doubling it.
 STEPS_PER_EXECUTION = 32
@@ -83,10 +83,13 @@ class TrainingRun:
     def as_params(self) -> dict:
         """The run's resolved params in params.yaml's shape (the bundle's run.json, which
         evaluate and the encode command read: the truth downstream)."""
-        return {"seed": self.seed,
-                "data": {"validation_fraction": self.validation_fraction, "binarize": self.binarize},
-                "model": dataclasses.asdict(self.model), "loss": dataclasses.asdict(self.loss),
-                "train": dataclasses.asdict(self.train)}
+        return {
+            "seed": self.seed,
+            "data": {"validation_fraction": self.validation_fraction, "binarize": self.binarize},
+            "model": dataclasses.asdict(self.model),
+            "loss": dataclasses.asdict(self.loss),
+            "train": dataclasses.asdict(self.train),
+        }
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,19 @@ def resolve_distribution(given: str, gpus: int, workers: int) -> Choice:
     return Choice.of(given, value, why)
 
 
-def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, manifest: Manifest, *,
-                fit_rows: int, machine: Machine, distribution: Choice, validation_fraction: float,
-                binarize: str, seed: int) -> tuple[TrainingRun, dict[str, Choice]]:
+def resolve_run(
+    model: ModelConfig,
+    loss: LossConfig,
+    training: TrainConfig,
+    manifest: Manifest,
+    *,
+    fit_rows: int,
+    machine: Machine,
+    distribution: Choice,
+    validation_fraction: float,
+    binarize: str,
+    seed: int,
+) -> tuple[TrainingRun, dict[str, Choice]]:
     """Every `auto` knob of a run, once, and the choices made (the manifest's first).
 
     Args:
@@ -127,26 +140,57 @@ def resolve_run(model: ModelConfig, loss: LossConfig, training: TrainConfig, man
     Returns:
         The resolved run and every choice, keyed by dotted params key.
     """
-    resolved, model_choices = resolve_model(model, manifest.feature_shape, manifest.value_range, manifest.value_type,
-                                            manifest.columns, levels_of(manifest), series=is_series(manifest),
-                                            covariates=manifest.covariate_width)
+    resolved, model_choices = resolve_model(
+        model,
+        manifest.feature_shape,
+        manifest.value_range,
+        manifest.value_type,
+        manifest.columns,
+        levels_of(manifest),
+        series=is_series(manifest),
+        covariates=manifest.covariate_width,
+    )
     updates = max(math.ceil(fit_rows / training.batch_size), MIN_UPDATES_PER_EPOCH)
-    steps = resolve_steps_per_execution(training.steps_per_execution, updates, machine.replicas, distribution.value)
+    steps = resolve_steps_per_execution(
+        training.steps_per_execution, updates, machine.replicas, distribution.value
+    )
     calls = math.ceil(updates / steps.value) * steps.value  # Keras runs whole calls
     example_flops = 3 * forward_flops(manifest.feature_shape, resolved, params_per_value(resolved))
     epochs = resolve_epochs(training.epochs, updates, example_flops * calls * training.batch_size)
     updates = calls
     warmup = resolve_warmup(loss.kl_warmup_epochs, epochs.value)
-    precision = resolve_precision(training.precision, machine.cpu_flags, machine.gpu_capabilities, machine.onednn)
+    precision = resolve_precision(
+        training.precision, machine.cpu_flags, machine.gpu_capabilities, machine.onednn
+    )
     row_bytes = math.prod(manifest.example_shape) * (1 if manifest.dtypes["x"] == "uint8" else 4)
     source = resolve_input(training.input, fit_rows * row_bytes)
-    choices = {**from_records(manifest.choices), **model_choices, "train.epochs": epochs,
-               "loss.kl_warmup_epochs": warmup, "train.precision": precision, "train.steps_per_execution": steps,
-               "train.input": source, "train.distribution": distribution}
-    training = dataclasses.replace(training, epochs=epochs.value, steps_per_execution=steps.value,
-                                   precision=precision.value, input=source.value, distribution=distribution.value)
-    run = TrainingRun(resolved, dataclasses.replace(loss, kl_warmup_epochs=warmup.value), training, updates,
-                      validation_fraction, binarize, seed)
+    choices = {
+        **from_records(manifest.choices),
+        **model_choices,
+        "train.epochs": epochs,
+        "loss.kl_warmup_epochs": warmup,
+        "train.precision": precision,
+        "train.steps_per_execution": steps,
+        "train.input": source,
+        "train.distribution": distribution,
+    }
+    training = dataclasses.replace(
+        training,
+        epochs=epochs.value,
+        steps_per_execution=steps.value,
+        precision=precision.value,
+        input=source.value,
+        distribution=distribution.value,
+    )
+    run = TrainingRun(
+        resolved,
+        dataclasses.replace(loss, kl_warmup_epochs=warmup.value),
+        training,
+        updates,
+        validation_fraction,
+        binarize,
+        seed,
+    )
     return run, choices
 
 
@@ -156,8 +200,13 @@ def resolve_epochs(given: int | str, updates: int, epoch_flops: float = 0.0) -> 
     why = f"about {EPOCH_BUDGET_UPDATES} updates of {updates} per epoch, within [{MIN_EPOCHS}, {MAX_EPOCHS}]"
     affordable = max(1, math.floor(TRAINING_FLOPS / epoch_flops)) if epoch_flops else epochs
     if affordable < epochs:
-        epochs, why = affordable, (f"{why}, cut to what {TRAINING_FLOPS:.0e} training FLOPs allow at "
-                                   f"{epoch_flops:.2g} per epoch (about 8 min on 2 CPU cores)")
+        epochs, why = (
+            affordable,
+            (
+                f"{why}, cut to what {TRAINING_FLOPS:.0e} training FLOPs allow at "
+                f"{epoch_flops:.2g} per epoch (about 8 min on 2 CPU cores)"
+            ),
+        )
     return Choice.of(given, epochs, f"{why}; early stopping may end sooner")
 
 
@@ -184,13 +233,19 @@ def resolve_precision(given: str, cpu_flags, gpu_capabilities, onednn: bool = Fa
     if native and onednn:
         return Choice("mixed_bfloat16", f"the CPU computes bf16 natively ({', '.join(native)}) and {kernels}")
     if native:
-        return Choice("float32", f"the CPU computes bf16 natively ({', '.join(native)}) but {kernels} "
-                                 f"(TF_ENABLE_ONEDNN_OPTS): bf16 would run slower than float32")
-    return Choice("float32", f"the CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag: emulated, slow); {kernels}")
+        return Choice(
+            "float32",
+            f"the CPU computes bf16 natively ({', '.join(native)}) but {kernels} "
+            f"(TF_ENABLE_ONEDNN_OPTS): bf16 would run slower than float32",
+        )
+    return Choice(
+        "float32", f"the CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag: emulated, slow); {kernels}"
+    )
 
 
-def resolve_steps_per_execution(given: int | str, updates: int, replicas: int = 1,
-                                distribution: str = "none") -> Choice:
+def resolve_steps_per_execution(
+    given: int | str, updates: int, replicas: int = 1, distribution: str = "none"
+) -> Choice:
     """train.steps_per_execution: one step per call when training is replicated (Keras'
     multi-step loop fails there: the config checker's rule), else up to STEPS_PER_EXECUTION.
 
@@ -203,10 +258,17 @@ def resolve_steps_per_execution(given: int | str, updates: int, replicas: int = 
     replicated = replicas > 1 or distribution == "multi_worker"
     check_replicated_steps(given, f"{replicas} replicas in sync" if replicated else None, "")
     if replicated:
-        return Choice.of(given, 1, f"one step per call: Keras' multi-step loop fails under replicated "
-                                   f"training ({replicas} replicas)")
-    return Choice.of(given, min(STEPS_PER_EXECUTION, updates),
-                     f"{STEPS_PER_EXECUTION} steps per call (fewer when an epoch is shorter)")
+        return Choice.of(
+            given,
+            1,
+            f"one step per call: Keras' multi-step loop fails under replicated "
+            f"training ({replicas} replicas)",
+        )
+    return Choice.of(
+        given,
+        min(STEPS_PER_EXECUTION, updates),
+        f"{STEPS_PER_EXECUTION} steps per call (fewer when an epoch is shorter)",
+    )
 
 
 def resolve_input(given: str, stored_bytes: int) -> Choice:
@@ -216,5 +278,9 @@ def resolve_input(given: str, stored_bytes: int) -> Choice:
     lookups, mmap keeps memory flat whatever the size of the data.
     """
     value = "memory" if stored_bytes <= IN_MEMORY_BYTES else "mmap"
-    return Choice.of(given, value, f"the fit rows take {stored_bytes / 2**20:,.0f} MiB: "
-                                   f"{'at most' if value == 'memory' else 'over'} {IN_MEMORY_BYTES / 2**30:g} GiB")
+    return Choice.of(
+        given,
+        value,
+        f"the fit rows take {stored_bytes / 2**20:,.0f} MiB: "
+        f"{'at most' if value == 'memory' else 'over'} {IN_MEMORY_BYTES / 2**30:g} GiB",
+    )

@@ -63,22 +63,40 @@ from pipeline.training.resolve_run import Machine, TrainingRun, resolve_distribu
 log = logging.getLogger(__name__)
 # Every knob `train` takes, as params.yaml keys: dvc.yaml's train stage lists exactly these
 # (tests/test_dvc_yaml.py).
-TRAIN_PARAMS = ("seed", "data.validation_fraction", "data.binarize", *leaf_keys(ModelConfig, "model."),
-                *leaf_keys(LossConfig, "loss."), *leaf_keys(TrainConfig, "train."),
-                "cluster.engine", "cluster.address")  # not the timeouts: they change no result (config.NO_RESULT)
+TRAIN_PARAMS = (
+    "seed",
+    "data.validation_fraction",
+    "data.binarize",
+    *leaf_keys(ModelConfig, "model."),
+    *leaf_keys(LossConfig, "loss."),
+    *leaf_keys(TrainConfig, "train."),
+    "cluster.engine",
+    "cluster.address",
+)  # not the timeouts: they change no result (config.NO_RESULT)
 PUBLICATION = "train"  # the bundle and the curves in model_dir, published together (pipeline.platform.io)
 # After training, latent activity is measured on at most about this many validation examples
 # (a variance per latent dimension: more would only cost memory on large data).
 ACTIVITY_EXAMPLES = 10_000
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-              "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "rmsprop": keras.optimizers.RMSprop,
+    "sgd": keras.optimizers.SGD,
+}
 
 
 def from_params(params: Params, *, prepared_dir, model_dir, callbacks: tuple = ()) -> dict:
     """The stage's recipe: the params it reads, passed on (stages/train.py and pipeline.runner)."""
-    arguments = {"prepared_dir": prepared_dir, "model_dir": model_dir, "model": params.model, "loss": params.loss,
-                 "training": params.train, "validation_fraction": params.data.validation_fraction,
-                 "binarize": params.data.binarize, "seed": params.seed}
+    arguments = {
+        "prepared_dir": prepared_dir,
+        "model_dir": model_dir,
+        "model": params.model,
+        "loss": params.loss,
+        "training": params.train,
+        "validation_fraction": params.data.validation_fraction,
+        "binarize": params.data.binarize,
+        "seed": params.seed,
+    }
     if params.cluster.engine == "ray":
         if callbacks:  # Keras callbacks made here do not travel to the workers
             raise PipelineError("extra training callbacks run with cluster.engine: local only")
@@ -93,11 +111,19 @@ def train_on_ray(engine: RayEngine, *, prepared_dir, model_dir, training: TrainC
     the first worker is the chief and publishes the model, as `train` does. The last
     epoch's logs."""
     Publication(model_dir, PUBLICATION).recover()  # here, once: the workers never clean up (they would race)
-    with scratch_dir(model_dir, clear_stale=True) as storage:  # Ray Train's records and the logs, removed after
+    with scratch_dir(
+        model_dir, clear_stale=True
+    ) as storage:  # Ray Train's records and the logs, removed after
         storage = engine.shared(storage)
-        config = {**arguments, "prepared_dir": str(engine.shared(prepared_dir)),
-                  "model_dir": str(engine.shared(model_dir)), "training": training}
-        engine.train(_train_worker, {"train": config, "logs": str(storage / "logs.json")}, training.workers, storage)
+        config = {
+            **arguments,
+            "prepared_dir": str(engine.shared(prepared_dir)),
+            "model_dir": str(engine.shared(model_dir)),
+            "training": training,
+        }
+        engine.train(
+            _train_worker, {"train": config, "logs": str(storage / "logs.json")}, training.workers, storage
+        )
         return json.loads((storage / "logs.json").read_text(encoding="utf-8"))
 
 
@@ -113,9 +139,19 @@ def _train_worker(config: dict) -> None:
         Path(config["logs"]).write_text(json.dumps(logs), encoding="utf-8")
 
 
-def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig, loss: LossConfig,
-          training: TrainConfig, validation_fraction: float, binarize: str, seed: int,
-          callbacks: tuple = (), launched: bool = False) -> dict:
+def train(
+    *,
+    prepared_dir: str | Path,
+    model_dir: str | Path,
+    model: ModelConfig,
+    loss: LossConfig,
+    training: TrainConfig,
+    validation_fraction: float,
+    binarize: str,
+    seed: int,
+    callbacks: tuple = (),
+    launched: bool = False,
+) -> dict:
     """Train on data/prepared; write the model bundle and live/ under model_dir.
 
     A process a launcher started (train_on_ray) leaves clean-up to the launcher: the other
@@ -150,18 +186,36 @@ def train(*, prepared_dir: str | Path, model_dir: str | Path, model: ModelConfig
     # The fit and validation row indices, memory-mapped: memory stays flat whatever the rows.
     with scratch_dir(model_dir, clear_stale=alone) as scratch:  # and what a killed run left
         fit_rows, val_rows = validation_rows(split.y, validation_fraction, seed, scratch)
-        machine = Machine(frozenset(cpu_flags()), tuple(gpu_capabilities()), strategy.num_replicas_in_sync,
-                          onednn_enabled())
-        resolved, choices = resolve_run(model, loss, training, manifest, fit_rows=len(fit_rows), machine=machine,
-                                        distribution=distribution, validation_fraction=validation_fraction,
-                                        binarize=binarize, seed=seed)
+        machine = Machine(
+            frozenset(cpu_flags()), tuple(gpu_capabilities()), strategy.num_replicas_in_sync, onednn_enabled()
+        )
+        resolved, choices = resolve_run(
+            model,
+            loss,
+            training,
+            manifest,
+            fit_rows=len(fit_rows),
+            machine=machine,
+            distribution=distribution,
+            validation_fraction=validation_fraction,
+            binarize=binarize,
+            seed=seed,
+        )
         check_model_fits_data(resolved.model, manifest, prepared_dir)
         log.info("%s; precision policy: %s", device_summary(strategy), resolved.train.precision)
         log.info("choices: %s", summary(choices))
         with _precision_policy(resolved.train.precision):
             inputs = _Inputs.of(resolved, split, fit_rows, val_rows)
-            return _fit(resolved, choices, manifest, inputs, Path(prepared_dir), Path(model_dir), strategy,
-                        list(callbacks))
+            return _fit(
+                resolved,
+                choices,
+                manifest,
+                inputs,
+                Path(prepared_dir),
+                Path(model_dir),
+                strategy,
+                list(callbacks),
+            )
 
 
 @contextlib.contextmanager
@@ -192,22 +246,39 @@ class _Inputs:
         if not len(val_rows):
             return cls(fit, None, None)
         bound_rows = val_rows[seeded_rows(len(val_rows), run.train.bound_examples, run.seed)]
-        bound_x = fixed_inputs(split, bound_rows, run.binarize, run.seed) if run.train.bound_examples else None
+        bound_x = (
+            fixed_inputs(split, bound_rows, run.binarize, run.seed) if run.train.bound_examples else None
+        )
         return cls(fit, feed.batches(split, val_rows, run.train.batch_size, **read), bound_x)
 
 
-def _fit(run: TrainingRun, choices: dict, manifest: Manifest, inputs: _Inputs, prepared_dir: Path, model_dir: Path,
-         strategy: tf.distribute.Strategy, extra: list) -> dict:
+def _fit(
+    run: TrainingRun,
+    choices: dict,
+    manifest: Manifest,
+    inputs: _Inputs,
+    prepared_dir: Path,
+    model_dir: Path,
+    strategy: tf.distribute.Strategy,
+    extra: list,
+) -> dict:
     cfg = run.train
     if run.loss.kl_warmup_epochs > cfg.epochs:
-        log.warning("loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
-                    "never reaches loss.beta", run.loss.kl_warmup_epochs, cfg.epochs)
+        log.warning(
+            "loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
+            "never reaches loss.beta",
+            run.loss.kl_warmup_epochs,
+            cfg.epochs,
+        )
     with strategy.scope():
         vae = build_vae(manifest.feature_shape, run.model, run.loss, seed=run.seed)
         warmup = KLWarmup(run.loss.beta, run.loss.kl_warmup_epochs)  # the schedule the train step reads
         updates = run.updates_per_epoch * (1 if cfg.phi_steps == 1 else cfg.phi_steps + 1)
-        vae.compile(optimizer=make_optimizer(cfg, updates), steps_per_execution=cfg.steps_per_execution,
-                    jit_compile=cfg.jit_compile)
+        vae.compile(
+            optimizer=make_optimizer(cfg, updates),
+            steps_per_execution=cfg.steps_per_execution,
+            jit_compile=cfg.jit_compile,
+        )
         vae.plan = TrainingPlan(warmup.weight, cfg.phi_steps)
         if vae.pseudo_inputs is not None:  # a VampPrior starts on training rows
             batches = math.ceil(run.model.prior_components / cfg.batch_size)
@@ -224,7 +295,9 @@ def _fit(run: TrainingRun, choices: dict, manifest: Manifest, inputs: _Inputs, p
         if chief:  # the bundle and the curves replace the previous ones all together (pipeline.platform.io)
             with Publication(model_dir, PUBLICATION).staged() as staging:
                 save_bundle(vae, staging, *bundle)
-                shutil.copytree(backup / "live", staging / "live")  # copied: a kill before the publish can resume
+                shutil.copytree(
+                    backup / "live", staging / "live"
+                )  # copied: a kill before the publish can resume
             shutil.rmtree(backup, ignore_errors=True)  # published: nothing left to resume
         else:  # saving a distributed model is collective: every worker saves, only the chief's copy is kept
             save_bundle(vae, _temporary(temporaries, "vae-worker-bundle-"), *bundle)
@@ -248,23 +321,36 @@ def _fit_logged(vae, run: TrainingRun, inputs: _Inputs, backup: Path, resuming: 
         if resuming:
             done = json.loads((backup / "training_metadata.json").read_text(encoding="utf-8"))["epoch"]
             log.info("resuming from %s at epoch %d of %d", backup, done + 1, cfg.epochs)
-        logger = LiveLogger(live, run.updates_per_epoch * cfg.batch_size, inputs.bound_x, cfg.importance_samples)
+        logger = LiveLogger(
+            live, run.updates_per_epoch * cfg.batch_size, inputs.bound_x, cfg.importance_samples
+        )
         try:
-            return vae.fit(inputs.fit, validation_data=inputs.validation, epochs=cfg.epochs,
-                           steps_per_epoch=run.updates_per_epoch,
-                           shuffle=False,  # the tf.data pipeline shuffles, seeded
-                           callbacks=[*callbacks, logger, *extra], verbose=1 if sys.stdout.isatty() else 2)
+            return vae.fit(
+                inputs.fit,
+                validation_data=inputs.validation,
+                epochs=cfg.epochs,
+                steps_per_epoch=run.updates_per_epoch,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded
+                callbacks=[*callbacks, logger, *extra],
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
         except NonFiniteObjective as error:
-            raise PipelineError(f"training diverged: {error}; the last good epoch is kept in {backup} "
-                                "(lower train.learning_rate or set train.clipnorm, then re-run)") from None
+            raise PipelineError(
+                f"training diverged: {error}; the last good epoch is kept in {backup} "
+                "(lower train.learning_rate or set train.clipnorm, then re-run)"
+            ) from None
 
 
 def make_optimizer(cfg: TrainConfig, updates_per_epoch: int) -> keras.optimizers.Optimizer:
-    return OPTIMIZERS[cfg.optimizer](learning_rate=learning_rate(cfg, updates_per_epoch),
-                                     **({"clipnorm": cfg.clipnorm} if cfg.clipnorm else {}))
+    return OPTIMIZERS[cfg.optimizer](
+        learning_rate=learning_rate(cfg, updates_per_epoch),
+        **({"clipnorm": cfg.clipnorm} if cfg.clipnorm else {}),
+    )
 
 
-def learning_rate(cfg: TrainConfig, updates_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate(
+    cfg: TrainConfig, updates_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """train.learning_rate under train.lr_schedule (cosine: to 0 over all epochs; warmup_cosine:
     a linear ramp from 0 over the first epoch, then cosine)."""
     total = cfg.epochs * updates_per_epoch
@@ -272,8 +358,9 @@ def learning_rate(cfg: TrainConfig, updates_per_epoch: int) -> float | keras.opt
         return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
     if cfg.lr_schedule == "warmup_cosine":
         warmup = min(updates_per_epoch, total - 1)
-        return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=total - warmup,
-                                                      warmup_target=cfg.learning_rate, warmup_steps=warmup)
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=total - warmup, warmup_target=cfg.learning_rate, warmup_steps=warmup
+        )
     return cfg.learning_rate
 
 
@@ -287,30 +374,43 @@ def _report_activity(vae, validation_data: tf.data.Dataset) -> None:
 
 
 def _callbacks(loss: LossConfig, cfg: TrainConfig, backup: Path, has_validation: bool) -> list:
-    callbacks = [StopOnNonFinite(),
-                 # double_checkpoint: a kill while saving leaves the previous epoch's copy
-                 keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False, double_checkpoint=True)]
+    callbacks = [
+        StopOnNonFinite(),
+        # double_checkpoint: a kill while saving leaves the previous epoch's copy
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False, double_checkpoint=True),
+    ]
     if cfg.early_stopping_patience and has_validation:
         # Not during the KL warm-up: U (weight 1 on D) is not what those epochs minimise.
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_U", mode="min", restore_best_weights=True,
-                                                       patience=cfg.early_stopping_patience,
-                                                       start_from_epoch=loss.kl_warmup_epochs))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_U",
+                mode="min",
+                restore_best_weights=True,
+                patience=cfg.early_stopping_patience,
+                start_from_epoch=loss.kl_warmup_epochs,
+            )
+        )
     return callbacks
 
 
 def _run_fingerprint(run: TrainingRun, manifest: Manifest, choices: dict) -> str:
     """What a backup must match to be resumed: the data, every resolved input of the run,
     and the rules that resolved them (rules may change between versions of this code)."""
-    text = json.dumps({"run": dataclasses.asdict(run), "data": manifest.fingerprint, "choices": records(choices)},
-                      sort_keys=True)
+    text = json.dumps(
+        {"run": dataclasses.asdict(run), "data": manifest.fingerprint, "choices": records(choices)},
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _prepare_backup(backup: Path, fingerprint: str) -> bool:
     """True when backup/ holds a completed epoch of this very run; otherwise start it afresh."""
     stamp = backup / "run_fingerprint.txt"
-    resumable = ((backup / "training_metadata.json").is_file() and stamp.is_file()
-                 and stamp.read_text(encoding="utf-8") == fingerprint)
+    resumable = (
+        (backup / "training_metadata.json").is_file()
+        and stamp.is_file()
+        and stamp.read_text(encoding="utf-8") == fingerprint
+    )
     if not resumable:
         shutil.rmtree(backup, ignore_errors=True)
         backup.mkdir(parents=True)

@@ -27,9 +27,11 @@ def read_covariate_values(source: str, path: Path, names: tuple[str, ...]) -> di
         names: data.covariates.
     """
     if source not in COVARIATE_SOURCES:
-        raise DataError(f"data.covariates {list(names)}: {source} examples have no per-example columns to read "
-                        "covariates from; they come from a table's columns, an .h5ad file's obs columns or an "
-                        ".npz file's arrays")
+        raise DataError(
+            f"data.covariates {list(names)}: {source} examples have no per-example columns to read "
+            "covariates from; they come from a table's columns, an .h5ad file's obs columns or an "
+            ".npz file's arrays"
+        )
     readers = {"table": _table_values, "anndata": _obs_values, "npz": _npz_values}
     values = readers[source](Path(path), list(names))
     return {name: _plain(values[name]) if np.ndim(values[name]) == 1 else values[name] for name in names}
@@ -37,7 +39,9 @@ def read_covariate_values(source: str, path: Path, names: tuple[str, ...]) -> di
 
 def one_per_example(path, values: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
     """The values, checked to hold one value per example (`rows` of them)."""
-    wrong = [f"{name!r} has shape {list(np.shape(v))}" for name, v in values.items() if np.shape(v) != (rows,)]
+    wrong = [
+        f"{name!r} has shape {list(np.shape(v))}" for name, v in values.items() if np.shape(v) != (rows,)
+    ]
     if wrong:
         raise DataError(f"{path}: each covariate needs one value per example ({rows}); {', '.join(wrong)}")
     return values
@@ -46,15 +50,21 @@ def one_per_example(path, values: dict[str, np.ndarray], rows: int) -> dict[str,
 def check_covariate_names(config) -> None:
     """Refuse covariates that are the label or a feature (config: a DataConfig), all in one error."""
     names, table = config.covariates, config.table
-    taken = {"table": {table.label_column: "data.table.label_column",
-                       **{c: "in data.table.feature_columns" for c in table.feature_columns or ()}},
-             "anndata": {config.anndata.label_key: "data.anndata.label_key"},
-             "npz": {config.npz.x_key: "data.npz.x_key", config.npz.y_key: "data.npz.y_key"}}.get(config.source, {})
+    taken = {
+        "table": {
+            table.label_column: "data.table.label_column",
+            **{c: "in data.table.feature_columns" for c in table.feature_columns or ()},
+        },
+        "anndata": {config.anndata.label_key: "data.anndata.label_key"},
+        "npz": {config.npz.x_key: "data.npz.x_key", config.npz.y_key: "data.npz.y_key"},
+    }.get(config.source, {})
     clashes = [f"{name!r} is {taken[name]}" for name in names if name in taken]
     clashes += [f"{name!r} is given twice" for name in sorted(set(names)) if names.count(name) > 1]
     if clashes:
-        raise DataError(f"data.covariates: {'; '.join(clashes)}; a covariate is neither the label nor a feature, "
-                        "and named once")
+        raise DataError(
+            f"data.covariates: {'; '.join(clashes)}; a covariate is neither the label nor a feature, "
+            "and named once"
+        )
 
 
 def _unknown(path: Path, names: list[str], have: list[str], what: str) -> None:
@@ -74,8 +84,12 @@ def _table_values(path: Path, names: list[str]) -> dict[str, np.ndarray]:
             batches = list(parts[0].text(names))
         else:
             batches = [batch for part in parts for batch in part.batches(names)]
-        return {name: np.concatenate([b.column(name).to_numpy(zero_copy_only=False) for b in batches]
-                                     or [np.empty(0)]) for name in names}
+        return {
+            name: np.concatenate(
+                [b.column(name).to_numpy(zero_copy_only=False) for b in batches] or [np.empty(0)]
+            )
+            for name in names
+        }
 
 
 def _obs_values(path: Path, names: list[str]) -> dict[str, np.ndarray]:
@@ -106,9 +120,14 @@ def _plain(values: np.ndarray) -> np.ndarray:
         return values.astype(np.float64)
     import pandas as pd
 
-    text = pd.Series(values, dtype=object).map(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
-    text = text.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""
-                    else str(v))
+    text = pd.Series(values, dtype=object).map(
+        lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+    )
+    text = text.map(
+        lambda v: (
+            None if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == "" else str(v)
+        )
+    )
     numbers = pd.to_numeric(text, errors="coerce")
     if text.notna().any() and (numbers.notna() == text.notna()).all():
         return numbers.to_numpy(np.float64)

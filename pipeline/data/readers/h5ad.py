@@ -47,13 +47,26 @@ def h5ad_errors(path: Path):
     """h5py's and anndata's errors on a broken file, as one line naming it."""
     try:
         yield
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, MemoryError) as error:  # h5py: RuntimeError too
-        raise DataError(f"{path}: cannot read .h5ad file ({type(error).__name__}: {' '.join(str(error).split())})") \
-            from None
+    except (
+        OSError,
+        KeyError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+        MemoryError,
+    ) as error:  # h5py: RuntimeError too
+        raise DataError(
+            f"{path}: cannot read .h5ad file ({type(error).__name__}: {' '.join(str(error).split())})"
+        ) from None
 
 
-def read_h5ad(path: Path, layer: str | None, label_key: str | None, scratch: Path | None = None,
-              genes: list[str] | None = None) -> Dataset:
+def read_h5ad(
+    path: Path,
+    layer: str | None,
+    label_key: str | None,
+    scratch: Path | None = None,
+    genes: list[str] | None = None,
+) -> Dataset:
     """The cells of an .h5ad file: one row of X (or `layer`) per cell, labelled by obs[label_key].
 
     Args:
@@ -77,19 +90,23 @@ def read_h5ad(path: Path, layer: str | None, label_key: str | None, scratch: Pat
         check_room(path, f"a row of {layer or 'X'} ({columns:,} columns), four times", 4 * row, None)
         names = _var_names(path, file, columns, io)
         if genes and names is None:
-            raise DataError(f"{path}: var has no gene names, but the model was trained on named genes; give the "
-                            "file its var_names (the model's are in its manifest.json, feature_names)")
+            raise DataError(
+                f"{path}: var has no gene names, but the model was trained on named genes; give the "
+                "file its var_names (the model's are in its manifest.json, feature_names)"
+            )
         order = _gene_order(path, names, genes) if genes else None
         width = columns if order is None else len(order)
         x = allocate(scratch, "anndata_x", (cells, width), np.float32)
         step = chunk_rows(row)  # at least one row
         for start in range(0, cells, step):
             rows = matrix.rows(start, min(start + step, cells))
-            x[start:start + len(rows)] = rows if order is None else rows[:, order]
+            x[start : start + len(rows)] = rows if order is None else rows[:, order]
         labels = _labels(path, file, label_key, cells, io)
     y, label_names = encode_labels(labels, cells, scratch)
     feature_names = tuple(genes) if genes else names
-    return Dataset(x=x, y=y, label_names=label_names, source="anndata", path=str(path), feature_names=feature_names)
+    return Dataset(
+        x=x, y=y, label_names=label_names, source="anndata", path=str(path), feature_names=feature_names
+    )
 
 
 class _Dense:
@@ -119,18 +136,22 @@ class _Csr:
 
     def part(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows start..stop-1 as (values, indices, indptr from 0), checked."""
-        ptr = np.asarray(self.indptr[start:stop + 1], dtype=np.int64)
+        ptr = np.asarray(self.indptr[start : stop + 1], dtype=np.int64)
         lengths = np.diff(ptr)
         if lengths.size and (lengths.min() < 0 or lengths.max() > self.shape[1]):
             row = start + int(np.flatnonzero((lengths < 0) | (lengths > self.shape[1]))[0])
-            raise DataError(f"{self.path}: {self.what}'s indptr says row {row} holds {lengths[row - start]} values "
-                            f"(rows hold 0 to {self.shape[1]}); the file is corrupt")
-        indices = np.asarray(self.indices[ptr[0]:ptr[-1]])
+            raise DataError(
+                f"{self.path}: {self.what}'s indptr says row {row} holds {lengths[row - start]} values "
+                f"(rows hold 0 to {self.shape[1]}); the file is corrupt"
+            )
+        indices = np.asarray(self.indices[ptr[0] : ptr[-1]])
         if indices.size and (indices.min() < 0 or indices.max() >= self.shape[1]):
-            raise DataError(f"{self.path}: {self.what} has a column index out of range 0..{self.shape[1] - 1} "
-                            f"in rows {start}..{stop - 1} (found {indices.min()}..{indices.max()}); "
-                            "the file is corrupt")
-        return np.asarray(self.data[ptr[0]:ptr[-1]], dtype=np.float32), indices, ptr - ptr[0]
+            raise DataError(
+                f"{self.path}: {self.what} has a column index out of range 0..{self.shape[1] - 1} "
+                f"in rows {start}..{stop - 1} (found {indices.min()}..{indices.max()}); "
+                "the file is corrupt"
+            )
+        return np.asarray(self.data[ptr[0] : ptr[-1]], dtype=np.float32), indices, ptr - ptr[0]
 
 
 def _matrix(path: Path, file, layer: str | None):
@@ -142,34 +163,47 @@ def _matrix(path: Path, file, layer: str | None):
         layers = list(file["layers"]) if "layers" in file else []
         if layer not in layers:
             close = difflib.get_close_matches(layer, layers, n=1)
-            raise DataError(f"{path}: no layer {layer!r} (data.anndata.layer); its layers are {layers}"
-                            + (f" (did you mean '{close[0]}'?)" if close else "; null reads X"))
+            raise DataError(
+                f"{path}: no layer {layer!r} (data.anndata.layer); its layers are {layers}"
+                + (f" (did you mean '{close[0]}'?)" if close else "; null reads X")
+            )
     element = checked(path, file, what, numbers=True)
     if isinstance(element, h5py.Dataset):
         if element.ndim != 2:
-            raise DataError(f"{path}: {what} must be a 2-D matrix of numbers. Got shape {element.shape} instead.")
+            raise DataError(
+                f"{path}: {what} must be a 2-D matrix of numbers. Got shape {element.shape} instead."
+            )
         return _Dense(element)
     encoding = element.attrs.get("encoding-type", element.attrs.get("h5sparse_format", ""))
     encoding = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
     encoding = encoding if encoding.endswith("_matrix") else f"{encoding}_matrix"
     if encoding not in ("csr_matrix", "csc_matrix"):
-        raise DataError(f"{path}: {what} is a group of encoding {encoding.removesuffix('_matrix')!r}; expected a "
-                        "dense matrix or a sparse csr_matrix / csc_matrix")
+        raise DataError(
+            f"{path}: {what} is a group of encoding {encoding.removesuffix('_matrix')!r}; expected a "
+            "dense matrix or a sparse csr_matrix / csc_matrix"
+        )
     shape = _shape(path, what, element.attrs.get("shape"))
-    data, indices, indptr = (checked(path, file, f"{what}/{name}", numbers=True) for name in ("data", "indices",
-                                                                                             "indptr"))
+    data, indices, indptr = (
+        checked(path, file, f"{what}/{name}", numbers=True) for name in ("data", "indices", "indptr")
+    )
     major = shape[0] if encoding == "csr_matrix" else shape[1]
     for name, array in (("indices", indices), ("indptr", indptr)):
         if array.ndim != 1 or array.dtype.kind not in "iu":
-            raise DataError(f"{path}: {what}/{name} must be a 1-D array of integers. Got shape {array.shape} of "
-                            f"{array.dtype} instead.")
+            raise DataError(
+                f"{path}: {what}/{name} must be a 1-D array of integers. Got shape {array.shape} of "
+                f"{array.dtype} instead."
+            )
     if data.ndim != 1 or data.shape != indices.shape or indptr.shape != (major + 1,):
-        raise DataError(f"{path}: {what} declares shape {list(shape)} but stores {data.shape[0] if data.ndim else 0} "
-                        f"values, {indices.shape[0]} indices and {indptr.shape[0]} indptr entries (expected "
-                        f"{major + 1}); the file is corrupt")
+        raise DataError(
+            f"{path}: {what} declares shape {list(shape)} but stores {data.shape[0] if data.ndim else 0} "
+            f"values, {indices.shape[0]} indices and {indptr.shape[0]} indptr entries (expected "
+            f"{major + 1}); the file is corrupt"
+        )
     if indptr[0] != 0 or indptr[-1] != indices.shape[0]:
-        raise DataError(f"{path}: {what}/indptr runs from {indptr[0]} to {indptr[-1]}, not from 0 to the "
-                        f"{indices.shape[0]} values stored; the file is corrupt")
+        raise DataError(
+            f"{path}: {what}/indptr runs from {indptr[0]} to {indptr[-1]}, not from 0 to the "
+            f"{indices.shape[0]} values stored; the file is corrupt"
+        )
     if encoding == "csr_matrix":
         return _Csr(path, what, shape, data, indices, indptr)
     return _by_rows(path, what, shape, data, indices, indptr)
@@ -179,14 +213,24 @@ def _by_rows(path: Path, what: str, shape: tuple[int, int], data, indices, indpt
     """A CSC matrix loaded whole (its columns checked as a _Csr of the transpose), as rows in memory."""
     import scipy.sparse as sp
 
-    log.warning("%s: %s is stored by columns (CSC): loaded whole to read it by rows; "
-                "`adata.X = adata.X.tocsr()` before writing stores it by rows", path, what)
+    log.warning(
+        "%s: %s is stored by columns (CSC): loaded whole to read it by rows; "
+        "`adata.X = adata.X.tocsr()` before writing stores it by rows",
+        path,
+        what,
+    )
     check_room(path, f"{what} whole", 4 * 12 * indices.shape[0], None)  # values and indices, twice, with room
     columns = _Csr(path, f"{what} (by columns)", (shape[1], shape[0]), data, indices, indptr)
     parts = [columns.part(start, min(start + 4096, shape[1])) for start in range(0, shape[1], 4096)]
     values = np.concatenate([p[0] for p in parts] or [np.zeros(0, np.float32)])
-    rows = sp.csc_matrix((values, np.concatenate([p[1] for p in parts] or [np.zeros(0, np.int64)]),
-                          np.asarray(indptr[:], dtype=np.int64)), shape=shape).tocsr()
+    rows = sp.csc_matrix(
+        (
+            values,
+            np.concatenate([p[1] for p in parts] or [np.zeros(0, np.int64)]),
+            np.asarray(indptr[:], dtype=np.int64),
+        ),
+        shape=shape,
+    ).tocsr()
     return _Csr(path, what, shape, rows.data, rows.indices, rows.indptr)
 
 
@@ -194,7 +238,9 @@ def _shape(path: Path, what: str, shape) -> tuple[int, int]:
     """A sparse matrix's shape attribute: two whole numbers ≥ 0."""
     values = np.asarray(shape if shape is not None else [])
     if values.shape != (2,) or values.dtype.kind not in "iu" or (values < 0).any():
-        raise DataError(f"{path}: {what}'s shape attribute must be two whole numbers ≥ 0. Got {shape!r} instead.")
+        raise DataError(
+            f"{path}: {what}'s shape attribute must be two whole numbers ≥ 0. Got {shape!r} instead."
+        )
     return int(values[0]), int(values[1])
 
 
@@ -206,7 +252,9 @@ def _var_names(path: Path, file, genes: int, io) -> tuple[str, ...] | None:
         return None
     names = element_values(path, file, f"var/{index}", io)
     if names.shape != (genes,):
-        raise DataError(f"{path}: var holds {names.shape[0] if names.ndim else 0} gene names for {genes} columns")
+        raise DataError(
+            f"{path}: var holds {names.shape[0] if names.ndim else 0} gene names for {genes} columns"
+        )
     return tuple(names.astype(str))
 
 
@@ -215,13 +263,17 @@ def _gene_order(path: Path, names: tuple[str, ...], genes: list[str]) -> np.ndar
     the file's own order)."""
     repeated = sorted(name for name, n in collections.Counter(names).items() if n > 1)
     if repeated:
-        raise DataError(f"{path}: gene names repeat in var ({', '.join(repeated[:5])}); they cannot be matched to "
-                        "the model's genes")
+        raise DataError(
+            f"{path}: gene names repeat in var ({', '.join(repeated[:5])}); they cannot be matched to "
+            "the model's genes"
+        )
     column = {name: j for j, name in enumerate(names)}
     missing = [g for g in genes if g not in column]
     if missing:
-        raise DataError(f"{path}: {len(missing)} of the model's {len(genes)} genes are not in var: "
-                        f"{', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}")
+        raise DataError(
+            f"{path}: {len(missing)} of the model's {len(genes)} genes are not in var: "
+            f"{', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}"
+        )
     if len(names) > len(genes):
         log.info("%s: %d genes the model was not trained on are left out", path, len(names) - len(genes))
     return None if names == tuple(genes) else np.array([column[g] for g in genes])
@@ -234,18 +286,24 @@ def _labels(path: Path, file, label_key: str | None, cells: int, io) -> np.ndarr
     columns = obs_columns(file)
     if label_key not in columns:
         close = difflib.get_close_matches(label_key, columns, n=1)
-        raise DataError(f"{path}: no obs column {label_key!r} (data.anndata.label_key); obs has {columns}"
-                        + (f" (did you mean '{close[0]}'?)" if close else "; null reads no labels"))
+        raise DataError(
+            f"{path}: no obs column {label_key!r} (data.anndata.label_key); obs has {columns}"
+            + (f" (did you mean '{close[0]}'?)" if close else "; null reads no labels")
+        )
     import pandas as pd  # anndata's own dependency
 
     values = element_values(path, file, f"obs/{label_key}", io)
     if values.ndim != 1 or len(values) != cells:
-        raise DataError(f"{path}: obs[{label_key!r}] must hold one value per cell ({cells}). Got shape "
-                        f"{list(values.shape)} instead.")
+        raise DataError(
+            f"{path}: obs[{label_key!r}] must hold one value per cell ({cells}). Got shape "
+            f"{list(values.shape)} instead."
+        )
     missing = int(pd.isna(values).sum())
     if missing:
         raise DataError(f"{path}: obs[{label_key!r}] has no value for {missing} of {len(values)} cells")
-    return np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values], dtype=str)
+    return np.array(
+        [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values], dtype=str
+    )
 
 
 def obs_columns(file) -> list[str]:
@@ -262,5 +320,7 @@ def element_values(path: Path, file, name: str, io) -> np.ndarray:
     try:
         return np.asarray(io.read_elem(element), dtype=object)
     except IORegistryError as error:
-        raise DataError(f"{path}: {name} is stored in an encoding this anndata cannot read "
-                        f"({' '.join(str(error).split())[:200]})") from None
+        raise DataError(
+            f"{path}: {name} is stored in an encoding this anndata cannot read "
+            f"({' '.join(str(error).split())[:200]})"
+        ) from None

@@ -30,10 +30,15 @@ def checked(path: Path, file, name: str, numbers: bool = False):
         if link is None:
             raise DataError(f"{path}: no {name!r} in the file")
         if not isinstance(link, h5py.HardLink):
-            where = (f"an external link to {link.filename}:{link.path}" if isinstance(link, h5py.ExternalLink)
-                     else f"a soft link to {getattr(link, 'path', '?')}")
-            raise DataError(f"{path}: {name!r} is {where}; only objects stored in the file itself are read "
-                            "(anndata writes no links)")
+            where = (
+                f"an external link to {link.filename}:{link.path}"
+                if isinstance(link, h5py.ExternalLink)
+                else f"a soft link to {getattr(link, 'path', '?')}"
+            )
+            raise DataError(
+                f"{path}: {name!r} is {where}; only objects stored in the file itself are read "
+                "(anndata writes no links)"
+            )
         element = element[part]
     if isinstance(element, h5py.Dataset):
         _check_dataset(path, name, element, numbers)
@@ -60,7 +65,9 @@ def _check_dataset(path: Path, name: str, dataset, numbers: bool) -> None:
         raise DataError(f"{path}: {name!r} is a virtual dataset (its data lives in other files); refused")
     if dataset.external:
         files = sorted({str(entry[0]) for entry in dataset.external})
-        raise DataError(f"{path}: {name!r} keeps its data in external files ({', '.join(files[:3])}); refused")
+        raise DataError(
+            f"{path}: {name!r} keeps its data in external files ({', '.join(files[:3])}); refused"
+        )
     text = h5py.check_string_dtype(dataset.dtype) is not None
     if dataset.dtype.kind not in "biuf" and (numbers or not text):  # complex, references, compounds
         raise DataError(f"{path}: {name!r} must hold real numbers. Got dtype {dataset.dtype} instead.")
@@ -70,13 +77,17 @@ def _check_dataset(path: Path, name: str, dataset, numbers: bool) -> None:
         needed = math.prod(math.ceil(s / c) for s, c in zip(dataset.shape, dataset.chunks))
         stored = dataset.id.get_num_chunks()
         if stored < needed:
-            raise DataError(f"{path}: {name!r} declares shape {list(dataset.shape)} but stores {stored:,} of the "
-                            f"{needed:,} chunks it needs; the file is corrupt")
+            raise DataError(
+                f"{path}: {name!r} declares shape {list(dataset.shape)} but stores {stored:,} of the "
+                f"{needed:,} chunks it needs; the file is corrupt"
+            )
     else:
         declared = math.prod(dataset.shape) * dataset.dtype.itemsize
         if dataset.id.get_storage_size() < declared:
-            raise DataError(f"{path}: {name!r} declares shape {list(dataset.shape)} of {dataset.dtype} ({declared:,} "
-                            f"bytes) but stores {dataset.id.get_storage_size():,}; the file is corrupt")
+            raise DataError(
+                f"{path}: {name!r} declares shape {list(dataset.shape)} of {dataset.dtype} ({declared:,} "
+                f"bytes) but stores {dataset.id.get_storage_size():,}; the file is corrupt"
+            )
 
 
 def check_room(path: Path, what: str, nbytes: int, scratch: Path | None) -> None:

@@ -20,11 +20,26 @@ from pipeline.platform.io import allocate
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 # The standard MNIST-style releases: file names and class names.
-IDX_RELEASE_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-                     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+IDX_RELEASE_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 IDX_RELEASES = {
-    "fashion_mnist": ("fashion-mnist", ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+    "fashion_mnist": (
+        "fashion-mnist",
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+    ),
     "mnist": ("mnist", tuple(str(i) for i in range(10))),
 }
 
@@ -36,18 +51,24 @@ def _idx_header(path: Path, f) -> tuple[tuple[int, ...], np.dtype]:
     dims = f.read(4 * head[3])
     if len(dims) < 4 * head[3]:
         raise DataError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(head[3]))
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3]))
     dtype = np.dtype(IDX_DTYPES[head[2]])
     if 0 in shape[1:]:
-        raise DataError(f"{path}: IDX header declares examples of shape {list(shape[1:])}, with a dimension of 0")
+        raise DataError(
+            f"{path}: IDX header declares examples of shape {list(shape[1:])}, with a dimension of 0"
+        )
     # Checked before anything of that shape is allocated: a header can declare any size.
     declared, stored = 4 + len(dims) + math.prod(shape) * dtype.itemsize, os.path.getsize(path)
     if _compressed(path) and declared > DEFLATE_MAX_RATIO * stored + 1024:
-        raise DataError(f"{path}: IDX header declares {list(shape)} ({declared:,} bytes), more than "
-                        f"{stored:,} gzip-compressed bytes can hold; the file is corrupt")
+        raise DataError(
+            f"{path}: IDX header declares {list(shape)} ({declared:,} bytes), more than "
+            f"{stored:,} gzip-compressed bytes can hold; the file is corrupt"
+        )
     if not _compressed(path) and declared != stored:
-        raise DataError(f"{path}: truncated or padded IDX file: header says {list(shape)} ({declared:,} bytes "
-                        f"with the header), file holds {stored:,}")
+        raise DataError(
+            f"{path}: truncated or padded IDX file: header says {list(shape)} ({declared:,} bytes "
+            f"with the header), file holds {stored:,}"
+        )
     return shape, dtype
 
 
@@ -90,19 +111,22 @@ def read_idx(path: Path, out: np.ndarray | None = None) -> np.ndarray:
                 held += len(raw)
                 if len(raw) < min(step, shape[0] - start) * row_bytes:
                     break
-                out[start:start + step] = np.frombuffer(raw, dtype).reshape(-1, *shape[1:])
+                out[start : start + step] = np.frombuffer(raw, dtype).reshape(-1, *shape[1:])
             while block := f.read(1 << 20):  # padding: count it for the message
                 held += len(block)
     except (OSError, EOFError, zlib.error) as error:  # gzip's BadGzipFile is an OSError; a bad stream, zlib's
         raise DataError(f"{path}: cannot read IDX file ({error})") from None
     if held != expected:
-        raise DataError(f"{path}: truncated or padded IDX file: header says {shape} "
-                        f"({expected} bytes of data), file holds {held}")
+        raise DataError(
+            f"{path}: truncated or padded IDX file: header says {shape} "
+            f"({expected} bytes of data), file holds {held}"
+        )
     return out
 
 
-def _idx_parts(files: dict, source: str, path, scratch: Path | None,
-               names: tuple[str, ...] | None = None) -> Dataset:
+def _idx_parts(
+    files: dict, source: str, path, scratch: Path | None, names: tuple[str, ...] | None = None
+) -> Dataset:
     """{split: (images, labels or None)} IDX files as one Dataset; is_test marks the 'test' part.
 
     The images of every part are decoded into one array (a scratch memory map when given).
@@ -112,12 +136,14 @@ def _idx_parts(files: dict, source: str, path, scratch: Path | None,
     first_file, (first, dtype) = next(iter(files.values()))[0], next(iter(headers.values()))
     for split, (shape, _) in headers.items():
         if shape[1:] != first[1:]:
-            raise DataError(f"{files[split][0]}: images of shape {list(shape[1:])}, but "
-                            f"{first_file} holds {list(first[1:])}")
+            raise DataError(
+                f"{files[split][0]}: images of shape {list(shape[1:])}, but "
+                f"{first_file} holds {list(first[1:])}"
+            )
     x = allocate(scratch, "idx_x", (sum(rows.values()), *first[1:]), dtype.newbyteorder("="))
     raw_y, start = [], 0
     for split, (images, labels) in files.items():
-        read_idx(images, out=x[start:start + rows[split]])
+        read_idx(images, out=x[start : start + rows[split]])
         start += rows[split]
         y = read_idx(labels) if labels else None
         if y is not None and len(y) != rows[split]:
@@ -142,7 +168,11 @@ def idx_release_candidates(name: str, path: str | None) -> list[Path]:
         return [Path(path)]
     folder = IDX_RELEASES[name][0]
     keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return [*([Path(path)] if path else []), keras_home / "datasets" / folder, Path("/usr/share/datasets") / folder]
+    return [
+        *([Path(path)] if path else []),
+        keras_home / "datasets" / folder,
+        Path("/usr/share/datasets") / folder,
+    ]
 
 
 def read_idx_release(name: str, path: str | None, scratch: Path | None = None) -> Dataset:
@@ -153,17 +183,23 @@ def read_idx_release(name: str, path: str | None, scratch: Path | None = None) -
     found = next((c for c in candidates if all((c / f).is_file() for f in files)), None)
     if found is None and path and path != DEFAULT_DATA_PATH:  # an explicit data.path: looked there only
         missing = [f for f in files if not (candidates[0] / f).is_file()]
-        raise DataError(f"{candidates[0]}: data.source {name!r} needs {', '.join(files)} here (from data.path); "
-                        f"missing: {', '.join(missing)}. Leave data.path at {DEFAULT_DATA_PATH!r} to use a "
-                        "system copy instead")
+        raise DataError(
+            f"{candidates[0]}: data.source {name!r} needs {', '.join(files)} here (from data.path); "
+            f"missing: {', '.join(missing)}. Leave data.path at {DEFAULT_DATA_PATH!r} to use a "
+            "system copy instead"
+        )
     if found is not None:
-        parts = {split: (found / images, found / labels) for split, (images, labels) in IDX_RELEASE_FILES.items()}
+        parts = {
+            split: (found / images, found / labels) for split, (images, labels) in IDX_RELEASE_FILES.items()
+        }
         return _idx_parts(parts, name, found, scratch, names=IDX_RELEASES[name][1])
     package = IDX_RELEASES[name][0]
-    raise DataError(f"data.source {name!r}: IDX files ({', '.join(files)}) not found; looked in "
-                    f"{', '.join(map(str, candidates))}. Nothing is downloaded: on Debian, "
-                    f"apt-get install dataset-{package} (files under /usr/share/datasets/{package}), "
-                    "or point data.path at a folder holding them")
+    raise DataError(
+        f"data.source {name!r}: IDX files ({', '.join(files)}) not found; looked in "
+        f"{', '.join(map(str, candidates))}. Nothing is downloaded: on Debian, "
+        f"apt-get install dataset-{package} (files under /usr/share/datasets/{package}), "
+        "or point data.path at a folder holding them"
+    )
 
 
 def read_idx_dir(path: Path, scratch: Path | None = None) -> Dataset:
@@ -185,6 +221,9 @@ def read_idx_dir(path: Path, scratch: Path | None = None) -> Dataset:
         found[split, kind] = file
     if ("train", "images") not in found:
         raise DataError(f"{path}: no IDX images file (expected a name like train-images-idx3-ubyte.gz)")
-    parts = {split: (found[split, "images"], found.get((split, "labels")))
-             for split in ("train", "test") if (split, "images") in found}
+    parts = {
+        split: (found[split, "images"], found.get((split, "labels")))
+        for split in ("train", "test")
+        if (split, "images") in found
+    }
     return _idx_parts(parts, "idx", path, scratch)

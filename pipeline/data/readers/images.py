@@ -21,8 +21,9 @@ PARALLEL_DECODE_FILES = 4096
 MAX_IMAGE_PIXELS = 8192 * 8192
 
 
-def read_image_folder(path: Path, size: tuple[int, int] | str | None, color: str, scratch: Path | None = None,
-                      engine=None) -> Dataset:
+def read_image_folder(
+    path: Path, size: tuple[int, int] | str | None, color: str, scratch: Path | None = None, engine=None
+) -> Dataset:
     """One subfolder per class of PNG/JPEG files -> uint8 (n, H, W, 1 or 3).
 
     Decoded into a preallocated array (a scratch memory map when given), in chunks of files;
@@ -45,22 +46,33 @@ def read_image_folder(path: Path, size: tuple[int, int] | str | None, color: str
     if not path.is_dir():
         raise DataError(f"{path}: data.source 'image_folder' needs a directory with one subfolder per class")
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((path / c).iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [
+        (f, i)
+        for i, c in enumerate(classes)
+        for f in sorted((path / c).iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
     if not files:
         raise DataError(f"{path}: no PNG or JPEG files in class subfolders")
     paths = [f for f, _ in files]
     choices = {}
     if size == "auto":  # the rule is resolve_data's; the reader gives it the sizes it sampled
         choices["data.images.size"] = resolve_image_size(sampled_sizes(paths))
-        size = None if choices["data.images.size"].value == "as read" else tuple(choices["data.images.size"].value)
+        size = (
+            None
+            if choices["data.images.size"].value == "as read"
+            else tuple(choices["data.images.size"].value)
+        )
     decoded = "rgb" if color == "auto" else color
     reference = (paths[0], decode_images(paths[:1], size, decoded)[0].shape)
     x = allocate(scratch, "images_x", (len(paths), *reference[1]), np.uint8)
     # Chunks of at most 1,024 images: small enough to keep every worker busy to the end.
     step = min(chunk_rows(x[0].nbytes), 1024)
     root = engine.shared(path)  # where the cluster's tasks find the files
-    chunks = [[root / f.relative_to(path) for f in paths[start:start + step]] for start in range(0, len(paths), step)]
+    chunks = [
+        [root / f.relative_to(path) for f in paths[start : start + step]]
+        for start in range(0, len(paths), step)
+    ]
     decode = functools.partial(decode_images, size=size, color=decoded, reference=reference)
     processes = (os.cpu_count() or 1) if len(paths) >= PARALLEL_DECODE_FILES else 1
     _fill(x, engine.map(decode, chunks, processes=processes), step)
@@ -69,7 +81,9 @@ def read_image_folder(path: Path, size: tuple[int, int] | str | None, color: str
         x = x if choices["data.images.color"].value == "rgb" else _grey(x, step, scratch)
     x = x[..., None] if x.ndim == 3 else x
     y = np.array([label for _, label in files], np.int32)
-    return Dataset(x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path), choices=choices)
+    return Dataset(
+        x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path), choices=choices
+    )
 
 
 def sampled_sizes(paths: list[Path]) -> list[tuple[int, int]]:
@@ -90,8 +104,10 @@ def sampled_sizes(paths: list[Path]) -> list[tuple[int, int]]:
 def _first_coloured(x: np.ndarray, step: int) -> int | None:
     """The first image (in file order) with a pixel whose channels differ, or None."""
     for start in range(0, len(x), step):
-        chunk = x[start:start + step]
-        coloured = np.flatnonzero((chunk.max(axis=-1) != chunk.min(axis=-1)).reshape(len(chunk), -1).any(axis=1))
+        chunk = x[start : start + step]
+        coloured = np.flatnonzero(
+            (chunk.max(axis=-1) != chunk.min(axis=-1)).reshape(len(chunk), -1).any(axis=1)
+        )
         if len(coloured):
             return start + int(coloured[0])
     return None
@@ -101,17 +117,18 @@ def _grey(x: np.ndarray, step: int, scratch: Path | None) -> np.ndarray:
     """RGB images whose channels are equal, as their one grey channel."""
     grey = allocate(scratch, "images_grey", x.shape[:-1], np.uint8)
     for start in range(0, len(x), step):
-        grey[start:start + step] = x[start:start + step, ..., 0]
+        grey[start : start + step] = x[start : start + step, ..., 0]
     return grey
 
 
 def _fill(x: np.ndarray, chunks, step: int) -> None:
     for i, chunk in enumerate(chunks):
-        x[i * step:i * step + len(chunk)] = chunk
+        x[i * step : i * step + len(chunk)] = chunk
 
 
-def decode_images(paths: list[Path], size: tuple[int, int] | None, color: str,
-                  reference: tuple[Path, tuple] | None = None) -> np.ndarray:
+def decode_images(
+    paths: list[Path], size: tuple[int, int] | None, color: str, reference: tuple[Path, tuple] | None = None
+) -> np.ndarray:
     """uint8 (n, H, W) or (n, H, W, 3) of image files, each of the shape of `reference`
     ((file, shape); the first of `paths` when None)."""
     from PIL import Image
@@ -122,8 +139,10 @@ def decode_images(paths: list[Path], size: tuple[int, int] | None, color: str,
             with Image.open(file) as image:
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise DataError(f"{file}: image of {width} × {height} pixels, more than the "
-                                    f"{MAX_IMAGE_PIXELS:,} pixels an image may have; shrink it before training")
+                    raise DataError(
+                        f"{file}: image of {width} × {height} pixels, more than the "
+                        f"{MAX_IMAGE_PIXELS:,} pixels an image may have; shrink it before training"
+                    )
                 image = image.convert("L" if color == "grey" else "RGB")
                 if size:
                     image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL: (W, H)
@@ -131,8 +150,9 @@ def decode_images(paths: list[Path], size: tuple[int, int] | None, color: str,
         except DataError:
             raise
         except Image.DecompressionBombError as error:  # PIL's own limit, met before the header's size is ours
-            raise DataError(f"{file}: image of more than the {MAX_IMAGE_PIXELS:,} pixels an image may have "
-                            f"({error})") from None
+            raise DataError(
+                f"{file}: image of more than the {MAX_IMAGE_PIXELS:,} pixels an image may have ({error})"
+            ) from None
         # A hostile or broken file can make any of PIL's decoders raise almost anything
         # (OSError, ValueError, SyntaxError, struct.error, zlib.error, DecompressionBombError):
         # every one is this file's problem, said in one line.
@@ -140,8 +160,10 @@ def decode_images(paths: list[Path], size: tuple[int, int] | None, color: str,
             raise DataError(f"{file}: cannot read image ({type(error).__name__}: {error})") from None
         reference = reference or (file, pixels.shape)
         if pixels.shape != reference[1]:
-            raise DataError(f"{file}: image of size {pixels.shape[:2]} but {reference[0]} is {reference[1][:2]}; "
-                            "set data.images.size (auto, or [height, width]) to resize them all")
+            raise DataError(
+                f"{file}: image of size {pixels.shape[:2]} but {reference[0]} is {reference[1][:2]}; "
+                "set data.images.size (auto, or [height, width]) to resize them all"
+            )
         if out is None:
             out = np.empty((len(paths), *pixels.shape), np.uint8)
         out[i] = pixels

@@ -64,7 +64,9 @@ def chunk_rows(row_bytes: int) -> int:
     return max(1, CHUNK_BYTES // max(1, row_bytes))
 
 
-def encode_labels(raw: np.ndarray | None, n: int, scratch: Path | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+def encode_labels(
+    raw: np.ndarray | None, n: int, scratch: Path | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Class indices 0..k-1 (sorted by value) and their names; NO_LABEL for all when raw is None.
 
     Works through `raw` a chunk at a time (it may be a memory map); the indices go to a
@@ -75,10 +77,13 @@ def encode_labels(raw: np.ndarray | None, n: int, scratch: Path | None = None) -
         y[:] = NO_LABEL
         return y, ()
     step = 1 << 20
-    names = np.unique(np.concatenate([np.unique(np.asarray(raw[i:i + step]).reshape(-1)) for i in range(0, n, step)]
-                                     or [np.zeros(0)]))
+    names = np.unique(
+        np.concatenate(
+            [np.unique(np.asarray(raw[i : i + step]).reshape(-1)) for i in range(0, n, step)] or [np.zeros(0)]
+        )
+    )
     for i in range(0, n, step):
-        y[i:i + step] = np.searchsorted(names, np.asarray(raw[i:i + step]).reshape(-1))
+        y[i : i + step] = np.searchsorted(names, np.asarray(raw[i : i + step]).reshape(-1))
     return y, tuple(str(v) for v in names)
 
 
@@ -87,9 +92,14 @@ def check_float32(where: str, low: float, high: float, integral: bool) -> None:
     integers are beyond 2^24, which float32 rounds to a neighbour (16,777,217 -> 16,777,216)."""
     largest = max(abs(low), abs(high))
     if largest > FLOAT32_MAX:
-        raise DataError(f"{where}: values up to {largest:.3g} are beyond float32's range (±{FLOAT32_MAX:.3g}), "
-                        "in which the model computes; rescale them (e.g. divide by a power of ten)")
+        raise DataError(
+            f"{where}: values up to {largest:.3g} are beyond float32's range (±{FLOAT32_MAX:.3g}), "
+            "in which the model computes; rescale them (e.g. divide by a power of ten)"
+        )
     if integral and largest > FLOAT32_EXACT_INTEGERS:
-        log.warning("%s: integers up to %d are beyond 2^24 = 16,777,216; float32, in which the model "
-                    "computes, rounds them to the nearest value it holds (relative error below 6e-8)",
-                    where, largest)
+        log.warning(
+            "%s: integers up to %d are beyond 2^24 = 16,777,216; float32, in which the model "
+            "computes, rounds them to the nearest value it holds (relative error below 6e-8)",
+            where,
+            largest,
+        )

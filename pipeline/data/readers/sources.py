@@ -20,7 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.readers.covariate_values import check_covariate_names, one_per_example, read_covariate_values
+from pipeline.data.readers.covariate_values import (
+    check_covariate_names,
+    one_per_example,
+    read_covariate_values,
+)
 from pipeline.data.readers.h5ad import read_h5ad
 from pipeline.data.readers.idx import read_idx_dir, read_idx_release
 from pipeline.data.readers.images import read_image_folder
@@ -53,24 +57,40 @@ def load_source(config, scratch: Path | None = None, columns=None, engine=None, 
     if covariates:
         check_covariate_names(config)
         values = read_covariate_values(config.source, path, covariates)
-    readers = {"digits": lambda: read_digits(),
-               "fashion_mnist": lambda: read_idx_release(config.source, config.path, scratch),
-               "mnist": lambda: read_idx_release(config.source, config.path, scratch),
-               "idx": lambda: read_idx_dir(path, scratch),
-               "npz": lambda: read_npz(path, config.npz.x_key, config.npz.y_key, scratch),
-               "table": lambda: read_table(path, config.table.label_column, config.table.feature_columns, scratch,
-                                           config.table.column_types, columns, engine,
-                                           (*config.table.drop_columns, *covariates)),
-               "anndata": lambda: read_h5ad(path, config.anndata.layer, config.anndata.label_key, scratch, genes),
-               "image_folder": lambda: read_image_folder(path, config.images.size, config.images.color, scratch,
-                                                           engine)}
+    readers = {
+        "digits": lambda: read_digits(),
+        "fashion_mnist": lambda: read_idx_release(config.source, config.path, scratch),
+        "mnist": lambda: read_idx_release(config.source, config.path, scratch),
+        "idx": lambda: read_idx_dir(path, scratch),
+        "npz": lambda: read_npz(path, config.npz.x_key, config.npz.y_key, scratch),
+        "table": lambda: read_table(
+            path,
+            config.table.label_column,
+            config.table.feature_columns,
+            scratch,
+            config.table.column_types,
+            columns,
+            engine,
+            (*config.table.drop_columns, *covariates),
+        ),
+        "anndata": lambda: read_h5ad(path, config.anndata.layer, config.anndata.label_key, scratch, genes),
+        "image_folder": lambda: read_image_folder(
+            path, config.images.size, config.images.color, scratch, engine
+        ),
+    }
     dataset = readers[config.source]()
     if not covariates:
         return dataset
-    left_out = {f"data.table.column_types.{name}": Choice(LEFT_OUT, "a covariate (data.covariates)")
-                for name in covariates if config.source == "table"}
-    return dataclasses.replace(dataset, choices={**dataset.choices, **left_out},
-                               covariates=one_per_example(path, values, len(dataset.x)))
+    left_out = {
+        f"data.table.column_types.{name}": Choice(LEFT_OUT, "a covariate (data.covariates)")
+        for name in covariates
+        if config.source == "table"
+    }
+    return dataclasses.replace(
+        dataset,
+        choices={**dataset.choices, **left_out},
+        covariates=one_per_example(path, values, len(dataset.x)),
+    )
 
 
 def source_of(path: Path) -> str:
@@ -80,8 +100,10 @@ def source_of(path: Path) -> str:
         raise DataError(f"{path}: not found (expected {', '.join(map(_described, FILE_SOURCES))})")
     found = _kind(path)
     if found is None:
-        raise DataError(f"{path}: unknown kind of file {path.suffix or '(no suffix)'!r} (expected "
-                        f"{', '.join(map(_described, FILE_SOURCES))})")
+        raise DataError(
+            f"{path}: unknown kind of file {path.suffix or '(no suffix)'!r} (expected "
+            f"{', '.join(map(_described, FILE_SOURCES))})"
+        )
     return found
 
 
@@ -90,8 +112,10 @@ def _source_path(config) -> Path:
     path = _existing(config.path, "data.path")
     found = _kind(path)
     if found not in (None, config.source):
-        raise DataError(f"{path}: data.source is {config.source!r}, but data.path holds {_described(found)}; "
-                        f"set data.source: {found}, or point data.path at {_described(config.source)}")
+        raise DataError(
+            f"{path}: data.source is {config.source!r}, but data.path holds {_described(found)}; "
+            f"set data.source: {found}, or point data.path at {_described(config.source)}"
+        )
     return path
 
 
@@ -108,8 +132,13 @@ def _kind(path: Path) -> str | None:
 
 
 def _described(source: str) -> str:
-    return {"npz": "an .npz file", "table": "a .csv/.tsv/.parquet table", "idx": "a directory of IDX files",
-            "image_folder": "a folder of class subfolders of images", "anndata": "an .h5ad file"}[source]
+    return {
+        "npz": "an .npz file",
+        "table": "a .csv/.tsv/.parquet table",
+        "idx": "a directory of IDX files",
+        "image_folder": "a folder of class subfolders of images",
+        "anndata": "an .h5ad file",
+    }[source]
 
 
 def read_digits() -> Dataset:
@@ -117,8 +146,13 @@ def read_digits() -> Dataset:
 
     digits = load_digits()  # bundled with scikit-learn: no download
     x = digits.images.astype(np.uint8)[..., None]  # (1797, 8, 8, 1), values 0..16
-    return Dataset(x=x, y=digits.target.astype(np.int32), source="digits",
-                   label_names=tuple(str(n) for n in digits.target_names), declared_levels=16.0)
+    return Dataset(
+        x=x,
+        y=digits.target.astype(np.int32),
+        source="digits",
+        label_names=tuple(str(n) for n in digits.target_names),
+        declared_levels=16.0,
+    )
 
 
 def read_npz(path: Path, x_key: str, y_key: str | None, scratch: Path | None = None) -> Dataset:
@@ -137,7 +171,15 @@ def read_npz(path: Path, x_key: str, y_key: str | None, scratch: Path | None = N
         raw_y = npz_member(path, y_key) if y_key else None
     # zlib: a corrupt deflate stream; NotImplementedError / RuntimeError: an unknown
     # compression method / an encrypted member.
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as error:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as error:
         raise DataError(f"{path}: cannot read npz file ({type(error).__name__}: {error})") from None
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"{path}: array {x_key!r} must be real numbers. Got dtype {x.dtype} instead.")
@@ -157,23 +199,35 @@ def npz_member(path: Path, key: str) -> np.ndarray:
         info = archive.getinfo(f"{key}.npy")
         with archive.open(info) as member:
             version = np.lib.format.read_magic(member)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read_header(member)
             header = member.tell()
         declared = header + math.prod(shape) * dtype.itemsize
-        if not dtype.hasobject and (declared != info.file_size
-                                    or declared > DEFLATE_MAX_RATIO * info.compress_size + 1024):
-            raise DataError(f"{path}: array {key!r} declares shape {list(shape)} of {dtype} ({declared:,} bytes "
-                            f"with its header), but the member holds {info.file_size:,}; the file is corrupt")
+        if not dtype.hasobject and (
+            declared != info.file_size or declared > DEFLATE_MAX_RATIO * info.compress_size + 1024
+        ):
+            raise DataError(
+                f"{path}: array {key!r} declares shape {list(shape)} of {dtype} ({declared:,} bytes "
+                f"with its header), but the member holds {info.file_size:,}; the file is corrupt"
+            )
         if info.compress_type == zipfile.ZIP_STORED and not dtype.hasobject:
             with open(path, "rb") as f:  # the member's data starts after its local file header
                 f.seek(info.header_offset + 26)
                 name_length, extra_length = np.frombuffer(f.read(4), "<u2")
             start = info.header_offset + 30 + int(name_length) + int(extra_length) + header
-            return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape, order="F" if fortran else "C")
-    log.info("%s: array %r is compressed; it is loaded into memory (np.savez, not savez_compressed, "
-             "lets it be memory-mapped)", path, key)
+            return np.memmap(
+                path, dtype=dtype, mode="r", offset=start, shape=shape, order="F" if fortran else "C"
+            )
+    log.info(
+        "%s: array %r is compressed; it is loaded into memory (np.savez, not savez_compressed, "
+        "lets it be memory-mapped)",
+        path,
+        key,
+    )
     with np.load(path, allow_pickle=False) as archive:
         return archive[key]
 

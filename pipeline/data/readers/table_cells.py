@@ -18,10 +18,12 @@ from pipeline.platform.errors import DataError
 SECONDS_PER_DAY = 86_400
 # A timestamp's parts: (name, type, why). day_of_week's levels are 0 (Monday) to 6, whatever
 # the data hold; hour is left out, as any constant column, for dates at midnight.
-PARTS = (("time", "real", "days since 1970-01-01"),
-         ("day_of_year", "real", "the day of the year, 1 to 366"),
-         ("day_of_week", "categorical", "the day of the week, 0 (Monday) to 6"),
-         ("hour", "real", "the hour of the day, with minutes and seconds as its fraction"))
+PARTS = (
+    ("time", "real", "days since 1970-01-01"),
+    ("day_of_year", "real", "the day of the year, 1 to 366"),
+    ("day_of_week", "categorical", "the day of the week, 0 (Monday) to 6"),
+    ("hour", "real", "the hour of the day, with minutes and seconds as its fraction"),
+)
 
 
 @dataclass(frozen=True)
@@ -40,28 +42,43 @@ def features_of(name: str, arrow_type) -> list[Feature]:
 
     if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
         return [Feature(f"{name}:{part}", name, "float", part) for part, _, _ in PARTS]
-    for kind, test in (("boolean", pa.types.is_boolean), ("integer", pa.types.is_integer),
-                       ("float", pa.types.is_floating), ("string", is_text),
-                       ("float", pa.types.is_null)):  # no value in the file: the rule leaves it out
+    for kind, test in (
+        ("boolean", pa.types.is_boolean),
+        ("integer", pa.types.is_integer),
+        ("float", pa.types.is_floating),
+        ("string", is_text),
+        ("float", pa.types.is_null),
+    ):  # no value in the file: the rule leaves it out
         if test(arrow_type):
             return [Feature(name, name, kind)]
-    raise ValueError(f"column {name!r} holds {arrow_type} values; the model reads numbers, strings, booleans, "
-                     "dates and timestamps")
+    raise ValueError(
+        f"column {name!r} holds {arrow_type} values; the model reads numbers, strings, booleans, "
+        "dates and timestamps"
+    )
 
 
 def part_column(feature: Feature, missing: float) -> Column:
     """A timestamp part's Column: its type is the part's, not the rule's."""
     _, kind, why = next(p for p in PARTS if p[0] == feature.part)
-    return Column(name=feature.name, type=kind, why=f"{feature.source}: {why}",
-                  levels=list(range(7)) if feature.part == "day_of_week" else None, missing=missing,
-                  source=feature.source, part=feature.part)
+    return Column(
+        name=feature.name,
+        type=kind,
+        why=f"{feature.source}: {why}",
+        levels=list(range(7)) if feature.part == "day_of_week" else None,
+        missing=missing,
+        source=feature.source,
+        part=feature.part,
+    )
 
 
 def is_text(arrow_type) -> bool:
     import pyarrow as pa
 
-    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
-            or (pa.types.is_dictionary(arrow_type) and pa.types.is_string(arrow_type.value_type)))
+    return (
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or (pa.types.is_dictionary(arrow_type) and pa.types.is_string(arrow_type.value_type))
+    )
 
 
 def cells(array, part: str | None):
@@ -77,7 +94,9 @@ def cells(array, part: str | None):
         array = array.cast(pa.timestamp("s"))
     if part == "time":
         per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[array.type.unit]
-        return pc.divide(pc.cast(pc.cast(array, pa.int64()), pa.float64()), float(per_second * SECONDS_PER_DAY))
+        return pc.divide(
+            pc.cast(pc.cast(array, pa.int64()), pa.float64()), float(per_second * SECONDS_PER_DAY)
+        )
     if part == "hour":
         hour, minute, second = (pc.cast(f(array), pa.float64()) for f in (pc.hour, pc.minute, pc.second))
         return pc.add(pc.add(hour, pc.divide(minute, 60.0)), pc.divide(second, 3600.0))
@@ -162,7 +181,9 @@ def checked_numbers(path, column: Column, array, start: int) -> np.ndarray:
         _refuse_first(path, column, start, wrong, array, f"is not a number ({kind} cells)")
         array = pc.if_else(pc.equal(array, ""), pa.scalar(None, kind), array).cast(pa.float64())
     elif not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)):
-        _refuse_first(path, column, start, pc.invert(pc.is_null(array)), array, f"is not a number ({kind} cells)")
+        _refuse_first(
+            path, column, start, pc.invert(pc.is_null(array)), array, f"is not a number ({kind} cells)"
+        )
     values = array.to_numpy(zero_copy_only=False).astype(np.float64)
     bad = np.isinf(values) | (np.abs(np.nan_to_num(values)) > FLOAT32_MAX)
     if column.type == "count":
@@ -181,5 +202,7 @@ def _refuse_first(path, column: Column, start: int, wrong, array, what: str) -> 
 
     if pc.any(wrong).as_py():
         row = pc.index(wrong, True).as_py()
-        raise DataError(f"{path}: row {start + row}, column {column.name!r}: {array[row].as_py()!r} {what}; the "
-                        "model was trained on numbers in this column")
+        raise DataError(
+            f"{path}: row {start + row}, column {column.name!r}: {array[row].as_py()!r} {what}; the "
+            "model was trained on numbers in this column"
+        )

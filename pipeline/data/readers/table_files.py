@@ -40,7 +40,9 @@ def table_errors(path: Path):
     try:
         yield
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:  # the last: names in Parquet metadata
-        raise DataError(f"{path}: cannot read table ({type(error).__name__}: {' '.join(str(error).split())})") from None
+        raise DataError(
+            f"{path}: cannot read table ({type(error).__name__}: {' '.join(str(error).split())})"
+        ) from None
 
 
 def open_table(path: Path, engine) -> tuple[object, list]:
@@ -53,7 +55,9 @@ def open_table(path: Path, engine) -> tuple[object, list]:
     if suffix in {".csv", ".tsv", ".txt"}:
         stream = CsvStream(path, "\t" if suffix == ".tsv" else ",")
         return stream.schema(), [stream]
-    raise DataError(f"{path}: a table must be .csv, .tsv or .parquet. Got {path.suffix or 'no suffix'!r} instead.")
+    raise DataError(
+        f"{path}: a table must be .csv, .tsv or .parquet. Got {path.suffix or 'no suffix'!r} instead."
+    )
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,9 @@ class RowGroups:
         import pyarrow.parquet as pq
 
         rows = max(1, min(PART_ROWS, BATCH_BYTES // (8 * max(1, len(columns)))))  # 8: a float64 or an offset
-        return pq.ParquetFile(self.path).iter_batches(batch_size=rows, row_groups=list(self.groups), columns=columns)
+        return pq.ParquetFile(self.path).iter_batches(
+            batch_size=rows, row_groups=list(self.groups), columns=columns
+        )
 
 
 def _parquet_parts(path: Path, engine) -> tuple[object, list]:
@@ -106,11 +112,14 @@ class CsvStream:
         types = {name: pa.string() for name in self.types} if text else self.types
         return pacsv.open_csv(
             # no threads: a parallel reader runs ahead of a slower consumer, holding what it parsed
-            self.path, read_options=pacsv.ReadOptions(block_size=self.block, use_threads=False),
+            self.path,
+            read_options=pacsv.ReadOptions(block_size=self.block, use_threads=False),
             # quoted free text may hold line breaks
             parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=columns or [],
-                                                 strings_can_be_null=text))
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, include_columns=columns or [], strings_can_be_null=text
+            ),
+        )
 
     def text(self, columns: list[str]):
         """A reader of `columns` as text, missing cells null (for values typed elsewhere)."""
@@ -127,7 +136,9 @@ class CsvStream:
                 self._grow(error)
         schema = reader.schema
         reader.close()
-        self.types = self.types or dict(zip(schema.names, schema.types))  # a name given twice is refused later
+        self.types = self.types or dict(
+            zip(schema.names, schema.types)
+        )  # a name given twice is refused later
         return schema
 
     def batches(self, columns: list[str]):
@@ -137,18 +148,24 @@ class CsvStream:
         try:
             yield from reader
         except pa.ArrowInvalid as error:
-            found = re.match(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+)", str(error))
+            found = re.match(
+                r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+)", str(error)
+            )
             if not found:
                 self._grow(error)
-                raise Widened(f"{self.path}: a cell longer than {self.block // 4 >> 20} MiB; read again in blocks "
-                              f"of {self.block >> 20} MiB") from None
+                raise Widened(
+                    f"{self.path}: a cell longer than {self.block // 4 >> 20} MiB; read again in blocks "
+                    f"of {self.block >> 20} MiB"
+                ) from None
             name = list(self.types)[int(found.group(1))]  # the file's column number, whatever is read
             if _wider(self.types[name]) == self.types[name]:  # text that is not UTF-8: nothing wider
                 raise
             self.types[name] = _wider(self.types[name])
             widened = self._survey()
-            raise Widened(f"{self.path}: column {name!r} holds a value that is not {found.group(2)} after its first "
-                          f"rows; read again with {sorted(widened | {name})} widened") from None
+            raise Widened(
+                f"{self.path}: column {name!r} holds a value that is not {found.group(2)} after its first "
+                f"rows; read again with {sorted(widened | {name})} widened"
+            ) from None
         finally:
             reader.close()
 
@@ -180,12 +197,16 @@ class CsvStream:
         """A larger block after Arrow's error on a cell or header longer than the block; the
         error again when it is another, or when the block is already the largest."""
         text = str(error)
-        too_long = "straddling" in text or ("Empty CSV file or block" in text and self.path.stat().st_size > 0)
+        too_long = "straddling" in text or (
+            "Empty CSV file or block" in text and self.path.stat().st_size > 0
+        )
         if not too_long:
             raise error
         if self.block >= CSV_MAX_BLOCK_BYTES:
-            raise DataError(f"{self.path}: a cell or the header is longer than {CSV_MAX_BLOCK_BYTES >> 20} MiB, the "
-                            "longest this reader takes") from None
+            raise DataError(
+                f"{self.path}: a cell or the header is longer than {CSV_MAX_BLOCK_BYTES >> 20} MiB, the "
+                "longest this reader takes"
+            ) from None
         self.block *= 4
 
 

@@ -42,10 +42,16 @@ __all__ = ["TABLE_SUFFIXES", "read_table"]
 log = logging.getLogger(__name__)
 
 
-def read_table(path: Path, label_column: str | None, feature_columns: tuple[str, ...] | None,
-               scratch: Path | None = None, column_types: dict | None = None,
-               trained: tuple[Column, ...] | None = None, engine=None,
-               drop_columns: tuple[str, ...] = ()) -> Dataset:
+def read_table(
+    path: Path,
+    label_column: str | None,
+    feature_columns: tuple[str, ...] | None,
+    scratch: Path | None = None,
+    column_types: dict | None = None,
+    trained: tuple[Column, ...] | None = None,
+    engine=None,
+    drop_columns: tuple[str, ...] = (),
+) -> Dataset:
     """A CSV or Parquet file: typed feature columns plus an optional label column.
 
     Args:
@@ -71,7 +77,9 @@ def read_table(path: Path, label_column: str | None, feature_columns: tuple[str,
         while True:  # a streamed CSV starts over when a column's type is widened (at most twice each)
             try:
                 profiles, labels, rows = _profiles(path, schema, names, label_column, parts, engine, trained)
-                columns, choices = (trained, {}) if trained else _typed(path, profiles, column_types or {}, left_out)
+                columns, choices = (
+                    (trained, {}) if trained else _typed(path, profiles, column_types or {}, left_out)
+                )
                 return _coded(path, columns, label_column, labels, rows, parts, engine, scratch, choices)
             except Widened as widened:
                 log.info("%s", widened)
@@ -98,7 +106,8 @@ def _profiles(path: Path, schema, names: list[str], label_column, parts, engine,
     rows, labels, missing = 0, set(), 0
     sources = sorted({f.source for f in features} | ({label_column} - {None})) or names[:1]  # [:1]: the rows
     for part_profiles, part_rows, part_labels, part_missing in engine.map(
-            functools.partial(_profile_part, features, label_column, sources), parts):
+        functools.partial(_profile_part, features, label_column, sources), parts
+    ):
         for feature, profile in profiles.items():
             profile.merge(part_profiles[feature.name])
         rows, missing = rows + part_rows, missing + part_missing
@@ -111,8 +120,12 @@ def _profiles(path: Path, schema, names: list[str], label_column, parts, engine,
 def _feature_names(path: Path, names: list[str], label_column, feature_columns, drop_columns) -> list[str]:
     repeated = sorted(name for name, count in collections.Counter(names).items() if count > 1)
     if repeated:
-        raise DataError(f"{path}: column names {repeated} are given more than once; each column needs its own name")
-    wanted = [c for c in ([label_column] if label_column else []) + list(feature_columns or []) if c not in names]
+        raise DataError(
+            f"{path}: column names {repeated} are given more than once; each column needs its own name"
+        )
+    wanted = [
+        c for c in ([label_column] if label_column else []) + list(feature_columns or []) if c not in names
+    ]
     if wanted:
         close = difflib.get_close_matches(wanted[0], names, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -121,16 +134,24 @@ def _feature_names(path: Path, names: list[str], label_column, feature_columns, 
         raise DataError(f"{path}: no column {wanted[0]!r}; columns are {names}{hint}")
     unknown = [c for c in drop_columns if c not in names]
     if unknown:
-        raise DataError(f"{path}: data.table.drop_columns names {unknown}, not columns of the file; its columns "
-                        f"are {names}")
+        raise DataError(
+            f"{path}: data.table.drop_columns names {unknown}, not columns of the file; its columns "
+            f"are {names}"
+        )
     if label_column in drop_columns:
-        raise DataError(f"{path}: data.table.drop_columns names the label column {label_column!r}; a table "
-                        "without labels takes data.table.label_column: null")
+        raise DataError(
+            f"{path}: data.table.drop_columns names the label column {label_column!r}; a table "
+            "without labels takes data.table.label_column: null"
+        )
     features = [c for c in (feature_columns or names) if c != label_column and c not in drop_columns]
     ignored = [c for c in names if c not in features and c != label_column and c not in drop_columns]
     if ignored and feature_columns:
-        log.warning("%s: ignoring columns %s: neither feature columns nor the label column "
-                    "(data.table.label_column, or --label-column for the encode command)", path, ignored)
+        log.warning(
+            "%s: ignoring columns %s: neither feature columns nor the label column "
+            "(data.table.label_column, or --label-column for the encode command)",
+            path,
+            ignored,
+        )
     if not features:
         raise DataError(f"{path}: no feature columns")
     return features
@@ -146,8 +167,10 @@ def _features(path: Path, schema, names: list[str]) -> list[Feature]:
     _refuse(path, problems)
     twice = sorted(name for name, n in collections.Counter(f.name for f in features).items() if n > 1)
     if twice:
-        raise DataError(f"{path}: feature names {twice} are each both a column and a timestamp's part (a timestamp "
-                        "column t gives t:time, t:day_of_year, t:day_of_week, t:hour); rename the column")
+        raise DataError(
+            f"{path}: feature names {twice} are each both a column and a timestamp's part (a timestamp "
+            "column t gives t:time, t:day_of_year, t:day_of_week, t:hour); rename the column"
+        )
     return features
 
 
@@ -164,9 +187,11 @@ def _profile_part(features: list[Feature], label_column: str | None, sources: li
             values = batch.column(label_column)
             if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
                 sample = values.drop_null()[0].as_py() if len(values.drop_null()) else b""
-                raise DataError(f"{part.path}: label column {label_column!r} holds text that is not UTF-8 (e.g. "
-                                f"{sample[:40]!r}); save the file as UTF-8 (iconv -f latin1 -t utf-8 does it for "
-                                "Latin-1)")
+                raise DataError(
+                    f"{part.path}: label column {label_column!r} holds text that is not UTF-8 (e.g. "
+                    f"{sample[:40]!r}); save the file as UTF-8 (iconv -f latin1 -t utf-8 does it for "
+                    "Latin-1)"
+                )
             missing += values.null_count
             labels.update(values.unique().drop_null().to_pylist())  # every class, however many
         start += batch.num_rows
@@ -178,8 +203,10 @@ def _typed(path: Path, profiles: dict, given: dict, left_out: dict) -> tuple[tup
     columns = [f.name for f in profiles if f.part is None]  # a timestamp's parts take the part's type
     unknown = sorted(set(given) - set(columns))
     if unknown:
-        raise DataError(f"{path}: data.table.column_types names {unknown}, not feature columns; the feature "
-                        f"columns are {columns}")
+        raise DataError(
+            f"{path}: data.table.column_types names {unknown}, not feature columns; the feature "
+            f"columns are {columns}"
+        )
     typed, problems = {name: Column(name, LEFT_OUT, why, None, 0.0) for name, why in left_out.items()}, []
     for feature, profile in profiles.items():
         try:
@@ -190,7 +217,9 @@ def _typed(path: Path, profiles: dict, given: dict, left_out: dict) -> tuple[tup
     choices = {f"data.table.column_types.{name}": Choice(c.type, c.why) for name, c in typed.items()}
     columns = tuple(c for c in typed.values() if c.type != LEFT_OUT)
     if not columns:
-        raise DataError(f"{path}: no column left to model; " + "; ".join(f"{c.name}: {c.why}" for c in typed.values()))
+        raise DataError(
+            f"{path}: no column left to model; " + "; ".join(f"{c.name}: {c.why}" for c in typed.values())
+        )
     left_out = [name for name, c in typed.items() if c.type == LEFT_OUT]
     if left_out:
         log.info("%s: left out %s (the reasons are in the choices)", path, left_out)
@@ -212,8 +241,10 @@ def _column(path: Path, feature: Feature, profile: ColumnProfile, given: str | N
 
 def _refuse(path: Path, problems: list[str]) -> None:
     if problems:
-        raise DataError(f"{path}: {len(problems)} column{'s' * (len(problems) > 1)} cannot be used: "
-                        f"{'; '.join(problems)}. Fix them, or leave them out with data.table.drop_columns")
+        raise DataError(
+            f"{path}: {len(problems)} column{'s' * (len(problems) > 1)} cannot be used: "
+            f"{'; '.join(problems)}. Fix them, or leave them out with data.table.drop_columns"
+        )
 
 
 def _coded(path: Path, columns, label_column, labels, rows: int, parts, engine, scratch, choices) -> Dataset:
@@ -226,9 +257,17 @@ def _coded(path: Path, columns, label_column, labels, rows: int, parts, engine, 
     else:
         blocks = engine.map(functools.partial(_code_part, columns, label_column, labels), parts)
     for start, x_block, y_block in blocks:
-        x[start:start + len(x_block)], y[start:start + len(y_block)] = x_block, y_block
-    return Dataset(x=x, y=y, label_names=tuple(str(v) for v in labels or ()), source="table", path=str(path),
-                   feature_names=tuple(c.name for c in columns), columns=columns, choices=choices)
+        x[start : start + len(x_block)], y[start : start + len(y_block)] = x_block, y_block
+    return Dataset(
+        x=x,
+        y=y,
+        label_names=tuple(str(v) for v in labels or ()),
+        source="table",
+        path=str(path),
+        feature_names=tuple(c.name for c in columns),
+        columns=columns,
+        choices=choices,
+    )
 
 
 def _code_part(columns, label_column, labels, part) -> tuple[int, np.ndarray, np.ndarray]:
@@ -255,13 +294,17 @@ def _code_blocks(columns: tuple[Column, ...], label_column, labels, part):
             else:
                 values, unseen = codes(column, cells_of_batch)
             if unseen is not None:
-                raise DataError(f"{part.path}: column {column.name!r} holds {unseen!r}, a value its {column.type} "
-                                f"levels {column.levels[:20]} do not include (a level never seen in training)")
+                raise DataError(
+                    f"{part.path}: column {column.name!r} holds {unseen!r}, a value its {column.type} "
+                    f"levels {column.levels[:20]} do not include (a level never seen in training)"
+                )
             block[:, c] = values
         empty = np.flatnonzero(np.isnan(block).all(axis=1))
         if len(empty):
-            raise DataError(f"{part.path}: row {start + int(empty[0])} has no value in any feature column "
-                            f"({len(empty)} such rows in this block); remove those rows")
+            raise DataError(
+                f"{part.path}: row {start + int(empty[0])} has no value in any feature column "
+                f"({len(empty)} such rows in this block); remove those rows"
+            )
         y = np.full(batch.num_rows, NO_LABEL, np.int32)
         if label_column:
             index = pc.index_in(batch.column(label_column), value_set=pa.array(labels))
