@@ -56,6 +56,11 @@ def module_command(spec, python=sys.executable) -> list[str]:
     return [str(python), "-m", spec.name]
 
 
+def command_line(spec) -> str:
+    """How the running script was started, as a reader would retype it from the project root."""
+    return " ".join([".venv/bin/python -m " + spec.name, *sys.argv[1:]])
+
+
 def write_results(name: str, command: str, results) -> Path:
     """benchmarks/results/<name>.json: the figures with the command, date, commit and machine."""
     commit = subprocess.run(

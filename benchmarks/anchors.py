@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import cpu_flags_line, module_command
+from benchmarks._common import command_line, cpu_flags_line, module_command, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,7 @@ def summarise(kind: str, result: dict) -> dict:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -181,41 +181,33 @@ def main() -> None:
         help="change the pipeline's knobs (to study an alternative; not the shipped defaults)",
     )
     parser.add_argument("--child", choices=["ke", "pipeline"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        return child(args.child, args.work, args.ke_epochs, args.set)
+    return parser.parse_args()
 
-    print(cpu_flags_line(), flush=True)
-    if not (args.work / "prepared" / "manifest.json").is_file():
-        from pipeline import runner
-        from pipeline.platform.config import parse_params
 
-        runner.prepare(parse_params({"data": {"source": "fashion_mnist"}}), out_dir=args.work / "prepared")
-    runs = []
-    for _ in range(args.repeats):
-        for kind in ("ke", "pipeline"):
-            out = subprocess.run(
-                [
-                    *module_command(__spec__),
-                    "--child",
-                    kind,
-                    "--work",
-                    str(args.work),
-                    "--ke-epochs",
-                    str(args.ke_epochs),
-                    *(["--set", *args.set] if args.set else []),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if out.returncode or line is None:
-                sys.exit(f"{kind} run failed:\n{out.stderr[-3000:]}")
-            runs.append(summarise(kind, json.loads(line[7:])))
-            print(
-                json.dumps({k: v for k, v in runs[-1].items() if k not in ("per_epoch", "scores")}),
-                flush=True,
-            )
+def one_child(kind: str, args: argparse.Namespace) -> dict:
+    """One run of `kind` in its own process (clean peak memory), summarised."""
+    out = subprocess.run(
+        [
+            *module_command(__spec__),
+            "--child",
+            kind,
+            "--work",
+            str(args.work),
+            "--ke-epochs",
+            str(args.ke_epochs),
+            *(["--set", *args.set] if args.set else []),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if out.returncode or line is None:
+        sys.exit(f"{kind} run failed:\n{out.stderr[-3000:]}")
+    return summarise(kind, json.loads(line[7:]))
+
+
+def print_medians(runs: list[dict], ke_epochs: int) -> dict:
+    """The medians and ratios over the runs, printed; returned as the figures."""
     median = {
         kind: statistics.median(r["samples_per_second"] for r in runs if r["kind"] == kind)
         for kind in ("ke", "pipeline")
@@ -224,10 +216,13 @@ def main() -> None:
         f"\nmedian samples/s: KE {median['ke']:,.0f}, pipeline {median['pipeline']:,.0f}, "
         f"ratio {median['pipeline'] / median['ke']:.2f}"
     )
+    figures = {"median_samples_per_second": median, "ratio": median["pipeline"] / median["ke"]}
+    figures["seconds_to"] = {}
     for name in THRESHOLDS:
         times = {
             kind: [r["seconds_to"][name] for r in runs if r["kind"] == kind] for kind in ("ke", "pipeline")
         }
+        figures["seconds_to"][name] = times
         print(
             f"seconds to test U <= {THRESHOLDS[name]} ({name}): KE {times['ke']}, pipeline "
             f"{times['pipeline']}"
@@ -236,12 +231,38 @@ def main() -> None:
     reached = [r["seconds_to"]["KE 10 epochs"] for r in runs if r["kind"] == "pipeline"]
     if all(t is not None for t in reached):
         print(
-            f"pipeline's median time to KE's 10-epoch U / KE's median {args.ke_epochs}-epoch time: "
+            f"pipeline's median time to KE's 10-epoch U / KE's median {ke_epochs}-epoch time: "
             f"{statistics.median(reached):.0f} s / {ke_total:.0f} s = "
             f"{statistics.median(reached) / ke_total:.2f}"
         )
+        figures["time_to_ke_u_share"] = statistics.median(reached) / ke_total
+    return figures
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        return child(args.child, args.work, args.ke_epochs, args.set)
+
+    print(cpu_flags_line(), flush=True)
+    if not (args.work / "prepared" / "manifest.json").is_file():
+        from pipeline import runner
+        from pipeline.platform.params.load import parse_params
+
+        runner.prepare(parse_params({"data": {"source": "fashion_mnist"}}), out_dir=args.work / "prepared")
+    runs = []
+    for _ in range(args.repeats):
+        for kind in ("ke", "pipeline"):
+            runs.append(one_child(kind, args))
+            print(
+                json.dumps({k: v for k, v in runs[-1].items() if k not in ("per_epoch", "scores")}),
+                flush=True,
+            )
+    figures = print_medians(runs, args.ke_epochs)
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
+    runs_printed = [{k: v for k, v in r.items() if k not in ("per_epoch", "scores")} for r in runs]
+    write_results("anchors", command_line(__spec__), {"runs": runs_printed, **figures})
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import argparse
 import statistics
 import time
 
+from benchmarks._common import command_line, write_results
+
 LAYERS = [  # (batch, side, channels in, channels out, stride)
     (64, 28, 1, 32, 2),
     (64, 14, 32, 64, 2),
@@ -61,6 +63,7 @@ def main() -> None:
         f"{'batch':>5} {'side':>4} {'in':>4} {'out':>4} {'stride':>6} {'float32 GFLOP/s':>16} "
         f"{'bf16 GFLOP/s':>13}"
     )
+    rows = []
     for batch, side, c_in, c_out, stride in LAYERS:
         steps = {
             dtype: timed_step(dtype, batch, side, c_in, c_out, stride) for dtype in (tf.float32, tf.bfloat16)
@@ -75,6 +78,18 @@ def main() -> None:
             f"{batch:>5} {side:>4} {c_in:>4} {c_out:>4} {stride:>6} {rates[0]:>16,.0f} {rates[1]:>13,.0f}",
             flush=True,
         )
+        rows.append(
+            {
+                "batch": batch,
+                "side": side,
+                "in": c_in,
+                "out": c_out,
+                "stride": stride,
+                "float32_gflops": rates[0],
+                "bf16_gflops": rates[1],
+            }
+        )
+    write_results("conv_widths", command_line(__spec__), {"layers": rows})
 
 
 if __name__ == "__main__":

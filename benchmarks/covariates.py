@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import module_command, write_results
+from benchmarks._common import command_line, module_command, write_results
+from benchmarks._covariates_data import inputs_of, simulate_counts, simulate_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -42,49 +43,10 @@ LATENT_DIM = 10
 FIGURES = ("ilisi", "silhouette_batch", "covariate_probe", "clisi", "ari", "nmi", "label_probe")
 
 
-def simulate_counts(path: Path, seed: int, n: int = 3000, genes: int = 400, types: int = 5, batches: int = 4):
-    import anndata as ad
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    shares = rng.dirichlet(np.full(types, 0.8), size=batches)  # each batch holds the types unevenly
-    batch = rng.integers(0, batches, n)
-    kind = np.array([rng.choice(types, p=shares[b]) for b in batch])
-    profile = rng.gamma(0.6, 1.5, size=(types, genes))
-    for t in range(types):
-        profile[t, t * 20 : (t + 1) * 20] *= 3.0  # marker genes
-    scale = np.exp(rng.normal(0, 0.8, size=(batches, genes)))  # the batch effect, gene by gene
-    size = np.exp(rng.normal(0, 0.3, n) + rng.normal(0, 0.5, batches)[batch])[:, None]
-    mean = profile[kind] * scale[batch] * size
-    counts = rng.negative_binomial(5, 5 / (5 + mean)).astype(np.float32)
-    obs = pd.DataFrame(
-        {
-            "cell_type": pd.Categorical([f"type{t}" for t in kind]),
-            "batch": pd.Categorical([f"batch{b}" for b in batch]),
-        },
-        index=[f"c{i}" for i in range(n)],
-    )
-    ad.AnnData(X=counts, obs=obs).write_h5ad(path)
-    return {"source": "anndata", "data.anndata.label_key": "cell_type", "covariate": "batch"}
-
-
-def simulate_table(path: Path, seed: int, n: int = 3000, features: int = 20, labels: int = 3, sites: int = 5):
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    label, site = rng.integers(0, labels, n), rng.integers(0, sites, n)
-    x = rng.normal(0, 1.5, (labels, features))[label] + rng.normal(0, 1.5, (sites, features))[site]
-    frame = pd.DataFrame(x + rng.normal(size=(n, features)), columns=[f"f{j}" for j in range(features)])
-    frame["label"], frame["site"] = [f"class{k}" for k in label], [f"site{s}" for s in site]
-    frame.to_csv(path, index=False)
-    return {"source": "table", "data.table.label_column": "label", "covariate": "site"}
-
-
 def our_embeddings(path: Path, spec: dict, seed: int, epochs: int, work: Path) -> tuple[dict, dict]:
     """{contender: (train z_mean, test z_mean)} of the stages' runs, and the prepared rows' facts."""
     from benchmarks.run_pipeline import overridden_params
     from pipeline import runner
-    from pipeline.data.prepared import load_splits
     from pipeline.latents.reader import load_latents
 
     base = {
@@ -118,29 +80,20 @@ def our_embeddings(path: Path, spec: dict, seed: int, epochs: int, work: Path) -
             for split in ("train", "test")
         }
         out[name] = (z["train"], z["test"])
-        if facts is None:
-            _, splits = load_splits(paths["prepared"])
-            facts = {
-                split: {"id": np.sort(np.asarray(splits[split].id)), "y": None} for split in ("train", "test")
-            }
-            for split in ("train", "test"):
-                order = np.argsort(np.asarray(splits[split].id))
-                facts[split]["y"] = np.asarray(splits[split].y)[order]
+        facts = facts or split_facts(paths["prepared"])
     return out, facts
 
 
-def inputs_of(path: Path, spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(the inputs as the encoder sees them, the covariate's codes) of every row, by id."""
-    import pandas as pd
+def split_facts(prepared: Path) -> dict:
+    """{split: {"id": the rows' ids, sorted; "y": their labels in that order}} of train and test."""
+    from pipeline.data.prepared import load_splits
 
-    if spec["source"] == "anndata":
-        import anndata as ad
-
-        adata = ad.read_h5ad(path)
-        return np.log1p(np.asarray(adata.X, np.float64)), adata.obs[spec["covariate"]].cat.codes.to_numpy()
-    frame = pd.read_csv(path)
-    x = frame.filter(like="f").to_numpy(np.float64)
-    return x, pd.Categorical(frame[spec["covariate"]]).codes
+    _, splits = load_splits(prepared)
+    facts = {split: {"id": np.sort(np.asarray(splits[split].id)), "y": None} for split in ("train", "test")}
+    for split in ("train", "test"):
+        order = np.argsort(np.asarray(splits[split].id))
+        facts[split]["y"] = np.asarray(splits[split].y)[order]
+    return facts
 
 
 def baseline_embeddings(x: np.ndarray, batch: np.ndarray, facts: dict, seed: int) -> dict:
@@ -196,7 +149,7 @@ def scib_worker(embeddings: Path, out: Path) -> None:
 def figures(embeddings: dict, batch: tuple, labels: tuple, seed: int) -> dict:
     from pipeline.evaluation.mixing import mixing
     from pipeline.evaluation.probes import ProbeProtocol, linear_probe
-    from pipeline.platform.config import ProbeConfig
+    from pipeline.platform.params.config import ProbeConfig
 
     protocol = ProbeProtocol.of(ProbeConfig(), knn_k=5, seed=seed)
     return {
@@ -318,8 +271,7 @@ def main() -> None:
         print_table(dataset, runs, agreements)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    command = " ".join([".venv/bin/python -m benchmarks.covariates", *sys.argv[1:]])
-    print("written:", write_results("covariates", command, results))
+    print("written:", write_results("covariates", command_line(__spec__), results))
 
 
 if __name__ == "__main__":

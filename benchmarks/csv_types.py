@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import command_line, write_results
 from pipeline.data.readers.tables import read_table
 
 
@@ -59,6 +60,15 @@ def main() -> None:
             f"{restarts.count} restart(s) a read",
             file=sys.stdout,
         )
+        figures = {
+            "mib": path.stat().st_size / 2**20,
+            "columns": args.columns,
+            "rows": data.x.shape[0],
+            "median_seconds": statistics.median(seconds),
+            "repeats": args.repeats,
+            "restarts_per_read": restarts.count,
+        }
+    write_results("csv_types", command_line(__spec__), figures)
 
 
 if __name__ == "__main__":

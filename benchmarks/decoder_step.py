@@ -15,6 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks._common import command_line, cpu_flags_line, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 
 BATCH = 128
@@ -27,7 +29,7 @@ def contenders(precision: str) -> dict:
     from benchmarks.train import reference_vae
     from pipeline.model.networks import build_vae
     from pipeline.model.resolve_model import resolve_model
-    from pipeline.platform.config import parse_params
+    from pipeline.platform.params.load import parse_params
     from pipeline.training.train import make_optimizer
 
     def pipeline_vae(top: str):
@@ -69,7 +71,6 @@ def main() -> None:
     args = parser.parse_args()
     import tensorflow as tf
 
-    from benchmarks._common import cpu_flags_line
     from pipeline.platform.hardware import cpu_flags, gpu_capabilities, onednn_enabled
     from pipeline.training.resolve_run import resolve_precision
 
@@ -87,13 +88,21 @@ def main() -> None:
                 out = step(x)
             float(next(iter(out.values())))  # wait for the last step
             ms[name].append((time.perf_counter() - start) / args.steps * 1e3)
+    print_and_write(ms, precision)
+
+
+def print_and_write(ms: dict, precision: str) -> None:
+    """Each contender's median ms per step against KE's, printed and written to results/."""
     ke = statistics.median(next(iter(ms.values())))
+    figures = {"precision": precision, "contenders": {}}
     for name, times in ms.items():
         median = statistics.median(times)
         print(
             f"{name:24} {median:6.1f} ms/step  {ke / median:4.2f}× KE   rounds: "
             f"{[round(t, 1) for t in times]}"
         )
+        figures["contenders"][name] = {"ms_per_step": median, "times_ke": ke / median, "rounds_ms": times}
+    write_results("decoder_step", command_line(__spec__), figures)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import module_command
+from benchmarks._common import command_line, module_command, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
     from pipeline.model.diagnostics import RowSurprisal
     from pipeline.model.networks import build_vae
     from pipeline.model.resolve_model import resolve_model
-    from pipeline.platform.config import load_params
+    from pipeline.platform.params.load import load_params
 
     params = load_params(ROOT / "params.yaml")
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,6 +75,26 @@ def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
     }
 
 
+def one_child(rows: int, batch_size: int, k: int) -> dict:
+    """One size's run in its own process (its own peak memory)."""
+    out = subprocess.run(
+        [
+            *module_command(__spec__),
+            "--one",
+            str(rows),
+            "--batch-size",
+            str(batch_size),
+            "--importance-samples",
+            str(k),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,30 +111,18 @@ def main() -> None:
         f"{'K':>4} {'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak RSS MiB':>13} {'growth MiB':>11} "
         f"{'parquet MiB':>12}"
     )
+    runs = []
     for k in args.importance_samples:
         for rows in args.rows:
-            out = subprocess.run(
-                [
-                    *module_command(__spec__),
-                    "--one",
-                    str(rows),
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--importance-samples",
-                    str(k),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            )
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r = one_child(rows, args.batch_size, k)
             print(
                 f"{k:>4} {r['rows']:>10,} {r['seconds']:>8} {r['rows_per_second']:>10,} "
                 f"{r['peak_rss_mib']:>13} "
                 f"{r['peak_growth_mib']:>11} {r['parquet_mib']:>12}",
                 flush=True,
             )
+            runs.append({"importance_samples": k, **r})
+    write_results("encode", command_line(__spec__), {"runs": runs})
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ time a browser takes to draw it and to show a hover's tooltip.
 The points are the 10,000 Fashion-MNIST test images (Debian's dataset-fashion-mnist), each
 with a stand-in reconstruction (the image blurred by a 3×3 box: a decoder's mean is about as
 smooth), 16-d latents and UMAP-like coordinates (one cluster per class), so the page is
-measured without training a model. Each repeat writes the page (explorer_page.explorer_html)
+measured without training a model. Each repeat writes the page (explorer.page.explorer_html)
 and the projector files, then opens the page in Debian's headless Chromium (as the tests do):
 the time until BokehJS reports the document idle, and the median time from a pointer move
 onto a point to its tooltip in the DOM, over 20 points. Prints one JSON line per repeat and
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import command_line, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -37,8 +39,8 @@ def fashion(points: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def points_of(images: np.ndarray, labels: np.ndarray):
-    from pipeline.evaluation.explorer import pictures_shown
-    from pipeline.evaluation.explorer_page import SCORES, Points
+    from pipeline.evaluation.explorer.examples import pictures_shown
+    from pipeline.evaluation.explorer.page import SCORES, Points
 
     rng = np.random.default_rng(0)
     padded = np.pad(images[..., 0].astype(np.float32), ((0, 0), (1, 1), (1, 1)), mode="edge")
@@ -62,14 +64,14 @@ def points_of(images: np.ndarray, labels: np.ndarray):
 
 
 def write(points, pictures, folder: Path) -> dict:
-    from pipeline.evaluation.explorer import _projector
-    from pipeline.evaluation.explorer_page import explorer_html
+    from pipeline.evaluation.explorer.page import explorer_html
+    from pipeline.evaluation.explorer.projector import write_projector
 
     start = time.perf_counter()
     (folder / "explorer.html").write_text(explorer_html(points, "benchmark", "Fashion-MNIST test images"))
     page_s = time.perf_counter() - start
     start = time.perf_counter()
-    _projector(folder / "projector", points, pictures)
+    write_projector(folder / "projector", points, pictures)
     return {
         "page_mib": round((folder / "explorer.html").stat().st_size / 2**20, 2),
         "write_page_s": round(page_s, 2),
@@ -152,18 +154,14 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    print(
-        json.dumps(
-            {
-                "median": {
-                    key: statistics.median(r[key] for r in rows)
-                    for key in rows[0]
-                    if key not in ("repeat", "points")
-                },
-                "points": args.points,
-            }
-        )
-    )
+    median = {
+        "median": {
+            key: statistics.median(r[key] for r in rows) for key in rows[0] if key not in ("repeat", "points")
+        },
+        "points": args.points,
+    }
+    print(json.dumps(median))
+    write_results("explorer", command_line(__spec__), {"repeats": rows, **median})
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks._common import command_line, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,6 +48,13 @@ def main() -> None:
     print(f"{total} cases; pytest: {result.stdout.strip().splitlines()[-1]}")
     if result.returncode:
         print(result.stdout[-4000:], result.stderr[-2000:])
+    figures = {
+        "formats": {fmt: {"read": int(read), "refused": int(refused)} for fmt, read, refused in counts},
+        "cases": total,
+        "pytest": result.stdout.strip().splitlines()[-1],
+        "returncode": result.returncode,
+    }
+    write_results("fuzz_readers", command_line(__spec__), figures)
     sys.exit(result.returncode)
 
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import module_command
+from benchmarks._common import command_line, module_command, write_results
 from benchmarks.run_pipeline import overridden_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def child(step: str, work: Path, overrides: dict) -> dict:
         tf.config.set_logical_device_configuration(
             gpus[0], [tf.config.LogicalDeviceConfiguration(memory_limit=LOGICAL_GPU_MIB)] * 2
         )
-    from benchmarks.scale import _epoch_timer
+    from benchmarks._stage_child import epoch_timer
     from pipeline import runner
 
     params = overridden_params(overrides)
@@ -49,7 +49,7 @@ def child(step: str, work: Path, overrides: dict) -> dict:
             out_dir=work / "latents",
         )
         return {"rows": rows, "rows_per_s": rows / (time.perf_counter() - start)}
-    timer = _epoch_timer(params.train.batch_size)
+    timer = epoch_timer(params.train.batch_size)
     model_dir = work / ("model" if step == "train" else "mirrored")
     history = runner.train(params, prepared_dir=work / "prepared", model_dir=model_dir, callbacks=(timer,))
     choices = json.loads((model_dir / "choices.json").read_text())
@@ -82,6 +82,25 @@ def run_child(step: str, work: Path, overrides: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def prepare_data(work: Path, results: dict) -> dict:
+    """Prepare Fashion-MNIST, or a synthetic stand-in of its size where it is not installed:
+    the data keys the later steps use (the prepare step's figures go into `results`)."""
+    data = {"data.source": "fashion_mnist"}
+    results["prepare"] = run_child("prepare", work, data)
+    if "failed" in results["prepare"]:
+        from benchmarks._scale_inputs import write_npz
+
+        write_npz(work / "synthetic.npz", 60_000)
+        data = {"data.source": "npz", "data.path": str(work / "synthetic.npz")}
+        results["data"] = (
+            f"synthetic 60,000 × 28×28 (Fashion-MNIST not found: {results['prepare']['failed']})"
+        )
+        results["prepare"] = run_child("prepare", work, data)
+    else:
+        results["data"] = "Fashion-MNIST"
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -97,19 +116,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = {"data.source": "fashion_mnist"}
-        results["prepare"] = run_child("prepare", work, data)
-        if "failed" in results["prepare"]:
-            from benchmarks.scale import write_npz
-
-            write_npz(work / "synthetic.npz", 60_000)
-            data = {"data.source": "npz", "data.path": str(work / "synthetic.npz")}
-            results["data"] = (
-                f"synthetic 60,000 × 28×28 (Fashion-MNIST not found: {results['prepare']['failed']})"
-            )
-            results["prepare"] = run_child("prepare", work, data)
-        else:
-            results["data"] = "Fashion-MNIST"
+        data = prepare_data(work, results)
         steps = {
             "train": {**data, "train.epochs": args.epochs},
             "mirrored": {**data, "train.epochs": 1, "train.distribution": "mirrored"},
@@ -122,6 +129,7 @@ def main() -> None:
             )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
+    write_results("gpu_check", command_line(__spec__), results)
 
 
 if __name__ == "__main__":

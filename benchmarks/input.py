@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import cpu_flags
+from benchmarks._common import command_line, cpu_flags, write_results
 from benchmarks.run_pipeline import overridden_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,9 +126,9 @@ def main() -> None:
     print(f"\ndefault model for 28×28×1 ({what}): {flops / 1e6:.2f} MFLOP per training sample")
     for share in (0.05, 0.2, 0.5):
         print(f"at {share:.0%} of {GPU_TFLOPS} TFLOP/s: {share * GPU_TFLOPS * 1e12 / flops:,.0f} samples/s")
-    print(
-        json.dumps({"runs": {f"{s}x{s} b{b} {m}": f for (s, b, m), f in runs.items()}, "train_flops": flops})
-    )
+    figures = {"runs": {f"{s}x{s} b{b} {m}": f for (s, b, m), f in runs.items()}, "train_flops": flops}
+    print(json.dumps(figures))
+    write_results("input", command_line(__spec__), figures)
 
 
 if __name__ == "__main__":

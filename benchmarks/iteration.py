@@ -24,8 +24,9 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks._common import command_line, write_results
 from benchmarks.run_pipeline import parse_overrides
-from pipeline.platform.config_checker import set_dotted
+from pipeline.platform.params.config_checker import set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,6 +113,7 @@ def main() -> None:
         results[what] = timed_repro(repo)
         print(json.dumps({what: results[what]}), flush=True)
     print(json.dumps({"repo": str(repo), **results}, indent=1))
+    write_results("iteration", command_line(__spec__), results)
     if args.keep is None:
         shutil.rmtree(repo, ignore_errors=True)
 

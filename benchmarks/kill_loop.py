@@ -40,6 +40,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
+from benchmarks._common import command_line, write_results
 from pipeline.platform.io import recover
 from tests.conftest import copy_project
 from tests.test_kill import PUBLICATIONS, outputs_of
@@ -150,21 +151,20 @@ def killed_repro(repo: Path, after_s: float) -> tuple[str, bool]:
     return (running[-1] if running else "dvc start-up"), finished
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--kills", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/kill-loop"))
-    args = parser.parse_args()
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    repo = copy_project(args.workdir)
+def committed_copy(workdir: Path) -> Path:
+    """A fresh copy of the project under workdir, committed in its own git repository."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    repo = copy_project(workdir)
     sh(["git", "init", "-q"], repo)
     sh(["git", "add", "-A"], repo)
     sh(["git", "-c", "user.email=k@k", "-c", "user.name=k", "commit", "-qm", "copy"], repo)
+    return repo
+
+
+def reference_runs(repo: Path) -> tuple[dict, dict]:
+    """Clean runs under B then A (the loop starts from A's outputs): their outputs and times."""
     reference, duration = {}, {}
-    for seed in (1, 0):  # B then A: the loop starts from A's outputs
+    for seed in (1, 0):
         set_params(repo, seed)
         start = time.perf_counter()
         sh(["dvc", "repro"], repo)
@@ -176,40 +176,40 @@ def main() -> None:
         f"{duration[1]:.0f} s (B), {duration[0]:.0f} s (A); stages equal under A and B: "
         f"{mixed_reference or 'none'}"
     )
-    rng = random.Random(args.seed)
-    landed, found, violations = Counter(), Counter(), []
-    seed, kill, window = 0, 0, min(duration.values())  # a full run's time (a run after a kill may do less)
-    while kill < args.kills:  # a run that finishes before its instant is not a kill: draw again
-        seed = 1 - seed
-        set_params(repo, seed)
-        stage, finished = killed_repro(repo, rng.uniform(0, window))
-        landed["(finished first)" if finished else stage] += 1
-        kill += not finished
-        # A train killed under A, then a run under B killed before its train, then A again: train
-        # resumes from the backup, a valid run but not bitwise the uninterrupted one: not this check's
-        # subject.
-        shutil.rmtree(repo / "data/model/backup", ignore_errors=True)
-        journals = sorted(p.name for p in (repo / "data").rglob(".*.journal"))
-        found["journal left"] += bool(journals)
-        for base, publication in PUBLICATIONS.values():
-            recover(repo / base, publication)
-        state = snapshot(repo)
-        for name in PUBLICATIONS:
-            is_a, is_b = state[name] == reference[0][name], state[name] == reference[1][name]
-            found[f"{name}: {'A' if is_a else 'B' if is_b else 'MIXED'}"] += 1
-            if not (is_a or is_b):
-                violations.append(
-                    f"kill {kill} in {stage}: {name} is neither A nor B; files unlike A: "
-                    f"{differing(state[name], reference[0][name])[:3]}, unlike B: "
-                    f"{differing(state[name], reference[1][name])[:3]}"
-                )
-        if left := litter(repo):
-            violations.append(f"kill {kill} in {stage}: litter {left}")
-        print(
-            f"kill {kill}: in {stage}{' (run had finished first)' if finished else ''}, "
-            f"journals {journals or 'none'}",
-            flush=True,
-        )
+    return reference, duration
+
+
+def recovered_state(
+    repo: Path, reference: dict, kill: int, stage: str, found: Counter
+) -> tuple[list[str], list[str]]:
+    """After a kill: recover every publication, count what each stage holds, and the violations."""
+    # A train killed under A, then a run under B killed before its train, then A again: train
+    # resumes from the backup, a valid run but not bitwise the uninterrupted one: not this check's
+    # subject.
+    shutil.rmtree(repo / "data/model/backup", ignore_errors=True)
+    journals = sorted(p.name for p in (repo / "data").rglob(".*.journal"))
+    found["journal left"] += bool(journals)
+    for base, publication in PUBLICATIONS.values():
+        recover(repo / base, publication)
+    state, violations = snapshot(repo), []
+    for name in PUBLICATIONS:
+        is_a, is_b = state[name] == reference[0][name], state[name] == reference[1][name]
+        found[f"{name}: {'A' if is_a else 'B' if is_b else 'MIXED'}"] += 1
+        if not (is_a or is_b):
+            violations.append(
+                f"kill {kill} in {stage}: {name} is neither A nor B; files unlike A: "
+                f"{differing(state[name], reference[0][name])[:3]}, unlike B: "
+                f"{differing(state[name], reference[1][name])[:3]}"
+            )
+    if left := litter(repo):
+        violations.append(f"kill {kill} in {stage}: litter {left}")
+    return violations, journals
+
+
+def final_violations(repo: Path, reference: dict, seed: int) -> list[str]:
+    """After the loop: a last dvc repro leaves no litter, a second one runs nothing, and the
+    outputs are a clean run's."""
+    violations = []
     sh(["dvc", "repro"], repo)
     if left := [p for p in litter(repo) if "backup" not in p] + [
         str(p) for p in (repo / "data").glob(".*.scratch.*")
@@ -223,9 +223,45 @@ def main() -> None:
             f"the final outputs differ from a clean run's: "
             f"{[differing(final[s], reference[seed][s])[:3] for s in PUBLICATIONS]}"
         )
+    return violations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kills", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/kill-loop"))
+    args = parser.parse_args()
+    repo = committed_copy(args.workdir)
+    reference, duration = reference_runs(repo)
+    rng = random.Random(args.seed)
+    landed, found, violations = Counter(), Counter(), []
+    seed, kill, window = 0, 0, min(duration.values())  # a full run's time (a run after a kill may do less)
+    while kill < args.kills:  # a run that finishes before its instant is not a kill: draw again
+        seed = 1 - seed
+        set_params(repo, seed)
+        stage, finished = killed_repro(repo, rng.uniform(0, window))
+        landed["(finished first)" if finished else stage] += 1
+        kill += not finished
+        found_now, journals = recovered_state(repo, reference, kill, stage, found)
+        violations += found_now
+        print(
+            f"kill {kill}: in {stage}{' (run had finished first)' if finished else ''}, "
+            f"journals {journals or 'none'}",
+            flush=True,
+        )
+    violations += final_violations(repo, reference, seed)
     print("where the kills landed:", json.dumps(dict(sorted(landed.items()))))
     print("what recovery found:", json.dumps(dict(sorted(found.items()))))
     print("violations:", violations or "none")
+    figures = {
+        "full_run_seconds": {"A": duration[0], "B": duration[1]},
+        "landed": dict(sorted(landed.items())),
+    }
+    figures |= {"found": dict(sorted(found.items())), "violations": violations}
+    write_results("kill_loop", command_line(__spec__), figures)
     sys.exit(1 if violations else 0)
 
 

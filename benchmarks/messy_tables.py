@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import command_line, write_results
 from benchmarks.run_pipeline import overridden_params, probe_figures, whole_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,22 +144,23 @@ def main() -> None:
         for csv, label in tables:  # interleaved: each seed runs both tables
             rows.append(run(csv, label, seed, work / f"{csv.stem}-{seed}"))
             print(json.dumps(rows[-1]), flush=True)
+    summaries = []
     for csv, _ in tables:
         mine = [r for r in rows if r["table"] == csv.stem]
         medians = {
             key: round(statistics.median(r[key] for r in mine), 3)
             for key in ("linear", "knn", "pca_linear", "pca_knn", "seconds")
         }
-        print(
-            json.dumps(
-                {
-                    "table": csv.stem,
-                    "median_of_seeds": args.seeds,
-                    **medians,
-                    "linear_minus_pca": round(medians["linear"] - medians["pca_linear"], 3),
-                }
-            )
+        summaries.append(
+            {
+                "table": csv.stem,
+                "median_of_seeds": args.seeds,
+                **medians,
+                "linear_minus_pca": round(medians["linear"] - medians["pca_linear"], 3),
+            }
         )
+        print(json.dumps(summaries[-1]))
+    write_results("messy_tables", command_line(__spec__), {"runs": rows, "medians": summaries})
 
 
 if __name__ == "__main__":

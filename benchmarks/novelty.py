@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import module_command
+from benchmarks._common import command_line, module_command, write_results
+from benchmarks._novelty_data import breast_cancer, fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
-HELD_OUT = (8, 9)  # Fashion-MNIST's bag and ankle boot
 NATS_PER_BYTE = 8 * math.log(2)
 
 
@@ -69,56 +69,6 @@ def peer_worker(data_path: Path, out_path: Path, seed: int) -> None:
     np.savez(out_path, **scores)
 
 
-def fashion_mnist(rng: np.random.Generator, rows: int) -> dict:
-    """Seen classes' training images; the test sets of module doc, uint8 (n, 28, 28)."""
-    from pipeline.data.readers.idx import read_idx_release
-
-    data = read_idx_release("fashion_mnist", None)
-    seen = ~np.isin(data.y, HELD_OUT)
-    inliers = _some(rng, data.x[data.is_test & seen], rows)
-    noisy = np.clip(inliers + rng.normal(0, 25.5, inliers.shape), 0, 255).round().astype(np.uint8)
-    occluded = inliers.copy()
-    for image, (top, left) in zip(occluded, rng.integers(0, 28 - 10, (len(occluded), 2))):
-        image[top : top + 10, left : left + 10] = 255
-    train = data.x[~data.is_test & seen]
-    sets = {
-        "inliers": inliers,
-        "held_out": _some(rng, data.x[data.is_test & ~seen], rows),
-        "noise": noisy,
-        "occlusion": occluded,
-        "flip": inliers[:, ::-1],
-    }
-    return {"train": train, "labels": data.y[~data.is_test & seen], "sets": sets, "columns": None}
-
-
-def breast_cancer(rng: np.random.Generator, rows: int) -> dict:
-    """The benign rows' 70% to train on; benign test rows, malignant rows and corrupted copies."""
-    from sklearn.datasets import load_breast_cancer
-
-    data = load_breast_cancer()
-    benign, malignant = data.data[data.target == 1], data.data[data.target == 0]
-    order = rng.permutation(len(benign))
-    train, inliers = benign[order[: int(0.7 * len(benign))]], benign[order[int(0.7 * len(benign)) :]]
-    inliers = _some(rng, inliers, rows)
-    shuffled = np.stack([rng.permutation(column) for column in inliers.T], axis=1)
-    sets = {
-        "inliers": inliers,
-        "held_out": _some(rng, malignant, rows),
-        "noise": inliers + rng.normal(0, 1, inliers.shape) * train.std(axis=0),
-        "shuffled_columns": shuffled,
-    }
-    return {
-        "train": train,
-        "labels": None,
-        "sets": sets,
-        "columns": [name.replace(" ", "_") for name in data.feature_names],
-    }
-
-
-def _some(rng, x: np.ndarray, rows: int) -> np.ndarray:
-    return x[np.sort(rng.permutation(len(x))[:rows])] if len(x) > rows else x
-
-
 def write_rows(
     path: Path, x: np.ndarray, columns: list[str] | None, labels: np.ndarray | None = None
 ) -> Path:
@@ -138,13 +88,8 @@ def write_rows(
 def our_scores(data: dict, seed: int, work: Path) -> tuple[dict, int]:
     """Train the default model on the train rows (the stages), score every set with the encode
     command; {score name/set: values} and the latent size."""
-    import pandas as pd
-
     from benchmarks.run_pipeline import overridden_params
     from pipeline import runner
-    from pipeline.data.readers.sources import load_source
-    from pipeline.latents.encode_command import encode_new_data, input_config
-    from pipeline.latents.imputation import decoded_means
     from pipeline.model.bundle import load_bundle
 
     table = data["columns"] is not None
@@ -164,27 +109,40 @@ def our_scores(data: dict, seed: int, work: Path) -> tuple[dict, int]:
     bundle = load_bundle(paths["model"])
     scores = {}
     for name, x in data["sets"].items():
-        path = write_rows(work / name, x, data["columns"])
-        options = {"label_column": None} if table else {"x_key": "x", "y_key": None}
-        encode_new_data(
-            paths["model"], path, work / "scored", split=name, reference=paths["latents"], **options
-        )
-        rows = pd.read_parquet(work / "scored" / f"split={name}").sort_values("id")
-        stored = load_source(
-            input_config(path, bundle.manifest.example_shape, bundle.manifest.columns, **options)
-        ).x
-        inputs = bundle.preprocess(stored).reshape(len(rows), -1)
-        means = decoded_means(bundle.vae, np.stack(rows["z_mean"].to_numpy())).reshape(len(rows), -1)
-        scores |= {
-            f"surprisal/{name}": rows["surprisal"].to_numpy(),
-            f"novelty/{name}": rows["novelty"].to_numpy(),
-            f"reconstruction error/{name}": ((inputs - means) ** 2).sum(axis=1),
-        }
-        if not table:
-            for compressor, length in (("png", png_bytes), ("zlib", zlib_bytes)):
-                code = np.array([length(image) for image in x]) * NATS_PER_BYTE
-                scores[f"S - {compressor} code length/{name}"] = rows["surprisal"].to_numpy() - code
+        scores |= set_scores(name, x, data["columns"], bundle, paths, work)
     return scores, bundle.vae.latent_dim
+
+
+def set_scores(name: str, x: np.ndarray, columns: list[str] | None, bundle, paths: dict, work: Path) -> dict:
+    """One set scored by the encode command beside the trained run: its surprisal, novelty and
+    reconstruction error, and for images S less a compressor's code length."""
+    import pandas as pd
+
+    from pipeline.data.readers.sources import load_source
+    from pipeline.latents.encode_command import encode_new_data
+    from pipeline.latents.imputation import decoded_means
+    from pipeline.latents.new_data import input_config
+
+    table = columns is not None
+    path = write_rows(work / name, x, columns)
+    options = {"label_column": None} if table else {"x_key": "x", "y_key": None}
+    encode_new_data(paths["model"], path, work / "scored", split=name, reference=paths["latents"], **options)
+    rows = pd.read_parquet(work / "scored" / f"split={name}").sort_values("id")
+    stored = load_source(
+        input_config(path, bundle.manifest.example_shape, bundle.manifest.columns, **options)
+    ).x
+    inputs = bundle.preprocess(stored).reshape(len(rows), -1)
+    means = decoded_means(bundle.vae, np.stack(rows["z_mean"].to_numpy())).reshape(len(rows), -1)
+    scores = {
+        f"surprisal/{name}": rows["surprisal"].to_numpy(),
+        f"novelty/{name}": rows["novelty"].to_numpy(),
+        f"reconstruction error/{name}": ((inputs - means) ** 2).sum(axis=1),
+    }
+    if not table:
+        for compressor, length in (("png", png_bytes), ("zlib", zlib_bytes)):
+            code = np.array([length(image) for image in x]) * NATS_PER_BYTE
+            scores[f"S - {compressor} code length/{name}"] = rows["surprisal"].to_numpy() - code
+    return scores
 
 
 def png_bytes(image: np.ndarray) -> int:
@@ -269,6 +227,17 @@ def print_table(dataset: str, runs: list[dict]) -> None:
             print(f"| {score} | {' | '.join(cells)} |", flush=True)
 
 
+def every_score(data: dict, seed: int, peers: bool) -> dict:
+    """Ours, PCA's and (with peers) PyOD's scores of every set, for one seed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scores, latent_dim = our_scores(data, seed, Path(tmp))
+        inputs = baseline_inputs(data)
+        scores |= pca_scores(inputs, latent_dim, seed)
+        if peers:
+            scores |= peer_scores(inputs, latent_dim, seed, Path(tmp))
+    return scores
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--peer-worker":
         return peer_worker(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
@@ -287,13 +256,7 @@ def main() -> None:
         runs = []
         for seed in args.seeds:
             data = loaders[dataset](np.random.default_rng(seed), args.rows)
-            with tempfile.TemporaryDirectory() as tmp:
-                scores, latent_dim = our_scores(data, seed, Path(tmp))
-                inputs = baseline_inputs(data)
-                scores |= pca_scores(inputs, latent_dim, seed)
-                if not args.no_peers:
-                    scores |= peer_scores(inputs, latent_dim, seed, Path(tmp))
-            runs.append(figures(scores, list(data["sets"])))
+            runs.append(figures(every_score(data, seed, not args.no_peers), list(data["sets"])))
             print(
                 f"{dataset} seed {seed}: "
                 + ", ".join(
@@ -306,6 +269,7 @@ def main() -> None:
         print_table(dataset, runs)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    write_results("novelty", command_line(__spec__), results)
 
 
 if __name__ == "__main__":

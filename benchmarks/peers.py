@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import module_command
+from benchmarks._common import command_line, module_command, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -219,14 +219,18 @@ def main() -> None:
             row = {"contender": f"{side}:{name}", "seed": seed, **figures, **probes(embed, data)}
             rows[(side, name)].append(row)
             print(json.dumps(row), flush=True)
+    medians = {}
     for (side, name), runs in rows.items():
         med = {
             k: statistics.median(r[k] for r in runs) for k in ("S_1000", "seconds_per_epoch", "linear", "knn")
         }
+        medians[f"{side}:{name}"] = med
         print(
             f"{side}:{name}: median of {len(runs)}: test S_1000 {med['S_1000']:.2f} nats, "
             f"{med['seconds_per_epoch']:.1f} s/epoch, probes {med['linear']:.3f} / {med['knn']:.3f}"
         )
+    runs = [row for runs in rows.values() for row in runs]
+    write_results("peers", command_line(__spec__), {"runs": runs, "medians": medians})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import command_line, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,7 +46,18 @@ def epoch_timer():
     return Timer()
 
 
-def main() -> None:
+def print_table(results: dict, epochs: int) -> None:
+    """Each epoch's test U, S_K, E_K and seconds, one column per k."""
+    print(f"\n{'epoch':>5} " + " ".join(f"{'k=' + str(k) + ' U / S_K / E_K / s':>30}" for k in results))
+    for e in range(epochs):
+        cells = [
+            f"{r['U'][e]:8.2f} {r['S_K'][e]:8.2f} {r['E_K'][e]:5.2f} {r['seconds'][e]:6.0f}"
+            for r in results.values()
+        ]
+        print(f"{e + 1:>5} " + " ".join(f"{c:>30}" for c in cells))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -54,7 +67,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.mkdtemp(prefix="phi-steps-")))
     parser.add_argument("--png", type=Path, default=None, help="write the figure here")
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     from benchmarks.run_pipeline import overridden_params
     from pipeline import runner
@@ -81,15 +98,10 @@ def main() -> None:
         }
         print(json.dumps({"phi_steps": k, "final": {n: v[-1] for n, v in results[k].items()}}), flush=True)
 
-    print(f"\n{'epoch':>5} " + " ".join(f"{'k=' + str(k) + ' U / S_K / E_K / s':>30}" for k in args.steps))
-    for e in range(args.epochs):
-        cells = [
-            f"{r['U'][e]:8.2f} {r['S_K'][e]:8.2f} {r['E_K'][e]:5.2f} {r['seconds'][e]:6.0f}"
-            for r in results.values()
-        ]
-        print(f"{e + 1:>5} " + " ".join(f"{c:>30}" for c in cells))
+    print_table(results, args.epochs)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    write_results("phi_steps", command_line(__spec__), {str(k): curves for k, curves in results.items()})
     if args.png:
         figure(results, args.png)
 

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._common import command_line, write_results
 from benchmarks.run_pipeline import overridden_params, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,13 +177,21 @@ def main() -> None:
             limit = rows[-i]["seconds"]["train"] if i and args.same_time else None
             rows.append(run(folder, seed, overrides, work / f"run-{seed}-{i}", limit))
             print(json.dumps(rows[-1]), flush=True)
+    print_medians(rows, variants, args.seeds)
+
+
+def print_medians(rows: list[dict], variants: list[dict], seeds: list[int]) -> None:
+    """Each variant's medians over the seeds, printed and written to results/ with every run."""
+    summaries = []
     for overrides in variants:
         mine = [r for r in rows if r["set"] == overrides]
         medians = {
             key: round(statistics.median(r[key] for r in mine), 3)
             for key in ("linear", "knn", "pca_linear", "pca_knn", "raw_linear", "raw_knn", "total_seconds")
         }
-        print(f"median over seeds {args.seeds}, {overrides or 'defaults'}: {json.dumps(medians)}")
+        print(f"median over seeds {seeds}, {overrides or 'defaults'}: {json.dumps(medians)}")
+        summaries.append({"set": overrides, "seeds": seeds, **medians})
+    write_results("photos", command_line(__spec__), {"runs": rows, "medians": summaries})
 
 
 if __name__ == "__main__":

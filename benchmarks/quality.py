@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._common import command_line, write_results
 from benchmarks.run_pipeline import overridden_params, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,7 @@ def main() -> None:
         )
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1))
+    write_results("quality", command_line(__spec__), {"variants": rows})
 
 
 if __name__ == "__main__":

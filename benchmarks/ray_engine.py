@@ -29,8 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks._common import cpu_flags, module_command
-from benchmarks.scale import BASE, child, measure, write_npz, write_png_folder
+from benchmarks._common import command_line, cpu_flags, module_command, write_results
+from benchmarks._scale_inputs import write_npz, write_png_folder
+from benchmarks._stage_child import child, measure
+from benchmarks.scale import BASE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,6 +157,69 @@ def same_latents(source: str, work: Path, address: str) -> None:
         )
 
 
+def encode_engines(args, rows: int, small: Path, small_overrides: dict, addresses: dict) -> dict:
+    """encode on `rows` rows under each engine, interleaved and repeated; each engine's start-up
+    is its encode time on SMALL rows."""
+    work, overrides = prepared_work(args, rows)
+    figures = {engine: [] for engine in ENGINES}
+    startup = {engine: [] for engine in ENGINES}
+    for _ in range(args.repeats):
+        for engine in ENGINES:
+            startup[engine].append(run_encode(small, small_overrides, engine, addresses[engine])["seconds"])
+            r = run_encode(work, overrides, engine, addresses[engine])
+            figures[engine].append(r)
+            print(
+                f"{rows:>11,} rows  {engine:<6} {r['rows_per_s']:>9,.0f} rows/s  "
+                f"{r['seconds']:>6.1f} s  "
+                f"start-up {startup[engine][-1]:.1f} s  stage peak anon {r['peak_anon_mib']:,} MiB  "
+                f"actors {r['actor_peak_anon_mib']} MiB",
+                flush=True,
+            )
+    local, medians = statistics.median(r["rows_per_s"] for r in figures["local"]), {}
+    for engine in ENGINES:
+        rate = medians[engine] = statistics.median(r["rows_per_s"] for r in figures[engine])
+        print(
+            f"{rows:>11,} rows  {engine:<6} median {rate:,.0f} rows/s ({rate / local:.2f}× local), "
+            f"median start-up {statistics.median(startup[engine]):.1f} s",
+            flush=True,
+        )
+    return {"rows": rows, "runs": figures, "startup_seconds": startup, "median_rows_per_s": medians}
+
+
+def prepare_engines(args) -> dict:
+    """prepare on a folder of PNGs, locally and on one Ray node, interleaved and repeated."""
+    folder = args.work / f"images-{args.images}"
+    if not folder.exists():
+        write_png_folder(folder, args.images)
+    rates = {"local": [], "ray-1": []}
+    for _ in range(args.repeats):
+        for engine in rates:
+            cluster = {"cluster.engine": "local" if engine == "local" else "ray"}
+            r = measure(
+                [
+                    *module_command(__spec__),
+                    "--child",
+                    "prepare",
+                    str(args.work / f"images-{engine}"),
+                    "--overrides",
+                    json.dumps({"data.source": "image_folder", "data.path": str(folder), **cluster}),
+                ]
+            )
+            rates[engine].append(r["rows_per_s"])
+            print(
+                f"{args.images:,} PNGs  prepare {engine:<6} {r['rows_per_s']:,.0f} images/s  "
+                f"{r['seconds']:.1f} s  peak anon {r['peak_anon_mib']:,} MiB",
+                flush=True,
+            )
+    local = statistics.median(rates["local"])
+    print(
+        f"{args.images:,} PNGs  median images/s: local {local:,.0f}, ray-1 "
+        f"{statistics.median(rates['ray-1']):,.0f} "
+        f"({statistics.median(rates['ray-1']) / local:.2f}× local)"
+    )
+    return {"images": args.images, "images_per_s": rates}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,64 +250,14 @@ def main() -> None:
         if args.same_latents:
             same_latents(args.same_latents, args.work / f"same-{args.same_latents}", nodes.address)
         small, small_overrides = prepared_work(args, SMALL) if args.rows else (None, None)
+        figures = {"encode": [], "images": None}
         for rows in args.rows:
-            work, overrides = prepared_work(args, rows)
-            figures = {engine: [] for engine in ENGINES}
-            startup = {engine: [] for engine in ENGINES}
-            for _ in range(args.repeats):
-                for engine in ENGINES:
-                    startup[engine].append(
-                        run_encode(small, small_overrides, engine, addresses[engine])["seconds"]
-                    )
-                    r = run_encode(work, overrides, engine, addresses[engine])
-                    figures[engine].append(r)
-                    print(
-                        f"{rows:>11,} rows  {engine:<6} {r['rows_per_s']:>9,.0f} rows/s  "
-                        f"{r['seconds']:>6.1f} s  "
-                        f"start-up {startup[engine][-1]:.1f} s  stage peak anon {r['peak_anon_mib']:,} MiB  "
-                        f"actors {r['actor_peak_anon_mib']} MiB",
-                        flush=True,
-                    )
-            local = statistics.median(r["rows_per_s"] for r in figures["local"])
-            for engine in ENGINES:
-                rate = statistics.median(r["rows_per_s"] for r in figures[engine])
-                print(
-                    f"{rows:>11,} rows  {engine:<6} median {rate:,.0f} rows/s ({rate / local:.2f}× local), "
-                    f"median start-up {statistics.median(startup[engine]):.1f} s",
-                    flush=True,
-                )
+            figures["encode"].append(encode_engines(args, rows, small, small_overrides, addresses))
         if args.images:
-            folder = args.work / f"images-{args.images}"
-            if not folder.exists():
-                write_png_folder(folder, args.images)
-            rates = {"local": [], "ray-1": []}
-            for _ in range(args.repeats):
-                for engine in rates:
-                    cluster = {"cluster.engine": "local" if engine == "local" else "ray"}
-                    r = measure(
-                        [
-                            *module_command(__spec__),
-                            "--child",
-                            "prepare",
-                            str(args.work / f"images-{engine}"),
-                            "--overrides",
-                            json.dumps({"data.source": "image_folder", "data.path": str(folder), **cluster}),
-                        ]
-                    )
-                    rates[engine].append(r["rows_per_s"])
-                    print(
-                        f"{args.images:,} PNGs  prepare {engine:<6} {r['rows_per_s']:,.0f} images/s  "
-                        f"{r['seconds']:.1f} s  peak anon {r['peak_anon_mib']:,} MiB",
-                        flush=True,
-                    )
-            local = statistics.median(rates["local"])
-            print(
-                f"{args.images:,} PNGs  median images/s: local {local:,.0f}, ray-1 "
-                f"{statistics.median(rates['ray-1']):,.0f} "
-                f"({statistics.median(rates['ray-1']) / local:.2f}× local)"
-            )
+            figures["images"] = prepare_engines(args)
     finally:
         nodes.shutdown()
+    write_results("ray_engine", command_line(__spec__), figures)
 
 
 if __name__ == "__main__":

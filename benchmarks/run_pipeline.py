@@ -17,8 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.platform.config import parse_params
-from pipeline.platform.config_checker import UniqueKeyLoader, set_dotted
+from benchmarks._common import command_line, write_results
+from pipeline.platform.params.config_checker import UniqueKeyLoader, set_dotted
+from pipeline.platform.params.load import parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,31 +58,11 @@ def probe_figures(metrics: dict) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value")
-    parser.add_argument("--out", type=Path, default=None, help="output directory (default: a temporary one)")
-    parser.add_argument(
-        "--only",
-        nargs="+",
-        default=None,
-        metavar="STAGE",
-        help="run only these stages, reusing --out for the others' outputs",
-    )
-    args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
-    )
-    logging.getLogger("pipeline").setLevel(logging.INFO)
-    params = overridden_params(parse_overrides(args.overrides))
-    out = args.out or Path(tempfile.mkdtemp(prefix="vae-bench-"))
-
+def stage_steps(params, out: Path) -> list:
+    """(stage, a call running it on the outputs under out), in the order dvc.yaml runs them."""
     from pipeline.runner import encode, evaluate_all, prepare, train
 
-    seconds = {}
-    steps = [
+    return [
         ("prepare", lambda: prepare(params, out_dir=out / "prepared")),
         ("train", lambda: train(params, prepared_dir=out / "prepared", model_dir=out / "model")),
         (
@@ -104,6 +85,35 @@ def main() -> None:
             ),
         ),
     ]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: a temporary one)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="STAGE",
+        help="run only these stages, reusing --out for the others' outputs",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
+    )
+    logging.getLogger("pipeline").setLevel(logging.INFO)
+    params = overridden_params(parse_overrides(args.overrides))
+    out = args.out or Path(tempfile.mkdtemp(prefix="vae-bench-"))
+
+    seconds = {}
+    steps = stage_steps(params, out)
     results = {}
     for name, step in steps:
         if args.only and name not in args.only:
@@ -122,6 +132,7 @@ def main() -> None:
         "outputs": str(out),
     }
     print(json.dumps(report, indent=1))
+    write_results("run_pipeline", command_line(__spec__), report)
 
 
 if __name__ == "__main__":

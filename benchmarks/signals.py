@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._common import command_line, write_results
 from benchmarks.run_pipeline import overridden_params, parse_overrides, probe_figures, whole_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,7 @@ def main() -> None:
         for i, overrides in enumerate(variants):
             rows.append(run(npz, seed, overrides, work / f"run-{seed}-{i}"))
             print(json.dumps(rows[-1]), flush=True)
+    summaries = []
     for overrides in variants:
         mine = [r for r in rows if r["set"] == overrides]
         medians = {
@@ -83,6 +85,8 @@ def main() -> None:
             for key in ("linear", "knn", "pca_linear", "pca_knn", "seconds")
         }
         print(f"median over seeds {args.seeds}, {overrides or 'defaults'}: {json.dumps(medians)}")
+        summaries.append({"set": overrides, "seeds": args.seeds, **medians})
+    write_results("signals", command_line(__spec__), {"runs": rows, "medians": summaries})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._common import command_line, write_results
 from benchmarks.run_pipeline import overridden_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +113,7 @@ def main() -> None:
         for name in args.contenders:  # interleaved
             rows[name].append(one_run(name, work / "prepared", work, args.max_examples, seed))
             print(json.dumps(rows[name][-1]), flush=True)
+    medians = {}
     for name, runs in rows.items():
         med = {
             k: statistics.median(r[k] for r in runs)
@@ -123,6 +125,8 @@ def main() -> None:
             f"E_100 {med['E_100']:.2f}; {med['seconds_per_epoch']:.1f} s/epoch; "
             f"probes {runs[0]['linear']} / {runs[0]['knn']}"
         )
+        medians[name] = {**med, "linear": runs[0]["linear"], "knn": runs[0]["knn"]}
+    write_results("surprisal", command_line(__spec__), {"runs": rows, "medians": medians})
 
 
 if __name__ == "__main__":

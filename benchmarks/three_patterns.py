@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import command_line, write_results
 from benchmarks.run_pipeline import overridden_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,7 @@ def main() -> None:
         for contender in rows:  # interleaved
             rows[contender].append(one_run(work, contender))
             print(json.dumps(rows[contender][-1]), flush=True)
+    medians = {}
     for contender, runs in rows.items():
         name = runs[0]["likelihood"] + (" (forced)" if contender else " (auto)")
         med = {
@@ -91,6 +93,9 @@ def main() -> None:
             f"{name}: median of {len(runs)}: test U {med['U']:.2f}, S_100 {med['S_100']:.2f} nats "
             f"({med['S_100_bits_per_dim']:.3f} bits/dim), E_100 {med['E_100']:.2f}, {med['seconds']:.0f} s"
         )
+        medians[name] = med
+    by_contender = {contender or "auto": runs for contender, runs in rows.items()}
+    write_results("three_patterns", command_line(__spec__), {"runs": by_contender, "medians": medians})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import command_line, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -141,7 +143,7 @@ def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
 
     from pipeline.model.networks import build_vae
     from pipeline.model.resolve_model import resolve_model
-    from pipeline.platform.config import parse_params
+    from pipeline.platform.params.load import parse_params
     from pipeline.training.train import make_optimizer
 
     params = parse_params(
@@ -212,6 +214,9 @@ def main() -> None:
         "speed ratio (pipeline / reference): "
         f"{ours['samples_per_second'] / reference['samples_per_second']:.2f}"
     )
+    figures = {"epochs": args.epochs, "images": len(x_train), "reference": reference, label: ours}
+    figures["speed_ratio"] = ours["samples_per_second"] / reference["samples_per_second"]
+    write_results("train", command_line(__spec__), figures)
 
 
 if __name__ == "__main__":

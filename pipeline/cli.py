@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.platform.config import EncodeConfig
 from pipeline.platform.console import as_command
+from pipeline.platform.params.config import EncodeConfig
 
 
 def _positive_int(text: str) -> int:
@@ -30,7 +30,13 @@ def parser(width: int | None = None) -> argparse.ArgumentParser:
         prog="vae-pipeline", description="Use a trained VAE pipeline's outputs.", formatter_class=formatter
     )
     commands = root.add_subparsers(dest="command", required=True)
+    _add_encode(commands, formatter)
+    _add_plots_template(commands, formatter)
+    return root
 
+
+def _add_encode(commands, formatter) -> None:
+    """`vae-pipeline encode`: what to encode and where, how to read the input, what else to write."""
     encode = commands.add_parser(
         "encode",
         formatter_class=formatter,
@@ -38,6 +44,13 @@ def parser(width: int | None = None) -> argparse.ArgumentParser:
         description="Encode new data with a trained model, preprocessed as its training "
         "data was; writes only the partition <output>/split=<split>.",
     )
+    _add_encode_data(encode)
+    _add_reader_options(encode)
+    _add_reference_and_copy(encode)
+
+
+def _add_encode_data(encode: argparse.ArgumentParser) -> None:
+    """The model, the new data, the partition it goes to and how it is encoded."""
     encode.add_argument("--model", type=Path, required=True, help="a trained model.keras")
     encode.add_argument(
         "--input",
@@ -59,6 +72,10 @@ def parser(width: int | None = None) -> argparse.ArgumentParser:
         default=EncodeConfig.batch_size,  # encode.batch_size's
         help="rows per call of the encoder (memory, not results)",
     )
+
+
+def _add_reader_options(encode: argparse.ArgumentParser) -> None:
+    """How to read the input, by its kind (encode_new_data's reader_options)."""
     encode.add_argument("--x-key", default="x", help="npz: array of inputs")
     encode.add_argument("--y-key", default=None, help="npz: array of labels (optional)")
     encode.add_argument(
@@ -67,6 +84,10 @@ def parser(width: int | None = None) -> argparse.ArgumentParser:
         help="table: label column; .h5ad: the obs column of the labels (optional)",
     )
     encode.add_argument("--layer", default=None, help=".h5ad: the layer to encode (default: X)")
+
+
+def _add_reference_and_copy(encode: argparse.ArgumentParser) -> None:
+    """What the rows are scored against, and the .h5ad copy written beside the partition."""
     encode.add_argument(
         "--reference",
         type=Path,
@@ -81,6 +102,9 @@ def parser(width: int | None = None) -> argparse.ArgumentParser:
         help='.h5ad input: also write a copy of it with the latents (z_mean) in obsm["X_vae"]',
     )
 
+
+def _add_plots_template(commands, formatter) -> None:
+    """`vae-pipeline plots-template`: the offline page for `dvc plots show`."""
     plots = commands.add_parser(
         "plots-template",
         formatter_class=formatter,
@@ -88,7 +112,6 @@ def parser(width: int | None = None) -> argparse.ArgumentParser:
     )
     plots.add_argument("node_modules", type=Path, help="where npm installed vega, vega-lite and vega-embed")
     plots.add_argument("out", type=Path, help="the HTML template to write")
-    return root
 
 
 def _encode(args) -> None:

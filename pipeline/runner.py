@@ -6,7 +6,7 @@ scripts in stages/ call the same functions, one process each, under DVC.
 
 from pathlib import Path
 
-from pipeline.platform.config import Params
+from pipeline.platform.params.config import Params
 
 
 def prepare(params: Params, *, out_dir):
@@ -36,7 +36,8 @@ def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_d
         prepared_dir, model_path, latents_dir: the stages' inputs.
         out_dir: data/evaluation.
     """
-    from pipeline.evaluation import baselines, evaluate, explorer, umap_view
+    from pipeline.evaluation import baselines, evaluate, umap_view
+    from pipeline.evaluation.explorer import explore
     from pipeline.evaluation.report import write_report
 
     baselines.from_params(params, prepared_dir=prepared_dir, out_dir=out_dir)
@@ -44,7 +45,7 @@ def evaluate_all(params: Params, *, prepared_dir, model_path, latents_dir, out_d
         params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir
     )
     umap_view.from_params(params, prepared_dir=prepared_dir, latents_dir=latents_dir, out_dir=out_dir)
-    explorer.from_params(
+    explore.from_params(
         params, prepared_dir=prepared_dir, model_path=model_path, latents_dir=latents_dir, out_dir=out_dir
     )
     return write_report(out_dir)[0]

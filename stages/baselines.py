@@ -1,7 +1,7 @@
 """DVC stage baselines: probes on the raw inputs and on their PCA (the data alone decides them)."""
 
-from pipeline.platform.config import load_params
 from pipeline.platform.console import as_command
+from pipeline.platform.params.load import load_params
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """DVC stage encode: write the latent representation of every example to data/latents (Parquet)."""
 
-from pipeline.platform.config import load_params
 from pipeline.platform.console import as_command
+from pipeline.platform.params.load import load_params
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """DVC stage evaluate: probes on the latents, U / D / S_K / E_K and the φ-gradient variance."""
 
-from pipeline.platform.config import load_params
 from pipeline.platform.console import as_command
+from pipeline.platform.params.load import load_params
 
 
 def main() -> None:

@@ -1,13 +1,13 @@
 """DVC stage explore: the UMAP's points as a page to hover, search and click, and as TensorBoard
 Embedding Projector files."""
 
-from pipeline.platform.config import load_params
 from pipeline.platform.console import as_command
+from pipeline.platform.params.load import load_params
 
 
 def main() -> None:
     params = load_params("params.yaml", stage="explore")
-    from pipeline.evaluation.explorer import from_params
+    from pipeline.evaluation.explorer.explore import from_params
 
     from_params(
         params,

@@ -1,7 +1,7 @@
 """DVC stage prepare: load the source named in params.yaml, validate, split, write data/prepared."""
 
-from pipeline.platform.config import load_params
 from pipeline.platform.console import as_command
+from pipeline.platform.params.load import load_params
 
 
 def main() -> None:

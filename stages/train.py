@@ -1,7 +1,7 @@
 """DVC stage train: fit the VAE by minimising the SUBO; write data/model."""
 
-from pipeline.platform.config import load_params
 from pipeline.platform.console import as_command
+from pipeline.platform.params.load import load_params
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ Named umap_view.py, not umap.py: a script's folder comes first on sys.path, and 
 would find the script instead of umap-learn.
 """
 
-from pipeline.platform.config import load_params
 from pipeline.platform.console import as_command
+from pipeline.platform.params.load import load_params
 
 
 def main() -> None:

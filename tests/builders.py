@@ -15,7 +15,7 @@ from scipy import stats
 from pipeline.latents.parquet import LatentBatch, RowScores
 from pipeline.model import subo
 from pipeline.model.likelihoods import Gaussian
-from pipeline.platform.config import parse_params
+from pipeline.platform.params.load import parse_params
 
 from .conftest import ROOT
 
@@ -247,3 +247,14 @@ class LinearGaussian:
             )
         )
         return reconstruction, log_w, z_mean, z_log_var
+
+
+def fit_one_epoch(vae, x, batch_size=None):
+    """One epoch of Adam on x by the pipeline's trainer (weight β on D, joint steps)."""
+    import keras
+
+    from pipeline.training.trainer import Trainer
+
+    trainer = Trainer(vae)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    trainer.fit(x, batch_size=batch_size, epochs=1, verbose=0)

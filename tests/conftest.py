@@ -22,11 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # memory growth (pipeline.platform.hardware.share_gpus) they share it instead of failing to allocate.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 # Every stage the tests run fails on a read of a param its dvc.yaml entry does not list
-# (pipeline.platform.config.ParamWatch): each `dvc repro` here checks the lists.
+# (pipeline.platform.params.config.ParamWatch): each `dvc repro` here checks the lists.
 os.environ.setdefault("VAE_PIPELINE_STRICT_PARAMS", "1")  # param_watch.STRICT_ENV
 
-from pipeline.platform.config import parse_params
-from pipeline.platform.config_checker import set_dotted
+from pipeline.platform.params.config_checker import set_dotted
+from pipeline.platform.params.load import parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 # The files with the longest tests (`pytest --durations`), run first: `make test` gives

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.data.readers.h5ad import read_h5ad
-from pipeline.platform.config import parse_params
 from pipeline.platform.errors import DataError
+from pipeline.platform.params.load import parse_params
 
 from .builders import make_cells
 
@@ -257,9 +257,10 @@ def test_genes_are_matched_by_name_and_reordered(tmp_path):
     assert read_h5ad(tmp_path / "cells.h5ad", None, None).feature_names == tuple(genes)
     shuffled = original[:, np.random.default_rng(0).permutation(60)].copy()
     shuffled.var_names = [*shuffled.var_names[:-1], "gene_new"]  # one gene the model never saw...
+    # ...and the one it lost, last
     shuffled = ad.concat(
         [shuffled, original[:, [genes.index(n) for n in genes if n not in shuffled.var_names]]], axis=1
-    )  # ...and the one it lost, last
+    )
     shuffled.write_h5ad(tmp_path / "shuffled.h5ad")
     read = read_h5ad(tmp_path / "shuffled.h5ad", None, None, genes=genes)
     np.testing.assert_array_equal(read.x, counts)

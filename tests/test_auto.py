@@ -10,8 +10,9 @@ import pytest
 from pipeline.data import resolve_data as auto
 from pipeline.model import resolve_model
 from pipeline.platform.choices import AUTO, GIVEN, Choice, summary
-from pipeline.platform.config import LossConfig, TrainConfig, leaf_keys, lookup, parse_params
 from pipeline.platform.errors import ConfigError
+from pipeline.platform.params.config import LossConfig, TrainConfig, leaf_keys, lookup
+from pipeline.platform.params.load import parse_params
 from pipeline.training import resolve_run as resolve
 
 from .conftest import tiny_params
@@ -190,10 +191,11 @@ def test_the_choices_travel_from_prepare_to_the_report(pipeline_run):
     assert saved["data.scaling"]["value"] == "unit" and saved["model.architecture"]["why"] == GIVEN
     assert saved["loss.kl_warmup_epochs"] == {"value": 1, "why": "the first tenth of 6 epochs"}
     part = next(paths["latents"].glob("split=train/*.parquet"))
+    # the model's choices and encode's own
     assert read_metadata(part)["choices"] == {
         **saved,
         "encode.workers": {"value": 1, "why": "the local engine encodes in this process"},
-    }  # the model's choices and encode's own
+    }
     report = (paths["evaluation"] / "report.md").read_text()
     assert "## Choices made from the data" in report
     # the stage's recipe passes model.likelihood to prepare (TINY's bernoulli), which sets the scaling's
@@ -252,12 +254,13 @@ def test_a_real_valued_table_does_not_collapse_with_the_defaults(tmp_path):
     [
         ({"avx2", "avx512f", "avx512_bf16"}, [], True, "mixed_bfloat16"),  # native bf16 through oneDNN
         ({"avx2", "amx_bf16", "amx_tile"}, [], True, "mixed_bfloat16"),
+        # native, but Eigen's bf16 is slower than float32
         (
             {"avx2", "amx_bf16", "amx_tile"},
             [],
             False,
             "float32",
-        ),  # native, but Eigen's bf16 is slower than float32
+        ),
         ({"avx2", "avx512f"}, [], True, "float32"),  # bf16 would be emulated, ~11× slower
         ({"avx2", "avx512f"}, [], False, "float32"),
         (set(), [(8, 0), (9, 0)], False, "mixed_bfloat16"),
@@ -270,9 +273,8 @@ def test_precision_follows_the_hardware_and_the_kernels(flags, gpus, onednn, exp
     assert choice.value == expected
     if not gpus:  # the reason names both the CPU's bf16 and the kernels' switch
         assert "bf16" in choice.why and f"oneDNN kernels are {'on' if onednn else 'off'}" in choice.why
-    assert resolve.resolve_precision("float32", {"avx512_bf16"}, [], True) == Choice(
-        "float32", GIVEN
-    )  # explicit wins
+    # explicit wins
+    assert resolve.resolve_precision("float32", {"avx512_bf16"}, [], True) == Choice("float32", GIVEN)
 
 
 @pytest.mark.parametrize(
@@ -347,10 +349,11 @@ def test_one_resolution_records_every_auto_knob_of_train_and_rounds_epochs_to_wh
     auto_train = {key for key in leaf_keys(TrainConfig, "train.") if lookup(params, key) == AUTO}
     auto_train |= {key for key in leaf_keys(LossConfig, "loss.") if lookup(params, key) == AUTO}
     assert auto_train <= set(choices) and "train.distribution" in auto_train
+    # Keras runs whole calls: 27 × 32
     assert (run.train.steps_per_execution, run.updates_per_epoch) == (
         32,
         864,
-    )  # Keras runs whole calls: 27 × 32
+    )
     assert AUTO not in {lookup(run, key) for key in auto_train}
 
 

@@ -12,8 +12,8 @@ from scipy import special, stats
 
 from pipeline.model import subo
 from pipeline.model.likelihoods import Bernoulli, Categorical, Columns, Gaussian, NegativeBinomial, Poisson
-from pipeline.platform.config import parse_params
 from pipeline.platform.errors import DataError
+from pipeline.platform.params.load import parse_params
 
 from .builders import (
     LinearGaussian,

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.platform.config import Params, load_params, parse_params
 from pipeline.platform.errors import ConfigError
+from pipeline.platform.params.config import Params
+from pipeline.platform.params.load import load_params, parse_params
 
 from .conftest import ROOT
 
@@ -112,7 +113,7 @@ def test_dvc_exp_run_set_param_reaches_the_stages_as_a_number(tmp_path):
     """`dvc exp run -S train.learning_rate=1e-3`: DVC parses the value as YAML 1.2 and writes
     0.001 into params.yaml, which the stages read as that number."""
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    reader = "from pipeline.platform.config import load_params; print(load_params().train.learning_rate)"
+    reader = "from pipeline.platform.params.load import load_params; print(load_params().train.learning_rate)"
     (tmp_path / "dvc.yaml").write_text(
         yaml.safe_dump(
             {

@@ -11,8 +11,8 @@ from scipy import stats
 
 from pipeline.data.covariates import covariate_codes, type_covariates
 from pipeline.evaluation.mixing import clisi, ilisi, lisi, silhouette_batch
-from pipeline.platform.config import parse_params
 from pipeline.platform.errors import ConfigError, DataError
+from pipeline.platform.params.load import parse_params
 
 from .builders import LinearGaussian, make_cells, np_
 
@@ -95,9 +95,8 @@ def test_a_tables_covariates_are_stored_after_x_and_left_out_of_its_features(tmp
         inputs[:, 6:9], (site[:, None] == np.array(["east", "north", "south"])) * 1.0
     )
     age = frame["age"].to_numpy()[train.id]
-    np.testing.assert_allclose(
-        inputs[:, 9], (age - age.mean()) / age.std(), atol=1e-5
-    )  # standardized on train
+    # standardized on train
+    np.testing.assert_allclose(inputs[:, 9], (age - age.mean()) / age.std(), atol=1e-5)
     json_manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
     assert json_manifest["covariates"][0]["levels"] == ["east", "north", "south"]
 
@@ -182,9 +181,8 @@ def test_a_linear_gaussian_model_with_batch_offsets_is_exact():
     u = np_(terms["kl"]) + np_(terms["reconstruction"]).mean(axis=0)  # U = S: no gap; Monte Carlo error ~0.01
     np.testing.assert_allclose(u, exact, atol=0.05)
     shifted = np.hstack([x, np.eye(3)[(batch + 1) % 3]]).astype(np.float32)
-    assert np.all(
-        RowSurprisal(vae, 10)(shifted) > np.array(exact) + 1.0
-    )  # given the wrong batch, x surprises
+    # given the wrong batch, x surprises
+    assert np.all(RowSurprisal(vae, 10)(shifted) > np.array(exact) + 1.0)
 
 
 def _scib_lisi(x, groups, k=90, perplexity=30.0):
@@ -403,7 +401,7 @@ def test_an_npz_covariate_needs_one_value_per_example(tmp_path):
 def test_mixing_says_none_where_a_figure_cannot_be_had():
     from pipeline.evaluation.mixing import mixing
     from pipeline.evaluation.probes import ProbeProtocol
-    from pipeline.platform.config import ProbeConfig
+    from pipeline.platform.params.config import ProbeConfig
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3))

@@ -8,9 +8,9 @@ import pytest
 from pipeline.data.manifest import Manifest
 from pipeline.data.prepare import prepare
 from pipeline.data.prepared import load_split
-from pipeline.platform.config import DataConfig
 from pipeline.platform.errors import DataError
 from pipeline.platform.io import sha256_file
+from pipeline.platform.params.config import DataConfig
 
 from .builders import write_idx
 

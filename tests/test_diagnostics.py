@@ -8,6 +8,7 @@ from pipeline.model.diagnostics import ACTIVITY_THRESHOLD, active_units, collaps
 
 def test_active_units_count_dimensions_whose_mean_varies_over_x():
     rng = np.random.default_rng(0)
+    # constant
     z_mean = np.concatenate(
         [
             rng.normal(0, 1.0, (2000, 3)),  # informative: Var ≈ 1
@@ -15,7 +16,7 @@ def test_active_units_count_dimensions_whose_mean_varies_over_x():
             np.full((2000, 1), 0.7),
         ],
         axis=1,
-    )  # constant
+    )
     active = active_units(z_mean.var(axis=0))
     assert (active["count"], active["of"], active["threshold"]) == (3, 8, ACTIVITY_THRESHOLD)
     assert active["variance_of_mean"][:3] == pytest.approx([1.0] * 3, abs=0.1)

@@ -11,8 +11,9 @@ import re
 import pytest
 import yaml
 
-from pipeline.platform.config import leaf_keys, parse_params
-from pipeline.platform.config_checker import UniqueKeyLoader, set_dotted
+from pipeline.platform.params.config import leaf_keys
+from pipeline.platform.params.config_checker import UniqueKeyLoader, set_dotted
+from pipeline.platform.params.load import parse_params
 from pipeline.reference import ReferenceError, render_all, render_outputs, render_params
 
 from .builders import PAGES, RUN, blocks

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.evaluation.report import undocumented_keys
+from pipeline.evaluation.metrics import Metrics
 from pipeline.latents.reader import load_latents
-from pipeline.platform.io import FULL_AT, sha256_file
+from pipeline.platform.faults import FULL_AT
+from pipeline.platform.io import sha256_file
 
 from .builders import PAGES, RUN, blocks
 from .conftest import BIN, ROOT, edit_params, run
@@ -51,7 +52,7 @@ def test_dvc_repro_writes_every_output(repo):
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
     assert metrics["subo"]["test"]["U"] >= metrics["subo"]["test"]["reconstruction"] >= 0
-    assert undocumented_keys(metrics) == [], "describe them in pipeline.evaluation.report.METRICS_KEYS"
+    assert Metrics.of(metrics).as_dict() == metrics  # every key in the schema, in its order
     shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
     assert '"accuracy"' in shown and '"baselines"' in shown
 
@@ -164,8 +165,8 @@ def test_dvc_sees_a_change_of_every_key_and_each_stage_the_keys_it_declares(repo
     keys its dvc.yaml entry declares, and every key is some stage's but the timeouts, which
     change no result. (That a stage reads only what it declares is checked by every stage
     run in the tests: VAE_PIPELINE_STRICT_PARAMS.)"""
-    from pipeline.platform.config import leaf_keys
-    from pipeline.platform.param_watch import NO_RESULT
+    from pipeline.platform.params.config import leaf_keys
+    from pipeline.platform.params.param_watch import NO_RESULT
 
     repo, _ = repo
     original = (repo / "params.yaml").read_text()

@@ -112,9 +112,8 @@ def test_repro_on_an_h5ad_and_the_latents_back_in_obsm(repo, tmp_path):
             "model.latent_dim": 4,
         },
     )
-    run(
-        ["dvc", "repro", "evaluate"], repo
-    )  # the UMAP, explorer and report of an .h5ad are no other than a table's
+    # the UMAP, explorer and report of an .h5ad are no other than a table's
+    run(["dvc", "repro", "evaluate"], repo)
     assert (
         json.loads((repo / "data/model/choices.json").read_text())["model.likelihood"]["value"] == "columns"
     )
@@ -192,6 +191,7 @@ def test_repro_on_an_image_folder(repo):
     """Last: it sets a conv architecture, which the table and the .h5ad could not take. In
     `make test-all`: the image folder's reader is tests/test_sources.py's, the conv model's
     kernels the harness's (tests/test_model_harness.py), both in the default tier."""
+    # the table's 12 epochs are not needed here
     edit_params(
         repo,
         **{
@@ -202,6 +202,6 @@ def test_repro_on_an_image_folder(repo):
             "model.filters": [4, 8],
             "train.epochs": 2,
         },
-    )  # the table's 12 epochs are not needed here
+    )
     assert "Running stage 'evaluate'" in run(["dvc", "repro"], repo).stdout
     _check_run(repo, "image_folder", 80, [8, 8, 1])

@@ -185,8 +185,8 @@ def test_hostile_column_names_and_labels_run_no_script_and_a_large_page_colours(
     unescaped) and labels reach the page's HTML: hovered, clicked and coloured in Chromium, no
     script of theirs runs and each shows as its text. 150,000 points: more than a spread
     (Math.min(...z)) takes."""
-    from pipeline.evaluation.explorer import _values
-    from pipeline.evaluation.explorer_page import SCORES, Points, explorer_html
+    from pipeline.evaluation.explorer.examples import _values
+    from pipeline.evaluation.explorer.page import SCORES, Points, explorer_html
 
     n, rng = 150_000, np.random.default_rng(0)
     cells = rng.normal(size=(n, len(HOSTILE_NAMES)))

@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.data.prepare import prepare
-from pipeline.platform.config import AnndataConfig, DataConfig, NpzConfig
 from pipeline.platform.errors import DataError
+from pipeline.platform.params.config import AnndataConfig, DataConfig, NpzConfig
 
 FUZZ_EXAMPLES = int(os.environ.get("VAE_PIPELINE_FUZZ_EXAMPLES", "25"))
 # make test replays the same cases every run; the benchmark draws new ones (VAE_PIPELINE_FUZZ_RANDOM=1)
@@ -234,7 +234,7 @@ def test_every_reader_reads_or_refuses_a_hostile_file_in_one_line(seeds, fmt):
 def table_model(seeds, tmp_path_factory):
     """A model trained on the seed CSV (two epochs), and a latent output holding one partition."""
     from pipeline.latents.encode_command import encode_new_data
-    from pipeline.platform.config import parse_params
+    from pipeline.platform.params.load import parse_params
     from pipeline.runner import prepare as prepare_stage
     from pipeline.runner import train
 

@@ -70,7 +70,7 @@ tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU"
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
 from pipeline.model.bundle import load_bundle
-from pipeline.platform.config import parse_params
+from pipeline.platform.params.load import parse_params
 from pipeline.runner import train
 
 logging.basicConfig(level=logging.INFO)
@@ -85,6 +85,7 @@ def test_mirrored_strategy_over_two_devices_through_pipeline_train(pipeline_run,
     from .conftest import TINY
 
     raw = {**TINY, "train": {**TINY["train"], "epochs": 1, "distribution": "mirrored"}}
+    # the two CPU devices, also on a GPU host
     out = subprocess.run(
         [
             sys.executable,
@@ -98,7 +99,7 @@ def test_mirrored_strategy_over_two_devices_through_pipeline_train(pipeline_run,
         text=True,
         cwd=ROOT,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )  # the two CPU devices, also on a GPU host
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "replicas in sync: 2 (MirroredStrategy)" in out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])

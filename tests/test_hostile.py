@@ -262,9 +262,9 @@ def test_label_names_with_commas_and_quotes_survive_the_csv_outputs():
     """confusion.csv (and umap.csv, through the same writer) read back with any CSV reader."""
     import csv
 
-    from pipeline.evaluation.evaluate import _latent_probes
+    from pipeline.evaluation.latent_quality import _latent_probes
     from pipeline.evaluation.probes import ProbeProtocol
-    from pipeline.platform.config import Params
+    from pipeline.platform.params.config import Params
 
     rng = np.random.default_rng(0)
     names = ["a, b", 'say "c"', "plain"]

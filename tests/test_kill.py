@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.platform.io import KILL_AT, recover
+from pipeline.platform.faults import KILL_AT
+from pipeline.platform.io import recover
 
 from .conftest import ROOT, TINY
 

@@ -89,9 +89,8 @@ def test_a_scale_per_value_and_per_feature_surprisals_sum_over_features():
     x = np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32)  # (B=1, 2, 2): levels of L = 5
     likelihood = DiscretizedLogistic(5)
     scale = np.array([[0.1, 0.2], [0.05, 0.3]], np.float32)
-    params = _params(
-        np.zeros((3, 1, 2, 2)) + [0.3, 0.6], scale, likelihood
-    )  # three samples of z: (m, B, 2, 2, 2)
+    # three samples of z: (m, B, 2, 2, 2)
+    params = _params(np.zeros((3, 1, 2, 2)) + [0.3, 0.6], scale, likelihood)
     total = _np(likelihood.surprisal(x, params))
     assert total.shape == (3, 1)
     parts = sum(
@@ -128,7 +127,7 @@ def test_the_scale_can_make_a_level_certain():
 
 def test_pixel_levels_get_a_mass_and_binary_pixels_a_bernoulli(caplog):
     from pipeline.model.resolve_model import resolve_model
-    from pipeline.platform.config import parse_params
+    from pipeline.platform.params.load import parse_params
 
     auto = parse_params({}).model
     model, choices = resolve_model(auto, (28, 28, 1), [0.0, 1.0], "pixels", levels=256)
@@ -192,7 +191,7 @@ def test_three_fixed_patterns_reach_the_surprisal_of_choosing_among_them(tmp_pat
     from pipeline.data.prepared import load_split
     from pipeline.model.bundle import load_bundle
     from pipeline.model.diagnostics import subo_estimates
-    from pipeline.platform.config import parse_params
+    from pipeline.platform.params.load import parse_params
 
     rng = np.random.default_rng(0)
     patterns = rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)
@@ -200,12 +199,10 @@ def test_three_fixed_patterns_reach_the_surprisal_of_choosing_among_them(tmp_pat
     np.savez(tmp_path / "patterns.npz", x=patterns[y], y=y)
     raw = yaml.safe_load(open("params.yaml"))
     raw["data"].update(source="npz", path=str(tmp_path / "patterns.npz"))
-    raw["train"]["bound_examples"] = (
-        0  # the per-epoch bound is a monitor: the model trains the same without it
-    )
-    raw["train"]["jit_compile"] = (
-        True  # a speed knob, the same model and objective: XLA fuses the 256-level logits
-    )
+    # the per-epoch bound is a monitor: the model trains the same without it
+    raw["train"]["bound_examples"] = 0
+    # a speed knob, the same model and objective: XLA fuses the 256-level logits
+    raw["train"]["jit_compile"] = True
     raw["train"]["epochs"] = epochs or raw["train"]["epochs"]
     params = parse_params(raw)
     runner.prepare(params, out_dir=tmp_path / "prepared")

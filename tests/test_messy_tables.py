@@ -10,8 +10,8 @@ import pytest
 
 from pipeline.data.readers.tables import read_table
 from pipeline.data.resolve_columns import OTHER
-from pipeline.platform.config import parse_params
 from pipeline.platform.errors import DataError
+from pipeline.platform.params.load import parse_params
 
 from .builders import files_of
 
@@ -31,9 +31,8 @@ def messy_frame(n=1200, seed=0):
     return pd.DataFrame(
         {
             "rownames": np.arange(1, n + 1),  # R's row number
-            "caseid": [
-                f"case{i // 3}x{rng.integers(1, 9)}" for i in range(n)
-            ],  # ~n/3 levels, each a few times
+            # ~n/3 levels, each a few times
+            "caseid": [f"case{i // 3}x{rng.integers(1, 9)}" for i in range(n)],
             "idNum": [f"RMS{i:06d}" for i in rng.permutation(n)],  # unique per row
             "note": [" ".join(rng.choice(WORDS, 8)) for _ in range(n)],  # free text
             "city": [f"city{c}" for c in zipf],
@@ -204,9 +203,10 @@ def test_a_streamed_csv_widens_a_type_its_first_block_got_wrong(tmp_path, monkey
     a_column = next(c for c in blocks.columns if c.name == "a")
     assert a_column.type == "categorical" and a_column.levels == ["0", "1", "2", "2.5", "3", "4", "many"]
     assert json.loads((tmp_path / "blocks" / "manifest.json").read_text())["counts"] == whole.counts
+    # a later block not in UTF-8
     (tmp_path / "latin1.csv").write_bytes(
         ("a,dead\n" + "".join(f"x{i},y\n" for i in range(400))).encode() + "caf\u00e9,n\n".encode("latin-1")
-    )  # a later block not in UTF-8
+    )
     with pytest.raises(DataError, match=r"latin1.csv: cannot read table \(ArrowInvalid: .*UTF8"):
         prepare(table_config(tmp_path / "latin1.csv"), seed=0, out_dir=tmp_path / "latin1")
 

@@ -13,8 +13,9 @@ from pipeline.model import subo
 from pipeline.model.layers import Sampler
 from pipeline.model.networks import build_vae
 from pipeline.model.subo import free_bits_kl
-from pipeline.model.vae_config import TrainingPlan
+from pipeline.training.trainer import Trainer
 
+from .builders import fit_one_epoch
 from .conftest import resolved, tiny_params
 
 
@@ -100,7 +101,7 @@ print("ok", type(vae).__name__)
     "size, strides", [(28, [2, 2]), (8, [2, 2]), (7, [1, 1]), (6, [2, 1]), (32, [2, 2, 2])]
 )
 def test_conv_strides_follow_the_input_size(size, strides):
-    from pipeline.model.resolve_model import conv_strides
+    from pipeline.model.resolved.strides import conv_strides
 
     assert conv_strides(size, len(strides)) == strides
 
@@ -149,8 +150,8 @@ def test_every_value_of_model_likelihood_is_one_family_and_every_family_one_valu
     import typing
 
     from pipeline.model.likelihoods import make_likelihood
-    from pipeline.platform.config import ModelConfig
     from pipeline.platform.families import FAMILIES, LEVEL_FAMILIES
+    from pipeline.platform.params.config import ModelConfig
 
     values = set(typing.get_args(ModelConfig.__annotations__["likelihood"])) - {"auto"}
     assert set(FAMILIES) == values
@@ -243,11 +244,12 @@ def test_conv_on_28x28_matches_the_usual_32_64_filter_layout():
     vae = build_vae((28, 28, 1), resolved(params.model, (28, 28, 1)), params.loss, seed=0)
     assert vae.encoder.get_layer("conv_0").output.shape[1:] == (14, 14, 32)
     assert vae.encoder.get_layer("conv_1").output.shape[1:] == (7, 7, 64)
+    # the mirror (decoder_top strided)
     assert vae.decoder.get_layer("deconv_0").output.shape[1:] == (
         14,
         14,
         32,
-    )  # the mirror (decoder_top strided)
+    )
     assert vae.decoder.get_layer("params").output.shape[1:] == (28, 28, 1)
 
 
@@ -274,14 +276,13 @@ def test_kl_warmup_ramps_the_weight_on_d():
     assert weights == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.0, 2.0, 2.0]
     assert not any(w is warmup.weight for w in vae.weights)  # the schedule is the trainer's, not the model's
     x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype(np.float32)
-    vae.plan = TrainingPlan(kl_weight=warmup.weight)  # what the train step reads
     kl = keras.ops.mean(vae.subo_terms(x)["D"])
     free = free_bits_kl(subo.kl_to_prior_per_dim(*vae.posterior(x)), params.loss.free_bits)
     state = vae.sampler.seed_generator.state.numpy()
 
     def objective(weight):  # the same draws of z for every weight
         vae.sampler.seed_generator.state.assign(state)
-        return float(vae.objective(x, kl_weight=weight)[0])
+        return float(vae.objective(x, kl_weight=weight).loss)
 
     assert objective(warmup.weight) - objective(0.0) == pytest.approx(2.0 * float(free), rel=1e-4)
     assert float(kl) > 0
@@ -294,15 +295,14 @@ def test_free_bits_changes_the_objective_not_the_reported_u():
         params = tiny_params(**{"loss.free_bits": free_bits})
         vae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0)
         keras.utils.set_random_seed(0)
-        vae = build_vae(
-            (8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0
-        )  # same weights, same draws
-        objective, terms = vae.objective(x)
-        objectives.append(float(objective))
-        reported.append(float(keras.ops.mean(terms["U"])))
+        # same weights, same draws
+        vae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=0)
+        objective = vae.objective(x)
+        objectives.append(float(objective.loss))
+        reported.append(float(keras.ops.mean(objective.U)))
     assert reported[0] == pytest.approx(reported[1], rel=1e-6)
     d = 4  # tiny latent_dim: every dimension sits below 50 nats, so D' = 4 × 50
-    recon = reported[1] - float(keras.ops.mean(terms["D"]))
+    recon = reported[1] - float(keras.ops.mean(objective.D))
     assert objectives[1] == pytest.approx(d * 50.0 + recon, rel=1e-5)
 
 
@@ -310,28 +310,30 @@ def _fit_once(**overrides):
     params = tiny_params(**overrides)
     keras.utils.set_random_seed(0)
     vae = build_vae((8, 8, 1), resolved(params.model), params.loss, seed=0)
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    vae.plan = TrainingPlan(phi_steps=params.train.phi_steps)
+    trainer = Trainer(vae, phi_steps=params.train.phi_steps)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = np.random.default_rng(0).uniform(size=(64, 8, 8, 1)).astype(np.float32)
-    return vae, x
+    return trainer, x
 
 
 def test_phi_steps_update_encoder_then_decoder():
-    vae, x = _fit_once(**{"train.phi_steps": 3})
-    vae.fit(x, batch_size=64, epochs=1, verbose=0)  # builds the optimizer on every variable
-    assert int(vae.optimizer.iterations.numpy()) == 4  # 3 φ steps + 1 θ step for one batch
+    trainer, x = _fit_once(**{"train.phi_steps": 3})
+    trainer.fit(x, batch_size=64, epochs=1, verbose=0)  # builds the optimizer on every variable
+    assert int(trainer.optimizer.iterations.numpy()) == 4  # 3 φ steps + 1 θ step for one batch
+    vae = trainer.vae
     decoder_before = [w.numpy().copy() for w in vae.decoder.weights]
     encoder_before = [w.numpy().copy() for w in vae.encoder.weights]
-    vae._step(x, vae.encoder.trainable_weights)  # a φ step leaves θ alone
+    trainer._step(x, vae.encoder.trainable_weights)  # a φ step leaves θ alone
     assert all(np.array_equal(a, b.numpy()) for a, b in zip(decoder_before, vae.decoder.weights))
     assert not all(np.array_equal(a, b.numpy()) for a, b in zip(encoder_before, vae.encoder.weights))
 
 
 def test_score_function_training_runs_and_tracks_a_baseline():
-    vae, x = _fit_once(**{"loss.gradient_estimator": "score_function"})
-    history = vae.fit(x, batch_size=16, epochs=3, verbose=0).history
+    trainer, x = _fit_once(**{"loss.gradient_estimator": "score_function"})
+    history = trainer.fit(x, batch_size=16, epochs=3, verbose=0).history
     assert np.isfinite(history["U"]).all()
-    assert float(vae.baseline.numpy()) > 0  # a running mean of the reconstruction surprisal
+    assert float(trainer.baseline.numpy()) > 0  # a running mean of the reconstruction surprisal
+    assert not any("baseline" in w.path for w in trainer.vae.weights)  # the trainer's, not the model's
 
 
 def test_learned_sigma_starts_at_one_and_never_goes_below_the_floor():
@@ -381,11 +383,11 @@ def test_a_learned_sigma_is_part_of_theta_and_survives_saving(tmp_path):
     rho = vae.learned_sigma.rho
     assert any(w is rho for w in vae.theta_weights) and not any(w is rho for w in vae.encoder.weights)
     vae.learned_sigma.rho.assign(np.linspace(-2, 2, 6).astype(np.float32))
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    vae.plan = TrainingPlan(phi_steps=2)
+    trainer = Trainer(vae, phi_steps=2)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
     before = keras.ops.convert_to_numpy(vae.learned_sigma.value()).copy()
-    vae.fit(x, batch_size=32, epochs=1, verbose=0)  # the θ step moves σ too
+    trainer.fit(x, batch_size=32, epochs=1, verbose=0)  # the θ step moves σ too
     after = keras.ops.convert_to_numpy(vae.learned_sigma.value())
     assert not np.allclose(before, after)
     vae.save(tmp_path / "m.keras")
@@ -430,18 +432,18 @@ def test_residual_blocks_and_activation_build_train_and_survive_saving(tmp_path)
     )
     vae = build_vae((16, 16, 1), resolved(params.model, (16, 16, 1)), params.loss, seed=0)
     names = [layer.name for layer in vae.encoder.layers]
+    # the skip additions
     assert [n for n in names if n.endswith("_res_0") or n.endswith("_res_1")] == [
         "conv_0_res_0",
         "conv_0_res_1",
         "conv_1_res_0",
         "conv_1_res_1",
-    ]  # the skip additions
+    ]
     assert vae.encoder.get_layer("conv_1_res_1").output.shape[1:] == (4, 4, 16)  # stride 1: size kept
     assert vae.decoder.get_layer("deconv_0_res_0").output.shape[1:] == (4, 4, 16)
     assert vae.encoder.get_layer("conv_0").get_config()["activation"] == "silu"
     x = (np.random.default_rng(0).uniform(size=(16, 16, 16, 1)) > 0.5).astype(np.float32)
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    vae.fit(x, batch_size=8, epochs=1, verbose=0)
+    fit_one_epoch(vae, x, batch_size=8)
     vae.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(
@@ -476,8 +478,7 @@ def test_strided_decoder_top_is_the_encoders_mirror_with_no_full_resolution_laye
         c.output.shape[1:] for c in full.decoder.layers if isinstance(c, keras.layers.Conv2DTranspose)
     ] == [(8, 6, 16), (16, 12, 8), (16, 12, 1)]
     x = (np.random.default_rng(0).uniform(size=(16, 16, 12, 1)) > 0.5).astype(np.float32)
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    vae.fit(x, batch_size=8, epochs=1, verbose=0)
+    fit_one_epoch(vae, x, batch_size=8)
     vae.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     z = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
@@ -494,14 +495,15 @@ def test_the_iwae_objective_is_s_k_and_sits_below_u(pipeline_run):
     params = tiny_params(**{"loss.objective": "iwae", "loss.mc_samples": 50})
     iwae = build_vae((8, 8, 1), resolved(params.model, (8, 8, 1)), params.loss, seed=1)
     iwae.set_weights(trained.get_weights())
-    objective, terms = iwae.objective(x)
+    objective = iwae.objective(x)
     reference = subo_estimates(trained, x, 50, seed=0)
-    assert float(objective) == pytest.approx(reference["S_K"]["50"], abs=0.3)  # MC noise of two draws
-    assert float(objective) < float(np.mean(keras.ops.convert_to_numpy(terms["U"]))) - 0.2  # E[S_K] <= U
+    assert float(objective.loss) == pytest.approx(reference["S_K"]["50"], abs=0.3)  # MC noise of two draws
+    # E[S_K] <= U
+    assert float(objective.loss) < float(np.mean(keras.ops.convert_to_numpy(objective.U))) - 0.2
 
 
 def test_warmup_cosine_ramps_up_over_the_first_epoch_then_decays():
-    from pipeline.training.train import learning_rate
+    from pipeline.training.trainer import learning_rate
 
     params = tiny_params(
         **{"train.lr_schedule": "warmup_cosine", "train.epochs": 4, "train.learning_rate": 0.01}

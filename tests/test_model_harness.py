@@ -17,8 +17,9 @@ from pipeline.latents.imputation import decoded_means
 from pipeline.model.diagnostics import BoundEstimator
 from pipeline.model.networks import build_vae
 from pipeline.model.vae import VAE
-from pipeline.model.vae_config import ResolvedModel, TrainingPlan
-from pipeline.platform.config import LossConfig
+from pipeline.model.vae_config import ResolvedModel
+from pipeline.platform.params.config import LossConfig
+from pipeline.training.trainer import Trainer
 
 BASE = ResolvedModel(
     architecture="mlp",
@@ -178,11 +179,11 @@ def test_every_model_fits_encodes_decodes_scores_saves_and_loads(name, proxy, po
     keras.utils.set_random_seed(0)
     vae = build_vae(shape, model, LossConfig(mc_samples=2, free_bits=0.1), seed=0)
     vae.start_prior_at(x)
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    vae.plan = TrainingPlan(kl_weight=0.5)  # φ steps: tests/test_model.py
+    trainer = Trainer(vae, kl_weight=0.5)  # φ steps: tests/test_model.py
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = [w.numpy().copy() for w in vae.trainable_weights]
-    history = vae.fit(x, batch_size=len(x), epochs=1, verbose=0).history
-    assert np.isfinite(history["U"]).all() and int(vae.optimizer.iterations.numpy()) == 1
+    history = trainer.fit(x, batch_size=len(x), epochs=1, verbose=0).history
+    assert np.isfinite(history["U"]).all() and int(trainer.optimizer.iterations.numpy()) == 1
     assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, vae.trainable_weights))
 
     terms = vae.subo_terms(x)

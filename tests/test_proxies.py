@@ -14,7 +14,9 @@ from pipeline.model import subo
 from pipeline.model.networks import build_vae
 from pipeline.model.posterior import Flow, made_masks
 from pipeline.model.resolve_model import resolve_model
-from pipeline.platform.config import parse_params
+from pipeline.platform.params.load import parse_params
+
+from .builders import fit_one_epoch
 
 
 def _np(x):
@@ -86,7 +88,7 @@ def _linear_gaussian(posterior: str, W, b, sigma, x, steps: int, seed=0):
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            objective, _ = vae.objective(batch, kl_weight=1.0)
+            objective = vae.objective(batch, kl_weight=1.0).loss
         optimizer.apply(tape.gradient(objective, weights), weights)
 
     for _ in range(steps):
@@ -184,8 +186,7 @@ def test_every_proxy_and_prior_saves_and_loads(tmp_path, model):
     x = (np.random.default_rng(0).integers(0, 17, (16, 8, 8, 1)) / 16).astype(np.float32)
     vae = _vae((8, 8, 1), model, value_range=(0.0, 1.0), value_type="pixels", levels=17)
     vae.start_prior_at(x)
-    vae.compile(optimizer="adam")
-    vae.fit(x, epochs=1, verbose=0)
+    fit_one_epoch(vae, x)
     vae.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     assert loaded.config == vae.config

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.platform.io import KILL_AT, fault_point, recover, staged_outputs
+from pipeline.platform.faults import KILL_AT, fault_point
+from pipeline.platform.io import recover, staged_outputs
 
 from .conftest import ROOT
 
@@ -98,9 +99,8 @@ def test_a_kill_at_every_step_leaves_old_or_new_once_recovered(tmp_path, point, 
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no litter
     recover(out, "evaluate")  # idempotent
     assert tree_bytes(out) == after
-    subprocess.run(
-        [sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, check=True
-    )  # and the next run publishes
+    # and the next run publishes
+    subprocess.run([sys.executable, "-c", PUBLISH, str(out)], cwd=ROOT, check=True)
     assert tree_bytes(out) == NEW
 
 

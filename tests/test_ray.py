@@ -18,9 +18,9 @@ import pytest
 
 from pipeline.latents.parquet import read_metadata
 from pipeline.latents.reader import latents_to_numpy, load_latents
-from pipeline.platform.config import ClusterConfig
 from pipeline.platform.engine import CONNECT_TIMEOUT, open_engine, probe, require_shared
 from pipeline.platform.errors import ConfigError, PipelineError
+from pipeline.platform.params.config import ClusterConfig
 
 from .builders import data_config, make_image_folder, make_mixed_table, table_config
 from .conftest import ROOT, copy_project, tiny_params
@@ -68,9 +68,8 @@ def test_encode_on_ray_gives_the_local_latents(cluster, pipeline_run, tmp_path):
             load_latents(tmp_path / "l", split=split),
             load_latents(paths["latents"], split=split),
         )
-        assert (
-            ray_latents.column("id").to_pylist() == local.column("id").to_pylist()
-        )  # the same rows, in order
+        # the same rows, in order
+        assert ray_latents.column("id").to_pylist() == local.column("id").to_pylist()
         np.testing.assert_allclose(
             latents_to_numpy(ray_latents), latents_to_numpy(local), rtol=1e-5, atol=1e-6
         )
@@ -207,9 +206,8 @@ def test_two_ray_train_workers_write_a_loadable_bundle_and_curves(cluster, pipel
     worker_temporaries = set(Path(tempfile.gettempdir()).glob("vae-worker-*"))
     logs = from_params(params, prepared_dir=pipeline_run["paths"]["prepared"], model_dir=tmp_path / "model")
     assert np.isfinite(logs["U"]) and "val_U" in logs
-    assert (
-        set(Path(tempfile.gettempdir()).glob("vae-worker-*")) == worker_temporaries
-    )  # the other worker's removed
+    # the other worker's removed
+    assert set(Path(tempfile.gettempdir()).glob("vae-worker-*")) == worker_temporaries
     bundle = load_bundle(tmp_path / "model" / "model.keras")
     assert bundle.run["train"]["distribution"] == "multi_worker" and bundle.run["train"]["workers"] == 2
     assert bundle.choices["train.distribution"]["why"].startswith("2 Ray Train workers")

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.platform.config import Params, as_dict, leaf_keys, load_params, parse_params
 from pipeline.platform.errors import ConfigError, DataError, PipelineError
+from pipeline.platform.params.config import Params, as_dict, leaf_keys
+from pipeline.platform.params.load import load_params, parse_params
 
 from .builders import latent_batch, make_image_folder, make_table, write_idx
 from .conftest import ROOT, tiny_params

@@ -17,8 +17,8 @@ from pipeline.latents.reader import load_latents
 from pipeline.latents.scores import QUANTILES, Reference
 from pipeline.model.bundle import load_vae
 from pipeline.model.diagnostics import BoundEstimator, RowSurprisal
-from pipeline.platform.config import EncodeConfig
 from pipeline.platform.errors import DataError
+from pipeline.platform.params.config import EncodeConfig
 
 
 @pytest.fixture(scope="module")

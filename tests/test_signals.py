@@ -78,9 +78,8 @@ def test_a_series_gets_a_conv1d_model_that_trains_saves_loads_and_encodes(tmp_pa
     x, y = smooth_series(600, 40)
     caplog.set_level(logging.INFO, logger="pipeline")
     params, manifest, choices = run_series(tmp_path, x, y)
-    assert re.search(
-        r"epoch 1/3: \d+ samples/s, [\d.]+ s; at most .* left", caplog.text
-    )  # the rate and the time left
+    # the rate and the time left
+    assert re.search(r"epoch 1/3: \d+ samples/s, [\d.]+ s; at most .* left", caplog.text)
     assert re.search(r"epoch 3/3: .* at most 0 s left", caplog.text)
     assert manifest.choices["data.sequence"]["value"] == "series"
     assert choices["data.sequence"]["value"] == "series"  # recorded with the model, and so in the report
@@ -135,7 +134,6 @@ def test_a_table_whose_columns_are_one_series_is_measured_as_one(tmp_path):
     manifest = prepare(params.data, seed=0, out_dir=tmp_path / "prepared")
     assert manifest.choices["data.sequence"]["value"] == "series" and is_series(manifest)
     frame.sample(frac=1.0, axis=1, random_state=0).to_csv(tmp_path / "spectra.csv", index=False)
-    shuffled = prepare(
-        params.data, seed=0, out_dir=tmp_path / "prepared"
-    )  # the same columns in another order
+    # the same columns in another order
+    shuffled = prepare(params.data, seed=0, out_dir=tmp_path / "prepared")
     assert shuffled.choices["data.sequence"]["value"] == "features"

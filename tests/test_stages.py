@@ -51,6 +51,20 @@ def test_metrics_file_structure_and_ranges(pipeline_run):
     assert f"Active latent units: **{active['count']} of 4**" in report
 
 
+def test_the_metrics_schema_names_a_stray_or_missing_key_and_documents_every_field(pipeline_run):
+    from pipeline.evaluation.metrics import Metrics, metrics_keys
+
+    metrics = pipeline_run["metrics"]
+    assert Metrics.of(metrics).as_dict() == metrics
+    stray = {**metrics, "subo": {**metrics["subo"], "test": {**metrics["subo"]["test"], "S_k": {}}}}
+    with pytest.raises(DataError, match=r"metrics subo\.test: keys \['S_k'\] are not in .*Bound"):
+        Metrics.of(stray)
+    with pytest.raises(DataError, match=r"metrics: Metrics needs \['umap'\]"):
+        Metrics.of({key: value for key, value in metrics.items() if key != "umap"})
+    keys = metrics_keys()
+    assert all(keys.values()) and "covariates.*.embeddings.*.ilisi" in keys and "odd_rows.*.most" in keys
+
+
 def test_pictures_plots_and_report(pipeline_run):
     out = pipeline_run["paths"]["evaluation"]
     for name in ("umap/umap", "pictures/reconstructions", "pictures/samples", "pictures/traversals"):

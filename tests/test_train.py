@@ -27,7 +27,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 def project(tmp_path_factory):
     """A directory with params.yaml and data/prepared (digits), where stages run as in DVC."""
     from pipeline.data.prepare import prepare
-    from pipeline.platform.config import parse_params
+    from pipeline.platform.params.load import parse_params
 
     root = tmp_path_factory.mktemp("train")
     prepare(parse_params(TINY).data, seed=0, out_dir=root / "data" / "prepared")
@@ -129,7 +129,7 @@ def test_nan_stops_with_a_message_and_keeps_the_backup(project, tmp_path):
 
 DETERMINISM = """
 import json, sys
-from pipeline.platform.config import parse_params
+from pipeline.platform.params.load import parse_params
 from pipeline.runner import train
 runs = [parse_params(raw) for raw in json.loads(sys.argv[1])]
 print(json.dumps([train(params, prepared_dir=sys.argv[2], model_dir=sys.argv[3] + str(i))
@@ -174,9 +174,10 @@ import tensorflow as tf
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from pipeline.platform.config import parse_params
+from pipeline.platform.params.load import parse_params
 from pipeline.model.networks import build_vae
 from pipeline.model.resolve_model import resolve_model
+from pipeline.training.trainer import Trainer
 
 params = parse_params(json.loads(sys.argv[1]))
 model = resolve_model(params.model, (8, 8, 1), [0.0, 1.0])[0]
@@ -186,9 +187,10 @@ def one_step(strategy):
     keras.utils.set_random_seed(0)
     with strategy.scope():
         vae = build_vae((8, 8, 1), model, params.loss, seed=0)
-        vae.compile(optimizer=keras.optimizers.SGD(0.01))
+        trainer = Trainer(vae)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.01))
     before = [w.numpy().copy() for w in vae.trainable_weights]
-    history = vae.fit(x, batch_size=512, epochs=1, verbose=0, shuffle=False).history
+    history = trainer.fit(x, batch_size=512, epochs=1, verbose=0, shuffle=False).history
     delta = np.concatenate([(w.numpy() - b).ravel() for w, b in zip(vae.trainable_weights, before)])
     return history["U"][0], float(np.linalg.norm(delta)), strategy.num_replicas_in_sync
 
@@ -294,17 +296,17 @@ def test_a_backup_is_resumed_only_when_the_auto_knobs_resolve_alike():
 
     from pipeline.model.resolve_model import resolve_model
     from pipeline.platform.choices import Choice
-    from pipeline.platform.config import parse_params
+    from pipeline.platform.params.load import parse_params
+    from pipeline.training.backup import run_fingerprint
     from pipeline.training.resolve_run import TrainingRun
-    from pipeline.training.train import _run_fingerprint
 
     params = parse_params(TINY)
     model = resolve_model(params.model, (8, 8, 1), [0.0, 1.0])[0]
     run = TrainingRun(model, params.loss, params.train, 100, 0.1, "none", 0)
     manifest = SimpleNamespace(fingerprint="data")
     one, two = {"model.filters": Choice((32,), "rule")}, {"model.filters": Choice((32, 64), "rule")}
-    assert _run_fingerprint(run, manifest, one) == _run_fingerprint(run, manifest, dict(one))
-    assert _run_fingerprint(run, manifest, one) != _run_fingerprint(run, manifest, two)
+    assert run_fingerprint(run, manifest, one) == run_fingerprint(run, manifest, dict(one))
+    assert run_fingerprint(run, manifest, one) != run_fingerprint(run, manifest, two)
 
 
 def _id_split(tmp_path, n: int):

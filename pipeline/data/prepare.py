@@ -16,7 +16,6 @@ and the chunk size changes no byte of the result.
 """
 
 import dataclasses
-import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -25,18 +24,19 @@ import numpy as np
 
 from pipeline.data.covariates import PackedRows, check_packable, coding, covariate_codes, type_covariates
 from pipeline.data.manifest import FILE as MANIFEST_FILE
-from pipeline.data.manifest import LAYOUT, Manifest, plain_table
-from pipeline.data.prepared import ARRAYS, PREPROCESSING_FILE, SPLITS, Preprocessor
+from pipeline.data.manifest import Manifest, plain_table
+from pipeline.data.prepared import PREPROCESSING_FILE, Preprocessor
+from pipeline.data.prepared_writer import build_manifest, write_splits
 from pipeline.data.readers.source_dataset import Dataset, check_float32, chunk_rows
 from pipeline.data.readers.sources import load_source
 from pipeline.data.resolve_data import pixel_levels, resolve_scaling, sequence_rule, value_type
+from pipeline.data.row_assignment import Assignment, assigned, check_classes, chunks, count
 from pipeline.data.scaling import fit_preprocessor
-from pipeline.data.splits import HoldOut
-from pipeline.platform.choices import Choice, records
-from pipeline.platform.config import DataConfig, Params
+from pipeline.platform.choices import Choice
 from pipeline.platform.engine import open_engine
 from pipeline.platform.errors import DataError
-from pipeline.platform.io import atomic_dir, sha256_file
+from pipeline.platform.io import atomic_dir
+from pipeline.platform.params.config import DataConfig, Params
 
 log = logging.getLogger(__name__)
 
@@ -78,45 +78,41 @@ def prepare(
     with atomic_dir(out_dir) as tmp:
         (tmp / ".scratch").mkdir()  # sources that must be decoded are decoded here, memory-mapped
         dataset = load_source(config, scratch=tmp / ".scratch", engine=engine)
-        step = step or chunk_rows(_row_bytes(dataset))
-        choices = _choices(dataset, config, likelihood, validate(dataset, step))
-        try:
-            assign = _Assignment(dataset, config, seed)
-        except DataError as error:  # name the data the split failed on
-            raise DataError(f"{dataset.path or dataset.source}: {error}") from None
-        counts = _count(dataset, assign, step)
-        _check_classes(dataset, counts)
-        levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
-        preprocess, covariates, stored = _preprocessing(dataset, config, assign, step, choices, levels)
-        writers = {split: _ArrayWriter(tmp / split, int(counts[split].sum()), stored) for split in SPLITS}
-        for x, y, rows, mask in _chunks(stored, dataset, assign, step):
-            for split, writer in writers.items():
-                writer.add(x[mask[split]], y[mask[split]], rows[mask[split]], preprocess)
-        files = {
-            f"{split}/{name}": digest for split, w in writers.items() for name, digest in w.close().items()
-        }
-        value_range = [min(w.low for w in writers.values()), max(w.high for w in writers.values())]
-        choices |= _sequence_choice(
-            tmp / "train" / "x.npy", choices["data.value_type"].value, dataset.columns, dataset.x.shape[1:]
-        )
-        manifest = _manifest(
-            dataset,
-            config,
-            seed,
-            counts,
-            files,
-            value_range,
-            levels,
-            choices,
-            preprocess.output_shape(stored.shape[1:]),
-            stored,
-            covariates,
-        )
-        del dataset, writers  # memory maps into the scratch directory and the outputs
+        manifest, preprocess = _prepare_into(tmp, dataset, config, seed, likelihood, step)
+        del dataset  # memory maps into the scratch directory
         shutil.rmtree(tmp / ".scratch")
         preprocess.save(tmp / PREPROCESSING_FILE)
         manifest.write(tmp / MANIFEST_FILE)
     return manifest
+
+
+def _prepare_into(
+    folder: Path, dataset: Dataset, config: DataConfig, seed: int, likelihood: str, step: int | None
+) -> tuple[Manifest, Preprocessor]:
+    """The prepared data of `dataset` in `folder`: the choices, the splits and the preprocessing
+    decided, each split's arrays written; returns the manifest that describes them and the
+    preprocessing to save."""
+    step = step or chunk_rows(_row_bytes(dataset))
+    choices = _choices(dataset, config, likelihood, validate(dataset, step))
+    assign = _assignment(dataset, config, seed)
+    counts = count(dataset, assign, step)
+    check_classes(dataset, counts)
+    levels = pixel_levels(dataset.x.dtype, dataset.declared_levels)
+    preprocess, covariates, stored = _preprocessing(dataset, config, assign, step, choices, levels)
+    written = write_splits(folder, stored, counts, chunks(stored, dataset, assign, step), preprocess)
+    choices |= _sequence_choice(
+        folder / "train" / "x.npy", choices["data.value_type"].value, dataset.columns, dataset.x.shape[1:]
+    )
+    manifest = build_manifest(dataset, config, seed, counts, written, choices, preprocess, stored, covariates)
+    return manifest, preprocess
+
+
+def _assignment(dataset: Dataset, config: DataConfig, seed: int) -> Assignment:
+    """The rows' splits, fitted; a split that cannot be made names the data it failed on."""
+    try:
+        return Assignment(dataset, config, seed)
+    except DataError as error:  # name the data the split failed on
+        raise DataError(f"{dataset.path or dataset.source}: {error}") from None
 
 
 def _row_bytes(dataset: Dataset) -> int:
@@ -191,55 +187,12 @@ def _sequence_choice(train_x: Path, kind: str, columns, shape) -> dict[str, Choi
     return {"data.sequence": Choice(*rule)}
 
 
-def stored_dtype(source_dtype: np.dtype) -> np.dtype:
-    """uint8 pixels are kept as they are; every other source is stored as float32."""
-    return np.dtype(np.uint8) if source_dtype == np.uint8 else np.dtype(np.float32)
-
-
-class _Assignment:
-    """Which split each source row goes to (or none, under data.max_examples), chunk by chunk."""
-
-    def __init__(self, dataset: Dataset, config: DataConfig, seed: int):
-        n = len(dataset.y)
-        self.subsample = (
-            HoldOut.fit(dataset.y, n - config.max_examples, seed, "max_examples")
-            if config.max_examples and config.max_examples < n
-            else None
-        )
-        self.is_test = dataset.is_test  # the source's own split, when it has one
-        self.test = (
-            HoldOut.fit(dataset.y, config.test_fraction, seed, "test", within=self.subsample)
-            if self.is_test is None
-            else None
-        )
-
-    def masks(self, rows: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        kept = ~self.subsample.held(rows, y) if self.subsample is not None else np.ones(len(rows), bool)
-        test = (np.asarray(self.is_test[rows]) & kept) if self.test is None else self.test.held(rows, y)
-        return {"train": kept & ~test, "test": test}
-
-
-def _assigned(dataset: Dataset, assign: _Assignment, step: int):
-    """(rows, y, {split: mask}) for every `step` rows of the source: the labels alone."""
-    for start in range(0, len(dataset.y), step):
-        rows = np.arange(start, min(start + step, len(dataset.y)))
-        y = np.asarray(dataset.y[start : start + step])
-        yield rows, y, assign.masks(rows, y)
-
-
-def _chunks(x, dataset: Dataset, assign: _Assignment, step: int):
-    """(x, y, rows, {split: mask}) for every `step` rows of the source: x's rows (the dataset's,
-    or those with the covariates' codes after them)."""
-    for rows, y, masks in _assigned(dataset, assign, step):
-        yield np.asarray(x[rows[0] : rows[-1] + 1]), y, rows, masks
-
-
 def _preprocessing(
-    dataset: Dataset, config: DataConfig, assign: _Assignment, step: int, choices: dict, levels: float | None
+    dataset: Dataset, config: DataConfig, assign: Assignment, step: int, choices: dict, levels: float | None
 ) -> tuple[Preprocessor, tuple | None, object]:
     """The preprocessing fitted on the train rows, the covariates (or None), and the rows to store."""
     threshold = config.binarize_threshold if config.binarize == "static" else None
-    train_x = (x[mask["train"]] for x, _, _, mask in _chunks(dataset.x, dataset, assign, step))
+    train_x = (x[mask["train"]] for x, _, _, mask in chunks(dataset.x, dataset, assign, step))
     preprocess = fit_preprocessor(
         train_x, dataset.x.shape[1:], levels, choices["data.scaling"].value, threshold, dataset.columns
     )
@@ -251,7 +204,7 @@ def _preprocessing(
     )
 
 
-def _covariates(dataset: Dataset, config: DataConfig, assign: _Assignment, step: int, choices: dict):
+def _covariates(dataset: Dataset, config: DataConfig, assign: Assignment, step: int, choices: dict):
     """(the covariates typed, or None; the rows to store: x, followed by their codes when there are any).
     Records each covariate's type in `choices`."""
     if not dataset.covariates:
@@ -259,124 +212,9 @@ def _covariates(dataset: Dataset, config: DataConfig, assign: _Assignment, step:
     where = dataset.path or dataset.source
     check_packable(where, dataset.x, choices["data.value_type"].value, config.binarize)
     train = np.zeros(len(dataset.y), bool)
-    for rows, _, masks in _assigned(dataset, assign, step):
+    for rows, _, masks in assigned(dataset, assign, step):
         train[rows] = masks["train"]
     covariates = type_covariates(where, dataset.covariates, train)
     choices |= {f"data.covariates.{c.name}": Choice(c.type, c.why) for c in covariates}
     log.info("covariates: %s", ", ".join(f"{c.name} ({c.type}: {c.why})" for c in covariates))
     return covariates, PackedRows(dataset.x, covariate_codes(where, dataset.covariates, covariates))
-
-
-def _count(dataset: Dataset, assign: _Assignment, step: int) -> dict[str, np.ndarray]:
-    """Examples per class (one count when unlabelled) of each split."""
-    labelled = dataset.labelled
-    classes = max(len(dataset.label_names), 1) if labelled else 1
-    counts = {split: np.zeros(classes, np.int64) for split in SPLITS}
-    for _, y, masks in _assigned(dataset, assign, step):
-        for split, mask in masks.items():
-            counts[split] += np.bincount(
-                y[mask] if labelled else np.zeros(mask.sum(), np.int64), minlength=classes
-            )
-    return counts
-
-
-class _ArrayWriter:
-    """One split's x, y and id .npy files, filled chunk by chunk; tracks the preprocessed range."""
-
-    def __init__(self, folder: Path, n: int, x: np.ndarray):
-        folder.mkdir()
-        self.folder, self.at, self.low, self.high = folder, 0, np.inf, -np.inf
-        self.arrays = {
-            "x": np.lib.format.open_memmap(folder / "x.npy", "w+", stored_dtype(x.dtype), (n, *x.shape[1:])),
-            "y": np.lib.format.open_memmap(folder / "y.npy", "w+", np.int32, (n,)),
-            "id": np.lib.format.open_memmap(folder / "id.npy", "w+", np.int64, (n,)),
-        }
-
-    def add(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray, preprocess: Preprocessor) -> None:
-        if len(rows):
-            for name, values in (("x", x), ("y", y), ("id", rows)):
-                self.arrays[name][self.at : self.at + len(rows)] = values
-            scaled = preprocess(x)  # NaN where a table's cell is missing
-            scaled = scaled[
-                :, : scaled.shape[1] - preprocess.covariate_width
-            ]  # the range of x's values alone
-            self.low, self.high = (
-                min(self.low, float(np.nanmin(scaled))),
-                max(self.high, float(np.nanmax(scaled))),
-            )
-            self.at += len(rows)
-
-    def close(self) -> dict[str, str]:
-        """Flush the files; their sha256 by name."""
-        for array in self.arrays.values():
-            array.flush()
-        self.arrays.clear()
-        return {f"{name}.npy": sha256_file(self.folder / f"{name}.npy") for name in ARRAYS}
-
-
-def _check_classes(dataset: Dataset, counts: dict[str, np.ndarray]) -> None:
-    if not dataset.labelled:
-        return
-    for split, per_class in counts.items():
-        present = np.flatnonzero(per_class)
-        if per_class.sum() and present.size < 2:
-            raise DataError(
-                f"{dataset.path or dataset.source}: the {split} split holds only class "
-                f"{dataset.label_names[present[0]]!r}; probes need at least two "
-                "(use more examples or another data.test_fraction)"
-            )
-
-
-def _manifest(
-    dataset: Dataset,
-    config: DataConfig,
-    seed: int,
-    per_class: dict,
-    files: dict,
-    value_range,
-    levels: float | None,
-    choices: dict,
-    input_shape: list[int],
-    stored,
-    covariates,
-) -> Manifest:
-    fingerprint = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
-    return Manifest(
-        layout=LAYOUT,
-        source=dataset.source,
-        path=str(Path(dataset.path).resolve())
-        if dataset.path and Path(dataset.path).exists()
-        else dataset.path,
-        example_shape=list(stored.shape[1:]),
-        input_shape=input_shape,
-        value_type=choices["data.value_type"].value,
-        feature_names=list(dataset.feature_names) if dataset.feature_names else None,
-        columns=list(dataset.columns) if dataset.columns is not None else None,
-        dtypes={
-            "x": str(stored_dtype(stored.dtype)),
-            "y": "int32",
-            "id": "int64",
-            "source_x": str(dataset.x.dtype),
-        },
-        counts={split: int(c.sum()) for split, c in per_class.items()},
-        counts_per_class={split: c.tolist() for split, c in per_class.items()} if dataset.labelled else None,
-        label_names=list(dataset.label_names),
-        value_range=value_range,
-        pixel_levels=levels,
-        choices=records(choices),
-        preprocessing={
-            "scaling": choices["data.scaling"].value,
-            "binarize": config.binarize,
-            "binarize_threshold": config.binarize_threshold if config.binarize == "static" else None,
-            "max_examples": config.max_examples,
-            "test_split": (
-                "the source's own"
-                if dataset.is_test is not None
-                else f"seeded stratified, fraction {config.test_fraction}"
-            ),
-            "seed": seed,
-        },
-        sha256=files,
-        fingerprint=fingerprint,
-        covariates=list(covariates) if covariates else None,
-    )

@@ -26,7 +26,7 @@ class Preprocessor:
     """x' = (x - offset) / scale, then clipping to [0, 1] (unit) and thresholding (static).
 
     offset and scale broadcast against one example; prepare fits them on the train split only
-    (`pipeline.data.prepare.fit_preprocessor`).
+    (`pipeline.data.scaling.fit_preprocessor`).
 
     Tables (`source` set): x holds one code per column (pipeline.data.readers.tables) and x' one value
     per model feature: feature i reads column source[i]; a categorical column's features

@@ -141,7 +141,14 @@ def column_type(profile: ColumnProfile, given: str | None) -> tuple[str, str]:
         return "real", f"numbers from {profile.low:.4g} to {profile.high:.4g}"
     if distinct <= AUTO_MAX_LEVELS:
         return "categorical", f"{distinct} {profile.kind} levels"
-    share = top_share(profile)
+    return _many_levels(profile)
+
+
+def _many_levels(profile: ColumnProfile) -> tuple[str, str]:
+    """(type, why) of a string or boolean column of over AUTO_MAX_LEVELS levels: categorical, its
+    most frequent levels and OTHER, when those cover TOP_LEVELS_MIN_SHARE of the cells; else left
+    out as an identifier or free text."""
+    distinct, share = len(profile.levels), top_share(profile)
     many = f"{'over ' if distinct > MAX_LEVELS else ''}{min(distinct, MAX_LEVELS):,} distinct {profile.kind}s"
     if share < TOP_LEVELS_MIN_SHARE:
         return LEFT_OUT, (

@@ -124,9 +124,8 @@ def sequence_rule(x: np.ndarray) -> tuple[str, str] | None:
     rows = np.linspace(0, len(x) - 1, min(len(x), SEQUENCE_SAMPLE_ROWS)).astype(int)
     z = np.asarray(x[rows], np.float64).reshape(len(rows), x.shape[1], -1)
     spread = z.std(axis=0)
-    z = (z - z.mean(axis=0)) / np.where(
-        spread > 0, spread, 1.0
-    )  # a constant position correlates with nothing
+    # a constant position correlates with nothing
+    z = (z - z.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
     length = z.shape[1]
     neighbours = float((z[:, 1:] * z[:, :-1]).mean())
     pairs = np.random.default_rng(0).integers(0, length, (2, 4 * length))

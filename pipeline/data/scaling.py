@@ -42,20 +42,25 @@ def fit_preprocessor(
     """
     if columns is not None:
         return _table_preprocessor(chunks, scaling, columns)
-    if scaling == "none":
-        offset, scale = np.zeros(1), np.ones(1)
-    elif scaling == "unit" and levels is not None:
-        offset, scale = np.zeros(1), np.array([levels])
-    else:
-        stats = _FeatureStats()
-        for block in _reblock(chunks, STATS_ROWS):
-            stats.add(np.asarray(block, np.float64).reshape(len(block), -1))
-        offset, scale = (stats.low, stats.high - stats.low) if scaling == "unit" else (stats.mean, stats.std)
+    offset, scale = _offset_and_scale(chunks, levels, scaling)
     scale = np.where(scale > 0, scale, 1.0)  # constant features map to 0
     shape = (1,) if offset.size == 1 else tuple(shape)
     return Preprocessor(
         scaling, offset.reshape(shape).astype(np.float32), scale.reshape(shape).astype(np.float32), threshold
     )
+
+
+def _offset_and_scale(chunks, levels: float | None, scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, scale) of x' = (x - offset) / scale: one of each for pixels on their scale (unit)
+    or no scaling, else per feature from the train rows' statistics (range or mean and std)."""
+    if scaling == "none":
+        return np.zeros(1), np.ones(1)
+    if scaling == "unit" and levels is not None:
+        return np.zeros(1), np.array([levels])
+    stats = _FeatureStats()
+    for block in _reblock(chunks, STATS_ROWS):
+        stats.add(np.asarray(block, np.float64).reshape(len(block), -1))
+    return (stats.low, stats.high - stats.low) if scaling == "unit" else (stats.mean, stats.std)
 
 
 def _table_preprocessor(chunks, scaling: str, columns: tuple[Column, ...]) -> Preprocessor:

@@ -81,26 +81,7 @@ class HoldOut:
         total = int(sizes.sum())
         n_held = math.ceil(held * total) if isinstance(held, float) else int(held)
         quota = rule._allocate(sizes, n_held, total, what, held)
-        histogram = np.zeros(classes * BINS, np.int64)
-        for rows, labels in rule._eligible(y):
-            c = rule._class(labels)
-            histogram += np.bincount(
-                c * BINS + (rule._keys(rows) >> np.uint64(52)).astype(np.int64), minlength=classes * BINS
-            )
-        below = np.cumsum(histogram.reshape(classes, BINS), axis=1)
-        edge = np.array([np.searchsorted(below[c], quota[c]) if quota[c] else 0 for c in range(classes)])
-        rank = quota - np.where(edge > 0, below[np.arange(classes), np.maximum(edge - 1, 0)], 0)
-        in_edge = [[] for _ in range(classes)]
-        for rows, labels in rule._eligible(y):
-            c, keys = rule._class(labels), rule._keys(rows)
-            hit = (keys >> np.uint64(52)).astype(np.int64) == edge[c]
-            for k in np.unique(c[hit]):
-                in_edge[k].append(keys[hit & (c == k)])
-        cutoff = np.array(
-            [np.sort(np.concatenate(in_edge[c]))[rank[c] - 1] if quota[c] else 0 for c in range(classes)],
-            np.uint64,
-        )
-        return cls(rule.seed, rule.purpose, cutoff, quota, rule.stratified, within)
+        return cls(rule.seed, rule.purpose, rule._cutoffs(y, quota), quota, rule.stratified, within)
 
     def held(self, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Whether each of `rows` (indices into the fitted array; y: their labels) is held out."""
@@ -144,6 +125,31 @@ class HoldOut:
                 keep = ~self.within.held(rows, labels)
                 rows, labels = rows[keep], labels[keep]
             yield rows, labels
+
+    def _cutoffs(self, y: np.ndarray, quota: np.ndarray) -> np.ndarray:
+        """Each class's quota-th smallest key among the eligible rows (0 where it holds none out):
+        the bin of the keys' top 12 bits it falls in, from a histogram, then its rank among the
+        keys of that bin alone, so memory stays (classes × BINS) plus one bin's keys."""
+        classes = len(quota)
+        histogram = np.zeros(classes * BINS, np.int64)
+        for rows, labels in self._eligible(y):
+            c = self._class(labels)
+            histogram += np.bincount(
+                c * BINS + (self._keys(rows) >> np.uint64(52)).astype(np.int64), minlength=classes * BINS
+            )
+        below = np.cumsum(histogram.reshape(classes, BINS), axis=1)
+        edge = np.array([np.searchsorted(below[c], quota[c]) if quota[c] else 0 for c in range(classes)])
+        rank = quota - np.where(edge > 0, below[np.arange(classes), np.maximum(edge - 1, 0)], 0)
+        in_edge = [[] for _ in range(classes)]
+        for rows, labels in self._eligible(y):
+            c, keys = self._class(labels), self._keys(rows)
+            hit = (keys >> np.uint64(52)).astype(np.int64) == edge[c]
+            for k in np.unique(c[hit]):
+                in_edge[k].append(keys[hit & (c == k)])
+        return np.array(
+            [np.sort(np.concatenate(in_edge[c]))[rank[c] - 1] if quota[c] else 0 for c in range(classes)],
+            np.uint64,
+        )
 
     def _allocate(self, sizes: np.ndarray, n_held: int, total: int, what: str, held) -> np.ndarray:
         """Rows held out per class: proportional, the remainder to the largest fractions."""

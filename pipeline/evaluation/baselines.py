@@ -12,9 +12,9 @@ from pipeline.data.prepared import is_labelled, load_splits
 from pipeline.evaluation.mixing import covariate_codes, covariate_figures, mixing_rows, per_batch_standardized
 from pipeline.evaluation.probes import ProbeProtocol, check_knn_k, probe_rows, probe_suite
 from pipeline.latents.imputation import column_fill
-from pipeline.platform.config import Params
 from pipeline.platform.console import timed
 from pipeline.platform.io import Publication, write_json
+from pipeline.platform.params.config import Params
 
 
 def from_params(params: Params, *, prepared_dir, out_dir) -> dict:

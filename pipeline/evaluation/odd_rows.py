@@ -39,9 +39,8 @@ def odd_rows(latents_dir, manifest, data: dict, folder: Path, vae) -> dict:
             "least": _listed(columns, order[:SHOWN], manifest.label_names),
         }
     reference = (read_metadata(dataset.files[0])["surprisal"]["reference"] or {}).get("quantiles")
-    marks = (
-        {"training rows' 99th percentile": reference[TAIL]} if reference else None
-    )  # new data: above it 1%
+    # new data: above it 1%
+    marks = {"training rows' 99th percentile": reference[TAIL]} if reference else None
     histograms(
         surprisal,
         "surprisal S_K (nats)",

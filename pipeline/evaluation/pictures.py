@@ -40,13 +40,24 @@ def generative_figures(
     Returns:
         The traversed latent dimensions.
     """
-    z_mean = np.asarray(vae.predict_posterior(x[:n])[0])
+    _reconstructions(vae, x[:n], out_dir, title)
+    _prior_samples(vae, n, out_dir, seed, title)
+    return _traversals(vae, use, n, out_dir, title)
+
+
+def _reconstructions(vae, x: np.ndarray, out_dir: Path, title: str) -> None:
+    """reconstructions.png: the examples x above their reconstructions, decoded at z = μ_φ(x)."""
+    z_mean = np.asarray(vae.predict_posterior(x)[0])
     image_grid(
-        [x[:n], decoded_means(vae, z_mean)],
+        [x, decoded_means(vae, z_mean)],
         ["inputs", "reconstructions (z = μ)"],
         f"{title}: inputs and reconstructions",
         out_dir / "reconstructions.png",
     )
+
+
+def _prior_samples(vae, n: int, out_dir: Path, seed: int, title: str) -> None:
+    """samples.png: the decoder's means at 3 rows of n seeded draws z ~ p(z)."""
     samples = decoded_means(vae, vae.sample_prior(3 * n, seed))
     image_grid(
         [samples[i * n : (i + 1) * n] for i in range(3)],
@@ -54,6 +65,11 @@ def generative_figures(
         f"{title}: samples from the prior (decoder means)",
         out_dir / "samples.png",
     )
+
+
+def _traversals(vae, use: tuple[str, np.ndarray], n: int, out_dir: Path, title: str) -> list[int]:
+    """traversals.png: along each of the (at most 5) most used dimensions, n steps from −3 to 3
+    with the others at 0; returns those dimensions."""
     measure, per_dim = use
     top = np.argsort(per_dim)[::-1][: min(5, vae.latent_dim)]
     steps = np.linspace(-3, 3, n, dtype=np.float32)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.data.splits import HoldOut
-from pipeline.platform.config import ProbeConfig
 from pipeline.platform.errors import ConfigError
+from pipeline.platform.params.config import ProbeConfig
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from pipeline.data.covariates import stored_codes
 from pipeline.data.prepared import load_splits, seeded_rows
 from pipeline.evaluation.plotting import csv_text, plot_scatter
 from pipeline.latents.reader import read_z_mean
-from pipeline.platform.config import Params, UmapConfig
 from pipeline.platform.console import timed
 from pipeline.platform.io import Publication, write_json
+from pipeline.platform.params.config import Params, UmapConfig
 
 
 def umap_embedding(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
@@ -86,7 +86,6 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
     rows = seeded_rows(len(ids), umap.max_points, seed)
     z = read_z_mean(latents_dir, umap.split, ids, manifest.fingerprint, rows)  # only the rows drawn are kept
     labels = np.asarray(data[umap.split].y[rows])
-    names = manifest.label_names
     with timed("UMAP"):
         coords = umap_embedding(z, umap.n_neighbors, umap.min_dist, seed)
     what = f"{umap.split} z_mean: {manifest.source}, latent_dim={z.shape[1]}, {len(rows)} points"
@@ -98,23 +97,36 @@ def umap_view(*, prepared_dir, latents_dir, out_dir, umap: UmapConfig, seed: int
         "seed": seed,
     }
     with publication.staged() as staging:
-        (staging / "umap").mkdir()
-        plot_scatter(coords, labels, names, f"UMAP of {what}", staging / "umap" / "umap.png")
-        if z.shape[1] == 2:
-            plot_scatter(z, labels, names, f"Latents ({what})", staging / "umap" / "latents.png")
-        codes = stored_codes(data[umap.split].x, rows, manifest.covariates) if manifest.covariates else {}
-        for j, covariate in enumerate(c for c in manifest.covariates or () if c.type == "categorical"):
-            plot_scatter(
-                coords,
-                codes[covariate.name],
-                [str(level) for level in covariate.levels],
-                f"UMAP of {what}, by {covariate.name}",
-                staging / "umap" / f"covariate_{j}.png",
-            )
-        label_text = np.array(names)[labels] if names else np.full(len(rows), "")
-        rows = zip(
-            np.char.mod("%.5f", coords[:, 0]), np.char.mod("%.5f", coords[:, 1]), label_text, ids[rows]
-        )
-        (staging / "umap.csv").write_text(csv_text(["x", "y", "label", "id"], rows), encoding="utf-8")
+        _pictures(staging / "umap", coords, z, labels, what, manifest, data[umap.split], rows)
+        points = _umap_csv(coords, labels, manifest.label_names, ids[rows])
+        (staging / "umap.csv").write_text(points, encoding="utf-8")
         write_json(staging / "umap.json", info)
     return info
+
+
+def _pictures(
+    folder, coords: np.ndarray, z: np.ndarray, labels: np.ndarray, what: str, manifest, split, rows
+) -> None:
+    """Into folder: umap.png, latents.png when d = 2, and covariate_<j>.png coloured by each
+    categorical covariate j, in order (the report numbers them so)."""
+    folder.mkdir()
+    names = manifest.label_names
+    plot_scatter(coords, labels, names, f"UMAP of {what}", folder / "umap.png")
+    if z.shape[1] == 2:
+        plot_scatter(z, labels, names, f"Latents ({what})", folder / "latents.png")
+    codes = stored_codes(split.x, rows, manifest.covariates) if manifest.covariates else {}
+    for j, covariate in enumerate(c for c in manifest.covariates or () if c.type == "categorical"):
+        plot_scatter(
+            coords,
+            codes[covariate.name],
+            [str(level) for level in covariate.levels],
+            f"UMAP of {what}, by {covariate.name}",
+            folder / f"covariate_{j}.png",
+        )
+
+
+def _umap_csv(coords: np.ndarray, labels: np.ndarray, names: list[str], ids: np.ndarray) -> str:
+    """umap.csv's text: each point's coordinates, label and row id."""
+    label_text = np.array(names)[labels] if names else np.full(len(ids), "")
+    rows = zip(np.char.mod("%.5f", coords[:, 0]), np.char.mod("%.5f", coords[:, 1]), label_text, ids)
+    return csv_text(["x", "y", "label", "id"], rows)

@@ -22,14 +22,14 @@ from pipeline.latents.metadata import LatentsMetadata
 from pipeline.latents.parquet import ROW_GROUP_SIZE
 from pipeline.latents.scores import Scorer, pixel_dims, reference_of
 from pipeline.latents.writer import encoded_batches, write_part
-from pipeline.model.bundle import load_bundle
+from pipeline.model.bundle import Bundle, load_bundle
 from pipeline.model.diagnostics import RowSurprisal
 from pipeline.platform.choices import AUTO, Choice
-from pipeline.platform.config import EncodeConfig, Params
 from pipeline.platform.engine import LocalEngine, RayEngine, open_engine, require_shared
 from pipeline.platform.errors import ConfigError, DataError
 from pipeline.platform.hardware import hide_gpus, limit_threads, share_gpus
 from pipeline.platform.io import atomic_dir, recover_dir
+from pipeline.platform.params.config import EncodeConfig, Params
 
 # Under Ray, each actor gets about this many shards of a split: small enough that a
 # retried shard (a killed actor) repeats little work, large enough to keep files few.
@@ -63,11 +63,7 @@ def encode(
     engine: LocalEngine | RayEngine | None = None,
     shard_rows: int | None = None,
 ) -> int:
-    """Latents of the train and test splits, replaced atomically.
-
-    The files' metadata records what made them: the data's fingerprint, the model's sha256,
-    its resolved run, every choice (the model's and encode.workers), this stage's params,
-    the engine, and the scores' reference (training rows' S_K, computed here once).
+    """Latents of the train and test splits, replaced atomically, with what made them (`_metadata`).
 
     Args:
         prepared_dir, model_path, out_dir: the prepared data, the model, the dataset to write.
@@ -76,17 +72,38 @@ def encode(
         impute: a table: each row also `completed`, its missing cells imputed, and `imputed` flags.
         importance_samples: K of each row's surprisal.
         engine: where the shards are encoded (default: this process).
-        shard_rows: rows per shard under Ray (default: whole row groups, about
-            SHARDS_PER_ACTOR shards per actor).
+        shard_rows: rows per shard on Ray (default: whole row groups, about SHARDS_PER_ACTOR per actor).
 
     Returns:
         The number of rows written.
     """
     engine = engine or LocalEngine()
+    _start(out_dir, engine)
+    manifest, bundle = _inputs(prepared_dir, model_path, impute)
+    workers = resolve_workers(workers, engine)
+    actors, scorer = workers.value, _scorer(bundle.vae, manifest, prepared_dir, importance_samples)
+    own = dict(batch_size=batch_size, workers=actors, impute=impute, importance_samples=importance_samples)
+    metadata = _metadata(manifest, bundle, scorer, workers, engine, own)
+    with atomic_dir(out_dir) as tmp:
+        arguments = _shard_arguments(engine, prepared_dir, tmp, batch_size, metadata, impute)
+        shards = _plan(manifest.counts, engine, actors, shard_rows)
+        written = _run_shards(engine, shards, arguments, actors, model_path, bundle.vae, scorer)
+        _check_complete(tmp, shards, written, manifest.counts)
+    return written
+
+
+def _start(out_dir, engine: LocalEngine | RayEngine) -> None:
+    """What the stage does before it reads anything: finish or discard what a killed run of it
+    left, and set up this process's GPUs."""
     recover_dir(out_dir)  # what a killed run of this stage left
     share_gpus()
     if engine.name == "ray":
         hide_gpus()  # this process loads the model only to check it: the actors compute, on the GPUs
+
+
+def _inputs(prepared_dir, model_path, impute: bool) -> tuple[Manifest, Bundle]:
+    """The prepared data's manifest and the model bundle, checked to fit each other (and
+    encode.impute to fit the data)."""
     manifest = Manifest.read(prepared_dir)
     bundle = load_bundle(model_path)
     bundle.check_shape(manifest.input_shape, prepared_dir)
@@ -95,33 +112,35 @@ def encode(
             f"encode.impute fills in a table's missing cells, but {prepared_dir} holds "
             f"{manifest.value_type} values; set encode.impute: false"
         )
-    workers = resolve_workers(workers, engine)
-    actors, scorer = workers.value, _scorer(bundle.vae, manifest, prepared_dir, importance_samples)
-    metadata = _metadata(
-        manifest,
-        bundle,
-        scorer,
-        workers,
-        engine,
-        dict(batch_size=batch_size, workers=actors, impute=impute, importance_samples=importance_samples),
-    )
-    with atomic_dir(out_dir) as tmp:
-        arguments = {
-            "prepared_dir": str(engine.shared(prepared_dir)),
-            "directory": str(engine.shared(tmp)),
-            "batch_size": batch_size,
-            "metadata": metadata,
-            "impute": impute,
-        }
-        if engine.name == "ray":
-            shards = plan_shards(manifest.counts, shard_rows or _shard_rows(manifest.counts, actors))
-            arguments["model_path"] = str(engine.shared(model_path))
-            written = sum(engine.map_actors(ActorEncodeShards, shards, arguments=arguments, actors=actors))
-        else:
-            shards = plan_shards(manifest.counts, max(max(manifest.counts.values()), 1))
-            written = sum(map(EncodeShards(**arguments, vae=bundle.vae, scorer=scorer), shards))
-        _check_complete(tmp, shards, written, manifest.counts)
-    return written
+    return manifest, bundle
+
+
+def _shard_arguments(engine, prepared_dir, directory, batch_size: int, metadata: dict, impute: bool) -> dict:
+    """What every EncodeShards is built with, its paths as the engine's processes see them."""
+    return {
+        "prepared_dir": str(engine.shared(prepared_dir)),
+        "directory": str(engine.shared(directory)),
+        "batch_size": batch_size,
+        "metadata": metadata,
+        "impute": impute,
+    }
+
+
+def _plan(counts: dict[str, int], engine, actors: int, shard_rows: int | None) -> list[dict]:
+    """The shards: on Ray, of whole row groups over the actors (`_shard_rows`) unless shard_rows
+    is given; here, one shard per split."""
+    if engine.name == "ray":
+        return plan_shards(counts, shard_rows or _shard_rows(counts, actors))
+    return plan_shards(counts, max(max(counts.values()), 1))
+
+
+def _run_shards(engine, shards: list[dict], arguments: dict, actors: int, model_path, vae, scorer) -> int:
+    """Encode the shards, the rows written: on Ray by the actors, each loading the model from
+    model_path; here with the model and scorer loaded here."""
+    if engine.name == "ray":
+        arguments["model_path"] = str(engine.shared(model_path))
+        return sum(engine.map_actors(ActorEncodeShards, shards, arguments=arguments, actors=actors))
+    return sum(map(EncodeShards(**arguments, vae=vae, scorer=scorer), shards))
 
 
 def _scorer(vae, manifest: Manifest, prepared_dir, importance_samples: int) -> Scorer:
@@ -137,7 +156,8 @@ def _scorer(vae, manifest: Manifest, prepared_dir, importance_samples: int) -> S
 def _metadata(
     manifest: Manifest, bundle, scorer: Scorer, workers: Choice, engine, encode_params: dict
 ) -> dict:
-    """What made the latents: the data, the model, the scores, the choices (the model's and
+    """What made the latents: the data (its fingerprint), the model (its sha256), the scores
+    (their reference: training rows' S_K, computed here once), the choices (the model's and
     encode.workers), the params (the model's resolved run and this stage's own) and the engine."""
     return LatentsMetadata.of(
         bundle,

@@ -1,93 +1,35 @@
 """`vae-pipeline encode`: new data in another project, encoded with a trained model bundle.
 
-The data is read by prepare's readers (the source follows from what the path is:
-`pipeline.data.readers.sources.source_of`) and preprocessed as the training data was; only the
-partition out_dir/split=<split> is written.
+The data is read as the training data was (pipeline.latents.new_data) and preprocessed as
+it was; only the partition out_dir/split=<split> is written.
 """
 
 import contextlib
-import dataclasses
 import logging
 import re
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.covariates import PackedRows, covariate_codes
-from pipeline.data.manifest import Column, Manifest
-from pipeline.data.prepare import validate
-from pipeline.data.readers.source_dataset import NO_LABEL, Dataset
-from pipeline.data.readers.sources import load_source, source_of
+from pipeline.data.readers.source_dataset import Dataset
 from pipeline.latents.h5ad_out import LatentRows, check_h5ad_target, write_h5ad_with_latents
 from pipeline.latents.imputation import Completer
 from pipeline.latents.metadata import LatentsMetadata
+from pipeline.latents.new_data import read_input, to_training_labels
 from pipeline.latents.parquet import read_metadata
 from pipeline.latents.scores import Reference, Scorer, pixel_dims
 from pipeline.latents.writer import encoded_batches, write_partition
 from pipeline.model.bundle import load_bundle, require_complete
 from pipeline.model.diagnostics import RowSurprisal
-from pipeline.platform.config import (
-    AnndataConfig,
-    DataConfig,
-    EncodeConfig,
-    ImagesConfig,
-    NpzConfig,
-    TableConfig,
-)
 from pipeline.platform.errors import DataError
 from pipeline.platform.hardware import share_gpus
 from pipeline.platform.io import scratch_dir, sha256_file
 from pipeline.platform.locks import directory_lock
+from pipeline.platform.params.config import EncodeConfig
 
 # A publication's staging and journal, and a scratch directory (pipeline.platform.io).
 TEMPORARY = re.compile(r"\..+\.(staging|journal|journal\.tmp|scratch\..+)")
 log = logging.getLogger(__name__)
-
-
-def input_config(
-    path: Path,
-    example_shape: list[int],
-    columns: list[Column] | None = None,
-    x_key: str = "x",
-    y_key: str | None = None,
-    label_column: str | None = None,
-    layer: str | None = None,
-    covariates: tuple[str, ...] = (),
-) -> DataConfig:
-    """How to read new data at `path` with prepare's readers, as the model's training data was read.
-
-    A table's features are the file columns the training columns are read from, matched by
-    name; images are resized to the training size.
-
-    Args:
-        path: the new data's file or folder.
-        example_shape: one stored training example's shape.
-        columns: a table model's columns, or None.
-        x_key, y_key: an npz's members.
-        label_column: a table's label column or an .h5ad's obs column of labels, or None.
-        layer: an .h5ad's layer, or None for X.
-        covariates: the covariates the model was trained with (each example must have them).
-
-    Returns:
-        The DataConfig prepare's readers take.
-    """
-    source = source_of(path)
-    if source == "image_folder" and len(example_shape) != 3:
-        raise DataError(
-            f"{path}: a folder of images, but the model was trained on examples of shape "
-            f"{example_shape}{' (table rows)' if columns else ''}; give it data of that shape"
-        )
-    size = tuple(example_shape[:2]) if len(example_shape) == 3 else None
-    read_from = tuple(dict.fromkeys(c.read_from for c in columns)) if columns else None  # a timestamp's once
-    return DataConfig(
-        source=source,
-        path=str(path),
-        npz=NpzConfig(x_key, y_key),
-        table=TableConfig(label_column, read_from),
-        anndata=AnndataConfig(layer, label_column),
-        images=ImagesConfig(size=size, color="rgb" if example_shape[-1] == 3 else "grey"),
-        covariates=covariates,
-    )
 
 
 def encode_new_data(
@@ -103,9 +45,8 @@ def encode_new_data(
     **reader_options,
 ) -> int:
     """Encode `input_path` with a trained model, preprocessed as its training data was, into
-    the partition out_dir/split=<split> alone. The input is checked as prepare checks training
-    data, and against the model's: shape, and counts or pixel levels where it was. Rows are
-    scored with the reference's K (their quantile needs it; encode.importance_samples' default without).
+    the partition out_dir/split=<split> alone. The input is checked as the training data was
+    (`read_input`); its rows are scored against the reference (`_scorer`).
 
     Args:
         model_path: a trained model.keras with its bundle beside it (refused without it).
@@ -122,9 +63,28 @@ def encode_new_data(
     Returns:
         The number of rows written.
     """
+    _check_targets(input_path, out_dir, anndata_out)
+    bundle, completer = _load_model(model_path, impute)
+    scorer = _scorer(bundle, find_reference(bundle, reference))
+    with _locked_output(Path(out_dir)), scratch_dir(out_dir) as scratch:  # for sources that must be decoded
+        dataset = read_input(bundle, input_path, scratch, reader_options)
+        batches = _encoded(bundle, dataset, scorer, completer, split, batch_size)
+        return _write(
+            out_dir, split, batches, bundle, dataset, scorer, completer, overwrite, input_path, anndata_out
+        )
+
+
+def _check_targets(input_path: Path, out_dir: Path, anndata_out: Path | None) -> None:
+    """Refuse, before any work, outputs the next `dvc repro` would replace and an .h5ad copy
+    that cannot be made."""
     for target in (out_dir, anndata_out) if anndata_out else (out_dir,):
         check_not_a_stage_output(Path(target))
     check_h5ad_target(input_path, anndata_out)
+
+
+def _load_model(model_path: Path, impute: bool) -> tuple:
+    """(the model's complete bundle, its Completer with `impute`, else None); impute is refused
+    for a model not trained on a table."""
     share_gpus()
     bundle = load_bundle(model_path)
     require_complete(bundle)
@@ -134,65 +94,52 @@ def encode_new_data(
             f"{model_path}: --impute fills in a table's missing cells, but this model was not trained "
             "on a table"
         )
-    completer = Completer(bundle.vae, columns, bundle.preprocess) if impute else None
-    scorer = _scorer(bundle, find_reference(bundle, reference))
-    # The output's lock from the first read to the last write, the .h5ad copy included: a second
-    # command on this output waits (the partition's writer takes the same lock, nested).
-    with _locked_output(Path(out_dir)), scratch_dir(out_dir) as scratch:  # for sources that must be decoded
-        dataset = _read_input(bundle, input_path, scratch, reader_options)
-        y = _to_training_labels(dataset, bundle.manifest.label_names)
-        batches = encoded_batches(
-            bundle.vae.predict_posterior,
-            scorer,
-            split,
-            dataset.x,
-            y,
-            np.arange(len(y), dtype=np.int64),
-            batch_size,
-            bundle.preprocess,
-            completer,
-            bundle.manifest.covariates,
-        )
-        latents = LatentRows(len(y), bundle.vae.latent_dim) if anndata_out else None
-        rows = write_partition(
-            out_dir,
-            split,
-            latents.gather(batches) if latents else batches,
-            bundle.vae.latent_dim,
-            _metadata(bundle, dataset, input_path, scorer),
-            overwrite=overwrite,
-            table=completer.table if completer else None,
-        )
-        if anndata_out:
-            write_h5ad_with_latents(input_path, anndata_out, latents.z_mean)
-    return rows
+    return bundle, Completer(bundle.vae, columns, bundle.preprocess) if impute else None
 
 
-def _read_input(bundle, input_path: Path, scratch: Path, reader_options: dict) -> Dataset:
-    """The new data, read as the training data was (a table's columns and an .h5ad's genes
-    matched by name) and checked against the model's input."""
-    trained_on, covariates = bundle.manifest, bundle.manifest.covariates
-    config = input_config(
-        input_path,
-        bundle.input_shape,
-        trained_on.columns,
-        **reader_options,
-        covariates=tuple(c.name for c in covariates or ()),
+def _encoded(bundle, dataset: Dataset, scorer: Scorer, completer, split: str, batch_size: int):
+    """The new rows' LatentBatch stream, their labels as indices into the training label names."""
+    y = to_training_labels(dataset, bundle.manifest.label_names)
+    return encoded_batches(
+        bundle.vae.predict_posterior,
+        scorer,
+        split,
+        dataset.x,
+        y,
+        np.arange(len(y), dtype=np.int64),
+        batch_size,
+        bundle.preprocess,
+        completer,
+        bundle.manifest.covariates,
     )
-    genes = trained_on.feature_names if trained_on.source == "anndata" else None
-    dataset = load_source(config, scratch, trained_on.columns, genes=genes)
-    _check_values(dataset, trained_on, input_path)
-    if covariates:  # coded as the training rows' were; a level never seen there is an error
-        codes = covariate_codes(str(input_path), dataset.covariates, covariates)
-        dataset = dataclasses.replace(dataset, x=PackedRows(dataset.x, codes))
-    bundle.check_shape(bundle.preprocess.output_shape(dataset.x.shape[1:]), input_path)
-    return dataset
+
+
+def _write(
+    out_dir, split, batches, bundle, dataset, scorer, completer, overwrite, input_path, anndata_out
+) -> int:
+    """Write the partition; with anndata_out also a copy of the .h5ad input with the rows'
+    z_mean in obsm["X_vae"], gathered on the way. Returns the rows written."""
+    latents = LatentRows(len(dataset.y), bundle.vae.latent_dim) if anndata_out else None
+    rows = write_partition(
+        out_dir,
+        split,
+        latents.gather(batches) if latents else batches,
+        bundle.vae.latent_dim,
+        _metadata(bundle, dataset, input_path, scorer),
+        overwrite=overwrite,
+        table=completer.table if completer else None,
+    )
+    if anndata_out:
+        write_h5ad_with_latents(input_path, anndata_out, latents.z_mean)
+    return rows
 
 
 @contextlib.contextmanager
 def _locked_output(out_dir: Path):
     """out_dir, made if need be and locked for the block; a directory made here is removed
-    again when the block fails before writing anything in it."""
+    again when the block fails before writing anything in it. The command holds it from the
+    first read to the last write, the .h5ad copy included: a second command on this output
+    waits (the partition's writer takes the same lock, nested)."""
     made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -211,6 +158,8 @@ def _metadata(bundle, dataset: Dataset, input_path: Path, scorer: Scorer) -> dic
 
 
 def _scorer(bundle, reference: Reference | None) -> Scorer:
+    """Rows are scored with the reference's K (their quantile needs it; encode.importance_samples'
+    default without)."""
     k = reference.importance_samples if reference else EncodeConfig.importance_samples
     return Scorer(RowSurprisal(bundle.vae, k), pixel_dims(bundle.manifest), reference)
 
@@ -275,32 +224,3 @@ def check_not_a_stage_output(out_dir: Path) -> None:
                 "here. Give --output another directory (e.g. latents_new/)"
             )
         return
-
-
-def _check_values(dataset: Dataset, trained_on: Manifest, where: Path) -> None:
-    """Raise DataError unless the values are ones the model can read: finite, within float32
-    (prepare's checks), whole and non-negative for a count model, on the pixel scale for a
-    pixel model."""
-    low, high, integral = validate(dataset)
-    if dataset.x.dtype == np.uint8 or dataset.columns is not None:
-        return  # uint8 pixels are on their scale; a table's reader checked each column against training
-    if trained_on.value_type == "count" and (low < 0 or not integral):
-        raise DataError(
-            f"{where}: the model was trained on counts (whole numbers >= 0); these values run from "
-            f"{low:g} to {high:g}{'' if integral else ', not all whole'}"
-        )
-    top = trained_on.pixel_levels
-    if trained_on.value_type == "pixels" and top is not None and (low < 0 or high > top):
-        raise DataError(
-            f"{where}: the model was trained on pixels from 0 to {top:g}; these values run from "
-            f"{low:g} to {high:g}"
-        )
-
-
-def _to_training_labels(dataset: Dataset, training_names: list[str]) -> np.ndarray:
-    """The new data's labels as indices into the training label names (NO_LABEL when unknown)."""
-    if not len(dataset.label_names):
-        return dataset.y
-    index = {name: i for i, name in enumerate(training_names)}
-    lookup = np.array([index.get(name, NO_LABEL) for name in dataset.label_names], np.int32)
-    return np.where(dataset.y == NO_LABEL, NO_LABEL, lookup[dataset.y])

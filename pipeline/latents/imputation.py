@@ -50,24 +50,34 @@ def column_quality(
     for c, column in enumerate(columns):
         features = slice(starts[c], starts[c + 1])
         cells = hidden[:, c]
-        shown = x[cells].copy()  # the rows with a hidden cell of this column, that cell hidden
-        shown[:, features] = np.nan
-        imputed = _decoded_means(vae, shown)[:, features]
-        observed = np.isfinite(x[:, starts[c]]) & ~cells
-        score = _scorer(column.type, float(scale[starts[c]]))
-        truth = x[cells, features]
-        out[column.name] = {
-            "type": column.type,
-            "metric": "accuracy" if column.type in ("binary", "categorical") else "rmse",
-            "reconstruction": score(full[observed, features], x[observed, features]),
-            "imputation": {
-                "model": score(imputed, truth),
-                "mean_or_mode": score(np.broadcast_to(baseline[features], truth.shape), truth),
-                "cells": int(cells.sum()),
-                "hidden": hide_fraction,
-            },
-        }
+        out[column.name] = _one_column(vae, x, full, column, features, cells, scale, baseline, hide_fraction)
     return out
+
+
+def _one_column(vae, x, full, column: Column, features: slice, cells, scale, baseline, hide_fraction) -> dict:
+    """One column's entry of `column_quality`: its reconstruction on the observed cells left
+    shown, and the imputation of its hidden `cells` by the model and by the mean or mode.
+
+    x: the rows, (n, F); full: their decoded means with every observed cell shown;
+    features: the column's slice of the F model features; cells: (n,) its hidden cells."""
+    first = features.start
+    shown = x[cells].copy()  # the rows with a hidden cell of this column, that cell hidden
+    shown[:, features] = np.nan
+    imputed = _decoded_means(vae, shown)[:, features]
+    observed = np.isfinite(x[:, first]) & ~cells
+    score = _scorer(column.type, float(scale[first]))
+    truth = x[cells, features]
+    return {
+        "type": column.type,
+        "metric": "accuracy" if column.type in ("binary", "categorical") else "rmse",
+        "reconstruction": score(full[observed, features], x[observed, features]),
+        "imputation": {
+            "model": score(imputed, truth),
+            "mean_or_mode": score(np.broadcast_to(baseline[features], truth.shape), truth),
+            "cells": int(cells.sum()),
+            "hidden": hide_fraction,
+        },
+    }
 
 
 def fill_values(split: Split, rows: np.ndarray, columns: list[Column]) -> np.ndarray:

@@ -14,9 +14,8 @@ class LatentsMetadata:
     """The data, the model and the run that encoded a partition's rows."""
 
     dataset_source: str  # data.source, and the file or folder it read where there is one
-    dataset_fingerprint: (
-        str | None
-    )  # the prepared data's; the command's: its input file's sha256 (None: a folder)
+    # the prepared data's; the command's: its input file's sha256 (None: a folder)
+    dataset_fingerprint: str | None
     label_names: list[str]
     model_sha256: str
     columns: dict
@@ -25,9 +24,8 @@ class LatentsMetadata:
     surprisal: dict  # the scores' K, novelty's definition and the quantile's reference (Scorer.record)
     params: dict | None = None  # the stage's: the training run's params and encode's own
     engine: dict | None = None  # the stage's engine and cluster
-    covariates: dict | None = (
-        None  # data with covariates: each one's type and levels, and whether q read them
-    )
+    # data with covariates: each one's type and levels, and whether q read them
+    covariates: dict | None = None
 
     @classmethod
     def of(

@@ -36,6 +36,17 @@ COLUMNS = {
     "novelty": "the score to rank rows by when looking for odd ones: 1 is as odd as the training rows' 99th "
     "percentile, 0 their median (metadata surprisal.novelty); null without a reference",
 }
+# Each of COLUMNS' Arrow type, in the words of the contract's reference page (docs/reference/latents.md).
+COLUMN_TYPES = {
+    "id": "int64",
+    "label": "int32, nullable",
+    "z_mean": "fixed_size_list<float32>[d]",
+    "z_log_var": "fixed_size_list<float32>[d]",
+    "surprisal": "float64",
+    "bits_per_dim": "float64, nullable",
+    "surprisal_quantile": "float64, nullable",
+    "novelty": "float64, nullable",
+}
 # Data with covariates (data.covariates): one more column, after the scores.
 COVARIATES_COLUMN = {
     "covariates": "the example's covariates, which the model conditioned on (metadata covariates)"

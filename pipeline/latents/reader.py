@@ -103,20 +103,51 @@ def read_rows(
         {column: its values of the rows taken}.
     """
     files = _split_files(path, split, fingerprint, latent_dim)
-    take = np.asarray(take, np.int64)
-    order = np.argsort(take, kind="stable")
-    wanted = take[order]
-    d = pq.read_schema(files[0]).field("z_mean").type.list_size
-    out = {
-        name: np.empty((len(take), d), np.float32) if name.startswith("z_") else np.empty(len(take))
-        for name in columns
-    }
+    taken = _Taken(take, columns, pq.read_schema(files[0]).field("z_mean").type.list_size)
+    for start, table in _row_groups(path, split, files, ids, columns):
+        read = taken.read(table)
+        if visit is not None:
+            visit(read["z_mean"] if "z_mean" in read else latents_to_numpy(table))
+        taken.keep(read, start, table.num_rows)
+    return taken.out
+
+
+class _Taken:
+    """The rows `take` (positions in a split) of `columns`, kept as the row groups go by."""
+
+    def __init__(self, take: np.ndarray, columns: tuple[str, ...], d: int):
+        take = np.asarray(take, np.int64)
+        self.order = np.argsort(take, kind="stable")
+        self.wanted = take[self.order]
+        self.out = {
+            name: np.empty((len(take), d), np.float32) if name.startswith("z_") else np.empty(len(take))
+            for name in columns
+        }
+
+    def read(self, table: pa.Table) -> dict[str, np.ndarray]:
+        """Every kept column of a row group: z_* as (rows, d) float32, scores as float64 (NaN for null)."""
+        return {
+            name: latents_to_numpy(table, name)
+            if name.startswith("z_")
+            else table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+            for name in self.out
+        }
+
+    def keep(self, read: dict[str, np.ndarray], start: int, rows: int) -> None:
+        """Keep the taken rows among a row group's `rows`, the split's rows from `start`."""
+        lo, hi = np.searchsorted(self.wanted, [start, start + rows])
+        for name, values in self.out.items():
+            values[self.order[lo:hi]] = read[name][self.wanted[lo:hi] - start]
+
+
+def _row_groups(path, split: str, files: list[Path], ids: np.ndarray, columns: tuple[str, ...]):
+    """(start, row group) for every row group of the split's files in order, with the columns
+    kept, each checked to hold the prepared `ids` from `start` on; then that none are missing."""
     start = 0
     for file in files:
         parquet = pq.ParquetFile(file)
-        for group in range(
-            parquet.num_row_groups
-        ):  # one at a time: iter_batches reads ahead, more as files grow
+        # one at a time: iter_batches reads ahead, more as files grow
+        for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group, columns=list(dict.fromkeys(["id", "z_mean", *columns])))
             group_ids = table.column("id").to_numpy()
             if not np.array_equal(group_ids, ids[start : start + len(group_ids)]):
@@ -124,23 +155,12 @@ def read_rows(
                     f"{path}: split={split} does not hold the prepared {split} examples in order; "
                     "re-run encode"
                 )
-            read = {
-                name: latents_to_numpy(table, name)
-                if name.startswith("z_")
-                else table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-                for name in out
-            }
-            if visit is not None:
-                visit(read["z_mean"] if "z_mean" in read else latents_to_numpy(table))
-            lo, hi = np.searchsorted(wanted, [start, start + len(group_ids)])
-            for name, values in out.items():
-                values[order[lo:hi]] = read[name][wanted[lo:hi] - start]
+            yield start, table
             start += len(group_ids)
     if start != len(ids):
         raise DataError(
             f"{path}: split={split} holds {start} rows, the prepared {split} split {len(ids)}; re-run encode"
         )
-    return out
 
 
 def _part_number(file: Path) -> int:

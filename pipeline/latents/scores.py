@@ -159,8 +159,7 @@ def against_training(quantile: np.ndarray, novelty: np.ndarray) -> str:
     return (
         f"{(quantile > 0.99).mean():.1%} of the {len(quantile):,} rows are more surprising than 99% of the "
         f"training rows (about 1% of rows like them would be), {(novelty > 1).mean():.1%} have novelty "
-        "above 1; "
-        f"median surprisal_quantile {np.median(quantile):.2f} (0.5 for rows like the training rows)"
+        f"above 1; median surprisal_quantile {np.median(quantile):.2f} (0.5 for rows like the training rows)"
     )
 
 

@@ -23,7 +23,8 @@ from pipeline.latents.parquet import (
     latent_schema,
 )
 from pipeline.platform.errors import DataError
-from pipeline.platform.io import atomic_dir, fault_point, recover_dir
+from pipeline.platform.faults import fault_point
+from pipeline.platform.io import atomic_dir, recover_dir
 from pipeline.platform.locks import directory_lock
 
 
@@ -60,20 +61,29 @@ def encoded_batches(
     """
     for start in range(0, len(ids), batch_size):
         rows = slice(start, start + batch_size)
-        xb = np.asarray(x[rows])
-        inputs = preprocess(xb) if preprocess else xb
-        z_mean, z_log_var = posterior(inputs)
-        filled = complete(xb, np.asarray(z_mean)) if complete else (None, None)
-        yield LatentBatch(
-            split,
-            np.asarray(ids[rows]),
-            np.asarray(y[rows]),
-            np.asarray(z_mean),
-            np.asarray(z_log_var),
-            score(inputs, xb),
-            *filled,
-            covariates=covariate_values(xb, covariates) if covariates else None,
+        yield _encoded_batch(
+            posterior, score, split, np.asarray(x[rows]), y[rows], ids[rows], preprocess, complete, covariates
         )
+
+
+def _encoded_batch(
+    posterior, score, split: str, xb: np.ndarray, y, ids, preprocess, complete, covariates
+) -> LatentBatch:
+    """One batch of stored rows `xb` (with their labels y and ids) through the model: its
+    LatentBatch (`encoded_batches`' arguments)."""
+    inputs = preprocess(xb) if preprocess else xb
+    z_mean, z_log_var = posterior(inputs)
+    filled = complete(xb, np.asarray(z_mean)) if complete else (None, None)
+    return LatentBatch(
+        split,
+        np.asarray(ids),
+        np.asarray(y),
+        np.asarray(z_mean),
+        np.asarray(z_log_var),
+        score(inputs, xb),
+        *filled,
+        covariates=covariate_values(xb, covariates) if covariates else None,
+    )
 
 
 def to_record_batch(batch: LatentBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -179,28 +189,45 @@ def write_partition(
     Returns:
         The rows written.
     """
-    if not SPLIT_NAME.fullmatch(split):
-        raise DataError(f"split name must be letters, digits, '_', '-' or '.'. Got {split!r} instead.")
+    _check_split_name(split)
     out_dir = Path(out_dir)
     target = out_dir / f"split={split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     with directory_lock(out_dir):  # from the first check to the publish: a second command waits
         recover_dir(target)  # what a killed run of this command left
-        if target.exists() and not overwrite:
-            raise DataError(
-                f"{target}: partition exists; pass --overwrite to replace it, or choose another --split"
-            )
-        for file in sorted(out_dir.glob("split=*/*.parquet")):
-            if file.parent != target:
-                check_file(file, latent_dim, metadata.get("model_sha256"))
-
-        def path_of(batch_split: str) -> Path:
-            if batch_split != split:  # pragma: no cover - the caller builds every batch with `split`
-                raise ValueError(f"batch of split {batch_split!r} written to partition {split!r}")
-            return tmp / "part-0.parquet"
-
+        _check_partition(out_dir, target, overwrite, latent_dim, metadata.get("model_sha256"))
+        schema = latent_schema(latent_dim, metadata, table)
         with atomic_dir(target) as tmp:
-            return _write(batches, latent_schema(latent_dim, metadata, table), path_of)
+            return _write(batches, schema, _only_split(split, tmp / "part-0.parquet"))
+
+
+def _check_split_name(split: str) -> None:
+    """Raise DataError unless `split` can name a partition directory (SPLIT_NAME)."""
+    if not SPLIT_NAME.fullmatch(split):
+        raise DataError(f"split name must be letters, digits, '_', '-' or '.'. Got {split!r} instead.")
+
+
+def _check_partition(out_dir: Path, target: Path, overwrite: bool, latent_dim: int, model_sha256) -> None:
+    """Raise DataError when the partition `target` exists (without `overwrite`) or when another
+    partition holds latents of another size or of another model (check_file)."""
+    if target.exists() and not overwrite:
+        raise DataError(
+            f"{target}: partition exists; pass --overwrite to replace it, or choose another --split"
+        )
+    for file in sorted(out_dir.glob("split=*/*.parquet")):
+        if file.parent != target:
+            check_file(file, latent_dim, model_sha256)
+
+
+def _only_split(split: str, path: Path):
+    """`_write`'s path_of for a single partition: `path` for batches of `split`, never another split."""
+
+    def path_of(batch_split: str) -> Path:
+        if batch_split != split:  # pragma: no cover - the caller builds every batch with `split`
+            raise ValueError(f"batch of split {batch_split!r} written to partition {split!r}")
+        return path
+
+    return path_of
 
 
 def _write(batches: Iterable[LatentBatch], schema: pa.Schema, path_of) -> int:
@@ -243,9 +270,8 @@ class _PartWriter:
             table = pa.Table.from_batches(self.buffer, schema=self.schema)
             self.writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
             self.buffer, self.buffered = [], 0
-            fault_point(
-                "parquet", self.path
-            )  # in the middle of the writer: a row group out, the file not closed
+            # in the middle of the writer: a row group out, the file not closed
+            fault_point("parquet", self.path)
 
     def close(self) -> None:
         self.writer.close()

@@ -28,7 +28,8 @@ from pathlib import Path
 from pipeline.data.manifest import Manifest
 from pipeline.data.prepared import PREPROCESSING_FILE, Preprocessor
 from pipeline.platform.errors import DataError
-from pipeline.platform.io import fault_point, sha256_file, write_json
+from pipeline.platform.faults import fault_point
+from pipeline.platform.io import sha256_file, write_json
 from pipeline.platform.locks import directory_lock
 
 MODEL_FILE = "model.keras"
@@ -80,9 +81,8 @@ def save_bundle(
     """
     directory = Path(directory)
     vae.encoder.save(directory / ENCODER_FILE)
-    fault_point(
-        "bundle", directory / MODEL_FILE
-    )  # inside the model save: the encoder written, the model not yet
+    # inside the model save: the encoder written, the model not yet
+    fault_point("bundle", directory / MODEL_FILE)
     shutil.copyfile(preprocessing, directory / PREPROCESSING_FILE)
     manifest.write(directory / DATA_MANIFEST_FILE)
     write_json(directory / CHOICES_FILE, choices)

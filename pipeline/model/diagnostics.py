@@ -67,16 +67,23 @@ def phi_gradient_variance(vae, x: np.ndarray, repeats: int) -> dict:
     over parameters. The model is not updated. Returns both means and their ratio
     score_function / reparameterized (> 1 when the reparameterized estimator is the
     lower-variance one).
+
+    The score-function estimator subtracts its baseline b as training does: there b is a
+    running mean of the reconstruction surprisal (pipeline.training.trainer), here that mean
+    on x, from draws of their own (the draws of the figures stay those of the model's stream).
     """
+    import keras
     import tensorflow as tf
 
+    own = keras.random.SeedGenerator(0)
+    baseline = float(keras.ops.mean(vae.sample_posterior(x, seed_generator=own)["reconstruction"]))
     out = {}
     for estimator in ("reparameterized", "score_function"):
 
         @tf.function
         def gradient(x, estimator=estimator):
             with tf.GradientTape() as tape:
-                objective, _ = vae.objective(x, estimator=estimator)
+                objective = vae.objective(x, estimator=estimator, baseline=baseline).loss
             return tape.gradient(objective, vae.phi_weights)
 
         draws = np.stack([np.concatenate([g.numpy().ravel() for g in gradient(x)]) for _ in range(repeats)])

@@ -23,8 +23,10 @@ import math
 from keras import ops
 
 from pipeline.model import kernels
+from pipeline.model.layers import DISPERSION_FLOOR, LearnedSigma
 from pipeline.model.pixel_levels import DiscretizedLogistic, LevelCategorical, feature_axes
 from pipeline.model.subo import LOG_2PI
+from pipeline.model.vae_config import ResolvedModel
 
 
 def _lgamma(x):
@@ -258,3 +260,20 @@ def make_likelihood(likelihood: str, sigma=1.0, groups=None, dispersion=None, le
         f"'columns'. "
         f"Got {likelihood!r} instead."
     )
+
+
+def learned_likelihood(model: ResolvedModel, shape: tuple):
+    """The resolved model's likelihood object and the layers of its learned parameters, each
+    of one example's decoder output `shape`: (likelihood, σ, dispersion). σ: a Gaussian's
+    (or a table's Gaussian columns') LearnedSigma under sigma "learned"; dispersion: the
+    negative binomial's r; each None where the likelihood has none. Their weights are θ's."""
+    likelihood, sigma, groups = model.likelihood, model.sigma, [list(g) for g in model.groups] or None
+    families = {family for family, _, _ in groups or ()} if likelihood == "columns" else {likelihood}
+    learned_sigma = dispersion = None
+    if "gaussian" in families and sigma == "learned":
+        learned_sigma = LearnedSigma(shape, model.sigma_floor, name="sigma")
+        sigma = learned_sigma.value
+    if "negative_binomial" in families:
+        dispersion = LearnedSigma(shape, DISPERSION_FLOOR, name="dispersion")
+    made = make_likelihood(likelihood, sigma, groups, dispersion.value if dispersion else None, model.levels)
+    return made, learned_sigma, dispersion

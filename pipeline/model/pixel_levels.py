@@ -113,9 +113,8 @@ class LevelCategorical:
         x (B, *F), params (..., B, *F, L + 2)."""
         logits = self.logits(params)
         level = ops.cast(ops.round(x * (self.levels - 1)), "int32")
-        level = ops.broadcast_to(
-            level[..., None], (*ops.shape(logits)[:-1], 1)
-        )  # params may carry a sample axis
+        # params may carry a sample axis
+        level = ops.broadcast_to(level[..., None], (*ops.shape(logits)[:-1], 1))
         chosen = ops.take_along_axis(logits, level, axis=-1)[..., 0]
         return kernels.logsumexp(logits) - chosen
 

@@ -1,4 +1,7 @@
-"""A richer proxy q_φ(z|x): the diagonal Gaussian followed by K inverse-autoregressive
+"""The latent side beyond the standard Gaussians ("posteriors and priors"): a richer proxy
+q_φ(z|x), and a learned prior p(z) made of the proxy.
+
+The proxy: the diagonal Gaussian followed by K inverse-autoregressive
 steps (Kingma et al. 2016, "Improved Variational Inference with Inverse Autoregressive
 Flow"), each conditioned on a context the encoder computes from x.
 
@@ -8,12 +11,16 @@ Jacobian is triangular with diagonal g, so log q(z_K|x) = log N(z_0; μ, σ²) �
 exactly, and sampling is one pass: q stays what the article asks of a proxy, easy to
 sample and to score. Successive steps reverse the order, so every coordinate reads every
 other one after two steps.
+
+The prior: N(0, I), or the VampPrior (Tomczak & Welling 2018), p(z) = (1/C) Σ_c q_0(z | u_c),
+the mixture of the proxy's Gaussians at C pseudo-inputs u_c, weights of the VAE trained with θ.
 """
 
 import keras
 import numpy as np
 from keras import layers, ops
 
+from pipeline.model import subo
 from pipeline.model.layers import PACKAGE
 
 # g starts near sigmoid(2) ≈ 0.88: each step starts close to the identity (Kingma et al.).
@@ -127,3 +134,42 @@ class Flow(layers.Layer):
             "steps": self.steps_count,
             "hidden": self.hidden,
         }
+
+
+def add_pseudo_inputs(layer: layers.Layer, components: int, input_shape) -> keras.Variable:
+    """The VampPrior's pseudo-inputs u_c, a weight of `layer` of shape (components, *input_shape)
+    in the encoder's input space, near 0.5 until `pseudo_input_rows` puts them on data."""
+    return layer.add_weight(
+        shape=(components, *input_shape),
+        initializer=keras.initializers.RandomNormal(0.5, 0.1),
+        name="pseudo_inputs",
+        dtype="float32",
+    )
+
+
+def pseudo_input_rows(x: np.ndarray, components: int) -> np.ndarray:
+    """The rows of x the pseudo-inputs start on: the first `components`, repeated when fewer."""
+    return x[np.resize(np.arange(len(x)), components)]
+
+
+def log_prior(z, encoder, pseudo_inputs=None):
+    """log p(z): the standard normal, or (pseudo_inputs given) the VampPrior's mixture of the
+    encoder's Gaussians at the pseudo-inputs. z: (..., d). Returns (...,)."""
+    if pseudo_inputs is None:
+        return subo.standard_normal_log_density(z)
+    means, log_vars = encoder(pseudo_inputs)[:2]
+    return subo.mixture_log_density(z, means, log_vars)
+
+
+def sample_prior(n: int, seed: int, latent_dim: int, encoder, pseudo_inputs=None) -> np.ndarray:
+    """n draws of z ~ p(z), (n, d): N(0, I), or (pseudo_inputs given) a VampPrior component
+    chosen uniformly, then its Gaussian."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n, latent_dim)).astype(np.float32)
+    if pseudo_inputs is None:
+        return noise
+    means, log_vars = (
+        np.asarray(v) for v in encoder.predict_on_batch(ops.convert_to_numpy(pseudo_inputs))[:2]
+    )
+    chosen = rng.integers(0, len(means), n)
+    return means[chosen] + np.exp(0.5 * log_vars[chosen]) * noise

@@ -43,11 +43,11 @@ import logging
 import math
 
 from pipeline.data.manifest import Manifest, plain_table
+from pipeline.model.resolved import checks, flops
 from pipeline.model.vae_config import ResolvedModel
 from pipeline.platform.choices import GIVEN, Choice
-from pipeline.platform.config import ModelConfig
-from pipeline.platform.errors import PipelineError
 from pipeline.platform.families import FAMILIES, LEVEL_FAMILIES
+from pipeline.platform.params.config import ModelConfig
 
 log = logging.getLogger(__name__)
 CONV_MIN_SIDE = 16
@@ -105,6 +105,26 @@ def resolve_model(
         The resolved model and the choices made, keyed "model.<knob>".
     """
     shape = list(example_shape)
+    likelihood = _likelihood_choice(model, shape, value_range, value_type, columns, levels)
+    architecture = Choice.of(model.architecture, *_architecture_rule(model, shape, series))
+    choices = {
+        "model.likelihood": likelihood,
+        "model.architecture": architecture,
+        "model.filters": Choice.of(model.filters, *_filters_rule(shape, architecture.value)),
+        "model.hidden": Choice.of(model.hidden, *_hidden_rule(shape, architecture.value)),
+    }
+    layout = column_layout(value_type, columns, math.prod(shape), model.count_likelihood)
+    if likelihood.value == "gaussian" or any(family == "gaussian" for family, _, _ in layout["groups"]):
+        why = f"one σ per feature, trained with θ, at least model.sigma_floor {model.sigma_floor:g}"
+        choices["model.sigma"] = Choice(model.sigma, why if model.sigma == "learned" else GIVEN)
+    return _resolved(model, choices, layout, levels, covariates), choices
+
+
+def _likelihood_choice(
+    model: ModelConfig, shape: list[int], value_range, value_type: str, columns, levels
+) -> Choice:
+    """model.likelihood, given or by `_likelihood_rule`; a Bernoulli on grey levels is allowed
+    with a warning (S is then not the surprisal of anything)."""
     likelihood = Choice.of(
         model.likelihood, *_likelihood_rule(model, math.prod(shape), value_range, value_type, columns, levels)
     )
@@ -115,60 +135,54 @@ def resolve_model(
             "for a mass on the levels",
             levels,
         )
-    architecture = Choice.of(model.architecture, *_architecture_rule(model, shape, series))
-    conv = architecture.value in ("conv", "conv1d")
-    side = min(shape[:2]) if architecture.value == "conv" else shape[0]
-    filters = Choice.of(
-        model.filters,
-        *(
-            (
-                conv_filters(side, architecture.value == "conv"),
-                "one stride-2 layer per halving of the "
-                f"{'shorter side' if architecture.value == 'conv' else 'length'} "
-                f"{side} while even and >= 8: three, then more while above 8; widths doubling to at most "
-                f"{MAX_WIDTH}"
-                + (
-                    f", starting at {FIRST_WIDTH}·{WIDTH_BUDGET_SIDE}/{side} to keep each layer's cost"
-                    if architecture.value == "conv" and side > WIDTH_BUDGET_SIDE
-                    else ""
-                ),
-            )
-            if conv
-            else ((), "no conv layers in an mlp")
+    return likelihood
+
+
+def _filters_rule(shape: list[int], architecture: str) -> tuple[tuple[int, ...], str]:
+    """model.filters auto: `conv_filters` of the shorter side (an image's) or the length (a
+    series'); none in an mlp."""
+    if architecture not in ("conv", "conv1d"):
+        return (), "no conv layers in an mlp"
+    image = architecture == "conv"
+    side = min(shape[:2]) if image else shape[0]
+    return (
+        conv_filters(side, image),
+        "one stride-2 layer per halving of the "
+        f"{'shorter side' if image else 'length'} "
+        f"{side} while even and >= 8: three, then more while above 8; widths doubling to at most "
+        f"{MAX_WIDTH}"
+        + (
+            f", starting at {FIRST_WIDTH}·{WIDTH_BUDGET_SIDE}/{side} to keep each layer's cost"
+            if image and side > WIDTH_BUDGET_SIDE
+            else ""
         ),
     )
-    hidden = Choice.of(
-        model.hidden,
-        *(
-            ((), "the heads read the flattened conv features")
-            if conv
-            else (
-                mlp_hidden(math.prod(shape)),
-                "4× the input width as a power of two in [64, 512], then half",
-            )
-        ),
-    )
-    choices = {
-        "model.likelihood": likelihood,
-        "model.architecture": architecture,
-        "model.filters": filters,
-        "model.hidden": hidden,
-    }
-    layout = column_layout(value_type, columns, math.prod(shape), model.count_likelihood)
-    if likelihood.value == "gaussian" or any(family == "gaussian" for family, _, _ in layout["groups"]):
-        why = f"one σ per feature, trained with θ, at least model.sigma_floor {model.sigma_floor:g}"
-        choices["model.sigma"] = Choice(model.sigma, why if model.sigma == "learned" else GIVEN)
+
+
+def _hidden_rule(shape: list[int], architecture: str) -> tuple[tuple[int, ...], str]:
+    """model.hidden auto: none after convolutions, `mlp_hidden` of the input width in an mlp."""
+    if architecture in ("conv", "conv1d"):
+        return (), "the heads read the flattened conv features"
+    return mlp_hidden(math.prod(shape)), "4× the input width as a power of two in [64, 512], then half"
+
+
+def _resolved(
+    model: ModelConfig, choices: dict[str, Choice], layout: dict, levels, covariates: int
+) -> ResolvedModel:
+    """The ResolvedModel: the params with every choice's value, a table's column layout under
+    likelihood columns, L for a mass on pixel levels, and the covariates."""
+    likelihood = choices["model.likelihood"].value
     fields = {
         **dataclasses.asdict(model),
         **{key[6:]: c.value for key, c in choices.items()},
-        "filters": tuple(filters.value),
-        "hidden": tuple(hidden.value),
-        **(layout if likelihood.value == "columns" else {}),
-        "levels": levels if likelihood.value in LEVEL_FAMILIES else None,
+        "filters": tuple(choices["model.filters"].value),
+        "hidden": tuple(choices["model.hidden"].value),
+        **(layout if likelihood == "columns" else {}),
+        "levels": levels if likelihood in LEVEL_FAMILIES else None,
         "covariates": covariates,
         "encode_covariates": model.encode_covariates and covariates > 0,
     }
-    return ResolvedModel(**fields), choices
+    return ResolvedModel(**fields)
 
 
 def _likelihood_rule(
@@ -256,25 +270,6 @@ def conv_filters(side: int, image: bool = True) -> tuple[int, ...]:
     return tuple(widths) or (first,)
 
 
-def conv_strides(size: int, layers_: int) -> list[int]:
-    """Stride 2 while the spatial size halves exactly, then 1: 28 -> 14 -> 7, 8 -> 4 -> 2.
-
-    The decoder mirrors the same strides, so its output has exactly the input's size.
-    """
-    strides = []
-    for _ in range(layers_):
-        stride = 2 if size % 2 == 0 and size >= 4 else 1
-        strides.append(stride)
-        size //= stride
-    return strides
-
-
-def spatial_strides(shape, architecture: str, layers_: int) -> list[tuple[int, ...]]:
-    """Each conv layer's strides: per axis of an image (H, W), or along a series (L)."""
-    sides = shape[:2] if architecture == "conv" else shape[:1]
-    return list(zip(*(conv_strides(side, layers_) for side in sides)))
-
-
 def params_per_value(model: ResolvedModel) -> int:
     """The decoder's outputs per value of x for the model's likelihood (its object's
     `params_per_value`, known here without building it)."""
@@ -288,48 +283,9 @@ def forward_flops(shape, model: ResolvedModel, params_per_value: int) -> int:
     A training step costs about 3× this: each layer's two backward products cost what its
     forward one does (the elementwise work is left out; benchmarks/flops.py counts the ops
     TensorFlow runs)."""
-    dims = list(shape)
-
-    def dense(widths):
-        return sum(2 * a * b for a, b in zip(widths, widths[1:]))
-
-    code = [model.latent_dim, *reversed(model.hidden)]
     if model.architecture not in ("conv", "conv1d"):
-        inputs = math.prod(dims) + len(model.mask_features)
-        return dense([inputs, *model.hidden, 2 * model.latent_dim]) + dense(
-            [*code, math.prod(dims) * params_per_value]
-        )
-    spatial = dims[:2] if model.architecture == "conv" else dims[:1]
-    channels, taps = (
-        (dims[len(spatial)] if len(dims) > len(spatial) else 1),
-        3 ** len(spatial),
-    )  # size-3 kernels
-
-    def conv(
-        positions, c_in, c_out
-    ):  # a convolution per output position; a transposed one per input position
-        return 2 * positions * taps * c_in * c_out + model.residual_blocks * 4 * positions * taps * c_out**2
-
-    flops, at, positions = 0, list(spatial), []
-    for c_in, c_out, strides in zip(
-        [channels, *model.filters],
-        model.filters,
-        spatial_strides(dims, model.architecture, len(model.filters)),
-    ):
-        at = [side // stride for side, stride in zip(at, strides)]
-        positions.append(math.prod(at))
-        flops += conv(positions[-1], c_in, c_out)
-    small = positions[-1] * model.filters[-1]
-    flops += dense([small, *model.hidden, 2 * model.latent_dim]) + dense([*code, small])
-    outputs, c_in = channels * params_per_value, model.filters[-1]
-    widths = list(reversed(model.filters))
-    for c_out, where in zip(
-        [*widths[1:], outputs] if model.decoder_top == "strided" else widths, reversed(positions)
-    ):
-        # the residual blocks come before each transposed convolution, at its input
-        flops += 2 * where * taps * c_in * c_out + model.residual_blocks * 4 * where * taps * c_in**2
-        c_in = c_out
-    return flops + (2 * math.prod(spatial) * taps * c_in * outputs if model.decoder_top == "full" else 0)
+        return flops.mlp_flops(shape, model, params_per_value)
+    return flops.conv_flops(shape, model, params_per_value)
 
 
 def mlp_hidden(features: int) -> tuple[int, int]:
@@ -340,47 +296,5 @@ def mlp_hidden(features: int) -> tuple[int, int]:
 
 def check_model_fits_data(model: ResolvedModel, manifest: Manifest, where) -> None:
     """Raise PipelineError for an explicit model choice the prepared data (at `where`) cannot take."""
-    shape, (lo, hi) = manifest.feature_shape, manifest.value_range
-    values = math.prod(shape)
-    if model.latent_dim > values:
-        raise PipelineError(
-            f"model.latent_dim must be at most the number of values per example "
-            f"({values} for {where}, shape {shape}). Got {model.latent_dim} instead."
-        )
-    if model.architecture == "conv" and len(shape) != 3:
-        raise PipelineError(
-            f"model.architecture 'conv' needs H×W×C images, but {where} holds "
-            f"examples of shape {shape}; use 'mlp'"
-        )
-    if model.architecture == "conv1d" and (len(shape) not in (1, 2) or model.mask_features):
-        raise PipelineError(
-            f"model.architecture 'conv1d' needs rows of values, (length,) or (length, channels), "
-            f"without missing cells, but {where} holds examples of shape {shape}"
-            f"{' with missing cells' if model.mask_features else ''}; use 'mlp'"
-        )
-    typed = manifest.value_type == "count" or (
-        manifest.value_type == "columns" and not plain_table(manifest.columns)
-    )
-    if model.likelihood != "columns" and typed:
-        raise PipelineError(
-            f"model.likelihood {model.likelihood!r} models every feature alike, but {where} holds "
-            f"{'a table of typed columns' if manifest.value_type == 'columns' else 'counts'}; "
-            "leave model.likelihood at auto (one likelihood per column type)"
-        )
-    if model.likelihood == "columns" and manifest.value_type not in ("columns", "count"):
-        raise PipelineError(
-            f"model.likelihood 'columns' needs a table or a count matrix; {where} holds "
-            f"{manifest.value_type} values"
-        )
-    if model.likelihood in LEVEL_FAMILIES and not model.levels:
-        raise PipelineError(
-            f"model.likelihood {model.likelihood!r} is a mass on pixel levels, but {where} holds "
-            f"{manifest.value_type} values (data.scaling {manifest.scaling!r}); use pixel data "
-            "scaled to [0, 1] (data.scaling: unit) or leave model.likelihood at auto"
-        )
-    if model.likelihood == "bernoulli" and (lo < 0 or hi > 1):
-        raise PipelineError(
-            f"model.likelihood 'bernoulli' needs inputs in [0, 1], but {where} holds "
-            f"values in [{lo:.3g}, {hi:.3g}] (data.scaling {manifest.scaling!r}); "
-            "use model.likelihood: gaussian or data.scaling: unit"
-        )
+    checks.check_shape_fits(model, manifest, where)
+    checks.check_likelihood_fits(model, manifest, where)

@@ -2,10 +2,12 @@
 
 Names follow the article: S = log 1/p(x) (surprisal), U = SUBO (upper bound on S),
 D = KL(q(z|x) ‖ p(z)), E = U − S (the gap, = KL(q(z|x) ‖ p(z|x)) ≥ 0).
-Shapes: B examples, d latent dimensions, m or K samples per example.
+Shapes: B examples, d latent dimensions, m or K samples per example. The objective a trainer
+minimises is built from them here too (`training_objective`, its parts an `Objective`).
 """
 
 import math
+from typing import NamedTuple
 
 from keras import ops
 
@@ -93,6 +95,18 @@ def monte_carlo_kl(log_q, log_prior):
     return ops.mean(log_q - log_prior, axis=0)
 
 
+def kl_terms(z_mean, z_log_var, log_q, log_prior, closed_form: bool):
+    """(D, D_j): D per example and its per-dimension terms, in closed form where q is the
+    diagonal Gaussian and p(z) = N(0, I); else D's Monte Carlo estimate over the same samples
+    (`monte_carlo_kl`) and no per-dimension terms (None).
+
+    z_mean, z_log_var: (B, d); log_q, log_prior: (m, B). Returns (B,) and (B, d) or None.
+    """
+    kl_per_dim = kl_to_prior_per_dim(z_mean, z_log_var) if closed_form else None
+    kl = ops.sum(kl_per_dim, axis=-1) if closed_form else monte_carlo_kl(log_q, log_prior)
+    return kl, kl_per_dim
+
+
 def phi_surrogate(estimator: str, reconstruction_of, x, z, z_mean, z_log_var, baseline=0.0):
     """A per-sample surrogate whose gradient estimates ∇ E_q[log 1/p(x|z)].
 
@@ -133,3 +147,37 @@ def importance_weighted_surprisal(log_weights):
     """
     k = ops.shape(log_weights)[0]
     return math.log(k) - ops.logsumexp(log_weights, axis=0)
+
+
+class Objective(NamedTuple):
+    """One batch's training objective and its parts (as scvi-tools' LossOutput): `loss`, the
+    scalar minimised; U, D and reconstruction, per example (B,)."""
+
+    loss: object
+    U: object
+    D: object
+    reconstruction: object
+
+    @property
+    def terms(self) -> dict:
+        return {"U": self.U, "D": self.D, "reconstruction": self.reconstruction}
+
+
+def training_objective(terms: dict, objective: str, kl_weight, free_bits: float, latent_dim: int):
+    """The scalar a trainer minimises for one batch, from the samples' terms (those of
+    `VAE.sample_posterior`: reconstruction, surrogate, log_q, log_prior, kl, kl_per_dim).
+
+    subo: w·D' + the mean reconstruction surrogate, w = kl_weight; D' has free bits per
+    dimension (`free_bits_kl`), or one budget of λ·d for the whole D where D has no closed
+    form. iwae: the batch mean of S_K over the same m = K samples, reparameterized (Burda et al.).
+    """
+    if objective == "iwae":
+        log_weights = log_importance_weights(terms["reconstruction"], terms["log_prior"], terms["log_q"])
+        return ops.mean(importance_weighted_surprisal(log_weights))
+    per_dim = terms["kl_per_dim"]
+    free = (
+        free_bits_kl(per_dim, free_bits)
+        if per_dim is not None
+        else free_bits_kl(terms["kl"][:, None], free_bits * latent_dim)
+    )
+    return kl_weight * free + ops.mean(terms["surrogate"])

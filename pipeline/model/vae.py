@@ -1,4 +1,4 @@
-"""The VAE: p_θ(x|z) p(z) with proxy q_φ(z|x), and the SUBO training step.
+"""The VAE: p_θ(x|z) p(z) with proxy q_φ(z|x), and its objective, the SUBO.
 
 The VAE and its layers (pipeline.model.layers) are registered serialisable: after
 `import pipeline.model.vae`, `keras.saving.load_model("model.keras")` needs no custom_objects.
@@ -10,33 +10,32 @@ import functools
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
-from pipeline.model import subo
-from pipeline.model.layers import DISPERSION_FLOOR, PACKAGE, EncoderInput, LearnedSigma, Sampler
-from pipeline.model.likelihoods import make_likelihood
+from pipeline.model import posterior, subo
+from pipeline.model.layers import PACKAGE, EncoderInput, Sampler
+from pipeline.model.likelihoods import learned_likelihood
 from pipeline.model.posterior import Flow, flow_width
-from pipeline.model.vae_config import ResolvedModel, TrainingPlan, VAEConfig
-from pipeline.platform.hardware import step_outputs
+from pipeline.model.vae_config import VAEConfig
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class VAE(keras.Model):
-    """p_θ(x, z) = p_θ(x|z) p(z) with proxy q_φ(z|x), trained by minimising Û.
+    """p_θ(x, z) = p_θ(x|z) p(z) with proxy q_φ(z|x), whose objective is Û.
 
     p(z) is N(0, I) or a VampPrior (`pseudo_inputs`); q is the encoder's diagonal Gaussian,
-    or that followed by an inverse-autoregressive `flow`. D has its closed form only for the
-    Gaussian proxy and N(0, I); otherwise it is the Monte Carlo mean of log q − log p over
-    the same samples (unbiased, so Û and S_K stay exactly what they are).
+    or that followed by an inverse-autoregressive `flow` (both: pipeline.model.posterior). D
+    has its closed form only for the Gaussian proxy and N(0, I); otherwise it is the Monte
+    Carlo mean of log q − log p over the same samples (unbiased, so Û and S_K stay exactly what
+    they are; subo.kl_terms).
 
-    Built from its two networks and one `VAEConfig` (the resolved model and the loss); what
-    changes during training (the KL warm-up's weight, φ steps) comes from the trainer's
-    `TrainingPlan`, which the trainer sets as `vae.plan` before fitting.
+    Built from its two networks and one `VAEConfig` (the resolved model and the loss); how
+    it is fitted (the KL warm-up's weight, φ steps, the score baseline) is the trainer's
+    (pipeline.training.trainer).
 
-    Logged metrics (nats per example): U (the SUBO, always with weight 1 on D), D, and
-    reconstruction = (1/m) Σ_k log 1/p(x|z_k). The optimised objective is
-    w·D' + reconstruction, where w is the plan's weight (β, or ramped up to it) and D' is D
+    Its terms (nats per example): U (the SUBO, always with weight 1 on D), D, and
+    reconstruction = (1/m) Σ_k log 1/p(x|z_k). The objective minimised is
+    w·D' + reconstruction, where w is the trainer's weight (β, or ramped up to it) and D' is D
     with free bits; it is U when w = 1 and there are no free bits.
 
     likelihood "columns" (tables, count matrices): groups of features, each with its
@@ -53,20 +52,18 @@ class VAE(keras.Model):
         model = self.config.model
         self.encoder = encoder
         self.decoder = decoder
-        self.likelihood = self._likelihood(model)
+        # σ (sigma "learned") and the NB dispersion r take one parameter per value of x: the
+        # decoder's output shape
+        params_shape = tuple(self.decoder.outputs[0].shape[1:])
+        self.likelihood, self.learned_sigma, self.dispersion = learned_likelihood(model, params_shape)
         self.flow = self.pseudo_inputs = None
         if model.posterior == "flow":
             width = flow_width(self.latent_dim)
             self.flow = Flow(self.latent_dim, model.flow_steps, width, name="flow")
             self.flow.build(((None, self.latent_dim), (None, width)))
         if model.prior == "vamp":  # u_c in the encoder's input space; `start_prior_at` puts them on data
-            shape = (model.prior_components, *self.encoder.inputs[0].shape[1:])
-            self.pseudo_inputs = self.add_weight(
-                shape=shape,
-                initializer=keras.initializers.RandomNormal(0.5, 0.1),
-                name="pseudo_inputs",
-                dtype="float32",
-            )
+            inputs = self.encoder.inputs[0].shape[1:]
+            self.pseudo_inputs = posterior.add_pseudo_inputs(self, model.prior_components, inputs)
         self.encoder_input = (
             EncoderInput(model.log1p_features, model.mask_features, name="encoder_input")
             if model.likelihood == "columns"
@@ -75,33 +72,6 @@ class VAE(keras.Model):
         # float32 under mixed precision too: z feeds log q(z|x) and log p(z) in S_K.
         self.sampler = Sampler(
             samples=self.config.loss.mc_samples, seed=self.config.seed, name="sampler", dtype="float32"
-        )
-        # Running mean of the reconstruction surprisal: the score-function baseline b.
-        self.baseline = self.add_weight(
-            shape=(),
-            initializer="zeros",
-            trainable=False,
-            name="baseline",
-            dtype="float32",
-            aggregation="mean",
-        )
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("U", "D", "reconstruction")}
-        # The trainer's plan for each step, set by the trainer (default: weight β, joint steps).
-        self.plan = TrainingPlan()
-
-    def _likelihood(self, model: ResolvedModel):
-        """The likelihood object, with its learned per-feature σ and dispersion when it has them."""
-        likelihood, sigma, groups = model.likelihood, model.sigma, [list(g) for g in model.groups] or None
-        families = {family for family, _, _ in groups or ()} if likelihood == "columns" else {likelihood}
-        self.learned_sigma = self.dispersion = None  # trainable σ (sigma "learned") and NB dispersion r
-        shape = tuple(self.decoder.outputs[0].shape[1:])  # these families take one parameter per value
-        if "gaussian" in families and sigma == "learned":
-            self.learned_sigma = LearnedSigma(shape, model.sigma_floor, name="sigma")
-            sigma = self.learned_sigma.value
-        if "negative_binomial" in families:
-            self.dispersion = LearnedSigma(shape, DISPERSION_FLOOR, name="dispersion")
-        return make_likelihood(
-            likelihood, sigma, groups, self.dispersion.value if self.dispersion else None, model.levels
         )
 
     @property
@@ -123,7 +93,7 @@ class VAE(keras.Model):
         """Put the VampPrior's pseudo-inputs on training rows x (prior_components of them,
         repeated when fewer): the prior starts as the proxy's mixture over real examples."""
         if self.pseudo_inputs is not None:
-            x = np.asarray(self.split(x)[0])[np.resize(np.arange(len(x)), self.config.model.prior_components)]
+            x = posterior.pseudo_input_rows(np.asarray(self.split(x)[0]), self.config.model.prior_components)
             self.pseudo_inputs.assign(
                 ops.convert_to_numpy(self.encoder_input(x)) if self.encoder_input else x
             )
@@ -215,25 +185,12 @@ class VAE(keras.Model):
         return self.flow is None and self.pseudo_inputs is None
 
     def log_prior(self, z):
-        """log p(z): the standard normal, or the VampPrior's mixture of the proxy's Gaussians
-        at the pseudo-inputs. z: (..., d). Returns (...,)."""
-        if self.pseudo_inputs is None:
-            return subo.standard_normal_log_density(z)
-        means, log_vars = self.encoder(self.pseudo_inputs)[:2]
-        return subo.mixture_log_density(z, means, log_vars)
+        """log p(z) (`pipeline.model.posterior.log_prior`). z: (..., d). Returns (...,)."""
+        return posterior.log_prior(z, self.encoder, self.pseudo_inputs)
 
     def sample_prior(self, n: int, seed: int) -> np.ndarray:
-        """n draws of z ~ p(z), (n, d): N(0, I), or a VampPrior component chosen uniformly,
-        then its Gaussian."""
-        rng = np.random.default_rng(seed)
-        noise = rng.standard_normal((n, self.latent_dim)).astype(np.float32)
-        if self.pseudo_inputs is None:
-            return noise
-        means, log_vars = (
-            np.asarray(v) for v in self.encoder.predict_on_batch(ops.convert_to_numpy(self.pseudo_inputs))[:2]
-        )
-        chosen = rng.integers(0, len(means), n)
-        return means[chosen] + np.exp(0.5 * log_vars[chosen]) * noise
+        """n draws of z ~ p(z), (n, d) (`pipeline.model.posterior.sample_prior`)."""
+        return posterior.sample_prior(n, seed, self.latent_dim, self.encoder, self.pseudo_inputs)
 
     def sample_posterior(
         self,
@@ -243,6 +200,7 @@ class VAE(keras.Model):
         seed_generator=None,
         estimator: str = "reparameterized",
         epsilon=None,
+        baseline=0.0,
     ) -> dict:
         """Draw z_k ~ q(z|x) with what the bound needs of them, each (m, B) unless stated:
         z (m, B, d), reconstruction = log 1/p(x|z_k), surrogate (its φ-gradient is the
@@ -252,29 +210,15 @@ class VAE(keras.Model):
         samples: m (None: mc_samples). seed_generator: a keras.random.SeedGenerator of its
         own, so that scoring the model (S_K every epoch) leaves training's seed stream alone.
         epsilon: the m standard-normal draws of each example instead, (m, B, d).
+        baseline: the score-function estimator's b (the trainer's running mean).
         """
         z_mean, z_log_var, context = self._encode(x, training=training)
         x, c = self.split(x)
-        surprisal = functools.partial(self.reconstruction_surprisal, c=c)
         z = self.sampler([z_mean, z_log_var], samples=samples, seed_generator=seed_generator, epsilon=epsilon)
-        log_q = subo.gaussian_log_density(z, z_mean, z_log_var)
-        if self.flow is None:
-            surrogate, reconstruction = subo.phi_surrogate(
-                estimator,
-                surprisal,
-                x,
-                z,
-                z_mean,
-                z_log_var,
-                baseline=self.baseline if self.config.loss.score_baseline else 0.0,
-            )
-        else:  # log q(z_K|x) = log q_0(z_0|x) − Σ log |det ∂z_k/∂z_k−1|
-            z, log_det = self.flow([z, context])
-            log_q = log_q - log_det
-            surrogate = reconstruction = surprisal(x, z)
+        z, log_q = self._through_flow(z, z_mean, z_log_var, context)
+        reconstruction, surrogate = self._reconstruction(x, c, z, z_mean, z_log_var, estimator, baseline)
         log_prior = self.log_prior(z)
-        kl_per_dim = subo.kl_to_prior_per_dim(z_mean, z_log_var) if self.closed_form_kl else None
-        kl = ops.sum(kl_per_dim, axis=-1) if self.closed_form_kl else subo.monte_carlo_kl(log_q, log_prior)
+        kl, kl_per_dim = subo.kl_terms(z_mean, z_log_var, log_q, log_prior, self.closed_form_kl)
         return {
             "z": z,
             "reconstruction": reconstruction,
@@ -285,74 +229,55 @@ class VAE(keras.Model):
             "kl_per_dim": kl_per_dim,
         }
 
-    def objective(self, x, estimator: str | None = None, training=False, kl_weight=None):
-        """The training objective (a scalar) and the per-example terms U, D, reconstruction.
+    def _through_flow(self, z, z_mean, z_log_var, context):
+        """z_k ~ q(z|x) (m, B, d) and log q(z_k|x) (m, B), from the Gaussian's draws z: those
+        and their density, or their image through the flow and its density."""
+        log_q = subo.gaussian_log_density(z, z_mean, z_log_var)
+        if self.flow is None:
+            return z, log_q
+        # log q(z_K|x) = log q_0(z_0|x) − Σ log |det ∂z_k/∂z_k−1|
+        z, log_det = self.flow([z, context])
+        return z, log_q - log_det
+
+    def _reconstruction(self, x, c, z, z_mean, z_log_var, estimator: str, baseline):
+        """reconstruction = log 1/p(x|z_k, c), (m, B), and the surrogate whose φ-gradient is the
+        estimator's (subo.phi_surrogate); under a flow z is reparameterized through it, so the
+        surrogate is the reconstruction itself."""
+        surprisal = functools.partial(self.reconstruction_surprisal, c=c)
+        if self.flow is not None:
+            reconstruction = surprisal(x, z)
+            return reconstruction, reconstruction
+        surrogate, reconstruction = subo.phi_surrogate(
+            estimator,
+            surprisal,
+            x,
+            z,
+            z_mean,
+            z_log_var,
+            baseline=baseline,
+        )
+        return reconstruction, surrogate
+
+    def objective(self, x, estimator: str | None = None, training=False, kl_weight=None, baseline=0.0):
+        """The training objective of batch x, with its per-example terms U, D, reconstruction.
 
         subo: w·D' + the reconstruction surrogate (see the class docstring), w = kl_weight
         (None: β); D' has free bits per dimension, or one budget of λ·d for the whole D
         where D has no closed form. iwae: the batch mean of S_K over the same m = K samples,
-        reparameterized (Burda et al.).
+        reparameterized (Burda et al.). Both: subo.training_objective. baseline: the
+        score-function estimator's b.
         """
         loss = self.config.loss
-        terms = self.sample_posterior(x, training=training, estimator=estimator or loss.gradient_estimator)
+        estimator = estimator or loss.gradient_estimator
+        terms = self.sample_posterior(x, training=training, estimator=estimator, baseline=baseline)
+        weight = loss.beta if kl_weight is None else kl_weight
+        objective = subo.training_objective(terms, loss.objective, weight, loss.free_bits, self.latent_dim)
         reconstruction, kl = terms["reconstruction"], terms["kl"]
-        if loss.objective == "iwae":
-            log_weights = subo.log_importance_weights(reconstruction, terms["log_prior"], terms["log_q"])
-            objective = ops.mean(subo.importance_weighted_surprisal(log_weights))
-        else:
-            weight = loss.beta if kl_weight is None else kl_weight
-            per_dim = terms["kl_per_dim"]
-            free = (
-                subo.free_bits_kl(per_dim, loss.free_bits)
-                if per_dim is not None
-                else subo.free_bits_kl(kl[:, None], loss.free_bits * self.latent_dim)
-            )
-            objective = weight * free + ops.mean(terms["surrogate"])
-        return objective, {
-            "U": subo.subo(kl, reconstruction),
-            "D": kl,
-            "reconstruction": ops.mean(reconstruction, axis=0),
-        }
+        return subo.Objective(objective, subo.subo(kl, reconstruction), kl, ops.mean(reconstruction, axis=0))
 
     def subo_terms(self, x, training=False) -> dict:
         """Per-example U, D and reconstruction with m = mc_samples. Each (B,)."""
-        return self.objective(x, training=training)[1]
-
-    def _step(self, x, variables):
-        # Replicas' gradients are summed, so each replica's mean is divided by their number;
-        # scale_loss is mixed_float16's loss scaling (a no-op otherwise).
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            objective, terms = self.objective(x, training=True, kl_weight=self.plan.kl_weight)
-            scaled = self.optimizer.scale_loss(objective / replicas)
-        self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        return terms
-
-    def train_step(self, data):
-        x = data[0] if isinstance(data, tuple) else data
-        if not self.optimizer.built:  # φ and θ steps update subsets: build on all of them
-            self.optimizer.build(self.trainable_weights)
-        if self.plan.phi_steps == 1:
-            terms = self._step(x, self.trainable_weights)
-        else:  # the article's "aggressive φ": k proxy steps, then one model step
-            for _ in range(self.plan.phi_steps):
-                self._step(x, self.phi_weights)
-            terms = self._step(x, self.theta_weights)
-        self.baseline.assign(0.9 * self.baseline + 0.1 * ops.mean(terms["reconstruction"]))
-        return self._update_trackers(terms)
-
-    def test_step(self, data):
-        x = data[0] if isinstance(data, tuple) else data
-        return self._update_trackers(self.subo_terms(x))
-
-    def _update_trackers(self, terms) -> dict:
-        for name, tracker in self.trackers.items():
-            tracker.update_state(terms[name])
-        return step_outputs({name: tracker.result() for name, tracker in self.trackers.items()})
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
+        return self.objective(x, training=training).terms
 
     def get_config(self) -> dict:
         return {

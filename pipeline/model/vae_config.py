@@ -1,13 +1,13 @@
 """The frozen configs a VAE is built from: the model resolved from the data
 (`ResolvedModel`, what `build_vae` takes) and the VAE's own (`VAEConfig`: that model, the
 loss it minimises and its seed), which the saved model round-trips through
-get_config/from_config; and the trainer's `TrainingPlan` the train step reads."""
+get_config/from_config."""
 
 import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.platform.config import LossConfig
+from pipeline.platform.params.config import LossConfig
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,14 @@ class ResolvedModel:
     flow_steps: int = 2
     prior: Literal["standard", "vamp"] = "standard"
     prior_components: int = 50
-    covariates: int = (
-        0  # data.covariates: the model's last inputs that are covariates c (their one-hots, values)
-    )
+    # data.covariates: the model's last inputs that are covariates c (their one-hots, values)
+    covariates: int = 0
     encode_covariates: bool = False  # q(z|x, c) reads c too (p(x|z, c) always does)
 
 
 # The loss as a VAE holds it: LossConfig's fields in a plain frozen dataclass, made from it (so
 # a knob is added once). A loaded model's loss is not this run's params: reading it is no read
-# of params.yaml, which LossConfig's reads are (pipeline.platform.param_watch).
+# of params.yaml, which LossConfig's reads are (pipeline.platform.params.param_watch).
 LossTerms = dataclasses.make_dataclass(
     "LossTerms", [(f.name, f.type) for f in dataclasses.fields(LossConfig)], frozen=True
 )
@@ -90,13 +89,3 @@ class VAEConfig:
             "loss": dataclasses.asdict(self.loss),
             "seed": self.seed,
         }
-
-
-@dataclass(frozen=True)
-class TrainingPlan:
-    """What the training side decides for each train step, read by `VAE.train_step`:
-    the weight on D' in the objective (a number, or a scalar variable the trainer's schedule
-    moves; None: the config's β) and the φ steps per θ step (the article's "aggressive φ")."""
-
-    kl_weight: object = None
-    phi_steps: int = 1

@@ -7,6 +7,9 @@ The stage logic hands the engine its work and never the other way round:
   (encode: the model loaded once per actor from its path);
 - `train(fn, config, workers)`: fn on that many Ray Train workers (TF_CONFIG set by Ray).
 
+This module chooses and opens the engine, and runs the local one; the Ray engine's work is
+pipeline.platform.ray_engine.
+
 Ray is imported only under the Ray engine (the `cluster` extra). What Ray runs reads and
 writes files by absolute path: the prepared data and the outputs must be on storage every
 node reads (`require_shared`). Pitfalls measured with Ray 2.60: `ray.init` on an address
@@ -19,15 +22,14 @@ import logging
 import multiprocessing
 import os
 import socket
-import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pipeline.platform.choices import AUTO, GIVEN
-from pipeline.platform.config import ClusterConfig
 from pipeline.platform.errors import ConfigError, PipelineError
+from pipeline.platform.params.config import ClusterConfig
+from pipeline.platform.ray_engine import RayEngine
 
 log = logging.getLogger(__name__)
 # Seconds to wait for a cluster's head to accept a connection before saying it does not answer.
@@ -47,8 +49,6 @@ FORWARDED_ENV = (
     "TF_ENABLE_ONEDNN_OPTS",
 )
 FORWARDED_PREFIX = "VAE_PIPELINE_"
-# Times Ray restarts an actor whose process died (and retries the item it was running).
-ACTOR_RESTARTS = 3
 
 
 class LocalEngine:
@@ -75,126 +75,6 @@ class LocalEngine:
         return {"engine": "local"}
 
 
-class RayEngine:
-    """A connected Ray cluster: its address, how it was chosen and what it has."""
-
-    name = "ray"
-
-    def __init__(self, cluster: ClusterConfig, address: str, why: str):
-        import ray
-
-        resources = ray.cluster_resources()
-        self.cluster, self.address, self.why = cluster, address, why
-        self.nodes = sum(1 for node in ray.nodes() if node["Alive"])
-        self.cpus, self.gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
-
-    def map(self, fn: Callable, items: Iterable, processes: int | None = None) -> Iterator:
-        """fn(item) in Ray tasks (one CPU each), yielded in the items' order; at most two
-        tasks per CPU in flight, so the results waiting here stay few. A task whose worker
-        dies is retried by Ray; a PipelineError raised in a task is raised here as itself, any
-        other error as its cause; a task over cluster.task_timeout stops the stage."""
-        import ray
-
-        task = ray.remote(num_cpus=1, max_retries=3)(_call)
-        fn_ref = ray.put(fn)
-        pending: deque = deque()
-        try:
-            for item in items:
-                pending.append(task.remote(fn_ref, item))
-                if len(pending) >= 2 * max(self.cpus, 1):
-                    yield _get(pending.popleft(), self.cluster.task_timeout, fn)
-            while pending:
-                yield _get(pending.popleft(), self.cluster.task_timeout, fn)
-        finally:
-            for ref in pending:  # an error (or a consumer that stopped): nothing left running
-                ray.cancel(ref, force=True)
-
-    def map_actors(self, cls: type, items: list, *, arguments: dict, actors: int) -> Iterator:
-        """cls(**arguments)(item) for every item, in a pool of `actors` Ray actors (one GPU
-        each when the cluster has GPUs, else one CPU), each built once; results in no
-        particular order. An actor whose process dies is restarted and its item retried, up
-        to ACTOR_RESTARTS times; a PipelineError raised in an actor is raised here as itself,
-        any other failure as one PipelineError.
-
-        Plain actors rather than Ray Data's actor pool: Ray Data 2.60 failed short runs
-        with "actors died during initialization" when the last item finished while an
-        actor was still starting (2 of 3 runs at 10,000 rows in benchmarks/ray_engine.py).
-        """
-        import ray
-        from ray.util import ActorPool
-
-        actor = ray.remote(
-            num_cpus=1,
-            num_gpus=1 if self.gpus else 0,
-            max_restarts=ACTOR_RESTARTS,
-            max_task_retries=ACTOR_RESTARTS,
-        )(_Actor)
-        pool = ActorPool([actor.remote(cls, arguments) for _ in range(max(min(actors, len(items)), 1))])
-        for item in items:
-            pool.submit(lambda handle, item: handle.run.remote(item), item)
-        try:
-            while pool.has_next():
-                yield pool.get_next_unordered(timeout=self.cluster.task_timeout)
-        except TimeoutError:
-            raise PipelineError(
-                f"a Ray actor running {cls.__name__} took longer than cluster.task_timeout "
-                f"({self.cluster.task_timeout} s) on one item; stopped, the previous outputs are "
-                "kept"
-            ) from None
-        except ray.exceptions.RayError as error:
-            cause = _cause(error)
-            if isinstance(cause, PipelineError):
-                raise cause from None
-            _log_remote(error)
-            raise PipelineError(
-                f"a Ray actor running {cls.__name__} failed ({_first_line(cause)}), after "
-                f"{ACTOR_RESTARTS} restarts at most; the previous outputs are kept"
-            ) from None
-
-    def train(self, fn: Callable[[dict], None], config: dict, workers: int, storage: Path) -> None:
-        """fn(config) on `workers` Ray Train workers (one GPU each when the cluster has GPUs).
-        storage: Ray Train's own run records (no checkpoints), on storage every node reads."""
-        import ray
-        from ray.train import RunConfig, ScalingConfig
-        from ray.train.tensorflow import TensorflowTrainer
-
-        trainer = TensorflowTrainer(
-            fn,
-            train_loop_config=config,
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.gpus > 0),
-            run_config=RunConfig(storage_path=str(storage), name="train"),
-        )
-        outcome: list = []  # fit() has no timeout: it runs in a daemon thread, which cannot outlive the stage
-        fitting = threading.Thread(target=lambda: outcome.append(_outcome(trainer.fit)), daemon=True)
-        fitting.start()
-        fitting.join(self.cluster.train_timeout)
-        if fitting.is_alive():
-            ray.shutdown()  # stops the workers
-            raise PipelineError(
-                f"Ray training took longer than cluster.train_timeout "
-                f"({self.cluster.train_timeout} s); stopped, the previous model is kept"
-            )
-        if isinstance(outcome[0], Exception):  # Ray wraps what a worker raised, a user error included
-            cause = _cause(outcome[0])
-            if not isinstance(cause, PipelineError):
-                _log_remote(outcome[0])
-            raise cause from None
-
-    def shared(self, path: str | Path) -> Path:
-        """The absolute path the cluster's processes use (they do not share this working directory)."""
-        return Path(path).resolve()
-
-    def describe(self) -> dict:
-        return {
-            "engine": "ray",
-            "address": self.address,
-            "address_from": self.why,
-            "nodes": self.nodes,
-            "cpus": self.cpus,
-            "gpus": self.gpus,
-        }
-
-
 @contextlib.contextmanager
 def open_engine(cluster: ClusterConfig) -> Iterator[LocalEngine | RayEngine]:
     """The engine of `cluster.engine`; under Ray, connected for the block and disconnected
@@ -202,6 +82,28 @@ def open_engine(cluster: ClusterConfig) -> Iterator[LocalEngine | RayEngine]:
     if cluster.engine == "local":
         yield LocalEngine(cluster)
         return
+    ray = _import_ray()
+    address, why = resolve_address(cluster.address, os.environ)
+    if address is not None:
+        probe(address, why)
+    _connect(ray, address)
+    try:
+        engine = RayEngine(cluster, address or "this machine", why)
+        log.info(
+            "engine: ray at %s (%s): %d node(s), %d CPUs, %d GPUs",
+            engine.address,
+            why,
+            engine.nodes,
+            engine.cpus,
+            engine.gpus,
+        )
+        yield engine
+    finally:
+        ray.shutdown()
+
+
+def _import_ray():
+    """The ray module, or a ConfigError saying how to install it."""
     try:
         import ray
     except ImportError:
@@ -209,9 +111,12 @@ def open_engine(cluster: ClusterConfig) -> Iterator[LocalEngine | RayEngine]:
             "cluster.engine 'ray' needs Ray: install the cluster extra (make install EXTRAS=cluster, "
             "or pip install -e '.[cluster]'), or set cluster.engine: local"
         ) from None
-    address, why = resolve_address(cluster.address, os.environ)
-    if address is not None:
-        probe(address, why)
+    return ray
+
+
+def _connect(ray, address: str | None) -> None:
+    """ray.init on `address` (None: a new Ray for this stage), the cluster's processes given this
+    checkout's pipeline package and the stage's forwarded environment."""
     env = {k: v for k, v in os.environ.items() if k in FORWARDED_ENV or k.startswith(FORWARDED_PREFIX)}
     # The code the cluster runs is this checkout's pipeline package (not this module's own
     # folder, whose name `platform` would shadow the standard library's), shipped with the job.
@@ -228,19 +133,6 @@ def open_engine(cluster: ClusterConfig) -> Iterator[LocalEngine | RayEngine]:
         logging_level=logging.WARNING,
         configure_logging=False,
     )
-    try:
-        engine = RayEngine(cluster, address or "this machine", why)
-        log.info(
-            "engine: ray at %s (%s): %d node(s), %d CPUs, %d GPUs",
-            engine.address,
-            why,
-            engine.nodes,
-            engine.cpus,
-            engine.gpus,
-        )
-        yield engine
-    finally:
-        ray.shutdown()
 
 
 def resolve_address(address: str, environ) -> tuple[str | None, str]:
@@ -290,79 +182,3 @@ def require_shared(path: str | Path, what: str) -> Path:
             "mounts at the same path (docs/how-to/ray.md)"
         )
     return path
-
-
-def _call(fn: Callable, item):
-    return fn(item)
-
-
-class _Actor:
-    """A Ray actor holding one cls(**arguments), built once in its process."""
-
-    def __init__(self, cls: type, arguments: dict):
-        self.function = cls(**arguments)
-
-    def run(self, item):
-        return self.function(item)
-
-
-def _first_line(error: BaseException) -> str:
-    line = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
-    return f"{type(error).__name__}: {line}" if line else type(error).__name__
-
-
-def _get(ref, timeout: int, fn: Callable):
-    import ray
-
-    try:
-        return ray.get(ref, timeout=timeout)
-    except ray.exceptions.GetTimeoutError:
-        ray.cancel(ref, force=True)  # the hung task's worker, freed for what runs next
-        raise PipelineError(
-            f"a Ray task running {getattr(fn, '__name__', fn)} took longer than "
-            f"cluster.task_timeout ({timeout} s); stopped, the previous outputs are kept"
-        ) from None
-    except ray.exceptions.RayError as error:
-        cause = _cause(error)
-        if not isinstance(cause, PipelineError):
-            _log_remote(error)
-        raise cause from None
-
-
-def _outcome(fn: Callable):
-    try:  # fn()'s result, or the exception it raised, for the caller to raise
-        return fn()
-    except Exception as error:
-        return error
-
-
-def _log_remote(error: BaseException) -> None:
-    """Ray's error text (it holds the worker's traceback) to the stage's log, where the workers' output
-    is not."""
-    log.error("the Ray worker's report:\n%s", error)
-
-
-def _cause(error: BaseException) -> BaseException:
-    """The user error a Ray error carries (a PipelineError raised in a task, in an actor's
-    __init__ or call, or in a training worker), found along its causes (Ray keeps them in
-    `cause`, in `args`, as __cause__ or, from Ray Train, by worker); else the innermost
-    error that is not Ray's own wrapper (the worker's exception, not its header)."""
-    import ray
-
-    pending, seen, innermost = [error], set(), error
-    while pending:
-        current = pending.pop(0)
-        if current is None or id(current) in seen:
-            continue
-        if isinstance(current, PipelineError) and not isinstance(current, ray.exceptions.RayError):
-            return current  # not Ray's RayTaskError(PipelineError), whose text starts with Ray's header
-        seen.add(id(current))
-        if not isinstance(current, ray.exceptions.RayError) and current is not error:
-            innermost = current
-        pending += [
-            getattr(current, "cause", None),
-            current.__cause__,
-            *(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)),
-            *getattr(current, "worker_failures", {}).values(),
-        ]
-    return innermost

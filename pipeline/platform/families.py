@@ -33,9 +33,8 @@ FAMILIES = {
     family.name: family
     for family in (
         Family("bernoulli", "unit", UNIT, False, MASS),
-        Family(
-            "level_categorical", "unit", UNIT, True, MASS, lambda levels: levels + 2
-        ),  # L residual logits + 2
+        # L residual logits + 2
+        Family("level_categorical", "unit", UNIT, True, MASS, lambda levels: levels + 2),
         Family("discretized_logistic", "unit", UNIT, True, MASS, lambda levels: 2),  # a location and a scale
         Family(
             "gaussian",

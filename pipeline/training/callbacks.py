@@ -55,7 +55,7 @@ class LiveLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         # Smaller batches than evaluate's: this runs beside training, whose memory is held.
         self.bound = (
-            BoundEstimator(self.model, self.importance_samples, decodes_per_batch=1024)
+            BoundEstimator(self.model.vae, self.importance_samples, decodes_per_batch=1024)
             if self.bound_x is not None
             else None
         )
@@ -70,9 +70,8 @@ class LiveLogger(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
             self.live.log_metric(f"{split}/{name}", float(value))
-        rate = keras.ops.convert_to_numpy(
-            self.model.optimizer.learning_rate
-        )  # a variable under tf.distribute
+        # a variable under tf.distribute
+        rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         self.live.log_metric("train/learning_rate", float(rate))
         self.live.log_metric("train/samples_per_second", self.examples_per_epoch / seconds)
         if self.bound is not None and self.seconds["bound"] <= BOUND_TIME_SHARE * self.seconds["train"]:
@@ -112,8 +111,8 @@ class KLWarmup(keras.callbacks.Callback):
     by compiled call (update by update without steps_per_execution). A weight held at 0 for
     a whole epoch lets D grow to thousands of nats, which the next epoch must first undo.
 
-    It owns `weight`, the scalar variable the VAE's train step reads through its
-    `TrainingPlan`; create it in the distribution strategy's scope.
+    It owns `weight`, the scalar variable the trainer's step reads (`Trainer(vae, weight)`);
+    create it in the distribution strategy's scope.
     """
 
     def __init__(self, beta: float, epochs: int):

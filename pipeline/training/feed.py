@@ -30,32 +30,32 @@ def batches(
     in_memory: bool = False,
     binarize: str = "none",
 ) -> tf.data.Dataset:
-    """Batches of the model's inputs for split rows `rows`.
+    """A tf.data.Dataset of float32 batches of the model's inputs for split rows `rows`.
 
     shuffle: endless passes, each a fresh permutation seeded by `seed`, batches running
     across passes (fit with steps_per_epoch); else one pass in row order.
     in_memory: copy the rows' stored values into memory first, instead of reading the file.
-    binarize: "dynamic" draws x_b ~ Bernoulli(x) afresh for every batch when shuffled;
-    otherwise (validation) each row gets the one fixed `data.binarization_draw` that every
-    score uses, so validation scores the same data every epoch, as evaluate does.
-
-    Args:
-        split: the prepared split.
-        rows: the rows to read.
-        batch_size: rows per batch.
-        seed: seeds the permutation and the dynamic binarization.
-        shuffle: endless seeded passes, or one pass in order.
-        in_memory: copy the rows first.
-        binarize: data.binarize.
-
-    Returns:
-        A tf.data.Dataset of float32 batches.
+    binarize (data.binarize): "dynamic" draws x_b ~ Bernoulli(x) afresh for every batch when
+    shuffled; otherwise (validation) each row gets the one fixed `data.binarization_draw` that
+    every score uses, so validation scores the same data every epoch, as evaluate does.
     """
     rows = np.asarray(rows, np.int64)  # no copy of a memory-mapped int64 index
+    load = _loader(split, rows, seed, in_memory, fixed_draw=binarize == "dynamic" and not shuffle)
+    positions = _positions(len(rows), batch_size, seed if shuffle else None)
+    ds = positions.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if binarize == "dynamic" and shuffle:
+        ds = ds.map(
+            lambda b: tf.cast(tf.random.uniform(tf.shape(b), seed=seed) < b, b.dtype),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.prefetch(PREFETCH_BATCHES)
+
+
+def _loader(split: Split, rows: np.ndarray, seed: int, in_memory: bool, fixed_draw: bool):
+    """A tf.data map from a batch of positions in `rows` to that batch's preprocessed inputs."""
     source = np.asarray(split.x[rows]) if in_memory else split.x
     lookup = None if in_memory else rows
     shape = [None, *split.preprocess.output_shape(split.x.shape[1:])]
-    fixed_draw = binarize == "dynamic" and not shuffle
 
     def read(positions: np.ndarray) -> np.ndarray:
         positions = np.sort(positions)
@@ -67,14 +67,7 @@ def batches(
         x.set_shape(shape)
         return x
 
-    positions = _positions(len(rows), batch_size, seed if shuffle else None)
-    ds = positions.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if binarize == "dynamic" and shuffle:
-        ds = ds.map(
-            lambda b: tf.cast(tf.random.uniform(tf.shape(b), seed=seed) < b, b.dtype),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    return ds.prefetch(PREFETCH_BATCHES)
+    return load
 
 
 def _positions(n: int, batch_size: int, seed: int | None) -> tf.data.Dataset:

@@ -49,8 +49,8 @@ from pipeline.data.manifest import Manifest
 from pipeline.model.resolve_model import forward_flops, is_series, levels_of, params_per_value, resolve_model
 from pipeline.model.vae_config import ResolvedModel
 from pipeline.platform.choices import AUTO, GIVEN, Choice, from_records
-from pipeline.platform.config import LossConfig, ModelConfig, TrainConfig
-from pipeline.platform.config_checker import check_replicated_steps
+from pipeline.platform.params.config import LossConfig, ModelConfig, TrainConfig
+from pipeline.platform.params.rules import check_replicated_steps
 
 EPOCH_BUDGET_UPDATES = 10_000
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
@@ -127,20 +127,36 @@ def resolve_run(
     binarize: str,
     seed: int,
 ) -> tuple[TrainingRun, dict[str, Choice]]:
-    """Every `auto` knob of a run, once, and the choices made (the manifest's first).
+    """Every `auto` knob of a run, once: the resolved run and every choice made, keyed by
+    dotted params key (the manifest's first). model, loss, training: the params' blocks;
+    fit_rows: the train split's rows training reads; machine: the hardware's facts;
+    distribution: as `resolve_distribution` chose it; validation_fraction, binarize and seed:
+    the data and seed params the run records."""
+    resolved, model_choices = _resolve_model(model, manifest)
+    updates, (epochs, warmup, steps) = _resolve_schedule(
+        training, loss, manifest, resolved, fit_rows, machine, distribution
+    )
+    row_bytes = math.prod(manifest.example_shape) * (1 if manifest.dtypes["x"] == "uint8" else 4)
+    choices = {  # in this order in choices.json
+        **from_records(manifest.choices),
+        **model_choices,
+        "train.epochs": epochs,
+        "loss.kl_warmup_epochs": warmup,
+        "train.precision": resolve_precision(
+            training.precision, machine.cpu_flags, machine.gpu_capabilities, machine.onednn
+        ),
+        "train.steps_per_execution": steps,
+        "train.input": resolve_input(training.input, fit_rows * row_bytes),
+        "train.distribution": distribution,
+    }
+    training = dataclasses.replace(training, **{k.split(".")[1]: choices[k].value for k in TRAIN_CHOICES})
+    loss = dataclasses.replace(loss, kl_warmup_epochs=choices["loss.kl_warmup_epochs"].value)
+    return TrainingRun(resolved, loss, training, updates, validation_fraction, binarize, seed), choices
 
-    Args:
-        model, loss, training: the params' blocks, `auto` where params.yaml leaves them so.
-        manifest: the prepared data's description.
-        fit_rows: rows of the prepared train split that training reads.
-        machine: the hardware's facts.
-        distribution: train.distribution as `resolve_distribution` chose it.
-        validation_fraction, binarize, seed: the data and seed params the run records.
 
-    Returns:
-        The resolved run and every choice, keyed by dotted params key.
-    """
-    resolved, model_choices = resolve_model(
+def _resolve_model(model: ModelConfig, manifest: Manifest) -> tuple[ResolvedModel, dict[str, Choice]]:
+    """The model block resolved for the prepared data the manifest describes."""
+    return resolve_model(
         model,
         manifest.feature_shape,
         manifest.value_range,
@@ -150,6 +166,29 @@ def resolve_run(
         series=is_series(manifest),
         covariates=manifest.covariate_width,
     )
+
+
+# The train block's knobs resolve_run settles, as choices' keys.
+TRAIN_CHOICES = (
+    "train.epochs",
+    "train.steps_per_execution",
+    "train.precision",
+    "train.input",
+    "train.distribution",
+)
+
+
+def _resolve_schedule(
+    training: TrainConfig,
+    loss: LossConfig,
+    manifest: Manifest,
+    resolved: ResolvedModel,
+    fit_rows: int,
+    machine: Machine,
+    distribution: Choice,
+) -> tuple[int, tuple[Choice, Choice, Choice]]:
+    """The updates per epoch (whole compiled calls) and the choices of the run's length:
+    train.epochs, loss.kl_warmup_epochs and train.steps_per_execution."""
     updates = max(math.ceil(fit_rows / training.batch_size), MIN_UPDATES_PER_EPOCH)
     steps = resolve_steps_per_execution(
         training.steps_per_execution, updates, machine.replicas, distribution.value
@@ -157,41 +196,8 @@ def resolve_run(
     calls = math.ceil(updates / steps.value) * steps.value  # Keras runs whole calls
     example_flops = 3 * forward_flops(manifest.feature_shape, resolved, params_per_value(resolved))
     epochs = resolve_epochs(training.epochs, updates, example_flops * calls * training.batch_size)
-    updates = calls
     warmup = resolve_warmup(loss.kl_warmup_epochs, epochs.value)
-    precision = resolve_precision(
-        training.precision, machine.cpu_flags, machine.gpu_capabilities, machine.onednn
-    )
-    row_bytes = math.prod(manifest.example_shape) * (1 if manifest.dtypes["x"] == "uint8" else 4)
-    source = resolve_input(training.input, fit_rows * row_bytes)
-    choices = {
-        **from_records(manifest.choices),
-        **model_choices,
-        "train.epochs": epochs,
-        "loss.kl_warmup_epochs": warmup,
-        "train.precision": precision,
-        "train.steps_per_execution": steps,
-        "train.input": source,
-        "train.distribution": distribution,
-    }
-    training = dataclasses.replace(
-        training,
-        epochs=epochs.value,
-        steps_per_execution=steps.value,
-        precision=precision.value,
-        input=source.value,
-        distribution=distribution.value,
-    )
-    run = TrainingRun(
-        resolved,
-        dataclasses.replace(loss, kl_warmup_epochs=warmup.value),
-        training,
-        updates,
-        validation_fraction,
-        binarize,
-        seed,
-    )
-    return run, choices
+    return calls, (epochs, warmup, steps)
 
 
 def resolve_epochs(given: int | str, updates: int, epoch_flops: float = 0.0) -> Choice:

@@ -11,15 +11,10 @@ come before any other TensorFlow work), then every `auto` knob resolved in one s
 """
 
 import contextlib
-import dataclasses
-import hashlib
 import json
 import logging
 import math
 import shutil
-import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -29,19 +24,13 @@ import tensorflow as tf
 from pipeline.data.manifest import Manifest
 from pipeline.data.prepared import (
     PREPROCESSING_FILE,
-    Split,
-    fixed_inputs,
     load_split,
-    seeded_rows,
     validation_rows,
 )
 from pipeline.model.bundle import save_bundle
-from pipeline.model.diagnostics import active_units, collapse_warning
 from pipeline.model.networks import build_vae
 from pipeline.model.resolve_model import check_model_fits_data
-from pipeline.model.vae_config import TrainingPlan
 from pipeline.platform.choices import records, summary
-from pipeline.platform.config import LossConfig, ModelConfig, Params, TrainConfig, leaf_keys
 from pipeline.platform.engine import RayEngine, open_engine, require_shared
 from pipeline.platform.errors import PipelineError
 from pipeline.platform.hardware import (
@@ -56,33 +45,29 @@ from pipeline.platform.hardware import (
     share_gpus,
 )
 from pipeline.platform.io import Publication, scratch_dir
-from pipeline.training import feed
-from pipeline.training.callbacks import KLWarmup, LiveLogger, NonFiniteObjective, StopOnNonFinite
+from pipeline.platform.params.config import LossConfig, ModelConfig, Params, TrainConfig
+from pipeline.training.backup import prepare_backup, run_fingerprint, temporary
+from pipeline.training.callbacks import KLWarmup
+from pipeline.training.fit import ACTIVITY_EXAMPLES, Inputs, fit_logged, report_activity
 from pipeline.training.resolve_run import Machine, TrainingRun, resolve_distribution, resolve_run
+from pipeline.training.trainer import Trainer, make_optimizer
 
 log = logging.getLogger(__name__)
 # Every knob `train` takes, as params.yaml keys: dvc.yaml's train stage lists exactly these
-# (tests/test_dvc_yaml.py).
+# (tests/test_dvc_yaml.py). The model, loss and train blocks whole: train reads every knob of
+# them, so a knob added there re-runs it with no edit here or in dvc.yaml. Not the cluster's
+# timeouts: they change no result (param_watch.NO_RESULT).
 TRAIN_PARAMS = (
     "seed",
     "data.validation_fraction",
     "data.binarize",
-    *leaf_keys(ModelConfig, "model."),
-    *leaf_keys(LossConfig, "loss."),
-    *leaf_keys(TrainConfig, "train."),
+    "model",
+    "loss",
+    "train",
     "cluster.engine",
     "cluster.address",
-)  # not the timeouts: they change no result (config.NO_RESULT)
+)
 PUBLICATION = "train"  # the bundle and the curves in model_dir, published together (pipeline.platform.io)
-# After training, latent activity is measured on at most about this many validation examples
-# (a variance per latent dimension: more would only cost memory on large data).
-ACTIVITY_EXAMPLES = 10_000
-OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "rmsprop": keras.optimizers.RMSprop,
-    "sgd": keras.optimizers.SGD,
-}
 
 
 def from_params(params: Params, *, prepared_dir, model_dir, callbacks: tuple = ()) -> dict:
@@ -152,23 +137,42 @@ def train(
     callbacks: tuple = (),
     launched: bool = False,
 ) -> dict:
-    """Train on data/prepared; write the model bundle and live/ under model_dir.
+    """Train on data/prepared; write the model bundle and live/ under model_dir; return the
+    last epoch's logs. callbacks: extra Keras callbacks (benchmarks score the test split with
+    one); launched: this process is one of the workers a launcher started (see `_start`)."""
+    distribution, strategy, alone = _start(training, seed, model_dir, launched)
+    manifest = Manifest.read(prepared_dir)
+    split = load_split(prepared_dir, "train", manifest)
+    with scratch_dir(model_dir, clear_stale=alone) as scratch:  # and what a killed run left
+        # memory-mapped row indices: memory stays flat whatever the rows
+        fit_rows, val_rows = validation_rows(split.y, validation_fraction, seed, scratch)
+        resolved, choices = resolve_run(
+            model,
+            loss,
+            training,
+            manifest,
+            fit_rows=len(fit_rows),
+            machine=_machine(strategy),
+            distribution=distribution,
+            validation_fraction=validation_fraction,
+            binarize=binarize,
+            seed=seed,
+        )
+        _check_and_log(resolved, choices, manifest, prepared_dir, strategy)
+        with _precision_policy(resolved.train.precision):
+            inputs = Inputs.of(resolved, split, fit_rows, val_rows)
+            return _fit(
+                resolved, choices, manifest, inputs, Path(prepared_dir), Path(model_dir), strategy, callbacks
+            )
 
-    A process a launcher started (train_on_ray) leaves clean-up to the launcher: the other
-    workers' scratch would look stale to it. Workers started by hand under multi_worker
-    leave it to the chief's publication.
 
-    Args:
-        prepared_dir: the prepared data.
-        model_dir: where the bundle and live/ go (data/model).
-        model, loss, training: the params' blocks.
-        validation_fraction, binarize, seed: the data and seed params training records.
-        callbacks: extra Keras callbacks (benchmarks use one to score the test split every epoch).
-        launched: this process is one of the workers a launcher started.
-
-    Returns:
-        The last epoch's logs.
-    """
+def _start(training: TrainConfig, seed: int, model_dir, launched: bool):
+    """The process made ready for the run, in the order TensorFlow needs: train.distribution's
+    choice, its strategy, and whether this process is the run alone (it then recovers what a
+    killed run of this stage left, and clears its stale scratch). A worker a launcher
+    (train_on_ray) started leaves clean-up to the launcher: the other workers' scratch would
+    look stale to it; workers started by hand under multi_worker leave it to the chief's
+    publication."""
     if keras.backend.backend() != "tensorflow":
         raise PipelineError(f"KERAS_BACKEND must be 'tensorflow'. Got {keras.backend.backend()!r} instead.")
     share_gpus()
@@ -176,46 +180,85 @@ def train(
     distribution = resolve_distribution(training.distribution, gpu_count(), training.workers)
     alone = not launched and distribution.value != "multi_worker"
     if alone:
-        Publication(model_dir, PUBLICATION).recover()  # what a killed run of this stage left
+        Publication(model_dir, PUBLICATION).recover()
     strategy = distribution_strategy(distribution.value)
     if training.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
-    manifest = Manifest.read(prepared_dir)
-    split = load_split(prepared_dir, "train", manifest)
-    # The fit and validation row indices, memory-mapped: memory stays flat whatever the rows.
-    with scratch_dir(model_dir, clear_stale=alone) as scratch:  # and what a killed run left
-        fit_rows, val_rows = validation_rows(split.y, validation_fraction, seed, scratch)
-        machine = Machine(
-            frozenset(cpu_flags()), tuple(gpu_capabilities()), strategy.num_replicas_in_sync, onednn_enabled()
+    return distribution, strategy, alone
+
+
+def _check_and_log(run: TrainingRun, choices: dict, manifest: Manifest, prepared_dir, strategy) -> None:
+    """Stop before training a model the data cannot feed; log the device and every choice."""
+    check_model_fits_data(run.model, manifest, prepared_dir)
+    log.info("%s; precision policy: %s", device_summary(strategy), run.train.precision)
+    log.info("choices: %s", summary(choices))
+
+
+def _machine(strategy: tf.distribute.Strategy) -> Machine:
+    """What this machine offers the run's `auto` rules."""
+    replicas = strategy.num_replicas_in_sync
+    return Machine(frozenset(cpu_flags()), tuple(gpu_capabilities()), replicas, onednn_enabled())
+
+
+def _fit(
+    run: TrainingRun,
+    choices: dict,
+    manifest: Manifest,
+    inputs: Inputs,
+    prepared_dir: Path,
+    model_dir: Path,
+    strategy: tf.distribute.Strategy,
+    extra: tuple,
+) -> dict:
+    """Build, fit and save the run's model; the last epoch's logs."""
+    vae, trainer, warmup = _compiled(run, manifest, inputs, strategy)
+    chief = is_chief(strategy)
+    # Another worker's backup and bundle are its own temporaries, removed however it ends.
+    with contextlib.ExitStack() as temporaries:
+        backup = model_dir / "backup" if chief else temporary(temporaries, "vae-worker-backup-")
+        resuming = prepare_backup(backup, run_fingerprint(run, manifest, choices))
+        history = fit_logged(trainer, run, inputs, backup, resuming, [warmup, *extra])
+        if inputs.validation is not None:
+            report_activity(vae, inputs.validation.take(math.ceil(ACTIVITY_EXAMPLES / run.train.batch_size)))
+        bundle = (prepared_dir / PREPROCESSING_FILE, manifest, records(choices), run.as_params())
+        if chief:  # the bundle and the curves replace the previous ones all together (pipeline.platform.io)
+            with Publication(model_dir, PUBLICATION).staged() as staging:
+                save_bundle(vae, staging, *bundle)
+                # copied: a kill before the publish can resume
+                shutil.copytree(backup / "live", staging / "live")
+            shutil.rmtree(backup, ignore_errors=True)  # published: nothing left to resume
+        else:  # saving a distributed model is collective: every worker saves, only the chief's copy is kept
+            save_bundle(vae, temporary(temporaries, "vae-worker-bundle-"), *bundle)
+    return {key: float(values[-1]) for key, values in history.history.items()}
+
+
+def _compiled(run: TrainingRun, manifest: Manifest, inputs: Inputs, strategy: tf.distribute.Strategy):
+    """The run's VAE, its trainer compiled with the run's optimizer, and the KL warm-up that
+    sets the trainer's weight on D: made in the strategy's scope."""
+    cfg = run.train
+    if run.loss.kl_warmup_epochs > cfg.epochs:
+        log.warning(
+            "loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
+            "never reaches loss.beta",
+            run.loss.kl_warmup_epochs,
+            cfg.epochs,
         )
-        resolved, choices = resolve_run(
-            model,
-            loss,
-            training,
-            manifest,
-            fit_rows=len(fit_rows),
-            machine=machine,
-            distribution=distribution,
-            validation_fraction=validation_fraction,
-            binarize=binarize,
-            seed=seed,
+    with strategy.scope():
+        vae = build_vae(manifest.feature_shape, run.model, run.loss, seed=run.seed)
+        warmup = KLWarmup(run.loss.beta, run.loss.kl_warmup_epochs)
+        trainer = Trainer(vae, warmup.weight, cfg.phi_steps)
+        updates = run.updates_per_epoch * (1 if cfg.phi_steps == 1 else cfg.phi_steps + 1)
+        trainer.compile(
+            optimizer=make_optimizer(cfg, updates),
+            steps_per_execution=cfg.steps_per_execution,
+            jit_compile=cfg.jit_compile,
         )
-        check_model_fits_data(resolved.model, manifest, prepared_dir)
-        log.info("%s; precision policy: %s", device_summary(strategy), resolved.train.precision)
-        log.info("choices: %s", summary(choices))
-        with _precision_policy(resolved.train.precision):
-            inputs = _Inputs.of(resolved, split, fit_rows, val_rows)
-            return _fit(
-                resolved,
-                choices,
-                manifest,
-                inputs,
-                Path(prepared_dir),
-                Path(model_dir),
-                strategy,
-                list(callbacks),
-            )
+        vae.compile(optimizer=trainer.optimizer)  # so that model.keras saves the optimizer's state too
+        if vae.pseudo_inputs is not None:  # a VampPrior starts on training rows
+            batches = math.ceil(run.model.prior_components / cfg.batch_size)
+            vae.start_prior_at(np.concatenate([b.numpy() for b in inputs.fit.take(batches)]))
+    return vae, trainer, warmup
 
 
 @contextlib.contextmanager
@@ -227,192 +270,3 @@ def _precision_policy(precision: str):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    """The fit and validation batches of the prepared train split, and the fixed validation
-    examples scored for S_K every epoch (None when there are none)."""
-
-    fit: tf.data.Dataset
-    validation: tf.data.Dataset | None
-    bound_x: np.ndarray | None
-
-    @classmethod
-    def of(cls, run: TrainingRun, split: Split, fit_rows: np.ndarray, val_rows: np.ndarray) -> "_Inputs":
-        read = {"seed": run.seed, "in_memory": run.train.input == "memory", "binarize": run.binarize}
-        # Endless, so that an epoch may be more than a pass; batches run across passes.
-        fit = feed.batches(split, fit_rows, run.train.batch_size, shuffle=True, **read)
-        if not len(val_rows):
-            return cls(fit, None, None)
-        bound_rows = val_rows[seeded_rows(len(val_rows), run.train.bound_examples, run.seed)]
-        bound_x = (
-            fixed_inputs(split, bound_rows, run.binarize, run.seed) if run.train.bound_examples else None
-        )
-        return cls(fit, feed.batches(split, val_rows, run.train.batch_size, **read), bound_x)
-
-
-def _fit(
-    run: TrainingRun,
-    choices: dict,
-    manifest: Manifest,
-    inputs: _Inputs,
-    prepared_dir: Path,
-    model_dir: Path,
-    strategy: tf.distribute.Strategy,
-    extra: list,
-) -> dict:
-    cfg = run.train
-    if run.loss.kl_warmup_epochs > cfg.epochs:
-        log.warning(
-            "loss.kl_warmup_epochs (%d) is longer than train.epochs (%d): the weight on D "
-            "never reaches loss.beta",
-            run.loss.kl_warmup_epochs,
-            cfg.epochs,
-        )
-    with strategy.scope():
-        vae = build_vae(manifest.feature_shape, run.model, run.loss, seed=run.seed)
-        warmup = KLWarmup(run.loss.beta, run.loss.kl_warmup_epochs)  # the schedule the train step reads
-        updates = run.updates_per_epoch * (1 if cfg.phi_steps == 1 else cfg.phi_steps + 1)
-        vae.compile(
-            optimizer=make_optimizer(cfg, updates),
-            steps_per_execution=cfg.steps_per_execution,
-            jit_compile=cfg.jit_compile,
-        )
-        vae.plan = TrainingPlan(warmup.weight, cfg.phi_steps)
-        if vae.pseudo_inputs is not None:  # a VampPrior starts on training rows
-            batches = math.ceil(run.model.prior_components / cfg.batch_size)
-            vae.start_prior_at(np.concatenate([b.numpy() for b in inputs.fit.take(batches)]))
-    chief = is_chief(strategy)
-    # Another worker's backup and bundle are its own temporaries, removed however it ends.
-    with contextlib.ExitStack() as temporaries:
-        backup = model_dir / "backup" if chief else _temporary(temporaries, "vae-worker-backup-")
-        resuming = _prepare_backup(backup, _run_fingerprint(run, manifest, choices))
-        history = _fit_logged(vae, run, inputs, backup, resuming, [warmup, *extra])
-        if inputs.validation is not None:
-            _report_activity(vae, inputs.validation.take(math.ceil(ACTIVITY_EXAMPLES / cfg.batch_size)))
-        bundle = (prepared_dir / PREPROCESSING_FILE, manifest, records(choices), run.as_params())
-        if chief:  # the bundle and the curves replace the previous ones all together (pipeline.platform.io)
-            with Publication(model_dir, PUBLICATION).staged() as staging:
-                save_bundle(vae, staging, *bundle)
-                shutil.copytree(
-                    backup / "live", staging / "live"
-                )  # copied: a kill before the publish can resume
-            shutil.rmtree(backup, ignore_errors=True)  # published: nothing left to resume
-        else:  # saving a distributed model is collective: every worker saves, only the chief's copy is kept
-            save_bundle(vae, _temporary(temporaries, "vae-worker-bundle-"), *bundle)
-    return {key: float(values[-1]) for key, values in history.history.items()}
-
-
-def _temporary(stack: contextlib.ExitStack, prefix: str) -> Path:
-    """A temporary directory that `stack` removes when it closes."""
-    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
-
-
-def _fit_logged(vae, run: TrainingRun, inputs: _Inputs, backup: Path, resuming: bool, extra: list):
-    """vae.fit with the run's callbacks; the curves grow beside the backup and are published
-    with the model: a failed run leaves the previous live/ as it was, a resumed one keeps
-    every earlier epoch's row."""
-    from dvclive import Live
-
-    cfg = run.train
-    callbacks = _callbacks(run.loss, cfg, backup, has_validation=inputs.validation is not None)
-    with Live(str(backup / "live"), resume=resuming, save_dvc_exp=False, dvcyaml=None) as live:
-        if resuming:
-            done = json.loads((backup / "training_metadata.json").read_text(encoding="utf-8"))["epoch"]
-            log.info("resuming from %s at epoch %d of %d", backup, done + 1, cfg.epochs)
-        logger = LiveLogger(
-            live, run.updates_per_epoch * cfg.batch_size, inputs.bound_x, cfg.importance_samples
-        )
-        try:
-            return vae.fit(
-                inputs.fit,
-                validation_data=inputs.validation,
-                epochs=cfg.epochs,
-                steps_per_epoch=run.updates_per_epoch,
-                shuffle=False,  # the tf.data pipeline shuffles, seeded
-                callbacks=[*callbacks, logger, *extra],
-                verbose=1 if sys.stdout.isatty() else 2,
-            )
-        except NonFiniteObjective as error:
-            raise PipelineError(
-                f"training diverged: {error}; the last good epoch is kept in {backup} "
-                "(lower train.learning_rate or set train.clipnorm, then re-run)"
-            ) from None
-
-
-def make_optimizer(cfg: TrainConfig, updates_per_epoch: int) -> keras.optimizers.Optimizer:
-    return OPTIMIZERS[cfg.optimizer](
-        learning_rate=learning_rate(cfg, updates_per_epoch),
-        **({"clipnorm": cfg.clipnorm} if cfg.clipnorm else {}),
-    )
-
-
-def learning_rate(
-    cfg: TrainConfig, updates_per_epoch: int
-) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """train.learning_rate under train.lr_schedule (cosine: to 0 over all epochs; warmup_cosine:
-    a linear ramp from 0 over the first epoch, then cosine)."""
-    total = cfg.epochs * updates_per_epoch
-    if cfg.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
-    if cfg.lr_schedule == "warmup_cosine":
-        warmup = min(updates_per_epoch, total - 1)
-        return keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=total - warmup, warmup_target=cfg.learning_rate, warmup_steps=warmup
-        )
-    return cfg.learning_rate
-
-
-def _report_activity(vae, validation_data: tf.data.Dataset) -> None:
-    """Log the active latent units on (the first batches of) the validation examples; warn on collapse."""
-    z_mean = np.concatenate([vae.predict_posterior(batch.numpy())[0] for batch in validation_data])
-    active = active_units(np.var(np.asarray(z_mean, np.float64), axis=0))
-    log.info("active latent units on validation examples: %d of %d", active["count"], active["of"])
-    if warning := collapse_warning(active):
-        log.warning("%s", warning)
-
-
-def _callbacks(loss: LossConfig, cfg: TrainConfig, backup: Path, has_validation: bool) -> list:
-    callbacks = [
-        StopOnNonFinite(),
-        # double_checkpoint: a kill while saving leaves the previous epoch's copy
-        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False, double_checkpoint=True),
-    ]
-    if cfg.early_stopping_patience and has_validation:
-        # Not during the KL warm-up: U (weight 1 on D) is not what those epochs minimise.
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_U",
-                mode="min",
-                restore_best_weights=True,
-                patience=cfg.early_stopping_patience,
-                start_from_epoch=loss.kl_warmup_epochs,
-            )
-        )
-    return callbacks
-
-
-def _run_fingerprint(run: TrainingRun, manifest: Manifest, choices: dict) -> str:
-    """What a backup must match to be resumed: the data, every resolved input of the run,
-    and the rules that resolved them (rules may change between versions of this code)."""
-    text = json.dumps(
-        {"run": dataclasses.asdict(run), "data": manifest.fingerprint, "choices": records(choices)},
-        sort_keys=True,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _prepare_backup(backup: Path, fingerprint: str) -> bool:
-    """True when backup/ holds a completed epoch of this very run; otherwise start it afresh."""
-    stamp = backup / "run_fingerprint.txt"
-    resumable = (
-        (backup / "training_metadata.json").is_file()
-        and stamp.is_file()
-        and stamp.read_text(encoding="utf-8") == fingerprint
-    )
-    if not resumable:
-        shutil.rmtree(backup, ignore_errors=True)
-        backup.mkdir(parents=True)
-        stamp.write_text(fingerprint, encoding="utf-8")
-    return resumable

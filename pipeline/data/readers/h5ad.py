@@ -10,8 +10,9 @@ the count likelihood, as any count matrix does (pipeline.data.resolve_data).
 A file is checked before anything of its size is allocated (pipeline.data.readers.hdf5):
 what it reads must be stored in it (no link to another file, no external or virtual
 dataset), hold real numbers where numbers are meant, and store what its shape declares; a
-sparse matrix's index arrays are checked a chunk at a time as they are read, so a corrupt
-byte is an error line, never an index out of bounds in compiled code.
+sparse matrix's index arrays are checked a chunk at a time as they are read
+(pipeline.data.readers.h5ad_matrix), so a corrupt byte is an error line, never an index out
+of bounds in compiled code.
 
 anndata is an optional dependency (`pip install 'vae-pipeline[anndata]'`).
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.readers.h5ad_matrix import Csr, Dense, dense, sparse_parts
 from pipeline.data.readers.hdf5 import check_room, checked, checked_tree
 from pipeline.data.readers.source_dataset import Dataset, chunk_rows, encode_labels
 from pipeline.platform.errors import DataError
@@ -85,22 +87,10 @@ def read_h5ad(
     io = anndata_io()
     with h5ad_errors(path), h5py.File(path, "r") as file:
         matrix = _matrix(path, file, layer)
-        (cells, columns), row = matrix.shape, matrix.shape[1] * np.dtype(np.float32).itemsize
-        check_room(path, f"{layer or 'X'} ({cells:,} × {columns:,} float32)", cells * row, scratch)
-        check_room(path, f"a row of {layer or 'X'} ({columns:,} columns), four times", 4 * row, None)
-        names = _var_names(path, file, columns, io)
-        if genes and names is None:
-            raise DataError(
-                f"{path}: var has no gene names, but the model was trained on named genes; give the "
-                "file its var_names (the model's are in its manifest.json, feature_names)"
-            )
-        order = _gene_order(path, names, genes) if genes else None
-        width = columns if order is None else len(order)
-        x = allocate(scratch, "anndata_x", (cells, width), np.float32)
-        step = chunk_rows(row)  # at least one row
-        for start in range(0, cells, step):
-            rows = matrix.rows(start, min(start + step, cells))
-            x[start : start + len(rows)] = rows if order is None else rows[:, order]
+        cells = matrix.shape[0]
+        _check_room(path, layer, matrix.shape, scratch)
+        names, order = _columns(path, file, matrix.shape[1], genes, io)
+        x = _read_rows(matrix, order, scratch)
         labels = _labels(path, file, label_key, cells, io)
     y, label_names = encode_labels(labels, cells, scratch)
     feature_names = tuple(genes) if genes else names
@@ -109,108 +99,70 @@ def read_h5ad(
     )
 
 
-class _Dense:
-    """A 2-D h5py dataset, read by rows."""
-
-    def __init__(self, dataset):
-        self.dataset, self.shape = dataset, dataset.shape
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        return self.dataset[start:stop].astype(np.float32)
+def _check_room(path: Path, layer: str | None, shape: tuple[int, int], scratch: Path | None) -> None:
+    """DataError unless the matrix as float32 fits on scratch's disk (or in memory without one),
+    and four of its rows fit in memory."""
+    (cells, columns), row = shape, shape[1] * np.dtype(np.float32).itemsize
+    check_room(path, f"{layer or 'X'} ({cells:,} × {columns:,} float32)", cells * row, scratch)
+    check_room(path, f"a row of {layer or 'X'} ({columns:,} columns), four times", 4 * row, None)
 
 
-class _Csr:
-    """A CSR matrix's three arrays (h5py datasets, or arrays in memory), read by rows. Each chunk's
-    indptr must rise by at most the row width and its indices lie within the row: checked
-    before they index anything."""
-
-    def __init__(self, path: Path, what: str, shape: tuple[int, int], data, indices, indptr):
-        self.path, self.what, self.shape = path, what, shape
-        self.data, self.indices, self.indptr = data, indices, indptr
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        import scipy.sparse as sp
-
-        values, indices, ptr = self.part(start, stop)
-        return sp.csr_matrix((values, indices, ptr), shape=(stop - start, self.shape[1])).toarray()
-
-    def part(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows start..stop-1 as (values, indices, indptr from 0), checked."""
-        ptr = np.asarray(self.indptr[start : stop + 1], dtype=np.int64)
-        lengths = np.diff(ptr)
-        if lengths.size and (lengths.min() < 0 or lengths.max() > self.shape[1]):
-            row = start + int(np.flatnonzero((lengths < 0) | (lengths > self.shape[1]))[0])
-            raise DataError(
-                f"{self.path}: {self.what}'s indptr says row {row} holds {lengths[row - start]} values "
-                f"(rows hold 0 to {self.shape[1]}); the file is corrupt"
-            )
-        indices = np.asarray(self.indices[ptr[0] : ptr[-1]])
-        if indices.size and (indices.min() < 0 or indices.max() >= self.shape[1]):
-            raise DataError(
-                f"{self.path}: {self.what} has a column index out of range 0..{self.shape[1] - 1} "
-                f"in rows {start}..{stop - 1} (found {indices.min()}..{indices.max()}); "
-                "the file is corrupt"
-            )
-        return np.asarray(self.data[ptr[0] : ptr[-1]], dtype=np.float32), indices, ptr - ptr[0]
+def _columns(
+    path: Path, file, columns: int, genes: list[str] | None, io
+) -> tuple[tuple[str, ...] | None, np.ndarray | None]:
+    """(var's gene names or None, the file's column of each of `genes` or None for the file's own
+    order): a model's genes need the file's genes named."""
+    names = _var_names(path, file, columns, io)
+    if genes and names is None:
+        raise DataError(
+            f"{path}: var has no gene names, but the model was trained on named genes; give the "
+            "file its var_names (the model's are in its manifest.json, feature_names)"
+        )
+    return names, _gene_order(path, names, genes) if genes else None
 
 
-def _matrix(path: Path, file, layer: str | None):
-    """X or the layer, checked: _Dense or _Csr."""
+def _read_rows(matrix: Dense | Csr, order: np.ndarray | None, scratch: Path | None) -> np.ndarray:
+    """The matrix as float32 (cells, genes), a chunk of rows at a time (its columns in `order`)."""
+    cells, columns = matrix.shape
+    row = columns * np.dtype(np.float32).itemsize
+    width = columns if order is None else len(order)
+    x = allocate(scratch, "anndata_x", (cells, width), np.float32)
+    step = chunk_rows(row)  # at least one row
+    for start in range(0, cells, step):
+        rows = matrix.rows(start, min(start + step, cells))
+        x[start : start + len(rows)] = rows if order is None else rows[:, order]
+    return x
+
+
+def _matrix(path: Path, file, layer: str | None) -> Dense | Csr:
+    """X or the layer, checked: Dense, or Csr (a CSC matrix converted by `_by_rows`)."""
     import h5py
 
     what = "X" if layer is None else f"layers/{layer}"
     if layer is not None:
-        layers = list(file["layers"]) if "layers" in file else []
-        if layer not in layers:
-            close = difflib.get_close_matches(layer, layers, n=1)
-            raise DataError(
-                f"{path}: no layer {layer!r} (data.anndata.layer); its layers are {layers}"
-                + (f" (did you mean '{close[0]}'?)" if close else "; null reads X")
-            )
+        _check_layer(path, file, layer)
     element = checked(path, file, what, numbers=True)
     if isinstance(element, h5py.Dataset):
-        if element.ndim != 2:
-            raise DataError(
-                f"{path}: {what} must be a 2-D matrix of numbers. Got shape {element.shape} instead."
-            )
-        return _Dense(element)
-    encoding = element.attrs.get("encoding-type", element.attrs.get("h5sparse_format", ""))
-    encoding = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
-    encoding = encoding if encoding.endswith("_matrix") else f"{encoding}_matrix"
-    if encoding not in ("csr_matrix", "csc_matrix"):
-        raise DataError(
-            f"{path}: {what} is a group of encoding {encoding.removesuffix('_matrix')!r}; expected a "
-            "dense matrix or a sparse csr_matrix / csc_matrix"
-        )
-    shape = _shape(path, what, element.attrs.get("shape"))
-    data, indices, indptr = (
-        checked(path, file, f"{what}/{name}", numbers=True) for name in ("data", "indices", "indptr")
-    )
-    major = shape[0] if encoding == "csr_matrix" else shape[1]
-    for name, array in (("indices", indices), ("indptr", indptr)):
-        if array.ndim != 1 or array.dtype.kind not in "iu":
-            raise DataError(
-                f"{path}: {what}/{name} must be a 1-D array of integers. Got shape {array.shape} of "
-                f"{array.dtype} instead."
-            )
-    if data.ndim != 1 or data.shape != indices.shape or indptr.shape != (major + 1,):
-        raise DataError(
-            f"{path}: {what} declares shape {list(shape)} but stores {data.shape[0] if data.ndim else 0} "
-            f"values, {indices.shape[0]} indices and {indptr.shape[0]} indptr entries (expected "
-            f"{major + 1}); the file is corrupt"
-        )
-    if indptr[0] != 0 or indptr[-1] != indices.shape[0]:
-        raise DataError(
-            f"{path}: {what}/indptr runs from {indptr[0]} to {indptr[-1]}, not from 0 to the "
-            f"{indices.shape[0]} values stored; the file is corrupt"
-        )
+        return dense(path, what, element)
+    encoding, shape, data, indices, indptr = sparse_parts(path, file, what, element)
     if encoding == "csr_matrix":
-        return _Csr(path, what, shape, data, indices, indptr)
+        return Csr(path, what, shape, data, indices, indptr)
     return _by_rows(path, what, shape, data, indices, indptr)
 
 
-def _by_rows(path: Path, what: str, shape: tuple[int, int], data, indices, indptr) -> _Csr:
-    """A CSC matrix loaded whole (its columns checked as a _Csr of the transpose), as rows in memory."""
+def _check_layer(path: Path, file, layer: str) -> None:
+    """DataError naming the layers there are (and the closest name) when `layer` is not one."""
+    layers = list(file["layers"]) if "layers" in file else []
+    if layer not in layers:
+        close = difflib.get_close_matches(layer, layers, n=1)
+        raise DataError(
+            f"{path}: no layer {layer!r} (data.anndata.layer); its layers are {layers}"
+            + (f" (did you mean '{close[0]}'?)" if close else "; null reads X")
+        )
+
+
+def _by_rows(path: Path, what: str, shape: tuple[int, int], data, indices, indptr) -> Csr:
+    """A CSC matrix loaded whole (its columns checked as a Csr of the transpose), as rows in memory."""
     import scipy.sparse as sp
 
     log.warning(
@@ -220,7 +172,7 @@ def _by_rows(path: Path, what: str, shape: tuple[int, int], data, indices, indpt
         what,
     )
     check_room(path, f"{what} whole", 4 * 12 * indices.shape[0], None)  # values and indices, twice, with room
-    columns = _Csr(path, f"{what} (by columns)", (shape[1], shape[0]), data, indices, indptr)
+    columns = Csr(path, f"{what} (by columns)", (shape[1], shape[0]), data, indices, indptr)
     parts = [columns.part(start, min(start + 4096, shape[1])) for start in range(0, shape[1], 4096)]
     values = np.concatenate([p[0] for p in parts] or [np.zeros(0, np.float32)])
     rows = sp.csc_matrix(
@@ -231,17 +183,7 @@ def _by_rows(path: Path, what: str, shape: tuple[int, int], data, indices, indpt
         ),
         shape=shape,
     ).tocsr()
-    return _Csr(path, what, shape, rows.data, rows.indices, rows.indptr)
-
-
-def _shape(path: Path, what: str, shape) -> tuple[int, int]:
-    """A sparse matrix's shape attribute: two whole numbers ≥ 0."""
-    values = np.asarray(shape if shape is not None else [])
-    if values.shape != (2,) or values.dtype.kind not in "iu" or (values < 0).any():
-        raise DataError(
-            f"{path}: {what}'s shape attribute must be two whole numbers ≥ 0. Got {shape!r} instead."
-        )
-    return int(values[0]), int(values[1])
+    return Csr(path, what, shape, rows.data, rows.indices, rows.indptr)
 
 
 def _var_names(path: Path, file, genes: int, io) -> tuple[str, ...] | None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.readers.source_dataset import DEFLATE_MAX_RATIO, Dataset, chunk_rows, encode_labels
-from pipeline.platform.config import DEFAULT_DATA_PATH
 from pipeline.platform.errors import DataError
 from pipeline.platform.io import allocate
+from pipeline.platform.params.config import DEFAULT_DATA_PATH
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 # The standard MNIST-style releases: file names and class names.

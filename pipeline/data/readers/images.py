@@ -8,6 +8,7 @@ import numpy as np
 
 from pipeline.data.readers.source_dataset import Dataset, chunk_rows
 from pipeline.data.resolve_data import AUTO_SIZE_SAMPLE, resolve_color, resolve_image_size
+from pipeline.platform.choices import Choice
 from pipeline.platform.engine import LocalEngine
 from pipeline.platform.errors import DataError
 from pipeline.platform.io import allocate
@@ -43,6 +44,22 @@ def read_image_folder(
         The Dataset, with the colour choice in its choices.
     """
     engine = engine or LocalEngine()
+    classes, files = _class_files(path)
+    paths = [f for f, _ in files]
+    size, choices = _image_size(paths, size)
+    x, step = _decode_folder(path, paths, size, "rgb" if color == "auto" else color, scratch, engine)
+    if color == "auto":
+        choices["data.images.color"] = resolve_color(_first_coloured(x, step))
+        x = x if choices["data.images.color"].value == "rgb" else _grey(x, step, scratch)
+    x = x[..., None] if x.ndim == 3 else x
+    y = np.array([label for _, label in files], np.int32)
+    return Dataset(
+        x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path), choices=choices
+    )
+
+
+def _class_files(path: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(the class folders' names, sorted; (file, class index) of every PNG/JPEG file in them)."""
     if not path.is_dir():
         raise DataError(f"{path}: data.source 'image_folder' needs a directory with one subfolder per class")
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
@@ -54,17 +71,26 @@ def read_image_folder(
     ]
     if not files:
         raise DataError(f"{path}: no PNG or JPEG files in class subfolders")
-    paths = [f for f, _ in files]
-    choices = {}
-    if size == "auto":  # the rule is resolve_data's; the reader gives it the sizes it sampled
-        choices["data.images.size"] = resolve_image_size(sampled_sizes(paths))
-        size = (
-            None
-            if choices["data.images.size"].value == "as read"
-            else tuple(choices["data.images.size"].value)
-        )
-    decoded = "rgb" if color == "auto" else color
-    reference = (paths[0], decode_images(paths[:1], size, decoded)[0].shape)
+    return classes, files
+
+
+def _image_size(
+    paths: list[Path], size: tuple[int, int] | str | None
+) -> tuple[tuple[int, int] | None, dict[str, Choice]]:
+    """(the size every image is resized to, None to keep them as read; data.images.size's choice
+    when it is auto). The rule is resolve_data's; the reader gives it the sizes it sampled."""
+    if size != "auto":
+        return size, {}
+    choice = resolve_image_size(sampled_sizes(paths))
+    return (None if choice.value == "as read" else tuple(choice.value)), {"data.images.size": choice}
+
+
+def _decode_folder(
+    path: Path, paths: list[Path], size: tuple[int, int] | None, color: str, scratch: Path | None, engine
+) -> tuple[np.ndarray, int]:
+    """(uint8 (n, H, W) or (n, H, W, 3) of every file, the files per chunk), decoded by the engine in
+    chunks of files: by worker processes, one per core, for a large folder."""
+    reference = (paths[0], decode_images(paths[:1], size, color)[0].shape)
     x = allocate(scratch, "images_x", (len(paths), *reference[1]), np.uint8)
     # Chunks of at most 1,024 images: small enough to keep every worker busy to the end.
     step = min(chunk_rows(x[0].nbytes), 1024)
@@ -73,17 +99,10 @@ def read_image_folder(
         [root / f.relative_to(path) for f in paths[start : start + step]]
         for start in range(0, len(paths), step)
     ]
-    decode = functools.partial(decode_images, size=size, color=decoded, reference=reference)
+    decode = functools.partial(decode_images, size=size, color=color, reference=reference)
     processes = (os.cpu_count() or 1) if len(paths) >= PARALLEL_DECODE_FILES else 1
     _fill(x, engine.map(decode, chunks, processes=processes), step)
-    if color == "auto":
-        choices["data.images.color"] = resolve_color(_first_coloured(x, step))
-        x = x if choices["data.images.color"].value == "rgb" else _grey(x, step, scratch)
-    x = x[..., None] if x.ndim == 3 else x
-    y = np.array([label for _, label in files], np.int32)
-    return Dataset(
-        x=x, y=y, label_names=tuple(classes), source="image_folder", path=str(path), choices=choices
-    )
+    return x, step
 
 
 def sampled_sizes(paths: list[Path]) -> list[tuple[int, int]]:
@@ -131,33 +150,9 @@ def decode_images(
 ) -> np.ndarray:
     """uint8 (n, H, W) or (n, H, W, 3) of image files, each of the shape of `reference`
     ((file, shape); the first of `paths` when None)."""
-    from PIL import Image
-
     out = None
     for i, file in enumerate(paths):
-        try:
-            with Image.open(file) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise DataError(
-                        f"{file}: image of {width} × {height} pixels, more than the "
-                        f"{MAX_IMAGE_PIXELS:,} pixels an image may have; shrink it before training"
-                    )
-                image = image.convert("L" if color == "grey" else "RGB")
-                if size:
-                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL: (W, H)
-                pixels = np.asarray(image, dtype=np.uint8)
-        except DataError:
-            raise
-        except Image.DecompressionBombError as error:  # PIL's own limit, met before the header's size is ours
-            raise DataError(
-                f"{file}: image of more than the {MAX_IMAGE_PIXELS:,} pixels an image may have ({error})"
-            ) from None
-        # A hostile or broken file can make any of PIL's decoders raise almost anything
-        # (OSError, ValueError, SyntaxError, struct.error, zlib.error, DecompressionBombError):
-        # every one is this file's problem, said in one line.
-        except Exception as error:
-            raise DataError(f"{file}: cannot read image ({type(error).__name__}: {error})") from None
+        pixels = _decode(file, size, color)
         reference = reference or (file, pixels.shape)
         if pixels.shape != reference[1]:
             raise DataError(
@@ -168,3 +163,33 @@ def decode_images(
             out = np.empty((len(paths), *pixels.shape), np.uint8)
         out[i] = pixels
     return out
+
+
+def _decode(file: Path, size: tuple[int, int] | None, color: str) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) of one image file, resized to `size` when given; DataError for a
+    file too large (its header read first) or one PIL cannot decode."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(
+                    f"{file}: image of {width} × {height} pixels, more than the "
+                    f"{MAX_IMAGE_PIXELS:,} pixels an image may have; shrink it before training"
+                )
+            image = image.convert("L" if color == "grey" else "RGB")
+            if size:
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL: (W, H)
+            return np.asarray(image, dtype=np.uint8)
+    except DataError:
+        raise
+    except Image.DecompressionBombError as error:  # PIL's own limit, met before the header's size is ours
+        raise DataError(
+            f"{file}: image of more than the {MAX_IMAGE_PIXELS:,} pixels an image may have ({error})"
+        ) from None
+    # A hostile or broken file can make any of PIL's decoders raise almost anything
+    # (OSError, ValueError, SyntaxError, struct.error, zlib.error, DecompressionBombError):
+    # every one is this file's problem, said in one line.
+    except Exception as error:
+        raise DataError(f"{file}: cannot read image ({type(error).__name__}: {error})") from None

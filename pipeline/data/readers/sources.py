@@ -57,6 +57,15 @@ def load_source(config, scratch: Path | None = None, columns=None, engine=None, 
     if covariates:
         check_covariate_names(config)
         values = read_covariate_values(config.source, path, covariates)
+    dataset = _read(config, path, scratch, columns, engine, genes)
+    if not covariates:
+        return dataset
+    return _with_covariates(dataset, config, path, values)
+
+
+def _read(config, path: Path | None, scratch: Path | None, columns, engine, genes) -> Dataset:
+    """The Dataset of data.source's reader (load_source's arguments, passed on); a table leaves
+    out the covariates' columns, which are no features."""
     readers = {
         "digits": lambda: read_digits(),
         "fashion_mnist": lambda: read_idx_release(config.source, config.path, scratch),
@@ -71,19 +80,22 @@ def load_source(config, scratch: Path | None = None, columns=None, engine=None, 
             config.table.column_types,
             columns,
             engine,
-            (*config.table.drop_columns, *covariates),
+            (*config.table.drop_columns, *config.covariates),
         ),
         "anndata": lambda: read_h5ad(path, config.anndata.layer, config.anndata.label_key, scratch, genes),
         "image_folder": lambda: read_image_folder(
             path, config.images.size, config.images.color, scratch, engine
         ),
     }
-    dataset = readers[config.source]()
-    if not covariates:
-        return dataset
+    return readers[config.source]()
+
+
+def _with_covariates(dataset: Dataset, config, path: Path | None, values) -> Dataset:
+    """The dataset with one value of each covariate per example; a table's covariate columns
+    recorded in the choices as left out."""
     left_out = {
         f"data.table.column_types.{name}": Choice(LEFT_OUT, "a covariate (data.covariates)")
-        for name in covariates
+        for name in config.covariates
         if config.source == "table"
     }
     return dataclasses.replace(
@@ -197,15 +209,7 @@ def npz_member(path: Path, key: str) -> np.ndarray:
     """
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(f"{key}.npy")
-        with archive.open(info) as member:
-            version = np.lib.format.read_magic(member)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read_header(member)
-            header = member.tell()
+        shape, fortran, dtype, header = _npy_header(archive, info)
         declared = header + math.prod(shape) * dtype.itemsize
         if not dtype.hasobject and (
             declared != info.file_size or declared > DEFLATE_MAX_RATIO * info.compress_size + 1024
@@ -215,12 +219,13 @@ def npz_member(path: Path, key: str) -> np.ndarray:
                 f"with its header), but the member holds {info.file_size:,}; the file is corrupt"
             )
         if info.compress_type == zipfile.ZIP_STORED and not dtype.hasobject:
-            with open(path, "rb") as f:  # the member's data starts after its local file header
-                f.seek(info.header_offset + 26)
-                name_length, extra_length = np.frombuffer(f.read(4), "<u2")
-            start = info.header_offset + 30 + int(name_length) + int(extra_length) + header
             return np.memmap(
-                path, dtype=dtype, mode="r", offset=start, shape=shape, order="F" if fortran else "C"
+                path,
+                dtype=dtype,
+                mode="r",
+                offset=_data_offset(path, info, header),
+                shape=shape,
+                order="F" if fortran else "C",
             )
     log.info(
         "%s: array %r is compressed; it is loaded into memory (np.savez, not savez_compressed, "
@@ -230,6 +235,26 @@ def npz_member(path: Path, key: str) -> np.ndarray:
     )
     with np.load(path, allow_pickle=False) as archive:
         return archive[key]
+
+
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, Fortran order, dtype, the header's length in bytes) of a member's .npy header."""
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(member)
+        return shape, fortran, dtype, member.tell()
+
+
+def _data_offset(path: Path, info: zipfile.ZipInfo, header: int) -> int:
+    """Where an uncompressed member's array starts in the file: after its local file header
+    (whose name and extra field lengths only the file itself holds) and its .npy header."""
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        name_length, extra_length = np.frombuffer(f.read(4), "<u2")
+    return info.header_offset + 30 + int(name_length) + int(extra_length) + header
 
 
 def _existing(path: str | None, key: str) -> Path:

@@ -136,9 +136,8 @@ class CsvStream:
                 self._grow(error)
         schema = reader.schema
         reader.close()
-        self.types = self.types or dict(
-            zip(schema.names, schema.types)
-        )  # a name given twice is refused later
+        # a name given twice is refused later
+        self.types = self.types or dict(zip(schema.names, schema.types))
         return schema
 
     def batches(self, columns: list[str]):

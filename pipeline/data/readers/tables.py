@@ -4,8 +4,9 @@ Two passes over the file, part by part (pipeline.data.readers.table_files: a CSV
 blocks, whole row groups of a Parquet file, which Ray tasks read themselves under
 `cluster.engine: ray`). The first profiles every feature (a column, or a timestamp's part:
 pipeline.data.readers.table_cells) for the typing rule (pipeline.data.resolve_columns), or
-takes the columns of a trained model when encoding new data; the second writes each row's
-codes into x and its label's index into y (scratch memory maps when given). Memory holds
+takes the columns of a trained model when encoding new data; the second
+(pipeline.data.readers.table_codes) writes each row's codes into x and its label's index
+into y (scratch memory maps when given). Memory holds
 one block's codes, the profiles and the label names, however long the file.
 
 Every column the rule leaves out is recorded in the Dataset's choices with its reason, as
@@ -18,25 +19,21 @@ import functools
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.data.manifest import Column
-from pipeline.data.readers.source_dataset import NO_LABEL, Dataset, check_float32
+from pipeline.data.readers.source_dataset import Dataset, check_float32
 from pipeline.data.readers.table_cells import (
     Feature,
     cells,
-    checked_numbers,
-    codes,
     features_of,
     part_column,
     profile_cells,
 )
+from pipeline.data.readers.table_codes import coded
 from pipeline.data.readers.table_files import TABLE_SUFFIXES, CsvStream, Widened, open_table, table_errors
 from pipeline.data.resolve_columns import LEFT_OUT, ColumnProfile, column_levels, column_type
 from pipeline.platform.choices import GIVEN, Choice
 from pipeline.platform.engine import LocalEngine
 from pipeline.platform.errors import DataError
-from pipeline.platform.io import allocate
 
 __all__ = ["TABLE_SUFFIXES", "read_table"]
 log = logging.getLogger(__name__)
@@ -68,10 +65,7 @@ def read_table(
         The Dataset: one code per kept column and row, NaN where a cell is empty.
     """
     with table_errors(path):  # a corrupt file can fail anywhere in Arrow, not only at its header
-        engine = engine or LocalEngine()
-        schema, parts = open_table(path, engine)
-        if isinstance(parts[0], CsvStream):
-            engine = LocalEngine()  # one part, read here: its types widen in this process
+        schema, parts, engine = _parts(path, engine)
         left_out = {**{c: GIVEN for c in drop_columns}, **_saved_index(schema, label_column, feature_columns)}
         names = _feature_names(path, schema.names, label_column, feature_columns, tuple(left_out))
         while True:  # a streamed CSV starts over when a column's type is widened (at most twice each)
@@ -80,10 +74,20 @@ def read_table(
                 columns, choices = (
                     (trained, {}) if trained else _typed(path, profiles, column_types or {}, left_out)
                 )
-                return _coded(path, columns, label_column, labels, rows, parts, engine, scratch, choices)
+                return coded(path, columns, label_column, labels, rows, parts, engine, scratch, choices)
             except Widened as widened:
                 log.info("%s", widened)
                 schema = parts[0].schema()
+
+
+def _parts(path: Path, engine) -> tuple[object, list, object]:
+    """(the file's schema, its parts, the engine that reads them): a streamed CSV is one part, read
+    here, where its types widen."""
+    engine = engine or LocalEngine()
+    schema, parts = open_table(path, engine)
+    if isinstance(parts[0], CsvStream):
+        engine = LocalEngine()  # one part, read here: its types widen in this process
+    return schema, parts, engine
 
 
 def _saved_index(schema, label_column, feature_columns) -> dict[str, str]:
@@ -245,69 +249,3 @@ def _refuse(path: Path, problems: list[str]) -> None:
             f"{path}: {len(problems)} column{'s' * (len(problems) > 1)} cannot be used: "
             f"{'; '.join(problems)}. Fix them, or leave them out with data.table.drop_columns"
         )
-
-
-def _coded(path: Path, columns, label_column, labels, rows: int, parts, engine, scratch, choices) -> Dataset:
-    """The second pass: x (rows, columns) of codes and y of label indices, block by block here,
-    part by part in tasks under Ray."""
-    x = allocate(scratch, "table_x", (rows, len(columns)), np.float32)
-    y = allocate(scratch, "labels", (rows,), np.int32)
-    if isinstance(engine, LocalEngine):
-        blocks = (block for part in parts for block in _code_blocks(columns, label_column, labels, part))
-    else:
-        blocks = engine.map(functools.partial(_code_part, columns, label_column, labels), parts)
-    for start, x_block, y_block in blocks:
-        x[start : start + len(x_block)], y[start : start + len(y_block)] = x_block, y_block
-    return Dataset(
-        x=x,
-        y=y,
-        label_names=tuple(str(v) for v in labels or ()),
-        source="table",
-        path=str(path),
-        feature_names=tuple(c.name for c in columns),
-        columns=columns,
-        choices=choices,
-    )
-
-
-def _code_part(columns, label_column, labels, part) -> tuple[int, np.ndarray, np.ndarray]:
-    """(start, codes, label indices) of a whole part (a Ray task's result)."""
-    blocks = list(_code_blocks(columns, label_column, labels, part))
-    if not blocks:
-        return part.start, np.empty((0, len(columns)), np.float32), np.empty(0, np.int32)
-    return part.start, np.concatenate([b[1] for b in blocks]), np.concatenate([b[2] for b in blocks])
-
-
-def _code_blocks(columns: tuple[Column, ...], label_column, labels, part):
-    """(start, (rows, columns) float32 codes, int32 label indices) of each batch of a part;
-    DataError on a row with nothing observed or a level the columns do not know."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    start, sources = part.start, sorted({c.read_from for c in columns} | ({label_column} - {None}))
-    for batch in part.batches(sources):
-        block = np.empty((batch.num_rows, len(columns)), np.float32)
-        for c, column in enumerate(columns):
-            cells_of_batch = batch.column(column.read_from)
-            if column.levels is None and column.part is None:  # the column's numbers, checked
-                values, unseen = checked_numbers(part.path, column, cells_of_batch, start), None
-            else:
-                values, unseen = codes(column, cells_of_batch)
-            if unseen is not None:
-                raise DataError(
-                    f"{part.path}: column {column.name!r} holds {unseen!r}, a value its {column.type} "
-                    f"levels {column.levels[:20]} do not include (a level never seen in training)"
-                )
-            block[:, c] = values
-        empty = np.flatnonzero(np.isnan(block).all(axis=1))
-        if len(empty):
-            raise DataError(
-                f"{part.path}: row {start + int(empty[0])} has no value in any feature column "
-                f"({len(empty)} such rows in this block); remove those rows"
-            )
-        y = np.full(batch.num_rows, NO_LABEL, np.int32)
-        if label_column:
-            index = pc.index_in(batch.column(label_column), value_set=pa.array(labels))
-            y[:] = index.to_numpy(zero_copy_only=False)
-        yield start, block, y
-        start += batch.num_rows

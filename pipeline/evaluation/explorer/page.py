@@ -13,60 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.evaluation.explorer.page_script import COLOUR_JS, DETAIL_JS, FIND_JS
+
 SHOWN_VALUES = 6  # a table's or vector's first values in the hover (the click shows the rest)
 SCORES = ("surprisal", "surprisal_quantile", "novelty")  # the latents' score columns the page holds
 COLOURED_SCORES = ("surprisal", "novelty")
 RIGHT, WRONG, UNPROBED = "#9e9e9e", "#d62728", "#e0e0e0"
-
-COLOUR_JS = """
-const d = source.data, by = cb_obj.value;
-if (by in categorical) {  // label, probe error, each covariate: [its colour column, its legend]
-    d.color = d[categorical[by][0]];
-    key.text = categorical[by][1];
-} else {
-    const z = d[by], k = palette.length - 1;
-    let lo = Infinity, hi = -Infinity;  // a loop: Math.min(...z) overflows the call stack past ~125k points
-    for (const v of z) { if (v < lo) lo = v; if (v > hi) hi = v; }
-    d.color = Array.from(z, v => palette[Math.round(k * (v - lo) / ((hi - lo) || 1))]);
-    key.text = `${by}: dark low, yellow high`;
-}
-source.change.emit();
-"""
-
-# Labels are the user's data: escaped before they go into the page's HTML (a table's cells are, in Python).
-ESCAPE_JS = """
-const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-"""
-
-DETAIL_JS = (
-    ESCAPE_JS
-    + """
-const i = source.selected.indices[0], d = source.data;
-if (i === undefined) { detail.text = ""; return; }
-const figure = (src, caption) => `<figure><img src="${src}" width="${side[1]}" height="${side[0]}" `
-    + `style="image-rendering:pixelated"><figcaption>${caption}</figcaption></figure>`;
-const body = names.length
-    ? "<table><tr><th>column</th><th>example</th><th>reconstruction</th></tr>"
-      + names.map((name, j) => `<tr><td>${name}</td><td>${d["v" + j][i]}</td>`
-        + `<td>${d["r" + j][i]}</td></tr>`).join("")
-      + "</table>"
-    : `<div style="display:flex;gap:16px">${figure(d.thumb[i], "example")}`
-      + `${figure(d.recon[i], "reconstruction (the decoder's mean at z = &mu;)")}</div>`;
-detail.text = `<b>id ${d.id[i]}</b>, label ${esc(d.label[i])}, probe: ${esc(d.predicted[i])}<br>${body}`;
-"""
-)
-
-FIND_JS = (
-    ESCAPE_JS
-    + """
-const wanted = cb_obj.value.trim(), i = source.data.id.findIndex(v => String(v) === wanted);
-if (i < 0) { status.text = wanted ? `no point with id ${esc(wanted)} among these` : ""; return; }
-status.text = "";
-source.selected.indices = [i];
-const x = source.data.x[i], y = source.data.y[i], w = (xr.end - xr.start) / 4, h = (yr.end - yr.start) / 4;
-xr.start = x - w; xr.end = x + w; yr.start = y - h; yr.end = y + h;
-"""
-)
 
 
 @dataclass(frozen=True)
@@ -94,27 +46,50 @@ class Points:
     z: np.ndarray
     shown: Shown
     scores: dict[str, np.ndarray]
-    covariates: dict[str, list[str]] = field(
-        default_factory=dict
-    )  # each categorical covariate's level, as text
+    # each categorical covariate's level, as text
+    covariates: dict[str, list[str]] = field(default_factory=dict)
 
 
 def explorer_html(points: Points, title: str, summary: str) -> str:
-    """The standalone page."""
+    """The standalone page: its title and summary, the controls ("Colour by", "Find id"), the
+    legend, the plot, and the detail of the selected point."""
     from bokeh.embed import file_html
     from bokeh.layouts import column, row
-    from bokeh.models import ColumnDataSource, CustomJS, Div, HoverTool, TapTool, TextInput
-    from bokeh.plotting import figure
+    from bokeh.models import Div
     from bokeh.resources import INLINE
 
     label_colour, c_label = _categorical(points.labels)
     covariates = {name: _categorical(values) for name, values in points.covariates.items()}
+    dims = [f"z{j}" for j in range(points.z.shape[1])]
+    examples, hover, names = _examples(points.shown)
+    source = _source(points, c_label, covariates, examples, dims)
+    plot = _plot(points, source, hover)
+    key, status = Div(text=_legend(label_colour)), Div(text="")
+    detail = Div(text="", styles={"font-family": "sans-serif"}, name="detail")
+    colour_by = _colour_by(source, key, label_colour, covariates, dims)
+    find = _find(source, status, plot)
+    _show_selected(source, detail, names, points.shown.size)
+    page = column(
+        Div(text=f"<h2>{html.escape(title)}</h2><p>{summary}</p>"),
+        row(colour_by, find, status),
+        key,
+        plot,
+        detail,
+        sizing_mode="stretch_width",
+    )
+    return file_html(page, INLINE, title=title)
+
+
+def _source(points: Points, c_label: list[str], covariates: dict, examples: dict, dims: list[str]):
+    """The page's one ColumnDataSource: per point its coordinates, id, label, the probe's
+    prediction and verdict, a colour column per categorical colouring, the example, the
+    SCORES and z_mean by dimension."""
+    from bokeh.models import ColumnDataSource
+
     c_error = [
         UNPROBED if not p else RIGHT if p == t else WRONG for p, t in zip(points.predicted, points.labels)
     ]
-    dims = [f"z{j}" for j in range(points.z.shape[1])]
-    examples, hover, names = _examples(points.shown)
-    source = ColumnDataSource(
+    return ColumnDataSource(
         {
             "x": points.x,
             "y": points.y,
@@ -134,6 +109,14 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
             **{name: points.z[:, j] for j, name in enumerate(dims)},
         }
     )
+
+
+def _plot(points: Points, source, hover: str):
+    """The UMAP's points, drawn by WebGL; hovering one shows its example (`hover`), id, label,
+    the probe's verdict and its surprisal; a tap selects it."""
+    from bokeh.models import HoverTool, TapTool
+    from bokeh.plotting import figure
+
     plot = figure(
         title="UMAP of the latents (z_mean)",
         output_backend="webgl",
@@ -159,9 +142,14 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
         ),
         TapTool(renderers=[dots]),
     )
-    key, status = Div(text=_legend(label_colour)), Div(text="")
-    detail = Div(text="", styles={"font-family": "sans-serif"}, name="detail")
-    colour_by = _colour_by(source, key, label_colour, covariates, dims)
+    return plot
+
+
+def _find(source, status, plot):
+    """The "Find id" box: selects the point of that id and centres the plot on it, or says in
+    `status` that no point has it (FIND_JS)."""
+    from bokeh.models import CustomJS, TextInput
+
     find = TextInput(title="Find id", placeholder="a row id, then Enter", width=160, name="find")
     find.js_on_change(
         "value",
@@ -169,6 +157,14 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
             args={"source": source, "status": status, "xr": plot.x_range, "yr": plot.y_range}, code=FIND_JS
         ),
     )
+    return find
+
+
+def _show_selected(source, detail, names: list[str], size: tuple[int, int]) -> None:
+    """A selected point (a tap or a find) shown in `detail` beside its reconstruction, its
+    pictures twice the hover's size (DETAIL_JS)."""
+    from bokeh.models import CustomJS
+
     source.selected.js_on_change(
         "indices",
         CustomJS(
@@ -176,20 +172,11 @@ def explorer_html(points: Points, title: str, summary: str) -> str:
                 "source": source,
                 "detail": detail,
                 "names": names,
-                "side": [2 * v for v in points.shown.size],
+                "side": [2 * v for v in size],
             },
             code=DETAIL_JS,
         ),
     )
-    page = column(
-        Div(text=f"<h2>{html.escape(title)}</h2><p>{summary}</p>"),
-        row(colour_by, find, status),
-        key,
-        plot,
-        detail,
-        sizing_mode="stretch_width",
-    )
-    return file_html(page, INLINE, title=title)
 
 
 def _colour_by(source, key, label_colour: dict, covariates: dict, dims: list[str]):

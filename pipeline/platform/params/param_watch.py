@@ -3,7 +3,7 @@
 A stage's params are the ones its dvc.yaml entry lists: DVC re-runs a stage when one of
 those changes, and only then. A read of a key the stage does not declare would leave
 `dvc repro` saying "up to date" on stale results. So once a stage has loaded its params
-(`pipeline.platform.config.load_params(..., stage=name)`), every knob it reads is noted
+(`pipeline.platform.params.load.load_params(..., stage=name)`), every knob it reads is noted
 and checked against that list (`ParamWatch`): a warning, or with VAE_PIPELINE_STRICT_PARAMS=1
 (the tests set it) an error. The config classes derive from `Knobs`, which notes the reads.
 """
@@ -69,7 +69,9 @@ class Knobs:
 
 
 def _prefix(cls: type) -> str:
-    from pipeline.platform.config import Params  # the tree of config classes (which import this module)
+    from pipeline.platform.params.config import (
+        Params,  # the tree of config classes (which import this module)
+    )
 
     if not _paths:
 

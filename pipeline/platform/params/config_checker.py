@@ -1,4 +1,4 @@
-"""Typed values from plain YAML: the generic checker behind `pipeline.platform.config.load_params`.
+"""Typed values from plain YAML: the generic checker behind `pipeline.platform.params.load.load_params`.
 
 `build(cls, raw, key, source)` turns a mapping into the frozen dataclass `cls`, checking
 every field against its type hint (int, float, bool, str, Literal, X | None, tuples,
@@ -16,7 +16,6 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from pipeline.platform.choices import AUTO
 from pipeline.platform.errors import ConfigError
 
 # The largest integer any knob takes: counts and seeds go to TensorFlow and numpy as int32.
@@ -225,15 +224,3 @@ def given_in(raw: dict, key: str) -> bool:
             return False
         raw = raw[part]
     return True
-
-
-def check_replicated_steps(steps: int | str, replicated: str | None, source: str) -> None:
-    """Raise ConfigError for train.steps_per_execution > 1 when training is replicated
-    (`replicated` says why; None: it is not). Keras' multi-step loop fails there: an unfed
-    placeholder inside the loop (TensorFlow 2.21 / Keras 3.15, keras-team/keras#19246)."""
-    if replicated and steps not in (AUTO, 1):
-        raise ConfigError(
-            f"{source + ': ' if source else ''}train.steps_per_execution must be 1 or 'auto' when "
-            "training is replicated "
-            f"({replicated}; Keras' multi-step loop fails there). Got {steps} instead."
-        )

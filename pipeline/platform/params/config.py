@@ -1,35 +1,16 @@
-"""params.yaml as typed, validated, frozen config objects.
-
-`load_params` reads the file once and checks every key before any work starts: an
-unknown key, a wrong type or an out-of-range value raises ConfigError naming the dotted
-key, what was expected and what was given. The rest of the code receives these objects,
-never the raw dict.
-
-A stage loads them with `load_params(..., stage=name)`: from then on every knob it reads
-is checked against the params its dvc.yaml entry declares (pipeline.platform.param_watch).
-"""
+"""params.yaml's knobs as typed, frozen config objects, one class per block, with each
+knob's default, type and bounds (pipeline.platform.params.load reads and checks the file)."""
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from pipeline.platform.choices import AUTO, Auto
-from pipeline.platform.config_checker import (
-    UniqueKeyLoader,
+from pipeline.platform.params.config_checker import (
     bounded,
-    build,
-    check_replicated_steps,
-    given_in,
-    one_line,
 )
-from pipeline.platform.errors import ConfigError
-from pipeline.platform.param_watch import Knobs, declared_params, watch
+from pipeline.platform.params.param_watch import Knobs
 
-log = logging.getLogger(__name__)
 DEFAULT_DATA_PATH = "data/raw"
 
 
@@ -92,9 +73,9 @@ class ModelConfig(Knobs):
     latent_dim: int = bounded(8, lo=1)
     hidden: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # Dense widths (after the convs for conv)
     filters: tuple[int, ...] | Auto = bounded(AUTO, lo=1)  # conv, conv1d: widths per layer
-    # level_categorical, discretized_logistic: masses on pixel levels; bernoulli: binary data (a mass only
-    # there);
-    # gaussian: real values (σ floored); columns: one family per table column. All keep S ≥ a bound.
+    # level_categorical, discretized_logistic: masses on pixel levels; bernoulli: binary data
+    # (a mass only there); gaussian: real values (σ floored); columns: one family per table
+    # column. All keep S ≥ a bound.
     likelihood: Literal[
         "auto", "bernoulli", "level_categorical", "discretized_logistic", "gaussian", "columns"
     ] = AUTO
@@ -135,9 +116,8 @@ class LossConfig(Knobs):
 
 @dataclass(frozen=True)
 class TrainConfig(Knobs):
-    epochs: int | Auto = bounded(
-        AUTO, lo=1
-    )  # auto: from the number of examples (pipeline.training.resolve_run)
+    # auto: from the number of examples (pipeline.training.resolve_run)
+    epochs: int | Auto = bounded(AUTO, lo=1)
     batch_size: int = bounded(64, lo=1)  # global: split across replicas
     learning_rate: float = bounded(1e-3, lo=0, lo_open=True)
     # cosine decays to 0 over all epochs; warmup_cosine first ramps up over the first epoch
@@ -219,9 +199,8 @@ class ClusterConfig(Knobs):
     # auto: the cluster RAY_ADDRESS names, else a Ray started on this machine for the stage;
     # or host:port of a running cluster's head (`ray start --head` prints it)
     address: str = AUTO
-    task_timeout: int = bounded(
-        3600, lo=1
-    )  # seconds per Ray task or actor call: a hung worker stops the stage
+    # seconds per Ray task or actor call: a hung worker stops the stage
+    task_timeout: int = bounded(3600, lo=1)
     train_timeout: int | None = bounded(None, lo=1)  # seconds for Ray training in all; null: no limit
 
 
@@ -235,49 +214,6 @@ class Params(Knobs):
     encode: EncodeConfig = EncodeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     cluster: ClusterConfig = ClusterConfig()
-
-
-def load_params(path: str | Path = "params.yaml", stage: str | None = None) -> Params:
-    """Read and validate params.yaml; raise ConfigError naming the first bad key.
-
-    Keys the file leaves out take the code's defaults (the shipped params.yaml lists the
-    same values); the keys filled in are logged, so a lost block does not go unnoticed.
-    With `stage`, the knobs read from then on are watched against the params the stage
-    declares in the dvc.yaml beside `path`, where there is one (`ParamWatch`).
-    """
-    path = Path(path)
-    try:
-        raw = yaml.load(
-            path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader
-        )  # UniqueKeyLoader: a SafeLoader
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (expected the pipeline's params.yaml)") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({one_line(error)})") from None
-    except ConfigError as error:  # a duplicate key
-        raise ConfigError(f"{path}: {error}") from None
-    if raw is None:
-        raise ConfigError(
-            f"{path}: the file is empty; expected the pipeline's params "
-            "(restore the shipped file with `git checkout params.yaml`)"
-        )
-    params = parse_params(raw, source=str(path))
-    missing = missing_keys(raw)
-    if missing:
-        log.warning(
-            "%s does not set %s; using the defaults",
-            path,
-            ", ".join(f"{key}={value!r}" for key, value in missing.items()),
-        )
-    if stage is not None and (path.parent / "dvc.yaml").is_file():  # without one, no DVC to re-run a stage
-        watch(stage, declared_params(path.parent / "dvc.yaml", stage))
-    return params
-
-
-def parse_params(raw: Any, source: str = "params.yaml") -> Params:
-    params = build(Params, raw, key="", source=source)
-    _check_combinations(params, source)
-    return params
 
 
 def as_dict(params: Params) -> dict:
@@ -302,68 +238,3 @@ def lookup(params: Params, key: str) -> Any:
     for part in key.split("."):
         value = getattr(value, part)
     return value
-
-
-def missing_keys(raw: dict) -> dict[str, Any]:
-    """{dotted key: default} for every leaf key that `raw` leaves out."""
-    defaults = Params()
-    out = {}
-    for key in leaf_keys():
-        if not given_in(raw, key):
-            default = lookup(defaults, key)
-            out[key] = list(default) if isinstance(default, tuple) else default
-    return out
-
-
-def _check_combinations(params: Params, source: str) -> None:
-    """Values that are valid alone but not together."""
-    if params.model.architecture in ("conv", "conv1d") and not params.model.filters:
-        raise ConfigError(
-            f"{source}: model.filters must list at least one convolution's width when "
-            f"model.architecture is {params.model.architecture!r}. Got [] instead."
-        )
-    steps, distribution, workers = (
-        params.train.steps_per_execution,
-        params.train.distribution,
-        params.train.workers,
-    )
-    check_replicated_steps(
-        steps,
-        "train.distribution 'multi_worker'"
-        if distribution == "multi_worker"
-        else f"train.workers {workers}"
-        if workers > 1
-        else None,
-        source,
-    )
-    if params.cluster.engine == "local":
-        for key, value in (
-            ("train.workers", params.train.workers),
-            ("encode.workers", params.encode.workers),
-        ):
-            if value not in (AUTO, 1):
-                raise ConfigError(
-                    f"{source}: {key} {value} runs that many Ray workers: set cluster.engine: ray "
-                    "(docs/how-to/ray.md); the local engine is one process"
-                )
-    if params.train.workers > 1 and distribution not in (AUTO, "multi_worker"):
-        raise ConfigError(
-            f"{source}: train.workers {params.train.workers} trains with MultiWorkerMirroredStrategy; "
-            f"train.distribution must be 'auto' or 'multi_worker'. Got {distribution!r} instead."
-        )
-    proxy = (params.model.posterior, params.model.prior)
-    if params.loss.gradient_estimator == "score_function" and proxy != ("gaussian", "standard"):
-        raise ConfigError(
-            f"{source}: loss.gradient_estimator 'score_function' needs model.posterior 'gaussian' and "
-            f"model.prior 'standard' (it holds z fixed, so D must have its closed form). Got {proxy}."
-        )
-    if params.data.covariates and params.model.encode_covariates and params.model.prior == "vamp":
-        raise ConfigError(
-            f"{source}: model.prior 'vamp' places its pseudo-inputs where the encoder reads x alone; "
-            "with data.covariates it needs model.encode_covariates: false"
-        )
-    if params.loss.objective == "iwae" and params.loss.gradient_estimator != "reparameterized":
-        raise ConfigError(
-            f"{source}: loss.objective 'iwae' needs loss.gradient_estimator 'reparameterized'. "
-            f"Got {params.loss.gradient_estimator!r} instead."
-        )
