@@ -149,12 +149,12 @@ def test_every_value_of_model_likelihood_is_one_family_and_every_family_one_valu
     and the masses on pixel levels are exactly the families that need L to be built."""
     import typing
 
-    from pipeline.model.likelihoods import make_likelihood
+    from pipeline.model.likelihoods import FAMILY_CLASSES, make_likelihood
     from pipeline.platform.families import FAMILIES, LEVEL_FAMILIES
     from pipeline.platform.params.config import ModelConfig
 
     values = set(typing.get_args(ModelConfig.__annotations__["likelihood"])) - {"auto"}
-    assert set(FAMILIES) == values
+    assert set(FAMILIES) == values == set(FAMILY_CLASSES)  # each family's facts and its class
     assert set(LEVEL_FAMILIES) == {"level_categorical", "discretized_logistic"}
     for name in LEVEL_FAMILIES:
         with pytest.raises(ValueError):

@@ -42,6 +42,11 @@ class Bernoulli:
     name = "bernoulli"
     params_per_value = 1  # decoder outputs per value of x
 
+    @classmethod
+    def of(cls, **options):
+        """The family for the model's options (sigma, groups, dispersion, levels): make_likelihood."""
+        return cls()
+
     def per_feature(self, x, logits):
         """log 1/p(x_i | z) per feature: softplus(l) - x·l = -[x log σ(l) + (1 - x) log(1 - σ(l))]."""
         return ops.softplus(logits) - x * logits
@@ -69,6 +74,10 @@ class Gaussian:
 
     name = "gaussian"
     params_per_value = 1
+
+    @classmethod
+    def of(cls, sigma=1.0, **options):
+        return cls(sigma)
 
     def __init__(self, sigma=1.0):
         if not callable(sigma) and not sigma > 0:
@@ -167,6 +176,10 @@ class Columns:
     name = "columns"
     params_per_value = 1
 
+    @classmethod
+    def of(cls, sigma=1.0, groups=None, dispersion=None, **options):
+        return cls(groups or [], sigma, dispersion)
+
     def __init__(self, groups, sigma=1.0, dispersion=None):
         self.groups = [(str(family), int(start), int(width)) for family, start, width in groups]
         unknown = {family for family, _, _ in self.groups} - {"gaussian", *_COLUMN_FAMILIES}
@@ -235,31 +248,21 @@ _COLUMN_FAMILIES = {
 }
 
 
-def make_likelihood(likelihood: str, sigma=1.0, groups=None, dispersion=None, levels: int | None = None):
-    """The likelihood object for `model.likelihood`.
+# The families of model.likelihood: a new one is its class here (a `name`, `params_per_value`,
+# `of`, `surprisal`, `mean`, `get_config`) and its facts in pipeline.platform.families.
+FAMILY_CLASSES = {
+    cls.name: cls for cls in (Bernoulli, LevelCategorical, DiscretizedLogistic, Gaussian, Columns)
+}
 
-    Args:
-        likelihood: the family's name.
-        sigma: gaussian's σ, a number or a callable.
-        groups: columns' (family, first feature, width) groups.
-        dispersion: columns' negative binomial dispersion, a callable.
-        levels: the number of levels L (level_categorical, discretized_logistic).
-    """
-    if likelihood == Bernoulli.name:
-        return Bernoulli()
-    if likelihood == DiscretizedLogistic.name:
-        return DiscretizedLogistic(levels)
-    if likelihood == LevelCategorical.name:
-        return LevelCategorical(levels)
-    if likelihood == Gaussian.name:
-        return Gaussian(sigma)
-    if likelihood == Columns.name:
-        return Columns(groups or [], sigma, dispersion)
-    raise ValueError(
-        f"likelihood must be 'bernoulli', 'level_categorical', 'discretized_logistic', 'gaussian' or "
-        f"'columns'. "
-        f"Got {likelihood!r} instead."
-    )
+
+def make_likelihood(likelihood: str, sigma=1.0, groups=None, dispersion=None, levels: int | None = None):
+    """The likelihood object for `model.likelihood` (its name); sigma: gaussian's σ, a number or a
+    callable; groups: columns' (family, first feature, width) groups; dispersion: columns'
+    negative binomial dispersion, a callable; levels: L (level_categorical, discretized_logistic)."""
+    if likelihood not in FAMILY_CLASSES:
+        names = ", ".join(repr(name) for name in FAMILY_CLASSES)
+        raise ValueError(f"likelihood must be one of {names}. Got {likelihood!r} instead.")
+    return FAMILY_CLASSES[likelihood].of(sigma=sigma, groups=groups, dispersion=dispersion, levels=levels)
 
 
 def learned_likelihood(model: ResolvedModel, shape: tuple):

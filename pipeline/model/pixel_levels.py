@@ -26,6 +26,12 @@ class DiscretizedLogistic:
 
     name = "discretized_logistic"
     params_per_value = 2
+
+    @classmethod
+    def of(cls, levels=None, **options):
+        """The family for the model's options (make_likelihood): L levels."""
+        return cls(levels)
+
     LOG_INITIAL_SCALE, LOG_MIN_SCALE = math.log(0.1), math.log(1e-4)
 
     def __init__(self, levels: int):
@@ -80,6 +86,10 @@ class LevelCategorical:
     """
 
     name = "level_categorical"
+
+    @classmethod
+    def of(cls, levels=None, **options):
+        return cls(levels)
 
     def __init__(self, levels: int):
         self.logistic = DiscretizedLogistic(levels)

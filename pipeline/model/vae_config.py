@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from pipeline.platform.families import FAMILIES
 from pipeline.platform.params.config import LossConfig
 
 
@@ -20,7 +21,7 @@ class ResolvedModel:
     hidden: tuple[int, ...]
     filters: tuple[int, ...]
     # columns: one family per column group (tables and count matrices, see `groups`)
-    likelihood: Literal["bernoulli", "level_categorical", "discretized_logistic", "gaussian", "columns"]
+    likelihood: Literal[tuple(FAMILIES)]
     count_likelihood: Literal["negative_binomial", "poisson"]
     sigma: float | Literal["learned"]
     sigma_floor: float

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.platform.choices import AUTO, Auto
+from pipeline.platform.families import FAMILIES
 from pipeline.platform.params.config_checker import (
     bounded,
 )
@@ -76,9 +77,7 @@ class ModelConfig(Knobs):
     # level_categorical, discretized_logistic: masses on pixel levels; bernoulli: binary data
     # (a mass only there); gaussian: real values (σ floored); columns: one family per table
     # column. All keep S ≥ a bound.
-    likelihood: Literal[
-        "auto", "bernoulli", "level_categorical", "discretized_logistic", "gaussian", "columns"
-    ] = AUTO
+    likelihood: Literal[("auto", *FAMILIES)] = AUTO  # the families: pipeline.platform.families
     # count columns and count matrices: negative_binomial (a learned dispersion per feature) or poisson
     count_likelihood: Literal["negative_binomial", "poisson"] = "negative_binomial"
     # gaussian only: a fixed σ, or "learned": one trainable σ per feature, at least sigma_floor
