@@ -81,3 +81,10 @@ def write_results(name: str, command: str, results) -> Path:
         )
     )
     return path
+
+
+def trained_epochs(out: Path) -> int:
+    """The epochs a run under `out` trained: the rows of its train U curve, less the header."""
+    return (
+        len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
+    )

@@ -40,6 +40,11 @@ THRESHOLDS = {"KE 10 epochs": 298.5, "pythae 10 epochs": 258.8}
 SCORES_PER_EPOCH = 4
 
 
+def _epoch_rate(epoch: int, samples: int, seconds: float) -> dict:
+    """One finished epoch's row: its number (from 1) and its training samples/s (scoring excluded)."""
+    return {"epoch": epoch + 1, "samples_per_second": samples / seconds}
+
+
 def scorer(score, batch_size: int, per_epoch: int):
     """A Keras callback: per epoch the training samples/s, and `per_epoch` times an epoch the
     test U with the training seconds so far (scoring time not counted).
@@ -68,9 +73,7 @@ def scorer(score, batch_size: int, per_epoch: int):
         def on_epoch_end(self, epoch, logs=None):
             took = self.in_epoch()
             self.done += took
-            self.epochs.append(
-                {"epoch": epoch + 1, "samples_per_second": self.params["steps"] * batch_size / took}
-            )
+            self.epochs.append(_epoch_rate(epoch, self.params["steps"] * batch_size, took))
             self.record(epoch + 1, self.done)
 
         def record(self, epochs: float, seconds: float):

@@ -29,27 +29,40 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _synthetic_pixels(path: Path, rows: int):
+    """`rows` random digits-shaped images (8x8x1 uint8 levels) written to the .npy at `path`,
+    read back memory-mapped."""
+    import numpy as np
+
+    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, 8, 8, 1))
+    rng = np.random.default_rng(0)
+    for start in range(0, rows, 100_000):  # written in chunks: the inputs never sit in memory
+        x[start : start + 100_000] = rng.integers(0, 256, x[start : start + 100_000].shape)
+    x.flush()
+    return np.load(path, mmap_mode="r")
+
+
+def _untrained_vae(params):
+    """The model `auto` builds for digits-shaped pixels in [0, 1], with untrained weights."""
+    from pipeline.model.networks import build_vae
+    from pipeline.model.resolve_model import resolve_model
+
+    model, _ = resolve_model(params.model, [8, 8, 1], [0.0, 1.0])
+    return build_vae((8, 8, 1), model, params.loss, seed=0)
+
+
 def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
     import numpy as np
 
     from pipeline.latents.scores import Scorer, reference_of
     from pipeline.latents.writer import encoded_batches, write_latents
     from pipeline.model.diagnostics import RowSurprisal
-    from pipeline.model.networks import build_vae
-    from pipeline.model.resolve_model import resolve_model
     from pipeline.platform.params.load import load_params
 
     params = load_params(ROOT / "params.yaml")
     with tempfile.TemporaryDirectory() as tmp:
-        x = np.lib.format.open_memmap(Path(tmp) / "x.npy", mode="w+", dtype=np.uint8, shape=(rows, 8, 8, 1))
-        rng = np.random.default_rng(0)
-        for start in range(0, rows, 100_000):  # written in chunks: the inputs never sit in memory
-            x[start : start + 100_000] = rng.integers(0, 256, x[start : start + 100_000].shape)
-        x.flush()
-        x = np.load(Path(tmp) / "x.npy", mmap_mode="r")
-        # The model `auto` builds for digits-shaped pixels in [0, 1].
-        model, _ = resolve_model(params.model, [8, 8, 1], [0.0, 1.0])
-        vae = build_vae((8, 8, 1), model, params.loss, seed=0)
+        x = _synthetic_pixels(Path(tmp) / "x.npy", rows)
+        vae = _untrained_vae(params)
         y, ids = np.zeros(rows, np.int32), np.arange(rows, dtype=np.int64)
 
         def preprocess(stored):

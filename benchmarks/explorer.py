@@ -80,51 +80,72 @@ def write(points, pictures, folder: Path) -> dict:
     }
 
 
-def render(page: Path) -> dict:
-    import re
-
+def _chromium():
+    """Debian's headless Chromium under Selenium, with the tests' flags and the browser log kept."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
-    from tests.test_explorer import CHROMIUM_FLAGS, PLOT_VIEW_JS, SHADOW_TEXT_JS
+    from tests.test_explorer import CHROMIUM_FLAGS
 
     options = webdriver.ChromeOptions()
     for argument in (*CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='vae-chromium-')}"):
         options.add_argument(argument)
     options.binary_location = "/usr/bin/chromium"
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def _bokeh_idle_ms(driver, start: float) -> int | None:
+    """The ms at which BokehJS logged the document idle; None if not within 120 s of `start`."""
+    import re
+
+    idle = None
+    while idle is None and time.perf_counter() - start < 120:
+        found = [re.search(r"document idle at (\d+) ms", e["message"]) for e in driver.get_log("browser")]
+        idle = next((int(m.group(1)) for m in found if m), None)
+        time.sleep(0.05)
+    return idle
+
+
+def _hover_seconds(driver, i: int) -> float:
+    """Seconds from a pointer move onto point `i` to its tooltip in the DOM (at most 10 s);
+    the pointer is then moved off the plot."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    from tests.test_explorer import PLOT_VIEW_JS, SHADOW_TEXT_JS
+
+    x, y = driver.execute_script(
+        PLOT_VIEW_JS
+        + """
+                const i = Math.min(arguments[0], data.x.length - 1), rect = view.el.getBoundingClientRect();
+                return [rect.left + view.frame.x_scale.compute(data.x[i]),
+                        rect.top + view.frame.y_scale.compute(data.y[i])];""",
+        i,
+    )
+    move = ActionBuilder(driver)
+    move.pointer_action.move_to_location(int(x), int(y))
+    begin = time.perf_counter()
+    move.perform()
+    while "probe:" not in driver.execute_script(SHADOW_TEXT_JS) and time.perf_counter() - begin < 10:
+        pass
+    took = time.perf_counter() - begin
+    away = ActionBuilder(driver)
+    away.pointer_action.move_to_location(5, 5)  # off the plot
+    away.perform()
+    time.sleep(0.2)
+    return took
+
+
+def render(page: Path) -> dict:
+    """The page opened in Chromium: its load time, BokehJS's idle time and the median time
+    from a hover to its tooltip over 20 points."""
+    driver = _chromium()
     try:
         start = time.perf_counter()
         driver.get(page.as_uri())
         loaded = time.perf_counter() - start
-        idle = None
-        while idle is None and time.perf_counter() - start < 120:
-            found = [re.search(r"document idle at (\d+) ms", e["message"]) for e in driver.get_log("browser")]
-            idle = next((int(m.group(1)) for m in found if m), None)
-            time.sleep(0.05)
-        hovers = []
-        for i in range(0, 10_000, 500)[:20]:
-            x, y = driver.execute_script(
-                PLOT_VIEW_JS
-                + """
-                const i = Math.min(arguments[0], data.x.length - 1), rect = view.el.getBoundingClientRect();
-                return [rect.left + view.frame.x_scale.compute(data.x[i]),
-                        rect.top + view.frame.y_scale.compute(data.y[i])];""",
-                i,
-            )
-            move = ActionBuilder(driver)
-            move.pointer_action.move_to_location(int(x), int(y))
-            begin = time.perf_counter()
-            move.perform()
-            while "probe:" not in driver.execute_script(SHADOW_TEXT_JS) and time.perf_counter() - begin < 10:
-                pass
-            hovers.append(time.perf_counter() - begin)
-            away = ActionBuilder(driver)
-            away.pointer_action.move_to_location(5, 5)  # off the plot
-            away.perform()
-            time.sleep(0.2)
+        idle = _bokeh_idle_ms(driver, start)
+        hovers = [_hover_seconds(driver, i) for i in range(0, 10_000, 500)[:20]]
         return {
             "load_s": round(loaded, 2),
             "bokeh_idle_ms": idle,

@@ -40,10 +40,25 @@ PYTHAE = ("VAE", "IWAE", "VAMP", "VAE_IAF")
 IMPORTANCE_SAMPLES = 1000
 
 
-def pythae_worker(model_name: str, data_path: Path, out_path: Path, seed: int) -> None:
-    """In .venv-peers: train one pythae model on the npz's images, score and embed."""
-    import torch
+def _pythae_model(model_name: str):
+    """pythae's `model_name` with its default (MLP) networks for 28×28 grey images and a Bernoulli
+    likelihood, at the budget's latent size."""
     from pythae import models
+
+    common = {"input_dim": (1, 28, 28), "latent_dim": BUDGET["latent_dim"], "reconstruction_loss": "bce"}
+    configs = {
+        "VAE": models.VAEConfig,
+        "IWAE": models.IWAEConfig,
+        "VAMP": models.VAMPConfig,
+        "VAE_IAF": models.VAE_IAF_Config,
+    }
+    return getattr(models, model_name)(model_config=configs[model_name](**common))
+
+
+def _train_pythae(model, model_name: str, grey, out_path: Path) -> float:
+    """pythae's own training pipeline at the budget on the grey images, binarized afresh every
+    time an image is drawn; returns the training seconds."""
+    import torch
     from pythae.data.datasets import BaseDataset, DatasetOutput
     from pythae.pipelines import TrainingPipeline
     from pythae.trainers import BaseTrainerConfig
@@ -54,17 +69,6 @@ def pythae_worker(model_name: str, data_path: Path, out_path: Path, seed: int) -
         def __getitem__(self, index):
             return DatasetOutput(data=torch.bernoulli(self.data[index]), labels=self.labels[index])
 
-    torch.manual_seed(seed)
-    data = np.load(data_path)
-    grey = torch.from_numpy(data["train"]).reshape(-1, 1, 28, 28)
-    common = {"input_dim": (1, 28, 28), "latent_dim": BUDGET["latent_dim"], "reconstruction_loss": "bce"}
-    configs = {
-        "VAE": models.VAEConfig,
-        "IWAE": models.IWAEConfig,
-        "VAMP": models.VAMPConfig,
-        "VAE_IAF": models.VAE_IAF_Config,
-    }
-    model = getattr(models, model_name)(model_config=configs[model_name](**common))
     trainer = BaseTrainerConfig(
         output_dir=str(out_path.parent / f"pythae-{model_name}"),
         no_cuda=True,
@@ -75,7 +79,14 @@ def pythae_worker(model_name: str, data_path: Path, out_path: Path, seed: int) -
     )
     start = time.perf_counter()
     TrainingPipeline(training_config=trainer, model=model)(train_data=Binarized(grey, torch.zeros(len(grey))))
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def _score_and_embed(model, data) -> tuple[float, dict]:
+    """The trained model's test S_1000 on the binarized test images and its encoder means of
+    the probes' train and test images."""
+    import torch
+
     model.eval()
     with torch.no_grad():
         test = torch.from_numpy(data["test_binary"]).reshape(-1, 1, 28, 28)
@@ -87,6 +98,19 @@ def pythae_worker(model_name: str, data_path: Path, out_path: Path, seed: int) -
             ).embedding.numpy()
             for split in ("train", "test")
         }
+    return surprisal, embed
+
+
+def pythae_worker(model_name: str, data_path: Path, out_path: Path, seed: int) -> None:
+    """In .venv-peers: train one pythae model on the npz's images, score and embed."""
+    import torch
+
+    torch.manual_seed(seed)
+    data = np.load(data_path)
+    grey = torch.from_numpy(data["train"]).reshape(-1, 1, 28, 28)
+    model = _pythae_model(model_name)
+    seconds = _train_pythae(model, model_name, grey, out_path)
+    surprisal, embed = _score_and_embed(model, data)
     np.savez(
         out_path,
         train=embed["train"],

@@ -77,16 +77,15 @@ def stop_after(seconds: float):
     return StopAfter()
 
 
-def run(folder: Path, seed: int, overrides: dict, out: Path, train_seconds: float | None = None) -> dict:
+def _stages(params, out: Path, train_seconds: float | None) -> dict:
+    """The pipeline's stages in the order they run, each a call writing under `out`; training
+    stops after `train_seconds` when given."""
     from pipeline.evaluation import baselines, evaluate, umap_view
     from pipeline.evaluation.report import write_report
     from pipeline.runner import encode, prepare, train
 
-    params = overridden_params(
-        {"data.source": "image_folder", "data.path": str(folder), "seed": seed, **overrides}
-    )
     model = out / "model" / "model.keras"
-    stages = {
+    return {
         "prepare": lambda: prepare(params, out_dir=out / "prepared"),
         "train": lambda: train(
             params,
@@ -112,11 +111,11 @@ def run(folder: Path, seed: int, overrides: dict, out: Path, train_seconds: floa
         ),
         "report": lambda: write_report(out / "evaluation"),
     }
-    seconds = {}
-    for name, stage in stages.items():
-        start = time.perf_counter()
-        stage()
-        seconds[name] = round(time.perf_counter() - start)
+
+
+def _summary(out: Path, seed: int, overrides: dict, seconds: dict) -> dict:
+    """One run's row: the probes of the latents, PCA and raw pixels, the epochs, the choices
+    that matter here and the stage seconds."""
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     choices = json.loads((out / "model" / "choices.json").read_text())
     base = metrics["baselines"]
@@ -136,6 +135,19 @@ def run(folder: Path, seed: int, overrides: dict, out: Path, train_seconds: floa
         "seconds": seconds,
         "total_seconds": sum(seconds.values()),
     }
+
+
+def run(folder: Path, seed: int, overrides: dict, out: Path, train_seconds: float | None = None) -> dict:
+    """The whole pipeline on the photos in `folder`, each stage timed; returns the run's row."""
+    params = overridden_params(
+        {"data.source": "image_folder", "data.path": str(folder), "seed": seed, **overrides}
+    )
+    seconds = {}
+    for name, stage in _stages(params, out, train_seconds).items():
+        start = time.perf_counter()
+        stage()
+        seconds[name] = round(time.perf_counter() - start)
+    return _summary(out, seed, overrides, seconds)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import command_line, write_results
+from benchmarks._common import command_line, trained_epochs, write_results
 from benchmarks.run_pipeline import overridden_params, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,18 +32,13 @@ BUDGET = {
 }
 
 
-def run_variant(name: str, overrides: dict, prepared: Path, out: Path) -> dict:
+def _evaluate_variant(params, prepared: Path, out: Path) -> dict:
+    """The evaluate stage on the variant's model and latents (probes, U, S_K; no baselines)."""
     from pipeline.evaluation.evaluate import evaluate
     from pipeline.evaluation.probes import ProbeProtocol
-    from pipeline.runner import encode, train
 
-    params = overridden_params({**BUDGET, **overrides})
-    start = time.perf_counter()
-    history = train(params, prepared_dir=prepared, model_dir=out / "model")
-    seconds = time.perf_counter() - start
-    encode(params, prepared_dir=prepared, model_path=out / "model" / "model.keras", out_dir=out / "latents")
     cfg = params.evaluate
-    metrics = evaluate(
+    return evaluate(
         prepared_dir=prepared,
         model_path=out / "model" / "model.keras",
         latents_dir=out / "latents",
@@ -56,11 +51,21 @@ def run_variant(name: str, overrides: dict, prepared: Path, out: Path) -> dict:
         binarize=params.data.binarize,
         seed=params.seed,
     )
+
+
+def run_variant(name: str, overrides: dict, prepared: Path, out: Path) -> dict:
+    """One variant trained, encoded and evaluated at the budget; returns its row."""
+    from pipeline.runner import encode, train
+
+    params = overridden_params({**BUDGET, **overrides})
+    start = time.perf_counter()
+    history = train(params, prepared_dir=prepared, model_dir=out / "model")
+    seconds = time.perf_counter() - start
+    encode(params, prepared_dir=prepared, model_path=out / "model" / "model.keras", out_dir=out / "latents")
+    metrics = _evaluate_variant(params, prepared, out)
     test = metrics["subo"]["test"]
-    k = str(cfg.importance_samples)
-    epochs = (
-        len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
-    )
+    k = str(params.evaluate.importance_samples)
+    epochs = trained_epochs(out)
     return {
         "variant": name,
         "overrides": overrides,

@@ -108,20 +108,12 @@ def prepared_work(args, rows: int) -> tuple[Path, dict]:
     return work, overrides
 
 
-def same_latents(source: str, work: Path, address: str) -> None:
+def _prepare_both(source: str, work: Path, local, remote) -> None:
+    """prepare SOURCE with each engine, timed, and print the prepared files that differ."""
     import filecmp
 
-    import numpy as np
-
-    from benchmarks.run_pipeline import overridden_params
     from pipeline.data import prepare
-    from pipeline.latents import encode
-    from pipeline.latents.reader import latents_to_numpy, load_latents
-    from pipeline.training import train
 
-    ray = {"cluster.engine": "ray", "cluster.address": address}
-    local = overridden_params({"data.source": source})
-    remote = overridden_params({"data.source": source, "train.epochs": 1, "train.workers": 2, **ray})
     for name, params in (("local", local), ("ray", remote)):
         started = time.perf_counter()
         prepare.from_params(params, out_dir=work / f"prepared-{name}")
@@ -131,9 +123,12 @@ def same_latents(source: str, work: Path, address: str) -> None:
         f"{d}/{f}" for d, sub in compared.subdirs.items() for f in sub.diff_files
     ]
     print(f"{source}: prepared files that differ between the engines: {different or 'none'}", flush=True)
-    started = time.perf_counter()
-    train.from_params(remote, prepared_dir=work / "prepared-ray", model_dir=work / "model")
-    print(f"{source}: one epoch on two Ray Train workers: {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def _encode_both(source: str, work: Path, local, remote) -> None:
+    """encode the Ray-trained model on Ray's prepared data with each engine, timed."""
+    from pipeline.latents import encode
+
     for name, params in (("local", local), ("ray", remote)):
         started = time.perf_counter()
         encode.from_params(
@@ -143,6 +138,15 @@ def same_latents(source: str, work: Path, address: str) -> None:
             out_dir=work / f"latents-{name}",
         )
         print(f"{source}: encode {name} {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def _compare_latents(source: str, work: Path) -> None:
+    """Per split, whether both engines wrote the same ids in the same order, and the largest
+    |z_mean difference| between them, printed."""
+    import numpy as np
+
+    from pipeline.latents.reader import latents_to_numpy, load_latents
+
     for split in ("train", "test"):
         a, b = (
             load_latents(work / "latents-local", split=split),
@@ -155,6 +159,23 @@ def same_latents(source: str, work: Path, address: str) -> None:
             f"largest |z_mean difference| {gap:.2e}",
             flush=True,
         )
+
+
+def same_latents(source: str, work: Path, address: str) -> None:
+    """SOURCE prepared with both engines, a model trained on two Ray Train workers and encoded
+    with both engines: the prepared files and the latents compared, printed."""
+    from benchmarks.run_pipeline import overridden_params
+    from pipeline.training import train
+
+    ray = {"cluster.engine": "ray", "cluster.address": address}
+    local = overridden_params({"data.source": source})
+    remote = overridden_params({"data.source": source, "train.epochs": 1, "train.workers": 2, **ray})
+    _prepare_both(source, work, local, remote)
+    started = time.perf_counter()
+    train.from_params(remote, prepared_dir=work / "prepared-ray", model_dir=work / "model")
+    print(f"{source}: one epoch on two Ray Train workers: {time.perf_counter() - started:.1f} s", flush=True)
+    _encode_both(source, work, local, remote)
+    _compare_latents(source, work)
 
 
 def encode_engines(args, rows: int, small: Path, small_overrides: dict, addresses: dict) -> dict:

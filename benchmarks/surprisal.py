@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import command_line, write_results
+from benchmarks._common import command_line, trained_epochs, write_results
 from benchmarks.run_pipeline import overridden_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,17 +43,23 @@ CONTENDERS = {
 }
 
 
-def one_run(name: str, prepared: Path, work: Path, max_examples: int | None, seed: int) -> dict:
-    from pipeline.evaluation import evaluate
-    from pipeline.runner import encode, train
-
-    overrides = {
+def _overrides(name: str, max_examples: int | None, seed: int) -> dict:
+    """The params keys one run sets: the budget, the contender's keys, the seed and the
+    subsample when asked."""
+    return {
         **BUDGET,
         **CONTENDERS[name],
         "seed": seed,
         **({"data.max_examples": max_examples} if max_examples else {}),
     }
-    params = overridden_params(overrides)
+
+
+def one_run(name: str, prepared: Path, work: Path, max_examples: int | None, seed: int) -> dict:
+    """One contender trained on `seed`, encoded and evaluated at the budget; returns its row."""
+    from pipeline.evaluation import evaluate
+    from pipeline.runner import encode, train
+
+    params = overridden_params(_overrides(name, max_examples, seed))
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"{name}-"))
     start = time.perf_counter()
     train(params, prepared_dir=prepared, model_dir=out / "model")
@@ -68,9 +74,7 @@ def one_run(name: str, prepared: Path, work: Path, max_examples: int | None, see
         out_dir=out / "evaluation",
     )
     test = metrics["subo"]["test"]
-    epochs = (
-        len((out / "model" / "live" / "plots" / "metrics" / "train" / "U.tsv").read_text().splitlines()) - 1
-    )
+    epochs = trained_epochs(out)
     return {
         "contender": name,
         "seed": seed,

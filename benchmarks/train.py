@@ -51,10 +51,10 @@ class EpochTimer:
         return Timer()
 
 
-def reference_vae(latent_dim: int = 16):
-    """The canonical Keras VAE example's model and training step, for comparison."""
+def _reference_encoder(latent_dim: int):
+    """The Keras example's encoder: two strided convolutions, Dense(16, relu), the mean and
+    log-variance heads and a Sampling layer drawing z."""
     import keras
-    import tensorflow as tf
     from keras import layers, ops
 
     class Sampling(layers.Layer):
@@ -67,12 +67,30 @@ def reference_vae(latent_dim: int = 16):
     h = layers.Conv2D(64, 3, activation="relu", strides=2, padding="same")(h)
     h = layers.Dense(16, activation="relu")(layers.Flatten()(h))
     z_mean, z_log_var = layers.Dense(latent_dim)(h), layers.Dense(latent_dim)(h)
-    encoder = keras.Model(inputs, [z_mean, z_log_var, Sampling()([z_mean, z_log_var])])
+    return keras.Model(inputs, [z_mean, z_log_var, Sampling()([z_mean, z_log_var])])
+
+
+def _reference_decoder(latent_dim: int):
+    """The Keras example's decoder: Dense to 7×7×64, two strided transposed convolutions and
+    a sigmoid output (the Bernoulli means)."""
+    import keras
+    from keras import layers
+
     z_in = keras.Input(shape=(latent_dim,))
     h = layers.Reshape((7, 7, 64))(layers.Dense(7 * 7 * 64, activation="relu")(z_in))
     h = layers.Conv2DTranspose(64, 3, activation="relu", strides=2, padding="same")(h)
     h = layers.Conv2DTranspose(32, 3, activation="relu", strides=2, padding="same")(h)
-    decoder = keras.Model(z_in, layers.Conv2DTranspose(1, 3, activation="sigmoid", padding="same")(h))
+    return keras.Model(z_in, layers.Conv2DTranspose(1, 3, activation="sigmoid", padding="same")(h))
+
+
+def reference_vae(latent_dim: int = 16):
+    """The canonical Keras VAE example's model and training step, for comparison."""
+    import keras
+    import tensorflow as tf
+    from keras import ops
+
+    encoder = _reference_encoder(latent_dim)
+    decoder = _reference_decoder(latent_dim)
 
     class ReferenceVAE(keras.Model):
         def __init__(self):
@@ -137,16 +155,12 @@ def run_reference(x_train, x_test, epochs: int) -> dict:
     return {"samples_per_second": samples_per_second(timer, len(x_train)), "test_U": u}
 
 
-def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
-    import keras
-    import tensorflow as tf
-
-    from pipeline.model.networks import build_vae
-    from pipeline.model.resolve_model import resolve_model
+def _pipeline_params(epochs: int, args):
+    """The pipeline's params for the Keras example's shape and budget, with the trainer knobs
+    under study from the command line."""
     from pipeline.platform.params.load import parse_params
-    from pipeline.training.train import make_optimizer
 
-    params = parse_params(
+    return parse_params(
         {
             "model": {
                 "architecture": "conv",
@@ -164,6 +178,18 @@ def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
             },
         }
     )
+
+
+def run_pipeline_trainer(x_train, x_test, epochs: int, args) -> dict:
+    """The pipeline's VAE and trainer at the same shape and budget; samples/s and test U."""
+    import keras
+    import tensorflow as tf
+
+    from pipeline.model.networks import build_vae
+    from pipeline.model.resolve_model import resolve_model
+    from pipeline.training.train import make_optimizer
+
+    params = _pipeline_params(epochs, args)
     keras.utils.set_random_seed(0)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(args.precision)
