@@ -2,23 +2,19 @@
 network without convolutions, Ray workers on the local engine, an estimator the proxy cannot
 serve). `parse_params` applies them after each value passed its own check."""
 
-from typing import TYPE_CHECKING
-
 from pipeline.platform.choices import AUTO
 from pipeline.platform.errors import ConfigError
-
-if TYPE_CHECKING:  # the rules read the config's classes; the config module calls the rules
-    from pipeline.platform.params.config import ModelConfig, Params
+from pipeline.platform.params.config import ModelConfig, Params
 
 
-def check_combinations(params: "Params", source: str) -> None:
+def check_combinations(params: Params, source: str) -> None:
     """Values that are valid alone but not together."""
     _check_network(params.model, source)
     _check_spread(params, source)
     _check_objective(params, source)
 
 
-def _check_network(model: "ModelConfig", source: str) -> None:
+def _check_network(model: ModelConfig, source: str) -> None:
     """A convolutional architecture needs at least one convolution."""
     if model.architecture in ("conv", "conv1d") and not model.filters:
         raise ConfigError(
@@ -27,7 +23,7 @@ def _check_network(model: "ModelConfig", source: str) -> None:
         )
 
 
-def _check_spread(params: "Params", source: str) -> None:
+def _check_spread(params: Params, source: str) -> None:
     """How the work is spread: replicated training takes one step per call, Ray workers need
     the Ray engine, several training workers need MultiWorkerMirroredStrategy."""
     steps, distribution, workers = (
@@ -61,7 +57,7 @@ def _check_spread(params: "Params", source: str) -> None:
         )
 
 
-def _check_objective(params: "Params", source: str) -> None:
+def _check_objective(params: Params, source: str) -> None:
     """What the objective's estimator needs of the proxy and the prior, and the VampPrior of
     the encoder's inputs."""
     proxy = (params.model.posterior, params.model.prior)
