@@ -138,8 +138,7 @@ def train_input(rows: int, work: Path, overrides: dict, repeats: int) -> dict:
             extra = {"train.input": mode} if mode in ("mmap", "memory") else {}
             figures[mode].append(run_child("train", work, {**overrides, **extra}, mode))
             print(
-                f"{rows:,} rows, train input {mode}: {figures[mode][-1]['samples_per_s']:,.0f} "
-                "samples/s, "
+                f"{rows:,} rows, train input {mode}: {figures[mode][-1]['samples_per_s']:,.0f} samples/s, "
                 f"peak anon {figures[mode][-1]['peak_anon_mib']:,} MiB",
                 flush=True,
             )

@@ -28,6 +28,7 @@ from pipeline.latents.parquet import (
 )
 from pipeline.platform.params.config import Params, leaf_keys, lookup
 from pipeline.platform.params.config_checker import describe_type
+from pipeline.platform.params.param_watch import declares
 from pipeline.reference_sources import auto_rule, config_fields, downstream, lookup_raw, params_comments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,10 +84,9 @@ def _reruns(stages: dict) -> dict[str, str]:
     """{key: the stages a change of it re-runs}: the stages that read it, in bold, then those
     after them whose inputs change."""
 
-    def reads(stage: dict, key: str) -> bool:  # a key, or its whole block (train's model, loss, train)
-        return any(key == p or key.startswith(f"{p}.") for p in stage.get("params", []))
-
-    readers = {key: [name for name, s in stages.items() if reads(s, key)] for key in leaf_keys()}
+    readers = {
+        key: [name for name, s in stages.items() if declares(s.get("params", []), key)] for key in leaf_keys()
+    }
     after = downstream(stages)
     runs = {}
     for key, stages_run in readers.items():

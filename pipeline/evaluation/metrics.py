@@ -95,9 +95,8 @@ def _plain(value):
 def metrics_keys(cls: type | None = None, prefix: str = "") -> dict[str, str]:
     """{dotted key: what it holds} for every field under `cls` (Metrics), `*` for a mapping's keys."""
     cls = cls or Metrics
-    keys = {}
+    keys, hints = {}, typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        hints = typing.get_type_hints(cls)
         key = f"{prefix}{f.name}"
         keys[key] = f.metadata["doc"]
         if each := _each_of(hints[f.name]):

@@ -39,7 +39,7 @@ class ParamWatch:
         if key in self.read or key in NO_RESULT:
             return
         self.read.add(key)
-        if not any(key == d or key.startswith(f"{d}.") for d in self.declared):
+        if not declares(self.declared, key):
             message = (
                 f"stage {self.stage!r} reads the param {key!r}, which its dvc.yaml entry does not list: "
                 f"`dvc repro` would not re-run {self.stage} when it changes (add it to the stage's params)"
@@ -47,6 +47,12 @@ class ParamWatch:
             if self.strict:
                 raise ConfigError(message)
             log.warning("%s", message)
+
+
+def declares(declared, key: str) -> bool:
+    """Whether dvc.yaml params `declared` cover the dotted `key`: the key itself, or a block
+    above it declared whole (train's model, loss and train)."""
+    return any(key == d or key.startswith(f"{d}.") for d in declared)
 
 
 _watch: ParamWatch | None = None
