@@ -41,7 +41,7 @@ test: $(VENV)/.installed-dev $(CHROMEDRIVER)
 test-all: $(VENV)/.installed-dev $(CHROMEDRIVER)
 	$(BIN)/python -m pytest $(PARALLEL) -m ""
 
-# ruff, configured in pyproject.toml (tests/test_dvc_yaml.py runs it in `make test` too)
+# ruff, configured in pyproject.toml (tests/pipeline/test_dvc_yaml.py runs it in `make test` too)
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
@@ -49,7 +49,7 @@ $(CHROMEDRIVER):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver \
 	  || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; }
 
-# docs/reference/ from the code (tests/test_docs.py fails when it is stale)
+# docs/reference/ from the code (tests/pipeline/test_docs.py fails when it is stale)
 docs: $(VENV)/.installed-base
 	$(BIN)/python -m pipeline.reference
 

@@ -1,4 +1,4 @@
-"""The reader fuzz of tests/test_fuzz_readers.py, longer and with fresh random cases: each
+"""The reader fuzz of tests/data/test_fuzz_readers.py, longer and with fresh random cases: each
 format's mutated files (random bytes, truncations, byte flips, header edits; an .h5ad's
 structure) through prepare, and mutated tables through the encode command, each either
 read or refused in one line naming the file, never a traceback, a hang or a changed output.
@@ -34,7 +34,7 @@ def main() -> None:
             "-s",
             "-p",
             "no:cacheprovider",
-            str(ROOT / "tests" / "test_fuzz_readers.py"),
+            str(ROOT / "tests" / "data" / "test_fuzz_readers.py"),
         ],
         cwd=ROOT,
         env=env,

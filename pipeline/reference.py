@@ -7,7 +7,7 @@ and the config dataclasses (types, bounds, defaults), dvc.yaml (stages, outputs,
 `desc`, which params each stage reads), the `auto` rules' module docstrings, the metrics
 keys (pipeline.evaluation.report), the Parquet contract (pipeline.latents.parquet) and the
 argument parser (pipeline.cli). A key, output or flag without a description stops the
-generator (ReferenceError names it); tests/test_docs.py fails when a committed page differs
+generator (ReferenceError names it); tests/pipeline/test_docs.py fails when a committed page differs
 from what the code generates.
 """
 

@@ -16,8 +16,7 @@ from pipeline.latents.parquet import LatentBatch, RowScores
 from pipeline.model import subo
 from pipeline.model.likelihoods import Gaussian
 from pipeline.platform.params.load import parse_params
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 # --- data files ------------------------------------------------------------------------
 
@@ -258,3 +257,8 @@ def fit_one_epoch(vae, x, batch_size=None):
     trainer = Trainer(vae)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     trainer.fit(x, batch_size=batch_size, epochs=1, verbose=0)
+
+
+def tree_bytes(root) -> dict:
+    """Every file under root with its bytes: "byte-identical" made checkable."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}

@@ -59,7 +59,7 @@ FLOW_COLUMNS = {
     "z_log_var": "log-variance of the flow's base Gaussian (q(z|x) itself is not Gaussian)",
 }
 # Every file's key-value metadata (each key prefixed METADATA_PREFIX, values JSON unless
-# plain text); tests/test_latents.py fails on a key missing here.
+# plain text); tests/latents/test_latents.py fails on a key missing here.
 METADATA = {
     "schema_version": "this contract's version",
     "latent_dim": "d, the width of z_mean and z_log_var",

@@ -8,7 +8,7 @@ normalises over the last axis goes through `over_last_axis`, which folds the lea
 into one (a reshape: no copy), applies the op to a matrix and unfolds the result.
 
 Audited on TensorFlow 2.21 with oneDNN on and off, float32 and bfloat16, eagerly and in a
-tf.function, values and gradients, at ranks 6 and 7 (tests/test_kernel_paths.py and
+tf.function, values and gradients, at ranks 6 and 7 (tests/model/test_kernel_paths.py and
 test_kernel_paths_dvc.py run the model harness and `dvc repro` on both paths): only
 Softmax fails. LogSoftmax, logsumexp's reductions (max, sum over any axes), MatMul and
 BatchMatMul, Transpose, Concat, AddN, broadcast arithmetic, gathers (take_along_axis),

@@ -3,7 +3,7 @@ pipeline needs to know of each, written once: the data.scaling an explicit choic
 needs, whether it is a mass on given pixel levels (it needs L), the decoder's outputs per
 value of x, and what S is under it (the report's words). Prepare, resolve_model and evaluate
 ask here; the families' math is pipeline.model.likelihoods and pipeline.model.pixel_levels
-(tests/test_model.py keeps `params_per_value` in step with them).
+(tests/model/test_model.py keeps `params_per_value` in step with them).
 """
 
 from collections.abc import Callable

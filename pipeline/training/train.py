@@ -54,7 +54,7 @@ from pipeline.training.trainer import Trainer, make_optimizer
 
 log = logging.getLogger(__name__)
 # Every knob `train` takes, as params.yaml keys: dvc.yaml's train stage lists exactly these
-# (tests/test_dvc_yaml.py). The model, loss and train blocks whole: train reads every knob of
+# (tests/pipeline/test_dvc_yaml.py). The model, loss and train blocks whole: train reads every knob of
 # them, so a knob added there re-runs it with no edit here or in dvc.yaml. Not the cluster's
 # timeouts: they change no result (param_watch.NO_RESULT).
 TRAIN_PARAMS = (

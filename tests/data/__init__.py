@@ -1,0 +1,1 @@
+"""Tests of prepare's readers, columns and splits (pipeline.data)."""

@@ -1,0 +1,1 @@
+"""Tests of evaluation, report and explorer (pipeline.evaluation)."""

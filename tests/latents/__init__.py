@@ -1,0 +1,1 @@
+"""Tests of the latents and their scores (pipeline.latents)."""

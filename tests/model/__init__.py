@@ -1,0 +1,1 @@
+"""Tests of the model, its likelihoods and the SUBO (pipeline.model)."""

@@ -1,0 +1,1 @@
+"""Tests of the whole pipeline: DVC, the command, the docs (pipeline.runner, cli, reference)."""

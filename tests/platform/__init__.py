@@ -1,0 +1,1 @@
+"""Tests of params, publishing and faults (pipeline.platform)."""

@@ -1,0 +1,1 @@
+"""Tests of training and its engines (pipeline.training)."""
