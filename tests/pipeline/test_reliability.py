@@ -88,7 +88,8 @@ def test_encode_command_adds_a_partition_and_never_deletes_another(pipeline_run,
     assert encode_new_data(paths["model"], tmp_path / "new.npz", out, split="extra") == 5
     after = tree_bytes(out)
     assert {k: v for k, v in after.items() if k in pipeline_files} == pipeline_files
-    assert sorted({str(Path(p).parent) for p in after}) == ["split=extra", "split=new", "split=test", "split=train"]
+    partitions = sorted({str(Path(p).parent) for p in after})
+    assert partitions == ["split=extra", "split=new", "split=test", "split=train"]
     with pytest.raises(DataError, match=r"split=new: partition exists; pass --overwrite"):
         encode_new_data(paths["model"], tmp_path / "new.npz", out)
     assert tree_bytes(out) == after
