@@ -85,7 +85,7 @@ def _chromium():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from tests.test_explorer import CHROMIUM_FLAGS
+    from tests.evaluation.test_explorer import CHROMIUM_FLAGS
 
     options = webdriver.ChromeOptions()
     for argument in (*CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='vae-chromium-')}"):
@@ -112,7 +112,7 @@ def _hover_seconds(driver, i: int) -> float:
     the pointer is then moved off the plot."""
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
-    from tests.test_explorer import PLOT_VIEW_JS, SHADOW_TEXT_JS
+    from tests.evaluation.test_explorer import PLOT_VIEW_JS, SHADOW_TEXT_JS
 
     x, y = driver.execute_script(
         PLOT_VIEW_JS

@@ -43,7 +43,7 @@ import yaml
 from benchmarks._common import command_line, write_results
 from pipeline.platform.io import recover
 from tests.conftest import copy_project
-from tests.test_kill import PUBLICATIONS, outputs_of
+from tests.platform.test_kill import PUBLICATIONS, outputs_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
