@@ -9,7 +9,7 @@ into one (a reshape: no copy), applies the op to a matrix and unfolds the result
 
 Audited on TensorFlow 2.21 with oneDNN on and off, float32 and bfloat16, eagerly and in a
 tf.function, values and gradients, at ranks 6 and 7 (tests/model/test_kernel_paths.py and
-test_kernel_paths_dvc.py run the model harness and `dvc repro` on both paths): only
+tests/pipeline/test_kernel_paths_dvc.py run the model harness and `dvc repro` on both paths): only
 Softmax fails. LogSoftmax, logsumexp's reductions (max, sum over any axes), MatMul and
 BatchMatMul, Transpose, Concat, AddN, broadcast arithmetic, gathers (take_along_axis),
 relu / elu / gelu / sigmoid / softplus / log_sigmoid and batch normalisation take every
