@@ -17,6 +17,7 @@ from pipeline.latents.reader import latents_to_numpy, load_latents
 from pipeline.latents.writer import write_latents
 from pipeline.platform.errors import DataError
 from tests.builders import latent_batch, make_image_folder
+from tests.conftest import ROOT, run
 
 
 def test_encode_new_npz_matches_the_stage(pipeline_run, tmp_path):
@@ -41,23 +42,19 @@ def test_encode_new_npz_matches_the_stage(pipeline_run, tmp_path):
     )
 
 
+def encode_cli(model, source: Path, out: Path):
+    """`vae-pipeline encode` as a user runs it (the environment's command), its result unchecked."""
+    return run(
+        ["vae-pipeline", "encode", "--model", str(model), "--input", str(source), "--output", str(out)],
+        ROOT,
+        check=False,
+    )
+
+
 def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path):
     paths = pipeline_run["paths"]
     make_image_folder(tmp_path / "imgs", sizes=((30, 20),), per_class=3)
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "vae-pipeline"),
-            "encode",
-            "--model",
-            str(paths["model"]),
-            "--input",
-            str(tmp_path / "imgs"),
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = encode_cli(paths["model"], tmp_path / "imgs", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "encoded 6 rows" in result.stdout
     assert re.search(
@@ -66,20 +63,7 @@ def test_encode_cli_on_an_image_folder_and_a_wrong_shape(pipeline_run, tmp_path)
     table = load_latents(tmp_path / "out")
     assert table.num_rows == 6 and table.column("label").null_count == 6  # classes unknown to the model
     np.savez(tmp_path / "wide.npz", x=np.zeros((3, 9, 9, 1)))
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "vae-pipeline"),
-            "encode",
-            "--model",
-            str(paths["model"]),
-            "--input",
-            str(tmp_path / "wide.npz"),
-            "--output",
-            str(tmp_path / "o2"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = encode_cli(paths["model"], tmp_path / "wide.npz", tmp_path / "o2")
     assert result.returncode == 2
     assert result.stderr.strip().endswith(
         "model takes examples of shape [8, 8, 1], but "
