@@ -6,7 +6,8 @@
 Each size runs in a fresh process: synthetic digits-shaped pixels (8x8x1 uint8 levels) are
 written to a memory-mapped .npy, then streamed through the default encoder (params.yaml's
 model block, untrained weights: the cost does not depend on their values) into the latent
-Parquet writer with each row's scores (S_K, its quantile, novelty with the PNG code length),
+Parquet writer with each row's scores (S_K, its quantile, novelty: the PNG code length, the
+decoder's mean, the distance to training z_means),
 exactly as the encode stage does, for each K given. Prints rows/s and the process's peak
 resident memory above its level just before encoding (TensorFlow and the model loaded).
 """
@@ -70,8 +71,8 @@ def one_run(rows: int, batch_size: int, importance_samples: int) -> dict:
 
         vae.encoder.predict_on_batch(preprocess(x[:batch_size]))  # compile outside the timing
         surprisal = RowSurprisal(vae, importance_samples)
-        # each row's scores as the stage writes them: S_K, its quantile and novelty (with S_K - L, pixels)
-        scorer = Scorer(surprisal, 64, reference_of(surprisal, x[:2048], preprocess, pixels=True))
+        # each row's scores as the stage writes them: S_K, its quantile and novelty's three parts
+        scorer = Scorer(vae, surprisal, 64, reference_of(vae, surprisal, x[:2048], preprocess, pixels=True))
         before = peak_rss_mib()
         start = time.perf_counter()
         batches = encoded_batches(vae.predict_posterior, scorer, "train", x, y, ids, batch_size, preprocess)

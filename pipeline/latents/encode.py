@@ -144,20 +144,19 @@ def _run_shards(engine, shards: list[dict], arguments: dict, actors: int, model_
 
 
 def _scorer(vae, manifest: Manifest, prepared_dir, importance_samples: int) -> Scorer:
-    """How the rows are scored: K, and the reference, the S_K of training rows
+    """How the rows are scored: K, and the reference, the training rows' scores
     (pipeline.latents.scores), computed here once for every shard."""
     train, surprisal = load_splits(prepared_dir)[1]["train"], RowSurprisal(vae, importance_samples)
     dims = pixel_dims(manifest)
-    return Scorer(
-        surprisal, dims, reference_of(surprisal, train.x, train.preprocess, pixels=dims is not None)
-    )
+    reference = reference_of(vae, surprisal, train.x, train.preprocess, pixels=dims is not None)
+    return Scorer(vae, surprisal, dims, reference)
 
 
 def _metadata(
     manifest: Manifest, bundle, scorer: Scorer, workers: Choice, engine, encode_params: dict
 ) -> dict:
     """What made the latents: the data (its fingerprint), the model (its sha256), the scores
-    (their reference: training rows' S_K, computed here once), the choices (the model's and
+    (their reference: the training rows' scores, computed here once), the choices (the model's and
     encode.workers), the params (the model's resolved run and this stage's own) and the engine."""
     return LatentsMetadata.of(
         bundle,

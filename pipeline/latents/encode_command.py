@@ -161,7 +161,7 @@ def _scorer(bundle, reference: Reference | None) -> Scorer:
     """Rows are scored with the reference's K (their quantile needs it; encode.importance_samples'
     default without)."""
     k = reference.importance_samples if reference else EncodeConfig.importance_samples
-    return Scorer(RowSurprisal(bundle.vae, k), pixel_dims(bundle.manifest), reference)
+    return Scorer(bundle.vae, RowSurprisal(bundle.vae, k), pixel_dims(bundle.manifest), reference)
 
 
 def find_reference(bundle, latents: Path | None) -> Reference | None:

@@ -23,7 +23,9 @@ import pyarrow.parquet as pq
 
 from pipeline.platform.errors import DataError
 
-SCHEMA_VERSION = "3"  # 2: the score columns; 3: novelty against the training rows, complexity-corrected
+# 2: the score columns; 3: novelty against the training rows, complexity-corrected; 4: novelty of three
+# parts (fit, standardized error, latent neighbours), its reference's arrays packed
+SCHEMA_VERSION = "4"
 METADATA_PREFIX = "vae_pipeline."
 COLUMNS = {
     "id": "stable row id from prepare: the example's index in the source",
@@ -73,7 +75,7 @@ METADATA = {
     "engine": "the encode stage's engine and cluster",
     "versions": "versions of the packages that wrote it",
     "surprisal": "the scores' K, the novelty score's definition, the training rows' reference for the "
-    "quantile",
+    "quantile and novelty",
     "covariates": "data with covariates only: each one's type and levels, and whether the encoder read them",
 }
 # Rows per row group. Readers scan and skip whole row groups; 64Ki rows of a 16-d latent

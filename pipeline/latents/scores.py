@@ -4,26 +4,37 @@
     bits_per_dim        S_K / (D ln 2) where the values are pixels, else null
     surprisal_quantile  the fraction of the training rows that are less surprising: a
                         calibrated score for new data (null without a reference)
-    novelty             the score to rank rows by when looking for odd ones: how far a row's
-                        S_K, and for pixels its complexity-corrected S_K - L (PNG code length,
-                        pipeline.latents.complexity), lie above the training rows' median, in
-                        units of their 99th percentile's distance from it (the larger of the
-                        two): 1 is as odd as the training rows' 99th percentile; null without
-                        a reference. On pictures S_K alone misses simple odd ones (occluded,
-                        flipped, other classes) and S_K - L misses noise; benchmarks/novelty.py
-                        measures each.
+    novelty             the score to rank rows by when looking for odd ones (NOVELTY): the sum
+                        of three parts, each measured from the training rows' median in units of
+                        their 99th percentile's distance from it, and the sum measured the same
+                        way, so 0 is the training rows' median and 1 their 99th percentile; null
+                        without a reference.
 
-The reference is the S_K (and S_K - L) of up to REFERENCE_ROWS rows of the train split,
-spread evenly over it, summarised at QUANTILES; the encode stage computes it once and every
-latents file records it (metadata "surprisal"), where `vae-pipeline encode` finds it.
+The parts, each catching what the others miss (benchmarks/novelty.py measures each):
+    fit         S_K, for pixels S_K - L (L the PNG code length, pipeline.latents.complexity): a
+                likelihood finds simple pictures unsurprising, odd or not (Nalisnick et al.
+                2019); what a generic compressor pays for them corrects that (Serrà et al. 2020)
+    error       the squared error of E[x | z = mu] with each feature in its training sd's units
+                (1 where a feature never varies), as PyOD's detectors standardize: noise on a
+                quiet border weighs where it is unusual, not where pixels are loud anyway
+    neighbours  the mean distance of z_mean to its NEIGHBOURS nearest among up to
+                NEIGHBOUR_ROWS training rows' z_means: rows of an unseen kind land away from
+                the training rows even when the decoder reproduces them well
+
+The reference holds what these need of the train split: the S_K of up to REFERENCE_ROWS rows,
+spread evenly over it, at QUANTILES; each feature's sd; the sample of z_means; each part's and
+the sum's median and 99th percentile. The encode stage computes it once and every latents file
+records it (metadata "surprisal"), where `vae-pipeline encode` and the Ray actors find it.
 """
 
+import base64
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.latents.complexity import png_nats
+from pipeline.latents.imputation import decoded_means
 from pipeline.latents.parquet import RowScores
 from pipeline.model.diagnostics import RowSurprisal
 
@@ -31,93 +42,119 @@ REFERENCE_ROWS = 10_000
 # S_K at every 0.1% of the reference rows: 1,001 numbers in each file's metadata, enough
 # to tell the 99.9th percentile from the 99th.
 QUANTILES = np.linspace(0.0, 1.0, 1001)
-MEDIAN, TAIL = 500, 990  # the positions of 0.5 and 0.99 in QUANTILES
+TAIL = 990  # the position of 0.99 in QUANTILES
+SPREAD_AT = [0.5, 0.99]  # a part is measured from its median, in units of its distance to the 99th percentile
+# 2,000 z_means of d floats in every file's metadata (64 KiB at d = 8); on Fashion-MNIST the
+# neighbours part found held-out classes as well as with every training row (benchmarks/RESULTS.md).
+NEIGHBOUR_ROWS, NEIGHBOURS = 2_000, 5
+SAME = 1e-6  # z_means closer than this are one row's (its z_mean, from two batches' float rounding)
+PARTS = ("fit", "error", "neighbours", "novelty")  # the spreads' rows: the three parts, their sum
 NOVELTY = {
-    False: "(S_K - m) / (q99 - m), m and q99 the training rows' median and 99th percentile of S_K",
-    True: "the larger of (S_K - m) / (q99 - m) and the same of S_K - L, L the PNG code length of the "
-    "pixels in nats (a complexity correction); m and q99 the training rows' median and 99th percentile",
+    pixels: f"the sum of {fit}, the squared error of E[x | z = mu] in units of each feature's training "
+    f"sd, and the mean distance of z_mean to its {NEIGHBOURS} nearest training z_means, each as "
+    "(v - m) / (q99 - m), m and q99 its training rows' median and 99th percentile; the sum measured "
+    "the same way"
+    for pixels, fit in ((False, "S_K"), (True, "S_K - L (L the PNG code length of the pixels in nats)"))
 }
 
 
 @dataclass(frozen=True)
 class Reference:
-    """The training rows' S_K at QUANTILES, for pixels their S_K - L too, and how it was made."""
+    """What scores rows against the training rows (`reference_of`): their S_K at QUANTILES,
+    whether the fit part is S_K - L, each feature's sd (1 where it never varies), a sample of
+    their z_means, and the training rows' median and 99th percentile of each of PARTS."""
 
     importance_samples: int
     rows: int
     quantiles: np.ndarray
-    corrected: np.ndarray | None = None  # S_K - L at QUANTILES (pixels), else None
+    pixels: bool
+    scale: np.ndarray  # (F,) float32
+    neighbours: np.ndarray  # (<= NEIGHBOUR_ROWS, d) float32
+    spreads: np.ndarray  # (4, 2): PARTS' median and 99th percentile
 
     def quantile(self, surprisal: np.ndarray) -> np.ndarray:
         """The fraction of reference rows less surprising than each value (0 below all, 1 above)."""
         return np.interp(surprisal, self.quantiles, QUANTILES)
 
-    def novelty(self, surprisal: np.ndarray, corrected: np.ndarray | None) -> np.ndarray:
-        """NOVELTY of rows' S_K and, where the reference has it, their S_K - L."""
-        scores = [_beyond(surprisal, self.quantiles)]
-        if self.corrected is not None:
-            scores.append(_beyond(corrected, self.corrected))
-        return np.maximum.reduce(scores)
+    def novelty(self, parts: np.ndarray) -> np.ndarray:
+        """NOVELTY of rows' parts (n, 3): fit, error, neighbours (`parts`)."""
+        total = sum(_beyond(parts[:, i], self.spreads[i]) for i in range(3))
+        return _beyond(total, self.spreads[3])
 
     def as_dict(self) -> dict:
         return {
             "importance_samples": self.importance_samples,
             "rows": self.rows,
             "quantiles": [float(v) for v in self.quantiles],
-            "corrected": None if self.corrected is None else [float(v) for v in self.corrected],
+            "pixels": self.pixels,
+            "spreads": {name: [float(v) for v in row] for name, row in zip(PARTS, self.spreads)},
+            "scale": _packed(self.scale),
+            "neighbours": _packed(self.neighbours),
         }
 
     @classmethod
     def of(cls, record: dict) -> "Reference":
-        corrected = record.get("corrected")
         return cls(
             int(record["importance_samples"]),
             int(record["rows"]),
             np.asarray(record["quantiles"], float),
-            None if corrected is None else np.asarray(corrected, float),
+            bool(record["pixels"]),
+            _unpacked(record["scale"]),
+            _unpacked(record["neighbours"]),
+            np.array([record["spreads"][name] for name in PARTS], float),
         )
 
 
-def _beyond(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
-    """(values - median) / (99th percentile - median) of the reference's `quantiles`."""
-    spread = quantiles[TAIL] - quantiles[MEDIAN]
-    return (values - quantiles[MEDIAN]) / (spread if spread > 0 else 1.0)
+def _beyond(values: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """(values - median) / (99th percentile - median), spread = (median, 99th percentile)."""
+    median, tail = spread
+    return (values - median) / (tail - median if tail > median else 1.0)
+
+
+def _packed(values: np.ndarray) -> dict:
+    """A float32 array as JSON: its shape and little-endian bytes in base64 (exact, a third of
+    the size of a list of numbers)."""
+    data = np.ascontiguousarray(values, "<f4")
+    return {"shape": list(data.shape), "float32": base64.b64encode(data.tobytes()).decode("ascii")}
+
+
+def _unpacked(record: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(record["float32"]), "<f4").reshape(record["shape"]).copy()
 
 
 class Scorer:
     """The score columns of model inputs.
 
     Args:
+        vae: the model (its decoder's mean for the error part).
         surprisal: each row's S_K (RowSurprisal, of the model and K).
         pixel_dims: D, the values per example where they are pixels (bits per dimension), else None.
         reference: the training rows' scores, for surprisal_quantile and novelty (None: both null).
     """
 
-    def __init__(self, surprisal: RowSurprisal, pixel_dims: int | None, reference: Reference | None):
+    def __init__(self, vae, surprisal: RowSurprisal, pixel_dims: int | None, reference: Reference | None):
         if reference is not None and reference.importance_samples != surprisal.samples:
             raise ValueError(
                 f"a reference of K = {reference.importance_samples} scores rows with that K, "
                 f"not {surprisal.samples}"
             )
-        self.surprisal, self.pixel_dims, self.reference = surprisal, pixel_dims, reference
+        self.vae, self.surprisal, self.pixel_dims, self.reference = vae, surprisal, pixel_dims, reference
 
     @classmethod
     def of(cls, vae, record: dict, pixel_dims: int | None) -> "Scorer":
         """The scorer whose `record()` this is (a Ray actor's, from the stage's metadata)."""
         reference = record["reference"] and Reference.of(record["reference"])
-        return cls(RowSurprisal(vae, record["importance_samples"]), pixel_dims, reference)
+        return cls(vae, RowSurprisal(vae, record["importance_samples"]), pixel_dims, reference)
 
-    def __call__(self, x: np.ndarray, stored: np.ndarray) -> RowScores:
-        """The scores of model inputs x, whose stored rows (pixel levels for L) are `stored`."""
+    def __call__(self, x: np.ndarray, stored: np.ndarray, z_mean: np.ndarray) -> RowScores:
+        """The scores of model inputs x, whose stored rows (pixel levels for L) are `stored`
+        and whose posterior means are z_mean."""
         s, reference = self.surprisal(x), self.reference
-        corrected = (
-            s - png_nats(stored) if reference is not None and reference.corrected is not None else None
-        )
         return RowScores(
             s,
             s / (self.pixel_dims * math.log(2)) if self.pixel_dims else None,
             reference.quantile(s) if reference else None,
-            reference.novelty(s, corrected) if reference else None,
+            reference.novelty(parts(self.vae, reference, s, x, stored, z_mean)) if reference else None,
         )
 
     def record(self) -> dict:
@@ -132,24 +169,92 @@ class Scorer:
         }
 
 
-def reference_of(surprisal: RowSurprisal, x: np.ndarray, preprocess, pixels: bool) -> Reference | None:
-    """The reference of the train split's stored rows x: up to REFERENCE_ROWS of them, evenly
-    spread (None for no rows); with S_K - L where their values are pixels."""
+def parts(vae, reference: Reference, s, x, stored, z_mean) -> np.ndarray:
+    """Rows' fit, error and neighbours (n, 3), of their S_K s, model inputs x, stored rows and z_mean."""
+    fit_and_error = _fit_and_error(vae, reference.pixels, reference.scale, s, x, stored, z_mean)
+    return np.column_stack([fit_and_error, _nearest(z_mean, reference.neighbours)])
+
+
+def _fit_and_error(vae, pixels: bool, scale: np.ndarray, s, x, stored, z_mean) -> np.ndarray:
+    """Rows' fit (S_K, or S_K - L for pixels) and standardized squared error: (n, 2)."""
+    features, c = vae.split(x)
+    means = decoded_means(vae, z_mean, c=c).reshape(len(x), -1)
+    standardized = (np.reshape(features, (len(x), -1)) - means) / scale
+    error = np.nansum(np.square(standardized, dtype=np.float64), axis=1)  # a missing cell adds nothing
+    return np.column_stack([s - png_nats(stored) if pixels else s, error])
+
+
+def _nearest(z: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """The mean distance of each row of z to its NEIGHBOURS nearest rows of `sample`, leaving
+    out one at distance below SAME (itself: a training row is not its own neighbour, so the
+    stage's training rows, new data and the reference measure alike); zero where the sample
+    has no second row."""
+    k = min(NEIGHBOURS, len(sample) - 1)
+    if k < 1:
+        return np.zeros(len(z))
+    sample = np.asarray(sample, np.float64)
+    out = [np.zeros(0)]
+    for start in range(0, len(z), 1024):  # 1024 x NEIGHBOUR_ROWS distances at a time
+        zb = np.asarray(z[start : start + 1024], np.float64)
+        squared = (zb**2).sum(1)[:, None] + (sample**2).sum(1)[None] - 2 * zb @ sample.T
+        distance = np.sqrt(np.maximum(squared, 0.0))
+        rows, first = np.arange(len(zb)), distance.argmin(1)
+        itself = distance[rows, first] < SAME
+        distance[rows[itself], first[itself]] = np.inf
+        out.append(np.partition(distance, k - 1, axis=1)[:, :k].mean(1))
+    return np.concatenate(out)
+
+
+def reference_of(vae, surprisal: RowSurprisal, x: np.ndarray, preprocess, pixels: bool) -> Reference | None:
+    """The reference of the train split's stored rows x (None for no rows): up to
+    REFERENCE_ROWS of them, evenly spread, a batch at a time (memory stays flat); the fit part
+    is S_K - L where their values are pixels."""
     if not len(x):
         return None
-    rows = np.unique(np.linspace(0, len(x) - 1, min(len(x), REFERENCE_ROWS)).round().astype(np.int64))
-    s, corrected = [], []
-    for chunk in np.array_split(rows, math.ceil(len(rows) / 1024)):
+    rows = _spread(len(x), REFERENCE_ROWS)
+    chunks = np.array_split(rows, math.ceil(len(rows) / 1024))
+    scale = _feature_sd(vae.split(preprocess(np.asarray(x[chunk])))[0] for chunk in chunks)
+    s, z, fit_and_error = [], [], []
+    for chunk in chunks:
         stored = np.asarray(x[chunk])
-        s.append(surprisal(preprocess(stored)))
-        if pixels:
-            corrected.append(s[-1] - png_nats(stored))
+        inputs = preprocess(stored)
+        s.append(surprisal(inputs))
+        z.append(np.asarray(vae.predict_posterior(inputs)[0], np.float32))
+        fit_and_error.append(_fit_and_error(vae, pixels, scale, s[-1], inputs, stored, z[-1]))
+    z = np.concatenate(z)
+    sample = z[_spread(len(z), NEIGHBOUR_ROWS)]
+    scores = np.column_stack([np.concatenate(fit_and_error), _nearest(z, sample)])
+    spreads = [np.quantile(scores[:, i], SPREAD_AT) for i in range(3)]
+    total = sum(_beyond(scores[:, i], spreads[i]) for i in range(3))
     return Reference(
         surprisal.samples,
         len(rows),
         np.quantile(np.concatenate(s), QUANTILES),
-        np.quantile(np.concatenate(corrected), QUANTILES) if pixels else None,
+        pixels,
+        scale,
+        sample,
+        np.array([*spreads, np.quantile(total, SPREAD_AT)]),
     )
+
+
+def _spread(n: int, most: int) -> np.ndarray:
+    """Up to `most` of n positions, evenly spread, first and last included."""
+    return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(np.int64))
+
+
+def _feature_sd(batches) -> np.ndarray:
+    """Each feature's sd over batches of rows (n, *F), NaN cells left out, merged batch by batch
+    (Chan et al.'s update, stable where a feature's mean is large); 1 where it never varies."""
+    count = mean = m2 = 0.0
+    for batch in batches:
+        values = np.asarray(batch, np.float64).reshape(len(batch), -1)
+        seen = (~np.isnan(values)).sum(0)
+        batch_mean = np.nansum(values, 0) / np.maximum(seen, 1)
+        delta, total = batch_mean - mean, count + seen
+        m2 = m2 + np.nansum((values - batch_mean) ** 2, 0) + delta**2 * count * seen / np.maximum(total, 1)
+        mean, count = mean + delta * seen / np.maximum(total, 1), total
+    sd = np.sqrt(m2 / np.maximum(count, 1))
+    return np.where(sd > 0, sd, 1.0).astype(np.float32)
 
 
 def against_training(quantile: np.ndarray, novelty: np.ndarray) -> str:

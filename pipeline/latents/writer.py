@@ -46,7 +46,7 @@ def encoded_batches(
 
     Args:
         posterior: x -> (z_mean, z_log_var), e.g. VAE.predict_posterior.
-        score: (inputs, stored rows) -> RowScores (pipeline.latents.scores.Scorer).
+        score: (inputs, stored rows, z_mean) -> RowScores (pipeline.latents.scores.Scorer).
         split: the rows' split name.
         x, y, ids: the stored rows, their labels and ids.
         batch_size: rows per call.
@@ -80,7 +80,7 @@ def _encoded_batch(
         np.asarray(y),
         np.asarray(z_mean),
         np.asarray(z_log_var),
-        score(inputs, xb),
+        score(inputs, xb, np.asarray(z_mean)),
         *filled,
         covariates=covariate_values(xb, covariates) if covariates else None,
     )

@@ -2,19 +2,22 @@
 average, does not depend on the row's batch, and its quantile is calibrated on the training rows."""
 
 import io
+import json
 import logging
 import math
 
 import numpy as np
 import pytest
+from sklearn.neighbors import NearestNeighbors
 
 from pipeline.data.prepared import load_split
 from pipeline.data.readers.sources import read_digits
 from pipeline.latents.complexity import NATS_PER_BYTE, picture, png_nats
 from pipeline.latents.encode_command import encode_new_data
+from pipeline.latents.imputation import decoded_means
 from pipeline.latents.parquet import read_metadata
 from pipeline.latents.reader import load_latents
-from pipeline.latents.scores import QUANTILES, Reference
+from pipeline.latents.scores import NEIGHBOURS, QUANTILES, Reference, _feature_sd, _nearest
 from pipeline.model.bundle import load_vae
 from pipeline.model.diagnostics import BoundEstimator, RowSurprisal
 from pipeline.platform.errors import DataError
@@ -77,24 +80,39 @@ def test_the_latents_carry_the_scores_and_the_quantile_is_uniform_on_training_ro
     quantiles = np.sort(train.column("surprisal_quantile").to_numpy())
     uniform = np.linspace(0, 1, len(quantiles))
     assert np.abs(quantiles - uniform).max() < 0.01
-    # novelty: the larger of S_K's and S_K - L's distance above the training median, in units of the 99th
-    # percentile's; 1% of the training rows lie beyond 1 by either (a row each way at the boundary), 1-2% by
-    # the larger
-    reference = meta["reference"]
-    s, ids = train.column("surprisal").to_numpy(), train.column("id").to_numpy()
-    corrected = s - png_nats(read_digits().x[ids])
+    reference = Reference.of(meta["reference"])
+    assert_novelty_as_defined(vae, train.sort_by("id"), reference, load_split(paths["prepared"], "train"))
 
-    def beyond(values, q):
-        return (values - q[500]) / (q[990] - q[500])
 
+def assert_novelty_as_defined(vae, train, reference, split):
+    """novelty recomputed from its definition with other tools (sklearn's neighbours, numpy's sd):
+    three parts (S_K - L; the squared error of E[x | z = mu] in training sd units; the mean distance
+    to the 5 nearest other training z_means), each from the training median in units of the 99th
+    percentile's distance, summed, the sum measured the same way. Every training row is in the
+    reference here, so its spreads are these rows' own quantiles, and 1% of them lie beyond 1."""
+    ids, order = train.column("id").to_numpy(), np.argsort(split.id)
+    assert np.array_equal(split.id[order], ids)
+    inputs = split.inputs(order).reshape(len(ids), -1)
+    sd = inputs.std(0)
+    np.testing.assert_allclose(reference.scale, np.where(sd > 0, sd, 1), rtol=1e-4)
+    z = np.stack(train.column("z_mean").to_numpy(zero_copy_only=False))
+    assert reference.neighbours.shape == z.shape  # 1,437 rows: every training row is a neighbour
+    distances, _ = NearestNeighbors(n_neighbors=6).fit(z).kneighbors(z)
+    assert np.abs(distances[:, 0]).max() < 1e-5  # each row's nearest is itself, left out
+    error = (((inputs - decoded_means(vae, z).reshape(len(z), -1)) / reference.scale) ** 2).sum(1)
+    s = train.column("surprisal").to_numpy()
+    parts = [s - png_nats(read_digits().x[ids]), error, distances[:, 1:].mean(1)]
+
+    def beyond(values, spread):
+        return (values - spread[0]) / (spread[1] - spread[0])
+
+    for part, spread in zip(parts, reference.spreads):
+        np.testing.assert_allclose(spread, np.quantile(part, [0.5, 0.99]), rtol=1e-4)
     novelty = train.column("novelty").to_numpy()
-    np.testing.assert_allclose(
-        novelty,
-        np.maximum(beyond(s, reference["quantiles"]), beyond(corrected, reference["corrected"])),
-        rtol=1e-9,
-    )
-    assert 0.01 * len(novelty) - 1 <= (novelty > 1).sum() <= 0.02 * len(novelty) + 2
-    assert abs(np.median(beyond(s, reference["quantiles"]))) < 1e-9
+    total = sum(beyond(part, spread) for part, spread in zip(parts, reference.spreads))
+    np.testing.assert_allclose(novelty, beyond(total, reference.spreads[3]), rtol=1e-4, atol=1e-4)
+    assert 0.01 * len(novelty) - 2 <= (novelty > 1).sum() <= 0.01 * len(novelty) + 2
+    assert abs(np.median(novelty)) < 1e-3
 
 
 def test_new_rows_get_quantiles_of_the_training_rows_and_a_training_row_is_not_novel(
@@ -118,6 +136,13 @@ def test_new_rows_get_quantiles_of_the_training_rows_and_a_training_row_is_not_n
         again.column("novelty").to_numpy(), typical.column("novelty").to_numpy(), atol=1e-5
     )
     assert (again.column("novelty").to_numpy() < 1).all()  # not novel
+    # Noise in the digits' 17 levels: more surprising and more novel than nearly every training row
+    noise = np.random.default_rng(0).integers(0, 17, (20, 8, 8, 1)).astype(np.uint8)
+    np.savez(tmp_path / "noise.npz", x=noise)
+    encode_new_data(paths["model"], tmp_path / "noise.npz", tmp_path / "noise")
+    odd = load_latents(tmp_path / "noise", split="new")
+    assert (odd.column("surprisal_quantile").to_numpy() > 0.99).all()
+    assert (odd.column("novelty").to_numpy() > 1).all()
     # Without the stage's latents beside the model: the quantile is null, and a warning says why
     moved = tmp_path / "elsewhere"
     paths["model_dir"].rename(moved)
@@ -140,13 +165,43 @@ def test_new_rows_get_quantiles_of_the_training_rows_and_a_training_row_is_not_n
         moved.rename(paths["model_dir"])
 
 
-def test_the_reference_maps_surprisal_to_the_fraction_below():
-    s = np.random.default_rng(0).gamma(3.0, size=5000)
-    reference = Reference(10, len(s), np.quantile(s, QUANTILES))
+def test_the_reference_maps_surprisal_to_the_fraction_below_and_is_stored_exactly():
+    rng = np.random.default_rng(0)
+    s = rng.gamma(3.0, size=5000)
+    scale, neighbours = rng.random(64).astype(np.float32), rng.normal(size=(300, 8)).astype(np.float32)
+    spreads = np.array([[1.0, 2.0], [3.0, 5.0], [0.5, 0.75], [0.0, 1.0]])
+    reference = Reference(10, len(s), np.quantile(s, QUANTILES), True, scale, neighbours, spreads)
     assert reference.quantile(np.array([-1.0, 1e9]))[[0, 1]].tolist() == [0.0, 1.0]
     probes = np.quantile(s, [0.1, 0.5, 0.99])
     np.testing.assert_allclose(reference.quantile(probes), [0.1, 0.5, 0.99], atol=1e-3)
-    assert Reference.of(reference.as_dict()).quantiles.tolist() == reference.quantiles.tolist()
+    back = Reference.of(json.loads(json.dumps(reference.as_dict())))  # as the files' metadata holds it
+    for name in ("quantiles", "scale", "neighbours", "spreads"):
+        assert np.array_equal(getattr(back, name), getattr(reference, name)), name
+    assert back.neighbours.dtype == np.float32 and back.pixels
+    # each part at its 99th percentile and the others at their medians: the sum is one unit, novelty 1
+    at_tail = np.array([[2.0, 3.0, 0.5], [1.0, 5.0, 0.5], [1.0, 3.0, 0.75], [1.0, 3.0, 0.5]])
+    np.testing.assert_allclose(reference.novelty(at_tail), [1, 1, 1, 0])
+
+
+def test_neighbours_leave_the_row_itself_out_and_the_feature_sd_is_numpys():
+    rng = np.random.default_rng(1)
+    sample = rng.normal(size=(50, 4))
+    mine = _nearest(sample, sample)  # each row of the sample, as the reference and the stage measure it
+    expected, _ = NearestNeighbors(n_neighbors=NEIGHBOURS + 1).fit(sample).kneighbors(sample)
+    np.testing.assert_allclose(mine, expected[:, 1:].mean(1))
+    twice = _nearest(sample, np.concatenate([sample, sample[:1]]))  # a duplicate stays a neighbour
+    assert twice[0] < mine[0] and (twice[1:] <= mine[1:] + 1e-12).all()
+    new = rng.normal(size=(7, 4))
+    expected, _ = NearestNeighbors(n_neighbors=NEIGHBOURS).fit(sample).kneighbors(new)
+    np.testing.assert_allclose(_nearest(new, sample), expected.mean(1))
+    assert _nearest(new, sample[:1]).tolist() == [0.0] * 7  # no second row: no neighbours part
+    # the sd merged batch by batch is numpy's over all rows, NaN cells left out, 1 where constant
+    x = rng.normal(1e6, 1.0, size=(1000, 3))  # a large mean: the naive sum of squares loses it
+    x[:, 2] = 5.0
+    x[::7, 0] = np.nan
+    sd = _feature_sd(np.array_split(x, 9))
+    np.testing.assert_allclose(sd[:2], np.nanstd(x[:, :2], axis=0), rtol=1e-5)
+    assert sd[2] == 1.0
 
 
 def test_l_is_a_lossless_code_length_of_every_shape_of_pixels():
