@@ -193,15 +193,15 @@ def _nearest(z: np.ndarray, sample: np.ndarray) -> np.ndarray:
     if k < 1:
         return np.zeros(len(z))
     sample = np.asarray(sample, np.float64)
-    out = [np.zeros(0)]
+    sample_squared, out = (sample**2).sum(1), [np.zeros(0)]
     for start in range(0, len(z), 1024):  # 1024 x NEIGHBOUR_ROWS distances at a time
         zb = np.asarray(z[start : start + 1024], np.float64)
-        squared = (zb**2).sum(1)[:, None] + (sample**2).sum(1)[None] - 2 * zb @ sample.T
-        distance = np.sqrt(np.maximum(squared, 0.0))
-        rows, first = np.arange(len(zb)), distance.argmin(1)
-        itself = distance[rows, first] < SAME
-        distance[rows[itself], first[itself]] = np.inf
-        out.append(np.partition(distance, k - 1, axis=1)[:, :k].mean(1))
+        # |z - s|^2 less |z|^2 orders the sample alike: the k + 1 nearest, then their distances
+        partial = sample_squared[None] - 2 * zb @ sample.T
+        nearest = np.sort(np.partition(partial, k, axis=1)[:, : k + 1], axis=1) + (zb**2).sum(1)[:, None]
+        distance = np.sqrt(np.maximum(nearest, 0.0))
+        itself = distance[:, 0] < SAME
+        out.append(np.where(itself, distance[:, 1:].mean(1), distance[:, :k].mean(1)))
     return np.concatenate(out)
 
 
