@@ -1,5 +1,6 @@
 """The surprisal of every row (pipeline.latents.scores): S_K per row agrees with the stage's
-average, does not depend on the row's batch, and its quantile is calibrated on the training rows."""
+average, does not depend on the row's batch, its quantile is calibrated on the training rows, and
+novelty is what its definition says, recomputed with other tools."""
 
 import io
 import json
