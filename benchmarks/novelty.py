@@ -17,7 +17,9 @@ with the stage's latents as the reference, as a user scores new data:
 Scores, higher = odder: the latents' `surprisal` and `novelty`; reconstruction error (squared
 error of E[x | z = μ_φ(x)] on the model's inputs); for images the surprisal minus a lossless
 compressor's code length of the pixels (Serrà et al. 2020) with PNG and with zlib, the
-candidates for a complexity-corrected novelty; PCA reconstruction error (d = latent_dim); and
+candidates for a complexity-corrected novelty; novelty's error and neighbours parts on their own
+(its fit part is S for a table, S - png code length for images); PCA reconstruction error
+(d = latent_dim); and
 PyOD's IForest, KNN, AutoEncoder and VAE (.venv-peers, never in `make test`), on the same
 inputs (pixels / 255; the table standardized on its training rows). Prints AUROC and AP of
 each score on each set against the inliers: the median over seeds, and the spread.
@@ -119,9 +121,10 @@ def set_scores(name: str, x: np.ndarray, columns: list[str] | None, bundle, path
     import pandas as pd
 
     from pipeline.data.readers.sources import load_source
-    from pipeline.latents.encode_command import encode_new_data
+    from pipeline.latents.encode_command import encode_new_data, find_reference
     from pipeline.latents.imputation import decoded_means
     from pipeline.latents.new_data import input_config
+    from pipeline.latents.scores import parts
 
     table = columns is not None
     path = write_rows(work / name, x, columns)
@@ -131,12 +134,16 @@ def set_scores(name: str, x: np.ndarray, columns: list[str] | None, bundle, path
     stored = load_source(
         input_config(path, bundle.manifest.example_shape, bundle.manifest.columns, **options)
     ).x
-    inputs = bundle.preprocess(stored).reshape(len(rows), -1)
-    means = decoded_means(bundle.vae, np.stack(rows["z_mean"].to_numpy())).reshape(len(rows), -1)
+    inputs, z = bundle.preprocess(stored), np.stack(rows["z_mean"].to_numpy())
+    s, reference = rows["surprisal"].to_numpy(), find_reference(bundle, paths["latents"])
+    means = decoded_means(bundle.vae, z).reshape(len(rows), -1)
+    _, error, neighbours = parts(bundle.vae, reference, s, inputs, stored, z).T
     scores = {
-        f"surprisal/{name}": rows["surprisal"].to_numpy(),
+        f"surprisal/{name}": s,
         f"novelty/{name}": rows["novelty"].to_numpy(),
-        f"reconstruction error/{name}": ((inputs - means) ** 2).sum(axis=1),
+        f"reconstruction error/{name}": ((inputs.reshape(len(rows), -1) - means) ** 2).sum(axis=1),
+        f"novelty's error part/{name}": error,  # its fit part is S (tables) or S - png code length
+        f"novelty's neighbours part/{name}": neighbours,
     }
     if not table:
         for compressor, length in (("png", png_bytes), ("zlib", zlib_bytes)):

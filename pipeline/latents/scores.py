@@ -154,7 +154,7 @@ class Scorer:
             s,
             s / (self.pixel_dims * math.log(2)) if self.pixel_dims else None,
             reference.quantile(s) if reference else None,
-            reference.novelty(_parts(self.vae, reference, s, x, stored, z_mean)) if reference else None,
+            reference.novelty(parts(self.vae, reference, s, x, stored, z_mean)) if reference else None,
         )
 
     def record(self) -> dict:
@@ -169,8 +169,9 @@ class Scorer:
         }
 
 
-def _parts(vae, reference: Reference, s, x, stored, z_mean) -> np.ndarray:
-    """Rows' fit, error and neighbours (n, 3), of their S_K s, model inputs x, stored rows and z_mean."""
+def parts(vae, reference: Reference, s, x, stored, z_mean) -> np.ndarray:
+    """Rows' fit, error and neighbours (n, 3), novelty's parts before they are scaled, of their
+    S_K s, model inputs x, stored rows and z_mean."""
     fit_and_error = _fit_and_error(vae, reference.pixels, reference.scale, s, x, stored, z_mean)
     return np.column_stack([fit_and_error, _nearest(z_mean, reference.neighbours)])
 
