@@ -36,7 +36,7 @@ import numpy as np
 from pipeline.latents.complexity import png_nats
 from pipeline.latents.imputation import decoded_means
 from pipeline.latents.parquet import RowScores
-from pipeline.model.diagnostics import RowSurprisal
+from pipeline.model.diagnostics import RowSurprisal, rows_per_batch
 
 REFERENCE_ROWS = 10_000
 # S_K at every 0.1% of the reference rows: 1,001 numbers in each file's metadata, enough
@@ -179,7 +179,8 @@ def parts(vae, reference: Reference, s, x, stored, z_mean) -> np.ndarray:
 def _fit_and_error(vae, pixels: bool, scale: np.ndarray, s, x, stored, z_mean) -> np.ndarray:
     """Rows' fit (S_K, or S_K - L for pixels) and standardized squared error: (n, 2)."""
     features, c = vae.split(x)
-    means = decoded_means(vae, z_mean, c=c).reshape(len(x), -1)
+    # in batches whose likelihood parameters stay bounded (256 logits a pixel: ~160 28x28 rows)
+    means = decoded_means(vae, z_mean, rows_per_batch(vae, 1, 1024), c=c).reshape(len(x), -1)
     standardized = (np.reshape(features, (len(x), -1)) - means) / scale
     error = np.nansum(np.square(standardized, dtype=np.float64), axis=1)  # a missing cell adds nothing
     return np.column_stack([s - png_nats(stored) if pixels else s, error])
