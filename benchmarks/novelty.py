@@ -17,12 +17,12 @@ with the stage's latents as the reference, as a user scores new data:
 Scores, higher = odder: the latents' `surprisal` and `novelty`; reconstruction error (squared
 error of E[x | z = μ_φ(x)] on the model's inputs); for images the surprisal minus a lossless
 compressor's code length of the pixels (Serrà et al. 2020) with PNG and with zlib, the
-candidates for a complexity-corrected novelty; novelty's error and neighbours parts on their own
-(its fit part is S for a table, S - png code length for images); PCA reconstruction error
-(d = latent_dim); and
-PyOD's IForest, KNN, AutoEncoder and VAE (.venv-peers, never in `make test`), on the same
-inputs (pixels / 255; the table standardized on its training rows). Prints AUROC and AP of
-each score on each set against the inliers: the median over seeds, and the spread.
+candidates for a complexity-corrected novelty; novelty's error and neighbours parts on their
+own (its fit part is S for a table, S - png code length for images); PCA reconstruction error
+(d = latent_dim); and PyOD's IForest, KNN, AutoEncoder and VAE (.venv-peers, never in `make
+test`), on the same inputs (pixels / 255; the table standardized on its training rows). Prints
+AUROC and AP of each score on each set against the inliers: the median over seeds, and the
+spread.
 """
 
 import argparse
