@@ -36,7 +36,7 @@ import numpy as np
 from pipeline.latents.complexity import png_nats
 from pipeline.latents.imputation import decoded_means
 from pipeline.latents.parquet import RowScores
-from pipeline.model.diagnostics import RowSurprisal, rows_per_batch
+from pipeline.model.diagnostics import Moments, RowSurprisal, rows_per_batch
 
 REFERENCE_ROWS = 10_000
 # S_K at every 0.1% of the reference rows: 1,001 numbers in each file's metadata, enough
@@ -215,6 +215,7 @@ def reference_of(vae, surprisal: RowSurprisal, x: np.ndarray, preprocess, pixels
         return None
     rows = _spread(len(x), REFERENCE_ROWS)
     chunks = np.array_split(rows, math.ceil(len(rows) / 1024))
+    # two passes over the rows: every error is in units of the sd of all of them
     scale = _feature_sd(vae.split(preprocess(np.asarray(x[chunk])))[0] for chunk in chunks)
     s, z, fit_and_error = [], [], []
     for chunk in chunks:
@@ -246,16 +247,11 @@ def _spread(n: int, most: int) -> np.ndarray:
 
 def _feature_sd(batches) -> np.ndarray:
     """Each feature's sd over batches of rows (n, *F), NaN cells left out, merged batch by batch
-    (Chan et al.'s update, stable where a feature's mean is large); 1 where it never varies."""
-    count = mean = m2 = 0.0
+    (Moments: stable where a feature's mean is large); 1 where it never varies."""
+    moments = Moments()
     for batch in batches:
-        values = np.asarray(batch, np.float64).reshape(len(batch), -1)
-        seen = (~np.isnan(values)).sum(0)
-        batch_mean = np.nansum(values, 0) / np.maximum(seen, 1)
-        delta, total = batch_mean - mean, count + seen
-        m2 = m2 + np.nansum((values - batch_mean) ** 2, 0) + delta**2 * count * seen / np.maximum(total, 1)
-        mean, count = mean + delta * seen / np.maximum(total, 1), total
-    sd = np.sqrt(m2 / np.maximum(count, 1))
+        moments.add(np.reshape(batch, (len(batch), -1)))
+    sd = np.sqrt(moments.variance)
     return np.where(sd > 0, sd, 1.0).astype(np.float32)
 
 

@@ -18,23 +18,26 @@ PARAMS_PER_BATCH = 2**25
 
 
 class Moments:
-    """Per-dimension mean and variance of rows seen a block at a time (Chan et al.'s merge):
-    active units over a split of any size, one row group in memory."""
+    """Per-dimension mean and variance of rows seen a block at a time (Chan et al.'s merge),
+    NaN cells left out (each dimension counts its own rows): active units over a split of any
+    size, a table's feature spread with missing cells, one block in memory."""
 
     def __init__(self):
         self.n, self.mean, self.m2 = 0, 0.0, 0.0
 
     def add(self, block: np.ndarray) -> None:
         block = np.asarray(block, np.float64)
-        n, mean = len(block), block.mean(axis=0)
-        m2, delta, total = ((block - mean) ** 2).sum(axis=0), mean - self.mean, self.n + len(block)
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta**2 * self.n * n / total
+        n = (~np.isnan(block)).sum(axis=0)
+        mean = np.nansum(block, axis=0) / np.maximum(n, 1)
+        m2, delta, total = np.nansum((block - mean) ** 2, axis=0), mean - self.mean, self.n + n
+        self.mean = self.mean + delta * n / np.maximum(total, 1)
+        self.m2 = self.m2 + m2 + delta**2 * self.n * n / np.maximum(total, 1)
         self.n = total
 
     @property
     def variance(self) -> np.ndarray:
-        return self.m2 / self.n
+        """0 where a dimension has no rows yet."""
+        return self.m2 / np.maximum(self.n, 1)
 
 
 def active_units(variance: np.ndarray) -> dict:
