@@ -2,6 +2,7 @@
 
     make peers-env      # once: .venv-peers (torch CPU, pythae, PyOD), benchmark-only
     .venv/bin/python -m benchmarks.novelty [--seeds 0 1 2] [--only fashion_mnist breast_cancer] [--no-peers]
+    .venv/bin/python -m benchmarks.novelty --only breast_cancer --set train.epochs=1000 --save-scores /tmp/s
 
 Two datasets: Fashion-MNIST with classes 8 (bag) and 9 (ankle boot) held out, and scikit-learn's
 breast-cancer table trained on its benign rows alone (the malignant ones held out). For each
@@ -87,9 +88,9 @@ def write_rows(
     return path.with_suffix(".csv")
 
 
-def our_scores(data: dict, seed: int, work: Path) -> tuple[dict, int]:
-    """Train the default model on the train rows (the stages), score every set with the encode
-    command; {score name/set: values} and the latent size."""
+def our_scores(data: dict, seed: int, work: Path, knobs: dict) -> tuple[dict, int]:
+    """Train the default model (with knobs set) on the train rows (the stages), score every set
+    with the encode command; {score name/set: values} and the latent size."""
     from benchmarks.run_pipeline import overridden_params
     from pipeline import runner
     from pipeline.model.bundle import load_bundle
@@ -102,6 +103,7 @@ def our_scores(data: dict, seed: int, work: Path) -> tuple[dict, int]:
         "data.test_fraction": 0.05,
         "data.source": "table" if table else "npz",
         **({"data.table.label_column": None} if table else {"data.npz.y_key": "y"}),
+        **knobs,
     }
     paths = runner.run_paths(work / "run")
     params = overridden_params(overrides)
@@ -234,10 +236,10 @@ def print_table(dataset: str, runs: list[dict]) -> None:
             print(f"| {score} | {' | '.join(cells)} |", flush=True)
 
 
-def every_score(data: dict, seed: int, peers: bool) -> dict:
+def every_score(data: dict, seed: int, peers: bool, knobs: dict) -> dict:
     """Ours, PCA's and (with peers) PyOD's scores of every set, for one seed."""
     with tempfile.TemporaryDirectory() as tmp:
-        scores, latent_dim = our_scores(data, seed, Path(tmp))
+        scores, latent_dim = our_scores(data, seed, Path(tmp), knobs)
         inputs = baseline_inputs(data)
         scores |= pca_scores(inputs, latent_dim, seed)
         if peers:
@@ -248,6 +250,8 @@ def every_score(data: dict, seed: int, peers: bool) -> dict:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--peer-worker":
         return peer_worker(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+    from benchmarks.run_pipeline import parse_overrides  # here: the peer worker's venv has no yaml
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -256,6 +260,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000, help="rows per scored set, at most")
     parser.add_argument("--no-peers", action="store_true", help="skip PyOD (no .venv-peers)")
     parser.add_argument("--json", type=Path, default=None, help="write every seed's figures here")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="knobs beyond the data keys"
+    )
+    parser.add_argument(
+        "--save-scores", type=Path, default=None, help="write each seed's scores here (<dataset>-<seed>.npz)"
+    )
     args = parser.parse_args()
     loaders = {"fashion_mnist": fashion_mnist, "breast_cancer": breast_cancer}
     results = {}
@@ -263,7 +273,11 @@ def main() -> None:
         runs = []
         for seed in args.seeds:
             data = loaders[dataset](np.random.default_rng(seed), args.rows)
-            runs.append(figures(every_score(data, seed, not args.no_peers), list(data["sets"])))
+            scores = every_score(data, seed, not args.no_peers, parse_overrides(args.set))
+            if args.save_scores:
+                args.save_scores.mkdir(parents=True, exist_ok=True)
+                np.savez(args.save_scores / f"{dataset}-{seed}.npz", **scores)
+            runs.append(figures(scores, list(data["sets"])))
             print(
                 f"{dataset} seed {seed}: "
                 + ", ".join(
