@@ -33,9 +33,10 @@ The rules, and why:
   layer costs what one of a 64-pixel image does and the time per example grows with the
   depth, not with the pixels. At 64×64×3 a fourth layer (down to 4×4, [32, 64, 128, 256])
   measured worse in the same training time (linear 0.72 against 0.85, benchmarks/RESULTS.md).
-- model.hidden: for conv and conv1d none (the heads read the flattened features, which
-  are already wide); for mlp two Dense layers, the first four times the input width
-  rounded to a power of two within [64, 512], the second half as wide.
+- model.hidden: for conv and conv1d none (the heads read the flattened conv features); for
+  mlp two Dense layers, the first 4× the input width as a power of two in [64, 512], the
+  second half as wide; on fewer than SMALL_DATA_ROWS training rows only the second: two
+  overfit them (breast cancer's 455: test S_100 2-4 nats lower with one; benchmarks/RESULTS.md).
 """
 
 import dataclasses
@@ -61,6 +62,7 @@ MAX_WIDTH = 256
 WIDTH_BUDGET_SIDE = 64
 # level_categorical while its L logits per value stay within this many outputs per example.
 LEVEL_CATEGORICAL_MAX_OUTPUTS = 2**16
+SMALL_DATA_ROWS = 1_000  # model.hidden auto: an mlp on fewer training rows gets one layer
 FAMILY_OF_TYPE = {"real": "gaussian", "binary": "bernoulli", "categorical": "categorical"}
 
 
@@ -88,6 +90,7 @@ def resolve_model(
     levels: int | None = None,
     series: bool = False,
     covariates: int = 0,
+    train_rows: int | None = None,
 ) -> tuple[ResolvedModel, dict[str, Choice]]:
     """Every `auto` of the model config, from what manifest.json says of the prepared data.
 
@@ -100,6 +103,7 @@ def resolve_model(
         levels: L, the levels of a pixel (`levels_of`), else None.
         series: prepare found the examples to be ordered series (`is_series`).
         covariates: the inputs after x's that are covariates (the manifest's covariate_width).
+        train_rows: the train split's rows (None: as many as a large dataset's).
 
     Returns:
         The resolved model and the choices made, keyed "model.<knob>".
@@ -111,7 +115,7 @@ def resolve_model(
         "model.likelihood": likelihood,
         "model.architecture": architecture,
         "model.filters": Choice.of(model.filters, *_filters_rule(shape, architecture.value)),
-        "model.hidden": Choice.of(model.hidden, *_hidden_rule(shape, architecture.value)),
+        "model.hidden": Choice.of(model.hidden, *_hidden_rule(shape, architecture.value, train_rows)),
     }
     layout = column_layout(value_type, columns, math.prod(shape), model.count_likelihood)
     if likelihood.value == "gaussian" or any(family == "gaussian" for family, _, _ in layout["groups"]):
@@ -159,11 +163,16 @@ def _filters_rule(shape: list[int], architecture: str) -> tuple[tuple[int, ...],
     )
 
 
-def _hidden_rule(shape: list[int], architecture: str) -> tuple[tuple[int, ...], str]:
-    """model.hidden auto: none after convolutions, `mlp_hidden` of the input width in an mlp."""
+def _hidden_rule(shape: list[int], architecture: str, rows: int | None) -> tuple[tuple[int, ...], str]:
+    """model.hidden auto: none after convolutions; in an mlp 4·features as a power of two in
+    [64, 512], then half, and only the second on fewer than SMALL_DATA_ROWS training rows."""
     if architecture in ("conv", "conv1d"):
         return (), "the heads read the flattened conv features"
-    return mlp_hidden(math.prod(shape)), "4× the input width as a power of two in [64, 512], then half"
+    first = min(512, max(64, 2 ** round(math.log2(4 * math.prod(shape)))))
+    why = "4× the input width as a power of two in [64, 512], then half"
+    if rows is not None and rows < SMALL_DATA_ROWS:
+        return (first // 2,), f"{why}; only the second on {rows:,} training rows (two layers overfit)"
+    return (first, first // 2), why
 
 
 def _resolved(
@@ -277,21 +286,12 @@ def params_per_value(model: ResolvedModel) -> int:
 
 
 def forward_flops(shape, model: ResolvedModel, params_per_value: int) -> int:
-    """The floating-point operations (2 per multiply-add) of one example's forward pass through
-    the encoder and decoder `pipeline.model.networks` builds: every convolution, transposed
-    convolution and Dense layer (a flow's steps and a VampPrior's pseudo-inputs not counted).
-    A training step costs about 3× this: each layer's two backward products cost what its
-    forward one does (the elementwise work is left out; benchmarks/flops.py counts the ops
-    TensorFlow runs)."""
+    """The FLOPs (2 per multiply-add) of one example's forward pass through the encoder and
+    decoder: every convolution and Dense layer (not a flow's steps nor VampPrior's inputs). A
+    training step costs about 3× this (benchmarks/flops.py counts the ops TensorFlow runs)."""
     if model.architecture not in ("conv", "conv1d"):
         return flops.mlp_flops(shape, model, params_per_value)
     return flops.conv_flops(shape, model, params_per_value)
-
-
-def mlp_hidden(features: int) -> tuple[int, int]:
-    """Two Dense widths sized from the input: 4·features as a power of two in [64, 512], then half."""
-    first = min(512, max(64, 2 ** round(math.log2(4 * features))))
-    return first, first // 2
 
 
 def check_model_fits_data(model: ResolvedModel, manifest: Manifest, where) -> None:

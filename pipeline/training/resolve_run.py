@@ -165,6 +165,7 @@ def _resolve_model(model: ModelConfig, manifest: Manifest) -> tuple[ResolvedMode
         levels_of(manifest),
         series=is_series(manifest),
         covariates=manifest.covariate_width,
+        train_rows=manifest.counts.get("train"),
     )
 
 

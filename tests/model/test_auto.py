@@ -17,7 +17,7 @@ from pipeline.training import resolve_run as resolve
 from tests.conftest import tiny_params
 
 
-def resolve_for(shape, value_range=(0.0, 1.0), levels=None, series=False, **model):
+def resolve_for(shape, value_range=(0.0, 1.0), levels=None, series=False, train_rows=None, **model):
     return resolve_model.resolve_model(
         parse_params({"model": model}).model,
         shape,
@@ -25,6 +25,7 @@ def resolve_for(shape, value_range=(0.0, 1.0), levels=None, series=False, **mode
         "pixels" if levels else "real",
         levels=levels,
         series=series,
+        train_rows=train_rows,
     )
 
 
@@ -106,6 +107,13 @@ def test_real_valued_vectors_get_a_learned_sigma_gaussian_mlp(features, hidden):
         "learned",
     )
     assert choices["model.likelihood"].why.startswith("prepared values span [-3.2, 4.1]")
+
+
+@pytest.mark.parametrize("rows, hidden", [(455, (64,)), (999, (64,)), (1_000, (128, 64)), (None, (128, 64))])
+def test_an_mlp_on_few_training_rows_gets_one_layer(rows, hidden):
+    model, choices = resolve_for((30,), value_range=(-3.2, 4.1), train_rows=rows)
+    assert model.hidden == hidden
+    assert ("only the second on" in choices["model.hidden"].why) == (len(hidden) == 1)
 
 
 def test_explicit_values_win_and_are_marked_given():
