@@ -247,11 +247,7 @@ def every_score(data: dict, seed: int, peers: bool, knobs: dict) -> dict:
     return scores
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--peer-worker":
-        return peer_worker(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
-    from benchmarks.run_pipeline import parse_overrides  # here: the peer worker's venv has no yaml
-
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -260,13 +256,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000, help="rows per scored set, at most")
     parser.add_argument("--no-peers", action="store_true", help="skip PyOD (no .venv-peers)")
     parser.add_argument("--json", type=Path, default=None, help="write every seed's figures here")
-    parser.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="knobs beyond the data keys"
-    )
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="other knobs to set")
     parser.add_argument(
         "--save-scores", type=Path, default=None, help="write each seed's scores here (<dataset>-<seed>.npz)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--peer-worker":
+        return peer_worker(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+    from benchmarks.run_pipeline import parse_overrides  # here: the peer worker's venv has no yaml
+
+    args = arguments()
     loaders = {"fashion_mnist": fashion_mnist, "breast_cancer": breast_cancer}
     results = {}
     for dataset in args.only:

@@ -105,8 +105,7 @@ def resolve_model(
         covariates: the inputs after x's that are covariates (the manifest's covariate_width).
         train_rows: the train split's rows (None: as many as a large dataset's).
 
-    Returns:
-        The resolved model and the choices made, keyed "model.<knob>".
+    Returns the resolved model and the choices made, keyed "model.<knob>".
     """
     shape = list(example_shape)
     likelihood = _likelihood_choice(model, shape, value_range, value_type, columns, levels)
