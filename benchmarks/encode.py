@@ -6,7 +6,7 @@
 Each size runs in a fresh process: synthetic digits-shaped pixels (8x8x1 uint8 levels) are
 written to a memory-mapped .npy, then streamed through the default encoder (params.yaml's
 model block, untrained weights: the cost does not depend on their values) into the latent
-Parquet writer with each row's scores (S_K, its quantile, novelty: the PNG code length, the
+Parquet writer with each row's scores (S_K, its quantile, novelty: the WebP code length, the
 decoder's mean, the distance to training z_means), exactly as the encode stage does, for each K
 given. Prints rows/s and the process's peak resident memory above its level just before
 encoding (TensorFlow and the model loaded).

@@ -17,13 +17,12 @@ with the stage's latents as the reference, as a user scores new data:
 
 Scores, higher = odder: the latents' `surprisal` and `novelty`; reconstruction error (squared
 error of E[x | z = μ_φ(x)] on the model's inputs); for images the surprisal minus a lossless
-compressor's code length of the pixels (Serrà et al. 2020) with PNG and with zlib, the
-candidates for a complexity-corrected novelty; novelty's error and neighbours parts on their
-own (its fit part is S for a table, S - png code length for images); PCA reconstruction error
+compressor's code length of the pixels (Serrà et al. 2020) with lossless WebP (the fit part
+of novelty), PNG and zlib; novelty's error and neighbours parts on their own (its fit part is
+S for a table, S - webp code length for images); PCA reconstruction error
 (d = latent_dim); and PyOD's IForest, KNN, AutoEncoder and VAE (.venv-peers, never in `make
 test`), on the same inputs (pixels / 255; the table standardized on its training rows). Prints
-AUROC and AP of each score on each set against the inliers: the median over seeds, and the
-spread.
+AUROC and AP of each score on each set against the inliers: the median over seeds, the spread.
 """
 
 import argparse
@@ -123,6 +122,7 @@ def set_scores(name: str, x: np.ndarray, columns: list[str] | None, bundle, path
     import pandas as pd
 
     from pipeline.data.readers.sources import load_source
+    from pipeline.latents.complexity import code_nats
     from pipeline.latents.encode_command import encode_new_data, find_reference
     from pipeline.latents.imputation import decoded_means
     from pipeline.latents.new_data import input_config
@@ -144,10 +144,11 @@ def set_scores(name: str, x: np.ndarray, columns: list[str] | None, bundle, path
         f"surprisal/{name}": s,
         f"novelty/{name}": rows["novelty"].to_numpy(),
         f"reconstruction error/{name}": ((inputs.reshape(len(rows), -1) - means) ** 2).sum(axis=1),
-        f"novelty's error part/{name}": error,  # its fit part is S (tables) or S - png code length
+        f"novelty's error part/{name}": error,  # its fit part is S (tables) or S - webp code length
         f"novelty's neighbours part/{name}": neighbours,
     }
     if not table:
+        scores[f"S - webp code length/{name}"] = s - code_nats(x)
         for compressor, length in (("png", png_bytes), ("zlib", zlib_bytes)):
             code = np.array([length(image) for image in x]) * NATS_PER_BYTE
             scores[f"S - {compressor} code length/{name}"] = rows["surprisal"].to_numpy() - code

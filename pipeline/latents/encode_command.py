@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.readers.source_dataset import Dataset
+from pipeline.latents.complexity import COMPRESSOR
 from pipeline.latents.h5ad_out import LatentRows, check_h5ad_target, write_h5ad_with_latents
 from pipeline.latents.imputation import Completer
 from pipeline.latents.metadata import LatentsMetadata
@@ -174,6 +175,12 @@ def find_reference(bundle, latents: Path | None) -> Reference | None:
         meta = read_metadata(file)
         found = (meta.get("surprisal") or {}).get("reference")
         if found and meta.get("model_sha256") == bundle.model_sha256:
+            if found["pixels"] and found.get("compressor") != COMPRESSOR:
+                raise DataError(
+                    f"{file}: its training rows' novelty was measured with L = the "
+                    f"{found.get('compressor') or 'png'} code length, this version's is {COMPRESSOR}'s; "
+                    "run the encode stage again (dvc repro) to rebuild the reference"
+                )
             return Reference.of(found)
     if latents is not None:
         raise DataError(

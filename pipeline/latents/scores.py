@@ -11,9 +11,9 @@
                         without a reference.
 
 The parts, each catching what the others miss (benchmarks/novelty.py measures each):
-    fit         S_K, for pixels S_K - L (L the PNG code length, pipeline.latents.complexity): a
-                likelihood finds simple pictures unsurprising, odd or not (Nalisnick et al.
-                2019); what a generic compressor pays for them corrects that (Serrà et al. 2020)
+    fit         S_K, for pixels S_K - L (L the lossless WebP code length, pipeline.latents.
+                complexity): a likelihood finds simple pictures unsurprising, odd or not (Nalisnick
+                et al. 2019); what a generic compressor pays for them corrects that (Serrà et al.)
     error       the squared error of E[x | z = mu] with each feature in its training sd's units
                 (1 where a feature never varies), as PyOD's detectors standardize: noise on a
                 quiet border weighs where it is unusual, not where pixels are loud anyway
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.latents.complexity import png_nats
+from pipeline.latents.complexity import COMPRESSOR, code_nats
 from pipeline.latents.imputation import decoded_means
 from pipeline.latents.parquet import RowScores
 from pipeline.model.diagnostics import Moments, RowSurprisal, rows_per_batch
@@ -54,7 +54,7 @@ NOVELTY = {
     f"sd, and the mean distance of z_mean to its {NEIGHBOURS} nearest training z_means, each as "
     "(v - m) / (q99 - m), m and q99 its training rows' median and 99th percentile; the sum measured "
     "the same way"
-    for pixels, fit in ((False, "S_K"), (True, "S_K - L (L the PNG code length of the pixels in nats)"))
+    for pixels, fit in ((False, "S_K"), (True, "S_K - L (L the pixels' lossless WebP code length in nats)"))
 }
 
 
@@ -87,6 +87,7 @@ class Reference:
             "rows": self.rows,
             "quantiles": [float(v) for v in self.quantiles],
             "pixels": self.pixels,
+            "compressor": COMPRESSOR if self.pixels else None,  # L's, in the fit part's spreads
             "spreads": {name: [float(v) for v in row] for name, row in zip(PARTS, self.spreads)},
             "scale": _packed(self.scale),
             "neighbours": _packed(self.neighbours),
@@ -183,7 +184,7 @@ def _fit_and_error(vae, pixels: bool, scale: np.ndarray, s, x, stored, z_mean) -
     means = decoded_means(vae, z_mean, rows_per_batch(vae, 1, 1024), c=c).reshape(len(x), -1)
     standardized = (np.reshape(features, (len(x), -1)) - means) / scale
     error = np.nansum(np.square(standardized, dtype=np.float64), axis=1)  # a missing cell adds nothing
-    return np.column_stack([s - png_nats(stored) if pixels else s, error])
+    return np.column_stack([s - code_nats(stored) if pixels else s, error])
 
 
 def _nearest(z: np.ndarray, sample: np.ndarray) -> np.ndarray:

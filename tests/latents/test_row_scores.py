@@ -13,10 +13,10 @@ from sklearn.neighbors import NearestNeighbors
 
 from pipeline.data.prepared import load_split
 from pipeline.data.readers.sources import read_digits
-from pipeline.latents.complexity import NATS_PER_BYTE, picture, png_nats
+from pipeline.latents.complexity import MAX_SIDE, NATS_PER_BYTE, code_nats, picture
 from pipeline.latents.encode_command import encode_new_data
 from pipeline.latents.imputation import decoded_means
-from pipeline.latents.parquet import read_metadata
+from pipeline.latents.parquet import METADATA_PREFIX, read_metadata
 from pipeline.latents.reader import load_latents
 from pipeline.latents.scores import NEIGHBOURS, QUANTILES, Reference, _feature_sd, _nearest
 from pipeline.model.bundle import load_vae
@@ -102,7 +102,7 @@ def assert_novelty_as_defined(vae, train, reference, split):
     assert np.abs(distances[:, 0]).max() < 1e-5  # each row's nearest is itself, left out
     error = (((inputs - decoded_means(vae, z).reshape(len(z), -1)) / reference.scale) ** 2).sum(1)
     s = train.column("surprisal").to_numpy()
-    parts = [s - png_nats(read_digits().x[ids]), error, distances[:, 1:].mean(1)]
+    parts = [s - code_nats(read_digits().x[ids]), error, distances[:, 1:].mean(1)]
 
     def beyond(values, spread):
         return (values - spread[0]) / (spread[1] - spread[0])
@@ -206,22 +206,52 @@ def test_neighbours_leave_the_row_itself_out_and_the_feature_sd_is_numpys():
 
 
 def test_l_is_a_lossless_code_length_of_every_shape_of_pixels():
-    """PNG gives the pixels back exactly (a code length, not an approximation), noise costs
-    more than a flat picture, and every stored shape of pixels has a picture."""
+    """Lossless WebP gives the pixels back exactly (a code length, not an approximation), noise
+    costs more than a flat picture, and every stored shape of pixels has a picture, one wider
+    than WebP takes folded into rows."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for shape in ((5, 12, 9, 1), (5, 12, 9, 3), (5, 12, 9, 2), (5, 30), (5, 6, 7)):
+    shapes = ((5, 12, 9, 1), (5, 12, 9, 3), (5, 12, 9, 2), (5, 30), (5, 6, 7), (2, MAX_SIDE + 5))
+    for shape in shapes:
         pixels = rng.integers(0, 256, shape).astype(np.uint8)
-        lengths = png_nats(pixels)
+        lengths = code_nats(pixels)
         for example, length in zip(pixels, lengths):
             out = io.BytesIO()
-            Image.fromarray(picture(example)).save(out, format="PNG")
+            Image.fromarray(picture(example)).save(out, format="WEBP", lossless=True)
             assert len(out.getvalue()) * NATS_PER_BYTE == length
             back = np.asarray(Image.open(io.BytesIO(out.getvalue())))
-            assert np.array_equal(back, picture(example)) and back.size == example.size
-    flat = png_nats(np.full((1, 28, 28, 1), 7, np.uint8))[0]
-    assert flat < png_nats(rng.integers(0, 256, (1, 28, 28, 1)).astype(np.uint8))[0] / 5
+            back = back if picture(example).ndim == 3 else back[..., 0]  # grey comes back as RGB
+            assert np.array_equal(back, picture(example))
+            kept = np.sort(picture(example), axis=None)[-example.size :]  # every value, zeros after
+            assert np.array_equal(kept, np.sort(example, axis=None))
+    assert picture(np.zeros(MAX_SIDE + 5, np.uint8)).shape == (2, MAX_SIDE)
+    flat = code_nats(np.full((1, 28, 28, 1), 7, np.uint8))[0]
+    assert flat < code_nats(rng.integers(0, 256, (1, 28, 28, 1)).astype(np.uint8))[0] / 5
+
+
+def test_a_reference_measured_with_another_compressor_is_refused(pipeline_run, tmp_path):
+    """Latents written before L was WebP's hold spreads of another L: scoring new rows against
+    them would mix two scales, so the command names the file and writes nothing."""
+    import pyarrow.parquet as pq
+
+    paths = pipeline_run["paths"]
+    old = tmp_path / "old" / "split=train"
+    old.mkdir(parents=True)
+    source = sorted((paths["latents"] / "split=train").glob("*.parquet"))[0]
+    table = pq.read_table(source)
+    key = f"{METADATA_PREFIX}surprisal".encode()
+    record = json.loads(table.schema.metadata[key])
+    del record["reference"]["compressor"]  # as a file of the PNG version had it
+    pq.write_table(
+        table.replace_schema_metadata({**table.schema.metadata, key: json.dumps(record)}), old / "0.parquet"
+    )
+    np.savez(tmp_path / "rows.npz", x=read_digits().x[:5])
+    with pytest.raises(
+        DataError, match=r"old/split=train/0\.parquet: .* the png code length, this version's is webp"
+    ):
+        encode_new_data(paths["model"], tmp_path / "rows.npz", tmp_path / "out", reference=tmp_path / "old")
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_report_names_the_most_surprising_rows_and_pictures_them(pipeline_run):
