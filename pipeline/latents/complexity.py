@@ -5,7 +5,7 @@ show (Nalisnick et al. 2019); S(x) - L(x) asks how much more surprising x is to 
 to a generic compressor, which knows nothing of the training data. The compressor is lossless
 WebP: its predictors and colour transforms model pictures better than PNG's filters, and
 Serrà et al. found the better compressor the better correction; on Fashion-MNIST S - L ranks
-noise 0.85 AUROC against PNG's 0.49, and held-out classes, occlusions and flips better too
+noise 0.85 AUROC against PNG's 0.48, and held-out classes, occlusions and flips better too
 (benchmarks/RESULTS.md, "novelty.py"), at about 110 µs more a 28×28 picture.
 """
 
@@ -39,15 +39,15 @@ def code_nats(pixels: np.ndarray) -> np.ndarray:
 
 
 def picture(example: np.ndarray) -> np.ndarray:
-    """One example as an 8-bit grey or RGB picture: a row of values for a flat example, other
-    channel counts as their planes side by side, anything wider than MAX_SIDE folded into rows
-    of MAX_SIDE values, zeros after the last (lossless either way)."""
+    """One example as an 8-bit grey or RGB picture: other channel counts as their planes side
+    by side, an example of one or more than three dimensions as a row of its values, anything
+    wider than MAX_SIDE folded into rows of MAX_SIDE values, zeros after the last (lossless)."""
     example = np.asarray(example).astype(np.uint8)
     if example.ndim == 3 and example.shape[-1] == 1:
         example = example[..., 0]
     elif example.ndim == 3 and example.shape[-1] != 3:
         example = np.concatenate(np.moveaxis(example, -1, 0), axis=1)
-    elif example.ndim == 1:
+    elif example.ndim != 2:
         example = example.reshape(1, -1)
     if example.shape[1] <= MAX_SIDE and example.shape[0] <= MAX_SIDE:
         return example

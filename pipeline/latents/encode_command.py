@@ -168,20 +168,25 @@ def _scorer(bundle, reference: Reference | None) -> Scorer:
 def find_reference(bundle, latents: Path | None) -> Reference | None:
     """The training rows' surprisal from a latent dataset the encode stage wrote with this
     model: `latents`, or where none is given the stage's output beside the model's folder
-    (data/model/model.keras -> data/latents), when it holds one. Without it the rows'
-    surprisal_quantile and novelty are null (a warning says so); a given one that lacks it is an error."""
+    (data/model/model.keras -> data/latents), when it holds one. Without it, or with one whose
+    L is another compressor's (an older version's), the rows' surprisal_quantile and novelty are
+    null (a warning says so); a given one that lacks it or holds such a reference is an error."""
     where = latents or bundle.model_path.parent.parent / "latents"
     for file in sorted(Path(where).glob("split=*/*.parquet")):
         meta = read_metadata(file)
         found = (meta.get("surprisal") or {}).get("reference")
         if found and meta.get("model_sha256") == bundle.model_sha256:
-            if found["pixels"] and found.get("compressor") != COMPRESSOR:
-                raise DataError(
-                    f"{file}: its training rows' novelty was measured with L = the "
-                    f"{found.get('compressor') or 'png'} code length, this version's is {COMPRESSOR}'s; "
-                    "run the encode stage again (dvc repro) to rebuild the reference"
-                )
-            return Reference.of(found)
+            if not found["pixels"] or found.get("compressor") == COMPRESSOR:
+                return Reference.of(found)
+            stale = (
+                f"{file}: its training rows' novelty was measured with L = the "
+                f"{found.get('compressor') or 'png'} code length, this version's is {COMPRESSOR}'s; "
+                "run the encode stage again (dvc repro) to rebuild the reference"
+            )
+            if latents is not None:
+                raise DataError(stale)
+            log.warning("%s. surprisal_quantile and novelty are null", stale)
+            return None
     if latents is not None:
         raise DataError(
             f"{latents}: no latents of this model ({bundle.model_path}) with the training rows' surprisal "

@@ -14,7 +14,7 @@ from sklearn.neighbors import NearestNeighbors
 from pipeline.data.prepared import load_split
 from pipeline.data.readers.sources import read_digits
 from pipeline.latents.complexity import MAX_SIDE, NATS_PER_BYTE, code_nats, picture
-from pipeline.latents.encode_command import encode_new_data
+from pipeline.latents.encode_command import encode_new_data, find_reference
 from pipeline.latents.imputation import decoded_means
 from pipeline.latents.parquet import METADATA_PREFIX, read_metadata
 from pipeline.latents.reader import load_latents
@@ -212,7 +212,15 @@ def test_l_is_a_lossless_code_length_of_every_shape_of_pixels():
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    shapes = ((5, 12, 9, 1), (5, 12, 9, 3), (5, 12, 9, 2), (5, 30), (5, 6, 7), (2, MAX_SIDE + 5))
+    shapes = (
+        (5, 12, 9, 1),
+        (5, 12, 9, 3),
+        (5, 12, 9, 2),
+        (5, 30),
+        (5, 6, 7),
+        (2, 2, 3, 4, 1),
+        (2, MAX_SIDE + 5),
+    )
     for shape in shapes:
         pixels = rng.integers(0, 256, shape).astype(np.uint8)
         lengths = code_nats(pixels)
@@ -230,9 +238,12 @@ def test_l_is_a_lossless_code_length_of_every_shape_of_pixels():
     assert flat < code_nats(rng.integers(0, 256, (1, 28, 28, 1)).astype(np.uint8))[0] / 5
 
 
-def test_a_reference_measured_with_another_compressor_is_refused(pipeline_run, tmp_path):
+def test_a_reference_measured_with_another_compressor_is_refused(pipeline_run, tmp_path, caplog):
     """Latents written before L was WebP's hold spreads of another L: scoring new rows against
-    them would mix two scales, so the command names the file and writes nothing."""
+    them would mix two scales, so the command names the file and writes nothing; found beside
+    the model rather than given, it is left out with a warning, as a missing one is."""
+    import types
+
     import pyarrow.parquet as pq
 
     paths = pipeline_run["paths"]
@@ -252,6 +263,13 @@ def test_a_reference_measured_with_another_compressor_is_refused(pipeline_run, t
     ):
         encode_new_data(paths["model"], tmp_path / "rows.npz", tmp_path / "out", reference=tmp_path / "old")
     assert not (tmp_path / "out").exists()
+    beside = types.SimpleNamespace(  # a model at tmp_path/model whose stage latents are the old ones
+        model_path=tmp_path / "model" / "model.keras", model_sha256=read_metadata(source)["model_sha256"]
+    )
+    (tmp_path / "old").rename(tmp_path / "latents")
+    with caplog.at_level(logging.WARNING):
+        assert find_reference(beside, None) is None
+    assert "the png code length" in caplog.text and "novelty are null" in caplog.text
 
 
 def test_the_report_names_the_most_surprising_rows_and_pictures_them(pipeline_run):
