@@ -28,7 +28,6 @@ AUROC and AP of each score on each set against the inliers: the median over seed
 import argparse
 import io
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,6 @@ from benchmarks._novelty_data import breast_cancer, fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
-NATS_PER_BYTE = 8 * math.log(2)
 
 
 def peer_worker(data_path: Path, out_path: Path, seed: int) -> None:
@@ -122,7 +120,7 @@ def set_scores(name: str, x: np.ndarray, columns: list[str] | None, bundle, path
     import pandas as pd
 
     from pipeline.data.readers.sources import load_source
-    from pipeline.latents.complexity import code_nats
+    from pipeline.latents.complexity import NATS_PER_BYTE, code_nats
     from pipeline.latents.encode_command import encode_new_data, find_reference
     from pipeline.latents.imputation import decoded_means
     from pipeline.latents.new_data import input_config
@@ -151,7 +149,7 @@ def set_scores(name: str, x: np.ndarray, columns: list[str] | None, bundle, path
         scores[f"S - webp code length/{name}"] = s - code_nats(x)
         for compressor, length in (("png", png_bytes), ("zlib", zlib_bytes)):
             code = np.array([length(image) for image in x]) * NATS_PER_BYTE
-            scores[f"S - {compressor} code length/{name}"] = rows["surprisal"].to_numpy() - code
+            scores[f"S - {compressor} code length/{name}"] = s - code
     return scores
 
 

@@ -78,8 +78,7 @@ class Reference:
 
     def novelty(self, parts: np.ndarray) -> np.ndarray:
         """NOVELTY of rows' parts (n, 3): fit, error, neighbours (`parts`)."""
-        total = sum(_beyond(parts[:, i], self.spreads[i]) for i in range(3))
-        return _beyond(total, self.spreads[3])
+        return _beyond(_summed(parts, self.spreads), self.spreads[3])
 
     def as_dict(self) -> dict:
         return {
@@ -110,6 +109,11 @@ def _beyond(values: np.ndarray, spread: np.ndarray) -> np.ndarray:
     """(values - median) / (99th percentile - median), spread = (median, 99th percentile)."""
     median, tail = spread
     return (values - median) / (tail - median if tail > median else 1.0)
+
+
+def _summed(parts: np.ndarray, spreads) -> np.ndarray:
+    """The sum of the three parts (n, 3), each `_beyond` its own spread."""
+    return sum(_beyond(parts[:, i], spreads[i]) for i in range(3))
 
 
 def _packed(values: np.ndarray) -> dict:
@@ -229,7 +233,7 @@ def reference_of(vae, surprisal: RowSurprisal, x: np.ndarray, preprocess, pixels
     sample = z[_spread(len(z), NEIGHBOUR_ROWS)]
     scores = np.column_stack([np.concatenate(fit_and_error), _nearest(z, sample)])
     spreads = [np.quantile(scores[:, i], SPREAD_AT) for i in range(3)]
-    total = sum(_beyond(scores[:, i], spreads[i]) for i in range(3))
+    total = _summed(scores, spreads)
     return Reference(
         surprisal.samples,
         len(rows),
